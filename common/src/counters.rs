@@ -1,0 +1,171 @@
+//! Counters (`VXDP_COUNTERS`, a per-CPU array): for each network, one slot per
+//! action and one per drop reason. Slot numbers are stable; the drop reasons'
+//! numbers and names are the `reason` label of the metrics.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::user_pod;
+
+/// Slots per network in `VXDP_COUNTERS`; index = network_id * SLOTS + slot.
+pub const COUNTER_SLOTS: u32 = 64;
+/// First slot used by drop reasons (slot = DROP_BASE + reason).
+pub const DROP_BASE: u32 = 32;
+
+/// Value of one counter slot (per CPU; userspace sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+user_pod!(Counter);
+
+/// What the programs did with a packet (slots 0..DROP_BASE).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Guest → outside, source-NATed and redirected to the uplink.
+    SnatForwarded = 0,
+    /// Outside → guest, reply destination-NATed and redirected to the guest.
+    DnatForwarded = 1,
+    /// Guest frame left to the bridge/kernel (ARP, DHCP, host, other guests).
+    GuestPassed = 2,
+    /// Uplink frame left to the kernel (not ours, or for the host).
+    UplinkPassed = 3,
+    /// A new NAT flow was created (two conntrack entries).
+    ConntrackCreated = 4,
+    /// A stale entry was removed to reuse its NAT port.
+    ConntrackExpiredReused = 5,
+    /// A reply-direction entry lost to LRU eviction was recreated.
+    ConntrackRepaired = 6,
+    /// Guest packet left to the kernel so it resolves the next hop's MAC.
+    NeighbourResolve = 7,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::SnatForwarded,
+        Action::DnatForwarded,
+        Action::GuestPassed,
+        Action::UplinkPassed,
+        Action::ConntrackCreated,
+        Action::ConntrackExpiredReused,
+        Action::ConntrackRepaired,
+        Action::NeighbourResolve,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::SnatForwarded => "snat_forwarded",
+            Action::DnatForwarded => "dnat_forwarded",
+            Action::GuestPassed => "guest_passed",
+            Action::UplinkPassed => "uplink_passed",
+            Action::ConntrackCreated => "conntrack_created",
+            Action::ConntrackExpiredReused => "conntrack_expired_reused",
+            Action::ConntrackRepaired => "conntrack_repaired",
+            Action::NeighbourResolve => "neighbour_resolve",
+        }
+    }
+
+    /// The direction label: from the guest or from the uplink.
+    pub const fn direction(self) -> &'static str {
+        match self {
+            Action::DnatForwarded | Action::UplinkPassed => "from_uplink",
+            _ => "from_guest",
+        }
+    }
+
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Why a packet was dropped. The numbers are stable (they are in dashboards):
+/// never renumber, only append.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Truncated frame or invalid IPv4 header (bad version/IHL/length).
+    Malformed = 1,
+    /// IPv4 fragment leaving or entering a NAT network (not translated).
+    Fragment = 2,
+    /// IP protocol vxdp does not translate (not TCP, UDP or ICMP).
+    UnsupportedProtocol = 3,
+    /// ICMP type vxdp does not translate (only echo is).
+    UnsupportedIcmp = 4,
+    /// Guest packet to the outside whose source is not in the network's subnet.
+    SourceNotInSubnet = 5,
+    /// No free NAT port for this destination after the bounded retries.
+    NatPortExhausted = 6,
+    /// The conntrack table refused the insert.
+    ConntrackInsertFailed = 7,
+    /// Inbound packet for a NAT network that no flow expects.
+    UnsolicitedInbound = 8,
+    /// The route to the destination does not leave through the network's uplink.
+    RouteNotViaUplink = 9,
+    /// IP forwarding is disabled in the kernel.
+    ForwardingDisabled = 10,
+    /// Packet larger than the egress MTU (would need fragmenting).
+    FragmentationNeeded = 11,
+    /// The port has a program but no endpoint entry, or the network is not active.
+    UnknownPort = 12,
+    /// The redirect helper failed.
+    RedirectFailed = 13,
+    /// Inbound reply whose TTL would expire here.
+    TtlExpired = 14,
+    /// A checksum helper failed.
+    ChecksumUpdateFailed = 15,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 15] = [
+        DropReason::Malformed,
+        DropReason::Fragment,
+        DropReason::UnsupportedProtocol,
+        DropReason::UnsupportedIcmp,
+        DropReason::SourceNotInSubnet,
+        DropReason::NatPortExhausted,
+        DropReason::ConntrackInsertFailed,
+        DropReason::UnsolicitedInbound,
+        DropReason::RouteNotViaUplink,
+        DropReason::ForwardingDisabled,
+        DropReason::FragmentationNeeded,
+        DropReason::UnknownPort,
+        DropReason::RedirectFailed,
+        DropReason::TtlExpired,
+        DropReason::ChecksumUpdateFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Fragment => "fragment",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::UnsupportedIcmp => "unsupported_icmp",
+            DropReason::SourceNotInSubnet => "source_not_in_subnet",
+            DropReason::NatPortExhausted => "nat_port_exhausted",
+            DropReason::ConntrackInsertFailed => "conntrack_insert_failed",
+            DropReason::UnsolicitedInbound => "unsolicited_inbound",
+            DropReason::RouteNotViaUplink => "route_not_via_uplink",
+            DropReason::ForwardingDisabled => "forwarding_disabled",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::UnknownPort => "unknown_port",
+            DropReason::RedirectFailed => "redirect_failed",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::ChecksumUpdateFailed => "checksum_update_failed",
+        }
+    }
+
+    pub const fn slot(self) -> u32 {
+        DROP_BASE + self as u32
+    }
+}
+
+const _: () = assert!((Action::ALL.len() as u32) <= DROP_BASE);
+const _: () = assert!(DROP_BASE + (DropReason::ALL.len() as u32) < COUNTER_SLOTS);
+
+/// Index of a counter in `VXDP_COUNTERS`.
+pub const fn counter_index(network_id: u32, slot: u32) -> u32 {
+    network_id * COUNTER_SLOTS + slot
+}

@@ -1,0 +1,101 @@
+//! Per-network configuration (`VXDP_NETWORKS`), per-port endpoints
+//! (`VXDP_ENDPOINTS`) and the subnet trie (`VXDP_SUBNETS`).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::user_pod;
+
+/// Network ids index `VXDP_NETWORKS` and the counter array. Id 0 is reserved
+/// for traffic that belongs to no network (e.g. uplink frames passed on).
+pub const MAX_NETWORKS: u32 = 64;
+
+/// How many guest ports (`VXDP_ENDPOINTS`, `VXDP_PORTS`) one host can have.
+pub const MAX_PORTS: u32 = 4096;
+
+/// `NetworkConfig::mode` values. Numbers are stable: they are stored in maps.
+pub mod mode {
+    pub const NAT: u32 = 1;
+    pub const ROUTE: u32 = 2;
+    pub const OPEN: u32 = 3;
+    pub const ISOLATED: u32 = 4;
+}
+
+/// `NetworkConfig::flags` bits.
+pub mod network_flags {
+    /// The network is started; a zeroed slot has this bit clear.
+    pub const ACTIVE: u32 = 1;
+}
+
+/// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
+/// network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetworkConfig {
+    /// One of [`mode`].
+    pub mode: u32,
+    /// [`network_flags`] bits.
+    pub flags: u32,
+    /// Subnet address (network byte order), already masked.
+    pub subnet: u32,
+    /// Subnet mask (network byte order).
+    pub netmask: u32,
+    /// The bridge's (gateway's) address (network byte order).
+    pub gateway: u32,
+    /// First and last SNAT address (network byte order); equal for one address.
+    pub nat_addr_first: u32,
+    pub nat_addr_last: u32,
+    /// SNAT source port range, host byte order, inclusive.
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    /// Interface that traffic to the outside must leave by.
+    pub uplink_ifindex: u32,
+    /// The network's bridge: the L3 interface guests' packets arrive on.
+    pub bridge_ifindex: u32,
+    /// The bridge's MAC: source MAC of frames vxdp delivers to guests.
+    pub bridge_mac: [u8; 6],
+    pub _pad0: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<NetworkConfig>() == 48);
+
+/// `Endpoint::flags` bits.
+pub mod endpoint_flags {
+    /// `Endpoint::mac` is known and enforced as the only source MAC.
+    pub const MAC_KNOWN: u32 = 1;
+}
+
+/// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a
+/// network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Endpoint {
+    pub network_id: u32,
+    /// [`endpoint_flags`] bits.
+    pub flags: u32,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    pub _pad0: [u8; 2],
+    /// The guest's IPv4 address once known (network byte order), 0 if not.
+    pub ipv4: u32,
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 24);
+
+/// Key of the `VXDP_SUBNETS` LPM trie: an IPv4 prefix (network byte order).
+/// The trie's own key header (prefix length) is added by the map type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SubnetKey {
+    pub addr: u32,
+}
+const _: () = assert!(core::mem::size_of::<SubnetKey>() == 4);
+
+/// Value of `VXDP_SUBNETS`: which network owns the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SubnetOwner {
+    pub network_id: u32,
+    pub mode: u32,
+}
+const _: () = assert!(core::mem::size_of::<SubnetOwner>() == 8);
+
+user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner);

@@ -1,0 +1,402 @@
+//! The eBPF side of the control plane: loading the programs, pinning maps,
+//! programs and links under the bpffs directory (so the dataplane runs with
+//! no process attached and a restart adopts it), filling and reading maps.
+//!
+//! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
+//! `maps/VXDP_*`, `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
+//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>`.
+
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::Key as LpmKey,
+    },
+    programs::{
+        Link, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+    },
+};
+use aya_obj::programs::XdpAttachType;
+use vxdp_common::{
+    COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
+    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, SubnetKey, SubnetOwner, counter_index, names,
+};
+
+/// bpffs's magic number (statfs f_type).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{path}: not on a bpf filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --bpffs with a directory on one")]
+    NotBpffs { path: PathBuf },
+    #[error("mounting bpffs on {path}: {source}")]
+    Mount { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: String, source: ProgramError },
+    #[error("attaching {what} to {interface}: {source}")]
+    Attach { what: &'static str, interface: String, source: ProgramError },
+    #[error("pinning {path}: {source}")]
+    Pin { path: PathBuf, source: aya::pin::PinError },
+    #[error("link {path}: {source}")]
+    Link { path: PathBuf, source: LinkError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("map VXDP_PORTS: {0}")]
+    Ports(aya::maps::xdp::XdpMapError),
+    #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
+    NotLoaded(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Io { path: path.to_path_buf(), source }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// Where vxdp pins its objects.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    pub root: PathBuf,
+}
+
+impl Pins {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+    pub fn tc_link(&self, ifindex: u32) -> PathBuf {
+        self.root.join("links").join(format!("tc_in_{ifindex}"))
+    }
+    pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
+        self.root.join("links").join(format!("xdp_{ifindex}"))
+    }
+    pub fn is_loaded(&self) -> bool {
+        self.prog(names::PROG_GUEST_INGRESS).exists()
+    }
+}
+
+fn fs_type(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `root` lies on a bpffs, mounting the standard one at
+/// /sys/fs/bpf when it is missing (as systemd would at boot).
+pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
+    let std_mount = Path::new("/sys/fs/bpf");
+    if root.starts_with(std_mount)
+        && fs_type(std_mount).map_err(io_err(std_mount))? != BPF_FS_MAGIC
+    {
+        let (src, dst, ty) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) } != 0 {
+            return Err(DataplaneError::Mount {
+                path: std_mount.into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+    }
+    let mut probe = root;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    if fs_type(probe).map_err(io_err(probe))? != BPF_FS_MAGIC {
+        return Err(DataplaneError::NotBpffs { path: root.into() });
+    }
+    for dir in ["maps", "progs", "links"] {
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+    }
+    Ok(())
+}
+
+/// Load-time options.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub conntrack_entries: u32,
+    pub timeouts_s: [u64; DEFAULT_TIMEOUTS_S.len()],
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { conntrack_entries: DEFAULT_CONNTRACK_ENTRIES, timeouts_s: DEFAULT_TIMEOUTS_S }
+    }
+}
+
+/// Loads the programs and maps unless they are pinned already (then the
+/// pinned ones are adopted untouched, keeping conntrack). Returns whether it
+/// loaded anything.
+pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneError> {
+    ensure_bpffs(&pins.root)?;
+    if pins.is_loaded() {
+        return Ok(false);
+    }
+    let maps_dir = pins.maps_dir();
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps_dir)
+        .map_max_entries(names::MAP_CONNTRACK, opts.conntrack_entries)
+        .load(crate::dataplane_object())?;
+    let prog_err = |name: &str| {
+        let name = name.to_string();
+        move |source| DataplaneError::Program { name, source }
+    };
+    for name in [names::PROG_GUEST_INGRESS, names::PROG_UPLINK_INGRESS] {
+        let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
+            name: name.into(),
+            source: ProgramError::NotLoaded,
+        })?;
+        let path = pins.prog(name);
+        let pin_err = |source| DataplaneError::Pin { path: path.clone(), source };
+        if name == names::PROG_GUEST_INGRESS {
+            let p: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.pin(&path).map_err(pin_err)?;
+        } else {
+            let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.pin(&path).map_err(pin_err)?;
+        }
+    }
+    let mut timeouts: Array<_, u64> = Array::try_from(
+        ebpf.map_mut(names::MAP_TIMEOUTS)
+            .ok_or(DataplaneError::Map { name: names::MAP_TIMEOUTS, source: MapError::InvalidName { name: names::MAP_TIMEOUTS.into() } })?,
+    )
+    .map_err(map_err(names::MAP_TIMEOUTS))?;
+    for (class, secs) in opts.timeouts_s.iter().enumerate() {
+        timeouts
+            .set(class as u32, &(secs * 1_000_000_000), 0)
+            .map_err(map_err(names::MAP_TIMEOUTS))?;
+    }
+    Ok(true)
+}
+
+/// Removes every pinned vxdp object (programs, maps, links) under `root`.
+/// Attached links are detached as their pins go.
+pub fn unload(pins: &Pins) -> Result<(), DataplaneError> {
+    if pins.root.exists() {
+        std::fs::remove_dir_all(&pins.root).map_err(io_err(&pins.root))?;
+    }
+    Ok(())
+}
+
+fn open_map(pins: &Pins, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Err(DataplaneError::NotLoaded(pins.root.clone()));
+    }
+    let data = MapData::from_pin(&path).map_err(map_err(name))?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+macro_rules! typed_map {
+    ($fn:ident, $name:expr, $ty:ty) => {
+        pub fn $fn(&self) -> Result<$ty, DataplaneError> {
+            <$ty>::try_from(open_map(&self.pins, $name)?).map_err(map_err($name))
+        }
+    };
+}
+
+/// Handles on the pinned maps.
+pub struct Maps {
+    pins: Pins,
+}
+
+impl Maps {
+    pub fn open(pins: &Pins) -> Result<Self, DataplaneError> {
+        if !pins.is_loaded() {
+            return Err(DataplaneError::NotLoaded(pins.root.clone()));
+        }
+        Ok(Self { pins: pins.clone() })
+    }
+
+    typed_map!(networks, names::MAP_NETWORKS, Array<MapData, NetworkConfig>);
+    typed_map!(endpoints, names::MAP_ENDPOINTS, HashMap<MapData, u32, Endpoint>);
+    typed_map!(subnets, names::MAP_SUBNETS, LpmTrie<MapData, SubnetKey, SubnetOwner>);
+    typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
+    typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
+    typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
+
+    pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
+        self.networks()?.set(id, cfg, 0).map_err(map_err(names::MAP_NETWORKS))
+    }
+
+    pub fn set_subnet(&self, addr: u32, prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
+        self.subnets()?
+            .insert(&LpmKey::new(prefix, SubnetKey { addr }), owner, 0)
+            .map_err(map_err(names::MAP_SUBNETS))
+    }
+
+    pub fn remove_subnet(&self, addr: u32, prefix: u32) -> Result<(), DataplaneError> {
+        match self.subnets()?.remove(&LpmKey::new(prefix, SubnetKey { addr })) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    pub fn set_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        self.endpoints()?.insert(&ifindex, ep, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
+        self.ports()?
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(DataplaneError::Ports)
+    }
+
+    pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
+        for r in [
+            self.endpoints()?.remove(&ifindex),
+            self.ports()?.remove(ifindex),
+        ] {
+            match r {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::MAP_ENDPOINTS)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// All conntrack entries (both directions), optionally of one network.
+    pub fn conntrack_entries(
+        &self,
+        network_id: Option<u32>,
+    ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
+        let ct = self.conntrack()?;
+        let mut out = Vec::new();
+        for item in ct.iter() {
+            // Entries can vanish (LRU) between key and value reads.
+            let Ok((k, v)) = item else { continue };
+            if network_id.is_none_or(|id| v.network_id as u32 == id) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a network's conntrack entries; returns how many.
+    pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
+        let entries = self.conntrack_entries(Some(network_id))?;
+        let mut ct = self.conntrack()?;
+        let mut n = 0;
+        for (k, _) in entries {
+            if ct.remove(&k).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Counters of one network summed over CPUs: (slot, counter).
+    pub fn counters(&self, network_id: u32) -> Result<Vec<(u32, Counter)>, DataplaneError> {
+        let arr = self.counter_array()?;
+        let mut out = Vec::with_capacity(COUNTER_SLOTS as usize);
+        for slot in 0..COUNTER_SLOTS {
+            let per_cpu = arr
+                .get(&counter_index(network_id, slot), 0)
+                .map_err(map_err(names::MAP_COUNTERS))?;
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            out.push((slot, sum));
+        }
+        Ok(out)
+    }
+
+    /// Zeroes a network's counters (when its id is reused).
+    pub fn reset_counters(&self, network_id: u32) -> Result<(), DataplaneError> {
+        let mut arr = self.counter_array()?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io { path: "/sys/devices/system/cpu/possible".into(), source: e })?;
+        for slot in 0..COUNTER_SLOTS {
+            let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus.get() as usize])
+                .map_err(|source| DataplaneError::Io { path: "VXDP_COUNTERS".into(), source })?;
+            arr.set(counter_index(network_id, slot), zero, 0).map_err(map_err(names::MAP_COUNTERS))?;
+        }
+        Ok(())
+    }
+}
+
+/// Attaches the guest-port program (TC ingress, TCX link) to `ifindex` and
+/// pins the link. Idempotent: an existing pin is kept.
+pub fn attach_guest_port(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), DataplaneError> {
+    let link_path = pins.tc_link(ifindex);
+    if link_path.exists() {
+        return Ok(());
+    }
+    let prog_path = pins.prog(names::PROG_GUEST_INGRESS);
+    let mut prog = SchedClassifier::from_pin(&prog_path).map_err(|source| DataplaneError::Program {
+        name: names::PROG_GUEST_INGRESS.into(),
+        source,
+    })?;
+    let attach_err = |source| DataplaneError::Attach {
+        what: "the guest-port TC program",
+        interface: ifname.to_string(),
+        source,
+    };
+    let id = prog.attach(ifindex, TcAttachType::Ingress).map_err(attach_err)?;
+    let link = prog.take_link(id).map_err(attach_err)?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
+    fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+    Ok(())
+}
+
+/// Attaches the uplink program (XDP, native when the driver has it) to
+/// `ifindex` and pins the link. Idempotent.
+pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), DataplaneError> {
+    let link_path = pins.xdp_link(ifindex);
+    if link_path.exists() {
+        return Ok(());
+    }
+    let prog_path = pins.prog(names::PROG_UPLINK_INGRESS);
+    let mut prog = Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(|source| {
+        DataplaneError::Program { name: names::PROG_UPLINK_INGRESS.into(), source }
+    })?;
+    let attach_err = |source| DataplaneError::Attach {
+        what: "the uplink XDP program",
+        interface: ifname.to_string(),
+        source,
+    };
+    let id = prog.attach(ifindex, XdpMode::Default).map_err(attach_err)?;
+    let link = prog.take_link(id).map_err(attach_err)?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
+    fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+    Ok(())
+}
+
+/// Detaches a pinned link (the program leaves the interface with it).
+pub fn detach(link_path: &Path) -> Result<(), DataplaneError> {
+    if !link_path.exists() {
+        return Ok(());
+    }
+    let pinned = PinnedLink::from_pin(link_path)
+        .map_err(|source| DataplaneError::Link { path: link_path.into(), source })?;
+    let fd = pinned.unpin().map_err(io_err(link_path))?;
+    let _ = fd.detach();
+    Ok(())
+}

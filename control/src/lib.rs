@@ -1,0 +1,13 @@
+//! vxdp's control plane as a library: the `vxdp` binary and the tests use it.
+
+pub mod dataplane;
+pub mod netlink;
+pub mod network;
+pub mod report;
+pub mod state;
+pub mod xml;
+
+/// The compiled eBPF object (built by build.rs).
+pub fn dataplane_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxdp-dataplane"))
+}

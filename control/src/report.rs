@@ -1,0 +1,139 @@
+//! Human-readable tables of counters and conntrack entries.
+
+use std::{fmt::Write as _, net::Ipv4Addr};
+
+use vxdp_common::{
+    Action, ConntrackEntry, ConntrackKey, Counter, DIR_ORIGINAL, DropReason, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, ct_state,
+};
+
+use crate::state::NetworkRecord;
+
+/// One named counter of a network.
+pub struct CounterRow {
+    pub network: String,
+    pub kind: &'static str,
+    pub name: &'static str,
+    pub direction: &'static str,
+    pub counter: Counter,
+}
+
+/// Names the slots of a network's summed counters; zero counters are kept
+/// out unless `all`.
+pub fn counter_rows(network: &str, slots: &[(u32, Counter)], all: bool) -> Vec<CounterRow> {
+    let get = |slot: u32| slots.iter().find(|(s, _)| *s == slot).map(|(_, c)| *c).unwrap_or_default();
+    let mut rows = Vec::new();
+    for a in Action::ALL {
+        let c = get(a.slot());
+        if all || c.packets != 0 {
+            rows.push(CounterRow { network: network.into(), kind: "action", name: a.name(), direction: a.direction(), counter: c });
+        }
+    }
+    for r in DropReason::ALL {
+        let c = get(r.slot());
+        if all || c.packets != 0 {
+            rows.push(CounterRow { network: network.into(), kind: "drop", name: r.name(), direction: "", counter: c });
+        }
+    }
+    rows
+}
+
+pub fn counters_table(rows: &[CounterRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<16} {:<7} {:<26} {:<12} {:>12} {:>14}", "NETWORK", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<7} {:<26} {:<12} {:>12} {:>14}",
+            r.network, r.kind, r.name, r.direction, r.counter.packets, r.counter.bytes
+        );
+    }
+    out
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        _ => "?",
+    }
+}
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        ct_state::NEW => "new",
+        ct_state::ESTABLISHED => "established",
+        ct_state::CLOSING => "closing",
+        _ => "?",
+    }
+}
+
+fn addr(a: u32) -> Ipv4Addr {
+    Ipv4Addr::from(a.to_ne_bytes())
+}
+
+fn port(p: u16) -> u16 {
+    u16::from_be(p)
+}
+
+/// One NAT flow, from its original-direction entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRow {
+    pub network: String,
+    pub proto: &'static str,
+    pub guest: (Ipv4Addr, u16),
+    pub remote: (Ipv4Addr, u16),
+    pub nat: (Ipv4Addr, u16),
+    pub state: &'static str,
+    pub idle_s: u64,
+}
+
+/// Flows (one row per original-direction entry) with their network names.
+pub fn flow_rows(entries: &[(ConntrackKey, ConntrackEntry)], networks: &[NetworkRecord], now_ns: u64) -> Vec<FlowRow> {
+    let mut rows: Vec<_> = entries
+        .iter()
+        .filter(|(_, e)| e.direction == DIR_ORIGINAL)
+        .map(|(k, e)| FlowRow {
+            network: networks
+                .iter()
+                .find(|n| n.id == e.network_id as u32)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| format!("#{}", e.network_id)),
+            proto: proto_name(k.proto),
+            guest: (addr(k.src_addr), port(k.src_port)),
+            remote: (addr(k.dst_addr), port(k.dst_port)),
+            nat: (addr(e.rewrite_addr), port(e.rewrite_port)),
+            state: state_name(e.state),
+            idle_s: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.network, a.guest, a.remote).cmp(&(&b.network, b.guest, b.remote)));
+    rows
+}
+
+pub fn flows_table(rows: &[FlowRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<12} {:<5} {:<22} {:<22} {:<22} {:<12} {:>6}", "NETWORK", "PROTO", "GUEST", "REMOTE", "NAT", "STATE", "IDLE");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<5} {:<22} {:<22} {:<22} {:<12} {:>5}s",
+            r.network,
+            r.proto,
+            format!("{}:{}", r.guest.0, r.guest.1),
+            format!("{}:{}", r.remote.0, r.remote.1),
+            format!("{}:{}", r.nat.0, r.nat.1),
+            r.state,
+            r.idle_s
+        );
+    }
+    out
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,168 @@
+//! The state directory: one record per started network, written atomically
+//! (temporary file, fsync, rename), and a lock so two `vxdp` commands never
+//! change the host at the same time.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: corrupt state record: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+/// A guest port plugged into a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRecord {
+    pub dev: String,
+    pub ifindex: u32,
+    /// The guest's MAC when given (libvirt's `<mac address>`).
+    pub mac: Option<String>,
+}
+
+/// What vxdp did to the host for one started network: enough to undo it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub name: String,
+    pub id: u32,
+    pub mode: String,
+    pub bridge: String,
+    pub bridge_ifindex: u32,
+    pub uplink: String,
+    pub uplink_ifindex: u32,
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub nat_first: Ipv4Addr,
+    pub nat_last: Ipv4Addr,
+    pub nat_ports: (u16, u16),
+    pub ports: Vec<PortRecord>,
+    /// The definition the network was started from.
+    pub xml: String,
+}
+
+/// Host settings vxdp changed, restored when its last network stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub ip_forward_before: Option<String>,
+}
+
+pub struct StateDir {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Opens (creating) the state directory and takes its lock; waits while
+    /// another vxdp command holds it.
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        let run = root.join("run");
+        fs::create_dir_all(&run).map_err(io_err(&run))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StateError::Io { path: lock_path, source: io::Error::last_os_error() });
+        }
+        Ok(Self { root: root.to_path_buf(), _lock: lock })
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.root.join("run").join(format!("{name}.json"))
+    }
+
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>, StateError> {
+        let run = self.root.join("run");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&run).map_err(io_err(&run))? {
+            let path = entry.map_err(io_err(&run))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.push(read_json(&path)?);
+            }
+        }
+        out.sort_by_key(|r: &NetworkRecord| r.id);
+        Ok(out)
+    }
+
+    pub fn network(&self, name: &str) -> Result<Option<NetworkRecord>, StateError> {
+        let path = self.record_path(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    pub fn save_network(&self, rec: &NetworkRecord) -> Result<(), StateError> {
+        write_json_atomic(&self.record_path(&rec.name), rec)
+    }
+
+    pub fn remove_network(&self, name: &str) -> Result<(), StateError> {
+        let path = self.record_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    pub fn host(&self) -> Result<HostRecord, StateError> {
+        let path = self.root.join("host.json");
+        if !path.exists() {
+            return Ok(HostRecord::default());
+        }
+        read_json(&path)
+    }
+
+    pub fn save_host(&self, rec: &HostRecord) -> Result<(), StateError> {
+        write_json_atomic(&self.root.join("host.json"), rec)
+    }
+
+    pub fn remove_host(&self) -> Result<(), StateError> {
+        let path = self.root.join("host.json");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| StateError::Corrupt { path: path.into(), source })
+}
+
+/// Writes `value` so that a crash leaves either the old or the new file,
+/// never a partial one.
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|source| StateError::Corrupt { path: path.into(), source })?;
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Libvirt network XML: this module owns the `<network>` document format.
+//!
+//! It turns libvirt network XML (<https://libvirt.org/formatnetwork.html>) into a
+//! validated [`NetworkDef`] ([`parse_network`]) and back ([`to_xml`]), and says which
+//! parts of a definition vxdp parses but does not implement ([`unsupported_features`]).
+//! Nothing here touches the host: it is pure text in, typed data out.
+//!
+//! Validation follows libvirt's parser and its RelaxNG schema (`network.rng`):
+//! elements and attributes the schema does not know are errors, values are not
+//! trimmed, numbers are plain decimal digits that must fit their type. Where
+//! libvirt has a choice we document ours:
+//!
+//! * An IPv4 `<ip>` without `netmask`/`prefix` gets its classful prefix (class A /8,
+//!   B /16, C /24; class D/E is refused), an IPv6 one gets /64 — as libvirt does.
+//! * A `<forward>` without `mode` means `nat`.
+//! * Error paths are XPath-like: `/network/ip[1]/dhcp/range[2]@start`; `[n]` is the
+//!   1-based position among siblings of that name and appears for repeatable elements.
+//!
+//! Parts vxdp does not model field-by-field (`<dns>`, `<portgroup>`, `<virtualport>`,
+//! `<bandwidth>`, `<vlan>`, `<forward>`'s `<interface>`/`<pf>`/`<address>`/`<driver>`)
+//! are checked against the schema's element and attribute *names* (not their values)
+//! and kept as normalised XML in [`RawElement`]s so that [`to_xml`] writes them back.
+//! `<metadata>` is kept the same way; comments are dropped and namespaces are written
+//! out on the elements that use them.
+
+mod parse;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Namespace of libvirt's `<dnsmasq:options>` extension element.
+pub const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
+
+/// A rejected document: which file, which element or attribute, which value, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {element}: {reason}{}", ValueSuffix(.value))]
+pub struct XmlError {
+    /// The `source` given to [`parse_network`].
+    pub file: String,
+    /// Path of the element or attribute at fault, e.g. `/network/forward@mode`.
+    pub element: String,
+    /// The offending value, when there is one.
+    pub value: Option<String>,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+/// Formats the ` (value '...')` tail of an error message, or nothing.
+struct ValueSuffix<'a>(&'a Option<String>);
+
+impl fmt::Display for ValueSuffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, " (value '{v}')"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One libvirt virtual network definition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkDef {
+    pub name: String,
+    /// Canonical lower-case `8-4-4-4-12` form.
+    pub uuid: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// Children of `<metadata>`, re-serialised with their namespaces made explicit.
+    pub metadata: Option<String>,
+    /// `<network ipv6='yes'>`: guest-to-guest IPv6 without an IPv6 `<ip>`.
+    pub ipv6: bool,
+    /// `<network trustGuestRxFilters='yes'>`.
+    pub trust_guest_rx_filters: bool,
+    pub bridge: BridgeDef,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    /// `<domain name>`.
+    pub domain: Option<String>,
+    /// `<domain localOnly='yes'>`; only written when `domain` is set.
+    pub domain_local_only: bool,
+    /// `<domain register='yes'>`; only written when `domain` is set.
+    pub domain_register: bool,
+    /// `None`: isolated network (no `<forward>`).
+    pub forward: Option<ForwardDef>,
+    pub ips: Vec<IpDef>,
+    pub routes: Vec<RouteDef>,
+    /// `<port isolated='yes'/>`.
+    pub port_isolated: bool,
+    /// Values of `<dnsmasq:options><dnsmasq:option value/>`.
+    pub dnsmasq_options: Vec<String>,
+    /// Schema-valid top-level elements kept verbatim (dns, portgroup, virtualport,
+    /// bandwidth, vlan), in document order.
+    pub extra: Vec<RawElement>,
+}
+
+/// `<bridge>`: the Linux bridge backing the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeDef {
+    pub name: Option<String>,
+    /// Spanning tree; libvirt's default is on.
+    pub stp: bool,
+    /// Forward delay in seconds.
+    pub delay: u32,
+    /// `macTableManager`: `kernel` or `libvirt`.
+    pub mac_table_manager: Option<String>,
+    /// firewalld zone.
+    pub zone: Option<String>,
+}
+
+impl Default for BridgeDef {
+    fn default() -> Self {
+        BridgeDef {
+            name: None,
+            stp: true,
+            delay: 0,
+            mac_table_manager: None,
+            zone: None,
+        }
+    }
+}
+
+/// `<forward>`: how the network reaches the outside.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForwardDef {
+    pub mode: ForwardMode,
+    pub dev: Option<String>,
+    /// `Some` only when mode is nat and a `<nat>` child was given.
+    pub nat: Option<NatDef>,
+    /// `<forward managed='yes'>` (hostdev pools).
+    pub managed: bool,
+    /// `<interface>`, `<pf>`, `<address>`, `<driver>` children kept verbatim.
+    pub extra: Vec<RawElement>,
+}
+
+/// `<forward mode>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ForwardMode {
+    #[default]
+    Nat,
+    Route,
+    Open,
+    Bridge,
+    Private,
+    Vepa,
+    Passthrough,
+    Hostdev,
+}
+
+impl ForwardMode {
+    pub const ALL: [ForwardMode; 8] = [
+        ForwardMode::Nat,
+        ForwardMode::Route,
+        ForwardMode::Open,
+        ForwardMode::Bridge,
+        ForwardMode::Private,
+        ForwardMode::Vepa,
+        ForwardMode::Passthrough,
+        ForwardMode::Hostdev,
+    ];
+
+    /// The XML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardMode::Nat => "nat",
+            ForwardMode::Route => "route",
+            ForwardMode::Open => "open",
+            ForwardMode::Bridge => "bridge",
+            ForwardMode::Private => "private",
+            ForwardMode::Vepa => "vepa",
+            ForwardMode::Passthrough => "passthrough",
+            ForwardMode::Hostdev => "hostdev",
+        }
+    }
+
+    /// Exact, case-sensitive match on the XML spelling.
+    pub fn from_xml(s: &str) -> Option<ForwardMode> {
+        ForwardMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Modes where guests attach to something that is not a libvirt-managed bridge;
+    /// libvirt refuses `<ip>`, `<mac>`, `<domain>`, `<dns>` and `<route>` for them.
+    pub fn is_direct(self) -> bool {
+        matches!(
+            self,
+            ForwardMode::Bridge
+                | ForwardMode::Private
+                | ForwardMode::Vepa
+                | ForwardMode::Passthrough
+                | ForwardMode::Hostdev
+        )
+    }
+}
+
+impl fmt::Display for ForwardMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `<forward mode='nat'><nat>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatDef {
+    /// `<address start end>`: SNAT source range.
+    pub addresses: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// `<port start end>`: SNAT source port range.
+    pub ports: Option<(u16, u16)>,
+    /// `<nat ipv6='yes'>`: also NAT IPv6.
+    pub ipv6: bool,
+}
+
+/// `<ip>`: an address on the bridge, its subnet and DHCP service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpDef {
+    pub address: IpAddr,
+    pub prefix: u8,
+    /// `<ip localPtr='yes'>`.
+    pub local_ptr: bool,
+    /// `<tftp root>` (IPv4 only).
+    pub tftp_root: Option<String>,
+    /// `<dhcp><bootp>` (IPv4 only).
+    pub bootp: Option<BootpDef>,
+    pub dhcp_ranges: Vec<(IpAddr, IpAddr)>,
+    /// `<range><lease>` per range, same index as `dhcp_ranges`. Empty when no range
+    /// has a lease; missing trailing entries mean "no lease".
+    pub range_leases: Vec<Option<Lease>>,
+    pub dhcp_hosts: Vec<DhcpHost>,
+}
+
+impl IpDef {
+    /// An `<ip>` with no DHCP and nothing optional.
+    pub fn new(address: IpAddr, prefix: u8) -> IpDef {
+        IpDef {
+            address,
+            prefix,
+            local_ptr: false,
+            tftp_root: None,
+            bootp: None,
+            dhcp_ranges: Vec::new(),
+            range_leases: Vec::new(),
+            dhcp_hosts: Vec::new(),
+        }
+    }
+
+    /// The subnet's network address (address masked by prefix).
+    pub fn network(&self) -> IpAddr {
+        mask_addr(self.address, self.prefix)
+    }
+
+    /// True when `addr` is of the same family and inside this subnet.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        same_family(addr, self.address) && mask_addr(addr, self.prefix) == self.network()
+    }
+
+    /// True when this `<ip>` would run a DHCP server (has ranges or hosts).
+    pub fn has_dhcp(&self) -> bool {
+        !self.dhcp_ranges.is_empty() || !self.dhcp_hosts.is_empty()
+    }
+}
+
+/// `<dhcp><host>`: a static lease.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DhcpHost {
+    /// IPv4 hosts only.
+    pub mac: Option<[u8; 6]>,
+    /// DHCPv6 DUID (`id` attribute), IPv6 hosts only.
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// Always `Some` after parsing (the schema requires it).
+    pub ip: Option<IpAddr>,
+    pub lease: Option<Lease>,
+}
+
+/// `<dhcp><bootp file server>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootpDef {
+    pub file: String,
+    pub server: Option<String>,
+}
+
+/// `<lease expiry unit>`; expiry 0 means infinite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub expiry: u64,
+    /// `seconds`, `minutes` (libvirt's default) or `hours`.
+    pub unit: Option<String>,
+}
+
+/// `<route>`: a static route added on the host via a guest-side gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDef {
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub gateway: IpAddr,
+    pub metric: Option<u32>,
+}
+
+/// A schema-checked element vxdp does not model, kept to write it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawElement {
+    /// Element name, e.g. `dns`.
+    pub name: String,
+    /// The whole element, serialised.
+    pub xml: String,
+}
+
+/// Parses and validates one libvirt network document. `source` names the file in errors.
+pub fn parse_network(xml: &str, source: &str) -> Result<NetworkDef, XmlError> {
+    parse::parse(xml, source)
+}
+
+/// Serialises a definition as libvirt network XML. For any `d` produced by
+/// [`parse_network`], `parse_network(&to_xml(&d), _) == Ok(d)`.
+pub fn to_xml(def: &NetworkDef) -> String {
+    write::network(def)
+}
+
+/// Paths of the parts of `def` that are parsed and kept but not implemented by vxdp,
+/// for the caller to refuse with `"not supported yet: <path>"`.
+///
+/// Covered: everything kept as [`RawElement`], `<route>`, `<tftp>`, `<bootp>`,
+/// leases, DHCPv6 host ids, `<dnsmasq:options>`, and attributes with a non-default
+/// meaning (`ipv6`, `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`,
+/// domain `localOnly`/`register`, forward `managed`, `localPtr`, port `isolated`).
+/// `<title>`, `<description>` and `<metadata>` are informational and never listed.
+pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    if def.ipv6 {
+        push("/network@ipv6".into());
+    }
+    if def.trust_guest_rx_filters {
+        push("/network@trustGuestRxFilters".into());
+    }
+    if def.bridge.zone.is_some() {
+        push("/network/bridge@zone".into());
+    }
+    if def.bridge.mac_table_manager.as_deref() == Some("libvirt") {
+        push("/network/bridge@macTableManager".into());
+    }
+    if def.domain.is_some() && def.domain_local_only {
+        push("/network/domain@localOnly".into());
+    }
+    if def.domain.is_some() && def.domain_register {
+        push("/network/domain@register".into());
+    }
+    if let Some(fwd) = &def.forward {
+        if fwd.managed {
+            push("/network/forward@managed".into());
+        }
+        for raw in &fwd.extra {
+            push(format!("/network/forward/{}", raw.name));
+        }
+    }
+    for raw in &def.extra {
+        push(format!("/network/{}", raw.name));
+    }
+    if def.port_isolated {
+        push("/network/port@isolated".into());
+    }
+    for (i, ip) in def.ips.iter().enumerate() {
+        let p = format!("/network/ip[{}]", i + 1);
+        if ip.local_ptr {
+            push(format!("{p}@localPtr"));
+        }
+        if ip.tftp_root.is_some() {
+            push(format!("{p}/tftp"));
+        }
+        if ip.bootp.is_some() {
+            push(format!("{p}/dhcp/bootp"));
+        }
+        for (j, lease) in ip.range_leases.iter().enumerate() {
+            if lease.is_some() {
+                push(format!("{p}/dhcp/range[{}]/lease", j + 1));
+            }
+        }
+        for (j, host) in ip.dhcp_hosts.iter().enumerate() {
+            if host.id.is_some() {
+                push(format!("{p}/dhcp/host[{}]@id", j + 1));
+            }
+            if host.lease.is_some() {
+                push(format!("{p}/dhcp/host[{}]/lease", j + 1));
+            }
+        }
+    }
+    for i in 0..def.routes.len() {
+        push(format!("/network/route[{}]", i + 1));
+    }
+    if !def.dnsmasq_options.is_empty() {
+        push("/network/dnsmasq:options".into());
+    }
+    out
+}
+
+/// libvirt's stock `default` network, as shipped in `networks/default.xml`.
+pub fn default_network_xml() -> &'static str {
+    "<network>
+  <name>default</name>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <forward mode='nat'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+    </dhcp>
+  </ip>
+</network>
+"
+}
+
+/// Formats a MAC as libvirt writes it: lower-case, colon-separated.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// Clears the host bits of `addr`; a prefix beyond the family's width keeps all bits.
+fn mask_addr(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & keep))
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(a.to_bits() & keep))
+        }
+    }
+}
+
+/// IPv4 broadcast address of `addr/prefix`.
+fn broadcast_v4(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let host = u32::MAX.checked_shr(u32::from(prefix.min(32))).unwrap_or(0);
+    Ipv4Addr::from_bits(addr.to_bits() | host)
+}

@@ -1,0 +1,1314 @@
+//! Document → [`NetworkDef`]: the schema's structure checks and libvirt's semantic checks.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use roxmltree::{Document, Node, ParsingOptions};
+
+use super::write::{serialize_children, serialize_element};
+use super::{
+    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
+    NetworkDef, RawElement, RouteDef, XmlError, broadcast_v4, mask_addr, max_prefix, same_family,
+};
+
+type R<T> = Result<T, XmlError>;
+
+pub(super) fn parse(xml: &str, source: &str) -> R<NetworkDef> {
+    let p = Parser { file: source };
+    // DTDs are refused: libvirt documents never carry one, and entity expansion is
+    // an attack surface we do not need.
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts)
+        .map_err(|e| p.err("/", None, format!("not well-formed XML: {e}")))?;
+    p.network(doc.root_element())
+}
+
+struct Parser<'s> {
+    file: &'s str,
+}
+
+impl Parser<'_> {
+    fn err(
+        &self,
+        element: impl Into<String>,
+        value: Option<&str>,
+        reason: impl Into<String>,
+    ) -> XmlError {
+        XmlError {
+            file: self.file.to_string(),
+            element: element.into(),
+            value: value.map(str::to_string),
+            reason: reason.into(),
+        }
+    }
+
+    // ---- the document ------------------------------------------------------------
+
+    fn network(&self, root: Node) -> R<NetworkDef> {
+        let tag = root.tag_name();
+        if tag.namespace().is_some() || tag.name() != "network" {
+            return Err(self.err(
+                format!("/{}", qname(root)),
+                None,
+                "root element must be <network> (without a namespace)",
+            ));
+        }
+        let path = "/network";
+        self.attrs(root, path, &["connections", "ipv6", "trustGuestRxFilters"])?;
+        // `connections` is a read-only live-state counter: checked, not kept.
+        if let Some(v) = root.attribute("connections") {
+            self.uint::<u32>(v, "/network@connections")?;
+        }
+        self.no_text(root, path)?;
+
+        let mut def = NetworkDef {
+            ipv6: self.yes_no(root, path, "ipv6")?,
+            trust_guest_rx_filters: self.yes_no(root, path, "trustGuestRxFilters")?,
+            ..NetworkDef::default()
+        };
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut portgroups = 0usize;
+
+        for child in root.children().filter(Node::is_element) {
+            let tag = child.tag_name();
+            if tag.namespace() == Some(DNSMASQ_NS) && tag.name() == "options" {
+                let cpath = "/network/dnsmasq:options";
+                self.once(&mut seen, "dnsmasq:options", cpath)?;
+                def.dnsmasq_options = self.dnsmasq_options(child, cpath)?;
+                continue;
+            }
+            if tag.namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            let cpath = format!("/network/{}", tag.name());
+            let cpath = cpath.as_str();
+            match tag.name() {
+                "name" => {
+                    self.once(&mut seen, "name", cpath)?;
+                    def.name = self.name(child, cpath)?;
+                }
+                "uuid" => {
+                    self.once(&mut seen, "uuid", cpath)?;
+                    self.attrs(child, cpath, &[])?;
+                    let text = self.text(child, cpath)?;
+                    def.uuid = Some(self.uuid(&text, cpath)?);
+                }
+                "title" => {
+                    self.once(&mut seen, "title", cpath)?;
+                    self.attrs(child, cpath, &[])?;
+                    let text = self.text(child, cpath)?;
+                    // libvirt: a title is a single line.
+                    if text.contains('\n') {
+                        return Err(self.err(
+                            cpath,
+                            Some(&text),
+                            "title must not contain newlines",
+                        ));
+                    }
+                    def.title = Some(text);
+                }
+                "description" => {
+                    self.once(&mut seen, "description", cpath)?;
+                    self.attrs(child, cpath, &[])?;
+                    def.description = Some(self.text(child, cpath)?);
+                }
+                "metadata" => {
+                    self.once(&mut seen, "metadata", cpath)?;
+                    self.attrs(child, cpath, &[])?;
+                    def.metadata = Some(serialize_children(child));
+                }
+                "bridge" => {
+                    self.once(&mut seen, "bridge", cpath)?;
+                    def.bridge = self.bridge(child, cpath)?;
+                }
+                "mtu" => {
+                    self.once(&mut seen, "mtu", cpath)?;
+                    def.mtu = Some(self.mtu(child, cpath)?);
+                }
+                "mac" => {
+                    self.once(&mut seen, "mac", cpath)?;
+                    self.attrs(child, cpath, &["address"])?;
+                    self.empty(child, cpath)?;
+                    let v = self.req_attr(child, cpath, "address")?;
+                    def.mac = Some(self.mac(v, &format!("{cpath}@address"))?);
+                }
+                "domain" => {
+                    self.once(&mut seen, "domain", cpath)?;
+                    self.attrs(child, cpath, &["name", "localOnly", "register"])?;
+                    self.empty(child, cpath)?;
+                    let v = self.req_attr(child, cpath, "name")?;
+                    def.domain = Some(self.dns_name(v, &format!("{cpath}@name"))?);
+                    def.domain_local_only = self.yes_no(child, cpath, "localOnly")?;
+                    def.domain_register = self.yes_no(child, cpath, "register")?;
+                }
+                "forward" => {
+                    self.once(&mut seen, "forward", cpath)?;
+                    def.forward = Some(self.forward(child, cpath)?);
+                }
+                "port" => {
+                    self.once(&mut seen, "port", cpath)?;
+                    self.attrs(child, cpath, &["isolated"])?;
+                    self.empty(child, cpath)?;
+                    def.port_isolated = self.yes_no(child, cpath, "isolated")?;
+                }
+                "ip" => {
+                    let ipath = format!("/network/ip[{}]", def.ips.len() + 1);
+                    def.ips.push(self.ip(child, &ipath)?);
+                }
+                "route" => {
+                    let rpath = format!("/network/route[{}]", def.routes.len() + 1);
+                    def.routes.push(self.route(child, &rpath)?);
+                }
+                "portgroup" => {
+                    portgroups += 1;
+                    let ppath = format!("/network/portgroup[{portgroups}]");
+                    def.extra.push(self.raw(child, &ppath, "portgroup")?);
+                }
+                name @ ("dns" | "virtualport" | "bandwidth" | "vlan") => {
+                    self.once(&mut seen, name, cpath)?;
+                    def.extra.push(self.raw(child, cpath, name)?);
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+
+        if !seen.contains("name") {
+            return Err(self.err("/network/name", None, "missing required element <name>"));
+        }
+        self.check_dhcp_count(&def)?;
+        self.check_routes(&def)?;
+        self.check_direct_mode(&def)?;
+        Ok(def)
+    }
+
+    /// libvirt runs one dnsmasq per network and gives it one DHCP range set per family.
+    fn check_dhcp_count(&self, def: &NetworkDef) -> R<()> {
+        let (mut v4, mut v6) = (false, false);
+        for (i, ip) in def.ips.iter().enumerate() {
+            if !ip.has_dhcp() {
+                continue;
+            }
+            let seen = if ip.address.is_ipv4() {
+                &mut v4
+            } else {
+                &mut v6
+            };
+            if *seen {
+                let fam = if ip.address.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(self.err(
+                    format!("/network/ip[{}]/dhcp", i + 1),
+                    Some(&ip.address.to_string()),
+                    format!("only one {fam} <ip> may have DHCP (multiple {fam} dhcp sections)"),
+                ));
+            }
+            *seen = true;
+        }
+        Ok(())
+    }
+
+    /// Like libvirt: a static route's gateway must be directly reachable on the bridge.
+    fn check_routes(&self, def: &NetworkDef) -> R<()> {
+        for (i, r) in def.routes.iter().enumerate() {
+            if !def.ips.iter().any(|ip| ip.contains(r.gateway)) {
+                return Err(self.err(
+                    format!("/network/route[{}]@gateway", i + 1),
+                    Some(&r.gateway.to_string()),
+                    "unreachable static route gateway: not inside any <ip> subnet of this network",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Direct modes hand guests a host device or bridge that libvirt does not manage,
+    /// so addressing and bridge tuning make no sense there; libvirt refuses them.
+    fn check_direct_mode(&self, def: &NetworkDef) -> R<()> {
+        let Some(fwd) = &def.forward else {
+            return Ok(());
+        };
+        if !fwd.mode.is_direct() {
+            return Ok(());
+        }
+        let mode = fwd.mode.as_str();
+        let unsupported =
+            |what: &str| format!("unsupported {what} in a network with <forward mode='{mode}'>");
+        if let Some(ip) = def.ips.first() {
+            return Err(self.err(
+                "/network/ip[1]",
+                Some(&ip.address.to_string()),
+                unsupported("<ip> element"),
+            ));
+        }
+        if let Some(r) = def.routes.first() {
+            return Err(self.err(
+                "/network/route[1]",
+                Some(&r.address.to_string()),
+                unsupported("<route> element"),
+            ));
+        }
+        if let Some(mac) = &def.mac {
+            return Err(self.err(
+                "/network/mac@address",
+                Some(&super::format_mac(mac)),
+                unsupported("<mac> element"),
+            ));
+        }
+        if let Some(d) = &def.domain {
+            return Err(self.err(
+                "/network/domain@name",
+                Some(d),
+                unsupported("<domain> element"),
+            ));
+        }
+        if def.extra.iter().any(|r| r.name == "dns") {
+            return Err(self.err("/network/dns", None, unsupported("<dns> element")));
+        }
+        let b = &def.bridge;
+        if !b.stp {
+            return Err(self.err(
+                "/network/bridge@stp",
+                Some("off"),
+                unsupported("<bridge stp>"),
+            ));
+        }
+        if b.delay != 0 {
+            return Err(self.err(
+                "/network/bridge@delay",
+                Some(&b.delay.to_string()),
+                unsupported("<bridge delay>"),
+            ));
+        }
+        if let Some(z) = &b.zone {
+            return Err(self.err(
+                "/network/bridge@zone",
+                Some(z),
+                unsupported("<bridge zone>"),
+            ));
+        }
+        if let Some(m) = &b.mac_table_manager {
+            return Err(self.err(
+                "/network/bridge@macTableManager",
+                Some(m),
+                unsupported("<bridge macTableManager>"),
+            ));
+        }
+        let has_devs = fwd.dev.is_some()
+            || fwd
+                .extra
+                .iter()
+                .any(|r| r.name == "interface" || r.name == "pf");
+        match (fwd.mode, &b.name) {
+            (ForwardMode::Bridge, Some(name)) if has_devs => Err(self.err(
+                "/network/bridge@name",
+                Some(name),
+                "forward mode 'bridge' takes either a host bridge name or forward devices, not both",
+            )),
+            (ForwardMode::Bridge, None) if !has_devs => Err(self.err(
+                "/network/forward@mode",
+                Some(mode),
+                "forward mode 'bridge' needs <bridge name> or a forward dev/interface",
+            )),
+            (ForwardMode::Bridge, _) => Ok(()),
+            (_, Some(name)) => Err(self.err("/network/bridge@name", Some(name), unsupported("<bridge name>"))),
+            (_, None) => Ok(()),
+        }
+    }
+
+    // ---- top-level elements --------------------------------------------------------
+
+    fn name(&self, node: Node, path: &str) -> R<String> {
+        self.attrs(node, path, &[])?;
+        let name = self.text(node, path)?;
+        if name.is_empty() {
+            return Err(self.err(path, Some(&name), "network name must not be empty"));
+        }
+        if name.trim().is_empty() {
+            return Err(self.err(
+                path,
+                Some(&name),
+                "network name must not be only whitespace",
+            ));
+        }
+        // The name becomes a file name, so no path separator (libvirt) and, per the
+        // schema's objectName, no newline.
+        if name.contains('/') {
+            return Err(self.err(path, Some(&name), "network name must not contain '/'"));
+        }
+        if name.contains('\n') {
+            return Err(self.err(path, Some(&name), "network name must not contain a newline"));
+        }
+        Ok(name)
+    }
+
+    fn bridge(&self, node: Node, path: &str) -> R<BridgeDef> {
+        self.attrs(
+            node,
+            path,
+            &["name", "stp", "delay", "macTableManager", "zone"],
+        )?;
+        self.empty(node, path)?;
+        let mut b = BridgeDef::default();
+        if let Some(v) = node.attribute("name") {
+            b.name = Some(self.ifname(v, &format!("{path}@name"))?);
+        }
+        if let Some(v) = node.attribute("stp") {
+            b.stp = match v {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    return Err(self.err(format!("{path}@stp"), Some(v), "expected 'on' or 'off'"));
+                }
+            };
+        }
+        if let Some(v) = node.attribute("delay") {
+            b.delay = self.uint(v, &format!("{path}@delay"))?;
+        }
+        if let Some(v) = node.attribute("macTableManager") {
+            if v != "kernel" && v != "libvirt" {
+                return Err(self.err(
+                    format!("{path}@macTableManager"),
+                    Some(v),
+                    "expected 'kernel' or 'libvirt'",
+                ));
+            }
+            b.mac_table_manager = Some(v.to_string());
+        }
+        if let Some(v) = node.attribute("zone") {
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(self.err(
+                    format!("{path}@zone"),
+                    Some(v),
+                    "firewalld zone name may only contain letters, digits, '_' and '-'",
+                ));
+            }
+            b.zone = Some(v.to_string());
+        }
+        Ok(b)
+    }
+
+    fn mtu(&self, node: Node, path: &str) -> R<u32> {
+        self.attrs(node, path, &["size"])?;
+        self.empty(node, path)?;
+        let at = format!("{path}@size");
+        let v = self.req_attr(node, path, "size")?;
+        let mtu: u32 = self.uint(v, &at)?;
+        // Schema type is unsignedShort; libvirt treats 0 as "not set".
+        if !(1..=65535).contains(&mtu) {
+            return Err(self.err(at, Some(v), "MTU must be between 1 and 65535"));
+        }
+        Ok(mtu)
+    }
+
+    fn forward(&self, node: Node, path: &str) -> R<ForwardDef> {
+        self.attrs(node, path, &["mode", "dev", "managed"])?;
+        self.no_text(node, path)?;
+        let mode = match node.attribute("mode") {
+            None => ForwardMode::Nat,
+            Some(v) => ForwardMode::from_xml(v).ok_or_else(|| {
+                let all: Vec<&str> = ForwardMode::ALL.iter().map(|m| m.as_str()).collect();
+                self.err(
+                    format!("{path}@mode"),
+                    Some(v),
+                    format!("unknown forward mode; expected one of {}", all.join(", ")),
+                )
+            })?,
+        };
+        let mut fwd = ForwardDef {
+            mode,
+            managed: self.yes_no(node, path, "managed")?,
+            ..ForwardDef::default()
+        };
+        if let Some(v) = node.attribute("dev") {
+            fwd.dev = Some(self.ifname(v, &format!("{path}@dev"))?);
+        }
+        let mut seen = HashSet::new();
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            let name = child.tag_name().name();
+            let cpath = format!("{path}/{name}");
+            match name {
+                "nat" => {
+                    if mode != ForwardMode::Nat {
+                        return Err(self.err(
+                            cpath,
+                            Some(mode.as_str()),
+                            "<nat> is only allowed with forward mode 'nat'",
+                        ));
+                    }
+                    self.once(&mut seen, "nat", &cpath)?;
+                    fwd.nat = Some(self.nat(child, &cpath)?);
+                }
+                "interface" | "address" => {
+                    // The schema makes a device list either interfaces or PCI addresses.
+                    let other = if name == "interface" {
+                        "address"
+                    } else {
+                        "interface"
+                    };
+                    if fwd.extra.iter().any(|r| r.name == other) {
+                        return Err(self.err(
+                            cpath,
+                            None,
+                            "<forward> may list <interface> or <address> devices, not both",
+                        ));
+                    }
+                    fwd.extra
+                        .push(self.raw(child, &cpath, &format!("forward/{name}"))?);
+                }
+                "pf" | "driver" => {
+                    let key = if name == "pf" { "pf" } else { "driver" };
+                    self.once(&mut seen, key, &cpath)?;
+                    fwd.extra
+                        .push(self.raw(child, &cpath, &format!("forward/{name}"))?);
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        Ok(fwd)
+    }
+
+    fn nat(&self, node: Node, path: &str) -> R<NatDef> {
+        self.attrs(node, path, &["ipv6"])?;
+        self.no_text(node, path)?;
+        let mut nat = NatDef {
+            ipv6: self.yes_no(node, path, "ipv6")?,
+            ..NatDef::default()
+        };
+        let mut seen = HashSet::new();
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            match child.tag_name().name() {
+                "address" => {
+                    let cpath = format!("{path}/address");
+                    self.once(&mut seen, "address", &cpath)?;
+                    self.attrs(child, &cpath, &["start", "end"])?;
+                    self.empty(child, &cpath)?;
+                    let (s_at, e_at) = (format!("{cpath}@start"), format!("{cpath}@end"));
+                    let s_txt = self.req_attr(child, &cpath, "start")?;
+                    let e_txt = self.req_attr(child, &cpath, "end")?;
+                    let start = self.ipv4(s_txt, &s_at)?;
+                    let end = self.ipv4(e_txt, &e_at)?;
+                    if start > end {
+                        return Err(self.err(
+                            e_at,
+                            Some(e_txt),
+                            format!("NAT address range ends before its start {start}"),
+                        ));
+                    }
+                    nat.addresses = Some((start, end));
+                }
+                "port" => {
+                    let cpath = format!("{path}/port");
+                    self.once(&mut seen, "port", &cpath)?;
+                    self.attrs(child, &cpath, &["start", "end"])?;
+                    self.empty(child, &cpath)?;
+                    let (s_at, e_at) = (format!("{cpath}@start"), format!("{cpath}@end"));
+                    let s_txt = self.req_attr(child, &cpath, "start")?;
+                    let e_txt = self.req_attr(child, &cpath, "end")?;
+                    let start = self.port(s_txt, &s_at)?;
+                    let end = self.port(e_txt, &e_at)?;
+                    if start > end {
+                        return Err(self.err(
+                            e_at,
+                            Some(e_txt),
+                            format!("NAT port range ends before its start {start}"),
+                        ));
+                    }
+                    nat.ports = Some((start, end));
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        Ok(nat)
+    }
+
+    fn port(&self, v: &str, at: &str) -> R<u16> {
+        let port: u16 = self.uint(v, at)?;
+        if port == 0 {
+            return Err(self.err(at, Some(v), "port must be between 1 and 65535"));
+        }
+        Ok(port)
+    }
+
+    // ---- <ip> ------------------------------------------------------------------------
+
+    fn ip(&self, node: Node, path: &str) -> R<IpDef> {
+        self.attrs(
+            node,
+            path,
+            &["address", "netmask", "prefix", "family", "localPtr"],
+        )?;
+        self.no_text(node, path)?;
+        let addr_txt = self.req_attr(node, path, "address")?;
+        let address = self.ip_addr(addr_txt, &format!("{path}@address"))?;
+        self.family(node, path, address)?;
+        let prefix = self.prefix(node, path, address)?;
+        let mut ip = IpDef::new(address, prefix);
+        ip.local_ptr = self.yes_no(node, path, "localPtr")?;
+
+        let mut seen = HashSet::new();
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            match child.tag_name().name() {
+                "tftp" => {
+                    let cpath = format!("{path}/tftp");
+                    self.once(&mut seen, "tftp", &cpath)?;
+                    self.attrs(child, &cpath, &["root"])?;
+                    self.empty(child, &cpath)?;
+                    let root = self.req_attr(child, &cpath, "root")?;
+                    if address.is_ipv6() {
+                        return Err(self.err(
+                            cpath,
+                            Some(root),
+                            "<tftp> is only supported on an IPv4 <ip>",
+                        ));
+                    }
+                    if root.is_empty() {
+                        return Err(self.err(
+                            format!("{cpath}@root"),
+                            Some(root),
+                            "tftp root must not be empty",
+                        ));
+                    }
+                    ip.tftp_root = Some(root.to_string());
+                }
+                "dhcp" => {
+                    let cpath = format!("{path}/dhcp");
+                    self.once(&mut seen, "dhcp", &cpath)?;
+                    self.dhcp(child, &cpath, &mut ip)?;
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        Ok(ip)
+    }
+
+    /// `family`, when given, must agree with the address.
+    fn family(&self, node: Node, path: &str, address: IpAddr) -> R<()> {
+        let Some(fam) = node.attribute("family") else {
+            return Ok(());
+        };
+        let want_v4 = match fam {
+            "ipv4" => true,
+            "ipv6" => false,
+            _ => {
+                return Err(self.err(
+                    format!("{path}@family"),
+                    Some(fam),
+                    "expected 'ipv4' or 'ipv6'",
+                ));
+            }
+        };
+        if want_v4 != address.is_ipv4() {
+            return Err(self.err(
+                format!("{path}@family"),
+                Some(fam),
+                format!("family does not match address {address}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prefix from `netmask` or `prefix`, or libvirt's default when neither is given.
+    fn prefix(&self, node: Node, path: &str, address: IpAddr) -> R<u8> {
+        let (m_at, p_at) = (format!("{path}@netmask"), format!("{path}@prefix"));
+        match (node.attribute("netmask"), node.attribute("prefix")) {
+            (Some(_), Some(p)) => Err(self.err(p_at, Some(p), "netmask and prefix are mutually exclusive")),
+            (Some(m), None) => {
+                if address.is_ipv6() {
+                    return Err(self.err(m_at, Some(m), "netmask is IPv4-only; use prefix with an IPv6 address"));
+                }
+                let bits = self.ipv4(m, &m_at)?.to_bits();
+                if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                    return Err(self.err(m_at, Some(m), "netmask is not contiguous"));
+                }
+                // leading_ones() of a u32 is at most 32, so this cannot truncate.
+                Ok(bits.leading_ones() as u8)
+            }
+            (None, Some(p)) => {
+                let prefix: u8 = self.uint(p, &p_at)?;
+                let max = max_prefix(address);
+                if prefix > max {
+                    return Err(self.err(p_at, Some(p), format!("prefix must be between 0 and {max} for {address}")));
+                }
+                Ok(prefix)
+            }
+            (None, None) => match address {
+                IpAddr::V6(_) => Ok(64),
+                IpAddr::V4(a) => match a.octets()[0] {
+                    0..=127 => Ok(8),
+                    128..=191 => Ok(16),
+                    192..=223 => Ok(24),
+                    _ => Err(self.err(
+                        format!("{path}@address"),
+                        Some(&a.to_string()),
+                        "no netmask or prefix given, and class D/E addresses have no classful default",
+                    )),
+                },
+            },
+        }
+    }
+
+    fn dhcp(&self, node: Node, path: &str, ip: &mut IpDef) -> R<()> {
+        self.attrs(node, path, &[])?;
+        self.no_text(node, path)?;
+        let mut seen = HashSet::new();
+        let mut leases = Vec::new();
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            match child.tag_name().name() {
+                "range" => {
+                    let rpath = format!("{path}/range[{}]", ip.dhcp_ranges.len() + 1);
+                    let (range, lease) = self.range(child, &rpath, ip)?;
+                    ip.dhcp_ranges.push(range);
+                    leases.push(lease);
+                }
+                "host" => {
+                    let hpath = format!("{path}/host[{}]", ip.dhcp_hosts.len() + 1);
+                    let host = self.host(child, &hpath, ip)?;
+                    ip.dhcp_hosts.push(host);
+                }
+                "bootp" => {
+                    let cpath = format!("{path}/bootp");
+                    self.once(&mut seen, "bootp", &cpath)?;
+                    self.attrs(child, &cpath, &["file", "server"])?;
+                    self.empty(child, &cpath)?;
+                    let file = self.req_attr(child, &cpath, "file")?;
+                    if ip.address.is_ipv6() {
+                        return Err(self.err(
+                            cpath,
+                            Some(file),
+                            "<bootp> is only supported on an IPv4 <ip>",
+                        ));
+                    }
+                    if file.is_empty() {
+                        return Err(self.err(
+                            format!("{cpath}@file"),
+                            Some(file),
+                            "bootp file must not be empty",
+                        ));
+                    }
+                    let server = match child.attribute("server") {
+                        Some(s) => Some(self.dns_name(s, &format!("{cpath}@server"))?),
+                        None => None,
+                    };
+                    ip.bootp = Some(BootpDef {
+                        file: file.to_string(),
+                        server,
+                    });
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        // Keep the "no leases" case an empty Vec so hand-built defs compare equal.
+        if leases.iter().any(Option::is_some) {
+            ip.range_leases = leases;
+        }
+        Ok(())
+    }
+
+    fn range(&self, node: Node, path: &str, ip: &IpDef) -> R<((IpAddr, IpAddr), Option<Lease>)> {
+        self.attrs(node, path, &["start", "end"])?;
+        self.no_text(node, path)?;
+        let (s_at, e_at) = (format!("{path}@start"), format!("{path}@end"));
+        let s_txt = self.req_attr(node, path, "start")?;
+        let e_txt = self.req_attr(node, path, "end")?;
+        let start = self.ip_addr(s_txt, &s_at)?;
+        let end = self.ip_addr(e_txt, &e_at)?;
+        let subnet = format!("{}/{}", ip.network(), ip.prefix);
+        for (addr, at, txt) in [(start, &s_at, s_txt), (end, &e_at, e_txt)] {
+            if !same_family(addr, ip.address) {
+                return Err(self.err(
+                    at.as_str(),
+                    Some(txt),
+                    format!("address family differs from <ip> {}", ip.address),
+                ));
+            }
+            if !ip.contains(addr) {
+                return Err(self.err(
+                    at.as_str(),
+                    Some(txt),
+                    format!("DHCP range is not inside network {subnet}"),
+                ));
+            }
+        }
+        if start > end {
+            return Err(self.err(
+                e_at,
+                Some(e_txt),
+                format!("DHCP range ends before its start {start}"),
+            ));
+        }
+        // IPv4 subnets wider than /31 reserve their first and last address.
+        if let (IpAddr::V4(net), true) = (ip.network(), ip.prefix < 31) {
+            if start == IpAddr::V4(net) {
+                return Err(self.err(
+                    s_at,
+                    Some(s_txt),
+                    format!("DHCP range starts at the network address of {subnet}"),
+                ));
+            }
+            if end == IpAddr::V4(broadcast_v4(net, ip.prefix)) {
+                return Err(self.err(
+                    e_at,
+                    Some(e_txt),
+                    format!("DHCP range ends at the broadcast address of {subnet}"),
+                ));
+            }
+        }
+        let lease = self.lease_child(node, path)?;
+        Ok(((start, end), lease))
+    }
+
+    fn host(&self, node: Node, path: &str, ip: &IpDef) -> R<DhcpHost> {
+        self.attrs(node, path, &["mac", "id", "name", "ip"])?;
+        self.no_text(node, path)?;
+        let mut host = DhcpHost::default();
+        if let Some(v) = node.attribute("mac") {
+            let at = format!("{path}@mac");
+            if ip.address.is_ipv6() {
+                return Err(self.err(
+                    at,
+                    Some(v),
+                    "mac is not allowed in an IPv6 static host; use id (DUID)",
+                ));
+            }
+            host.mac = Some(self.mac(v, &at)?);
+        }
+        if let Some(v) = node.attribute("id") {
+            let at = format!("{path}@id");
+            if ip.address.is_ipv4() {
+                return Err(self.err(
+                    at,
+                    Some(v),
+                    "id (DUID) is only for IPv6 static hosts; use mac",
+                ));
+            }
+            host.id = Some(self.duid(v, &at)?);
+        }
+        if let Some(v) = node.attribute("name") {
+            host.name = Some(self.host_name(v, &format!("{path}@name"))?);
+        }
+        let ip_at = format!("{path}@ip");
+        let ip_txt = self.req_attr(node, path, "ip")?;
+        let addr = self.ip_addr(ip_txt, &ip_at)?;
+        if !same_family(addr, ip.address) {
+            return Err(self.err(
+                ip_at,
+                Some(ip_txt),
+                format!("address family differs from <ip> {}", ip.address),
+            ));
+        }
+        if !ip.contains(addr) {
+            return Err(self.err(
+                ip_at,
+                Some(ip_txt),
+                format!(
+                    "static host address is not inside network {}/{}",
+                    ip.network(),
+                    ip.prefix
+                ),
+            ));
+        }
+        host.ip = Some(addr);
+        if host.mac.is_none() && host.id.is_none() && host.name.is_none() {
+            let need = if ip.address.is_ipv4() {
+                "mac or name"
+            } else {
+                "id or name"
+            };
+            return Err(self.err(path, Some(ip_txt), format!("static host needs {need}")));
+        }
+        host.lease = self.lease_child(node, path)?;
+        Ok(host)
+    }
+
+    /// The optional single `<lease>` child of `<range>`/`<host>`; nothing else is allowed.
+    fn lease_child(&self, node: Node, path: &str) -> R<Option<Lease>> {
+        let mut lease = None;
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() || child.tag_name().name() != "lease" {
+                return Err(self.unknown(child, path));
+            }
+            let lpath = format!("{path}/lease");
+            if lease.is_some() {
+                return Err(self.err(lpath, None, "element may appear only once"));
+            }
+            self.attrs(child, &lpath, &["expiry", "unit"])?;
+            self.empty(child, &lpath)?;
+            let exp = self.req_attr(child, &lpath, "expiry")?;
+            let expiry = self.uint(exp, &format!("{lpath}@expiry"))?;
+            let unit = match child.attribute("unit") {
+                None => None,
+                Some(u @ ("seconds" | "minutes" | "hours")) => Some(u.to_string()),
+                Some(u) => {
+                    return Err(self.err(
+                        format!("{lpath}@unit"),
+                        Some(u),
+                        "expected 'seconds', 'minutes' or 'hours'",
+                    ));
+                }
+            };
+            lease = Some(Lease { expiry, unit });
+        }
+        Ok(lease)
+    }
+
+    // ---- <route> ---------------------------------------------------------------------
+
+    fn route(&self, node: Node, path: &str) -> R<RouteDef> {
+        self.attrs(
+            node,
+            path,
+            &[
+                "family", "address", "netmask", "prefix", "gateway", "metric",
+            ],
+        )?;
+        self.empty(node, path)?;
+        let a_txt = self.req_attr(node, path, "address")?;
+        let address = self.ip_addr(a_txt, &format!("{path}@address"))?;
+        self.family(node, path, address)?;
+        let prefix = self.prefix(node, path, address)?;
+        if mask_addr(address, prefix) != address {
+            return Err(self.err(
+                format!("{path}@address"),
+                Some(a_txt),
+                format!(
+                    "route address has host bits set for prefix {prefix}; give the network address"
+                ),
+            ));
+        }
+        let g_at = format!("{path}@gateway");
+        let g_txt = self.req_attr(node, path, "gateway")?;
+        let gateway = self.ip_addr(g_txt, &g_at)?;
+        if !same_family(gateway, address) {
+            return Err(self.err(
+                g_at,
+                Some(g_txt),
+                format!("gateway family differs from route address {address}"),
+            ));
+        }
+        let metric = match node.attribute("metric") {
+            None => None,
+            Some(m) => {
+                let at = format!("{path}@metric");
+                let v: u32 = self.uint(m, &at)?;
+                if v == 0 {
+                    return Err(self.err(at, Some(m), "route metric must be greater than 0"));
+                }
+                Some(v)
+            }
+        };
+        Ok(RouteDef {
+            address,
+            prefix,
+            gateway,
+            metric,
+        })
+    }
+
+    // ---- kept-verbatim parts -------------------------------------------------------
+
+    fn dnsmasq_options(&self, node: Node, path: &str) -> R<Vec<String>> {
+        self.attrs(node, path, &[])?;
+        self.no_text(node, path)?;
+        let mut out = Vec::new();
+        for child in node.children().filter(Node::is_element) {
+            let tag = child.tag_name();
+            if tag.namespace() != Some(DNSMASQ_NS) || tag.name() != "option" {
+                return Err(self.unknown(child, path));
+            }
+            let opath = format!("{path}/dnsmasq:option[{}]", out.len() + 1);
+            self.attrs(child, &opath, &["value"])?;
+            self.empty(child, &opath)?;
+            out.push(self.req_attr(child, &opath, "value")?.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Checks an element we keep as XML against the schema's element and attribute
+    /// names (values are not checked), then serialises it.
+    fn raw(&self, node: Node, path: &str, key: &str) -> R<RawElement> {
+        self.check_raw(node, path, key)?;
+        Ok(RawElement {
+            name: node.tag_name().name().to_string(),
+            xml: serialize_element(node),
+        })
+    }
+
+    fn check_raw(&self, node: Node, path: &str, key: &str) -> R<()> {
+        let Some(rule) = raw_rule(key) else {
+            return Err(self.unknown(node, path));
+        };
+        self.attrs(node, path, rule.attrs)?;
+        if !rule.text {
+            self.no_text(node, path)?;
+        }
+        for child in node.children().filter(Node::is_element) {
+            let name = child.tag_name().name();
+            let found = rule.children.iter().find(|(n, _)| *n == name);
+            match found {
+                Some((_, ckey)) if child.tag_name().namespace().is_none() => {
+                    self.check_raw(child, &format!("{path}/{name}"), ckey)?;
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        Ok(())
+    }
+
+    // ---- value parsers -------------------------------------------------------------
+
+    /// Plain decimal digits only (no sign, no spaces), and the value must fit `T`.
+    fn uint<T: FromStr>(&self, v: &str, at: &str) -> R<T> {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.err(at, Some(v), "expected a non-negative decimal integer"));
+        }
+        v.parse::<T>().map_err(|_| {
+            self.err(
+                at,
+                Some(v),
+                format!("number out of range for {}", std::any::type_name::<T>()),
+            )
+        })
+    }
+
+    fn ip_addr(&self, v: &str, at: &str) -> R<IpAddr> {
+        IpAddr::from_str(v).map_err(|_| self.err(at, Some(v), "expected an IPv4 or IPv6 address"))
+    }
+
+    fn ipv4(&self, v: &str, at: &str) -> R<Ipv4Addr> {
+        Ipv4Addr::from_str(v)
+            .map_err(|_| self.err(at, Some(v), "expected a dotted-quad IPv4 address"))
+    }
+
+    /// `xx:xx:xx:xx:xx:xx` as in the schema's uniMacAddr: two hex digits per group,
+    /// multicast bit clear.
+    fn mac(&self, v: &str, at: &str) -> R<[u8; 6]> {
+        let bad = || self.err(at, Some(v), "expected a MAC address like 52:54:00:12:34:56");
+        let mut mac = [0u8; 6];
+        let mut groups = v.split(':');
+        for byte in &mut mac {
+            let g = groups.next().ok_or_else(bad)?;
+            if g.len() != 2 || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(g, 16).map_err(|_| bad())?;
+        }
+        if groups.next().is_some() {
+            return Err(bad());
+        }
+        if mac[0] & 1 == 1 {
+            return Err(self.err(
+                at,
+                Some(v),
+                "multicast MAC address; a unicast address is required",
+            ));
+        }
+        Ok(mac)
+    }
+
+    /// `8-4-4-4-12` or 32 hex digits; returned in canonical lower-case hyphenated form.
+    fn uuid(&self, v: &str, at: &str) -> R<String> {
+        let hex: String = match v.len() {
+            32 => v.to_string(),
+            36 if [8, 13, 18, 23].iter().all(|&i| v.as_bytes()[i] == b'-') => v.replace('-', ""),
+            _ => String::new(),
+        };
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.err(
+                at,
+                Some(v),
+                "expected a UUID (8-4-4-4-12 hex digits, or 32 hex digits)",
+            ));
+        }
+        let h = hex.to_ascii_lowercase();
+        Ok(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ))
+    }
+
+    /// A Linux interface name the kernel would accept (dev_valid_name, IFNAMSIZ) drawn
+    /// from the schema's deviceName characters.
+    fn ifname(&self, v: &str, at: &str) -> R<String> {
+        let reason = if v.is_empty() {
+            Some("interface name must not be empty")
+        } else if v.len() > 15 {
+            Some("interface name is longer than 15 characters")
+        } else if v == "." || v == ".." {
+            Some("interface name must not be '.' or '..'")
+        } else if v.contains('/') {
+            Some("interface name must not contain '/'")
+        } else if v.chars().any(char::is_whitespace) {
+            Some("interface name must not contain whitespace")
+        } else if v.contains(':') {
+            Some("interface name must not contain ':'")
+        } else if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-\\".contains(c))
+        {
+            Some("interface name may only contain letters, digits, '_', '.', '-' and '\\'")
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => Err(self.err(at, Some(v), r)),
+            None => Ok(v.to_string()),
+        }
+    }
+
+    /// The schema's dnsName: letters, digits, '.' and '-'.
+    fn dns_name(&self, v: &str, at: &str) -> R<String> {
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(self.err(
+                at,
+                Some(v),
+                "DNS name may only contain letters, digits, '.' and '-'",
+            ));
+        }
+        Ok(v.to_string())
+    }
+
+    /// libvirt refuses static-host names that do not start with a letter; we also keep
+    /// out characters that would corrupt dnsmasq's host files.
+    fn host_name(&self, v: &str, at: &str) -> R<String> {
+        let starts_alpha = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !starts_alpha
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        {
+            return Err(self.err(
+                at,
+                Some(v),
+                "host name must start with a letter and contain only letters, digits, '-', '.' and '_'",
+            ));
+        }
+        Ok(v.to_string())
+    }
+
+    /// A DHCPv6 DUID as colon-separated hex bytes (shape only; the DUID type is not checked).
+    fn duid(&self, v: &str, at: &str) -> R<String> {
+        let groups: Vec<&str> = v.split(':').collect();
+        let ok = groups.len() >= 2
+            && groups.len() <= 130
+            && groups
+                .iter()
+                .all(|g| (1..=2).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(self.err(at, Some(v), "expected a DUID as colon-separated hex bytes"));
+        }
+        Ok(v.to_string())
+    }
+
+    // ---- structure helpers ---------------------------------------------------------
+
+    /// Every attribute must be one the schema allows on this element.
+    fn attrs(&self, node: Node, path: &str, allowed: &[&str]) -> R<()> {
+        for a in node.attributes() {
+            if a.namespace().is_some() || !allowed.contains(&a.name()) {
+                return Err(self.err(
+                    format!("{path}@{}", a.name()),
+                    Some(a.value()),
+                    "attribute not in libvirt's network schema",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn req_attr<'a>(&self, node: Node<'a, '_>, path: &str, name: &str) -> R<&'a str> {
+        node.attribute(name)
+            .ok_or_else(|| self.err(format!("{path}@{name}"), None, "missing required attribute"))
+    }
+
+    /// libvirt's yes/no attributes; absent means no.
+    fn yes_no(&self, node: Node, path: &str, name: &str) -> R<bool> {
+        match node.attribute(name) {
+            None | Some("no") => Ok(false),
+            Some("yes") => Ok(true),
+            Some(v) => Err(self.err(format!("{path}@{name}"), Some(v), "expected 'yes' or 'no'")),
+        }
+    }
+
+    fn once(&self, seen: &mut HashSet<String>, key: &str, path: &str) -> R<()> {
+        if !seen.insert(key.to_string()) {
+            return Err(self.err(path, None, "element may appear only once"));
+        }
+        Ok(())
+    }
+
+    /// Only whitespace may sit between child elements.
+    fn no_text(&self, node: Node, path: &str) -> R<()> {
+        for c in node.children().filter(Node::is_text) {
+            let t = c.text().unwrap_or_default();
+            if !t.trim().is_empty() {
+                return Err(self.err(path, Some(t.trim()), "unexpected text content"));
+            }
+        }
+        Ok(())
+    }
+
+    /// No child elements and no text.
+    fn empty(&self, node: Node, path: &str) -> R<()> {
+        if let Some(child) = node.children().find(Node::is_element) {
+            return Err(self.unknown(child, path));
+        }
+        self.no_text(node, path)
+    }
+
+    /// Text content (all text nodes, comments skipped); no child elements.
+    fn text(&self, node: Node, path: &str) -> R<String> {
+        let mut s = String::new();
+        for c in node.children() {
+            if c.is_element() {
+                return Err(self.unknown(c, path));
+            }
+            if c.is_text() {
+                s.push_str(c.text().unwrap_or_default());
+            }
+        }
+        Ok(s)
+    }
+
+    fn unknown(&self, node: Node, parent: &str) -> XmlError {
+        self.err(
+            format!("{parent}/{}", qname(node)),
+            None,
+            "element not in libvirt's network schema here",
+        )
+    }
+}
+
+/// Element name as written, with its prefix (or `{uri}` when unprefixed in a namespace).
+fn qname(node: Node) -> String {
+    let tag = node.tag_name();
+    match tag.namespace() {
+        None => tag.name().to_string(),
+        Some(uri) => match node.lookup_prefix(uri) {
+            Some(p) if !p.is_empty() => format!("{p}:{}", tag.name()),
+            _ => format!("{{{uri}}}{}", tag.name()),
+        },
+    }
+}
+
+/// What the schema allows inside an element kept verbatim.
+struct RawRule {
+    attrs: &'static [&'static str],
+    /// (child element name, rule key for that child)
+    children: &'static [(&'static str, &'static str)],
+    text: bool,
+}
+
+fn raw_rule(key: &str) -> Option<RawRule> {
+    const NONE: &[(&str, &str)] = &[];
+    let r = |attrs, children, text| {
+        Some(RawRule {
+            attrs,
+            children,
+            text,
+        })
+    };
+    match key {
+        "dns" => r(
+            &["enable", "forwardPlainNames"],
+            &[
+                ("forwarder", "dns/forwarder"),
+                ("txt", "dns/txt"),
+                ("srv", "dns/srv"),
+                ("host", "dns/host"),
+            ],
+            false,
+        ),
+        "dns/forwarder" => r(&["addr", "domain"], NONE, false),
+        "dns/txt" => r(&["name", "value"], NONE, false),
+        "dns/srv" => r(
+            &[
+                "service", "protocol", "domain", "target", "port", "priority", "weight",
+            ],
+            NONE,
+            false,
+        ),
+        "dns/host" => r(&["ip"], &[("hostname", "dns/hostname")], false),
+        "dns/hostname" => r(&[], NONE, true),
+        "virtualport" => r(
+            &["type"],
+            &[("parameters", "virtualport/parameters")],
+            false,
+        ),
+        "virtualport/parameters" => r(
+            &[
+                "managerid",
+                "typeid",
+                "typeidversion",
+                "instanceid",
+                "profileid",
+                "interfaceid",
+            ],
+            NONE,
+            false,
+        ),
+        "portgroup" => r(
+            &["name", "default", "trustGuestRxFilters"],
+            &[
+                ("virtualport", "virtualport"),
+                ("bandwidth", "bandwidth"),
+                ("vlan", "vlan"),
+            ],
+            false,
+        ),
+        "bandwidth" => r(
+            &["classID"],
+            &[
+                ("inbound", "bandwidth/rate"),
+                ("outbound", "bandwidth/rate"),
+            ],
+            false,
+        ),
+        "bandwidth/rate" => r(&["average", "peak", "floor", "burst"], NONE, false),
+        "vlan" => r(&["trunk"], &[("tag", "vlan/tag")], false),
+        "vlan/tag" => r(&["id", "nativeMode"], NONE, false),
+        "forward/interface" => r(&["dev", "connections"], NONE, false),
+        "forward/pf" => r(&["dev"], NONE, false),
+        "forward/address" => r(
+            &[
+                "type",
+                "domain",
+                "bus",
+                "slot",
+                "function",
+                "multifunction",
+                "connections",
+            ],
+            NONE,
+            false,
+        ),
+        "forward/driver" => r(&["name"], NONE, false),
+        _ => None,
+    }
+}

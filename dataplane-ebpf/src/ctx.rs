@@ -1,0 +1,118 @@
+//! One trait over `XdpContext` and `TcContext`, so parsing, conntrack and NAT
+//! are written once and used from both hooks.
+//!
+//! The checksum methods differ underneath: TC uses the kernel helpers, which
+//! understand `CHECKSUM_PARTIAL` socket buffers (locally generated or
+//! offloaded guest packets); XDP has no such state and patches the checksum
+//! field incrementally (RFC 1624). Callers do all direct packet writes first
+//! and the checksum updates last, because the TC helpers invalidate packet
+//! pointers.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::{TcContext, XdpContext},
+};
+
+/// `flags` for [`PacketCtx::l4_csum_replace`]: the field size in the low bits.
+pub const CSUM_FIELD_2: u64 = 2;
+pub const CSUM_FIELD_4: u64 = 4;
+/// The changed field is part of the L4 pseudo-header (an IP address).
+pub const CSUM_PSEUDO: u64 = BPF_F_PSEUDO_HDR as u64;
+/// UDP: a 0 checksum means "none" and stays 0; a computed 0 becomes 0xffff.
+pub const CSUM_UDP: u64 = BPF_F_MARK_MANGLED_0 as u64;
+
+pub trait PacketCtx {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Length of the whole packet, for byte counters.
+    fn packet_len(&self) -> u32;
+    /// Update the IPv4 header checksum at `off` for a field changing from
+    /// `from` to `to` (`size` 2 or 4 bytes, values as they sit in memory).
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()>;
+    /// Update an L4 checksum at `off`; `flags` = field size | CSUM_* bits.
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), ()>;
+}
+
+impl PacketCtx for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u32 {
+        self.len()
+    }
+    #[inline(always)]
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()> {
+        TcContext::l3_csum_replace(self, off, from as u64, to as u64, size).map_err(|_| ())
+    }
+    #[inline(always)]
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), ()> {
+        TcContext::l4_csum_replace(self, off, from as u64, to as u64, flags).map_err(|_| ())
+    }
+}
+
+/// The interface a TC program's packet arrived on.
+#[inline(always)]
+pub fn tc_ifindex(ctx: &TcContext) -> u32 {
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
+}
+
+impl PacketCtx for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()> {
+        let field = crate::parse::ptr_at::<_, [u8; 2]>(self, off)?;
+        let old = u16::from_ne_bytes(unsafe { *field });
+        let new = csum_update(old, from, to, size == CSUM_FIELD_4);
+        unsafe { *field = new.to_ne_bytes() };
+        Ok(())
+    }
+    #[inline(always)]
+    fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), ()> {
+        let field = crate::parse::ptr_at::<_, [u8; 2]>(self, off)?;
+        let old = u16::from_ne_bytes(unsafe { *field });
+        if flags & CSUM_UDP != 0 && old == 0 {
+            return Ok(());
+        }
+        let mut new = csum_update(old, from, to, flags & 0xf == CSUM_FIELD_4);
+        if flags & CSUM_UDP != 0 && new == 0 {
+            new = 0xffff;
+        }
+        unsafe { *field = new.to_ne_bytes() };
+        Ok(())
+    }
+}
+
+/// RFC 1624 incremental update: HC' = ~(~HC + ~m + m'), on 16-bit words as
+/// they sit in memory (one's complement sums do not care about byte order as
+/// long as every word is read the same way).
+#[inline(always)]
+pub fn csum_update(check: u16, from: u32, to: u32, wide: bool) -> u16 {
+    let mut sum: u32 = (!check) as u32;
+    if wide {
+        sum += (!(from as u16)) as u32 + (!((from >> 16) as u16)) as u32;
+        sum += (to & 0xffff) + (to >> 16);
+    } else {
+        sum += (!(from as u16)) as u32 + (to & 0xffff);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

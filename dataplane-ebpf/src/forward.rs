@@ -1,0 +1,124 @@
+//! Next hop and redirect: `bpf_fib_lookup` on the kernel's routing and
+//! neighbour tables, then a redirect out of the chosen interface.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{TC_ACT_REDIRECT, bpf_fib_lookup as FibLookupRaw, bpf_redir_neigh},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
+};
+
+const AF_INET: u8 = 2;
+
+/// `struct bpf_fib_lookup` as the kernel lays it out (64 bytes), with the
+/// unions flattened to the IPv4 members vxdp uses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct FibParams {
+    pub family: u8,
+    pub l4_protocol: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// In: packet length for the MTU check (0: skip). Out: the MTU.
+    pub tot_len: u16,
+    /// In: the input interface. Out: the egress interface.
+    pub ifindex: u32,
+    pub tos: u32,
+    pub src: [u32; 4],
+    /// In: destination. Out: the next hop (gateway or destination).
+    pub dst: [u32; 4],
+    pub vlan_proto: u16,
+    pub vlan_tci: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+const _: () = assert!(size_of::<FibParams>() == 64);
+const _: () = assert!(size_of::<FibParams>() == size_of::<FibLookupRaw>());
+
+/// What the routing decision means for a packet.
+pub enum Route {
+    /// Next hop known: egress interface and MACs filled in.
+    Forward(FibParams),
+    /// Egress known, next hop's MAC not resolved yet.
+    NoNeighbour(FibParams),
+    /// Addressed to this host.
+    Local,
+    /// No route / blackhole / prohibit: the kernel will answer with ICMP.
+    Unreachable,
+    ForwardingDisabled,
+    /// Larger than the egress MTU.
+    FragNeeded,
+    /// Anything else the fast path does not handle.
+    Unsupported,
+}
+
+/// Looks up the route for an IPv4 packet as if it arrived on `in_ifindex`.
+#[inline(always)]
+pub fn route_v4<C: EbpfContext>(
+    ctx: &C,
+    in_ifindex: u32,
+    src: u32,
+    dst: u32,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    tot_len: u16,
+) -> Route {
+    let mut p = FibParams {
+        family: AF_INET,
+        l4_protocol: proto,
+        sport,
+        dport,
+        tot_len,
+        ifindex: in_ifindex,
+        ..FibParams::default()
+    };
+    p.src[0] = src;
+    p.dst[0] = dst;
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut p as *mut FibParams as *mut FibLookupRaw,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    match rc {
+        0 => Route::Forward(p),
+        7 => Route::NoNeighbour(p),
+        4 => Route::Local,
+        1..=3 => Route::Unreachable,
+        5 => Route::ForwardingDisabled,
+        8 => Route::FragNeeded,
+        _ => Route::Unsupported,
+    }
+}
+
+/// TC: sends the packet out of `ifindex`. Without a resolved neighbour the
+/// kernel resolves it and queues the packet (`bpf_redirect_neigh`), so no
+/// packet has to take the slow path un-translated.
+#[inline(always)]
+pub fn tc_redirect(route: &Route) -> Result<i32, ()> {
+    let rc = match route {
+        Route::Forward(p) => unsafe { bpf_redirect(p.ifindex, 0) },
+        Route::NoNeighbour(p) => {
+            let mut nh = bpf_redir_neigh {
+                nh_family: AF_INET as u32,
+                ..unsafe { core::mem::zeroed() }
+            };
+            // The first union member is the IPv4 next hop.
+            unsafe {
+                *(&mut nh.__bindgen_anon_1 as *mut _ as *mut u32) = p.dst[0];
+                bpf_redirect_neigh(
+                    p.ifindex,
+                    &mut nh,
+                    size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            }
+        }
+        _ => return Err(()),
+    };
+    if rc as i32 == TC_ACT_REDIRECT { Ok(TC_ACT_REDIRECT) } else { Err(()) }
+}

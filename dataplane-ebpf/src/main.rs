@@ -1,0 +1,47 @@
+//! vxdp's eBPF programs. Entry points only: each one calls its `try_` function
+//! and turns an error into a counted drop, so no verdict is silent.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod ctx;
+mod forward;
+mod maps;
+mod nat;
+mod parse;
+mod policy;
+mod stats;
+
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// TC ingress on every guest port: guest → outside (SNAT, forward).
+#[classifier]
+pub fn vxdp_guest_in(ctx: TcContext) -> i32 {
+    match nat::guest_ingress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// XDP on the uplink: outside → guest (reverse NAT of replies, refusal of
+/// unsolicited inbound traffic to NAT networks).
+#[xdp]
+pub fn vxdp_uplink_in(ctx: XdpContext) -> u32 {
+    match nat::uplink_ingress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

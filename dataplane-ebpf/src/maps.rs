@@ -1,0 +1,37 @@
+//! Map definitions. All maps are pinned by name so that a control-plane
+//! restart adopts them (and the conntrack table survives).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap},
+};
+use vxdp_common::{
+    ConntrackEntry, ConntrackKey, Counter, Endpoint, NetworkConfig, SubnetKey, SubnetOwner,
+    COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, timeout_class,
+};
+
+#[map]
+pub static VXDP_NETWORKS: Array<NetworkConfig> = Array::pinned(MAX_NETWORKS, 0);
+
+#[map]
+pub static VXDP_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map]
+pub static VXDP_SUBNETS: LpmTrie<SubnetKey, SubnetOwner> = LpmTrie::pinned(MAX_NETWORKS * 4, 0);
+
+/// Resized by the control plane at load time (`--conntrack-entries`).
+#[map]
+pub static VXDP_CONNTRACK: LruHashMap<ConntrackKey, ConntrackEntry> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+#[map]
+pub static VXDP_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::pinned(MAX_NETWORKS * COUNTER_SLOTS, 0);
+
+/// Guest ports, for XDP redirects from the uplink.
+#[map]
+pub static VXDP_PORTS: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
+
+/// Conntrack timeouts in nanoseconds, indexed by `timeout_class`.
+#[map]
+pub static VXDP_TIMEOUTS: Array<u64> = Array::pinned(timeout_class::COUNT, 0);

@@ -1,0 +1,180 @@
+//! Packet parsing. Every bounds check lives here: other modules get copies of
+//! header fields and offsets, and write only through [`ptr_at`].
+
+use core::mem::{offset_of, size_of};
+
+use network_types::{
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+use vxdp_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+use crate::ctx::PacketCtx;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A pointer to a `T` at `off` bytes into the packet, or `Err` if the packet
+/// is shorter. The only place packet memory is bounds-checked.
+#[inline(always)]
+pub fn ptr_at<C: PacketCtx, T>(ctx: &C, off: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + off) as *mut T)
+}
+
+/// Why a frame could not be parsed as IPv4.
+pub enum ParseError {
+    /// Not IPv4 (ARP, IPv6, ...): not ours to judge here.
+    NotIpv4,
+    /// Claims to be IPv4 but is truncated or has an invalid header.
+    Malformed,
+}
+
+/// The IPv4 header fields vxdp needs, copied out of the packet.
+/// Addresses are as they sit in memory (network byte order).
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    pub ttl: u8,
+    /// More-fragments flag set or non-zero fragment offset.
+    pub fragment: bool,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_off: usize,
+}
+
+pub const IP_OFF: usize = EthHdr::LEN;
+pub const IP_CHECK_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
+pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
+pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
+pub const IP_TTL_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, ttl);
+
+#[inline(always)]
+pub fn eth<C: PacketCtx>(ctx: &C) -> Result<*mut EthHdr, ParseError> {
+    ptr_at::<C, EthHdr>(ctx, 0).map_err(|_| ParseError::Malformed)
+}
+
+/// Parses the Ethernet and IPv4 headers.
+#[inline(always)]
+pub fn ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, ParseError> {
+    let eth = eth(ctx)?;
+    if u16::from_be(unsafe { (*eth).ether_type }) != ETH_P_IP {
+        return Err(ParseError::NotIpv4);
+    }
+    let ip = ptr_at::<C, Ipv4Hdr>(ctx, IP_OFF).map_err(|_| ParseError::Malformed)?;
+    let ip = unsafe { &*ip };
+    let ihl = (ip.vihl & 0x0f) as usize;
+    if ip.vihl >> 4 != 4 || ihl < 5 {
+        return Err(ParseError::Malformed);
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    Ok(Ipv4 {
+        src: u32::from_ne_bytes(ip.src_addr),
+        dst: u32::from_ne_bytes(ip.dst_addr),
+        proto: ip.proto,
+        ttl: ip.ttl,
+        // MF flag (0x2000) or a fragment offset (low 13 bits).
+        fragment: frags & 0x3fff != 0,
+        l4_off: IP_OFF + ihl * 4,
+    })
+}
+
+/// The L4 fields conntrack keys on, copied out of the packet.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    /// Source and destination port (ICMP echo: see [`l4`]), in memory order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// ICMP type (0 for other protocols).
+    pub icmp_type: u8,
+    /// Offset of the L4 checksum field.
+    pub csum_off: usize,
+    /// Offsets of the source and destination port fields (ICMP: both the id).
+    pub src_port_off: usize,
+    pub dst_port_off: usize,
+}
+
+/// Why an L4 header was not usable.
+pub enum L4Error {
+    Truncated,
+    UnsupportedProtocol,
+    /// ICMP other than echo request/reply.
+    UnsupportedIcmp,
+}
+
+/// Parses the L4 header of TCP, UDP and ICMP echo. For ICMP echo the
+/// identifier is reported as the source port of a request and as the
+/// destination port of a reply, so that both directions key the same way.
+#[inline(always)]
+pub fn l4<C: PacketCtx>(ctx: &C, ip: &Ipv4) -> Result<L4, L4Error> {
+    let off = ip.l4_off;
+    match ip.proto {
+        PROTO_TCP => {
+            let tcp_ptr = ptr_at::<C, TcpHdr>(ctx, off).map_err(|_| L4Error::Truncated)?;
+            let tcp = unsafe { &*tcp_ptr };
+            // Flags are the 14th byte of the header; read through the
+            // checked header pointer so the verifier sees it in bounds.
+            let flags = unsafe { (tcp_ptr as *const u8).add(13) };
+            Ok(L4 {
+                src_port: u16::from_ne_bytes(tcp.source),
+                dst_port: u16::from_ne_bytes(tcp.dest),
+                tcp_flags: unsafe { *flags },
+                icmp_type: 0,
+                csum_off: off + offset_of!(TcpHdr, check),
+                src_port_off: off + offset_of!(TcpHdr, source),
+                dst_port_off: off + offset_of!(TcpHdr, dest),
+            })
+        }
+        PROTO_UDP => {
+            let udp = ptr_at::<C, UdpHdr>(ctx, off).map_err(|_| L4Error::Truncated)?;
+            let udp = unsafe { &*udp };
+            Ok(L4 {
+                src_port: u16::from_ne_bytes(udp.src),
+                dst_port: u16::from_ne_bytes(udp.dst),
+                tcp_flags: 0,
+                icmp_type: 0,
+                csum_off: off + offset_of!(UdpHdr, check),
+                src_port_off: off + offset_of!(UdpHdr, src),
+                dst_port_off: off + offset_of!(UdpHdr, dst),
+            })
+        }
+        PROTO_ICMP => {
+            let icmp = ptr_at::<C, Icmpv4Hdr>(ctx, off).map_err(|_| L4Error::Truncated)?;
+            let icmp = unsafe { &*icmp };
+            // The echo identifier is the first half of the rest-of-header.
+            let id = u16::from_ne_bytes([icmp.data[0], icmp.data[1]]);
+            let id_off = off + offset_of!(Icmpv4Hdr, data);
+            let (src_port, dst_port) = match icmp.type_ {
+                ICMP_ECHO_REQUEST => (id, 0),
+                ICMP_ECHO_REPLY => (0, id),
+                _ => return Err(L4Error::UnsupportedIcmp),
+            };
+            Ok(L4 {
+                src_port,
+                dst_port,
+                tcp_flags: 0,
+                icmp_type: icmp.type_,
+                csum_off: off + offset_of!(Icmpv4Hdr, check),
+                src_port_off: id_off,
+                dst_port_off: id_off,
+            })
+        }
+        _ => Err(L4Error::UnsupportedProtocol),
+    }
+}

@@ -1,0 +1,248 @@
+//! `cargo xtask`: the project's entry points for setting up a machine,
+//! building, testing and running the demo.
+//!
+//! xtask itself runs on whatever toolchain is active (it must work on a fresh
+//! machine before the pinned one exists); everything it builds runs as
+//! `cargo +<pin>`, the pin being the workspace's `rust-version`.
+
+mod cmd;
+mod setup;
+mod summary;
+mod toolchain;
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{CommandFailed, display, run_inherited, run_teed};
+use crate::summary::TestSummary;
+use crate::toolchain::Toolchain;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Set up, build, test and demo vxdp with the workspace's pinned toolchain",
+    long_about = "Set up, build, test and demo vxdp with the workspace's pinned toolchain.\n\n\
+        The toolchain is the `rust-version` under [workspace.package] in the workspace \
+        Cargo.toml; every build runs as `cargo +<that version>`. All commands need root: \
+        setup installs packages and mounts bpffs, and the tests load eBPF programs and \
+        create network namespaces. build, test and demo run setup first (a fast no-op \
+        once done).\n\n\
+        When a command xtask starts fails, xtask names it and exits with its status."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Install everything building and testing needs (idempotent)
+    #[command(
+        long_about = "Install everything building and testing needs (idempotent).\n\n\
+        Steps, each skipped when already done:\n  \
+        1. apt packages (LLVM 22, build tools, network test tools), with one `apt-get update` \
+        only if something is missing\n  \
+        2. the pinned Rust toolchain with rust-src (plus clippy and rustfmt when available)\n  \
+        3. bpf-linker 0.13.0 built against LLVM 22 (cargo install; 1-2 minutes)\n  \
+        4. the bpf filesystem at /sys/fs/bpf\n\n\
+        Prints one line per step; on failure names the step, the command and the end of its \
+        stderr. Needs root and a Debian-like system (apt, dpkg)."
+    )]
+    Setup,
+
+    /// Run setup, then build the workspace (the eBPF programs included)
+    #[command(long_about = "Run setup, then `cargo +<pin> build --workspace`.\n\n\
+        The eBPF crate is not built directly: control's build script builds it with \
+        aya-build, so building the workspace's default members builds everything.")]
+    Build {
+        /// Build with the release profile
+        #[arg(long)]
+        release: bool,
+    },
+
+    /// Run setup, then run every test of the workspace (needs root)
+    #[command(
+        long_about = "Run setup, then `cargo +<pin> test --workspace -- --test-threads=2`.\n\n\
+        Arguments after `--` go to cargo test; a second `--` separates the test harness's \
+        arguments. `--workspace` is dropped when you pick packages with -p, and \
+        `--test-threads=2` when you set --test-threads yourself. Examples:\n  \
+        cargo xtask test -- nat            (only tests whose name contains `nat`)\n  \
+        cargo xtask test -- -p vxdp-tests -- --nocapture\n  \
+        cargo xtask test -- --no-fail-fast\n\n\
+        Prints a summary of passed, failed and ignored tests at the end and exits with \
+        cargo test's status."
+    )]
+    Test {
+        /// Arguments for cargo test (after `--`)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_TEST_ARGS"
+        )]
+        args: Vec<String>,
+    },
+
+    /// Run setup and build, then the vxdp demo (needs root)
+    #[command(long_about = "Run setup and build, then the demo: \
+        `cargo +<pin> run --quiet -p vxdp-tests --bin vxdp-demo`.\n\n\
+        Arguments after `--` go to the demo binary.")]
+    Demo {
+        /// Arguments for the demo binary (after `--`)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "DEMO_ARGS"
+        )]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            // Hand on a failed child's own status (101 from cargo test, ...).
+            let code = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<CommandFailed>())
+                .map_or(1, CommandFailed::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    let toolchain = Toolchain::from_workspace()?;
+    setup::run(&toolchain)?;
+    match task {
+        Task::Setup => Ok(()),
+        Task::Build { release } => build(&toolchain, release),
+        Task::Test { args } => test(&toolchain, &args),
+        Task::Demo { args } => {
+            build(&toolchain, false)?;
+            let mut demo = toolchain.cargo();
+            demo.args(["run", "--quiet", "-p", "vxdp-tests", "--bin", "vxdp-demo"]);
+            if !args.is_empty() {
+                demo.arg("--").args(&args);
+            }
+            announce("demo", &demo);
+            run_inherited(&mut demo)
+        }
+    }
+}
+
+fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {
+    let mut cargo = toolchain.cargo();
+    cargo.args(["build", "--workspace"]);
+    if release {
+        cargo.arg("--release");
+    }
+    announce("build", &cargo);
+    run_inherited(&mut cargo)
+}
+
+fn test(toolchain: &Toolchain, args: &[String]) -> anyhow::Result<()> {
+    let mut cargo = test_command(toolchain, args);
+    announce("test", &cargo);
+    let started = Instant::now();
+    let mut summary = TestSummary::default();
+    let result = run_teed(&mut cargo, |line| summary.line(line));
+    for line in summary.report(started.elapsed()) {
+        println!("{line}");
+    }
+    if result.is_ok() {
+        println!("[test] PASSED");
+    }
+    result
+}
+
+/// `cargo +<pin> test [--workspace] <cargo args> -- [--test-threads=2] <harness args>`.
+fn test_command(toolchain: &Toolchain, args: &[String]) -> Command {
+    let (cargo_args, harness_args) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let mut cargo = toolchain.cargo();
+    cargo.arg("test");
+    let picks_packages = cargo_args.iter().any(|a| {
+        a == "--package"
+            || a.starts_with("--package=")
+            || (a.starts_with("-p") && !a.starts_with("--"))
+    });
+    if !picks_packages {
+        cargo.arg("--workspace");
+    }
+    cargo.args(cargo_args).arg("--");
+    // The end-to-end tests each build a set of namespaces; two at a time
+    // matches the machine's two cores and keeps them from starving.
+    if !harness_args.iter().any(|a| a.starts_with("--test-threads")) {
+        cargo.arg("--test-threads=2");
+    }
+    cargo.args(harness_args);
+    cargo
+}
+
+fn announce(task: &str, cmd: &Command) {
+    println!("[{task}] {}", display(cmd));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn test_args(line: &[&str]) -> Vec<String> {
+        let argv = std::iter::once("xtask").chain(line.iter().copied());
+        match Cli::try_parse_from(argv).unwrap().command {
+            Task::Test { args } => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn test_line(args: &[&str]) -> String {
+        let toolchain = Toolchain::from_workspace().unwrap();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        display(&test_command(&toolchain, &args))
+            .replace(&format!("+{}", toolchain.version()), "+PIN")
+    }
+
+    #[test]
+    fn test_arguments_pass_through() {
+        assert_eq!(test_args(&["test"]), Vec::<String>::new());
+        assert_eq!(test_args(&["test", "--", "nat"]), ["nat"]);
+        assert_eq!(
+            test_args(&["test", "--", "-p", "vxdp-tests", "--", "--nocapture"]),
+            ["-p", "vxdp-tests", "--", "--nocapture"]
+        );
+    }
+
+    #[test]
+    fn test_command_lines() {
+        assert_eq!(
+            test_line(&[]),
+            "cargo +PIN test --workspace -- --test-threads=2"
+        );
+        assert_eq!(
+            test_line(&["nat"]),
+            "cargo +PIN test --workspace nat -- --test-threads=2"
+        );
+        assert_eq!(
+            test_line(&["-p", "vxdp-tests", "--", "--nocapture"]),
+            "cargo +PIN test -p vxdp-tests -- --test-threads=2 --nocapture"
+        );
+        assert_eq!(
+            test_line(&["--", "--test-threads=1"]),
+            "cargo +PIN test --workspace -- --test-threads=1"
+        );
+    }
+}
