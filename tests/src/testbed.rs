@@ -1,0 +1,334 @@
+//! Throwaway network topologies for end-to-end tests and the demo.
+//!
+//! Everything lives in network namespaces this module creates with unique
+//! names and deletes in `Drop`, so a failing test cleans up too. The root
+//! namespace is never touched. "Outside" uses documentation addresses only:
+//!
+//! ```text
+//!  <p>-wan   wan0 198.51.100.1/24, lo 203.0.113.10/32 (the outside host)
+//!     |  veth (no route back to 192.168.122.0/24)
+//!  <p>-hyp   up0 198.51.100.2/24, default via .1; vxdp runs here: virbr0
+//!     |  veth vnetN (guest port, plugged by vxdp attach-interface)
+//!  <p>-gN    eth0 192.168.122.(10+N)/24, default via 192.168.122.1
+//! ```
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+pub const OUTSIDE_HOST: &str = "203.0.113.10";
+pub const UPLINK_ADDR: &str = "198.51.100.2";
+pub const WAN_ADDR: &str = "198.51.100.1";
+
+/// libvirt's stock default network, as users have it in
+/// /etc/libvirt/qemu/networks/default.xml.
+pub const DEFAULT_XML: &str = include_str!("../data/default.xml");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, failing with its stderr when it does not succeed.
+pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}: is it installed? (cargo xtask setup installs it)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Result<Self> {
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> Result<Output> {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// `ip netns exec <ns> <cmd> ...`
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Result<Output> {
+        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// Same, returning the output whatever the exit status.
+    pub fn exec_status(&self, cmd: &str, args: &[&str]) -> Result<Output> {
+        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
+        a.extend_from_slice(args);
+        Command::new("ip").args(&a).output().with_context(|| format!("running {cmd}"))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets created
+    /// there stay in this namespace wherever they are used afterwards.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::spawn(move || -> Result<T> {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// The vxdp binary under test: $VXDP_BIN, or target/debug/vxdp.
+pub fn vxdp_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VXDP_BIN") {
+        return Ok(p.into());
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vxdp");
+    ensure!(
+        p.exists(),
+        "{} not found: build it first (`cargo xtask test` does) or set VXDP_BIN",
+        p.display()
+    );
+    Ok(p)
+}
+
+fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
+        run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"])?;
+    }
+    Ok(())
+}
+
+/// A guest behind a veth pair: `eth0` in its own namespace, `vnetN` in the
+/// hypervisor namespace.
+pub struct Guest {
+    pub ns: Netns,
+    pub addr: String,
+    pub port: String,
+    pub mac: String,
+}
+
+/// The NAT topology with vxdp's state and pins private to this instance.
+pub struct NatTopology {
+    pub prefix: String,
+    pub wan: Netns,
+    pub hyp: Netns,
+    pub guests: Vec<Guest>,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    started: bool,
+}
+
+impl NatTopology {
+    /// Builds wan and hypervisor namespaces and `guests` guests; vxdp is not
+    /// started yet.
+    pub fn new(tag: &str, guests: usize) -> Result<Self> {
+        ensure!(unsafe { libc::geteuid() } == 0, "end-to-end tests need root (network namespaces, BPF)");
+        ensure_bpffs()?;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("vx{tag}{}-{n}", std::process::id());
+        let wan = Netns::new(format!("{prefix}-wan"))?;
+        let hyp = Netns::new(format!("{prefix}-hyp"))?;
+        let mut topo = Self {
+            state_dir: std::env::temp_dir().join(format!("{prefix}-state")),
+            bpffs: PathBuf::from("/sys/fs/bpf").join(format!("{prefix}-pins")),
+            prefix,
+            wan,
+            hyp,
+            guests: Vec::new(),
+            started: false,
+        };
+        topo.hyp.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", &topo.wan.name])?;
+        topo.wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
+        topo.wan.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
+        topo.wan.ip(&["link", "set", "wan0", "up"])?;
+        // A real uplink receives frames with finished checksums; a veth
+        // peer would hand over unfinished (CHECKSUM_PARTIAL) ones.
+        topo.wan.exec("ethtool", &["-K", "wan0", "tx", "off"])?;
+        topo.hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
+        topo.hyp.ip(&["link", "set", "up0", "up"])?;
+        topo.hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
+        for i in 0..guests {
+            let g = Netns::new(format!("{}-g{i}", topo.prefix))?;
+            let port = format!("vnet{i}");
+            let addr = format!("192.168.122.{}", 10 + i);
+            topo.hyp.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &g.name])?;
+            g.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            g.ip(&["link", "set", "eth0", "up"])?;
+            g.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+            // XDP redirects into a veth need NAPI on the receiving end; a
+            // VM's tap needs nothing of the sort.
+            g.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
+            let link = String::from_utf8(g.ip(&["-o", "link", "show", "eth0"])?.stdout)?;
+            let mac = link
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .context("guest eth0 has no MAC")?
+                .to_string();
+            topo.guests.push(Guest { ns: g, addr, port, mac });
+        }
+        Ok(topo)
+    }
+
+    /// Runs `vxdp` in the hypervisor namespace with this instance's paths.
+    pub fn vxdp(&self, args: &[&str]) -> Result<Output> {
+        let out = self.vxdp_status(args)?;
+        if !out.status.success() {
+            bail!("`vxdp {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(out)
+    }
+
+    pub fn vxdp_status(&self, args: &[&str]) -> Result<Output> {
+        Command::new(vxdp_bin()?)
+            .arg("--netns")
+            .arg(&self.hyp.name)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .args(args)
+            .output()
+            .context("running vxdp")
+    }
+
+    /// Starts the network from `xml` and plugs every guest in.
+    pub fn start(&mut self, xml: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.state_dir)?;
+        let file = self.state_dir.join("net.xml");
+        std::fs::write(&file, xml)?;
+        self.started = true;
+        self.vxdp(&["net-create", file.to_str().context("path")?])?;
+        for g in &self.guests {
+            self.vxdp(&["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac])?;
+        }
+        Ok(())
+    }
+
+    /// Waits until guest `i` can ping `dst` (the bridge port passes nothing
+    /// while STP is listening/learning, ~4 s with libvirt's settings).
+    pub fn wait_ping(&self, i: usize, dst: &str, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let out = self.guests[i].ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if start.elapsed() > within {
+                bail!("guest {i} cannot ping {dst} within {within:?}: {}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
+
+    /// A counter of `vxdp stats` (network, name) → (packets, bytes).
+    pub fn counter(&self, network: &str, name: &str) -> Result<(u64, u64)> {
+        let out = String::from_utf8(self.vxdp(&["stats", "--all"])?.stdout)?;
+        for line in out.lines() {
+            let f: Vec<_> = line.split_whitespace().collect();
+            if f.len() >= 5 && f[0] == network && f[2] == name {
+                let n = f.len();
+                return Ok((f[n - 2].parse()?, f[n - 1].parse()?));
+            }
+        }
+        bail!("counter {network}/{name} not in `vxdp stats --all`:\n{out}")
+    }
+}
+
+impl Drop for NatTopology {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self.vxdp_status(&["net-destroy", "default"]);
+        }
+        // Pins are removed by net-destroy; remove what a failure left.
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// A TCP server in `ns` that sends `payload` to the first client and reports
+/// the client's address. Returns the listening address.
+pub fn serve_payload(ns: &Netns, bind: &str, payload: Vec<u8>) -> Result<(SocketAddr, std::thread::JoinHandle<Result<SocketAddr>>)> {
+    let bind = bind.to_string();
+    let listener = ns.enter(move || TcpListener::bind(bind))??;
+    let addr = listener.local_addr()?;
+    let handle = std::thread::spawn(move || -> Result<SocketAddr> {
+        let (mut s, peer) = listener.accept()?;
+        s.write_all(&payload)?;
+        Ok(peer)
+    });
+    Ok((addr, handle))
+}
+
+/// Connects from `ns` to `addr` and reads until EOF.
+pub fn fetch(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<Vec<u8>> {
+    let stream = ns.enter(move || TcpStream::connect_timeout(&addr, timeout))??;
+    let mut stream = stream;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// A UDP echo in `ns` answering `count` datagrams, prefixing them with the
+/// sender's address as the server saw it.
+pub fn udp_echo(ns: &Netns, bind: &str, count: usize) -> Result<(SocketAddr, std::thread::JoinHandle<Result<()>>)> {
+    let bind = bind.to_string();
+    let sock = ns.enter(move || UdpSocket::bind(bind))??;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let addr = sock.local_addr()?;
+    let handle = std::thread::spawn(move || -> Result<()> {
+        let mut buf = [0u8; 2048];
+        for _ in 0..count {
+            let (n, peer) = sock.recv_from(&mut buf)?;
+            let mut reply = format!("{peer}|").into_bytes();
+            reply.extend_from_slice(&buf[..n]);
+            sock.send_to(&reply, peer)?;
+        }
+        Ok(())
+    });
+    Ok((addr, handle))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), to check transfers.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
