@@ -173,18 +173,23 @@ pub fn run_teed(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> anyhow::Res
         .spawn()
         .map_err(|e| spawn_error(cmd, e))?;
     let mut pipe = child.stdout.take().expect("stdout was piped");
-    tee(&mut pipe, &mut io::stdout(), &mut on_line)
-        .map_err(|e| anyhow::anyhow!("relaying the output of `{}`: {e}", display(cmd)))?;
+    let relayed = tee(&mut pipe, &mut io::stdout(), &mut on_line);
+    // Reap the child even if relaying failed.
     let status = child
         .wait()
         .map_err(|e| anyhow::anyhow!("waiting for `{}`: {e}", display(cmd)))?;
+    relayed.map_err(|e| anyhow::anyhow!("relaying the output of `{}`: {e}", display(cmd)))?;
     check(cmd, status)
 }
 
 /// Copies `from` to `to` as bytes arrive (so partial lines such as
 /// "test foo ... " show up at once) and hands each complete line to
 /// `on_line`.
-fn tee(from: &mut impl Read, to: &mut impl Write, on_line: &mut impl FnMut(&str)) -> io::Result<()> {
+fn tee(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    on_line: &mut impl FnMut(&str),
+) -> io::Result<()> {
     let mut buf = [0u8; 8192];
     let mut line = Vec::new();
     loop {

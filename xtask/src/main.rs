@@ -54,9 +54,12 @@ enum Task {
     Setup,
 
     /// Run setup, then build the workspace (the eBPF programs included)
-    #[command(long_about = "Run setup, then `cargo +<pin> build --workspace`.\n\n\
-        The eBPF crate is not built directly: control's build script builds it with \
-        aya-build, so building the workspace's default members builds everything.")]
+    #[command(
+        long_about = "Run setup, then `cargo +<pin> build` in the workspace root.\n\n\
+        That builds the workspace's default members. The eBPF crate is not one of them (it \
+        cannot be built for the host): control's build script builds it with aya-build, so \
+        this builds everything."
+    )]
     Build {
         /// Build with the release profile
         #[arg(long)]
@@ -65,10 +68,11 @@ enum Task {
 
     /// Run setup, then run every test of the workspace (needs root)
     #[command(
-        long_about = "Run setup, then `cargo +<pin> test --workspace -- --test-threads=2`.\n\n\
+        long_about = "Run setup, then `cargo +<pin> test -- --test-threads=2` in the workspace \
+        root, which tests all the workspace's default members.\n\n\
         Arguments after `--` go to cargo test; a second `--` separates the test harness's \
-        arguments. `--workspace` is dropped when you pick packages with -p, and \
-        `--test-threads=2` when you set --test-threads yourself. Examples:\n  \
+        arguments (`--test-threads=2` is left out when you set --test-threads yourself). \
+        Examples:\n  \
         cargo xtask test -- nat            (only tests whose name contains `nat`)\n  \
         cargo xtask test -- -p vxdp-tests -- --nocapture\n  \
         cargo xtask test -- --no-fail-fast\n\n\
@@ -122,7 +126,12 @@ fn run(task: Task) -> anyhow::Result<()> {
     match task {
         Task::Setup => Ok(()),
         Task::Build { release } => build(&toolchain, release),
-        Task::Test { args } => test(&toolchain, &args),
+        Task::Test { args } => {
+            // The end-to-end tests run the real `vxdp` binary, which `cargo
+            // test` alone does not build.
+            build(&toolchain, false)?;
+            test(&toolchain, &args)
+        }
         Task::Demo { args } => {
             build(&toolchain, false)?;
             let mut demo = toolchain.cargo();
@@ -138,7 +147,9 @@ fn run(task: Task) -> anyhow::Result<()> {
 
 fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {
     let mut cargo = toolchain.cargo();
-    cargo.args(["build", "--workspace"]);
+    // Not `--workspace`: that means all members, the eBPF crate included,
+    // which cannot build for the host. The default members are the set.
+    cargo.arg("build");
     if release {
         cargo.arg("--release");
     }
@@ -148,6 +159,8 @@ fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {
 
 fn test(toolchain: &Toolchain, args: &[String]) -> anyhow::Result<()> {
     let mut cargo = test_command(toolchain, args);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    cargo.env("VXDP_BIN", root.join("target/debug/vxdp"));
     announce("test", &cargo);
     let started = Instant::now();
     let mut summary = TestSummary::default();
@@ -161,22 +174,17 @@ fn test(toolchain: &Toolchain, args: &[String]) -> anyhow::Result<()> {
     result
 }
 
-/// `cargo +<pin> test [--workspace] <cargo args> -- [--test-threads=2] <harness args>`.
+/// `cargo +<pin> test <cargo args> -- [--test-threads=2] <harness args>`,
+/// without `--workspace` for the same reason as in [`build`].
 fn test_command(toolchain: &Toolchain, args: &[String]) -> Command {
     let (cargo_args, harness_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (args, &[][..]),
     };
     let mut cargo = toolchain.cargo();
-    cargo.arg("test");
-    let picks_packages = cargo_args.iter().any(|a| {
-        a == "--package"
-            || a.starts_with("--package=")
-            || (a.starts_with("-p") && !a.starts_with("--"))
-    });
-    if !picks_packages {
-        cargo.arg("--workspace");
-    }
+    // Run every test binary even when one fails, so a run reports all
+    // failures at once.
+    cargo.args(["test", "--no-fail-fast"]);
     cargo.args(cargo_args).arg("--");
     // The end-to-end tests each build a set of namespaces; two at a time
     // matches the machine's two cores and keeps them from starving.
@@ -228,21 +236,18 @@ mod tests {
 
     #[test]
     fn test_command_lines() {
-        assert_eq!(
-            test_line(&[]),
-            "cargo +PIN test --workspace -- --test-threads=2"
-        );
+        assert_eq!(test_line(&[]), "cargo +PIN test --no-fail-fast -- --test-threads=2");
         assert_eq!(
             test_line(&["nat"]),
-            "cargo +PIN test --workspace nat -- --test-threads=2"
+            "cargo +PIN test --no-fail-fast nat -- --test-threads=2"
         );
         assert_eq!(
             test_line(&["-p", "vxdp-tests", "--", "--nocapture"]),
-            "cargo +PIN test -p vxdp-tests -- --test-threads=2 --nocapture"
+            "cargo +PIN test --no-fail-fast -p vxdp-tests -- --test-threads=2 --nocapture"
         );
         assert_eq!(
             test_line(&["--", "--test-threads=1"]),
-            "cargo +PIN test --workspace -- --test-threads=1"
+            "cargo +PIN test --no-fail-fast -- --test-threads=1"
         );
     }
 }

@@ -50,11 +50,11 @@ impl TestSummary {
         let time = format!("{}m{:02}s", secs / 60, secs % 60);
         if self.binaries == 0 {
             return vec![format!(
-                "[test] no test results seen ({time}); did the build fail?"
+                "[test] no test results seen ({time}); see the errors above"
             )];
         }
         let mut lines = vec![format!(
-            "[test] {} passed, {} failed, {} ignored in {} test binaries ({time})",
+            "[test] {} passed, {} failed, {} ignored in {} test targets ({time})",
             self.passed, self.failed, self.ignored, self.binaries
         )];
         lines.extend(
@@ -96,7 +96,7 @@ mod tests {
         let report = s.report(Duration::from_secs(125));
         assert_eq!(
             report[0],
-            "[test] 6 passed, 1 failed, 1 ignored in 2 test binaries (2m05s)"
+            "[test] 6 passed, 1 failed, 1 ignored in 2 test targets (2m05s)"
         );
         assert_eq!(report[1], "[test] FAILED: a::two");
     }
