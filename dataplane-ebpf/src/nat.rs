@@ -144,8 +144,11 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     }
     rewrite(ctx, &ip, &l4, Side::Source, mapping.rewrite_addr, mapping.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    let verdict =
+        forward::tc_redirect(&route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+    // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::SnatForwarded);
-    forward::tc_redirect(&route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))
+    Ok(verdict)
 }
 
 /// Picks the NAT address for a guest: one of the configured range, stable
@@ -304,10 +307,11 @@ fn reply_to_guest(ctx: &XdpContext, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> R
     set_macs(ctx, &e.mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     rewrite(ctx, ip, l4, Side::Destination, e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    count(ctx, net_id, Action::DnatForwarded);
-    VXDP_PORTS
+    let verdict = VXDP_PORTS
         .redirect(e.ifindex, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+    count(ctx, net_id, Action::DnatForwarded);
+    Ok(verdict)
 }
 
 #[inline(always)]
