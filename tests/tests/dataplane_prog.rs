@@ -469,8 +469,8 @@ fn reply_for_a_guest_whose_port_is_gone_is_one_counted_drop() {
             &before,
             &w.counters(),
             &[(NET_ID, Slot::Drop(DropReason::RedirectFailed), 1)],
-            "DATAPLANE BUG (nat.rs reply_to_guest counts dnat_forwarded before VXDP_PORTS.redirect): \
-             a reply that could not be delivered is reported both as forwarded and as dropped",
+            "a reply that cannot be delivered (its guest's port left VXDP_PORTS) must count once, as a \
+             redirect_failed drop, never also as dnat_forwarded",
         );
     });
 }
