@@ -121,14 +121,6 @@ pub fn vxdp_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
-fn ensure_bpffs() -> Result<()> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.split_whitespace().nth(2) == Some("bpf")) {
-        run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"])?;
-    }
-    Ok(())
-}
-
 /// A guest behind a veth pair: `eth0` in its own namespace, `vnetN` in the
 /// hypervisor namespace.
 pub struct Guest {
@@ -154,7 +146,6 @@ impl NatTopology {
     /// started yet.
     pub fn new(tag: &str, guests: usize) -> Result<Self> {
         ensure!(unsafe { libc::geteuid() } == 0, "end-to-end tests need root (network namespaces, BPF)");
-        ensure_bpffs()?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("vx{tag}{}-{n}", std::process::id());
         let wan = Netns::new(format!("{prefix}-wan"))?;
@@ -168,6 +159,8 @@ impl NatTopology {
             guests: Vec::new(),
             started: false,
         };
+        // The product's own check: mounts /sys/fs/bpf when absent.
+        vxdp_control::dataplane::ensure_bpffs(&topo.bpffs)?;
         topo.hyp.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", &topo.wan.name])?;
         topo.wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
         topo.wan.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
