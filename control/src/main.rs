@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use vxdp_control::{
     dataplane::{LoadOptions, Maps, Pins},
+    definitions,
     network::{self, Context},
     report,
 };
@@ -38,21 +39,75 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a (transient) network from a libvirt network XML file.
+    /// Define a persistent network from a libvirt network XML file (not started).
+    ///
+    /// Accepts every definition libvirt accepts, in every forward mode, and
+    /// stores it as <state-dir>/networks/NAME.xml (atomically). Checks it
+    /// against every other defined or running network: name and UUID unique,
+    /// no overlapping subnet, no shared bridge name. Fills in what libvirt
+    /// generates: a UUID, a 52:54:00 bridge MAC and the first free virbrN.
+    /// Redefining an existing network needs its <uuid> (as with virsh); a
+    /// running network keeps its old definition until it is restarted.
+    /// An invalid file changes nothing.
+    NetDefine {
+        /// The network XML file.
+        file: PathBuf,
+    },
+    /// Remove a network's definition (and autostart flag). A running network
+    /// keeps running as a transient one until `net-destroy`.
+    NetUndefine { name: String },
+    /// Start a defined network (see `net-define`).
     ///
     /// Supported so far: <forward mode='nat'> networks with one IPv4 <ip>,
     /// optional <forward dev>, <nat><address>/<port>, <bridge name stp delay>,
-    /// <mac>. The uplink is <forward dev> or the interface of the default route.
+    /// <mac>. Anything else is refused with "not supported yet: <element>".
+    /// The uplink is <forward dev> or the interface of the default route.
+    NetStart { name: String },
+    /// Start a transient network from a libvirt network XML file (not stored;
+    /// gone after `net-destroy`). Same checks and limits as net-define and
+    /// net-start.
     NetCreate {
         /// The network XML file.
         file: PathBuf,
     },
-    /// Check a network XML file without touching the host.
+    /// Check a network XML file without touching the host or the state.
+    ///
+    /// Exits 0 when the file is valid libvirt network XML that this vxdp can
+    /// also start; fails naming the element at fault when it is invalid, or
+    /// with "not supported yet: <element>" when it is valid but uses
+    /// something vxdp does not implement yet (net-define still accepts it).
     NetValidate { file: PathBuf },
     /// Stop a network: unplug its ports, remove its bridge, flows and programs.
+    /// A defined network keeps its definition and can be started again.
     NetDestroy { name: String },
-    /// List the started networks.
-    NetList,
+    /// List networks as a table: name, state, autostart, persistent, then
+    /// mode, bridge, subnet and plugged ports of running networks.
+    NetList {
+        /// Also list defined networks that are not running.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a network's name, UUID, state, persistence, autostart and bridge.
+    NetInfo { name: String },
+    /// Print a network's XML: the running definition of an active network,
+    /// otherwise the stored one (with the generated UUID, MAC and bridge).
+    NetDumpxml {
+        name: String,
+        /// Print the stored definition even when the network runs.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Mark a defined network to be started by `vxdp autostart` (and by the
+    /// daemon at boot), or unmark it with --disable.
+    NetAutostart {
+        name: String,
+        /// Stop autostarting the network.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Start every defined network marked with `net-autostart` that is not
+    /// running. Keeps going when one fails; exits non-zero if any failed.
+    Autostart,
     /// Plug an existing interface (tap or veth end) into a started network.
     AttachInterface {
         /// The network's name.
@@ -135,24 +190,89 @@ fn real_main() -> Result<()> {
 
 async fn run(command: Command, ctx: &Context) -> Result<()> {
     match command {
+        Command::NetDefine { file } => {
+            let text = read(&file)?;
+            let def = definitions::define(ctx, &text, &file.display().to_string()).await?;
+            println!("Network {} defined from {}", def.name, file.display());
+        }
+        Command::NetUndefine { name } => {
+            definitions::undefine(ctx, &name)?;
+            println!("Network {name} has been undefined");
+        }
+        Command::NetStart { name } => {
+            definitions::start_defined(ctx, &name).await?;
+            println!("Network {name} started");
+        }
         Command::NetCreate { file } => {
             let text = read(&file)?;
-            network::start(ctx, &text, &file.display().to_string()).await?;
+            let rec = definitions::create(ctx, &text, &file.display().to_string()).await?;
+            println!("Network {} created from {}", rec.name, file.display());
         }
         Command::NetValidate { file } => {
             let text = read(&file)?;
             let plan = network::plan(&text, &file.display().to_string())?;
             println!("{}: network '{}' is valid", file.display(), plan.def.name);
         }
-        Command::NetDestroy { name } => network::stop(ctx, &name).await?,
-        Command::NetList => {
-            println!("{:<16} {:<6} {:<8} {:<12} {:<12} {:<20} {}", "NAME", "MODE", "STATE", "BRIDGE", "UPLINK", "SUBNET", "PORTS");
-            for r in network::list(ctx)? {
-                let ports: Vec<_> = r.ports.iter().map(|p| p.dev.as_str()).collect();
+        Command::NetDestroy { name } => {
+            network::stop(ctx, &name).await?;
+            println!("Network {name} destroyed");
+        }
+        Command::NetList { all } => {
+            let running = network::list(ctx)?;
+            println!(
+                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
+                "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET", "PORTS"
+            );
+            for s in definitions::status_all(ctx)? {
+                if !all && !s.active {
+                    continue;
+                }
+                let rec = running.iter().find(|r| r.name == s.name);
+                let yes_no = |b: bool| if b { "yes" } else { "no" };
+                let subnet = rec.map(|r| format!("{}/{}", r.subnet, r.prefix)).unwrap_or_else(|| "-".into());
+                let ports: Vec<_> = rec.map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect()).unwrap_or_default();
                 println!(
-                    "{:<16} {:<6} {:<8} {:<12} {:<12} {:<20} {}",
-                    r.name, r.mode, "active", r.bridge, r.uplink, format!("{}/{}", r.subnet, r.prefix), ports.join(",")
+                    "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
+                    s.name,
+                    if s.active { "active" } else { "inactive" },
+                    yes_no(s.autostart),
+                    yes_no(s.persistent),
+                    s.mode,
+                    s.bridge.as_deref().unwrap_or("-"),
+                    subnet,
+                    if ports.is_empty() { "-".to_string() } else { ports.join(",") }
                 );
+            }
+        }
+        Command::NetInfo { name } => {
+            let s = definitions::status_all(ctx)?
+                .into_iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| network::NetworkError::NotDefined(name.clone()))?;
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
+            println!("{:<15} {}", "Name:", s.name);
+            println!("{:<15} {}", "UUID:", s.uuid.as_deref().unwrap_or("-"));
+            println!("{:<15} {}", "Active:", yes_no(s.active));
+            println!("{:<15} {}", "Persistent:", yes_no(s.persistent));
+            println!("{:<15} {}", "Autostart:", yes_no(s.autostart));
+            println!("{:<15} {}", "Mode:", s.mode);
+            println!("{:<15} {}", "Bridge:", s.bridge.as_deref().unwrap_or("-"));
+        }
+        Command::NetDumpxml { name, inactive } => print!("{}", definitions::dumpxml(ctx, &name, inactive)?),
+        Command::NetAutostart { name, disable } => {
+            definitions::set_autostart(ctx, &name, !disable)?;
+            println!("Network {name} {}", if disable { "unmarked as autostarted" } else { "marked as autostarted" });
+        }
+        Command::Autostart => {
+            let (started, failed) = definitions::autostart(ctx).await?;
+            for name in &started {
+                println!("Network {name} started");
+            }
+            for (name, e) in &failed {
+                eprintln!("vxdp: error: autostart of network {name} failed: {e}");
+            }
+            if !failed.is_empty() {
+                bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
         Command::AttachInterface { network, dev, mac } => {

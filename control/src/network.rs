@@ -31,6 +31,10 @@ pub enum NetworkError {
     AlreadyStarted(String),
     #[error("network '{0}' is not started (see `vxdp net-list`)")]
     NotStarted(String),
+    #[error("network '{0}' is not defined (see `vxdp net-list --all`)")]
+    NotDefined(String),
+    #[error("network '{0}' is transient (started with net-create, not defined): define it first with `vxdp net-define`")]
+    Transient(String),
     #[error("interface {0} does not exist")]
     NoSuchInterface(String),
     #[error("interface {dev} is already plugged into network '{network}'")]
@@ -84,45 +88,54 @@ fn prefix_mask(prefix: u8) -> u32 {
     if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) }
 }
 
+/// Forward modes this version of vxdp realizes on the host (`None`: an
+/// isolated network, no `<forward>`). `net-define` accepts every valid
+/// definition; `net-start`, `net-create` and `net-validate` refuse the rest
+/// with "not supported yet". Supporting a mode starts here.
+pub const SUPPORTED_MODES: &[Option<ForwardMode>] = &[Some(ForwardMode::Nat)];
+
+/// The one place that says which parts of a valid definition vxdp can
+/// realize: an error naming the first element it cannot, or `Ok`.
+pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
+    let not_supported = |element: &str, what: String| NetworkError::NotSupported {
+        file: file.into(),
+        element: element.into(),
+        what,
+    };
+    if let Some(what) = xml::unsupported_features(def).into_iter().next() {
+        let short = format!("<{}>", what.rsplit('/').next().unwrap_or(&what));
+        return Err(not_supported(&what, short));
+    }
+    let mode = def.forward.as_ref().map(|f| f.mode);
+    if !SUPPORTED_MODES.contains(&mode) {
+        return Err(match mode {
+            None => not_supported("/network", "isolated networks (no <forward>)".into()),
+            Some(m) => not_supported("/network/forward@mode", format!("<forward mode='{m}'> (only nat so far)")),
+        });
+    }
+    if def.ips.iter().filter(|ip| ip.address.is_ipv4()).count() > 1 {
+        return Err(not_supported("/network/ip[2]", "more than one IPv4 <ip>".into()));
+    }
+    if let Some(i) = def.ips.iter().position(|ip| ip.address.is_ipv6()) {
+        return Err(not_supported(&format!("/network/ip[{}]", i + 1), "IPv6 <ip>".into()));
+    }
+    if def.mtu.is_some() {
+        return Err(not_supported("/network/mtu", "<mtu>".into()));
+    }
+    if def.domain.is_some() {
+        return Err(not_supported("/network/domain", "<domain> (no DNS service yet)".into()));
+    }
+    Ok(())
+}
+
 /// Parses and checks a definition for what this version of vxdp realizes:
 /// NAT networks with one IPv4 subnet. Anything else is refused by name.
 pub fn plan(xml_text: &str, file: &str) -> Result<NatPlan, NetworkError> {
     let def = xml::parse_network(xml_text, file)?;
-    if let Some(what) = xml::unsupported_features(&def).into_iter().next() {
-        return Err(NetworkError::NotSupported {
-            file: file.into(),
-            element: what.clone(),
-            what: format!("<{}>", what.rsplit('/').next().unwrap_or(&what)),
-        });
-    }
-    let forward = def.forward.as_ref().ok_or_else(|| NetworkError::NotSupported {
-        file: file.into(),
-        element: "/network".into(),
-        what: "isolated networks (no <forward>)".into(),
-    })?;
-    if forward.mode != ForwardMode::Nat {
-        return Err(NetworkError::NotSupported {
-            file: file.into(),
-            element: "/network/forward@mode".into(),
-            what: format!("<forward mode='{}'> (only nat so far)", forward.mode.as_str()),
-        });
-    }
+    check_supported(&def, file)?;
+    let forward = def.forward.as_ref().ok_or_else(|| invalid(file, "/network", "a NAT network needs <forward>"))?;
     let mut v4 = def.ips.iter().filter(|ip| ip.address.is_ipv4());
     let ip = v4.next().ok_or_else(|| invalid(file, "/network/ip", "a NAT network needs an IPv4 <ip>"))?;
-    if v4.next().is_some() {
-        return Err(NetworkError::NotSupported {
-            file: file.into(),
-            element: "/network/ip[2]".into(),
-            what: "more than one IPv4 <ip>".into(),
-        });
-    }
-    if def.ips.iter().any(|ip| ip.address.is_ipv6()) {
-        return Err(NetworkError::NotSupported {
-            file: file.into(),
-            element: "/network/ip".into(),
-            what: "IPv6 <ip> in a NAT network".into(),
-        });
-    }
     let IpAddr::V4(gateway) = ip.address else { unreachable!("filtered to IPv4") };
     if ip.prefix > 30 {
         return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));

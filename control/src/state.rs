@@ -84,6 +84,11 @@ impl StateDir {
         Ok(Self { root: root.to_path_buf(), _lock: lock })
     }
 
+    /// The state directory itself (definitions live under `networks/`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn record_path(&self, name: &str) -> PathBuf {
         self.root.join("run").join(format!("{name}.json"))
     }
@@ -152,17 +157,29 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError>
 /// Writes `value` so that a crash leaves either the old or the new file,
 /// never a partial one.
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value)
         .map_err(|source| StateError::Corrupt { path: path.into(), source })?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the
+/// new content: temporary file in the same directory, fsync, rename, fsync of
+/// the directory (so the rename itself is durable).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    drop(f);
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path)(e));
+    }
     if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        let d = File::open(dir).map_err(io_err(dir))?;
+        d.sync_all().map_err(io_err(dir))?;
     }
     Ok(())
 }
