@@ -1,3 +1,4 @@
 
+pub mod corpus;
 pub mod progtest;
 pub mod testbed;
