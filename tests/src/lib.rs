@@ -1,4 +1,5 @@
 
 pub mod corpus;
+pub mod libvirt;
 pub mod progtest;
 pub mod testbed;

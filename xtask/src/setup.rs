@@ -28,7 +28,19 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "nftables",
     "tcpdump",
+    // The libvirt differential test (tests/tests/libvirt_diff.rs) runs the
+    // real libvirtd in a private namespace; see POLICY_RC_D below.
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "dnsmasq-base",
 ];
+
+/// Debian's invoke-rc.d asks this script whether a package may start its
+/// service; exit status 101 means "no". Installing libvirt-daemon-system
+/// would otherwise start libvirtd in the root namespace, and with it the
+/// autostarted `default` network (virbr0, 192.168.122.0/24, firewall rules):
+/// the tests run libvirtd only in their own namespaces.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// bpf-linker links the eBPF object; 0.13.0 built against Debian's LLVM 22
 /// matches the LLVM of the pinned rustc.
@@ -109,11 +121,14 @@ fn ensure_apt_packages(packages: &[&str]) -> anyhow::Result<String> {
     // Only now: the package lists may be stale or absent (fresh containers
     // ship without them).
     run_captured(apt_get().arg("update"))?;
-    run_captured(
+    let policy = ServicesBlocked::new()?;
+    let installed = run_captured(
         apt_get()
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing),
-    )?;
+    );
+    policy.restore()?;
+    installed?;
     let still = missing_packages(&missing)?;
     if !still.is_empty() {
         bail!(
@@ -122,6 +137,45 @@ fn ensure_apt_packages(packages: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(format!("ok (installed {})", missing.join(" ")))
+}
+
+/// While alive, no package may start a service (see [`POLICY_RC_D`]). An
+/// existing policy-rc.d is left alone (whatever it says is the machine
+/// owner's choice); one created here is removed by [`Self::restore`] or on drop.
+struct ServicesBlocked {
+    created: bool,
+}
+
+impl ServicesBlocked {
+    fn new() -> anyhow::Result<Self> {
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { created: false });
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get install\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(Self { created: true })
+    }
+
+    fn restore(mut self) -> anyhow::Result<()> {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> anyhow::Result<()> {
+        if std::mem::take(&mut self.created) {
+            std::fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServicesBlocked {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
 }
 
 fn apt_get() -> std::process::Command {
