@@ -111,7 +111,7 @@ fn has_managed_bridge(def: &NetworkDef) -> bool {
     }
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], NetworkError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NetworkError> {
     let mut buf = [0u8; N];
     let mut filled = 0;
     while filled < N {

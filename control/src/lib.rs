@@ -4,8 +4,10 @@ pub mod dataplane;
 pub mod definitions;
 pub mod netlink;
 pub mod network;
+pub mod ports;
 pub mod report;
 pub mod state;
+pub mod tap;
 pub mod xml;
 
 /// The compiled eBPF object (built by build.rs).

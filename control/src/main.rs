@@ -8,6 +8,7 @@ use vxdp_control::{
     dataplane::{LoadOptions, Maps, Pins},
     definitions,
     network::{self, Context},
+    ports,
     report,
 };
 
@@ -108,24 +109,41 @@ enum Command {
     /// Start every defined network marked with `net-autostart` that is not
     /// running. Keeps going when one fails; exits non-zero if any failed.
     Autostart,
-    /// Plug an existing interface (tap or veth end) into a started network.
+    /// Plug a guest port into a started network.
+    ///
+    /// Either name an existing interface (tap or veth end) with --network and
+    /// --dev, or give a domain <interface> XML with --xml, as in libvirt:
+    /// type network (<source network>) or bridge (<source bridge> of a vxdp
+    /// network), <mac address> (the guest's MAC; generated in 52:54:00 when
+    /// absent), <model type> (informational), <target dev>. With --xml and no
+    /// existing <target dev>, vxdp creates a persistent tap named <target dev>
+    /// or the first free vnetN for the hypervisor to open, and removes it
+    /// when the port is unplugged. Prints the device name.
     AttachInterface {
         /// The network's name.
-        #[arg(long)]
-        network: String,
+        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        network: Option<String>,
         /// The interface to plug in.
-        #[arg(long)]
-        dev: String,
+        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        dev: Option<String>,
         /// The guest's MAC address (libvirt's <mac address>), if known.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "xml")]
         mac: Option<String>,
+        /// A domain <interface> XML file.
+        #[arg(long)]
+        xml: Option<PathBuf>,
     },
-    /// Unplug an interface from a network.
+    /// Unplug a guest port from a network (by --network and --dev, or by the
+    /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
+    /// A tap vxdp created for the port is removed.
     DetachInterface {
+        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        network: Option<String>,
+        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        dev: Option<String>,
+        /// A domain <interface> XML file.
         #[arg(long)]
-        network: String,
-        #[arg(long)]
-        dev: String,
+        xml: Option<PathBuf>,
     },
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
@@ -275,10 +293,26 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
-        Command::AttachInterface { network, dev, mac } => {
-            network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
-        }
-        Command::DetachInterface { network, dev } => network::detach_interface(ctx, &network, &dev).await?,
+        Command::AttachInterface { network, dev, mac, xml } => match (xml, network, dev) {
+            (Some(file), _, _) => {
+                let text = read(&file)?;
+                let port = ports::attach_xml(ctx, &text, &file.display().to_string()).await?;
+                println!("{}", port.dev);
+            }
+            (None, Some(network), Some(dev)) => {
+                network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
+            }
+            _ => bail!("give --xml FILE, or --network and --dev"),
+        },
+        Command::DetachInterface { network, dev, xml } => match (xml, network, dev) {
+            (Some(file), _, _) => {
+                let text = read(&file)?;
+                let dev = ports::detach_xml(ctx, &text, &file.display().to_string()).await?;
+                println!("{dev}");
+            }
+            (None, Some(network), Some(dev)) => network::detach_interface(ctx, &network, &dev).await?,
+            _ => bail!("give --xml FILE, or --network and --dev"),
+        },
         Command::Stats { network, all } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;

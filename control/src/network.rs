@@ -55,6 +55,8 @@ pub enum NetworkError {
     State(#[from] StateError),
     #[error("{path}: {source}")]
     Sysctl { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Tap(#[from] crate::tap::TapError),
     #[error("--mac {0}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")]
     BadMac(String),
 }
@@ -414,6 +416,9 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
     }
     if nl.link_by_index(port.ifindex).await?.is_some() {
         nl.set_nomaster(port.ifindex).await?;
+        if port.created_tap {
+            crate::tap::delete(&port.dev)?;
+        }
     }
     Ok(())
 }
@@ -421,6 +426,12 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
 /// Plugs an existing interface (tap or veth end) into a started network:
 /// enslaves it to the bridge and attaches the guest-port program.
 pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Option<&str>) -> Result<PortRecord, NetworkError> {
+    attach_port(ctx, network, dev, mac, false).await
+}
+
+/// [`attach_interface`]; `created_tap` records that vxdp created `dev` and
+/// removes it when the port is unplugged.
+pub async fn attach_port(ctx: &Context, network: &str, dev: &str, mac: Option<&str>, created_tap: bool) -> Result<PortRecord, NetworkError> {
     let mac_bytes = mac.map(parse_mac).transpose()?;
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
@@ -429,7 +440,7 @@ pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Opti
     if let Some(other) = state.networks()?.into_iter().find(|r| r.ports.iter().any(|p| p.ifindex == link.index)) {
         return Err(NetworkError::PortInUse { dev: dev.into(), network: other.name });
     }
-    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)) };
+    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), created_tap };
     let mut undo = Undo::default();
     let res: Result<(), NetworkError> = async {
         let endpoint = Endpoint {

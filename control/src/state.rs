@@ -31,6 +31,10 @@ pub struct PortRecord {
     pub ifindex: u32,
     /// The guest's MAC when given (libvirt's `<mac address>`).
     pub mac: Option<String>,
+    /// vxdp created this tap (`attach-interface --xml`) and removes it when
+    /// the port is unplugged.
+    #[serde(default)]
+    pub created_tap: bool,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

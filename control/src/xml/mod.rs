@@ -23,8 +23,11 @@
 //! `<metadata>` is kept the same way; comments are dropped and namespaces are written
 //! out on the elements that use them.
 
+mod interface;
 mod parse;
 mod write;
+
+pub use interface::{InterfaceDef, InterfaceSource, InterfaceType, parse_interface};
 
 #[cfg(test)]
 mod tests;

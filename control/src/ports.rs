@@ -1,0 +1,116 @@
+//! Guest ports from a domain `<interface>` (`vxdp attach-interface --xml`,
+//! `detach-interface --xml`): which network, which MAC, which device. A port
+//! without an existing `<target dev>` gets a persistent tap created by vxdp
+//! (named by `<target dev>` or the first free `vnetN`), removed again when the
+//! port is unplugged or when plugging fails.
+
+use crate::{
+    definitions::random_bytes,
+    netlink::Netlink,
+    network::{self, Context, NetworkError},
+    state::PortRecord,
+    tap,
+    xml::{self, InterfaceDef, InterfaceSource, format_mac},
+};
+
+/// The running network an `<interface>` names.
+fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, NetworkError> {
+    match &def.source {
+        InterfaceSource::Network { portgroup: Some(_), .. } => Err(NetworkError::NotSupported {
+            file: file.into(),
+            element: "/interface/source@portgroup".into(),
+            what: "portgroups".into(),
+        }),
+        InterfaceSource::Network { name, .. } => Ok(network::find(ctx, name)?.name),
+        InterfaceSource::Bridge(bridge) => network::list(ctx)?
+            .into_iter()
+            .find(|r| &r.bridge == bridge)
+            .map(|r| r.name)
+            .ok_or_else(|| NetworkError::Invalid {
+                file: file.into(),
+                element: "/interface/source@bridge".into(),
+                reason: format!("no running vxdp network has bridge {bridge} (see `vxdp net-list`)"),
+            }),
+        InterfaceSource::Direct { .. } => Err(NetworkError::NotSupported {
+            file: file.into(),
+            element: "/interface@type".into(),
+            what: "<interface type='direct'> (macvtap-like ports)".into(),
+        }),
+    }
+}
+
+/// The first `vnetN` no link uses.
+async fn free_tap_name(nl: &Netlink) -> Result<String, NetworkError> {
+    for n in 0..65536 {
+        let name = format!("vnet{n}");
+        if nl.link_by_name(&name).await?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(NetworkError::NoSuchInterface("a free vnetN name (vnet0..vnet65535 are all taken)".into()))
+}
+
+/// Plugs the port an `<interface>` describes; returns it (with the device
+/// name and guest MAC it got).
+pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<PortRecord, NetworkError> {
+    let def = xml::parse_interface(xml_text, file)?;
+    let network = network_of(ctx, &def, file)?;
+    // Like libvirt: a guest without <mac> gets one in 52:54:00.
+    let mac = match def.mac {
+        Some(m) => m,
+        None => {
+            let r: [u8; 3] = random_bytes()?;
+            [0x52, 0x54, 0x00, r[0], r[1], r[2]]
+        }
+    };
+    let nl = Netlink::connect()?;
+    let (dev, create) = match &def.target {
+        Some(t) => (t.clone(), nl.link_by_name(t).await?.is_none()),
+        None => (free_tap_name(&nl).await?, true),
+    };
+    if create {
+        // The host side of a tap must not claim the guest's MAC; libvirt
+        // uses the guest MAC with a first byte of 0xfe.
+        let mut host_mac = mac;
+        host_mac[0] = 0xfe;
+        eprintln!("[vxdp] {network}: creating tap {dev} for guest MAC {}", format_mac(&mac));
+        tap::create(&dev, host_mac)?;
+    }
+    match network::attach_port(ctx, &network, &dev, Some(&format_mac(&mac)), create).await {
+        Ok(port) => Ok(port),
+        Err(e) => {
+            if create {
+                let _ = tap::delete(&dev);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Unplugs the port an `<interface>` describes, found by `<target dev>` or
+/// else by `<mac>`; a tap vxdp created goes with it.
+pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<String, NetworkError> {
+    let def = xml::parse_interface(xml_text, file)?;
+    let network = network_of(ctx, &def, file)?;
+    let rec = network::find(ctx, &network)?;
+    let port = match (&def.target, def.mac) {
+        (Some(dev), _) => rec.ports.iter().find(|p| &p.dev == dev),
+        (None, Some(mac)) => rec.ports.iter().find(|p| p.mac.as_deref() == Some(format_mac(&mac).as_str())),
+        (None, None) => {
+            return Err(NetworkError::Invalid {
+                file: file.into(),
+                element: "/interface".into(),
+                reason: "give <target dev> or <mac address> to say which port to unplug".into(),
+            });
+        }
+    };
+    let dev = port
+        .map(|p| p.dev.clone())
+        .ok_or_else(|| NetworkError::Invalid {
+            file: file.into(),
+            element: if def.target.is_some() { "/interface/target@dev".into() } else { "/interface/mac@address".into() },
+            reason: format!("no such port in network '{network}'"),
+        })?;
+    network::detach_interface(ctx, &network, &dev).await?;
+    Ok(dev)
+}
