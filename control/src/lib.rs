@@ -1,6 +1,7 @@
 //! vxdp's control plane as a library: the `vxdp` binary and the tests use it.
 
 pub mod dataplane;
+pub mod dnsmasq;
 pub mod netlink;
 pub mod network;
 pub mod report;

@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use vxdp_control::{
     dataplane::{LoadOptions, Maps, Pins},
+    dnsmasq,
     network::{self, Context},
     report,
 };
@@ -43,13 +44,20 @@ enum Command {
     /// Supported so far: <forward mode='nat'> networks with one IPv4 <ip>,
     /// optional <forward dev>, <nat><address>/<port>, <bridge name stp delay>,
     /// <mac>. The uplink is <forward dev> or the interface of the default route.
+    ///
+    /// A network with an <ip> gets its own dnsmasq on its bridge (DHCP ranges,
+    /// static <host>s, leases, <dns>, <domain>, <tftp root>, <bootp>,
+    /// <dnsmasq:options>), kept running by a detached supervisor that restarts
+    /// it within a few seconds if it dies. Its files (configuration, leases,
+    /// pid files, log) are under <state-dir>/dnsmasq/<network>/.
     NetCreate {
         /// The network XML file.
         file: PathBuf,
     },
     /// Check a network XML file without touching the host.
     NetValidate { file: PathBuf },
-    /// Stop a network: unplug its ports, remove its bridge, flows and programs.
+    /// Stop a network: stop its dnsmasq, unplug its ports, remove its bridge,
+    /// flows and programs. The DHCP lease file is kept for the next start.
     NetDestroy { name: String },
     /// List the started networks.
     NetList,
@@ -71,6 +79,27 @@ enum Command {
         network: String,
         #[arg(long)]
         dev: String,
+    },
+    /// List a network's DHCP leases, like `virsh net-dhcp-leases`.
+    ///
+    /// Read from the network's dnsmasq lease file; expired leases are not
+    /// shown. Expiry times are UTC ("never" for infinite leases).
+    NetDhcpLeases {
+        /// The network's name.
+        network: String,
+        /// Only leases of this MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// (internal) Run and restart a network's dnsmasq; started by net-create.
+    #[command(hide = true)]
+    DnsmasqSupervise { network: String },
+    /// (internal) dnsmasq's lease hook: ACTION MAC IP [HOSTNAME].
+    #[command(hide = true)]
+    DhcpLeaseEvent {
+        network: String,
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
     },
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
@@ -129,6 +158,20 @@ fn real_main() -> Result<()> {
         pins: Pins::new(&cli.bpffs),
         load: LoadOptions { conntrack_entries: cli.conntrack_entries, ..LoadOptions::default() },
     };
+    // The dnsmasq helpers are synchronous and long-running (supervisor) or
+    // run on every lease change (hook): no runtime for them.
+    match &cli.command {
+        Command::DnsmasqSupervise { network } => {
+            dnsmasq::run_supervisor(&ctx.state_dir, network)?;
+            return Ok(());
+        }
+        Command::DhcpLeaseEvent { network, args } => {
+            let msg = dnsmasq::apply_event(&ctx.state_dir, &ctx.pins, network, args)?;
+            eprintln!("[vxdp] {msg}");
+            return Ok(());
+        }
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(cli.command, &ctx))
 }
@@ -159,6 +202,14 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
         }
         Command::DetachInterface { network, dev } => network::detach_interface(ctx, &network, &dev).await?,
+        Command::NetDhcpLeases { network, mac } => {
+            let rec = network::find(ctx, &network)?;
+            let mac = mac.as_deref().map(network::parse_mac).transpose()?;
+            let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
+            let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
+            print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
+        }
+        Command::DnsmasqSupervise { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
         Command::Stats { network, all } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;

@@ -28,6 +28,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "nftables",
     "tcpdump",
+    // Guest services (DHCP/DNS/TFTP per network) and the tools their tests use.
+    "dnsmasq-base",
+    "udhcpc",
+    "tftp-hpa",
+    "bind9-dnsutils",
 ];
 
 /// bpf-linker links the eBPF object; 0.13.0 built against Debian's LLVM 22
