@@ -124,7 +124,13 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
     }
     if dns.enabled {
         for h in &dns.hosts {
-            line(format!("host-record={},{}", h.hostnames.join(","), h.ip));
+            // host-record names are not expanded with the domain the way
+            // libvirt's hosts file entries are: add the long names here.
+            let mut names = h.hostnames.clone();
+            if let Some(domain) = &def.domain {
+                names.extend(h.hostnames.iter().filter(|n| !n.contains('.')).map(|n| format!("{n}.{domain}")));
+            }
+            line(format!("host-record={},{}", names.join(","), h.ip));
         }
         for (name, value) in &dns.txts {
             line(format!("txt-record={name},\"{value}\""));

@@ -81,7 +81,7 @@ fn every_modelled_element_reaches_the_config() {
         "domain=lab.test",
         "expand-hosts",
         "local=/lab.test/",
-        "host-record=files,www,192.168.140.50",
+        "host-record=files,www,files.lab.test,www.lab.test,192.168.140.50",
         "txt-record=info,\"hello world\"",
         "srv-host=_ldap._tcp.lab.test,ldap.lab.test,389,1,10",
         "dhcp-range=192.168.140.100,192.168.140.199,255.255.255.0,2h",
