@@ -52,7 +52,7 @@ pub enum NetworkError {
     State(#[from] StateError),
     #[error("{path}: {source}")]
     Sysctl { path: String, source: std::io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Dnsmasq(#[from] DnsmasqError),
     #[error("--mac {0}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")]
     BadMac(String),

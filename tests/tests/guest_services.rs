@@ -371,3 +371,39 @@ fn two_networks_each_serve_only_their_own_guests() -> Result<()> {
     ensure!(left.is_empty(), "processes left after net-destroy: {left:?}");
     Ok(())
 }
+
+/// A dnsmasq that cannot start (here: the TFTP root does not exist) fails
+/// net-create quickly with dnsmasq's own words, and leaves nothing behind:
+/// no process, no bridge, no pins.
+#[test]
+fn dnsmasq_that_cannot_start_fails_net_create_cleanly() -> Result<()> {
+    let mut s = Services::new("bad")?;
+    let missing = s.dir.join("no-such-tftp-root");
+    let xml = format!(
+        "<network><name>badtftp</name><forward mode='nat'/><bridge name='virbr-bad' stp='off'/>
+  <ip address='192.168.153.1' prefix='24'><tftp root='{}'/>
+    <dhcp><range start='192.168.153.100' end='192.168.153.150'/></dhcp></ip></network>",
+        missing.display()
+    );
+    let file = s.dir.join("badtftp.xml");
+    fs::write(&file, xml)?;
+    fs::create_dir_all(&s.topo.state_dir)?;
+    let start = Instant::now();
+    let out = s.topo.vxdp_status(&["net-create", file.to_str().context("path")?])?;
+    let took = start.elapsed();
+    if out.status.success() {
+        s.networks.push("badtftp".into());
+        bail!("net-create succeeded with a missing TFTP root");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("dnsmasq") && err.contains("no-such-tftp-root"), "the error should carry dnsmasq's complaint about the TFTP root:\n{err}");
+    eprintln!("net-create failed after {took:?}");
+    let left = s.our_processes();
+    ensure!(left.is_empty(), "processes left after the failed net-create: {left:?}");
+    let link = s.topo.hyp.exec_status("ip", &["link", "show", "virbr-bad"])?;
+    ensure!(!link.status.success(), "the bridge was left behind");
+    ensure!(!s.topo.bpffs.exists() || fs::read_dir(&s.topo.bpffs)?.next().is_none(), "pins left under {}", s.topo.bpffs.display());
+    let list = String::from_utf8(s.topo.vxdp(&["net-list"])?.stdout)?;
+    ensure!(!list.contains("badtftp"), "the network is recorded as started:\n{list}");
+    Ok(())
+}

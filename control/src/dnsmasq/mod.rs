@@ -21,7 +21,6 @@ mod supervise;
 use std::{
     fs,
     io,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
@@ -41,7 +40,7 @@ pub enum DnsmasqError {
     NotInstalled,
     #[error("starting the dnsmasq supervisor for network '{network}': {source}")]
     Spawn { network: String, source: io::Error },
-    #[error("dnsmasq for network '{network}' did not start within {secs} s; its log {log} ends with:\n{tail}")]
+    #[error("dnsmasq for network '{network}' did not start (waited {secs} s); its log {log} ends with:\n{tail}")]
     NotReady { network: String, secs: u64, log: PathBuf, tail: String },
     #[error("dnsmasq of network '{network}' (session {pid}) did not stop")]
     Stuck { network: String, pid: i32 },
@@ -140,12 +139,24 @@ pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Re
         qname = sh_quote(&def.name),
     );
     write_file(&paths.hook(), &hook, 0o755)?;
-    supervise::spawn(inv, &paths, &def.name)?;
-    if let Err(e) = supervise::wait_ready(&paths, &def.name) {
+    let log_start = supervise::spawn(inv, &paths, &def.name)?;
+    if let Err(e) = supervise::wait_ready(&paths, &def.name, log_start) {
         let _ = supervise::stop(&paths, &def.name);
         return Err(e);
     }
     Ok(true)
+}
+
+/// Starts the network's dnsmasq again if its supervisor is gone (it was
+/// killed, or the host rebooted with the state directory kept); a running
+/// one is left alone. For the daemon's periodic check. Returns true when it
+/// (re)started it.
+pub fn ensure_running(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Result<bool, DnsmasqError> {
+    let paths = Paths::new(&inv.state_dir, &def.name);
+    if supervise::live_pid(&paths.supervisor_pid(), supervise::SUPERVISE_VERB).is_some() {
+        return Ok(false);
+    }
+    start(inv, def, bridge, file)
 }
 
 /// Stops the network's supervisor and dnsmasq (waiting until they are
@@ -170,14 +181,6 @@ pub fn stop(state_dir: &Path, network: &str) -> Result<(), DnsmasqError> {
 /// The pid of the network's running dnsmasq, if any.
 pub fn dnsmasq_pid(state_dir: &Path, network: &str) -> Option<i32> {
     supervise::live_pid(&Paths::new(state_dir, network).pid(), "dnsmasq")
-}
-
-/// The IPv4 address of the network's first `<ip>`, if any.
-pub fn gateway_v4(def: &NetworkDef) -> Option<Ipv4Addr> {
-    def.ips.iter().find_map(|ip| match ip.address {
-        std::net::IpAddr::V4(a) => Some(a),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

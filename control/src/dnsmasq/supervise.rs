@@ -66,10 +66,15 @@ pub fn live_pid(pid_file: &Path, marker: &str) -> Option<i32> {
     cmdline(pid).iter().any(|a| a.contains(marker)).then_some(pid)
 }
 
+/// What the supervisor writes to the log when dnsmasq exits.
+const ENDED: &str = "dnsmasq ended";
+
 /// Starts the supervisor in its own session; its output goes to the log.
-pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<(), DnsmasqError> {
+/// Returns the log's length before the supervisor wrote anything.
+pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<u64, DnsmasqError> {
     find_dnsmasq()?;
     let log = OpenOptions::new().create(true).append(true).open(paths.log()).map_err(io_err(&paths.log()))?;
+    let log_start = log.metadata().map_err(io_err(&paths.log()))?.len();
     let log2 = log.try_clone().map_err(io_err(&paths.log()))?;
     let mut cmd = Command::new(&inv.exe);
     cmd.arg("--state-dir")
@@ -95,20 +100,29 @@ pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<(), Dnsma
     let pid = child.id();
     // Not waited for: the supervisor outlives this command (init reaps it).
     drop(child);
-    super::write_file(&paths.supervisor_pid(), &format!("{pid}\n"), 0o644)
+    super::write_file(&paths.supervisor_pid(), &format!("{pid}\n"), 0o644)?;
+    Ok(log_start)
 }
 
-/// Waits until dnsmasq has written its pid file and runs.
-pub fn wait_ready(paths: &Paths, network: &str) -> Result<i32, DnsmasqError> {
+/// The log written since `offset`.
+fn log_since(paths: &Paths, offset: u64) -> String {
+    let log = fs::read(paths.log()).unwrap_or_default();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
+    String::from_utf8_lossy(&log[start..]).into_owned()
+}
+
+/// Waits until dnsmasq has written its pid file and runs; fails as soon as
+/// the first dnsmasq exits (a configuration dnsmasq refuses, a port in use).
+pub fn wait_ready(paths: &Paths, network: &str, log_start: u64) -> Result<i32, DnsmasqError> {
     let start = Instant::now();
     loop {
         if let Some(pid) = live_pid(&paths.pid(), "dnsmasq") {
             return Ok(pid);
         }
         let supervisor_up = live_pid(&paths.supervisor_pid(), SUPERVISE_VERB).is_some();
-        if !supervisor_up || start.elapsed() > READY_TIMEOUT {
-            let log = fs::read_to_string(paths.log()).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
+        let log = log_since(paths, log_start);
+        if !supervisor_up || log.contains(ENDED) || start.elapsed() > READY_TIMEOUT {
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("compile time options")).collect();
             let tail = lines[lines.len().saturating_sub(8)..].join("\n");
             return Err(DnsmasqError::NotReady {
                 network: network.into(),
@@ -191,7 +205,7 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
             delay = FIRST_RESTART_DELAY;
         }
         eprintln!(
-            "[vxdp] {network}: dnsmasq ended ({status}) after {:.1} s; restarting in {} ms",
+            "[vxdp] {network}: {ENDED} ({status}) after {:.1} s; restarting in {} ms",
             started.elapsed().as_secs_f64(),
             delay.as_millis()
         );
