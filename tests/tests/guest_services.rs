@@ -129,6 +129,35 @@ impl Services {
             .collect())
     }
 
+    /// Runs udhcpc until it holds a lease, then stops it with SIGTERM, on
+    /// which it releases the lease (`-R`; with `-q` busybox would not).
+    fn dhcp_release(&self, guest: usize, hostname: &str) -> Result<()> {
+        let out_file = self.dir.join(format!("g{guest}-release.env"));
+        let _ = fs::remove_file(&out_file);
+        let script = self.dir.join("udhcpc.sh");
+        // `ip netns exec` and `env` exec, so the child's pid is udhcpc's.
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.guests[guest].ns.name, "env"])
+            .arg(format!("VXDP_TEST_OUT={}", out_file.display()))
+            .args(["udhcpc", "-i", "eth0", "-f", "-n", "-R", "-t", "6", "-T", "2", "-x"])
+            .arg(format!("hostname:{hostname}"))
+            .arg("-s")
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let bound = wait_for("udhcpc holding a lease", Duration::from_secs(20), || out_file.exists().then_some(()));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let exited = wait_for("udhcpc exiting after SIGTERM", Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bound?;
+        exited?;
+        Ok(())
+    }
+
     fn leases(&self, network: &str) -> Result<String> {
         Ok(String::from_utf8(self.topo.vxdp(&["net-dhcp-leases", network])?.stdout)?)
     }
@@ -253,6 +282,16 @@ fn dhcp_dns_pxe_and_dnsmasq_restart() -> Result<()> {
     s.plug(beta, "lab")?;
     let first_pid = s.dnsmasq_pid("lab").context("no dnsmasq running after net-create")?;
 
+    // Before any DHCP: the static <host>'s address is known from the moment
+    // its port is plugged in; the other guest's address is not known yet.
+    let ep = s.endpoint("lab", beta)?;
+    ensure!(
+        ep.flags & endpoint_flags::IPV4_KNOWN != 0 && ep.ipv4 == u32::from_ne_bytes([192, 168, 140, 11]),
+        "the static host's endpoint should carry 192.168.140.11 at plug time: {ep:?}"
+    );
+    let ep = s.endpoint("lab", alpha)?;
+    ensure!(ep.flags & endpoint_flags::IPV4_KNOWN == 0 && ep.ipv4 == 0, "alpha has no lease yet but its endpoint says {ep:?}");
+
     // DHCP from the range with the network's router and DNS options; a PXE
     // client's reply carries <bootp>'s file and server.
     let a = s.dhcp(alpha, &["-x", "hostname:alpha", "-V", "PXEClient:Arch:00000:UNDI:002001"])?;
@@ -317,6 +356,22 @@ fn dhcp_dns_pxe_and_dnsmasq_restart() -> Result<()> {
     ensure!(leases.contains(&format!("{alpha_ip}/24")), "net-dhcp-leases after the restart:\n{leases}");
     let a2 = s.dhcp(alpha, &["-x", "hostname:alpha"])?;
     ensure!(env(&a2, "ip")? == alpha_ip.to_string(), "after the restart alpha got {:?}, had {alpha_ip}", a2.get("ip"));
+
+    // Releasing: a dynamic lease's address is forgotten by the dataplane,
+    // a static host's stays.
+    s.dhcp_release(alpha, "alpha")?;
+    s.dhcp_release(beta, "beta")?;
+    wait_for("alpha's released address leaving its endpoint", Duration::from_secs(10), || {
+        s.endpoint("lab", alpha).ok().filter(|ep| ep.flags & endpoint_flags::IPV4_KNOWN == 0 && ep.ipv4 == 0)
+    })
+    .with_context(|| format!("dnsmasq's log:\n{}", fs::read_to_string(s.dnsmasq_dir("lab").join("log")).unwrap_or_default()))?;
+    let leases = s.leases("lab")?;
+    ensure!(!leases.contains(&format!("{alpha_ip}/24")), "released lease still listed:\n{leases}");
+    let ep = s.endpoint("lab", beta)?;
+    ensure!(
+        ep.flags & endpoint_flags::IPV4_KNOWN != 0 && ep.ipv4 == u32::from_ne_bytes([192, 168, 140, 11]),
+        "the static host's address must stay known after its lease is released: {ep:?}"
+    );
 
     // Stopping: nothing of ours keeps running, the lease file stays.
     s.destroy("lab")?;
