@@ -26,7 +26,7 @@ use std::{
 
 pub use config::{DNSMASQ_USER, generate, wanted};
 pub use leases::{LeaseEntry, apply_event, guest_ipv4, read_leases};
-pub use supervise::{run_supervisor, MAX_RESTART_DELAY};
+pub use supervise::{LOG_LIMIT, MAX_RESTART_DELAY, run_supervisor};
 
 use crate::xml::{NetworkDef, XmlError};
 
@@ -153,7 +153,7 @@ pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Re
 /// (re)started it.
 pub fn ensure_running(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Result<bool, DnsmasqError> {
     let paths = Paths::new(&inv.state_dir, &def.name);
-    if supervise::live_pid(&paths.supervisor_pid(), supervise::SUPERVISE_VERB).is_some() {
+    if supervise::live_supervisor(&paths, &def.name).is_some() {
         return Ok(false);
     }
     start(inv, def, bridge, file)

@@ -8,12 +8,19 @@
 //! has run for a minute. dnsmasq gets `PR_SET_PDEATHSIG`, so it never
 //! outlives its supervisor. `stop` sends SIGTERM to the whole session and
 //! escalates to SIGKILL after a bounded wait.
+//!
+//! dnsmasq logs to its stderr (`log-facility=-`), which the supervisor
+//! copies into `log`, rotated to `log.1` past [`LOG_LIMIT`] bytes, so the
+//! state directory never grows without bound and dnsmasq's own words
+//! (e.g. why it refused to start) are there without a syslog.
 
 use std::{
-    fs::{self, OpenOptions},
+    fs::{self, File, OpenOptions},
+    io::{BufRead, BufReader, Write},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -26,6 +33,9 @@ const FIRST_RESTART_DELAY: Duration = Duration::from_millis(250);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size at which the log is rotated to `log.1`.
+pub const LOG_LIMIT: u64 = 1 << 20;
 
 /// The hidden verb the supervisor runs as.
 pub const SUPERVISE_VERB: &str = "dnsmasq-supervise";
@@ -64,6 +74,19 @@ pub fn live_pid(pid_file: &Path, marker: &str) -> Option<i32> {
         return None;
     }
     cmdline(pid).iter().any(|a| a.contains(marker)).then_some(pid)
+}
+
+/// The network's supervisor, if it runs: the pid file's process must be
+/// `vxdp … dnsmasq-supervise NETWORK` for this state directory, so a reused
+/// pid (another network's supervisor, anything else) is never signalled.
+pub fn live_supervisor(paths: &Paths, network: &str) -> Option<i32> {
+    let pid = live_pid(&paths.supervisor_pid(), SUPERVISE_VERB)?;
+    let args = cmdline(pid);
+    let state_dir = paths.dir.parent()?.parent()?.to_string_lossy().into_owned();
+    let ours = args.last().is_some_and(|a| a == network)
+        && args.iter().any(|a| *a == state_dir)
+        && args.iter().any(|a| a == SUPERVISE_VERB);
+    ours.then_some(pid)
 }
 
 /// What the supervisor writes to the log when dnsmasq exits.
@@ -119,7 +142,7 @@ pub fn wait_ready(paths: &Paths, network: &str, log_start: u64) -> Result<i32, D
         if let Some(pid) = live_pid(&paths.pid(), "dnsmasq") {
             return Ok(pid);
         }
-        let supervisor_up = live_pid(&paths.supervisor_pid(), SUPERVISE_VERB).is_some();
+        let supervisor_up = live_supervisor(paths, network).is_some();
         let log = log_since(paths, log_start);
         if !supervisor_up || log.contains(ENDED) || start.elapsed() > READY_TIMEOUT {
             let lines: Vec<&str> = log.lines().filter(|l| !l.contains("compile time options")).collect();
@@ -138,7 +161,7 @@ pub fn wait_ready(paths: &Paths, network: &str, log_start: u64) -> Result<i32, D
 /// Ends the supervisor's session (supervisor, dnsmasq, hook runs) and any
 /// dnsmasq left by a supervisor that died; waits until they are gone.
 pub fn stop(paths: &Paths, network: &str) -> Result<(), DnsmasqError> {
-    let supervisor = live_pid(&paths.supervisor_pid(), SUPERVISE_VERB);
+    let supervisor = live_supervisor(paths, network);
     let dnsmasq = live_pid(&paths.pid(), "dnsmasq");
     let conf = paths.conf().to_string_lossy().into_owned();
     // Only a dnsmasq started with our configuration file is ours to end.
@@ -171,12 +194,56 @@ pub fn stop(paths: &Paths, network: &str) -> Result<(), DnsmasqError> {
     Ok(())
 }
 
+/// The log file, rotated past [`LOG_LIMIT`]; shared by the supervisor and
+/// the threads copying dnsmasq's output.
+struct Log {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Log {
+    fn open(path: PathBuf) -> Self {
+        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        Log { path, file }
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.file.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() >= LOG_LIMIT) {
+            let _ = fs::rename(&self.path, self.path.with_extension("1"));
+            *self = Log::open(self.path.clone());
+        }
+        if let Some(f) = &mut self.file {
+            // Nowhere better to report a failing log write.
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+/// Copies dnsmasq's output (and its lease hook's) into the log until EOF,
+/// i.e. until dnsmasq and its script helper have both exited.
+fn copy_output(src: impl std::io::Read + Send + 'static, log: Arc<Mutex<Log>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(src).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                log.line(&line);
+            }
+        }
+    });
+}
+
 /// The supervisor's body (`vxdp dnsmasq-supervise NETWORK`): runs dnsmasq
-/// until the supervisor is killed. Never returns normally.
+/// until the supervisor is killed. Returns only on a setup error.
 pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqError> {
     let paths = Paths::new(state_dir, network);
     let dnsmasq = find_dnsmasq()?;
     let supervisor = std::process::id() as i32;
+    let log = Arc::new(Mutex::new(Log::open(paths.log())));
+    let say = |text: String| {
+        if let Ok(mut l) = log.lock() {
+            l.line(&format!("[vxdp] {network}: {text}"));
+        }
+    };
     let mut delay = FIRST_RESTART_DELAY;
     loop {
         // A stale pid file would make a dead dnsmasq look started.
@@ -185,7 +252,9 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
         let mut cmd = Command::new(&dnsmasq);
         cmd.arg(format!("--conf-file={}", paths.conf().display()))
             .arg("--keep-in-foreground")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: prctl/getppid/_exit are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
@@ -198,18 +267,48 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
             });
         }
         let status = match cmd.spawn() {
-            Ok(mut child) => child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            Ok(mut child) => {
+                if let Some(out) = child.stdout.take() {
+                    copy_output(out, log.clone());
+                }
+                if let Some(err) = child.stderr.take() {
+                    copy_output(err, log.clone());
+                }
+                child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            }
             Err(e) => format!("could not start {}: {e}", dnsmasq.display()),
         };
         if started.elapsed() >= HEALTHY_AFTER {
             delay = FIRST_RESTART_DELAY;
         }
-        eprintln!(
-            "[vxdp] {network}: {ENDED} ({status}) after {:.1} s; restarting in {} ms",
+        say(format!(
+            "{ENDED} ({status}) after {:.1} s; restarting in {} ms",
             started.elapsed().as_secs_f64(),
             delay.as_millis()
-        );
+        ));
         std::thread::sleep(delay);
         delay = (delay * 2).min(MAX_RESTART_DELAY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rotates_past_the_limit() {
+        let dir = std::env::temp_dir().join(format!("vxdp-log-rotate-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let mut log = Log::open(path.clone());
+        let line = "x".repeat(1023);
+        for _ in 0..(LOG_LIMIT / 1024 + 10) {
+            log.line(&line);
+        }
+        let rotated = fs::metadata(path.with_extension("1")).expect("log.1 after the limit").len();
+        let current = fs::metadata(&path).unwrap().len();
+        assert!(rotated >= LOG_LIMIT && rotated < LOG_LIMIT + 1024, "log.1 has {rotated} bytes");
+        assert!(current < 64 * 1024, "the new log has {current} bytes");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
