@@ -61,6 +61,9 @@ const _: () = assert!(core::mem::size_of::<NetworkConfig>() == 48);
 pub mod endpoint_flags {
     /// `Endpoint::mac` is known and enforced as the only source MAC.
     pub const MAC_KNOWN: u32 = 1;
+    /// `Endpoint::ipv4` is known (static `<host>` or DHCP lease) and enforced
+    /// as the guest's only IPv4 source.
+    pub const IPV4_KNOWN: u32 = 2;
 }
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a

@@ -265,6 +265,15 @@ impl Maps {
             .map_err(DataplaneError::Ports)
     }
 
+    /// The endpoint of a guest port, if it is plugged in.
+    pub fn endpoint(&self, ifindex: u32) -> Result<Option<Endpoint>, DataplaneError> {
+        match self.endpoints()?.get(&ifindex, 0) {
+            Ok(ep) => Ok(Some(ep)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_ENDPOINTS)(e)),
+        }
+    }
+
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         for r in [
             self.endpoints()?.remove(&ifindex),

@@ -2,6 +2,7 @@
 
 pub mod dataplane;
 pub mod definitions;
+pub mod dnsmasq;
 pub mod netlink;
 pub mod network;
 pub mod ports;

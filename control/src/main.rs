@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use vxdp_control::{
     dataplane::{LoadOptions, Maps, Pins},
     definitions,
+    dnsmasq,
     network::{self, Context},
     ports,
     report,
@@ -63,6 +64,12 @@ enum Command {
     /// optional <forward dev>, <nat><address>/<port>, <bridge name stp delay>,
     /// <mac>. Anything else is refused with "not supported yet: <element>".
     /// The uplink is <forward dev> or the interface of the default route.
+    ///
+    /// A network with an <ip> gets its own dnsmasq on its bridge (DHCP ranges,
+    /// static <host>s, leases, <dns>, <domain>, <tftp root>, <bootp>,
+    /// <dnsmasq:options>), kept running by a detached supervisor that restarts
+    /// it within a few seconds if it dies. Its files (configuration, leases,
+    /// pid files, log) are under <state-dir>/dnsmasq/<network>/.
     NetStart { name: String },
     /// Start a transient network from a libvirt network XML file (not stored;
     /// gone after `net-destroy`). Same checks and limits as net-define and
@@ -78,8 +85,9 @@ enum Command {
     /// with "not supported yet: <element>" when it is valid but uses
     /// something vxdp does not implement yet (net-define still accepts it).
     NetValidate { file: PathBuf },
-    /// Stop a network: unplug its ports, remove its bridge, flows and programs.
-    /// A defined network keeps its definition and can be started again.
+    /// Stop a network: stop its dnsmasq, unplug its ports, remove its bridge,
+    /// flows and programs. A defined network keeps its definition and can be
+    /// started again; the DHCP lease file is kept for the next start.
     NetDestroy { name: String },
     /// List networks as a table: name, state, autostart, persistent, then
     /// mode, bridge, subnet and plugged ports of running networks.
@@ -145,6 +153,27 @@ enum Command {
         #[arg(long)]
         xml: Option<PathBuf>,
     },
+    /// List a network's DHCP leases, like `virsh net-dhcp-leases`.
+    ///
+    /// Read from the network's dnsmasq lease file; expired leases are not
+    /// shown. Expiry times are UTC ("never" for infinite leases).
+    NetDhcpLeases {
+        /// The network's name.
+        network: String,
+        /// Only leases of this MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// (internal) Run and restart a network's dnsmasq; started by net-create.
+    #[command(hide = true)]
+    DnsmasqSupervise { network: String },
+    /// (internal) dnsmasq's lease hook: ACTION MAC IP [HOSTNAME].
+    #[command(hide = true)]
+    DhcpLeaseEvent {
+        network: String,
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
         /// Only this network.
@@ -202,6 +231,20 @@ fn real_main() -> Result<()> {
         pins: Pins::new(&cli.bpffs),
         load: LoadOptions { conntrack_entries: cli.conntrack_entries, ..LoadOptions::default() },
     };
+    // The dnsmasq helpers are synchronous and long-running (supervisor) or
+    // run on every lease change (hook): no runtime for them.
+    match &cli.command {
+        Command::DnsmasqSupervise { network } => {
+            dnsmasq::run_supervisor(&ctx.state_dir, network)?;
+            return Ok(());
+        }
+        Command::DhcpLeaseEvent { network, args } => {
+            let msg = dnsmasq::apply_event(&ctx.state_dir, &ctx.pins, network, args)?;
+            eprintln!("[vxdp] {msg}");
+            return Ok(());
+        }
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(cli.command, &ctx))
 }
@@ -313,6 +356,14 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             (None, Some(network), Some(dev)) => network::detach_interface(ctx, &network, &dev).await?,
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
+        Command::NetDhcpLeases { network, mac } => {
+            let rec = network::find(ctx, &network)?;
+            let mac = mac.as_deref().map(network::parse_mac).transpose()?;
+            let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
+            let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
+            print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
+        }
+        Command::DnsmasqSupervise { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
         Command::Stats { network, all } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;

@@ -14,6 +14,7 @@ use vxdp_common::{
 
 use crate::{
     dataplane::{self, DataplaneError, LoadOptions, Maps, Pins},
+    dnsmasq::{self, DnsmasqError},
     netlink::{Netlink, NetlinkError},
     state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
     xml::{self, ForwardMode, NetworkDef, XmlError, format_mac},
@@ -57,6 +58,8 @@ pub enum NetworkError {
     Sysctl { path: String, source: std::io::Error },
     #[error("{0}")]
     Tap(#[from] crate::tap::TapError),
+    #[error(transparent)]
+    Dnsmasq(#[from] DnsmasqError),
     #[error("--mac {0}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")]
     BadMac(String),
 }
@@ -143,6 +146,8 @@ pub fn plan(xml_text: &str, file: &str) -> Result<NatPlan, NetworkError> {
         return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
     }
     let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
+    // The guest services' configuration is checked now, before any host change.
+    dnsmasq::generate(&def, "check", &dnsmasq::Paths::new(std::path::Path::new("/"), &def.name), file)?;
     let nat = forward.nat.as_ref();
     let nat_ports = nat.and_then(|n| n.ports).unwrap_or((1024, 65535));
     Ok(NatPlan {
@@ -353,6 +358,15 @@ async fn apply_start(
         undo.push(move |_| Box::pin(async move { let _ = dataplane::detach(&path); }));
     }
 
+    if dnsmasq::wanted(&plan.def, &name)? {
+        eprintln!("[vxdp] {name}: starting dnsmasq (DHCP/DNS/TFTP) on {bridge}");
+        let inv = dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        dnsmasq::start(&inv, &plan.def, bridge, &name)?;
+        let state_dir = ctx.state_dir.clone();
+        let net = name.clone();
+        undo.push(move |_| Box::pin(async move { let _ = dnsmasq::stop(&state_dir, &net); }));
+    }
+
     let rec = NetworkRecord {
         name: name.clone(),
         id,
@@ -382,6 +396,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let rec = state.network(name)?.ok_or_else(|| NetworkError::NotStarted(name.into()))?;
+    dnsmasq::stop(&ctx.state_dir, name)?;
     for port in &rec.ports {
         unplug(ctx, &nl, &rec, port).await?;
     }
@@ -443,10 +458,14 @@ pub async fn attach_port(ctx: &Context, network: &str, dev: &str, mac: Option<&s
     let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), created_tap };
     let mut undo = Undo::default();
     let res: Result<(), NetworkError> = async {
+        // A static <host> or a current lease gives the guest's address.
+        let ipv4 = mac_bytes.and_then(|m| dnsmasq::guest_ipv4(&ctx.state_dir, &rec, &m));
         let endpoint = Endpoint {
             network_id: rec.id,
-            flags: if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 },
+            flags: if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 }
+                | if ipv4.is_some() { endpoint_flags::IPV4_KNOWN } else { 0 },
             mac: mac_bytes.unwrap_or_default(),
+            ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
             ..Endpoint::default()
         };
         // The endpoint entry exists before the program can see a packet.

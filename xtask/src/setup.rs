@@ -33,6 +33,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "libvirt-daemon-system",
     "libvirt-clients",
     "dnsmasq-base",
+    // Guest services (DHCP/DNS/TFTP per network) and the tools their tests use.
+    "udhcpc",
+    "tftp-hpa",
+    "bind9-dnsutils",
 ];
 
 /// Debian's invoke-rc.d asks this script whether a package may start its

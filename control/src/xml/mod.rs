@@ -324,10 +324,11 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// Paths of the parts of `def` that are parsed and kept but not implemented by vxdp,
 /// for the caller to refuse with `"not supported yet: <path>"`.
 ///
-/// Covered: everything kept as [`RawElement`], `<route>`, `<tftp>`, `<bootp>`,
-/// leases, DHCPv6 host ids, `<dnsmasq:options>`, and attributes with a non-default
-/// meaning (`ipv6`, `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`,
-/// domain `localOnly`/`register`, forward `managed`, `localPtr`, port `isolated`).
+/// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq),
+/// `<route>`, DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
+/// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
+/// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
+/// leases, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq.
 /// `<title>`, `<description>` and `<metadata>` are informational and never listed.
 pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -348,9 +349,6 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
     if def.bridge.mac_table_manager.as_deref() == Some("libvirt") {
         push("/network/bridge@macTableManager".into());
     }
-    if def.domain.is_some() && def.domain_local_only {
-        push("/network/domain@localOnly".into());
-    }
     if def.domain.is_some() && def.domain_register {
         push("/network/domain@register".into());
     }
@@ -362,7 +360,7 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             push(format!("/network/forward/{}", raw.name));
         }
     }
-    for raw in &def.extra {
+    for raw in def.extra.iter().filter(|r| r.name != "dns") {
         push(format!("/network/{}", raw.name));
     }
     if def.port_isolated {
@@ -373,31 +371,14 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         if ip.local_ptr {
             push(format!("{p}@localPtr"));
         }
-        if ip.tftp_root.is_some() {
-            push(format!("{p}/tftp"));
-        }
-        if ip.bootp.is_some() {
-            push(format!("{p}/dhcp/bootp"));
-        }
-        for (j, lease) in ip.range_leases.iter().enumerate() {
-            if lease.is_some() {
-                push(format!("{p}/dhcp/range[{}]/lease", j + 1));
-            }
-        }
         for (j, host) in ip.dhcp_hosts.iter().enumerate() {
             if host.id.is_some() {
                 push(format!("{p}/dhcp/host[{}]@id", j + 1));
-            }
-            if host.lease.is_some() {
-                push(format!("{p}/dhcp/host[{}]/lease", j + 1));
             }
         }
     }
     for i in 0..def.routes.len() {
         push(format!("/network/route[{}]", i + 1));
-    }
-    if !def.dnsmasq_options.is_empty() {
-        push("/network/dnsmasq:options".into());
     }
     out
 }

@@ -224,13 +224,7 @@ fn round_trip_dhcp_hosts_leases_tftp_bootp() {
     assert_eq!(ip.range_leases[1], None);
     assert_eq!(
         unsupported_features(&def),
-        [
-            "/network/ip[1]@localPtr",
-            "/network/ip[1]/tftp",
-            "/network/ip[1]/dhcp/bootp",
-            "/network/ip[1]/dhcp/range[1]/lease",
-            "/network/ip[1]/dhcp/host[2]/lease",
-        ]
+        ["/network/ip[1]@localPtr"]
     );
 }
 
@@ -312,11 +306,8 @@ line</description>
             "/network@ipv6",
             "/network/bridge@zone",
             "/network/bridge@macTableManager",
-            "/network/domain@localOnly",
-            "/network/dns",
             "/network/portgroup",
             "/network/port@isolated",
-            "/network/dnsmasq:options",
         ]
     );
 }

@@ -1,0 +1,236 @@
+use std::path::Path;
+
+use super::leases::{format_utc, parse_leases, table};
+use super::*;
+use crate::xml::{default_network_xml, parse_network};
+
+fn paths() -> Paths {
+    Paths::new(Path::new("/var/lib/vxdp"), "net")
+}
+
+fn conf(xml: &str) -> String {
+    let def = parse_network(xml, "net.xml").expect("valid XML");
+    generate(&def, "virbr7", &paths(), "net.xml").expect("config")
+}
+
+fn lines(c: &str) -> Vec<&str> {
+    c.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+#[test]
+fn default_network_config_is_libvirts() {
+    let c = conf(default_network_xml());
+    let l = lines(&c);
+    for want in [
+        "strict-order",
+        "user=root",
+        "pid-file=/var/lib/vxdp/dnsmasq/net/dnsmasq.pid",
+        "dhcp-leasefile=/var/lib/vxdp/dnsmasq/net/leases",
+        "dhcp-script=/var/lib/vxdp/dnsmasq/net/lease-hook",
+        "except-interface=lo",
+        "bind-dynamic",
+        "interface=virbr7",
+        "listen-address=192.168.122.1",
+        "dhcp-range=192.168.122.2,192.168.122.254,255.255.255.0",
+        "dhcp-option=option:router,192.168.122.1",
+        "dhcp-option=option:dns-server,192.168.122.1",
+        "dhcp-no-override",
+        "dhcp-authoritative",
+        "dhcp-lease-max=253",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{c}");
+    }
+    for absent in ["port=0", "enable-tftp", "no-resolv", "enable-ra"] {
+        assert!(!l.iter().any(|x| x.starts_with(absent)), "unexpected {absent:?} in\n{c}");
+    }
+}
+
+const FULL: &str = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>
+  <name>lab</name><forward mode='nat'/>
+  <domain name='lab.test' localOnly='yes'/>
+  <dns forwardPlainNames='no'>
+    <forwarder addr='192.0.2.53'/>
+    <forwarder domain='corp.test' addr='192.0.2.54'/>
+    <forwarder domain='local.test'/>
+    <txt name='info' value='hello world'/>
+    <srv service='ldap' protocol='tcp' target='ldap.lab.test' port='389' priority='1' weight='10'/>
+    <host ip='192.168.140.50'><hostname>files</hostname><hostname>www</hostname></host>
+  </dns>
+  <ip address='192.168.140.1' prefix='24'>
+    <tftp root='/srv/tftp'/>
+    <dhcp>
+      <range start='192.168.140.100' end='192.168.140.199'><lease expiry='2' unit='hours'/></range>
+      <host mac='52:54:00:00:00:01' name='vm1' ip='192.168.140.11'/>
+      <host mac='52:54:00:00:00:02' ip='192.168.140.12'><lease expiry='0'/></host>
+      <bootp file='pxelinux.0' server='192.168.140.1'/>
+    </dhcp>
+  </ip>
+  <dnsmasq:options><dnsmasq:option value='log-dhcp'/></dnsmasq:options>
+</network>";
+
+#[test]
+fn every_modelled_element_reaches_the_config() {
+    let c = conf(FULL);
+    let l = lines(&c);
+    for want in [
+        "domain-needed",
+        "no-resolv",
+        "server=192.0.2.53",
+        "server=/corp.test/192.0.2.54",
+        "server=/local.test/",
+        "domain=lab.test",
+        "expand-hosts",
+        "local=/lab.test/",
+        "host-record=files,www,files.lab.test,www.lab.test,192.168.140.50",
+        "txt-record=info,\"hello world\"",
+        "srv-host=_ldap._tcp.lab.test,ldap.lab.test,389,1,10",
+        "dhcp-range=192.168.140.100,192.168.140.199,255.255.255.0,2h",
+        "dhcp-host=52:54:00:00:00:01,192.168.140.11,vm1",
+        "dhcp-host=52:54:00:00:00:02,192.168.140.12,infinite",
+        "enable-tftp",
+        "tftp-root=/srv/tftp",
+        "dhcp-boot=pxelinux.0,,192.168.140.1",
+        "dhcp-lease-max=102",
+        "log-dhcp",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{c}");
+    }
+}
+
+#[test]
+fn dns_disabled_means_port_zero_and_forwarders_as_dns_option() {
+    let c = conf(
+        "<network><name>n</name><forward/><dns enable='no'><forwarder addr='192.0.2.1'/></dns>
+         <ip address='10.9.0.1' prefix='24'><dhcp><range start='10.9.0.5' end='10.9.0.9'/></dhcp></ip></network>",
+    );
+    let l = lines(&c);
+    assert!(l.contains(&"port=0"), "{c}");
+    assert!(l.contains(&"dhcp-option=option:dns-server,192.0.2.1"), "{c}");
+    assert!(!l.iter().any(|x| x.starts_with("server=")), "{c}");
+}
+
+#[test]
+fn static_hosts_without_range_serve_the_subnet_statically() {
+    let c = conf(
+        "<network><name>n</name><forward/><ip address='10.9.0.1' prefix='24'><dhcp>
+         <host mac='52:54:00:00:00:09' ip='10.9.0.9'/></dhcp></ip></network>",
+    );
+    assert!(lines(&c).contains(&"dhcp-range=10.9.0.0,static,255.255.255.0"), "{c}");
+}
+
+#[test]
+fn ipv6_ranges_get_router_advertisements() {
+    let c = conf(
+        "<network><name>n</name><ip family='ipv6' address='2001:db8:5::1' prefix='64'><dhcp>
+         <range start='2001:db8:5::100' end='2001:db8:5::1ff'/></dhcp></ip></network>",
+    );
+    let l = lines(&c);
+    assert!(l.contains(&"dhcp-range=2001:db8:5::100,2001:db8:5::1ff,64"), "{c}");
+    assert!(l.contains(&"enable-ra"), "{c}");
+    assert!(l.contains(&"listen-address=2001:db8:5::1"), "{c}");
+}
+
+#[test]
+fn networks_without_ip_run_no_dnsmasq() {
+    let def = parse_network("<network><name>vi</name></network>", "vi.xml").unwrap();
+    assert!(!wanted(&def, "vi.xml").unwrap());
+    let def = parse_network(default_network_xml(), "d.xml").unwrap();
+    assert!(wanted(&def, "d.xml").unwrap());
+    // Nothing to serve: an address, but no DHCP, TFTP or DNS.
+    let def = parse_network(
+        "<network><name>q</name><dns enable='no'/><ip address='10.1.0.1' prefix='24'/></network>",
+        "q.xml",
+    )
+    .unwrap();
+    assert!(!wanted(&def, "q.xml").unwrap());
+}
+
+fn bad(xml: &str, element: &str, value: Option<&str>) {
+    let def = parse_network(xml, "bad.xml").expect("schema-valid");
+    let e = generate(&def, "virbr7", &paths(), "bad.xml").expect_err("must be refused");
+    assert_eq!(e.file, "bad.xml");
+    assert_eq!(e.element, element, "{e}");
+    assert_eq!(e.value.as_deref(), value, "{e}");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_element() {
+    let n = |inner: &str| format!("<network><name>n</name>{inner}<ip address='10.2.0.1' prefix='24'/></network>");
+    bad(&n("<dns><forwarder addr='8.8.8'/></dns>"), "/network/dns/forwarder[1]@addr", Some("8.8.8"));
+    bad(&n("<dns><forwarder/></dns>"), "/network/dns/forwarder[1]", None);
+    bad(&n("<dns enable='maybe'/>"), "/network/dns@enable", Some("maybe"));
+    bad(&n("<dns><txt name='a b' value='x'/></dns>"), "/network/dns/txt[1]@name", Some("a b"));
+    bad(&n("<dns><host ip='10.2.0.5'><hostname>ok</hostname><hostname>bad,name</hostname></host></dns>"), "/network/dns/host[1]/hostname[2]", Some("bad,name"));
+    bad(&n("<dns><host ip='10.2.0.5'/></dns>"), "/network/dns/host[1]", Some("10.2.0.5"));
+    bad(&n("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"), "/network/dns/srv[1]@port", Some("70000"));
+    bad(
+        "<network><name>n</name><ip address='10.2.0.1' prefix='24'><tftp root='srv/tftp'/></ip></network>",
+        "/network/ip[1]/tftp@root",
+        Some("srv/tftp"),
+    );
+    bad(
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name><ip address='10.2.0.1' prefix='24'/>\
+         <dnsmasq:options><dnsmasq:option value='a&#10;b'/></dnsmasq:options></network>",
+        "/network/dnsmasq:options/dnsmasq:option[1]@value",
+        Some("a\nb"),
+    );
+}
+
+#[test]
+fn lease_file_lines_are_parsed() {
+    let text = "1790000000 52:54:00:aa:bb:cc 192.168.122.57 guest1 01:52:54:00:aa:bb:cc\n\
+                0 52:54:00:aa:bb:dd 192.168.122.20 * *\n\
+                garbage line\n\
+                duid 00:01:00:01:2c:aa:bb:cc:dd:ee:ff:00\n\
+                1790000000 1234 2001:db8::20 v6host 00:01:00:01:aa\n";
+    let l = parse_leases(text);
+    assert_eq!(l.len(), 3);
+    assert_eq!(l[0].mac, Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]));
+    assert_eq!(l[0].hostname.as_deref(), Some("guest1"));
+    assert_eq!(l[1].expiry, 0);
+    assert_eq!(l[1].hostname, None);
+    assert_eq!(l[2].mac, None);
+    assert!(l[2].ip.is_ipv6());
+}
+
+#[test]
+fn lease_table_like_virsh() {
+    let def = parse_network(default_network_xml(), "d.xml").unwrap();
+    let leases = parse_leases(
+        "1790000000 52:54:00:aa:bb:cc 192.168.122.57 guest1 *\n\
+         1000 52:54:00:aa:bb:ee 192.168.122.58 expired *\n\
+         0 52:54:00:aa:bb:dd 192.168.122.20 * *\n",
+    );
+    let t = table(&def, &leases, None, 1_700_000_000);
+    assert!(t.contains("2026-09-21 14:13:20"), "{t}");
+    assert!(t.contains("52:54:00:aa:bb:cc") && t.contains("ipv4") && t.contains("192.168.122.57/24") && t.contains("guest1"), "{t}");
+    assert!(t.contains("never") && t.contains("192.168.122.20/24"), "{t}");
+    assert!(!t.contains("expired"), "expired leases are not listed:\n{t}");
+    let only = table(&def, &leases, Some(&[0x52, 0x54, 0, 0xaa, 0xbb, 0xdd]), 1_700_000_000);
+    assert!(only.contains("192.168.122.20") && !only.contains("192.168.122.57"), "{only}");
+}
+
+#[test]
+fn utc_formatting() {
+    assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+    assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+    assert_eq!(format_utc(1_790_000_000), "2026-09-21 14:13:20");
+}
+
+/// dnsmasq itself accepts what we generate (`--test` checks the syntax).
+#[test]
+fn dnsmasq_accepts_the_generated_config() {
+    let dir = std::env::temp_dir().join(format!("vxdp-dnsmasq-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, xml) in [default_network_xml(), FULL].into_iter().enumerate() {
+        let path = dir.join(format!("{i}.conf"));
+        std::fs::write(&path, conf(xml)).unwrap();
+        let out = std::process::Command::new("dnsmasq")
+            .arg("--test")
+            .arg(format!("--conf-file={}", path.display()))
+            .output()
+            .expect("dnsmasq must be installed (package dnsmasq-base; `cargo xtask setup`)");
+        assert!(out.status.success(), "dnsmasq refused {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
