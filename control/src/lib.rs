@@ -1,8 +1,13 @@
 //! vxdp's control plane as a library: the `vxdp` binary and the tests use it.
 
+pub mod conntrack_gc;
+pub mod daemon;
 pub mod dataplane;
+pub mod metrics;
 pub mod netlink;
 pub mod network;
+pub mod pinned;
+pub mod reconcile;
 pub mod report;
 pub mod state;
 pub mod xml;

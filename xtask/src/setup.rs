@@ -28,6 +28,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "nftables",
     "tcpdump",
+    // promtool, which the daemon tests run on `vxdp serve`'s /metrics.
+    "prometheus",
 ];
 
 /// bpf-linker links the eBPF object; 0.13.0 built against Debian's LLVM 22
