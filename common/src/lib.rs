@@ -27,7 +27,7 @@ pub mod names {
     pub const MAP_COUNTERS: &str = "VXDP_COUNTERS";
     pub const MAP_PORTS: &str = "VXDP_PORTS";
     pub const MAP_TIMEOUTS: &str = "VXDP_TIMEOUTS";
-    pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_COUNTERS";
+    pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_STATS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Every map, for pinning and unpinning.

@@ -1,4 +1,4 @@
-//! Per-port counters (`VXDP_PORT_COUNTERS`, a per-CPU hash): the same
+//! Per-port counters (`VXDP_PORT_STATS`, a per-CPU hash): the same
 //! action and drop-reason slots as `VXDP_COUNTERS`, split by the interface
 //! the packet arrived on, so metrics can carry an `interface` label. Events
 //! that belong to no packet (conntrack bookkeeping) are only in
@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::user_pod;
 
-/// Key of `VXDP_PORT_COUNTERS`.
+/// Key of `VXDP_PORT_STATS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct PortCounterKey {
@@ -21,7 +21,7 @@ pub struct PortCounterKey {
 }
 const _: () = assert!(core::mem::size_of::<PortCounterKey>() == 8);
 
-/// Capacity of `VXDP_PORT_COUNTERS`: a guest port uses a handful of slots,
+/// Capacity of `VXDP_PORT_STATS`: a guest port uses a handful of slots,
 /// an uplink a handful per network. Entries are allocated on first use
 /// (`BPF_F_NO_PREALLOC`), so the size costs nothing until used; when full,
 /// the per-network counters still count.

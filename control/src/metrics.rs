@@ -84,6 +84,37 @@ const CONNTRACK_EVENTS: [(Action, &str); 3] = [
     (Action::ConntrackRepaired, "repaired"),
 ];
 
+/// Adds one counter slot to the packet or the drop families. Conntrack
+/// events (no packet) have their own family.
+#[allow(clippy::too_many_arguments)]
+fn count_slot(
+    packets: &Family<PacketLabels, Counter>,
+    bytes: &Family<PacketLabels, Counter>,
+    drops: &Family<DropLabels, Counter>,
+    drop_bytes: &Family<DropLabels, Counter>,
+    network: String,
+    interface: String,
+    slot: u32,
+    p: u64,
+    b: u64,
+) {
+    if CONNTRACK_EVENTS.iter().any(|(a, _)| a.slot() == slot) {
+        return;
+    }
+    if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
+        if p == 0 {
+            return;
+        }
+        let labels = PacketLabels { network, interface, direction: a.direction().into(), action: a.name().into() };
+        packets.get_or_create(&labels).inc_by(p);
+        bytes.get_or_create(&labels).inc_by(b);
+    } else if let Some(r) = DropReason::ALL.iter().find(|r| r.slot() == slot) {
+        let labels = DropLabels { network, interface, reason: r.name().into() };
+        drops.get_or_create(&labels).inc_by(p);
+        drop_bytes.get_or_create(&labels).inc_by(b);
+    }
+}
+
 /// Reads everything and encodes it in the text exposition format.
 pub fn render(ctx: &Context) -> Result<String, MetricsError> {
     let records = StateDir::open(&ctx.state_dir)?.networks()?;
@@ -167,28 +198,24 @@ fn render_records(ctx: &Context, records: &[NetworkRecord]) -> Result<String, Me
 
     let maps = if ctx.pins.is_loaded() { Some(Maps::open(&ctx.pins)?) } else { None };
     if let Some(maps) = &maps {
-        let port_counters = maps.port_counters()?;
-        for item in port_counters.iter() {
+        // Pins adopted from a vxdp older than the per-port map have no
+        // VXDP_PORT_STATS: then the per-network counters stand in, with an
+        // empty interface label, until the dataplane is reloaded.
+        let port_counters = maps.port_counters().ok();
+        if port_counters.is_none() {
+            for id in std::iter::once(0).chain(records.iter().map(|r| r.id)) {
+                for (slot, c) in maps.counters(id)? {
+                    count_slot(&packets, &bytes, &drops, &drop_bytes, name_of(id), String::new(), slot, c.packets, c.bytes);
+                }
+            }
+        }
+        for item in port_counters.iter().flat_map(|m| m.iter()) {
             // Entries can be removed between the key and the value read.
             let Ok((key, per_cpu)) = item else { continue };
             let (p, b) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
             let network = name_of(key.network_id as u32);
             let interface = if_name.get(&key.ifindex).map(|s| s.to_string()).unwrap_or_else(|| format!("if{}", key.ifindex));
-            let slot = key.slot as u32;
-            if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
-                let labels = PacketLabels {
-                    network,
-                    interface,
-                    direction: a.direction().into(),
-                    action: a.name().into(),
-                };
-                packets.get_or_create(&labels).inc_by(p);
-                bytes.get_or_create(&labels).inc_by(b);
-            } else if let Some(r) = DropReason::ALL.iter().find(|r| r.slot() == slot) {
-                let labels = DropLabels { network, interface, reason: r.name().into() };
-                drops.get_or_create(&labels).inc_by(p);
-                drop_bytes.get_or_create(&labels).inc_by(b);
-            }
+            count_slot(&packets, &bytes, &drops, &drop_bytes, network, interface, key.slot as u32, p, b);
         }
         let mut per_network: HashMap<u32, i64> = HashMap::new();
         for (_, e) in maps.conntrack_entries(None)? {

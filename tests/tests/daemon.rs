@@ -428,6 +428,17 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let peer = server.join().expect("server thread")?;
     ensure!(got == payload, "the transfer through the kernel path arrived corrupted ({} bytes)", got.len());
     ensure!(peer.ip().to_string() == UPLINK_ADDR, "outside host saw {peer}, expected the masqueraded {UPLINK_ADDR}");
+
+    // `vxdp load` brings the fast path back for the started network.
+    topo.hyp.exec("nft", &["delete", "table", "ip", "vxdptest"])?;
+    topo.vxdp(&["load"])?;
+    let ifindex = port_ifindex(&topo, &topo.guests[0].port)?;
+    ensure!(pinned::link_attached(&pins(&topo).tc_link(ifindex), ifindex), "vxdp load did not attach the guest port");
+    let (snat0, _) = topo.counter("default", "snat_forwarded")?;
+    let ping = topo.guests[0].ns.exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", OUTSIDE_HOST])?;
+    ensure!(String::from_utf8_lossy(&ping.stdout).contains("3 received"), "pings lost after vxdp load");
+    let (snat1, _) = topo.counter("default", "snat_forwarded")?;
+    ensure!(snat1 - snat0 == 3, "after vxdp load pings did not take the eBPF path: snat +{}", snat1 - snat0);
     Ok(())
 }
 
@@ -494,4 +505,77 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
 
 fn run_ok(cmd: &str, args: &[&str]) -> Result<()> {
     vxdp_tests::testbed::run(cmd, args).map(|_| ())
+}
+
+#[test]
+fn daemon_expires_idle_flows_by_timeout_class() -> Result<()> {
+    let topo = started_topology("dgc")?;
+    let daemon = Daemon::start(&topo, &vxdp_bin()?, "gc")?;
+    let maps = Maps::open(&pins(&topo))?;
+    // The timeouts are runtime configuration in VXDP_TIMEOUTS: make ICMP
+    // flows expire after 2 s; TCP keeps its 5 days.
+    maps.timeouts()?.set(vxdp_common::timeout_class::ICMP, &2_000_000_000u64, 0)?;
+
+    // An idle TCP connection and one ping, then no traffic at all: only the
+    // programs' lookups could expire entries, and there are none.
+    let listener = topo.wan.enter(|| TcpListener::bind(format!("{OUTSIDE_HOST}:0")))??;
+    let server = listener.local_addr()?;
+    let tcp = topo.guests[0].ns.enter(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)))??;
+    let (_accepted, _) = listener.accept()?;
+    let icmp = |maps: &Maps| -> Result<usize> {
+        Ok(maps.conntrack_entries(None)?.iter().filter(|(k, _)| k.proto == vxdp_common::PROTO_ICMP).count())
+    };
+    // Let the set-up pings' flows go first (they age under the new timeout too).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while icmp(&maps)? != 0 {
+        ensure!(Instant::now() < deadline, "the set-up pings' flows were not expired within 10 s; daemon log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ping = topo.guests[0].ns.exec("ping", &["-c", "1", "-W", "1", OUTSIDE_HOST])?;
+    ensure!(String::from_utf8_lossy(&ping.stdout).contains("1 received"), "ping lost");
+    ensure!(icmp(&maps)? == 2, "the ping's two conntrack entries are missing");
+    let tcp_entries = tcp_flow_entries(&topo, server)?;
+    ensure!(tcp_entries.len() == 2, "the TCP flow's two entries are missing: {tcp_entries:?}");
+
+    // 2 s of timeout + 1 s reconcile period, with slack for a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while icmp(&maps)? != 0 {
+        ensure!(Instant::now() < deadline, "the idle ICMP flow was not expired within 10 s; daemon log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(daemon.log().contains("idle conntrack flows"), "daemon did not report the expiry:\n{}", daemon.log());
+    ensure!(tcp_flow_entries(&topo, server)? == tcp_entries, "the idle but unexpired TCP flow was touched");
+    drop(tcp);
+    Ok(())
+}
+
+#[test]
+fn reconcile_recreates_a_deleted_bridge() -> Result<()> {
+    let topo = started_topology("dbr")?;
+    let daemon = Daemon::start(&topo, &vxdp_bin()?, "bridge")?;
+    let port = topo.guests[0].port.clone();
+    topo.hyp.ip(&["link", "del", "virbr0"])?;
+
+    // Recreated with its address, and the guest port plugged in again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let br = topo.hyp.exec_status("ip", &["-o", "addr", "show", "dev", "virbr0"])?;
+        let link = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", &port])?.stdout)?;
+        if br.status.success() && String::from_utf8_lossy(&br.stdout).contains("192.168.122.1/24") && link.contains("master virbr0") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "virbr0 not recreated with {port} plugged in within 5 s; daemon log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Through the eBPF path again (its map entry names the new bridge).
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
+    let (snat0, _) = topo.counter("default", "snat_forwarded")?;
+    let ping = topo.guests[0].ns.exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", OUTSIDE_HOST])?;
+    ensure!(String::from_utf8_lossy(&ping.stdout).contains("3 received"), "pings lost after the bridge came back");
+    let (snat1, _) = topo.counter("default", "snat_forwarded")?;
+    ensure!(snat1 - snat0 == 3, "pings did not take the eBPF path after the repair: snat +{}", snat1 - snat0);
+    let rec = StateDir::open(&topo.state_dir)?.network("default")?.context("record")?;
+    let ifindex: u32 = String::from_utf8(topo.hyp.exec("cat", &["/sys/class/net/virbr0/ifindex"])?.stdout)?.trim().parse()?;
+    ensure!(rec.bridge_ifindex == ifindex, "the record kept the old bridge ifindex {} (now {ifindex})", rec.bridge_ifindex);
+    Ok(())
 }
