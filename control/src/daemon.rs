@@ -31,8 +31,6 @@ pub enum DaemonError {
     #[error("installing the signal handlers: {0}")]
     Signal(std::io::Error),
     #[error("{0}")]
-    Network(#[from] crate::network::NetworkError),
-    #[error("{0}")]
     Dataplane(#[from] crate::dataplane::DataplaneError),
 }
 
@@ -71,8 +69,12 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     // `network::autostart(&ctx).await` (one call; failures are logged per
     // network and do not stop the daemon).
 
-    let first = reconcile::reconcile(&ctx, true).await?;
-    eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
+    // A failed pass is logged and retried every period, like later ones:
+    // the metrics endpoint is most useful exactly when something is broken.
+    match reconcile::reconcile(&ctx, true).await {
+        Ok(first) => eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len()),
+        Err(e) => eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}"),
+    }
 
     let listener = TcpListener::bind(opts.listen)
         .await

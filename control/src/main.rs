@@ -80,6 +80,10 @@ enum Command {
         /// Also show counters that are zero.
         #[arg(long)]
         all: bool,
+        /// Split by the interface packets arrived on (guest port or uplink),
+        /// as the metrics' `interface` label does.
+        #[arg(long, conflicts_with = "all")]
+        by_interface: bool,
     },
     /// Inspect or flush the NAT connection table.
     Conntrack {
@@ -214,7 +218,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
         }
         Command::DetachInterface { network, dev } => network::detach_interface(ctx, &network, &dev).await?,
-        Command::Stats { network, all } => {
+        Command::Stats { network, by_interface: true, .. } => {
+            let nets = selected(ctx, network.as_deref())?;
+            let maps = Maps::open(&ctx.pins)?;
+            let all = network::list(ctx)?;
+            print!("{}", vxdp_control::metrics::port_table(&maps, &all, network.as_ref().map(|_| nets[0].id))?);
+        }
+        Command::Stats { network, all, .. } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
             let mut rows = Vec::new();

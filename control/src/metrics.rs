@@ -300,3 +300,48 @@ mod tests {
         );
     }
 }
+
+/// `vxdp stats --by-interface`: the per-port counters (the metrics'
+/// packet and drop series) as a table, optionally of one network.
+pub fn port_table(maps: &Maps, records: &[NetworkRecord], only: Option<u32>) -> Result<String, DataplaneError> {
+    use std::fmt::Write as _;
+    let mut rows = Vec::new();
+    for item in maps.port_counters()?.iter() {
+        let Ok((key, per_cpu)) = item else { continue };
+        let network_id = key.network_id as u32;
+        if only.is_some_and(|id| id != network_id) {
+            continue;
+        }
+        let (p, b) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
+        let network = match records.iter().find(|r| r.id == network_id) {
+            Some(r) => r.name.clone(),
+            None if network_id == 0 => "(uplink)".into(),
+            None => format!("#{network_id}"),
+        };
+        let interface = records
+            .iter()
+            .find_map(|r| {
+                if r.uplink_ifindex == key.ifindex {
+                    return Some(r.uplink.clone());
+                }
+                r.ports.iter().find(|port| port.ifindex == key.ifindex).map(|port| port.dev.clone())
+            })
+            .unwrap_or_else(|| format!("if{}", key.ifindex));
+        let slot = key.slot as u32;
+        let (kind, name, direction) = if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
+            ("action", a.name(), a.direction())
+        } else if let Some(r) = DropReason::ALL.iter().find(|r| r.slot() == slot) {
+            ("drop", r.name(), "")
+        } else {
+            continue;
+        };
+        rows.push((network, interface, kind, name, direction, p, b));
+    }
+    rows.sort();
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<16} {:<12} {:<7} {:<26} {:<12} {:>12} {:>14}", "NETWORK", "INTERFACE", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES");
+    for (network, interface, kind, name, direction, p, b) in rows {
+        let _ = writeln!(out, "{network:<16} {interface:<12} {kind:<7} {name:<26} {direction:<12} {p:>12} {b:>14}");
+    }
+    Ok(out)
+}

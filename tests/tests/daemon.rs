@@ -363,6 +363,13 @@ fn metrics_pass_promtool_and_count_pings_exactly() -> Result<()> {
         &[("network", "default"), ("interface", &guest.port), ("direction", "from_guest"), ("action", "snat_forwarded")],
     );
     ensure!(snat as f64 == metric, "vxdp stats says {snat} SNATed packets, the metrics {metric}");
+    let table = String::from_utf8(topo.vxdp(&["stats", "--by-interface", "default"])?.stdout)?;
+    let row = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 7 && f[0] == "default" && f[1] == guest.port && f[3] == "snat_forwarded")
+        .with_context(|| format!("no {} snat_forwarded row in `vxdp stats --by-interface`:\n{table}", guest.port))?;
+    ensure!(row[5].parse::<f64>()? == metric, "vxdp stats --by-interface says {}, the metrics {metric}", row[5]);
     Ok(())
 }
 
