@@ -10,10 +10,12 @@
 pub mod conntrack;
 pub mod counters;
 pub mod network;
+pub mod port_counters;
 
 pub use conntrack::*;
 pub use counters::*;
 pub use network::*;
+pub use port_counters::*;
 
 /// Names of the maps and programs, shared so the control plane pins and finds
 /// exactly what the object defines.
@@ -25,10 +27,11 @@ pub mod names {
     pub const MAP_COUNTERS: &str = "VXDP_COUNTERS";
     pub const MAP_PORTS: &str = "VXDP_PORTS";
     pub const MAP_TIMEOUTS: &str = "VXDP_TIMEOUTS";
+    pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_STATS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 7] = [
+    pub const ALL_MAPS: [&str; 8] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -36,6 +39,7 @@ pub mod names {
         MAP_COUNTERS,
         MAP_PORTS,
         MAP_TIMEOUTS,
+        MAP_PORT_COUNTERS,
     ];
 }
 

@@ -15,7 +15,7 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
         lpm_trie::Key as LpmKey,
     },
     programs::{
@@ -26,7 +26,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
     COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, SubnetKey, SubnetOwner, counter_index, names,
+    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, PortCounterKey, SubnetKey, SubnetOwner,
+    counter_index, names,
 };
 
 /// bpffs's magic number (statfs f_type).
@@ -240,6 +241,8 @@ impl Maps {
     typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
     typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
+    typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
+    typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
         self.networks()?.set(id, cfg, 0).map_err(map_err(names::MAP_NETWORKS))

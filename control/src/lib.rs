@@ -1,11 +1,16 @@
 //! vxdp's control plane as a library: the `vxdp` binary and the tests use it.
 
+pub mod conntrack_gc;
+pub mod daemon;
 pub mod dataplane;
 pub mod definitions;
 pub mod dnsmasq;
 pub mod netlink;
 pub mod network;
 pub mod ports;
+pub mod metrics;
+pub mod pinned;
+pub mod reconcile;
 pub mod report;
 pub mod state;
 pub mod tap;

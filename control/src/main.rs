@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use vxdp_control::{
+    daemon,
     dataplane::{LoadOptions, Maps, Pins},
     definitions,
     dnsmasq,
     network::{self, Context},
+    pinned,
     ports,
+    reconcile,
     report,
 };
 
@@ -181,12 +184,70 @@ enum Command {
         /// Also show counters that are zero.
         #[arg(long)]
         all: bool,
+        /// Split by the interface packets arrived on (guest port or uplink),
+        /// as the metrics' `interface` label does.
+        #[arg(long, conflicts_with = "all")]
+        by_interface: bool,
     },
     /// Inspect or flush the NAT connection table.
     Conntrack {
         #[command(subcommand)]
         action: ConntrackCmd,
     },
+    /// Run the control-plane daemon: metrics, reconcile, conntrack expiry.
+    ///
+    /// Adopts the programs, maps and links pinned under --bpffs (loading them
+    /// only when nothing is pinned), then every --reconcile-interval brings
+    /// the host back in line with the started networks: recreates a deleted
+    /// bridge, re-plugs a guest port that reappeared, re-attaches a program
+    /// whose link was detached or unpinned, refills missing map entries; and
+    /// removes conntrack flows idle past their timeout. Serves Prometheus
+    /// metrics at http://<listen>/metrics. SIGTERM or SIGINT ends it; the
+    /// dataplane keeps forwarding without it (restart or upgrade it at will).
+    Serve {
+        /// Address (inside --netns, if given) of the metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: std::net::SocketAddr,
+        /// How often to reconcile and sweep conntrack, e.g. 10s, 500ms, 2m.
+        #[arg(long, default_value = "10s", value_parser = parse_interval)]
+        reconcile_interval: std::time::Duration,
+    },
+    /// Load (or adopt) the eBPF dataplane and attach it to every started network.
+    ///
+    /// The reverse of `vxdp unload`: loads and pins the programs and maps when
+    /// nothing is pinned, then runs one reconcile pass (map entries, programs
+    /// on guest ports and uplinks). Prints the kernel ids of what is pinned,
+    /// as `bpftool prog|map|link show` lists them.
+    Load,
+    /// Remove every vxdp program, link, map and pin; keep bridges and ports.
+    ///
+    /// Detaches every pinned link and removes the pin directory (--bpffs), so
+    /// nothing of vxdp stays in the kernel. Bridges, guest ports and the
+    /// started networks' records stay: guests keep switching through the
+    /// kernel bridge (slower, never broken; NAT to the outside then needs
+    /// the kernel's own, e.g. an nftables masquerade rule vxdp does not add).
+    /// `vxdp serve` does not load the dataplane again until `vxdp load`.
+    /// Prints the ids of what was removed.
+    Unload,
+}
+
+/// Parses `10s`, `500ms`, `2m` or plain seconds.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("'{s}': expected a duration such as 10s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    if !(0.1..=86_400.0).contains(&secs) {
+        return Err(format!("'{s}': must be between 100ms and 24h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand)]
@@ -364,7 +425,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
         }
         Command::DnsmasqSupervise { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
-        Command::Stats { network, all } => {
+        Command::Stats { network, by_interface: true, .. } => {
+            let nets = selected(ctx, network.as_deref())?;
+            let maps = Maps::open(&ctx.pins)?;
+            let all = network::list(ctx)?;
+            print!("{}", vxdp_control::metrics::port_table(&maps, &all, network.as_ref().map(|_| nets[0].id))?);
+        }
+        Command::Stats { network, all, .. } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
             let mut rows = Vec::new();
@@ -389,8 +456,41 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{network}: removed {n} conntrack entries");
             }
         },
+        Command::Serve { listen, reconcile_interval } => {
+            daemon::serve(ctx.clone(), daemon::ServeOptions { listen, reconcile_interval }).await?;
+        }
+        Command::Load => {
+            let loaded = reconcile::load_or_adopt(ctx)?;
+            println!(
+                "{} the dataplane under {}",
+                if loaded { "loaded" } else { "adopted" },
+                ctx.pins.root.display()
+            );
+            let repairs = reconcile::reconcile(ctx, true).await?;
+            for line in &repairs.lines {
+                println!("  {line}");
+            }
+            print_ids(&pinned::pinned_ids(&ctx.pins).with_context(|| format!("reading {}", ctx.pins.root.display()))?);
+        }
+        Command::Unload => {
+            let ids = reconcile::unload(ctx)?;
+            println!("removed every vxdp program, map, link and pin under {}:", ctx.pins.root.display());
+            print_ids(&ids);
+        }
     }
     Ok(())
+}
+
+fn print_ids(ids: &pinned::PinnedIds) {
+    for (path, id) in &ids.progs {
+        println!("prog {id} {}", path.display());
+    }
+    for (path, id) in &ids.maps {
+        println!("map {id} {}", path.display());
+    }
+    for (path, l) in &ids.links {
+        println!("link {} {} (prog {}, ifindex {})", l.id, path.display(), l.prog_id, l.ifindex);
+    }
 }
 
 fn selected(ctx: &Context, name: Option<&str>) -> Result<Vec<vxdp_control::state::NetworkRecord>> {

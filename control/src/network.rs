@@ -167,7 +167,7 @@ fn overlaps(a: Ipv4Addr, ap: u8, b: Ipv4Addr, bp: u8) -> bool {
 
 /// A locally administered MAC in libvirt's 52:54:00 prefix, derived from
 /// the network name so restarts keep it.
-fn bridge_mac(name: &str) -> [u8; 6] {
+pub fn bridge_mac(name: &str) -> [u8; 6] {
     let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
 }

@@ -27,6 +27,8 @@ pub trait PacketCtx {
     fn data_end(&self) -> usize;
     /// Length of the whole packet, for byte counters.
     fn packet_len(&self) -> u32;
+    /// The interface the packet arrived on (per-port counters).
+    fn ingress_ifindex(&self) -> u32;
     /// Update the IPv4 header checksum at `off` for a field changing from
     /// `from` to `to` (`size` 2 or 4 bytes, values as they sit in memory).
     fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()>;
@@ -46,6 +48,10 @@ impl PacketCtx for TcContext {
     #[inline(always)]
     fn packet_len(&self) -> u32 {
         self.len()
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        tc_ifindex(self)
     }
     #[inline(always)]
     fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()> {
@@ -75,6 +81,10 @@ impl PacketCtx for XdpContext {
     #[inline(always)]
     fn packet_len(&self) -> u32 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
     }
     #[inline(always)]
     fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()> {

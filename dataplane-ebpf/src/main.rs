@@ -10,6 +10,7 @@ mod maps;
 mod nat;
 mod parse;
 mod policy;
+mod port_stats;
 mod stats;
 
 use aya_ebpf::{

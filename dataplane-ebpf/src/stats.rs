@@ -36,6 +36,7 @@ fn add(network_id: u32, slot: u32, bytes: u32) {
 #[inline(always)]
 pub fn count<C: PacketCtx>(ctx: &C, network_id: u32, action: Action) {
     add(network_id, action.slot(), ctx.packet_len());
+    crate::port_stats::add(ctx.ingress_ifindex(), network_id, action.slot(), ctx.packet_len());
 }
 
 #[inline(always)]
@@ -46,6 +47,7 @@ pub fn count_event(network_id: u32, action: Action) {
 #[inline(always)]
 fn count_drop<C: PacketCtx>(ctx: &C, drop: Drop) {
     add(drop.network_id, drop.reason.slot(), ctx.packet_len());
+    crate::port_stats::add(ctx.ingress_ifindex(), drop.network_id, drop.reason.slot(), ctx.packet_len());
 }
 
 #[inline(always)]

@@ -611,7 +611,24 @@ impl World {
                 slots.insert((net, slot), sum);
             }
         }
-        Counters(slots)
+        Counters(slots, self.port_counters())
+    }
+
+    /// `VXDP_PORT_STATS` summed over CPUs and interfaces, by (network, slot).
+    fn port_counters(&self) -> BTreeMap<(u32, u32), Counter> {
+        let map: aya::maps::PerCpuHashMap<_, vxdp_common::PortCounterKey, Counter> =
+            aya::maps::PerCpuHashMap::try_from(self.ebpf.map(names::MAP_PORT_COUNTERS).expect("VXDP_PORT_STATS"))
+                .expect("VXDP_PORT_STATS is a per-CPU hash");
+        let mut out = BTreeMap::new();
+        for item in map.iter() {
+            let (key, values) = item.expect("reading VXDP_PORT_STATS");
+            let sum: &mut Counter = out.entry((key.network_id as u32, key.slot as u32)).or_default();
+            for v in values.iter() {
+                sum.packets += v.packets;
+                sum.bytes += v.bytes;
+            }
+        }
+        out
     }
 }
 
@@ -663,9 +680,10 @@ impl fmt::Debug for Moved {
     }
 }
 
-/// Counter values (CPUs summed) keyed by (network, slot).
+/// Counter values (CPUs summed) keyed by (network, slot): `VXDP_COUNTERS`,
+/// then `VXDP_PORT_STATS` summed over interfaces.
 #[derive(Clone)]
-pub struct Counters(pub BTreeMap<(u32, u32), Counter>);
+pub struct Counters(pub BTreeMap<(u32, u32), Counter>, pub BTreeMap<(u32, u32), Counter>);
 
 impl Counters {
     /// The counters that changed since `before`.
@@ -702,6 +720,15 @@ pub fn assert_counters_moved(
     what: &str,
 ) {
     let moved = after.moved_since(before);
+    // Every packet counted per network is counted per port too (the
+    // metrics' interface label); events without a packet only per network.
+    let events = [Action::ConntrackCreated, Action::ConntrackExpiredReused, Action::ConntrackRepaired].map(Action::slot);
+    let per_port = Counters(after.1.clone(), BTreeMap::new()).moved_since(&Counters(before.1.clone(), BTreeMap::new()));
+    let per_network: Vec<Moved> = moved.iter().copied().filter(|m| !events.contains(&m.slot)).collect();
+    assert_eq!(
+        per_port, per_network,
+        "{what}: per-port counters (VXDP_PORT_STATS) disagree with per-network ones"
+    );
     let mut ok = moved.len() == expected.len();
     for &(net, slot, packets) in expected {
         ok &= moved

@@ -89,6 +89,36 @@ enum Task {
         args: Vec<String>,
     },
 
+    /// Run setup and build, then load the vxdp dataplane into the host (needs root)
+    #[command(long_about = "Run setup and build, then `vxdp [--netns NS] load [VXDP_ARGS]` with the \
+        freshly built target/debug/vxdp.\n\n\
+        Loads and pins the eBPF programs and maps (or adopts the pinned ones), then attaches \
+        them to every started network's guest ports and uplink. Arguments after `--` go to \
+        vxdp, e.g. `-- --bpffs /sys/fs/bpf/mine --state-dir /tmp/state`.")]
+    Load {
+        /// Network namespace (a name under /run/netns) whose interfaces to attach to
+        #[arg(long)]
+        netns: Option<String>,
+        /// Arguments for vxdp (after `--`)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "VXDP_ARGS")]
+        args: Vec<String>,
+    },
+
+    /// Remove every vxdp program, link, map and pin (needs root; no build)
+    #[command(long_about = "Run `vxdp [--netns NS] unload [VXDP_ARGS]` with $VXDP_BIN or \
+        target/debug/vxdp; nothing is set up or built first.\n\n\
+        Detaches every pinned link and removes every pin, so no vxdp program, map or link \
+        remains in the kernel. Bridges and guest ports stay and keep switching in the kernel; \
+        `cargo xtask load` brings the fast path back. Arguments after `--` go to vxdp.")]
+    Unload {
+        /// Network namespace (a name under /run/netns) the dataplane runs in
+        #[arg(long)]
+        netns: Option<String>,
+        /// Arguments for vxdp (after `--`)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "VXDP_ARGS")]
+        args: Vec<String>,
+    },
+
     /// Run setup and build, then the vxdp demo (needs root)
     #[command(long_about = "Run setup and build, then the demo: \
         `cargo +<pin> run --quiet -p vxdp-tests --bin vxdp-demo`.\n\n\
@@ -121,10 +151,19 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Task) -> anyhow::Result<()> {
+    // Unloading must work on a host where setup cannot run (and fast).
+    if let Task::Unload { netns, args } = &task {
+        return vxdp_verb("unload", netns.as_deref(), args);
+    }
     let toolchain = Toolchain::from_workspace()?;
     setup::run(&toolchain)?;
     match task {
         Task::Setup => Ok(()),
+        Task::Load { netns, args } => {
+            build(&toolchain, false)?;
+            vxdp_verb("load", netns.as_deref(), &args)
+        }
+        Task::Unload { .. } => unreachable!("handled above"),
         Task::Build { release } => build(&toolchain, release),
         Task::Test { args } => {
             // The end-to-end tests run the real `vxdp` binary, which `cargo
@@ -143,6 +182,27 @@ fn run(task: Task) -> anyhow::Result<()> {
             run_inherited(&mut demo)
         }
     }
+}
+
+/// The vxdp binary xtask drives: $VXDP_BIN or the workspace's debug build.
+fn vxdp_path() -> std::path::PathBuf {
+    match std::env::var_os("VXDP_BIN") {
+        Some(p) => p.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vxdp"),
+    }
+}
+
+/// `vxdp [--netns NS] <verb> <args>`, output passed through.
+fn vxdp_verb(verb: &str, netns: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+    let bin = vxdp_path();
+    anyhow::ensure!(bin.exists(), "{} not found: run `cargo xtask build` first (or set VXDP_BIN)", bin.display());
+    let mut vxdp = Command::new(bin);
+    if let Some(ns) = netns {
+        vxdp.args(["--netns", ns]);
+    }
+    vxdp.arg(verb).args(args);
+    announce(verb, &vxdp);
+    run_inherited(&mut vxdp)
 }
 
 fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {

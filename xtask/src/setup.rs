@@ -37,6 +37,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "udhcpc",
     "tftp-hpa",
     "bind9-dnsutils",
+    // promtool, which the daemon tests run on `vxdp serve`'s /metrics.
+    "prometheus",
 ];
 
 /// Debian's invoke-rc.d asks this script whether a package may start its

@@ -1,0 +1,275 @@
+//! Bringing the host back in line with the started networks' records: the
+//! dataplane loaded (or the pinned one adopted), every network's bridge and
+//! map entries present, every guest port plugged into its bridge with the
+//! guest-port program attached, every uplink with its XDP program. Used by
+//! `vxdp load` (once) and `vxdp serve` (every reconcile period).
+//!
+//! Reconcile only repairs what is missing or broken; what is in place is
+//! left alone (an attached program keeps its link, a map entry is not
+//! rewritten), so running it costs a few syscalls and never disturbs flows.
+//!
+//! Guest ports (taps, veths) are created by the hypervisor, not by vxdp:
+//! when one is gone, reconcile reports it and plugs it in again once an
+//! interface of that name reappears. Bridges are vxdp's own: a deleted one
+//! is recreated.
+
+use std::{collections::HashSet, net::IpAddr, path::Path};
+
+use vxdp_common::{Endpoint, NetworkConfig, SubnetOwner, endpoint_flags, mode, network_flags};
+
+use crate::{
+    dataplane::{self, DataplaneError, Maps},
+    netlink::Netlink,
+    network::{self, Context, NetworkError, parse_mac},
+    pinned,
+    state::{NetworkRecord, StateDir},
+};
+
+/// File in the state directory that says "the dataplane was unloaded on
+/// purpose (`vxdp unload`)": reconcile then does not load it again until
+/// `vxdp load` (or starting a network) brings it back.
+pub const UNLOADED_MARKER: &str = "dataplane-unloaded";
+
+/// What one reconcile pass changed, one line per repair.
+#[derive(Debug, Default)]
+pub struct Repairs {
+    pub lines: Vec<String>,
+}
+
+impl Repairs {
+    fn note(&mut self, line: String) {
+        eprintln!("[vxdp] reconcile: {line}");
+        self.lines.push(line);
+    }
+}
+
+fn prefix_mask(prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) }
+}
+
+/// Whether `vxdp unload` left the dataplane out on purpose.
+pub fn unloaded_on_purpose(state_dir: &Path) -> bool {
+    state_dir.join(UNLOADED_MARKER).exists()
+}
+
+/// Loads the dataplane unless its pins exist (then they are adopted: same
+/// programs, same maps, conntrack kept). Returns whether it loaded.
+pub fn load_or_adopt(ctx: &Context) -> Result<bool, DataplaneError> {
+    let loaded = dataplane::ensure_loaded(&ctx.pins, &ctx.load)?;
+    let marker = ctx.state_dir.join(UNLOADED_MARKER);
+    if marker.exists() {
+        std::fs::remove_file(&marker).map_err(|source| DataplaneError::Io { path: marker, source })?;
+    }
+    Ok(loaded)
+}
+
+/// One pass over every started network. With `load`, a missing dataplane is
+/// loaded first (unless `vxdp unload` removed it on purpose).
+pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkError> {
+    let mut repairs = Repairs::default();
+    let state = StateDir::open(&ctx.state_dir)?;
+    let records = state.networks()?;
+    if !ctx.pins.is_loaded() {
+        if !load || records.is_empty() || unloaded_on_purpose(&ctx.state_dir) {
+            return Ok(repairs);
+        }
+        load_or_adopt(ctx)?;
+        repairs.note(format!("loaded the dataplane under {}", ctx.pins.root.display()));
+    }
+    let nl = Netlink::connect()?;
+    let maps = Maps::open(&ctx.pins)?;
+    let mut in_use = HashSet::new();
+    for mut rec in records {
+        let before = rec.clone();
+        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &mut repairs).await {
+            // One broken network does not stop the others' repairs.
+            repairs.note(format!("{}: {e}", rec.name));
+        }
+        in_use.insert(rec.uplink_ifindex);
+        in_use.extend(rec.ports.iter().map(|p| p.ifindex));
+        if rec != before {
+            state.save_network(&rec)?;
+        }
+    }
+    prune_port_counters(&maps, &in_use);
+    Ok(repairs)
+}
+
+/// The map entry of a NAT network as `net-create` writes it.
+fn nat_config(rec: &NetworkRecord, bridge_mac: [u8; 6]) -> NetworkConfig {
+    NetworkConfig {
+        mode: mode::NAT,
+        flags: network_flags::ACTIVE,
+        subnet: u32::from_ne_bytes(rec.subnet.octets()),
+        netmask: prefix_mask(rec.prefix).to_be(),
+        gateway: u32::from_ne_bytes(rec.gateway.octets()),
+        nat_addr_first: u32::from_ne_bytes(rec.nat_first.octets()),
+        nat_addr_last: u32::from_ne_bytes(rec.nat_last.octets()),
+        nat_port_min: rec.nat_ports.0,
+        nat_port_max: rec.nat_ports.1,
+        uplink_ifindex: rec.uplink_ifindex,
+        bridge_ifindex: rec.bridge_ifindex,
+        bridge_mac,
+        _pad0: [0; 2],
+    }
+}
+
+async fn reconcile_network(
+    ctx: &Context,
+    nl: &Netlink,
+    maps: &Maps,
+    rec: &mut NetworkRecord,
+    repairs: &mut Repairs,
+) -> Result<(), NetworkError> {
+    let name = rec.name.clone();
+    let plan = network::plan(&rec.xml, &format!("{}/run/{name}.json", ctx.state_dir.display()))?;
+    let mac = plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name));
+
+    // The bridge: vxdp's own, recreated with its address when deleted.
+    let mut config_stale = false;
+    match nl.link_by_name(&rec.bridge).await? {
+        Some(link) => {
+            if link.index != rec.bridge_ifindex {
+                rec.bridge_ifindex = link.index;
+                config_stale = true;
+            }
+            if !link.up {
+                nl.set_up(link.index).await?;
+                repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
+            }
+        }
+        None => {
+            let index = nl
+                .create_bridge(&rec.bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
+                .await?;
+            nl.add_address(index, IpAddr::V4(rec.gateway), rec.prefix).await?;
+            nl.set_up(index).await?;
+            rec.bridge_ifindex = index;
+            config_stale = true;
+            repairs.note(format!("{name}: recreated bridge {} {}/{}", rec.bridge, rec.gateway, rec.prefix));
+        }
+    }
+
+    // The uplink: found again by name if its ifindex changed.
+    if let Some(link) = nl.link_by_name(&rec.uplink).await? {
+        if link.index != rec.uplink_ifindex {
+            dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
+            rec.uplink_ifindex = link.index;
+            config_stale = true;
+        }
+    } else {
+        repairs.note(format!("{name}: uplink {} is missing; waiting for it", rec.uplink));
+    }
+
+    // Map entries: written when missing (after a reload) or when an
+    // interface changed; a present entry is left as it is.
+    let current = maps.networks()?.get(&rec.id, 0).unwrap_or_default();
+    if current.flags & network_flags::ACTIVE == 0 || config_stale {
+        if rec.mode != "nat" {
+            // INTEGRATION POINT (other modes): the other branches' network
+            // config builders go here; until then such a record is skipped.
+            repairs.note(format!("{name}: cannot refill the map entry of a '{}' network yet", rec.mode));
+            return Ok(());
+        }
+        maps.set_network(rec.id, &nat_config(rec, mac))?;
+        repairs.note(format!("{name}: wrote its network map entry (id {})", rec.id));
+    }
+    maps.set_subnet(
+        u32::from_ne_bytes(rec.subnet.octets()),
+        rec.prefix as u32,
+        &SubnetOwner { network_id: rec.id, mode: mode::NAT },
+    )?;
+
+    // The uplink's XDP program.
+    if nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
+        let path = ctx.pins.xdp_link(rec.uplink_ifindex);
+        if !pinned::link_attached(&path, rec.uplink_ifindex) {
+            let what = if path.exists() { "was detached" } else { "had no link" };
+            dataplane::detach(&path)?;
+            dataplane::attach_uplink(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
+            repairs.note(format!("{name}: uplink {} {what}: attached XDP again", rec.uplink));
+        }
+    }
+
+    // Guest ports.
+    let endpoints = maps.endpoints()?;
+    for port in rec.ports.iter_mut() {
+        let Some(link) = nl.link_by_name(&port.dev).await? else {
+            repairs.note(format!("{name}: guest port {} is missing; plugging it in when it reappears", port.dev));
+            continue;
+        };
+        if link.index != port.ifindex {
+            dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+            maps.remove_endpoint(port.ifindex)?;
+            repairs.note(format!("{name}: guest port {} came back as ifindex {} (was {})", port.dev, link.index, port.ifindex));
+            port.ifindex = link.index;
+        }
+        match endpoints.get(&port.ifindex, 0) {
+            Ok(ep) if ep.network_id == rec.id => {}
+            _ => {
+                let mac_bytes = port.mac.as_deref().map(parse_mac).transpose()?;
+                let ep = Endpoint {
+                    network_id: rec.id,
+                    flags: if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 },
+                    mac: mac_bytes.unwrap_or_default(),
+                    ..Endpoint::default()
+                };
+                maps.set_endpoint(port.ifindex, &ep)?;
+                repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
+            }
+        }
+        if link.master != Some(rec.bridge_ifindex) {
+            nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
+            repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
+        }
+        if !link.up {
+            nl.set_up(port.ifindex).await?;
+        }
+        let path = ctx.pins.tc_link(port.ifindex);
+        if !pinned::link_attached(&path, port.ifindex) {
+            let what = if path.exists() { "was detached" } else { "had no link" };
+            dataplane::detach(&path)?;
+            dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
+            repairs.note(format!("{name}: guest port {} {what}: attached the TC program again", port.dev));
+        }
+    }
+    Ok(())
+}
+
+/// Drops per-port counters of interfaces no network uses any more (so a
+/// reused ifindex starts from zero).
+fn prune_port_counters(maps: &Maps, in_use: &HashSet<u32>) {
+    let Ok(mut counters) = maps.port_counters() else { return };
+    let stale: Vec<_> = counters.keys().filter_map(Result::ok).filter(|k| !in_use.contains(&k.ifindex)).collect();
+    for key in stale {
+        let _ = counters.remove(&key);
+    }
+}
+
+/// `vxdp unload`: detaches every pinned link, removes every pin (programs
+/// and maps go with their last reference) and marks the dataplane as
+/// unloaded on purpose so `vxdp serve` does not load it again. Bridges, ports
+/// and the started networks' records stay: the kernel bridge path keeps
+/// switching, and `vxdp load` brings the fast path back.
+pub fn unload(ctx: &Context) -> Result<pinned::PinnedIds, DataplaneError> {
+    let _state = StateDir::open(&ctx.state_dir).map_err(|e| DataplaneError::Io {
+        path: ctx.state_dir.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let ids = if ctx.pins.root.exists() {
+        pinned::pinned_ids(&ctx.pins).unwrap_or_default()
+    } else {
+        pinned::PinnedIds::default()
+    };
+    let links_dir = ctx.pins.root.join("links");
+    if let Ok(rd) = std::fs::read_dir(&links_dir) {
+        for entry in rd.flatten() {
+            dataplane::detach(&entry.path())?;
+        }
+    }
+    dataplane::unload(&ctx.pins)?;
+    let marker = ctx.state_dir.join(UNLOADED_MARKER);
+    std::fs::write(&marker, "removed by `vxdp unload`; `vxdp load` brings the dataplane back\n")
+        .map_err(|source| DataplaneError::Io { path: marker, source })?;
+    Ok(ids)
+}

@@ -1,0 +1,32 @@
+//! Per-port counters (`VXDP_PORT_STATS`): every packet counted in
+//! `VXDP_COUNTERS` is also counted under the interface it arrived on.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::PerCpuHashMap};
+use vxdp_common::{Counter, MAX_PORT_COUNTERS, PortCounterKey};
+
+/// `BPF_F_NO_PREALLOC`: entries are allocated when a port first counts.
+const NO_PREALLOC: u32 = 1;
+
+#[map]
+pub static VXDP_PORT_STATS: PerCpuHashMap<PortCounterKey, Counter> =
+    PerCpuHashMap::pinned(MAX_PORT_COUNTERS, NO_PREALLOC);
+
+#[inline(always)]
+pub fn add(ifindex: u32, network_id: u32, slot: u32, bytes: u32) {
+    let key = PortCounterKey { ifindex, network_id: network_id as u16, slot: slot as u16 };
+    let mut counter = VXDP_PORT_STATS.get_ptr_mut(&key);
+    if counter.is_none() {
+        // First packet of this (port, slot): create it. A concurrent CPU
+        // may win the insert (NOEXIST), then its entry is used; a full map
+        // leaves the packet counted per network only.
+        let _ = VXDP_PORT_STATS.insert(&key, &Counter::default(), BPF_NOEXIST as u64);
+        counter = VXDP_PORT_STATS.get_ptr_mut(&key);
+    }
+    if let Some(c) = counter {
+        // Per-CPU value: no other writer.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}
