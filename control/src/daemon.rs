@@ -64,10 +64,20 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
         );
     }
 
-    // INTEGRATION POINT (issue 4, persistent definitions): start the
-    // networks marked autostart here, before the first reconcile, e.g.
-    // `network::autostart(&ctx).await` (one call; failures are logged per
-    // network and do not stop the daemon).
+    // Autostart networks come up before the first reconcile, so the first
+    // pass already covers them; one that fails is logged and does not stop
+    // the daemon (the operator fixes it and runs `vxdp net-start`).
+    match crate::definitions::autostart(&ctx).await {
+        Ok((started, failed)) => {
+            for name in &started {
+                eprintln!("[vxdp] serve: autostart: network {name} started");
+            }
+            for (name, e) in &failed {
+                eprintln!("[vxdp] serve: autostart: network {name} failed to start: {e}");
+            }
+        }
+        Err(e) => eprintln!("[vxdp] serve: autostart: reading the definitions failed: {e}"),
+    }
 
     // A failed pass is logged and retried every period, like later ones:
     // the metrics endpoint is most useful exactly when something is broken.

@@ -245,8 +245,12 @@ fn render_records(ctx: &Context, records: &[NetworkRecord]) -> Result<String, Me
             up.get_or_create(&UpLabels { network: r.name.clone(), mode: r.mode.clone() }).set(0);
         }
     }
-    // INTEGRATION POINT (issue 4, persistent definitions): defined networks
-    // that are not started belong here with vxdp_network_up 0.
+    // Defined networks that are not started are down.
+    if let Ok(all) = crate::definitions::status_all(ctx) {
+        for s in all.into_iter().filter(|s| !s.active) {
+            up.get_or_create(&UpLabels { network: s.name, mode: s.mode }).set(0);
+        }
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry)?;

@@ -233,6 +233,15 @@ async fn reconcile_network(
             repairs.note(format!("{name}: guest port {} {what}: attached the TC program again", port.dev));
         }
     }
+
+    // Guest services: the dnsmasq supervisor restarts dnsmasq itself; a
+    // supervisor that was killed is started again here.
+    if crate::dnsmasq::wanted(&plan.def, &name)? {
+        let inv = crate::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        if crate::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
+            repairs.note(format!("{name}: its dnsmasq supervisor was gone: started it again"));
+        }
+    }
     Ok(())
 }
 
