@@ -147,7 +147,7 @@ pub fn plan(xml_text: &str, file: &str) -> Result<NatPlan, NetworkError> {
     }
     let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
     // The guest services' configuration is checked now, before any host change.
-    dnsmasq::generate(&def, "check", &dnsmasq::Paths::new(std::path::Path::new("/"), &def.name), file)?;
+    dnsmasq::check(&def, file)?;
     let nat = forward.nat.as_ref();
     let nat_ports = nat.and_then(|n| n.ports).unwrap_or((1024, 65535));
     Ok(NatPlan {

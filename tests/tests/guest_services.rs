@@ -462,3 +462,31 @@ fn dnsmasq_that_cannot_start_fails_net_create_cleanly() -> Result<()> {
     ensure!(!list.contains("badtftp"), "the network is recorded as started:\n{list}");
     Ok(())
 }
+
+/// Bad guest-service values are refused by `net-validate` (and so before
+/// `net-create` touches anything), naming the file, element and value.
+#[test]
+fn bad_service_values_are_refused_naming_the_fault() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vxdp-svc-invalid-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let net = |inner: &str, ip_inner: &str| {
+        format!("<network><name>n</name><forward mode='nat'/>{inner}<ip address='192.168.154.1' prefix='24'>{ip_inner}</ip></network>")
+    };
+    let cases = [
+        ("fwd.xml", net("<dns><forwarder addr='8.8.8'/></dns>", ""), "/network/dns/forwarder[1]@addr", "8.8.8"),
+        ("host.xml", net("<dns><host ip='192.168.154.9'><hostname>a,b</hostname></host></dns>", ""), "/network/dns/host[1]/hostname[1]", "a,b"),
+        ("tftp.xml", net("", "<tftp root='relative/dir'/>"), "/network/ip[1]/tftp@root", "relative/dir"),
+    ];
+    for (file, xml, element, value) in cases {
+        let path = dir.join(file);
+        fs::write(&path, xml)?;
+        let out = std::process::Command::new(vxdp_tests::testbed::vxdp_bin()?)
+            .args(["--state-dir", dir.join("state").to_str().context("path")?, "net-validate", path.to_str().context("path")?])
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{file} was accepted");
+        ensure!(err.contains(file) && err.contains(element) && err.contains(value), "error for {file} should name the file, {element} and {value}: {err}");
+    }
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}

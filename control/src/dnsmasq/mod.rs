@@ -115,6 +115,12 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), DnsmasqError> {
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// Checks everything the network's dnsmasq configuration is made of (the
+/// `<dns>` values, the TFTP root, option lines) without touching the host.
+pub fn check(def: &NetworkDef, file: &str) -> Result<(), XmlError> {
+    generate(def, "check", &Paths::new(Path::new("/"), &def.name), file).map(drop)
+}
+
 /// Writes the configuration and the lease hook, spawns the supervisor and
 /// waits until dnsmasq runs. On error nothing of ours is left running.
 /// Returns false (and does nothing) when the network needs no dnsmasq.

@@ -84,7 +84,7 @@ pub fn live_supervisor(paths: &Paths, network: &str) -> Option<i32> {
     let args = cmdline(pid);
     let state_dir = paths.dir.parent()?.parent()?.to_string_lossy().into_owned();
     let ours = args.last().is_some_and(|a| a == network)
-        && args.iter().any(|a| *a == state_dir)
+        && args.contains(&state_dir)
         && args.iter().any(|a| a == SUPERVISE_VERB);
     ours.then_some(pid)
 }
@@ -307,7 +307,7 @@ mod tests {
         }
         let rotated = fs::metadata(path.with_extension("1")).expect("log.1 after the limit").len();
         let current = fs::metadata(&path).unwrap().len();
-        assert!(rotated >= LOG_LIMIT && rotated < LOG_LIMIT + 1024, "log.1 has {rotated} bytes");
+        assert!((LOG_LIMIT..LOG_LIMIT + 1024).contains(&rotated), "log.1 has {rotated} bytes");
         assert!(current < 64 * 1024, "the new log has {current} bytes");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -222,7 +222,9 @@ fn utc_formatting() {
 fn dnsmasq_accepts_the_generated_config() {
     let dir = std::env::temp_dir().join(format!("vxdp-dnsmasq-conf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (i, xml) in [default_network_xml(), FULL].into_iter().enumerate() {
+    let no_dns = "<network><name>n</name><dns enable='no'/><ip address='10.9.0.1' prefix='24'>\
+                  <dhcp><host mac='52:54:00:00:00:09' ip='10.9.0.9'/></dhcp></ip></network>";
+    for (i, xml) in [default_network_xml(), FULL, no_dns].into_iter().enumerate() {
         let path = dir.join(format!("{i}.conf"));
         std::fs::write(&path, conf(xml)).unwrap();
         let out = std::process::Command::new("dnsmasq")
