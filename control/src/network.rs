@@ -127,9 +127,6 @@ pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError>
     if def.mtu.is_some() {
         return Err(not_supported("/network/mtu", "<mtu>".into()));
     }
-    if def.domain.is_some() {
-        return Err(not_supported("/network/domain", "<domain> (no DNS service yet)".into()));
-    }
     Ok(())
 }
 
