@@ -150,8 +150,11 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 enum ConntrackCmd {
     /// List NAT flows (one line per flow).
     List { network: Option<String> },
-    /// Remove the flows of a network.
-    Flush { network: String },
+    /// Remove the flows of a network, or of every started network.
+    ///
+    /// Guests' connections through NAT break (their next packet starts a new
+    /// flow, possibly with another NAT port).
+    Flush { network: Option<String> },
 }
 
 fn enter_netns(name: &str) -> Result<()> {
@@ -244,9 +247,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 print!("{}", report::flows_table(&rows));
             }
             ConntrackCmd::Flush { network } => {
-                let rec = network::find(ctx, &network)?;
-                let n = Maps::open(&ctx.pins)?.flush_conntrack(rec.id)?;
-                println!("{network}: removed {n} conntrack entries");
+                let maps = Maps::open(&ctx.pins)?;
+                for rec in selected(ctx, network.as_deref())? {
+                    let n = maps.flush_conntrack(rec.id)?;
+                    println!("{}: removed {n} conntrack entries", rec.name);
+                }
             }
         },
         Command::Serve { listen, reconcile_interval } => {

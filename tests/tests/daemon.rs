@@ -507,6 +507,8 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
     let (dnat1, _) = topo.counter("default", "dnat_forwarded")?;
     ensure!(snat1 - snat0 == 3 && dnat1 - dnat0 == 3, "pings did not take the repaired programs: snat +{}, dnat +{}", snat1 - snat0, dnat1 - dnat0);
     ensure!(newer.prog_id == old.prog_id, "reconcile attached another program ({} instead of {})", newer.prog_id, old.prog_id);
+    let repairs = value(&samples(&scrape(&topo.hyp)?)?, "vxdp_reconcile_repairs_total", &[]);
+    ensure!(repairs >= 3.0, "vxdp_reconcile_repairs_total is {repairs} after three repairs");
     Ok(())
 }
 
@@ -551,6 +553,8 @@ fn daemon_expires_idle_flows_by_timeout_class() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     ensure!(daemon.log().contains("idle conntrack flows"), "daemon did not report the expiry:\n{}", daemon.log());
+    let expired = value(&samples(&scrape(&topo.hyp)?)?, "vxdp_conntrack_expired_total", &[("network", "default")]);
+    ensure!(expired >= 2.0, "vxdp_conntrack_expired_total{{network=\"default\"}} is {expired}, expected the set-up flow(s) and the ping's");
     ensure!(tcp_flow_entries(&topo, server)? == tcp_entries, "the idle but unexpired TCP flow was touched");
     drop(tcp);
     Ok(())
