@@ -385,9 +385,17 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
     ensure!(ids.progs.len() == 2 && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
+    // Every map the programs use, pinned or not (e.g. .rodata), by id.
+    let mut map_ids: Vec<u32> = ids.maps.iter().map(|(_, id)| *id).collect();
     for (_, id) in &ids.progs {
-        ensure!(bpf_object_exists("prog", *id)?, "bpftool does not see prog {id}");
+        let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output()?;
+        ensure!(out.status.success(), "bpftool does not see prog {id}");
+        let json = String::from_utf8(out.stdout)?;
+        let list = json.split("\"map_ids\":[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
+        map_ids.extend(list.split(',').filter(|s| !s.is_empty()).map(|s| s.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>()?);
     }
+    map_ids.sort();
+    map_ids.dedup();
 
     // `cargo xtask unload`: the xtask binary `cargo xtask` runs, built next
     // to vxdp.
@@ -407,8 +415,8 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     for (path, id) in &ids.progs {
         ensure!(!bpf_object_exists("prog", *id)?, "prog {id} ({}) still loaded", path.display());
     }
-    for (path, id) in &ids.maps {
-        ensure!(!bpf_object_exists("map", *id)?, "map {id} ({}) still exists", path.display());
+    for id in &map_ids {
+        ensure!(!bpf_object_exists("map", *id)?, "map {id} still exists");
     }
     for (path, l) in &ids.links {
         ensure!(!bpf_object_exists("link", l.id)?, "link {} ({}) still exists", l.id, path.display());
