@@ -301,3 +301,21 @@ fn selected(ctx: &Context, name: Option<&str>) -> Result<Vec<vxdp_control::state
 fn read(file: &PathBuf) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_interval;
+
+    #[test]
+    fn reconcile_intervals_parse_with_units_and_bounds() {
+        assert_eq!(parse_interval("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_interval("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_interval("10h").unwrap_err().contains("unknown unit"));
+        assert!(parse_interval("0s").unwrap_err().contains("between"));
+        assert!(parse_interval("fast").unwrap_err().contains("'fast'"));
+    }
+}
