@@ -5,6 +5,8 @@
 //! class allows, with the same rule as the programs: a flow lives while
 //! either of its entries does.
 
+use std::collections::BTreeMap;
+
 use vxdp_common::{ConntrackEntry, ConntrackKey, DIR_ORIGINAL, timeout_class, timeout_class_of};
 
 use crate::dataplane::{DataplaneError, Maps};
@@ -27,12 +29,12 @@ fn alive(timeouts: &[u64], key: &ConntrackKey, e: &ConntrackEntry, now_ns: u64) 
     now_ns.saturating_sub(e.last_seen_ns) <= timeouts[timeout_class_of(key.proto, e.state) as usize]
 }
 
-/// Removes every expired flow (both entries); returns how many flows.
-pub fn expire(maps: &Maps, now_ns: u64) -> Result<usize, DataplaneError> {
+/// Removes every expired flow (both entries); returns how many flows, by network id.
+pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneError> {
     let timeouts = timeouts_ns(maps)?;
     let entries = maps.conntrack_entries(None)?;
     let mut ct = maps.conntrack()?;
-    let mut expired = 0;
+    let mut expired = BTreeMap::new();
     for (key, entry) in &entries {
         // Each flow once, from its original entry; an orphaned reply entry
         // (its original was evicted) is judged on its own.
@@ -51,7 +53,7 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<usize, DataplaneError> {
         }
         let _ = ct.remove(&peer_key);
         let _ = ct.remove(key);
-        expired += 1;
+        *expired.entry(entry.network_id as u32).or_default() += 1;
     }
     Ok(expired)
 }

@@ -6,7 +6,12 @@
 //! the daemon leaves every flow running. SIGTERM/SIGINT end it, leaving the
 //! dataplane in place.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use http_body_util::Full;
 use hyper::{
@@ -22,7 +27,13 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::{conntrack_gc, dataplane::Maps, metrics, network::Context, pinned, reconcile, report};
+use crate::{
+    conntrack_gc,
+    dataplane::Maps,
+    metrics::{self, DaemonStats},
+    network::Context,
+    pinned, reconcile, report,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -48,6 +59,7 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let ctx = Arc::new(ctx);
+    let stats = Arc::new(DaemonStats::default());
 
     if ctx.pins.is_loaded() {
         let ids = pinned::pinned_ids(&ctx.pins).map_err(|source| crate::dataplane::DataplaneError::Io {
@@ -82,8 +94,14 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     // A failed pass is logged and retried every period, like later ones:
     // the metrics endpoint is most useful exactly when something is broken.
     match reconcile::reconcile(&ctx, true).await {
-        Ok(first) => eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len()),
-        Err(e) => eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}"),
+        Ok(first) => {
+            stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
+            eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
+        }
+        Err(e) => {
+            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+            eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
+        }
     }
 
     let listener = TcpListener::bind(opts.listen)
@@ -102,12 +120,12 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
         tokio::select! {
             _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); break; }
             _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); break; }
-            _ = tick.tick() => periodic(&ctx).await,
+            _ = tick.tick() => periodic(&ctx, &stats).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let ctx = ctx.clone();
+                    let (ctx, stats) = (ctx.clone(), stats.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, ctx.clone()));
+                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone()));
                         // A client that hangs up mid-request is its own business.
                         let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                     });
@@ -125,21 +143,32 @@ fn file_name(p: &std::path::Path) -> String {
 
 /// One reconcile pass and one conntrack sweep; errors are logged, the next
 /// period tries again.
-async fn periodic(ctx: &Context) {
-    if let Err(e) = reconcile::reconcile(ctx, true).await {
-        eprintln!("[vxdp] serve: reconcile failed: {e}");
+async fn periodic(ctx: &Context, stats: &DaemonStats) {
+    match reconcile::reconcile(ctx, true).await {
+        Ok(r) => {
+            stats.repairs.fetch_add(r.lines.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+            eprintln!("[vxdp] serve: reconcile failed: {e}");
+        }
     }
     let pins = ctx.pins.clone();
-    let swept = tokio::task::spawn_blocking(move || -> Result<usize, crate::dataplane::DataplaneError> {
+    let swept = tokio::task::spawn_blocking(move || -> Result<_, crate::dataplane::DataplaneError> {
         if !pins.is_loaded() {
-            return Ok(0);
+            return Ok(Default::default());
         }
         conntrack_gc::expire(&Maps::open(&pins)?, report::monotonic_ns())
     })
     .await;
     match swept {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => eprintln!("[vxdp] serve: expired {n} idle conntrack flows"),
+        Ok(Ok(by_network)) => {
+            stats.add_expired(&by_network);
+            let n: u64 = by_network.values().sum();
+            if n > 0 {
+                eprintln!("[vxdp] serve: expired {n} idle conntrack flows");
+            }
+        }
         Ok(Err(e)) => eprintln!("[vxdp] serve: conntrack sweep failed: {e}"),
         Err(e) => eprintln!("[vxdp] serve: conntrack sweep panicked: {e}"),
     }
@@ -152,7 +181,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<Context>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Context>,
+    stats: Arc<DaemonStats>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
     }
@@ -164,7 +197,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Context>) -> Result<Response<Fu
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     Ok(match req.uri().path() {
-        "/metrics" => match tokio::task::spawn_blocking(move || metrics::render(&ctx)).await {
+        "/metrics" => match tokio::task::spawn_blocking(move || metrics::render(&ctx, Some(&stats))).await {
             Ok(Ok(body)) => {
                 let (body, content_type) = if openmetrics {
                     (body, "application/openmetrics-text; version=1.0.0; charset=utf-8")

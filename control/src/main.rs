@@ -254,8 +254,11 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 enum ConntrackCmd {
     /// List NAT flows (one line per flow).
     List { network: Option<String> },
-    /// Remove the flows of a network.
-    Flush { network: String },
+    /// Remove the flows of a network, or of every started network.
+    ///
+    /// Guests' connections through NAT break (their next packet starts a new
+    /// flow, possibly with another NAT port).
+    Flush { network: Option<String> },
 }
 
 fn enter_netns(name: &str) -> Result<()> {
@@ -451,9 +454,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 print!("{}", report::flows_table(&rows));
             }
             ConntrackCmd::Flush { network } => {
-                let rec = network::find(ctx, &network)?;
-                let n = Maps::open(&ctx.pins)?.flush_conntrack(rec.id)?;
-                println!("{network}: removed {n} conntrack entries");
+                let maps = Maps::open(&ctx.pins)?;
+                for rec in selected(ctx, network.as_deref())? {
+                    let n = maps.flush_conntrack(rec.id)?;
+                    println!("{}: removed {n} conntrack entries", rec.name);
+                }
             }
         },
         Command::Serve { listen, reconcile_interval } => {
@@ -502,4 +507,22 @@ fn selected(ctx: &Context, name: Option<&str>) -> Result<Vec<vxdp_control::state
 
 fn read(file: &PathBuf) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_interval;
+
+    #[test]
+    fn reconcile_intervals_parse_with_units_and_bounds() {
+        assert_eq!(parse_interval("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_interval("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_interval("10h").unwrap_err().contains("unknown unit"));
+        assert!(parse_interval("0s").unwrap_err().contains("between"));
+        assert!(parse_interval("fast").unwrap_err().contains("'fast'"));
+    }
 }

@@ -16,10 +16,19 @@
 //! - `vxdp_network_up` {network, mode}: 1 while the network's dataplane is in
 //!   place (map entry active, uplink program attached), else 0.
 //!
+//! - from `vxdp serve` itself (since it started): `vxdp_reconcile_repairs_total`,
+//!   `vxdp_reconcile_failures_total`, `vxdp_conntrack_expired_total` {network}.
+//!
 //! `network` is empty for packets that belong to no network (uplink frames
 //! passed on to the host).
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -115,13 +124,31 @@ fn count_slot(
     }
 }
 
-/// Reads everything and encodes it in the text exposition format.
-pub fn render(ctx: &Context) -> Result<String, MetricsError> {
-    let records = StateDir::open(&ctx.state_dir)?.networks()?;
-    render_records(ctx, &records)
+/// What `vxdp serve` itself did since it started.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    pub repairs: AtomicU64,
+    pub reconcile_failures: AtomicU64,
+    /// Flows removed by the conntrack sweep, by network id.
+    pub expired: Mutex<BTreeMap<u32, u64>>,
 }
 
-fn render_records(ctx: &Context, records: &[NetworkRecord]) -> Result<String, MetricsError> {
+impl DaemonStats {
+    pub fn add_expired(&self, by_network: &BTreeMap<u32, u64>) {
+        let mut expired = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, n) in by_network {
+            *expired.entry(*id).or_default() += n;
+        }
+    }
+}
+
+/// Reads everything and encodes it (OpenMetrics text).
+pub fn render(ctx: &Context, daemon: Option<&DaemonStats>) -> Result<String, MetricsError> {
+    let records = StateDir::open(&ctx.state_dir)?.networks()?;
+    render_records(ctx, &records, daemon)
+}
+
+fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&DaemonStats>) -> Result<String, MetricsError> {
     let mut registry = Registry::default();
     let packets = Family::<PacketLabels, Counter>::default();
     let bytes = Family::<PacketLabels, Counter>::default();
@@ -245,6 +272,31 @@ fn render_records(ctx: &Context, records: &[NetworkRecord]) -> Result<String, Me
             up.get_or_create(&UpLabels { network: r.name.clone(), mode: r.mode.clone() }).set(0);
         }
     }
+    if let Some(d) = daemon {
+        let repairs = Counter::<u64>::default();
+        repairs.inc_by(d.repairs.load(Ordering::Relaxed));
+        registry.register(
+            "vxdp_reconcile_repairs",
+            "Repairs made by vxdp serve's reconcile passes since it started (bridge recreated, program re-attached, map entry refilled, ...)",
+            repairs,
+        );
+        let failures = Counter::<u64>::default();
+        failures.inc_by(d.reconcile_failures.load(Ordering::Relaxed));
+        registry.register("vxdp_reconcile_failures", "Reconcile passes of vxdp serve that failed since it started (see its log)", failures);
+        let expired = Family::<NetworkLabels, Counter>::default();
+        for r in records {
+            let _ = expired.get_or_create(&NetworkLabels { network: r.name.clone() });
+        }
+        for (id, n) in d.expired.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            expired.get_or_create(&NetworkLabels { network: name_of(*id) }).inc_by(*n);
+        }
+        registry.register(
+            "vxdp_conntrack_expired",
+            "NAT flows removed by vxdp serve's conntrack sweep for being idle past their timeout, since it started",
+            expired,
+        );
+    }
+
     // Defined networks that are not started are down.
     if let Ok(all) = crate::definitions::status_all(ctx) {
         for s in all.into_iter().filter(|s| !s.active) {

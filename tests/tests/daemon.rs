@@ -385,9 +385,17 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
     ensure!(ids.progs.len() == 2 && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
+    // Every map the programs use, pinned or not (e.g. .rodata), by id.
+    let mut map_ids: Vec<u32> = ids.maps.iter().map(|(_, id)| *id).collect();
     for (_, id) in &ids.progs {
-        ensure!(bpf_object_exists("prog", *id)?, "bpftool does not see prog {id}");
+        let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output()?;
+        ensure!(out.status.success(), "bpftool does not see prog {id}");
+        let json = String::from_utf8(out.stdout)?;
+        let list = json.split("\"map_ids\":[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
+        map_ids.extend(list.split(',').filter(|s| !s.is_empty()).map(|s| s.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>()?);
     }
+    map_ids.sort();
+    map_ids.dedup();
 
     // `cargo xtask unload`: the xtask binary `cargo xtask` runs, built next
     // to vxdp.
@@ -407,8 +415,8 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     for (path, id) in &ids.progs {
         ensure!(!bpf_object_exists("prog", *id)?, "prog {id} ({}) still loaded", path.display());
     }
-    for (path, id) in &ids.maps {
-        ensure!(!bpf_object_exists("map", *id)?, "map {id} ({}) still exists", path.display());
+    for id in &map_ids {
+        ensure!(!bpf_object_exists("map", *id)?, "map {id} still exists");
     }
     for (path, l) in &ids.links {
         ensure!(!bpf_object_exists("link", l.id)?, "link {} ({}) still exists", l.id, path.display());
@@ -498,6 +506,20 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
     wait_reattached(&up, up_old.ifindex, up_old.id, bound)
         .with_context(|| format!("after detaching the uplink's XDP link; daemon log:\n{}", daemon.log()))?;
 
+    // 4. Map entries removed by hand: the port's endpoint and the network's
+    // configuration are written again.
+    let maps = Maps::open(&p)?;
+    let rec = StateDir::open(&topo.state_dir)?.network("default")?.context("record")?;
+    let endpoint = maps.endpoints()?.get(&ifindex, 0)?;
+    let config = maps.networks()?.get(&rec.id, 0)?;
+    maps.remove_endpoint(ifindex)?;
+    maps.set_network(rec.id, &vxdp_common::NetworkConfig::default())?;
+    let deadline = Instant::now() + bound;
+    while maps.endpoints()?.get(&ifindex, 0).ok() != Some(endpoint) || maps.networks()?.get(&rec.id, 0)? != config {
+        ensure!(Instant::now() < deadline, "map entries not refilled within {bound:?}; daemon log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Traffic takes the eBPF path again, both ways.
     let (snat0, _) = topo.counter("default", "snat_forwarded")?;
     let (dnat0, _) = topo.counter("default", "dnat_forwarded")?;
@@ -507,6 +529,8 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
     let (dnat1, _) = topo.counter("default", "dnat_forwarded")?;
     ensure!(snat1 - snat0 == 3 && dnat1 - dnat0 == 3, "pings did not take the repaired programs: snat +{}, dnat +{}", snat1 - snat0, dnat1 - dnat0);
     ensure!(newer.prog_id == old.prog_id, "reconcile attached another program ({} instead of {})", newer.prog_id, old.prog_id);
+    let repairs = value(&samples(&scrape(&topo.hyp)?)?, "vxdp_reconcile_repairs_total", &[]);
+    ensure!(repairs >= 5.0, "vxdp_reconcile_repairs_total is {repairs} after five repairs");
     Ok(())
 }
 
@@ -551,6 +575,8 @@ fn daemon_expires_idle_flows_by_timeout_class() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     ensure!(daemon.log().contains("idle conntrack flows"), "daemon did not report the expiry:\n{}", daemon.log());
+    let expired = value(&samples(&scrape(&topo.hyp)?)?, "vxdp_conntrack_expired_total", &[("network", "default")]);
+    ensure!(expired >= 2.0, "vxdp_conntrack_expired_total{{network=\"default\"}} is {expired}, expected the set-up flow(s) and the ping's");
     ensure!(tcp_flow_entries(&topo, server)? == tcp_entries, "the idle but unexpired TCP flow was touched");
     drop(tcp);
     Ok(())
