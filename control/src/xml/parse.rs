@@ -8,7 +8,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::write::{serialize_children, serialize_element};
 use super::{
-    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
+    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, DnsDef, DnsForwarder, DnsHost, DnsSrv, DnsTxt, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
     NetworkDef, RawElement, RouteDef, XmlError, broadcast_v4, mask_addr, max_prefix, same_family,
 };
 
@@ -168,7 +168,11 @@ impl Parser<'_> {
                     let ppath = format!("/network/portgroup[{portgroups}]");
                     def.extra.push(self.raw(child, &ppath, "portgroup")?);
                 }
-                name @ ("dns" | "virtualport" | "bandwidth" | "vlan") => {
+                "dns" => {
+                    self.once(&mut seen, "dns", cpath)?;
+                    def.dns = Some(self.dns(child, cpath)?);
+                }
+                name @ ("virtualport" | "bandwidth" | "vlan") => {
                     self.once(&mut seen, name, cpath)?;
                     def.extra.push(self.raw(child, cpath, name)?);
                 }
@@ -264,7 +268,7 @@ impl Parser<'_> {
                 unsupported("<domain> element"),
             ));
         }
-        if def.extra.iter().any(|r| r.name == "dns") {
+        if def.dns.is_some() {
             return Err(self.err("/network/dns", None, unsupported("<dns> element")));
         }
         let b = &def.bridge;
@@ -923,6 +927,130 @@ impl Parser<'_> {
         })
     }
 
+    // ---- <dns> -----------------------------------------------------------------------
+
+    /// `<dns>` with libvirt's checks (virNetworkDNSDefParseXML and the schema).
+    fn dns(&self, node: Node, path: &str) -> R<DnsDef> {
+        self.attrs(node, path, &["enable", "forwardPlainNames"])?;
+        self.no_text(node, path)?;
+        let tri = |name: &str| -> R<Option<bool>> {
+            match node.attribute(name) {
+                None => Ok(None),
+                Some(_) => self.yes_no(node, path, name).map(Some),
+            }
+        };
+        let mut dns = DnsDef {
+            enable: tri("enable")?,
+            forward_plain_names: tri("forwardPlainNames")?,
+            ..DnsDef::default()
+        };
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            match child.tag_name().name() {
+                "forwarder" => {
+                    let p = format!("{path}/forwarder[{}]", dns.forwarders.len() + 1);
+                    self.attrs(child, &p, &["addr", "domain"])?;
+                    self.empty(child, &p)?;
+                    let addr = match child.attribute("addr") {
+                        Some(a) => Some(self.ip_addr(a, &format!("{p}@addr"))?),
+                        None => None,
+                    };
+                    let domain = match child.attribute("domain") {
+                        Some(d) => Some(self.dns_name(d, &format!("{p}@domain"))?),
+                        None => None,
+                    };
+                    if addr.is_none() && domain.is_none() {
+                        return Err(self.err(p, None, "a DNS forwarder needs addr, domain or both"));
+                    }
+                    dns.forwarders.push(DnsForwarder { addr, domain });
+                }
+                "txt" => {
+                    let p = format!("{path}/txt[{}]", dns.txts.len() + 1);
+                    self.attrs(child, &p, &["name", "value"])?;
+                    self.empty(child, &p)?;
+                    let name = self.req_attr(child, &p, "name")?;
+                    if name.is_empty() || name.contains(' ') {
+                        return Err(self.err(format!("{p}@name"), Some(name), "DNS TXT record name must be non-empty and contain no space"));
+                    }
+                    let value = self.req_attr(child, &p, "value")?;
+                    if value.is_empty() {
+                        return Err(self.err(format!("{p}@value"), Some(value), "DNS TXT record value must not be empty"));
+                    }
+                    dns.txts.push(DnsTxt { name: name.into(), value: value.into() });
+                }
+                "srv" => {
+                    let p = format!("{path}/srv[{}]", dns.srvs.len() + 1);
+                    dns.srvs.push(self.dns_srv(child, &p)?);
+                }
+                "host" => {
+                    let p = format!("{path}/host[{}]", dns.hosts.len() + 1);
+                    self.attrs(child, &p, &["ip"])?;
+                    self.no_text(child, &p)?;
+                    let ip_txt = self.req_attr(child, &p, "ip")?;
+                    let ip = self.ip_addr(ip_txt, &format!("{p}@ip"))?;
+                    let mut hostnames = Vec::new();
+                    for h in child.children().filter(Node::is_element) {
+                        if h.tag_name().namespace().is_some() || h.tag_name().name() != "hostname" {
+                            return Err(self.unknown(h, &p));
+                        }
+                        let hp = format!("{p}/hostname[{}]", hostnames.len() + 1);
+                        self.attrs(h, &hp, &[])?;
+                        let text = self.text(h, &hp)?;
+                        hostnames.push(self.dns_name(&text, &hp)?);
+                    }
+                    if hostnames.is_empty() {
+                        return Err(self.err(format!("{p}/hostname"), Some(ip_txt), "a DNS host needs at least one <hostname>"));
+                    }
+                    dns.hosts.push(DnsHost { ip, hostnames });
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        let has_records = !dns.forwarders.is_empty() || !dns.txts.is_empty() || !dns.srvs.is_empty() || !dns.hosts.is_empty();
+        if dns.enable == Some(false) && has_records {
+            return Err(self.err(format!("{path}@enable"), Some("no"), "a disabled <dns> must not contain forwarders or records"));
+        }
+        Ok(dns)
+    }
+
+    fn dns_srv(&self, node: Node, p: &str) -> R<DnsSrv> {
+        self.attrs(node, p, &["service", "protocol", "domain", "target", "port", "priority", "weight"])?;
+        self.empty(node, p)?;
+        let service = self.req_attr(node, p, "service")?;
+        if service.is_empty() || service.len() > 15 || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.err(format!("{p}@service"), Some(service), "SRV service must be 1-15 letters, digits, '-' or '_'"));
+        }
+        let protocol = self.req_attr(node, p, "protocol")?;
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(self.err(format!("{p}@protocol"), Some(protocol), "SRV protocol must be 'tcp' or 'udp'"));
+        }
+        let name = |a: &str| -> R<Option<String>> {
+            node.attribute(a).map(|v| self.dns_name(v, &format!("{p}@{a}"))).transpose()
+        };
+        let num = |a: &str| -> R<Option<u16>> {
+            node.attribute(a).map(|v| self.uint::<u16>(v, &format!("{p}@{a}"))).transpose()
+        };
+        let srv = DnsSrv {
+            service: service.into(),
+            protocol: protocol.into(),
+            domain: name("domain")?,
+            target: name("target")?,
+            port: num("port")?,
+            priority: num("priority")?,
+            weight: num("weight")?,
+        };
+        if srv.target.is_none() {
+            for (a, v) in [("port", srv.port), ("priority", srv.priority), ("weight", srv.weight)] {
+                if let Some(v) = v {
+                    return Err(self.err(format!("{p}@{a}"), Some(&v.to_string()), format!("SRV {a} is not allowed without target")));
+                }
+            }
+        }
+        Ok(srv)
+    }
+
     // ---- kept-verbatim parts -------------------------------------------------------
 
     fn dnsmasq_options(&self, node: Node, path: &str) -> R<Vec<String>> {
@@ -1235,27 +1363,6 @@ fn raw_rule(key: &str) -> Option<RawRule> {
         })
     };
     match key {
-        "dns" => r(
-            &["enable", "forwardPlainNames"],
-            &[
-                ("forwarder", "dns/forwarder"),
-                ("txt", "dns/txt"),
-                ("srv", "dns/srv"),
-                ("host", "dns/host"),
-            ],
-            false,
-        ),
-        "dns/forwarder" => r(&["addr", "domain"], NONE, false),
-        "dns/txt" => r(&["name", "value"], NONE, false),
-        "dns/srv" => r(
-            &[
-                "service", "protocol", "domain", "target", "port", "priority", "weight",
-            ],
-            NONE,
-            false,
-        ),
-        "dns/host" => r(&["ip"], &[("hostname", "dns/hostname")], false),
-        "dns/hostname" => r(&[], NONE, true),
         "virtualport" => r(
             &["type"],
             &[("parameters", "virtualport/parameters")],
