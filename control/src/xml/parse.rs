@@ -72,6 +72,9 @@ impl Parser<'_> {
         };
         let mut seen: HashSet<String> = HashSet::new();
         let mut portgroups = 0usize;
+        // (name, default) of each portgroup, and where the first <vlan> is.
+        let mut portgroup_names: Vec<(String, bool)> = Vec::new();
+        let mut vlan_at: Option<String> = None;
 
         for child in root.children().filter(Node::is_element) {
             let tag = child.tag_name();
@@ -167,6 +170,10 @@ impl Parser<'_> {
                     portgroups += 1;
                     let ppath = format!("/network/portgroup[{portgroups}]");
                     def.extra.push(self.raw(child, &ppath, "portgroup")?);
+                    self.check_portgroup(child, &ppath, &mut portgroup_names)?;
+                    if child.children().any(|c| c.has_tag_name("vlan")) {
+                        vlan_at.get_or_insert(format!("{ppath}/vlan"));
+                    }
                 }
                 "dns" => {
                     self.once(&mut seen, "dns", cpath)?;
@@ -174,6 +181,9 @@ impl Parser<'_> {
                 }
                 name @ ("virtualport" | "bandwidth" | "vlan") => {
                     self.once(&mut seen, name, cpath)?;
+                    if name == "vlan" {
+                        vlan_at.get_or_insert(cpath.to_string());
+                    }
                     def.extra.push(self.raw(child, cpath, name)?);
                 }
                 _ => return Err(self.unknown(child, path)),
@@ -186,6 +196,15 @@ impl Parser<'_> {
         self.check_dhcp_count(&def)?;
         self.check_routes(&def)?;
         self.check_direct_mode(&def)?;
+        if let Some(at) = vlan_at {
+            // libvirt: VLAN tagging needs a device that does it (Open vSwitch
+            // bridge, SR-IOV); a libvirt-managed Linux bridge does not.
+            let mode = def.forward.as_ref().map(|f| f.mode);
+            if matches!(mode, None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open)) {
+                let m = mode.map_or("none (isolated)", ForwardMode::as_str);
+                return Err(self.err(at, Some(m), "<vlan> is not supported by this network's forward mode (nat, route, open and isolated networks cannot tag)"));
+            }
+        }
         Ok(def)
     }
 
@@ -1074,10 +1093,100 @@ impl Parser<'_> {
     /// names (values are not checked), then serialises it.
     fn raw(&self, node: Node, path: &str, key: &str) -> R<RawElement> {
         self.check_raw(node, path, key)?;
+        self.check_raw_values(node, path, key)?;
         Ok(RawElement {
             name: node.tag_name().name().to_string(),
             xml: serialize_element(node),
         })
+    }
+
+    /// libvirt's value checks for the parts kept verbatim: bandwidth rates,
+    /// VLAN tags, virtualport types (recursively through portgroups).
+    fn check_raw_values(&self, node: Node, path: &str, key: &str) -> R<()> {
+        match key {
+            "bandwidth" => {
+                for dir in node.children().filter(Node::is_element) {
+                    let name = dir.tag_name().name();
+                    let dpath = format!("{path}/{name}");
+                    for a in ["average", "peak", "burst", "floor"] {
+                        if let Some(v) = dir.attribute(a) {
+                            let n: u32 = self.uint(v, &format!("{dpath}@{a}"))?;
+                            if n == 0 {
+                                return Err(self.err(format!("{dpath}@{a}"), Some(v), "must be at least 1 (kibibytes/s, or kibibytes for burst)"));
+                            }
+                        }
+                    }
+                    if let Some(v) = dir.attribute("floor") {
+                        let reason = if name == "outbound" {
+                            "'floor' is allowed only in <inbound>"
+                        } else {
+                            "'floor' is not supported in a network definition (only on a domain <interface>)"
+                        };
+                        return Err(self.err(format!("{dpath}@floor"), Some(v), reason));
+                    }
+                    if dir.attribute("average").is_none() {
+                        return Err(self.err(format!("{dpath}@average"), None, "missing mandatory average"));
+                    }
+                }
+            }
+            "vlan" => {
+                if let Some(v) = node.attribute("trunk") {
+                    if v != "yes" && v != "no" {
+                        return Err(self.err(format!("{path}@trunk"), Some(v), "expected 'yes' or 'no'"));
+                    }
+                }
+                let tags: Vec<Node> = node.children().filter(|c| c.has_tag_name("tag")).collect();
+                if tags.is_empty() {
+                    return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
+                }
+                for (i, t) in tags.iter().enumerate() {
+                    let tpath = format!("{path}/tag[{}]", i + 1);
+                    let id = self.req_attr(*t, &tpath, "id")?;
+                    let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
+                    if n > 4095 {
+                        return Err(self.err(format!("{tpath}@id"), Some(id), "VLAN id must be between 0 and 4095"));
+                    }
+                    if let Some(m) = t.attribute("nativeMode") {
+                        if m != "tagged" && m != "untagged" {
+                            return Err(self.err(format!("{tpath}@nativeMode"), Some(m), "expected 'tagged' or 'untagged'"));
+                        }
+                    }
+                }
+            }
+            "virtualport" => {
+                if let Some(t) = node.attribute("type") {
+                    if !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
+                        return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
+                    }
+                }
+            }
+            "portgroup" => {
+                for child in node.children().filter(Node::is_element) {
+                    let name = child.tag_name().name();
+                    self.check_raw_values(child, &format!("{path}/{name}"), name)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Portgroup names are required and unique; at most one is the default.
+    fn check_portgroup(&self, node: Node, path: &str, seen: &mut Vec<(String, bool)>) -> R<()> {
+        let name = self.req_attr(node, path, "name")?;
+        if name.is_empty() {
+            return Err(self.err(format!("{path}@name"), Some(name), "portgroup name must not be empty"));
+        }
+        let default = self.yes_no(node, path, "default")?;
+        self.yes_no(node, path, "trustGuestRxFilters")?;
+        if seen.iter().any(|(n, _)| n == name) {
+            return Err(self.err(format!("{path}@name"), Some(name), "another <portgroup> has the same name"));
+        }
+        if let (true, Some((other, _))) = (default, seen.iter().find(|(_, d)| *d)) {
+            return Err(self.err(format!("{path}@default"), Some("yes"), format!("portgroup '{other}' is already the default; only one may be")));
+        }
+        seen.push((name.to_string(), default));
+        Ok(())
     }
 
     fn check_raw(&self, node: Node, path: &str, key: &str) -> R<()> {

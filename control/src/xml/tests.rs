@@ -289,7 +289,6 @@ line</description>
     <host ip='192.168.130.5'><hostname>h1</hostname></host>
   </dns>
   <portgroup name='engineering' default='yes'>
-    <vlan><tag id='42'/></vlan>
     <bandwidth><inbound average='1000' peak='5000' burst='1024'/></bandwidth>
   </portgroup>
   <port isolated='yes'/>
@@ -668,4 +667,18 @@ fn dns_errors_name_the_record() {
     bad(&net("<dns><host><hostname>a</hostname></host></dns>"), "/network/dns/host[1]@ip", None);
     bad(&net("<dns enable='no'><forwarder addr='192.0.2.1'/></dns>"), "/network/dns@enable", Some("no"));
     bad(&net("<dns enable='maybe'/>"), "/network/dns@enable", Some("maybe"));
+}
+
+#[test]
+fn bandwidth_vlan_portgroup_values_are_checked_like_libvirt() {
+    bad(&net("<forward/><bandwidth><inbound average='0'/></bandwidth>"), "/network/bandwidth/inbound@average", Some("0"));
+    bad(&net("<forward/><bandwidth><inbound peak='10'/></bandwidth>"), "/network/bandwidth/inbound@average", None);
+    bad(&net("<forward/><bandwidth><inbound average='10' floor='5'/></bandwidth>"), "/network/bandwidth/inbound@floor", Some("5"));
+    bad(&net("<forward/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>"), "/network/portgroup[1]/bandwidth/outbound@floor", Some("5"));
+    bad(&net("<forward/><portgroup name='a'/><portgroup name='a'/>"), "/network/portgroup[2]@name", Some("a"));
+    bad(&net("<forward/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>"), "/network/portgroup[2]@default", Some("yes"));
+    bad(&net("<forward/><vlan><tag id='42'/></vlan>"), "/network/vlan", Some("nat"));
+    bad(&net("<forward mode='bridge'/><bridge name='br0'/><vlan><tag id='4096'/></vlan>"), "/network/vlan/tag[1]@id", Some("4096"));
+    bad(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='magic'/>"), "/network/virtualport@type", Some("magic"));
+    parse_ok(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='47'/></vlan>"));
 }
