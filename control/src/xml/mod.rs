@@ -18,8 +18,11 @@
 //!
 //! Parts vxdp does not model field-by-field (`<portgroup>`, `<virtualport>`,
 //! `<bandwidth>`, `<vlan>`, `<forward>`'s `<interface>`/`<pf>`/`<address>`/`<driver>`)
-//! are checked against the schema's element and attribute *names* (not their values)
-//! and kept as normalised XML in [`RawElement`]s so that [`to_xml`] writes them back.
+//! are checked against the schema's element and attribute names, plus libvirt's value
+//! checks for bandwidth rates, VLAN tags, virtualport types and portgroup names and
+//! defaults (`<forward>` device lists: names only), and kept as normalised XML in
+//! [`RawElement`]s so that [`to_xml`] writes them back. vxdp implements none of them
+//! yet, so [`unsupported_features`] lists them all.
 //! `<metadata>` is kept the same way; comments are dropped and namespaces are written
 //! out on the elements that use them.
 
