@@ -221,7 +221,11 @@ async fn complete(
                 ));
             }
         }
-        if let (Some(a), Some(b)) = (&def.bridge.name, &o.bridge.name) {
+        // Several `<forward mode='bridge'>` networks may share one host
+        // bridge (e.g. with different portgroups); a bridge vxdp creates is
+        // the network's own.
+        let shared_host_bridge = !has_managed_bridge(&def) && !has_managed_bridge(o);
+        if let (Some(a), Some(b), false) = (&def.bridge.name, &o.bridge.name, shared_host_bridge) {
             if a == b {
                 return Err(conflict(
                     file,
