@@ -263,8 +263,8 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::NetList { all } => {
             let running = network::list(ctx)?;
             println!(
-                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
-                "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET", "PORTS"
+                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} PORTS",
+                "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
             );
             for s in definitions::status_all(ctx)? {
                 if !all && !s.active {

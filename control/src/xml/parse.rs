@@ -1130,11 +1130,10 @@ impl Parser<'_> {
                 }
             }
             "vlan" => {
-                if let Some(v) = node.attribute("trunk") {
-                    if v != "yes" && v != "no" {
+                if let Some(v) = node.attribute("trunk")
+                    && v != "yes" && v != "no" {
                         return Err(self.err(format!("{path}@trunk"), Some(v), "expected 'yes' or 'no'"));
                     }
-                }
                 let tags: Vec<Node> = node.children().filter(|c| c.has_tag_name("tag")).collect();
                 if tags.is_empty() {
                     return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
@@ -1146,19 +1145,17 @@ impl Parser<'_> {
                     if n > 4095 {
                         return Err(self.err(format!("{tpath}@id"), Some(id), "VLAN id must be between 0 and 4095"));
                     }
-                    if let Some(m) = t.attribute("nativeMode") {
-                        if m != "tagged" && m != "untagged" {
+                    if let Some(m) = t.attribute("nativeMode")
+                        && m != "tagged" && m != "untagged" {
                             return Err(self.err(format!("{tpath}@nativeMode"), Some(m), "expected 'tagged' or 'untagged'"));
                         }
-                    }
                 }
             }
             "virtualport" => {
-                if let Some(t) = node.attribute("type") {
-                    if !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
+                if let Some(t) = node.attribute("type")
+                    && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
                         return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
                     }
-                }
             }
             "portgroup" => {
                 for child in node.children().filter(Node::is_element) {
