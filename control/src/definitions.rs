@@ -189,8 +189,8 @@ async fn complete(
         // name clash, exactly like `virsh net-define`.
         def.uuid = Some(new_uuid()?);
     }
-    if let (Some(old), Some(uuid)) = (existing, &def.uuid) {
-        if old.uuid.as_ref() != Some(uuid) {
+    if let (Some(old), Some(uuid)) = (existing, &def.uuid)
+        && old.uuid.as_ref() != Some(uuid) {
             return Err(conflict(
                 file,
                 "/network/name",
@@ -202,7 +202,6 @@ async fn complete(
                 ),
             ));
         }
-    }
     let others = others(state, &def.name)?;
     for o in &others {
         if o.uuid.is_some() && o.uuid == def.uuid {
@@ -221,15 +220,18 @@ async fn complete(
                 ));
             }
         }
-        if let (Some(a), Some(b)) = (&def.bridge.name, &o.bridge.name) {
-            if a == b {
+        // Several `<forward mode='bridge'>` networks may share one host
+        // bridge (e.g. with different portgroups); a bridge vxdp creates is
+        // the network's own.
+        let shared_host_bridge = !has_managed_bridge(&def) && !has_managed_bridge(o);
+        if let (Some(a), Some(b), false) = (&def.bridge.name, &o.bridge.name, shared_host_bridge)
+            && a == b {
                 return Err(conflict(
                     file,
                     "/network/bridge@name",
                     format!("bridge name '{a}' is already used by network '{}'", o.name),
                 ));
             }
-        }
     }
     if has_managed_bridge(&def) {
         if def.bridge.name.is_none() {
@@ -433,11 +435,10 @@ fn mode_name(def: &NetworkDef) -> String {
 /// `inactive`), otherwise the stored one.
 pub fn dumpxml(ctx: &Context, name: &str, inactive: bool) -> Result<String, NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
-    if !inactive {
-        if let Some(rec) = state.network(name)? {
+    if !inactive
+        && let Some(rec) = state.network(name)? {
             return Ok(rec.xml);
         }
-    }
     match load(&state, name)? {
         Some(def) => Ok(xml::to_xml(&def)),
         None if state.network(name)?.is_some() => Err(NetworkError::Transient(name.into())),

@@ -24,7 +24,7 @@ use vxdp_control::{
 #[derive(Parser)]
 #[command(name = "vxdp", version, propagate_version = true)]
 struct Cli {
-    /// Directory for vxdp's state (started networks, saved host settings).
+    /// Directory for vxdp's state (network definitions, started networks, saved host settings).
     #[arg(long, global = true, default_value = "/var/lib/vxdp", env = "VXDP_STATE_DIR")]
     state_dir: PathBuf,
     /// Directory on a bpf filesystem where maps, programs and links are pinned.
@@ -60,7 +60,10 @@ enum Command {
     },
     /// Remove a network's definition (and autostart flag). A running network
     /// keeps running as a transient one until `net-destroy`.
-    NetUndefine { name: String },
+    NetUndefine {
+        /// The network's name.
+        name: String,
+    },
     /// Start a defined network (see `net-define`).
     ///
     /// Supported so far: <forward mode='nat'> networks with one IPv4 <ip>,
@@ -73,7 +76,10 @@ enum Command {
     /// <dnsmasq:options>), kept running by a detached supervisor that restarts
     /// it within a few seconds if it dies. Its files (configuration, leases,
     /// pid files, log) are under <state-dir>/dnsmasq/<network>/.
-    NetStart { name: String },
+    NetStart {
+        /// The network's name.
+        name: String,
+    },
     /// Start a transient network from a libvirt network XML file (not stored;
     /// gone after `net-destroy`). Same checks and limits as net-define and
     /// net-start.
@@ -87,11 +93,17 @@ enum Command {
     /// also start; fails naming the element at fault when it is invalid, or
     /// with "not supported yet: <element>" when it is valid but uses
     /// something vxdp does not implement yet (net-define still accepts it).
-    NetValidate { file: PathBuf },
+    NetValidate {
+        /// The network XML file.
+        file: PathBuf,
+    },
     /// Stop a network: stop its dnsmasq, unplug its ports, remove its bridge,
     /// flows and programs. A defined network keeps its definition and can be
     /// started again; the DHCP lease file is kept for the next start.
-    NetDestroy { name: String },
+    NetDestroy {
+        /// The network's name.
+        name: String,
+    },
     /// List networks as a table: name, state, autostart, persistent, then
     /// mode, bridge, subnet and plugged ports of running networks.
     NetList {
@@ -100,10 +112,14 @@ enum Command {
         all: bool,
     },
     /// Show a network's name, UUID, state, persistence, autostart and bridge.
-    NetInfo { name: String },
+    NetInfo {
+        /// The network's name.
+        name: String,
+    },
     /// Print a network's XML: the running definition of an active network,
     /// otherwise the stored one (with the generated UUID, MAC and bridge).
     NetDumpxml {
+        /// The network's name.
         name: String,
         /// Print the stored definition even when the network runs.
         #[arg(long)]
@@ -112,6 +128,7 @@ enum Command {
     /// Mark a defined network to be started by `vxdp autostart` (and by the
     /// daemon at boot), or unmark it with --disable.
     NetAutostart {
+        /// The network's name.
         name: String,
         /// Stop autostarting the network.
         #[arg(long)]
@@ -335,8 +352,16 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         }
         Command::NetValidate { file } => {
             let text = read(&file)?;
-            let plan = network::plan(&text, &file.display().to_string())?;
-            println!("{}: network '{}' is valid", file.display(), plan.def.name);
+            let source = file.display().to_string();
+            let def = vxdp_control::xml::parse_network(&text, &source)?;
+            match network::plan(&text, &source) {
+                Ok(_) => println!("{source}: network '{}' is valid", def.name),
+                Err(e @ network::NetworkError::NotSupported { .. }) => {
+                    println!("{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet", def.name);
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Command::NetDestroy { name } => {
             network::stop(ctx, &name).await?;
@@ -345,8 +370,8 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::NetList { all } => {
             let running = network::list(ctx)?;
             println!(
-                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
-                "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET", "PORTS"
+                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} PORTS",
+                "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
             );
             for s in definitions::status_all(ctx)? {
                 if !all && !s.active {

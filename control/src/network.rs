@@ -429,7 +429,9 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
     if nl.link_by_index(port.ifindex).await?.is_some() {
         nl.set_nomaster(port.ifindex).await?;
         if port.created_tap {
-            crate::tap::delete(&port.dev)?;
+            // RTM_DELLINK, not TUNSETPERSIST: it also works while the
+            // hypervisor still holds the tap open.
+            nl.delete_link(port.ifindex).await?;
         }
     }
     Ok(())

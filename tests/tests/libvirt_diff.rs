@@ -125,8 +125,13 @@ fn vxdp_accepts_and_refuses_the_corpus_like_libvirt() -> Result<()> {
         // A file without a usable name is refused at define by both; the
         // name is only needed for the later steps.
         let name = network_name(&xml).unwrap_or_else(|| "unnamed".into());
-        let l = libvirt_outcome(&lv, file, &name)?;
-        let v = vxdp_outcome(&host, file, &name)?;
+        // Both sides at once: they share nothing but the file.
+        let (l, v) = std::thread::scope(|s| {
+            let l = s.spawn(|| libvirt_outcome(&lv, file, &name));
+            let v = vxdp_outcome(&host, file, &name);
+            (l.join().expect("libvirt thread"), v)
+        });
+        let (l, v) = (l?, v?);
         let show = |o: &Outcome| match o {
             Outcome::Accepted => "accepted".to_string(),
             Outcome::Refused(stage, _) => format!("refused at {stage}"),

@@ -188,8 +188,8 @@ fn answer_arp(tap: &mut File, f: &[u8]) -> Result<bool> {
 }
 
 /// The guest side: resolves the gateway with ARP, then pings it; returns the
-/// gateway's MAC and the echo reply's payload.
-fn guest_talks_through_tap(name: &str) -> Result<([u8; 6], Vec<u8>)> {
+/// gateway's MAC, the echo reply's payload and the still open tap.
+fn guest_talks_through_tap(name: &str) -> Result<([u8; 6], Vec<u8>, File)> {
     let mut tap = open_tap(name)?;
     // The bridge port passes nothing while STP is listening/learning (~4 s).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,7 +215,7 @@ fn guest_talks_through_tap(name: &str) -> Result<([u8; 6], Vec<u8>)> {
             if f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 1 && f[26..30] == GATEWAY_IP && f[30..34] == GUEST_IP && f[34] == 0 && f[38..40] == [0x12, 0x34] && f[40..42] == seq.to_be_bytes() {
                 ensure!(checksum(&f[14..34]) == 0, "echo reply with a bad IPv4 header checksum");
                 ensure!(checksum(&f[34..]) == 0, "echo reply with a bad ICMP checksum");
-                return Ok((gw_mac, f[42..].to_vec()));
+                return Ok((gw_mac, f[42..].to_vec(), tap));
             }
         }
     }
@@ -248,14 +248,16 @@ fn attach_interface_xml_plugs_a_tap_the_guest_can_use() -> Result<()> {
     ensure!(list.contains("vnet7"), "net-list does not show the port:\n{list}");
 
     let bridge_mac = String::from_utf8(host.ns.ip(&["-br", "link", "show", "virbr0"])?.stdout)?;
-    let (gw_mac, payload) = host.ns.enter(|| guest_talks_through_tap("vnet7"))??;
+    let (gw_mac, payload, open_tap) = host.ns.enter(|| guest_talks_through_tap("vnet7"))??;
     let gw = gw_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     ensure!(bridge_mac.contains(&gw), "ARP answered with {gw}, not virbr0's MAC: {bridge_mac}");
     ensure!(payload == b"vxdp tap test payload", "echo reply payload differs: {payload:?}");
 
-    // Detach by the same XML: the tap vxdp created is gone.
+    // Detach by the same XML while the "guest" still holds the tap open, as a
+    // running hypervisor would: the tap vxdp created is gone all the same.
     ensure!(host.vxdp(&["detach-interface", "--xml", iface])?.trim() == "vnet7", "detach-interface did not name vnet7");
     ensure!(!host.ns.exec_status("ip", &["link", "show", "vnet7"])?.status.success(), "vnet7 still exists after detach-interface");
+    drop(open_tap);
 
     // No <target dev>: the first free vnetN; no <mac>: a generated 52:54:00 one.
     // A tap vxdp created goes away with net-destroy too.

@@ -113,6 +113,14 @@ fn conflicting_definitions_are_refused() -> Result<()> {
         ensure!(err.contains(file) && err.contains(element) && err.contains(reason), "{file}: expected {element} / {reason}, got: {err}");
     }
     ensure!(before == tree_snapshot(&host.state_dir)?, "refused definitions changed the state directory");
+    // Two host-bridge networks may share the host's bridge; a NAT network may not take it.
+    let hb1 = host.write("hb1.xml", "<network><name>hb1</name><forward mode='bridge'/><bridge name='br0'/></network>")?;
+    let hb2 = host.write("hb2.xml", "<network><name>hb2</name><forward mode='bridge'/><bridge name='br0'/></network>")?;
+    host.vxdp(&["net-define", hb1.to_str().unwrap()])?;
+    host.vxdp(&["net-define", hb2.to_str().unwrap()])?;
+    let natbr = host.write("natbr.xml", "<network><name>natbr</name><forward/><bridge name='br0'/><ip address='10.75.0.1' prefix='24'/></network>")?;
+    let out = host.vxdp_status(&["net-define", natbr.to_str().unwrap()])?;
+    ensure!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/network/bridge@name"), "a NAT network took host bridge br0");
     // The same UUID under another name is refused too.
     let dumped = host.vxdp(&["net-dumpxml", "a"])?;
     let uuid = dumped.split("<uuid>").nth(1).and_then(|s| s.split("</uuid>").next()).context("no uuid")?;

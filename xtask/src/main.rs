@@ -43,8 +43,10 @@ enum Task {
     #[command(
         long_about = "Install everything building and testing needs (idempotent).\n\n\
         Steps, each skipped when already done:\n  \
-        1. apt packages (LLVM 22, build tools, network test tools), with one `apt-get update` \
-        only if something is missing\n  \
+        1. apt packages (LLVM 22, build tools, network test tools, libvirt for the \
+        differential test), with one `apt-get update` only if something is missing; while \
+        apt installs, a temporary /usr/sbin/policy-rc.d (unless one exists) stops packages \
+        from starting services such as libvirtd in the root namespace\n  \
         2. the pinned Rust toolchain with rust-src (plus clippy and rustfmt when available)\n  \
         3. bpf-linker 0.13.0 built against LLVM 22 (cargo install; 1-2 minutes)\n  \
         4. the bpf filesystem at /sys/fs/bpf\n\n\

@@ -149,21 +149,27 @@ fn ensure_apt_packages(packages: &[&str]) -> anyhow::Result<String> {
 /// existing policy-rc.d is left alone (whatever it says is the machine
 /// owner's choice); one created here is removed by [`Self::restore`] or on drop.
 struct ServicesBlocked {
+    path: std::path::PathBuf,
     created: bool,
 }
 
 impl ServicesBlocked {
     fn new() -> anyhow::Result<Self> {
-        let path = Path::new(POLICY_RC_D);
+        Self::at(Path::new(POLICY_RC_D))
+    }
+
+    fn at(path: &Path) -> anyhow::Result<Self> {
+        let mut guard = Self { path: path.to_path_buf(), created: false };
         if path.exists() {
-            return Ok(Self { created: false });
+            return Ok(guard);
         }
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::write(path, "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get install\nexit 101\n")
-            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+            .with_context(|| format!("writing {}", path.display()))?;
+        guard.created = true;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
-        Ok(Self { created: true })
+            .with_context(|| format!("making {} executable", path.display()))?;
+        Ok(guard)
     }
 
     fn restore(mut self) -> anyhow::Result<()> {
@@ -172,7 +178,7 @@ impl ServicesBlocked {
 
     fn remove(&mut self) -> anyhow::Result<()> {
         if std::mem::take(&mut self.created) {
-            std::fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+            std::fs::remove_file(&self.path).with_context(|| format!("removing {}", self.path.display()))?;
         }
         Ok(())
     }
@@ -303,6 +309,27 @@ fn is_bpffs_mounted(mounts: &str, target: &str) -> bool {
 mod tests {
     use super::*;
     use crate::cmd::CommandFailed;
+
+    #[test]
+    fn service_block_is_created_forbids_and_is_removed_but_never_replaces() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        let guard = ServicesBlocked::at(&path).unwrap();
+        // Through sh: exec-ing a file just written can fail with ETXTBSY while
+        // another test thread forks.
+        let status = std::process::Command::new("sh").arg(&path).status().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0, "policy-rc.d is not executable");
+        assert_eq!(status.code(), Some(101), "policy-rc.d must answer 101 (action forbidden)");
+        guard.restore().unwrap();
+        assert!(!path.exists(), "the created policy-rc.d was not removed");
+        // The machine's own file is left as it was.
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(ServicesBlocked::at(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "#!/bin/sh\nexit 0\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn absent_packages_are_missing() {

@@ -1,10 +1,8 @@
-//! The `<dns>` element's values. The XML module checks its element and
-//! attribute names and keeps it verbatim; here its values are parsed and
-//! checked for what dnsmasq will be told, with errors naming the element.
+//! The `<dns>` element as dnsmasq needs it. The XML module parses and
+//! checks it like libvirt; here names are re-checked for what may go into a
+//! dnsmasq option line, with errors naming the element.
 
 use std::net::IpAddr;
-
-use roxmltree::{Document, Node};
 
 use crate::xml::{NetworkDef, XmlError};
 
@@ -60,109 +58,64 @@ fn check_name(file: &str, at: String, v: &str) -> Result<String, XmlError> {
     Ok(v.to_string())
 }
 
-fn check_u16(file: &str, at: String, v: &str) -> Result<u16, XmlError> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err(file, at, Some(v), "expected a number between 0 and 65535"));
-    }
-    v.parse().map_err(|_| err(file, at, Some(v), "expected a number between 0 and 65535"))
-}
-
-fn yes_no(file: &str, node: Node, path: &str, name: &str, default: bool) -> Result<bool, XmlError> {
-    match node.attribute(name) {
-        None => Ok(default),
-        Some("yes") => Ok(true),
-        Some("no") => Ok(false),
-        Some(v) => Err(err(file, format!("{path}@{name}"), Some(v), "expected 'yes' or 'no'")),
-    }
-}
-
-/// The network's `<dns>`, or the defaults (enabled, nothing configured).
+/// The network's `<dns>` (typed and checked by the XML module), or the
+/// defaults (enabled, nothing configured), with the names re-checked for
+/// what may go into a dnsmasq option line.
 pub fn parse(def: &NetworkDef, file: &str) -> Result<DnsDef, XmlError> {
     let mut dns = DnsDef { enabled: true, forward_plain_names: true, ..DnsDef::default() };
-    let Some(raw) = def.extra.iter().find(|r| r.name == "dns") else {
+    let Some(x) = &def.dns else {
         return Ok(dns);
     };
-    let doc = Document::parse(&raw.xml)
-        .map_err(|e| err(file, "/network/dns".into(), None, format!("cannot re-read the element: {e}")))?;
-    let root = doc.root_element();
     let path = "/network/dns";
-    dns.enabled = yes_no(file, root, path, "enable", true)?;
-    dns.forward_plain_names = yes_no(file, root, path, "forwardPlainNames", true)?;
-    let (mut nf, mut nt, mut ns, mut nh) = (0, 0, 0, 0);
-    for child in root.children().filter(Node::is_element) {
-        match child.tag_name().name() {
-            "forwarder" => {
-                nf += 1;
-                let p = format!("{path}/forwarder[{nf}]");
-                let addr = match child.attribute("addr") {
-                    Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
-                        err(file, format!("{p}@addr"), Some(a), "not an IPv4 or IPv6 address")
-                    })?),
-                    None => None,
-                };
-                let domain = child.attribute("domain").map(|d| check_name(file, format!("{p}@domain"), d)).transpose()?;
-                if addr.is_none() && domain.is_none() {
-                    return Err(err(file, p, None, "a forwarder needs addr, domain or both"));
-                }
-                dns.forwarders.push(Forwarder { addr, domain });
-            }
-            "txt" => {
-                nt += 1;
-                let p = format!("{path}/txt[{nt}]");
-                let name = child.attribute("name").ok_or_else(|| err(file, p.clone(), None, "missing required attribute name"))?;
-                let name = check_name(file, format!("{p}@name"), name)?;
-                let value = child.attribute("value").ok_or_else(|| err(file, p.clone(), None, "missing required attribute value"))?;
-                if value.is_empty() || value.contains(['\n', '\r', '"']) {
-                    return Err(err(file, format!("{p}@value"), Some(value), "must be non-empty, on one line, without '\"'"));
-                }
-                dns.txts.push((name, value.to_string()));
-            }
-            "srv" => {
-                ns += 1;
-                let p = format!("{path}/srv[{ns}]");
-                let service = child.attribute("service").ok_or_else(|| err(file, p.clone(), None, "missing required attribute service"))?;
-                let service = check_name(file, format!("{p}@service"), service)?;
-                if service.len() > 15 {
-                    return Err(err(file, format!("{p}@service"), Some(&service), "a service name has at most 15 characters"));
-                }
-                let protocol = child.attribute("protocol").ok_or_else(|| err(file, p.clone(), None, "missing required attribute protocol"))?;
-                let protocol = check_name(file, format!("{p}@protocol"), protocol)?;
-                let opt_name = |a: &str| child.attribute(a).map(|v| check_name(file, format!("{p}@{a}"), v)).transpose();
-                let opt_u16 = |a: &str| child.attribute(a).map(|v| check_u16(file, format!("{p}@{a}"), v)).transpose();
-                let srv = Srv {
-                    service,
-                    protocol,
-                    domain: opt_name("domain")?,
-                    target: opt_name("target")?,
-                    port: opt_u16("port")?,
-                    priority: opt_u16("priority")?,
-                    weight: opt_u16("weight")?,
-                };
-                if srv.target.is_none() && (srv.port.is_some() || srv.priority.is_some() || srv.weight.is_some()) {
-                    return Err(err(file, p, None, "port, priority and weight need a target"));
-                }
-                dns.srvs.push(srv);
-            }
-            "host" => {
-                nh += 1;
-                let p = format!("{path}/host[{nh}]");
-                let ip_txt = child.attribute("ip").ok_or_else(|| err(file, p.clone(), None, "missing required attribute ip"))?;
-                let ip = ip_txt
-                    .parse::<IpAddr>()
-                    .map_err(|_| err(file, format!("{p}@ip"), Some(ip_txt), "not an IPv4 or IPv6 address"))?;
-                let mut hostnames = Vec::new();
-                for (i, h) in child.children().filter(Node::is_element).enumerate() {
-                    let text = h.text().unwrap_or("");
-                    hostnames.push(check_name(file, format!("{p}/hostname[{}]", i + 1), text)?);
-                }
-                if hostnames.is_empty() {
-                    return Err(err(file, p, Some(ip_txt), "a DNS host needs at least one <hostname>"));
-                }
-                dns.hosts.push(DnsHost { ip, hostnames });
-            }
-            // The XML module already refused any other child.
-            other => return Err(err(file, format!("{path}/{other}"), None, "unknown element")),
+    dns.enabled = x.enable.unwrap_or(true);
+    dns.forward_plain_names = x.forward_plain_names.unwrap_or(true);
+    for (i, f) in x.forwarders.iter().enumerate() {
+        let p = format!("{path}/forwarder[{}]", i + 1);
+        let domain = f.domain.as_deref().map(|d| check_name(file, format!("{p}@domain"), d)).transpose()?;
+        if f.addr.is_none() && domain.is_none() {
+            return Err(err(file, p, None, "a forwarder needs addr, domain or both"));
         }
+        dns.forwarders.push(Forwarder { addr: f.addr, domain });
+    }
+    for (i, t) in x.txts.iter().enumerate() {
+        let p = format!("{path}/txt[{}]", i + 1);
+        let name = check_name(file, format!("{p}@name"), &t.name)?;
+        if t.value.is_empty() || t.value.contains(['\n', '\r', '"']) {
+            return Err(err(file, format!("{p}@value"), Some(&t.value), "must be non-empty, on one line, without '\"'"));
+        }
+        dns.txts.push((name, t.value.clone()));
+    }
+    for (i, s) in x.srvs.iter().enumerate() {
+        let p = format!("{path}/srv[{}]", i + 1);
+        let service = check_name(file, format!("{p}@service"), &s.service)?;
+        if service.len() > 15 {
+            return Err(err(file, format!("{p}@service"), Some(&service), "a service name has at most 15 characters"));
+        }
+        let opt_name = |a: &str, v: &Option<String>| v.as_deref().map(|v| check_name(file, format!("{p}@{a}"), v)).transpose();
+        let srv = Srv {
+            service,
+            protocol: check_name(file, format!("{p}@protocol"), &s.protocol)?,
+            domain: opt_name("domain", &s.domain)?,
+            target: opt_name("target", &s.target)?,
+            port: s.port,
+            priority: s.priority,
+            weight: s.weight,
+        };
+        if srv.target.is_none() && (srv.port.is_some() || srv.priority.is_some() || srv.weight.is_some()) {
+            return Err(err(file, p, None, "port, priority and weight need a target"));
+        }
+        dns.srvs.push(srv);
+    }
+    for (i, h) in x.hosts.iter().enumerate() {
+        let p = format!("{path}/host[{}]", i + 1);
+        let mut hostnames = Vec::new();
+        for (j, name) in h.hostnames.iter().enumerate() {
+            hostnames.push(check_name(file, format!("{p}/hostname[{}]", j + 1), name)?);
+        }
+        if hostnames.is_empty() {
+            return Err(err(file, p, None, "a DNS host needs at least one <hostname>"));
+        }
+        dns.hosts.push(DnsHost { ip: h.ip, hostnames });
     }
     Ok(dns)
 }

@@ -16,10 +16,13 @@
 //! * Error paths are XPath-like: `/network/ip[1]/dhcp/range[2]@start`; `[n]` is the
 //!   1-based position among siblings of that name and appears for repeatable elements.
 //!
-//! Parts vxdp does not model field-by-field (`<dns>`, `<portgroup>`, `<virtualport>`,
+//! Parts vxdp does not model field-by-field (`<portgroup>`, `<virtualport>`,
 //! `<bandwidth>`, `<vlan>`, `<forward>`'s `<interface>`/`<pf>`/`<address>`/`<driver>`)
-//! are checked against the schema's element and attribute *names* (not their values)
-//! and kept as normalised XML in [`RawElement`]s so that [`to_xml`] writes them back.
+//! are checked against the schema's element and attribute names, plus libvirt's value
+//! checks for bandwidth rates, VLAN tags, virtualport types and portgroup names and
+//! defaults (`<forward>` device lists: names only), and kept as normalised XML in
+//! [`RawElement`]s so that [`to_xml`] writes them back. vxdp implements none of them
+//! yet, so [`unsupported_features`] lists them all.
 //! `<metadata>` is kept the same way; comments are dropped and namespaces are written
 //! out on the elements that use them.
 
@@ -95,9 +98,59 @@ pub struct NetworkDef {
     pub port_isolated: bool,
     /// Values of `<dnsmasq:options><dnsmasq:option value/>`.
     pub dnsmasq_options: Vec<String>,
-    /// Schema-valid top-level elements kept verbatim (dns, portgroup, virtualport,
+    /// `<dns>`.
+    pub dns: Option<DnsDef>,
+    /// Schema-valid top-level elements kept verbatim (portgroup, virtualport,
     /// bandwidth, vlan), in document order.
     pub extra: Vec<RawElement>,
+}
+
+/// `<dns>`: the network's DNS service (dnsmasq in libvirt).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DnsDef {
+    /// `enable` as written (`None`: absent, which means yes).
+    pub enable: Option<bool>,
+    /// `forwardPlainNames` as written.
+    pub forward_plain_names: Option<bool>,
+    pub forwarders: Vec<DnsForwarder>,
+    pub txts: Vec<DnsTxt>,
+    pub srvs: Vec<DnsSrv>,
+    pub hosts: Vec<DnsHost>,
+}
+
+/// `<dns><forwarder addr domain>`: at least one of the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsForwarder {
+    pub addr: Option<IpAddr>,
+    pub domain: Option<String>,
+}
+
+/// `<dns><txt name value>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTxt {
+    pub name: String,
+    pub value: String,
+}
+
+/// `<dns><srv>`: `service` and `protocol` required; `port`, `priority` and
+/// `weight` only together with `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSrv {
+    pub service: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub domain: Option<String>,
+    pub target: Option<String>,
+    pub port: Option<u16>,
+    pub priority: Option<u16>,
+    pub weight: Option<u16>,
+}
+
+/// `<dns><host ip><hostname>...`: at least one host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsHost {
+    pub ip: IpAddr,
+    pub hostnames: Vec<String>,
 }
 
 /// `<bridge>`: the Linux bridge backing the network.
@@ -360,7 +413,7 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             push(format!("/network/forward/{}", raw.name));
         }
     }
-    for raw in def.extra.iter().filter(|r| r.name != "dns") {
+    for raw in &def.extra {
         push(format!("/network/{}", raw.name));
     }
     if def.port_isolated {

@@ -8,7 +8,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::write::{serialize_children, serialize_element};
 use super::{
-    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
+    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, DnsDef, DnsForwarder, DnsHost, DnsSrv, DnsTxt, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
     NetworkDef, RawElement, RouteDef, XmlError, broadcast_v4, mask_addr, max_prefix, same_family,
 };
 
@@ -72,6 +72,9 @@ impl Parser<'_> {
         };
         let mut seen: HashSet<String> = HashSet::new();
         let mut portgroups = 0usize;
+        // (name, default) of each portgroup, and where the first <vlan> is.
+        let mut portgroup_names: Vec<(String, bool)> = Vec::new();
+        let mut vlan_at: Option<String> = None;
 
         for child in root.children().filter(Node::is_element) {
             let tag = child.tag_name();
@@ -167,9 +170,20 @@ impl Parser<'_> {
                     portgroups += 1;
                     let ppath = format!("/network/portgroup[{portgroups}]");
                     def.extra.push(self.raw(child, &ppath, "portgroup")?);
+                    self.check_portgroup(child, &ppath, &mut portgroup_names)?;
+                    if child.children().any(|c| c.has_tag_name("vlan")) {
+                        vlan_at.get_or_insert(format!("{ppath}/vlan"));
+                    }
                 }
-                name @ ("dns" | "virtualport" | "bandwidth" | "vlan") => {
+                "dns" => {
+                    self.once(&mut seen, "dns", cpath)?;
+                    def.dns = Some(self.dns(child, cpath)?);
+                }
+                name @ ("virtualport" | "bandwidth" | "vlan") => {
                     self.once(&mut seen, name, cpath)?;
+                    if name == "vlan" {
+                        vlan_at.get_or_insert(cpath.to_string());
+                    }
                     def.extra.push(self.raw(child, cpath, name)?);
                 }
                 _ => return Err(self.unknown(child, path)),
@@ -182,6 +196,15 @@ impl Parser<'_> {
         self.check_dhcp_count(&def)?;
         self.check_routes(&def)?;
         self.check_direct_mode(&def)?;
+        if let Some(at) = vlan_at {
+            // libvirt: VLAN tagging needs a device that does it (Open vSwitch
+            // bridge, SR-IOV); a libvirt-managed Linux bridge does not.
+            let mode = def.forward.as_ref().map(|f| f.mode);
+            if matches!(mode, None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open)) {
+                let m = mode.map_or("none (isolated)", ForwardMode::as_str);
+                return Err(self.err(at, Some(m), "<vlan> is not supported by this network's forward mode (nat, route, open and isolated networks cannot tag)"));
+            }
+        }
         Ok(def)
     }
 
@@ -264,7 +287,7 @@ impl Parser<'_> {
                 unsupported("<domain> element"),
             ));
         }
-        if def.extra.iter().any(|r| r.name == "dns") {
+        if def.dns.is_some() {
             return Err(self.err("/network/dns", None, unsupported("<dns> element")));
         }
         let b = &def.bridge;
@@ -923,6 +946,130 @@ impl Parser<'_> {
         })
     }
 
+    // ---- <dns> -----------------------------------------------------------------------
+
+    /// `<dns>` with libvirt's checks (virNetworkDNSDefParseXML and the schema).
+    fn dns(&self, node: Node, path: &str) -> R<DnsDef> {
+        self.attrs(node, path, &["enable", "forwardPlainNames"])?;
+        self.no_text(node, path)?;
+        let tri = |name: &str| -> R<Option<bool>> {
+            match node.attribute(name) {
+                None => Ok(None),
+                Some(_) => self.yes_no(node, path, name).map(Some),
+            }
+        };
+        let mut dns = DnsDef {
+            enable: tri("enable")?,
+            forward_plain_names: tri("forwardPlainNames")?,
+            ..DnsDef::default()
+        };
+        for child in node.children().filter(Node::is_element) {
+            if child.tag_name().namespace().is_some() {
+                return Err(self.unknown(child, path));
+            }
+            match child.tag_name().name() {
+                "forwarder" => {
+                    let p = format!("{path}/forwarder[{}]", dns.forwarders.len() + 1);
+                    self.attrs(child, &p, &["addr", "domain"])?;
+                    self.empty(child, &p)?;
+                    let addr = match child.attribute("addr") {
+                        Some(a) => Some(self.ip_addr(a, &format!("{p}@addr"))?),
+                        None => None,
+                    };
+                    let domain = match child.attribute("domain") {
+                        Some(d) => Some(self.dns_name(d, &format!("{p}@domain"))?),
+                        None => None,
+                    };
+                    if addr.is_none() && domain.is_none() {
+                        return Err(self.err(p, None, "a DNS forwarder needs addr, domain or both"));
+                    }
+                    dns.forwarders.push(DnsForwarder { addr, domain });
+                }
+                "txt" => {
+                    let p = format!("{path}/txt[{}]", dns.txts.len() + 1);
+                    self.attrs(child, &p, &["name", "value"])?;
+                    self.empty(child, &p)?;
+                    let name = self.req_attr(child, &p, "name")?;
+                    if name.is_empty() || name.contains(' ') {
+                        return Err(self.err(format!("{p}@name"), Some(name), "DNS TXT record name must be non-empty and contain no space"));
+                    }
+                    let value = self.req_attr(child, &p, "value")?;
+                    if value.is_empty() {
+                        return Err(self.err(format!("{p}@value"), Some(value), "DNS TXT record value must not be empty"));
+                    }
+                    dns.txts.push(DnsTxt { name: name.into(), value: value.into() });
+                }
+                "srv" => {
+                    let p = format!("{path}/srv[{}]", dns.srvs.len() + 1);
+                    dns.srvs.push(self.dns_srv(child, &p)?);
+                }
+                "host" => {
+                    let p = format!("{path}/host[{}]", dns.hosts.len() + 1);
+                    self.attrs(child, &p, &["ip"])?;
+                    self.no_text(child, &p)?;
+                    let ip_txt = self.req_attr(child, &p, "ip")?;
+                    let ip = self.ip_addr(ip_txt, &format!("{p}@ip"))?;
+                    let mut hostnames = Vec::new();
+                    for h in child.children().filter(Node::is_element) {
+                        if h.tag_name().namespace().is_some() || h.tag_name().name() != "hostname" {
+                            return Err(self.unknown(h, &p));
+                        }
+                        let hp = format!("{p}/hostname[{}]", hostnames.len() + 1);
+                        self.attrs(h, &hp, &[])?;
+                        let text = self.text(h, &hp)?;
+                        hostnames.push(self.dns_name(&text, &hp)?);
+                    }
+                    if hostnames.is_empty() {
+                        return Err(self.err(format!("{p}/hostname"), Some(ip_txt), "a DNS host needs at least one <hostname>"));
+                    }
+                    dns.hosts.push(DnsHost { ip, hostnames });
+                }
+                _ => return Err(self.unknown(child, path)),
+            }
+        }
+        let has_records = !dns.forwarders.is_empty() || !dns.txts.is_empty() || !dns.srvs.is_empty() || !dns.hosts.is_empty();
+        if dns.enable == Some(false) && has_records {
+            return Err(self.err(format!("{path}@enable"), Some("no"), "a disabled <dns> must not contain forwarders or records"));
+        }
+        Ok(dns)
+    }
+
+    fn dns_srv(&self, node: Node, p: &str) -> R<DnsSrv> {
+        self.attrs(node, p, &["service", "protocol", "domain", "target", "port", "priority", "weight"])?;
+        self.empty(node, p)?;
+        let service = self.req_attr(node, p, "service")?;
+        if service.is_empty() || service.len() > 15 || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.err(format!("{p}@service"), Some(service), "SRV service must be 1-15 letters, digits, '-' or '_'"));
+        }
+        let protocol = self.req_attr(node, p, "protocol")?;
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(self.err(format!("{p}@protocol"), Some(protocol), "SRV protocol must be 'tcp' or 'udp'"));
+        }
+        let name = |a: &str| -> R<Option<String>> {
+            node.attribute(a).map(|v| self.dns_name(v, &format!("{p}@{a}"))).transpose()
+        };
+        let num = |a: &str| -> R<Option<u16>> {
+            node.attribute(a).map(|v| self.uint::<u16>(v, &format!("{p}@{a}"))).transpose()
+        };
+        let srv = DnsSrv {
+            service: service.into(),
+            protocol: protocol.into(),
+            domain: name("domain")?,
+            target: name("target")?,
+            port: num("port")?,
+            priority: num("priority")?,
+            weight: num("weight")?,
+        };
+        if srv.target.is_none() {
+            for (a, v) in [("port", srv.port), ("priority", srv.priority), ("weight", srv.weight)] {
+                if let Some(v) = v {
+                    return Err(self.err(format!("{p}@{a}"), Some(&v.to_string()), format!("SRV {a} is not allowed without target")));
+                }
+            }
+        }
+        Ok(srv)
+    }
+
     // ---- kept-verbatim parts -------------------------------------------------------
 
     fn dnsmasq_options(&self, node: Node, path: &str) -> R<Vec<String>> {
@@ -946,10 +1093,97 @@ impl Parser<'_> {
     /// names (values are not checked), then serialises it.
     fn raw(&self, node: Node, path: &str, key: &str) -> R<RawElement> {
         self.check_raw(node, path, key)?;
+        self.check_raw_values(node, path, key)?;
         Ok(RawElement {
             name: node.tag_name().name().to_string(),
             xml: serialize_element(node),
         })
+    }
+
+    /// libvirt's value checks for the parts kept verbatim: bandwidth rates,
+    /// VLAN tags, virtualport types (recursively through portgroups).
+    fn check_raw_values(&self, node: Node, path: &str, key: &str) -> R<()> {
+        match key {
+            "bandwidth" => {
+                for dir in node.children().filter(Node::is_element) {
+                    let name = dir.tag_name().name();
+                    let dpath = format!("{path}/{name}");
+                    for a in ["average", "peak", "burst", "floor"] {
+                        if let Some(v) = dir.attribute(a) {
+                            let n: u32 = self.uint(v, &format!("{dpath}@{a}"))?;
+                            if n == 0 {
+                                return Err(self.err(format!("{dpath}@{a}"), Some(v), "must be at least 1 (kibibytes/s, or kibibytes for burst)"));
+                            }
+                        }
+                    }
+                    if let Some(v) = dir.attribute("floor") {
+                        let reason = if name == "outbound" {
+                            "'floor' is allowed only in <inbound>"
+                        } else {
+                            "'floor' is not supported in a network definition (only on a domain <interface>)"
+                        };
+                        return Err(self.err(format!("{dpath}@floor"), Some(v), reason));
+                    }
+                    if dir.attribute("average").is_none() {
+                        return Err(self.err(format!("{dpath}@average"), None, "missing mandatory average"));
+                    }
+                }
+            }
+            "vlan" => {
+                if let Some(v) = node.attribute("trunk")
+                    && v != "yes" && v != "no" {
+                        return Err(self.err(format!("{path}@trunk"), Some(v), "expected 'yes' or 'no'"));
+                    }
+                let tags: Vec<Node> = node.children().filter(|c| c.has_tag_name("tag")).collect();
+                if tags.is_empty() {
+                    return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
+                }
+                for (i, t) in tags.iter().enumerate() {
+                    let tpath = format!("{path}/tag[{}]", i + 1);
+                    let id = self.req_attr(*t, &tpath, "id")?;
+                    let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
+                    if n > 4095 {
+                        return Err(self.err(format!("{tpath}@id"), Some(id), "VLAN id must be between 0 and 4095"));
+                    }
+                    if let Some(m) = t.attribute("nativeMode")
+                        && m != "tagged" && m != "untagged" {
+                            return Err(self.err(format!("{tpath}@nativeMode"), Some(m), "expected 'tagged' or 'untagged'"));
+                        }
+                }
+            }
+            "virtualport" => {
+                if let Some(t) = node.attribute("type")
+                    && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
+                        return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
+                    }
+            }
+            "portgroup" => {
+                for child in node.children().filter(Node::is_element) {
+                    let name = child.tag_name().name();
+                    self.check_raw_values(child, &format!("{path}/{name}"), name)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Portgroup names are required and unique; at most one is the default.
+    fn check_portgroup(&self, node: Node, path: &str, seen: &mut Vec<(String, bool)>) -> R<()> {
+        let name = self.req_attr(node, path, "name")?;
+        if name.is_empty() {
+            return Err(self.err(format!("{path}@name"), Some(name), "portgroup name must not be empty"));
+        }
+        let default = self.yes_no(node, path, "default")?;
+        self.yes_no(node, path, "trustGuestRxFilters")?;
+        if seen.iter().any(|(n, _)| n == name) {
+            return Err(self.err(format!("{path}@name"), Some(name), "another <portgroup> has the same name"));
+        }
+        if let (true, Some((other, _))) = (default, seen.iter().find(|(_, d)| *d)) {
+            return Err(self.err(format!("{path}@default"), Some("yes"), format!("portgroup '{other}' is already the default; only one may be")));
+        }
+        seen.push((name.to_string(), default));
+        Ok(())
     }
 
     fn check_raw(&self, node: Node, path: &str, key: &str) -> R<()> {
@@ -1235,27 +1469,6 @@ fn raw_rule(key: &str) -> Option<RawRule> {
         })
     };
     match key {
-        "dns" => r(
-            &["enable", "forwardPlainNames"],
-            &[
-                ("forwarder", "dns/forwarder"),
-                ("txt", "dns/txt"),
-                ("srv", "dns/srv"),
-                ("host", "dns/host"),
-            ],
-            false,
-        ),
-        "dns/forwarder" => r(&["addr", "domain"], NONE, false),
-        "dns/txt" => r(&["name", "value"], NONE, false),
-        "dns/srv" => r(
-            &[
-                "service", "protocol", "domain", "target", "port", "priority", "weight",
-            ],
-            NONE,
-            false,
-        ),
-        "dns/host" => r(&["ip"], &[("hostname", "dns/hostname")], false),
-        "dns/hostname" => r(&[], NONE, true),
         "virtualport" => r(
             &["type"],
             &[("parameters", "virtualport/parameters")],

@@ -283,7 +283,6 @@ line</description>
     <host ip='192.168.130.5'><hostname>h1</hostname></host>
   </dns>
   <portgroup name='engineering' default='yes'>
-    <vlan><tag id='42'/></vlan>
     <bandwidth><inbound average='1000' peak='5000' burst='1024'/></bandwidth>
   </portgroup>
   <port isolated='yes'/>
@@ -619,4 +618,58 @@ fn hand_built_definition_round_trips() {
     };
     let back = parse_network(&to_xml(&def), "built.xml");
     assert_eq!(back.as_ref(), Ok(&def));
+}
+
+#[test]
+fn dns_is_typed_and_round_trips() {
+    let def = round_trip(&net(
+        "<dns enable='yes' forwardPlainNames='no'>
+           <forwarder addr='192.0.2.53'/>
+           <forwarder domain='example.test' addr='2001:db8::53'/>
+           <forwarder domain='local.test'/>
+           <txt name='example' value='some text'/>
+           <srv service='ldap' protocol='tcp' domain='example.test' target='ldap.example.test' port='389' priority='10' weight='20'/>
+           <srv service='sip' protocol='udp'/>
+           <host ip='192.168.122.10'><hostname>db</hostname><hostname>db.example.test</hostname></host>
+         </dns>",
+    ));
+    let dns = def.dns.expect("dns parsed");
+    assert_eq!(dns.enable, Some(true));
+    assert_eq!(dns.forward_plain_names, Some(false));
+    assert_eq!(dns.forwarders.len(), 3);
+    assert_eq!(dns.forwarders[2], super::DnsForwarder { addr: None, domain: Some("local.test".into()) });
+    assert_eq!(dns.srvs[0].port, Some(389));
+    assert_eq!(dns.srvs[1].target, None);
+    assert_eq!(dns.hosts[0].hostnames, ["db", "db.example.test"]);
+    assert_eq!(dns.txts[0].value, "some text");
+}
+
+#[test]
+fn dns_errors_name_the_record() {
+    bad(&net("<dns><forwarder/></dns>"), "/network/dns/forwarder[1]", None);
+    bad(&net("<dns><forwarder addr='192.0.2.300'/></dns>"), "/network/dns/forwarder[1]@addr", Some("192.0.2.300"));
+    bad(&net("<dns><txt name='a b' value='x'/></dns>"), "/network/dns/txt[1]@name", Some("a b"));
+    bad(&net("<dns><txt name='a'/></dns>"), "/network/dns/txt[1]@value", None);
+    bad(&net("<dns><srv protocol='tcp'/></dns>"), "/network/dns/srv[1]@service", None);
+    bad(&net("<dns><srv service='ldap' protocol='sctp'/></dns>"), "/network/dns/srv[1]@protocol", Some("sctp"));
+    bad(&net("<dns><srv service='ldap' protocol='tcp' port='389'/></dns>"), "/network/dns/srv[1]@port", Some("389"));
+    bad(&net("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"), "/network/dns/srv[1]@port", Some("70000"));
+    bad(&net("<dns><host ip='192.168.1.1'/></dns>"), "/network/dns/host[1]/hostname", Some("192.168.1.1"));
+    bad(&net("<dns><host><hostname>a</hostname></host></dns>"), "/network/dns/host[1]@ip", None);
+    bad(&net("<dns enable='no'><forwarder addr='192.0.2.1'/></dns>"), "/network/dns@enable", Some("no"));
+    bad(&net("<dns enable='maybe'/>"), "/network/dns@enable", Some("maybe"));
+}
+
+#[test]
+fn bandwidth_vlan_portgroup_values_are_checked_like_libvirt() {
+    bad(&net("<forward/><bandwidth><inbound average='0'/></bandwidth>"), "/network/bandwidth/inbound@average", Some("0"));
+    bad(&net("<forward/><bandwidth><inbound peak='10'/></bandwidth>"), "/network/bandwidth/inbound@average", None);
+    bad(&net("<forward/><bandwidth><inbound average='10' floor='5'/></bandwidth>"), "/network/bandwidth/inbound@floor", Some("5"));
+    bad(&net("<forward/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>"), "/network/portgroup[1]/bandwidth/outbound@floor", Some("5"));
+    bad(&net("<forward/><portgroup name='a'/><portgroup name='a'/>"), "/network/portgroup[2]@name", Some("a"));
+    bad(&net("<forward/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>"), "/network/portgroup[2]@default", Some("yes"));
+    bad(&net("<forward/><vlan><tag id='42'/></vlan>"), "/network/vlan", Some("nat"));
+    bad(&net("<forward mode='bridge'/><bridge name='br0'/><vlan><tag id='4096'/></vlan>"), "/network/vlan/tag[1]@id", Some("4096"));
+    bad(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='magic'/>"), "/network/virtualport@type", Some("magic"));
+    parse_ok(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='47'/></vlan>"));
 }

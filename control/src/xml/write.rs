@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use roxmltree::Node;
 
-use super::{DNSMASQ_NS, DhcpHost, ForwardDef, IpDef, Lease, NetworkDef, RouteDef, format_mac};
+use super::{DNSMASQ_NS, DhcpHost, DnsDef, ForwardDef, IpDef, Lease, NetworkDef, RouteDef, format_mac};
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -63,6 +63,9 @@ pub(super) fn network(def: &NetworkDef) -> String {
         }
         o.push_str("/>\n");
     }
+    if let Some(dns) = &def.dns {
+        dns_elem(&mut o, dns);
+    }
     for raw in &def.extra {
         let _ = writeln!(o, "  {}", raw.xml);
     }
@@ -86,6 +89,65 @@ pub(super) fn network(def: &NetworkDef) -> String {
     }
     o.push_str("</network>\n");
     o
+}
+
+fn dns_elem(o: &mut String, dns: &DnsDef) {
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    o.push_str("  <dns");
+    if let Some(e) = dns.enable {
+        attr(o, "enable", yn(e));
+    }
+    if let Some(f) = dns.forward_plain_names {
+        attr(o, "forwardPlainNames", yn(f));
+    }
+    if dns.forwarders.is_empty() && dns.txts.is_empty() && dns.srvs.is_empty() && dns.hosts.is_empty() {
+        o.push_str("/>\n");
+        return;
+    }
+    o.push_str(">\n");
+    for f in &dns.forwarders {
+        o.push_str("    <forwarder");
+        if let Some(d) = &f.domain {
+            attr(o, "domain", d);
+        }
+        if let Some(a) = f.addr {
+            attr(o, "addr", &a.to_string());
+        }
+        o.push_str("/>\n");
+    }
+    for t in &dns.txts {
+        o.push_str("    <txt");
+        attr(o, "name", &t.name);
+        attr(o, "value", &t.value);
+        o.push_str("/>\n");
+    }
+    for s in &dns.srvs {
+        o.push_str("    <srv");
+        attr(o, "service", &s.service);
+        attr(o, "protocol", &s.protocol);
+        for (name, v) in [("domain", &s.domain), ("target", &s.target)] {
+            if let Some(v) = v {
+                attr(o, name, v);
+            }
+        }
+        for (name, v) in [("port", s.port), ("priority", s.priority), ("weight", s.weight)] {
+            if let Some(v) = v {
+                attr(o, name, &v.to_string());
+            }
+        }
+        o.push_str("/>\n");
+    }
+    for h in &dns.hosts {
+        o.push_str("    <host");
+        attr(o, "ip", &h.ip.to_string());
+        o.push_str(">\n");
+        for n in &h.hostnames {
+            o.push_str("    ");
+            text_elem(o, "hostname", n);
+        }
+        o.push_str("    </host>\n");
+    }
+    o.push_str("  </dns>\n");
 }
 
 fn forward(o: &mut String, fwd: &ForwardDef) {
