@@ -1,0 +1,149 @@
+//! Figures, comparisons with targets, the terminal table and the JSON file.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One measured quantity: the median of its repetitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub label: String,
+    pub unit: &'static str,
+    /// Median of `samples`; `null` when not available.
+    pub value: Option<f64>,
+    pub samples: Vec<f64>,
+    /// Why there is no value (e.g. vxdp has no route mode yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_available: Option<String>,
+}
+
+/// A ratio with its target: `ratio = numerator / denominator`, met when
+/// `ratio >= min` (or `<= max`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub name: String,
+    pub numerator: String,
+    pub denominator: String,
+    pub ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_max: Option<f64>,
+    /// `null` when a figure is not available.
+    pub met: Option<bool>,
+}
+
+#[derive(Default, Debug, Serialize)]
+pub struct Report {
+    pub meta: BTreeMap<String, serde_json::Value>,
+    pub figures: BTreeMap<String, Figure>,
+    pub comparisons: Vec<Comparison>,
+}
+
+pub fn median(samples: &[f64]) -> Option<f64> {
+    let mut s: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+    if s.is_empty() {
+        return None;
+    }
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+}
+
+impl Report {
+    pub fn meta(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        self.meta.insert(key.into(), value.into());
+    }
+
+    /// Adds a sample to figure `id` (created on first use).
+    pub fn sample(&mut self, id: &str, label: &str, unit: &'static str, v: f64) {
+        let f = self.figures.entry(id.into()).or_insert_with(|| Figure {
+            label: label.into(),
+            unit,
+            value: None,
+            samples: Vec::new(),
+            not_available: None,
+        });
+        f.samples.push(v);
+        f.value = median(&f.samples);
+    }
+
+    pub fn not_available(&mut self, id: &str, label: &str, unit: &'static str, why: &str) {
+        self.figures.insert(
+            id.into(),
+            Figure { label: label.into(), unit, value: None, samples: Vec::new(), not_available: Some(why.into()) },
+        );
+    }
+
+    pub fn value(&self, id: &str) -> Option<f64> {
+        self.figures.get(id).and_then(|f| f.value)
+    }
+
+    /// Records `num / den` against a target.
+    pub fn compare(&mut self, name: &str, num: &str, den: &str, min: Option<f64>, max: Option<f64>) {
+        let ratio = match (self.value(num), self.value(den)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let met = ratio.map(|r| min.is_none_or(|m| r >= m) && max.is_none_or(|m| r <= m));
+        self.comparisons.push(Comparison {
+            name: name.into(),
+            numerator: num.into(),
+            denominator: den.into(),
+            ratio,
+            target_min: min,
+            target_max: max,
+            met,
+        });
+    }
+
+    /// Figures that should have a value and do not, or are not positive.
+    pub fn missing(&self) -> Vec<String> {
+        self.figures
+            .iter()
+            .filter(|(_, f)| f.not_available.is_none() && !f.value.is_some_and(|v| v > 0.0 && v.is_finite()))
+            .map(|(id, f)| format!("{id} ({}): {:?}", f.label, f.samples))
+            .collect()
+    }
+
+    /// The table printed on the terminal (and pasted into the README).
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let fmt = |v: Option<f64>| match v {
+            None => "n/a".to_string(),
+            Some(v) if v >= 1000.0 => format!("{v:.0}"),
+            Some(v) if v >= 10.0 => format!("{v:.1}"),
+            Some(v) => format!("{v:.3}"),
+        };
+        out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", "figure", "median", "unit", "samples"));
+        let mut section = "";
+        for (id, f) in &self.figures {
+            let s = id.split('.').next().unwrap_or("");
+            if s != section {
+                section = s;
+                out.push_str(&format!("-- {section}\n"));
+            }
+            let samples = match &f.not_available {
+                Some(why) => format!("not available: {why}"),
+                None => f.samples.iter().map(|v| fmt(Some(*v))).collect::<Vec<_>>().join(" "),
+            };
+            out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", f.label, fmt(f.value), f.unit, samples));
+        }
+        out.push_str("-- targets (ratio = first / second)\n");
+        for c in &self.comparisons {
+            let target = match (c.target_min, c.target_max) {
+                (Some(m), _) => format!(">= {m}"),
+                (_, Some(m)) => format!("<= {m}"),
+                _ => "-".into(),
+            };
+            let met = match c.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            let ratio = c.ratio.map_or("n/a".into(), |r| format!("{r:.2}x"));
+            out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", c.name, ratio, target, met));
+        }
+        out
+    }
+}
