@@ -29,7 +29,7 @@ pub struct Comparison {
     pub target_min: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_max: Option<f64>,
-    /// `null` when a figure is not available.
+    /// `null` when a figure is not available or there is no target.
     pub met: Option<bool>,
 }
 
@@ -85,7 +85,8 @@ impl Report {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let met = ratio.map(|r| min.is_none_or(|m| r >= m) && max.is_none_or(|m| r <= m));
+        let has_target = min.is_some() || max.is_some();
+        let met = ratio.filter(|_| has_target).map(|r| min.is_none_or(|m| r >= m) && max.is_none_or(|m| r <= m));
         self.comparisons.push(Comparison {
             name: name.into(),
             numerator: num.into(),
@@ -136,10 +137,11 @@ impl Report {
                 (_, Some(m)) => format!("<= {m}"),
                 _ => "-".into(),
             };
-            let met = match c.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "n/a",
+            let met = match (c.met, c.ratio) {
+                (Some(true), _) => "met",
+                (Some(false), _) => "MISSED",
+                (None, Some(_)) => "(no target)",
+                (None, None) => "n/a",
             };
             let ratio = c.ratio.map_or("n/a".into(), |r| format!("{r:.2}x"));
             out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", c.name, ratio, target, met));

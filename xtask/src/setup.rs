@@ -28,6 +28,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "nftables",
     "tcpdump",
+    // cargo xtask bench: the kernel reference path uses libvirt's
+    // iptables(-nft) rules; TCP throughput is measured with iperf3.
+    "iptables",
+    "iperf3",
 ];
 
 /// bpf-linker links the eBPF object; 0.13.0 built against Debian's LLVM 22
