@@ -49,18 +49,33 @@ pub fn start(topo: &mut Topology, t: &Traffic) -> Result<()> {
     Ok(())
 }
 
-/// Bytes held by all slab caches (`/proc/slabinfo`: objects × object size).
-pub fn slab_bytes() -> Result<u64> {
+/// Bytes in use in the slab caches conntrack allocates from: its own
+/// (`nf_conntrack`, the `struct nf_conn`) and the generic `kmalloc-*` ones
+/// (its extensions: NAT, events, ...). Other tenants' allocations are noise
+/// in this; the flow counts are large enough to dwarf it.
+pub fn conntrack_slab_bytes() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
     let mut total = 0u64;
     for line in text.lines().skip(2) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 3 {
-            let (objs, size): (u64, u64) = (f[1].parse().unwrap_or(0), f[3].parse().unwrap_or(0));
-            total += objs * size;
+        let ours = f.first().is_some_and(|n| *n == "nf_conntrack" || n.starts_with("kmalloc-") && !n.starts_with("kmalloc-cg") && !n.starts_with("kmalloc-rcl"));
+        if ours && f.len() > 3 {
+            let (active, size): (u64, u64) = (f[1].parse().unwrap_or(0), f[3].parse().unwrap_or(0));
+            total += active * size;
         }
     }
     Ok(total)
+}
+
+/// The size of one `struct nf_conn` (the `nf_conntrack` slab's object size).
+pub fn nf_conn_bytes() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
+    text.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"nf_conntrack")).then(|| f.get(3)?.parse().ok()).flatten()
+        })
+        .context("no nf_conntrack slab in /proc/slabinfo")
 }
 
 /// Kernel conntrack entries in the topology's hypervisor namespace.

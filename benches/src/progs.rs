@@ -187,8 +187,12 @@ impl BenchProgs {
         Ok(Self { ebpf, links: Vec::new() })
     }
 
-    /// Attaches XDP program `prog` in native mode to `iface` in `ns`.
+    /// Attaches XDP program `prog` in native mode to `iface` in `ns` (no-op
+    /// when already attached there).
     pub fn attach(&mut self, prog: &'static str, ns: &str, iface: &str) -> Result<()> {
+        if self.links.iter().any(|(n, f, p, _)| n == ns && f == iface && *p == prog) {
+            return Ok(());
+        }
         let p: &mut Xdp = self.ebpf.program_mut(prog).context("program")?.try_into()?;
         let id = in_netns(ns, None, || {
             p.attach(ifindex(iface)?, XdpMode::Driver)

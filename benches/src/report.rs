@@ -107,28 +107,52 @@ impl Report {
             .collect()
     }
 
-    /// The table printed on the terminal (and pasted into the README).
+    /// The table printed on the terminal (and pasted into the README): one
+    /// row per measured thing, its related figures side by side, the
+    /// samples of its first figure last.
     pub fn table(&self) -> String {
-        let mut out = String::new();
-        let fmt = |v: Option<f64>| match v {
-            None => "n/a".to_string(),
-            Some(v) if v >= 1000.0 => format!("{v:.0}"),
-            Some(v) if v >= 10.0 => format!("{v:.1}"),
-            Some(v) => format!("{v:.3}"),
-        };
-        out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", "figure", "median", "unit", "samples"));
-        let mut section = "";
+        const SUFFIXES: [&str; 6] = ["mpps", "ns_per_pkt", "wall_mpps", "delivered_share", "net", "repeat"];
+        let mut groups: Vec<(String, Vec<(&str, &Figure)>)> = Vec::new();
         for (id, f) in &self.figures {
-            let s = id.split('.').next().unwrap_or("");
+            let (group, metric) = match id.rsplit_once('.') {
+                Some((g, m)) if SUFFIXES.contains(&m) => (g.to_string(), m),
+                _ => (id.clone(), ""),
+            };
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, members)) => members.push((metric, f)),
+                None => groups.push((group, vec![(metric, f)])),
+            }
+        }
+        let mut out = String::new();
+        let mut section = String::new();
+        for (group, mut members) in groups {
+            let order = |m: &str| ["", "mpps", "ns_per_pkt", "net", "repeat", "wall_mpps", "delivered_share"].iter().position(|x| *x == m);
+            members.sort_by_key(|(m, _)| order(m));
+            let s = group.split('.').next().unwrap_or("");
             if s != section {
-                section = s;
+                section = s.to_string();
                 out.push_str(&format!("-- {section}\n"));
             }
-            let samples = match &f.not_available {
+            let (_, first) = members[0];
+            let label = first.label.split(" [").next().unwrap_or(&first.label);
+            let cells: Vec<String> = members
+                .iter()
+                .map(|(m, f)| {
+                    let v = fmt_value(f.value);
+                    match *m {
+                        "wall_mpps" => format!("wall {v} Mpps"),
+                        "delivered_share" => format!("{:.0}% delivered", f.value.unwrap_or(0.0) * 100.0),
+                        "net" => format!("net {v} {}", f.unit),
+                        "repeat" => format!("repeat-run {v} {}", f.unit),
+                        _ => format!("{v} {}", f.unit),
+                    }
+                })
+                .collect();
+            let samples = match &first.not_available {
                 Some(why) => format!("not available: {why}"),
-                None => f.samples.iter().map(|v| fmt(Some(*v))).collect::<Vec<_>>().join(" "),
+                None => format!("[{}]", first.samples.iter().map(|v| fmt_value(Some(*v))).collect::<Vec<_>>().join(" ")),
             };
-            out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", f.label, fmt(f.value), f.unit, samples));
+            out.push_str(&format!("{label:<64} {}  {samples}\n", cells.join(" | ")));
         }
         out.push_str("-- targets (ratio = first / second)\n");
         for c in &self.comparisons {
@@ -144,8 +168,17 @@ impl Report {
                 (None, None) => "n/a",
             };
             let ratio = c.ratio.map_or("n/a".into(), |r| format!("{r:.2}x"));
-            out.push_str(&format!("{:<58} {:>12} {:<10} {}\n", c.name, ratio, target, met));
+            out.push_str(&format!("{:<64} {:>7}  target {:<7} {}\n", c.name, ratio, target, met));
         }
         out
+    }
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "n/a".to_string(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.3}"),
     }
 }
