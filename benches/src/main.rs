@@ -80,7 +80,7 @@ impl Plan {
             Self { reps: 3, packets: 50_000, prog_calls: 300, prog_repeat: 10_000, kernel_flows: 30_000,
                 vxdp_flows: 60_000, tcp_secs: 1, rr_count: 1_000 }
         } else {
-            Self { reps: 5, packets: 2_000_000, prog_calls: 3_000, prog_repeat: 1_000_000, kernel_flows: 200_000,
+            Self { reps: 5, packets: 500_000, prog_calls: 3_000, prog_repeat: 1_000_000, kernel_flows: 200_000,
                 vxdp_flows: 1_000_000, tcp_secs: 5, rr_count: 10_000 }
         }
     }

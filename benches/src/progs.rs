@@ -49,7 +49,8 @@ fn object() -> &'static [u8] {
 pub fn in_netns<T: Send>(ns: &str, cpu: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let path = PathBuf::from("/run/netns").join(ns);
     std::thread::scope(|s| {
-        s.spawn(move || -> Result<T> {
+        // Named so that `perf report --comm vxdp-bench-ns` finds the work.
+        std::thread::Builder::new().name("vxdp-bench-ns".into()).spawn_scoped(s, move || -> Result<T> {
             let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
@@ -58,7 +59,7 @@ pub fn in_netns<T: Send>(ns: &str, cpu: Option<usize>, f: impl FnOnce() -> Resul
                 pin_to_cpu(cpu)?;
             }
             f()
-        })
+        })?
         .join()
         .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
     })
