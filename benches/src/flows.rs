@@ -58,7 +58,12 @@ pub fn conntrack_slab_bytes() -> Result<u64> {
     let mut total = 0u64;
     for line in text.lines().skip(2) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let ours = f.first().is_some_and(|n| *n == "nf_conntrack" || n.starts_with("kmalloc-") && !n.starts_with("kmalloc-cg") && !n.starts_with("kmalloc-rcl"));
+        let ours = f.first().is_some_and(|n| {
+            *n == "nf_conntrack"
+                || n.starts_with("kmalloc-")
+                    && !n.starts_with("kmalloc-cg")
+                    && !n.starts_with("kmalloc-rcl")
+        });
         if ours && f.len() > 3 {
             let (active, size): (u64, u64) = (f[1].parse().unwrap_or(0), f[3].parse().unwrap_or(0));
             total += active * size;
@@ -73,14 +78,18 @@ pub fn nf_conn_bytes() -> Result<u64> {
     text.lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&"nf_conntrack")).then(|| f.get(3)?.parse().ok()).flatten()
+            (f.first() == Some(&"nf_conntrack"))
+                .then(|| f.get(3)?.parse().ok())
+                .flatten()
         })
         .context("no nf_conntrack slab in /proc/slabinfo")
 }
 
 /// Kernel conntrack entries in the topology's hypervisor namespace.
 pub fn kernel_entries(topo: &Topology) -> Result<u64> {
-    let out = topo.hyp.exec("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"])?;
+    let out = topo
+        .hyp
+        .exec("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
@@ -102,8 +111,14 @@ pub fn vxdp_map_bytes(topo: &Topology) -> Result<u64> {
         .output()
         .context("running bpftool (cargo xtask setup installs it)")?;
     if !out.status.success() {
-        bail!("bpftool map show pinned {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "bpftool map show pinned {}: {}",
+            pin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v["bytes_memlock"].as_u64().context("bpftool printed no bytes_memlock")
+    v["bytes_memlock"]
+        .as_u64()
+        .context("bpftool printed no bytes_memlock")
 }

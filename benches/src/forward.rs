@@ -28,7 +28,12 @@ pub struct Rate {
 
 impl Rate {
     pub(crate) fn new(sent: u32, delivered: u64, t: RunTime) -> Self {
-        Self { sent: sent as u64, delivered, secs: t.cpu.as_secs_f64(), wall_secs: t.wall.as_secs_f64() }
+        Self {
+            sent: sent as u64,
+            delivered,
+            secs: t.cpu.as_secs_f64(),
+            wall_secs: t.wall.as_secs_f64(),
+        }
     }
 
     /// Packets per second of CPU time on the pinned CPU, in millions: the
@@ -76,14 +81,28 @@ pub fn reply_traffic(flows: u32) -> Traffic {
 
 /// Sends `count` frames of `traffic` from the guest (or, `reply`, from the
 /// outside host) and counts what the sink on the far side received.
-pub(crate) fn measure(topo: &mut Topology, traffic: &Traffic, reply: bool, count: u32, cpu: usize) -> Result<Rate> {
+pub(crate) fn measure(
+    topo: &mut Topology,
+    traffic: &Traffic,
+    reply: bool,
+    count: u32,
+    cpu: usize,
+) -> Result<Rate> {
     topo.progs.set_traffic(traffic, XDP_TX)?;
     let before = topo.progs.sink_count()?;
-    let (ns, iface) = if reply { (topo.wan.name.clone(), "wan0") } else { (topo.guest.name.clone(), "eth0") };
+    let (ns, iface) = if reply {
+        (topo.wan.name.clone(), "wan0")
+    } else {
+        (topo.guest.name.clone(), "eth0")
+    };
     let time = topo.progs.generate(&ns, iface, count, cpu, traffic)?;
     let delivered = topo.progs.sink_count()? - before;
     if delivered == 0 {
-        eprintln!("[bench] {}: nothing delivered; interface counters:\n{}", topo.path.name(), topo.diagnostics());
+        eprintln!(
+            "[bench] {}: nothing delivered; interface counters:\n{}",
+            topo.path.name(),
+            topo.diagnostics()
+        );
     }
     Ok(Rate::new(count, delivered, time))
 }
@@ -98,7 +117,13 @@ pub fn generator_alone(topo: &mut Topology, count: u32, cpu: usize) -> Result<f6
 }
 
 /// Primes the flows (so replies find them), then measures one direction.
-pub fn run_one(topo: &mut Topology, flows: u32, reply: bool, count: u32, cpu: usize) -> Result<Rate> {
+pub fn run_one(
+    topo: &mut Topology,
+    flows: u32,
+    reply: bool,
+    count: u32,
+    cpu: usize,
+) -> Result<Rate> {
     let forward = guest_traffic(topo, flows);
     if reply {
         ensure!(topo.path.is_nat(), "replies are measured for NAT only");

@@ -77,11 +77,27 @@ struct Plan {
 impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
-            Self { reps: 3, packets: 50_000, prog_calls: 300, prog_repeat: 10_000, kernel_flows: 30_000,
-                vxdp_flows: 60_000, tcp_secs: 1, rr_count: 1_000 }
+            Self {
+                reps: 3,
+                packets: 50_000,
+                prog_calls: 300,
+                prog_repeat: 10_000,
+                kernel_flows: 30_000,
+                vxdp_flows: 60_000,
+                tcp_secs: 1,
+                rr_count: 1_000,
+            }
         } else {
-            Self { reps: 5, packets: 500_000, prog_calls: 3_000, prog_repeat: 1_000_000, kernel_flows: 200_000,
-                vxdp_flows: 1_000_000, tcp_secs: 5, rr_count: 10_000 }
+            Self {
+                reps: 5,
+                packets: 500_000,
+                prog_calls: 3_000,
+                prog_repeat: 1_000_000,
+                kernel_flows: 200_000,
+                vxdp_flows: 1_000_000,
+                tcp_secs: 5,
+                rr_count: 10_000,
+            }
         }
     }
 }
@@ -109,7 +125,11 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -122,7 +142,10 @@ fn progress(msg: &str) {
 }
 
 fn run(cli: Cli) -> Result<bool> {
-    ensure!(unsafe { libc::geteuid() } == 0, "the benchmark needs root (network namespaces, BPF)");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (network namespaces, BPF)"
+    );
     let started = Instant::now();
     let plan = Plan::new(cli.quick);
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -142,12 +165,30 @@ fn run(cli: Cli) -> Result<bool> {
     r.meta("repetitions", plan.reps);
     r.meta("packets_per_run", plan.packets);
     r.meta("frame_bytes", 64);
-    r.meta("nf_conntrack_max", sh("cat", &["/proc/sys/net/netfilter/nf_conntrack_max"]));
-    r.meta("vxdp_commit", sh("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]));
+    r.meta(
+        "nf_conntrack_max",
+        sh("cat", &["/proc/sys/net/netfilter/nf_conntrack_max"]),
+    );
+    r.meta(
+        "vxdp_commit",
+        sh(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        ),
+    );
     r.meta("load_average_at_start", sh("cat", &["/proc/loadavg"]));
 
     if wants(&cli, "program") {
-        progress(&format!("per-program cost: {} calls x {} reps on CPU {cpu}", plan.prog_calls, plan.reps));
+        progress(&format!(
+            "per-program cost: {} calls x {} reps on CPU {cpu}",
+            plan.prog_calls, plan.reps
+        ));
         progcost::run(plan.prog_calls, plan.prog_repeat, plan.reps, cpu, &mut r)?;
     }
 
@@ -155,7 +196,14 @@ fn run(cli: Cli) -> Result<bool> {
     if needs_topologies {
         let mut topos: Vec<Topology> = Vec::new();
         let mut unavailable: Vec<(Path, String)> = Vec::new();
-        for path in [Path::KernelNat, Path::VxdpNat, Path::Ceiling, Path::CeilingTc, Path::KernelRoute, Path::VxdpRoute] {
+        for path in [
+            Path::KernelNat,
+            Path::VxdpNat,
+            Path::Ceiling,
+            Path::CeilingTc,
+            Path::KernelRoute,
+            Path::VxdpRoute,
+        ] {
             if !cli.paths.is_empty() && !cli.paths.iter().any(|p| p == path.name()) {
                 continue;
             }
@@ -171,12 +219,18 @@ fn run(cli: Cli) -> Result<bool> {
             }
         }
         if let Some(t) = topos.first() {
-            r.meta("bridge_nf_call_iptables", topo::bridge_nf_call_iptables(&t.hyp));
+            r.meta(
+                "bridge_nf_call_iptables",
+                topo::bridge_nf_call_iptables(&t.hyp),
+            );
         }
         progress("waiting for the bridges' STP to forward");
         // The ceiling's XDP program redirects everything the guest sends,
         // ping included, and needs no bridge.
-        for t in topos.iter().filter(|t| !matches!(t.path, Path::Ceiling | Path::CeilingTc)) {
+        for t in topos
+            .iter()
+            .filter(|t| !matches!(t.path, Path::Ceiling | Path::CeilingTc))
+        {
             t.wait_ping(GATEWAY, std::time::Duration::from_secs(20))?;
             t.wait_ping(OUTSIDE, std::time::Duration::from_secs(10))?;
         }
@@ -214,17 +268,25 @@ fn run(cli: Cli) -> Result<bool> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("JSON: {}", out.display());
     let missing = r.missing();
     if !missing.is_empty() {
-        eprintln!("vxdp-bench: {} figure(s) missing or not positive:", missing.len());
+        eprintln!(
+            "vxdp-bench: {} figure(s) missing or not positive:",
+            missing.len()
+        );
         for m in &missing {
             eprintln!("  {m}");
         }
         return Ok(false);
     }
-    println!("all {} figures present ({:.0} s)", r.figures.len(), started.elapsed().as_secs_f64());
+    println!(
+        "all {} figures present ({:.0} s)",
+        r.figures.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(true)
 }
 
@@ -232,15 +294,30 @@ fn flows_label(flows: u32) -> &'static str {
     if flows == 1 { "1flow" } else { "10kflows" }
 }
 
-fn forward_section(topos: &mut [Topology], unavailable: &[(Path, String)], plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
+fn forward_section(
+    topos: &mut [Topology],
+    unavailable: &[(Path, String)],
+    plan: &Plan,
+    cpu: usize,
+    r: &mut Report,
+) -> Result<()> {
     for t in topos.iter_mut() {
         t.sinks(true)?;
     }
     for (path, why) in unavailable {
         for flows in [1, 10_000] {
             let mode = if path.is_nat() { "nat" } else { "route" };
-            let id = format!("forward.{mode}.{}.{}", flows_label(flows), if path.is_vxdp() { "vxdp" } else { "kernel" });
-            r.not_available(&format!("{id}.mpps"), &format!("{} guest->outside {flows} flow(s)", forward::label(*path)), "Mpps", why);
+            let id = format!(
+                "forward.{mode}.{}.{}",
+                flows_label(flows),
+                if path.is_vxdp() { "vxdp" } else { "kernel" }
+            );
+            r.not_available(
+                &format!("{id}.mpps"),
+                &format!("{} guest->outside {flows} flow(s)", forward::label(*path)),
+                "Mpps",
+                why,
+            );
         }
     }
     for rep in 0..plan.reps {
@@ -259,19 +336,41 @@ fn forward_section(topos: &mut [Topology], unavailable: &[(Path, String)], plan:
                 let id = format!("forward.{mode}.{}.{who}", flows_label(flows));
                 let what = format!("{} guest->outside {flows} flow(s)", forward::label(t.path));
                 record(r, &id, &what, &rate);
-                progress(&format!("rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)", rep + 1, plan.reps, rate.mpps(), rate.delivered, rate.sent));
+                progress(&format!(
+                    "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
+                    rep + 1,
+                    plan.reps,
+                    rate.mpps(),
+                    rate.delivered,
+                    rate.sent
+                ));
                 if t.path.is_nat() {
                     let rate = forward::run_one(t, flows, true, plan.packets, cpu)?;
                     let id = format!("forward.reply.{}.{who}", flows_label(flows));
-                    let what = format!("{} outside->guest replies {flows} flow(s)", forward::label(t.path));
+                    let what = format!(
+                        "{} outside->guest replies {flows} flow(s)",
+                        forward::label(t.path)
+                    );
                     record(r, &id, &what, &rate);
-                    progress(&format!("rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)", rep + 1, plan.reps, rate.mpps(), rate.delivered, rate.sent));
+                    progress(&format!(
+                        "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
+                        rep + 1,
+                        plan.reps,
+                        rate.mpps(),
+                        rate.delivered,
+                        rate.sent
+                    ));
                 }
             }
         }
         if let Some(t) = topos.first_mut() {
             let ns = forward::generator_alone(t, plan.packets, cpu)?;
-            r.sample("forward.generator_alone.ns_per_pkt", "generator alone (frame written, XDP_DROP)", "ns/pkt", ns);
+            r.sample(
+                "forward.generator_alone.ns_per_pkt",
+                "generator alone (frame written, XDP_DROP)",
+                "ns/pkt",
+                ns,
+            );
         }
     }
     Ok(())
@@ -284,19 +383,39 @@ fn record(r: &mut Report, id: &str, what: &str, rate: &forward::Rate) {
         return;
     }
     r.sample(&format!("{id}.mpps"), what, "Mpps", rate.mpps());
-    r.sample(&format!("{id}.ns_per_pkt"), what, "ns/pkt", rate.ns_per_pkt());
-    r.sample(&format!("{id}.delivered_share"), what, "fraction", rate.delivered as f64 / rate.sent as f64);
-    r.sample(&format!("{id}.wall_mpps"), &format!("{what} [wall clock]"), "Mpps", rate.wall_mpps());
+    r.sample(
+        &format!("{id}.ns_per_pkt"),
+        what,
+        "ns/pkt",
+        rate.ns_per_pkt(),
+    );
+    r.sample(
+        &format!("{id}.delivered_share"),
+        what,
+        "fraction",
+        rate.delivered as f64 / rate.sent as f64,
+    );
+    r.sample(
+        &format!("{id}.wall_mpps"),
+        &format!("{what} [wall clock]"),
+        "Mpps",
+        rate.wall_mpps(),
+    );
 }
 
 fn flows_section(topos: &mut Vec<Topology>, plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
     // vxdp with a table sized for the flow count (2 entries per flow).
     let entries = (plan.vxdp_flows as u64 * 2 * 102 / 100) as u32;
-    progress(&format!("building topology vxdp_nat with a {entries}-entry conntrack table"));
+    progress(&format!(
+        "building topology vxdp_nat with a {entries}-entry conntrack table"
+    ));
     let mut big = Topology::new(Path::VxdpNat, entries)?;
     big.wait_ping(GATEWAY, std::time::Duration::from_secs(20))?;
     big.sinks(true)?;
-    let kernel = topos.iter_mut().find(|t| t.path == Path::KernelNat).context("the flows section needs the kernel_nat path")?;
+    let kernel = topos
+        .iter_mut()
+        .find(|t| t.path == Path::KernelNat)
+        .context("the flows section needs the kernel_nat path")?;
     kernel.sinks(true)?;
     for rep in 0..plan.reps {
         // Kernel conntrack: its table is capped by the host's
@@ -308,15 +427,40 @@ fn flows_section(topos: &mut Vec<Topology>, plan: &Plan, cpu: usize, r: &mut Rep
         let held = flows::kernel_entries(kernel)?;
         let slab1 = flows::conntrack_slab_bytes()?;
         let what = format!("kernel conntrack: new flows ({} flows)", plan.kernel_flows);
-        r.sample("flows.kernel.setup_per_s", &what, "flows/s", rate.delivered as f64 / rate.secs);
-        r.sample("flows.kernel.held", "kernel conntrack: flows held after setup", "flows", held as f64);
+        r.sample(
+            "flows.kernel.setup_per_s",
+            &what,
+            "flows/s",
+            rate.delivered as f64 / rate.secs,
+        );
+        r.sample(
+            "flows.kernel.held",
+            "kernel conntrack: flows held after setup",
+            "flows",
+            held as f64,
+        );
         // A repetition where other tenants freed more than conntrack took
         // says nothing: it gives no sample.
         if held > 0 && slab1 > slab0 {
-            r.sample("flows.kernel.bytes_per_flow", "kernel conntrack: slab bytes per flow", "B", (slab1 - slab0) as f64 / held as f64);
+            r.sample(
+                "flows.kernel.bytes_per_flow",
+                "kernel conntrack: slab bytes per flow",
+                "B",
+                (slab1 - slab0) as f64 / held as f64,
+            );
         }
-        r.sample("flows.kernel.nf_conn_bytes", "kernel conntrack: struct nf_conn (slab object)", "B", flows::nf_conn_bytes()? as f64);
-        progress(&format!("rep {}/{} {what}: {:.0} flows/s, {held} held", rep + 1, plan.reps, rate.delivered as f64 / rate.secs));
+        r.sample(
+            "flows.kernel.nf_conn_bytes",
+            "kernel conntrack: struct nf_conn (slab object)",
+            "B",
+            flows::nf_conn_bytes()? as f64,
+        );
+        progress(&format!(
+            "rep {}/{} {what}: {:.0} flows/s, {held} held",
+            rep + 1,
+            plan.reps,
+            rate.delivered as f64 / rate.secs
+        ));
 
         // vxdp: the same first flows (like for like), then on to the full
         // count.
@@ -327,19 +471,55 @@ fn flows_section(topos: &mut Vec<Topology>, plan: &Plan, cpu: usize, r: &mut Rep
         let rest = flows::setup(&mut big, &t, plan.vxdp_flows - plan.kernel_flows, cpu)?;
         let created = big.vxdp_counter("conntrack_created")? - created0;
         let what = format!("vxdp: new flows (first {})", plan.kernel_flows);
-        r.sample("flows.vxdp.setup_per_s", &what, "flows/s", first.delivered as f64 / first.secs);
+        r.sample(
+            "flows.vxdp.setup_per_s",
+            &what,
+            "flows/s",
+            first.delivered as f64 / first.secs,
+        );
         let all = (first.delivered + rest.delivered) as f64 / (first.secs + rest.secs);
-        r.sample("flows.vxdp.setup_per_s_to_full", &format!("vxdp: new flows (all {})", plan.vxdp_flows), "flows/s", all);
-        r.sample("flows.vxdp.created", "vxdp: flows created (conntrack_created)", "flows", created as f64);
-        progress(&format!("rep {}/{} {what}: {:.0} flows/s; all {}: {all:.0} flows/s, {created} created", rep + 1, plan.reps, first.delivered as f64 / first.secs, plan.vxdp_flows));
+        r.sample(
+            "flows.vxdp.setup_per_s_to_full",
+            &format!("vxdp: new flows (all {})", plan.vxdp_flows),
+            "flows/s",
+            all,
+        );
+        r.sample(
+            "flows.vxdp.created",
+            "vxdp: flows created (conntrack_created)",
+            "flows",
+            created as f64,
+        );
+        progress(&format!(
+            "rep {}/{} {what}: {:.0} flows/s; all {}: {all:.0} flows/s, {created} created",
+            rep + 1,
+            plan.reps,
+            first.delivered as f64 / first.secs,
+            plan.vxdp_flows
+        ));
         if rep + 1 == plan.reps {
             let entries = flows::vxdp_entries(&big)?;
             let bytes = flows::vxdp_map_bytes(&big)?;
             let held = entries / 2;
-            r.sample("flows.vxdp.held", "vxdp: flows held (table entries / 2)", "flows", held as f64);
-            r.sample("flows.vxdp.map_bytes", "vxdp: conntrack map memory (bpftool memlock)", "B", bytes as f64);
+            r.sample(
+                "flows.vxdp.held",
+                "vxdp: flows held (table entries / 2)",
+                "flows",
+                held as f64,
+            );
+            r.sample(
+                "flows.vxdp.map_bytes",
+                "vxdp: conntrack map memory (bpftool memlock)",
+                "B",
+                bytes as f64,
+            );
             if held > 0 {
-                r.sample("flows.vxdp.bytes_per_flow", "vxdp: map bytes per flow held", "B", bytes as f64 / held as f64);
+                r.sample(
+                    "flows.vxdp.bytes_per_flow",
+                    "vxdp: map bytes per flow held",
+                    "B",
+                    bytes as f64 / held as f64,
+                );
             }
         }
     }
@@ -348,22 +528,59 @@ fn flows_section(topos: &mut Vec<Topology>, plan: &Plan, cpu: usize, r: &mut Rep
     Ok(())
 }
 
-fn tcp_section(topos: &[Topology], unavailable: &[(Path, String)], plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
+fn tcp_section(
+    topos: &[Topology],
+    unavailable: &[(Path, String)],
+    plan: &Plan,
+    cpu: usize,
+    r: &mut Report,
+) -> Result<()> {
     for (path, why) in unavailable {
         let mode = if path.is_nat() { "nat" } else { "route" };
-        r.not_available(&format!("tcp.{mode}.vxdp.gbps"), &format!("{} TCP throughput", forward::label(*path)), "Gbit/s", why);
-        r.not_available(&format!("tcp.{mode}.vxdp.rr_us"), &format!("{} TCP request/response", forward::label(*path)), "us", why);
+        r.not_available(
+            &format!("tcp.{mode}.vxdp.gbps"),
+            &format!("{} TCP throughput", forward::label(*path)),
+            "Gbit/s",
+            why,
+        );
+        r.not_available(
+            &format!("tcp.{mode}.vxdp.rr_us"),
+            &format!("{} TCP request/response", forward::label(*path)),
+            "us",
+            why,
+        );
     }
     let mut port = 5201u16;
     for rep in 0..plan.reps {
-        for t in topos.iter().filter(|t| !matches!(t.path, Path::Ceiling | Path::CeilingTc)) {
-            let (mode, who) = (if t.path.is_nat() { "nat" } else { "route" }, if t.path.is_vxdp() { "vxdp" } else { "kernel" });
+        for t in topos
+            .iter()
+            .filter(|t| !matches!(t.path, Path::Ceiling | Path::CeilingTc))
+        {
+            let (mode, who) = (
+                if t.path.is_nat() { "nat" } else { "route" },
+                if t.path.is_vxdp() { "vxdp" } else { "kernel" },
+            );
             let gbps = tcp::iperf(t, plan.tcp_secs, cpu, port)?;
             port += 1;
             let rr = tcp::request_response(t, plan.rr_count, cpu)?;
-            r.sample(&format!("tcp.{mode}.{who}.gbps"), &format!("{} TCP throughput (iperf3)", forward::label(t.path)), "Gbit/s", gbps);
-            r.sample(&format!("tcp.{mode}.{who}.rr_us"), &format!("{} TCP 1-byte request/response", forward::label(t.path)), "us", rr);
-            progress(&format!("rep {}/{} {}: {gbps:.2} Gbit/s, round trip {rr:.1} us", rep + 1, plan.reps, t.path.name()));
+            r.sample(
+                &format!("tcp.{mode}.{who}.gbps"),
+                &format!("{} TCP throughput (iperf3)", forward::label(t.path)),
+                "Gbit/s",
+                gbps,
+            );
+            r.sample(
+                &format!("tcp.{mode}.{who}.rr_us"),
+                &format!("{} TCP 1-byte request/response", forward::label(t.path)),
+                "us",
+                rr,
+            );
+            progress(&format!(
+                "rep {}/{} {}: {gbps:.2} Gbit/s, round trip {rr:.1} us",
+                rep + 1,
+                plan.reps,
+                t.path.name()
+            ));
         }
     }
     Ok(())
@@ -372,20 +589,98 @@ fn tcp_section(topos: &[Topology], unavailable: &[(Path, String)], plan: &Plan, 
 /// The targets as ratios of figures measured in this run.
 fn targets(r: &mut Report) {
     for f in ["1flow", "10kflows"] {
-        r.compare(&format!("NAT guest->outside {f}: vxdp / kernel"), &format!("forward.nat.{f}.vxdp.mpps"), &format!("forward.nat.{f}.kernel.mpps"), Some(6.0), None);
-        r.compare(&format!("NAT replies {f}: vxdp / kernel"), &format!("forward.reply.{f}.vxdp.mpps"), &format!("forward.reply.{f}.kernel.mpps"), Some(6.0), None);
-        r.compare(&format!("NAT guest->outside {f}: vxdp / ceiling"), &format!("forward.nat.{f}.vxdp.mpps"), &format!("forward.ceiling.{f}.xdp.mpps"), Some(0.7), None);
-        r.compare(&format!("ceiling at TC / ceiling at XDP {f}"), &format!("forward.ceiling.{f}.tc.mpps"), &format!("forward.ceiling.{f}.xdp.mpps"), None, None);
-        r.compare(&format!("NAT guest->outside {f}: vxdp / ceiling at TC"), &format!("forward.nat.{f}.vxdp.mpps"), &format!("forward.ceiling.{f}.tc.mpps"), None, None);
-        r.compare(&format!("routed {f}: vxdp / kernel"), &format!("forward.route.{f}.vxdp.mpps"), &format!("forward.route.{f}.kernel.mpps"), Some(6.0), None);
+        r.compare(
+            &format!("NAT guest->outside {f}: vxdp / kernel"),
+            &format!("forward.nat.{f}.vxdp.mpps"),
+            &format!("forward.nat.{f}.kernel.mpps"),
+            Some(6.0),
+            None,
+        );
+        r.compare(
+            &format!("NAT replies {f}: vxdp / kernel"),
+            &format!("forward.reply.{f}.vxdp.mpps"),
+            &format!("forward.reply.{f}.kernel.mpps"),
+            Some(6.0),
+            None,
+        );
+        r.compare(
+            &format!("NAT guest->outside {f}: vxdp / ceiling"),
+            &format!("forward.nat.{f}.vxdp.mpps"),
+            &format!("forward.ceiling.{f}.xdp.mpps"),
+            Some(0.7),
+            None,
+        );
+        r.compare(
+            &format!("ceiling at TC / ceiling at XDP {f}"),
+            &format!("forward.ceiling.{f}.tc.mpps"),
+            &format!("forward.ceiling.{f}.xdp.mpps"),
+            None,
+            None,
+        );
+        r.compare(
+            &format!("NAT guest->outside {f}: vxdp / ceiling at TC"),
+            &format!("forward.nat.{f}.vxdp.mpps"),
+            &format!("forward.ceiling.{f}.tc.mpps"),
+            None,
+            None,
+        );
+        r.compare(
+            &format!("routed {f}: vxdp / kernel"),
+            &format!("forward.route.{f}.vxdp.mpps"),
+            &format!("forward.route.{f}.kernel.mpps"),
+            Some(6.0),
+            None,
+        );
     }
-    r.compare("test run, net: uplink XDP NAT hit / ceiling XDP", "program.uplink_xdp.reverse_nat_hit.net", "program.ceiling_xdp.net", None, Some(2.0));
-    r.compare("test run, raw: uplink XDP NAT hit / ceiling XDP", "program.uplink_xdp.reverse_nat_hit", "program.ceiling_xdp", None, Some(2.0));
-    r.compare("test run, net: guest TC NAT hit / ceiling XDP", "program.guest_tc.nat_hit.net", "program.ceiling_xdp.net", None, Some(2.0));
-    r.compare("new-flow setup: vxdp / kernel", "flows.vxdp.setup_per_s", "flows.kernel.setup_per_s", Some(5.0), None);
-    r.compare("bytes per flow: vxdp / kernel", "flows.vxdp.bytes_per_flow", "flows.kernel.bytes_per_flow", None, Some(1.0));
+    r.compare(
+        "test run, net: uplink XDP NAT hit / ceiling XDP",
+        "program.uplink_xdp.reverse_nat_hit.net",
+        "program.ceiling_xdp.net",
+        None,
+        Some(2.0),
+    );
+    r.compare(
+        "test run, raw: uplink XDP NAT hit / ceiling XDP",
+        "program.uplink_xdp.reverse_nat_hit",
+        "program.ceiling_xdp",
+        None,
+        Some(2.0),
+    );
+    r.compare(
+        "test run, net: guest TC NAT hit / ceiling XDP",
+        "program.guest_tc.nat_hit.net",
+        "program.ceiling_xdp.net",
+        None,
+        Some(2.0),
+    );
+    r.compare(
+        "new-flow setup: vxdp / kernel",
+        "flows.vxdp.setup_per_s",
+        "flows.kernel.setup_per_s",
+        Some(5.0),
+        None,
+    );
+    r.compare(
+        "bytes per flow: vxdp / kernel",
+        "flows.vxdp.bytes_per_flow",
+        "flows.kernel.bytes_per_flow",
+        None,
+        Some(1.0),
+    );
     for mode in ["nat", "route"] {
-        r.compare(&format!("TCP throughput {mode}: vxdp / kernel"), &format!("tcp.{mode}.vxdp.gbps"), &format!("tcp.{mode}.kernel.gbps"), Some(1.0), None);
-        r.compare(&format!("TCP round trip {mode}: vxdp / kernel"), &format!("tcp.{mode}.vxdp.rr_us"), &format!("tcp.{mode}.kernel.rr_us"), None, Some(1.0));
+        r.compare(
+            &format!("TCP throughput {mode}: vxdp / kernel"),
+            &format!("tcp.{mode}.vxdp.gbps"),
+            &format!("tcp.{mode}.kernel.gbps"),
+            Some(1.0),
+            None,
+        );
+        r.compare(
+            &format!("TCP round trip {mode}: vxdp / kernel"),
+            &format!("tcp.{mode}.vxdp.rr_us"),
+            &format!("tcp.{mode}.kernel.rr_us"),
+            None,
+            Some(1.0),
+        );
     }
 }

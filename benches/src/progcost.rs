@@ -20,8 +20,8 @@ use aya::{
 };
 use vxdp_common::{ConntrackEntry, ConntrackKey, names};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC, World,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, with_nat_world,
+    BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, with_nat_world,
 };
 
 use crate::{
@@ -69,15 +69,60 @@ struct Case {
 }
 
 const CASES: [Case; 9] = [
-    Case { id: "guest_tc.nat_hit", label: "guest port (TC): NAT hit, SNAT+redirect", expect: TC_ACT_REDIRECT, idempotent: false },
-    Case { id: "guest_tc.nat_create", label: "guest port (TC): NAT miss, new flow", expect: TC_ACT_REDIRECT, idempotent: false },
-    Case { id: "guest_tc.drop_spoofed", label: "guest port (TC): drop, spoofed source", expect: TC_ACT_SHOT, idempotent: true },
-    Case { id: "uplink_xdp.reverse_nat_hit", label: "uplink (XDP): reverse NAT hit+redirect", expect: XDP_REDIRECT, idempotent: false },
-    Case { id: "uplink_xdp.miss_to_host", label: "uplink (XDP): miss, to the host", expect: XDP_PASS, idempotent: true },
-    Case { id: "uplink_xdp.drop_unsolicited", label: "uplink (XDP): drop, unsolicited inbound", expect: XDP_DROP, idempotent: true },
-    Case { id: "ceiling_xdp", label: "ceiling (XDP): MAC rewrite+redirect", expect: XDP_REDIRECT, idempotent: true },
-    Case { id: "ceiling_tc", label: "ceiling (TC): MAC rewrite+redirect", expect: TC_ACT_REDIRECT, idempotent: true },
-    Case { id: "empty_xdp", label: "empty XDP program (test-run overhead)", expect: XDP_PASS, idempotent: true },
+    Case {
+        id: "guest_tc.nat_hit",
+        label: "guest port (TC): NAT hit, SNAT+redirect",
+        expect: TC_ACT_REDIRECT,
+        idempotent: false,
+    },
+    Case {
+        id: "guest_tc.nat_create",
+        label: "guest port (TC): NAT miss, new flow",
+        expect: TC_ACT_REDIRECT,
+        idempotent: false,
+    },
+    Case {
+        id: "guest_tc.drop_spoofed",
+        label: "guest port (TC): drop, spoofed source",
+        expect: TC_ACT_SHOT,
+        idempotent: true,
+    },
+    Case {
+        id: "uplink_xdp.reverse_nat_hit",
+        label: "uplink (XDP): reverse NAT hit+redirect",
+        expect: XDP_REDIRECT,
+        idempotent: false,
+    },
+    Case {
+        id: "uplink_xdp.miss_to_host",
+        label: "uplink (XDP): miss, to the host",
+        expect: XDP_PASS,
+        idempotent: true,
+    },
+    Case {
+        id: "uplink_xdp.drop_unsolicited",
+        label: "uplink (XDP): drop, unsolicited inbound",
+        expect: XDP_DROP,
+        idempotent: true,
+    },
+    Case {
+        id: "ceiling_xdp",
+        label: "ceiling (XDP): MAC rewrite+redirect",
+        expect: XDP_REDIRECT,
+        idempotent: true,
+    },
+    Case {
+        id: "ceiling_tc",
+        label: "ceiling (TC): MAC rewrite+redirect",
+        expect: TC_ACT_REDIRECT,
+        idempotent: true,
+    },
+    Case {
+        id: "empty_xdp",
+        label: "empty XDP program (test-run overhead)",
+        expect: XDP_PASS,
+        idempotent: true,
+    },
 ];
 
 fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
@@ -94,10 +139,16 @@ struct Bench<'a> {
 impl Bench<'_> {
     fn frame(&self, case: &Case, call: u32) -> Vec<u8> {
         let from_guest = |src: SocketAddrV4, dst: SocketAddrV4| {
-            Packet::udp(src, dst).macs(self.guest_mac, BRIDGE_MAC).payload(&[0; 18]).build()
+            Packet::udp(src, dst)
+                .macs(self.guest_mac, BRIDGE_MAC)
+                .payload(&[0; 18])
+                .build()
         };
         let from_outside = |src: SocketAddrV4, dst: SocketAddrV4| {
-            Packet::udp(src, dst).macs(NEXT_HOP_MAC, UPLINK_MAC).payload(&[0; 18]).build()
+            Packet::udp(src, dst)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .payload(&[0; 18])
+                .build()
         };
         match case.id {
             "guest_tc.nat_hit" => from_guest(sock(self.guest_addr, HIT_PORT), sock(OUTSIDE, 9)),
@@ -106,30 +157,54 @@ impl Bench<'_> {
                 sock(self.guest_addr, 1024 + (call % 30000) as u16),
                 sock(Ipv4Addr::from(u32::from(OUTSIDE) + 1 + call / 30000), 9),
             ),
-            "guest_tc.drop_spoofed" => from_guest(sock(Ipv4Addr::new(10, 9, 9, 9), HIT_PORT), sock(OUTSIDE, 9)),
-            "uplink_xdp.reverse_nat_hit" => from_outside(sock(OUTSIDE, 9), sock(UPLINK_ADDR, HIT_PORT)),
+            "guest_tc.drop_spoofed" => {
+                from_guest(sock(Ipv4Addr::new(10, 9, 9, 9), HIT_PORT), sock(OUTSIDE, 9))
+            }
+            "uplink_xdp.reverse_nat_hit" => {
+                from_outside(sock(OUTSIDE, 9), sock(UPLINK_ADDR, HIT_PORT))
+            }
             "uplink_xdp.miss_to_host" => from_outside(sock(OUTSIDE, 9), sock(UPLINK_ADDR, 7)),
-            "uplink_xdp.drop_unsolicited" => from_outside(sock(OUTSIDE, 9), sock(self.guest_addr, 80)),
+            "uplink_xdp.drop_unsolicited" => {
+                from_outside(sock(OUTSIDE, 9), sock(self.guest_addr, 80))
+            }
             _ => from_guest(sock(self.guest_addr, HIT_PORT), sock(OUTSIDE, 9)),
         }
     }
 
     fn run(&self, world: &World, case: &Case, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
         let guest = || -> Result<&SchedClassifier> {
-            Ok(world.ebpf.program(names::PROG_GUEST_INGRESS).context("guest program")?.try_into()?)
+            Ok(world
+                .ebpf
+                .program(names::PROG_GUEST_INGRESS)
+                .context("guest program")?
+                .try_into()?)
         };
         let uplink = || -> Result<&Xdp> {
-            Ok(world.ebpf.program(names::PROG_UPLINK_INGRESS).context("uplink program")?.try_into()?)
+            Ok(world
+                .ebpf
+                .program(names::PROG_UPLINK_INGRESS)
+                .context("uplink program")?
+                .try_into()?)
         };
         let (verdict, ns) = match case.id {
             id if id.starts_with("guest_tc.") => tc_run(guest()?, frame, self.guest_port, repeat)?,
             id if id.starts_with("uplink_xdp.") => xdp_run(uplink()?, frame, repeat)?,
             "ceiling_xdp" => xdp_run(self.progs.xdp(PROG_CEILING_XDP)?, frame, repeat)?,
-            "ceiling_tc" => tc_run(self.progs.tc(PROG_CEILING_TC)?, frame, self.guest_port, repeat)?,
+            "ceiling_tc" => tc_run(
+                self.progs.tc(PROG_CEILING_TC)?,
+                frame,
+                self.guest_port,
+                repeat,
+            )?,
             "empty_xdp" => xdp_run(self.progs.xdp(PROG_EMPTY_XDP)?, frame, repeat)?,
             other => bail!("unknown case {other}"),
         };
-        ensure!(verdict == case.expect, "{}: verdict {verdict}, expected {}", case.label, case.expect);
+        ensure!(
+            verdict == case.expect,
+            "{}: verdict {verdict}, expected {}",
+            case.label,
+            case.expect
+        );
         Ok((verdict, ns))
     }
 }
@@ -138,8 +213,12 @@ impl Bench<'_> {
 /// test table and measure LRU eviction instead).
 fn flush(world: &mut World) -> Result<()> {
     let keys: Vec<ConntrackKey> = world.conntrack().into_iter().map(|(k, _)| k).collect();
-    let mut map: HashMap<_, ConntrackKey, ConntrackEntry> =
-        HashMap::try_from(world.ebpf.map_mut(names::MAP_CONNTRACK).context("conntrack map")?)?;
+    let mut map: HashMap<_, ConntrackKey, ConntrackEntry> = HashMap::try_from(
+        world
+            .ebpf
+            .map_mut(names::MAP_CONNTRACK)
+            .context("conntrack map")?,
+    )?;
     for k in keys {
         let _ = map.remove(&k);
     }
@@ -170,12 +249,28 @@ pub fn run(calls: u32, repeat: u32, reps: usize, cpu: usize, report: &mut Report
     Ok(())
 }
 
-fn measure(world: &mut World, calls: u32, repeat: u32, reps: usize, cpu: usize, out: &mut Vec<(String, String, f64)>) -> Result<()> {
+fn measure(
+    world: &mut World,
+    calls: u32,
+    repeat: u32,
+    reps: usize,
+    cpu: usize,
+    out: &mut Vec<(String, String, f64)>,
+) -> Result<()> {
     pin_to_cpu(cpu)?;
     let mut progs = BenchProgs::load()?;
-    progs.set_ceiling(CeilingConfig { dst_mac: NEXT_HOP_MAC, src_mac: UPLINK_MAC, ifindex: world.uplink_ifindex })?;
+    progs.set_ceiling(CeilingConfig {
+        dst_mac: NEXT_HOP_MAC,
+        src_mac: UPLINK_MAC,
+        ifindex: world.uplink_ifindex,
+    })?;
     let g = world.guests[0];
-    let b = Bench { progs: &progs, guest_port: g.port_ifindex, guest_mac: g.mac, guest_addr: g.addr };
+    let b = Bench {
+        progs: &progs,
+        guest_port: g.port_ifindex,
+        guest_mac: g.mac,
+        guest_addr: g.addr,
+    };
     let mut create_call = 0u32;
     let mut rep_values: Vec<(&Case, f64)> = Vec::new();
     for _ in 0..reps {
@@ -203,16 +298,32 @@ fn measure(world: &mut World, calls: u32, repeat: u32, reps: usize, cpu: usize, 
                 }
                 if case.idempotent {
                     let (_, ns) = b.run(world, case, &frame, repeat)?;
-                    out.push((format!("program.{}.repeat", case.id), format!("{} [repeat {repeat}]", case.label), ns));
+                    out.push((
+                        format!("program.{}.repeat", case.id),
+                        format!("{} [repeat {repeat}]", case.label),
+                        ns,
+                    ));
                 }
             }
-            out.push((format!("program.{}", case.id), case.label.into(), median(&samples).unwrap_or(f64::NAN)));
+            out.push((
+                format!("program.{}", case.id),
+                case.label.into(),
+                median(&samples).unwrap_or(f64::NAN),
+            ));
             rep_values.push((case, median(&samples).unwrap_or(f64::NAN)));
         }
         // Net of the fixed cost of a timed run (the empty program, same rep).
-        let empty = rep_values.iter().find(|(c, _)| c.id == "empty_xdp").map(|(_, v)| *v).unwrap_or(f64::NAN);
+        let empty = rep_values
+            .iter()
+            .find(|(c, _)| c.id == "empty_xdp")
+            .map(|(_, v)| *v)
+            .unwrap_or(f64::NAN);
         for (case, v) in rep_values.drain(..).filter(|(c, _)| c.id != "empty_xdp") {
-            out.push((format!("program.{}.net", case.id), format!("{} [net of empty]", case.label), v - empty));
+            out.push((
+                format!("program.{}.net", case.id),
+                format!("{} [net of empty]", case.label),
+                v - empty,
+            ));
         }
     }
     Ok(())

@@ -16,7 +16,10 @@ use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf,
     maps::{Array, PerCpuArray, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, TestRun, TestRunAttrs, TestRunOptions, Xdp, xdp::{XdpLinkId, XdpMode}},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunAttrs, TestRunOptions, Xdp,
+        xdp::{XdpLinkId, XdpMode},
+    },
     util::nr_cpus,
 };
 use vxdp_tests::progtest::{Mac, Packet};
@@ -46,22 +49,33 @@ fn object() -> &'static [u8] {
 
 /// Runs `f` on a thread that entered network namespace `ns` (and is pinned
 /// to `cpu` when given). Only that thread changes namespace.
-pub fn in_netns<T: Send>(ns: &str, cpu: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub fn in_netns<T: Send>(
+    ns: &str,
+    cpu: Option<usize>,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     let path = PathBuf::from("/run/netns").join(ns);
     std::thread::scope(|s| {
         // Named so that `perf report --comm vxdp-bench-ns` finds the work.
-        std::thread::Builder::new().name("vxdp-bench-ns".into()).spawn_scoped(s, move || -> Result<T> {
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
-            }
-            if let Some(cpu) = cpu {
-                pin_to_cpu(cpu)?;
-            }
-            f()
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
+        std::thread::Builder::new()
+            .name("vxdp-bench-ns".into())
+            .spawn_scoped(s, move || -> Result<T> {
+                let file =
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!(
+                        "setns {}: {}",
+                        path.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+                if let Some(cpu) = cpu {
+                    pin_to_cpu(cpu)?;
+                }
+                f()
+            })?
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
     })
 }
 
@@ -120,7 +134,11 @@ impl Traffic {
             frame,
             flows: self.flows.max(1),
             ports_per_dst: self.ports_per_dst.max(1),
-            vary: if self.vary_dst_port { VARY_DST_PORT } else { VARY_SRC_PORT },
+            vary: if self.vary_dst_port {
+                VARY_DST_PORT
+            } else {
+                VARY_SRC_PORT
+            },
             verdict,
         }
     }
@@ -145,7 +163,10 @@ pub struct RunTime {
 }
 
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -179,19 +200,32 @@ impl BenchProgs {
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(object()).context("loading the benchmark's eBPF object")?;
         for name in [PROG_GEN, PROG_SINK, PROG_CEILING_XDP, PROG_EMPTY_XDP] {
-            let p: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("no program {name}"))?.try_into()?;
-            p.load().with_context(|| format!("loading {name} (verifier)"))?;
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            p.load()
+                .with_context(|| format!("loading {name} (verifier)"))?;
         }
-        let p: &mut SchedClassifier =
-            ebpf.program_mut(PROG_CEILING_TC).context("no program bench_ceiling_tc")?.try_into()?;
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(PROG_CEILING_TC)
+            .context("no program bench_ceiling_tc")?
+            .try_into()?;
         p.load().context("loading bench_ceiling_tc (verifier)")?;
-        Ok(Self { ebpf, links: Vec::new() })
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+        })
     }
 
     /// Attaches XDP program `prog` in native mode to `iface` in `ns` (no-op
     /// when already attached there).
     pub fn attach(&mut self, prog: &'static str, ns: &str, iface: &str) -> Result<()> {
-        if self.links.iter().any(|(n, f, p, _)| n == ns && f == iface && *p == prog) {
+        if self
+            .links
+            .iter()
+            .any(|(n, f, p, _)| n == ns && f == iface && *p == prog)
+        {
             return Ok(());
         }
         let p: &mut Xdp = self.ebpf.program_mut(prog).context("program")?.try_into()?;
@@ -199,7 +233,8 @@ impl BenchProgs {
             p.attach(ifindex(iface)?, XdpMode::Driver)
                 .with_context(|| format!("attaching {prog} to {iface} in {ns} (native XDP)"))
         })?;
-        self.links.push((ns.to_string(), iface.to_string(), prog, id));
+        self.links
+            .push((ns.to_string(), iface.to_string(), prog, id));
         Ok(())
     }
 
@@ -223,14 +258,18 @@ impl BenchProgs {
         {
             let (_, _, _, id) = self.links.remove(i);
             let p: &mut Xdp = self.ebpf.program_mut(prog).context("program")?.try_into()?;
-            p.detach(id).with_context(|| format!("detaching {prog} from {iface}"))?;
+            p.detach(id)
+                .with_context(|| format!("detaching {prog} from {iface}"))?;
         }
         Ok(())
     }
 
     pub fn set_ceiling(&mut self, cfg: CeilingConfig) -> Result<()> {
-        let mut map: Array<_, CeilingConfig> =
-            Array::try_from(self.ebpf.map_mut("CEILING_CONFIG").context("CEILING_CONFIG")?)?;
+        let mut map: Array<_, CeilingConfig> = Array::try_from(
+            self.ebpf
+                .map_mut("CEILING_CONFIG")
+                .context("CEILING_CONFIG")?,
+        )?;
         map.set(0, &cfg, 0)?;
         Ok(())
     }
@@ -255,23 +294,39 @@ impl BenchProgs {
 
     /// Frames the sink has counted so far (all CPUs).
     pub fn sink_count(&self) -> Result<u64> {
-        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(self.ebpf.map("SINK_COUNT").context("SINK_COUNT")?)?;
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("SINK_COUNT").context("SINK_COUNT")?)?;
         Ok(map.get(&0, 0)?.iter().sum())
     }
 
     pub fn xdp(&self, name: &str) -> Result<&Xdp> {
-        Ok(self.ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?)
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
     }
 
     pub fn tc(&self, name: &str) -> Result<&SchedClassifier> {
-        Ok(self.ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?)
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
     }
 
     /// Generates `count` frames as if received on `iface` in `ns` and sent
     /// back out of it (`XDP_TX`), on a thread pinned to `cpu`; everything
     /// the frames cause (forwarding, NAT, the sink) runs on that CPU in the
     /// same call.
-    pub fn generate(&self, ns: &str, iface: &str, count: u32, cpu: usize, traffic: &Traffic) -> Result<RunTime> {
+    pub fn generate(
+        &self,
+        ns: &str,
+        iface: &str,
+        count: u32,
+        cpu: usize,
+        traffic: &Traffic,
+    ) -> Result<RunTime> {
         let p = self.xdp(PROG_GEN)?;
         let frame = traffic.frame();
         let softirqd = ksoftirqd(cpu);
@@ -290,7 +345,11 @@ impl BenchProgs {
                     ctx_in: Some(&ctx),
                     ..TestRunOptions::new()
                 })?;
-                eprintln!("[debug] gen on {iface}: verdict {} frame {:02x?}", r.return_value, &out[..r.data_size_out as usize]);
+                eprintln!(
+                    "[debug] gen on {iface}: verdict {} frame {:02x?}",
+                    r.return_value,
+                    &out[..r.data_size_out as usize]
+                );
             }
             let (soft0, cpu0) = (task_time(softirqd), thread_cpu_time());
             let started = Instant::now();
@@ -301,10 +360,15 @@ impl BenchProgs {
                 attrs: TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
                 ..TestRunOptions::new()
             })
-            .with_context(|| format!("BPF_PROG_TEST_RUN (live frames) of {PROG_GEN} on {iface} in {ns}"))?;
+            .with_context(|| {
+                format!("BPF_PROG_TEST_RUN (live frames) of {PROG_GEN} on {iface} in {ns}")
+            })?;
             let wall = started.elapsed();
             let cpu = thread_cpu_time() - cpu0 + (task_time(softirqd) - soft0);
-            ensure!(wall > Duration::ZERO && cpu > Duration::ZERO, "no time elapsed");
+            ensure!(
+                wall > Duration::ZERO && cpu > Duration::ZERO,
+                "no time elapsed"
+            );
             Ok(RunTime { wall, cpu })
         })
     }

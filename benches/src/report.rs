@@ -17,8 +17,8 @@ pub struct Figure {
     pub not_available: Option<String>,
 }
 
-/// A ratio with its target: `ratio = numerator / denominator`, met when
-/// `ratio >= min` (or `<= max`).
+/// A ratio with its target: `ratio = numerator / denominator` (median of
+/// the per-repetition ratios), met when `ratio >= min` (or `<= max`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub name: String,
@@ -47,7 +47,11 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     }
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
 }
 
 impl Report {
@@ -71,7 +75,13 @@ impl Report {
     pub fn not_available(&mut self, id: &str, label: &str, unit: &'static str, why: &str) {
         self.figures.insert(
             id.into(),
-            Figure { label: label.into(), unit, value: None, samples: Vec::new(), not_available: Some(why.into()) },
+            Figure {
+                label: label.into(),
+                unit,
+                value: None,
+                samples: Vec::new(),
+                not_available: Some(why.into()),
+            },
         );
     }
 
@@ -80,13 +90,39 @@ impl Report {
     }
 
     /// Records `num / den` against a target.
-    pub fn compare(&mut self, name: &str, num: &str, den: &str, min: Option<f64>, max: Option<f64>) {
-        let ratio = match (self.value(num), self.value(den)) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+    pub fn compare(
+        &mut self,
+        name: &str,
+        num: &str,
+        den: &str,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) {
+        // Interleaved repetitions: the median of the per-repetition ratios
+        // (each pair measured moments apart); the ratio of the medians when
+        // the sample counts differ.
+        let (fa, fb) = (self.figures.get(num), self.figures.get(den));
+        let paired = match (fa, fb) {
+            (Some(a), Some(b)) if a.samples.len() == b.samples.len() && !a.samples.is_empty() => {
+                median(
+                    &a.samples
+                        .iter()
+                        .zip(&b.samples)
+                        .filter(|(_, y)| **y > 0.0)
+                        .map(|(x, y)| x / y)
+                        .collect::<Vec<_>>(),
+                )
+            }
             _ => None,
         };
+        let ratio = paired.or(match (self.value(num), self.value(den)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        });
         let has_target = min.is_some() || max.is_some();
-        let met = ratio.filter(|_| has_target).map(|r| min.is_none_or(|m| r >= m) && max.is_none_or(|m| r <= m));
+        let met = ratio
+            .filter(|_| has_target)
+            .map(|r| min.is_none_or(|m| r >= m) && max.is_none_or(|m| r <= m));
         self.comparisons.push(Comparison {
             name: name.into(),
             numerator: num.into(),
@@ -102,7 +138,9 @@ impl Report {
     pub fn missing(&self) -> Vec<String> {
         self.figures
             .iter()
-            .filter(|(_, f)| f.not_available.is_none() && !f.value.is_some_and(|v| v > 0.0 && v.is_finite()))
+            .filter(|(_, f)| {
+                f.not_available.is_none() && !f.value.is_some_and(|v| v > 0.0 && v.is_finite())
+            })
             .map(|(id, f)| format!("{id} ({}): {:?}", f.label, f.samples))
             .collect()
     }
@@ -111,7 +149,14 @@ impl Report {
     /// row per measured thing, its related figures side by side, the
     /// samples of its first figure last.
     pub fn table(&self) -> String {
-        const SUFFIXES: [&str; 6] = ["mpps", "ns_per_pkt", "wall_mpps", "delivered_share", "net", "repeat"];
+        const SUFFIXES: [&str; 6] = [
+            "mpps",
+            "ns_per_pkt",
+            "wall_mpps",
+            "delivered_share",
+            "net",
+            "repeat",
+        ];
         let mut groups: Vec<(String, Vec<(&str, &Figure)>)> = Vec::new();
         for (id, f) in &self.figures {
             let (group, metric) = match id.rsplit_once('.') {
@@ -126,7 +171,19 @@ impl Report {
         let mut out = String::new();
         let mut section = String::new();
         for (group, mut members) in groups {
-            let order = |m: &str| ["", "mpps", "ns_per_pkt", "net", "repeat", "wall_mpps", "delivered_share"].iter().position(|x| *x == m);
+            let order = |m: &str| {
+                [
+                    "",
+                    "mpps",
+                    "ns_per_pkt",
+                    "net",
+                    "repeat",
+                    "wall_mpps",
+                    "delivered_share",
+                ]
+                .iter()
+                .position(|x| *x == m)
+            };
             members.sort_by_key(|(m, _)| order(m));
             let s = group.split('.').next().unwrap_or("");
             if s != section {
@@ -141,7 +198,9 @@ impl Report {
                     let v = fmt_value(f.value);
                     match *m {
                         "wall_mpps" => format!("wall {v} Mpps"),
-                        "delivered_share" => format!("{:.0}% delivered", f.value.unwrap_or(0.0) * 100.0),
+                        "delivered_share" => {
+                            format!("{:.0}% delivered", f.value.unwrap_or(0.0) * 100.0)
+                        }
                         "net" => format!("net {v} {}", f.unit),
                         "repeat" => format!("repeat-run {v} {}", f.unit),
                         _ => format!("{v} {}", f.unit),
@@ -150,7 +209,15 @@ impl Report {
                 .collect();
             let samples = match &first.not_available {
                 Some(why) => format!("not available: {why}"),
-                None => format!("[{}]", first.samples.iter().map(|v| fmt_value(Some(*v))).collect::<Vec<_>>().join(" ")),
+                None => format!(
+                    "[{}]",
+                    first
+                        .samples
+                        .iter()
+                        .map(|v| fmt_value(Some(*v)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
             };
             out.push_str(&format!("{label:<64} {}  {samples}\n", cells.join(" | ")));
         }
@@ -168,7 +235,10 @@ impl Report {
                 (None, None) => "n/a",
             };
             let ratio = c.ratio.map_or("n/a".into(), |r| format!("{r:.2}x"));
-            out.push_str(&format!("{:<64} {:>7}  target {:<7} {}\n", c.name, ratio, target, met));
+            out.push_str(&format!(
+                "{:<64} {:>7}  target {:<7} {}\n",
+                c.name, ratio, target, met
+            ));
         }
         out
     }

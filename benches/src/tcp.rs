@@ -33,7 +33,21 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
     let cpu = cpu.to_string();
     let port = port.to_string();
     let server = Command::new("ip")
-        .args(["netns", "exec", &topo.wan.name, "taskset", "-c", &cpu, "iperf3", "-s", "-1", "-B", OUTSIDE, "-p", &port])
+        .args([
+            "netns",
+            "exec",
+            &topo.wan.name,
+            "taskset",
+            "-c",
+            &cpu,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            OUTSIDE,
+            "-p",
+            &port,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -43,7 +57,19 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(250));
         let out = Command::new("ip")
-            .args(["netns", "exec", &topo.guest.name, "taskset", "-c", &cpu, "iperf3", "-c", OUTSIDE, "-p", &port])
+            .args([
+                "netns",
+                "exec",
+                &topo.guest.name,
+                "taskset",
+                "-c",
+                &cpu,
+                "iperf3",
+                "-c",
+                OUTSIDE,
+                "-p",
+                &port,
+            ])
             .args(["-t", &secs.to_string(), "-J"])
             .output()
             .context("running iperf3 -c")?;
@@ -51,7 +77,10 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
         if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
             return Ok(bps / 1e9);
         }
-        last = v["error"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into());
+        last = v["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into());
         if !last.contains("connect") {
             break;
         }
@@ -63,7 +92,9 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
 /// client in the guest, server on the outside host, both on `cpu`. Median
 /// round trip in microseconds.
 pub fn request_response(topo: &Topology, count: u32, cpu: usize) -> Result<f64> {
-    let listener = in_netns(&topo.wan.name, None, || Ok(TcpListener::bind((OUTSIDE, 0))?))?;
+    let listener = in_netns(&topo.wan.name, None, || {
+        Ok(TcpListener::bind((OUTSIDE, 0))?)
+    })?;
     let addr: SocketAddr = listener.local_addr()?;
     listener.set_nonblocking(false)?;
     let server = std::thread::spawn(move || -> Result<()> {
@@ -96,7 +127,9 @@ pub fn request_response(topo: &Topology, count: u32, cpu: usize) -> Result<f64> 
         }
         Ok(rtts)
     })?;
-    server.join().map_err(|_| anyhow::anyhow!("ping-pong server panicked"))??;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping-pong server panicked"))??;
     ensure!(rtts.len() == count as usize, "incomplete ping-pong");
     median(&rtts).context("no round trips")
 }

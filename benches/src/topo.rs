@@ -29,7 +29,9 @@ use vxdp_tests::{
 };
 
 use crate::{
-    progs::{BenchProgs, PROG_CEILING_TC, PROG_CEILING_XDP, PROG_GEN, PROG_SINK, ifindex, in_netns},
+    progs::{
+        BenchProgs, PROG_CEILING_TC, PROG_CEILING_XDP, PROG_GEN, PROG_SINK, ifindex, in_netns,
+    },
     wire::CeilingConfig,
 };
 
@@ -176,22 +178,55 @@ impl Topology {
             bpffs: PathBuf::from("/sys/fs/bpf").join(format!("{prefix}-pins")),
             conntrack_entries,
         });
-        let mut topo = Self { path, progs, vxdp, guest, hyp, wan, bridge_mac: BRIDGE_MAC };
-        topo.build().with_context(|| format!("building the {} topology", path.name()))?;
+        let mut topo = Self {
+            path,
+            progs,
+            vxdp,
+            guest,
+            hyp,
+            wan,
+            bridge_mac: BRIDGE_MAC,
+        };
+        topo.build()
+            .with_context(|| format!("building the {} topology", path.name()))?;
         Ok(topo)
     }
 
     fn build(&mut self) -> Result<()> {
         let (wan, hyp, guest) = (&self.wan, &self.hyp, &self.guest);
         // Uplink and outside host.
-        hyp.ip(&["link", "add", "up0", "address", &fmt_mac(&UPLINK_MAC), "type", "veth", "peer", "name", "wan0",
-            "address", &fmt_mac(&WAN_MAC), "netns", &wan.name])?;
+        hyp.ip(&[
+            "link",
+            "add",
+            "up0",
+            "address",
+            &fmt_mac(&UPLINK_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "address",
+            &fmt_mac(&WAN_MAC),
+            "netns",
+            &wan.name,
+        ])?;
         wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
         wan.ip(&["addr", "add", &format!("{OUTSIDE}/32"), "dev", "lo"])?;
         wan.ip(&["link", "set", "wan0", "up"])?;
         // Finished checksums, as from a wire.
         wan.exec("ethtool", &["-K", "wan0", "tx", "off"])?;
-        wan.ip(&["neigh", "replace", UPLINK_ADDR, "lladdr", &fmt_mac(&UPLINK_MAC), "dev", "wan0", "nud", "permanent"])?;
+        wan.ip(&[
+            "neigh",
+            "replace",
+            UPLINK_ADDR,
+            "lladdr",
+            &fmt_mac(&UPLINK_MAC),
+            "dev",
+            "wan0",
+            "nud",
+            "permanent",
+        ])?;
         if matches!(self.path, Path::KernelRoute | Path::VxdpRoute) {
             wan.ip(&["route", "add", SUBNET, "via", UPLINK_ADDR])?;
         }
@@ -200,11 +235,35 @@ impl Topology {
         // Frames the generator sends from wan0 (XDP_TX) need NAPI on up0.
         hyp.exec("ethtool", &["-K", "up0", "gro", "on"])?;
         hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
-        hyp.ip(&["neigh", "replace", WAN_ADDR, "lladdr", &fmt_mac(&WAN_MAC), "dev", "up0", "nud", "permanent"])?;
+        hyp.ip(&[
+            "neigh",
+            "replace",
+            WAN_ADDR,
+            "lladdr",
+            &fmt_mac(&WAN_MAC),
+            "dev",
+            "up0",
+            "nud",
+            "permanent",
+        ])?;
 
         // The guest and its port.
-        hyp.ip(&["link", "add", "vnet0", "address", &fmt_mac(&VNET_MAC), "type", "veth", "peer", "name", "eth0",
-            "address", &fmt_mac(&GUEST_MAC), "netns", &guest.name])?;
+        hyp.ip(&[
+            "link",
+            "add",
+            "vnet0",
+            "address",
+            &fmt_mac(&VNET_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            &fmt_mac(&GUEST_MAC),
+            "netns",
+            &guest.name,
+        ])?;
         guest.ip(&["addr", "add", &format!("{GUEST_ADDR}/24"), "dev", "eth0"])?;
         guest.ip(&["link", "set", "eth0", "up"])?;
         guest.ip(&["route", "add", "default", "via", GATEWAY])?;
@@ -217,20 +276,38 @@ impl Topology {
         hyp.exec("ethtool", &["-K", "vnet0", "gro", "on"])?;
         // An idle interface with the generator attached keeps it in the XDP
         // dispatcher, so test runs do not stall on dispatcher updates.
-        guest.ip(&["link", "add", "idle0", "type", "veth", "peer", "name", "idle1"])?;
+        guest.ip(&[
+            "link", "add", "idle0", "type", "veth", "peer", "name", "idle1",
+        ])?;
         guest.ip(&["link", "set", "idle0", "up"])?;
         guest.ip(&["link", "set", "idle1", "up"])?;
 
         match self.path {
-            Path::KernelNat | Path::KernelRoute | Path::Ceiling | Path::CeilingTc => self.build_kernel_bridge()?,
+            Path::KernelNat | Path::KernelRoute | Path::Ceiling | Path::CeilingTc => {
+                self.build_kernel_bridge()?
+            }
             Path::VxdpNat | Path::VxdpRoute => self.start_vxdp()?,
         }
-        self.guest.ip(&["neigh", "replace", GATEWAY, "lladdr", &fmt_mac(&self.bridge_mac), "dev", "eth0", "nud", "permanent"])?;
+        self.guest.ip(&[
+            "neigh",
+            "replace",
+            GATEWAY,
+            "lladdr",
+            &fmt_mac(&self.bridge_mac),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])?;
         let guest_ns = self.guest.name.clone();
         self.progs.attach(PROG_GEN, &guest_ns, "idle0")?;
         if matches!(self.path, Path::Ceiling | Path::CeilingTc) {
             let up = in_netns(&self.hyp.name, None, || ifindex("up0"))?;
-            self.progs.set_ceiling(CeilingConfig { dst_mac: WAN_MAC, src_mac: UPLINK_MAC, ifindex: up })?;
+            self.progs.set_ceiling(CeilingConfig {
+                dst_mac: WAN_MAC,
+                src_mac: UPLINK_MAC,
+                ifindex: up,
+            })?;
             let hyp_ns = self.hyp.name.clone();
             if self.path == Path::Ceiling {
                 self.progs.attach(PROG_CEILING_XDP, &hyp_ns, "vnet0")?;
@@ -245,14 +322,46 @@ impl Topology {
     /// clamped to the kernel's minimum), its rules, forwarding on.
     fn build_kernel_bridge(&mut self) -> Result<()> {
         let hyp = &self.hyp;
-        hyp.ip(&["link", "add", "virbr0", "address", &fmt_mac(&BRIDGE_MAC), "type", "bridge", "stp_state", "1",
-            "forward_delay", "200"])?;
+        hyp.ip(&[
+            "link",
+            "add",
+            "virbr0",
+            "address",
+            &fmt_mac(&BRIDGE_MAC),
+            "type",
+            "bridge",
+            "stp_state",
+            "1",
+            "forward_delay",
+            "200",
+        ])?;
         hyp.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "virbr0"])?;
         hyp.ip(&["link", "set", "vnet0", "master", "virbr0"])?;
         hyp.ip(&["link", "set", "virbr0", "up"])?;
         hyp.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-        hyp.ip(&["neigh", "replace", GUEST_ADDR, "lladdr", &fmt_mac(&GUEST_MAC), "dev", "virbr0", "nud", "permanent"])?;
-        Command::new("bridge").args(["-n", &hyp.name, "fdb", "replace", &fmt_mac(&GUEST_MAC), "dev", "vnet0", "master", "static"])
+        hyp.ip(&[
+            "neigh",
+            "replace",
+            GUEST_ADDR,
+            "lladdr",
+            &fmt_mac(&GUEST_MAC),
+            "dev",
+            "virbr0",
+            "nud",
+            "permanent",
+        ])?;
+        Command::new("bridge")
+            .args([
+                "-n",
+                &hyp.name,
+                "fdb",
+                "replace",
+                &fmt_mac(&GUEST_MAC),
+                "dev",
+                "vnet0",
+                "master",
+                "static",
+            ])
             .status()
             .context("bridge fdb")?;
         match self.path {
@@ -271,10 +380,17 @@ impl Topology {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .context("running iptables-restore (cargo xtask setup installs iptables)")?;
-        child.stdin.take().context("stdin")?.write_all(rules.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(rules.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("iptables-restore of libvirt's rules failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "iptables-restore of libvirt's rules failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -283,7 +399,14 @@ impl Topology {
         let paths = self.vxdp.as_ref().context("vxdp paths")?;
         std::fs::create_dir_all(&paths.state_dir)?;
         let file = paths.state_dir.join("net.xml");
-        std::fs::write(&file, if self.path == Path::VxdpNat { NAT_XML } else { ROUTE_XML })?;
+        std::fs::write(
+            &file,
+            if self.path == Path::VxdpNat {
+                NAT_XML
+            } else {
+                ROUTE_XML
+            },
+        )?;
         let out = self.vxdp_status(&["net-create", file.to_str().context("path")?])?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -292,15 +415,28 @@ impl Topology {
             }
             bail!("`vxdp net-create` failed: {err}");
         }
-        self.vxdp(&["attach-interface", "--network", "default", "--dev", "vnet0", "--mac", &fmt_mac(&GUEST_MAC)])?;
+        self.vxdp(&[
+            "attach-interface",
+            "--network",
+            "default",
+            "--dev",
+            "vnet0",
+            "--mac",
+            &fmt_mac(&GUEST_MAC),
+        ])?;
         let link = String::from_utf8(self.hyp.ip(&["-o", "link", "show", "virbr0"])?.stdout)?;
         let mac = link
             .split_whitespace()
             .skip_while(|w| *w != "link/ether")
             .nth(1)
             .context("virbr0 has no MAC")?;
-        let bytes: Vec<u8> = mac.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
-        self.bridge_mac = bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {mac}"))?;
+        let bytes: Vec<u8> = mac
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<Result<_, _>>()?;
+        self.bridge_mac = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("bad MAC {mac}"))?;
         Ok(())
     }
 
@@ -323,14 +459,20 @@ impl Topology {
     pub fn vxdp(&self, args: &[&str]) -> Result<std::process::Output> {
         let out = self.vxdp_status(args)?;
         if !out.status.success() {
-            bail!("`vxdp {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "`vxdp {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out)
     }
 
     /// The pinned conntrack map of this topology's vxdp.
     pub fn conntrack_pin(&self) -> Option<PathBuf> {
-        self.vxdp.as_ref().map(|p| p.bpffs.join("maps").join(vxdp_common::names::MAP_CONNTRACK))
+        self.vxdp
+            .as_ref()
+            .map(|p| p.bpffs.join("maps").join(vxdp_common::names::MAP_CONNTRACK))
     }
 
     /// A vxdp counter summed over CPUs: (packets, bytes).
@@ -350,12 +492,17 @@ impl Topology {
     pub fn wait_ping(&self, dst: &str, within: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            let out = self.guest.exec_status("ping", &["-c", "1", "-W", "1", dst])?;
+            let out = self
+                .guest
+                .exec_status("ping", &["-c", "1", "-W", "1", dst])?;
             if out.status.success() {
                 return Ok(());
             }
             if start.elapsed() > within {
-                bail!("{}: the guest cannot ping {dst} within {within:?}", self.path.name());
+                bail!(
+                    "{}: the guest cannot ping {dst} within {within:?}",
+                    self.path.name()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -377,7 +524,11 @@ impl Topology {
     /// stopped when a run delivered nothing.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
-        for (ns, ifaces) in [(&self.guest, ["eth0", ""]), (&self.hyp, ["vnet0", "up0"]), (&self.wan, ["wan0", ""])] {
+        for (ns, ifaces) in [
+            (&self.guest, ["eth0", ""]),
+            (&self.hyp, ["vnet0", "up0"]),
+            (&self.wan, ["wan0", ""]),
+        ] {
             for iface in ifaces.iter().filter(|i| !i.is_empty()) {
                 if let Ok(o) = ns.exec_status("ethtool", &["-S", iface]) {
                     let stats: Vec<String> = String::from_utf8_lossy(&o.stdout)

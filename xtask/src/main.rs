@@ -95,14 +95,16 @@ enum Task {
     },
 
     /// Run setup and build, then benchmark vxdp against the kernel path (needs root)
-    #[command(long_about = "Run setup and build, then the benchmark: vxdp side by side with the \
+    #[command(
+        long_about = "Run setup and build, then the benchmark: vxdp side by side with the \
         kernel path libvirt builds (bridge + iptables-nft masquerade + conntrack), in throwaway \
         network namespaces, all forwarding work pinned to one CPU, interleaved repetitions, \
         medians. Prints a table with the targets (met or missed) and writes every figure, the \
         kernel version and the CPU model to target/vxdp-bench/latest.json.\n\n\
         The full run takes 5-20 minutes (1,000,000 flows, iperf3, 5 repetitions); --quick \
         takes under 3 minutes. Arguments after `--` go to the benchmark binary, e.g. \
-        `cargo xtask bench -- --only program,forward --cpu 0` (see `-- --help`).")]
+        `cargo xtask bench -- --only program,forward --cpu 0` (see `-- --help`)."
+    )]
     Bench {
         /// A reduced run (what `cargo xtask test` runs)
         #[arg(long)]
@@ -199,7 +201,15 @@ fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {
 fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cargo = toolchain.cargo();
-    cargo.args(["run", "--quiet", "-p", "vxdp-benches", "--bin", "vxdp-bench", "--"]);
+    cargo.args([
+        "run",
+        "--quiet",
+        "-p",
+        "vxdp-benches",
+        "--bin",
+        "vxdp-bench",
+        "--",
+    ]);
     if quick {
         cargo.arg("--quick");
     }
@@ -290,7 +300,10 @@ mod tests {
 
     #[test]
     fn test_command_lines() {
-        assert_eq!(test_line(&[]), "cargo +PIN test --no-fail-fast -- --test-threads=2");
+        assert_eq!(
+            test_line(&[]),
+            "cargo +PIN test --no-fail-fast -- --test-threads=2"
+        );
         assert_eq!(
             test_line(&["nat"]),
             "cargo +PIN test --no-fail-fast nat -- --test-threads=2"

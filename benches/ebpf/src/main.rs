@@ -108,14 +108,22 @@ fn try_gen(ctx: &XdpContext) -> Result<u32, ()> {
     }
 
     let t = &cfg.frame;
-    let port_off = if cfg.vary == VARY_DST_PORT { OFF_UDP_DPORT } else { OFF_UDP_SPORT };
+    let port_off = if cfg.vary == VARY_DST_PORT {
+        OFF_UDP_DPORT
+    } else {
+        OFF_UDP_SPORT
+    };
     let old_port = be16(t, port_off);
     let new_port = old_port.wrapping_add(port_step);
     let old_dst = [be16(t, OFF_IP_DST), be16(t, OFF_IP_DST + 2)];
     let dst = (u32::from(old_dst[0]) << 16 | u32::from(old_dst[1])).wrapping_add(dst_step);
     let new_dst = [(dst >> 16) as u16, dst as u16];
 
-    let ip_csum = csum_replace(be16(t, OFF_IP_CSUM), [old_dst[0], old_dst[1], 0], [new_dst[0], new_dst[1], 0]);
+    let ip_csum = csum_replace(
+        be16(t, OFF_IP_CSUM),
+        [old_dst[0], old_dst[1], 0],
+        [new_dst[0], new_dst[1], 0],
+    );
     let mut udp_csum = csum_replace(
         be16(t, OFF_UDP_CSUM),
         [old_dst[0], old_dst[1], old_port],
