@@ -252,3 +252,42 @@ fn fmt_value(v: Option<f64>) -> String {
         Some(v) => format!("{v:.3}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn ratios_pair_repetitions_and_judge_targets() {
+        let mut r = Report::default();
+        for (a, b) in [(6.0, 1.0), (3.0, 1.0), (14.0, 2.0)] {
+            r.sample("x.vxdp", "vxdp", "Mpps", a);
+            r.sample("x.kernel", "kernel", "Mpps", b);
+        }
+        r.compare("x", "x.vxdp", "x.kernel", Some(6.0), None);
+        r.compare("y", "x.vxdp", "x.kernel", None, Some(2.0));
+        r.compare("z", "x.vxdp", "x.kernel", None, None);
+        r.not_available("w.vxdp", "vxdp route", "Mpps", "no route mode");
+        r.compare("w", "w.vxdp", "x.kernel", Some(6.0), None);
+        // Per-repetition ratios 6, 3, 7: median 6.
+        assert_eq!(r.comparisons[0].ratio, Some(6.0));
+        assert_eq!(r.comparisons[0].met, Some(true));
+        assert_eq!(r.comparisons[1].met, Some(false));
+        assert_eq!(r.comparisons[2].met, None, "no target, no verdict");
+        assert_eq!((r.comparisons[3].ratio, r.comparisons[3].met), (None, None));
+        assert!(
+            r.missing().is_empty(),
+            "a not-available figure is not missing"
+        );
+        r.sample("v.kernel", "kernel", "Mpps", 0.0);
+        assert_eq!(r.missing().len(), 1, "a zero figure is missing");
+        assert!(r.table().contains("not available: no route mode"));
+    }
+}

@@ -137,8 +137,8 @@ struct VxdpPaths {
     conntrack_entries: u32,
 }
 
-/// One topology. Field order is drop order: programs detach first, then
-/// vxdp's network is destroyed, then the namespaces go.
+/// One topology. On drop vxdp's network is destroyed first, then the
+/// harness's programs detach and the namespaces go (field order).
 pub struct Topology {
     pub path: Path,
     pub progs: BenchProgs,
@@ -167,6 +167,8 @@ impl Topology {
     /// its table. A vxdp that refuses the mode gives a [`NotAvailable`]
     /// error.
     pub fn new(path: Path, conntrack_entries: u32) -> Result<Self> {
+        static REAP: std::sync::Once = std::sync::Once::new();
+        REAP.call_once(reap_stale);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("vxb{}-{n}", std::process::id());
         let wan = Netns::new(format!("{prefix}-wan"))?;
@@ -564,6 +566,45 @@ impl Drop for Topology {
             let _ = self.vxdp_status(&["net-destroy", "default"]);
             let _ = std::fs::remove_dir_all(&paths.bpffs);
             let _ = std::fs::remove_dir_all(&paths.state_dir);
+        }
+    }
+}
+
+/// Removes what benchmark processes that no longer exist (killed before
+/// their `Drop` ran) left: namespaces `vxb<pid>-*`, their pins and state
+/// directories. Nothing of a live process is touched.
+fn reap_stale() {
+    let dead = |name: &str| -> bool {
+        let Some(rest) = name.strip_prefix("vxb") else {
+            return false;
+        };
+        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
+            return false;
+        };
+        pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    };
+    for dir in ["/run/netns", "/sys/fs/bpf"] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !dead(&name) {
+                continue;
+            }
+            if dir == "/run/netns" {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            } else if name.ends_with("-pins") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-state") && dead(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
