@@ -60,6 +60,10 @@ struct Cli {
     /// with perf; ratios need both sides
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
+    /// vxdp's conntrack table size (entries) for the forwarding and TCP
+    /// figures (default: vxdp's default)
+    #[arg(long, default_value_t = vxdp_common::DEFAULT_CONNTRACK_ENTRIES)]
+    conntrack_entries: u32,
 }
 
 /// Sizes of a run.
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> Result<bool> {
         ),
     );
     r.meta("load_average_at_start", sh("cat", &["/proc/loadavg"]));
+    r.meta("vxdp_conntrack_entries", cli.conntrack_entries);
 
     if wants(&cli, "program") {
         progress(&format!(
@@ -208,7 +213,7 @@ fn run(cli: Cli) -> Result<bool> {
                 continue;
             }
             progress(&format!("building topology {}", path.name()));
-            match Topology::new(path, vxdp_common::DEFAULT_CONNTRACK_ENTRIES) {
+            match Topology::new(path, cli.conntrack_entries) {
                 Ok(t) => topos.push(t),
                 Err(e) if e.downcast_ref::<NotAvailable>().is_some() => {
                     let why = format!("{}", e.downcast_ref::<NotAvailable>().unwrap());
