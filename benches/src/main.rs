@@ -408,7 +408,7 @@ fn record(r: &mut Report, id: &str, what: &str, rate: &forward::Rate) {
     );
 }
 
-fn flows_section(topos: &mut Vec<Topology>, plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
+fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
     // vxdp with a table sized for the flow count (2 entries per flow).
     let entries = (plan.vxdp_flows as u64 * 2 * 102 / 100) as u32;
     progress(&format!(
