@@ -259,14 +259,14 @@ fn run(cli: Cli) -> Result<bool> {
     r.meta("elapsed_s", started.elapsed().as_secs());
     println!();
     println!(
-        "vxdp benchmark, {} run, {} UTC, kernel {}, {} ({} CPUs, work pinned to CPU {cpu})",
+        "vxdp benchmark, {} run, {}, kernel {}, {} ({} CPUs, work pinned to CPU {cpu})",
         r.meta["mode"].as_str().unwrap_or(""),
         r.meta["date"].as_str().unwrap_or(""),
         r.meta["kernel"].as_str().unwrap_or(""),
         r.meta["cpu_model"].as_str().unwrap_or(""),
         ncpu
     );
-    if let Some(v) = r.meta.get("bridge_nf_call_iptables") {
+    if let Some(v) = r.meta.get("bridge_nf_call_iptables").and_then(|v| v.as_str()) {
         println!("bridge-nf-call-iptables in the test namespaces: {v}");
     }
     print!("{}", r.table());
