@@ -68,10 +68,12 @@ enum Task {
         release: bool,
     },
 
-    /// Run setup, then run every test of the workspace (needs root)
+    /// Run setup, then every test of the workspace and the quick benchmark (needs root)
     #[command(
         long_about = "Run setup, then `cargo +<pin> test -- --test-threads=2` in the workspace \
-        root, which tests all the workspace's default members.\n\n\
+        root, which tests all the workspace's default members, then `cargo xtask bench \
+        --quick` (fails when a benchmark figure is missing or not positive; it asserts no \
+        speed).\n\n\
         Arguments after `--` go to cargo test; a second `--` separates the test harness's \
         arguments (`--test-threads=2` is left out when you set --test-threads yourself). \
         Examples:\n  \
@@ -79,9 +81,12 @@ enum Task {
         cargo xtask test -- -p vxdp-tests -- --nocapture\n  \
         cargo xtask test -- --no-fail-fast\n\n\
         Prints a summary of passed, failed and ignored tests at the end and exits with \
-        cargo test's status."
+        cargo test's status (or the benchmark's when only it fails)."
     )]
     Test {
+        /// Skip the quick benchmark after the tests
+        #[arg(long)]
+        no_bench: bool,
         /// Arguments for cargo test (after `--`)
         #[arg(
             trailing_var_arg = true,
@@ -118,6 +123,30 @@ enum Task {
         netns: Option<String>,
         /// Arguments for vxdp (after `--`)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "VXDP_ARGS")]
+        args: Vec<String>,
+    },
+
+    /// Run setup and build, then benchmark vxdp against the kernel path (needs root)
+    #[command(
+        long_about = "Run setup and build, then the benchmark: vxdp side by side with the \
+        kernel path libvirt builds (bridge + iptables-nft masquerade + conntrack), in throwaway \
+        network namespaces, all forwarding work pinned to one CPU, interleaved repetitions, \
+        medians. Prints a table with the targets (met or missed) and writes every figure, the \
+        kernel version and the CPU model to target/vxdp-bench/latest.json.\n\n\
+        The full run takes 5-20 minutes (1,000,000 flows, iperf3, 5 repetitions); --quick \
+        takes under 3 minutes. Arguments after `--` go to the benchmark binary, e.g. \
+        `cargo xtask bench -- --only program,forward --cpu 0` (see `-- --help`)."
+    )]
+    Bench {
+        /// A reduced run (what `cargo xtask test` runs)
+        #[arg(long)]
+        quick: bool,
+        /// Arguments for the benchmark binary (after `--`)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "BENCH_ARGS"
+        )]
         args: Vec<String>,
     },
 
@@ -167,11 +196,22 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Unload { .. } => unreachable!("handled above"),
         Task::Build { release } => build(&toolchain, release),
-        Task::Test { args } => {
+        Task::Test { no_bench, args } => {
             // The end-to-end tests run the real `vxdp` binary, which `cargo
             // test` alone does not build.
             build(&toolchain, false)?;
-            test(&toolchain, &args)
+            let tested = test(&toolchain, &args);
+            if no_bench {
+                return tested;
+            }
+            // The benchmark runs even when a test failed: its figures are
+            // reported either way, and the first failure decides the status.
+            let benched = bench(&toolchain, true, &[]);
+            tested.and(benched)
+        }
+        Task::Bench { quick, args } => {
+            build(&toolchain, false)?;
+            bench(&toolchain, quick, &args)
         }
         Task::Demo { args } => {
             build(&toolchain, false)?;
@@ -217,6 +257,30 @@ fn build(toolchain: &Toolchain, release: bool) -> anyhow::Result<()> {
     }
     announce("build", &cargo);
     run_inherited(&mut cargo)
+}
+
+/// Runs the benchmark binary (built by [`build`]) against the debug `vxdp`.
+fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cargo = toolchain.cargo();
+    cargo.args([
+        "run",
+        "--quiet",
+        "-p",
+        "vxdp-benches",
+        "--bin",
+        "vxdp-bench",
+        "--",
+    ]);
+    if quick {
+        cargo.arg("--quick");
+    }
+    cargo.args(args);
+    cargo.env("VXDP_BIN", root.join("target/debug/vxdp"));
+    announce("bench", &cargo);
+    run_inherited(&mut cargo)?;
+    println!("[bench] PASSED (every figure present and positive)");
+    Ok(())
 }
 
 fn test(toolchain: &Toolchain, args: &[String]) -> anyhow::Result<()> {
@@ -274,7 +338,7 @@ mod tests {
     fn test_args(line: &[&str]) -> Vec<String> {
         let argv = std::iter::once("xtask").chain(line.iter().copied());
         match Cli::try_parse_from(argv).unwrap().command {
-            Task::Test { args } => args,
+            Task::Test { args, .. } => args,
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -298,7 +362,10 @@ mod tests {
 
     #[test]
     fn test_command_lines() {
-        assert_eq!(test_line(&[]), "cargo +PIN test --no-fail-fast -- --test-threads=2");
+        assert_eq!(
+            test_line(&[]),
+            "cargo +PIN test --no-fail-fast -- --test-threads=2"
+        );
         assert_eq!(
             test_line(&["nat"]),
             "cargo +PIN test --no-fail-fast nat -- --test-threads=2"

@@ -39,6 +39,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     // promtool, which the daemon tests run on `vxdp serve`'s /metrics.
     "prometheus",
+    // cargo xtask bench: the kernel reference path uses libvirt's
+    // iptables(-nft) rules; TCP throughput is measured with iperf3.
+    "iptables",
+    "iperf3",
 ];
 
 /// Debian's invoke-rc.d asks this script whether a package may start its

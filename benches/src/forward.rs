@@ -1,0 +1,151 @@
+//! Forwarding rate: 64-byte UDP generated in the kernel on the guest's eth0
+//! (or the outside host's wan0 for replies), counted by the sink on the
+//! other side; everything runs on one pinned CPU.
+
+use std::net::SocketAddrV4;
+
+use anyhow::{Result, ensure};
+
+use crate::{
+    progs::{RunTime, Traffic, XDP_DROP, XDP_TX},
+    topo::{GUEST_ADDR, GUEST_MAC, OUTSIDE, Path, Topology, UPLINK_ADDR, UPLINK_MAC, WAN_MAC},
+};
+
+/// First source port of generated flows (kept as the NAT port by both
+/// vxdp and masquerade, so replies can be addressed to it).
+pub const FIRST_PORT: u16 = 10000;
+pub const DST_PORT: u16 = 9;
+
+/// One rate measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub sent: u64,
+    pub delivered: u64,
+    /// CPU time spent (see [`crate::progs::RunTime`]).
+    pub secs: f64,
+    pub wall_secs: f64,
+}
+
+impl Rate {
+    pub(crate) fn new(sent: u32, delivered: u64, t: RunTime) -> Self {
+        Self {
+            sent: sent as u64,
+            delivered,
+            secs: t.cpu.as_secs_f64(),
+            wall_secs: t.wall.as_secs_f64(),
+        }
+    }
+
+    /// Packets per second of CPU time on the pinned CPU, in millions: the
+    /// rate one dedicated CPU sustains.
+    pub fn mpps(&self) -> f64 {
+        self.delivered as f64 / self.secs / 1e6
+    }
+
+    pub fn ns_per_pkt(&self) -> f64 {
+        self.secs * 1e9 / self.delivered as f64
+    }
+
+    /// Delivered packets per wall-clock second (includes time other tasks
+    /// on the shared CPU took).
+    pub fn wall_mpps(&self) -> f64 {
+        self.delivered as f64 / self.wall_secs / 1e6
+    }
+}
+
+pub fn guest_traffic(topo: &Topology, flows: u32) -> Traffic {
+    Traffic {
+        eth_src: GUEST_MAC,
+        eth_dst: topo.bridge_mac,
+        src: SocketAddrV4::new(GUEST_ADDR.parse().unwrap(), FIRST_PORT),
+        dst: SocketAddrV4::new(OUTSIDE.parse().unwrap(), DST_PORT),
+        flows,
+        ports_per_dst: 64512,
+        vary_dst_port: false,
+    }
+}
+
+/// Replies from the outside host to the NAT address and ports of
+/// [`guest_traffic`]'s flows.
+pub fn reply_traffic(flows: u32) -> Traffic {
+    Traffic {
+        eth_src: WAN_MAC,
+        eth_dst: UPLINK_MAC,
+        src: SocketAddrV4::new(OUTSIDE.parse().unwrap(), DST_PORT),
+        dst: SocketAddrV4::new(UPLINK_ADDR.parse().unwrap(), FIRST_PORT),
+        flows,
+        ports_per_dst: 64512,
+        vary_dst_port: true,
+    }
+}
+
+/// Sends `count` frames of `traffic` from the guest (or, `reply`, from the
+/// outside host) and counts what the sink on the far side received.
+pub(crate) fn measure(
+    topo: &mut Topology,
+    traffic: &Traffic,
+    reply: bool,
+    count: u32,
+    cpu: usize,
+) -> Result<Rate> {
+    topo.progs.set_traffic(traffic, XDP_TX)?;
+    let before = topo.progs.sink_count()?;
+    let (ns, iface) = if reply {
+        (topo.wan.name.clone(), "wan0")
+    } else {
+        (topo.guest.name.clone(), "eth0")
+    };
+    let time = topo.progs.generate(&ns, iface, count, cpu, traffic)?;
+    let delivered = topo.progs.sink_count()? - before;
+    if delivered == 0 {
+        eprintln!(
+            "[bench] {}: nothing delivered; interface counters:\n{}",
+            topo.path.name(),
+            topo.diagnostics()
+        );
+    }
+    Ok(Rate::new(count, delivered, time))
+}
+
+/// The generator alone: frames written and dropped on the guest's eth0.
+pub fn generator_alone(topo: &mut Topology, count: u32, cpu: usize) -> Result<f64> {
+    let traffic = guest_traffic(topo, 1);
+    topo.progs.set_traffic(&traffic, XDP_DROP)?;
+    let ns = topo.guest.name.clone();
+    let time = topo.progs.generate(&ns, "eth0", count, cpu, &traffic)?;
+    Ok(time.cpu.as_secs_f64() * 1e9 / count as f64)
+}
+
+/// Primes the flows (so replies find them), then measures one direction.
+pub fn run_one(
+    topo: &mut Topology,
+    flows: u32,
+    reply: bool,
+    count: u32,
+    cpu: usize,
+) -> Result<Rate> {
+    let forward = guest_traffic(topo, flows);
+    if reply {
+        ensure!(topo.path.is_nat(), "replies are measured for NAT only");
+        // Every flow seen once from the guest, so both tables hold them.
+        let primed = measure(topo, &forward, false, flows.max(1) * 2, cpu)?;
+        ensure!(
+            primed.delivered > 0,
+            "{}: no guest packet reached the outside host while priming {flows} flows",
+            topo.path.name()
+        );
+        return measure(topo, &reply_traffic(flows), true, count, cpu);
+    }
+    measure(topo, &forward, false, count, cpu)
+}
+
+pub fn label(path: Path) -> &'static str {
+    match path {
+        Path::KernelNat => "kernel (bridge+iptables-nft masquerade+conntrack)",
+        Path::KernelRoute => "kernel routed (bridge+iptables-nft)",
+        Path::VxdpNat => "vxdp NAT",
+        Path::VxdpRoute => "vxdp routed",
+        Path::Ceiling => "ceiling (XDP MAC rewrite+redirect)",
+        Path::CeilingTc => "ceiling at TC (MAC rewrite+redirect)",
+    }
+}
