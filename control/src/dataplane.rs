@@ -15,7 +15,7 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, ProgramArray,
         lpm_trie::Key as LpmKey,
     },
     programs::{
@@ -165,14 +165,19 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         let name = name.to_string();
         move |source| DataplaneError::Program { name, source }
     };
-    for name in [names::PROG_GUEST_INGRESS, names::PROG_UPLINK_INGRESS] {
+    for name in [
+        names::PROG_GUEST_INGRESS,
+        names::PROG_UPLINK_INGRESS,
+        names::PROG_GUEST_NAT,
+        names::PROG_GUEST_ROUTE,
+    ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),
             source: ProgramError::NotLoaded,
         })?;
         let path = pins.prog(name);
         let pin_err = |source| DataplaneError::Pin { path: path.clone(), source };
-        if name == names::PROG_GUEST_INGRESS {
+        if name != names::PROG_UPLINK_INGRESS {
             let p: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
@@ -182,6 +187,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             p.pin(&path).map_err(pin_err)?;
         }
     }
+    fill_guest_jumps(&mut ebpf)?;
     let mut timeouts: Array<_, u64> = Array::try_from(
         ebpf.map_mut(names::MAP_TIMEOUTS)
             .ok_or(DataplaneError::Map { name: names::MAP_TIMEOUTS, source: MapError::InvalidName { name: names::MAP_TIMEOUTS.into() } })?,
@@ -193,6 +199,31 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             .map_err(map_err(names::MAP_TIMEOUTS))?;
     }
     Ok(true)
+}
+
+/// Puts the guest port's path programs into `VXDP_GUEST_JUMP`. The pinned
+/// map keeps them after this process exits.
+pub fn fill_guest_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
+    for (name, slot) in names::GUEST_JUMPS {
+        let fd = {
+            let p: &SchedClassifier = ebpf
+                .program(name)
+                .ok_or_else(|| DataplaneError::Program { name: name.into(), source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DataplaneError::Program { name: name.into(), source })?;
+            p.fd()
+                .map_err(|source| DataplaneError::Program { name: name.into(), source })?
+                .try_clone()
+                .map_err(|source| DataplaneError::Io { path: name.into(), source })?
+        };
+        let map = ebpf.map_mut(names::MAP_GUEST_JUMP).ok_or(DataplaneError::Map {
+            name: names::MAP_GUEST_JUMP,
+            source: MapError::InvalidName { name: names::MAP_GUEST_JUMP.into() },
+        })?;
+        let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_JUMP))?;
+        jumps.set(slot, &fd, 0).map_err(map_err(names::MAP_GUEST_JUMP))?;
+    }
+    Ok(())
 }
 
 /// Removes every pinned vxdp object (programs, maps, links) under `root`.

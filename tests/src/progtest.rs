@@ -409,6 +409,15 @@ impl World {
                 .try_into()?;
             p.load().context("loading vxdp_uplink_in (verifier)")?;
         }
+        for (name, _) in names::GUEST_JUMPS {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} program in the object"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name} (verifier)"))?;
+        }
+        vxdp_control::dataplane::fill_guest_jumps(&mut ebpf)
+            .context("filling VXDP_GUEST_JUMP")?;
 
         let bridge_ifindex = ifindex(BRIDGE)?;
         let uplink_ifindex = ifindex(UPLINK)?;
