@@ -26,7 +26,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
     COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, SubnetKey, SubnetOwner, counter_index, names,
+    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index, names,
 };
 
 /// bpffs's magic number (statfs f_type).
@@ -268,6 +268,7 @@ impl Maps {
     typed_map!(networks, names::MAP_NETWORKS, Array<MapData, NetworkConfig>);
     typed_map!(endpoints, names::MAP_ENDPOINTS, HashMap<MapData, u32, Endpoint>);
     typed_map!(subnets, names::MAP_SUBNETS, LpmTrie<MapData, SubnetKey, SubnetOwner>);
+    typed_map!(subnets6, names::MAP_SUBNETS6, LpmTrie<MapData, Subnet6Key, SubnetOwner>);
     typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
     typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
@@ -286,6 +287,19 @@ impl Maps {
         match self.subnets()?.remove(&LpmKey::new(prefix, SubnetKey { addr })) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    pub fn set_subnet6(&self, addr: [u8; 16], prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
+        self.subnets6()?
+            .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)
+            .map_err(map_err(names::MAP_SUBNETS6))
+    }
+
+    pub fn remove_subnet6(&self, addr: [u8; 16], prefix: u32) -> Result<(), DataplaneError> {
+        match self.subnets6()?.remove(&LpmKey::new(prefix, Subnet6Key { addr })) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
         }
     }
 

@@ -40,9 +40,11 @@ struct Cli {
 enum Command {
     /// Start a (transient) network from a libvirt network XML file.
     ///
-    /// Supported so far: <forward mode='nat'> networks with one IPv4 <ip>,
-    /// optional <forward dev>, <nat><address>/<port>, <bridge name stp delay>,
-    /// <mac>. The uplink is <forward dev> or the interface of the default route.
+    /// Supported so far: <forward mode='nat'> (one IPv4 <ip>, <nat><address>/
+    /// <port>), mode='route' and mode='open' (one IPv4 and/or one IPv6 <ip>),
+    /// isolated networks (no <forward>; without <ip>: very isolated), with
+    /// optional <forward dev>, <bridge name stp delay>, <mac>. The uplink is
+    /// <forward dev> or the interface of the default route.
     NetCreate {
         /// The network XML file.
         file: PathBuf,
@@ -61,9 +63,15 @@ enum Command {
         /// The interface to plug in.
         #[arg(long)]
         dev: String,
-        /// The guest's MAC address (libvirt's <mac address>), if known.
+        /// The guest's MAC address (libvirt's <mac address>), if known. The
+        /// guest may then send only from this MAC (anti-spoofing).
         #[arg(long)]
         mac: Option<String>,
+        /// The guest's static IPv4 address, if it has one. The guest may then
+        /// send only from this address (anti-spoofing); it must lie in the
+        /// network's subnet.
+        #[arg(long)]
+        ip: Option<String>,
     },
     /// Unplug an interface from a network.
     DetachInterface {
@@ -155,8 +163,8 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 );
             }
         }
-        Command::AttachInterface { network, dev, mac } => {
-            network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
+        Command::AttachInterface { network, dev, mac, ip } => {
+            network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), ip.as_deref()).await?;
         }
         Command::DetachInterface { network, dev } => network::detach_interface(ctx, &network, &dev).await?,
         Command::Stats { network, all } => {
