@@ -290,3 +290,115 @@ fn very_isolated_mode_matrix() -> Result<()> {
         outside_sees: Seen::Guest,
     })
 }
+
+/// The id of a pinned BPF object (`kind`: prog, map or link) as bpftool
+/// reports it.
+fn pinned_id(kind: &str, path: &std::path::Path) -> Result<u32> {
+    let out = vxdp_tests::testbed::run("bpftool", &[kind, "show", "pinned", path.to_str().context("path")?])?;
+    let text = String::from_utf8(out.stdout)?;
+    let id = text.split(':').next().context("bpftool printed nothing")?.trim();
+    id.parse().with_context(|| format!("bpftool {kind} show pinned {}: {text}", path.display()))
+}
+
+/// Whether a BPF object with this id still exists in the kernel.
+fn exists(kind: &str, id: u32) -> Result<bool> {
+    let out = std::process::Command::new("bpftool").args([kind, "show", "id", &id.to_string()]).output()?;
+    Ok(out.status.success())
+}
+
+/// Every pinned object under `dir` (progs/, maps/ or links/) with its id.
+fn pinned_ids(bpffs: &std::path::Path, dir: &str, kind: &str) -> Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(bpffs.join(dir))? {
+        let path = entry?.path();
+        out.push((path.file_name().unwrap().to_string_lossy().to_string(), pinned_id(kind, &path)?));
+    }
+    Ok(out)
+}
+
+/// Switching a network between modes (destroy, create with another mode)
+/// leaves nothing of the old mode: no port link, map entry or conntrack
+/// flow while another network keeps the dataplane loaded, and no program,
+/// map or link at all once the last network is gone. Checked by the ids and
+/// entries this test created (other tests load vxdp concurrently).
+#[test]
+fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
+    use vxdp_common::{NetworkConfig, mode, network_flags};
+    use vxdp_control::dataplane::{Maps, Pins};
+
+    let mut topo = NatTopology::new("sw", 2)?;
+    // A second network keeps the programs and maps loaded throughout.
+    let keeper = topo.state_dir.join("keeper.xml");
+    std::fs::create_dir_all(&topo.state_dir)?;
+    std::fs::write(&keeper, "<network><name>keeper</name><bridge name='virbr9'/><ip address='192.168.200.1' prefix='24'/></network>")?;
+    topo.vxdp(&["net-create", keeper.to_str().context("path")?])?;
+    topo.start_with(DEFAULT_XML, true)?;
+    topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
+    let pins = Pins::new(&topo.bpffs);
+    let maps = Maps::open(&pins)?;
+    let nat_id = vxdp_control::network::find(
+        &vxdp_control::network::Context { state_dir: topo.state_dir.clone(), pins: pins.clone(), load: Default::default() },
+        "default",
+    )?
+    .id;
+    ensure!(!maps.conntrack_entries(Some(nat_id))?.is_empty(), "the NAT network created no flows to check for");
+    let port_links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?.into_iter().filter(|(n, _)| n.starts_with("tc_in_")).collect();
+    ensure!(port_links.len() == 2, "expected one TC link per guest port, found {port_links:?}");
+    let all_progs = pinned_ids(&topo.bpffs, "progs", "prog")?;
+    let all_maps = pinned_ids(&topo.bpffs, "maps", "map")?;
+    let all_links = pinned_ids(&topo.bpffs, "links", "link")?;
+
+    topo.stop()?;
+    for (name, id) in &port_links {
+        ensure!(!exists("link", *id)?, "link {name} (id {id}) of the NAT network's port survived net-destroy");
+    }
+    let ports: Vec<u32> = maps.endpoints()?.keys().collect::<Result<_, _>>()?;
+    ensure!(ports.is_empty(), "endpoint entries survived net-destroy: {ports:?}");
+    ensure!(maps.conntrack_entries(Some(nat_id))?.is_empty(), "NAT flows survived net-destroy");
+    let cfg = maps.networks()?.get(&nat_id, 0)?;
+    ensure!(cfg == NetworkConfig::default(), "network slot {nat_id} not cleared: {cfg:?}");
+    let owners: Vec<_> = maps.subnets()?.iter().map(|r| r.map(|(k, o)| (k.prefix_len(), o))).collect::<Result<Vec<_>, _>>()?;
+    ensure!(owners.iter().all(|(_, o)| o.mode != mode::NAT), "a NAT subnet entry survived: {owners:?}");
+
+    // The same guests, now routed: the outside reaches them.
+    topo.start_with(&routed_xml("route"), true)?;
+    topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+    let out = topo.wan.exec_status("ping", &["-c", "1", "-W", "2", &topo.guests[1].addr])?;
+    ensure!(out.status.success(), "after switching to route mode the outside host cannot reach a guest");
+    let owners: Vec<_> = maps.subnets()?.iter().map(|r| r.map(|(k, o)| (k.prefix_len(), o))).collect::<Result<Vec<_>, _>>()?;
+    ensure!(
+        owners.iter().filter(|(_, o)| o.mode == mode::ROUTE).count() == 1 && owners.iter().all(|(_, o)| o.mode != mode::NAT),
+        "subnet owners after the switch: {owners:?}"
+    );
+    let active: Vec<(u32, u32)> = maps
+        .networks()?
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.ok().filter(|c| c.flags & network_flags::ACTIVE != 0).map(|c| (i as u32, c.mode)))
+        .collect();
+    ensure!(
+        active.len() == 2 && active.iter().all(|(_, m)| *m == mode::ROUTE || *m == mode::ISOLATED),
+        "active networks after the switch (id, mode): {active:?}"
+    );
+    drop(maps);
+
+    // The last network gone: every program, map and link this test loaded
+    // is gone from the kernel.
+    topo.stop()?;
+    topo.vxdp(&["net-destroy", "keeper"])?;
+    for (kind, objects) in [("prog", &all_progs), ("map", &all_maps), ("link", &all_links)] {
+        for (name, id) in objects {
+            ensure!(!exists(kind, *id)?, "{kind} {name} (id {id}) is still loaded after the last net-destroy");
+        }
+    }
+    ensure!(!topo.bpffs.exists() || std::fs::read_dir(&topo.bpffs)?.next().is_none(), "pins left under {}", topo.bpffs.display());
+    println!(
+        "switch nat -> route: {} port links, the flows, subnet and network entries removed; then {} programs, {} maps, {} links unloaded",
+        port_links.len(),
+        all_progs.len(),
+        all_maps.len(),
+        all_links.len()
+    );
+    Ok(())
+}
