@@ -402,3 +402,59 @@ fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
     );
     Ok(())
 }
+
+/// Pings from `ns` until `dst` answers (bridge ports pass nothing while STP
+/// is listening/learning), at most `within`.
+fn wait_ping_from(ns: &Netns, dst: &str, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?.status.success() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            bail!("{} cannot ping {dst} within {within:?}", ns.name);
+        }
+    }
+}
+
+/// Inter-network isolation: guests of two vxdp networks cannot reach each
+/// other (counted as `other_network`) unless both networks route.
+#[test]
+fn guests_of_two_networks_reach_each_other_only_when_both_route() -> Result<()> {
+    let mut topo = NatTopology::new("in", 1)?;
+    let other_ns = Netns::new(format!("{}-gx", topo.prefix))?;
+    let other_addr = "192.168.200.10";
+    topo.hyp.ip(&["link", "add", "vnetx", "type", "veth", "peer", "name", "eth0", "netns", &other_ns.name])?;
+    other_ns.ip(&["addr", "add", &format!("{other_addr}/24"), "dev", "eth0"])?;
+    other_ns.ip(&["link", "set", "eth0", "up"])?;
+    other_ns.ip(&["route", "add", "default", "via", "192.168.200.1"])?;
+    let other_mac = mac_of(&other_ns, "eth0")?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let other_file = topo.state_dir.join("other.xml");
+    let other_xml = |forward: &str| {
+        format!(
+            "<network><name>other</name>{forward}<bridge name='virbr1' stp='on' delay='0'/>\
+             <ip address='192.168.200.1' prefix='24'/></network>"
+        )
+    };
+    let mut table = String::from("\nvxdp, guest of network A → guest of network B (ping + TCP connect)\n");
+
+    for (a_xml, b_forward, expect) in [
+        (DEFAULT_XML.to_string(), "<forward mode='nat'/>", Expect::Dropped("other_network")),
+        (routed_xml("route"), "<forward mode='route'/>", Expect::Yes),
+    ] {
+        topo.start_with(&a_xml, true)?;
+        std::fs::write(&other_file, other_xml(b_forward))?;
+        topo.vxdp(&["net-create", other_file.to_str().context("path")?])?;
+        topo.vxdp(&["attach-interface", "--network", "other", "--dev", "vnetx", "--mac", &other_mac, "--ip", other_addr])?;
+        wait_ping_from(&topo.guests[0].ns, GATEWAY, Duration::from_secs(20))?;
+        wait_ping_from(&other_ns, "192.168.200.1", Duration::from_secs(20))?;
+        let label = format!("A {} → B {}", if a_xml.contains("route") { "route" } else { "nat" }, if b_forward.contains("route") { "route" } else { "nat" });
+        let entry = check_cell(&topo, &label, expect, &topo.guests[0].ns, other_addr, &other_ns)?;
+        writeln!(table, "  {label:<18} {entry}")?;
+        topo.vxdp(&["net-destroy", "other"])?;
+        topo.stop()?;
+    }
+    println!("{table}");
+    Ok(())
+}
