@@ -1,3 +1,5 @@
 
 pub mod progtest;
 pub mod testbed;
+pub mod matrix;
+pub mod libvirt;

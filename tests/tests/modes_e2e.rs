@@ -10,14 +10,15 @@
 
 use std::{
     fmt::Write as _,
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR};
+use vxdp_tests::{
+    matrix::{CELLS, GATEWAY, VERY_ISOLATED_XML, expected, mac_of, measure, routed_xml},
+    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR},
+};
 
-const GATEWAY: &str = "192.168.122.1";
 
 /// What a cell of the table must show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,51 +48,6 @@ struct Mode {
     /// guest→host, guest→guest, guest→outside, outside→guest.
     cells: [Expect; 4],
     outside_sees: Seen,
-}
-
-fn routed_xml(mode: &str) -> String {
-    let forward = if mode.is_empty() { String::new() } else { format!("<forward mode='{mode}'/>") };
-    format!(
-        "<network><name>default</name>{forward}<bridge name='virbr0' stp='on' delay='0'/>\
-         <ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
-    )
-}
-
-/// Listens on an ephemeral port in `ns`, non-blocking so a cell never hangs.
-fn listener(ns: &Netns) -> Result<TcpListener> {
-    let l = ns.enter(|| TcpListener::bind("0.0.0.0:0"))??;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
-/// The address the listener saw the client come from, within `within`.
-fn accepted_peer(l: &TcpListener, within: Duration) -> Option<SocketAddr> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Ok((_, peer)) = l.accept() {
-            return Some(peer);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// One measured cell: did ping work, did TCP connect, and from where the
-/// server saw the connection.
-struct Measured {
-    ping: bool,
-    tcp: bool,
-    peer: Option<IpAddr>,
-}
-
-fn measure(from: &Netns, dst: &str, server: &Netns) -> Result<Measured> {
-    let ping = from.exec_status("ping", &["-c", "1", "-W", "2", dst])?.status.success();
-    let l = listener(server)?;
-    let port = l.local_addr()?.port();
-    let target: SocketAddr = format!("{dst}:{port}").parse()?;
-    let tcp = from.enter(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))?.is_ok();
-    let peer = if tcp { accepted_peer(&l, Duration::from_secs(3)).map(|p| p.ip()) } else { None };
-    Ok(Measured { ping, tcp, peer })
 }
 
 /// Checks one cell against its expectation; returns the table entry.
@@ -128,6 +84,12 @@ fn check_cell(topo: &NatTopology, cell: &str, expect: Expect, from: &Netns, dst:
 /// Builds the world for `mode`, measures every cell, checks anti-spoofing,
 /// prints the table.
 fn run_matrix(mode: Mode) -> Result<()> {
+    // The expectations are DESIGN.md §2's row (shared with the libvirt
+    // differential test), refined with the reason of each "no".
+    let row = expected(mode.name);
+    for (i, cell) in mode.cells.iter().enumerate() {
+        ensure!((*cell == Expect::Yes) == row[i], "{} {}: expectation disagrees with DESIGN.md §2", mode.name, CELLS[i]);
+    }
     let mut topo = NatTopology::new(&mode.name[..2], 2)?;
     topo.start_with(&mode.xml, true)?;
     // The outside host routes the guests' subnet to the hypervisor, so
@@ -148,7 +110,7 @@ fn run_matrix(mode: Mode) -> Result<()> {
     topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
 
     let (g0, g1) = (&topo.guests[0], &topo.guests[1]);
-    let names = ["guest→host", "guest→guest", "guest→outside", "outside→guest"];
+    let names = CELLS;
     let mut row = Vec::new();
     for (i, expect) in mode.cells.iter().enumerate() {
         let cell = format!("{} {}", mode.name, names[i]);
@@ -223,14 +185,6 @@ fn run_matrix(mode: Mode) -> Result<()> {
     Ok(())
 }
 
-fn mac_of(ns: &Netns, dev: &str) -> Result<String> {
-    let link = String::from_utf8(ns.ip(&["-o", "link", "show", dev])?.stdout)?;
-    match link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1) {
-        Some(mac) => Ok(mac.to_string()),
-        None => bail!("{dev} has no MAC: {link}"),
-    }
-}
-
 #[test]
 fn nat_mode_matrix() -> Result<()> {
     run_matrix(Mode {
@@ -279,7 +233,7 @@ fn isolated_mode_matrix() -> Result<()> {
 fn very_isolated_mode_matrix() -> Result<()> {
     run_matrix(Mode {
         name: "very-isolated",
-        xml: "<network><name>default</name><bridge name='virbr0' stp='on' delay='0'/></network>".into(),
+        xml: VERY_ISOLATED_XML.into(),
         host_target: UPLINK_ADDR,
         cells: [
             Expect::Dropped("host_not_reachable"),

@@ -28,6 +28,11 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "nftables",
     "tcpdump",
+    // The differential test runs libvirt's own network driver (in the
+    // test's namespaces only) as the reference.
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "dnsmasq-base",
 ];
 
 /// bpf-linker links the eBPF object; 0.13.0 built against Debian's LLVM 22
