@@ -21,6 +21,10 @@ pub mod mode {
     /// the bridge only. Without an IPv4 `<ip>` (`NetworkConfig::gateway`
     /// 0) the host has no address there and guests reach only each other.
     pub const ISOLATED: u32 = 4;
+    /// Host bridge (`<forward mode='bridge'>` with `<bridge name>`): guests
+    /// on an existing bridge that also holds the uplink; vxdp adds
+    /// anti-spoofing and counters and leaves forwarding to the bridge.
+    pub const BRIDGE: u32 = 5;
 }
 
 /// Whether traffic of a network in `mode` may be routed to and from other

@@ -42,7 +42,9 @@ enum Command {
     ///
     /// Supported so far: <forward mode='nat'> (one IPv4 <ip>, <nat><address>/
     /// <port>), mode='route' and mode='open' (one IPv4 and/or one IPv6 <ip>),
-    /// isolated networks (no <forward>; without <ip>: very isolated), with
+    /// isolated networks (no <forward>; without <ip>: very isolated), host
+    /// bridge (<forward mode='bridge'/> with <bridge name> of an existing
+    /// bridge), with
     /// optional <forward dev>, <bridge name stp delay>, <mac>. The uplink is
     /// <forward dev> or the interface of the default route.
     NetCreate {

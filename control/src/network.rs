@@ -108,6 +108,7 @@ pub fn mode_name(m: u32, has_ip: bool) -> &'static str {
         mode::NAT => "nat",
         mode::ROUTE => "route",
         mode::OPEN => "open",
+        mode::BRIDGE => "bridge",
         _ if has_ip => "isolated",
         _ => "very-isolated",
     }
@@ -146,11 +147,14 @@ pub fn plan(xml_text: &str, file: &str) -> Result<NetworkPlan, NetworkError> {
         Some(ForwardMode::Nat) => mode::NAT,
         Some(ForwardMode::Route) => mode::ROUTE,
         Some(ForwardMode::Open) => mode::OPEN,
+        // With <interface dev> children it would be direct (macvtap-like)
+        // mode; unsupported_features has refused those above.
+        Some(ForwardMode::Bridge) => mode::BRIDGE,
         Some(other) => {
             return Err(not_supported(
                 file,
                 "/network/forward@mode",
-                format!("<forward mode='{}'> (nat, route, open and isolated networks so far)", other.as_str()),
+                format!("<forward mode='{}'> (nat, route, open, isolated and host bridge networks so far)", other.as_str()),
             ));
         }
     };
@@ -198,6 +202,14 @@ pub fn plan(xml_text: &str, file: &str) -> Result<NetworkPlan, NetworkError> {
             return Err(invalid(file, "/network/ip", format!("a {} network needs an <ip>", mode_name(net_mode, false))));
         }
         _ => {}
+    }
+    if net_mode == mode::BRIDGE {
+        if def.bridge.name.is_none() {
+            return Err(invalid(file, "/network/bridge@name", "a host bridge network (<forward mode='bridge'>) needs <bridge name='...'> of an existing bridge"));
+        }
+        if !def.ips.is_empty() {
+            return Err(invalid(file, "/network/ip", "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp"));
+        }
     }
     let nat = forward.and_then(|f| f.nat.as_ref());
     Ok(NetworkPlan {
@@ -307,6 +319,18 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         return Err(invalid(file, "/network/ip@address", format!("subnet {a}/{p} overlaps network '{}'", other.name)));
     }
     let bridge = match &plan.def.bridge.name {
+        Some(b) if plan.mode == mode::BRIDGE => {
+            let link = nl.link_by_name(b).await?.ok_or_else(|| {
+                invalid(file, "/network/bridge@name", format!("bridge {b} does not exist (host bridge mode uses an existing bridge)"))
+            })?;
+            if link.kind.as_deref() != Some("bridge") {
+                return Err(invalid(file, "/network/bridge@name", format!("{b} is not a bridge")));
+            }
+            if let Some(other) = running.iter().find(|r| r.bridge == *b) {
+                return Err(invalid(file, "/network/bridge@name", format!("bridge {b} is already used by network '{}'", other.name)));
+            }
+            b.clone()
+        }
         Some(b) => {
             if nl.link_by_name(b).await?.is_some() {
                 return Err(invalid(file, "/network/bridge@name", format!("interface {b} already exists")));
@@ -326,8 +350,9 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
     };
     // NAT needs an uplink; route/open use <forward dev> or the default
     // route's interface when there is one; isolated networks take the
-    // default route's interface only to refuse inbound traffic there.
-    let uplink = match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
+    // default route's interface only to refuse inbound traffic there; a host
+    // bridge holds its uplink itself.
+    let uplink = if plan.mode == mode::BRIDGE { None } else { match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
         Some(dev) => Some(nl.link_by_name(&dev).await?.ok_or_else(|| {
             invalid(file, "/network/forward@dev", format!("interface {dev} does not exist"))
         })?),
@@ -335,7 +360,7 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
             Some(route) => nl.link_by_index(route.oif).await?,
             None => None,
         },
-    };
+    } };
     if plan.mode == mode::NAT && uplink.is_none() {
         return Err(NetworkError::NoUplink);
     }
@@ -409,24 +434,32 @@ async fn apply_start(
         write_sysctl(IPV6_FORWARD, "1")?;
     }
 
-    eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
-    let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
-    let bridge_ifindex = nl
-        .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
-        .await?;
-    undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
-    if plan.ipv6.is_none() {
-        // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
-        // (not even link-local) on the bridge.
-        write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
-    }
-    if let Some(v4) = plan.ipv4 {
-        nl.add_address(bridge_ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
-    }
-    if let Some((a, p)) = plan.ipv6 {
-        nl.add_address(bridge_ifindex, IpAddr::V6(a), p).await?;
-    }
-    nl.set_up(bridge_ifindex).await?;
+    let (bridge_ifindex, mac) = if plan.mode == mode::BRIDGE {
+        // The operator's bridge: used as it is, never changed or removed.
+        let link = nl.link_by_name(bridge).await?.ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
+        eprintln!("[vxdp] {name}: using host bridge {bridge} (ifindex {})", link.index);
+        (link.index, link.mac.unwrap_or_default())
+    } else {
+        eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
+        let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+        let bridge_ifindex = nl
+            .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
+            .await?;
+        undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
+        if plan.ipv6.is_none() {
+            // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
+            // (not even link-local) on the bridge.
+            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
+        }
+        if let Some(v4) = plan.ipv4 {
+            nl.add_address(bridge_ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
+        }
+        if let Some((a, p)) = plan.ipv6 {
+            nl.add_address(bridge_ifindex, IpAddr::V6(a), p).await?;
+        }
+        nl.set_up(bridge_ifindex).await?;
+        (bridge_ifindex, mac)
+    };
 
     let maps = Maps::open(&ctx.pins)?;
     let mut flags = network_flags::ACTIVE;
@@ -540,7 +573,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     if rec.uplink_ifindex != 0 && others.iter().all(|r| r.uplink_ifindex != rec.uplink_ifindex) {
         dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
     }
-    if nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
+    if rec.mode != mode_name(mode::BRIDGE, false) && nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
         nl.delete_link(rec.bridge_ifindex).await?;
     }
     state.remove_network(&rec.name)?;
@@ -698,6 +731,7 @@ mod tests {
             (net(&format!("<forward mode='open'/>{ip}")), mode::OPEN, "open"),
             (net(ip), mode::ISOLATED, "isolated"),
             (net(""), mode::ISOLATED, "very-isolated"),
+            (net("<bridge name='br0'/><forward mode='bridge'/>"), mode::BRIDGE, "bridge"),
         ];
         for (xml, m, name) in cases {
             let p = plan(&xml, "t.xml").unwrap_or_else(|e| panic!("{xml}: {e}"));
@@ -713,7 +747,7 @@ mod tests {
     #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
-            (net("<bridge name='br0'/><forward mode='bridge'/>"), "/network/forward@mode", "not supported yet"),
+            (net("<forward mode='private'><interface dev='eth0'/></forward>"), "/network/forward/interface", "not supported yet"),
             (net("<forward mode='nat'><nat ipv6='yes'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/nat@ipv6", "NAT66"),
             (net("<forward mode='route'/>"), "/network/ip", "needs an <ip>"),
             (net("<forward mode='nat'/>"), "/network/ip", "needs an IPv4 <ip>"),

@@ -104,6 +104,11 @@ fn guest_ipv4(
     if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
+    if net.mode == mode::BRIDGE {
+        // The host's bridge and router decide; vxdp only vouches for the
+        // source.
+        return pass(ctx, net_id);
+    }
     if net.mode == mode::ISOLATED {
         // Frames to other guests and broadcasts stay on the bridge; only
         // what is addressed to the host at layer 3 is judged.
@@ -155,7 +160,7 @@ fn guest_ipv6(
 ) -> Result<i32, Drop> {
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
-    if !to_host_l3 || parse::ipv6_link_scoped(&ip.dst) {
+    if !to_host_l3 || parse::ipv6_link_scoped(&ip.dst) || net.mode == mode::BRIDGE {
         return pass(ctx, net_id);
     }
     match net.mode {

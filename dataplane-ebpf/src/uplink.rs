@@ -50,6 +50,9 @@ fn inbound(ctx: &XdpContext, owner: Option<SubnetOwner>, ipv6: bool) -> Result<u
         }
         mode::NAT if ipv6 => Err(Drop::new(DropReason::Ipv6NotForwarded, id)),
         mode::NAT => Err(Drop::new(DropReason::UnsolicitedInbound, id)),
-        _ => Err(Drop::new(DropReason::IsolatedNetwork, id)),
+        mode::ISOLATED => Err(Drop::new(DropReason::IsolatedNetwork, id)),
+        // Host bridge networks own no subnet entries; anything else: the
+        // kernel decides.
+        _ => pass(ctx),
     }
 }

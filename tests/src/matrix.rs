@@ -35,12 +35,13 @@ pub const VERY_ISOLATED_XML: &str =
     "<network><name>default</name><bridge name='virbr0' stp='on' delay='0'/></network>";
 
 /// DESIGN.md §2 for the modes vxdp realizes: (mode, yes/no per cell).
-pub const TABLE: [(&str, [bool; 4]); 5] = [
+pub const TABLE: [(&str, [bool; 4]); 6] = [
     ("nat", [true, true, true, false]),
     ("route", [true, true, true, true]),
     ("open", [true, true, true, true]),
     ("isolated", [true, true, false, false]),
     ("very-isolated", [false, true, false, false]),
+    ("bridge", [true, true, true, true]),
 ];
 
 /// The table's row for `mode`.

@@ -48,6 +48,8 @@ struct Mode {
     /// guest→host, guest→guest, guest→outside, outside→guest.
     cells: [Expect; 4],
     outside_sees: Seen,
+    /// Host changes before the network starts (host bridge mode).
+    prepare: Option<fn(&mut NatTopology) -> Result<()>>,
 }
 
 /// Checks one cell against its expectation; returns the table entry.
@@ -91,13 +93,16 @@ fn run_matrix(mode: Mode) -> Result<()> {
         ensure!((*cell == Expect::Yes) == row[i], "{} {}: expectation disagrees with DESIGN.md §2", mode.name, CELLS[i]);
     }
     let mut topo = NatTopology::new(&mode.name[..2], 2)?;
+    if let Some(prepare) = mode.prepare {
+        prepare(&mut topo)?;
+    }
     topo.start_with(&mode.xml, true)?;
     // The outside host routes the guests' subnet to the hypervisor, so
     // "outside → guest" is refused (or allowed) by vxdp, not by a missing
     // route on the outside.
     topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
-    let bridge_mac = mac_of(&topo.hyp, "virbr0")?;
-    if mode.host_target != GATEWAY {
+    if mode.name == "very-isolated" {
+        let bridge_mac = mac_of(&topo.hyp, "virbr0")?;
         // Very isolated: nobody answers ARP for the gateway. The guests
         // know the bridge's MAC anyway, so their packets do reach the host
         // at layer 2 and it is vxdp that refuses them.
@@ -127,7 +132,7 @@ fn run_matrix(mode: Mode) -> Result<()> {
             let peer = m.peer.context("the outside host accepted no connection")?.to_string();
             let want = if mode.outside_sees == Seen::Uplink { UPLINK_ADDR } else { g0.addr.as_str() };
             ensure!(peer == want, "{cell}: the outside host saw {peer}, expected {want}");
-            if mode.outside_sees == Seen::Guest {
+            if mode.name == "route" || mode.name == "open" {
                 let (fwd1, _) = topo.counter("default", "route_forwarded")?;
                 ensure!(fwd1 >= fwd0 + 2, "{cell}: not forwarded by eBPF (route_forwarded {fwd0} -> {fwd1})");
             }
@@ -182,6 +187,11 @@ fn run_matrix(mode: Mode) -> Result<()> {
     println!("{table}");
 
     topo.stop()?;
+    if mode.name == "bridge" {
+        // The operator's bridge stays as it was, uplink and all.
+        let up0 = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", "up0"])?.stdout)?;
+        ensure!(up0.contains("master br0"), "net-destroy changed the host bridge: {up0}");
+    }
     Ok(())
 }
 
@@ -193,6 +203,7 @@ fn nat_mode_matrix() -> Result<()> {
         host_target: GATEWAY,
         cells: [Expect::Yes, Expect::Yes, Expect::Yes, Expect::Dropped("unsolicited_inbound")],
         outside_sees: Seen::Uplink,
+        prepare: None,
     })
 }
 
@@ -204,6 +215,7 @@ fn route_mode_matrix() -> Result<()> {
         host_target: GATEWAY,
         cells: [Expect::Yes; 4],
         outside_sees: Seen::Guest,
+        prepare: None,
     })
 }
 
@@ -215,6 +227,7 @@ fn open_mode_matrix() -> Result<()> {
         host_target: GATEWAY,
         cells: [Expect::Yes; 4],
         outside_sees: Seen::Guest,
+        prepare: None,
     })
 }
 
@@ -226,6 +239,7 @@ fn isolated_mode_matrix() -> Result<()> {
         host_target: GATEWAY,
         cells: [Expect::Yes, Expect::Yes, Expect::Dropped("isolated_network"), Expect::Dropped("isolated_network")],
         outside_sees: Seen::Guest,
+        prepare: None,
     })
 }
 
@@ -242,6 +256,7 @@ fn very_isolated_mode_matrix() -> Result<()> {
             Expect::NoRoute,
         ],
         outside_sees: Seen::Guest,
+        prepare: None,
     })
 }
 
@@ -411,4 +426,35 @@ fn guests_of_two_networks_reach_each_other_only_when_both_route() -> Result<()> 
     }
     println!("{table}");
     Ok(())
+}
+
+/// Host bridge: the operator's bridge `br0` holds the uplink and the host's
+/// address; guests get addresses of the uplink's LAN.
+fn host_bridge(topo: &mut NatTopology) -> Result<()> {
+    let hyp = &topo.hyp;
+    hyp.ip(&["link", "add", "br0", "type", "bridge"])?;
+    hyp.ip(&["addr", "del", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
+    hyp.ip(&["link", "set", "up0", "master", "br0"])?;
+    hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "br0"])?;
+    hyp.ip(&["link", "set", "br0", "up"])?;
+    hyp.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
+    for (i, g) in topo.guests.iter_mut().enumerate() {
+        g.addr = format!("198.51.100.{}", 10 + i);
+        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
+        g.ns.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn host_bridge_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "bridge",
+        xml: "<network><name>default</name><forward mode='bridge'/><bridge name='br0'/></network>".into(),
+        host_target: UPLINK_ADDR,
+        cells: [Expect::Yes; 4],
+        outside_sees: Seen::Guest,
+        prepare: Some(host_bridge),
+    })
 }

@@ -161,7 +161,7 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
                 _pad1: 0,
             },
         );
-        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated")] {
+        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
             w.set_mode(m, HOST_ADDRESS);
             let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
             guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: own MAC and address"));
