@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::testbed::Netns;
+use crate::testbed::{NatTopology, Netns, UPLINK_ADDR};
 
 /// The guests' gateway: the host's address on the bridge.
 pub const GATEWAY: &str = "192.168.122.1";
@@ -33,6 +33,10 @@ pub fn routed_xml(mode: &str) -> String {
 /// Very isolated: no `<forward>`, no `<ip>`.
 pub const VERY_ISOLATED_XML: &str =
     "<network><name>default</name><bridge name='virbr0' stp='on' delay='0'/></network>";
+
+/// Host bridge mode on the bridge [`prepare_host_bridge`] builds.
+pub const HOST_BRIDGE_XML: &str =
+    "<network><name>default</name><forward mode='bridge'/><bridge name='br0'/></network>";
 
 /// DESIGN.md §2 for the modes vxdp realizes: (mode, yes/no per cell).
 pub const TABLE: [(&str, [bool; 4]); 6] = [
@@ -95,3 +99,23 @@ pub fn mac_of(ns: &Netns, dev: &str) -> Result<String> {
         None => bail!("{dev} has no MAC: {link}"),
     }
 }
+
+/// Host bridge: the operator's bridge `br0` holds the uplink and the host's
+/// address; guests get addresses of the uplink's LAN.
+pub fn prepare_host_bridge(topo: &mut NatTopology) -> Result<()> {
+    let hyp = &topo.hyp;
+    hyp.ip(&["link", "add", "br0", "type", "bridge"])?;
+    hyp.ip(&["addr", "del", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
+    hyp.ip(&["link", "set", "up0", "master", "br0"])?;
+    hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "br0"])?;
+    hyp.ip(&["link", "set", "br0", "up"])?;
+    hyp.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
+    for (i, g) in topo.guests.iter_mut().enumerate() {
+        g.addr = format!("198.51.100.{}", 10 + i);
+        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
+        g.ns.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
+    }
+    Ok(())
+}
+

@@ -11,20 +11,28 @@ use std::{fmt::Write as _, time::Duration};
 use anyhow::{Result, ensure};
 use vxdp_tests::{
     libvirt::Libvirtd,
-    matrix::{CELLS, DEFAULT_XML_NAME, GATEWAY, VERY_ISOLATED_XML, expected, mac_of, measure, routed_xml},
+    matrix::{CELLS, DEFAULT_XML_NAME, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, expected, mac_of, measure, routed_xml},
     testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR},
 };
 
 fn libvirt_row(mode: &str, xml: &str) -> Result<[bool; 4]> {
-    let topo = NatTopology::new(&format!("lv{}", &mode[..2]), 2)?;
+    let mut topo = NatTopology::new(&format!("lv{}", &mode[..2]), 2)?;
+    let bridge = if mode == "bridge" {
+        prepare_host_bridge(&mut topo)?;
+        "br0"
+    } else {
+        "virbr0"
+    };
     let mut libvirt = Libvirtd::start(&topo.hyp)?;
     libvirt.net_create(DEFAULT_XML_NAME, xml)?;
     for g in &topo.guests {
         // What libvirt does for a guest's tap: enslave it to the bridge.
-        topo.hyp.ip(&["link", "set", &g.port, "master", "virbr0", "up"])?;
+        topo.hyp.ip(&["link", "set", &g.port, "master", bridge, "up"])?;
     }
     topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
-    let host_target = if mode == "very-isolated" {
+    let host_target = if mode == "bridge" {
+        UPLINK_ADDR
+    } else if mode == "very-isolated" {
         // As in the vxdp test: guests know the bridge's MAC, so packets
         // reach the host at layer 2 and the implementation decides.
         let mac = mac_of(&topo.hyp, "virbr0")?;
@@ -61,6 +69,7 @@ fn libvirt_agrees_with_vxdp_cell_for_cell() -> Result<()> {
         ("open", routed_xml("open")),
         ("isolated", routed_xml("")),
         ("very-isolated", VERY_ISOLATED_XML.to_string()),
+        ("bridge", HOST_BRIDGE_XML.to_string()),
     ];
     let mut table = String::from("\nmode           cell            libvirt  vxdp\n");
     let mut disagree = Vec::new();

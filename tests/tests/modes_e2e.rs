@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use vxdp_tests::{
-    matrix::{CELLS, GATEWAY, VERY_ISOLATED_XML, expected, mac_of, measure, routed_xml},
+    matrix::{CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, expected, mac_of, measure, routed_xml},
     testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR},
 };
 
@@ -428,33 +428,14 @@ fn guests_of_two_networks_reach_each_other_only_when_both_route() -> Result<()> 
     Ok(())
 }
 
-/// Host bridge: the operator's bridge `br0` holds the uplink and the host's
-/// address; guests get addresses of the uplink's LAN.
-fn host_bridge(topo: &mut NatTopology) -> Result<()> {
-    let hyp = &topo.hyp;
-    hyp.ip(&["link", "add", "br0", "type", "bridge"])?;
-    hyp.ip(&["addr", "del", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
-    hyp.ip(&["link", "set", "up0", "master", "br0"])?;
-    hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "br0"])?;
-    hyp.ip(&["link", "set", "br0", "up"])?;
-    hyp.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
-    for (i, g) in topo.guests.iter_mut().enumerate() {
-        g.addr = format!("198.51.100.{}", 10 + i);
-        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
-        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
-        g.ns.ip(&["route", "replace", "default", "via", "198.51.100.1"])?;
-    }
-    Ok(())
-}
-
 #[test]
 fn host_bridge_mode_matrix() -> Result<()> {
     run_matrix(Mode {
         name: "bridge",
-        xml: "<network><name>default</name><forward mode='bridge'/><bridge name='br0'/></network>".into(),
+        xml: HOST_BRIDGE_XML.into(),
         host_target: UPLINK_ADDR,
         cells: [Expect::Yes; 4],
         outside_sees: Seen::Guest,
-        prepare: Some(host_bridge),
+        prepare: Some(prepare_host_bridge),
     })
 }
