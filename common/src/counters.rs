@@ -41,10 +41,16 @@ pub enum Action {
     ConntrackRepaired = 6,
     /// Guest packet left to the kernel so it resolves the next hop's MAC.
     NeighbourResolve = 7,
+    /// Guest → outside or another routed network without NAT (route/open),
+    /// redirected by eBPF.
+    RouteForwarded = 8,
+    /// Outside → a route/open network: accepted and left to the kernel to
+    /// route onto the bridge.
+    RouteInbound = 9,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 10] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -53,6 +59,8 @@ impl Action {
         Action::ConntrackExpiredReused,
         Action::ConntrackRepaired,
         Action::NeighbourResolve,
+        Action::RouteForwarded,
+        Action::RouteInbound,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,13 +73,15 @@ impl Action {
             Action::ConntrackExpiredReused => "conntrack_expired_reused",
             Action::ConntrackRepaired => "conntrack_repaired",
             Action::NeighbourResolve => "neighbour_resolve",
+            Action::RouteForwarded => "route_forwarded",
+            Action::RouteInbound => "route_inbound",
         }
     }
 
     /// The direction label: from the guest or from the uplink.
     pub const fn direction(self) -> &'static str {
         match self {
-            Action::DnatForwarded | Action::UplinkPassed => "from_uplink",
+            Action::DnatForwarded | Action::UplinkPassed | Action::RouteInbound => "from_uplink",
             _ => "from_guest",
         }
     }
@@ -116,10 +126,29 @@ pub enum DropReason {
     TtlExpired = 14,
     /// A checksum helper failed.
     ChecksumUpdateFailed = 15,
+    /// A guest sent a frame whose source MAC (Ethernet or ARP sender) is not
+    /// its own.
+    SpoofedMac = 16,
+    /// A guest sent from an IP address (IPv4 or ARP sender) that is not its
+    /// own, once its address is known.
+    SpoofedSource = 17,
+    /// Isolated network (no `<forward>`): the packet would leave the network
+    /// or reach the host other than at its address on the bridge.
+    IsolatedNetwork = 18,
+    /// Very isolated network (no `<forward>`, no `<ip>`): the host has no
+    /// address on it; guests reach only each other.
+    HostNotReachable = 19,
+    /// Addressed to a guest of another vxdp network, and the two do not route
+    /// to each other (both must be route or open networks).
+    OtherNetwork = 20,
+    /// IPv6 that the network's mode does not forward (NAT without NAT66).
+    Ipv6NotForwarded = 21,
+    /// A tail call into a guest-port path failed (program array slot empty).
+    TailCallFailed = 22,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -135,6 +164,13 @@ impl DropReason {
         DropReason::RedirectFailed,
         DropReason::TtlExpired,
         DropReason::ChecksumUpdateFailed,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedSource,
+        DropReason::IsolatedNetwork,
+        DropReason::HostNotReachable,
+        DropReason::OtherNetwork,
+        DropReason::Ipv6NotForwarded,
+        DropReason::TailCallFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -154,6 +190,13 @@ impl DropReason {
             DropReason::RedirectFailed => "redirect_failed",
             DropReason::TtlExpired => "ttl_expired",
             DropReason::ChecksumUpdateFailed => "checksum_update_failed",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::IsolatedNetwork => "isolated_network",
+            DropReason::HostNotReachable => "host_not_reachable",
+            DropReason::OtherNetwork => "other_network",
+            DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
+            DropReason::TailCallFailed => "tail_call_failed",
         }
     }
 

@@ -23,24 +23,46 @@ pub mod names {
     pub const MAP_NETWORKS: &str = "VXDP_NETWORKS";
     pub const MAP_ENDPOINTS: &str = "VXDP_ENDPOINTS";
     pub const MAP_SUBNETS: &str = "VXDP_SUBNETS";
+    pub const MAP_SUBNETS6: &str = "VXDP_SUBNETS6";
     pub const MAP_CONNTRACK: &str = "VXDP_CONNTRACK";
     pub const MAP_COUNTERS: &str = "VXDP_COUNTERS";
     pub const MAP_PORTS: &str = "VXDP_PORTS";
     pub const MAP_TIMEOUTS: &str = "VXDP_TIMEOUTS";
     pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_STATS";
+    /// Program array the guest-port program tail-calls into (`jump` slots).
+    pub const MAP_GUEST_JUMP: &str = "VXDP_GUEST_JUMP";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
+    /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
+    pub const PROG_GUEST_NAT: &str = "vxdp_guest_nat";
+    /// Tail-called by `vxdp_guest_in`: routing without NAT (route/open,
+    /// IPv6 of every mode).
+    pub const PROG_GUEST_ROUTE: &str = "vxdp_guest_route";
+    /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
+    pub const GUEST_JUMPS: [(&str, u32); 2] =
+        [(PROG_GUEST_NAT, crate::jump::NAT), (PROG_GUEST_ROUTE, crate::jump::ROUTE)];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 8] = [
+    pub const ALL_MAPS: [&str; 10] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
+        MAP_SUBNETS6,
         MAP_CONNTRACK,
         MAP_COUNTERS,
         MAP_PORTS,
         MAP_TIMEOUTS,
         MAP_PORT_COUNTERS,
+        MAP_GUEST_JUMP,
     ];
+}
+
+/// Slots of `VXDP_GUEST_JUMP`. Each path of the guest-port program is its
+/// own program, verified on its own: together they exceed what the verifier
+/// explores in one program.
+pub mod jump {
+    pub const NAT: u32 = 0;
+    pub const ROUTE: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

@@ -17,13 +17,32 @@ pub mod mode {
     pub const NAT: u32 = 1;
     pub const ROUTE: u32 = 2;
     pub const OPEN: u32 = 3;
+    /// No `<forward>`: guests reach each other and the host's address on
+    /// the bridge only. Without an IPv4 `<ip>` (`NetworkConfig::gateway`
+    /// 0) the host has no address there and guests reach only each other.
     pub const ISOLATED: u32 = 4;
+    /// Host bridge (`<forward mode='bridge'>` with `<bridge name>`): guests
+    /// on an existing bridge that also holds the uplink; vxdp adds
+    /// anti-spoofing and counters and leaves forwarding to the bridge.
+    pub const BRIDGE: u32 = 5;
+}
+
+/// Whether traffic of a network in `mode` may be routed to and from other
+/// networks and the outside without NAT (libvirt's route and open modes).
+#[inline(always)]
+pub const fn mode_routes(m: u32) -> bool {
+    m == mode::ROUTE || m == mode::OPEN
 }
 
 /// `NetworkConfig::flags` bits.
 pub mod network_flags {
     /// The network is started; a zeroed slot has this bit clear.
     pub const ACTIVE: u32 = 1;
+    /// `<forward dev>` was given: forwarded traffic may leave only through
+    /// `uplink_ifindex` (route/open; NAT always uses the uplink).
+    pub const FORWARD_DEV: u32 = 2;
+    /// The host has an address on the bridge (the network has an `<ip>`).
+    pub const HOST_ADDRESS: u32 = 4;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
@@ -101,4 +120,13 @@ pub struct SubnetOwner {
 }
 const _: () = assert!(core::mem::size_of::<SubnetOwner>() == 8);
 
-user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner);
+/// Key of the `VXDP_SUBNETS6` LPM trie: an IPv6 prefix as it sits in
+/// packets. Its value is a [`SubnetOwner`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Subnet6Key {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Subnet6Key>() == 16);
+
+user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key);

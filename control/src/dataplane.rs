@@ -15,7 +15,7 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray,
         lpm_trie::Key as LpmKey,
     },
     programs::{
@@ -26,7 +26,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
     COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, PortCounterKey, SubnetKey, SubnetOwner,
+    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
     counter_index, names,
 };
 
@@ -166,14 +166,19 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         let name = name.to_string();
         move |source| DataplaneError::Program { name, source }
     };
-    for name in [names::PROG_GUEST_INGRESS, names::PROG_UPLINK_INGRESS] {
+    for name in [
+        names::PROG_GUEST_INGRESS,
+        names::PROG_UPLINK_INGRESS,
+        names::PROG_GUEST_NAT,
+        names::PROG_GUEST_ROUTE,
+    ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),
             source: ProgramError::NotLoaded,
         })?;
         let path = pins.prog(name);
         let pin_err = |source| DataplaneError::Pin { path: path.clone(), source };
-        if name == names::PROG_GUEST_INGRESS {
+        if name != names::PROG_UPLINK_INGRESS {
             let p: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
@@ -183,6 +188,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             p.pin(&path).map_err(pin_err)?;
         }
     }
+    fill_guest_jumps(&mut ebpf)?;
     let mut timeouts: Array<_, u64> = Array::try_from(
         ebpf.map_mut(names::MAP_TIMEOUTS)
             .ok_or(DataplaneError::Map { name: names::MAP_TIMEOUTS, source: MapError::InvalidName { name: names::MAP_TIMEOUTS.into() } })?,
@@ -194,6 +200,31 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             .map_err(map_err(names::MAP_TIMEOUTS))?;
     }
     Ok(true)
+}
+
+/// Puts the guest port's path programs into `VXDP_GUEST_JUMP`. The pinned
+/// map keeps them after this process exits.
+pub fn fill_guest_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
+    for (name, slot) in names::GUEST_JUMPS {
+        let fd = {
+            let p: &SchedClassifier = ebpf
+                .program(name)
+                .ok_or_else(|| DataplaneError::Program { name: name.into(), source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DataplaneError::Program { name: name.into(), source })?;
+            p.fd()
+                .map_err(|source| DataplaneError::Program { name: name.into(), source })?
+                .try_clone()
+                .map_err(|source| DataplaneError::Io { path: name.into(), source })?
+        };
+        let map = ebpf.map_mut(names::MAP_GUEST_JUMP).ok_or(DataplaneError::Map {
+            name: names::MAP_GUEST_JUMP,
+            source: MapError::InvalidName { name: names::MAP_GUEST_JUMP.into() },
+        })?;
+        let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_JUMP))?;
+        jumps.set(slot, &fd, 0).map_err(map_err(names::MAP_GUEST_JUMP))?;
+    }
+    Ok(())
 }
 
 /// Removes every pinned vxdp object (programs, maps, links) under `root`.
@@ -238,6 +269,7 @@ impl Maps {
     typed_map!(networks, names::MAP_NETWORKS, Array<MapData, NetworkConfig>);
     typed_map!(endpoints, names::MAP_ENDPOINTS, HashMap<MapData, u32, Endpoint>);
     typed_map!(subnets, names::MAP_SUBNETS, LpmTrie<MapData, SubnetKey, SubnetOwner>);
+    typed_map!(subnets6, names::MAP_SUBNETS6, LpmTrie<MapData, Subnet6Key, SubnetOwner>);
     typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
     typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
@@ -258,6 +290,19 @@ impl Maps {
         match self.subnets()?.remove(&LpmKey::new(prefix, SubnetKey { addr })) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    pub fn set_subnet6(&self, addr: [u8; 16], prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
+        self.subnets6()?
+            .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)
+            .map_err(map_err(names::MAP_SUBNETS6))
+    }
+
+    pub fn remove_subnet6(&self, addr: [u8; 16], prefix: u32) -> Result<(), DataplaneError> {
+        match self.subnets6()?.remove(&LpmKey::new(prefix, Subnet6Key { addr })) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
         }
     }
 

@@ -66,10 +66,14 @@ enum Command {
     },
     /// Start a defined network (see `net-define`).
     ///
-    /// Supported so far: <forward mode='nat'> networks with one IPv4 <ip>,
-    /// optional <forward dev>, <nat><address>/<port>, <bridge name stp delay>,
-    /// <mac>. Anything else is refused with "not supported yet: <element>".
-    /// The uplink is <forward dev> or the interface of the default route.
+    /// Supported so far: <forward mode='nat'> (one IPv4 <ip>, <nat><address>/
+    /// <port>), mode='route' and mode='open' (one IPv4 and/or one IPv6 <ip>),
+    /// isolated networks (no <forward>; without <ip>: very isolated), host
+    /// bridge (<forward mode='bridge'/> with <bridge name> of an existing
+    /// bridge), with
+    /// optional <forward dev>, <bridge name stp delay>, <mac>. The uplink is
+    /// <forward dev> or the interface of the default route. Anything else is
+    /// refused with "not supported yet: <element>".
     ///
     /// A network with an <ip> gets its own dnsmasq on its bridge (DHCP ranges,
     /// static <host>s, leases, <dns>, <domain>, <tftp root>, <bootp>,
@@ -154,9 +158,16 @@ enum Command {
         /// The interface to plug in.
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
         dev: Option<String>,
-        /// The guest's MAC address (libvirt's <mac address>), if known.
+        /// The guest's MAC address (libvirt's <mac address>), if known. The
+        /// guest may then send only from this MAC (anti-spoofing).
         #[arg(long, conflicts_with = "xml")]
         mac: Option<String>,
+        /// The guest's static IPv4 address, if it has one. The guest may then
+        /// send only from this address (anti-spoofing); it must lie in the
+        /// network's subnet. Without it, a static DHCP <host> or the guest's
+        /// DHCP lease gives the address.
+        #[arg(long, conflicts_with = "xml")]
+        ip: Option<String>,
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
@@ -425,14 +436,14 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
-        Command::AttachInterface { network, dev, mac, xml } => match (xml, network, dev) {
+        Command::AttachInterface { network, dev, mac, ip, xml } => match (xml, network, dev) {
             (Some(file), _, _) => {
                 let text = read(&file)?;
                 let port = ports::attach_xml(ctx, &text, &file.display().to_string()).await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface(ctx, &network, &dev, mac.as_deref()).await?;
+                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), ip.as_deref()).await?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },

@@ -4,12 +4,13 @@
 //! runs, so a failed start leaves nothing behind.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
 use vxdp_common::{
-    Endpoint, NetworkConfig, SubnetOwner, endpoint_flags, mode, network_flags, MAX_NETWORKS,
+    Endpoint, NetworkConfig, SubnetOwner, endpoint_flags, mode, mode_routes, network_flags,
+    MAX_NETWORKS,
 };
 
 use crate::{
@@ -62,6 +63,8 @@ pub enum NetworkError {
     Dnsmasq(#[from] DnsmasqError),
     #[error("--mac {0}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")]
     BadMac(String),
+    #[error("--ip {ip}: {reason}")]
+    BadIp { ip: String, reason: String },
 }
 
 /// Host paths and load options; every path is configurable so several
@@ -73,86 +76,175 @@ pub struct Context {
     pub load: LoadOptions,
 }
 
-/// What a NAT network needs, checked and computed from the definition
-/// before anything on the host changes.
-#[derive(Clone, Debug)]
-pub struct NatPlan {
-    pub def: NetworkDef,
+/// A network's IPv4 side: the bridge's address and the subnet it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Plan {
     pub gateway: Ipv4Addr,
     pub prefix: u8,
     pub subnet: Ipv4Addr,
+}
+
+/// What a network needs, checked and computed from the definition before
+/// anything on the host changes.
+#[derive(Clone, Debug)]
+pub struct NetworkPlan {
+    pub def: NetworkDef,
+    /// One of `vxdp_common::mode`.
+    pub mode: u32,
+    /// The IPv4 `<ip>`; `None` only in a very isolated network (or a
+    /// route/open network with IPv6 only).
+    pub ipv4: Option<Ipv4Plan>,
+    /// The IPv6 `<ip>` (address on the bridge, prefix).
+    pub ipv6: Option<(Ipv6Addr, u8)>,
     pub nat_addresses: Option<(Ipv4Addr, Ipv4Addr)>,
     pub nat_ports: (u16, u16),
+}
+
+/// The name before this version realized other modes than NAT.
+pub type NatPlan = NetworkPlan;
+
+impl NetworkPlan {
+    /// The mode as `net-list` and the state records show it.
+    pub fn mode_name(&self) -> &'static str {
+        mode_name(self.mode, self.ipv4.is_some() || self.ipv6.is_some())
+    }
+}
+
+/// `nat`, `route`, `open`, `isolated`, or `very-isolated` (isolated without
+/// any `<ip>`).
+pub fn mode_name(m: u32, has_ip: bool) -> &'static str {
+    match m {
+        mode::NAT => "nat",
+        mode::ROUTE => "route",
+        mode::OPEN => "open",
+        mode::BRIDGE => "bridge",
+        _ if has_ip => "isolated",
+        _ => "very-isolated",
+    }
 }
 
 fn invalid(file: &str, element: &str, reason: impl Into<String>) -> NetworkError {
     NetworkError::Invalid { file: file.into(), element: element.into(), reason: reason.into() }
 }
 
+fn not_supported(file: &str, element: &str, what: impl Into<String>) -> NetworkError {
+    NetworkError::NotSupported { file: file.into(), element: element.into(), what: what.into() }
+}
+
 fn prefix_mask(prefix: u8) -> u32 {
     if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) }
 }
 
-/// Forward modes this version of vxdp realizes on the host (`None`: an
-/// isolated network, no `<forward>`). `net-define` accepts every valid
-/// definition; `net-start`, `net-create` and `net-validate` refuse the rest
-/// with "not supported yet". Supporting a mode starts here.
-pub const SUPPORTED_MODES: &[Option<ForwardMode>] = &[Some(ForwardMode::Nat)];
-
-/// The one place that says which parts of a valid definition vxdp can
-/// realize: an error naming the first element it cannot, or `Ok`.
-pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
-    let not_supported = |element: &str, what: String| NetworkError::NotSupported {
-        file: file.into(),
-        element: element.into(),
-        what,
-    };
-    if let Some(what) = xml::unsupported_features(def).into_iter().next() {
-        let short = format!("<{}>", what.rsplit('/').next().unwrap_or(&what));
-        return Err(not_supported(&what, short));
-    }
-    let mode = def.forward.as_ref().map(|f| f.mode);
-    if !SUPPORTED_MODES.contains(&mode) {
-        return Err(match mode {
-            None => not_supported("/network", "isolated networks (no <forward>)".into()),
-            Some(m) => not_supported("/network/forward@mode", format!("<forward mode='{m}'> (only nat so far)")),
-        });
-    }
-    if def.ips.iter().filter(|ip| ip.address.is_ipv4()).count() > 1 {
-        return Err(not_supported("/network/ip[2]", "more than one IPv4 <ip>".into()));
-    }
-    if let Some(i) = def.ips.iter().position(|ip| ip.address.is_ipv6()) {
-        return Err(not_supported(&format!("/network/ip[{}]", i + 1), "IPv6 <ip>".into()));
-    }
-    if def.mtu.is_some() {
-        return Err(not_supported("/network/mtu", "<mtu>".into()));
-    }
-    Ok(())
+fn prefix_mask6(prefix: u8) -> u128 {
+    if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) }
 }
 
-/// Parses and checks a definition for what this version of vxdp realizes:
-/// NAT networks with one IPv4 subnet. Anything else is refused by name.
-pub fn plan(xml_text: &str, file: &str) -> Result<NatPlan, NetworkError> {
-    let def = xml::parse_network(xml_text, file)?;
-    check_supported(&def, file)?;
-    let forward = def.forward.as_ref().ok_or_else(|| invalid(file, "/network", "a NAT network needs <forward>"))?;
-    let mut v4 = def.ips.iter().filter(|ip| ip.address.is_ipv4());
-    let ip = v4.next().ok_or_else(|| invalid(file, "/network/ip", "a NAT network needs an IPv4 <ip>"))?;
-    let IpAddr::V4(gateway) = ip.address else { unreachable!("filtered to IPv4") };
-    if ip.prefix > 30 {
-        return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
+/// Parses and checks a definition for what this version of vxdp realizes.
+/// This is the one place that decides which modes and features are
+/// supported; anything else is refused by name ("not supported yet").
+///
+/// Realized: `<forward mode='nat'>` (one IPv4 `<ip>`), `mode='route'` and
+/// `mode='open'` (one IPv4 and/or one IPv6 `<ip>`), no `<forward>`
+/// (isolated; without `<ip>`: very isolated).
+///
+/// `net-define` accepts every valid definition; `net-start`, `net-create`
+/// and `net-validate` refuse what this function refuses.
+pub fn plan(xml_text: &str, file: &str) -> Result<NetworkPlan, NetworkError> {
+    plan_def(xml::parse_network(xml_text, file)?, file)
+}
+
+/// [`plan`] for a parsed definition: the one place that says which parts of
+/// a valid definition vxdp can realize.
+pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
+    plan_def(def.clone(), file).map(|_| ())
+}
+
+/// [`plan`] for a parsed definition.
+pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError> {
+    if let Some(what) = xml::unsupported_features(&def).into_iter().next() {
+        return Err(not_supported(file, &what, format!("<{}>", what.rsplit('/').next().unwrap_or(&what))));
     }
-    let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
+    let net_mode = match def.forward.as_ref().map(|f| f.mode) {
+        None => mode::ISOLATED,
+        Some(ForwardMode::Nat) => mode::NAT,
+        Some(ForwardMode::Route) => mode::ROUTE,
+        Some(ForwardMode::Open) => mode::OPEN,
+        // With <interface dev> children it would be direct (macvtap-like)
+        // mode; unsupported_features has refused those above.
+        Some(ForwardMode::Bridge) => mode::BRIDGE,
+        Some(other) => {
+            return Err(not_supported(
+                file,
+                "/network/forward@mode",
+                format!("<forward mode='{}'> (nat, route, open, isolated and host bridge networks so far)", other.as_str()),
+            ));
+        }
+    };
+    let forward = def.forward.as_ref();
+    if forward.and_then(|f| f.nat.as_ref()).is_some_and(|n| n.ipv6) {
+        return Err(not_supported(file, "/network/forward/nat@ipv6", "NAT66 (<nat ipv6='yes'>)"));
+    }
+    let v4: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv4()).collect();
+    let v6: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv6()).collect();
+    if v4.len() > 1 {
+        return Err(not_supported(file, "/network/ip[2]", "more than one IPv4 <ip>"));
+    }
+    if v6.len() > 1 {
+        return Err(not_supported(file, "/network/ip", "more than one IPv6 <ip>"));
+    }
+    let ipv4 = match v4.first() {
+        Some(ip) => {
+            let IpAddr::V4(gateway) = ip.address else { unreachable!("filtered to IPv4") };
+            if ip.prefix > 30 {
+                return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
+            }
+            let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
+            Some(Ipv4Plan { gateway, prefix: ip.prefix, subnet })
+        }
+        None => None,
+    };
+    let ipv6 = match v6.first() {
+        Some(ip) => {
+            let IpAddr::V6(addr) = ip.address else { unreachable!("filtered to IPv6") };
+            if net_mode == mode::NAT {
+                return Err(not_supported(file, "/network/ip", "IPv6 <ip> in a NAT network"));
+            }
+            if ip.prefix > 126 {
+                return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
+            }
+            Some((addr, ip.prefix))
+        }
+        None => None,
+    };
+    match net_mode {
+        mode::NAT if ipv4.is_none() => {
+            return Err(invalid(file, "/network/ip", "a NAT network needs an IPv4 <ip>"));
+        }
+        mode::ROUTE | mode::OPEN if ipv4.is_none() && ipv6.is_none() => {
+            return Err(invalid(file, "/network/ip", format!("a {} network needs an <ip>", mode_name(net_mode, false))));
+        }
+        _ => {}
+    }
+    if net_mode == mode::BRIDGE {
+        if def.bridge.name.is_none() {
+            return Err(invalid(file, "/network/bridge@name", "a host bridge network (<forward mode='bridge'>) needs <bridge name='...'> of an existing bridge"));
+        }
+        if !def.ips.is_empty() {
+            return Err(invalid(file, "/network/ip", "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp"));
+        }
+    }
+    if def.mtu.is_some() {
+        return Err(not_supported(file, "/network/mtu", "<mtu>"));
+    }
     // The guest services' configuration is checked now, before any host change.
     dnsmasq::check(&def, file)?;
-    let nat = forward.nat.as_ref();
-    let nat_ports = nat.and_then(|n| n.ports).unwrap_or((1024, 65535));
-    Ok(NatPlan {
-        gateway,
-        prefix: ip.prefix,
-        subnet,
+    let nat = forward.and_then(|f| f.nat.as_ref());
+    Ok(NetworkPlan {
+        mode: net_mode,
+        ipv4,
+        ipv6,
         nat_addresses: nat.and_then(|n| n.addresses),
-        nat_ports,
+        nat_ports: nat.and_then(|n| n.ports).unwrap_or((1024, 65535)),
         def,
     })
 }
@@ -207,7 +299,22 @@ impl Undo {
     }
 }
 
-/// Starts a NAT network from its definition (`vxdp net-create`).
+const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Records a sysctl's value before vxdp first changes it, so the last
+/// network to stop can restore it.
+fn remember_sysctl(state: &StateDir, path: &str, pick: impl Fn(&mut HostRecord) -> &mut Option<String>) -> Result<(), NetworkError> {
+    let mut host = state.host()?;
+    if pick(&mut host).is_none() {
+        let before = std::fs::read_to_string(path)
+            .map_err(|source| NetworkError::Sysctl { path: path.into(), source })?;
+        *pick(&mut host) = Some(before.trim().to_string());
+        state.save_host(&host)?;
+    }
+    Ok(())
+}
+
+/// Starts a network from its definition (`vxdp net-create`).
 pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, NetworkError> {
     let plan = plan(xml_text, file)?;
     let state = StateDir::open(&ctx.state_dir)?;
@@ -217,14 +324,40 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
     if running.iter().any(|r| r.name == name) {
         return Err(NetworkError::AlreadyStarted(name));
     }
-    if let Some(other) = running.iter().find(|r| overlaps(r.subnet, r.prefix, plan.subnet, plan.prefix)) {
+    if let Some(v4) = plan.ipv4
+        && let Some(other) = running
+            .iter()
+            .find(|r| !r.gateway.is_unspecified() && overlaps(r.subnet, r.prefix, v4.subnet, v4.prefix))
+    {
         return Err(invalid(
             file,
             "/network/ip@address",
-            format!("subnet {}/{} overlaps network '{}' ({}/{})", plan.subnet, plan.prefix, other.name, other.subnet, other.prefix),
+            format!("subnet {}/{} overlaps network '{}' ({}/{})", v4.subnet, v4.prefix, other.name, other.subnet, other.prefix),
         ));
     }
+    if let Some((a, p)) = plan.ipv6
+        && let Some(other) = running.iter().find(|r| {
+            r.ipv6.is_some_and(|(b, q)| {
+                let m = prefix_mask6(p.min(q));
+                u128::from(a) & m == u128::from(b) & m
+            })
+        })
+    {
+        return Err(invalid(file, "/network/ip@address", format!("subnet {a}/{p} overlaps network '{}'", other.name)));
+    }
     let bridge = match &plan.def.bridge.name {
+        Some(b) if plan.mode == mode::BRIDGE => {
+            let link = nl.link_by_name(b).await?.ok_or_else(|| {
+                invalid(file, "/network/bridge@name", format!("bridge {b} does not exist (host bridge mode uses an existing bridge)"))
+            })?;
+            if link.kind.as_deref() != Some("bridge") {
+                return Err(invalid(file, "/network/bridge@name", format!("{b} is not a bridge")));
+            }
+            if let Some(other) = running.iter().find(|r| r.bridge == *b) {
+                return Err(invalid(file, "/network/bridge@name", format!("bridge {b} is already used by network '{}'", other.name)));
+            }
+            b.clone()
+        }
         Some(b) => {
             if nl.link_by_name(b).await?.is_some() {
                 return Err(invalid(file, "/network/bridge@name", format!("interface {b} already exists")));
@@ -242,29 +375,37 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
             }
         }
     };
-    let uplink = match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
-        Some(dev) => nl.link_by_name(&dev).await?.ok_or_else(|| {
+    // NAT needs an uplink; route/open use <forward dev> or the default
+    // route's interface when there is one; isolated networks take the
+    // default route's interface only to refuse inbound traffic there; a host
+    // bridge holds its uplink itself.
+    let uplink = if plan.mode == mode::BRIDGE { None } else { match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
+        Some(dev) => Some(nl.link_by_name(&dev).await?.ok_or_else(|| {
             invalid(file, "/network/forward@dev", format!("interface {dev} does not exist"))
-        })?,
-        None => {
-            let route = nl.default_route_v4().await?.ok_or(NetworkError::NoUplink)?;
-            nl.link_by_index(route.oif).await?.ok_or(NetworkError::NoUplink)?
-        }
-    };
-    let (nat_first, nat_last) = match plan.nat_addresses {
-        Some(range) => range,
-        None => {
-            let addrs = nl.ipv4_addresses(uplink.index).await?;
-            let (a, _) = *addrs.first().ok_or_else(|| NetworkError::UplinkWithoutAddress(uplink.name.clone()))?;
+        })?),
+        None => match nl.default_route_v4().await? {
+            Some(route) => nl.link_by_index(route.oif).await?,
+            None => None,
+        },
+    } };
+    if plan.mode == mode::NAT && uplink.is_none() {
+        return Err(NetworkError::NoUplink);
+    }
+    let (nat_first, nat_last) = match (plan.mode, plan.nat_addresses, &uplink) {
+        (mode::NAT, Some(range), _) => range,
+        (mode::NAT, None, Some(up)) => {
+            let addrs = nl.ipv4_addresses(up.index).await?;
+            let (a, _) = *addrs.first().ok_or_else(|| NetworkError::UplinkWithoutAddress(up.name.clone()))?;
             (a, a)
         }
+        _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
     };
     let id = (1..MAX_NETWORKS)
         .find(|id| running.iter().all(|r| r.id != *id))
         .ok_or(NetworkError::TooManyNetworks)?;
 
     let mut undo = Undo::default();
-    let result = apply_start(ctx, &state, &nl, &plan, &bridge, &uplink, id, (nat_first, nat_last), running.is_empty(), &mut undo).await;
+    let result = apply_start(ctx, &state, &nl, &plan, &bridge, uplink.as_ref(), id, (nat_first, nat_last), running.is_empty(), &mut undo).await;
     match result {
         Ok(rec) => Ok(rec),
         Err(e) => {
@@ -279,52 +420,94 @@ async fn apply_start(
     ctx: &Context,
     state: &StateDir,
     nl: &Netlink,
-    plan: &NatPlan,
+    plan: &NetworkPlan,
     bridge: &str,
-    uplink: &crate::netlink::LinkInfo,
+    uplink: Option<&crate::netlink::LinkInfo>,
     id: u32,
     (nat_first, nat_last): (Ipv4Addr, Ipv4Addr),
     first_network: bool,
     undo: &mut Undo,
 ) -> Result<NetworkRecord, NetworkError> {
     let name = plan.def.name.clone();
+    let mode_name = plan.mode_name();
     eprintln!("[vxdp] {name}: loading the dataplane under {}", ctx.pins.root.display());
     if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
         let pins = ctx.pins.clone();
         undo.push(move |_| Box::pin(async move { let _ = dataplane::unload(&pins); }));
     }
     if first_network {
-        let before = std::fs::read_to_string(IP_FORWARD)
-            .map_err(|source| NetworkError::Sysctl { path: IP_FORWARD.into(), source })?;
-        state.save_host(&HostRecord { ip_forward_before: Some(before.trim().to_string()) })?;
-        let restore = before.trim().to_string();
-        undo.push(move |_| Box::pin(async move { let _ = write_sysctl(IP_FORWARD, &restore); }));
+        // A stale record (a crash) would restore a wrong value later.
+        state.remove_host()?;
+        let state_dir = ctx.state_dir.clone();
+        undo.push(move |_| Box::pin(async move {
+            if let Ok(state) = StateDir::open(&state_dir)
+                && let Ok(host) = state.host()
+            {
+                if let Some(v) = host.ip_forward_before { let _ = write_sysctl(IP_FORWARD, &v); }
+                if let Some(v) = host.ipv6_forward_before { let _ = write_sysctl(IPV6_FORWARD, &v); }
+                let _ = state.remove_host();
+            }
+        }));
     }
     // bpf_fib_lookup only forwards with forwarding on; the programs, not a
-    // firewall, decide what may cross.
-    write_sysctl(IP_FORWARD, "1")?;
+    // firewall, decide what may cross. Isolated networks forward nothing
+    // and leave the setting alone, as libvirt does.
+    if mode_routes(plan.mode) || plan.mode == mode::NAT {
+        remember_sysctl(state, IP_FORWARD, |h| &mut h.ip_forward_before)?;
+        write_sysctl(IP_FORWARD, "1")?;
+    }
+    if mode_routes(plan.mode) && plan.ipv6.is_some() {
+        remember_sysctl(state, IPV6_FORWARD, |h| &mut h.ipv6_forward_before)?;
+        write_sysctl(IPV6_FORWARD, "1")?;
+    }
 
-    eprintln!("[vxdp] {name}: creating bridge {bridge} {}/{}", plan.gateway, plan.prefix);
-    let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
-    let bridge_ifindex = nl
-        .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
-        .await?;
-    undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
-    nl.add_address(bridge_ifindex, IpAddr::V4(plan.gateway), plan.prefix).await?;
-    nl.set_up(bridge_ifindex).await?;
+    let (bridge_ifindex, mac) = if plan.mode == mode::BRIDGE {
+        // The operator's bridge: used as it is, never changed or removed.
+        let link = nl.link_by_name(bridge).await?.ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
+        eprintln!("[vxdp] {name}: using host bridge {bridge} (ifindex {})", link.index);
+        (link.index, link.mac.unwrap_or_default())
+    } else {
+        eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
+        let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+        let bridge_ifindex = nl
+            .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
+            .await?;
+        undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
+        if plan.ipv6.is_none() {
+            // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
+            // (not even link-local) on the bridge.
+            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
+        }
+        if let Some(v4) = plan.ipv4 {
+            nl.add_address(bridge_ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
+        }
+        if let Some((a, p)) = plan.ipv6 {
+            nl.add_address(bridge_ifindex, IpAddr::V6(a), p).await?;
+        }
+        nl.set_up(bridge_ifindex).await?;
+        (bridge_ifindex, mac)
+    };
 
     let maps = Maps::open(&ctx.pins)?;
+    let mut flags = network_flags::ACTIVE;
+    if plan.ipv4.is_some() || plan.ipv6.is_some() {
+        flags |= network_flags::HOST_ADDRESS;
+    }
+    if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
+        flags |= network_flags::FORWARD_DEV;
+    }
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
     let cfg = NetworkConfig {
-        mode: mode::NAT,
-        flags: network_flags::ACTIVE,
-        subnet: u32::from_ne_bytes(plan.subnet.octets()),
-        netmask: prefix_mask(plan.prefix).to_be(),
-        gateway: u32::from_ne_bytes(plan.gateway.octets()),
+        mode: plan.mode,
+        flags,
+        subnet: u32::from_ne_bytes(v4.subnet.octets()),
+        netmask: if plan.ipv4.is_some() { prefix_mask(v4.prefix).to_be() } else { 0 },
+        gateway: u32::from_ne_bytes(v4.gateway.octets()),
         nat_addr_first: u32::from_ne_bytes(nat_first.octets()),
         nat_addr_last: u32::from_ne_bytes(nat_last.octets()),
         nat_port_min: plan.nat_ports.0,
         nat_port_max: plan.nat_ports.1,
-        uplink_ifindex: uplink.index,
+        uplink_ifindex: uplink.map_or(0, |u| u.index),
         bridge_ifindex,
         bridge_mac: mac,
         _pad0: [0; 2],
@@ -337,22 +520,33 @@ async fn apply_start(
             if let Ok(m) = Maps::open(&pins) { let _ = m.set_network(id, &NetworkConfig::default()); }
         }));
     }
-    let subnet_key = u32::from_ne_bytes(plan.subnet.octets());
-    maps.set_subnet(subnet_key, plan.prefix as u32, &SubnetOwner { network_id: id, mode: mode::NAT })?;
-    {
+    let owner = SubnetOwner { network_id: id, mode: plan.mode };
+    if let Some(v4) = plan.ipv4 {
+        let subnet_key = u32::from_ne_bytes(v4.subnet.octets());
+        maps.set_subnet(subnet_key, v4.prefix as u32, &owner)?;
         let pins = ctx.pins.clone();
-        let prefix = plan.prefix as u32;
+        let prefix = v4.prefix as u32;
         undo.push(move |_| Box::pin(async move {
             if let Ok(m) = Maps::open(&pins) { let _ = m.remove_subnet(subnet_key, prefix); }
         }));
     }
+    if let Some((a, p)) = plan.ipv6 {
+        let subnet = Ipv6Addr::from(u128::from(a) & prefix_mask6(p));
+        maps.set_subnet6(subnet.octets(), p as u32, &owner)?;
+        let pins = ctx.pins.clone();
+        undo.push(move |_| Box::pin(async move {
+            if let Ok(m) = Maps::open(&pins) { let _ = m.remove_subnet6(subnet.octets(), p as u32); }
+        }));
+    }
 
-    eprintln!("[vxdp] {name}: attaching XDP to uplink {} (ifindex {})", uplink.name, uplink.index);
-    let uplink_shared = state.networks()?.iter().any(|r| r.uplink_ifindex == uplink.index);
-    dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
-    if !uplink_shared {
-        let path = ctx.pins.xdp_link(uplink.index);
-        undo.push(move |_| Box::pin(async move { let _ = dataplane::detach(&path); }));
+    if let Some(uplink) = uplink {
+        eprintln!("[vxdp] {name}: attaching XDP to uplink {} (ifindex {})", uplink.name, uplink.index);
+        let uplink_shared = state.networks()?.iter().any(|r| r.uplink_ifindex == uplink.index);
+        dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
+        if !uplink_shared {
+            let path = ctx.pins.xdp_link(uplink.index);
+            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach(&path); }));
+        }
     }
 
     if dnsmasq::wanted(&plan.def, &name)? {
@@ -367,28 +561,33 @@ async fn apply_start(
     let rec = NetworkRecord {
         name: name.clone(),
         id,
-        mode: "nat".into(),
+        mode: mode_name.into(),
         bridge: bridge.into(),
         bridge_ifindex,
-        uplink: uplink.name.clone(),
-        uplink_ifindex: uplink.index,
-        subnet: plan.subnet,
-        prefix: plan.prefix,
-        gateway: plan.gateway,
+        uplink: uplink.map_or_else(String::new, |u| u.name.clone()),
+        uplink_ifindex: uplink.map_or(0, |u| u.index),
+        subnet: v4.subnet,
+        prefix: v4.prefix,
+        gateway: v4.gateway,
         nat_first,
         nat_last,
         nat_ports: plan.nat_ports,
         ports: Vec::new(),
         xml: xml::to_xml(&plan.def),
+        ipv6: plan.ipv6,
     };
     state.save_network(&rec)?;
-    eprintln!("[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})", plan.nat_ports.0, plan.nat_ports.1);
+    if plan.mode == mode::NAT {
+        eprintln!("[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})", plan.nat_ports.0, plan.nat_ports.1);
+    } else {
+        eprintln!("[vxdp] {name}: started (network id {id}, {mode_name})");
+    }
     Ok(rec)
 }
 
 /// Stops a network (`vxdp net-destroy`): detaches its ports, removes its
 /// map entries, conntrack flows and bridge; the last network to go takes the
-/// programs, maps and the forwarding setting with it.
+/// programs, maps and the forwarding settings with it.
 pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
@@ -399,21 +598,30 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     }
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.set_network(rec.id, &NetworkConfig::default())?;
-        maps.remove_subnet(u32::from_ne_bytes(rec.subnet.octets()), rec.prefix as u32)?;
+        if !rec.gateway.is_unspecified() {
+            maps.remove_subnet(u32::from_ne_bytes(rec.subnet.octets()), rec.prefix as u32)?;
+        }
+        if let Some((a, p)) = rec.ipv6 {
+            maps.remove_subnet6(Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(), p as u32)?;
+        }
         maps.flush_conntrack(rec.id)?;
     }
     let others: Vec<_> = state.networks()?.into_iter().filter(|r| r.name != rec.name).collect();
-    if others.iter().all(|r| r.uplink_ifindex != rec.uplink_ifindex) {
+    if rec.uplink_ifindex != 0 && others.iter().all(|r| r.uplink_ifindex != rec.uplink_ifindex) {
         dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
     }
-    if nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
+    if rec.mode != mode_name(mode::BRIDGE, false) && nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
         nl.delete_link(rec.bridge_ifindex).await?;
     }
     state.remove_network(&rec.name)?;
     if others.is_empty() {
         dataplane::unload(&ctx.pins)?;
-        if let Some(before) = state.host()?.ip_forward_before {
+        let host = state.host()?;
+        if let Some(before) = host.ip_forward_before {
             write_sysctl(IP_FORWARD, &before)?;
+        }
+        if let Some(before) = host.ipv6_forward_before {
+            write_sysctl(IPV6_FORWARD, &before)?;
         }
         state.remove_host()?;
     }
@@ -440,29 +648,69 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
 /// Plugs an existing interface (tap or veth end) into a started network:
 /// enslaves it to the bridge and attaches the guest-port program.
 pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Option<&str>) -> Result<PortRecord, NetworkError> {
-    attach_port(ctx, network, dev, mac, false).await
+    attach_port(ctx, network, dev, mac, None, false).await
 }
 
-/// [`attach_interface`]; `created_tap` records that vxdp created `dev` and
-/// removes it when the port is unplugged.
-pub async fn attach_port(ctx: &Context, network: &str, dev: &str, mac: Option<&str>, created_tap: bool) -> Result<PortRecord, NetworkError> {
+/// [`attach_interface`] with the guest's static IPv4 address (`--ip`),
+/// which then is the only source address the guest may send from.
+pub async fn attach_interface_with(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<&str>,
+    ipv4: Option<&str>,
+) -> Result<PortRecord, NetworkError> {
+    attach_port(ctx, network, dev, mac, ipv4, false).await
+}
+
+/// [`attach_interface_with`]; `created_tap` records that vxdp created `dev`
+/// and removes it when the port is unplugged.
+pub async fn attach_port(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<&str>,
+    ipv4: Option<&str>,
+    created_tap: bool,
+) -> Result<PortRecord, NetworkError> {
     let mac_bytes = mac.map(parse_mac).transpose()?;
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let mut rec = state.network(network)?.ok_or_else(|| NetworkError::NotStarted(network.into()))?;
+    let ipv4 = match ipv4 {
+        None => None,
+        Some(text) => {
+            let bad = |reason: String| NetworkError::BadIp { ip: text.into(), reason };
+            let a: Ipv4Addr = text.parse().map_err(|_| bad("not an IPv4 address".into()))?;
+            if !rec.gateway.is_unspecified() {
+                let m = prefix_mask(rec.prefix);
+                if u32::from(a) & m != u32::from(rec.subnet) || a == rec.gateway {
+                    return Err(bad(format!(
+                        "not a guest address of network '{network}' ({}/{}, host {})",
+                        rec.subnet, rec.prefix, rec.gateway
+                    )));
+                }
+            }
+            Some(a)
+        }
+    };
     let link = nl.link_by_name(dev).await?.ok_or_else(|| NetworkError::NoSuchInterface(dev.into()))?;
     if let Some(other) = state.networks()?.into_iter().find(|r| r.ports.iter().any(|p| p.ifindex == link.index)) {
         return Err(NetworkError::PortInUse { dev: dev.into(), network: other.name });
     }
-    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), created_tap };
+    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), ipv4, created_tap };
     let mut undo = Undo::default();
     let res: Result<(), NetworkError> = async {
-        // A static <host> or a current lease gives the guest's address.
-        let ipv4 = mac_bytes.and_then(|m| dnsmasq::guest_ipv4(&ctx.state_dir, &rec, &m));
+        // The static address (--ip) or else a static <host> or a current
+        // DHCP lease gives the guest's address.
+        let ipv4 = ipv4.or_else(|| mac_bytes.and_then(|m| dnsmasq::guest_ipv4(&ctx.state_dir, &rec, &m)));
+        let mut flags = if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 };
+        if ipv4.is_some() {
+            flags |= endpoint_flags::IPV4_KNOWN;
+        }
         let endpoint = Endpoint {
             network_id: rec.id,
-            flags: if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 }
-                | if ipv4.is_some() { endpoint_flags::IPV4_KNOWN } else { 0 },
+            flags,
             mac: mac_bytes.unwrap_or_default(),
             ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
             ..Endpoint::default()
@@ -522,4 +770,49 @@ pub fn list(ctx: &Context) -> Result<Vec<NetworkRecord>, NetworkError> {
 
 pub fn find(ctx: &Context, name: &str) -> Result<NetworkRecord, NetworkError> {
     StateDir::open(&ctx.state_dir)?.network(name)?.ok_or_else(|| NetworkError::NotStarted(name.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(inner: &str) -> String {
+        format!("<network><name>n</name>{inner}</network>")
+    }
+
+    #[test]
+    fn plan_realizes_each_supported_mode() {
+        let ip = "<ip address='192.168.150.1' prefix='24'/>";
+        let cases = [
+            (net(&format!("<forward mode='nat'/>{ip}")), mode::NAT, "nat"),
+            (net(&format!("<forward mode='route'/>{ip}")), mode::ROUTE, "route"),
+            (net(&format!("<forward mode='open'/>{ip}")), mode::OPEN, "open"),
+            (net(ip), mode::ISOLATED, "isolated"),
+            (net(""), mode::ISOLATED, "very-isolated"),
+            (net("<bridge name='br0'/><forward mode='bridge'/>"), mode::BRIDGE, "bridge"),
+        ];
+        for (xml, m, name) in cases {
+            let p = plan(&xml, "t.xml").unwrap_or_else(|e| panic!("{xml}: {e}"));
+            assert_eq!((p.mode, p.mode_name()), (m, name), "{xml}");
+        }
+        let p = plan(&net("<forward mode='route'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"), "t.xml").unwrap();
+        assert_eq!(p.ipv6, Some(("2001:db8:5::1".parse().unwrap(), 64)));
+        assert!(p.ipv4.is_none());
+        let p = plan(&net(""), "t.xml").unwrap();
+        assert!(p.ipv4.is_none() && p.ipv6.is_none(), "very isolated: no address for the host");
+    }
+
+    #[test]
+    fn plan_refuses_unrealized_modes_by_name() {
+        let cases = [
+            (net("<forward mode='private'><interface dev='eth0'/></forward>"), "/network/forward/interface", "not supported yet"),
+            (net("<forward mode='nat'><nat ipv6='yes'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/nat@ipv6", "NAT66"),
+            (net("<forward mode='route'/>"), "/network/ip", "needs an <ip>"),
+            (net("<forward mode='nat'/>"), "/network/ip", "needs an IPv4 <ip>"),
+        ];
+        for (xml, element, words) in cases {
+            let e = plan(&xml, "t.xml").expect_err(&xml).to_string();
+            assert!(e.contains("t.xml") && e.contains(element) && e.contains(words), "{xml}: {e}");
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub struct PortRecord {
     /// the port is unplugged.
     #[serde(default)]
     pub created_tap: bool,
+    /// The guest's static IPv4 address when given (`--ip`): enforced as its
+    /// only source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.
@@ -56,12 +60,17 @@ pub struct NetworkRecord {
     pub ports: Vec<PortRecord>,
     /// The definition the network was started from.
     pub xml: String,
+    /// The IPv6 `<ip>` (address on the bridge, prefix), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 /// Host settings vxdp changed, restored when its last network stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub ip_forward_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_forward_before: Option<String>,
 }
 
 pub struct StateDir {

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// `struct bpf_fib_lookup` as the kernel lays it out (64 bytes), with the
 /// unions flattened to the IPv4 members vxdp uses.
@@ -84,6 +85,43 @@ pub fn route_v4<C: EbpfContext>(
             0,
         )
     };
+    classify(rc, p)
+}
+
+/// Looks up the route for an IPv6 packet as if it arrived on `in_ifindex`.
+#[inline(always)]
+pub fn route_v6<C: EbpfContext>(
+    ctx: &C,
+    in_ifindex: u32,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    next_header: u8,
+    tot_len: u16,
+) -> Route {
+    let mut p = FibParams {
+        family: AF_INET6,
+        l4_protocol: next_header,
+        tot_len,
+        ifindex: in_ifindex,
+        ..FibParams::default()
+    };
+    for i in 0..4 {
+        p.src[i] = u32::from_ne_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
+        p.dst[i] = u32::from_ne_bytes([dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]]);
+    }
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut p as *mut FibParams as *mut FibLookupRaw,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    classify(rc, p)
+}
+
+#[inline(always)]
+fn classify(rc: i64, p: FibParams) -> Route {
     match rc {
         0 => Route::Forward(p),
         7 => Route::NoNeighbour(p),
@@ -104,12 +142,13 @@ pub fn tc_redirect(route: &Route) -> Result<i32, ()> {
         Route::Forward(p) => unsafe { bpf_redirect(p.ifindex, 0) },
         Route::NoNeighbour(p) => {
             let mut nh = bpf_redir_neigh {
-                nh_family: AF_INET as u32,
+                nh_family: p.family as u32,
                 ..unsafe { core::mem::zeroed() }
             };
-            // The first union member is the IPv4 next hop.
+            // The union holds the IPv4 next hop in its first word, the
+            // IPv6 one in all four.
             unsafe {
-                *(&mut nh.__bindgen_anon_1 as *mut _ as *mut u32) = p.dst[0];
+                *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
                 bpf_redirect_neigh(
                     p.ifindex,
                     &mut nh,

@@ -10,28 +10,50 @@ mod maps;
 mod nat;
 mod parse;
 mod policy;
+mod port;
+mod route;
 mod port_stats;
 mod stats;
+mod uplink;
 
 use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-/// TC ingress on every guest port: guest → outside (SNAT, forward).
+/// TC ingress on every guest port: anti-spoofing, then the network's mode
+/// (NAT, route/open forwarding, isolation).
 #[classifier]
 pub fn vxdp_guest_in(ctx: TcContext) -> i32 {
-    match nat::guest_ingress(&ctx) {
+    match port::guest_ingress(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_tc(&ctx, drop),
     }
 }
 
-/// XDP on the uplink: outside → guest (reverse NAT of replies, refusal of
-/// unsolicited inbound traffic to NAT networks).
+/// Tail-called by `vxdp_guest_in`: NAT (SNAT, route, redirect).
+#[classifier]
+pub fn vxdp_guest_nat(ctx: TcContext) -> i32 {
+    match port::nat_entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_in`: routing without NAT (route/open, IPv6).
+#[classifier]
+pub fn vxdp_guest_route(ctx: TcContext) -> i32 {
+    match port::route_entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// XDP on the uplink: outside → guest (reverse NAT of replies, inbound
+/// policy of every network's mode).
 #[xdp]
 pub fn vxdp_uplink_in(ctx: XdpContext) -> u32 {
-    match nat::uplink_ingress(&ctx) {
+    match uplink::uplink_ingress(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
     }

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap},
+    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap, ProgramArray},
 };
 use vxdp_common::{
     ConntrackEntry, ConntrackKey, Counter, Endpoint, NetworkConfig, SubnetKey, SubnetOwner,
-    COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, timeout_class,
+    Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
 };
 
 #[map]
@@ -18,6 +18,12 @@ pub static VXDP_ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_PORTS, 0
 
 #[map]
 pub static VXDP_SUBNETS: LpmTrie<SubnetKey, SubnetOwner> = LpmTrie::pinned(MAX_NETWORKS * 4, 0);
+
+/// IPv6 prefixes of route/open/isolated networks (route-mode source checks,
+/// inbound policy at the uplink).
+#[map]
+pub static VXDP_SUBNETS6: LpmTrie<Subnet6Key, SubnetOwner> =
+    LpmTrie::pinned(MAX_NETWORKS * 4, 0);
 
 /// Resized by the control plane at load time (`--conntrack-entries`).
 #[map]
@@ -35,3 +41,8 @@ pub static VXDP_PORTS: DevMapHash = DevMapHash::pinned(MAX_PORTS, 0);
 /// Conntrack timeouts in nanoseconds, indexed by `timeout_class`.
 #[map]
 pub static VXDP_TIMEOUTS: Array<u64> = Array::pinned(timeout_class::COUNT, 0);
+
+/// The guest-port program's paths (`vxdp_common::jump` slots), filled by
+/// the control plane at load time.
+#[map]
+pub static VXDP_GUEST_JUMP: ProgramArray = ProgramArray::pinned(jump::COUNT, 0);

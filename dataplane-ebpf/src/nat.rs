@@ -4,22 +4,22 @@
 //! header rewrite with its checksum updates live here.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::TC_ACT_OK,
     helpers::bpf_get_prandom_u32,
     programs::{TcContext, XdpContext},
 };
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, NetworkConfig,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_state, mode,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_state,
 };
 
 use crate::{
     conntrack::{self, Reserve},
-    ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx, tc_ifindex},
+    ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx},
     forward::{self, Route},
-    maps::{VXDP_ENDPOINTS, VXDP_NETWORKS, VXDP_PORTS},
-    parse::{self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4, L4, L4Error, ParseError},
-    policy::{self, GuestDestination},
+    maps::{VXDP_NETWORKS, VXDP_PORTS},
+    parse::{self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4, L4, L4Error},
+    policy,
     stats::{Drop, count},
 };
 
@@ -28,7 +28,7 @@ const NAT_PORT_TRIES: u32 = 32;
 
 /// Bytes of headers the parser needs in the linear part of a socket buffer:
 /// Ethernet, IPv4 with options, TCP without options.
-const HEADERS_MAX: u32 = 14 + 60 + 20;
+pub const HEADERS_MAX: u32 = 14 + 60 + 20;
 
 #[inline(always)]
 fn l4_error(e: L4Error, network_id: u32) -> Drop {
@@ -40,45 +40,21 @@ fn l4_error(e: L4Error, network_id: u32) -> Drop {
     Drop::new(reason, network_id)
 }
 
-/// TC ingress of a guest port.
+/// Guest → outside in a NAT network (TC ingress of the guest port, after
+/// anti-spoofing and the mode's policy in `port`): SNAT, route, redirect.
 #[inline(always)]
-pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
-    let ifindex = tc_ifindex(ctx);
-    let endpoint = unsafe { VXDP_ENDPOINTS.get(&ifindex) }
-        .ok_or(Drop::new(DropReason::UnknownPort, 0))?;
-    let net_id = endpoint.network_id;
-    let net = VXDP_NETWORKS
-        .get(net_id)
-        .filter(|n| policy::active(n))
-        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
+pub fn guest_nat(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ifindex: u32,
+    ip: &Ipv4,
+) -> Result<i32, Drop> {
+    let ip = *ip;
     let pass = |ctx: &TcContext| {
         count(ctx, net_id, Action::GuestPassed);
         Ok(TC_ACT_OK)
     };
-
-    // Offloaded or GRO'd socket buffers may keep headers out of the linear
-    // area that direct packet access sees.
-    let linear = (ctx.data_end() - ctx.data()) as u32;
-    let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
-    if linear < want {
-        let _ = ctx.pull_data(want);
-    }
-
-    let ip = match parse::ipv4(ctx) {
-        Ok(ip) => ip,
-        Err(ParseError::NotIpv4) => return pass(ctx),
-        Err(ParseError::Malformed) => return Err(Drop::new(DropReason::Malformed, net_id)),
-    };
-    if let GuestDestination::Stays = policy::guest_destination(net, &ip) {
-        return pass(ctx);
-    }
-    if !policy::source_in_subnet(net, &ip) {
-        return Err(Drop::new(DropReason::SourceNotInSubnet, net_id));
-    }
-    if net.mode != mode::NAT {
-        // Other modes arrive with their own programs' logic.
-        return pass(ctx);
-    }
     if ip.fragment {
         return Err(Drop::new(DropReason::Fragment, net_id));
     }
@@ -254,43 +230,33 @@ fn create_flow(
     }
 }
 
-/// XDP on the uplink.
+/// XDP on the uplink: a reply of a tracked NAT flow is reverse-NATed and
+/// redirected to its guest (`Some(verdict)`); anything else is `None`.
 #[inline(always)]
-pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
-    let pass = |ctx: &XdpContext| {
-        count(ctx, 0, Action::UplinkPassed);
-        Ok(xdp_action::XDP_PASS)
+pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
+    if ip.fragment {
+        return Ok(None);
+    }
+    let Ok(l4) = parse::l4(ctx, ip) else {
+        return Ok(None);
     };
-    // Not IPv4, or malformed: not ours; the kernel decides.
-    let Ok(ip) = parse::ipv4(ctx) else {
-        return pass(ctx);
+    let key = ConntrackKey {
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: ip.proto,
+        _pad: [0; 3],
     };
-    if !ip.fragment
-        && let Ok(l4) = parse::l4(ctx, &ip)
+    let now = conntrack::now();
+    if let Some(entry) = conntrack::lookup(&key, now)
+        && unsafe { (*entry).direction } == DIR_REPLY
     {
-        let key = ConntrackKey {
-            src_addr: ip.src,
-            dst_addr: ip.dst,
-            src_port: l4.src_port,
-            dst_port: l4.dst_port,
-            proto: ip.proto,
-            _pad: [0; 3],
-        };
-        let now = conntrack::now();
-        if let Some(entry) = conntrack::lookup(&key, now)
-            && unsafe { (*entry).direction } == DIR_REPLY
-        {
-            conntrack::touch(&key, entry, l4.tcp_flags, now);
-            let e = unsafe { *entry };
-            return reply_to_guest(ctx, &ip, &l4, &e);
-        }
+        conntrack::touch(&key, entry, l4.tcp_flags, now);
+        let e = unsafe { *entry };
+        return reply_to_guest(ctx, ip, &l4, &e).map(Some);
     }
-    // Untracked traffic into a NAT network is refused here: with forwarding
-    // on and no firewall, the kernel would otherwise route it to the guest.
-    if let Some(net_id) = policy::nat_network_owning(ip.dst) {
-        return Err(Drop::new(DropReason::UnsolicitedInbound, net_id));
-    }
-    pass(ctx)
+    Ok(None)
 }
 
 /// Reverse NAT of a tracked reply and delivery to the guest's port.
@@ -315,7 +281,7 @@ fn reply_to_guest(ctx: &XdpContext, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> R
 }
 
 #[inline(always)]
-fn set_macs<C: PacketCtx>(ctx: &C, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), ()> {
+pub fn set_macs<C: PacketCtx>(ctx: &C, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), ()> {
     let eth = parse::ptr_at::<C, network_types::eth::EthHdr>(ctx, 0)?;
     unsafe {
         (*eth).dst_addr = *dst;

@@ -178,3 +178,76 @@ pub fn l4<C: PacketCtx>(ctx: &C, ip: &Ipv4) -> Result<L4, L4Error> {
         _ => Err(L4Error::UnsupportedProtocol),
     }
 }
+
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+/// The EtherType of a frame (no VLAN tags: guest ports are untagged).
+#[inline(always)]
+pub fn ether_type<C: PacketCtx>(ctx: &C) -> Result<u16, ParseError> {
+    let eth = eth(ctx)?;
+    Ok(u16::from_be(unsafe { (*eth).ether_type }))
+}
+
+/// The sender fields of an Ethernet/IPv4 ARP packet.
+#[derive(Clone, Copy)]
+pub struct ArpSender {
+    pub mac: [u8; 6],
+    /// Network byte order, as in the packet.
+    pub ipv4: u32,
+}
+
+/// ARP body: htype(2) ptype(2) hlen(1) plen(1) op(2) sha(6) spa(4) tha(6) tpa(4).
+const ARP_LEN: usize = 28;
+
+#[inline(always)]
+pub fn arp_sender<C: PacketCtx>(ctx: &C) -> Result<ArpSender, ParseError> {
+    let arp = ptr_at::<C, [u8; ARP_LEN]>(ctx, EthHdr::LEN).map_err(|_| ParseError::Malformed)?;
+    let a = unsafe { &*arp };
+    Ok(ArpSender {
+        mac: [a[8], a[9], a[10], a[11], a[12], a[13]],
+        ipv4: u32::from_ne_bytes([a[14], a[15], a[16], a[17]]),
+    })
+}
+
+/// The IPv6 header fields vxdp needs. Extension headers are not walked:
+/// `next_header` is the first one, which only feeds the route lookup.
+#[derive(Clone, Copy)]
+pub struct Ipv6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub next_header: u8,
+    pub hop_limit: u8,
+}
+
+pub const IP6_HOP_LIMIT_OFF: usize = EthHdr::LEN + 7;
+const IPV6_HDR_LEN: usize = 40;
+
+/// Parses the Ethernet and IPv6 headers.
+#[inline(always)]
+pub fn ipv6<C: PacketCtx>(ctx: &C) -> Result<Ipv6, ParseError> {
+    if ether_type(ctx)? != ETH_P_IPV6 {
+        return Err(ParseError::NotIpv4);
+    }
+    let h = ptr_at::<C, [u8; IPV6_HDR_LEN]>(ctx, EthHdr::LEN).map_err(|_| ParseError::Malformed)?;
+    let h = unsafe { &*h };
+    if h[0] >> 4 != 6 {
+        return Err(ParseError::Malformed);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    Ok(Ipv6 {
+        src,
+        dst,
+        next_header: h[6],
+        hop_limit: h[7],
+    })
+}
+
+/// fe80::/10 (link-local) or ff00::/8 (multicast): stays on the link.
+#[inline(always)]
+pub fn ipv6_link_scoped(a: &[u8; 16]) -> bool {
+    a[0] == 0xff || (a[0] == 0xfe && a[1] & 0xc0 == 0x80)
+}

@@ -1,14 +1,14 @@
 //! Forwarding policy: which guest packets stay inside the network (left to
 //! the bridge), and which inbound packets are refused.
 
-use vxdp_common::{NetworkConfig, SubnetKey, SubnetOwner, mode, network_flags};
+use vxdp_common::{Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags, network_flags};
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::{maps::VXDP_SUBNETS, parse::Ipv4};
+use crate::{maps::{VXDP_SUBNETS, VXDP_SUBNETS6}, parse::Ipv4};
 
 /// 224.0.0.0/4 in memory order: the first octet is the lowest byte.
 #[inline(always)]
-fn is_multicast(addr: u32) -> bool {
+pub fn is_multicast(addr: u32) -> bool {
     addr.to_ne_bytes()[0] & 0xf0 == 0xe0
 }
 
@@ -43,10 +43,42 @@ pub fn active(net: &NetworkConfig) -> bool {
     net.flags & network_flags::ACTIVE != 0
 }
 
-/// The NAT network whose subnet holds `dst`, if any: inbound packets to it
-/// that conntrack does not expect are refused.
+/// The network whose IPv4 subnet holds `dst`, if any.
 #[inline(always)]
-pub fn nat_network_owning(dst: u32) -> Option<u32> {
-    let owner: &SubnetOwner = VXDP_SUBNETS.get(&Key::new(32, SubnetKey { addr: dst }))?;
-    if owner.mode == mode::NAT { Some(owner.network_id) } else { None }
+pub fn subnet_owner(dst: u32) -> Option<SubnetOwner> {
+    VXDP_SUBNETS.get(&Key::new(32, SubnetKey { addr: dst })).copied()
+}
+
+/// The network whose IPv6 subnet holds `dst`, if any.
+#[inline(always)]
+pub fn subnet6_owner(dst: &[u8; 16]) -> Option<SubnetOwner> {
+    VXDP_SUBNETS6.get(&Key::new(128, Subnet6Key { addr: *dst })).copied()
+}
+
+/// Compares MACs byte by byte (an array `==` may become a `bcmp` call,
+/// which BPF has no implementation of).
+#[inline(always)]
+pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+}
+
+/// Anti-spoofing, MAC: a port with a known guest MAC sends only from it.
+#[inline(always)]
+pub fn mac_allowed(ep: &Endpoint, src: &[u8; 6]) -> bool {
+    ep.flags & endpoint_flags::MAC_KNOWN == 0 || mac_eq(&ep.mac, src)
+}
+
+/// Anti-spoofing, IPv4: once the guest's address is known it is the only
+/// source allowed. 0.0.0.0 stays allowed for DHCP (UDP) and ARP probes
+/// (`udp_or_arp`), so a guest can (re)acquire its lease.
+#[inline(always)]
+pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
+    ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
+}
+
+/// Whether the host has an address on the network's bridge (a network with
+/// an `<ip>`); without one the network is "very isolated".
+#[inline(always)]
+pub fn host_on_bridge(net: &NetworkConfig) -> bool {
+    net.flags & network_flags::HOST_ADDRESS != 0
 }

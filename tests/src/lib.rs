@@ -1,5 +1,5 @@
-
 pub mod corpus;
 pub mod libvirt;
+pub mod matrix;
 pub mod progtest;
 pub mod testbed;

@@ -11,9 +11,14 @@
 //! stays in those namespaces and directories. `virsh` reaches it through
 //! `nsenter` into the same namespaces.
 //!
+//! [`Libvirtd::start_in`] runs it instead in a namespace the caller built
+//! (the connection-table differential plugs its guests into libvirt's
+//! bridge there).
+//!
 //! Drop destroys and undefines every network (libvirt's dnsmasq outlives a
 //! libvirtd stopped with networks up), stops libvirtd, kills whatever is left
-//! in the namespace (dnsmasq) and deletes the namespace and directories.
+//! of it (everything in a namespace of its own; dnsmasq in a borrowed one)
+//! and deletes the namespace it created and its directories.
 
 use std::{
     path::{Path, PathBuf},
@@ -41,7 +46,9 @@ exec libvirtd
 "#;
 
 pub struct Libvirtd {
-    pub ns: Netns,
+    /// The namespace libvirtd created for itself ([`Libvirtd::start`]).
+    pub ns: Option<Netns>,
+    ns_name: String,
     root: PathBuf,
     child: Option<Child>,
     pid: u32,
@@ -63,14 +70,32 @@ fn require_tool(name: &str) -> Result<()> {
 impl Libvirtd {
     /// Starts libvirtd in fresh namespaces and waits for its socket.
     pub fn start(tag: &str) -> Result<Self> {
-        ensure!(unsafe { libc::geteuid() } == 0, "the libvirt differential test needs root");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("vx{tag}{}-{n}", std::process::id());
+        Self::check_tools()?;
+        let ns = Netns::new(format!("{prefix}-lv"))?;
+        add_host_devices(&ns)?;
+        let name = ns.name.clone();
+        Self::launch(Some(ns), name, &prefix)
+    }
+
+    /// Starts libvirtd in the caller's network namespace `ns` (and a private
+    /// mount namespace of its own) and waits for its socket.
+    pub fn start_in(ns: &Netns) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Self::check_tools()?;
+        Self::launch(None, ns.name.clone(), &format!("{}-{n}", ns.name))
+    }
+
+    fn check_tools() -> Result<()> {
+        ensure!(unsafe { libc::geteuid() } == 0, "the libvirt differential tests need root");
         for tool in ["libvirtd", "virsh", "dnsmasq", "unshare", "nsenter"] {
             require_tool(tool)?;
         }
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("vx{tag}{}-{n}", std::process::id());
-        let ns = Netns::new(format!("{prefix}-lv"))?;
-        add_host_devices(&ns)?;
+        Ok(())
+    }
+
+    fn launch(ns: Option<Netns>, ns_name: String, prefix: &str) -> Result<Self> {
         let root = std::env::temp_dir().join(format!("{prefix}-libvirt"));
         for d in ["run", "lib", "log", "cache"] {
             std::fs::create_dir_all(root.join(d))?;
@@ -85,7 +110,7 @@ impl Libvirtd {
         std::fs::create_dir_all(nets.join("autostart"))?;
         let log = std::fs::File::create(root.join("libvirtd.log"))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "unshare", "-m", "--propagation", "private", "sh", "-c", INNER, "sh"])
+            .args(["netns", "exec", &ns_name, "unshare", "-m", "--propagation", "private", "sh", "-c", INNER, "sh"])
             .arg(&root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -93,7 +118,7 @@ impl Libvirtd {
             .spawn()
             .context("starting libvirtd")?;
         let pid = child.id();
-        let mut lv = Self { ns, root, child: Some(child), pid };
+        let mut lv = Self { ns, ns_name, root, child: Some(child), pid };
         let sock = lv.root.join("run/libvirt/libvirt-sock");
         let start = Instant::now();
         loop {
@@ -109,6 +134,16 @@ impl Libvirtd {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(lv)
+    }
+
+    /// Starts a transient network from `xml` (`virsh net-create`); fails
+    /// with virsh's message.
+    pub fn net_create(&self, name: &str, xml: &str) -> Result<()> {
+        let file = self.root.join(format!("{name}.xml"));
+        std::fs::write(&file, xml)?;
+        let out = self.virsh(&["net-create", file.to_str().context("path")?])?;
+        ensure!(out.status.success(), "virsh net-create {name} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        Ok(())
     }
 
     fn log_tail(&self) -> String {
@@ -141,12 +176,20 @@ impl Libvirtd {
         }
     }
 
-    fn namespace_pids(&self) -> Vec<i32> {
-        Command::new("ip")
-            .args(["netns", "pids", &self.ns.name])
+    /// What is left of this libvirtd: every process of its own namespace, or
+    /// the dnsmasq processes of a borrowed one.
+    fn leftover_pids(&self) -> Vec<i32> {
+        let pids: Vec<i32> = Command::new("ip")
+            .args(["netns", "pids", &self.ns_name])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if self.ns.is_some() {
+            return pids;
+        }
+        pids.into_iter()
+            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dnsmasq"))
+            .collect()
     }
 }
 
@@ -162,9 +205,9 @@ impl Drop for Libvirtd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Only processes of this test's own namespace: dnsmasq and its helpers.
+        // Only what libvirtd left: dnsmasq and its helpers.
         for _ in 0..3 {
-            let pids = self.namespace_pids();
+            let pids = self.leftover_pids();
             if pids.is_empty() {
                 break;
             }

@@ -27,7 +27,7 @@ use std::{
     ffi::CString,
     fmt,
     fs::File,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4},
     os::fd::AsRawFd,
     panic,
     path::PathBuf,
@@ -47,7 +47,7 @@ use aya::{
 };
 use vxdp_common::{
     Action, COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_TIMEOUTS_S, DropReason,
-    Endpoint, NetworkConfig, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names,
+    Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names,
     network_flags,
 };
 
@@ -83,6 +83,14 @@ pub const NEXT_HOP_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 
 /// An outside host (TEST-NET-3).
 pub const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// IPv6: the guests' prefix (bridge address), the uplink, its next hop and
+/// an outside host.
+pub const SUBNET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, 0);
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, 1);
+pub const UPLINK_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+pub const NEXT_HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 10);
 
 /// The two guests: port name (bridge side of the veth), peer, MAC, address.
 pub const GUESTS: [(&str, &str, Mac, Ipv4Addr); 2] = [
@@ -321,6 +329,16 @@ fn build_topology(ns: &NetNs) -> anyhow::Result<()> {
         fmt_mac(&NEXT_HOP_MAC)
     ))?;
     ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // IPv6 for the route/open tests: the guests' prefix on the bridge, a
+    // default route via the uplink's next hop with a permanent neighbour.
+    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    ns.ip(&format!("-6 addr add {GATEWAY6}/64 dev {BRIDGE} nodad"))?;
+    ns.ip(&format!("-6 addr add {UPLINK_ADDR6}/64 dev {UPLINK} nodad"))?;
+    ns.ip(&format!("-6 route add default via {NEXT_HOP6} dev {UPLINK}"))?;
+    ns.ip(&format!(
+        "-6 neigh replace {NEXT_HOP6} lladdr {} dev {UPLINK} nud permanent",
+        fmt_mac(&NEXT_HOP_MAC)
+    ))?;
     Ok(())
 }
 
@@ -409,6 +427,15 @@ impl World {
                 .try_into()?;
             p.load().context("loading vxdp_uplink_in (verifier)")?;
         }
+        for (name, _) in names::GUEST_JUMPS {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} program in the object"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name} (verifier)"))?;
+        }
+        vxdp_control::dataplane::fill_guest_jumps(&mut ebpf)
+            .context("filling VXDP_GUEST_JUMP")?;
 
         let bridge_ifindex = ifindex(BRIDGE)?;
         let uplink_ifindex = ifindex(UPLINK)?;
@@ -560,6 +587,58 @@ impl World {
             verdict: r.return_value,
             data: out,
         }
+    }
+
+    /// Network [`NET_ID`]'s configuration as seeded (NAT).
+    pub fn network(&self) -> NetworkConfig {
+        let networks: Array<_, NetworkConfig> =
+            Array::try_from(self.ebpf.map(names::MAP_NETWORKS).expect("VXDP_NETWORKS"))
+                .expect("VXDP_NETWORKS is an array");
+        networks.get(&NET_ID, 0).expect("reading VXDP_NETWORKS")
+    }
+
+    /// Replaces network `id`'s configuration.
+    pub fn set_network(&mut self, id: u32, cfg: &NetworkConfig) {
+        let mut networks: Array<_, NetworkConfig> =
+            Array::try_from(self.ebpf.map_mut(names::MAP_NETWORKS).expect("VXDP_NETWORKS"))
+                .expect("VXDP_NETWORKS is an array");
+        networks.set(id, cfg, 0).expect("writing VXDP_NETWORKS");
+    }
+
+    /// Re-seeds network [`NET_ID`] as `net_mode` (its subnet's owner too),
+    /// with `flags` besides ACTIVE, as the control plane would start it.
+    pub fn set_mode(&mut self, net_mode: u32, flags: u32) {
+        let mut cfg = self.network();
+        cfg.mode = net_mode;
+        cfg.flags = network_flags::ACTIVE | flags;
+        self.set_network(NET_ID, &cfg);
+        let owner = SubnetOwner { network_id: NET_ID, mode: net_mode };
+        self.set_subnet(be(SUBNET), 24, &owner);
+        self.set_subnet6(SUBNET6, 64, &owner);
+    }
+
+    pub fn set_subnet(&mut self, addr: u32, prefix: u32, owner: &SubnetOwner) {
+        let mut subnets: LpmTrie<_, SubnetKey, SubnetOwner> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::MAP_SUBNETS).expect("VXDP_SUBNETS"))
+                .expect("VXDP_SUBNETS is an LPM trie");
+        subnets.insert(&Key::new(prefix, SubnetKey { addr }), owner, 0).expect("writing VXDP_SUBNETS");
+    }
+
+    pub fn set_subnet6(&mut self, addr: Ipv6Addr, prefix: u32, owner: &SubnetOwner) {
+        let mut subnets: LpmTrie<_, Subnet6Key, SubnetOwner> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::MAP_SUBNETS6).expect("VXDP_SUBNETS6"))
+                .expect("VXDP_SUBNETS6 is an LPM trie");
+        subnets
+            .insert(&Key::new(prefix, Subnet6Key { addr: addr.octets() }), owner, 0)
+            .expect("writing VXDP_SUBNETS6");
+    }
+
+    /// Replaces a guest port's endpoint entry.
+    pub fn set_endpoint(&mut self, port_ifindex: u32, ep: &Endpoint) {
+        let mut endpoints: HashMap<_, u32, Endpoint> =
+            HashMap::try_from(self.ebpf.map_mut(names::MAP_ENDPOINTS).expect("VXDP_ENDPOINTS"))
+                .expect("VXDP_ENDPOINTS is a hash map");
+        endpoints.insert(&port_ifindex, ep, 0).expect("writing VXDP_ENDPOINTS");
     }
 
     /// `ip -n <this world's namespace> <args>`.

@@ -218,14 +218,32 @@ impl NatTopology {
 
     /// Starts the network from `xml` and plugs every guest in.
     pub fn start(&mut self, xml: &str) -> Result<()> {
+        self.start_with(xml, false)
+    }
+
+    /// Like [`NatTopology::start`]; with `static_ips` each guest's address
+    /// is given to `attach-interface --ip` (enforced by anti-spoofing).
+    /// The network must be named `default`.
+    pub fn start_with(&mut self, xml: &str, static_ips: bool) -> Result<()> {
         std::fs::create_dir_all(&self.state_dir)?;
         let file = self.state_dir.join("net.xml");
         std::fs::write(&file, xml)?;
         self.started = true;
         self.vxdp(&["net-create", file.to_str().context("path")?])?;
         for g in &self.guests {
-            self.vxdp(&["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac])?;
+            let mut args = vec!["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac];
+            if static_ips {
+                args.extend(["--ip", g.addr.as_str()]);
+            }
+            self.vxdp(&args)?;
         }
+        Ok(())
+    }
+
+    /// Stops the network started by [`NatTopology::start`].
+    pub fn stop(&mut self) -> Result<()> {
+        self.vxdp(&["net-destroy", "default"])?;
+        self.started = false;
         Ok(())
     }
 

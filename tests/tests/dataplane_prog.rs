@@ -769,24 +769,36 @@ fn guest_ethernet_header_only_is_passed_or_dropped_never_rewritten() {
         // an IPv4 header. The uplink XDP test covers the bare header, and the
         // IPv4-header-only case below covers the TC parser's bounds check.
 
-        // Type ARP, nothing after the header: not IPv4, left to the bridge.
-        let mut arp_only = syn[..14].to_vec();
-        arp_only[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        // Type LLDP, nothing after the header: not IP or ARP, left to the
+        // bridge.
+        let mut lldp_only = syn[..14].to_vec();
+        lldp_only[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
         let before = w.counters();
-        let run = w.run_guest(g.port_ifindex, &arp_only);
+        let run = w.run_guest(g.port_ifindex, &lldp_only);
         assert_eq!(
             run.verdict, TC_ACT_OK,
-            "bare Ethernet header typed ARP: TC verdict {} instead of TC_ACT_OK (not IPv4: the bridge decides)",
+            "bare Ethernet header typed LLDP: TC verdict {} instead of TC_ACT_OK (not IP: the bridge decides)",
             run.verdict
         );
-        assert_eq!(
-            run.data, arp_only,
-            "bare Ethernet header typed ARP was rewritten"
-        );
+        assert_eq!(run.data, lldp_only, "bare Ethernet header typed LLDP was rewritten");
         assert_counters_moved(
             &before,
             &w.counters(),
             &[(NET_ID, Slot::Action(Action::GuestPassed), 1)],
+            "bare Ethernet header typed LLDP",
+        );
+
+        // Type ARP, nothing after the header: ARP is checked for spoofed
+        // senders, so a truncated one is a counted malformed drop.
+        let mut arp_only = syn[..14].to_vec();
+        arp_only[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let before = w.counters();
+        let run = w.run_guest(g.port_ifindex, &arp_only);
+        assert_eq!(run.verdict, TC_ACT_SHOT, "bare Ethernet header typed ARP: verdict {}", run.verdict);
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[(NET_ID, Slot::Drop(DropReason::Malformed), 1)],
             "bare Ethernet header typed ARP",
         );
         assert!(

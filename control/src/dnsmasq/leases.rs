@@ -106,6 +106,11 @@ fn set_port_ipv4(pins: &Pins, rec: &NetworkRecord, mac: &[u8; 6], ipv4: Option<I
         if port.mac.as_deref().and_then(|m| parse_mac(m).ok()).as_ref() != Some(mac) {
             continue;
         }
+        // An address given at plug time (`attach-interface --ip`) is the
+        // operator's word: leases neither replace nor clear it.
+        if port.ipv4.is_some() {
+            continue;
+        }
         let Some(mut ep) = maps.endpoint(port.ifindex)? else { continue };
         match ipv4 {
             Some(a) => {
@@ -127,7 +132,7 @@ fn set_port_ipv4(pins: &Pins, rec: &NetworkRecord, mac: &[u8; 6], ipv4: Option<I
 /// Handles one dnsmasq lease event (`vxdp dhcp-lease-event NETWORK ACTION
 /// MAC IP [HOSTNAME]`): `add`/`old` make the leased IPv4 address the
 /// guest's known address, `del` forgets it (a static `<host>` address
-/// stays). Other actions (`tftp`, `init`, DHCPv6 events) change nothing.
+/// and an `attach-interface --ip` address stay). Other actions (`tftp`, `init`, DHCPv6 events) change nothing.
 pub fn apply_event(state_dir: &Path, pins: &Pins, network: &str, args: &[String]) -> Result<String, NetworkError> {
     let action = args.first().map(String::as_str).unwrap_or("");
     if !matches!(action, "add" | "old" | "del") || args.len() < 3 {

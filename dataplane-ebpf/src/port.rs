@@ -1,0 +1,215 @@
+//! Guest ports (TC ingress): every frame a guest sends passes anti-spoofing
+//! first, then the network's mode decides: stay in the network (left to the
+//! bridge), reach the host, NAT (`nat`), route without NAT (`route`), or be
+//! dropped with a reason (isolated networks, other networks).
+
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig, PROTO_UDP, jump, mode, mode_routes};
+
+use crate::{
+    ctx::tc_ifindex,
+    maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_NETWORKS},
+    nat::{self, HEADERS_MAX},
+    parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
+    policy::{self, GuestDestination},
+    route,
+    stats::{Drop, count},
+};
+
+/// Left to the bridge (other guests, the host, ARP, DHCP, broadcast).
+#[inline(always)]
+pub fn pass(ctx: &TcContext, net_id: u32) -> Result<i32, Drop> {
+    count(ctx, net_id, Action::GuestPassed);
+    Ok(TC_ACT_OK)
+}
+
+/// The port's endpoint and its (active) network.
+#[inline(always)]
+fn port_network(ctx: &TcContext) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
+    let ifindex = tc_ifindex(ctx);
+    let endpoint = unsafe { VXDP_ENDPOINTS.get(&ifindex) }
+        .ok_or(Drop::new(DropReason::UnknownPort, 0))?;
+    let net = VXDP_NETWORKS
+        .get(endpoint.network_id)
+        .filter(|n| policy::active(n))
+        .ok_or(Drop::new(DropReason::UnknownPort, endpoint.network_id))?;
+    Ok((ifindex, endpoint, net))
+}
+
+/// Continues in the program of `slot`; returns only if that fails.
+#[inline(always)]
+fn tail(ctx: &TcContext, slot: u32, net_id: u32) -> Result<i32, Drop> {
+    unsafe { VXDP_GUEST_JUMP.tail_call(ctx, slot) };
+    Err(Drop::new(DropReason::TailCallFailed, net_id))
+}
+
+/// `vxdp_guest_in`: anti-spoofing and the mode's policy, then the NAT or
+/// routing program when the packet leaves the network.
+#[inline(always)]
+pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
+    let (_, endpoint, net) = port_network(ctx)?;
+    let net_id = endpoint.network_id;
+    let malformed = Drop::new(DropReason::Malformed, net_id);
+
+    // Offloaded or GRO'd socket buffers may keep headers out of the linear
+    // area that direct packet access sees.
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+    if linear < want {
+        let _ = ctx.pull_data(want);
+    }
+
+    let eth = parse::eth(ctx).map_err(|_| malformed)?;
+    // Compared in place: copies of the MACs would only add verifier state.
+    if !policy::mac_allowed(endpoint, unsafe { &(*eth).src_addr }) {
+        return Err(Drop::new(DropReason::SpoofedMac, net_id));
+    }
+    let to_host_l3 = policy::mac_eq(unsafe { &(*eth).dst_addr }, &net.bridge_mac);
+    match parse::ether_type(ctx).map_err(|_| malformed)? {
+        ETH_P_IP => {
+            let ip = match parse::ipv4(ctx) {
+                Ok(ip) => ip,
+                Err(ParseError::NotIpv4) => return pass(ctx, net_id),
+                Err(ParseError::Malformed) => return Err(malformed),
+            };
+            guest_ipv4(ctx, endpoint, net, net_id, &ip, to_host_l3)
+        }
+        ETH_P_IPV6 => {
+            let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
+            guest_ipv6(ctx, net, net_id, &ip, to_host_l3)
+        }
+        ETH_P_ARP => {
+            let arp = parse::arp_sender(ctx).map_err(|_| malformed)?;
+            if !policy::mac_allowed(endpoint, &arp.mac) {
+                return Err(Drop::new(DropReason::SpoofedMac, net_id));
+            }
+            if !policy::ipv4_allowed(endpoint, arp.ipv4, true) {
+                return Err(Drop::new(DropReason::SpoofedSource, net_id));
+            }
+            pass(ctx, net_id)
+        }
+        _ => pass(ctx, net_id),
+    }
+}
+
+#[inline(always)]
+fn guest_ipv4(
+    ctx: &TcContext,
+    endpoint: &Endpoint,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &Ipv4,
+    to_host_l3: bool,
+) -> Result<i32, Drop> {
+    if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
+        return Err(Drop::new(DropReason::SpoofedSource, net_id));
+    }
+    if net.mode == mode::BRIDGE {
+        // The host's bridge and router decide; vxdp only vouches for the
+        // source.
+        return pass(ctx, net_id);
+    }
+    if net.mode == mode::ISOLATED {
+        // Frames to other guests and broadcasts stay on the bridge; only
+        // what is addressed to the host at layer 3 is judged.
+        if !to_host_l3 {
+            return pass(ctx, net_id);
+        }
+        if !policy::host_on_bridge(net) {
+            return Err(Drop::new(DropReason::HostNotReachable, net_id));
+        }
+        let broadcast = net.subnet | !net.netmask;
+        if ip.dst == net.gateway
+            || ip.dst == broadcast
+            || ip.dst == u32::MAX
+            || policy::is_multicast(ip.dst)
+        {
+            return pass(ctx, net_id);
+        }
+        return Err(Drop::new(DropReason::IsolatedNetwork, net_id));
+    }
+    if let GuestDestination::Stays = policy::guest_destination(net, ip) {
+        return pass(ctx, net_id);
+    }
+    // Open networks filter nothing (anti-spoofing aside).
+    if net.mode != mode::OPEN && !policy::source_in_subnet(net, ip) {
+        return Err(Drop::new(DropReason::SourceNotInSubnet, net_id));
+    }
+    if let Some(owner) = policy::subnet_owner(ip.dst)
+        && owner.network_id != net_id
+    {
+        let other_gateway = VXDP_NETWORKS.get(owner.network_id).map(|n| n.gateway).unwrap_or(0);
+        // The host's address on the other bridge is the host, which every
+        // mode but isolated reaches (as with libvirt); its guests are only
+        // reachable when both networks route.
+        if ip.dst != other_gateway && !(mode_routes(net.mode) && mode_routes(owner.mode)) {
+            return Err(Drop::new(DropReason::OtherNetwork, net_id));
+        }
+    }
+    let slot = if net.mode == mode::NAT { jump::NAT } else { jump::ROUTE };
+    tail(ctx, slot, net_id)
+}
+
+#[inline(always)]
+fn guest_ipv6(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &Ipv6,
+    to_host_l3: bool,
+) -> Result<i32, Drop> {
+    // Neighbour discovery, router solicitations, link-local and multicast
+    // traffic, and frames to other guests stay on the bridge.
+    if !to_host_l3 || parse::ipv6_link_scoped(&ip.dst) || net.mode == mode::BRIDGE {
+        return pass(ctx, net_id);
+    }
+    match net.mode {
+        // The routing program also answers NAT networks' IPv6 (the host
+        // only: no NAT66 yet).
+        mode::ROUTE | mode::OPEN | mode::NAT => tail(ctx, jump::ROUTE, net_id),
+        mode::ISOLATED => {
+            if let Some(owner) = policy::subnet6_owner(&ip.dst)
+                && owner.network_id == net_id
+            {
+                return pass(ctx, net_id);
+            }
+            let reason = if policy::host_on_bridge(net) {
+                DropReason::IsolatedNetwork
+            } else {
+                DropReason::HostNotReachable
+            };
+            Err(Drop::new(reason, net_id))
+        }
+        _ => Err(Drop::new(DropReason::UnknownPort, net_id)),
+    }
+}
+
+/// `vxdp_guest_nat` (tail-called): a NAT network's guest → outside IPv4.
+#[inline(always)]
+pub fn nat_entry(ctx: &TcContext) -> Result<i32, Drop> {
+    let (ifindex, endpoint, net) = port_network(ctx)?;
+    let net_id = endpoint.network_id;
+    let ip = parse::ipv4(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    nat::guest_nat(ctx, net, net_id, ifindex, &ip)
+}
+
+/// `vxdp_guest_route` (tail-called): routing without NAT.
+#[inline(always)]
+pub fn route_entry(ctx: &TcContext) -> Result<i32, Drop> {
+    let (_, endpoint, net) = port_network(ctx)?;
+    let net_id = endpoint.network_id;
+    let malformed = Drop::new(DropReason::Malformed, net_id);
+    if parse::ether_type(ctx).map_err(|_| malformed)? == ETH_P_IP {
+        let ip = parse::ipv4(ctx).map_err(|_| malformed)?;
+        return route::guest_route_v4(ctx, net, net_id, &ip);
+    }
+    let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
+    if net.mode == mode::NAT {
+        // No NAT66 yet: IPv6 beyond the link reaches the host only.
+        return match route::lookup_v6(ctx, net, &ip) {
+            crate::forward::Route::Local => pass(ctx, net_id),
+            _ => Err(Drop::new(DropReason::Ipv6NotForwarded, net_id)),
+        };
+    }
+    route::guest_route_v6(ctx, net, net_id, &ip)
+}

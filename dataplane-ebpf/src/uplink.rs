@@ -1,0 +1,58 @@
+//! The uplink (XDP): replies of NAT flows go back to their guests (`nat`);
+//! other traffic into a vxdp network is judged by the owning network's mode:
+//! route/open accept it (the kernel routes it onto the bridge), NAT refuses
+//! what no flow expects, isolated networks refuse everything.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use vxdp_common::{Action, DropReason, SubnetOwner, mode};
+
+use crate::{
+    nat,
+    parse::{self, ETH_P_IP, ETH_P_IPV6},
+    policy,
+    stats::{Drop, count},
+};
+
+#[inline(always)]
+fn pass(ctx: &XdpContext) -> Result<u32, Drop> {
+    count(ctx, 0, Action::UplinkPassed);
+    Ok(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
+    match parse::ether_type(ctx) {
+        Ok(ETH_P_IP) => {}
+        Ok(ETH_P_IPV6) => {
+            // Malformed: not ours; the kernel decides.
+            let Ok(ip) = parse::ipv6(ctx) else { return pass(ctx) };
+            return inbound(ctx, policy::subnet6_owner(&ip.dst), true);
+        }
+        _ => return pass(ctx),
+    }
+    let Ok(ip) = parse::ipv4(ctx) else { return pass(ctx) };
+    if let Some(verdict) = nat::uplink_reply(ctx, &ip)? {
+        return Ok(verdict);
+    }
+    inbound(ctx, policy::subnet_owner(ip.dst), false)
+}
+
+/// Untracked traffic to a vxdp network's subnet. Refusals happen here: with
+/// forwarding on and no firewall, the kernel would otherwise route it in.
+#[inline(always)]
+fn inbound(ctx: &XdpContext, owner: Option<SubnetOwner>, ipv6: bool) -> Result<u32, Drop> {
+    let Some(owner) = owner else { return pass(ctx) };
+    let id = owner.network_id;
+    match owner.mode {
+        mode::ROUTE | mode::OPEN => {
+            count(ctx, id, Action::RouteInbound);
+            Ok(xdp_action::XDP_PASS)
+        }
+        mode::NAT if ipv6 => Err(Drop::new(DropReason::Ipv6NotForwarded, id)),
+        mode::NAT => Err(Drop::new(DropReason::UnsolicitedInbound, id)),
+        mode::ISOLATED => Err(Drop::new(DropReason::IsolatedNetwork, id)),
+        // Host bridge networks own no subnet entries; anything else: the
+        // kernel decides.
+        _ => pass(ctx),
+    }
+}

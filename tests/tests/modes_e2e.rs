@@ -1,0 +1,441 @@
+//! The connection table of DESIGN.md §2 as an executable matrix: for each
+//! network mode vxdp realizes, a hypervisor, an outside host and two guests
+//! in throwaway namespaces, and every cell measured with ping and a TCP
+//! connect. "yes" cells must connect; "no" cells must fail *and* show up in
+//! vxdp's drop counter with the expected reason. Spoofed MAC and spoofed IPv4
+//! sources are dropped and counted in every mode. Each test prints the
+//! table it measured.
+//!
+//! Needs root (network namespaces, BPF).
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use vxdp_tests::{
+    matrix::{CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, expected, mac_of, measure, routed_xml},
+    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR},
+};
+
+
+/// What a cell of the table must show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Yes,
+    /// Refused by vxdp: the drop counter with this reason moves.
+    Dropped(&'static str),
+    /// Nothing to refuse: the hypervisor has no route into the network
+    /// (very isolated: the host has no address there). The test checks the
+    /// routing table says so.
+    NoRoute,
+}
+
+/// Where the outside host must see a guest's connection come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Uplink,
+    Guest,
+}
+
+struct Mode {
+    name: &'static str,
+    xml: String,
+    /// The host address guests try (the bridge's, or — very isolated — the
+    /// uplink's, the only one the host has).
+    host_target: &'static str,
+    /// guest→host, guest→guest, guest→outside, outside→guest.
+    cells: [Expect; 4],
+    outside_sees: Seen,
+    /// Host changes before the network starts (host bridge mode).
+    prepare: Option<fn(&mut NatTopology) -> Result<()>>,
+}
+
+/// Checks one cell against its expectation; returns the table entry.
+fn check_cell(topo: &NatTopology, cell: &str, expect: Expect, from: &Netns, dst: &str, server: &Netns) -> Result<String> {
+    let before = match expect {
+        Expect::Dropped(reason) => topo.counter("default", reason)?.0,
+        _ => 0,
+    };
+    let m = measure(from, dst, server)?;
+    match expect {
+        Expect::Yes => {
+            ensure!(m.ping && m.tcp, "{cell}: expected yes, measured ping {} tcp {}", m.ping, m.tcp);
+            Ok("yes".into())
+        }
+        Expect::Dropped(reason) => {
+            ensure!(!m.ping && !m.tcp, "{cell}: expected no, measured ping {} tcp {}", m.ping, m.tcp);
+            let after = topo.counter("default", reason)?.0;
+            // The echo request and at least one SYN.
+            ensure!(
+                after >= before + 2,
+                "{cell}: refused, but drop reason {reason} moved only {before} -> {after}: the failure is not vxdp's drop"
+            );
+            Ok(format!("no ({reason} +{})", after - before))
+        }
+        Expect::NoRoute => {
+            ensure!(!m.ping && !m.tcp, "{cell}: expected no, measured ping {} tcp {}", m.ping, m.tcp);
+            let route = String::from_utf8(topo.hyp.exec_status("ip", &["route", "get", dst])?.stdout)?;
+            ensure!(!route.contains("virbr0"), "{cell}: the hypervisor routes {dst} into the network: {route}");
+            Ok("no (no route into the network)".into())
+        }
+    }
+}
+
+/// Builds the world for `mode`, measures every cell, checks anti-spoofing,
+/// prints the table.
+fn run_matrix(mode: Mode) -> Result<()> {
+    // The expectations are DESIGN.md §2's row (shared with the libvirt
+    // differential test), refined with the reason of each "no".
+    let row = expected(mode.name);
+    for (i, cell) in mode.cells.iter().enumerate() {
+        ensure!((*cell == Expect::Yes) == row[i], "{} {}: expectation disagrees with DESIGN.md §2", mode.name, CELLS[i]);
+    }
+    let mut topo = NatTopology::new(&mode.name[..2], 2)?;
+    if let Some(prepare) = mode.prepare {
+        prepare(&mut topo)?;
+    }
+    topo.start_with(&mode.xml, true)?;
+    // The outside host routes the guests' subnet to the hypervisor, so
+    // "outside → guest" is refused (or allowed) by vxdp, not by a missing
+    // route on the outside.
+    topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    if mode.name == "very-isolated" {
+        let bridge_mac = mac_of(&topo.hyp, "virbr0")?;
+        // Very isolated: nobody answers ARP for the gateway. The guests
+        // know the bridge's MAC anyway, so their packets do reach the host
+        // at layer 2 and it is vxdp that refuses them.
+        for g in &topo.guests {
+            g.ns.ip(&["neigh", "replace", GATEWAY, "lladdr", &bridge_mac, "dev", "eth0", "nud", "permanent"])?;
+        }
+    }
+    // Guests see each other once the bridge ports leave STP's listening
+    // and learning states.
+    topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+
+    let (g0, g1) = (&topo.guests[0], &topo.guests[1]);
+    let names = CELLS;
+    let mut row = Vec::new();
+    for (i, expect) in mode.cells.iter().enumerate() {
+        let cell = format!("{} {}", mode.name, names[i]);
+        let (from, dst, server) = match i {
+            0 => (&g0.ns, mode.host_target, &topo.hyp),
+            1 => (&g0.ns, g1.addr.as_str(), &g1.ns),
+            2 => (&g0.ns, OUTSIDE_HOST, &topo.wan),
+            _ => (&topo.wan, g1.addr.as_str(), &g1.ns),
+        };
+        if i == 2 && *expect == Expect::Yes {
+            let (fwd0, _) = topo.counter("default", "route_forwarded")?;
+            let m = measure(from, dst, server)?;
+            ensure!(m.ping && m.tcp, "{cell}: expected yes, measured ping {} tcp {}", m.ping, m.tcp);
+            let peer = m.peer.context("the outside host accepted no connection")?.to_string();
+            let want = if mode.outside_sees == Seen::Uplink { UPLINK_ADDR } else { g0.addr.as_str() };
+            ensure!(peer == want, "{cell}: the outside host saw {peer}, expected {want}");
+            if mode.name == "route" || mode.name == "open" {
+                let (fwd1, _) = topo.counter("default", "route_forwarded")?;
+                ensure!(fwd1 >= fwd0 + 2, "{cell}: not forwarded by eBPF (route_forwarded {fwd0} -> {fwd1})");
+            }
+            row.push(format!("yes (seen as {peer})"));
+            continue;
+        }
+        if i == 3 && *expect == Expect::Yes {
+            let m = measure(from, dst, server)?;
+            ensure!(m.ping && m.tcp, "{cell}: expected yes, measured ping {} tcp {}", m.ping, m.tcp);
+            let peer = m.peer.context("the guest accepted no connection")?.to_string();
+            ensure!(peer == OUTSIDE_HOST || peer == "198.51.100.1", "{cell}: the guest saw {peer}");
+            row.push("yes".into());
+            continue;
+        }
+        row.push(check_cell(&topo, &cell, *expect, from, dst, server)?);
+    }
+
+    // Anti-spoofing: another source MAC, then another source IPv4.
+    let spoofed_mac = "02:00:00:00:66:66";
+    let before = topo.counter("default", "spoofed_mac")?.0;
+    g0.ns.ip(&["link", "set", "eth0", "down"])?;
+    g0.ns.ip(&["link", "set", "eth0", "address", spoofed_mac])?;
+    g0.ns.ip(&["link", "set", "eth0", "up"])?;
+    g0.ns.ip(&["neigh", "flush", "dev", "eth0"])?;
+    let ok = g0.ns.exec_status("ping", &["-c", "1", "-W", "2", &g1.addr])?.status.success();
+    let after = topo.counter("default", "spoofed_mac")?.0;
+    g0.ns.ip(&["link", "set", "eth0", "down"])?;
+    g0.ns.ip(&["link", "set", "eth0", "address", &g0.mac])?;
+    g0.ns.ip(&["link", "set", "eth0", "up"])?;
+    ensure!(!ok, "{}: a guest with a spoofed MAC reached another guest", mode.name);
+    ensure!(after > before, "{}: spoofed MAC not counted (spoofed_mac {before} -> {after})", mode.name);
+    let spoof_mac_cell = format!("dropped (spoofed_mac +{})", after - before);
+
+    let spoofed_ip = "192.168.122.99";
+    let before = topo.counter("default", "spoofed_source")?.0;
+    g0.ns.ip(&["addr", "add", &format!("{spoofed_ip}/24"), "dev", "eth0"])?;
+    g0.ns.ip(&["neigh", "flush", "dev", "eth0"])?;
+    let ok = g0.ns.exec_status("ping", &["-c", "1", "-W", "2", "-I", spoofed_ip, &g1.addr])?.status.success();
+    let after = topo.counter("default", "spoofed_source")?.0;
+    g0.ns.ip(&["addr", "del", &format!("{spoofed_ip}/24"), "dev", "eth0"])?;
+    ensure!(!ok, "{}: a guest with a spoofed IPv4 source reached another guest", mode.name);
+    ensure!(after > before, "{}: spoofed IPv4 source not counted (spoofed_source {before} -> {after})", mode.name);
+    let spoof_ip_cell = format!("dropped (spoofed_source +{})", after - before);
+
+    let mut table = String::new();
+    writeln!(table, "\nvxdp, mode {} (measured: ping + TCP connect)", mode.name)?;
+    for (name, value) in names.iter().zip(&row) {
+        writeln!(table, "  {name:<14} {value}")?;
+    }
+    writeln!(table, "  {:<14} {spoof_mac_cell}", "spoofed MAC")?;
+    writeln!(table, "  {:<14} {spoof_ip_cell}", "spoofed IPv4")?;
+    println!("{table}");
+
+    topo.stop()?;
+    if mode.name == "bridge" {
+        // The operator's bridge stays as it was, uplink and all.
+        let up0 = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", "up0"])?.stdout)?;
+        ensure!(up0.contains("master br0"), "net-destroy changed the host bridge: {up0}");
+    }
+    Ok(())
+}
+
+#[test]
+fn nat_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "nat",
+        xml: DEFAULT_XML.to_string(),
+        host_target: GATEWAY,
+        cells: [Expect::Yes, Expect::Yes, Expect::Yes, Expect::Dropped("unsolicited_inbound")],
+        outside_sees: Seen::Uplink,
+        prepare: None,
+    })
+}
+
+#[test]
+fn route_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "route",
+        xml: routed_xml("route"),
+        host_target: GATEWAY,
+        cells: [Expect::Yes; 4],
+        outside_sees: Seen::Guest,
+        prepare: None,
+    })
+}
+
+#[test]
+fn open_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "open",
+        xml: routed_xml("open"),
+        host_target: GATEWAY,
+        cells: [Expect::Yes; 4],
+        outside_sees: Seen::Guest,
+        prepare: None,
+    })
+}
+
+#[test]
+fn isolated_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "isolated",
+        xml: routed_xml(""),
+        host_target: GATEWAY,
+        cells: [Expect::Yes, Expect::Yes, Expect::Dropped("isolated_network"), Expect::Dropped("isolated_network")],
+        outside_sees: Seen::Guest,
+        prepare: None,
+    })
+}
+
+#[test]
+fn very_isolated_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "very-isolated",
+        xml: VERY_ISOLATED_XML.into(),
+        host_target: UPLINK_ADDR,
+        cells: [
+            Expect::Dropped("host_not_reachable"),
+            Expect::Yes,
+            Expect::Dropped("host_not_reachable"),
+            Expect::NoRoute,
+        ],
+        outside_sees: Seen::Guest,
+        prepare: None,
+    })
+}
+
+/// The id of a pinned BPF object (`kind`: prog, map or link) as bpftool
+/// reports it.
+fn pinned_id(kind: &str, path: &std::path::Path) -> Result<u32> {
+    let out = vxdp_tests::testbed::run("bpftool", &[kind, "show", "pinned", path.to_str().context("path")?])?;
+    let text = String::from_utf8(out.stdout)?;
+    let id = text.split(':').next().context("bpftool printed nothing")?.trim();
+    id.parse().with_context(|| format!("bpftool {kind} show pinned {}: {text}", path.display()))
+}
+
+/// Whether a BPF object with this id still exists in the kernel.
+fn exists(kind: &str, id: u32) -> Result<bool> {
+    let out = std::process::Command::new("bpftool").args([kind, "show", "id", &id.to_string()]).output()?;
+    Ok(out.status.success())
+}
+
+/// Every pinned object under `dir` (progs/, maps/ or links/) with its id.
+fn pinned_ids(bpffs: &std::path::Path, dir: &str, kind: &str) -> Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(bpffs.join(dir))? {
+        let path = entry?.path();
+        out.push((path.file_name().unwrap().to_string_lossy().to_string(), pinned_id(kind, &path)?));
+    }
+    Ok(out)
+}
+
+/// Switching a network between modes (destroy, create with another mode)
+/// leaves nothing of the old mode: no port link, map entry or conntrack
+/// flow while another network keeps the dataplane loaded, and no program,
+/// map or link at all once the last network is gone. Checked by the ids and
+/// entries this test created (other tests load vxdp concurrently).
+#[test]
+fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
+    use vxdp_common::{NetworkConfig, mode, network_flags};
+    use vxdp_control::dataplane::{Maps, Pins};
+
+    let mut topo = NatTopology::new("sw", 2)?;
+    // A second network keeps the programs and maps loaded throughout.
+    let keeper = topo.state_dir.join("keeper.xml");
+    std::fs::create_dir_all(&topo.state_dir)?;
+    std::fs::write(&keeper, "<network><name>keeper</name><bridge name='virbr9'/><ip address='192.168.200.1' prefix='24'/></network>")?;
+    topo.vxdp(&["net-create", keeper.to_str().context("path")?])?;
+    topo.start_with(DEFAULT_XML, true)?;
+    topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
+    let pins = Pins::new(&topo.bpffs);
+    let maps = Maps::open(&pins)?;
+    let nat_id = vxdp_control::network::find(
+        &vxdp_control::network::Context { state_dir: topo.state_dir.clone(), pins: pins.clone(), load: Default::default() },
+        "default",
+    )?
+    .id;
+    ensure!(!maps.conntrack_entries(Some(nat_id))?.is_empty(), "the NAT network created no flows to check for");
+    let port_links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?.into_iter().filter(|(n, _)| n.starts_with("tc_in_")).collect();
+    ensure!(port_links.len() == 2, "expected one TC link per guest port, found {port_links:?}");
+    let all_progs = pinned_ids(&topo.bpffs, "progs", "prog")?;
+    let all_maps = pinned_ids(&topo.bpffs, "maps", "map")?;
+    let all_links = pinned_ids(&topo.bpffs, "links", "link")?;
+
+    topo.stop()?;
+    for (name, id) in &port_links {
+        ensure!(!exists("link", *id)?, "link {name} (id {id}) of the NAT network's port survived net-destroy");
+    }
+    let ports: Vec<u32> = maps.endpoints()?.keys().collect::<Result<_, _>>()?;
+    ensure!(ports.is_empty(), "endpoint entries survived net-destroy: {ports:?}");
+    ensure!(maps.conntrack_entries(Some(nat_id))?.is_empty(), "NAT flows survived net-destroy");
+    let cfg = maps.networks()?.get(&nat_id, 0)?;
+    ensure!(cfg == NetworkConfig::default(), "network slot {nat_id} not cleared: {cfg:?}");
+    let owners: Vec<_> = maps.subnets()?.iter().map(|r| r.map(|(k, o)| (k.prefix_len(), o))).collect::<Result<Vec<_>, _>>()?;
+    ensure!(owners.iter().all(|(_, o)| o.mode != mode::NAT), "a NAT subnet entry survived: {owners:?}");
+
+    // The same guests, now routed: the outside reaches them.
+    topo.start_with(&routed_xml("route"), true)?;
+    topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+    let out = topo.wan.exec_status("ping", &["-c", "1", "-W", "2", &topo.guests[1].addr])?;
+    ensure!(out.status.success(), "after switching to route mode the outside host cannot reach a guest");
+    let owners: Vec<_> = maps.subnets()?.iter().map(|r| r.map(|(k, o)| (k.prefix_len(), o))).collect::<Result<Vec<_>, _>>()?;
+    ensure!(
+        owners.iter().filter(|(_, o)| o.mode == mode::ROUTE).count() == 1 && owners.iter().all(|(_, o)| o.mode != mode::NAT),
+        "subnet owners after the switch: {owners:?}"
+    );
+    let active: Vec<(u32, u32)> = maps
+        .networks()?
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.ok().filter(|c| c.flags & network_flags::ACTIVE != 0).map(|c| (i as u32, c.mode)))
+        .collect();
+    ensure!(
+        active.len() == 2 && active.iter().all(|(_, m)| *m == mode::ROUTE || *m == mode::ISOLATED),
+        "active networks after the switch (id, mode): {active:?}"
+    );
+    drop(maps);
+
+    // The last network gone: every program, map and link this test loaded
+    // is gone from the kernel.
+    topo.stop()?;
+    topo.vxdp(&["net-destroy", "keeper"])?;
+    for (kind, objects) in [("prog", &all_progs), ("map", &all_maps), ("link", &all_links)] {
+        for (name, id) in objects {
+            ensure!(!exists(kind, *id)?, "{kind} {name} (id {id}) is still loaded after the last net-destroy");
+        }
+    }
+    ensure!(!topo.bpffs.exists() || std::fs::read_dir(&topo.bpffs)?.next().is_none(), "pins left under {}", topo.bpffs.display());
+    println!(
+        "switch nat -> route: {} port links, the flows, subnet and network entries removed; then {} programs, {} maps, {} links unloaded",
+        port_links.len(),
+        all_progs.len(),
+        all_maps.len(),
+        all_links.len()
+    );
+    Ok(())
+}
+
+/// Pings from `ns` until `dst` answers (bridge ports pass nothing while STP
+/// is listening/learning), at most `within`.
+fn wait_ping_from(ns: &Netns, dst: &str, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?.status.success() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            bail!("{} cannot ping {dst} within {within:?}", ns.name);
+        }
+    }
+}
+
+/// Inter-network isolation: guests of two vxdp networks cannot reach each
+/// other (counted as `other_network`) unless both networks route.
+#[test]
+fn guests_of_two_networks_reach_each_other_only_when_both_route() -> Result<()> {
+    let mut topo = NatTopology::new("in", 1)?;
+    let other_ns = Netns::new(format!("{}-gx", topo.prefix))?;
+    let other_addr = "192.168.200.10";
+    topo.hyp.ip(&["link", "add", "vnetx", "type", "veth", "peer", "name", "eth0", "netns", &other_ns.name])?;
+    other_ns.ip(&["addr", "add", &format!("{other_addr}/24"), "dev", "eth0"])?;
+    other_ns.ip(&["link", "set", "eth0", "up"])?;
+    other_ns.ip(&["route", "add", "default", "via", "192.168.200.1"])?;
+    let other_mac = mac_of(&other_ns, "eth0")?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let other_file = topo.state_dir.join("other.xml");
+    let other_xml = |forward: &str| {
+        format!(
+            "<network><name>other</name>{forward}<bridge name='virbr1' stp='on' delay='0'/>\
+             <ip address='192.168.200.1' prefix='24'/></network>"
+        )
+    };
+    let mut table = String::from("\nvxdp, guest of network A → guest of network B (ping + TCP connect)\n");
+
+    for (a_xml, b_forward, expect) in [
+        (DEFAULT_XML.to_string(), "<forward mode='nat'/>", Expect::Dropped("other_network")),
+        (routed_xml("route"), "<forward mode='route'/>", Expect::Yes),
+    ] {
+        topo.start_with(&a_xml, true)?;
+        std::fs::write(&other_file, other_xml(b_forward))?;
+        topo.vxdp(&["net-create", other_file.to_str().context("path")?])?;
+        topo.vxdp(&["attach-interface", "--network", "other", "--dev", "vnetx", "--mac", &other_mac, "--ip", other_addr])?;
+        wait_ping_from(&topo.guests[0].ns, GATEWAY, Duration::from_secs(20))?;
+        wait_ping_from(&other_ns, "192.168.200.1", Duration::from_secs(20))?;
+        let label = format!("A {} → B {}", if a_xml.contains("route") { "route" } else { "nat" }, if b_forward.contains("route") { "route" } else { "nat" });
+        let entry = check_cell(&topo, &label, expect, &topo.guests[0].ns, other_addr, &other_ns)?;
+        writeln!(table, "  {label:<18} {entry}")?;
+        topo.vxdp(&["net-destroy", "other"])?;
+        topo.stop()?;
+    }
+    println!("{table}");
+    Ok(())
+}
+
+#[test]
+fn host_bridge_mode_matrix() -> Result<()> {
+    run_matrix(Mode {
+        name: "bridge",
+        xml: HOST_BRIDGE_XML.into(),
+        host_target: UPLINK_ADDR,
+        cells: [Expect::Yes; 4],
+        outside_sees: Seen::Guest,
+        prepare: Some(prepare_host_bridge),
+    })
+}

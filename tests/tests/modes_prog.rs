@@ -1,0 +1,297 @@
+//! Program tests of every mode's verdicts with `BPF_PROG_TEST_RUN`: the real
+//! eBPF object in a throwaway namespace, network 1 re-seeded as route, open,
+//! isolated or very isolated (as the control plane starts them), crafted
+//! IPv4, IPv6 and ARP frames in, verdicts, rewritten bytes and counters out.
+//!
+//! Needs root (network namespaces, BPF).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+
+use vxdp_common::{
+    Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags,
+};
+use vxdp_tests::progtest::{
+    BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, Slot,
+    SUBNET6, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK_MAC, World, XDP_DROP,
+    XDP_PASS, assert_counters_moved, be, fmt_mac, with_nat_world,
+};
+
+const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
+
+fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(a, p)
+}
+
+fn syn_out(g: &Guest) -> Packet {
+    Packet::tcp(sock(g.addr, 40000), sock(OUTSIDE, 80), TCP_SYN).macs(g.mac, BRIDGE_MAC)
+}
+
+fn syn_in(g: &Guest) -> Packet {
+    Packet::tcp(sock(OUTSIDE, 80), sock(g.addr, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC)
+}
+
+fn once(a: Action) -> (u32, Slot, u64) {
+    (NET_ID, Slot::Action(a), 1)
+}
+
+fn dropped(r: DropReason) -> (u32, Slot, u64) {
+    (NET_ID, Slot::Drop(r), 1)
+}
+
+/// Runs `frame` from guest `g`'s port; asserts the verdict and that exactly
+/// `moved` counted.
+#[track_caller]
+fn guest_verdict(w: &World, g: &Guest, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) -> Vec<u8> {
+    let before = w.counters();
+    let run = w.run_guest(g.port_ifindex, frame);
+    assert_eq!(run.verdict, verdict, "{what}: TC verdict {} instead of {verdict}", run.verdict);
+    assert_counters_moved(&before, &w.counters(), moved, what);
+    run.data
+}
+
+#[track_caller]
+fn uplink_verdict(w: &World, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) {
+    let before = w.counters();
+    let run = w.run_uplink(frame);
+    assert_eq!(run.verdict, verdict, "{what}: XDP verdict {} instead of {verdict}", run.verdict);
+    assert_counters_moved(&before, &w.counters(), moved, what);
+}
+
+/// Asserts `out` is `sent` routed without NAT: addresses and ports kept,
+/// TTL one less, MACs of the uplink and its next hop, checksums right.
+#[track_caller]
+fn assert_routed(sent: &Packet, out: &[u8], what: &str) {
+    let f = Frame(out);
+    assert_eq!((f.src(), f.dst()), (sent.src, sent.dst), "{what}: addresses changed (no NAT in this mode)");
+    assert_eq!(f.sock_src().port(), 40000, "{what}: source port changed");
+    assert_eq!(f.ttl(), sent.ttl - 1, "{what}: TTL not decremented");
+    assert_eq!(f.eth_src(), UPLINK_MAC, "{what}: source MAC {}", fmt_mac(&f.eth_src()));
+    assert_eq!(f.eth_dst(), NEXT_HOP_MAC, "{what}: destination MAC {}", fmt_mac(&f.eth_dst()));
+    f.assert_checksums(what, false);
+}
+
+#[test]
+fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
+    with_nat_world(|w| {
+        w.set_mode(mode::ROUTE, HOST_ADDRESS);
+        let g = w.guests[0];
+        let p = syn_out(&g);
+        let out = guest_verdict(w, &g, &p.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "route: guest SYN to the outside");
+        assert_routed(&p, &out, "route: guest SYN to the outside");
+        assert!(w.conntrack().is_empty(), "route mode must not create NAT flows");
+
+        let ping = Packet::icmp_echo_request(g.addr, OUTSIDE, 7, 1).macs(g.mac, BRIDGE_MAC);
+        guest_verdict(w, &g, &ping.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "route: guest ping to the outside");
+
+        // Inbound to the network's subnet: accepted, the kernel routes it.
+        uplink_verdict(w, &syn_in(&g).build(), XDP_PASS, &[once(Action::RouteInbound)], "route: outside SYN to a guest");
+
+        // Only the network's subnet is routed: another source is refused.
+        let mut foreign = syn_out(&g);
+        foreign.src = Ipv4Addr::new(10, 1, 2, 3);
+        guest_verdict(w, &g, &foreign.build(), TC_ACT_SHOT, &[dropped(DropReason::SourceNotInSubnet)], "route: source outside the subnet");
+
+        // To the host and to other guests: the bridge decides.
+        let to_host = Packet::tcp(sock(g.addr, 40000), sock(GATEWAY, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
+        guest_verdict(w, &g, &to_host.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "route: guest to the host");
+        let h = w.guests[1];
+        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "route: guest to guest");
+    });
+}
+
+#[test]
+fn open_mode_forwards_without_filtering() {
+    with_nat_world(|w| {
+        w.set_mode(mode::OPEN, HOST_ADDRESS);
+        let g = w.guests[0];
+        let p = syn_out(&g);
+        let out = guest_verdict(w, &g, &p.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "open: guest SYN to the outside");
+        assert_routed(&p, &out, "open: guest SYN to the outside");
+        // No subnet filter in open mode (the port has no static address).
+        let mut other = syn_out(&g);
+        other.src = Ipv4Addr::new(10, 1, 2, 3);
+        guest_verdict(w, &g, &other.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "open: source outside the subnet");
+        uplink_verdict(w, &syn_in(&g).build(), XDP_PASS, &[once(Action::RouteInbound)], "open: outside SYN to a guest");
+    });
+}
+
+#[test]
+fn isolated_modes_keep_traffic_inside_the_network() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let h = w.guests[1];
+        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
+        guest_verdict(w, &g, &syn_out(&g).build(), TC_ACT_SHOT, &[dropped(DropReason::IsolatedNetwork)], "isolated: guest to the outside");
+        uplink_verdict(w, &syn_in(&g).build(), XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: outside to a guest");
+        let to_host = Packet::udp(sock(g.addr, 40000), sock(GATEWAY, 53)).macs(g.mac, BRIDGE_MAC);
+        guest_verdict(w, &g, &to_host.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "isolated: guest DNS query to the host");
+        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "isolated: guest to guest");
+        let v6_out = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
+        guest_verdict(w, &g, &v6_out, TC_ACT_SHOT, &[dropped(DropReason::IsolatedNetwork)], "isolated: IPv6 to the outside");
+
+        // Very isolated: no <ip>, the host has no address on the bridge.
+        let mut cfg = w.network();
+        cfg.mode = mode::ISOLATED;
+        cfg.flags = network_flags::ACTIVE;
+        cfg.subnet = 0;
+        cfg.netmask = 0;
+        cfg.gateway = 0;
+        w.set_network(NET_ID, &cfg);
+        guest_verdict(w, &g, &to_host.build(), TC_ACT_SHOT, &[dropped(DropReason::HostNotReachable)], "very isolated: guest to the host");
+        guest_verdict(w, &g, &syn_out(&g).build(), TC_ACT_SHOT, &[dropped(DropReason::HostNotReachable)], "very isolated: guest to the outside");
+        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "very isolated: guest to guest");
+    });
+}
+
+#[test]
+fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let h = w.guests[1];
+        w.set_endpoint(
+            g.port_ifindex,
+            &Endpoint {
+                network_id: NET_ID,
+                flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
+                mac: g.mac,
+                _pad0: [0; 2],
+                ipv4: be(g.addr),
+                _pad1: 0,
+            },
+        );
+        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
+            w.set_mode(m, HOST_ADDRESS);
+            let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+            guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: own MAC and address"));
+
+            let spoofed_mac = to_guest.clone().macs([0x02, 0, 0, 0, 0x66, 0x66], h.mac);
+            guest_verdict(w, &g, &spoofed_mac.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedMac)], &format!("{name}: spoofed MAC"));
+
+            let mut spoofed_ip = to_guest.clone();
+            spoofed_ip.src = Ipv4Addr::new(192, 168, 122, 99);
+            guest_verdict(w, &g, &spoofed_ip.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed IPv4 source"));
+
+            // ARP claiming another address, or from another MAC.
+            guest_verdict(w, &g, &arp(g.mac, g.mac, Ipv4Addr::new(192, 168, 122, 99)), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: ARP for a foreign address"));
+            guest_verdict(w, &g, &arp(g.mac, [0x02, 0, 0, 0, 0x66, 0x66], g.addr), TC_ACT_SHOT, &[dropped(DropReason::SpoofedMac)], &format!("{name}: ARP with a foreign sender MAC"));
+            guest_verdict(w, &g, &arp(g.mac, g.mac, g.addr), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: honest ARP"));
+
+            // DHCP before the guest has its address: from 0.0.0.0.
+            let mut dhcp = Packet::udp(sock(Ipv4Addr::UNSPECIFIED, 68), sock(Ipv4Addr::BROADCAST, 67));
+            dhcp = dhcp.macs(g.mac, [0xff; 6]);
+            guest_verdict(w, &g, &dhcp.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: DHCP discover from 0.0.0.0"));
+        }
+    });
+}
+
+#[test]
+fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        for (m, name) in [(mode::ROUTE, "route"), (mode::OPEN, "open")] {
+            w.set_mode(m, HOST_ADDRESS);
+            let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
+            let out = guest_verdict(w, &g, &sent, TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], &format!("{name}: IPv6 to the outside"));
+            assert_eq!(out.len(), sent.len(), "{name}: IPv6 frame changed length");
+            assert_eq!(&out[0..6], &NEXT_HOP_MAC, "{name}: IPv6 destination MAC is not the next hop's");
+            assert_eq!(&out[6..12], &UPLINK_MAC, "{name}: IPv6 source MAC is not the uplink's");
+            assert_eq!(out[21], 63, "{name}: hop limit not decremented");
+            assert_eq!(&out[22..], &sent[22..], "{name}: IPv6 addresses or payload changed");
+
+            let inbound = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, guest6(10), 64);
+            uplink_verdict(w, &inbound, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: outside IPv6 to a guest"));
+
+            // Link-local and neighbour discovery stay on the bridge.
+            let ll = ipv6_udp(g.mac, BRIDGE_MAC, "fe80::5054:ff:fe00:a".parse().unwrap(), "fe80::1".parse().unwrap(), 255);
+            guest_verdict(w, &g, &ll, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: link-local IPv6"));
+        }
+        w.set_mode(mode::ROUTE, HOST_ADDRESS);
+        let foreign = ipv6_udp(g.mac, BRIDGE_MAC, "2001:db8:9::10".parse().unwrap(), OUTSIDE6, 64);
+        guest_verdict(w, &g, &foreign, TC_ACT_SHOT, &[dropped(DropReason::SourceNotInSubnet)], "route: IPv6 source outside the prefix");
+
+        // NAT networks do not translate IPv6 (no NAT66 yet).
+        w.set_mode(mode::NAT, HOST_ADDRESS);
+        let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
+        guest_verdict(w, &g, &sent, TC_ACT_SHOT, &[dropped(DropReason::Ipv6NotForwarded)], "nat: IPv6 to the outside");
+    });
+}
+
+#[test]
+fn guests_of_other_networks_are_refused_unless_both_route() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let other = Ipv4Addr::new(10, 9, 0, 5);
+        let mut cfg = w.network();
+        cfg.subnet = be(Ipv4Addr::new(10, 9, 0, 0));
+        cfg.gateway = be(Ipv4Addr::new(10, 9, 0, 1));
+        let to_other = Packet::tcp(sock(g.addr, 40000), sock(other, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
+        for (mine, theirs, refused) in [
+            (mode::NAT, mode::NAT, true),
+            (mode::NAT, mode::ROUTE, true),
+            (mode::ROUTE, mode::ISOLATED, true),
+            (mode::ROUTE, mode::NAT, true),
+            (mode::ROUTE, mode::ROUTE, false),
+            (mode::OPEN, mode::ROUTE, false),
+        ] {
+            w.set_mode(mine, HOST_ADDRESS);
+            cfg.mode = theirs;
+            w.set_network(2, &cfg);
+            w.set_subnet(be(Ipv4Addr::new(10, 9, 0, 0)), 24, &SubnetOwner { network_id: 2, mode: theirs });
+            let before = w.counters();
+            let run = w.run_guest(g.port_ifindex, &to_other.build());
+            let moved = w.counters().moved_since(&before);
+            let what = format!("mode {mine} guest to a guest of a mode {theirs} network");
+            if refused {
+                assert_eq!(run.verdict, TC_ACT_SHOT, "{what}: not refused");
+                assert_counters_moved(&before, &w.counters(), &[dropped(DropReason::OtherNetwork)], &what);
+            } else {
+                // Routed (in this namespace network 2 has no bridge, so
+                // the default route carries it).
+                assert_eq!(run.verdict, TC_ACT_REDIRECT, "{what}: verdict {} (moved {moved:?})", run.verdict);
+                assert_counters_moved(&before, &w.counters(), &[once(Action::RouteForwarded)], &what);
+            }
+        }
+    });
+}
+
+fn guest6(host: u16) -> Ipv6Addr {
+    let s = SUBNET6.segments();
+    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
+}
+
+/// An Ethernet/IPv6 UDP datagram (the checksum is not looked at).
+fn ipv6_udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> Vec<u8> {
+    let payload = b"vxdp";
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.push(17);
+    f.push(hop);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0x12, 0x34]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ARP request (broadcast) with the given Ethernet and sender fields.
+fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender_ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&GATEWAY.octets());
+    f
+}
