@@ -438,26 +438,34 @@ async fn apply_start(
     if first_network {
         // A stale record (a crash) would restore a wrong value later.
         state.remove_host()?;
-        let state_dir = ctx.state_dir.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(state) = StateDir::open(&state_dir)
-                && let Ok(host) = state.host()
-            {
-                if let Some(v) = host.ip_forward_before { let _ = write_sysctl(IP_FORWARD, &v); }
-                if let Some(v) = host.ipv6_forward_before { let _ = write_sysctl(IPV6_FORWARD, &v); }
-                let _ = state.remove_host();
-            }
-        }));
     }
     // bpf_fib_lookup only forwards with forwarding on; the programs, not a
     // firewall, decide what may cross. Isolated networks forward nothing
     // and leave the setting alone, as libvirt does.
-    if mode_routes(plan.mode) || plan.mode == mode::NAT {
+    let forward_v4 = mode_routes(plan.mode) || plan.mode == mode::NAT;
+    let forward_v6 = mode_routes(plan.mode) && plan.ipv6.is_some();
+    if forward_v4 {
         remember_sysctl(state, IP_FORWARD, |h| &mut h.ip_forward_before)?;
+    }
+    if forward_v6 {
+        remember_sysctl(state, IPV6_FORWARD, |h| &mut h.ipv6_forward_before)?;
+    }
+    if first_network {
+        // The values to restore are captured now: the undo runs while this
+        // process still holds the state directory's lock, so it must not
+        // open the state directory again (flock would wait for ourselves).
+        let host = state.host()?;
+        let host_file = ctx.state_dir.join("host.json");
+        undo.push(move |_| Box::pin(async move {
+            if let Some(v) = host.ip_forward_before { let _ = write_sysctl(IP_FORWARD, &v); }
+            if let Some(v) = host.ipv6_forward_before { let _ = write_sysctl(IPV6_FORWARD, &v); }
+            let _ = std::fs::remove_file(&host_file);
+        }));
+    }
+    if forward_v4 {
         write_sysctl(IP_FORWARD, "1")?;
     }
-    if mode_routes(plan.mode) && plan.ipv6.is_some() {
-        remember_sysctl(state, IPV6_FORWARD, |h| &mut h.ipv6_forward_before)?;
+    if forward_v6 {
         write_sysctl(IPV6_FORWARD, "1")?;
     }
 

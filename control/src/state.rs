@@ -73,14 +73,17 @@ pub struct HostRecord {
     pub ipv6_forward_before: Option<String>,
 }
 
+/// How long a command waits for another one holding the state directory.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct StateDir {
     root: PathBuf,
     _lock: File,
 }
 
 impl StateDir {
-    /// Opens (creating) the state directory and takes its lock; waits while
-    /// another vxdp command holds it.
+    /// Opens (creating) the state directory and takes its lock, waiting at
+    /// most [`LOCK_WAIT`] while another vxdp command holds it.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         let run = root.join("run");
         fs::create_dir_all(&run).map_err(io_err(&run))?;
@@ -91,8 +94,24 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StateError::Io { path: lock_path, source: io::Error::last_os_error() });
+        // Bounded: another vxdp (or, by mistake, this process through a
+        // second handle) holding the lock must give an error, not a hang.
+        let started = std::time::Instant::now();
+        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(StateError::Io { path: lock_path, source: err });
+            }
+            if started.elapsed() > LOCK_WAIT {
+                return Err(StateError::Io {
+                    path: lock_path,
+                    source: io::Error::other(format!(
+                        "still locked by another vxdp command after {} s",
+                        LOCK_WAIT.as_secs()
+                    )),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Ok(Self { root: root.to_path_buf(), _lock: lock })
     }
