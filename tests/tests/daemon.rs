@@ -38,6 +38,10 @@ use vxdp_tests::{
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
 
+/// Programs the dataplane pins: the guest-port entry, the uplink, and the
+/// guest port's NAT and route tail calls.
+const PINNED_PROGS: usize = 4;
+
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.
 struct Daemon {
@@ -263,7 +267,7 @@ fn flows_survive_daemon_kill_restart_and_upgrade() -> Result<()> {
     let topo = started_topology("dkill")?;
     let mut daemon = Daemon::start(&topo, &vxdp_bin()?, "first")?;
     let before = pinned::pinned_ids(&pins(&topo))?;
-    ensure!(before.progs.len() == 2 && !before.links.is_empty(), "unexpected pins: {before:?}");
+    ensure!(before.progs.len() == PINNED_PROGS && !before.links.is_empty(), "unexpected pins: {before:?}");
 
     let ticker = Ticker::start(&topo)?;
     std::thread::sleep(Duration::from_millis(1500));
@@ -387,7 +391,7 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let topo = started_topology("dunl")?;
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
-    ensure!(ids.progs.len() == 2 && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
+    ensure!(ids.progs.len() == PINNED_PROGS && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
     // Every map the programs use, pinned or not (e.g. .rodata), by id.
     let mut map_ids: Vec<u32> = ids.maps.iter().map(|(_, id)| *id).collect();
     for (_, id) in &ids.progs {
