@@ -856,6 +856,34 @@ mod tests {
     }
 
     #[test]
+    fn network_config_and_subnet_keys_follow_the_plan() {
+        let mac = [0x52, 0x54, 0, 1, 2, 3];
+        let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        let p = plan(&net("<forward mode='route' dev='up0'/><ip address='192.168.150.1' prefix='24'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"), "t.xml").unwrap();
+        let c = network_config(&p, 7, mac, 2, none);
+        assert_eq!((c.mode, c.bridge_ifindex, c.uplink_ifindex, c.bridge_mac), (mode::ROUTE, 7, 2, mac));
+        assert_eq!(c.flags, network_flags::ACTIVE | network_flags::HOST_ADDRESS | network_flags::FORWARD_DEV);
+        assert_eq!((c.subnet, c.netmask), (u32::from_ne_bytes([192, 168, 150, 0]), u32::from_ne_bytes([255, 255, 255, 0])));
+        assert_eq!(subnet4_key(&p), Some((u32::from_ne_bytes([192, 168, 150, 0]), 24)));
+        let (a6, p6) = subnet6_key(&p).unwrap();
+        assert_eq!((Ipv6Addr::from(a6), p6), ("2001:db8:5::".parse().unwrap(), 64), "IPv6 key is the masked prefix");
+        assert_eq!(subnet_owner(3, &p), SubnetOwner { network_id: 3, mode: mode::ROUTE });
+
+        // Very isolated: no address for the host, no subnet entries.
+        let p = plan(&net(""), "t.xml").unwrap();
+        let c = network_config(&p, 7, mac, 0, none);
+        assert_eq!((c.mode, c.flags, c.netmask, c.gateway), (mode::ISOLATED, network_flags::ACTIVE, 0, 0));
+        assert!(subnet4_key(&p).is_none() && subnet6_key(&p).is_none());
+
+        // NAT: the addresses resolved at start are carried as given.
+        let p = plan(&net("<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>"), "t.xml").unwrap();
+        let nat = ("198.51.100.2".parse().unwrap(), "198.51.100.3".parse().unwrap());
+        let c = network_config(&p, 7, mac, 2, nat);
+        assert_eq!((c.nat_addr_first, c.nat_addr_last), (u32::from_ne_bytes([198, 51, 100, 2]), u32::from_ne_bytes([198, 51, 100, 3])));
+        assert_eq!((c.nat_port_min, c.nat_port_max), (1024, 65535));
+    }
+
+    #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
             (net("<forward mode='private'><interface dev='eth0'/></forward>"), "/network/forward/interface", "not supported yet"),
