@@ -293,6 +293,25 @@ impl Maps {
         }
     }
 
+    /// The owner `VXDP_SUBNETS` gives `addr/prefix` (longest match, as the
+    /// programs look it up), if any.
+    pub fn subnet_owner(&self, addr: u32, prefix: u32) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self.subnets()?.get(&LpmKey::new(prefix, SubnetKey { addr }), 0) {
+            Ok(o) => Ok(Some(o)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    /// [`Self::subnet_owner`] in `VXDP_SUBNETS6`.
+    pub fn subnet6_owner(&self, addr: [u8; 16], prefix: u32) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self.subnets6()?.get(&LpmKey::new(prefix, Subnet6Key { addr }), 0) {
+            Ok(o) => Ok(Some(o)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
+        }
+    }
+
     pub fn set_subnet6(&self, addr: [u8; 16], prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
         self.subnets6()?
             .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)

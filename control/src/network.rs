@@ -279,6 +279,107 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), NetworkError> {
     std::fs::write(path, value).map_err(|source| NetworkError::Sysctl { path: path.into(), source })
 }
 
+/// A network's entry in `VXDP_NETWORKS`, from its plan and what the host
+/// gave it: the bridge (ifindex, MAC), the uplink (0: none) and the NAT
+/// addresses (unspecified outside NAT mode). `net-start` writes it and
+/// reconcile writes it back when the map holds anything else.
+pub fn network_config(
+    plan: &NetworkPlan,
+    bridge_ifindex: u32,
+    bridge_mac: [u8; 6],
+    uplink_ifindex: u32,
+    (nat_first, nat_last): (Ipv4Addr, Ipv4Addr),
+) -> NetworkConfig {
+    let mut flags = network_flags::ACTIVE;
+    if plan.ipv4.is_some() || plan.ipv6.is_some() {
+        flags |= network_flags::HOST_ADDRESS;
+    }
+    if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
+        flags |= network_flags::FORWARD_DEV;
+    }
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
+    NetworkConfig {
+        mode: plan.mode,
+        flags,
+        subnet: u32::from_ne_bytes(v4.subnet.octets()),
+        netmask: if plan.ipv4.is_some() { prefix_mask(v4.prefix).to_be() } else { 0 },
+        gateway: u32::from_ne_bytes(v4.gateway.octets()),
+        nat_addr_first: u32::from_ne_bytes(nat_first.octets()),
+        nat_addr_last: u32::from_ne_bytes(nat_last.octets()),
+        nat_port_min: plan.nat_ports.0,
+        nat_port_max: plan.nat_ports.1,
+        uplink_ifindex,
+        bridge_ifindex,
+        bridge_mac,
+        _pad0: [0; 2],
+    }
+}
+
+/// What `VXDP_SUBNETS`/`VXDP_SUBNETS6` map a network's prefixes to.
+pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
+    SubnetOwner { network_id: id, mode: plan.mode }
+}
+
+/// The network's IPv4 prefix as `VXDP_SUBNETS` keys it (address, length).
+pub fn subnet4_key(plan: &NetworkPlan) -> Option<(u32, u32)> {
+    plan.ipv4.map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
+}
+
+/// The network's IPv6 prefix as `VXDP_SUBNETS6` keys it (address, length).
+pub fn subnet6_key(plan: &NetworkPlan) -> Option<([u8; 16], u32)> {
+    plan.ipv6.map(|(a, p)| (Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(), p as u32))
+}
+
+/// Writes the network's subnet entries, IPv4 and IPv6 (those it has).
+pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), DataplaneError> {
+    let owner = subnet_owner(id, plan);
+    if let Some((a, p)) = subnet4_key(plan) {
+        maps.set_subnet(a, p, &owner)?;
+    }
+    if let Some((a, p)) = subnet6_key(plan) {
+        maps.set_subnet6(a, p, &owner)?;
+    }
+    Ok(())
+}
+
+/// Gives a bridge vxdp created (never a host bridge) its host side: the
+/// network's addresses, or — without an IPv6 `<ip>` — `disable_ipv6=1`
+/// (a very isolated network's bridge has no address at all), then sets it
+/// up. Used by `net-start` and by reconcile when it recreates the bridge.
+pub async fn configure_bridge(nl: &Netlink, plan: &NetworkPlan, bridge: &str, ifindex: u32) -> Result<(), NetworkError> {
+    if plan.ipv6.is_none() {
+        // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
+        // (not even link-local) on the bridge.
+        write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
+    }
+    if let Some(v4) = plan.ipv4 {
+        nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
+    }
+    if let Some((a, p)) = plan.ipv6 {
+        nl.add_address(ifindex, IpAddr::V6(a), p).await?;
+    }
+    nl.set_up(ifindex).await?;
+    Ok(())
+}
+
+/// The endpoint entry of a guest port: its MAC when known, and its IPv4
+/// address when known (`--ip`, else a static `<host>` or a current lease).
+pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &PortRecord) -> Result<Endpoint, NetworkError> {
+    let mac = port.mac.as_deref().map(parse_mac).transpose()?;
+    let ipv4 = port.ipv4.or_else(|| mac.and_then(|m| dnsmasq::guest_ipv4(state_dir, rec, &m)));
+    let mut flags = if mac.is_some() { endpoint_flags::MAC_KNOWN } else { 0 };
+    if ipv4.is_some() {
+        flags |= endpoint_flags::IPV4_KNOWN;
+    }
+    Ok(Endpoint {
+        network_id: rec.id,
+        flags,
+        mac: mac.unwrap_or_default(),
+        ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+        ..Endpoint::default()
+    })
+}
+
 /// Undo actions for a partly applied change, run in reverse on failure.
 #[derive(Default)]
 struct Undo {
@@ -481,45 +582,12 @@ async fn apply_start(
             .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
             .await?;
         undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
-        if plan.ipv6.is_none() {
-            // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
-            // (not even link-local) on the bridge.
-            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
-        }
-        if let Some(v4) = plan.ipv4 {
-            nl.add_address(bridge_ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
-        }
-        if let Some((a, p)) = plan.ipv6 {
-            nl.add_address(bridge_ifindex, IpAddr::V6(a), p).await?;
-        }
-        nl.set_up(bridge_ifindex).await?;
+        configure_bridge(nl, plan, bridge, bridge_ifindex).await?;
         (bridge_ifindex, mac)
     };
 
     let maps = Maps::open(&ctx.pins)?;
-    let mut flags = network_flags::ACTIVE;
-    if plan.ipv4.is_some() || plan.ipv6.is_some() {
-        flags |= network_flags::HOST_ADDRESS;
-    }
-    if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
-        flags |= network_flags::FORWARD_DEV;
-    }
-    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
-    let cfg = NetworkConfig {
-        mode: plan.mode,
-        flags,
-        subnet: u32::from_ne_bytes(v4.subnet.octets()),
-        netmask: if plan.ipv4.is_some() { prefix_mask(v4.prefix).to_be() } else { 0 },
-        gateway: u32::from_ne_bytes(v4.gateway.octets()),
-        nat_addr_first: u32::from_ne_bytes(nat_first.octets()),
-        nat_addr_last: u32::from_ne_bytes(nat_last.octets()),
-        nat_port_min: plan.nat_ports.0,
-        nat_port_max: plan.nat_ports.1,
-        uplink_ifindex: uplink.map_or(0, |u| u.index),
-        bridge_ifindex,
-        bridge_mac: mac,
-        _pad0: [0; 2],
-    };
+    let cfg = network_config(plan, bridge_ifindex, mac, uplink.map_or(0, |u| u.index), (nat_first, nat_last));
     maps.reset_counters(id)?;
     maps.set_network(id, &cfg)?;
     {
@@ -528,24 +596,20 @@ async fn apply_start(
             if let Ok(m) = Maps::open(&pins) { let _ = m.set_network(id, &NetworkConfig::default()); }
         }));
     }
-    let owner = SubnetOwner { network_id: id, mode: plan.mode };
-    if let Some(v4) = plan.ipv4 {
-        let subnet_key = u32::from_ne_bytes(v4.subnet.octets());
-        maps.set_subnet(subnet_key, v4.prefix as u32, &owner)?;
-        let pins = ctx.pins.clone();
-        let prefix = v4.prefix as u32;
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = m.remove_subnet(subnet_key, prefix); }
-        }));
-    }
-    if let Some((a, p)) = plan.ipv6 {
-        let subnet = Ipv6Addr::from(u128::from(a) & prefix_mask6(p));
-        maps.set_subnet6(subnet.octets(), p as u32, &owner)?;
+    // The undo comes first: removing an entry that was never written is
+    // harmless, and a failure between the two writes still removes the first.
+    let (v4_key, v6_key) = (subnet4_key(plan), subnet6_key(plan));
+    {
         let pins = ctx.pins.clone();
         undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = m.remove_subnet6(subnet.octets(), p as u32); }
+            if let Ok(m) = Maps::open(&pins) {
+                if let Some((a, p)) = v4_key { let _ = m.remove_subnet(a, p); }
+                if let Some((a, p)) = v6_key { let _ = m.remove_subnet6(a, p); }
+            }
         }));
     }
+    write_subnets(&maps, id, plan)?;
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
 
     if let Some(uplink) = uplink {
         eprintln!("[vxdp] {name}: attaching XDP to uplink {} (ifindex {})", uplink.name, uplink.index);
@@ -711,18 +775,7 @@ pub async fn attach_port(
     let res: Result<(), NetworkError> = async {
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
-        let ipv4 = ipv4.or_else(|| mac_bytes.and_then(|m| dnsmasq::guest_ipv4(&ctx.state_dir, &rec, &m)));
-        let mut flags = if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 };
-        if ipv4.is_some() {
-            flags |= endpoint_flags::IPV4_KNOWN;
-        }
-        let endpoint = Endpoint {
-            network_id: rec.id,
-            flags,
-            mac: mac_bytes.unwrap_or_default(),
-            ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
-            ..Endpoint::default()
-        };
+        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port)?;
         // The endpoint entry exists before the program can see a packet.
         let maps = Maps::open(&ctx.pins)?;
         maps.set_endpoint(link.index, &endpoint)?;
@@ -808,6 +861,34 @@ mod tests {
         assert!(p.ipv4.is_none());
         let p = plan(&net(""), "t.xml").unwrap();
         assert!(p.ipv4.is_none() && p.ipv6.is_none(), "very isolated: no address for the host");
+    }
+
+    #[test]
+    fn network_config_and_subnet_keys_follow_the_plan() {
+        let mac = [0x52, 0x54, 0, 1, 2, 3];
+        let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        let p = plan(&net("<forward mode='route' dev='up0'/><ip address='192.168.150.1' prefix='24'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"), "t.xml").unwrap();
+        let c = network_config(&p, 7, mac, 2, none);
+        assert_eq!((c.mode, c.bridge_ifindex, c.uplink_ifindex, c.bridge_mac), (mode::ROUTE, 7, 2, mac));
+        assert_eq!(c.flags, network_flags::ACTIVE | network_flags::HOST_ADDRESS | network_flags::FORWARD_DEV);
+        assert_eq!((c.subnet, c.netmask), (u32::from_ne_bytes([192, 168, 150, 0]), u32::from_ne_bytes([255, 255, 255, 0])));
+        assert_eq!(subnet4_key(&p), Some((u32::from_ne_bytes([192, 168, 150, 0]), 24)));
+        let (a6, p6) = subnet6_key(&p).unwrap();
+        assert_eq!((Ipv6Addr::from(a6), p6), ("2001:db8:5::".parse().unwrap(), 64), "IPv6 key is the masked prefix");
+        assert_eq!(subnet_owner(3, &p), SubnetOwner { network_id: 3, mode: mode::ROUTE });
+
+        // Very isolated: no address for the host, no subnet entries.
+        let p = plan(&net(""), "t.xml").unwrap();
+        let c = network_config(&p, 7, mac, 0, none);
+        assert_eq!((c.mode, c.flags, c.netmask, c.gateway), (mode::ISOLATED, network_flags::ACTIVE, 0, 0));
+        assert!(subnet4_key(&p).is_none() && subnet6_key(&p).is_none());
+
+        // NAT: the addresses resolved at start are carried as given.
+        let p = plan(&net("<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>"), "t.xml").unwrap();
+        let nat = ("198.51.100.2".parse().unwrap(), "198.51.100.3".parse().unwrap());
+        let c = network_config(&p, 7, mac, 2, nat);
+        assert_eq!((c.nat_addr_first, c.nat_addr_last), (u32::from_ne_bytes([198, 51, 100, 2]), u32::from_ne_bytes([198, 51, 100, 3])));
+        assert_eq!((c.nat_port_min, c.nat_port_max), (1024, 65535));
     }
 
     #[test]

@@ -10,17 +10,21 @@
 //!
 //! Guest ports (taps, veths) are created by the hypervisor, not by vxdp:
 //! when one is gone, reconcile reports it and plugs it in again once an
-//! interface of that name reappears. Bridges are vxdp's own: a deleted one
-//! is recreated.
+//! interface of that name reappears. Bridges are vxdp's own (a deleted one
+//! is recreated as `net-start` creates it) except in host bridge mode: the
+//! operator's bridge is never created, set up or changed, only reported
+//! missing. Every mode is repaired with the same builders `net-start` uses
+//! (`network::network_config`, `write_subnets`, `configure_bridge`,
+//! `port_endpoint`), so a repair writes exactly what a start would.
 
-use std::{collections::HashSet, net::IpAddr, path::Path};
+use std::{collections::HashSet, path::Path};
 
-use vxdp_common::{Endpoint, NetworkConfig, SubnetOwner, endpoint_flags, mode, network_flags};
+use vxdp_common::mode;
 
 use crate::{
     dataplane::{self, DataplaneError, Maps},
     netlink::Netlink,
-    network::{self, Context, NetworkError, parse_mac},
+    network::{self, Context, NetworkError},
     pinned,
     state::{NetworkRecord, StateDir},
 };
@@ -30,10 +34,12 @@ use crate::{
 /// `vxdp load` (or starting a network) brings it back.
 pub const UNLOADED_MARKER: &str = "dataplane-unloaded";
 
-/// What one reconcile pass changed, one line per repair.
+/// What one reconcile pass changed, one line per repair, and what it found
+/// wrong but cannot repair (a missing guest port, uplink or host bridge).
 #[derive(Debug, Default)]
 pub struct Repairs {
     pub lines: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 impl Repairs {
@@ -41,10 +47,11 @@ impl Repairs {
         eprintln!("[vxdp] reconcile: {line}");
         self.lines.push(line);
     }
-}
 
-fn prefix_mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) }
+    fn problem(&mut self, line: String) {
+        eprintln!("[vxdp] reconcile: {line}");
+        self.problems.push(line);
+    }
 }
 
 /// Whether `vxdp unload` left the dataplane out on purpose.
@@ -95,25 +102,6 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkErro
     Ok(repairs)
 }
 
-/// The map entry of a NAT network as `net-create` writes it.
-fn nat_config(rec: &NetworkRecord, bridge_mac: [u8; 6]) -> NetworkConfig {
-    NetworkConfig {
-        mode: mode::NAT,
-        flags: network_flags::ACTIVE,
-        subnet: u32::from_ne_bytes(rec.subnet.octets()),
-        netmask: prefix_mask(rec.prefix).to_be(),
-        gateway: u32::from_ne_bytes(rec.gateway.octets()),
-        nat_addr_first: u32::from_ne_bytes(rec.nat_first.octets()),
-        nat_addr_last: u32::from_ne_bytes(rec.nat_last.octets()),
-        nat_port_min: rec.nat_ports.0,
-        nat_port_max: rec.nat_ports.1,
-        uplink_ifindex: rec.uplink_ifindex,
-        bridge_ifindex: rec.bridge_ifindex,
-        bridge_mac,
-        _pad0: [0; 2],
-    }
-}
-
 async fn reconcile_network(
     ctx: &Context,
     nl: &Netlink,
@@ -122,67 +110,99 @@ async fn reconcile_network(
     repairs: &mut Repairs,
 ) -> Result<(), NetworkError> {
     let name = rec.name.clone();
-    if rec.mode != "nat" {
-        // INTEGRATION POINT (other modes, issues in flight on other
-        // branches): their map entries, subnet owners and programs differ;
-        // until their realize code offers a reconcile step, such records
-        // are left alone rather than repaired as if they were NAT.
-        return Ok(());
-    }
     let plan = network::plan(&rec.xml, &format!("{}/run/{name}.json", ctx.state_dir.display()))?;
-    let mac = plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name));
+    let host_bridge = plan.mode == mode::BRIDGE;
 
-    // The bridge: vxdp's own, recreated with its address when deleted.
-    let mut config_stale = false;
-    match nl.link_by_name(&rec.bridge).await? {
+    // The bridge: vxdp's own is recreated with its host side (addresses or
+    // disable_ipv6) when deleted; a host bridge is the operator's and is
+    // never created, set up or changed here.
+    let mac = match nl.link_by_name(&rec.bridge).await? {
         Some(link) => {
-            if link.index != rec.bridge_ifindex {
-                rec.bridge_ifindex = link.index;
-                config_stale = true;
-            }
+            rec.bridge_ifindex = link.index;
             if !link.up {
-                nl.set_up(link.index).await?;
-                repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
+                if host_bridge {
+                    repairs.problem(format!("{name}: host bridge {} is down (the operator's: left as it is)", rec.bridge));
+                } else {
+                    nl.set_up(link.index).await?;
+                    repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
+                }
             }
+            if host_bridge { link.mac.unwrap_or_default() } else { plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name)) }
+        }
+        None if host_bridge => {
+            repairs.problem(format!(
+                "{name}: host bridge {} is missing; vxdp never creates the operator's bridge: waiting for it",
+                rec.bridge
+            ));
+            return Ok(());
         }
         None => {
+            let mac = plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name));
             let index = nl
                 .create_bridge(&rec.bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
                 .await?;
-            nl.add_address(index, IpAddr::V4(rec.gateway), rec.prefix).await?;
-            nl.set_up(index).await?;
+            if let Err(e) = network::configure_bridge(nl, &plan, &rec.bridge, index).await {
+                // Half a bridge would look repaired to the next pass.
+                let _ = nl.delete_link(index).await;
+                return Err(e);
+            }
             rec.bridge_ifindex = index;
-            config_stale = true;
-            repairs.note(format!("{name}: recreated bridge {} {}/{}", rec.bridge, rec.gateway, rec.prefix));
+            let addrs: Vec<String> = plan
+                .ipv4
+                .map(|v4| format!("{}/{}", v4.gateway, v4.prefix))
+                .into_iter()
+                .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
+                .collect();
+            let host_side = if addrs.is_empty() { "no address, IPv6 disabled".to_string() } else { addrs.join(" ") };
+            repairs.note(format!("{name}: recreated bridge {} ({host_side})", rec.bridge));
+            mac
+        }
+    };
+
+    // The uplink (none in host bridge mode, or without a default route at
+    // start): found again by name if its ifindex changed.
+    let has_uplink = !rec.uplink.is_empty();
+    if has_uplink {
+        if let Some(link) = nl.link_by_name(&rec.uplink).await? {
+            if link.index != rec.uplink_ifindex {
+                dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
+                rec.uplink_ifindex = link.index;
+            }
+        } else {
+            repairs.problem(format!("{name}: uplink {} is missing; waiting for it", rec.uplink));
         }
     }
 
-    // The uplink: found again by name if its ifindex changed.
-    if let Some(link) = nl.link_by_name(&rec.uplink).await? {
-        if link.index != rec.uplink_ifindex {
-            dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
-            rec.uplink_ifindex = link.index;
-            config_stale = true;
-        }
-    } else {
-        repairs.note(format!("{name}: uplink {} is missing; waiting for it", rec.uplink));
-    }
-
-    // Map entries: written when missing (after a reload) or when an
-    // interface changed; a present entry is left as it is.
-    let current = maps.networks()?.get(&rec.id, 0).unwrap_or_default();
-    if current.flags & network_flags::ACTIVE == 0 || config_stale {
-        maps.set_network(rec.id, &nat_config(rec, mac))?;
+    // Map entries: written when missing (after a reload), or when they
+    // differ from what start would write now (an interface changed); an
+    // entry that is right is left as it is.
+    let want = network::network_config(
+        &plan,
+        rec.bridge_ifindex,
+        mac,
+        if has_uplink { rec.uplink_ifindex } else { 0 },
+        (rec.nat_first, rec.nat_last),
+    );
+    if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
+        maps.set_network(rec.id, &want)?;
         repairs.note(format!("{name}: wrote its network map entry (id {})", rec.id));
     }
-    maps.set_subnet(
-        u32::from_ne_bytes(rec.subnet.octets()),
-        rec.prefix as u32,
-        &SubnetOwner { network_id: rec.id, mode: mode::NAT },
-    )?;
+    let owner = network::subnet_owner(rec.id, &plan);
+    let v4_ok = match network::subnet4_key(&plan) {
+        Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    let v6_ok = match network::subnet6_key(&plan) {
+        Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    if !(v4_ok && v6_ok) {
+        network::write_subnets(maps, rec.id, &plan)?;
+        repairs.note(format!("{name}: wrote its subnet map entries"));
+    }
 
     // The uplink's XDP program.
-    if nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
+    if has_uplink && nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
         let path = ctx.pins.xdp_link(rec.uplink_ifindex);
         if !pinned::link_attached(&path, rec.uplink_ifindex) {
             let what = if path.exists() { "was detached" } else { "had no link" };
@@ -194,9 +214,11 @@ async fn reconcile_network(
 
     // Guest ports.
     let endpoints = maps.endpoints()?;
+    // The record as the lease lookup reads it (name, definition).
+    let snapshot = rec.clone();
     for port in rec.ports.iter_mut() {
         let Some(link) = nl.link_by_name(&port.dev).await? else {
-            repairs.note(format!("{name}: guest port {} is missing; plugging it in when it reappears", port.dev));
+            repairs.problem(format!("{name}: guest port {} is missing; plugging it in when it reappears", port.dev));
             continue;
         };
         if link.index != port.ifindex {
@@ -208,13 +230,7 @@ async fn reconcile_network(
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id => {}
             _ => {
-                let mac_bytes = port.mac.as_deref().map(parse_mac).transpose()?;
-                let ep = Endpoint {
-                    network_id: rec.id,
-                    flags: if mac_bytes.is_some() { endpoint_flags::MAC_KNOWN } else { 0 },
-                    mac: mac_bytes.unwrap_or_default(),
-                    ..Endpoint::default()
-                };
+                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port)?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }

@@ -1,7 +1,9 @@
 //! `vxdp serve`, `vxdp load`/`unload` and `cargo xtask unload` end to end:
 //! flows survive the daemon being killed and upgraded, /metrics passes
 //! promtool and counts exactly, unload leaves nothing of vxdp in the kernel
-//! while the bridge keeps working, reconcile repairs a detached program.
+//! while the bridge keeps working, reconcile repairs a detached program,
+//! removed map entries and a deleted bridge in NAT, route and isolated
+//! networks.
 //!
 //! The daemon runs inside the test's hypervisor namespace (`--netns`), its
 //! metrics endpoint on that namespace's loopback; every test has its own
@@ -27,13 +29,18 @@ use vxdp_control::{
     pinned::{self, PinnedIds},
     state::StateDir,
 };
-use vxdp_tests::testbed::{
-    DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload, vxdp_bin,
+use vxdp_tests::{
+    matrix::{self, routed_xml},
+    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload, vxdp_bin},
 };
 
 /// The metrics endpoint: vxdp's default address, on the hypervisor
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
+
+/// Programs the dataplane pins: the guest-port entry, the uplink, and the
+/// guest port's NAT and route tail calls.
+const PINNED_PROGS: usize = 4;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.
@@ -260,7 +267,7 @@ fn flows_survive_daemon_kill_restart_and_upgrade() -> Result<()> {
     let topo = started_topology("dkill")?;
     let mut daemon = Daemon::start(&topo, &vxdp_bin()?, "first")?;
     let before = pinned::pinned_ids(&pins(&topo))?;
-    ensure!(before.progs.len() == 2 && !before.links.is_empty(), "unexpected pins: {before:?}");
+    ensure!(before.progs.len() == PINNED_PROGS && !before.links.is_empty(), "unexpected pins: {before:?}");
 
     let ticker = Ticker::start(&topo)?;
     std::thread::sleep(Duration::from_millis(1500));
@@ -384,7 +391,7 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let topo = started_topology("dunl")?;
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
-    ensure!(ids.progs.len() == 2 && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
+    ensure!(ids.progs.len() == PINNED_PROGS && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
     // Every map the programs use, pinned or not (e.g. .rodata), by id.
     let mut map_ids: Vec<u32> = ids.maps.iter().map(|(_, id)| *id).collect();
     for (_, id) in &ids.progs {
@@ -611,4 +618,129 @@ fn reconcile_recreates_a_deleted_bridge() -> Result<()> {
     let ifindex: u32 = String::from_utf8(topo.hyp.exec("cat", &["/sys/class/net/virbr0/ifindex"])?.stdout)?.trim().parse()?;
     ensure!(rec.bridge_ifindex == ifindex, "the record kept the old bridge ifindex {} (now {ifindex})", rec.bridge_ifindex);
     Ok(())
+}
+
+/// Pings `dst` `n` times from `ns`; whether all came back.
+fn pings(ns: &Netns, dst: &str, n: u32) -> Result<bool> {
+    let out = ns.exec_status("ping", &["-c", &n.to_string(), "-i", "0.2", "-W", "1", dst])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains(&format!("{n} received")))
+}
+
+/// Route and isolated networks are repaired like NAT ones: a guest port's
+/// TC link and the uplink's XDP link detached by hand, the port's endpoint,
+/// the network's entry and its subnet entry removed, then the bridge
+/// deleted — everything comes back (the bridge with the same host side as
+/// `net-start` gives it) and traffic takes the eBPF path again.
+fn reconcile_repairs_mode(tag: &str, mode_name: &str) -> Result<()> {
+    let mut topo = NatTopology::new(tag, 2)?;
+    topo.start_with(&routed_xml(mode_name), true)?;
+    topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+    let daemon = Daemon::start(&topo, &vxdp_bin()?, mode_name)?;
+    let p = pins(&topo);
+    let maps = Maps::open(&p)?;
+    let rec = StateDir::open(&topo.state_dir)?.network("default")?.context("record")?;
+    let want_mode = if mode_name == "route" { vxdp_common::mode::ROUTE } else { vxdp_common::mode::ISOLATED };
+    ensure!(rec.mode == if mode_name.is_empty() { "isolated" } else { mode_name }, "recorded mode {}", rec.mode);
+    ensure!(!rec.uplink.is_empty(), "{} network has no uplink (the default route's interface)", rec.mode);
+    let bound = Duration::from_secs(5);
+    let port = topo.guests[0].port.clone();
+    let ifindex = port_ifindex(&topo, &port)?;
+
+    // The guest port's and the uplink's links detached by hand.
+    let link_path = p.tc_link(ifindex);
+    let old = pinned::link_state(&link_path)?;
+    ensure!(old.ifindex == ifindex, "guest port link not attached at start: {old:?}");
+    let up = p.xdp_link(rec.uplink_ifindex);
+    let up_old = pinned::link_state(&up)?;
+    run_ok("bpftool", &["link", "detach", "id", &old.id.to_string()])?;
+    run_ok("bpftool", &["link", "detach", "id", &up_old.id.to_string()])?;
+    wait_reattached(&link_path, ifindex, old.id, bound)
+        .with_context(|| format!("{}: guest port after bpftool link detach; daemon log:\n{}", rec.mode, daemon.log()))?;
+    wait_reattached(&up, up_old.ifindex, up_old.id, bound)
+        .with_context(|| format!("{}: uplink after bpftool link detach; daemon log:\n{}", rec.mode, daemon.log()))?;
+
+    // Map entries removed by hand: endpoint (with its static IPv4), the
+    // network's entry and its subnet's owner come back as they were.
+    let endpoint = maps.endpoints()?.get(&ifindex, 0)?;
+    ensure!(endpoint.flags & vxdp_common::endpoint_flags::IPV4_KNOWN != 0, "the endpoint lacks the --ip address: {endpoint:?}");
+    let config = maps.networks()?.get(&rec.id, 0)?;
+    let subnet = u32::from_ne_bytes(rec.subnet.octets());
+    let owner = maps.subnet_owner(subnet, rec.prefix as u32)?.context("no subnet entry at start")?;
+    ensure!(owner.network_id == rec.id && owner.mode == want_mode, "subnet owner at start: {owner:?}");
+    maps.remove_endpoint(ifindex)?;
+    maps.set_network(rec.id, &vxdp_common::NetworkConfig::default())?;
+    maps.remove_subnet(subnet, rec.prefix as u32)?;
+    let deadline = Instant::now() + bound;
+    while maps.endpoints()?.get(&ifindex, 0).ok() != Some(endpoint)
+        || maps.networks()?.get(&rec.id, 0)? != config
+        || maps.subnet_owner(subnet, rec.prefix as u32)? != Some(owner)
+    {
+        ensure!(Instant::now() < deadline, "{}: map entries not refilled within {bound:?}; daemon log:\n{}", rec.mode, daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The bridge deleted: recreated with its address and IPv6 disabled (no
+    // IPv6 <ip>), both ports plugged in again.
+    topo.hyp.ip(&["link", "del", "virbr0"])?;
+    let deadline = Instant::now() + bound;
+    loop {
+        let br = topo.hyp.exec_status("ip", &["-o", "addr", "show", "dev", "virbr0"])?;
+        let plugged = topo.guests.iter().all(|g| {
+            topo.hyp
+                .ip(&["-o", "link", "show", &g.port])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("master virbr0"))
+        });
+        if br.status.success() && String::from_utf8_lossy(&br.stdout).contains("192.168.122.1/24") && plugged {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "{}: virbr0 not recreated with the ports plugged in within {bound:?}; daemon log:\n{}", rec.mode, daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v6 = String::from_utf8(topo.hyp.exec("cat", &["/proc/sys/net/ipv6/conf/virbr0/disable_ipv6"])?.stdout)?;
+    ensure!(v6.trim() == "1", "{}: the recreated bridge has IPv6 enabled ({v6:?}); net-start disables it", rec.mode);
+    let br_ifindex: u32 = String::from_utf8(topo.hyp.exec("cat", &["/sys/class/net/virbr0/ifindex"])?.stdout)?.trim().parse()?;
+    let deadline = Instant::now() + bound;
+    while maps.networks()?.get(&rec.id, 0)?.bridge_ifindex != br_ifindex {
+        ensure!(Instant::now() < deadline, "{}: the network entry does not name the new bridge; daemon log:\n{}", rec.mode, daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Traffic again, through the repaired programs and entries.
+    let g1 = topo.guests[1].addr.clone();
+    topo.wait_ping(0, &g1, Duration::from_secs(20))?;
+    ensure!(pings(&topo.guests[0].ns, matrix::GATEWAY, 3)?, "{}: guest → host lost pings after the repair", rec.mode);
+    if mode_name == "route" {
+        let (fwd0, _) = topo.counter("default", "route_forwarded")?;
+        let (in0, _) = topo.counter("default", "route_inbound")?;
+        ensure!(pings(&topo.guests[0].ns, OUTSIDE_HOST, 3)?, "route: guest → outside lost pings after the repair");
+        let (fwd1, _) = topo.counter("default", "route_forwarded")?;
+        let (in1, _) = topo.counter("default", "route_inbound")?;
+        ensure!(fwd1 - fwd0 >= 3, "route: requests not forwarded by the repaired TC program (route_forwarded +{})", fwd1 - fwd0);
+        ensure!(in1 - in0 >= 3, "route: replies not seen by the repaired XDP program (route_inbound +{})", in1 - in0);
+        ensure!(pings(&topo.wan, &g1, 3)?, "route: outside → guest lost pings after the repair");
+    } else {
+        // Isolated: still refused both ways, by the repaired programs.
+        let (d0, _) = topo.counter("default", "isolated_network")?;
+        ensure!(!pings(&topo.guests[0].ns, OUTSIDE_HOST, 1)?, "isolated: a guest reached the outside after the repair");
+        let (d1, _) = topo.counter("default", "isolated_network")?;
+        ensure!(!pings(&topo.wan, &g1, 1)?, "isolated: the outside reached a guest after the repair");
+        let (d2, _) = topo.counter("default", "isolated_network")?;
+        ensure!(d1 > d0 && d2 > d1, "isolated: refusals not counted by the programs (isolated_network {d0} -> {d1} -> {d2})");
+    }
+    let repairs = value(&samples(&scrape(&topo.hyp)?)?, "vxdp_reconcile_repairs_total", &[]);
+    ensure!(repairs >= 6.0, "{}: vxdp_reconcile_repairs_total is {repairs} after six repairs", rec.mode);
+    drop(daemon);
+    topo.stop()?;
+    Ok(())
+}
+
+#[test]
+fn reconcile_repairs_a_route_network() -> Result<()> {
+    reconcile_repairs_mode("drr", "route")
+}
+
+#[test]
+fn reconcile_repairs_an_isolated_network() -> Result<()> {
+    reconcile_repairs_mode("dri", "")
 }
