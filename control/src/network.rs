@@ -227,7 +227,13 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
     }
     if net_mode == mode::BRIDGE {
         if def.bridge.name.is_none() {
-            return Err(invalid(file, "/network/bridge@name", "a host bridge network (<forward mode='bridge'>) needs <bridge name='...'> of an existing bridge"));
+            // Without <bridge name>, libvirt's bridge mode is direct
+            // (macvtap) attachment to <forward dev>: valid, not realized yet.
+            return Err(not_supported(
+                file,
+                "/network/forward@dev",
+                "direct (macvtap-like) bridge mode (<forward mode='bridge'> without <bridge name>)",
+            ));
         }
         if !def.ips.is_empty() {
             return Err(invalid(file, "/network/ip", "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp"));

@@ -34,17 +34,18 @@ const FILE_EXCEPTIONS: &[(&str, &str)] = &[
 /// Valid definitions vxdp defines but refuses to start with "not supported
 /// yet: <element>": the element path prefixes allowed, and why.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    ("/network/forward@mode", "only the NAT dataplane exists so far (route/open: issue 5; host bridge and macvtap-like modes later)"),
-    ("/network", "isolated networks (no <forward>) need the isolated dataplane (issue 5)"),
-    ("/network/ip[", "IPv6 <ip>s (routing/NAT66), several IPv4 <ip>s, <ip localPtr> and DHCPv6 host ids are not realized yet"),
+    ("/network/forward@mode", "direct (macvtap-like) vepa/private/passthrough and hostdev modes are not implemented yet"),
+    ("/network/forward@dev", "direct (macvtap-like) bridge mode (<forward mode='bridge' dev>, no <bridge name>) is not implemented yet"),
+    ("/network/forward/nat@ipv6", "NAT66 is not implemented yet"),
+    ("/network/ip", "IPv6 <ip> in a NAT network, several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet"),
     ("/network/mtu", "bridge MTU not applied yet"),
     ("/network/bandwidth", "no QoS yet"),
     ("/network/portgroup", "no QoS / virtualport profiles yet"),
     ("/network/virtualport", "no 802.1Qbg/Qbh/Open vSwitch ports yet"),
-    ("/network/route", "routed networks (issue 5)"),
+    ("/network/route", "static routes on the network are not applied yet"),
     ("/network/port@isolated", "port isolation not implemented yet"),
     ("/network@ipv6", "guest-to-guest IPv6 without <ip> not implemented yet"),
-    ("/network/forward/", "forward device pools (interface/pf/address) belong to modes not implemented yet"),
+    ("/network/forward/", "forward device pools (interface/pf/address) belong to direct modes, not implemented yet"),
     ("/network/forward@managed", "hostdev pools not implemented yet"),
 ];
 

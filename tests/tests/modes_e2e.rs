@@ -356,9 +356,19 @@ fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
     // is gone from the kernel.
     topo.stop()?;
     topo.vxdp(&["net-destroy", "keeper"])?;
+    // The kernel releases maps and programs asynchronously (a program array
+    // and the programs it holds are freed from a work queue), so allow a
+    // bounded moment for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
     for (kind, objects) in [("prog", &all_progs), ("map", &all_maps), ("link", &all_links)] {
         for (name, id) in objects {
-            ensure!(!exists(kind, *id)?, "{kind} {name} (id {id}) is still loaded after the last net-destroy");
+            while exists(kind, *id)? {
+                ensure!(
+                    Instant::now() < deadline,
+                    "{kind} {name} (id {id}) is still loaded 10 s after the last net-destroy"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
     ensure!(!topo.bpffs.exists() || std::fs::read_dir(&topo.bpffs)?.next().is_none(), "pins left under {}", topo.bpffs.display());
@@ -390,39 +400,47 @@ fn wait_ping_from(ns: &Netns, dst: &str, within: Duration) -> Result<()> {
 /// other (counted as `other_network`) unless both networks route.
 #[test]
 fn guests_of_two_networks_reach_each_other_only_when_both_route() -> Result<()> {
-    let mut topo = NatTopology::new("in", 1)?;
-    let other_ns = Netns::new(format!("{}-gx", topo.prefix))?;
-    let other_addr = "192.168.200.10";
-    topo.hyp.ip(&["link", "add", "vnetx", "type", "veth", "peer", "name", "eth0", "netns", &other_ns.name])?;
-    other_ns.ip(&["addr", "add", &format!("{other_addr}/24"), "dev", "eth0"])?;
-    other_ns.ip(&["link", "set", "eth0", "up"])?;
-    other_ns.ip(&["route", "add", "default", "via", "192.168.200.1"])?;
-    let other_mac = mac_of(&other_ns, "eth0")?;
-    std::fs::create_dir_all(&topo.state_dir)?;
-    let other_file = topo.state_dir.join("other.xml");
-    let other_xml = |forward: &str| {
-        format!(
-            "<network><name>other</name>{forward}<bridge name='virbr1' stp='on' delay='0'/>\
-             <ip address='192.168.200.1' prefix='24'/></network>"
-        )
-    };
     let mut table = String::from("\nvxdp, guest of network A → guest of network B (ping + TCP connect)\n");
-
-    for (a_xml, b_forward, expect) in [
-        (DEFAULT_XML.to_string(), "<forward mode='nat'/>", Expect::Dropped("other_network")),
-        (routed_xml("route"), "<forward mode='route'/>", Expect::Yes),
+    // A fresh topology per case: the second case does not inherit the
+    // first one's bridges, ports or dataplane.
+    for (tag, a_xml, b_forward, expect) in [
+        ("inn", DEFAULT_XML.to_string(), "<forward mode='nat'/>", Expect::Dropped("other_network")),
+        ("inr", routed_xml("route"), "<forward mode='route'/>", Expect::Yes),
     ] {
+        let mut topo = NatTopology::new(tag, 1)?;
+        let other_ns = Netns::new(format!("{}-gx", topo.prefix))?;
+        let other_addr = "192.168.200.10";
+        topo.hyp.ip(&["link", "add", "vnetx", "type", "veth", "peer", "name", "eth0", "netns", &other_ns.name])?;
+        other_ns.ip(&["addr", "add", &format!("{other_addr}/24"), "dev", "eth0"])?;
+        other_ns.ip(&["link", "set", "eth0", "up"])?;
+        other_ns.ip(&["route", "add", "default", "via", "192.168.200.1"])?;
+        let other_mac = mac_of(&other_ns, "eth0")?;
+        std::fs::create_dir_all(&topo.state_dir)?;
+        let other_file = topo.state_dir.join("other.xml");
+        std::fs::write(
+            &other_file,
+            format!(
+                "<network><name>other</name>{b_forward}<bridge name='virbr1' stp='on' delay='0'/>\
+                 <ip address='192.168.200.1' prefix='24'/></network>"
+            ),
+        )?;
         topo.start_with(&a_xml, true)?;
-        std::fs::write(&other_file, other_xml(b_forward))?;
         topo.vxdp(&["net-create", other_file.to_str().context("path")?])?;
-        topo.vxdp(&["attach-interface", "--network", "other", "--dev", "vnetx", "--mac", &other_mac, "--ip", other_addr])?;
-        wait_ping_from(&topo.guests[0].ns, GATEWAY, Duration::from_secs(20))?;
-        wait_ping_from(&other_ns, "192.168.200.1", Duration::from_secs(20))?;
-        let label = format!("A {} → B {}", if a_xml.contains("route") { "route" } else { "nat" }, if b_forward.contains("route") { "route" } else { "nat" });
-        let entry = check_cell(&topo, &label, expect, &topo.guests[0].ns, other_addr, &other_ns)?;
-        writeln!(table, "  {label:<18} {entry}")?;
-        topo.vxdp(&["net-destroy", "other"])?;
+        let res = (|| -> Result<String> {
+            topo.vxdp(&["attach-interface", "--network", "other", "--dev", "vnetx", "--mac", &other_mac, "--ip", other_addr])?;
+            wait_ping_from(&topo.guests[0].ns, GATEWAY, Duration::from_secs(20))?;
+            wait_ping_from(&other_ns, "192.168.200.1", Duration::from_secs(20))?;
+            let label = format!("A {} → B {}", if a_xml.contains("route") { "route" } else { "nat" }, if b_forward.contains("route") { "route" } else { "nat" });
+            let entry = check_cell(&topo, &label, expect, &topo.guests[0].ns, other_addr, &other_ns)?;
+            Ok(format!("  {label:<18} {entry}"))
+        })();
+        // "other" is torn down even when the case failed (the topology's
+        // guard only knows "default").
+        let destroyed = topo.vxdp(&["net-destroy", "other"]);
+        let line = res?;
+        destroyed?;
         topo.stop()?;
+        writeln!(table, "{line}")?;
     }
     println!("{table}");
     Ok(())

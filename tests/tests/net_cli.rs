@@ -82,16 +82,17 @@ fn default_network_define_start_list_dumpxml_destroy_undefine() -> Result<()> {
     ensure!(rows(&host.vxdp(&["net-list", "--all"])?).is_empty(), "a destroyed transient network is still listed");
     ensure!(bridge_addr(&host, "virbr0")?.is_none(), "virbr0 still exists after destroying the transient network");
 
-    // A valid definition vxdp cannot realize yet: defined, refused at start by name.
-    let routed = host.write("routed.xml", "<network><name>routed</name><forward mode='route'/><ip address='10.80.0.1' prefix='24'/></network>")?;
-    let routed = routed.to_str().context("path")?;
-    let v = host.vxdp_status(&["net-validate", routed])?;
-    ensure!(!v.status.success() && String::from_utf8_lossy(&v.stderr).contains("/network/forward@mode: not supported yet"), "net-validate of a routed network: {}", String::from_utf8_lossy(&v.stderr));
-    host.vxdp(&["net-define", routed])?;
-    let s = host.vxdp_status(&["net-start", "routed"])?;
-    ensure!(!s.status.success() && String::from_utf8_lossy(&s.stderr).contains("not supported yet"), "net-start of a routed network: {}", String::from_utf8_lossy(&s.stderr));
+    // A valid definition vxdp cannot realize yet (a direct, macvtap-like
+    // mode): defined, refused at start by name.
+    let direct = host.write("direct.xml", "<network><name>direct</name><forward mode='private' dev='eth1'/></network>")?;
+    let direct = direct.to_str().context("path")?;
+    let v = host.vxdp_status(&["net-validate", direct])?;
+    ensure!(!v.status.success() && String::from_utf8_lossy(&v.stderr).contains("/network/forward@mode: not supported yet"), "net-validate of a direct (private) network: {}", String::from_utf8_lossy(&v.stderr));
+    host.vxdp(&["net-define", direct])?;
+    let s = host.vxdp_status(&["net-start", "direct"])?;
+    ensure!(!s.status.success() && String::from_utf8_lossy(&s.stderr).contains("not supported yet"), "net-start of a direct (private) network: {}", String::from_utf8_lossy(&s.stderr));
     ensure!(bridge_addr(&host, "virbr1")?.is_none() && bridge_addr(&host, "virbr0")?.is_none(), "a refused start left a bridge");
-    host.vxdp(&["net-undefine", "routed"])?;
+    host.vxdp(&["net-undefine", "direct"])?;
     Ok(())
 }
 
