@@ -2,8 +2,6 @@
 //! checks it like libvirt; here names are re-checked for what may go into a
 //! dnsmasq option line, with errors naming the element.
 
-use std::net::IpAddr;
-
 use crate::xml::{NetworkDef, XmlError};
 
 /// `<dns>`: the network's DNS service.
@@ -19,31 +17,8 @@ pub struct DnsDef {
     pub hosts: Vec<DnsHost>,
 }
 
-/// `<forwarder addr domain>`: at least one of the two.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forwarder {
-    pub addr: Option<IpAddr>,
-    pub domain: Option<String>,
-}
-
-/// `<srv service protocol domain target port priority weight>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Srv {
-    pub service: String,
-    pub protocol: String,
-    pub domain: Option<String>,
-    pub target: Option<String>,
-    pub port: Option<u16>,
-    pub priority: Option<u16>,
-    pub weight: Option<u16>,
-}
-
-/// `<host ip><hostname>…</hostname></host>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DnsHost {
-    pub ip: IpAddr,
-    pub hostnames: Vec<String>,
-}
+// The records themselves are the XML module's types.
+pub use crate::xml::{DnsForwarder as Forwarder, DnsHost, DnsSrv as Srv};
 
 fn err(file: &str, element: String, value: Option<&str>, reason: impl Into<String>) -> XmlError {
     XmlError { file: file.into(), element, value: value.map(str::to_string), reason: reason.into() }
