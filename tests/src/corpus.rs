@@ -10,13 +10,13 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::testbed::{Netns, vxdp_bin};
+use crate::testbed::{Netns, run_vxdp};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -97,16 +97,7 @@ impl VxdpHost {
 
     /// Runs `vxdp` in the namespace with this host's paths, whatever the outcome.
     pub fn vxdp_status(&self, args: &[&str]) -> Result<Output> {
-        Command::new(vxdp_bin()?)
-            .arg("--netns")
-            .arg(&self.ns.name)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args)
-            .output()
-            .context("running vxdp")
+        run_vxdp(&self.ns.name, &self.state_dir, &self.bpffs, args)
     }
 
     /// Runs `vxdp`, failing with its stderr when it fails; returns stdout.

@@ -107,6 +107,21 @@ impl Drop for Netns {
     }
 }
 
+/// Runs the vxdp binary in namespace `netns` with a private state directory
+/// and bpffs pin directory, whatever the outcome.
+pub fn run_vxdp(netns: &str, state_dir: &Path, bpffs: &Path, args: &[&str]) -> Result<Output> {
+    Command::new(vxdp_bin()?)
+        .arg("--netns")
+        .arg(netns)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--bpffs")
+        .arg(bpffs)
+        .args(args)
+        .output()
+        .context("running vxdp")
+}
+
 /// The vxdp binary under test: $VXDP_BIN, or target/debug/vxdp.
 pub fn vxdp_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("VXDP_BIN") {
@@ -204,16 +219,7 @@ impl NatTopology {
     }
 
     pub fn vxdp_status(&self, args: &[&str]) -> Result<Output> {
-        Command::new(vxdp_bin()?)
-            .arg("--netns")
-            .arg(&self.hyp.name)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--bpffs")
-            .arg(&self.bpffs)
-            .args(args)
-            .output()
-            .context("running vxdp")
+        run_vxdp(&self.hyp.name, &self.state_dir, &self.bpffs, args)
     }
 
     /// Starts the network from `xml` and plugs every guest in.
