@@ -119,3 +119,59 @@ pub fn prepare_host_bridge(topo: &mut NatTopology) -> Result<()> {
     Ok(())
 }
 
+
+/// Direct (macvtap-like) modes, in the order of DESIGN.md §2's last row.
+pub const DIRECT_MODES: [&str; 4] = ["bridge", "vepa", "private", "passthrough"];
+
+/// A direct network on the hypervisor's uplink `up0`: libvirt gives each
+/// guest a macvtap device on it; vxdp steers frames by MAC in eBPF.
+pub fn direct_xml(mode: &str) -> String {
+    format!("<network><name>default</name><forward mode='{mode}'><interface dev='up0'/></forward></network>")
+}
+
+/// How many guests a direct mode's topology has: in passthrough one guest
+/// owns the NIC, so there is no second one.
+pub fn direct_guests(mode: &str) -> usize {
+    if mode == "passthrough" { 1 } else { 2 }
+}
+
+/// DESIGN.md §2's direct row for vxdp, per cell of [`CELLS`]; `None` where
+/// the cell does not apply (guest→guest in passthrough). VEPA's
+/// guest→guest is "yes" because [`prepare_direct`]'s switch reflects
+/// frames back to the port they came from (hairpin, "reflective relay").
+pub fn direct_expected(mode: &str) -> [Option<bool>; 4] {
+    match mode {
+        "bridge" | "vepa" => [Some(true); 4],
+        "private" => [Some(true), Some(false), Some(true), Some(true)],
+        "passthrough" => [Some(true), None, Some(true), Some(true)],
+        _ => panic!("no direct mode {mode}"),
+    }
+}
+
+/// Cells where vxdp deliberately goes further than macvtap (libvirt's
+/// implementation): the host reaches its guests in every direct mode.
+pub fn direct_beyond_macvtap(cell: usize) -> bool {
+    cell == 0
+}
+
+/// Direct modes: guests take addresses on the uplink's LAN
+/// (198.51.100.10 and up, gateway 198.51.100.1), and the far end of the
+/// uplink becomes a switch: bridge `sw0` in the wan namespace holds `wan0`
+/// with hairpin on (what VEPA needs from the external switch) and the wan
+/// address. The hypervisor keeps its address on `up0`.
+pub fn prepare_direct(topo: &mut NatTopology) -> Result<()> {
+    let wan = &topo.wan;
+    wan.ip(&["link", "add", "sw0", "type", "bridge"])?;
+    wan.ip(&["addr", "del", &format!("{}/24", crate::testbed::WAN_ADDR), "dev", "wan0"])?;
+    wan.ip(&["link", "set", "wan0", "master", "sw0"])?;
+    wan.ip(&["link", "set", "dev", "wan0", "type", "bridge_slave", "hairpin", "on"])?;
+    wan.ip(&["addr", "add", &format!("{}/24", crate::testbed::WAN_ADDR), "dev", "sw0"])?;
+    wan.ip(&["link", "set", "sw0", "up"])?;
+    for (i, g) in topo.guests.iter_mut().enumerate() {
+        g.addr = format!("198.51.100.{}", 10 + i);
+        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
+        g.ns.ip(&["route", "replace", "default", "via", crate::testbed::WAN_ADDR])?;
+    }
+    Ok(())
+}
