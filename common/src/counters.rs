@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::user_pod;
 
 /// Slots per network in `VXDP_COUNTERS`; index = network_id * SLOTS + slot.
-pub const COUNTER_SLOTS: u32 = 64;
+pub const COUNTER_SLOTS: u32 = 128;
 /// First slot used by drop reasons (slot = DROP_BASE + reason).
 pub const DROP_BASE: u32 = 32;
 
@@ -47,10 +47,13 @@ pub enum Action {
     /// Outside → a route/open network: accepted and left to the kernel to
     /// route onto the bridge.
     RouteInbound = 9,
+    /// Guest → another guest of the same network, redirected from port to
+    /// port by eBPF (the bridge is not involved).
+    PortForwarded = 10,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -61,6 +64,7 @@ impl Action {
         Action::NeighbourResolve,
         Action::RouteForwarded,
         Action::RouteInbound,
+        Action::PortForwarded,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Action {
             Action::NeighbourResolve => "neighbour_resolve",
             Action::RouteForwarded => "route_forwarded",
             Action::RouteInbound => "route_inbound",
+            Action::PortForwarded => "port_forwarded",
         }
     }
 
@@ -206,7 +211,13 @@ impl DropReason {
 }
 
 const _: () = assert!((Action::ALL.len() as u32) <= DROP_BASE);
-const _: () = assert!(DROP_BASE + (DropReason::ALL.len() as u32) < COUNTER_SLOTS);
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DROP_BASE + (DropReason::ALL[i] as u32) < COUNTER_SLOTS);
+        i += 1;
+    }
+};
 
 /// Index of a counter in `VXDP_COUNTERS`.
 pub const fn counter_index(network_id: u32, slot: u32) -> u32 {

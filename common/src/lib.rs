@@ -31,6 +31,8 @@ pub mod names {
     pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_STATS";
     /// Program array the guest-port program tail-calls into (`jump` slots).
     pub const MAP_GUEST_JUMP: &str = "VXDP_GUEST_JUMP";
+    /// Guest MACs per network: which port a frame to that MAC goes out of.
+    pub const MAP_MACS: &str = "VXDP_MACS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -42,7 +44,7 @@ pub mod names {
     pub const GUEST_JUMPS: [(&str, u32); 2] =
         [(PROG_GUEST_NAT, crate::jump::NAT), (PROG_GUEST_ROUTE, crate::jump::ROUTE)];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 10] = [
+    pub const ALL_MAPS: [&str; 11] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -53,6 +55,7 @@ pub mod names {
         MAP_TIMEOUTS,
         MAP_PORT_COUNTERS,
         MAP_GUEST_JUMP,
+        MAP_MACS,
     ];
 }
 

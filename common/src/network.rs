@@ -129,4 +129,25 @@ pub struct Subnet6Key {
 }
 const _: () = assert!(core::mem::size_of::<Subnet6Key>() == 16);
 
-user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key);
+/// Key of `VXDP_MACS`: a guest's MAC within its network (a layer-2 domain:
+/// the network's bridge, or the NIC of a direct network).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MacKey {
+    pub network_id: u32,
+    pub mac: [u8; 6],
+    pub _pad0: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<MacKey>() == 12);
+
+/// Value of `VXDP_MACS`: the guest port that owns the MAC. Written with the
+/// port's [`Endpoint`] (when its MAC is known) and removed with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MacPort {
+    pub ifindex: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<MacPort>() == 8);
+
+user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key, MacKey, MacPort);

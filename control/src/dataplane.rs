@@ -26,8 +26,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
     COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
-    counter_index, names,
+    DEFAULT_TIMEOUTS_S, Endpoint, MacKey, MacPort, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
+    counter_index, endpoint_flags, names,
 };
 
 /// bpffs's magic number (statfs f_type).
@@ -273,6 +273,7 @@ impl Maps {
     typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
     typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
+    typed_map!(macs, names::MAP_MACS, HashMap<MapData, MacKey, MacPort>);
     typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
     typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
 
@@ -325,11 +326,56 @@ impl Maps {
         }
     }
 
+    /// Plugs a guest port in: its endpoint, its redirect slot and (MAC
+    /// known) its `VXDP_MACS` entry. A MAC or network the port had before
+    /// loses its entry.
     pub fn set_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        if let Some(old) = self.endpoint(ifindex)?
+            && (old.mac != ep.mac || old.network_id != ep.network_id || ep.flags & endpoint_flags::MAC_KNOWN == 0)
+        {
+            self.remove_mac(ifindex, &old)?;
+        }
         self.endpoints()?.insert(&ifindex, ep, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
+        if ep.flags & endpoint_flags::MAC_KNOWN != 0 {
+            let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
+            self.macs()?
+                .insert(&key, &MacPort { ifindex, _pad0: 0 }, 0)
+                .map_err(map_err(names::MAP_MACS))?;
+        }
         self.ports()?
             .insert(ifindex, ifindex, None, 0)
             .map_err(DataplaneError::Ports)
+    }
+
+    /// Removes `ep`'s MAC entry if it still points at `ifindex`.
+    fn remove_mac(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
+        let mut macs = self.macs()?;
+        match macs.get(&key, 0) {
+            Ok(p) if p.ifindex == ifindex => match macs.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err(names::MAP_MACS)(e)),
+            },
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_MACS)(e)),
+        }
+    }
+
+    /// Whether `VXDP_MACS` holds what `ep` (the endpoint of `ifindex`) needs.
+    pub fn mac_entry_current(&self, ifindex: u32, ep: &Endpoint) -> Result<bool, DataplaneError> {
+        if ep.flags & endpoint_flags::MAC_KNOWN == 0 {
+            return Ok(true);
+        }
+        Ok(self.mac_port(ep.network_id, ep.mac)? == Some(ifindex))
+    }
+
+    /// The port `VXDP_MACS` names for `mac` in network `network_id`.
+    pub fn mac_port(&self, network_id: u32, mac: [u8; 6]) -> Result<Option<u32>, DataplaneError> {
+        match self.macs()?.get(&MacKey { network_id, mac, _pad0: [0; 2] }, 0) {
+            Ok(p) => Ok(Some(p.ifindex)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_MACS)(e)),
+        }
     }
 
     /// The endpoint of a guest port, if it is plugged in.
@@ -342,6 +388,9 @@ impl Maps {
     }
 
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
+        if let Some(old) = self.endpoint(ifindex)? {
+            self.remove_mac(ifindex, &old)?;
+        }
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

@@ -228,7 +228,7 @@ async fn reconcile_network(
             port.ifindex = link.index;
         }
         match endpoints.get(&port.ifindex, 0) {
-            Ok(ep) if ep.network_id == rec.id => {}
+            Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
                 let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port)?;
                 maps.set_endpoint(port.ifindex, &ep)?;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap, ProgramArray},
 };
 use vxdp_common::{
-    ConntrackEntry, ConntrackKey, Counter, Endpoint, NetworkConfig, SubnetKey, SubnetOwner,
+    ConntrackEntry, ConntrackKey, Counter, Endpoint, MacKey, MacPort, NetworkConfig, SubnetKey, SubnetOwner,
     Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
 };
 
@@ -33,6 +33,11 @@ pub static VXDP_CONNTRACK: LruHashMap<ConntrackKey, ConntrackEntry> =
 #[map]
 pub static VXDP_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::pinned(MAX_NETWORKS * COUNTER_SLOTS, 0);
+
+/// Guest MACs per network → their port: frames between guests of one
+/// network go straight from port to port.
+#[map]
+pub static VXDP_MACS: HashMap<MacKey, MacPort> = HashMap::pinned(MAX_PORTS, 0);
 
 /// Guest ports, for XDP redirects from the uplink.
 #[map]

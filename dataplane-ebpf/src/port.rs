@@ -3,12 +3,16 @@
 //! bridge), reach the host, NAT (`nat`), route without NAT (`route`), or be
 //! dropped with a reason (isolated networks, other networks).
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig, PROTO_UDP, jump, mode, mode_routes};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
+    helpers::bpf_redirect,
+    programs::TcContext,
+};
+use vxdp_common::{Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes};
 
 use crate::{
     ctx::tc_ifindex,
-    maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_NETWORKS},
+    maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_MACS, VXDP_NETWORKS},
     nat::{self, HEADERS_MAX},
     parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
     policy::{self, GuestDestination},
@@ -21,6 +25,29 @@ use crate::{
 pub fn pass(ctx: &TcContext, net_id: u32) -> Result<i32, Drop> {
     count(ctx, net_id, Action::GuestPassed);
     Ok(TC_ACT_OK)
+}
+
+/// A unicast frame to another guest of the same network goes straight to
+/// that guest's port (`VXDP_MACS`), past the bridge; anything else (the
+/// host, broadcast, unknown MACs) returns `None` and takes the usual path.
+/// Only called once the frame's sources passed anti-spoofing.
+#[inline(always)]
+fn to_sibling_port(ctx: &TcContext, net_id: u32) -> Option<Result<i32, Drop>> {
+    let eth = parse::eth(ctx).ok()?;
+    let mut key = MacKey { network_id: net_id, mac: [0; 6], _pad0: [0; 2] };
+    key.mac = unsafe { (*eth).dst_addr };
+    if key.mac[0] & 1 != 0 {
+        return None;
+    }
+    let port = unsafe { VXDP_MACS.get(&key) }?.ifindex;
+    if port == tc_ifindex(ctx) {
+        return None;
+    }
+    if unsafe { bpf_redirect(port, 0) } as i32 != TC_ACT_REDIRECT {
+        return Some(Err(Drop::new(DropReason::RedirectFailed, net_id)));
+    }
+    count(ctx, net_id, Action::PortForwarded);
+    Some(Ok(TC_ACT_REDIRECT))
 }
 
 /// The port's endpoint and its (active) network.
@@ -104,6 +131,11 @@ fn guest_ipv4(
     if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
+    if !to_host_l3
+        && let Some(verdict) = to_sibling_port(ctx, net_id)
+    {
+        return verdict;
+    }
     if net.mode == mode::BRIDGE {
         // The host's bridge and router decide; vxdp only vouches for the
         // source.
@@ -160,6 +192,11 @@ fn guest_ipv6(
 ) -> Result<i32, Drop> {
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
+    if !to_host_l3
+        && let Some(verdict) = to_sibling_port(ctx, net_id)
+    {
+        return verdict;
+    }
     if !to_host_l3 || parse::ipv6_link_scoped(&ip.dst) || net.mode == mode::BRIDGE {
         return pass(ctx, net_id);
     }

@@ -47,7 +47,7 @@ use aya::{
 };
 use vxdp_common::{
     Action, COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_TIMEOUTS_S, DropReason,
-    Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names,
+    Endpoint, MacKey, MacPort, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names,
     network_flags,
 };
 
@@ -639,6 +639,16 @@ impl World {
             HashMap::try_from(self.ebpf.map_mut(names::MAP_ENDPOINTS).expect("VXDP_ENDPOINTS"))
                 .expect("VXDP_ENDPOINTS is a hash map");
         endpoints.insert(&port_ifindex, ep, 0).expect("writing VXDP_ENDPOINTS");
+    }
+
+    /// Writes the `VXDP_MACS` entry the control plane writes with a port
+    /// whose MAC is known.
+    pub fn set_mac(&mut self, network_id: u32, mac: Mac, port_ifindex: u32) {
+        let mut macs: HashMap<_, MacKey, MacPort> =
+            HashMap::try_from(self.ebpf.map_mut(names::MAP_MACS).expect("VXDP_MACS"))
+                .expect("VXDP_MACS is a hash map");
+        let key = MacKey { network_id, mac, _pad0: [0; 2] };
+        macs.insert(&key, &MacPort { ifindex: port_ifindex, _pad0: 0 }, 0).expect("writing VXDP_MACS");
     }
 
     /// `ip -n <this world's namespace> <args>`.

@@ -256,6 +256,47 @@ fn guests_of_other_networks_are_refused_unless_both_route() {
     });
 }
 
+#[test]
+fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let h = w.guests[1];
+        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        let v6_to_guest = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
+        let ep = Endpoint {
+            network_id: NET_ID,
+            flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
+            mac: g.mac,
+            _pad0: [0; 2],
+            ipv4: be(g.addr),
+            _pad1: 0,
+        };
+        w.set_endpoint(g.port_ifindex, &ep);
+        // The MAC is known in another network only: the bridge decides.
+        w.set_mac(NET_ID + 1, h.mac, h.port_ifindex);
+        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "guest to a MAC of another network's table");
+        w.set_mac(NET_ID, h.mac, h.port_ifindex);
+        for (m, flags, name) in [
+            (mode::NAT, HOST_ADDRESS, "nat"),
+            (mode::ROUTE, HOST_ADDRESS, "route"),
+            (mode::OPEN, HOST_ADDRESS, "open"),
+            (mode::ISOLATED, HOST_ADDRESS, "isolated"),
+            (mode::BRIDGE, 0, "host bridge"),
+        ] {
+            w.set_mode(m, flags);
+            let out = guest_verdict(w, &g, &to_guest.build(), TC_ACT_REDIRECT, &[once(Action::PortForwarded)], &format!("{name}: guest to guest"));
+            assert_eq!(out, to_guest.build(), "{name}: a frame between guests must not change");
+            guest_verdict(w, &g, &v6_to_guest, TC_ACT_REDIRECT, &[once(Action::PortForwarded)], &format!("{name}: IPv6 guest to guest"));
+            // Anti-spoofing still comes first.
+            let spoofed = Packet::tcp(sock(Ipv4Addr::new(192, 168, 122, 99), 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+            guest_verdict(w, &g, &spoofed.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed source to guest"));
+            // Broadcast and frames to the host stay on the bridge.
+            let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).macs(g.mac, [0xff; 6]);
+            guest_verdict(w, &g, &bcast.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: broadcast"));
+        }
+    });
+}
+
 fn guest6(host: u16) -> Ipv6Addr {
     let s = SUBNET6.segments();
     Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
