@@ -17,6 +17,12 @@ use super::{Paths, dns};
 /// operator left it. See the README's design notes.
 pub const DNSMASQ_USER: &str = "root";
 
+/// And in group root: a dnsmasq that changes its group (Debian's default is
+/// `dip`) loses the parent-death signal its supervisor gave it (the kernel
+/// clears it on any credential change), and would outlive a supervisor
+/// that was killed.
+pub const DNSMASQ_GROUP: &str = "root";
+
 fn err(file: &str, element: String, value: &str, reason: &str) -> XmlError {
     XmlError { file: file.into(), element, value: Some(value.into()), reason: reason.into() }
 }
@@ -78,6 +84,7 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
     // Ask upstream servers in the order given.
     line("strict-order".into());
     line(format!("user={DNSMASQ_USER}"));
+    line(format!("group={DNSMASQ_GROUP}"));
     line(format!("pid-file={}", paths.pid().display()));
     line(format!("dhcp-leasefile={}", paths.leases().display()));
     line(format!("dhcp-script={}", paths.hook().display()));

@@ -24,6 +24,7 @@ fn default_network_config_is_libvirts() {
     for want in [
         "strict-order",
         "user=root",
+        "group=root",
         "pid-file=/var/lib/vxdp/dnsmasq/net/dnsmasq.pid",
         "dhcp-leasefile=/var/lib/vxdp/dnsmasq/net/leases",
         "dhcp-script=/var/lib/vxdp/dnsmasq/net/lease-hook",
