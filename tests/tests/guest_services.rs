@@ -427,6 +427,28 @@ fn two_networks_each_serve_only_their_own_guests() -> Result<()> {
     Ok(())
 }
 
+/// dnsmasq never outlives its supervisor, even one killed with SIGKILL
+/// (it keeps root's group, so the parent-death signal stays armed).
+#[test]
+fn dnsmasq_ends_with_a_killed_supervisor() -> Result<()> {
+    let mut s = Services::new("orph")?;
+    s.start_network("neto", &simple_xml("neto", "virbr-o", 153))?;
+    let dnsmasq = s.dnsmasq_pid("neto").context("neto has no dnsmasq")?;
+    let supervisors: Vec<i32> =
+        s.our_processes().into_iter().filter(|(_, cmd)| cmd.contains("dnsmasq-supervise")).map(|(p, _)| p).collect();
+    ensure!(supervisors.len() == 1, "expected one supervisor, found {supervisors:?}");
+    unsafe { libc::kill(supervisors[0], libc::SIGKILL) };
+    let (_, took) = wait_for("dnsmasq to end with its supervisor", Duration::from_secs(5), || {
+        let alive = s.our_processes().iter().any(|(p, _)| *p == dnsmasq);
+        (!alive).then_some(())
+    })?;
+    eprintln!("supervisor killed; dnsmasq {dnsmasq} gone {took:?} later");
+    s.destroy("neto")?;
+    let left = s.our_processes();
+    ensure!(left.is_empty(), "processes left after net-destroy: {left:?}");
+    Ok(())
+}
+
 /// A dnsmasq that cannot start (here: the TFTP root does not exist) fails
 /// net-create quickly with dnsmasq's own words, and leaves nothing behind:
 /// no process, no bridge, no pins.
