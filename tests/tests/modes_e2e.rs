@@ -334,6 +334,8 @@ fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
     }
     let ports: Vec<u32> = maps.endpoints()?.keys().collect::<Result<_, _>>()?;
     ensure!(ports.is_empty(), "endpoint entries survived net-destroy: {ports:?}");
+    let macs: Vec<_> = maps.macs()?.keys().collect::<Result<_, _>>()?;
+    ensure!(macs.is_empty(), "MAC table entries survived net-destroy: {macs:?}");
     ensure!(maps.conntrack_entries(Some(nat_id))?.is_empty(), "NAT flows survived net-destroy");
     let cfg = maps.networks()?.get(&nat_id, 0)?;
     ensure!(cfg == NetworkConfig::default(), "network slot {nat_id} not cleared: {cfg:?}");
