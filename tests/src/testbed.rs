@@ -255,8 +255,13 @@ impl NatTopology {
 
     /// Waits until guest `i` can ping `dst` (the bridge port passes nothing
     /// while STP is listening/learning, ~4 s with libvirt's settings).
+    /// Guests' frames between each other go port to port in eBPF and pass
+    /// even while the bridge's STP still blocks its ports, so a ping
+    /// between guests with warm ARP caches says nothing about the bridge:
+    /// this waits for the ports too.
     pub fn wait_ping(&self, i: usize, dst: &str, within: Duration) -> Result<()> {
         let start = Instant::now();
+        self.wait_ports_forwarding(within)?;
         loop {
             let out = self.guests[i].ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?;
             if out.status.success() {
@@ -266,6 +271,27 @@ impl NatTopology {
                 bail!("guest {i} cannot ping {dst} within {within:?}: {}", String::from_utf8_lossy(&out.stdout));
             }
         }
+    }
+
+    /// Waits until every guest port that is a bridge port is in STP's
+    /// forwarding state (ports on no bridge, as in direct modes, count as
+    /// ready).
+    pub fn wait_ports_forwarding(&self, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        for g in &self.guests {
+            loop {
+                let out = Command::new("bridge").args(["-n", &self.hyp.name, "link", "show", "dev", &g.port]).output()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if !text.contains(" state ") || text.contains("state forwarding") {
+                    break;
+                }
+                if start.elapsed() > within {
+                    bail!("bridge port {} not forwarding within {within:?}: {}", g.port, text.trim());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
     }
 
     /// A counter of `vxdp stats` (network, name) → (packets, bytes).

@@ -675,8 +675,17 @@ fn reconcile_repairs_mode(tag: &str, mode_name: &str) -> Result<()> {
     while maps.endpoints()?.get(&ifindex, 0).ok() != Some(endpoint)
         || maps.networks()?.get(&rec.id, 0)? != config
         || maps.subnet_owner(subnet, rec.prefix as u32)? != Some(owner)
+        || maps.mac_port(rec.id, endpoint.mac)? != Some(ifindex)
     {
         ensure!(Instant::now() < deadline, "{}: map entries not refilled within {bound:?}; daemon log:\n{}", rec.mode, daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The port's MAC table entry alone removed: written again.
+    let mac_key = vxdp_common::MacKey { network_id: rec.id, mac: endpoint.mac, _pad0: [0; 2] };
+    maps.macs()?.remove(&mac_key)?;
+    let deadline = Instant::now() + bound;
+    while maps.mac_port(rec.id, endpoint.mac)? != Some(ifindex) {
+        ensure!(Instant::now() < deadline, "{}: VXDP_MACS entry not refilled within {bound:?}; daemon log:\n{}", rec.mode, daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
 
