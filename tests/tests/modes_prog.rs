@@ -38,6 +38,20 @@ fn dropped(r: DropReason) -> (u32, Slot, u64) {
     (NET_ID, Slot::Drop(r), 1)
 }
 
+/// Makes `g`'s address known (as `--ip` or a lease does), so anti-spoofing
+/// enforces it.
+fn enforce_known_ipv4(w: &mut World, g: &Guest) {
+    let ep = Endpoint {
+        network_id: NET_ID,
+        flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
+        mac: g.mac,
+        _pad0: [0; 2],
+        ipv4: be(g.addr),
+        _pad1: 0,
+    };
+    w.set_endpoint(g.port_ifindex, &ep);
+}
+
 /// Runs `frame` from guest `g`'s port; asserts the verdict and that exactly
 /// `moved` counted.
 #[track_caller]
@@ -150,17 +164,7 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let h = w.guests[1];
-        w.set_endpoint(
-            g.port_ifindex,
-            &Endpoint {
-                network_id: NET_ID,
-                flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
-                mac: g.mac,
-                _pad0: [0; 2],
-                ipv4: be(g.addr),
-                _pad1: 0,
-            },
-        );
+        enforce_known_ipv4(w, &g);
         for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
             w.set_mode(m, HOST_ADDRESS);
             let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
@@ -263,15 +267,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
         let h = w.guests[1];
         let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
         let v6_to_guest = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
-        let ep = Endpoint {
-            network_id: NET_ID,
-            flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
-            mac: g.mac,
-            _pad0: [0; 2],
-            ipv4: be(g.addr),
-            _pad1: 0,
-        };
-        w.set_endpoint(g.port_ifindex, &ep);
+        enforce_known_ipv4(w, &g);
         // The MAC is known in another network only: the bridge decides.
         w.set_mac(NET_ID + 1, h.mac, h.port_ifindex);
         guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "guest to a MAC of another network's table");
