@@ -43,6 +43,10 @@ pub mod network_flags {
     pub const FORWARD_DEV: u32 = 2;
     /// The host has an address on the bridge (the network has an `<ip>`).
     pub const HOST_ADDRESS: u32 = 4;
+    /// The network's bridge filters the frames it forwards itself (a host
+    /// bridge with VLAN filtering or netfilter calls): frames between
+    /// guests cross it instead of going port to port.
+    pub const BRIDGE_FILTERS: u32 = 8;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one

@@ -16,7 +16,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
-    BridgeStpState, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
@@ -103,6 +103,13 @@ pub struct LinkInfo {
     /// Administratively up (IFF_UP).
     pub up: bool,
     pub mtu: Option<u32>,
+    /// A bridge that filters the frames it forwards itself: VLAN filtering,
+    /// or calls into iptables/ip6tables/arptables. Guests on it must not go
+    /// port to port past it.
+    pub bridge_filters: bool,
+    /// A bridge port with port isolation on (it may talk only to ports
+    /// that are not isolated).
+    pub bridge_port_isolated: bool,
 }
 
 /// Default IPv4 route from the main routing table.
@@ -168,6 +175,8 @@ fn link_info_from_message(msg: &LinkMessage) -> LinkInfo {
         master: None,
         up: msg.header.flags.contains(LinkFlags::Up),
         mtu: None,
+        bridge_filters: false,
+        bridge_port_isolated: false,
     };
     for attr in &msg.attributes {
         match attr {
@@ -179,8 +188,23 @@ fn link_info_from_message(msg: &LinkMessage) -> LinkInfo {
             LinkAttribute::Mtu(mtu) => info.mtu = Some(*mtu),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let NlLinkInfo::Kind(kind) = i {
-                        info.kind = Some(kind.to_string());
+                    match i {
+                        NlLinkInfo::Kind(kind) => info.kind = Some(kind.to_string()),
+                        NlLinkInfo::Data(InfoData::Bridge(attrs)) => {
+                            info.bridge_filters = attrs.iter().any(|a| {
+                                matches!(
+                                    a,
+                                    InfoBridge::VlanFiltering(true)
+                                        | InfoBridge::NfCallIpTables(true)
+                                        | InfoBridge::NfCallIp6Tables(true)
+                                        | InfoBridge::NfCallArpTables(true)
+                                )
+                            });
+                        }
+                        NlLinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
+                            info.bridge_port_isolated = attrs.iter().any(|a| matches!(a, InfoBridgePort::Isolated(true)));
+                        }
+                        _ => {}
                     }
                 }
             }

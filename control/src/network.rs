@@ -321,6 +321,14 @@ pub fn network_config(
     }
 }
 
+/// `NetworkConfig::flags` a host bridge adds: what the operator's bridge
+/// does itself (VLAN filtering, netfilter calls, isolated ports) must not
+/// be bypassed, so frames between guests then cross it.
+pub async fn host_bridge_flags(nl: &Netlink, bridge: &crate::netlink::LinkInfo) -> Result<u32, NetworkError> {
+    let isolated_port = nl.links().await?.iter().any(|l| l.master == Some(bridge.index) && l.bridge_port_isolated);
+    Ok(if bridge.bridge_filters || isolated_port { network_flags::BRIDGE_FILTERS } else { 0 })
+}
+
 /// What `VXDP_SUBNETS`/`VXDP_SUBNETS6` map a network's prefixes to.
 pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
     SubnetOwner { network_id: id, mode: plan.mode }
@@ -576,10 +584,15 @@ async fn apply_start(
         write_sysctl(IPV6_FORWARD, "1")?;
     }
 
+    let mut bridge_flags = 0;
     let (bridge_ifindex, mac) = if plan.mode == mode::BRIDGE {
         // The operator's bridge: used as it is, never changed or removed.
         let link = nl.link_by_name(bridge).await?.ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
         eprintln!("[vxdp] {name}: using host bridge {bridge} (ifindex {})", link.index);
+        bridge_flags = host_bridge_flags(nl, &link).await?;
+        if bridge_flags & network_flags::BRIDGE_FILTERS != 0 {
+            eprintln!("[vxdp] {name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it");
+        }
         (link.index, link.mac.unwrap_or_default())
     } else {
         eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
@@ -593,7 +606,8 @@ async fn apply_start(
     };
 
     let maps = Maps::open(&ctx.pins)?;
-    let cfg = network_config(plan, bridge_ifindex, mac, uplink.map_or(0, |u| u.index), (nat_first, nat_last));
+    let mut cfg = network_config(plan, bridge_ifindex, mac, uplink.map_or(0, |u| u.index), (nat_first, nat_last));
+    cfg.flags |= bridge_flags;
     maps.reset_counters(id)?;
     maps.set_network(id, &cfg)?;
     {

@@ -116,9 +116,13 @@ async fn reconcile_network(
     // The bridge: vxdp's own is recreated with its host side (addresses or
     // disable_ipv6) when deleted; a host bridge is the operator's and is
     // never created, set up or changed here.
+    let mut bridge_flags = 0;
     let mac = match nl.link_by_name(&rec.bridge).await? {
         Some(link) => {
             rec.bridge_ifindex = link.index;
+            if host_bridge {
+                bridge_flags = network::host_bridge_flags(nl, &link).await?;
+            }
             if !link.up {
                 if host_bridge {
                     repairs.problem(format!("{name}: host bridge {} is down (the operator's: left as it is)", rec.bridge));
@@ -176,13 +180,14 @@ async fn reconcile_network(
     // Map entries: written when missing (after a reload), or when they
     // differ from what start would write now (an interface changed); an
     // entry that is right is left as it is.
-    let want = network::network_config(
+    let mut want = network::network_config(
         &plan,
         rec.bridge_ifindex,
         mac,
         if has_uplink { rec.uplink_ifindex } else { 0 },
         (rec.nat_first, rec.nat_last),
     );
+    want.flags |= bridge_flags;
     if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
         maps.set_network(rec.id, &want)?;
         repairs.note(format!("{name}: wrote its network map entry (id {})", rec.id));

@@ -8,7 +8,9 @@ use aya_ebpf::{
     helpers::bpf_redirect,
     programs::TcContext,
 };
-use vxdp_common::{Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes};
+use vxdp_common::{
+    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes, network_flags,
+};
 
 use crate::{
     ctx::tc_ifindex,
@@ -32,7 +34,10 @@ pub fn pass(ctx: &TcContext, net_id: u32) -> Result<i32, Drop> {
 /// host, broadcast, unknown MACs) returns `None` and takes the usual path.
 /// Only called once the frame's sources passed anti-spoofing.
 #[inline(always)]
-fn to_sibling_port(ctx: &TcContext, net_id: u32) -> Option<Result<i32, Drop>> {
+fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<Result<i32, Drop>> {
+    if net.flags & network_flags::BRIDGE_FILTERS != 0 {
+        return None;
+    }
     let eth = parse::eth(ctx).ok()?;
     let mut key = MacKey { network_id: net_id, mac: [0; 6], _pad0: [0; 2] };
     key.mac = unsafe { (*eth).dst_addr };
@@ -132,7 +137,7 @@ fn guest_ipv4(
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
     if !to_host_l3
-        && let Some(verdict) = to_sibling_port(ctx, net_id)
+        && let Some(verdict) = to_sibling_port(ctx, net, net_id)
     {
         return verdict;
     }
@@ -193,7 +198,7 @@ fn guest_ipv6(
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
     if !to_host_l3
-        && let Some(verdict) = to_sibling_port(ctx, net_id)
+        && let Some(verdict) = to_sibling_port(ctx, net, net_id)
     {
         return verdict;
     }

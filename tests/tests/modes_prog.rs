@@ -286,6 +286,12 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             // Anti-spoofing still comes first.
             let spoofed = Packet::tcp(sock(Ipv4Addr::new(192, 168, 122, 99), 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
             guest_verdict(w, &g, &spoofed.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed source to guest"));
+            // A bridge that filters (VLANs, netfilter) keeps guest frames.
+            let mut cfg = w.network();
+            cfg.flags |= network_flags::BRIDGE_FILTERS;
+            w.set_network(NET_ID, &cfg);
+            guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: guest to guest on a filtering bridge"));
+            w.set_mode(m, flags);
             // Broadcast and frames to the host stay on the bridge.
             let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).macs(g.mac, [0xff; 6]);
             guest_verdict(w, &g, &bcast.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: broadcast"));
