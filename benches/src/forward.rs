@@ -79,6 +79,27 @@ pub fn reply_traffic(flows: u32) -> Traffic {
     }
 }
 
+/// The outside host to the guest's own address (route mode: no NAT, the
+/// uplink routes it into the network).
+pub fn inbound_traffic(flows: u32) -> Traffic {
+    Traffic {
+        eth_src: WAN_MAC,
+        eth_dst: UPLINK_MAC,
+        src: SocketAddrV4::new(OUTSIDE.parse().unwrap(), DST_PORT),
+        dst: SocketAddrV4::new(GUEST_ADDR.parse().unwrap(), FIRST_PORT),
+        flows,
+        ports_per_dst: 64512,
+        vary_dst_port: true,
+    }
+}
+
+/// Routed paths: outside → guest (generated on wan0, counted on the
+/// guest's eth0).
+pub fn run_inbound(topo: &mut Topology, flows: u32, count: u32, cpu: usize) -> Result<Rate> {
+    ensure!(!topo.path.is_nat(), "outside->guest is measured for routed paths only");
+    measure(topo, &inbound_traffic(flows), true, count, cpu)
+}
+
 /// Sends `count` frames of `traffic` from the guest (or, `reply`, from the
 /// outside host) and counts what the sink on the far side received.
 pub(crate) fn measure(

@@ -35,7 +35,8 @@ use crate::{
         masquerade + conntrack), in network namespaces this program creates and removes.\n\n\
         Sections, each repeated and interleaved across the paths, medians reported:\n  \
         program  per-program cost with BPF_PROG_TEST_RUN (vxdp's paths, the ceiling)\n  \
-        forward  64-byte UDP rate guest -> outside and replies, 1 and 10k flows, generated \
+        forward  64-byte UDP rate guest -> outside, NAT replies and routed outside -> guest, \
+        1 and 10k flows, generated \
         in the kernel (XDP live frames) and counted by an XDP sink, all on one pinned CPU\n  \
         flows    new-flow setup rate and memory per flow\n  \
         tcp      iperf3 throughput and 1-byte request/response latency\n\n\
@@ -323,6 +324,14 @@ fn forward_section(
                 "Mpps",
                 why,
             );
+            if !path.is_nat() {
+                r.not_available(
+                    &format!("forward.route_in.{}.{}.mpps", flows_label(flows), if path.is_vxdp() { "vxdp" } else { "kernel" }),
+                    &format!("{} outside->guest {flows} flow(s)", forward::label(*path)),
+                    "Mpps",
+                    why,
+                );
+            }
         }
     }
     for rep in 0..plan.reps {
@@ -349,6 +358,20 @@ fn forward_section(
                     rate.delivered,
                     rate.sent
                 ));
+                if matches!(t.path, Path::KernelRoute | Path::VxdpRoute) {
+                    let rate = forward::run_inbound(t, flows, plan.packets, cpu)?;
+                    let id = format!("forward.route_in.{}.{who}", flows_label(flows));
+                    let what = format!("{} outside->guest {flows} flow(s)", forward::label(t.path));
+                    record(r, &id, &what, &rate);
+                    progress(&format!(
+                        "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
+                        rep + 1,
+                        plan.reps,
+                        rate.mpps(),
+                        rate.delivered,
+                        rate.sent
+                    ));
+                }
                 if t.path.is_nat() {
                     let rate = forward::run_one(t, flows, true, plan.packets, cpu)?;
                     let id = format!("forward.reply.{}.{who}", flows_label(flows));
@@ -634,6 +657,13 @@ fn targets(r: &mut Report) {
             &format!("forward.route.{f}.vxdp.mpps"),
             &format!("forward.route.{f}.kernel.mpps"),
             Some(6.0),
+            None,
+        );
+        r.compare(
+            &format!("routed outside->guest {f}: vxdp / kernel"),
+            &format!("forward.route_in.{f}.vxdp.mpps"),
+            &format!("forward.route_in.{f}.kernel.mpps"),
+            None,
             None,
         );
     }

@@ -426,6 +426,20 @@ impl Topology {
             "--mac",
             &fmt_mac(&GUEST_MAC),
         ])?;
+        // As on the kernel's bridge: the guest's neighbour is static (the
+        // sink on its eth0 drops ARP), so routed traffic into the network
+        // finds it resolved.
+        self.hyp.ip(&[
+            "neigh",
+            "replace",
+            GUEST_ADDR,
+            "lladdr",
+            &fmt_mac(&GUEST_MAC),
+            "dev",
+            "virbr0",
+            "nud",
+            "permanent",
+        ])?;
         let link = String::from_utf8(self.hyp.ip(&["-o", "link", "show", "virbr0"])?.stdout)?;
         let mac = link
             .split_whitespace()

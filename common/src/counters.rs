@@ -50,10 +50,14 @@ pub enum Action {
     /// Guest → another guest of the same network, redirected from port to
     /// port by eBPF (the bridge is not involved).
     PortForwarded = 10,
+    /// Outside → a guest of a route/open network, redirected by eBPF from the
+    /// uplink straight to the guest's port (next hop resolved on the bridge,
+    /// guest MAC in `VXDP_MACS`).
+    RouteInboundForwarded = 11,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -65,6 +69,7 @@ impl Action {
         Action::RouteForwarded,
         Action::RouteInbound,
         Action::PortForwarded,
+        Action::RouteInboundForwarded,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -80,13 +85,17 @@ impl Action {
             Action::RouteForwarded => "route_forwarded",
             Action::RouteInbound => "route_inbound",
             Action::PortForwarded => "port_forwarded",
+            Action::RouteInboundForwarded => "route_inbound_forwarded",
         }
     }
 
     /// The direction label: from the guest or from the uplink.
     pub const fn direction(self) -> &'static str {
         match self {
-            Action::DnatForwarded | Action::UplinkPassed | Action::RouteInbound => "from_uplink",
+            Action::DnatForwarded
+            | Action::UplinkPassed
+            | Action::RouteInbound
+            | Action::RouteInboundForwarded => "from_uplink",
             _ => "from_guest",
         }
     }
@@ -150,10 +159,13 @@ pub enum DropReason {
     Ipv6NotForwarded = 21,
     /// A tail call into a guest-port path failed (program array slot empty).
     TailCallFailed = 22,
+    /// Inbound to a route network with `<forward dev>` that arrived on
+    /// another interface (libvirt accepts inbound only from that device).
+    InboundNotViaForwardDev = 40,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -176,6 +188,7 @@ impl DropReason {
         DropReason::OtherNetwork,
         DropReason::Ipv6NotForwarded,
         DropReason::TailCallFailed,
+        DropReason::InboundNotViaForwardDev,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -202,6 +215,7 @@ impl DropReason {
             DropReason::OtherNetwork => "other_network",
             DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
             DropReason::TailCallFailed => "tail_call_failed",
+            DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
         }
     }
 

@@ -12,6 +12,7 @@ mod parse;
 mod policy;
 mod port;
 mod route;
+mod route_in;
 mod port_stats;
 mod stats;
 mod uplink;

@@ -1,7 +1,8 @@
 //! Route and open modes: guest packets leave the network without NAT,
 //! routed by `bpf_fib_lookup` and redirected out of the egress interface
 //! (TC ingress of the guest port). Inbound traffic to these networks is
-//! accepted at the uplink (`uplink`) and routed by the kernel.
+//! accepted at the uplink (`uplink`) and redirected to the guest's port
+//! (`route_in`) or routed by the kernel.
 
 use aya_ebpf::programs::TcContext;
 use vxdp_common::{Action, DropReason, NetworkConfig, mode, mode_routes, network_flags};

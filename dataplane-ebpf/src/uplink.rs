@@ -1,13 +1,15 @@
 //! The uplink (XDP): replies of NAT flows go back to their guests (`nat`);
 //! other traffic into a vxdp network is judged by the owning network's mode:
-//! route/open accept it (the kernel routes it onto the bridge), NAT refuses
-//! what no flow expects, isolated networks refuse everything.
+//! route/open accept it (`route_in`: redirected to the guest's port, or
+//! routed onto the bridge by the kernel), NAT refuses what no flow expects,
+//! isolated networks refuse everything.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vxdp_common::{Action, DropReason, SubnetOwner, mode};
 
 use crate::{
     nat,
+    route_in,
     parse::{self, ETH_P_IP, ETH_P_IPV6},
     policy,
     stats::{Drop, count},
@@ -44,10 +46,7 @@ fn inbound(ctx: &XdpContext, owner: Option<SubnetOwner>, ipv6: bool) -> Result<u
     let Some(owner) = owner else { return pass(ctx) };
     let id = owner.network_id;
     match owner.mode {
-        mode::ROUTE | mode::OPEN => {
-            count(ctx, id, Action::RouteInbound);
-            Ok(xdp_action::XDP_PASS)
-        }
+        mode::ROUTE | mode::OPEN => route_in::inbound(ctx, id, ipv6),
         mode::NAT if ipv6 => Err(Drop::new(DropReason::Ipv6NotForwarded, id)),
         mode::NAT => Err(Drop::new(DropReason::UnsolicitedInbound, id)),
         mode::ISOLATED => Err(Drop::new(DropReason::IsolatedNetwork, id)),

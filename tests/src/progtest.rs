@@ -566,19 +566,31 @@ impl World {
     }
 
     /// Runs `vxdp_uplink_in` on `frame` (arriving on the namespace's
-    /// loopback, which the program does not look at).
+    /// loopback).
     pub fn run_uplink(&self, frame: &[u8]) -> Run {
+        self.run_uplink_from(0, frame)
+    }
+
+    /// Runs `vxdp_uplink_in` on `frame` as if it arrived on `ifindex`
+    /// (0: the namespace's loopback).
+    pub fn run_uplink_from(&self, ifindex: u32, frame: &[u8]) -> Run {
         let p: &Xdp = self
             .ebpf
             .program(names::PROG_UPLINK_INGRESS)
             .expect("uplink program")
             .try_into()
             .expect("uplink program is XDP");
+        // struct xdp_md: data, data_end (must be the frame's length),
+        // data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 512];
         let r = p
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_in: (ifindex != 0).then_some(&ctx[..]),
                 ..TestRunOptions::new()
             })
             .expect("BPF_PROG_TEST_RUN of vxdp_uplink_in failed");
@@ -649,6 +661,11 @@ impl World {
                 .expect("VXDP_MACS is a hash map");
         let key = MacKey { network_id, mac, _pad0: [0; 2] };
         macs.insert(&key, &MacPort { ifindex: port_ifindex, _pad0: 0 }, 0).expect("writing VXDP_MACS");
+    }
+
+    /// The ifindex of `name` in the world's namespace.
+    pub fn ifindex(&self, name: &str) -> u32 {
+        ifindex(name).expect("interface of the test namespace")
     }
 
     /// `ip -n <this world's namespace> <args>`.

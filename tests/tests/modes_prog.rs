@@ -11,9 +11,9 @@ use vxdp_common::{
     Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags,
 };
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, Slot,
-    SUBNET6, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK_MAC, World, XDP_DROP,
-    XDP_PASS, assert_counters_moved, be, fmt_mac, with_nat_world,
+    BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, Slot,
+    SUBNET6, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC, UPLINK_PEER, World,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac, with_nat_world,
 };
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
@@ -296,6 +296,140 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).macs(g.mac, [0xff; 6]);
             guest_verdict(w, &g, &bcast.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: broadcast"));
         }
+    });
+}
+
+/// Runs `frame` through the uplink program as arriving on `ifindex`;
+/// asserts the verdict and that exactly `moved` counted.
+#[track_caller]
+fn uplink_verdict_from(w: &World, ifindex: u32, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) -> Vec<u8> {
+    let before = w.counters();
+    let run = w.run_uplink_from(ifindex, frame);
+    assert_eq!(run.verdict, verdict, "{what}: XDP verdict {} instead of {verdict}", run.verdict);
+    assert_counters_moved(&before, &w.counters(), moved, what);
+    run.data
+}
+
+/// Asserts `out` is the inbound IPv4 frame `sent` delivered to guest `g`:
+/// MACs bridge → guest, TTL one less, header checksum right, every other
+/// byte unchanged.
+#[track_caller]
+fn assert_delivered_v4(g: &Guest, sent: &[u8], out: &[u8], what: &str) {
+    let f = Frame(out);
+    assert_eq!(out.len(), sent.len(), "{what}: frame length changed");
+    assert_eq!(f.eth_dst(), g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&f.eth_dst()));
+    assert_eq!(f.eth_src(), BRIDGE_MAC, "{what}: source MAC {} is not the bridge's", fmt_mac(&f.eth_src()));
+    assert_eq!(f.ttl(), Frame(sent).ttl() - 1, "{what}: TTL not decremented");
+    f.assert_checksums(what, false);
+    let unchanged = |b: &[u8]| {
+        let mut v = b[12..].to_vec();
+        v[22 - 12] = 0; // TTL
+        v[24 - 12] = 0; // header checksum
+        v[25 - 12] = 0;
+        v
+    };
+    assert_eq!(unchanged(out), unchanged(sent), "{what}: bytes other than MACs, TTL and header checksum changed");
+}
+
+/// Asserts `out` is the inbound IPv6 frame `sent` delivered to guest `g`.
+#[track_caller]
+fn assert_delivered_v6(g: &Guest, sent: &[u8], out: &[u8], what: &str) {
+    assert_eq!(out.len(), sent.len(), "{what}: frame length changed");
+    assert_eq!(&out[0..6], &g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&out[0..6].try_into().unwrap()));
+    assert_eq!(&out[6..12], &BRIDGE_MAC, "{what}: source MAC {} is not the bridge's", fmt_mac(&out[6..12].try_into().unwrap()));
+    assert_eq!(out[21], sent[21] - 1, "{what}: hop limit not decremented");
+    assert_eq!(&out[12..21], &sent[12..21], "{what}: IPv6 header changed");
+    assert_eq!(&out[22..], &sent[22..], "{what}: IPv6 addresses or payload changed");
+}
+
+/// Outside → guest in route and open modes: once the kernel has resolved
+/// the guest's neighbour on the bridge and the guest's MAC is in
+/// `VXDP_MACS`, the uplink program redirects IPv4 and IPv6 straight into
+/// the guest's port (MACs rewritten, TTL/hop limit decremented); everything
+/// else is still routed by the kernel. NAT and isolated networks are
+/// unchanged, and a route network with `<forward dev>` accepts inbound
+/// traffic only from that device (as libvirt's rules do).
+#[test]
+fn route_and_open_inbound_go_straight_to_the_guest_port() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let up = w.uplink_ifindex;
+        let g6 = guest6(10);
+        let syn = syn_in(&g).build();
+        let udp = Packet::udp(sock(OUTSIDE, 53), sock(g.addr, 40000)).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
+        let ping = Packet::icmp_echo_request(OUTSIDE, g.addr, 9, 1).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
+        let v6 = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, g6, 64);
+        let modes = [(mode::ROUTE, "route"), (mode::OPEN, "open")];
+
+        // The kernel has not resolved the guest yet: it routes the packet
+        // (and resolves the neighbour on the way).
+        w.set_mac(NET_ID, g.mac, g.port_ifindex);
+        for (m, name) in modes {
+            w.set_mode(m, HOST_ADDRESS);
+            uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: unresolved neighbour"));
+            uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: unresolved IPv6 neighbour"));
+        }
+
+        // Resolved, but to a MAC no port of this network has: the kernel.
+        let stranger = [0x52, 0x54, 0x00, 0x00, 0x00, 0x99];
+        w.ip(&format!("neigh replace {} lladdr {} dev {BRIDGE} nud permanent", g.addr, fmt_mac(&stranger))).unwrap();
+        w.ip(&format!("-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&stranger))).unwrap();
+        for (m, name) in modes {
+            w.set_mode(m, HOST_ADDRESS);
+            uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: neighbour MAC of no guest"));
+            uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: IPv6 neighbour MAC of no guest"));
+        }
+
+        w.ip(&format!("neigh replace {} lladdr {} dev {BRIDGE} nud permanent", g.addr, fmt_mac(&g.mac))).unwrap();
+        w.ip(&format!("-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&g.mac))).unwrap();
+        let fwd = once(Action::RouteInboundForwarded);
+        for (m, name) in modes {
+            w.set_mode(m, HOST_ADDRESS);
+            for (frame, what) in [(&syn, "TCP SYN"), (&udp, "UDP"), (&ping, "ping")] {
+                let what = format!("{name}: outside {what} to a resolved guest");
+                let out = uplink_verdict_from(w, up, frame, XDP_REDIRECT, &[fwd], &what);
+                assert_delivered_v4(&g, frame, &out, &what);
+            }
+            let what = format!("{name}: outside IPv6 to a resolved guest");
+            let out = uplink_verdict_from(w, up, &v6, XDP_REDIRECT, &[fwd], &what);
+            assert_delivered_v6(&g, &v6, &out, &what);
+
+            // Expiring TTLs, the host's own address: the kernel answers.
+            let last_hop = Packet::tcp(sock(OUTSIDE, 80), sock(g.addr, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC).ttl(1).build();
+            uplink_verdict_from(w, up, &last_hop, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: TTL 1"));
+            let v6_last_hop = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, g6, 1);
+            uplink_verdict_from(w, up, &v6_last_hop, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: hop limit 1"));
+            let to_host = Packet::tcp(sock(OUTSIDE, 80), sock(GATEWAY, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
+            uplink_verdict_from(w, up, &to_host, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: to the host's bridge address"));
+        }
+
+        // <forward dev>: route mode takes inbound traffic only from that
+        // device; open mode filters nothing.
+        let elsewhere = w.ifindex(UPLINK_PEER);
+        assert_ne!(elsewhere, w.ifindex(UPLINK));
+        w.set_mode(mode::ROUTE, HOST_ADDRESS | network_flags::FORWARD_DEV);
+        uplink_verdict_from(w, elsewhere, &syn, XDP_DROP, &[dropped(DropReason::InboundNotViaForwardDev)], "route, forward dev: inbound from another interface");
+        uplink_verdict_from(w, elsewhere, &v6, XDP_DROP, &[dropped(DropReason::InboundNotViaForwardDev)], "route, forward dev: IPv6 from another interface");
+        let out = uplink_verdict_from(w, up, &syn, XDP_REDIRECT, &[fwd], "route, forward dev: inbound from it");
+        assert_delivered_v4(&g, &syn, &out, "route, forward dev: inbound from it");
+        w.set_mode(mode::OPEN, HOST_ADDRESS | network_flags::FORWARD_DEV);
+        let out = uplink_verdict_from(w, elsewhere, &syn, XDP_REDIRECT, &[fwd], "open, forward dev: inbound from another interface");
+        assert_delivered_v4(&g, &syn, &out, "open, forward dev: inbound from another interface");
+
+        // The guest's port has no redirect slot: the kernel, not a drop.
+        w.set_mode(mode::ROUTE, HOST_ADDRESS);
+        w.remove_port(g.port_ifindex);
+        uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], "route: guest port without a redirect slot");
+        uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], "route: IPv6 to a guest port without a redirect slot");
+
+        // NAT and isolated networks are not routed into, resolved guest or
+        // not.
+        w.set_mode(mode::NAT, HOST_ADDRESS);
+        uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::UnsolicitedInbound)], "nat: unsolicited SYN to a resolved guest");
+        uplink_verdict_from(w, up, &v6, XDP_DROP, &[dropped(DropReason::Ipv6NotForwarded)], "nat: IPv6 to a resolved guest");
+        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
+        uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: SYN to a resolved guest");
+        uplink_verdict_from(w, up, &v6, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: IPv6 to a resolved guest");
     });
 }
 

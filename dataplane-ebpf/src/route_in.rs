@@ -1,0 +1,144 @@
+//! Route and open modes, inbound (XDP on the uplink): outside → a guest of
+//! the network goes straight to the guest's port. `bpf_fib_lookup` from the
+//! interface the packet arrived on must name the network's bridge and a
+//! resolved neighbour there; the neighbour's MAC must be a guest's in
+//! `VXDP_MACS`. Then both MACs are rewritten (bridge → guest), the TTL or
+//! hop limit decremented (the IPv4 header checksum updated incrementally:
+//! frames from a wire carry finished checksums, and nothing else changes)
+//! and the frame is redirected through `VXDP_PORTS`.
+//!
+//! Everything else is the kernel's, as before (`route_inbound`, XDP_PASS):
+//! no neighbour yet (the kernel resolves it, later packets take the fast
+//! path), expiring TTLs (it answers with ICMP), packets larger than the
+//! bridge's MTU (it fragments or answers "too big"), the host's own
+//! addresses and broadcasts, unknown guest MACs.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use vxdp_common::{Action, DropReason, MacKey, NetworkConfig, mode, network_flags};
+
+use crate::{
+    ctx::{CSUM_FIELD_2, PacketCtx},
+    forward::{self, FibParams, Route},
+    maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
+    nat::set_macs,
+    parse::{self, IP_CHECK_OFF, IP_OFF, IP_TTL_OFF, IP6_HOP_LIMIT_OFF},
+    policy,
+    stats::{Drop, count},
+};
+
+/// Offset of the IPv4 total length and of the IPv6 payload length.
+const IP_TOT_LEN_OFF: usize = IP_OFF + 2;
+const IP6_PAYLOAD_LEN_OFF: usize = IP_OFF + 4;
+const IPV6_HDR_LEN: u16 = 40;
+
+/// Left to the kernel, which routes it onto the bridge.
+#[inline(always)]
+fn to_kernel(ctx: &XdpContext, net_id: u32) -> Result<u32, Drop> {
+    count(ctx, net_id, Action::RouteInbound);
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Outside → the subnet of route/open network `net_id` (IPv6 if `ipv6`).
+#[inline(always)]
+pub fn inbound(ctx: &XdpContext, net_id: u32, ipv6: bool) -> Result<u32, Drop> {
+    let Some(net) = VXDP_NETWORKS.get(net_id).filter(|n| policy::active(n)) else {
+        return to_kernel(ctx, net_id);
+    };
+    // libvirt's route mode with <forward dev> accepts inbound traffic only
+    // from that device (`-i dev -o bridge -j ACCEPT`, then REJECT); open
+    // mode adds no rule at all.
+    if net.mode == mode::ROUTE
+        && net.flags & network_flags::FORWARD_DEV != 0
+        && PacketCtx::ingress_ifindex(ctx) != net.uplink_ifindex
+    {
+        return Err(Drop::new(DropReason::InboundNotViaForwardDev, net_id));
+    }
+    let fast = if ipv6 { forward_v6(ctx, net, net_id)? } else { forward_v4(ctx, net, net_id)? };
+    match fast {
+        Some(verdict) => Ok(verdict),
+        None => to_kernel(ctx, net_id),
+    }
+}
+
+/// The guest port behind a route lookup's answer: a resolved neighbour on
+/// the network's bridge whose MAC is a guest's of this network, with a
+/// redirect slot.
+#[inline(always)]
+fn guest_port(net: &NetworkConfig, net_id: u32, route: &Route) -> Option<u32> {
+    let Route::Forward(p) = route else { return None };
+    if p.ifindex != net.bridge_ifindex {
+        return None;
+    }
+    let key = MacKey { network_id: net_id, mac: p.dmac, _pad0: [0; 2] };
+    let port = unsafe { VXDP_MACS.get(&key) }?.ifindex;
+    // Written together with the MAC entry; checked so a missing slot
+    // leaves the packet to the kernel rather than dropping it.
+    VXDP_PORTS.get_ifindex(port)?;
+    Some(port)
+}
+
+/// A packet length from a 16-bit big-endian header field at `off`.
+#[inline(always)]
+fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
+    let field = parse::ptr_at::<XdpContext, [u8; 2]>(ctx, off).ok()?;
+    Some(u16::from_be_bytes(unsafe { *field }))
+}
+
+#[inline(always)]
+fn redirect(ctx: &XdpContext, net_id: u32, port: u32) -> Result<Option<u32>, Drop> {
+    let verdict = VXDP_PORTS
+        .redirect(port, 0)
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+    // Counted once the redirect is accepted: a failed one is a drop only.
+    count(ctx, net_id, Action::RouteInboundForwarded);
+    Ok(Some(verdict))
+}
+
+#[inline(always)]
+fn rewrite_macs(ctx: &XdpContext, net_id: u32, p: &FibParams) -> Result<(), Drop> {
+    // The lookup's source MAC is the bridge's, its destination the guest's.
+    set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
+}
+
+/// IPv4: `Some(verdict)` when redirected to the guest's port, `None` when
+/// the kernel should route it.
+#[inline(always)]
+fn forward_v4(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Option<u32>, Drop> {
+    let Ok(ip) = parse::ipv4(ctx) else { return Ok(None) };
+    if ip.ttl <= 1 {
+        return Ok(None);
+    }
+    let Some(tot_len) = be16_at(ctx, IP_TOT_LEN_OFF) else { return Ok(None) };
+    let route = forward::route_v4(ctx, PacketCtx::ingress_ifindex(ctx), ip.src, ip.dst, ip.proto, 0, 0, tot_len);
+    let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
+    let Route::Forward(p) = &route else { return Ok(None) };
+    rewrite_macs(ctx, net_id, p)?;
+    // TTL shares a 16-bit checksum word with the protocol byte.
+    let malformed = Drop::new(DropReason::Malformed, net_id);
+    let ttl_field = parse::ptr_at::<XdpContext, [u8; 2]>(ctx, IP_TTL_OFF).map_err(|_| malformed)?;
+    let old = u16::from_ne_bytes(unsafe { *ttl_field });
+    let new = u16::from_ne_bytes([ip.ttl - 1, ip.proto]);
+    unsafe { *ttl_field = new.to_ne_bytes() };
+    ctx.l3_csum_replace(IP_CHECK_OFF, old as u32, new as u32, CSUM_FIELD_2)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    redirect(ctx, net_id, port)
+}
+
+/// IPv6: as [`forward_v4`]; there is no header checksum.
+#[inline(always)]
+fn forward_v6(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Option<u32>, Drop> {
+    let Ok(ip) = parse::ipv6(ctx) else { return Ok(None) };
+    if ip.hop_limit <= 1 {
+        return Ok(None);
+    }
+    let Some(payload_len) = be16_at(ctx, IP6_PAYLOAD_LEN_OFF) else { return Ok(None) };
+    let tot_len = payload_len.saturating_add(IPV6_HDR_LEN);
+    let route = forward::route_v6(ctx, PacketCtx::ingress_ifindex(ctx), &ip.src, &ip.dst, ip.next_header, tot_len);
+    let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
+    let Route::Forward(p) = &route else { return Ok(None) };
+    rewrite_macs(ctx, net_id, p)?;
+    let hop = parse::ptr_at::<XdpContext, u8>(ctx, IP6_HOP_LIMIT_OFF)
+        .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    unsafe { *hop = ip.hop_limit - 1 };
+    redirect(ctx, net_id, port)
+}
