@@ -113,6 +113,8 @@ struct DirectRow {
     /// plain switch that never sends a frame back where it came from).
     plain_host: bool,
     plain_guests: Option<bool>,
+    /// host→guest behind the plain switch.
+    plain_host_to_guest: bool,
     /// Extra lines for the printed table (checks beyond the row).
     notes: Vec<String>,
 }
@@ -183,6 +185,8 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
     topo.hyp.ip(&["neigh", "flush", "dev", "up0"])?;
     let plain_host = direct_cell(mode, CELLS[0], &g0.ns, UPLINK_ADDR, &topo.hyp)?;
     ensure!(!plain_host, "libvirt direct {mode}: a guest reaches the host behind a switch without hairpin");
+    let host_to_guest = direct_cell(mode, "host→guest", &topo.hyp, &g0.addr, &g0.ns)?;
+    ensure!(!host_to_guest, "libvirt direct {mode}: the host reaches a guest behind a switch without hairpin");
     let plain_guests = match topo.guests.get(1) {
         Some(g1) => Some(direct_cell(mode, CELLS[1], &g0.ns, &g1.addr, &g1.ns)?),
         None => None,
@@ -206,7 +210,7 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
         ensure!(out > 0 && inn > 0, "relay of {} moved {out} frames from its guest, {inn} to it", nic.macvtap);
     }
     drop(nics);
-    Ok(DirectRow { cells, plain_host, plain_guests, notes })
+    Ok(DirectRow { cells, plain_host, plain_guests, plain_host_to_guest: host_to_guest, notes })
 }
 
 /// Compares one libvirt cell with vxdp's: "" when they agree, the named
@@ -244,6 +248,12 @@ fn libvirt_direct_modes_agree_with_vxdp() -> Result<()> {
         if row.plain_guests.is_some() {
             writeln!(table, "direct {mode:<11} plain    {:<15} {:<8} -     (macvtap {mode} mode)", CELLS[1], yn(row.plain_guests))?;
         }
+        writeln!(
+            table,
+            "direct {mode:<11} plain    {:<15} {:<8} -     (macvtap hands the host's frames to the wire only)",
+            "host→guest",
+            yn(Some(row.plain_host_to_guest))
+        )?;
         notes.extend(row.notes);
     }
     for note in notes {
