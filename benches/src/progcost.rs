@@ -18,9 +18,9 @@ use aya::{
     maps::HashMap,
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use vxdp_common::{ConntrackEntry, ConntrackKey, names};
+use vxdp_common::{ConntrackEntry, ConntrackKey, SubnetOwner, mode, names};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    BRIDGE, BRIDGE_MAC, NEXT_HOP_MAC, fmt_mac, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
     UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, with_nat_world,
 };
 
@@ -31,6 +31,28 @@ use crate::{
 };
 
 const HIT_PORT: u16 = 40000;
+
+/// A route network beside the world's NAT one, on the same bridge: its
+/// id, subnet (the host's address on the bridge is .1) and one guest,
+/// resolved and in the MAC table, for the routed inbound case.
+const ROUTED_NET: u32 = 2;
+const ROUTED_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 0);
+const ROUTED_GUEST: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 10);
+
+/// Adds [`ROUTED_NET`] with guest 1 of the world as its resolved guest.
+fn add_routed_network(world: &mut World) -> Result<()> {
+    let g = world.guests[1];
+    let mut cfg = world.network();
+    cfg.mode = mode::ROUTE;
+    cfg.subnet = u32::from_ne_bytes(ROUTED_SUBNET.octets());
+    cfg.gateway = u32::from_ne_bytes(Ipv4Addr::new(10, 9, 0, 1).octets());
+    world.set_network(ROUTED_NET, &cfg);
+    world.set_subnet(cfg.subnet, 24, &SubnetOwner { network_id: ROUTED_NET, mode: mode::ROUTE });
+    world.set_mac(ROUTED_NET, g.mac, g.port_ifindex);
+    world.ip(&format!("addr add 10.9.0.1/24 dev {BRIDGE}"))?;
+    world.ip(&format!("neigh replace {ROUTED_GUEST} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&g.mac)))?;
+    Ok(())
+}
 
 fn tc_run(p: &SchedClassifier, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(u32, f64)> {
     // struct __sk_buff: `ifindex` (offset 40) picks skb->dev.
@@ -68,7 +90,7 @@ struct Case {
     idempotent: bool,
 }
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 10] = [
     Case {
         id: "guest_tc.nat_hit",
         label: "guest port (TC): NAT hit, SNAT+redirect",
@@ -90,6 +112,12 @@ const CASES: [Case; 9] = [
     Case {
         id: "uplink_xdp.reverse_nat_hit",
         label: "uplink (XDP): reverse NAT hit+redirect",
+        expect: XDP_REDIRECT,
+        idempotent: false,
+    },
+    Case {
+        id: "uplink_xdp.route_in_redirect",
+        label: "uplink (XDP): routed inbound, fib lookup+redirect",
         expect: XDP_REDIRECT,
         idempotent: false,
     },
@@ -163,6 +191,7 @@ impl Bench<'_> {
             "uplink_xdp.reverse_nat_hit" => {
                 from_outside(sock(OUTSIDE, 9), sock(UPLINK_ADDR, HIT_PORT))
             }
+            "uplink_xdp.route_in_redirect" => from_outside(sock(OUTSIDE, 9), sock(ROUTED_GUEST, 9)),
             "uplink_xdp.miss_to_host" => from_outside(sock(OUTSIDE, 9), sock(UPLINK_ADDR, 7)),
             "uplink_xdp.drop_unsolicited" => {
                 from_outside(sock(OUTSIDE, 9), sock(self.guest_addr, 80))
@@ -258,6 +287,7 @@ fn measure(
     out: &mut Vec<(String, String, f64)>,
 ) -> Result<()> {
     pin_to_cpu(cpu)?;
+    add_routed_network(world)?;
     let mut progs = BenchProgs::load()?;
     progs.set_ceiling(CeilingConfig {
         dst_mac: NEXT_HOP_MAC,

@@ -11,7 +11,7 @@
 use std::{
     fmt::Write as _,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -167,7 +167,7 @@ fn run_matrix(mode: Mode) -> Result<()> {
             // SYN and ACK at least go straight to the guest's port.
             let (in1, _) = topo.counter("default", "route_inbound_forwarded")?;
             ensure!(in1 >= in0 + 2, "{cell}: not forwarded by eBPF (route_inbound_forwarded {in0} -> {in1})");
-            let bulk = bulk_inbound(&topo, 1)?;
+            let bulk = bulk_inbound(&topo, 1, g1.addr.as_str())?;
             row.push(format!("yes (fast path +{}; {bulk})", in1 - in0));
             continue;
         }
@@ -222,17 +222,19 @@ fn run_matrix(mode: Mode) -> Result<()> {
 /// Bytes of the bulk transfer outside → guest in route/open modes.
 const BULK_BYTES: usize = 4 << 20;
 
-/// The outside host connects to guest `i` and sends [`BULK_BYTES`]; the
+/// The outside host connects to guest `i` at `addr` and sends [`BULK_BYTES`]; the
 /// guest checks every byte (a bad checksum would stall the transfer, bad
 /// data fails the comparison), and the fast path's counter must have
 /// carried at least that many bytes.
-fn bulk_inbound(topo: &NatTopology, i: usize) -> Result<String> {
+fn bulk_inbound(topo: &NatTopology, i: usize, addr: &str) -> Result<String> {
     let g = &topo.guests[i];
+    let ip: IpAddr = addr.parse()?;
     let (p0, b0) = topo.counter("default", "route_inbound_forwarded")?;
     let data = pattern(BULK_BYTES, 0x5eed);
-    let listener = g.ns.enter(|| TcpListener::bind("0.0.0.0:0"))??;
+    let any: SocketAddr = if ip.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let listener = g.ns.enter(move || TcpListener::bind(any))??;
     listener.set_nonblocking(true)?;
-    let target: SocketAddr = format!("{}:{}", g.addr, listener.local_addr()?.port()).parse()?;
+    let target = SocketAddr::new(ip, listener.local_addr()?.port());
     let receiver = std::thread::spawn(move || -> Result<Vec<u8>> {
         // Bounded: gives up when no connection arrives.
         let start = Instant::now();
@@ -273,6 +275,62 @@ fn bulk_inbound(topo: &NatTopology, i: usize) -> Result<String> {
         p1 - p0
     );
     Ok(format!("{} MiB intact, {} packets via eBPF", BULK_BYTES >> 20, p1 - p0))
+}
+
+/// Pings `dst` from `ns` until it answers, at most `within` (bounded).
+fn wait_reachable(ns: &Netns, dst: &str, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?.status.success() {
+            return Ok(());
+        }
+        ensure!(start.elapsed() < within, "{} cannot ping {dst} within {within:?}", ns.name);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// IPv6 in route mode, end to end: the outside host reaches a guest's own
+/// IPv6 address (ping, TCP, a bulk transfer checked byte by byte) and,
+/// once the hypervisor has resolved the guest, through the uplink's fast
+/// path (`route_inbound_forwarded`).
+#[test]
+fn route_mode_ipv6_outside_to_guest_takes_the_fast_path() -> Result<()> {
+    const WAN6: &str = "2001:db8:1::1";
+    const UPLINK6: &str = "2001:db8:1::2";
+    const GATEWAY6: &str = "2001:db8:122::1";
+    const GUEST6: &str = "2001:db8:122::10";
+    let mut topo = NatTopology::new("r6", 1)?;
+    topo.wan.ip(&["-6", "addr", "add", &format!("{WAN6}/64"), "dev", "wan0", "nodad"])?;
+    topo.wan.ip(&["-6", "route", "add", "2001:db8:122::/64", "via", UPLINK6])?;
+    topo.hyp.ip(&["-6", "addr", "add", &format!("{UPLINK6}/64"), "dev", "up0", "nodad"])?;
+    topo.hyp.ip(&["-6", "route", "add", "default", "via", WAN6])?;
+    let g = &topo.guests[0];
+    g.ns.ip(&["-6", "addr", "add", &format!("{GUEST6}/64"), "dev", "eth0", "nodad"])?;
+    g.ns.ip(&["-6", "route", "add", "default", "via", GATEWAY6])?;
+    topo.start_with(
+        "<network><name>default</name><forward mode='route'/><bridge name='virbr0' stp='on' delay='0'/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'/>\
+         <ip family='ipv6' address='2001:db8:122::1' prefix='64'/></network>",
+        true,
+    )?;
+    topo.wait_ping(0, GATEWAY, Duration::from_secs(20))?;
+    // The bridge's IPv6 address may still be tentative (DAD).
+    wait_reachable(&topo.guests[0].ns, GATEWAY6, Duration::from_secs(10))?;
+    wait_reachable(&topo.wan, GUEST6, Duration::from_secs(10))?;
+
+    let (in0, _) = topo.counter("default", "route_inbound_forwarded")?;
+    let out = topo.wan.exec_status("ping", &["-c", "3", "-i", "0.2", "-W", "1", GUEST6])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("3 received"),
+        "outside → guest IPv6 ping lost packets: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (in1, _) = topo.counter("default", "route_inbound_forwarded")?;
+    ensure!(in1 >= in0 + 3, "outside → guest IPv6 pings not forwarded by eBPF (route_inbound_forwarded {in0} -> {in1})");
+    let bulk = bulk_inbound(&topo, 0, GUEST6)?;
+    println!("\nvxdp, mode route, IPv6 outside→guest: pings via eBPF +{}; {bulk}", in1 - in0);
+    topo.stop()?;
+    Ok(())
 }
 
 #[test]
