@@ -336,7 +336,7 @@ impl Maps {
             self.remove_mac(ifindex, &old)?;
         }
         self.endpoints()?.insert(&ifindex, ep, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
-        if ep.flags & endpoint_flags::MAC_KNOWN != 0 {
+        if ep.flags & endpoint_flags::MAC_KNOWN != 0 && self.has_macs() {
             let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
             self.macs()?
                 .insert(&key, &MacPort { ifindex, _pad0: 0 }, 0)
@@ -347,8 +347,19 @@ impl Maps {
             .map_err(DataplaneError::Ports)
     }
 
+    /// Whether the pinned dataplane has `VXDP_MACS`. One pinned by a vxdp
+    /// before it (adopted across an upgrade) has none, and its programs no
+    /// port-to-port path: ports then simply get no MAC entries until
+    /// `vxdp unload` + `load`.
+    pub fn has_macs(&self) -> bool {
+        self.pins.map(names::MAP_MACS).exists()
+    }
+
     /// Removes `ep`'s MAC entry if it still points at `ifindex`.
     fn remove_mac(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        if !self.has_macs() {
+            return Ok(());
+        }
         let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
         let mut macs = self.macs()?;
         match macs.get(&key, 0) {
@@ -363,7 +374,7 @@ impl Maps {
 
     /// Whether `VXDP_MACS` holds what `ep` (the endpoint of `ifindex`) needs.
     pub fn mac_entry_current(&self, ifindex: u32, ep: &Endpoint) -> Result<bool, DataplaneError> {
-        if ep.flags & endpoint_flags::MAC_KNOWN == 0 {
+        if ep.flags & endpoint_flags::MAC_KNOWN == 0 || !self.has_macs() {
             return Ok(true);
         }
         Ok(self.mac_port(ep.network_id, ep.mac)? == Some(ifindex))
