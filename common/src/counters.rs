@@ -50,10 +50,26 @@ pub enum Action {
     /// Guest → another guest of the same network, redirected from port to
     /// port by eBPF (the bridge is not involved).
     PortForwarded = 10,
+    // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
+    // other paths.
+    /// Direct network: guest → another guest of the NIC, redirected to its
+    /// port (direct bridge mode).
+    DirectToGuest = 20,
+    /// Direct network: guest → the wire (out of the NIC).
+    DirectToWire = 21,
+    /// Direct network: guest → the host (delivered as if received on the NIC).
+    DirectToHost = 22,
+    /// Direct network: frame from the wire → a guest's port (XDP redirect).
+    DirectFromWire = 23,
+    /// Direct network: the host → a guest's port (TC egress on the NIC).
+    DirectFromHost = 24,
+    /// Direct network: one copy of a broadcast/multicast frame cloned to a
+    /// guest port.
+    DirectFlooded = 25,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 17] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -65,6 +81,12 @@ impl Action {
         Action::RouteForwarded,
         Action::RouteInbound,
         Action::PortForwarded,
+        Action::DirectToGuest,
+        Action::DirectToWire,
+        Action::DirectToHost,
+        Action::DirectFromWire,
+        Action::DirectFromHost,
+        Action::DirectFlooded,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -80,13 +102,20 @@ impl Action {
             Action::RouteForwarded => "route_forwarded",
             Action::RouteInbound => "route_inbound",
             Action::PortForwarded => "port_forwarded",
+            Action::DirectToGuest => "direct_to_guest",
+            Action::DirectToWire => "direct_to_wire",
+            Action::DirectToHost => "direct_to_host",
+            Action::DirectFromWire => "direct_from_wire",
+            Action::DirectFromHost => "direct_from_host",
+            Action::DirectFlooded => "direct_flooded",
         }
     }
 
     /// The direction label: from the guest or from the uplink.
     pub const fn direction(self) -> &'static str {
         match self {
-            Action::DnatForwarded | Action::UplinkPassed | Action::RouteInbound => "from_uplink",
+            Action::DnatForwarded | Action::UplinkPassed | Action::RouteInbound | Action::DirectFromWire => "from_uplink",
+            Action::DirectFromHost => "from_host",
             _ => "from_guest",
         }
     }
@@ -150,10 +179,17 @@ pub enum DropReason {
     Ipv6NotForwarded = 21,
     /// A tail call into a guest-port path failed (program array slot empty).
     TailCallFailed = 22,
+    /// Direct private network: a frame between two of its guests (sent to
+    /// a sibling, or reflected back by the external switch from one).
+    DirectPrivate = 23,
+    /// Direct network (bridge/passthrough): a guest's own frame came back
+    /// from the wire (a hairpinning switch); it was delivered locally
+    /// already.
+    DirectReflected = 24,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -176,6 +212,8 @@ impl DropReason {
         DropReason::OtherNetwork,
         DropReason::Ipv6NotForwarded,
         DropReason::TailCallFailed,
+        DropReason::DirectPrivate,
+        DropReason::DirectReflected,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -202,6 +240,8 @@ impl DropReason {
             DropReason::OtherNetwork => "other_network",
             DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
             DropReason::TailCallFailed => "tail_call_failed",
+            DropReason::DirectPrivate => "direct_private",
+            DropReason::DirectReflected => "direct_reflected",
         }
     }
 

@@ -109,13 +109,15 @@ enum Command {
         name: String,
     },
     /// List networks as a table: name, state, autostart, persistent, then
-    /// mode, bridge, subnet and plugged ports of running networks.
+    /// mode, bridge (a direct network: its devices), subnet and plugged
+    /// ports of running networks.
     NetList {
         /// Also list defined networks that are not running.
         #[arg(long)]
         all: bool,
     },
-    /// Show a network's name, UUID, state, persistence, autostart and bridge.
+    /// Show a network's name, UUID, state, persistence, autostart, mode and
+    /// bridge (a direct network: its devices).
     NetInfo {
         /// The network's name.
         name: String,
@@ -390,7 +392,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 }
                 let rec = running.iter().find(|r| r.name == s.name);
                 let yes_no = |b: bool| if b { "yes" } else { "no" };
-                let subnet = rec.map(|r| format!("{}/{}", r.subnet, r.prefix)).unwrap_or_else(|| "-".into());
+                let subnet = rec
+                    .filter(|r| !vxdp_control::direct::is_direct(r))
+                    .map(|r| format!("{}/{}", r.subnet, r.prefix))
+                    .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec.map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect()).unwrap_or_default();
                 println!(
                     "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
