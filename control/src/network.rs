@@ -146,7 +146,8 @@ fn prefix_mask6(prefix: u8) -> u128 {
 ///
 /// Realized: `<forward mode='nat'>` (one IPv4 `<ip>`), `mode='route'` and
 /// `mode='open'` (one IPv4 and/or one IPv6 `<ip>`), no `<forward>`
-/// (isolated; without `<ip>`: very isolated).
+/// (isolated; without `<ip>`: very isolated), host bridge, and the direct
+/// modes (bridge without `<bridge name>`, vepa, private, passthrough).
 ///
 /// `net-define` accepts every valid definition; `net-start`, `net-create`
 /// and `net-validate` refuse what this function refuses.
@@ -870,6 +871,10 @@ mod tests {
             (net(ip), mode::ISOLATED, "isolated"),
             (net(""), mode::ISOLATED, "very-isolated"),
             (net("<bridge name='br0'/><forward mode='bridge'/>"), mode::BRIDGE, "bridge"),
+            (net("<forward mode='bridge' dev='eth0'/>"), mode::DIRECT_BRIDGE, "direct-bridge"),
+            (net("<forward mode='vepa'><interface dev='eth0'/></forward>"), mode::DIRECT_VEPA, "direct-vepa"),
+            (net("<forward mode='private'><interface dev='eth0'/><interface dev='eth1'/></forward>"), mode::DIRECT_PRIVATE, "direct-private"),
+            (net("<forward mode='passthrough' dev='eth0'/>"), mode::DIRECT_PASSTHROUGH, "direct-passthrough"),
         ];
         for (xml, m, name) in cases {
             let p = plan(&xml, "t.xml").unwrap_or_else(|e| panic!("{xml}: {e}"));
@@ -913,7 +918,9 @@ mod tests {
     #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
-            (net("<forward mode='private'><interface dev='eth0'/></forward>"), "/network/forward/interface", "not supported yet"),
+            (net("<forward mode='hostdev'><pf dev='eth0'/></forward>"), "/network/forward/pf", "not supported yet"),
+            (net("<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/interface", "not supported yet"),
+            (net("<forward mode='vepa'/>"), "/network/forward", "needs a device"),
             (net("<forward mode='nat'><nat ipv6='yes'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/nat@ipv6", "NAT66"),
             (net("<forward mode='route'/>"), "/network/ip", "needs an <ip>"),
             (net("<forward mode='nat'/>"), "/network/ip", "needs an IPv4 <ip>"),

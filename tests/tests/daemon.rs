@@ -38,9 +38,10 @@ use vxdp_tests::{
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
 
-/// Programs the dataplane pins: the guest-port entry, the uplink, and the
-/// guest port's NAT and route tail calls.
-const PINNED_PROGS: usize = 4;
+/// Programs the dataplane pins: the guest-port entry, the uplink, the
+/// guest port's NAT, route and direct tail calls, and a direct network's
+/// NIC ingress and egress programs.
+const PINNED_PROGS: usize = 7;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.

@@ -565,9 +565,17 @@ fn run_direct_matrix(mode: &str) -> Result<()> {
     writeln!(out, "  {:<14} {spoof_ip}", "spoofed IPv4")?;
     println!("{out}");
 
+    // The NIC's links (XDP, TC ingress, TC egress) and the ports' links go
+    // with the network.
+    let links = pinned_ids(&topo.bpffs, "links", "link")?;
+    ensure!(
+        links.iter().filter(|(n, _)| n.starts_with("tc_nic_") || n.starts_with("xdp_")).count() == 3,
+        "expected XDP and TC ingress/egress links on up0, found {links:?}"
+    );
     topo.stop()?;
-    let links = String::from_utf8(topo.hyp.exec("bpftool", &["net", "show", "dev", "up0"])?.stdout)?;
-    ensure!(!links.contains("vxdp"), "programs left on up0 after net-destroy:\n{links}");
+    for (name, id) in &links {
+        ensure!(!exists("link", *id)?, "link {name} (id {id}) survived net-destroy of the direct network");
+    }
     Ok(())
 }
 
@@ -593,4 +601,82 @@ fn direct_private_mode_matrix() -> Result<()> {
 #[test]
 fn direct_passthrough_mode_matrix() -> Result<()> {
     run_direct_matrix("passthrough")
+}
+
+/// Switching a network between a direct mode and a bridge-based mode
+/// (destroy, start with the other XML) leaves nothing of the old mode:
+/// direct → its NIC links, device and port entries, MAC entries gone while
+/// another network keeps the dataplane loaded; then route mode on a bridge
+/// works for the same guests, and back to direct again.
+#[test]
+fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
+    use vxdp_control::dataplane::{Maps, Pins};
+
+    let mut topo = NatTopology::new("dsw", 2)?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let keeper = topo.state_dir.join("keeper.xml");
+    std::fs::write(&keeper, "<network><name>keeper</name><bridge name='virbr9'/><ip address='192.168.200.1' prefix='24'/></network>")?;
+    topo.vxdp(&["net-create", keeper.to_str().context("path")?])?;
+    let guest_addrs: Vec<String> = topo.guests.iter().map(|g| g.addr.clone()).collect();
+    prepare_direct(&mut topo)?;
+    let pins = Pins::new(&topo.bpffs);
+    let ctx = vxdp_control::network::Context { state_dir: topo.state_dir.clone(), pins: pins.clone(), load: Default::default() };
+    let mut lines = Vec::new();
+    for round in 0..2 {
+        topo.start_with(&direct_xml("vepa"), true)?;
+        topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+        let id = vxdp_control::network::find(&ctx, "default")?.id;
+        let maps = Maps::open(&pins)?;
+        let links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("tc_") || n.starts_with("xdp_"))
+            .collect();
+        // TC ingress and egress on up0 (its XDP link may be shared with the keeper network as its uplink).
+        ensure!(links.iter().filter(|(n, _)| n.starts_with("tc_nic_")).count() == 2, "NIC TC links: {links:?}");
+        ensure!(maps.direct_nics()?.keys().count() == 1 && maps.direct_ports()?.keys().count() == 2, "direct map entries missing");
+        topo.stop()?;
+        for (name, lid) in links.iter().filter(|(n, _)| !n.starts_with("xdp_")) {
+            ensure!(!exists("link", *lid)?, "link {name} (id {lid}) of the direct network survived net-destroy");
+        }
+        ensure!(maps.direct_nics()?.keys().count() == 0, "VXDP_DIRECT_NICS entries survived net-destroy");
+        ensure!(maps.direct_ports()?.keys().count() == 0, "VXDP_DIRECT_PORTS entries survived net-destroy");
+        let macs: Vec<_> = maps.macs()?.keys().collect::<Result<Vec<_>, _>>()?;
+        ensure!(macs.iter().all(|k| k.network_id != id), "MAC entries of the direct network survived: {macs:?}");
+        ensure!(maps.endpoints()?.keys().count() == 0, "endpoints survived net-destroy");
+        ensure!(maps.networks()?.get(&id, 0)? == Default::default(), "network slot {id} not cleared");
+        lines.push(format!("round {round}: direct vepa -> destroyed: {} links, device/port/MAC entries removed", links.len()));
+
+        // The same guests on a routed bridge network.
+        for (g, addr) in topo.guests.iter_mut().zip(&guest_addrs) {
+            g.addr = addr.clone();
+            g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+            g.ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            g.ns.ip(&["route", "replace", "default", "via", GATEWAY])?;
+        }
+        topo.start_with(&routed_xml("route"), true)?;
+        topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+        topo.wait_ping(0, GATEWAY, Duration::from_secs(20))?;
+        let maps = Maps::open(&pins)?;
+        ensure!(maps.direct_nics()?.keys().count() == 0 && maps.direct_ports()?.keys().count() == 0, "direct entries while in route mode");
+        let nic_links = pinned_ids(&topo.bpffs, "links", "link")?.into_iter().filter(|(n, _)| n.starts_with("tc_nic_")).count();
+        ensure!(nic_links == 0, "NIC TC links while in route mode");
+        topo.stop()?;
+        lines.push(format!("round {round}: route on virbr0 worked with the same guests, no direct entry or NIC link"));
+        prepare_direct_guests(&mut topo)?;
+    }
+    topo.vxdp(&["net-destroy", "keeper"])?;
+    ensure!(!topo.bpffs.exists() || std::fs::read_dir(&topo.bpffs)?.next().is_none(), "pins left under {}", topo.bpffs.display());
+    println!("\n{}", lines.join("\n"));
+    Ok(())
+}
+
+/// The guests' side of [`prepare_direct`] again (the switch stays).
+fn prepare_direct_guests(topo: &mut NatTopology) -> Result<()> {
+    for (i, g) in topo.guests.iter_mut().enumerate() {
+        g.addr = format!("198.51.100.{}", 10 + i);
+        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
+        g.ns.ip(&["route", "replace", "default", "via", WAN_ADDR])?;
+    }
+    Ok(())
 }
