@@ -72,8 +72,12 @@ enum Command {
     /// bridge (<forward mode='bridge'/> with <bridge name> of an existing
     /// bridge), with
     /// optional <forward dev>, <bridge name stp delay>, <mac>. The uplink is
-    /// <forward dev> or the interface of the default route. Anything else is
-    /// refused with "not supported yet: <element>".
+    /// <forward dev> or the interface of the default route. Direct
+    /// (macvtap-like) networks:
+    /// <forward mode='bridge|vepa|private|passthrough'> with <interface dev>
+    /// (or <forward dev>, no <bridge name>): guests on that NIC with no
+    /// bridge, switched by eBPF; the host reaches them through the NIC. Anything else is refused with "not
+    /// supported yet: <element>".
     ///
     /// A network with an <ip> gets its own dnsmasq on its bridge (DHCP ranges,
     /// static <host>s, leases, <dns>, <domain>, <tftp root>, <bootp>,
@@ -147,8 +151,9 @@ enum Command {
     ///
     /// Either name an existing interface (tap or veth end) with --network and
     /// --dev, or give a domain <interface> XML with --xml, as in libvirt:
-    /// type network (<source network>) or bridge (<source bridge> of a vxdp
-    /// network), <mac address> (the guest's MAC; generated in 52:54:00 when
+    /// type network (<source network>), bridge (<source bridge> of a vxdp
+    /// network) or direct (<source dev mode>: the direct network on that
+    /// device, in that mode), <mac address> (the guest's MAC; generated in 52:54:00 when
     /// absent), <model type> (informational), <target dev>. With --xml and no
     /// existing <target dev>, vxdp creates a persistent tap named <target dev>
     /// or the first free vnetN for the hypervisor to open, and removes it
