@@ -388,7 +388,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::NetList { all } => {
             let running = network::list(ctx)?;
             println!(
-                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} PORTS",
+                "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
             );
             for s in definitions::status_all(ctx)? {
@@ -403,7 +403,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                     .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec.map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect()).unwrap_or_default();
                 println!(
-                    "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
+                    "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} {}",
                     s.name,
                     if s.active { "active" } else { "inactive" },
                     yes_no(s.autostart),

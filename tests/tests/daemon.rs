@@ -710,6 +710,10 @@ fn reconcile_repairs_mode(tag: &str, mode_name: &str) -> Result<()> {
     // Traffic again, through the repaired programs and entries.
     let g1 = topo.guests[1].addr.clone();
     topo.wait_ping(0, &g1, Duration::from_secs(20))?;
+    // Guest to guest goes port to port (VXDP_MACS), past the bridge, so it
+    // answers before the recreated bridge's ports leave STP's listening and
+    // learning states; the host is behind the bridge.
+    topo.wait_ping(0, matrix::GATEWAY, Duration::from_secs(20))?;
     ensure!(pings(&topo.guests[0].ns, matrix::GATEWAY, 3)?, "{}: guest → host lost pings after the repair", rec.mode);
     if mode_name == "route" {
         let (fwd0, _) = topo.counter("default", "route_forwarded")?;
