@@ -382,6 +382,19 @@ pub async fn reconcile(
             }
         }
         if maps.direct_port(port.ifindex)?.is_none() {
+            // Out of every device's list first, so it is listed once.
+            for (_, index) in &snapshot.direct_nics {
+                if let Some(mut nic) = maps.direct_nic(*index)? {
+                    let used = (nic.port_count as usize).min(DIRECT_MAX_PORTS);
+                    if nic.ports[..used].contains(&port.ifindex) {
+                        let kept: Vec<u32> = nic.ports[..used].iter().copied().filter(|p| *p != port.ifindex).collect();
+                        nic.ports = [0; DIRECT_MAX_PORTS];
+                        nic.ports[..kept.len()].copy_from_slice(&kept);
+                        nic.port_count = kept.len() as u32;
+                        maps.set_direct_nic(*index, &nic)?;
+                    }
+                }
+            }
             let mut undo = Undo::default();
             plug(&ctx.pins, maps, &snapshot, port.ifindex, &port.dev, &mut undo)?;
             repairs.note(format!("{name}: put guest port {} on its device again", port.dev));
