@@ -527,8 +527,28 @@ fn run_direct_matrix(mode: &str) -> Result<()> {
         table.push(format!("yes (seen as {peer}; {path} +{})", after - before));
     }
 
-    // Anti-spoofing: another source MAC, then another source IPv4.
+    // Multicast and broadcast on the NIC's LAN: IPv6 neighbour discovery
+    // (link-local pings to the host and to the other guest) and DHCP from a
+    // server on the LAN.
+    // prepare_direct flushed the guests' addresses, their IPv6 link-local
+    // one included: give each one back.
+    for (i, g) in topo.guests.iter().enumerate() {
+        g.ns.ip(&["-6", "addr", "add", &format!("fe80::198:51:100:{}/64", 10 + i), "dev", "eth0", "nodad"])?;
+    }
     let g0 = &topo.guests[0];
+    let host_ll = link_local(&topo.hyp, "up0")?;
+    ensure!(ping6(&g0.ns, &host_ll)?, "direct {mode}: guest → host over IPv6 link-local (neighbour discovery) failed");
+    let mut nd = "guest→host yes".to_string();
+    if topo.guests.len() > 1 {
+        let peer_ll = link_local(&topo.guests[1].ns, "eth0")?;
+        let reached = ping6(&g0.ns, &peer_ll)?;
+        ensure!(reached == (mode != "private"), "direct {mode}: guest → guest over IPv6 link-local: reached {reached}");
+        nd.push_str(if reached { ", guest→guest yes" } else { ", guest→guest no" });
+    }
+    let lease = lan_dhcp(&topo, 0)?;
+    let multicast = format!("ND ping6 link-local: {nd}; DHCP from the LAN: lease {lease}");
+
+    // Anti-spoofing: another source MAC, then another source IPv4.
     let probe = WAN_ADDR;
     let before = topo.counter("default", "spoofed_mac")?.0;
     g0.ns.ip(&["link", "set", "eth0", "down"])?;
@@ -563,6 +583,7 @@ fn run_direct_matrix(mode: &str) -> Result<()> {
     }
     writeln!(out, "  {:<14} {spoof_mac}", "spoofed MAC")?;
     writeln!(out, "  {:<14} {spoof_ip}", "spoofed IPv4")?;
+    writeln!(out, "  {:<14} {multicast}", "multicast")?;
     println!("{out}");
 
     // The NIC's links (XDP, TC ingress, TC egress) and the ports' links go
@@ -581,6 +602,62 @@ fn run_direct_matrix(mode: &str) -> Result<()> {
 
 fn row_entry(table: &mut Vec<String>, entry: String) {
     table.push(entry);
+}
+
+/// The IPv6 link-local address of `dev` in `ns` once DAD is done (at most
+/// 5 s).
+fn link_local(ns: &Netns, dev: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = String::from_utf8(ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"])?.stdout)?;
+        if let Some(addr) = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+            && !out.contains("tentative")
+        {
+            return Ok(addr.split('/').next().unwrap_or(addr).to_string());
+        }
+        ensure!(Instant::now() < deadline, "{dev} in {} has no usable link-local address: {out}", ns.name);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pings an IPv6 link-local address out of the guest's eth0 (neighbour
+/// discovery first): three echo requests, at least one answered.
+fn ping6(ns: &Netns, addr: &str) -> Result<bool> {
+    Ok(ns.exec_status("ping", &["-6", "-c", "3", "-i", "0.5", "-W", "2", "-I", "eth0", addr])?.status.success())
+}
+
+/// A DHCP server (dnsmasq) on the wan switch; killed (by its pid) on drop.
+struct LanDhcp(std::process::Child);
+
+impl Drop for LanDhcp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Guest `i` asks the LAN's DHCP server (on the switch `sw0`) for a lease
+/// through the direct network; returns the address offered.
+fn lan_dhcp(topo: &NatTopology, i: usize) -> Result<String> {
+    let dir = topo.state_dir.join("lan-dhcp");
+    std::fs::create_dir_all(&dir)?;
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.wan.name, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+        .args(["--interface=sw0", "--bind-interfaces", "--except-interface=lo", "--user=root"])
+        .arg("--dhcp-range=198.51.100.100,198.51.100.150,255.255.255.0,2m")
+        .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting dnsmasq on the LAN")?;
+    let _server = LanDhcp(server);
+    // udhcpc: a few discovers, one second apart; no script, so the guest
+    // keeps its address.
+    let out = topo.guests[i].ns.exec_status("udhcpc", &["-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", "/bin/true"])?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "guest {i} got no DHCP lease from the LAN through the direct network: {text}");
+    Ok(text.split_whitespace().skip_while(|w| *w != "lease").nth(2).unwrap_or("?").to_string())
 }
 
 #[test]
