@@ -54,10 +54,26 @@ pub enum Action {
     /// uplink straight to the guest's port (next hop resolved on the bridge,
     /// guest MAC in `VXDP_MACS`).
     RouteInboundForwarded = 11,
+    // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
+    // other paths.
+    /// Direct network: guest → another guest of the NIC, redirected to its
+    /// port (direct bridge mode).
+    DirectToGuest = 20,
+    /// Direct network: guest → the wire (out of the NIC).
+    DirectToWire = 21,
+    /// Direct network: guest → the host (delivered as if received on the NIC).
+    DirectToHost = 22,
+    /// Direct network: frame from the wire → a guest's port (XDP redirect).
+    DirectFromWire = 23,
+    /// Direct network: the host → a guest's port (TC egress on the NIC).
+    DirectFromHost = 24,
+    /// Direct network: one copy of a broadcast/multicast frame cloned to a
+    /// guest port.
+    DirectFlooded = 25,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 18] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -70,6 +86,12 @@ impl Action {
         Action::RouteInbound,
         Action::PortForwarded,
         Action::RouteInboundForwarded,
+        Action::DirectToGuest,
+        Action::DirectToWire,
+        Action::DirectToHost,
+        Action::DirectFromWire,
+        Action::DirectFromHost,
+        Action::DirectFlooded,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -86,6 +108,12 @@ impl Action {
             Action::RouteInbound => "route_inbound",
             Action::PortForwarded => "port_forwarded",
             Action::RouteInboundForwarded => "route_inbound_forwarded",
+            Action::DirectToGuest => "direct_to_guest",
+            Action::DirectToWire => "direct_to_wire",
+            Action::DirectToHost => "direct_to_host",
+            Action::DirectFromWire => "direct_from_wire",
+            Action::DirectFromHost => "direct_from_host",
+            Action::DirectFlooded => "direct_flooded",
         }
     }
 
@@ -95,7 +123,9 @@ impl Action {
             Action::DnatForwarded
             | Action::UplinkPassed
             | Action::RouteInbound
-            | Action::RouteInboundForwarded => "from_uplink",
+            | Action::RouteInboundForwarded
+            | Action::DirectFromWire => "from_uplink",
+            Action::DirectFromHost => "from_host",
             _ => "from_guest",
         }
     }
@@ -159,13 +189,20 @@ pub enum DropReason {
     Ipv6NotForwarded = 21,
     /// A tail call into a guest-port path failed (program array slot empty).
     TailCallFailed = 22,
+    /// Direct private network: a frame between two of its guests (sent to
+    /// a sibling, or reflected back by the external switch from one).
+    DirectPrivate = 23,
+    /// Direct network (bridge/passthrough): a guest's own frame came back
+    /// from the wire (a hairpinning switch); it was delivered locally
+    /// already.
+    DirectReflected = 24,
     /// Inbound to a route network with `<forward dev>` that arrived on
     /// another interface (libvirt accepts inbound only from that device).
     InboundNotViaForwardDev = 40,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -188,6 +225,8 @@ impl DropReason {
         DropReason::OtherNetwork,
         DropReason::Ipv6NotForwarded,
         DropReason::TailCallFailed,
+        DropReason::DirectPrivate,
+        DropReason::DirectReflected,
         DropReason::InboundNotViaForwardDev,
     ];
 
@@ -215,6 +254,8 @@ impl DropReason {
             DropReason::OtherNetwork => "other_network",
             DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
             DropReason::TailCallFailed => "tail_call_failed",
+            DropReason::DirectPrivate => "direct_private",
+            DropReason::DirectReflected => "direct_reflected",
             DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
         }
     }

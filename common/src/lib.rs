@@ -33,6 +33,10 @@ pub mod names {
     pub const MAP_GUEST_JUMP: &str = "VXDP_GUEST_JUMP";
     /// Guest MACs per network: which port a frame to that MAC goes out of.
     pub const MAP_MACS: &str = "VXDP_MACS";
+    /// Direct networks: NIC ifindex → network and guest ports.
+    pub const MAP_DIRECT_NICS: &str = "VXDP_DIRECT_NICS";
+    /// Direct networks: guest port ifindex → its NIC.
+    pub const MAP_DIRECT_PORTS: &str = "VXDP_DIRECT_PORTS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -40,11 +44,20 @@ pub mod names {
     /// Tail-called by `vxdp_guest_in`: routing without NAT (route/open,
     /// IPv6 of every mode).
     pub const PROG_GUEST_ROUTE: &str = "vxdp_guest_route";
+    /// Tail-called by `vxdp_guest_in`: direct (macvtap-like) networks.
+    pub const PROG_GUEST_DIRECT: &str = "vxdp_guest_direct";
+    /// TC ingress on a direct network's NIC: floods broadcasts to guests.
+    pub const PROG_NIC_INGRESS: &str = "vxdp_nic_in";
+    /// TC egress on a direct network's NIC: the host → its guests.
+    pub const PROG_NIC_EGRESS: &str = "vxdp_nic_out";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
-    pub const GUEST_JUMPS: [(&str, u32); 2] =
-        [(PROG_GUEST_NAT, crate::jump::NAT), (PROG_GUEST_ROUTE, crate::jump::ROUTE)];
+    pub const GUEST_JUMPS: [(&str, u32); 3] = [
+        (PROG_GUEST_NAT, crate::jump::NAT),
+        (PROG_GUEST_ROUTE, crate::jump::ROUTE),
+        (PROG_GUEST_DIRECT, crate::jump::DIRECT),
+    ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 11] = [
+    pub const ALL_MAPS: [&str; 13] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -56,6 +69,8 @@ pub mod names {
         MAP_PORT_COUNTERS,
         MAP_GUEST_JUMP,
         MAP_MACS,
+        MAP_DIRECT_NICS,
+        MAP_DIRECT_PORTS,
     ];
 }
 
@@ -65,7 +80,8 @@ pub mod names {
 pub mod jump {
     pub const NAT: u32 = 0;
     pub const ROUTE: u32 = 1;
-    pub const COUNT: u32 = 2;
+    pub const DIRECT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

@@ -25,6 +25,20 @@ pub mod mode {
     /// on an existing bridge that also holds the uplink; vxdp adds
     /// anti-spoofing and counters and leaves forwarding to the bridge.
     pub const BRIDGE: u32 = 5;
+    /// Direct (macvtap-like) modes: `<forward mode='bridge|vepa|private|
+    /// passthrough'>` with `<interface dev>` (or `<forward dev>` and no
+    /// `<bridge name>`). Guests sit on a physical NIC, no bridge; see
+    /// [`DirectNic`].
+    pub const DIRECT_BRIDGE: u32 = 6;
+    pub const DIRECT_VEPA: u32 = 7;
+    pub const DIRECT_PRIVATE: u32 = 8;
+    pub const DIRECT_PASSTHROUGH: u32 = 9;
+}
+
+/// Whether `m` is one of the direct (macvtap-like) modes.
+#[inline(always)]
+pub const fn mode_direct(m: u32) -> bool {
+    m >= mode::DIRECT_BRIDGE && m <= mode::DIRECT_PASSTHROUGH
 }
 
 /// Whether traffic of a network in `mode` may be routed to and from other
@@ -154,4 +168,42 @@ pub struct MacPort {
 }
 const _: () = assert!(core::mem::size_of::<MacPort>() == 8);
 
-user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key, MacKey, MacPort);
+/// How many guest ports one NIC of a direct network can hold (the
+/// programs clone broadcasts to them in a bounded loop).
+pub const DIRECT_MAX_PORTS: usize = 64;
+
+/// Value of `VXDP_DIRECT_NICS[nic ifindex]`: a physical NIC that is the
+/// lower device of a direct network, and the guest ports attached to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct DirectNic {
+    pub network_id: u32,
+    /// One of the direct [`mode`]s.
+    pub mode: u32,
+    /// The NIC's own MAC: frames to it are the host's.
+    pub mac: [u8; 6],
+    pub _pad0: [u8; 2],
+    /// How many entries of `ports` are used.
+    pub port_count: u32,
+    /// Guest port ifindexes, `port_count` of them.
+    pub ports: [u32; DIRECT_MAX_PORTS],
+}
+const _: () = assert!(core::mem::size_of::<DirectNic>() == 20 + 4 * DIRECT_MAX_PORTS);
+
+impl Default for DirectNic {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Value of `VXDP_DIRECT_PORTS[port ifindex]`: the NIC a direct network's
+/// guest port is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DirectPort {
+    pub nic_ifindex: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<DirectPort>() == 8);
+
+user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key, MacKey, MacPort, DirectNic, DirectPort);

@@ -4,7 +4,8 @@
 //!
 //! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
 //! `maps/VXDP_*`, `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
-//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>`.
+//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>`, and on a direct
+//! network's NIC `links/tc_nic_in_<ifindex>`, `links/tc_nic_out_<ifindex>`.
 
 use std::{
     ffi::CString,
@@ -26,7 +27,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
     COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, Endpoint, MacKey, MacPort, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
+    DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey, MacPort, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
     counter_index, endpoint_flags, names,
 };
 
@@ -88,6 +89,13 @@ impl Pins {
     }
     pub fn tc_link(&self, ifindex: u32) -> PathBuf {
         self.root.join("links").join(format!("tc_in_{ifindex}"))
+    }
+    /// TC ingress/egress links on a direct network's NIC.
+    pub fn nic_links(&self, ifindex: u32) -> [PathBuf; 2] {
+        [
+            self.root.join("links").join(format!("tc_nic_in_{ifindex}")),
+            self.root.join("links").join(format!("tc_nic_out_{ifindex}")),
+        ]
     }
     pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
         self.root.join("links").join(format!("xdp_{ifindex}"))
@@ -171,6 +179,9 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_UPLINK_INGRESS,
         names::PROG_GUEST_NAT,
         names::PROG_GUEST_ROUTE,
+        names::PROG_GUEST_DIRECT,
+        names::PROG_NIC_INGRESS,
+        names::PROG_NIC_EGRESS,
     ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),
@@ -275,6 +286,8 @@ impl Maps {
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
     typed_map!(macs, names::MAP_MACS, HashMap<MapData, MacKey, MacPort>);
     typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
+    typed_map!(direct_nics, names::MAP_DIRECT_NICS, HashMap<MapData, u32, DirectNic>);
+    typed_map!(direct_ports, names::MAP_DIRECT_PORTS, HashMap<MapData, u32, DirectPort>);
     typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
@@ -414,6 +427,48 @@ impl Maps {
         Ok(())
     }
 
+    /// A direct network's NIC entry, if any.
+    pub fn direct_nic(&self, nic: u32) -> Result<Option<DirectNic>, DataplaneError> {
+        match self.direct_nics()?.get(&nic, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
+        }
+    }
+
+    pub fn set_direct_nic(&self, nic: u32, v: &DirectNic) -> Result<(), DataplaneError> {
+        self.direct_nics()?.insert(&nic, v, 0).map_err(map_err(names::MAP_DIRECT_NICS))
+    }
+
+    pub fn remove_direct_nic(&self, nic: u32) -> Result<(), DataplaneError> {
+        match self.direct_nics()?.remove(&nic) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
+        }
+    }
+
+    /// The NIC a direct guest port is on, if any.
+    pub fn direct_port(&self, port: u32) -> Result<Option<u32>, DataplaneError> {
+        match self.direct_ports()?.get(&port, 0) {
+            Ok(v) => Ok(Some(v.nic_ifindex)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
+        }
+    }
+
+    pub fn set_direct_port(&self, port: u32, nic: u32) -> Result<(), DataplaneError> {
+        self.direct_ports()?
+            .insert(&port, &DirectPort { nic_ifindex: nic, _pad0: 0 }, 0)
+            .map_err(map_err(names::MAP_DIRECT_PORTS))
+    }
+
+    pub fn remove_direct_port(&self, port: u32) -> Result<(), DataplaneError> {
+        match self.direct_ports()?.remove(&port) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
+        }
+    }
+
     /// All conntrack entries (both directions), optionally of one network.
     pub fn conntrack_entries(
         &self,
@@ -497,6 +552,34 @@ pub fn attach_guest_port(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), 
         .try_into()
         .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
     fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+    Ok(())
+}
+
+/// Attaches the direct-network NIC programs (TC ingress and egress, TCX
+/// links) to `ifindex` and pins their links. Idempotent.
+pub fn attach_nic(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), DataplaneError> {
+    let [in_path, out_path] = pins.nic_links(ifindex);
+    for (prog_name, attach, link_path) in [
+        (names::PROG_NIC_INGRESS, TcAttachType::Ingress, in_path),
+        (names::PROG_NIC_EGRESS, TcAttachType::Egress, out_path),
+    ] {
+        if link_path.exists() {
+            continue;
+        }
+        let mut prog = SchedClassifier::from_pin(pins.prog(prog_name))
+            .map_err(|source| DataplaneError::Program { name: prog_name.into(), source })?;
+        let attach_err = |source| DataplaneError::Attach {
+            what: "a direct network's NIC TC program",
+            interface: ifname.to_string(),
+            source,
+        };
+        let id = prog.attach(ifindex, attach).map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
+        fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+    }
     Ok(())
 }
 

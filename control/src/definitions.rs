@@ -399,7 +399,7 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
             active: rec.is_some(),
             persistent: true,
             autostart: is_autostart(&state, &def.name),
-            bridge: rec.map(|r| r.bridge.clone()).or_else(|| def.bridge.name.clone()),
+            bridge: rec.map(bridge_or_devices).or_else(|| def.bridge.name.clone()),
             mode: mode_name(&def),
             uuid: def.uuid.clone(),
             name: def.name,
@@ -416,7 +416,7 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
             active: true,
             persistent: false,
             autostart: false,
-            bridge: Some(rec.bridge.clone()),
+            bridge: Some(bridge_or_devices(rec)),
             mode: mode_name(&def),
         });
     }
@@ -424,7 +424,20 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
     Ok(out)
 }
 
+/// What `net-list`/`net-info` show as the bridge: a direct network's
+/// devices instead (it has no bridge).
+fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
+    if rec.direct_nics.is_empty() {
+        rec.bridge.clone()
+    } else {
+        rec.direct_nics.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
 fn mode_name(def: &NetworkDef) -> String {
+    if let Some(name) = crate::direct::direct_mode(def).and_then(crate::direct::mode_name) {
+        return name.into();
+    }
     match &def.forward {
         None => "isolated".into(),
         Some(f) => f.mode.as_str().into(),

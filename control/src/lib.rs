@@ -4,6 +4,7 @@ pub mod conntrack_gc;
 pub mod daemon;
 pub mod dataplane;
 pub mod definitions;
+pub mod direct;
 pub mod dnsmasq;
 pub mod netlink;
 pub mod network;

@@ -72,8 +72,12 @@ enum Command {
     /// bridge (<forward mode='bridge'/> with <bridge name> of an existing
     /// bridge), with
     /// optional <forward dev>, <bridge name stp delay>, <mac>. The uplink is
-    /// <forward dev> or the interface of the default route. Anything else is
-    /// refused with "not supported yet: <element>".
+    /// <forward dev> or the interface of the default route. Direct
+    /// (macvtap-like) networks:
+    /// <forward mode='bridge|vepa|private|passthrough'> with <interface dev>
+    /// (or <forward dev>, no <bridge name>): guests on that NIC with no
+    /// bridge, switched by eBPF; the host reaches them through the NIC. Anything else is refused with "not
+    /// supported yet: <element>".
     ///
     /// A network with an <ip> gets its own dnsmasq on its bridge (DHCP ranges,
     /// static <host>s, leases, <dns>, <domain>, <tftp root>, <bootp>,
@@ -109,13 +113,15 @@ enum Command {
         name: String,
     },
     /// List networks as a table: name, state, autostart, persistent, then
-    /// mode, bridge, subnet and plugged ports of running networks.
+    /// mode, bridge (a direct network: its devices), subnet and plugged
+    /// ports of running networks.
     NetList {
         /// Also list defined networks that are not running.
         #[arg(long)]
         all: bool,
     },
-    /// Show a network's name, UUID, state, persistence, autostart and bridge.
+    /// Show a network's name, UUID, state, persistence, autostart, mode and
+    /// bridge (a direct network: its devices).
     NetInfo {
         /// The network's name.
         name: String,
@@ -145,8 +151,9 @@ enum Command {
     ///
     /// Either name an existing interface (tap or veth end) with --network and
     /// --dev, or give a domain <interface> XML with --xml, as in libvirt:
-    /// type network (<source network>) or bridge (<source bridge> of a vxdp
-    /// network), <mac address> (the guest's MAC; generated in 52:54:00 when
+    /// type network (<source network>), bridge (<source bridge> of a vxdp
+    /// network) or direct (<source dev mode>: the direct network on that
+    /// device, in that mode), <mac address> (the guest's MAC; generated in 52:54:00 when
     /// absent), <model type> (informational), <target dev>. With --xml and no
     /// existing <target dev>, vxdp creates a persistent tap named <target dev>
     /// or the first free vnetN for the hypervisor to open, and removes it
@@ -381,7 +388,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         Command::NetList { all } => {
             let running = network::list(ctx)?;
             println!(
-                "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} PORTS",
+                "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
             );
             for s in definitions::status_all(ctx)? {
@@ -390,10 +397,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 }
                 let rec = running.iter().find(|r| r.name == s.name);
                 let yes_no = |b: bool| if b { "yes" } else { "no" };
-                let subnet = rec.map(|r| format!("{}/{}", r.subnet, r.prefix)).unwrap_or_else(|| "-".into());
+                let subnet = rec
+                    .filter(|r| !vxdp_control::direct::is_direct(r))
+                    .map(|r| format!("{}/{}", r.subnet, r.prefix))
+                    .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec.map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect()).unwrap_or_default();
                 println!(
-                    "{:<16} {:<8} {:<9} {:<10} {:<8} {:<12} {:<18} {}",
+                    "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} {}",
                     s.name,
                     if s.active { "active" } else { "inactive" },
                     yes_no(s.autostart),

@@ -118,6 +118,7 @@ pub fn mode_name(m: u32, has_ip: bool) -> &'static str {
         mode::ROUTE => "route",
         mode::OPEN => "open",
         mode::BRIDGE => "bridge",
+        m if crate::direct::mode_name(m).is_some() => crate::direct::mode_name(m).unwrap_or_default(),
         _ if has_ip => "isolated",
         _ => "very-isolated",
     }
@@ -145,7 +146,8 @@ fn prefix_mask6(prefix: u8) -> u128 {
 ///
 /// Realized: `<forward mode='nat'>` (one IPv4 `<ip>`), `mode='route'` and
 /// `mode='open'` (one IPv4 and/or one IPv6 `<ip>`), no `<forward>`
-/// (isolated; without `<ip>`: very isolated).
+/// (isolated; without `<ip>`: very isolated), host bridge, and the direct
+/// modes (bridge without `<bridge name>`, vepa, private, passthrough).
 ///
 /// `net-define` accepts every valid definition; `net-start`, `net-create`
 /// and `net-validate` refuse what this function refuses.
@@ -161,22 +163,30 @@ pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError>
 
 /// [`plan`] for a parsed definition.
 pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError> {
-    if let Some(what) = xml::unsupported_features(&def).into_iter().next() {
+    let direct = crate::direct::direct_mode(&def);
+    // A direct network's <interface dev> children are its device pool.
+    if let Some(what) = xml::unsupported_features(&def)
+        .into_iter()
+        .find(|w| direct.is_none() || w != "/network/forward/interface")
+    {
         return Err(not_supported(file, &what, format!("<{}>", what.rsplit('/').next().unwrap_or(&what))));
     }
     let net_mode = match def.forward.as_ref().map(|f| f.mode) {
+        _ if direct.is_some() => {
+            crate::direct::check(&def, file)?;
+            direct.unwrap_or_default()
+        }
         None => mode::ISOLATED,
         Some(ForwardMode::Nat) => mode::NAT,
         Some(ForwardMode::Route) => mode::ROUTE,
         Some(ForwardMode::Open) => mode::OPEN,
-        // With <interface dev> children it would be direct (macvtap-like)
-        // mode; unsupported_features has refused those above.
+        // Without <bridge name> it is direct bridge mode (above).
         Some(ForwardMode::Bridge) => mode::BRIDGE,
         Some(other) => {
             return Err(not_supported(
                 file,
                 "/network/forward@mode",
-                format!("<forward mode='{}'> (nat, route, open, isolated and host bridge networks so far)", other.as_str()),
+                format!("<forward mode='{}'> (nat, route, open, isolated, host bridge and direct networks so far)", other.as_str()),
             ));
         }
     };
@@ -226,15 +236,6 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
         _ => {}
     }
     if net_mode == mode::BRIDGE {
-        if def.bridge.name.is_none() {
-            // Without <bridge name>, libvirt's bridge mode is direct
-            // (macvtap) attachment to <forward dev>: valid, not realized yet.
-            return Err(not_supported(
-                file,
-                "/network/forward@dev",
-                "direct (macvtap-like) bridge mode (<forward mode='bridge'> without <bridge name>)",
-            ));
-        }
         if !def.ips.is_empty() {
             return Err(invalid(file, "/network/ip", "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp"));
         }
@@ -396,18 +397,18 @@ pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &Po
 
 /// Undo actions for a partly applied change, run in reverse on failure.
 #[derive(Default)]
-struct Undo {
+pub struct Undo {
     steps: Vec<Box<dyn FnOnce(&Netlink) -> futures::future::BoxFuture<'_, ()>>>,
 }
 
 impl Undo {
-    fn push<F>(&mut self, f: F)
+    pub fn push<F>(&mut self, f: F)
     where
         F: FnOnce(&Netlink) -> futures::future::BoxFuture<'_, ()> + 'static,
     {
         self.steps.push(Box::new(f));
     }
-    async fn run(self, nl: &Netlink) {
+    pub async fn run(self, nl: &Netlink) {
         for step in self.steps.into_iter().rev() {
             step(nl).await;
         }
@@ -432,6 +433,9 @@ fn remember_sysctl(state: &StateDir, path: &str, pick: impl Fn(&mut HostRecord) 
 /// Starts a network from its definition (`vxdp net-create`).
 pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, NetworkError> {
     let plan = plan(xml_text, file)?;
+    if vxdp_common::mode_direct(plan.mode) {
+        return crate::direct::start(ctx, &plan, file).await;
+    }
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let running = state.networks()?;
@@ -633,7 +637,7 @@ async fn apply_start(
 
     if let Some(uplink) = uplink {
         eprintln!("[vxdp] {name}: attaching XDP to uplink {} (ifindex {})", uplink.name, uplink.index);
-        let uplink_shared = state.networks()?.iter().any(|r| r.uplink_ifindex == uplink.index);
+        let uplink_shared = crate::direct::device_used(&state.networks()?, uplink.index);
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
         if !uplink_shared {
             let path = ctx.pins.xdp_link(uplink.index);
@@ -667,6 +671,7 @@ async fn apply_start(
         ports: Vec::new(),
         xml: xml::to_xml(&plan.def),
         ipv6: plan.ipv6,
+        direct_nics: Vec::new(),
     };
     state.save_network(&rec)?;
     if plan.mode == mode::NAT {
@@ -699,10 +704,14 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
         maps.flush_conntrack(rec.id)?;
     }
     let others: Vec<_> = state.networks()?.into_iter().filter(|r| r.name != rec.name).collect();
-    if rec.uplink_ifindex != 0 && others.iter().all(|r| r.uplink_ifindex != rec.uplink_ifindex) {
+    if rec.uplink_ifindex != 0 && !crate::direct::device_used(&others, rec.uplink_ifindex) {
         dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
     }
-    if rec.mode != mode_name(mode::BRIDGE, false) && nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
+    crate::direct::stop_nics(&ctx.pins, &rec, &others)?;
+    if rec.mode != mode_name(mode::BRIDGE, false)
+        && rec.bridge_ifindex != 0
+        && nl.link_by_index(rec.bridge_ifindex).await?.is_some()
+    {
         nl.delete_link(rec.bridge_ifindex).await?;
     }
     state.remove_network(&rec.name)?;
@@ -725,6 +734,7 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
     dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.remove_endpoint(port.ifindex)?;
+        crate::direct::unplug(&maps, port.ifindex)?;
     }
     if nl.link_by_index(port.ifindex).await?.is_some() {
         nl.set_nomaster(port.ifindex).await?;
@@ -806,8 +816,12 @@ pub async fn attach_port(
                 if let Ok(m) = Maps::open(&pins) { let _ = m.remove_endpoint(ifindex); }
             }));
         }
-        nl.set_master(link.index, rec.bridge_ifindex).await?;
-        {
+        if crate::direct::is_direct(&rec) {
+            // No bridge: the port joins its device's guest ports.
+            let nic = crate::direct::plug(&ctx.pins, &maps, &rec, link.index, dev, &mut undo)?;
+            eprintln!("[vxdp] {network}: {dev} on device {nic}");
+        } else {
+            nl.set_master(link.index, rec.bridge_ifindex).await?;
             let ifindex = link.index;
             undo.push(move |nl| Box::pin(async move { let _ = nl.set_nomaster(ifindex).await; }));
         }
@@ -871,6 +885,10 @@ mod tests {
             (net(ip), mode::ISOLATED, "isolated"),
             (net(""), mode::ISOLATED, "very-isolated"),
             (net("<bridge name='br0'/><forward mode='bridge'/>"), mode::BRIDGE, "bridge"),
+            (net("<forward mode='bridge' dev='eth0'/>"), mode::DIRECT_BRIDGE, "direct-bridge"),
+            (net("<forward mode='vepa'><interface dev='eth0'/></forward>"), mode::DIRECT_VEPA, "direct-vepa"),
+            (net("<forward mode='private'><interface dev='eth0'/><interface dev='eth1'/></forward>"), mode::DIRECT_PRIVATE, "direct-private"),
+            (net("<forward mode='passthrough' dev='eth0'/>"), mode::DIRECT_PASSTHROUGH, "direct-passthrough"),
         ];
         for (xml, m, name) in cases {
             let p = plan(&xml, "t.xml").unwrap_or_else(|e| panic!("{xml}: {e}"));
@@ -914,7 +932,9 @@ mod tests {
     #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
-            (net("<forward mode='private'><interface dev='eth0'/></forward>"), "/network/forward/interface", "not supported yet"),
+            (net("<forward mode='hostdev'><pf dev='eth0'/></forward>"), "/network/forward/pf", "not supported yet"),
+            (net("<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/interface", "not supported yet"),
+            (net("<forward mode='vepa'/>"), "/network/forward", "needs a device"),
             (net("<forward mode='nat'><nat ipv6='yes'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/nat@ipv6", "NAT66"),
             (net("<forward mode='route'/>"), "/network/ip", "needs an <ip>"),
             (net("<forward mode='nat'/>"), "/network/ip", "needs an IPv4 <ip>"),

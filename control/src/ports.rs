@@ -31,11 +31,26 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, N
                 element: "/interface/source@bridge".into(),
                 reason: format!("no running vxdp network has bridge {bridge} (see `vxdp net-list`)"),
             }),
-        InterfaceSource::Direct { .. } => Err(NetworkError::NotSupported {
-            file: file.into(),
-            element: "/interface@type".into(),
-            what: "<interface type='direct'> (macvtap-like ports)".into(),
-        }),
+        // libvirt would create a macvtap on `dev`; vxdp plugs a tap into the
+        // running direct network whose device `dev` is, in the same mode.
+        InterfaceSource::Direct { dev, mode } => {
+            let rec = network::list(ctx)?
+                .into_iter()
+                .find(|r| r.direct_nics.iter().any(|(n, _)| n == dev))
+                .ok_or_else(|| NetworkError::Invalid {
+                    file: file.into(),
+                    element: "/interface/source@dev".into(),
+                    reason: format!("no running vxdp direct network has device {dev} (see `vxdp net-list`)"),
+                })?;
+            if rec.mode != format!("direct-{mode}") {
+                return Err(NetworkError::Invalid {
+                    file: file.into(),
+                    element: "/interface/source@mode".into(),
+                    reason: format!("network '{}' on {dev} is {}, not direct-{mode}", rec.name, rec.mode),
+                });
+            }
+            Ok(rec.name)
+        }
     }
 }
 

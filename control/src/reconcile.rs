@@ -43,12 +43,12 @@ pub struct Repairs {
 }
 
 impl Repairs {
-    fn note(&mut self, line: String) {
+    pub(crate) fn note(&mut self, line: String) {
         eprintln!("[vxdp] reconcile: {line}");
         self.lines.push(line);
     }
 
-    fn problem(&mut self, line: String) {
+    pub(crate) fn problem(&mut self, line: String) {
         eprintln!("[vxdp] reconcile: {line}");
         self.problems.push(line);
     }
@@ -93,6 +93,7 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkErro
             repairs.note(format!("{}: {e}", rec.name));
         }
         in_use.insert(rec.uplink_ifindex);
+        in_use.extend(rec.direct_nics.iter().map(|(_, i)| *i));
         in_use.extend(rec.ports.iter().map(|p| p.ifindex));
         if rec != before {
             state.save_network(&rec)?;
@@ -111,6 +112,9 @@ async fn reconcile_network(
 ) -> Result<(), NetworkError> {
     let name = rec.name.clone();
     let plan = network::plan(&rec.xml, &format!("{}/run/{name}.json", ctx.state_dir.display()))?;
+    if vxdp_common::mode_direct(plan.mode) {
+        return crate::direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await;
+    }
     let host_bridge = plan.mode == mode::BRIDGE;
 
     // The bridge: vxdp's own is recreated with its host side (addresses or

@@ -63,6 +63,10 @@ pub struct NetworkRecord {
     /// The IPv6 `<ip>` (address on the bridge, prefix), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<(std::net::Ipv6Addr, u8)>,
+    /// A direct (macvtap-like) network's devices (name, ifindex); empty
+    /// for every other mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub direct_nics: Vec<(String, u32)>,
 }
 
 /// Host settings vxdp changed, restored when its last network stops.

@@ -5,6 +5,7 @@
 
 mod conntrack;
 mod ctx;
+mod direct;
 mod forward;
 mod maps;
 mod nat;
@@ -45,6 +46,34 @@ pub fn vxdp_guest_nat(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn vxdp_guest_route(ctx: TcContext) -> i32 {
     match port::route_entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_in`: direct (macvtap-like) networks.
+#[classifier]
+pub fn vxdp_guest_direct(ctx: TcContext) -> i32 {
+    match direct::guest_entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// TC ingress on a direct network's NIC: broadcast/multicast from the wire
+/// cloned to the guest ports.
+#[classifier]
+pub fn vxdp_nic_in(ctx: TcContext) -> i32 {
+    match direct::nic_ingress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// TC egress on a direct network's NIC: the host → its guests.
+#[classifier]
+pub fn vxdp_nic_out(ctx: TcContext) -> i32 {
+    match direct::nic_egress(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_tc(&ctx, drop),
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap, ProgramArray},
 };
 use vxdp_common::{
-    ConntrackEntry, ConntrackKey, Counter, Endpoint, MacKey, MacPort, NetworkConfig, SubnetKey, SubnetOwner,
+    ConntrackEntry, ConntrackKey, Counter, DirectNic, DirectPort, Endpoint, MacKey, MacPort, NetworkConfig, SubnetKey, SubnetOwner,
     Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
 };
 
@@ -38,6 +38,15 @@ pub static VXDP_COUNTERS: PerCpuArray<Counter> =
 /// network go straight from port to port.
 #[map]
 pub static VXDP_MACS: HashMap<MacKey, MacPort> = HashMap::pinned(MAX_PORTS, 0);
+
+/// Direct (macvtap-like) networks: each NIC that is a direct network's
+/// lower device, with the network and the guest ports on it.
+#[map]
+pub static VXDP_DIRECT_NICS: HashMap<u32, DirectNic> = HashMap::pinned(MAX_NETWORKS * 4, 0);
+
+/// Direct networks: each guest port's NIC.
+#[map]
+pub static VXDP_DIRECT_PORTS: HashMap<u32, DirectPort> = HashMap::pinned(MAX_PORTS, 0);
 
 /// Guest ports, for XDP redirects from the uplink.
 #[map]

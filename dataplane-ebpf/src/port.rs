@@ -91,6 +91,9 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
         let _ = ctx.pull_data(want);
     }
 
+    if vxdp_common::mode_direct(net.mode) {
+        return tail(ctx, jump::DIRECT, net_id);
+    }
     let eth = parse::eth(ctx).map_err(|_| malformed)?;
     // Compared in place: copies of the MACs would only add verifier state.
     if !policy::mac_allowed(endpoint, unsafe { &(*eth).src_addr }) {

@@ -23,6 +23,10 @@ fn pass(ctx: &XdpContext) -> Result<u32, Drop> {
 
 #[inline(always)]
 pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
+    // The NIC of a direct network: its guests' frames first.
+    if let Some(verdict) = crate::direct::nic_xdp(ctx)? {
+        return Ok(verdict);
+    }
     match parse::ether_type(ctx) {
         Ok(ETH_P_IP) => {}
         Ok(ETH_P_IPV6) => {

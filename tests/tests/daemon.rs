@@ -38,9 +38,10 @@ use vxdp_tests::{
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
 
-/// Programs the dataplane pins: the guest-port entry, the uplink, and the
-/// guest port's NAT and route tail calls.
-const PINNED_PROGS: usize = 4;
+/// Programs the dataplane pins: the guest-port entry, the uplink, the
+/// guest port's NAT, route and direct tail calls, and a direct network's
+/// NIC ingress and egress programs.
+const PINNED_PROGS: usize = 7;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.
@@ -718,6 +719,10 @@ fn reconcile_repairs_mode(tag: &str, mode_name: &str) -> Result<()> {
     // Traffic again, through the repaired programs and entries.
     let g1 = topo.guests[1].addr.clone();
     topo.wait_ping(0, &g1, Duration::from_secs(20))?;
+    // Guest to guest goes port to port (VXDP_MACS), past the bridge, so it
+    // answers before the recreated bridge's ports leave STP's listening and
+    // learning states; the host is behind the bridge.
+    topo.wait_ping(0, matrix::GATEWAY, Duration::from_secs(20))?;
     ensure!(pings(&topo.guests[0].ns, matrix::GATEWAY, 3)?, "{}: guest → host lost pings after the repair", rec.mode);
     if mode_name == "route" {
         // Replies reach the guest through the XDP fast path, or through the

@@ -34,8 +34,7 @@ const FILE_EXCEPTIONS: &[(&str, &str)] = &[
 /// Valid definitions vxdp defines but refuses to start with "not supported
 /// yet: <element>": the element path prefixes allowed, and why.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    ("/network/forward@mode", "direct (macvtap-like) vepa/private/passthrough and hostdev modes are not implemented yet"),
-    ("/network/forward@dev", "direct (macvtap-like) bridge mode (<forward mode='bridge' dev>, no <bridge name>) is not implemented yet"),
+    ("/network/forward@mode", "hostdev mode (SR-IOV) is not implemented yet"),
     ("/network/forward/nat@ipv6", "NAT66 is not implemented yet"),
     ("/network/ip", "IPv6 <ip> in a NAT network, several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet"),
     ("/network/mtu", "bridge MTU not applied yet"),
@@ -45,7 +44,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ("/network/route", "static routes on the network are not applied yet"),
     ("/network/port@isolated", "port isolation not implemented yet"),
     ("/network@ipv6", "guest-to-guest IPv6 without <ip> not implemented yet"),
-    ("/network/forward/", "forward device pools (interface/pf/address) belong to direct modes, not implemented yet"),
+    ("/network/forward/", "hostdev's device pools (<pf>, <address>, <driver>) are not implemented yet"),
     ("/network/forward@managed", "hostdev pools not implemented yet"),
 ];
 

@@ -17,8 +17,11 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use vxdp_tests::{
-    matrix::{CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, expected, mac_of, measure, routed_xml},
-    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, pattern},
+    matrix::{
+        CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, direct_beyond_macvtap, direct_expected, direct_guests,
+        direct_xml, expected, mac_of, measure, prepare_direct, prepare_host_bridge, routed_xml,
+    },
+    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR, pattern},
 };
 
 
@@ -596,4 +599,291 @@ fn host_bridge_mode_matrix() -> Result<()> {
         outside_sees: Seen::Guest,
         prepare: Some(prepare_host_bridge),
     })
+}
+
+/// A direct (macvtap-like) mode's matrix: guests on the hypervisor's NIC
+/// `up0` with addresses of its LAN, the far end a hairpinning switch.
+/// Every cell measured with ping and a TCP connect; "yes" cells must also
+/// show the eBPF path that carried them (the counter named in the table),
+/// "no" cells the drop reason. The outside must see the guests' own
+/// addresses. Host ↔ guest is where vxdp goes further than macvtap
+/// (`direct_beyond_macvtap`): the host reaches its guests through the NIC.
+fn run_direct_matrix(mode: &str) -> Result<()> {
+    let row = direct_expected(mode);
+    let mut topo = NatTopology::new(&format!("d{}", &mode[..2]), direct_guests(mode))?;
+    prepare_direct(&mut topo)?;
+    topo.start_with(&direct_xml(mode), true)?;
+    let info = String::from_utf8(topo.vxdp(&["net-list"])?.stdout)?;
+    ensure!(info.contains(&format!("direct-{mode}")), "net-list does not show mode direct-{mode}:\n{info}");
+    topo.wait_ping(0, WAN_ADDR, Duration::from_secs(20))?;
+
+    let last = topo.guests.len() - 1;
+    let mut table = Vec::new();
+    for (i, want) in row.iter().enumerate() {
+        let cell = format!("direct {mode} {}", CELLS[i]);
+        let Some(want) = *want else {
+            table.push("n/a (one guest owns the NIC)".to_string());
+            continue;
+        };
+        let (from, dst, server, path) = match i {
+            0 => (&topo.guests[0].ns, UPLINK_ADDR, &topo.hyp, "direct_to_host"),
+            1 => (
+                &topo.guests[0].ns,
+                topo.guests[1].addr.as_str(),
+                &topo.guests[1].ns,
+                // vepa: out to the switch and back in from the wire.
+                if mode == "vepa" { "direct_from_wire" } else { "direct_to_guest" },
+            ),
+            2 => (&topo.guests[0].ns, OUTSIDE_HOST, &topo.wan, "direct_to_wire"),
+            _ => (&topo.wan, topo.guests[last].addr.as_str(), &topo.guests[last].ns, "direct_from_wire"),
+        };
+        if !want {
+            let reason = "direct_private";
+            row_entry(&mut table, check_cell(&topo, &cell, Expect::Dropped(reason), from, dst, server)?);
+            continue;
+        }
+        let before = topo.counter("default", path)?.0;
+        let m = measure(from, dst, server)?;
+        ensure!(m.ping && m.tcp, "{cell}: expected yes, measured ping {} tcp {}", m.ping, m.tcp);
+        let after = topo.counter("default", path)?.0;
+        ensure!(after >= before + 2, "{cell}: not carried by eBPF ({path} {before} -> {after})");
+        let peer = m.peer.context("no connection accepted")?.to_string();
+        if i == 2 {
+            ensure!(peer == topo.guests[0].addr, "{cell}: the outside host saw {peer}, expected the guest's own {}", topo.guests[0].addr);
+        }
+        if i == 0 && direct_beyond_macvtap(i) {
+            ensure!(peer == topo.guests[0].addr, "{cell}: the host saw {peer}");
+        }
+        table.push(format!("yes (seen as {peer}; {path} +{})", after - before));
+    }
+
+    // Multicast and broadcast on the NIC's LAN: IPv6 neighbour discovery
+    // (link-local pings to the host and to the other guest) and DHCP from a
+    // server on the LAN.
+    // prepare_direct flushed the guests' addresses, their IPv6 link-local
+    // one included: give each one back.
+    for (i, g) in topo.guests.iter().enumerate() {
+        g.ns.ip(&["-6", "addr", "add", &format!("fe80::198:51:100:{}/64", 10 + i), "dev", "eth0", "nodad"])?;
+    }
+    let g0 = &topo.guests[0];
+    let host_ll = link_local(&topo.hyp, "up0")?;
+    ensure!(ping6(&g0.ns, &host_ll)?, "direct {mode}: guest → host over IPv6 link-local (neighbour discovery) failed");
+    let mut nd = "guest→host yes".to_string();
+    if topo.guests.len() > 1 {
+        let peer_ll = link_local(&topo.guests[1].ns, "eth0")?;
+        let reached = ping6(&g0.ns, &peer_ll)?;
+        ensure!(reached == (mode != "private"), "direct {mode}: guest → guest over IPv6 link-local: reached {reached}");
+        nd.push_str(if reached { ", guest→guest yes" } else { ", guest→guest no" });
+    }
+    let lease = lan_dhcp(&topo, 0)?;
+    let multicast = format!("ND ping6 link-local: {nd}; DHCP from the LAN: lease {lease}");
+
+    // Anti-spoofing: another source MAC, then another source IPv4.
+    let probe = WAN_ADDR;
+    let before = topo.counter("default", "spoofed_mac")?.0;
+    g0.ns.ip(&["link", "set", "eth0", "down"])?;
+    g0.ns.ip(&["link", "set", "eth0", "address", "02:00:00:00:66:66"])?;
+    g0.ns.ip(&["link", "set", "eth0", "up"])?;
+    g0.ns.ip(&["neigh", "flush", "dev", "eth0"])?;
+    let ok = g0.ns.exec_status("ping", &["-c", "1", "-W", "2", probe])?.status.success();
+    let after = topo.counter("default", "spoofed_mac")?.0;
+    g0.ns.ip(&["link", "set", "eth0", "down"])?;
+    g0.ns.ip(&["link", "set", "eth0", "address", &g0.mac])?;
+    g0.ns.ip(&["link", "set", "eth0", "up"])?;
+    ensure!(!ok, "direct {mode}: a guest with a spoofed MAC reached the switch");
+    ensure!(after > before, "direct {mode}: spoofed MAC not counted (spoofed_mac {before} -> {after})");
+    let spoof_mac = format!("dropped (spoofed_mac +{})", after - before);
+
+    let spoofed_ip = "198.51.100.99";
+    let before = topo.counter("default", "spoofed_source")?.0;
+    g0.ns.ip(&["addr", "add", &format!("{spoofed_ip}/24"), "dev", "eth0"])?;
+    g0.ns.ip(&["neigh", "flush", "dev", "eth0"])?;
+    let ok = g0.ns.exec_status("ping", &["-c", "1", "-W", "2", "-I", spoofed_ip, probe])?.status.success();
+    let after = topo.counter("default", "spoofed_source")?.0;
+    g0.ns.ip(&["addr", "del", &format!("{spoofed_ip}/24"), "dev", "eth0"])?;
+    ensure!(!ok, "direct {mode}: a guest with a spoofed IPv4 source reached the switch");
+    ensure!(after > before, "direct {mode}: spoofed IPv4 not counted (spoofed_source {before} -> {after})");
+    let spoof_ip = format!("dropped (spoofed_source +{})", after - before);
+
+    let mut out = String::new();
+    writeln!(out, "\nvxdp, direct mode {mode} on up0 (measured: ping + TCP connect)")?;
+    for (name, value) in CELLS.iter().zip(&table) {
+        let note = if direct_beyond_macvtap(CELLS.iter().position(|c| c == name).unwrap_or(9)) { "  [macvtap: no]" } else { "" };
+        writeln!(out, "  {name:<14} {value}{note}")?;
+    }
+    writeln!(out, "  {:<14} {spoof_mac}", "spoofed MAC")?;
+    writeln!(out, "  {:<14} {spoof_ip}", "spoofed IPv4")?;
+    writeln!(out, "  {:<14} {multicast}", "multicast")?;
+    println!("{out}");
+
+    // The NIC's links (XDP, TC ingress, TC egress) and the ports' links go
+    // with the network.
+    let links = pinned_ids(&topo.bpffs, "links", "link")?;
+    ensure!(
+        links.iter().filter(|(n, _)| n.starts_with("tc_nic_") || n.starts_with("xdp_")).count() == 3,
+        "expected XDP and TC ingress/egress links on up0, found {links:?}"
+    );
+    topo.stop()?;
+    for (name, id) in &links {
+        ensure!(!exists("link", *id)?, "link {name} (id {id}) survived net-destroy of the direct network");
+    }
+    Ok(())
+}
+
+fn row_entry(table: &mut Vec<String>, entry: String) {
+    table.push(entry);
+}
+
+/// The IPv6 link-local address of `dev` in `ns` once DAD is done (at most
+/// 5 s).
+fn link_local(ns: &Netns, dev: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = String::from_utf8(ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"])?.stdout)?;
+        if let Some(addr) = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+            && !out.contains("tentative")
+        {
+            return Ok(addr.split('/').next().unwrap_or(addr).to_string());
+        }
+        ensure!(Instant::now() < deadline, "{dev} in {} has no usable link-local address: {out}", ns.name);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pings an IPv6 link-local address out of the guest's eth0 (neighbour
+/// discovery first): three echo requests, at least one answered.
+fn ping6(ns: &Netns, addr: &str) -> Result<bool> {
+    Ok(ns.exec_status("ping", &["-6", "-c", "3", "-i", "0.5", "-W", "2", "-I", "eth0", addr])?.status.success())
+}
+
+/// A DHCP server (dnsmasq) on the wan switch; killed (by its pid) on drop.
+struct LanDhcp(std::process::Child);
+
+impl Drop for LanDhcp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Guest `i` asks the LAN's DHCP server (on the switch `sw0`) for a lease
+/// through the direct network; returns the address offered.
+fn lan_dhcp(topo: &NatTopology, i: usize) -> Result<String> {
+    let dir = topo.state_dir.join("lan-dhcp");
+    std::fs::create_dir_all(&dir)?;
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.wan.name, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+        .args(["--interface=sw0", "--bind-interfaces", "--except-interface=lo", "--user=root"])
+        .arg("--dhcp-range=198.51.100.100,198.51.100.150,255.255.255.0,2m")
+        .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting dnsmasq on the LAN")?;
+    let _server = LanDhcp(server);
+    // udhcpc: a few discovers, one second apart; no script, so the guest
+    // keeps its address.
+    let out = topo.guests[i].ns.exec_status("udhcpc", &["-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", "/bin/true"])?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "guest {i} got no DHCP lease from the LAN through the direct network: {text}");
+    Ok(text.split_whitespace().skip_while(|w| *w != "lease").nth(2).unwrap_or("?").to_string())
+}
+
+#[test]
+fn direct_bridge_mode_matrix() -> Result<()> {
+    run_direct_matrix("bridge")
+}
+
+#[test]
+fn direct_vepa_mode_matrix() -> Result<()> {
+    run_direct_matrix("vepa")
+}
+
+#[test]
+fn direct_private_mode_matrix() -> Result<()> {
+    run_direct_matrix("private")
+}
+
+#[test]
+fn direct_passthrough_mode_matrix() -> Result<()> {
+    run_direct_matrix("passthrough")
+}
+
+/// Switching a network between a direct mode and a bridge-based mode
+/// (destroy, start with the other XML) leaves nothing of the old mode:
+/// direct → its NIC links, device and port entries, MAC entries gone while
+/// another network keeps the dataplane loaded; then route mode on a bridge
+/// works for the same guests, and back to direct again.
+#[test]
+fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
+    use vxdp_control::dataplane::{Maps, Pins};
+
+    let mut topo = NatTopology::new("dsw", 2)?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let keeper = topo.state_dir.join("keeper.xml");
+    std::fs::write(&keeper, "<network><name>keeper</name><bridge name='virbr9'/><ip address='192.168.200.1' prefix='24'/></network>")?;
+    topo.vxdp(&["net-create", keeper.to_str().context("path")?])?;
+    let guest_addrs: Vec<String> = topo.guests.iter().map(|g| g.addr.clone()).collect();
+    prepare_direct(&mut topo)?;
+    let pins = Pins::new(&topo.bpffs);
+    let ctx = vxdp_control::network::Context { state_dir: topo.state_dir.clone(), pins: pins.clone(), load: Default::default() };
+    let mut lines = Vec::new();
+    for round in 0..2 {
+        topo.start_with(&direct_xml("vepa"), true)?;
+        topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+        let id = vxdp_control::network::find(&ctx, "default")?.id;
+        let maps = Maps::open(&pins)?;
+        let links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("tc_") || n.starts_with("xdp_"))
+            .collect();
+        // TC ingress and egress on up0 (its XDP link may be shared with the keeper network as its uplink).
+        ensure!(links.iter().filter(|(n, _)| n.starts_with("tc_nic_")).count() == 2, "NIC TC links: {links:?}");
+        ensure!(maps.direct_nics()?.keys().count() == 1 && maps.direct_ports()?.keys().count() == 2, "direct map entries missing");
+        topo.stop()?;
+        for (name, lid) in links.iter().filter(|(n, _)| !n.starts_with("xdp_")) {
+            ensure!(!exists("link", *lid)?, "link {name} (id {lid}) of the direct network survived net-destroy");
+        }
+        ensure!(maps.direct_nics()?.keys().count() == 0, "VXDP_DIRECT_NICS entries survived net-destroy");
+        ensure!(maps.direct_ports()?.keys().count() == 0, "VXDP_DIRECT_PORTS entries survived net-destroy");
+        let macs: Vec<_> = maps.macs()?.keys().collect::<Result<Vec<_>, _>>()?;
+        ensure!(macs.iter().all(|k| k.network_id != id), "MAC entries of the direct network survived: {macs:?}");
+        ensure!(maps.endpoints()?.keys().count() == 0, "endpoints survived net-destroy");
+        ensure!(maps.networks()?.get(&id, 0)? == Default::default(), "network slot {id} not cleared");
+        lines.push(format!("round {round}: direct vepa -> destroyed: {} links, device/port/MAC entries removed", links.len()));
+
+        // The same guests on a routed bridge network.
+        for (g, addr) in topo.guests.iter_mut().zip(&guest_addrs) {
+            g.addr = addr.clone();
+            g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+            g.ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            g.ns.ip(&["route", "replace", "default", "via", GATEWAY])?;
+        }
+        topo.start_with(&routed_xml("route"), true)?;
+        topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
+        topo.wait_ping(0, GATEWAY, Duration::from_secs(20))?;
+        let maps = Maps::open(&pins)?;
+        ensure!(maps.direct_nics()?.keys().count() == 0 && maps.direct_ports()?.keys().count() == 0, "direct entries while in route mode");
+        let nic_links = pinned_ids(&topo.bpffs, "links", "link")?.into_iter().filter(|(n, _)| n.starts_with("tc_nic_")).count();
+        ensure!(nic_links == 0, "NIC TC links while in route mode");
+        topo.stop()?;
+        lines.push(format!("round {round}: route on virbr0 worked with the same guests, no direct entry or NIC link"));
+        prepare_direct_guests(&mut topo)?;
+    }
+    topo.vxdp(&["net-destroy", "keeper"])?;
+    ensure!(!topo.bpffs.exists() || std::fs::read_dir(&topo.bpffs)?.next().is_none(), "pins left under {}", topo.bpffs.display());
+    println!("\n{}", lines.join("\n"));
+    Ok(())
+}
+
+/// The guests' side of [`prepare_direct`] again (the switch stays).
+fn prepare_direct_guests(topo: &mut NatTopology) -> Result<()> {
+    for (i, g) in topo.guests.iter_mut().enumerate() {
+        g.addr = format!("198.51.100.{}", 10 + i);
+        g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
+        g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
+        g.ns.ip(&["route", "replace", "default", "via", WAN_ADDR])?;
+    }
+    Ok(())
 }

@@ -82,16 +82,53 @@ fn default_network_define_start_list_dumpxml_destroy_undefine() -> Result<()> {
     ensure!(rows(&host.vxdp(&["net-list", "--all"])?).is_empty(), "a destroyed transient network is still listed");
     ensure!(bridge_addr(&host, "virbr0")?.is_none(), "virbr0 still exists after destroying the transient network");
 
-    // A valid definition vxdp cannot realize yet (a direct, macvtap-like
-    // mode): defined, refused at start by name.
+    // A valid definition vxdp cannot realize yet (hostdev): defined,
+    // refused at start by name.
+    let hostdev = host.write("hostdev.xml", "<network><name>hostdev</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>")?;
+    let hostdev = hostdev.to_str().context("path")?;
+    let v = host.vxdp_status(&["net-validate", hostdev])?;
+    ensure!(!v.status.success() && String::from_utf8_lossy(&v.stderr).contains("/network/forward/pf: not supported yet"), "net-validate of a hostdev network: {}", String::from_utf8_lossy(&v.stderr));
+    host.vxdp(&["net-define", hostdev])?;
+    let s = host.vxdp_status(&["net-start", "hostdev"])?;
+    ensure!(!s.status.success() && String::from_utf8_lossy(&s.stderr).contains("not supported yet"), "net-start of a hostdev network: {}", String::from_utf8_lossy(&s.stderr));
+    ensure!(bridge_addr(&host, "virbr1")?.is_none() && bridge_addr(&host, "virbr0")?.is_none(), "a refused start left a bridge");
+    host.vxdp(&["net-undefine", "hostdev"])?;
+
+    // A direct (macvtap-like) network: no bridge; its device is listed
+    // instead, a second direct network on that device and a missing
+    // device are refused naming the element, and net-destroy takes the
+    // device's programs away.
     let direct = host.write("direct.xml", "<network><name>direct</name><forward mode='private' dev='eth1'/></network>")?;
     let direct = direct.to_str().context("path")?;
-    let v = host.vxdp_status(&["net-validate", direct])?;
-    ensure!(!v.status.success() && String::from_utf8_lossy(&v.stderr).contains("/network/forward@mode: not supported yet"), "net-validate of a direct (private) network: {}", String::from_utf8_lossy(&v.stderr));
+    host.vxdp(&["net-validate", direct])?;
     host.vxdp(&["net-define", direct])?;
-    let s = host.vxdp_status(&["net-start", "direct"])?;
-    ensure!(!s.status.success() && String::from_utf8_lossy(&s.stderr).contains("not supported yet"), "net-start of a direct (private) network: {}", String::from_utf8_lossy(&s.stderr));
-    ensure!(bridge_addr(&host, "virbr1")?.is_none() && bridge_addr(&host, "virbr0")?.is_none(), "a refused start left a bridge");
+    host.vxdp(&["net-start", "direct"])?;
+    let list = host.vxdp(&["net-list"])?;
+    ensure!(list.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..] == ["direct", "active", "no", "yes", "direct-private", "eth1", "-", "-"]), "net-list of a direct network:\n{list}");
+    // XDP, TC ingress and TC egress on eth1, each a pinned link.
+    let eth1 = host.ns.ip(&["-o", "link", "show", "eth1"])?.stdout;
+    let eth1 = String::from_utf8(eth1)?.split(':').next().context("ifindex")?.trim().to_string();
+    let mut link_ids = Vec::new();
+    for pin in [format!("xdp_{eth1}"), format!("tc_nic_in_{eth1}"), format!("tc_nic_out_{eth1}")] {
+        let path = host.bpffs.join("links").join(&pin);
+        let out = vxdp_tests::testbed::run("bpftool", &["link", "show", "pinned", path.to_str().context("path")?])
+            .with_context(|| format!("direct network: no link {pin} on eth1"))?;
+        let id = String::from_utf8(out.stdout)?.split(':').next().context("link id")?.trim().to_string();
+        link_ids.push(id);
+    }
+    let second = host.write("second.xml", "<network><name>second</name><forward mode='vepa'><interface dev='eth1'/></forward></network>")?;
+    let out = host.vxdp_status(&["net-create", second.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("/network/forward/interface[1]@dev") && err.contains("eth1") && err.contains("'direct'"), "a second direct network on eth1: {err}");
+    let missing = host.write("missing.xml", "<network><name>missing</name><forward mode='bridge' dev='eth9'/></network>")?;
+    let out = host.vxdp_status(&["net-create", missing.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("/network/forward@dev") && err.contains("eth9 does not exist"), "a direct network on a missing device: {err}");
+    host.vxdp(&["net-destroy", "direct"])?;
+    for id in &link_ids {
+        let gone = !std::process::Command::new("bpftool").args(["link", "show", "id", id]).output()?.status.success();
+        ensure!(gone, "link {id} on eth1 survived net-destroy of the direct network");
+    }
     host.vxdp(&["net-undefine", "direct"])?;
     Ok(())
 }
