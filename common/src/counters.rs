@@ -141,14 +141,19 @@ pub enum DropReason {
     /// Addressed to a guest of another vxdp network, and the two do not route
     /// to each other (both must be route or open networks).
     OtherNetwork = 20,
-    /// IPv6 that the network's mode does not forward (NAT without NAT66).
+    /// IPv6 that the network's mode does not forward (a NAT network's IPv6
+    /// when the network has no IPv6 `<ip>`: nothing to route or NAT it for).
     Ipv6NotForwarded = 21,
     /// A tail call into a guest-port path failed (program array slot empty).
     TailCallFailed = 22,
+    /// NAT66: a guest's IPv6 packet with extension headers (hop-by-hop,
+    /// routing, destination options, ...) before its TCP/UDP/ICMPv6
+    /// header; vxdp does not walk them, so it cannot translate the packet.
+    Ipv6ExtensionHeaders = 30,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -171,6 +176,7 @@ impl DropReason {
         DropReason::OtherNetwork,
         DropReason::Ipv6NotForwarded,
         DropReason::TailCallFailed,
+        DropReason::Ipv6ExtensionHeaders,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -197,6 +203,7 @@ impl DropReason {
             DropReason::OtherNetwork => "other_network",
             DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
             DropReason::TailCallFailed => "tail_call_failed",
+            DropReason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
         }
     }
 
@@ -207,6 +214,15 @@ impl DropReason {
 
 const _: () = assert!((Action::ALL.len() as u32) <= DROP_BASE);
 const _: () = assert!(DROP_BASE + (DropReason::ALL.len() as u32) < COUNTER_SLOTS);
+// Reasons are numbered with gaps (ranges reserved per feature): every slot
+// must still fit in a network's counters.
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DropReason::ALL[i].slot() < COUNTER_SLOTS);
+        i += 1;
+    }
+};
 
 /// Index of a counter in `VXDP_COUNTERS`.
 pub const fn counter_index(network_id: u32, slot: u32) -> u32 {

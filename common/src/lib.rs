@@ -8,11 +8,13 @@
 #![no_std]
 
 pub mod conntrack;
+pub mod conntrack6;
 pub mod counters;
 pub mod network;
 pub mod port_counters;
 
 pub use conntrack::*;
+pub use conntrack6::*;
 pub use counters::*;
 pub use network::*;
 pub use port_counters::*;
@@ -31,6 +33,9 @@ pub mod names {
     pub const MAP_PORT_COUNTERS: &str = "VXDP_PORT_STATS";
     /// Program array the guest-port program tail-calls into (`jump` slots).
     pub const MAP_GUEST_JUMP: &str = "VXDP_GUEST_JUMP";
+    /// NAT66: the IPv6 conntrack table and the per-network NAT66 settings.
+    pub const MAP_CONNTRACK6: &str = "VXDP_CONNTRACK6";
+    pub const MAP_NAT6: &str = "VXDP_NAT6";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -38,11 +43,17 @@ pub mod names {
     /// Tail-called by `vxdp_guest_in`: routing without NAT (route/open,
     /// IPv6 of every mode).
     pub const PROG_GUEST_ROUTE: &str = "vxdp_guest_route";
+    /// Tail-called by `vxdp_guest_in`: NAT66 (a NAT network's guest IPv6
+    /// with `<nat ipv6='yes'>`).
+    pub const PROG_GUEST_NAT6: &str = "vxdp_guest_nat6";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
-    pub const GUEST_JUMPS: [(&str, u32); 2] =
-        [(PROG_GUEST_NAT, crate::jump::NAT), (PROG_GUEST_ROUTE, crate::jump::ROUTE)];
+    pub const GUEST_JUMPS: [(&str, u32); 3] = [
+        (PROG_GUEST_NAT, crate::jump::NAT),
+        (PROG_GUEST_ROUTE, crate::jump::ROUTE),
+        (PROG_GUEST_NAT6, crate::jump::NAT6),
+    ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 10] = [
+    pub const ALL_MAPS: [&str; 12] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -53,6 +64,8 @@ pub mod names {
         MAP_TIMEOUTS,
         MAP_PORT_COUNTERS,
         MAP_GUEST_JUMP,
+        MAP_CONNTRACK6,
+        MAP_NAT6,
     ];
 }
 
@@ -62,7 +75,9 @@ pub mod names {
 pub mod jump {
     pub const NAT: u32 = 0;
     pub const ROUTE: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// NAT66 (`vxdp_guest_nat6`).
+    pub const NAT6: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

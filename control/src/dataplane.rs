@@ -161,6 +161,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries(names::MAP_CONNTRACK, opts.conntrack_entries)
+        .map_max_entries(names::MAP_CONNTRACK6, opts.conntrack_entries)
         .load(crate::dataplane_object())?;
     let prog_err = |name: &str| {
         let name = name.to_string();
@@ -171,6 +172,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_UPLINK_INGRESS,
         names::PROG_GUEST_NAT,
         names::PROG_GUEST_ROUTE,
+        names::PROG_GUEST_NAT6,
     ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),

@@ -34,8 +34,8 @@ struct Cli {
     /// Only the network namespace changes, so the bpf filesystem stays visible.
     #[arg(long, global = true, env = "VXDP_NETNS")]
     netns: Option<String>,
-    /// Conntrack table size in entries (two per NATed flow); applies when the
-    /// dataplane is first loaded.
+    /// Conntrack table size in entries (two per NATed flow), for the IPv4 and
+    /// the NAT66 (IPv6) table each; applies when the dataplane is first loaded.
     #[arg(long, global = true, default_value_t = vxdp_common::DEFAULT_CONNTRACK_ENTRIES)]
     conntrack_entries: u32,
     #[command(subcommand)]

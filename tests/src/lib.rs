@@ -3,3 +3,4 @@ pub mod libvirt;
 pub mod matrix;
 pub mod progtest;
 pub mod testbed;
+pub mod packet6;

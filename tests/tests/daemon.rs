@@ -39,8 +39,8 @@ use vxdp_tests::{
 const METRICS: &str = "127.0.0.1:9465";
 
 /// Programs the dataplane pins: the guest-port entry, the uplink, and the
-/// guest port's NAT and route tail calls.
-const PINNED_PROGS: usize = 4;
+/// guest port's NAT, route and NAT66 tail calls.
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 2;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.
