@@ -25,7 +25,7 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
-    COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
+    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, Nat6Config, DEFAULT_CONNTRACK_ENTRIES,
     DEFAULT_TIMEOUTS_S, Endpoint, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
     counter_index, names,
 };
@@ -277,6 +277,29 @@ impl Maps {
     typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
     typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
     typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
+    typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
+    typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
+
+    /// Writes network `id`'s `VXDP_NAT6` entry (zeroed: none).
+    pub fn set_nat6(&self, id: u32, cfg: &Nat6Config) -> Result<(), DataplaneError> {
+        self.nat6()?.set(id, cfg, 0).map_err(map_err(names::MAP_NAT6))
+    }
+
+    /// All NAT66 conntrack entries (both directions), optionally of one network.
+    pub fn conntrack6_entries(
+        &self,
+        network_id: Option<u32>,
+    ) -> Result<Vec<(Conntrack6Key, Conntrack6Entry)>, DataplaneError> {
+        let ct = self.conntrack6()?;
+        let mut out = Vec::new();
+        for item in ct.iter() {
+            let Ok((k, v)) = item else { continue };
+            if network_id.is_none_or(|id| v.network_id as u32 == id) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
         self.networks()?.set(id, cfg, 0).map_err(map_err(names::MAP_NETWORKS))
@@ -373,13 +396,20 @@ impl Maps {
         Ok(out)
     }
 
-    /// Removes a network's conntrack entries; returns how many.
+    /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
     pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
         let entries = self.conntrack_entries(Some(network_id))?;
         let mut ct = self.conntrack()?;
         let mut n = 0;
         for (k, _) in entries {
             if ct.remove(&k).is_ok() {
+                n += 1;
+            }
+        }
+        let entries = self.conntrack6_entries(Some(network_id))?;
+        let mut ct6 = self.conntrack6()?;
+        for (k, _) in entries {
+            if ct6.remove(&k).is_ok() {
                 n += 1;
             }
         }

@@ -280,9 +280,11 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Subcommand)]
 enum ConntrackCmd {
-    /// List NAT flows (one line per flow).
+    /// List NAT flows (one line per flow): IPv4 NAT and NAT66 (IPv6
+    /// addresses shown as [addr]:port; ICMP and ICMPv6 echo show the echo
+    /// identifier as the port).
     List { network: Option<String> },
-    /// Remove the flows of a network, or of every started network.
+    /// Remove the flows (IPv4 and NAT66) of a network, or of every started network.
     ///
     /// Guests' connections through NAT break (their next packet starts a new
     /// flow, possibly with another NAT port).
@@ -486,7 +488,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let maps = Maps::open(&ctx.pins)?;
                 let id = network.as_ref().map(|_| nets[0].id);
                 let entries = maps.conntrack_entries(id)?;
-                let rows = report::flow_rows(&entries, &nets, report::monotonic_ns());
+                let now = report::monotonic_ns();
+                let mut rows = report::flow_rows(&entries, &nets, now);
+                rows.extend(report::flow6_rows(&maps.conntrack6_entries(id)?, &nets, now));
                 print!("{}", report::flows_table(&rows));
             }
             ConntrackCmd::Flush { network } => {

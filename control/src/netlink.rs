@@ -550,6 +550,39 @@ impl Netlink {
         Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
     }
 
+    /// The interface's global IPv6 addresses with their prefix length,
+    /// permanent (configured) ones first, link-local and deprecated ones
+    /// left out: what NAT66 can masquerade to.
+    pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv6Addr, u8)>, NetlinkError> {
+        let mut req = self.handle.address().get().set_link_index_filter(index);
+        req.message_mut().header.family = AddressFamily::Inet6;
+        let msgs: Vec<_> = match req.execute().try_collect().await {
+            Ok(m) => m,
+            Err(e) => return Err(self.index_err("listing IPv6 addresses of", index, e).await),
+        };
+        let mut out: Vec<(bool, std::net::Ipv6Addr, u8)> = msgs
+            .iter()
+            .filter(|m| m.header.family == AddressFamily::Inet6 && m.header.index == index)
+            .filter(|m| m.header.scope == rtnetlink::packet_route::address::AddressScope::Universe)
+            .filter(|m| !m.header.flags.contains(AddressHeaderFlags::Deprecated))
+            .filter_map(|m| {
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                // Scope alone would let an fe80:: address with a global
+                // scope through.
+                if ip.segments()[0] & 0xffc0 == 0xfe80 || ip.is_multicast() || ip.is_loopback() {
+                    return None;
+                }
+                let permanent = m.header.flags.contains(AddressHeaderFlags::Permanent);
+                Some((!permanent, ip, m.header.prefix_len))
+            })
+            .collect();
+        out.sort_by_key(|(not_permanent, _, _)| *not_permanent); // stable
+        Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
+    }
+
     /// The IPv4 default route of the main table with the lowest metric.
     /// For a multipath route the first next hop is reported.
     pub async fn default_route_v4(&self) -> Result<Option<DefaultRoute>, NetlinkError> {

@@ -63,6 +63,9 @@ pub struct NetworkRecord {
     /// The IPv6 `<ip>` (address on the bridge, prefix), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<(std::net::Ipv6Addr, u8)>,
+    /// NAT66 (`<nat ipv6='yes'>`): the uplink address IPv6 is masqueraded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat6: Option<std::net::Ipv6Addr>,
 }
 
 /// Host settings vxdp changed, restored when its last network stops.
