@@ -1,0 +1,146 @@
+//! End to end: IPv6 in a NAT network, realized by vxdp in throwaway
+//! namespaces (tests/src/testbed.rs NatTopology plus IPv6 from
+//! 2001:db8::/32). With `<nat ipv6='yes'>` guests' IPv6 is masqueraded to
+//! the uplink's IPv6 address (NAT66) and unsolicited inbound IPv6 is dropped
+//! and counted; without it, the network's IPv6 is routed and the outside
+//! host sees the guests' own addresses, as with libvirt. Ping and TCP are
+//! checked at the receiving sockets (a wrong checksum shows up as no
+//! connection).
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Result, ensure};
+use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, fetch, pattern, serve_payload};
+
+/// The outside host's IPv6 address (on the wan namespace's loopback).
+const OUTSIDE6: &str = "2001:db8:0:ff::10";
+const WAN6: &str = "2001:db8:0:2::1";
+const UPLINK6: &str = "2001:db8:0:2::2";
+const GUESTS6: &str = "2001:db8:0:122::";
+
+/// The default network with an IPv6 `<ip>`, NAT66 or not.
+fn xml(nat66: bool) -> String {
+    let ipv6 = format!("<ip family='ipv6' address='{GUESTS6}1' prefix='64'/>\n</network>");
+    let xml = DEFAULT_XML.replace("</network>", &ipv6);
+    assert!(xml.contains("<forward mode='nat'/>"), "tests/data/default.xml changed: {xml}");
+    if nat66 {
+        xml.replace("<forward mode='nat'/>", "<forward mode='nat'>\n    <nat ipv6='yes'/>\n  </forward>")
+    } else {
+        xml
+    }
+}
+
+fn guest6(i: usize) -> String {
+    format!("{GUESTS6}{:x}", 10 + i)
+}
+
+/// The NAT topology with IPv6: outside host, uplink, guests.
+fn topology(tag: &str) -> Result<NatTopology> {
+    let topo = NatTopology::new(tag, 2)?;
+    topo.wan.ip(&["-6", "addr", "add", &format!("{WAN6}/64"), "dev", "wan0", "nodad"])?;
+    topo.wan.ip(&["-6", "addr", "add", &format!("{OUTSIDE6}/128"), "dev", "lo"])?;
+    topo.hyp.ip(&["-6", "addr", "add", &format!("{UPLINK6}/64"), "dev", "up0", "nodad"])?;
+    topo.hyp.ip(&["-6", "route", "add", "default", "via", WAN6])?;
+    for (i, g) in topo.guests.iter().enumerate() {
+        g.ns.ip(&["-6", "addr", "add", &format!("{}/64", guest6(i)), "dev", "eth0", "nodad"])?;
+        g.ns.ip(&["-6", "route", "add", "default", "via", &format!("{GUESTS6}1")])?;
+    }
+    Ok(topo)
+}
+
+/// Pings `dst` from guest `i` until one echo comes back (the bridge's own
+/// IPv6 address goes through duplicate address detection first).
+fn wait_ping6(topo: &NatTopology, i: usize, dst: &str) -> Result<()> {
+    for _ in 0..20 {
+        let out = topo.guests[i].ns.exec_status("ping", &["-6", "-c", "1", "-W", "1", dst])?;
+        if out.status.success() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("guest {i} cannot ping6 {dst} within 20 attempts")
+}
+
+/// Guest `i` fetches a payload over TCP from the outside host; returns the
+/// address the outside host saw.
+fn tcp_from_outside(topo: &NatTopology, i: usize) -> Result<SocketAddr> {
+    let payload = pattern(256 * 1024, 66 + i as u64);
+    let (addr, server) = serve_payload(&topo.wan, &format!("[{OUTSIDE6}]:0"), payload.clone())?;
+    let got = fetch(&topo.guests[i].ns, addr, Duration::from_secs(5))?;
+    let peer = server.join().expect("server thread")?;
+    ensure!(got == payload, "guest {i}: the TCP transfer over IPv6 arrived incomplete or corrupted ({} of {} bytes)", got.len(), payload.len());
+    Ok(peer)
+}
+
+#[test]
+fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> {
+    let mut topo = topology("n66")?;
+    topo.start(&xml(true))?;
+
+    // Ping6 from both guests; the echoes are translated by eBPF both ways.
+    for i in 0..2 {
+        wait_ping6(&topo, i, OUTSIDE6)?;
+    }
+    let (snat0, _) = topo.counter("default", "snat_forwarded")?;
+    let (dnat0, _) = topo.counter("default", "dnat_forwarded")?;
+    let out = topo.guests[0].ns.exec("ping", &["-6", "-c", "3", "-i", "0.2", "-W", "1", OUTSIDE6])?;
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("3 received"), "ping6 lost packets: {}", String::from_utf8_lossy(&out.stdout));
+    let (snat1, _) = topo.counter("default", "snat_forwarded")?;
+    let (dnat1, _) = topo.counter("default", "dnat_forwarded")?;
+    ensure!(snat1 - snat0 == 3 && dnat1 - dnat0 == 3, "echoes should be NAT66'd by eBPF: snat +{}, dnat +{}", snat1 - snat0, dnat1 - dnat0);
+
+    // TCP from both guests: the outside host sees only the uplink's address.
+    for i in 0..2 {
+        let peer = tcp_from_outside(&topo, i)?;
+        ensure!(peer.ip().to_string() == UPLINK6, "guest {i}: outside host saw {peer}, expected the uplink's IPv6 address {UPLINK6}");
+    }
+    let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
+    ensure!(
+        ct.contains(&format!("[{}]:", guest6(0))) && ct.contains(&format!("[{UPLINK6}]:")) && ct.contains("icmp6"),
+        "conntrack list lacks the guests' NAT66 flows:\n{ct}"
+    );
+
+    // Unsolicited inbound: even with a route to the guests' prefix via the
+    // hypervisor, the outside host cannot connect to a guest.
+    topo.wan.ip(&["-6", "route", "add", &format!("{GUESTS6}/64"), "via", UPLINK6])?;
+    let target: SocketAddr = format!("[{}]:8080", guest6(0)).parse()?;
+    let listener = topo.guests[0].ns.enter(move || std::net::TcpListener::bind(target))??;
+    let (drop0, _) = topo.counter("default", "unsolicited_inbound")?;
+    let attempt = topo.wan.enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)))?;
+    ensure!(attempt.is_err(), "the outside host connected to a NAT66 guest: unsolicited inbound IPv6 must be refused");
+    let (drop1, _) = topo.counter("default", "unsolicited_inbound")?;
+    ensure!(drop1 > drop0, "the refused IPv6 SYN was not counted as unsolicited_inbound ({drop0} -> {drop1})");
+    drop(listener);
+
+    let flushed = String::from_utf8(topo.vxdp(&["conntrack", "flush", "default"])?.stdout)?;
+    ensure!(!flushed.contains("removed 0 "), "conntrack flush removed nothing: {flushed}");
+    let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
+    ensure!(!ct.contains(UPLINK6), "NAT66 flows left after conntrack flush:\n{ct}");
+    topo.stop()?;
+    Ok(())
+}
+
+#[test]
+fn nat_network_routes_guest_ipv6_without_nat66() -> Result<()> {
+    let mut topo = topology("n6r")?;
+    // Routed IPv6 needs the outside to route the guests' prefix back.
+    topo.wan.ip(&["-6", "route", "add", &format!("{GUESTS6}/64"), "via", UPLINK6])?;
+    topo.start(&xml(false))?;
+    for i in 0..2 {
+        wait_ping6(&topo, i, OUTSIDE6)?;
+    }
+    let (fwd0, _) = topo.counter("default", "route_forwarded")?;
+    for i in 0..2 {
+        let peer = tcp_from_outside(&topo, i)?;
+        ensure!(peer.ip().to_string() == guest6(i), "guest {i}: outside host saw {peer}, expected the guest's own address {} (IPv6 is routed without ipv6='yes')", guest6(i));
+    }
+    let (fwd1, _) = topo.counter("default", "route_forwarded")?;
+    ensure!(fwd1 > fwd0, "the guests' IPv6 did not take the eBPF routing path (route_forwarded {fwd0} -> {fwd1})");
+    // As with libvirt's routing rules, the outside host reaches the guests.
+    let target: SocketAddr = format!("[{}]:8080", guest6(0)).parse()?;
+    let listener = topo.guests[0].ns.enter(move || std::net::TcpListener::bind(target))??;
+    let attempt = topo.wan.enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)))?;
+    ensure!(attempt.is_ok(), "the outside host could not reach a guest's routed IPv6 address: {:?}", attempt.err());
+    drop(listener);
+    topo.stop()?;
+    Ok(())
+}
