@@ -1,4 +1,5 @@
 pub mod corpus;
+pub mod ipv6nat;
 pub mod libvirt;
 pub mod matrix;
 pub mod progtest;

@@ -10,55 +10,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Result, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, fetch, pattern, serve_payload};
-
-/// The outside host's IPv6 address (on the wan namespace's loopback).
-const OUTSIDE6: &str = "2001:db8:0:ff::10";
-const WAN6: &str = "2001:db8:0:2::1";
-const UPLINK6: &str = "2001:db8:0:2::2";
-const GUESTS6: &str = "2001:db8:0:122::";
-
-/// The default network with an IPv6 `<ip>`, NAT66 or not.
-fn xml(nat66: bool) -> String {
-    let ipv6 = format!("<ip family='ipv6' address='{GUESTS6}1' prefix='64'/>\n</network>");
-    let xml = DEFAULT_XML.replace("</network>", &ipv6);
-    assert!(xml.contains("<forward mode='nat'/>"), "tests/data/default.xml changed: {xml}");
-    if nat66 {
-        xml.replace("<forward mode='nat'/>", "<forward mode='nat'>\n    <nat ipv6='yes'/>\n  </forward>")
-    } else {
-        xml
-    }
-}
-
-fn guest6(i: usize) -> String {
-    format!("{GUESTS6}{:x}", 10 + i)
-}
-
-/// The NAT topology with IPv6: outside host, uplink, guests.
-fn topology(tag: &str) -> Result<NatTopology> {
-    let topo = NatTopology::new(tag, 2)?;
-    topo.wan.ip(&["-6", "addr", "add", &format!("{WAN6}/64"), "dev", "wan0", "nodad"])?;
-    topo.wan.ip(&["-6", "addr", "add", &format!("{OUTSIDE6}/128"), "dev", "lo"])?;
-    topo.hyp.ip(&["-6", "addr", "add", &format!("{UPLINK6}/64"), "dev", "up0", "nodad"])?;
-    topo.hyp.ip(&["-6", "route", "add", "default", "via", WAN6])?;
-    for (i, g) in topo.guests.iter().enumerate() {
-        g.ns.ip(&["-6", "addr", "add", &format!("{}/64", guest6(i)), "dev", "eth0", "nodad"])?;
-        g.ns.ip(&["-6", "route", "add", "default", "via", &format!("{GUESTS6}1")])?;
-    }
-    Ok(topo)
-}
-
-/// Pings `dst` from guest `i` until one echo comes back (the bridge's own
-/// IPv6 address goes through duplicate address detection first).
-fn wait_ping6(topo: &NatTopology, i: usize, dst: &str) -> Result<()> {
-    for _ in 0..20 {
-        let out = topo.guests[i].ns.exec_status("ping", &["-6", "-c", "1", "-W", "1", dst])?;
-        if out.status.success() {
-            return Ok(());
-        }
-    }
-    anyhow::bail!("guest {i} cannot ping6 {dst} within 20 attempts")
-}
+use vxdp_tests::{
+    ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml},
+    testbed::{NatTopology, fetch, pattern, serve_payload},
+};
 
 /// Guest `i` fetches a payload over TCP from the outside host; returns the
 /// address the outside host saw.
@@ -100,8 +55,7 @@ fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> 
     );
 
     // Unsolicited inbound: even with a route to the guests' prefix via the
-    // hypervisor, the outside host cannot connect to a guest.
-    topo.wan.ip(&["-6", "route", "add", &format!("{GUESTS6}/64"), "via", UPLINK6])?;
+    // hypervisor (the topology has one), the outside host cannot connect.
     let target: SocketAddr = format!("[{}]:8080", guest6(0)).parse()?;
     let listener = topo.guests[0].ns.enter(move || std::net::TcpListener::bind(target))??;
     let (drop0, _) = topo.counter("default", "unsolicited_inbound")?;
@@ -121,9 +75,9 @@ fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> 
 
 #[test]
 fn nat_network_routes_guest_ipv6_without_nat66() -> Result<()> {
+    // Routed IPv6 needs the outside to route the guests' prefix back: the
+    // topology does.
     let mut topo = topology("n6r")?;
-    // Routed IPv6 needs the outside to route the guests' prefix back.
-    topo.wan.ip(&["-6", "route", "add", &format!("{GUESTS6}/64"), "via", UPLINK6])?;
     topo.start(&xml(false))?;
     for i in 0..2 {
         wait_ping6(&topo, i, OUTSIDE6)?;
