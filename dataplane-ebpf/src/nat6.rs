@@ -141,10 +141,7 @@ pub fn guest_nat6(
         ifindex,
         now: conntrack::now(),
     };
-    match flow_mapping(s, &flow) {
-        0 => {}
-        reason => return Err(Drop::new(drop_reason(reason), net_id)),
-    }
+    flow_mapping(s, &flow).map_err(|reason| Drop::new(reason, net_id))?;
     let (nat_addr, nat_port) = (&s.mapping.rewrite_addr, s.mapping.rewrite_port);
     let fib = unsafe { &*(s.fib.as_ptr() as *const FibParams) };
     if rc == forward::FIB_SUCCESS {
@@ -171,31 +168,16 @@ struct NewFlow<'a> {
 }
 
 /// The mapping of the flow `s.key` belongs to, into `s.mapping`: its
-/// conntrack entry, refreshed, or a new flow's. Returns 0 or the number of
-/// the [`DropReason`].
+/// conntrack entry, refreshed, or a new flow's.
 #[inline(always)]
-fn flow_mapping(s: &mut Nat6Scratch, f: &NewFlow) -> u32 {
-    let r = match conntrack::lookup(&s.key, f.now) {
+fn flow_mapping(s: &mut Nat6Scratch, f: &NewFlow) -> Result<(), DropReason> {
+    match conntrack::lookup(&s.key, f.now) {
         Some(entry) => {
             conntrack::touch(&s.key, entry, f.tcp_flags, f.now);
             s.mapping = unsafe { *entry };
             Ok(())
         }
         None => create_flow(s, f),
-    };
-    match r {
-        Ok(()) => 0,
-        Err(reason) => reason as u32,
-    }
-}
-
-/// The [`DropReason`] numbered `n` among those [`flow_mapping`] returns.
-#[inline(always)]
-fn drop_reason(n: u32) -> DropReason {
-    match n {
-        r if r == DropReason::UnsolicitedInbound as u32 => DropReason::UnsolicitedInbound,
-        r if r == DropReason::NatPortExhausted as u32 => DropReason::NatPortExhausted,
-        _ => DropReason::ConntrackInsertFailed,
     }
 }
 
