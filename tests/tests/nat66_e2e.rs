@@ -9,10 +9,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use vxdp_tests::{
     ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml},
-    testbed::{NatTopology, fetch, pattern, serve_payload},
+    testbed::{NatTopology, fetch, pattern, serve_payload, udp_echo},
 };
 
 /// Guest `i` fetches a payload over TCP from the outside host; returns the
@@ -48,6 +48,28 @@ fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> 
         let peer = tcp_from_outside(&topo, i)?;
         ensure!(peer.ip().to_string() == UPLINK6, "guest {i}: outside host saw {peer}, expected the uplink's IPv6 address {UPLINK6}");
     }
+    // UDP request/response with the guest's checksum offload on (its
+    // packets carry an unfinished checksum) and off (the receiver checks
+    // every checksum in software; a wrong one means no reply).
+    let guest = &topo.guests[0];
+    for offload in ["on", "off"] {
+        guest.ns.exec("ethtool", &["-K", "eth0", "tx", offload])?;
+        let (addr, echo) = udp_echo(&topo.wan, &format!("[{OUTSIDE6}]:0"), 1)?;
+        let reply = guest.ns.enter(move || -> Result<Vec<u8>> {
+            let s = std::net::UdpSocket::bind("[::]:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.send_to(b"hello through NAT66", addr)?;
+            let mut buf = [0u8; 256];
+            let n = s.recv(&mut buf).context("no UDP reply over NAT66")?;
+            Ok(buf[..n].to_vec())
+        })??;
+        echo.join().expect("echo thread")?;
+        let text = String::from_utf8_lossy(&reply).to_string();
+        ensure!(text.ends_with("|hello through NAT66"), "UDP reply with offload {offload}: {text:?}");
+        ensure!(text.starts_with(&format!("[{UPLINK6}]:")), "UDP seen from {text:?}, expected the uplink's IPv6 address");
+    }
+    guest.ns.exec("ethtool", &["-K", "eth0", "tx", "on"])?;
+
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
     ensure!(
         ct.contains(&format!("[{}]:", guest6(0))) && ct.contains(&format!("[{UPLINK6}]:")) && ct.contains("icmp6"),
