@@ -701,6 +701,26 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
     #[test]
+    fn ipv6_global_addresses_skip_link_local_and_deprecated() {
+        let ns = NetnsGuard::new();
+        ns.ip(&["link", "add", "nlv6a", "type", "veth", "peer", "name", "nlv6b"]);
+        ns.ip(&["link", "set", "nlv6a", "up"]);
+        // Autoconfigured-like (with lifetimes: not permanent) first, then a
+        // configured one, a deprecated one and a link-local one.
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:4::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "600"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:2::2/64", "dev", "nlv6a", "nodad"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:3::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "0"]);
+        ns.ip(&["-6", "addr", "add", "fe80::1234/64", "dev", "nlv6a", "nodad"]);
+        ns.run(|nl| async move {
+            let idx = nl.link_by_name("nlv6a").await.unwrap().expect("veth exists").index;
+            let got = nl.ipv6_global_addresses(idx).await.unwrap();
+            let want: Vec<(std::net::Ipv6Addr, u8)> =
+                vec![("2001:db8:0:2::2".parse().unwrap(), 64), ("2001:db8:0:4::2".parse().unwrap(), 64)];
+            assert_eq!(got, want, "configured before autoconfigured; no deprecated or link-local address");
+        });
+    }
+
+    #[test]
     fn connect_outside_runtime_is_an_error() {
         let err = Netlink::connect().unwrap_err();
         assert!(matches!(err, NetlinkError::Connect(_)), "{err}");
