@@ -38,6 +38,31 @@ pub fn config(plan: &NetworkPlan, nat6_addr: Option<Ipv6Addr>) -> Option<Nat6Con
     Some(Nat6Config { flags, _pad0: 0, addr })
 }
 
+/// Refuses to turn IPv6 forwarding on where that would silently cut the
+/// host off: with forwarding on, the kernel ignores router advertisements
+/// on interfaces whose `accept_ra` is not 2, so the routes it learned from
+/// them (typically the IPv6 default route) expire. libvirt refuses to start
+/// such a network too ("enabling IPv6 forwarding with RA routes without
+/// accept_ra set to 2 is likely to cause routes loss"). Applies to every
+/// network vxdp turns IPv6 forwarding on for (route, open, NAT with IPv6).
+pub async fn check_ipv6_forwarding(nl: &Netlink) -> Result<(), NetworkError> {
+    let mut at_risk = Vec::new();
+    for index in nl.ipv6_ra_route_interfaces().await? {
+        let Some(link) = nl.link_by_index(index).await? else { continue };
+        let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", link.name);
+        let value = std::fs::read_to_string(&path)
+            .map_err(|source| NetworkError::Sysctl { path: path.clone(), source })?;
+        if value.trim() != "2" {
+            at_risk.push(link.name);
+        }
+    }
+    if at_risk.is_empty() {
+        Ok(())
+    } else {
+        Err(NetworkError::RaRoutesAtRisk(at_risk.join(", ")))
+    }
+}
+
 /// The address NAT66 masquerades to: the uplink's first global IPv6
 /// address (configured ones before autoconfigured ones), as the IPv4 path
 /// takes the uplink's first IPv4 address.

@@ -583,6 +583,32 @@ impl Netlink {
         Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
     }
 
+    /// The interfaces (ifindex) that hold IPv6 routes learned from router
+    /// advertisements (protocol `ra`, any table).
+    pub async fn ipv6_ra_route_interfaces(&self) -> Result<Vec<u32>, NetlinkError> {
+        let req = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::Failed { op: "dumping IPv6 routes".into(), iface: "*".into(), source: to_io(e) })?;
+        let mut out: Vec<u32> = routes
+            .iter()
+            .filter(|m| m.header.address_family == AddressFamily::Inet6)
+            .filter(|m| m.header.protocol == rtnetlink::packet_route::route::RouteProtocol::Ra)
+            .filter_map(|m| m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(o) => Some(*o),
+                _ => None,
+            }))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The IPv4 default route of the main table with the lowest metric.
     /// For a multipath route the first next hop is reported.
     pub async fn default_route_v4(&self) -> Result<Option<DefaultRoute>, NetlinkError> {
@@ -717,6 +743,20 @@ mod tests {
             let want: Vec<(std::net::Ipv6Addr, u8)> =
                 vec![("2001:db8:0:2::2".parse().unwrap(), 64), ("2001:db8:0:4::2".parse().unwrap(), 64)];
             assert_eq!(got, want, "configured before autoconfigured; no deprecated or link-local address");
+        });
+    }
+
+    #[test]
+    fn ra_routes_are_found_by_interface() {
+        let ns = NetnsGuard::new();
+        ns.ip(&["link", "add", "nlra0", "type", "veth", "peer", "name", "nlra1"]);
+        ns.ip(&["link", "set", "nlra0", "up"]);
+        ns.ip(&["link", "set", "nlra1", "up"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:5::2/64", "dev", "nlra1", "nodad"]);
+        ns.ip(&["-6", "route", "add", "2001:db8:77::/64", "dev", "nlra0", "proto", "ra"]);
+        ns.run(|nl| async move {
+            let ra0 = nl.link_by_name("nlra0").await.unwrap().expect("veth exists").index;
+            assert_eq!(nl.ipv6_ra_route_interfaces().await.unwrap(), vec![ra0], "only the proto ra route's interface");
         });
     }
 

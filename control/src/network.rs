@@ -49,6 +49,8 @@ pub enum NetworkError {
     UplinkWithoutAddress(String),
     #[error("uplink {0} has no global IPv6 address to masquerade to (<nat ipv6='yes'>); add one, or drop ipv6='yes' to route the network's IPv6")]
     UplinkWithoutIpv6Address(String),
+    #[error("enabling IPv6 forwarding would drop the IPv6 routes learned from router advertisements on {0} (the kernel ignores them there with forwarding on unless accept_ra is 2): set net.ipv6.conf.<interface>.accept_ra=2 first, as libvirt requires")]
+    RaRoutesAtRisk(String),
     #[error("no free network id (at most {} networks)", MAX_NETWORKS - 1)]
     TooManyNetworks,
     #[error("{0}")]
@@ -504,6 +506,9 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         }
         _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
     };
+    if (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some() {
+        crate::nat6::check_ipv6_forwarding(&nl).await?;
+    }
     let nat6_addr = match &uplink {
         Some(up) if crate::nat6::masquerades(&plan) => Some(crate::nat6::uplink_address(&nl, up.index, &up.name).await?),
         _ => None,

@@ -120,3 +120,26 @@ fn nat_network_routes_guest_ipv6_without_nat66() -> Result<()> {
     topo.stop()?;
     Ok(())
 }
+
+#[test]
+fn ipv6_forwarding_is_refused_where_it_would_drop_ra_routes() -> Result<()> {
+    let mut topo = topology("n6ra")?;
+    // A route learned from a router advertisement on the uplink, whose
+    // accept_ra is the default (1): forwarding on would make the kernel
+    // ignore further advertisements there and the route expire.
+    topo.hyp.ip(&["-6", "route", "add", "2001:db8:77::/64", "dev", "up0", "proto", "ra"])?;
+    let file = topo.state_dir.join("ra.xml");
+    std::fs::create_dir_all(&topo.state_dir)?;
+    std::fs::write(&file, xml(true))?;
+    let out = topo.vxdp_status(&["net-create", file.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "net-create turned IPv6 forwarding on despite an RA route on up0 with accept_ra 1");
+    ensure!(err.contains("up0") && err.contains("accept_ra"), "the refusal should name up0 and accept_ra: {err}");
+    let fwd = topo.hyp.exec("sysctl", &["-n", "net.ipv6.conf.all.forwarding"])?;
+    ensure!(String::from_utf8_lossy(&fwd.stdout).trim() == "0", "IPv6 forwarding changed although the start was refused");
+    // With accept_ra=2 the routes survive forwarding: the start goes ahead.
+    topo.hyp.exec("sysctl", &["-qw", "net.ipv6.conf.up0.accept_ra=2"])?;
+    topo.start(&xml(true))?;
+    topo.stop()?;
+    Ok(())
+}
