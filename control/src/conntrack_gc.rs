@@ -64,6 +64,9 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
     }
     // The NAT66 table, by the same rule.
     let entries = maps.conntrack6_entries(None)?;
+    if entries.is_empty() {
+        return Ok(expired);
+    }
     let mut ct = maps.conntrack6()?;
     for (key, entry) in &entries {
         let peer_key = key.peer(entry);

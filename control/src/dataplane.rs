@@ -57,6 +57,8 @@ pub enum DataplaneError {
     Ports(aya::maps::xdp::XdpMapError),
     #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
     NotLoaded(PathBuf),
+    #[error("the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one")]
+    PredatesNat6(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
@@ -280,8 +282,22 @@ impl Maps {
     typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
 
+    /// Whether the pinned dataplane has the NAT66 maps. One pinned by a
+    /// vxdp that predates NAT66 (adopted across an upgrade) has not: its
+    /// programs route NAT networks' IPv6 nowhere, and there is no NAT66
+    /// state to read or clear.
+    pub fn has_nat6(&self) -> bool {
+        self.pins.map(names::MAP_NAT6).exists() && self.pins.map(names::MAP_CONNTRACK6).exists()
+    }
+
     /// Writes network `id`'s `VXDP_NAT6` entry (zeroed: none).
     pub fn set_nat6(&self, id: u32, cfg: &Nat6Config) -> Result<(), DataplaneError> {
+        if !self.has_nat6() {
+            if *cfg == Nat6Config::default() {
+                return Ok(());
+            }
+            return Err(DataplaneError::PredatesNat6(self.pins.root.clone()));
+        }
         self.nat6()?.set(id, cfg, 0).map_err(map_err(names::MAP_NAT6))
     }
 
@@ -290,6 +306,9 @@ impl Maps {
         &self,
         network_id: Option<u32>,
     ) -> Result<Vec<(Conntrack6Key, Conntrack6Entry)>, DataplaneError> {
+        if !self.has_nat6() {
+            return Ok(Vec::new());
+        }
         let ct = self.conntrack6()?;
         let mut out = Vec::new();
         for item in ct.iter() {
@@ -407,6 +426,9 @@ impl Maps {
             }
         }
         let entries = self.conntrack6_entries(Some(network_id))?;
+        if entries.is_empty() {
+            return Ok(n);
+        }
         let mut ct6 = self.conntrack6()?;
         for (k, _) in entries {
             if ct6.remove(&k).is_ok() {

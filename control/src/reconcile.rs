@@ -201,6 +201,7 @@ async fn reconcile_network(
         repairs.note(format!("{name}: wrote its subnet map entries"));
     }
     if let Some(want6) = crate::nat6::config(&plan, rec.nat6)
+        && maps.has_nat6()
         && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
     {
         maps.set_nat6(rec.id, &want6)?;

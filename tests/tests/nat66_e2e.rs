@@ -143,3 +143,22 @@ fn ipv6_forwarding_is_refused_where_it_would_drop_ra_routes() -> Result<()> {
     topo.stop()?;
     Ok(())
 }
+
+#[test]
+fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()> {
+    // An upgrade adopts the dataplane an older vxdp pinned, which has no
+    // NAT66 maps; unpinning them from a current one looks the same to the
+    // control plane (the programs keep the maps alive).
+    let mut topo = topology("n6old")?;
+    topo.start(vxdp_tests::testbed::DEFAULT_XML)?;
+    topo.wait_ping(0, vxdp_tests::testbed::OUTSIDE_HOST, Duration::from_secs(15))?;
+    for map in [vxdp_common::names::MAP_NAT6, vxdp_common::names::MAP_CONNTRACK6] {
+        std::fs::remove_file(topo.bpffs.join("maps").join(map))?;
+    }
+    let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
+    ensure!(ct.contains(vxdp_tests::testbed::UPLINK_ADDR), "the IPv4 flows should still be listed:\n{ct}");
+    topo.vxdp(&["conntrack", "flush"])?;
+    topo.vxdp(&["stats"])?;
+    topo.stop()?;
+    Ok(())
+}
