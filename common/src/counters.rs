@@ -185,7 +185,8 @@ pub enum DropReason {
     /// Addressed to a guest of another vxdp network, and the two do not route
     /// to each other (both must be route or open networks).
     OtherNetwork = 20,
-    /// IPv6 that the network's mode does not forward (NAT without NAT66).
+    /// IPv6 that the network's mode does not forward (a NAT network's IPv6
+    /// when the network has no IPv6 `<ip>`: nothing to route or NAT it for).
     Ipv6NotForwarded = 21,
     /// A tail call into a guest-port path failed (program array slot empty).
     TailCallFailed = 22,
@@ -196,13 +197,17 @@ pub enum DropReason {
     /// from the wire (a hairpinning switch); it was delivered locally
     /// already.
     DirectReflected = 24,
+    /// NAT66: a guest's IPv6 packet with extension headers (hop-by-hop,
+    /// routing, destination options, ...) before its TCP/UDP/ICMPv6
+    /// header; vxdp does not walk them, so it cannot translate the packet.
+    Ipv6ExtensionHeaders = 30,
     /// Inbound to a route network with `<forward dev>` that arrived on
     /// another interface (libvirt accepts inbound only from that device).
     InboundNotViaForwardDev = 40,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -227,6 +232,7 @@ impl DropReason {
         DropReason::TailCallFailed,
         DropReason::DirectPrivate,
         DropReason::DirectReflected,
+        DropReason::Ipv6ExtensionHeaders,
         DropReason::InboundNotViaForwardDev,
     ];
 
@@ -256,6 +262,7 @@ impl DropReason {
             DropReason::TailCallFailed => "tail_call_failed",
             DropReason::DirectPrivate => "direct_private",
             DropReason::DirectReflected => "direct_reflected",
+            DropReason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
             DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
         }
     }
@@ -266,10 +273,13 @@ impl DropReason {
 }
 
 const _: () = assert!((Action::ALL.len() as u32) <= DROP_BASE);
+const _: () = assert!(DROP_BASE + (DropReason::ALL.len() as u32) < COUNTER_SLOTS);
+// Reasons are numbered with gaps (ranges reserved per feature): every slot
+// must still fit in a network's counters.
 const _: () = {
     let mut i = 0;
     while i < DropReason::ALL.len() {
-        assert!(DROP_BASE + (DropReason::ALL[i] as u32) < COUNTER_SLOTS);
+        assert!(DropReason::ALL[i].slot() < COUNTER_SLOTS);
         i += 1;
     }
 };

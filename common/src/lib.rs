@@ -8,11 +8,13 @@
 #![no_std]
 
 pub mod conntrack;
+pub mod conntrack6;
 pub mod counters;
 pub mod network;
 pub mod port_counters;
 
 pub use conntrack::*;
+pub use conntrack6::*;
 pub use counters::*;
 pub use network::*;
 pub use port_counters::*;
@@ -37,6 +39,9 @@ pub mod names {
     pub const MAP_DIRECT_NICS: &str = "VXDP_DIRECT_NICS";
     /// Direct networks: guest port ifindex → its NIC.
     pub const MAP_DIRECT_PORTS: &str = "VXDP_DIRECT_PORTS";
+    /// NAT66: the IPv6 conntrack table and the per-network NAT66 settings.
+    pub const MAP_CONNTRACK6: &str = "VXDP_CONNTRACK6";
+    pub const MAP_NAT6: &str = "VXDP_NAT6";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -50,14 +55,18 @@ pub mod names {
     pub const PROG_NIC_INGRESS: &str = "vxdp_nic_in";
     /// TC egress on a direct network's NIC: the host → its guests.
     pub const PROG_NIC_EGRESS: &str = "vxdp_nic_out";
+    /// Tail-called by `vxdp_guest_in`: NAT66 (a NAT network's guest IPv6
+    /// with `<nat ipv6='yes'>`).
+    pub const PROG_GUEST_NAT6: &str = "vxdp_guest_nat6";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
-    pub const GUEST_JUMPS: [(&str, u32); 3] = [
+    pub const GUEST_JUMPS: [(&str, u32); 4] = [
         (PROG_GUEST_NAT, crate::jump::NAT),
         (PROG_GUEST_ROUTE, crate::jump::ROUTE),
         (PROG_GUEST_DIRECT, crate::jump::DIRECT),
+        (PROG_GUEST_NAT6, crate::jump::NAT6),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 13] = [
+    pub const ALL_MAPS: [&str; 15] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -71,6 +80,8 @@ pub mod names {
         MAP_MACS,
         MAP_DIRECT_NICS,
         MAP_DIRECT_PORTS,
+        MAP_CONNTRACK6,
+        MAP_NAT6,
     ];
 }
 
@@ -81,7 +92,9 @@ pub mod jump {
     pub const NAT: u32 = 0;
     pub const ROUTE: u32 = 1;
     pub const DIRECT: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// NAT66 (`vxdp_guest_nat6`).
+    pub const NAT6: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

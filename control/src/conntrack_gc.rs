@@ -1,13 +1,16 @@
 //! Conntrack expiry in userspace: the programs drop a timed-out flow only
 //! when a packet hits it, so a flow that simply stops would hold its two
 //! entries (and its NAT port) until LRU eviction. `vxdp serve` sweeps the
-//! table periodically and removes flows idle longer than their timeout
+//! tables (IPv4 and NAT66) periodically and removes flows idle longer than their timeout
 //! class allows, with the same rule as the programs: a flow lives while
 //! either of its entries does.
 
 use std::collections::BTreeMap;
 
-use vxdp_common::{ConntrackEntry, ConntrackKey, DIR_ORIGINAL, timeout_class, timeout_class_of};
+use vxdp_common::{
+    Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, timeout_class,
+    timeout_class_of,
+};
 
 use crate::dataplane::{DataplaneError, Maps};
 
@@ -26,6 +29,10 @@ fn timeouts_ns(maps: &Maps) -> Result<[u64; timeout_class::COUNT as usize], Data
 }
 
 fn alive(timeouts: &[u64], key: &ConntrackKey, e: &ConntrackEntry, now_ns: u64) -> bool {
+    now_ns.saturating_sub(e.last_seen_ns) <= timeouts[timeout_class_of(key.proto, e.state) as usize]
+}
+
+fn alive6(timeouts: &[u64], key: &Conntrack6Key, e: &Conntrack6Entry, now_ns: u64) -> bool {
     now_ns.saturating_sub(e.last_seen_ns) <= timeouts[timeout_class_of(key.proto, e.state) as usize]
 }
 
@@ -49,6 +56,28 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
         // Read again right before removing: a packet may just have
         // refreshed it.
         if ct.get(key, 0).is_ok_and(|e| alive(&timeouts, key, &e, now_ns.max(crate::report::monotonic_ns()))) {
+            continue;
+        }
+        let _ = ct.remove(&peer_key);
+        let _ = ct.remove(key);
+        *expired.entry(entry.network_id as u32).or_default() += 1;
+    }
+    // The NAT66 table, by the same rule.
+    let entries = maps.conntrack6_entries(None)?;
+    if entries.is_empty() {
+        return Ok(expired);
+    }
+    let mut ct = maps.conntrack6()?;
+    for (key, entry) in &entries {
+        let peer_key = key.peer(entry);
+        let peer = ct.get(&peer_key, 0).ok();
+        if entry.direction != DIR_ORIGINAL && peer.is_some() {
+            continue;
+        }
+        if alive6(&timeouts, key, entry, now_ns) || peer.is_some_and(|p| alive6(&timeouts, &peer_key, &p, now_ns)) {
+            continue;
+        }
+        if ct.get(key, 0).is_ok_and(|e| alive6(&timeouts, key, &e, now_ns.max(crate::report::monotonic_ns()))) {
             continue;
         }
         let _ = ct.remove(&peer_key);

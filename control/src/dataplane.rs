@@ -26,9 +26,9 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
-    COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey, MacPort, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
-    counter_index, endpoint_flags, names,
+    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
+    DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey,
+    Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, names,
 };
 
 /// bpffs's magic number (statfs f_type).
@@ -58,6 +58,8 @@ pub enum DataplaneError {
     Ports(aya::maps::xdp::XdpMapError),
     #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
     NotLoaded(PathBuf),
+    #[error("the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one")]
+    PredatesNat6(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
@@ -169,6 +171,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries(names::MAP_CONNTRACK, opts.conntrack_entries)
+        .map_max_entries(names::MAP_CONNTRACK6, opts.conntrack_entries)
         .load(crate::dataplane_object())?;
     let prog_err = |name: &str| {
         let name = name.to_string();
@@ -182,6 +185,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_GUEST_DIRECT,
         names::PROG_NIC_INGRESS,
         names::PROG_NIC_EGRESS,
+        names::PROG_GUEST_NAT6,
     ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),
@@ -289,6 +293,46 @@ impl Maps {
     typed_map!(direct_nics, names::MAP_DIRECT_NICS, HashMap<MapData, u32, DirectNic>);
     typed_map!(direct_ports, names::MAP_DIRECT_PORTS, HashMap<MapData, u32, DirectPort>);
     typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
+    typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
+    typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
+
+    /// Whether the pinned dataplane has the NAT66 maps. One pinned by a
+    /// vxdp that predates NAT66 (adopted across an upgrade) has not: its
+    /// programs route NAT networks' IPv6 nowhere, and there is no NAT66
+    /// state to read or clear.
+    pub fn has_nat6(&self) -> bool {
+        self.pins.map(names::MAP_NAT6).exists() && self.pins.map(names::MAP_CONNTRACK6).exists()
+    }
+
+    /// Writes network `id`'s `VXDP_NAT6` entry (zeroed: none).
+    pub fn set_nat6(&self, id: u32, cfg: &Nat6Config) -> Result<(), DataplaneError> {
+        if !self.has_nat6() {
+            if *cfg == Nat6Config::default() {
+                return Ok(());
+            }
+            return Err(DataplaneError::PredatesNat6(self.pins.root.clone()));
+        }
+        self.nat6()?.set(id, cfg, 0).map_err(map_err(names::MAP_NAT6))
+    }
+
+    /// All NAT66 conntrack entries (both directions), optionally of one network.
+    pub fn conntrack6_entries(
+        &self,
+        network_id: Option<u32>,
+    ) -> Result<Vec<(Conntrack6Key, Conntrack6Entry)>, DataplaneError> {
+        if !self.has_nat6() {
+            return Ok(Vec::new());
+        }
+        let ct = self.conntrack6()?;
+        let mut out = Vec::new();
+        for item in ct.iter() {
+            let Ok((k, v)) = item else { continue };
+            if network_id.is_none_or(|id| v.network_id as u32 == id) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
         self.networks()?.set(id, cfg, 0).map_err(map_err(names::MAP_NETWORKS))
@@ -486,13 +530,23 @@ impl Maps {
         Ok(out)
     }
 
-    /// Removes a network's conntrack entries; returns how many.
+    /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
     pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
         let entries = self.conntrack_entries(Some(network_id))?;
         let mut ct = self.conntrack()?;
         let mut n = 0;
         for (k, _) in entries {
             if ct.remove(&k).is_ok() {
+                n += 1;
+            }
+        }
+        let entries = self.conntrack6_entries(Some(network_id))?;
+        if entries.is_empty() {
+            return Ok(n);
+        }
+        let mut ct6 = self.conntrack6()?;
+        for (k, _) in entries {
+            if ct6.remove(&k).is_ok() {
                 n += 1;
             }
         }

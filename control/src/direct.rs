@@ -214,6 +214,7 @@ async fn apply_start(
         xml: crate::xml::to_xml(&plan.def),
         ipv6: None,
         direct_nics: nics.iter().map(|(n, i, _)| (n.clone(), *i)).collect(),
+        nat6: None,
     };
     state.save_network(&rec)?;
     let devs: Vec<_> = nics.iter().map(|(n, _, _)| n.as_str()).collect();

@@ -10,6 +10,7 @@ pub mod netlink;
 pub mod network;
 pub mod ports;
 pub mod metrics;
+pub mod nat6;
 pub mod pinned;
 pub mod reconcile;
 pub mod report;

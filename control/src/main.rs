@@ -34,8 +34,8 @@ struct Cli {
     /// Only the network namespace changes, so the bpf filesystem stays visible.
     #[arg(long, global = true, env = "VXDP_NETNS")]
     netns: Option<String>,
-    /// Conntrack table size in entries (two per NATed flow); applies when the
-    /// dataplane is first loaded.
+    /// Conntrack table size in entries (two per NATed flow), for the IPv4 and
+    /// the NAT66 (IPv6) table each; applies when the dataplane is first loaded.
     #[arg(long, global = true, default_value_t = vxdp_common::DEFAULT_CONNTRACK_ENTRIES)]
     conntrack_entries: u32,
     #[command(subcommand)]
@@ -287,9 +287,11 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Subcommand)]
 enum ConntrackCmd {
-    /// List NAT flows (one line per flow).
+    /// List NAT flows (one line per flow): IPv4 NAT and NAT66 (IPv6
+    /// addresses shown as [addr]:port; ICMP and ICMPv6 echo show the echo
+    /// identifier as the port).
     List { network: Option<String> },
-    /// Remove the flows of a network, or of every started network.
+    /// Remove the flows (IPv4 and NAT66) of a network, or of every started network.
     ///
     /// Guests' connections through NAT break (their next packet starts a new
     /// flow, possibly with another NAT port).
@@ -496,7 +498,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let maps = Maps::open(&ctx.pins)?;
                 let id = network.as_ref().map(|_| nets[0].id);
                 let entries = maps.conntrack_entries(id)?;
-                let rows = report::flow_rows(&entries, &nets, report::monotonic_ns());
+                let now = report::monotonic_ns();
+                let mut rows = report::flow_rows(&entries, &nets, now);
+                rows.extend(report::flow6_rows(&maps.conntrack6_entries(id)?, &nets, now));
                 print!("{}", report::flows_table(&rows));
             }
             ConntrackCmd::Flush { network } => {

@@ -181,7 +181,7 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
     );
     registry.register(
         "vxdp_conntrack_entries",
-        "Entries in vxdp's NAT conntrack table (two per flow: original and reply direction)",
+        "Entries in vxdp's NAT conntrack tables, IPv4 and NAT66 (two per flow: original and reply direction)",
         ct_entries.clone(),
     );
     registry.register(
@@ -246,6 +246,9 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         }
         let mut per_network: HashMap<u32, i64> = HashMap::new();
         for (_, e) in maps.conntrack_entries(None)? {
+            *per_network.entry(e.network_id as u32).or_default() += 1;
+        }
+        for (_, e) in maps.conntrack6_entries(None)? {
             *per_network.entry(e.network_id as u32).or_default() += 1;
         }
         let networks = maps.networks()?;

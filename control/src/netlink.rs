@@ -574,6 +574,65 @@ impl Netlink {
         Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
     }
 
+    /// The interface's global IPv6 addresses with their prefix length,
+    /// permanent (configured) ones first, link-local and deprecated ones
+    /// left out: what NAT66 can masquerade to.
+    pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv6Addr, u8)>, NetlinkError> {
+        let mut req = self.handle.address().get().set_link_index_filter(index);
+        req.message_mut().header.family = AddressFamily::Inet6;
+        let msgs: Vec<_> = match req.execute().try_collect().await {
+            Ok(m) => m,
+            Err(e) => return Err(self.index_err("listing IPv6 addresses of", index, e).await),
+        };
+        let mut out: Vec<(bool, std::net::Ipv6Addr, u8)> = msgs
+            .iter()
+            .filter(|m| m.header.family == AddressFamily::Inet6 && m.header.index == index)
+            .filter(|m| m.header.scope == rtnetlink::packet_route::address::AddressScope::Universe)
+            .filter(|m| !m.header.flags.contains(AddressHeaderFlags::Deprecated))
+            .filter_map(|m| {
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                // Scope alone would let an fe80:: address with a global
+                // scope through.
+                if ip.segments()[0] & 0xffc0 == 0xfe80 || ip.is_multicast() || ip.is_loopback() {
+                    return None;
+                }
+                let permanent = m.header.flags.contains(AddressHeaderFlags::Permanent);
+                Some((!permanent, ip, m.header.prefix_len))
+            })
+            .collect();
+        out.sort_by_key(|(not_permanent, _, _)| *not_permanent); // stable
+        Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
+    }
+
+    /// The interfaces (ifindex) that hold IPv6 routes learned from router
+    /// advertisements (protocol `ra`, any table).
+    pub async fn ipv6_ra_route_interfaces(&self) -> Result<Vec<u32>, NetlinkError> {
+        let req = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::Failed { op: "dumping IPv6 routes".into(), iface: "*".into(), source: to_io(e) })?;
+        let mut out: Vec<u32> = routes
+            .iter()
+            .filter(|m| m.header.address_family == AddressFamily::Inet6)
+            .filter(|m| m.header.protocol == rtnetlink::packet_route::route::RouteProtocol::Ra)
+            .filter_map(|m| m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(o) => Some(*o),
+                _ => None,
+            }))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The IPv4 default route of the main table with the lowest metric.
     /// For a multipath route the first next hop is reported.
     pub async fn default_route_v4(&self) -> Result<Option<DefaultRoute>, NetlinkError> {
@@ -690,6 +749,40 @@ mod tests {
     }
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    #[test]
+    fn ipv6_global_addresses_skip_link_local_and_deprecated() {
+        let ns = NetnsGuard::new();
+        ns.ip(&["link", "add", "nlv6a", "type", "veth", "peer", "name", "nlv6b"]);
+        ns.ip(&["link", "set", "nlv6a", "up"]);
+        // Autoconfigured-like (with lifetimes: not permanent) first, then a
+        // configured one, a deprecated one and a link-local one.
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:4::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "600"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:2::2/64", "dev", "nlv6a", "nodad"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:3::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "0"]);
+        ns.ip(&["-6", "addr", "add", "fe80::1234/64", "dev", "nlv6a", "nodad"]);
+        ns.run(|nl| async move {
+            let idx = nl.link_by_name("nlv6a").await.unwrap().expect("veth exists").index;
+            let got = nl.ipv6_global_addresses(idx).await.unwrap();
+            let want: Vec<(std::net::Ipv6Addr, u8)> =
+                vec![("2001:db8:0:2::2".parse().unwrap(), 64), ("2001:db8:0:4::2".parse().unwrap(), 64)];
+            assert_eq!(got, want, "configured before autoconfigured; no deprecated or link-local address");
+        });
+    }
+
+    #[test]
+    fn ra_routes_are_found_by_interface() {
+        let ns = NetnsGuard::new();
+        ns.ip(&["link", "add", "nlra0", "type", "veth", "peer", "name", "nlra1"]);
+        ns.ip(&["link", "set", "nlra0", "up"]);
+        ns.ip(&["link", "set", "nlra1", "up"]);
+        ns.ip(&["-6", "addr", "add", "2001:db8:0:5::2/64", "dev", "nlra1", "nodad"]);
+        ns.ip(&["-6", "route", "add", "2001:db8:77::/64", "dev", "nlra0", "proto", "ra"]);
+        ns.run(|nl| async move {
+            let ra0 = nl.link_by_name("nlra0").await.unwrap().expect("veth exists").index;
+            assert_eq!(nl.ipv6_ra_route_interfaces().await.unwrap(), vec![ra0], "only the proto ra route's interface");
+        });
+    }
 
     #[test]
     fn connect_outside_runtime_is_an_error() {

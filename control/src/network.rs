@@ -47,6 +47,10 @@ pub enum NetworkError {
     NoUplink,
     #[error("uplink {0} has no IPv4 address to masquerade to; add one or give <nat><address start end/>")]
     UplinkWithoutAddress(String),
+    #[error("uplink {0} has no global IPv6 address to masquerade to (<nat ipv6='yes'>); add one, or drop ipv6='yes' to route the network's IPv6")]
+    UplinkWithoutIpv6Address(String),
+    #[error("enabling IPv6 forwarding would drop the IPv6 routes learned from router advertisements on {0} (the kernel ignores them there with forwarding on unless accept_ra is 2): set net.ipv6.conf.<interface>.accept_ra=2 first, as libvirt requires")]
+    RaRoutesAtRisk(String),
     #[error("no free network id (at most {} networks)", MAX_NETWORKS - 1)]
     TooManyNetworks,
     #[error("{0}")]
@@ -144,7 +148,8 @@ fn prefix_mask6(prefix: u8) -> u128 {
 /// This is the one place that decides which modes and features are
 /// supported; anything else is refused by name ("not supported yet").
 ///
-/// Realized: `<forward mode='nat'>` (one IPv4 `<ip>`), `mode='route'` and
+/// Realized: `<forward mode='nat'>` (one IPv4 `<ip>`, optionally one IPv6
+/// `<ip>`: routed, or masqueraded with `<nat ipv6='yes'>`), `mode='route'` and
 /// `mode='open'` (one IPv4 and/or one IPv6 `<ip>`), no `<forward>`
 /// (isolated; without `<ip>`: very isolated), host bridge, and the direct
 /// modes (bridge without `<bridge name>`, vepa, private, passthrough).
@@ -191,9 +196,6 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
         }
     };
     let forward = def.forward.as_ref();
-    if forward.and_then(|f| f.nat.as_ref()).is_some_and(|n| n.ipv6) {
-        return Err(not_supported(file, "/network/forward/nat@ipv6", "NAT66 (<nat ipv6='yes'>)"));
-    }
     let v4: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv4()).collect();
     let v6: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv6()).collect();
     if v4.len() > 1 {
@@ -216,9 +218,6 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
     let ipv6 = match v6.first() {
         Some(ip) => {
             let IpAddr::V6(addr) = ip.address else { unreachable!("filtered to IPv6") };
-            if net_mode == mode::NAT {
-                return Err(not_supported(file, "/network/ip", "IPv6 <ip> in a NAT network"));
-            }
             if ip.prefix > 126 {
                 return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
             }
@@ -519,12 +518,19 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         }
         _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
     };
+    if (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some() {
+        crate::nat6::check_ipv6_forwarding(&nl).await?;
+    }
+    let nat6_addr = match &uplink {
+        Some(up) if crate::nat6::masquerades(&plan) => Some(crate::nat6::uplink_address(&nl, up.index, &up.name).await?),
+        _ => None,
+    };
     let id = (1..MAX_NETWORKS)
         .find(|id| running.iter().all(|r| r.id != *id))
         .ok_or(NetworkError::TooManyNetworks)?;
 
     let mut undo = Undo::default();
-    let result = apply_start(ctx, &state, &nl, &plan, &bridge, uplink.as_ref(), id, (nat_first, nat_last), running.is_empty(), &mut undo).await;
+    let result = apply_start(ctx, &state, &nl, &plan, &bridge, uplink.as_ref(), id, (nat_first, nat_last), nat6_addr, running.is_empty(), &mut undo).await;
     match result {
         Ok(rec) => Ok(rec),
         Err(e) => {
@@ -544,6 +550,7 @@ async fn apply_start(
     uplink: Option<&crate::netlink::LinkInfo>,
     id: u32,
     (nat_first, nat_last): (Ipv4Addr, Ipv4Addr),
+    nat6_addr: Option<Ipv6Addr>,
     first_network: bool,
     undo: &mut Undo,
 ) -> Result<NetworkRecord, NetworkError> {
@@ -562,7 +569,8 @@ async fn apply_start(
     // firewall, decide what may cross. Isolated networks forward nothing
     // and leave the setting alone, as libvirt does.
     let forward_v4 = mode_routes(plan.mode) || plan.mode == mode::NAT;
-    let forward_v6 = mode_routes(plan.mode) && plan.ipv6.is_some();
+    // A NAT network's IPv6 is routed or NATed by the programs: forwarded too.
+    let forward_v6 = (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some();
     if forward_v4 {
         remember_sysctl(state, IP_FORWARD, |h| &mut h.ip_forward_before)?;
     }
@@ -633,6 +641,13 @@ async fn apply_start(
         }));
     }
     write_subnets(&maps, id, plan)?;
+    if let Some(cfg) = crate::nat6::config(plan, nat6_addr) {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| Box::pin(async move {
+            if let Ok(m) = Maps::open(&pins) { let _ = m.set_nat6(id, &vxdp_common::Nat6Config::default()); }
+        }));
+        maps.set_nat6(id, &cfg)?;
+    }
     let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
 
     if let Some(uplink) = uplink {
@@ -672,10 +687,16 @@ async fn apply_start(
         xml: xml::to_xml(&plan.def),
         ipv6: plan.ipv6,
         direct_nics: Vec::new(),
+        nat6: nat6_addr,
     };
     state.save_network(&rec)?;
     if plan.mode == mode::NAT {
         eprintln!("[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})", plan.nat_ports.0, plan.nat_ports.1);
+        match (nat6_addr, plan.ipv6) {
+            (Some(a), _) => eprintln!("[vxdp] {name}: IPv6 masqueraded (NAT66) to {a}"),
+            (None, Some(_)) => eprintln!("[vxdp] {name}: IPv6 routed without NAT (no <nat ipv6='yes'>)"),
+            _ => {}
+        }
     } else {
         eprintln!("[vxdp] {name}: started (network id {id}, {mode_name})");
     }
@@ -700,6 +721,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
         }
         if let Some((a, p)) = rec.ipv6 {
             maps.remove_subnet6(Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(), p as u32)?;
+            maps.set_nat6(rec.id, &vxdp_common::Nat6Config::default())?;
         }
         maps.flush_conntrack(rec.id)?;
     }
@@ -935,7 +957,6 @@ mod tests {
             (net("<forward mode='hostdev'><pf dev='eth0'/></forward>"), "/network/forward/pf", "not supported yet"),
             (net("<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/interface", "not supported yet"),
             (net("<forward mode='vepa'/>"), "/network/forward", "needs a device"),
-            (net("<forward mode='nat'><nat ipv6='yes'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/nat@ipv6", "NAT66"),
             (net("<forward mode='route'/>"), "/network/ip", "needs an <ip>"),
             (net("<forward mode='nat'/>"), "/network/ip", "needs an IPv4 <ip>"),
         ];

@@ -209,6 +209,13 @@ async fn reconcile_network(
         network::write_subnets(maps, rec.id, &plan)?;
         repairs.note(format!("{name}: wrote its subnet map entries"));
     }
+    if let Some(want6) = crate::nat6::config(&plan, rec.nat6)
+        && maps.has_nat6()
+        && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
+    {
+        maps.set_nat6(rec.id, &want6)?;
+        repairs.note(format!("{name}: wrote its IPv6 (NAT66) map entry"));
+    }
 
     // The uplink's XDP program.
     if has_uplink && nl.link_by_index(rec.uplink_ifindex).await?.is_some() {

@@ -1,10 +1,13 @@
 //! Human-readable tables of counters and conntrack entries.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use vxdp_common::{
-    Action, ConntrackEntry, ConntrackKey, Counter, DIR_ORIGINAL, DropReason, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, ct_state,
+    Action, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DIR_ORIGINAL,
+    DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state,
 };
 
 use crate::state::NetworkRecord;
@@ -56,6 +59,7 @@ fn proto_name(p: u8) -> &'static str {
         PROTO_TCP => "tcp",
         PROTO_UDP => "udp",
         PROTO_ICMP => "icmp",
+        PROTO_ICMPV6 => "icmp6",
         _ => "?",
     }
 }
@@ -82,9 +86,9 @@ fn port(p: u16) -> u16 {
 pub struct FlowRow {
     pub network: String,
     pub proto: &'static str,
-    pub guest: (Ipv4Addr, u16),
-    pub remote: (Ipv4Addr, u16),
-    pub nat: (Ipv4Addr, u16),
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+    pub nat: SocketAddr,
     pub state: &'static str,
     pub idle_s: u64,
 }
@@ -101,9 +105,33 @@ pub fn flow_rows(entries: &[(ConntrackKey, ConntrackEntry)], networks: &[Network
                 .map(|n| n.name.clone())
                 .unwrap_or_else(|| format!("#{}", e.network_id)),
             proto: proto_name(k.proto),
-            guest: (addr(k.src_addr), port(k.src_port)),
-            remote: (addr(k.dst_addr), port(k.dst_port)),
-            nat: (addr(e.rewrite_addr), port(e.rewrite_port)),
+            guest: SocketAddr::new(IpAddr::V4(addr(k.src_addr)), port(k.src_port)),
+            remote: SocketAddr::new(IpAddr::V4(addr(k.dst_addr)), port(k.dst_port)),
+            nat: SocketAddr::new(IpAddr::V4(addr(e.rewrite_addr)), port(e.rewrite_port)),
+            state: state_name(e.state),
+            idle_s: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.network, a.guest, a.remote).cmp(&(&b.network, b.guest, b.remote)));
+    rows
+}
+
+/// NAT66 flows, as [`flow_rows`] (addresses shown `[v6]:port`).
+pub fn flow6_rows(entries: &[(Conntrack6Key, Conntrack6Entry)], networks: &[NetworkRecord], now_ns: u64) -> Vec<FlowRow> {
+    let v6 = |a: [u8; 16], p: u16| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port(p));
+    let mut rows: Vec<_> = entries
+        .iter()
+        .filter(|(_, e)| e.direction == DIR_ORIGINAL)
+        .map(|(k, e)| FlowRow {
+            network: networks
+                .iter()
+                .find(|n| n.id == e.network_id as u32)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| format!("#{}", e.network_id)),
+            proto: proto_name(k.proto),
+            guest: v6(k.src_addr, k.src_port),
+            remote: v6(k.dst_addr, k.dst_port),
+            nat: v6(e.rewrite_addr, e.rewrite_port),
             state: state_name(e.state),
             idle_s: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
         })
@@ -121,9 +149,9 @@ pub fn flows_table(rows: &[FlowRow]) -> String {
             "{:<12} {:<5} {:<22} {:<22} {:<22} {:<12} {:>5}s",
             r.network,
             r.proto,
-            format!("{}:{}", r.guest.0, r.guest.1),
-            format!("{}:{}", r.remote.0, r.remote.1),
-            format!("{}:{}", r.nat.0, r.nat.1),
+            r.guest.to_string(),
+            r.remote.to_string(),
+            r.nat.to_string(),
             r.state,
             r.idle_s
         );

@@ -67,6 +67,9 @@ pub struct NetworkRecord {
     /// for every other mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub direct_nics: Vec<(String, u32)>,
+    /// NAT66 (`<nat ipv6='yes'>`): the uplink address IPv6 is masqueraded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat6: Option<std::net::Ipv6Addr>,
 }
 
 /// Host settings vxdp changed, restored when its last network stops.

@@ -120,6 +120,66 @@ pub fn route_v6<C: EbpfContext>(
     classify(rc, p)
 }
 
+/// `bpf_fib_lookup` return codes (`BPF_FIB_LKUP_RET_*`).
+pub const FIB_SUCCESS: i64 = 0;
+pub const FIB_BLACKHOLE: i64 = 1;
+pub const FIB_PROHIBIT: i64 = 3;
+pub const FIB_NOT_FWDED: i64 = 4;
+pub const FIB_FWD_DISABLED: i64 = 5;
+pub const FIB_NO_NEIGH: i64 = 7;
+pub const FIB_FRAG_NEEDED: i64 = 8;
+
+/// [`route_v6`] with the parameters in caller-provided memory (e.g. a
+/// per-CPU map slot, where the stack is short): fills `p`, looks the
+/// route up and returns the helper's code; `p` then holds the answer.
+#[inline(always)]
+pub fn fib_lookup_v6<C: EbpfContext>(
+    ctx: &C,
+    p: &mut FibParams,
+    in_ifindex: u32,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    next_header: u8,
+) -> i64 {
+    *p = FibParams {
+        family: AF_INET6,
+        l4_protocol: next_header,
+        ifindex: in_ifindex,
+        ..FibParams::default()
+    };
+    for i in 0..4 {
+        p.src[i] = u32::from_ne_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
+        p.dst[i] = u32::from_ne_bytes([dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]]);
+    }
+    unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            p as *mut FibParams as *mut FibLookupRaw,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    }
+}
+
+/// [`tc_redirect`] for a [`fib_lookup_v6`] answer: `resolved` when the
+/// next hop's MAC was found (FIB_SUCCESS), else the kernel resolves it.
+#[inline(always)]
+pub fn tc_redirect_fib(p: &FibParams, resolved: bool) -> Result<i32, ()> {
+    let rc = if resolved {
+        unsafe { bpf_redirect(p.ifindex, 0) }
+    } else {
+        let mut nh = bpf_redir_neigh {
+            nh_family: p.family as u32,
+            ..unsafe { core::mem::zeroed() }
+        };
+        unsafe {
+            *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
+            bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
+        }
+    };
+    if rc as i32 == TC_ACT_REDIRECT { Ok(TC_ACT_REDIRECT) } else { Err(()) }
+}
+
 #[inline(always)]
 fn classify(rc: i64, p: FibParams) -> Route {
     match rc {

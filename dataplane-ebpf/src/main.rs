@@ -9,6 +9,7 @@ mod direct;
 mod forward;
 mod maps;
 mod nat;
+mod nat6;
 mod parse;
 mod policy;
 mod port;
@@ -74,6 +75,16 @@ pub fn vxdp_nic_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn vxdp_nic_out(ctx: TcContext) -> i32 {
     match direct::nic_egress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_in`: NAT66 (a NAT network's IPv6 with
+/// `<nat ipv6='yes'>`).
+#[classifier]
+pub fn vxdp_guest_nat6(ctx: TcContext) -> i32 {
+    match port::nat6_entry(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_tc(&ctx, drop),
     }

@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap, ProgramArray},
 };
 use vxdp_common::{
-    ConntrackEntry, ConntrackKey, Counter, DirectNic, DirectPort, Endpoint, MacKey, MacPort, NetworkConfig, SubnetKey, SubnetOwner,
+    Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DirectNic, DirectPort, Endpoint, MacKey, MacPort,
+    Nat6Config, Nat6Scratch, NetworkConfig, SubnetKey, SubnetOwner,
     Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
 };
 
@@ -60,3 +61,19 @@ pub static VXDP_TIMEOUTS: Array<u64> = Array::pinned(timeout_class::COUNT, 0);
 /// the control plane at load time.
 #[map]
 pub static VXDP_GUEST_JUMP: ProgramArray = ProgramArray::pinned(jump::COUNT, 0);
+
+/// NAT66 flows (IPv6 keys are 40 bytes: their own table, so IPv4 lookups
+/// stay on 16-byte keys). Resized with `VXDP_CONNTRACK` at load time.
+#[map]
+pub static VXDP_CONNTRACK6: LruHashMap<Conntrack6Key, Conntrack6Entry> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// NAT66 settings by network id (`<nat ipv6='yes'>`); a zeroed slot means
+/// the network's IPv6 is routed without NAT.
+#[map]
+pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
+
+/// Per-CPU working memory of the NAT66 program (see `Nat6Scratch`). Not
+/// pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_NAT6_SCRATCH: PerCpuArray<Nat6Scratch> = PerCpuArray::with_max_entries(1, 0);

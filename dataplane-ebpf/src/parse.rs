@@ -123,8 +123,13 @@ pub enum L4Error {
 /// destination port of a reply, so that both directions key the same way.
 #[inline(always)]
 pub fn l4<C: PacketCtx>(ctx: &C, ip: &Ipv4) -> Result<L4, L4Error> {
-    let off = ip.l4_off;
-    match ip.proto {
+    l4_at(ctx, ip.proto, ip.l4_off)
+}
+
+/// [`l4`] for the protocol `proto` whose header starts at `off`.
+#[inline(always)]
+fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize) -> Result<L4, L4Error> {
+    match proto {
         PROTO_TCP => {
             let tcp_ptr = ptr_at::<C, TcpHdr>(ctx, off).map_err(|_| L4Error::Truncated)?;
             let tcp = unsafe { &*tcp_ptr };
@@ -250,4 +255,50 @@ pub fn ipv6<C: PacketCtx>(ctx: &C) -> Result<Ipv6, ParseError> {
 #[inline(always)]
 pub fn ipv6_link_scoped(a: &[u8; 16]) -> bool {
     a[0] == 0xff || (a[0] == 0xfe && a[1] & 0xc0 == 0x80)
+}
+
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+/// The IPv6 fragment header's next-header number.
+pub const IPV6_NH_FRAGMENT: u8 = 44;
+
+/// Whether `nh` is an IPv6 extension header (IANA's list: hop-by-hop,
+/// routing, fragment, ESP, AH, destination options, mobility, HIP, shim6,
+/// experimental), which vxdp does not walk.
+#[inline(always)]
+pub fn ipv6_extension_header(nh: u8) -> bool {
+    matches!(nh, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+pub const IP6_SRC_OFF: usize = EthHdr::LEN + 8;
+pub const IP6_DST_OFF: usize = EthHdr::LEN + 24;
+/// The L4 header of an IPv6 packet without extension headers.
+pub const IP6_L4_OFF: usize = EthHdr::LEN + IPV6_HDR_LEN;
+
+/// [`l4`] for IPv6 without extension headers: TCP, UDP and ICMPv6 echo
+/// (the identifier keyed as in IPv4).
+#[inline(always)]
+pub fn l4_v6<C: PacketCtx>(ctx: &C, ip: &Ipv6) -> Result<L4, L4Error> {
+    let off = IP6_L4_OFF;
+    if ip.next_header != vxdp_common::PROTO_ICMPV6 {
+        return l4_at(ctx, ip.next_header, off);
+    }
+    // type(1) code(1) checksum(2) identifier(2) sequence(2)
+    let icmp = ptr_at::<C, [u8; 8]>(ctx, off).map_err(|_| L4Error::Truncated)?;
+    let icmp = unsafe { &*icmp };
+    let id = u16::from_ne_bytes([icmp[4], icmp[5]]);
+    let (src_port, dst_port) = match icmp[0] {
+        ICMPV6_ECHO_REQUEST => (id, 0),
+        ICMPV6_ECHO_REPLY => (0, id),
+        _ => return Err(L4Error::UnsupportedIcmp),
+    };
+    Ok(L4 {
+        src_port,
+        dst_port,
+        tcp_flags: 0,
+        icmp_type: icmp[0],
+        csum_off: off + 2,
+        src_port_off: off + 4,
+        dst_port_off: off + 4,
+    })
 }

@@ -18,7 +18,7 @@ use crate::{
     nat::{self, HEADERS_MAX},
     parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
     policy::{self, GuestDestination},
-    route,
+    nat6, route,
     stats::{Drop, count},
 };
 
@@ -57,7 +57,7 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
 
 /// The port's endpoint and its (active) network.
 #[inline(always)]
-fn port_network(ctx: &TcContext) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
+pub(crate) fn port_network(ctx: &TcContext) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
     let ifindex = tc_ifindex(ctx);
     let endpoint = unsafe { VXDP_ENDPOINTS.get(&ifindex) }
         .ok_or(Drop::new(DropReason::UnknownPort, 0))?;
@@ -209,8 +209,9 @@ fn guest_ipv6(
         return pass(ctx, net_id);
     }
     match net.mode {
-        // The routing program also answers NAT networks' IPv6 (the host
-        // only: no NAT66 yet).
+        // A NAT network's IPv6 is masqueraded with <nat ipv6='yes'>,
+        // otherwise routed without NAT (as libvirt does).
+        mode::NAT if nat6::masquerading(net_id).is_some() => tail(ctx, jump::NAT6, net_id),
         mode::ROUTE | mode::OPEN | mode::NAT => tail(ctx, jump::ROUTE, net_id),
         mode::ISOLATED => {
             if let Some(owner) = policy::subnet6_owner(&ip.dst)
@@ -249,12 +250,21 @@ pub fn route_entry(ctx: &TcContext) -> Result<i32, Drop> {
         return route::guest_route_v4(ctx, net, net_id, &ip);
     }
     let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
-    if net.mode == mode::NAT {
-        // No NAT66 yet: IPv6 beyond the link reaches the host only.
+    if net.mode == mode::NAT && !nat6::has_ipv6(net_id) {
+        // Without an IPv6 <ip> the network's IPv6 reaches the host only.
         return match route::lookup_v6(ctx, net, &ip) {
             crate::forward::Route::Local => pass(ctx, net_id),
             _ => Err(Drop::new(DropReason::Ipv6NotForwarded, net_id)),
         };
     }
     route::guest_route_v6(ctx, net, net_id, &ip)
+}
+
+/// `vxdp_guest_nat6` (tail-called): a NAT66 network's guest → outside IPv6.
+#[inline(always)]
+pub fn nat6_entry(ctx: &TcContext) -> Result<i32, Drop> {
+    let (ifindex, endpoint, net) = port_network(ctx)?;
+    let net_id = endpoint.network_id;
+    let ip = parse::ipv6(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    nat6::guest_nat6(ctx, net, net_id, ifindex, &ip)
 }

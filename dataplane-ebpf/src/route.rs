@@ -83,10 +83,11 @@ pub fn lookup_v6(ctx: &TcContext, net: &NetworkConfig, ip: &Ipv6) -> Route {
     forward::route_v6(ctx, net.bridge_ifindex, &ip.src, &ip.dst, ip.next_header, 0)
 }
 
-/// IPv6 from a guest of a route/open network, addressed beyond the link.
+/// IPv6 from a guest of a route/open network (or a NAT network without
+/// NAT66, whose IPv6 libvirt routes), addressed beyond the link.
 #[inline(always)]
 pub fn guest_route_v6(ctx: &TcContext, net: &NetworkConfig, net_id: u32, ip: &Ipv6) -> Result<i32, Drop> {
-    if net.mode == mode::ROUTE {
+    if net.mode != mode::OPEN {
         let own = policy::subnet6_owner(&ip.src).is_some_and(|o| o.network_id == net_id);
         if !own {
             return Err(Drop::new(DropReason::SourceNotInSubnet, net_id));

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vxdp_common::{Action, DropReason, SubnetOwner, mode};
 
 use crate::{
-    nat,
+    nat, nat6,
     route_in,
     parse::{self, ETH_P_IP, ETH_P_IPV6},
     policy,
@@ -32,6 +32,9 @@ pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
         Ok(ETH_P_IPV6) => {
             // Malformed: not ours; the kernel decides.
             let Ok(ip) = parse::ipv6(ctx) else { return pass(ctx) };
+            if let Some(verdict) = nat6::uplink_reply(ctx, &ip)? {
+                return Ok(verdict);
+            }
             return inbound(ctx, policy::subnet6_owner(&ip.dst), true);
         }
         _ => return pass(ctx),
@@ -51,7 +54,9 @@ fn inbound(ctx: &XdpContext, owner: Option<SubnetOwner>, ipv6: bool) -> Result<u
     let id = owner.network_id;
     match owner.mode {
         mode::ROUTE | mode::OPEN => route_in::inbound(ctx, id, ipv6),
-        mode::NAT if ipv6 => Err(Drop::new(DropReason::Ipv6NotForwarded, id)),
+        // A NAT network's IPv6 is routed both ways unless it is
+        // masqueraded (NAT66), as libvirt does.
+        mode::NAT if ipv6 && nat6::masquerading(id).is_none() => route_in::inbound(ctx, id, ipv6),
         mode::NAT => Err(Drop::new(DropReason::UnsolicitedInbound, id)),
         mode::ISOLATED => Err(Drop::new(DropReason::IsolatedNetwork, id)),
         // Host bridge networks own no subnet entries; anything else: the

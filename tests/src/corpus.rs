@@ -2,7 +2,8 @@
 //! throwaway "host" namespace for running `vxdp` net-* verbs against it.
 //!
 //! The host namespace looks like a small hypervisor: `eth0` (uplink,
-//! 198.51.100.2/24, default route via .1), two spare NICs `eth1`/`eth2` (veth
+//! 198.51.100.2/24 and 2001:db8:0:2::2/64, default routes via .1 and
+//! 2001:db8:0:2::1), two spare NICs `eth1`/`eth2` (veth
 //! ends, for macvtap-style definitions) and a host bridge `br0`. The libvirt
 //! differential test builds the same devices in libvirtd's namespace, so both
 //! sides judge the corpus on equal terms.
@@ -66,6 +67,9 @@ pub fn add_host_devices(ns: &Netns) -> Result<()> {
     }
     ns.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
     ns.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
+    // A global IPv6 address for NAT66 (<nat ipv6='yes'>) to masquerade to.
+    ns.ip(&["-6", "addr", "add", "2001:db8:0:2::2/64", "dev", "eth0", "nodad"])?;
+    ns.ip(&["-6", "route", "add", "default", "via", "2001:db8:0:2::1"])?;
     Ok(())
 }
 

@@ -411,6 +411,7 @@ impl World {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(names::MAP_CONNTRACK, TEST_CONNTRACK_ENTRIES)
+            .map_max_entries(names::MAP_CONNTRACK6, TEST_CONNTRACK_ENTRIES)
             .load(vxdp_control::dataplane_object())
             .context("loading the dataplane object")?;
         {

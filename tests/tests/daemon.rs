@@ -39,9 +39,9 @@ use vxdp_tests::{
 const METRICS: &str = "127.0.0.1:9465";
 
 /// Programs the dataplane pins: the guest-port entry, the uplink, the
-/// guest port's NAT, route and direct tail calls, and a direct network's
-/// NIC ingress and egress programs.
-const PINNED_PROGS: usize = 7;
+/// guest port's tail calls (NAT, route, direct, NAT66), and a direct
+/// network's NIC ingress and egress programs.
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 4;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.

@@ -35,8 +35,7 @@ const FILE_EXCEPTIONS: &[(&str, &str)] = &[
 /// yet: <element>": the element path prefixes allowed, and why.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ("/network/forward@mode", "hostdev mode (SR-IOV) is not implemented yet"),
-    ("/network/forward/nat@ipv6", "NAT66 is not implemented yet"),
-    ("/network/ip", "IPv6 <ip> in a NAT network, several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet"),
+    ("/network/ip", "several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet"),
     ("/network/mtu", "bridge MTU not applied yet"),
     ("/network/bandwidth", "no QoS yet"),
     ("/network/portgroup", "no QoS / virtualport profiles yet"),

@@ -215,7 +215,8 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
         let foreign = ipv6_udp(g.mac, BRIDGE_MAC, "2001:db8:9::10".parse().unwrap(), OUTSIDE6, 64);
         guest_verdict(w, &g, &foreign, TC_ACT_SHOT, &[dropped(DropReason::SourceNotInSubnet)], "route: IPv6 source outside the prefix");
 
-        // NAT networks do not translate IPv6 (no NAT66 yet).
+        // A NAT network without an IPv6 <ip> (no VXDP_NAT6 entry) sends its
+        // IPv6 nowhere but to the host (nat66_prog.rs covers the others).
         w.set_mode(mode::NAT, HOST_ADDRESS);
         let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
         guest_verdict(w, &g, &sent, TC_ACT_SHOT, &[dropped(DropReason::Ipv6NotForwarded)], "nat: IPv6 to the outside");

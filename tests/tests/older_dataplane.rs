@@ -17,7 +17,7 @@ use vxdp_tests::{
 
 #[test]
 fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
-    let mut topo = NatTopology::new("old", 2)?;
+    let topo = NatTopology::new("old", 2)?;
     std::fs::create_dir_all(&topo.state_dir)?;
     let file = topo.state_dir.join("net.xml");
     std::fs::write(&file, routed_xml("route"))?;

@@ -1,0 +1,146 @@
+//! NAT66: the IPv6 connection-tracking table (`VXDP_CONNTRACK6`, an LRU
+//! hash) and the per-network NAT66 configuration (`VXDP_NAT6`).
+//!
+//! The same two-entry scheme as IPv4 (`conntrack`): one entry keyed by the
+//! tuple as the guest sent it ([`DIR_ORIGINAL`]), one keyed by the tuple the
+//! outside host's replies carry ([`DIR_REPLY`]); each says how to rewrite a
+//! packet that matches it. A separate table because the key is 40 bytes
+//! instead of 16: sharing one would make every IPv4 lookup hash and compare
+//! 40 bytes.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::{DIR_ORIGINAL, DIR_REPLY, user_pod};
+
+/// IPv6 next-header number of ICMPv6 (keys use it as `proto`).
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Key of `VXDP_CONNTRACK6`. As in IPv4, the ICMPv6 echo identifier stands
+/// in for a port: `src_port` = id in the original direction, `dst_port` =
+/// mapped id in the reply direction, the other port 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Conntrack6Key {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<Conntrack6Key>() == 40);
+
+/// Value of `VXDP_CONNTRACK6`; the fields mean what they mean in
+/// [`crate::ConntrackEntry`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Conntrack6Entry {
+    /// `bpf_ktime_get_ns()` of the last packet matching this entry.
+    pub last_seen_ns: u64,
+    /// Original direction: the NAT address that replaces the source.
+    /// Reply direction: the guest address that replaces the destination.
+    pub rewrite_addr: [u8; 16],
+    /// Same for the port (or ICMPv6 echo id), network byte order.
+    pub rewrite_port: u16,
+    /// [`DIR_ORIGINAL`] or [`DIR_REPLY`].
+    pub direction: u8,
+    /// One of [`crate::ct_state`].
+    pub state: u8,
+    /// The guest's port (both directions): where replies are delivered.
+    pub ifindex: u32,
+    pub network_id: u16,
+    pub _pad0: u16,
+    /// The guest's MAC (both directions): destination of delivered replies.
+    pub mac: [u8; 6],
+    pub _pad1: [u8; 2],
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<Conntrack6Entry>() == 48);
+
+impl Conntrack6Entry {
+    /// The other direction's entry of the same flow, given this entry's key.
+    pub fn peer_entry(&self, key: &Conntrack6Key) -> Conntrack6Entry {
+        let (rewrite_addr, rewrite_port) = if self.direction == DIR_ORIGINAL {
+            (key.src_addr, key.src_port)
+        } else {
+            (key.dst_addr, key.dst_port)
+        };
+        Conntrack6Entry {
+            rewrite_addr,
+            rewrite_port,
+            direction: if self.direction == DIR_ORIGINAL { DIR_REPLY } else { DIR_ORIGINAL },
+            ..*self
+        }
+    }
+}
+
+impl Conntrack6Key {
+    /// The key of the other direction's entry, given this entry's value.
+    pub fn peer(&self, entry: &Conntrack6Entry) -> Conntrack6Key {
+        if entry.direction == DIR_ORIGINAL {
+            // Replies come from our destination, to the NAT address/port.
+            Conntrack6Key {
+                src_addr: self.dst_addr,
+                dst_addr: entry.rewrite_addr,
+                src_port: self.dst_port,
+                dst_port: entry.rewrite_port,
+                proto: self.proto,
+                _pad: [0; 3],
+            }
+        } else {
+            Conntrack6Key {
+                src_addr: entry.rewrite_addr,
+                dst_addr: self.src_addr,
+                src_port: entry.rewrite_port,
+                dst_port: self.src_port,
+                proto: self.proto,
+                _pad: [0; 3],
+            }
+        }
+    }
+}
+
+/// `Nat6Config::flags` bits.
+pub mod nat6_flags {
+    /// The NAT network has an IPv6 `<ip>`: its guests' IPv6 leaves the
+    /// network (routed unless [`MASQUERADE`] is set). A zeroed slot has it
+    /// clear: the network's IPv6 reaches the host only.
+    pub const IPV6: u32 = 1;
+    /// `<nat ipv6='yes'>`: guests' IPv6 is masqueraded (NAT66) to
+    /// `Nat6Config::addr`, and inbound IPv6 is refused unless it is a reply.
+    pub const MASQUERADE: u32 = 2;
+}
+
+/// Value of `VXDP_NAT6[network id]`: a NAT network's IPv6 handling. Kept
+/// out of `NetworkConfig` so the IPv4 fast path's entry stays small.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Nat6Config {
+    /// [`nat6_flags`] bits.
+    pub flags: u32,
+    pub _pad0: u32,
+    /// The address guests' IPv6 is masqueraded to (the uplink's global
+    /// address), as it sits in packets.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Nat6Config>() == 24);
+
+/// Value of the per-CPU `VXDP_NAT6_SCRATCH` (one slot, not pinned): the
+/// keys and entries of a NAT66 flow being looked up or created. IPv6 keys
+/// and entries are too large to all sit in the program's 512-byte stack
+/// next to the route lookup's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Nat6Scratch {
+    pub key: Conntrack6Key,
+    pub reply_key: Conntrack6Key,
+    pub reply: Conntrack6Entry,
+    /// The flow's original-direction entry: how to rewrite the packet.
+    pub mapping: Conntrack6Entry,
+    /// The route lookup's parameters and answer (the kernel's
+    /// `struct bpf_fib_lookup`, 64 bytes).
+    pub fib: [u32; 16],
+}
+const _: () = assert!(core::mem::size_of::<Nat6Scratch>() == 240);
+
+user_pod!(Conntrack6Key, Conntrack6Entry, Nat6Config, Nat6Scratch);
