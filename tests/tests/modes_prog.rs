@@ -424,10 +424,11 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], "route: IPv6 to a guest port without a redirect slot");
 
         // NAT and isolated networks are not routed into, resolved guest or
-        // not.
+        // not; a NAT network's IPv6 without NAT66 is routed as libvirt does
+        // (here to the kernel: the port has no redirect slot).
         w.set_mode(mode::NAT, HOST_ADDRESS);
         uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::UnsolicitedInbound)], "nat: unsolicited SYN to a resolved guest");
-        uplink_verdict_from(w, up, &v6, XDP_DROP, &[dropped(DropReason::Ipv6NotForwarded)], "nat: IPv6 to a resolved guest");
+        uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], "nat: routed IPv6 to a resolved guest");
         w.set_mode(mode::ISOLATED, HOST_ADDRESS);
         uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: SYN to a resolved guest");
         uplink_verdict_from(w, up, &v6, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: IPv6 to a resolved guest");
