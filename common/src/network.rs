@@ -101,6 +101,11 @@ pub mod endpoint_flags {
     /// `Endpoint::ipv4` is known (static `<host>` or DHCP lease) and enforced
     /// as the guest's only IPv4 source.
     pub const IPV4_KNOWN: u32 = 2;
+    /// `Endpoint::ipv6` is known (`attach-interface --ip` with an IPv6
+    /// address) and enforced as the guest's only global IPv6 source;
+    /// link-local and unspecified sources (neighbour discovery, duplicate
+    /// address detection) stay allowed.
+    pub const IPV6_KNOWN: u32 = 4;
 }
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a
@@ -117,8 +122,10 @@ pub struct Endpoint {
     /// The guest's IPv4 address once known (network byte order), 0 if not.
     pub ipv4: u32,
     pub _pad1: u32,
+    /// The guest's IPv6 address once known (as in packets), zero if not.
+    pub ipv6: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<Endpoint>() == 24);
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 40);
 
 /// Key of the `VXDP_SUBNETS` LPM trie: an IPv4 prefix (network byte order).
 /// The trie's own key header (prefix length) is added by the map type.

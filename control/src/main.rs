@@ -169,12 +169,14 @@ enum Command {
         /// guest may then send only from this MAC (anti-spoofing).
         #[arg(long, conflicts_with = "xml")]
         mac: Option<String>,
-        /// The guest's static IPv4 address, if it has one. The guest may then
-        /// send only from this address (anti-spoofing); it must lie in the
-        /// network's subnet. Without it, a static DHCP <host> or the guest's
-        /// DHCP lease gives the address.
-        #[arg(long, conflicts_with = "xml")]
-        ip: Option<String>,
+        /// The guest's static address: IPv4 and/or IPv6 (repeat --ip for
+        /// both). The guest may then send only from it (anti-spoofing;
+        /// IPv6 link-local and unspecified sources stay allowed for
+        /// neighbour discovery); it must lie in the network's subnet or
+        /// prefix. Without an IPv4 one, a static DHCP <host> or the guest's
+        /// DHCP lease gives the IPv4 address.
+        #[arg(long, conflicts_with = "xml", value_name = "ADDRESS")]
+        ip: Vec<String>,
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
@@ -455,7 +457,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), ip.as_deref()).await?;
+                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), &ip).await?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },

@@ -385,11 +385,15 @@ pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &Po
     if ipv4.is_some() {
         flags |= endpoint_flags::IPV4_KNOWN;
     }
+    if port.ipv6.is_some() {
+        flags |= endpoint_flags::IPV6_KNOWN;
+    }
     Ok(Endpoint {
         network_id: rec.id,
         flags,
         mac: mac.unwrap_or_default(),
         ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+        ipv6: port.ipv6.map_or([0; 16], |a| a.octets()),
         ..Endpoint::default()
     })
 }
@@ -772,19 +776,60 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
 /// Plugs an existing interface (tap or veth end) into a started network:
 /// enslaves it to the bridge and attaches the guest-port program.
 pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Option<&str>) -> Result<PortRecord, NetworkError> {
-    attach_port(ctx, network, dev, mac, None, false).await
+    attach_port(ctx, network, dev, mac, &[], false).await
 }
 
-/// [`attach_interface`] with the guest's static IPv4 address (`--ip`),
-/// which then is the only source address the guest may send from.
+/// [`attach_interface`] with the guest's static addresses (`--ip`, at most
+/// one IPv4 and one IPv6), which then are the only source addresses the
+/// guest may send from (IPv6 link-local aside).
 pub async fn attach_interface_with(
     ctx: &Context,
     network: &str,
     dev: &str,
     mac: Option<&str>,
-    ipv4: Option<&str>,
+    ips: &[String],
 ) -> Result<PortRecord, NetworkError> {
-    attach_port(ctx, network, dev, mac, ipv4, false).await
+    attach_port(ctx, network, dev, mac, ips, false).await
+}
+
+/// The guest's static addresses from `--ip` values: at most one IPv4 in
+/// the network's IPv4 subnet and one IPv6 in its IPv6 prefix (when the
+/// network has them), never the host's own.
+fn static_addresses(rec: &NetworkRecord, ips: &[String]) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), NetworkError> {
+    let (mut v4, mut v6) = (None, None);
+    for text in ips {
+        let bad = |reason: String| NetworkError::BadIp { ip: text.clone(), reason };
+        match text.parse::<IpAddr>().map_err(|_| bad("not an IPv4 or IPv6 address".into()))? {
+            IpAddr::V4(a) => {
+                if v4.replace(a).is_some() {
+                    return Err(bad("a second IPv4 address (give one IPv4 and one IPv6 at most)".into()));
+                }
+                if !rec.gateway.is_unspecified() {
+                    let m = prefix_mask(rec.prefix);
+                    if u32::from(a) & m != u32::from(rec.subnet) || a == rec.gateway {
+                        return Err(bad(format!(
+                            "not a guest address of network '{}' ({}/{}, host {})",
+                            rec.name, rec.subnet, rec.prefix, rec.gateway
+                        )));
+                    }
+                }
+            }
+            IpAddr::V6(a) => {
+                if v6.replace(a).is_some() {
+                    return Err(bad("a second IPv6 address (give one IPv4 and one IPv6 at most)".into()));
+                }
+                if a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local() {
+                    return Err(bad("not a global unicast IPv6 address".into()));
+                }
+                if let Some((host, p)) = rec.ipv6
+                    && (u128::from(a) & prefix_mask6(p) != u128::from(host) & prefix_mask6(p) || a == host)
+                {
+                    return Err(bad(format!("not a guest address of network '{}' ({host}/{p} is the host's)", rec.name)));
+                }
+            }
+        }
+    }
+    Ok((v4, v6))
 }
 
 /// [`attach_interface_with`]; `created_tap` records that vxdp created `dev`
@@ -794,35 +839,19 @@ pub async fn attach_port(
     network: &str,
     dev: &str,
     mac: Option<&str>,
-    ipv4: Option<&str>,
+    ips: &[String],
     created_tap: bool,
 ) -> Result<PortRecord, NetworkError> {
     let mac_bytes = mac.map(parse_mac).transpose()?;
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let mut rec = state.network(network)?.ok_or_else(|| NetworkError::NotStarted(network.into()))?;
-    let ipv4 = match ipv4 {
-        None => None,
-        Some(text) => {
-            let bad = |reason: String| NetworkError::BadIp { ip: text.into(), reason };
-            let a: Ipv4Addr = text.parse().map_err(|_| bad("not an IPv4 address".into()))?;
-            if !rec.gateway.is_unspecified() {
-                let m = prefix_mask(rec.prefix);
-                if u32::from(a) & m != u32::from(rec.subnet) || a == rec.gateway {
-                    return Err(bad(format!(
-                        "not a guest address of network '{network}' ({}/{}, host {})",
-                        rec.subnet, rec.prefix, rec.gateway
-                    )));
-                }
-            }
-            Some(a)
-        }
-    };
+    let (ipv4, ipv6) = static_addresses(&rec, ips)?;
     let link = nl.link_by_name(dev).await?.ok_or_else(|| NetworkError::NoSuchInterface(dev.into()))?;
     if let Some(other) = state.networks()?.into_iter().find(|r| r.ports.iter().any(|p| p.ifindex == link.index)) {
         return Err(NetworkError::PortInUse { dev: dev.into(), network: other.name });
     }
-    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), ipv4, created_tap };
+    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), ipv4, ipv6, created_tap };
     let mut undo = Undo::default();
     let res: Result<(), NetworkError> = async {
         // The static address (--ip) or else a static <host> or a current

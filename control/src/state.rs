@@ -39,6 +39,10 @@ pub struct PortRecord {
     /// only source address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<Ipv4Addr>,
+    /// The guest's static IPv6 address when given (`--ip`): enforced as its
+    /// only global IPv6 source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

@@ -29,7 +29,7 @@ use vxdp_common::{Action, DIRECT_MAX_PORTS, DirectNic, DropReason, MacKey, PROTO
 use crate::{
     ctx::{PacketCtx, tc_ifindex},
     maps::{VXDP_DIRECT_NICS, VXDP_DIRECT_PORTS, VXDP_ENDPOINTS, VXDP_MACS, VXDP_PORTS},
-    parse::{self, ETH_P_ARP, ETH_P_IP, ParseError},
+    parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ParseError},
     policy,
     stats::{Drop, count},
 };
@@ -107,6 +107,12 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
         ETH_P_IP => {
             let ip = parse::ipv4(ctx).map_err(|_| malformed)?;
             if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
+                return Err(Drop::new(DropReason::SpoofedSource, net_id));
+            }
+        }
+        ETH_P_IPV6 => {
+            let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
+            if !policy::ipv6_allowed(endpoint, &ip.src) {
                 return Err(Drop::new(DropReason::SpoofedSource, net_id));
             }
         }

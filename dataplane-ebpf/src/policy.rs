@@ -76,6 +76,18 @@ pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
 }
 
+/// Whether `src` is an IPv6 source the guest may send from: any until its
+/// address is known; then that address, a link-local one (neighbour and
+/// router discovery) or the unspecified one (duplicate address detection).
+#[inline(always)]
+pub fn ipv6_allowed(ep: &Endpoint, src: &[u8; 16]) -> bool {
+    if ep.flags & endpoint_flags::IPV6_KNOWN == 0 || (src[0] == 0xfe && src[1] & 0xc0 == 0x80) {
+        return true;
+    }
+    let a = u128::from_ne_bytes(*src);
+    a == u128::from_ne_bytes(ep.ipv6) || a == 0
+}
+
 /// Whether the host has an address on the network's bridge (a network with
 /// an `<ip>`); without one the network is "very isolated".
 #[inline(always)]

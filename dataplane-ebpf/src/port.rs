@@ -111,6 +111,9 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
         }
         ETH_P_IPV6 => {
             let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
+            if !policy::ipv6_allowed(endpoint, &ip.src) {
+                return Err(Drop::new(DropReason::SpoofedSource, net_id));
+            }
             guest_ipv6(ctx, net, net_id, &ip, to_host_l3)
         }
         ETH_P_ARP => {

@@ -484,6 +484,7 @@ impl World {
                 _pad0: [0; 2],
                 ipv4: be(g.addr),
                 _pad1: 0,
+                ipv6: [0; 16],
             };
             endpoints
                 .insert(&g.port_ifindex, &ep, 0)

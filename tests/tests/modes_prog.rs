@@ -48,6 +48,7 @@ fn enforce_known_ipv4(w: &mut World, g: &Guest) {
         _pad0: [0; 2],
         ipv4: be(g.addr),
         _pad1: 0,
+        ipv6: [0; 16],
     };
     w.set_endpoint(g.port_ifindex, &ep);
 }
@@ -188,6 +189,42 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
             guest_verdict(w, &g, &dhcp.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: DHCP discover from 0.0.0.0"));
         }
     });
+}
+
+#[test]
+fn a_known_ipv6_address_is_the_only_global_source_in_every_mode() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let h = w.guests[1];
+        let mut ep = w_endpoint(&g);
+        ep.flags |= endpoint_flags::IPV6_KNOWN;
+        ep.ipv6 = guest6(10).octets();
+        w.set_endpoint(g.port_ifindex, &ep);
+        let link_local: Ipv6Addr = "fe80::5054:ff:fe00:10".parse().unwrap();
+        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
+            w.set_mode(m, HOST_ADDRESS);
+            // To the other guest's MAC: the bridge (or the port-to-port
+            // path) would carry it; only the source decides here.
+            let own = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
+            guest_verdict(w, &g, &own, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: own IPv6 source"));
+            let spoofed = ipv6_udp(g.mac, h.mac, guest6(99), guest6(11), 64);
+            guest_verdict(w, &g, &spoofed, TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed IPv6 source"));
+            let ll = ipv6_udp(g.mac, h.mac, link_local, guest6(11), 64);
+            guest_verdict(w, &g, &ll, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: link-local IPv6 source"));
+            let dad = ipv6_udp(g.mac, [0x33, 0x33, 0xff, 0, 0, 0x10], Ipv6Addr::UNSPECIFIED, "ff02::1:ff00:10".parse().unwrap(), 255);
+            guest_verdict(w, &g, &dad, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: unspecified source (DAD)"));
+        }
+    });
+}
+
+/// Guest `g`'s endpoint as the world seeds it (MAC known).
+fn w_endpoint(g: &Guest) -> Endpoint {
+    Endpoint {
+        network_id: NET_ID,
+        flags: endpoint_flags::MAC_KNOWN,
+        mac: g.mac,
+        ..Endpoint::default()
+    }
 }
 
 #[test]
