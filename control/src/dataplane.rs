@@ -58,6 +58,8 @@ pub enum DataplaneError {
     Ports(aya::maps::xdp::XdpMapError),
     #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
     NotLoaded(PathBuf),
+    #[error("map {name} pinned under {pins} has another layout ({what}): it was pinned by an older vxdp; stop its networks and run `vxdp unload` then `vxdp load` to load the current dataplane")]
+    OlderLayout { name: &'static str, pins: PathBuf, what: String },
     #[error("the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one")]
     PredatesNat6(PathBuf),
 }
@@ -263,7 +265,16 @@ fn open_map(pins: &Pins, name: &'static str) -> Result<Map, DataplaneError> {
 macro_rules! typed_map {
     ($fn:ident, $name:expr, $ty:ty) => {
         pub fn $fn(&self) -> Result<$ty, DataplaneError> {
-            <$ty>::try_from(open_map(&self.pins, $name)?).map_err(map_err($name))
+            <$ty>::try_from(open_map(&self.pins, $name)?).map_err(|e| match e {
+                MapError::InvalidKeySize { size, expected } | MapError::InvalidValueSize { size, expected } => {
+                    DataplaneError::OlderLayout {
+                        name: $name,
+                        pins: self.pins.root.clone(),
+                        what: format!("{size}-byte keys or values where this vxdp uses {expected}"),
+                    }
+                }
+                e => map_err($name)(e),
+            })
         }
     };
 }

@@ -38,3 +38,34 @@ fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
     topo.vxdp(&["net-destroy", "default"])?;
     Ok(())
 }
+
+/// A map whose layout changed since it was pinned (here `VXDP_ENDPOINTS`
+/// with the 24-byte endpoints of vxdp before IPv6 anti-spoofing) is
+/// reported by name with what to do, not as an obscure map error.
+#[test]
+fn a_map_pinned_with_an_older_layout_is_named_with_the_way_out() -> Result<()> {
+    let topo = NatTopology::new("oll", 1)?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let file = topo.state_dir.join("net.xml");
+    std::fs::write(&file, routed_xml("route"))?;
+    topo.vxdp(&["net-create", file.to_str().context("path")?])?;
+    let pin = Pins::new(&topo.bpffs).map(names::MAP_ENDPOINTS);
+    std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+    let pin_s = pin.to_str().context("path")?;
+    vxdp_tests::testbed::run(
+        "bpftool",
+        &["map", "create", pin_s, "type", "hash", "key", "4", "value", "24", "entries", "4096", "name", "VXDP_ENDPOINTS"],
+    )?;
+    let g = &topo.guests[0];
+    let out = topo.vxdp_status(&["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "plugging into a dataplane with an older endpoint layout succeeded");
+    ensure!(
+        err.contains("VXDP_ENDPOINTS") && err.contains("older vxdp") && err.contains("vxdp unload"),
+        "the error does not name the map and the way out: {err}"
+    );
+    let link = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", &g.port])?.stdout)?;
+    ensure!(!link.contains("master"), "a failed plug left {} enslaved: {link}", g.port);
+    topo.vxdp(&["net-destroy", "default"])?;
+    Ok(())
+}
