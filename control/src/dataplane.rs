@@ -279,6 +279,17 @@ macro_rules! typed_map {
     };
 }
 
+/// A conntrack table's entries, optionally of one network (`network_of`
+/// reads an entry's network id).
+fn entries_of<K: aya::Pod, V: aya::Pod>(
+    table: &HashMap<MapData, K, V>,
+    network_id: Option<u32>,
+    network_of: impl Fn(&V) -> u32,
+) -> Vec<(K, V)> {
+    // Entries can vanish (LRU) between key and value reads.
+    table.iter().filter_map(Result::ok).filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id)).collect()
+}
+
 /// Handles on the pinned maps.
 pub struct Maps {
     pins: Pins,
@@ -334,15 +345,7 @@ impl Maps {
         if !self.has_nat6() {
             return Ok(Vec::new());
         }
-        let ct = self.conntrack6()?;
-        let mut out = Vec::new();
-        for item in ct.iter() {
-            let Ok((k, v)) = item else { continue };
-            if network_id.is_none_or(|id| v.network_id as u32 == id) {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
+        Ok(entries_of(&self.conntrack6()?, network_id, |v| v.network_id as u32))
     }
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
@@ -529,16 +532,7 @@ impl Maps {
         &self,
         network_id: Option<u32>,
     ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
-        let ct = self.conntrack()?;
-        let mut out = Vec::new();
-        for item in ct.iter() {
-            // Entries can vanish (LRU) between key and value reads.
-            let Ok((k, v)) = item else { continue };
-            if network_id.is_none_or(|id| v.network_id as u32 == id) {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
+        Ok(entries_of(&self.conntrack()?, network_id, |v| v.network_id as u32))
     }
 
     /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.

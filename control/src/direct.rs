@@ -152,15 +152,7 @@ async fn apply_start(
 ) -> Result<NetworkRecord, NetworkError> {
     let name = plan.def.name.clone();
     let mode_name = plan.mode_name();
-    eprintln!("[vxdp] {name}: loading the dataplane under {}", ctx.pins.root.display());
-    if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move { let _ = dataplane::unload(&pins); }));
-    }
-    if first_network {
-        // A stale record (a crash) would restore a wrong value later.
-        state.remove_host()?;
-    }
+    network::load_dataplane(ctx, state, &name, first_network, undo)?;
     let (first_name, first_index, first_mac) = nics[0].clone();
     let maps = Maps::open(&ctx.pins)?;
     let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);

@@ -398,6 +398,21 @@ pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &Po
     })
 }
 
+/// The first step of every start: the dataplane loaded (or adopted); the
+/// first network's start unloads it again on failure and forgets a stale
+/// host record (a crash would otherwise restore a wrong value later).
+pub fn load_dataplane(ctx: &Context, state: &StateDir, name: &str, first_network: bool, undo: &mut Undo) -> Result<(), NetworkError> {
+    eprintln!("[vxdp] {name}: loading the dataplane under {}", ctx.pins.root.display());
+    if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| Box::pin(async move { let _ = dataplane::unload(&pins); }));
+    }
+    if first_network {
+        state.remove_host()?;
+    }
+    Ok(())
+}
+
 /// Undo actions for a partly applied change, run in reverse on failure.
 #[derive(Default)]
 pub struct Undo {
@@ -560,15 +575,7 @@ async fn apply_start(
 ) -> Result<NetworkRecord, NetworkError> {
     let name = plan.def.name.clone();
     let mode_name = plan.mode_name();
-    eprintln!("[vxdp] {name}: loading the dataplane under {}", ctx.pins.root.display());
-    if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move { let _ = dataplane::unload(&pins); }));
-    }
-    if first_network {
-        // A stale record (a crash) would restore a wrong value later.
-        state.remove_host()?;
-    }
+    load_dataplane(ctx, state, &name, first_network, undo)?;
     // bpf_fib_lookup only forwards with forwarding on; the programs, not a
     // firewall, decide what may cross. Isolated networks forward nothing
     // and leave the setting alone, as libvirt does.

@@ -93,17 +93,18 @@ pub struct FlowRow {
     pub idle_s: u64,
 }
 
+/// The name of network `id`, or `#id` when no record names it.
+fn network_name(networks: &[NetworkRecord], id: u16) -> String {
+    networks.iter().find(|n| n.id == id as u32).map(|n| n.name.clone()).unwrap_or_else(|| format!("#{id}"))
+}
+
 /// Flows (one row per original-direction entry) with their network names.
 pub fn flow_rows(entries: &[(ConntrackKey, ConntrackEntry)], networks: &[NetworkRecord], now_ns: u64) -> Vec<FlowRow> {
     let mut rows: Vec<_> = entries
         .iter()
         .filter(|(_, e)| e.direction == DIR_ORIGINAL)
         .map(|(k, e)| FlowRow {
-            network: networks
-                .iter()
-                .find(|n| n.id == e.network_id as u32)
-                .map(|n| n.name.clone())
-                .unwrap_or_else(|| format!("#{}", e.network_id)),
+            network: network_name(networks, e.network_id),
             proto: proto_name(k.proto),
             guest: SocketAddr::new(IpAddr::V4(addr(k.src_addr)), port(k.src_port)),
             remote: SocketAddr::new(IpAddr::V4(addr(k.dst_addr)), port(k.dst_port)),
@@ -123,11 +124,7 @@ pub fn flow6_rows(entries: &[(Conntrack6Key, Conntrack6Entry)], networks: &[Netw
         .iter()
         .filter(|(_, e)| e.direction == DIR_ORIGINAL)
         .map(|(k, e)| FlowRow {
-            network: networks
-                .iter()
-                .find(|n| n.id == e.network_id as u32)
-                .map(|n| n.name.clone())
-                .unwrap_or_else(|| format!("#{}", e.network_id)),
+            network: network_name(networks, e.network_id),
             proto: proto_name(k.proto),
             guest: v6(k.src_addr, k.src_port),
             remote: v6(k.dst_addr, k.dst_port),

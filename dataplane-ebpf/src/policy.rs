@@ -1,10 +1,13 @@
 //! Forwarding policy: which guest packets stay inside the network (left to
 //! the bridge), and which inbound packets are refused.
 
-use vxdp_common::{Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags, network_flags};
+use vxdp_common::{DropReason, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags, network_flags};
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::{maps::{VXDP_SUBNETS, VXDP_SUBNETS6}, parse::Ipv4};
+use crate::{
+    maps::{VXDP_SUBNETS, VXDP_SUBNETS6},
+    parse::{ArpSender, Ipv4},
+};
 
 /// 224.0.0.0/4 in memory order: the first octet is the lowest byte.
 #[inline(always)]
@@ -74,6 +77,18 @@ pub fn mac_allowed(ep: &Endpoint, src: &[u8; 6]) -> bool {
 #[inline(always)]
 pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
+}
+
+/// Why an ARP packet's sender (MAC and IPv4) is refused, if it is.
+#[inline(always)]
+pub fn arp_refusal(ep: &Endpoint, arp: &ArpSender) -> Option<DropReason> {
+    if !mac_allowed(ep, &arp.mac) {
+        return Some(DropReason::SpoofedMac);
+    }
+    if !ipv4_allowed(ep, arp.ipv4, true) {
+        return Some(DropReason::SpoofedSource);
+    }
+    None
 }
 
 /// Whether `src` is an IPv6 source the guest may send from: any until its

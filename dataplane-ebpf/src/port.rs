@@ -118,11 +118,8 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
         }
         ETH_P_ARP => {
             let arp = parse::arp_sender(ctx).map_err(|_| malformed)?;
-            if !policy::mac_allowed(endpoint, &arp.mac) {
-                return Err(Drop::new(DropReason::SpoofedMac, net_id));
-            }
-            if !policy::ipv4_allowed(endpoint, arp.ipv4, true) {
-                return Err(Drop::new(DropReason::SpoofedSource, net_id));
+            if let Some(reason) = policy::arp_refusal(endpoint, &arp) {
+                return Err(Drop::new(reason, net_id));
             }
             pass(ctx, net_id)
         }
