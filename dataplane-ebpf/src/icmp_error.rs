@@ -12,14 +12,20 @@
 
 use aya_ebpf::programs::XdpContext;
 use network_types::ip::Ipv4Hdr;
-use vxdp_common::{Action, ConntrackKey, DIR_REPLY, DropReason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use vxdp_common::{
+    Action, Conntrack6Key, ConntrackKey, DIR_REPLY, DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP,
+};
 
 use crate::{
     conntrack,
     ctx::csum_update,
     maps::{VXDP_NETWORKS, VXDP_PORTS},
     nat::set_macs,
-    parse::{self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_TTL_OFF, Ipv4},
+    parse::{
+        self, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_TTL_OFF,
+        IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_L4_OFF, Ipv4, Ipv6,
+    },
     policy,
     stats::{Drop, count},
 };
@@ -213,6 +219,163 @@ fn translate(
             if proto != PROTO_ICMP {
                 // Pseudo-header source address.
                 new_l4 = csum_update(new_l4, nat_addr, guest_addr, true);
+            }
+            new_l4 = csum_update(new_l4, old_port as u32, guest_port as u32, false);
+            if proto == PROTO_UDP && new_l4 == 0 {
+                new_l4 = 0xffff;
+            }
+            write16(ctx, csum_off, new_l4)?;
+            icmp_check = csum_update(icmp_check, old_l4 as u32, new_l4 as u32, false);
+        }
+    }
+    write16(ctx, icmp_check_off, icmp_check)
+}
+
+// ---------------------------------------------------------------------------
+// NAT66: ICMPv6 errors (RFC 4443: destination unreachable 1, packet too big
+// 2, time exceeded 3, parameter problem 4) about NAT66 flows.
+
+pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+const INNER_IP6_LEN: usize = 40;
+const INNER6_SRC: usize = 8;
+/// The outer IPv6 header's payload length (Ethernet + 4).
+const IP6_PAYLOAD_LEN_OFF: usize = 14 + 4;
+
+/// One 32-bit word of an address as it sits in memory.
+#[inline(always)]
+fn word6(a: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+}
+
+/// [`uplink_icmp_error`] for NAT66: an ICMPv6 error addressed to the NAT66
+/// address quoting a packet vxdp sent after SNAT (no extension headers in
+/// the quote) is translated back and redirected to the guest.
+#[inline(always)]
+pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
+    if ip.next_header != PROTO_ICMPV6 {
+        return Ok(None);
+    }
+    let icmp_off = IP6_L4_OFF;
+    let Ok(hdr) = parse::ptr_at::<_, [u8; ICMP_HDR_LEN]>(ctx, icmp_off) else {
+        return Ok(None);
+    };
+    let icmp_type = unsafe { (*hdr)[0] };
+    if !(ICMPV6_DEST_UNREACHABLE..=ICMPV6_PARAMETER_PROBLEM).contains(&icmp_type) {
+        return Ok(None);
+    }
+    let inner_off = icmp_off + ICMP_HDR_LEN;
+    let Ok(inner) = parse::ptr_at::<_, [u8; INNER_IP6_LEN]>(ctx, inner_off) else {
+        return Ok(None);
+    };
+    let inner = unsafe { &*inner };
+    if inner[0] >> 4 != 6 || inner[8..24] != ip.dst {
+        return Ok(None);
+    }
+    let proto = inner[6];
+    let l4_off = inner_off + INNER_IP6_LEN;
+    let Ok(l4) = parse::ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
+        return Ok(None);
+    };
+    let l4 = unsafe { *l4 };
+    let (port_off, csum_off, src_port, dst_port) = match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let csum = if proto == PROTO_TCP { TCP_CHECK } else { UDP_CHECK };
+            (
+                l4_off,
+                l4_off + csum,
+                u16::from_ne_bytes([l4[2], l4[3]]),
+                u16::from_ne_bytes([l4[0], l4[1]]),
+            )
+        }
+        PROTO_ICMPV6 if l4[0] == ICMPV6_ECHO_REQUEST => (
+            l4_off + ICMP_ID,
+            l4_off + ICMP_CHECK,
+            0,
+            u16::from_ne_bytes([l4[4], l4[5]]),
+        ),
+        _ => return Ok(None),
+    };
+    let mut key = Conntrack6Key {
+        src_addr: [0; 16],
+        dst_addr: ip.dst,
+        src_port,
+        dst_port,
+        proto,
+        _pad: [0; 3],
+    };
+    key.src_addr.copy_from_slice(&inner[24..40]);
+    let Some(entry) = conntrack::lookup(&key, conntrack::now()) else {
+        return Ok(None);
+    };
+    let e = unsafe { &*entry };
+    if e.direction != DIR_REPLY {
+        return Ok(None);
+    }
+    let (guest_addr, guest_port, mac, ifindex) = (e.rewrite_addr, e.rewrite_port, e.mac, e.ifindex);
+    let net_id = e.network_id as u32;
+    let net = VXDP_NETWORKS
+        .get(net_id)
+        .filter(|n| policy::active(n))
+        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
+    if ip.hop_limit <= 1 {
+        return Err(Drop::new(DropReason::TtlExpired, net_id));
+    }
+    set_macs(ctx, &mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    translate6(ctx, ip, inner_off, proto, port_off, csum_off, &guest_addr, guest_port)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    let verdict = VXDP_PORTS
+        .redirect(ifindex, 0)
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+    count(ctx, net_id, Action::IcmpErrorTranslated);
+    Ok(Some(verdict))
+}
+
+/// [`translate`] for IPv6: no header checksums, but the ICMPv6 checksum
+/// covers the pseudo-header (the outer destination) as well as the quote,
+/// and the quoted TCP/UDP/ICMPv6 checksum covers the quoted source.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn translate6(
+    ctx: &XdpContext,
+    ip: &Ipv6,
+    inner_off: usize,
+    proto: u8,
+    port_off: usize,
+    csum_off: usize,
+    guest_addr: &[u8; 16],
+    guest_port: u16,
+) -> Result<(), ()> {
+    let nat_addr = &ip.dst;
+    let dst = parse::ptr_at::<_, [u8; 16]>(ctx, IP6_DST_OFF)?;
+    unsafe { *dst = *guest_addr };
+    let hop = parse::ptr_at::<_, u8>(ctx, IP6_HOP_LIMIT_OFF)?;
+    unsafe { *hop = ip.hop_limit - 1 };
+    let src = parse::ptr_at::<_, [u8; 16]>(ctx, inner_off + INNER6_SRC)?;
+    unsafe { *src = *guest_addr };
+    let old_port = read16(ctx, port_off)?;
+    write16(ctx, port_off, guest_port)?;
+
+    let icmp_check_off = IP6_L4_OFF + 2;
+    let mut icmp_check = read16(ctx, icmp_check_off)?;
+    for i in 0..4 {
+        let (from, to) = (word6(nat_addr, i), word6(guest_addr, i));
+        // Once for the pseudo-header's destination, once for the quote's
+        // source.
+        icmp_check = csum_update(icmp_check, from, to, true);
+        icmp_check = csum_update(icmp_check, from, to, true);
+    }
+    icmp_check = csum_update(icmp_check, old_port as u32, guest_port as u32, false);
+
+    // Bytes past the payload length (Ethernet padding) are not part of the
+    // message the ICMPv6 checksum covers.
+    let payload_len = u16::from_be(read16(ctx, IP6_PAYLOAD_LEN_OFF)?) as usize;
+    let quoted = csum_off + 2 <= IP6_L4_OFF + payload_len;
+    if quoted && let Ok(old_l4) = read16(ctx, csum_off) {
+        if !(proto == PROTO_UDP && old_l4 == 0) {
+            let mut new_l4 = old_l4;
+            for i in 0..4 {
+                new_l4 = csum_update(new_l4, word6(nat_addr, i), word6(guest_addr, i), true);
             }
             new_l4 = csum_update(new_l4, old_port as u32, guest_port as u32, false);
             if proto == PROTO_UDP && new_l4 == 0 {

@@ -292,3 +292,180 @@ fn icmp_error_about_no_flow_is_left_to_the_host_untouched() {
         assert_eq!(conntrack(w), ct_before, "an ICMP error about no flow changed conntrack");
     });
 }
+
+// --------------------------------------------------------------------------
+// NAT66: ICMPv6 errors about NAT66 flows
+
+mod nat66 {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+
+    use vxdp_common::{Action, Conntrack6Entry, Conntrack6Key, Nat6Config, mode, nat6_flags, network_flags};
+    use vxdp_tests::{
+        packet6::{Frame6, Packet6, conntrack6, set_nat6},
+        progtest::{
+            BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot, TC_ACT_REDIRECT, TCP_SYN,
+            UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, fmt_mac,
+            with_nat_world,
+        },
+    };
+
+    use super::{GUEST_PORT, ICMP_ID, u16_at};
+
+    const PROTO_ICMPV6: u8 = 58;
+    const DEST_UNREACHABLE6: u8 = 1;
+    const PACKET_TOO_BIG: u8 = 2;
+    const TIME_EXCEEDED6: u8 = 3;
+    /// Ethernet + outer IPv6 (40) + ICMPv6 header (8).
+    const QUOTE6_OFF: usize = 14 + 40 + 8;
+
+    fn guest6() -> Ipv6Addr {
+        let s = SUBNET6.segments();
+        Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 10)
+    }
+
+    fn sock6(a: Ipv6Addr, port: u16) -> SocketAddrV6 {
+        SocketAddrV6::new(a, port, 0, 0)
+    }
+
+    /// Network 1 as a NAT network with `<nat ipv6='yes'>`.
+    fn seed(w: &mut World) {
+        w.set_mode(mode::NAT, network_flags::HOST_ADDRESS);
+        let flags = nat6_flags::IPV6 | nat6_flags::MASQUERADE;
+        set_nat6(w, NET_ID, &Nat6Config { flags, _pad0: 0, addr: UPLINK_ADDR6.octets() });
+    }
+
+    fn conntrack(w: &World) -> Vec<(Conntrack6Key, Conntrack6Entry)> {
+        let mut ct = conntrack6(w);
+        ct.sort_by_key(|(k, _)| (k.src_addr, k.dst_addr, k.src_port, k.dst_port, k.proto));
+        ct
+    }
+
+    fn send(w: &World, g: &Guest, p: &Packet6, what: &str) -> Vec<u8> {
+        let run = w.run_guest(g.port_ifindex, &p.build());
+        assert_eq!(run.verdict, TC_ACT_REDIRECT, "{what}: the guest's IPv6 was not NAT66ed (TC verdict {})", run.verdict);
+        assert_eq!(Frame6(&run.data).src(), UPLINK_ADDR6, "{what}: not masqueraded");
+        run.data
+    }
+
+    fn icmp6_error(from: Ipv6Addr, icmp_type: u8, code: u8, rest: [u8; 4], quote: &[u8]) -> Vec<u8> {
+        let mut msg = vec![icmp_type, code, 0, 0];
+        msg.extend_from_slice(&rest);
+        msg.extend_from_slice(quote);
+        Packet6::raw(from, UPLINK_ADDR6, PROTO_ICMPV6, &msg).macs(NEXT_HOP_MAC, UPLINK_MAC).build()
+    }
+
+    fn csum_off6(proto: u8) -> usize {
+        40 + match proto {
+            6 => 16,
+            17 => 6,
+            _ => 2,
+        }
+    }
+
+    #[track_caller]
+    fn assert_translated6(w: &World, g: &Guest, sent: &Packet6, error: &[u8], quote_len: usize, what: &str) {
+        let ct_before = conntrack(w);
+        let before = w.counters();
+        let run = w.run_uplink(error);
+        assert_eq!(
+            run.verdict, XDP_REDIRECT,
+            "{what}: the ICMPv6 error was not redirected to the guest's port (XDP verdict {})",
+            run.verdict
+        );
+        assert_eq!(run.data.len(), error.len(), "{what}: length changed");
+        let out = Frame6(&run.data);
+        let orig = Frame6(error);
+        assert_eq!(out.eth_dst(), g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&out.eth_dst()));
+        assert_eq!(out.eth_src(), BRIDGE_MAC, "{what}: source MAC is not the bridge's");
+        assert_eq!(out.dst(), guest6(), "{what}: outer destination {} is not the guest's", out.dst());
+        assert_eq!(out.src(), orig.src(), "{what}: the error's source changed");
+        assert_eq!(out.hop_limit(), orig.hop_limit() - 1, "{what}: hop limit not decremented");
+        assert_eq!(run.data[54..56], error[54..56], "{what}: ICMPv6 type or code changed");
+        assert_eq!(run.data[58..QUOTE6_OFF], error[58..QUOTE6_OFF], "{what}: the type-specific bytes (e.g. the MTU) changed");
+        // The ICMPv6 checksum over pseudo-header and whole message, from
+        // scratch.
+        out.assert_checksum(&format!("{what}, ICMPv6 message"));
+
+        let quote = &run.data[QUOTE6_OFF..];
+        assert_eq!(quote.len(), quote_len, "{what}: test built a different quote length");
+        let full = sent.clone().macs(g.mac, BRIDGE_MAC).hop_limit(sent.hop_limit - 1).build();
+        let expected = &full[14..(14 + quote_len).min(full.len())];
+        let l4_csum = csum_off6(quote[6]);
+        let mask = |b: &[u8]| {
+            let mut v = b.to_vec();
+            if v.len() >= l4_csum + 2 {
+                v[l4_csum] = 0;
+                v[l4_csum + 1] = 0;
+            }
+            v
+        };
+        assert_eq!(mask(quote), mask(expected), "{what}: the quoted packet is not what the guest sent");
+        if quote.len() >= l4_csum + 2 {
+            assert_eq!(u16_at(quote, l4_csum), u16_at(expected, l4_csum), "{what}: quoted L4 checksum is not the guest's");
+        }
+        if quote.len() == full.len() - 14 {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            f.extend_from_slice(quote);
+            Frame6(&f).assert_checksum(&format!("{what}, quoted packet"));
+        }
+        assert_counters_moved(&before, &w.counters(), &[(NET_ID, Slot::Action(Action::IcmpErrorTranslated), 1)], what);
+        assert_eq!(conntrack(w), ct_before, "{what}: an ICMPv6 error changed the flow's conntrack entries");
+    }
+
+    #[test]
+    fn nat66_icmpv6_errors_reach_the_guest_translated() {
+        with_nat_world(|w| {
+            seed(w);
+            let g = w.guests[0];
+            let cases: [(Packet6, Ipv6Addr, u8, u8, [u8; 4], &str); 3] = [
+                (
+                    Packet6::tcp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 443), TCP_SYN),
+                    NEXT_HOP6,
+                    PACKET_TOO_BIG,
+                    0,
+                    1280u32.to_be_bytes(),
+                    "packet too big for TCP",
+                ),
+                (
+                    Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9)),
+                    OUTSIDE6,
+                    DEST_UNREACHABLE6,
+                    4,
+                    [0; 4],
+                    "port unreachable for UDP",
+                ),
+                (Packet6::echo_request(guest6(), OUTSIDE6, ICMP_ID, 3), NEXT_HOP6, TIME_EXCEEDED6, 0, [0; 4], "time exceeded for echo"),
+            ];
+            for (sent, from, t, code, rest, what) in cases {
+                let natted = send(w, &g, &sent.clone().macs(g.mac, BRIDGE_MAC), what);
+                let whole = natted.len() - 14;
+                let err = icmp6_error(from, t, code, rest, &natted[14..]);
+                assert_translated6(w, &g, &sent, &err, whole, &format!("{what}, whole packet quoted"));
+                // Only the header and 8 bytes of L4 (TCP's checksum not in it).
+                let err = icmp6_error(from, t, code, rest, &natted[14..14 + 48]);
+                assert_translated6(w, &g, &sent, &err, 48, &format!("{what}, 8 bytes quoted"));
+            }
+        });
+    }
+
+    #[test]
+    fn nat66_icmpv6_error_about_no_flow_is_left_to_the_host() {
+        with_nat_world(|w| {
+            seed(w);
+            let g = w.guests[0];
+            let sent = Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9)).macs(g.mac, BRIDGE_MAC);
+            let natted = send(w, &g, &sent, "UDP");
+            let mut quote = natted[14..].to_vec();
+            quote[40..42].copy_from_slice(&(GUEST_PORT + 1).to_be_bytes());
+            let err = icmp6_error(OUTSIDE6, DEST_UNREACHABLE6, 4, [0; 4], &quote);
+            let ct_before = conntrack(w);
+            let before = w.counters();
+            let run = w.run_uplink(&err);
+            assert_eq!(run.verdict, XDP_PASS, "an ICMPv6 error about no flow got XDP verdict {} instead of XDP_PASS", run.verdict);
+            assert_eq!(run.data, err, "an ICMPv6 error about no flow was rewritten");
+            assert_counters_moved(&before, &w.counters(), &[(0, Slot::Action(Action::UplinkPassed), 1)], "ICMPv6 error about no flow");
+            assert_eq!(conntrack(w), ct_before, "an ICMPv6 error about no flow changed conntrack");
+        });
+    }
+}
