@@ -81,3 +81,31 @@ fn frag_needed_from_a_router_teaches_the_guest_the_path_mtu() -> Result<()> {
     ensure!(out.status.success(), "a 1280-byte DF ping did not get through: {}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }
+
+#[test]
+fn nat66_udp_to_a_closed_port_outside_gives_the_guest_econnrefused() -> Result<()> {
+    use vxdp_tests::ipv6nat::{OUTSIDE6, topology, wait_ping6, xml};
+    let mut topo = topology("icmp6")?;
+    topo.start(&xml(true))?;
+    wait_ping6(&topo, 0, OUTSIDE6)?;
+    let (before, _) = topo.counter("default", "icmp_error_translated")?;
+    let target = format!("[{OUTSIDE6}]:9");
+    let result = topo.guests[0].ns.enter(move || -> Result<ErrorKind> {
+        let s = UdpSocket::bind("[::]:0")?;
+        s.connect(&target)?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send(b"anyone there?")?;
+        let mut buf = [0u8; 64];
+        match s.recv(&mut buf) {
+            Ok(n) => bail!("got {n} bytes from a port nobody listens on"),
+            Err(e) => Ok(e.kind()),
+        }
+    })??;
+    ensure!(
+        result == ErrorKind::ConnectionRefused,
+        "the guest's connected UDP socket (NAT66) got {result:?} instead of ECONNREFUSED: the ICMPv6 port unreachable did not reach it translated"
+    );
+    let (after, _) = topo.counter("default", "icmp_error_translated")?;
+    ensure!(after > before, "icmp_error_translated did not move ({before} -> {after})");
+    Ok(())
+}
