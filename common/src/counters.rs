@@ -70,10 +70,15 @@ pub enum Action {
     /// Direct network: one copy of a broadcast/multicast frame cloned to a
     /// guest port.
     DirectFlooded = 25,
+    /// Outside → guest: an ICMP error (destination unreachable, time
+    /// exceeded, parameter problem) about a NAT flow, translated back (outer
+    /// destination and the quoted packet's source) and redirected to the
+    /// guest's port.
+    IcmpErrorTranslated = 26,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -92,6 +97,7 @@ impl Action {
         Action::DirectFromWire,
         Action::DirectFromHost,
         Action::DirectFlooded,
+        Action::IcmpErrorTranslated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -114,6 +120,7 @@ impl Action {
             Action::DirectFromWire => "direct_from_wire",
             Action::DirectFromHost => "direct_from_host",
             Action::DirectFlooded => "direct_flooded",
+            Action::IcmpErrorTranslated => "icmp_error_translated",
         }
     }
 
@@ -124,7 +131,8 @@ impl Action {
             | Action::UplinkPassed
             | Action::RouteInbound
             | Action::RouteInboundForwarded
-            | Action::DirectFromWire => "from_uplink",
+            | Action::DirectFromWire
+            | Action::IcmpErrorTranslated => "from_uplink",
             Action::DirectFromHost => "from_host",
             _ => "from_guest",
         }

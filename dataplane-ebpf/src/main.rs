@@ -7,6 +7,7 @@ mod conntrack;
 mod ctx;
 mod direct;
 mod forward;
+mod icmp_error;
 mod maps;
 mod nat;
 mod nat6;

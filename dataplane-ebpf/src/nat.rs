@@ -238,7 +238,8 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
         return Ok(None);
     }
     let Ok(l4) = parse::l4(ctx, ip) else {
-        return Ok(None);
+        // Not TCP, UDP or ICMP echo: maybe an ICMP error about a flow.
+        return crate::icmp_error::uplink_icmp_error(ctx, ip);
     };
     let key = ConntrackKey {
         src_addr: ip.src,

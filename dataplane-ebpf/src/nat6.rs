@@ -274,7 +274,8 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
         return Ok(None);
     }
     let Ok(l4) = parse::l4_v6(ctx, ip) else {
-        return Ok(None);
+        // Not TCP, UDP or ICMPv6 echo: maybe an ICMPv6 error about a flow.
+        return crate::icmp_error::uplink_icmp6_error(ctx, ip);
     };
     let key = Conntrack6Key {
         src_addr: ip.src,
