@@ -231,11 +231,7 @@ impl NatTopology {
     /// is given to `attach-interface --ip` (enforced by anti-spoofing).
     /// The network must be named `default`.
     pub fn start_with(&mut self, xml: &str, static_ips: bool) -> Result<()> {
-        std::fs::create_dir_all(&self.state_dir)?;
-        let file = self.state_dir.join("net.xml");
-        std::fs::write(&file, xml)?;
-        self.started = true;
-        self.vxdp(&["net-create", file.to_str().context("path")?])?;
+        self.create(xml)?;
         for g in &self.guests {
             let mut args = vec!["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac];
             if static_ips {
@@ -243,6 +239,18 @@ impl NatTopology {
             }
             self.vxdp(&args)?;
         }
+        Ok(())
+    }
+
+    /// `net-create` of the network in `xml` (named `default`), no guest
+    /// plugged; it is destroyed when the topology goes away, whatever
+    /// happens in between.
+    pub fn create(&mut self, xml: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.state_dir)?;
+        let file = self.state_dir.join("net.xml");
+        std::fs::write(&file, xml)?;
+        self.started = true;
+        self.vxdp(&["net-create", file.to_str().context("path")?])?;
         Ok(())
     }
 

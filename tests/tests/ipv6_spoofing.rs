@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use vxdp_tests::testbed::{NatTopology, Netns};
 
 const GATEWAY6: &str = "2001:db8:122::1";
@@ -21,19 +21,15 @@ fn ping6_from(ns: &Netns, src: &str, dst: &str) -> Result<bool> {
 
 #[test]
 fn a_guest_sends_ipv6_only_from_its_own_address() -> Result<()> {
-    let topo = NatTopology::new("s6", 1)?;
-    let g = &topo.guests[0];
-    g.ns.ip(&["-6", "addr", "add", &format!("{GUEST6}/64"), "dev", "eth0", "nodad"])?;
-    g.ns.ip(&["-6", "addr", "add", &format!("{SPOOFED6}/64"), "dev", "eth0", "nodad"])?;
-    std::fs::create_dir_all(&topo.state_dir)?;
-    let file = topo.state_dir.join("net.xml");
-    std::fs::write(
-        &file,
+    let mut topo = NatTopology::new("s6", 1)?;
+    topo.create(
         "<network><name>default</name><forward mode='route'/><bridge name='virbr0' stp='off'/>\
          <ip address='192.168.122.1' netmask='255.255.255.0'/>\
          <ip family='ipv6' address='2001:db8:122::1' prefix='64'/></network>",
     )?;
-    topo.vxdp(&["net-create", file.to_str().context("path")?])?;
+    let g = &topo.guests[0];
+    g.ns.ip(&["-6", "addr", "add", &format!("{GUEST6}/64"), "dev", "eth0", "nodad"])?;
+    g.ns.ip(&["-6", "addr", "add", &format!("{SPOOFED6}/64"), "dev", "eth0", "nodad"])?;
     let (port, mac, addr) = (g.port.clone(), g.mac.clone(), g.addr.clone());
 
     // Bad values are refused, naming them; nothing is plugged.
@@ -61,6 +57,5 @@ fn a_guest_sends_ipv6_only_from_its_own_address() -> Result<()> {
     ensure!(after > before, "spoofed IPv6 source not counted (spoofed_source {before} -> {after})");
     ensure!(ping6_from(&g.ns, GUEST6, GATEWAY6)?, "the guest's own IPv6 source stopped working");
     println!("IPv6 anti-spoofing: own source reaches the host, spoofed source dropped (spoofed_source +{})", after - before);
-    topo.vxdp(&["net-destroy", "default"])?;
-    Ok(())
+    topo.stop()
 }

@@ -17,11 +17,8 @@ use vxdp_tests::{
 
 #[test]
 fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
-    let topo = NatTopology::new("old", 2)?;
-    std::fs::create_dir_all(&topo.state_dir)?;
-    let file = topo.state_dir.join("net.xml");
-    std::fs::write(&file, routed_xml("route"))?;
-    topo.vxdp(&["net-create", file.to_str().context("path")?])?;
+    let mut topo = NatTopology::new("old", 2)?;
+    topo.create(&routed_xml("route"))?;
     // What an older vxdp pinned: no VXDP_MACS.
     let pin = Pins::new(&topo.bpffs).map(names::MAP_MACS);
     std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
@@ -35,8 +32,7 @@ fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
     for g in topo.guests.iter().map(|g| g.port.clone()).collect::<Vec<_>>() {
         topo.vxdp(&["detach-interface", "--network", "default", "--dev", &g])?;
     }
-    topo.vxdp(&["net-destroy", "default"])?;
-    Ok(())
+    topo.stop()
 }
 
 /// A map whose layout changed since it was pinned (here `VXDP_ENDPOINTS`
@@ -44,11 +40,8 @@ fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
 /// reported by name with what to do, not as an obscure map error.
 #[test]
 fn a_map_pinned_with_an_older_layout_is_named_with_the_way_out() -> Result<()> {
-    let topo = NatTopology::new("oll", 1)?;
-    std::fs::create_dir_all(&topo.state_dir)?;
-    let file = topo.state_dir.join("net.xml");
-    std::fs::write(&file, routed_xml("route"))?;
-    topo.vxdp(&["net-create", file.to_str().context("path")?])?;
+    let mut topo = NatTopology::new("oll", 1)?;
+    topo.create(&routed_xml("route"))?;
     let pin = Pins::new(&topo.bpffs).map(names::MAP_ENDPOINTS);
     std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
     let pin_s = pin.to_str().context("path")?;
@@ -66,6 +59,5 @@ fn a_map_pinned_with_an_older_layout_is_named_with_the_way_out() -> Result<()> {
     );
     let link = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", &g.port])?.stdout)?;
     ensure!(!link.contains("master"), "a failed plug left {} enslaved: {link}", g.port);
-    topo.vxdp(&["net-destroy", "default"])?;
-    Ok(())
+    topo.stop()
 }
