@@ -20,14 +20,12 @@ use vxdp_common::{
 use crate::{
     conntrack,
     ctx::csum_update,
-    maps::{VXDP_NETWORKS, VXDP_PORTS},
-    nat::set_macs,
+    nat::{deliver_to_guest, prepare_for_guest},
     parse::{
         self, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_TTL_OFF,
         IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_L4_OFF, Ipv4, Ipv6,
     },
-    policy,
-    stats::{Drop, count},
+    stats::Drop,
 };
 
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -99,32 +97,16 @@ pub fn uplink_icmp_error(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Dro
     let Ok(l4) = parse::ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
         return Ok(None);
     };
-    let l4 = unsafe { *l4 };
     // The quoted packet went guest → outside; the reply-direction key is the
     // tuple the outside's answers carry (see `nat::create_flow`).
-    let (port_off, csum_off, src_port, dst_port) = match proto {
-        PROTO_TCP | PROTO_UDP => {
-            let csum = if proto == PROTO_TCP { TCP_CHECK } else { UDP_CHECK };
-            (
-                l4_off,
-                l4_off + csum,
-                u16::from_ne_bytes([l4[2], l4[3]]),
-                u16::from_ne_bytes([l4[0], l4[1]]),
-            )
-        }
-        PROTO_ICMP if l4[0] == ICMP_ECHO_REQUEST => (
-            l4_off + ICMP_ID,
-            l4_off + ICMP_CHECK,
-            0,
-            u16::from_ne_bytes([l4[4], l4[5]]),
-        ),
-        _ => return Ok(None),
+    let Some(q) = quoted_ports(unsafe { &*l4 }, l4_off, proto, PROTO_ICMP, ICMP_ECHO_REQUEST) else {
+        return Ok(None);
     };
     let key = ConntrackKey {
         src_addr: inner_dst,
         dst_addr: inner_src,
-        src_port,
-        dst_port,
+        src_port: q.src_port,
+        dst_port: q.dst_port,
         proto,
         _pad: [0; 3],
     };
@@ -137,22 +119,44 @@ pub fn uplink_icmp_error(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Dro
     }
 
     let net_id = e.network_id as u32;
-    let net = VXDP_NETWORKS
-        .get(net_id)
-        .filter(|n| policy::active(n))
-        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
-    if ip.ttl <= 1 {
-        return Err(Drop::new(DropReason::TtlExpired, net_id));
-    }
-    let malformed = |_| Drop::new(DropReason::Malformed, net_id);
-    set_macs(ctx, &e.mac, &net.bridge_mac).map_err(malformed)?;
-    translate(ctx, ip, icmp_off, inner_off, proto, port_off, csum_off, e.rewrite_addr, e.rewrite_port)
+    prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
+    translate(ctx, ip, icmp_off, inner_off, proto, q.port_off, q.csum_off, e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = VXDP_PORTS
-        .redirect(e.ifindex, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::IcmpErrorTranslated);
-    Ok(Some(verdict))
+    deliver_to_guest(ctx, net_id, e.ifindex, Action::IcmpErrorTranslated).map(Some)
+}
+
+/// Where a quoted packet's port (or echo id) and L4 checksum sit, and the
+/// reply-direction key's ports (the outside's port, then the NAT port or
+/// echo id; 0 for ICMP's source side).
+struct QuotedPorts {
+    port_off: usize,
+    csum_off: usize,
+    src_port: u16,
+    dst_port: u16,
+}
+
+/// [`QuotedPorts`] of the first 8 quoted L4 bytes `l4` at `l4_off`: TCP and
+/// UDP, or an echo request of `icmp_proto`; `None` for anything else.
+#[inline(always)]
+fn quoted_ports(l4: &[u8; 8], l4_off: usize, proto: u8, icmp_proto: u8, echo_request: u8) -> Option<QuotedPorts> {
+    if proto == PROTO_TCP || proto == PROTO_UDP {
+        let csum = if proto == PROTO_TCP { TCP_CHECK } else { UDP_CHECK };
+        return Some(QuotedPorts {
+            port_off: l4_off,
+            csum_off: l4_off + csum,
+            src_port: u16::from_ne_bytes([l4[2], l4[3]]),
+            dst_port: u16::from_ne_bytes([l4[0], l4[1]]),
+        });
+    }
+    if proto == icmp_proto && l4[0] == echo_request {
+        return Some(QuotedPorts {
+            port_off: l4_off + ICMP_ID,
+            csum_off: l4_off + ICMP_CHECK,
+            src_port: 0,
+            dst_port: u16::from_ne_bytes([l4[4], l4[5]]),
+        });
+    }
+    None
 }
 
 /// The rewrite itself. Outer header: destination → guest, TTL − 1, header
@@ -277,30 +281,14 @@ pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Dr
     let Ok(l4) = parse::ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
         return Ok(None);
     };
-    let l4 = unsafe { *l4 };
-    let (port_off, csum_off, src_port, dst_port) = match proto {
-        PROTO_TCP | PROTO_UDP => {
-            let csum = if proto == PROTO_TCP { TCP_CHECK } else { UDP_CHECK };
-            (
-                l4_off,
-                l4_off + csum,
-                u16::from_ne_bytes([l4[2], l4[3]]),
-                u16::from_ne_bytes([l4[0], l4[1]]),
-            )
-        }
-        PROTO_ICMPV6 if l4[0] == ICMPV6_ECHO_REQUEST => (
-            l4_off + ICMP_ID,
-            l4_off + ICMP_CHECK,
-            0,
-            u16::from_ne_bytes([l4[4], l4[5]]),
-        ),
-        _ => return Ok(None),
+    let Some(q) = quoted_ports(unsafe { &*l4 }, l4_off, proto, PROTO_ICMPV6, ICMPV6_ECHO_REQUEST) else {
+        return Ok(None);
     };
     let mut key = Conntrack6Key {
         src_addr: [0; 16],
         dst_addr: ip.dst,
-        src_port,
-        dst_port,
+        src_port: q.src_port,
+        dst_port: q.dst_port,
         proto,
         _pad: [0; 3],
     };
@@ -314,21 +302,10 @@ pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Dr
     }
     let (guest_addr, guest_port, mac, ifindex) = (e.rewrite_addr, e.rewrite_port, e.mac, e.ifindex);
     let net_id = e.network_id as u32;
-    let net = VXDP_NETWORKS
-        .get(net_id)
-        .filter(|n| policy::active(n))
-        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
-    if ip.hop_limit <= 1 {
-        return Err(Drop::new(DropReason::TtlExpired, net_id));
-    }
-    set_macs(ctx, &mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    translate6(ctx, ip, inner_off, proto, port_off, csum_off, &guest_addr, guest_port)
+    prepare_for_guest(ctx, net_id, ip.hop_limit, &mac)?;
+    translate6(ctx, ip, inner_off, proto, q.port_off, q.csum_off, &guest_addr, guest_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = VXDP_PORTS
-        .redirect(ifindex, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::IcmpErrorTranslated);
-    Ok(Some(verdict))
+    deliver_to_guest(ctx, net_id, ifindex, Action::IcmpErrorTranslated).map(Some)
 }
 
 /// [`translate`] for IPv6: no header checksums, but the ICMPv6 checksum

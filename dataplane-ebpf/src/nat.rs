@@ -264,20 +264,35 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
 #[inline(always)]
 fn reply_to_guest(ctx: &XdpContext, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> Result<u32, Drop> {
     let net_id = e.network_id as u32;
+    prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
+    rewrite(ctx, ip, l4, Side::Destination, e.rewrite_addr, e.rewrite_port)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    deliver_to_guest(ctx, net_id, e.ifindex, Action::DnatForwarded)
+}
+
+/// Before a translated packet from the uplink goes to its guest: the
+/// guest's network must be active and the packet must survive this hop
+/// (`ttl`: TTL or hop limit); its MACs become bridge → guest.
+#[inline(always)]
+pub fn prepare_for_guest(ctx: &XdpContext, net_id: u32, ttl: u8, guest_mac: &[u8; 6]) -> Result<(), Drop> {
     let net = VXDP_NETWORKS
         .get(net_id)
         .filter(|n| policy::active(n))
         .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
-    if ip.ttl <= 1 {
+    if ttl <= 1 {
         return Err(Drop::new(DropReason::TtlExpired, net_id));
     }
-    set_macs(ctx, &e.mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    rewrite(ctx, ip, l4, Side::Destination, e.rewrite_addr, e.rewrite_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    set_macs(ctx, guest_mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
+}
+
+/// Redirects a translated packet to guest port `ifindex` and counts it as
+/// `action` once the redirect is accepted.
+#[inline(always)]
+pub fn deliver_to_guest(ctx: &XdpContext, net_id: u32, ifindex: u32, action: Action) -> Result<u32, Drop> {
     let verdict = VXDP_PORTS
-        .redirect(e.ifindex, 0)
+        .redirect(ifindex, 0)
         .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::DnatForwarded);
+    count(ctx, net_id, action);
     Ok(verdict)
 }
 

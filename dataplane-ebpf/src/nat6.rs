@@ -20,8 +20,8 @@ use crate::{
     conntrack::{self, Reserve},
     ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx},
     forward::{self, FibParams},
-    maps::{VXDP_NAT6, VXDP_NAT6_SCRATCH, VXDP_NETWORKS, VXDP_PORTS},
-    nat::set_macs,
+    maps::{VXDP_NAT6, VXDP_NAT6_SCRATCH},
+    nat::{deliver_to_guest, prepare_for_guest, set_macs},
     parse::{self, ICMPV6_ECHO_REQUEST, IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_SRC_OFF, Ipv6, L4, L4Error},
     policy,
     stats::{Drop, count},
@@ -299,21 +299,10 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
 #[inline(always)]
 fn reply_to_guest(ctx: &XdpContext, ip: &Ipv6, l4: &L4, e: &Conntrack6Entry) -> Result<u32, Drop> {
     let net_id = e.network_id as u32;
-    let net = VXDP_NETWORKS
-        .get(net_id)
-        .filter(|n| policy::active(n))
-        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
-    if ip.hop_limit <= 1 {
-        return Err(Drop::new(DropReason::TtlExpired, net_id));
-    }
-    set_macs(ctx, &e.mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    prepare_for_guest(ctx, net_id, ip.hop_limit, &e.mac)?;
     rewrite(ctx, ip, l4, Side::Destination, &e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = VXDP_PORTS
-        .redirect(e.ifindex, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::DnatForwarded);
-    Ok(verdict)
+    deliver_to_guest(ctx, net_id, e.ifindex, Action::DnatForwarded)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
