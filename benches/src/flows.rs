@@ -11,7 +11,7 @@ use vxdp_common::{ConntrackEntry, ConntrackKey};
 
 use crate::{
     forward::{DST_PORT, Rate},
-    progs::{Traffic, XDP_TX},
+    progs::Traffic,
     topo::{GUEST_ADDR, GUEST_MAC, OUTSIDE, Topology},
 };
 
@@ -32,10 +32,10 @@ pub fn traffic(topo: &Topology, total: u32) -> Traffic {
 
 /// Sends the next `count` new flows (the sequence continues from the last
 /// call; [`start`] restarts it).
-pub fn setup(topo: &mut Topology, t: &Traffic, count: u32, cpu: usize) -> Result<Rate> {
+pub fn setup(topo: &mut Topology, count: u32, cpu: usize) -> Result<Rate> {
     let before = topo.progs.sink_count()?;
     let ns = topo.guest.name.clone();
-    let time = topo.progs.generate(&ns, "eth0", count, cpu, t)?;
+    let time = topo.progs.generate(&ns, "eth0", count, cpu)?;
     let delivered = topo.progs.sink_count()? - before;
     Ok(Rate::new(count, delivered, time))
 }
@@ -43,7 +43,7 @@ pub fn setup(topo: &mut Topology, t: &Traffic, count: u32, cpu: usize) -> Result
 /// Empties the table and points the generator at flow 0 of `t`.
 pub fn start(topo: &mut Topology, t: &Traffic) -> Result<()> {
     topo.flush_conntrack()?;
-    topo.progs.set_traffic(t, XDP_TX)?;
+    topo.progs.set_traffic(t);
     // Freed conntrack objects go back to the slab after an RCU grace period.
     std::thread::sleep(std::time::Duration::from_millis(300));
     Ok(())

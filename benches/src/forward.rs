@@ -1,14 +1,16 @@
-//! Forwarding rate: 64-byte UDP generated in the kernel on the guest's eth0
-//! (or the outside host's wan0 for replies), counted by the sink on the
-//! other side; everything runs on one pinned CPU.
+//! Forwarding rate: 64-byte UDP sent by the generator's socket on the
+//! guest's eth0 (or the outside host's wan0 for replies and inbound),
+//! counted by the sink on the other side; everything runs on one pinned CPU.
 
 use std::net::SocketAddrV4;
 
 use anyhow::{Result, ensure};
 
 use crate::{
-    progs::{RunTime, Traffic, XDP_DROP, XDP_TX},
-    topo::{GUEST_ADDR, GUEST_MAC, OUTSIDE, Path, Topology, UPLINK_ADDR, UPLINK_MAC, WAN_MAC},
+    progs::{RunTime, Traffic},
+    topo::{
+        FLOOR_TX, GUEST_ADDR, GUEST_MAC, OUTSIDE, Path, Topology, UPLINK_ADDR, UPLINK_MAC, WAN_MAC,
+    },
 };
 
 /// First source port of generated flows (kept as the NAT port by both
@@ -96,7 +98,10 @@ pub fn inbound_traffic(flows: u32) -> Traffic {
 /// Routed paths: outside → guest (generated on wan0, counted on the
 /// guest's eth0).
 pub fn run_inbound(topo: &mut Topology, flows: u32, count: u32, cpu: usize) -> Result<Rate> {
-    ensure!(!topo.path.is_nat(), "outside->guest is measured for routed paths only");
+    ensure!(
+        !topo.path.is_nat(),
+        "outside->guest is measured for routed paths only"
+    );
     measure(topo, &inbound_traffic(flows), true, count, cpu)
 }
 
@@ -109,14 +114,14 @@ pub(crate) fn measure(
     count: u32,
     cpu: usize,
 ) -> Result<Rate> {
-    topo.progs.set_traffic(traffic, XDP_TX)?;
+    topo.progs.set_traffic(traffic);
     let before = topo.progs.sink_count()?;
     let (ns, iface) = if reply {
         (topo.wan.name.clone(), "wan0")
     } else {
         (topo.guest.name.clone(), "eth0")
     };
-    let time = topo.progs.generate(&ns, iface, count, cpu, traffic)?;
+    let time = topo.progs.generate(&ns, iface, count, cpu)?;
     let delivered = topo.progs.sink_count()? - before;
     if delivered == 0 {
         eprintln!(
@@ -128,13 +133,17 @@ pub(crate) fn measure(
     Ok(Rate::new(count, delivered, time))
 }
 
-/// The generator alone: frames written and dropped on the guest's eth0.
-pub fn generator_alone(topo: &mut Topology, count: u32, cpu: usize) -> Result<f64> {
+/// The floor: the generator's frames sent on the guest namespace's
+/// `floor0` and dropped by the sink on its veth peer `floor1`, with nothing
+/// in between. Every forwarding figure contains this cost.
+pub fn floor(topo: &mut Topology, count: u32, cpu: usize) -> Result<Rate> {
     let traffic = guest_traffic(topo, 1);
-    topo.progs.set_traffic(&traffic, XDP_DROP)?;
+    topo.progs.set_traffic(&traffic);
+    let before = topo.progs.sink_count()?;
     let ns = topo.guest.name.clone();
-    let time = topo.progs.generate(&ns, "eth0", count, cpu, &traffic)?;
-    Ok(time.cpu.as_secs_f64() * 1e9 / count as f64)
+    let time = topo.progs.generate(&ns, FLOOR_TX, count, cpu)?;
+    let delivered = topo.progs.sink_count()? - before;
+    Ok(Rate::new(count, delivered, time))
 }
 
 /// Primes the flows (so replies find them), then measures one direction.

@@ -5,6 +5,7 @@
 
 mod flows;
 mod forward;
+mod generator;
 mod progcost;
 mod progs;
 mod report;
@@ -36,8 +37,10 @@ use crate::{
         Sections, each repeated and interleaved across the paths, medians reported:\n  \
         program  per-program cost with BPF_PROG_TEST_RUN (vxdp's paths, the ceiling)\n  \
         forward  64-byte UDP rate guest -> outside, NAT replies and routed outside -> guest, \
-        1 and 10k flows, generated \
-        in the kernel (XDP live frames) and counted by an XDP sink, all on one pinned CPU\n  \
+        1 and 10k flows, sent by a socket generator on the sending namespace's interface \
+        (AF_XDP copy mode by default, see --generator) and counted by an XDP sink, all on \
+        one pinned CPU; each repetition also measures the floor (generator + sink on a bare \
+        veth pair) and reports every path's cost over it\n  \
         flows    new-flow setup rate and memory per flow\n  \
         tcp      iperf3 throughput and 1-byte request/response latency\n\n\
         Needs root, the vxdp binary ($VXDP_BIN or target/debug/vxdp), iperf3, iptables, \
@@ -65,6 +68,9 @@ struct Cli {
     /// figures (default: vxdp's default)
     #[arg(long, default_value_t = vxdp_common::DEFAULT_CONNTRACK_ENTRIES)]
     conntrack_entries: u32,
+    /// The traffic generator's socket
+    #[arg(long, value_enum, default_value_t = generator::Kind::AfXdp)]
+    generator: generator::Kind,
 }
 
 /// Sizes of a run.
@@ -189,6 +195,7 @@ fn run(cli: Cli) -> Result<bool> {
     );
     r.meta("load_average_at_start", sh("cat", &["/proc/loadavg"]));
     r.meta("vxdp_conntrack_entries", cli.conntrack_entries);
+    r.meta("generator", cli.generator.describe());
 
     if wants(&cli, "program") {
         progress(&format!(
@@ -214,7 +221,7 @@ fn run(cli: Cli) -> Result<bool> {
                 continue;
             }
             progress(&format!("building topology {}", path.name()));
-            match Topology::new(path, cli.conntrack_entries) {
+            match Topology::new(path, cli.conntrack_entries, cli.generator) {
                 Ok(t) => topos.push(t),
                 Err(e) if e.downcast_ref::<NotAvailable>().is_some() => {
                     let why = format!("{}", e.downcast_ref::<NotAvailable>().unwrap());
@@ -267,7 +274,11 @@ fn run(cli: Cli) -> Result<bool> {
         r.meta["cpu_model"].as_str().unwrap_or(""),
         ncpu
     );
-    if let Some(v) = r.meta.get("bridge_nf_call_iptables").and_then(|v| v.as_str()) {
+    if let Some(v) = r
+        .meta
+        .get("bridge_nf_call_iptables")
+        .and_then(|v| v.as_str())
+    {
         println!("bridge-nf-call-iptables in the test namespaces: {v}");
     }
     print!("{}", r.table());
@@ -326,7 +337,11 @@ fn forward_section(
             );
             if !path.is_nat() {
                 r.not_available(
-                    &format!("forward.route_in.{}.{}.mpps", flows_label(flows), if path.is_vxdp() { "vxdp" } else { "kernel" }),
+                    &format!(
+                        "forward.route_in.{}.{}.mpps",
+                        flows_label(flows),
+                        if path.is_vxdp() { "vxdp" } else { "kernel" }
+                    ),
                     &format!("{} outside->guest {flows} flow(s)", forward::label(*path)),
                     "Mpps",
                     why,
@@ -335,6 +350,29 @@ fn forward_section(
         }
     }
     for rep in 0..plan.reps {
+        // The floor of this repetition, which every path's cost is taken
+        // over.
+        let floor = match topos.first_mut() {
+            Some(t) => {
+                let rate = forward::floor(t, plan.packets, cpu)?;
+                record(
+                    r,
+                    "forward.floor",
+                    "floor: generator + sink drop on a bare veth pair",
+                    &rate,
+                );
+                progress(&format!(
+                    "rep {}/{} floor: {:.0} ns/pkt ({} of {} delivered)",
+                    rep + 1,
+                    plan.reps,
+                    rate.ns_per_pkt(),
+                    rate.delivered,
+                    rate.sent
+                ));
+                (rate.delivered > 0).then(|| rate.ns_per_pkt())
+            }
+            None => None,
+        };
         for flows in [1u32, 10_000] {
             for t in topos.iter_mut() {
                 let (mode, who) = match t.path {
@@ -349,7 +387,7 @@ fn forward_section(
                 let rate = forward::run_one(t, flows, false, plan.packets, cpu)?;
                 let id = format!("forward.{mode}.{}.{who}", flows_label(flows));
                 let what = format!("{} guest->outside {flows} flow(s)", forward::label(t.path));
-                record(r, &id, &what, &rate);
+                record_over(r, &id, &what, &rate, floor);
                 progress(&format!(
                     "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
                     rep + 1,
@@ -362,7 +400,7 @@ fn forward_section(
                     let rate = forward::run_inbound(t, flows, plan.packets, cpu)?;
                     let id = format!("forward.route_in.{}.{who}", flows_label(flows));
                     let what = format!("{} outside->guest {flows} flow(s)", forward::label(t.path));
-                    record(r, &id, &what, &rate);
+                    record_over(r, &id, &what, &rate, floor);
                     progress(&format!(
                         "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
                         rep + 1,
@@ -379,7 +417,7 @@ fn forward_section(
                         "{} outside->guest replies {flows} flow(s)",
                         forward::label(t.path)
                     );
-                    record(r, &id, &what, &rate);
+                    record_over(r, &id, &what, &rate, floor);
                     progress(&format!(
                         "rep {}/{} {what}: {:.3} Mpps ({} of {} delivered)",
                         rep + 1,
@@ -391,20 +429,17 @@ fn forward_section(
                 }
             }
         }
-        if let Some(t) = topos.first_mut() {
-            let ns = forward::generator_alone(t, plan.packets, cpu)?;
-            r.sample(
-                "forward.generator_alone.ns_per_pkt",
-                "generator alone (frame written, XDP_DROP)",
-                "ns/pkt",
-                ns,
-            );
-        }
     }
     Ok(())
 }
 
 fn record(r: &mut Report, id: &str, what: &str, rate: &forward::Rate) {
+    record_over(r, id, what, rate, None);
+}
+
+/// Records a rate's figures and, given the repetition's floor, its cost
+/// over the floor: the forwarding work alone.
+fn record_over(r: &mut Report, id: &str, what: &str, rate: &forward::Rate, floor_ns: Option<f64>) {
     if rate.delivered == 0 {
         // A missing figure: reported as such at the end.
         r.sample(&format!("{id}.mpps"), what, "Mpps", 0.0);
@@ -429,6 +464,14 @@ fn record(r: &mut Report, id: &str, what: &str, rate: &forward::Rate) {
         "Mpps",
         rate.wall_mpps(),
     );
+    if let Some(floor) = floor_ns {
+        r.sample(
+            &format!("{id}.ns_over_floor"),
+            what,
+            "ns/pkt",
+            rate.ns_per_pkt() - floor,
+        );
+    }
 }
 
 fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report) -> Result<()> {
@@ -437,7 +480,7 @@ fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report
     progress(&format!(
         "building topology vxdp_nat with a {entries}-entry conntrack table"
     ));
-    let mut big = Topology::new(Path::VxdpNat, entries)?;
+    let mut big = Topology::new(Path::VxdpNat, entries, topos[0].progs.generator())?;
     big.wait_ping(GATEWAY, std::time::Duration::from_secs(20))?;
     big.sinks(true)?;
     let kernel = topos
@@ -451,7 +494,7 @@ fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report
         let t = flows::traffic(kernel, plan.kernel_flows);
         flows::start(kernel, &t)?;
         let slab0 = flows::conntrack_slab_bytes()?;
-        let rate = flows::setup(kernel, &t, plan.kernel_flows, cpu)?;
+        let rate = flows::setup(kernel, plan.kernel_flows, cpu)?;
         let held = flows::kernel_entries(kernel)?;
         let slab1 = flows::conntrack_slab_bytes()?;
         let what = format!("kernel conntrack: new flows ({} flows)", plan.kernel_flows);
@@ -495,8 +538,8 @@ fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report
         let t = flows::traffic(&big, plan.vxdp_flows);
         let created0 = big.vxdp_counter("conntrack_created")?;
         flows::start(&mut big, &t)?;
-        let first = flows::setup(&mut big, &t, plan.kernel_flows, cpu)?;
-        let rest = flows::setup(&mut big, &t, plan.vxdp_flows - plan.kernel_flows, cpu)?;
+        let first = flows::setup(&mut big, plan.kernel_flows, cpu)?;
+        let rest = flows::setup(&mut big, plan.vxdp_flows - plan.kernel_flows, cpu)?;
         let created = big.vxdp_counter("conntrack_created")? - created0;
         let what = format!("vxdp: new flows (first {})", plan.kernel_flows);
         r.sample(
@@ -656,6 +699,36 @@ fn targets(r: &mut Report) {
             &format!("routed {f}: vxdp / kernel"),
             &format!("forward.route.{f}.vxdp.mpps"),
             &format!("forward.route.{f}.kernel.mpps"),
+            Some(6.0),
+            None,
+        );
+        // Costs over the floor (the generator's own cost taken out): the
+        // comparison that carries across machines.
+        r.compare(
+            &format!("NAT cost over floor {f}: kernel / vxdp"),
+            &format!("forward.nat.{f}.kernel.ns_over_floor"),
+            &format!("forward.nat.{f}.vxdp.ns_over_floor"),
+            Some(6.0),
+            None,
+        );
+        r.compare(
+            &format!("NAT cost over floor {f}: ceiling / vxdp"),
+            &format!("forward.ceiling.{f}.xdp.ns_over_floor"),
+            &format!("forward.nat.{f}.vxdp.ns_over_floor"),
+            Some(0.7),
+            None,
+        );
+        r.compare(
+            &format!("NAT replies cost over floor {f}: kernel / vxdp"),
+            &format!("forward.reply.{f}.kernel.ns_over_floor"),
+            &format!("forward.reply.{f}.vxdp.ns_over_floor"),
+            Some(6.0),
+            None,
+        );
+        r.compare(
+            &format!("routed cost over floor {f}: kernel / vxdp"),
+            &format!("forward.route.{f}.kernel.ns_over_floor"),
+            &format!("forward.route.{f}.vxdp.ns_over_floor"),
             Some(6.0),
             None,
         );

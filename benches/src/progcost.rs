@@ -20,8 +20,8 @@ use aya::{
 };
 use vxdp_common::{ConntrackEntry, ConntrackKey, SubnetOwner, mode, names};
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, NEXT_HOP_MAC, fmt_mac, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
-    UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, with_nat_world,
+    BRIDGE, BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, fmt_mac, with_nat_world,
 };
 
 use crate::{
@@ -47,10 +47,20 @@ fn add_routed_network(world: &mut World) -> Result<()> {
     cfg.subnet = u32::from_ne_bytes(ROUTED_SUBNET.octets());
     cfg.gateway = u32::from_ne_bytes(Ipv4Addr::new(10, 9, 0, 1).octets());
     world.set_network(ROUTED_NET, &cfg);
-    world.set_subnet(cfg.subnet, 24, &SubnetOwner { network_id: ROUTED_NET, mode: mode::ROUTE });
+    world.set_subnet(
+        cfg.subnet,
+        24,
+        &SubnetOwner {
+            network_id: ROUTED_NET,
+            mode: mode::ROUTE,
+        },
+    );
     world.set_mac(ROUTED_NET, g.mac, g.port_ifindex);
     world.ip(&format!("addr add 10.9.0.1/24 dev {BRIDGE}"))?;
-    world.ip(&format!("neigh replace {ROUTED_GUEST} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&g.mac)))?;
+    world.ip(&format!(
+        "neigh replace {ROUTED_GUEST} lladdr {} dev {BRIDGE} nud permanent",
+        fmt_mac(&g.mac)
+    ))?;
     Ok(())
 }
 
@@ -288,7 +298,7 @@ fn measure(
 ) -> Result<()> {
     pin_to_cpu(cpu)?;
     add_routed_network(world)?;
-    let mut progs = BenchProgs::load()?;
+    let mut progs = BenchProgs::load(crate::generator::Kind::AfXdp)?;
     progs.set_ceiling(CeilingConfig {
         dst_mac: NEXT_HOP_MAC,
         src_mac: UPLINK_MAC,

@@ -1,7 +1,7 @@
 //! The harness's eBPF programs (`benches/ebpf`) on the userspace side:
-//! loading, the generator's configuration and live-frame runs, the sink's
-//! counter, and running work on a thread inside a network namespace pinned
-//! to one CPU.
+//! loading, the sink's counter, the ceiling's configuration; the generator's
+//! runs (a socket of [`crate::generator`]) timed on a thread inside a network
+//! namespace pinned to one CPU.
 
 use std::{
     ffi::CString,
@@ -15,33 +15,27 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray, PerCpuValues},
+    maps::{Array, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType, TestRun, TestRunAttrs, TestRunOptions, Xdp,
+        SchedClassifier, TcAttachType, Xdp,
         xdp::{XdpLinkId, XdpMode},
     },
-    util::nr_cpus,
 };
 use vxdp_tests::progtest::{Mac, Packet};
 
-use crate::wire::{CeilingConfig, FRAME_LEN, GenConfig, VARY_DST_PORT, VARY_SRC_PORT};
+use crate::{
+    generator::{self, FlowFrames},
+    wire::{CeilingConfig, FRAME_LEN, OFF_UDP_DPORT, OFF_UDP_SPORT},
+};
 
-// SAFETY: #[repr(C)], explicitly padded (sizes asserted in wire.rs), every
+// SAFETY: #[repr(C)], explicitly padded (size asserted in wire.rs), every
 // bit pattern valid.
-unsafe impl aya::Pod for GenConfig {}
 unsafe impl aya::Pod for CeilingConfig {}
 
-pub const PROG_GEN: &str = "bench_gen";
 pub const PROG_SINK: &str = "bench_sink";
 pub const PROG_CEILING_XDP: &str = "bench_ceiling_xdp";
 pub const PROG_CEILING_TC: &str = "bench_ceiling_tc";
 pub const PROG_EMPTY_XDP: &str = "bench_empty_xdp";
-
-pub const XDP_DROP: u32 = 1;
-pub const XDP_TX: u32 = 3;
-
-/// Frames per live-frame batch (the kernel's default).
-const LIVE_BATCH: u32 = 64;
 
 fn object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxdp-bench-ebpf"))
@@ -127,19 +121,17 @@ impl Traffic {
         f
     }
 
-    fn config(&self, verdict: u32) -> GenConfig {
-        let mut frame = [0u8; 64];
-        frame[..FRAME_LEN].copy_from_slice(&self.frame());
-        GenConfig {
-            frame,
+    /// The generator's frames for every flow.
+    pub fn frames(&self) -> FlowFrames {
+        FlowFrames {
+            template: self.frame().try_into().expect("FRAME_LEN bytes"),
             flows: self.flows.max(1),
             ports_per_dst: self.ports_per_dst.max(1),
-            vary: if self.vary_dst_port {
-                VARY_DST_PORT
+            port_off: if self.vary_dst_port {
+                OFF_UDP_DPORT
             } else {
-                VARY_SRC_PORT
+                OFF_UDP_SPORT
             },
-            verdict,
         }
     }
 }
@@ -150,6 +142,13 @@ pub struct BenchProgs {
     ebpf: Ebpf,
     /// XDP attachments: (namespace, interface, program, link).
     links: Vec<(String, String, &'static str, XdpLinkId)>,
+    /// The generator's socket kind.
+    generator: generator::Kind,
+    /// What the generator sends, and the number of its next packet.
+    traffic: Option<FlowFrames>,
+    seq: u64,
+    /// Generator sockets opened so far: (namespace, interface, socket).
+    sockets: Vec<(String, String, generator::Socket)>,
 }
 
 /// How long a generator run took: wall clock, and the CPU time spent on it
@@ -197,9 +196,9 @@ fn task_time(pid: Option<u32>) -> Duration {
 }
 
 impl BenchProgs {
-    pub fn load() -> Result<Self> {
+    pub fn load(generator: generator::Kind) -> Result<Self> {
         let mut ebpf = Ebpf::load(object()).context("loading the benchmark's eBPF object")?;
-        for name in [PROG_GEN, PROG_SINK, PROG_CEILING_XDP, PROG_EMPTY_XDP] {
+        for name in [PROG_SINK, PROG_CEILING_XDP, PROG_EMPTY_XDP] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("no program {name}"))?
@@ -215,6 +214,10 @@ impl BenchProgs {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            generator,
+            traffic: None,
+            seq: 0,
+            sockets: Vec::new(),
         })
     }
 
@@ -274,22 +277,14 @@ impl BenchProgs {
         Ok(())
     }
 
-    /// Configures the generator and restarts its sequence at flow 0.
-    pub fn set_traffic(&mut self, t: &Traffic, verdict: u32) -> Result<()> {
-        let mut map: Array<_, GenConfig> =
-            Array::try_from(self.ebpf.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
-        map.set(0, &t.config(verdict), 0)?;
-        self.reset_sequence()
+    pub fn generator(&self) -> generator::Kind {
+        self.generator
     }
 
-    /// Restarts the generator's sequence at flow 0.
-    pub fn reset_sequence(&mut self) -> Result<()> {
-        let mut seq: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map_mut("GEN_SEQ").context("GEN_SEQ")?)?;
-        let cpus = nr_cpus().map_err(|(_, e)| e)?.get() as usize;
-        let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
-        seq.set(0, zero, 0)?;
-        Ok(())
+    /// Sets what the generator sends and restarts its sequence at flow 0.
+    pub fn set_traffic(&mut self, t: &Traffic) {
+        self.traffic = Some(t.frames());
+        self.seq = 0;
     }
 
     /// Frames the sink has counted so far (all CPUs).
@@ -315,146 +310,56 @@ impl BenchProgs {
             .try_into()?)
     }
 
-    /// Generates `count` frames as if received on `iface` in `ns` and sent
-    /// back out of it (`XDP_TX`), on a thread pinned to `cpu`; everything
-    /// the frames cause (forwarding, NAT, the sink) runs on that CPU in the
-    /// same call.
-    pub fn generate(
-        &self,
-        ns: &str,
-        iface: &str,
-        count: u32,
-        cpu: usize,
-        traffic: &Traffic,
-    ) -> Result<RunTime> {
-        let p = self.xdp(PROG_GEN)?;
-        let frame = traffic.frame();
-        let softirqd = ksoftirqd(cpu);
-        in_netns(ns, Some(cpu), || {
-            let ifindex = ifindex(iface)?;
-            // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-            // rx_queue_index, egress_ifindex.
-            let mut ctx = [0u8; 24];
-            ctx[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
-            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-            if std::env::var_os("VXDP_BENCH_DEBUG").is_some() {
-                let mut out = vec![0u8; 256];
-                let r = p.test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    data_out: Some(&mut out),
-                    ctx_in: Some(&ctx),
-                    ..TestRunOptions::new()
+    /// Sends the next `count` frames of the traffic set last out of
+    /// `iface` in `ns`, from a thread pinned to `cpu`. The socket is opened
+    /// on first use and kept; the run ends once the kernel has taken every
+    /// frame. Everything a frame causes on the way (forwarding, NAT, the
+    /// sink) runs on that CPU: in the sending thread's system call, or in
+    /// that CPU's softirq thread when the kernel defers it there.
+    pub fn generate(&mut self, ns: &str, iface: &str, count: u32, cpu: usize) -> Result<RunTime> {
+        let frames = self
+            .traffic
+            .clone()
+            .context("no traffic set for the generator")?;
+        let (kind, first) = (self.generator, self.seq);
+        let i = match self
+            .sockets
+            .iter()
+            .position(|(n, f, _)| n == ns && f == iface)
+        {
+            Some(i) => i,
+            None => {
+                let socket = in_netns(ns, None, || {
+                    generator::open(kind, ifindex(iface)?).with_context(|| {
+                        format!("opening the {} generator on {iface} in {ns}", kind.name())
+                    })
                 })?;
-                eprintln!(
-                    "[debug] gen on {iface}: verdict {} frame {:02x?}",
-                    r.return_value,
-                    &out[..r.data_size_out as usize]
-                );
+                self.sockets.push((ns.into(), iface.into(), socket));
+                self.sockets.len() - 1
             }
+        };
+        let socket = &mut self.sockets[i].2;
+        let softirqd = ksoftirqd(cpu);
+        let time = in_netns(ns, Some(cpu), || {
             let (soft0, cpu0) = (task_time(softirqd), thread_cpu_time());
             let started = Instant::now();
-            p.test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ctx_in: Some(&ctx),
-                repeat: count,
-                attrs: TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
-                ..TestRunOptions::new()
-            })
-            .with_context(|| {
-                format!("BPF_PROG_TEST_RUN (live frames) of {PROG_GEN} on {iface} in {ns}")
-            })?;
+            let sent = socket
+                .send(&frames, first, u64::from(count))
+                .with_context(|| format!("{} generator on {iface} in {ns}", kind.name()))?;
             let wall = started.elapsed();
             let cpu = thread_cpu_time() - cpu0 + (task_time(softirqd) - soft0);
+            ensure!(
+                sent.frames == u64::from(count),
+                "the generator sent {} of {count} frames",
+                sent.frames
+            );
             ensure!(
                 wall > Duration::ZERO && cpu > Duration::ZERO,
                 "no time elapsed"
             );
             Ok(RunTime { wall, cpu })
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
-
-    use vxdp_tests::progtest::Frame;
-
-    use super::*;
-
-    /// Runs the generator once on a copy of `traffic`'s frame (no live
-    /// frames: the output comes back) and returns what it wrote.
-    fn generate_one(progs: &BenchProgs, traffic: &Traffic) -> Vec<u8> {
-        let p = progs.xdp(PROG_GEN).unwrap();
-        let frame = traffic.frame();
-        let mut out = vec![0u8; 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN of bench_gen (needs root)");
-        assert_eq!(r.return_value, XDP_TX, "generator verdict");
-        out.truncate(r.data_size_out as usize);
-        out
-    }
-
-    /// The generator's incremental checksum updates give what a receiver
-    /// computes, across the port range and into the next destination.
-    #[test]
-    fn generated_frames_have_correct_headers_and_checksums() {
-        // One CPU, so the per-CPU sequence is the one this thread advances.
-        pin_to_cpu(0).unwrap();
-        let mut progs = BenchProgs::load().expect("loading the benchmark programs (needs root)");
-        let traffic = Traffic {
-            eth_src: [0x52, 0x54, 0, 0, 0, 0x0a],
-            eth_dst: [0x52, 0x54, 0, 0, 1, 1],
-            src: SocketAddrV4::new(Ipv4Addr::new(192, 168, 122, 10), 1024),
-            dst: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 9),
-            flows: 70_000,
-            ports_per_dst: 64_512,
-            vary_dst_port: false,
-        };
-        progs.set_traffic(&traffic, XDP_TX).unwrap();
-        for n in 0..64_514u32 {
-            let out = generate_one(&progs, &traffic);
-            if ![0, 1, 2, 64_511, 64_512, 64_513].contains(&n) {
-                continue;
-            }
-            let f = Frame(&out);
-            f.check_checksums(false)
-                .unwrap_or_else(|e| panic!("frame {n}: {e}"));
-            let (port, dst) = (
-                1024 + n % 64_512,
-                Ipv4Addr::new(203, 0, 113, 10 + (n / 64_512) as u8),
-            );
-            assert_eq!((f.src_port() as u32, f.dst()), (port, dst), "frame {n}");
-            assert_eq!(
-                (f.eth_src(), f.eth_dst(), f.dst_port()),
-                (traffic.eth_src, traffic.eth_dst, 9)
-            );
-        }
-
-        // Replies: the destination port varies.
-        let reply = Traffic {
-            src: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 9),
-            dst: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 10_000),
-            flows: 3,
-            vary_dst_port: true,
-            ..traffic
-        };
-        progs.set_traffic(&reply, XDP_TX).unwrap();
-        for n in 0..4u16 {
-            let out = generate_one(&progs, &reply);
-            let f = Frame(&out);
-            f.check_checksums(false)
-                .unwrap_or_else(|e| panic!("reply frame {n}: {e}"));
-            assert_eq!(
-                (f.src_port(), f.dst_port()),
-                (9, 10_000 + n % 3),
-                "reply frame {n}"
-            );
-        }
+        })?;
+        self.seq += u64::from(count);
+        Ok(time)
     }
 }

@@ -149,9 +149,10 @@ impl Report {
     /// row per measured thing, its related figures side by side, the
     /// samples of its first figure last.
     pub fn table(&self) -> String {
-        const SUFFIXES: [&str; 6] = [
+        const SUFFIXES: [&str; 7] = [
             "mpps",
             "ns_per_pkt",
+            "ns_over_floor",
             "wall_mpps",
             "delivered_share",
             "net",
@@ -176,6 +177,7 @@ impl Report {
                     "",
                     "mpps",
                     "ns_per_pkt",
+                    "ns_over_floor",
                     "net",
                     "repeat",
                     "wall_mpps",
@@ -202,6 +204,7 @@ impl Report {
                             format!("{:.0}% delivered", f.value.unwrap_or(0.0) * 100.0)
                         }
                         "net" => format!("net {v} {}", f.unit),
+                        "ns_over_floor" => format!("{v} ns over floor"),
                         "repeat" => format!("repeat-run {v} {}", f.unit),
                         _ => format!("{v} {}", f.unit),
                     }

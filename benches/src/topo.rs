@@ -5,6 +5,7 @@
 //!  guest  eth0 192.168.122.10/24 ──veth── vnet0 (port of virbr0)  hyp
 //!  hyp    virbr0 192.168.122.1/24, up0 198.51.100.2/24, default via .1
 //!  wan    wan0 198.51.100.1/24 ──veth── up0; lo 203.0.113.10/32
+//!  guest  floor0 ──veth── floor1 (the generator's floor: sent, dropped)
 //! ```
 //!
 //! Paths: the kernel as libvirt sets it up (bridge, forwarding, libvirt 9.0's
@@ -29,9 +30,7 @@ use vxdp_tests::{
 };
 
 use crate::{
-    progs::{
-        BenchProgs, PROG_CEILING_TC, PROG_CEILING_XDP, PROG_GEN, PROG_SINK, ifindex, in_netns,
-    },
+    progs::{BenchProgs, PROG_CEILING_TC, PROG_CEILING_XDP, PROG_SINK, ifindex, in_netns},
     wire::CeilingConfig,
 };
 
@@ -47,6 +46,11 @@ pub const VNET_MAC: Mac = [0xfe, 0x54, 0x00, 0x00, 0x00, 0x0a];
 pub const BRIDGE_MAC: Mac = [0x52, 0x54, 0x00, 0x00, 0x01, 0x01];
 pub const UPLINK_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x01, 0x02];
 pub const WAN_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
+
+/// The guest namespace's floor pair: the generator sends on `FLOOR_TX`,
+/// the sink drops on `FLOOR_RX`.
+pub const FLOOR_TX: &str = "floor0";
+pub const FLOOR_RX: &str = "floor1";
 
 /// A forwarding path under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +170,11 @@ impl Topology {
     /// Builds the topology for `path`. For vxdp, `conntrack_entries` sizes
     /// its table. A vxdp that refuses the mode gives a [`NotAvailable`]
     /// error.
-    pub fn new(path: Path, conntrack_entries: u32) -> Result<Self> {
+    pub fn new(
+        path: Path,
+        conntrack_entries: u32,
+        generator: crate::generator::Kind,
+    ) -> Result<Self> {
         static REAP: std::sync::Once = std::sync::Once::new();
         REAP.call_once(reap_stale);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -174,7 +182,7 @@ impl Topology {
         let wan = Netns::new(format!("{prefix}-wan"))?;
         let hyp = Netns::new(format!("{prefix}-hyp"))?;
         let guest = Netns::new(format!("{prefix}-g"))?;
-        let progs = BenchProgs::load()?;
+        let progs = BenchProgs::load(generator)?;
         let vxdp = path.is_vxdp().then(|| VxdpPaths {
             state_dir: std::env::temp_dir().join(format!("{prefix}-state")),
             bpffs: PathBuf::from("/sys/fs/bpf").join(format!("{prefix}-pins")),
@@ -234,8 +242,6 @@ impl Topology {
         }
         hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
         hyp.ip(&["link", "set", "up0", "up"])?;
-        // Frames the generator sends from wan0 (XDP_TX) need NAPI on up0.
-        hyp.exec("ethtool", &["-K", "up0", "gro", "on"])?;
         hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
         hyp.ip(&[
             "neigh",
@@ -269,20 +275,18 @@ impl Topology {
         guest.ip(&["addr", "add", &format!("{GUEST_ADDR}/24"), "dev", "eth0"])?;
         guest.ip(&["link", "set", "eth0", "up"])?;
         guest.ip(&["route", "add", "default", "via", GATEWAY])?;
-        // NAPI on both ends: the generator's XDP_TX from eth0 lands on
-        // vnet0, vxdp's XDP redirects to the guest land on eth0.
-        // (Set once the device is up: veth only then makes its peer a
-        // redirect target.)
+        // Kernel defaults on the port (GRO off): the generator's socket
+        // hands frames to the veth one at a time, as a guest's stack does.
         hyp.ip(&["link", "set", "vnet0", "up"])?;
+        // NAPI on the guest's end: vxdp's uplink XDP redirects replies into
+        // vnet0, and a veth whose peer has no NAPI drops XDP frames.
         guest.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
-        hyp.exec("ethtool", &["-K", "vnet0", "gro", "on"])?;
-        // An idle interface with the generator attached keeps it in the XDP
-        // dispatcher, so test runs do not stall on dispatcher updates.
+        // The floor pair: no address, nothing but the sink on floor1.
         guest.ip(&[
-            "link", "add", "idle0", "type", "veth", "peer", "name", "idle1",
+            "link", "add", FLOOR_TX, "type", "veth", "peer", "name", FLOOR_RX,
         ])?;
-        guest.ip(&["link", "set", "idle0", "up"])?;
-        guest.ip(&["link", "set", "idle1", "up"])?;
+        guest.ip(&["link", "set", FLOOR_TX, "up"])?;
+        guest.ip(&["link", "set", FLOOR_RX, "up"])?;
 
         match self.path {
             Path::KernelNat | Path::KernelRoute | Path::Ceiling | Path::CeilingTc => {
@@ -301,8 +305,6 @@ impl Topology {
             "nud",
             "permanent",
         ])?;
-        let guest_ns = self.guest.name.clone();
-        self.progs.attach(PROG_GEN, &guest_ns, "idle0")?;
         if matches!(self.path, Path::Ceiling | Path::CeilingTc) {
             let up = in_netns(&self.hyp.name, None, || ifindex("up0"))?;
             self.progs.set_ceiling(CeilingConfig {
@@ -560,10 +562,11 @@ impl Topology {
         out
     }
 
-    /// Attaches (or detaches) the counting sinks on wan0 and the guest's eth0.
+    /// Attaches (or detaches) the counting sinks on wan0, the guest's eth0
+    /// and the floor pair's receiving end.
     pub fn sinks(&mut self, on: bool) -> Result<()> {
         let (wan, guest) = (self.wan.name.clone(), self.guest.name.clone());
-        for (ns, iface) in [(&wan, "wan0"), (&guest, "eth0")] {
+        for (ns, iface) in [(&wan, "wan0"), (&guest, "eth0"), (&guest, FLOOR_RX)] {
             if on {
                 self.progs.attach(PROG_SINK, ns, iface)?;
             } else {
