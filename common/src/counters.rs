@@ -212,10 +212,28 @@ pub enum DropReason {
     /// Inbound to a route network with `<forward dev>` that arrived on
     /// another interface (libvirt accepts inbound only from that device).
     InboundNotViaForwardDev = 40,
+    /// A guest frame with an 802.1Q/802.1ad VLAN tag (in the frame, or
+    /// already moved into the socket buffer by the kernel): a guest must not
+    /// pick the VLAN its frames leave on.
+    VlanTagged = 50,
+    /// A guest frame whose EtherType vxdp does not check (anything but
+    /// IPv4, IPv6 and ARP: RARP, PPPoE, LLC/802.3 lengths, ...).
+    UncheckedEtherType = 51,
+    /// A guest acting as a network service for others without being allowed
+    /// to on its port: IPv6 router advertisement or redirect, DHCPv4 server
+    /// message (from port 67), DHCPv6 server message (from port 547).
+    RogueService = 52,
+    /// A guest's DHCP client message whose BOOTP client hardware address is
+    /// not the frame's source MAC (dnsmasq keys leases on it: another
+    /// guest's lease could be released or taken over).
+    DhcpChaddrSpoofed = 53,
+    /// A guest packet matching a NAT flow that another port created (a
+    /// spoofed source riding another guest's mapping).
+    FlowOfAnotherPort = 54,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -242,6 +260,11 @@ impl DropReason {
         DropReason::DirectReflected,
         DropReason::Ipv6ExtensionHeaders,
         DropReason::InboundNotViaForwardDev,
+        DropReason::VlanTagged,
+        DropReason::UncheckedEtherType,
+        DropReason::RogueService,
+        DropReason::DhcpChaddrSpoofed,
+        DropReason::FlowOfAnotherPort,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -272,6 +295,11 @@ impl DropReason {
             DropReason::DirectReflected => "direct_reflected",
             DropReason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
             DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::UncheckedEtherType => "unchecked_ethertype",
+            DropReason::RogueService => "rogue_service",
+            DropReason::DhcpChaddrSpoofed => "dhcp_chaddr_spoofed",
+            DropReason::FlowOfAnotherPort => "flow_of_another_port",
         }
     }
 

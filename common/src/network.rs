@@ -106,6 +106,10 @@ pub mod endpoint_flags {
     /// link-local and unspecified sources (neighbour discovery, duplicate
     /// address detection) stay allowed.
     pub const IPV6_KNOWN: u32 = 4;
+    /// The guest may serve its network: send IPv6 router advertisements and
+    /// redirects, DHCPv4 and DHCPv6 server messages (`attach-interface
+    /// --allow-services`). Without it they are dropped (`rogue_service`).
+    pub const SERVICES_ALLOWED: u32 = 8;
 }
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a

@@ -469,10 +469,14 @@ impl Maps {
         }
     }
 
+    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
+    /// flow it created (replies must not reach whatever is plugged next
+    /// with this ifindex).
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)? {
             self.remove_mac(ifindex, &old)?;
         }
+        self.flush_port_flows(ifindex)?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),
@@ -533,6 +537,21 @@ impl Maps {
         network_id: Option<u32>,
     ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
         Ok(entries_of(&self.conntrack()?, network_id, |v| v.network_id as u32))
+    }
+
+    /// Removes the conntrack entries (both directions, IPv4 and NAT66) of
+    /// the flows guest port `ifindex` created; returns how many.
+    pub fn flush_port_flows(&self, ifindex: u32) -> Result<usize, DataplaneError> {
+        let mut ct = self.conntrack()?;
+        let keys: Vec<_> = entries_of(&ct, None, |_| 0).into_iter().filter(|(_, v)| v.ifindex == ifindex).map(|(k, _)| k).collect();
+        let mut n = keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+        if self.has_nat6() {
+            let mut ct6 = self.conntrack6()?;
+            let keys: Vec<_> =
+                entries_of(&ct6, None, |_| 0).into_iter().filter(|(_, v)| v.ifindex == ifindex).map(|(k, _)| k).collect();
+            n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
+        }
+        Ok(n)
     }
 
     /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.

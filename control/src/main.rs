@@ -177,6 +177,12 @@ enum Command {
         /// DHCP lease gives the IPv4 address.
         #[arg(long, conflicts_with = "xml", value_name = "ADDRESS")]
         ip: Vec<String>,
+        /// Let the guest serve its network: send IPv6 router advertisements
+        /// and redirects, DHCPv4 and DHCPv6 server messages. Without it
+        /// they are dropped (reason rogue_service), as libvirt's
+        /// clean-traffic filters do.
+        #[arg(long, conflicts_with = "xml")]
+        allow_services: bool,
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
@@ -450,14 +456,14 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
-        Command::AttachInterface { network, dev, mac, ip, xml } => match (xml, network, dev) {
+        Command::AttachInterface { network, dev, mac, ip, allow_services, xml } => match (xml, network, dev) {
             (Some(file), _, _) => {
                 let text = read(&file)?;
                 let port = ports::attach_xml(ctx, &text, &file.display().to_string()).await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), &ip).await?;
+                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), &ip, allow_services).await?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },

@@ -388,6 +388,9 @@ pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &Po
     if port.ipv6.is_some() {
         flags |= endpoint_flags::IPV6_KNOWN;
     }
+    if port.services_allowed {
+        flags |= endpoint_flags::SERVICES_ALLOWED;
+    }
     Ok(Endpoint {
         network_id: rec.id,
         flags,
@@ -783,7 +786,7 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
 /// Plugs an existing interface (tap or veth end) into a started network:
 /// enslaves it to the bridge and attaches the guest-port program.
 pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Option<&str>) -> Result<PortRecord, NetworkError> {
-    attach_port(ctx, network, dev, mac, &[], false).await
+    attach_port(ctx, network, dev, mac, &[], false, false).await
 }
 
 /// [`attach_interface`] with the guest's static addresses (`--ip`, at most
@@ -795,8 +798,9 @@ pub async fn attach_interface_with(
     dev: &str,
     mac: Option<&str>,
     ips: &[String],
+    services_allowed: bool,
 ) -> Result<PortRecord, NetworkError> {
-    attach_port(ctx, network, dev, mac, ips, false).await
+    attach_port(ctx, network, dev, mac, ips, false, services_allowed).await
 }
 
 /// The guest's static addresses from `--ip` values: at most one IPv4 in
@@ -840,7 +844,8 @@ fn static_addresses(rec: &NetworkRecord, ips: &[String]) -> Result<(Option<Ipv4A
 }
 
 /// [`attach_interface_with`]; `created_tap` records that vxdp created `dev`
-/// and removes it when the port is unplugged.
+/// and removes it when the port is unplugged; `services_allowed` lets the
+/// guest serve its network (RA, DHCP server).
 pub async fn attach_port(
     ctx: &Context,
     network: &str,
@@ -848,6 +853,7 @@ pub async fn attach_port(
     mac: Option<&str>,
     ips: &[String],
     created_tap: bool,
+    services_allowed: bool,
 ) -> Result<PortRecord, NetworkError> {
     let mac_bytes = mac.map(parse_mac).transpose()?;
     let state = StateDir::open(&ctx.state_dir)?;
@@ -858,7 +864,15 @@ pub async fn attach_port(
     if let Some(other) = state.networks()?.into_iter().find(|r| r.ports.iter().any(|p| p.ifindex == link.index)) {
         return Err(NetworkError::PortInUse { dev: dev.into(), network: other.name });
     }
-    let port = PortRecord { dev: dev.into(), ifindex: link.index, mac: mac_bytes.map(|m| format_mac(&m)), ipv4, ipv6, created_tap };
+    let port = PortRecord {
+        dev: dev.into(),
+        ifindex: link.index,
+        mac: mac_bytes.map(|m| format_mac(&m)),
+        ipv4,
+        ipv6,
+        created_tap,
+        services_allowed,
+    };
     let mut undo = Undo::default();
     let res: Result<(), NetworkError> = async {
         // The static address (--ip) or else a static <host> or a current

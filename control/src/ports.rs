@@ -91,7 +91,7 @@ pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<Por
         eprintln!("[vxdp] {network}: creating tap {dev} for guest MAC {}", format_mac(&mac));
         tap::create(&dev, host_mac)?;
     }
-    match network::attach_port(ctx, &network, &dev, Some(&format_mac(&mac)), &[], create).await {
+    match network::attach_port(ctx, &network, &dev, Some(&format_mac(&mac)), &[], create, false).await {
         Ok(port) => Ok(port),
         Err(e) => {
             if create {

@@ -43,6 +43,10 @@ pub struct PortRecord {
     /// only global IPv6 source address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The guest may serve its network (router advertisements, DHCP and
+    /// DHCPv6 server messages): `attach-interface --allow-services`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub services_allowed: bool,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

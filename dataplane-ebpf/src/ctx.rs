@@ -69,6 +69,13 @@ pub fn tc_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
 }
 
+/// Whether the kernel moved a VLAN tag out of the frame into the socket
+/// buffer (it does so for an outer 802.1Q/802.1ad tag before TC runs).
+#[inline(always)]
+pub fn tc_vlan_present(ctx: &TcContext) -> bool {
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).vlan_present != 0 }
+}
+
 impl PacketCtx for XdpContext {
     #[inline(always)]
     fn data(&self) -> usize {

@@ -103,11 +103,16 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
     if !policy::mac_allowed(endpoint, &src) {
         return Err(Drop::new(DropReason::SpoofedMac, net_id));
     }
+    // (VLAN tags and unchecked EtherTypes were refused before the tail
+    // call.) Rogue services would reach the whole LAN from here.
     match parse::ether_type(ctx).map_err(|_| malformed)? {
         ETH_P_IP => {
             let ip = parse::ipv4(ctx).map_err(|_| malformed)?;
             if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
                 return Err(Drop::new(DropReason::SpoofedSource, net_id));
+            }
+            if let Some(reason) = policy::ipv4_service_refusal(ctx, endpoint, &ip, &src) {
+                return Err(Drop::new(reason, net_id));
             }
         }
         ETH_P_IPV6 => {
@@ -115,14 +120,17 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
             if !policy::ipv6_allowed(endpoint, &ip.src) {
                 return Err(Drop::new(DropReason::SpoofedSource, net_id));
             }
-        }
-        ETH_P_ARP => {
-            let arp = parse::arp_sender(ctx).map_err(|_| malformed)?;
-            if let Some(reason) = policy::arp_refusal(endpoint, &arp) {
+            if let Some(reason) = policy::ipv6_service_refusal(ctx, endpoint, &ip) {
                 return Err(Drop::new(reason, net_id));
             }
         }
-        _ => {}
+        ETH_P_ARP => {
+            let arp = parse::arp_sender(ctx).map_err(|_| malformed)?;
+            if let Some(reason) = policy::arp_refusal(endpoint, None, &arp) {
+                return Err(Drop::new(reason, net_id));
+            }
+        }
+        _ => return Err(Drop::new(DropReason::UncheckedEtherType, net_id)),
     }
 
     let m = nic.mode;

@@ -104,6 +104,11 @@ pub fn guest_nat(
     let now = conntrack::now();
     let mapping = match conntrack::lookup(&key, now) {
         Some(entry) => {
+            // A flow belongs to the port that created it: another port
+            // sending its 5-tuple spoofs that guest's source.
+            if unsafe { (*entry).ifindex } != ifindex {
+                return Err(Drop::new(DropReason::FlowOfAnotherPort, net_id));
+            }
             conntrack::touch(&key, entry, l4.tcp_flags, now);
             unsafe { *entry }
         }

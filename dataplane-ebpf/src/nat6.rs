@@ -173,6 +173,10 @@ struct NewFlow<'a> {
 fn flow_mapping(s: &mut Nat6Scratch, f: &NewFlow) -> Result<(), DropReason> {
     match conntrack::lookup(&s.key, f.now) {
         Some(entry) => {
+            // A flow belongs to the port that created it (see IPv4's).
+            if unsafe { (*entry).ifindex } != f.ifindex {
+                return Err(DropReason::FlowOfAnotherPort);
+            }
             conntrack::touch(&s.key, entry, f.tcp_flags, f.now);
             s.mapping = unsafe { *entry };
             Ok(())

@@ -53,6 +53,9 @@ pub struct Ipv4 {
     pub ttl: u8,
     /// More-fragments flag set or non-zero fragment offset.
     pub fragment: bool,
+    /// Fragment offset zero: the L4 header is in this packet (a whole
+    /// packet or a first fragment).
+    pub first_fragment: bool,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
 }
@@ -89,6 +92,7 @@ pub fn ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, ParseError> {
         ttl: ip.ttl,
         // MF flag (0x2000) or a fragment offset (low 13 bits).
         fragment: frags & 0x3fff != 0,
+        first_fragment: frags & 0x1fff == 0,
         l4_off: IP_OFF + ihl * 4,
     })
 }
@@ -186,6 +190,81 @@ fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize) -> Result<L4, L4Error> {
 
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+/// UDP ports of DHCP: a server sends from 67 (v4) and 547 (v6), a client
+/// to 67.
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP6_SERVER_PORT: u16 = 547;
+/// ICMPv6 router advertisement, neighbour advertisement, redirect.
+pub const ICMPV6_ROUTER_ADVERT: u8 = 134;
+pub const ICMPV6_NEIGH_ADVERT: u8 = 136;
+pub const ICMPV6_REDIRECT: u8 = 137;
+
+/// Offset of the client hardware address in a BOOTP/DHCP message:
+/// op(1) htype(1) hlen(1) hops(1) xid(4) secs(2) flags(2) ciaddr(4)
+/// yiaddr(4) siaddr(4) giaddr(4).
+const BOOTP_CHADDR_OFF: usize = 28;
+
+/// The client hardware address of the DHCP message in the UDP datagram
+/// whose header starts at `udp_off`.
+#[inline(always)]
+pub fn dhcp_chaddr<C: PacketCtx>(ctx: &C, udp_off: usize) -> Result<[u8; 6], ()> {
+    let p = ptr_at::<C, [u8; 6]>(ctx, udp_off + 8 + BOOTP_CHADDR_OFF)?;
+    Ok(unsafe { *p })
+}
+
+/// The upper-layer header of an IPv6 packet: walks up to
+/// [`IPV6_EXT_MAX`] hop-by-hop, routing and destination-options headers
+/// (MLD reports carry a hop-by-hop header) and returns the next-header
+/// value and offset found there. A fragment header or anything else is
+/// returned as is: the caller decides what it cannot see past.
+#[inline(always)]
+pub fn ipv6_upper<C: PacketCtx>(ctx: &C, ip: &Ipv6) -> Result<(u8, usize), ()> {
+    let mut nh = ip.next_header;
+    let mut off = IP6_L4_OFF;
+    for _ in 0..IPV6_EXT_MAX {
+        if !matches!(nh, 0 | 43 | 60) {
+            break;
+        }
+        // next header(1) length in 8-octet units beyond the first 8(1)
+        let h = ptr_at::<C, [u8; 2]>(ctx, off)?;
+        let h = unsafe { *h };
+        nh = h[0];
+        off += (h[1] as usize + 1) * 8;
+    }
+    Ok((nh, off))
+}
+
+/// Extension headers [`ipv6_upper`] walks before giving up.
+pub const IPV6_EXT_MAX: usize = 4;
+
+/// The type of the ICMPv6 message at `off`.
+#[inline(always)]
+pub fn icmpv6_type<C: PacketCtx>(ctx: &C, off: usize) -> Result<u8, ()> {
+    // Type and code: a one-byte check compiles into a comparison the
+    // verifier does not take as a bounds check.
+    let p = ptr_at::<C, [u8; 2]>(ctx, off)?;
+    Ok(unsafe { (*p)[0] })
+}
+
+/// The target address of the neighbour advertisement at `off`:
+/// type(1) code(1) checksum(2) flags(4) target(16).
+#[inline(always)]
+pub fn neigh_advert_target<C: PacketCtx>(ctx: &C, off: usize) -> Result<[u8; 16], ()> {
+    let p = ptr_at::<C, [u8; 16]>(ctx, off + 8)?;
+    Ok(unsafe { *p })
+}
+
+/// The source and destination ports of the UDP header at `off`, host byte
+/// order.
+#[inline(always)]
+pub fn udp_ports<C: PacketCtx>(ctx: &C, off: usize) -> Result<(u16, u16), ()> {
+    let p = ptr_at::<C, [u8; 4]>(ctx, off)?;
+    let p = unsafe { *p };
+    Ok((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+}
 
 /// The EtherType of a frame (no VLAN tags: guest ports are untagged).
 #[inline(always)]

@@ -5,8 +5,9 @@ use vxdp_common::{DropReason, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, Su
 use aya_ebpf::maps::lpm_trie::Key;
 
 use crate::{
+    ctx::PacketCtx,
     maps::{VXDP_SUBNETS, VXDP_SUBNETS6},
-    parse::{ArpSender, Ipv4},
+    parse::{self, ArpSender, Ipv4, Ipv6},
 };
 
 /// 224.0.0.0/4 in memory order: the first octet is the lowest byte.
@@ -79,16 +80,115 @@ pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
 }
 
-/// Why an ARP packet's sender (MAC and IPv4) is refused, if it is.
+/// Why an ARP packet's sender (MAC and IPv4) is refused, if it is. No
+/// guest may claim its network's gateway address (`net`, for networks
+/// with one), known or not.
 #[inline(always)]
-pub fn arp_refusal(ep: &Endpoint, arp: &ArpSender) -> Option<DropReason> {
+pub fn arp_refusal(ep: &Endpoint, net: Option<&NetworkConfig>, arp: &ArpSender) -> Option<DropReason> {
     if !mac_allowed(ep, &arp.mac) {
         return Some(DropReason::SpoofedMac);
     }
-    if !ipv4_allowed(ep, arp.ipv4, true) {
+    if !ipv4_allowed(ep, arp.ipv4, true) || net.is_some_and(|n| claims_gateway(n, arp.ipv4)) {
         return Some(DropReason::SpoofedSource);
     }
     None
+}
+
+/// Whether `src` is the network's own (host) address, which no guest may
+/// send from.
+#[inline(always)]
+pub fn claims_gateway(net: &NetworkConfig, src: u32) -> bool {
+    net.gateway != 0 && src == net.gateway
+}
+
+#[inline(always)]
+fn services_allowed(ep: &Endpoint) -> bool {
+    ep.flags & endpoint_flags::SERVICES_ALLOWED != 0
+}
+
+/// IPv4 services a guest may not offer, and DHCP client messages that
+/// speak for another MAC: a DHCP server message (from port 67) from a
+/// port not allowed to serve; a client message (to port 67) whose BOOTP
+/// client address is not the frame's source MAC, or that comes in
+/// fragments (its client address could hide in a later one).
+#[inline(always)]
+pub fn ipv4_service_refusal<C: PacketCtx>(
+    ctx: &C,
+    ep: &Endpoint,
+    ip: &Ipv4,
+    eth_src: &[u8; 6],
+) -> Option<DropReason> {
+    if ip.proto != vxdp_common::PROTO_UDP || !ip.first_fragment {
+        return None;
+    }
+    let Ok((sport, dport)) = parse::udp_ports(ctx, ip.l4_off) else {
+        return Some(DropReason::Malformed);
+    };
+    if sport == parse::DHCP_SERVER_PORT {
+        return (!services_allowed(ep)).then_some(DropReason::RogueService);
+    }
+    if dport == parse::DHCP_SERVER_PORT {
+        if ip.fragment {
+            return Some(DropReason::DhcpChaddrSpoofed);
+        }
+        return match parse::dhcp_chaddr(ctx, ip.l4_off) {
+            Ok(chaddr) if mac_eq(&chaddr, eth_src) => None,
+            Ok(_) => Some(DropReason::DhcpChaddrSpoofed),
+            Err(()) => Some(DropReason::Malformed),
+        };
+    }
+    None
+}
+
+/// IPv6 services a guest may not offer: router advertisements and
+/// redirects, DHCPv6 server messages (from port 547), unless its port is
+/// allowed to serve; and neighbour advertisements for a global address
+/// that is not its own once its address is known.
+#[inline(always)]
+pub fn ipv6_service_refusal<C: PacketCtx>(ctx: &C, ep: &Endpoint, ip: &Ipv6) -> Option<DropReason> {
+    let Ok((nh, off)) = parse::ipv6_upper(ctx, ip) else {
+        return Some(DropReason::Malformed);
+    };
+    if nh == vxdp_common::PROTO_UDP {
+        return match parse::udp_ports(ctx, off) {
+            Ok((sport, _)) if sport == parse::DHCP6_SERVER_PORT && !services_allowed(ep) => {
+                Some(DropReason::RogueService)
+            }
+            Ok(_) => None,
+            Err(()) => Some(DropReason::Malformed),
+        };
+    }
+    if nh != vxdp_common::PROTO_ICMPV6 {
+        return None;
+    }
+    let Ok(t) = parse::icmpv6_type(ctx, off) else {
+        return Some(DropReason::Malformed);
+    };
+    if (t == parse::ICMPV6_ROUTER_ADVERT || t == parse::ICMPV6_REDIRECT) && !services_allowed(ep) {
+        return Some(DropReason::RogueService);
+    }
+    if t == parse::ICMPV6_NEIGH_ADVERT && ep.flags & endpoint_flags::IPV6_KNOWN != 0 {
+        let Ok(target) = parse::neigh_advert_target(ctx, off) else {
+            return Some(DropReason::Malformed);
+        };
+        if !parse::ipv6_link_scoped(&target) && u128::from_ne_bytes(target) != u128::from_ne_bytes(ep.ipv6) {
+            return Some(DropReason::SpoofedSource);
+        }
+    }
+    None
+}
+
+/// Isolated networks: whether an IPv4 packet in a frame sent to a group
+/// (broadcast or multicast) MAC stays in the network. The host's stack
+/// receives every such frame and delivers a unicast packet in it to any of
+/// its addresses (the uplink's too), so "to the host" is decided at layer 3
+/// as well: only broadcast, multicast, and the network's own subnet when
+/// the host has an address on it.
+#[inline(always)]
+pub fn isolated_group_frame_allowed(net: &NetworkConfig, ip: &Ipv4) -> bool {
+    ip.dst == u32::MAX
+        || is_multicast(ip.dst)
+        || (host_on_bridge(net) && ip.dst & net.netmask == net.subnet)
 }
 
 /// Whether `src` is an IPv6 source the guest may send from: any until its

@@ -13,10 +13,10 @@ use vxdp_common::{
 };
 
 use crate::{
-    ctx::tc_ifindex,
+    ctx::{tc_ifindex, tc_vlan_present},
     maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_MACS, VXDP_NETWORKS},
     nat::{self, HEADERS_MAX},
-    parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
+    parse::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
     policy::{self, GuestDestination},
     nat6, route,
     stats::{Drop, count},
@@ -91,6 +91,17 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
         let _ = ctx.pull_data(want);
     }
 
+    // Only frames whose contents the programs check go anywhere, in every
+    // mode: a tag (which the kernel has already moved into the socket
+    // buffer when it is the outer one) would pick the VLAN the frame
+    // leaves on, and other EtherTypes carry addresses nothing vouches for.
+    let ether_type = parse::ether_type(ctx).map_err(|_| malformed)?;
+    if tc_vlan_present(ctx) || ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(Drop::new(DropReason::VlanTagged, net_id));
+    }
+    if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 && ether_type != ETH_P_ARP {
+        return Err(Drop::new(DropReason::UncheckedEtherType, net_id));
+    }
     if vxdp_common::mode_direct(net.mode) {
         return tail(ctx, jump::DIRECT, net_id);
     }
@@ -100,30 +111,38 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
         return Err(Drop::new(DropReason::SpoofedMac, net_id));
     }
     let to_host_l3 = policy::mac_eq(unsafe { &(*eth).dst_addr }, &net.bridge_mac);
-    match parse::ether_type(ctx).map_err(|_| malformed)? {
+    let to_group = unsafe { (*eth).dst_addr[0] } & 1 != 0;
+    match ether_type {
         ETH_P_IP => {
             let ip = match parse::ipv4(ctx) {
                 Ok(ip) => ip,
                 Err(ParseError::NotIpv4) => return pass(ctx, net_id),
                 Err(ParseError::Malformed) => return Err(malformed),
             };
-            guest_ipv4(ctx, endpoint, net, net_id, &ip, to_host_l3)
+            if let Some(reason) =
+                policy::ipv4_service_refusal(ctx, endpoint, &ip, unsafe { &(*eth).src_addr })
+            {
+                return Err(Drop::new(reason, net_id));
+            }
+            guest_ipv4(ctx, endpoint, net, net_id, &ip, to_host_l3, to_group)
         }
         ETH_P_IPV6 => {
             let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
             if !policy::ipv6_allowed(endpoint, &ip.src) {
                 return Err(Drop::new(DropReason::SpoofedSource, net_id));
             }
-            guest_ipv6(ctx, net, net_id, &ip, to_host_l3)
+            if let Some(reason) = policy::ipv6_service_refusal(ctx, endpoint, &ip) {
+                return Err(Drop::new(reason, net_id));
+            }
+            guest_ipv6(ctx, net, net_id, &ip, to_host_l3, to_group)
         }
-        ETH_P_ARP => {
+        _ => {
             let arp = parse::arp_sender(ctx).map_err(|_| malformed)?;
-            if let Some(reason) = policy::arp_refusal(endpoint, &arp) {
+            if let Some(reason) = policy::arp_refusal(endpoint, Some(net), &arp) {
                 return Err(Drop::new(reason, net_id));
             }
             pass(ctx, net_id)
         }
-        _ => pass(ctx, net_id),
     }
 }
 
@@ -135,8 +154,11 @@ fn guest_ipv4(
     net_id: u32,
     ip: &Ipv4,
     to_host_l3: bool,
+    to_group: bool,
 ) -> Result<i32, Drop> {
-    if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP) {
+    if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
+        || policy::claims_gateway(net, ip.src)
+    {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
     if !to_host_l3
@@ -151,8 +173,17 @@ fn guest_ipv4(
     }
     if net.mode == mode::ISOLATED {
         // Frames to other guests and broadcasts stay on the bridge; only
-        // what is addressed to the host at layer 3 is judged.
+        // what is addressed to the host at layer 2 is judged here, and
+        // group frames at layer 3 (the host receives those too).
         if !to_host_l3 {
+            if to_group && !policy::isolated_group_frame_allowed(net, ip) {
+                let reason = if policy::host_on_bridge(net) {
+                    DropReason::IsolatedNetwork
+                } else {
+                    DropReason::HostNotReachable
+                };
+                return Err(Drop::new(reason, net_id));
+            }
             return pass(ctx, net_id);
         }
         if !policy::host_on_bridge(net) {
@@ -197,6 +228,7 @@ fn guest_ipv6(
     net_id: u32,
     ip: &Ipv6,
     to_host_l3: bool,
+    to_group: bool,
 ) -> Result<i32, Drop> {
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
@@ -204,6 +236,19 @@ fn guest_ipv6(
         && let Some(verdict) = to_sibling_port(ctx, net, net_id)
     {
         return verdict;
+    }
+    // Isolated networks: a group frame reaches the host's stack, which
+    // would deliver a global unicast packet in it to any of its addresses.
+    if net.mode == mode::ISOLATED && to_group && !parse::ipv6_link_scoped(&ip.dst) {
+        let own = policy::subnet6_owner(&ip.dst).is_some_and(|o| o.network_id == net_id);
+        if !(own && policy::host_on_bridge(net)) {
+            let reason = if policy::host_on_bridge(net) {
+                DropReason::IsolatedNetwork
+            } else {
+                DropReason::HostNotReachable
+            };
+            return Err(Drop::new(reason, net_id));
+        }
     }
     if !to_host_l3 || parse::ipv6_link_scoped(&ip.dst) || net.mode == mode::BRIDGE {
         return pass(ctx, net_id);
