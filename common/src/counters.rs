@@ -215,21 +215,21 @@ pub enum DropReason {
     /// A guest frame with an 802.1Q/802.1ad VLAN tag (in the frame, or
     /// already moved into the socket buffer by the kernel): a guest must not
     /// pick the VLAN its frames leave on.
-    VlanTagged = 50,
+    VlanTagged = 51,
     /// A guest frame whose EtherType vxdp does not check (anything but
     /// IPv4, IPv6 and ARP: RARP, PPPoE, LLC/802.3 lengths, ...).
-    UncheckedEtherType = 51,
+    UncheckedEtherType = 52,
     /// A guest acting as a network service for others without being allowed
     /// to on its port: IPv6 router advertisement or redirect, DHCPv4 server
     /// message (from port 67), DHCPv6 server message (from port 547).
-    RogueService = 52,
+    RogueService = 53,
     /// A guest's DHCP client message whose BOOTP client hardware address is
     /// not the frame's source MAC (dnsmasq keys leases on it: another
     /// guest's lease could be released or taken over).
-    DhcpChaddrSpoofed = 53,
+    DhcpChaddrSpoofed = 54,
     /// A guest packet matching a NAT flow that another port created (a
     /// spoofed source riding another guest's mapping).
-    FlowOfAnotherPort = 54,
+    FlowOfAnotherPort = 55,
 }
 
 impl DropReason {

@@ -109,7 +109,7 @@ pub mod endpoint_flags {
     /// The guest may serve its network: send IPv6 router advertisements and
     /// redirects, DHCPv4 and DHCPv6 server messages (`attach-interface
     /// --allow-services`). Without it they are dropped (`rogue_service`).
-    pub const SERVICES_ALLOWED: u32 = 8;
+    pub const SERVICES_ALLOWED: u32 = 16;
 }
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a

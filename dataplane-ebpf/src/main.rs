@@ -16,6 +16,7 @@ mod policy;
 mod port;
 mod route;
 mod route_in;
+mod sockets;
 mod port_stats;
 mod stats;
 mod uplink;

@@ -116,7 +116,7 @@ pub fn guest_nat(
             // Replies go to the MAC the guest actually sends from.
             let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
             let guest_mac = unsafe { (*eth).src_addr };
-            create_flow(&key, net, net_id, &guest_mac, ifindex, l4.tcp_flags, now)?
+            create_flow(ctx, &key, net, net_id, &guest_mac, ifindex, l4.tcp_flags, now)?
         }
     };
 
@@ -147,9 +147,11 @@ fn nat_address(net: &NetworkConfig, guest: u32) -> u32 {
 
 /// Creates both conntrack entries of a new flow, choosing the NAT port: the
 /// guest's own port when it is free and in range (as Linux masquerade does),
-/// otherwise a bounded number of pseudo-random candidates.
+/// otherwise a bounded number of pseudo-random candidates. A port is free
+/// when neither vxdp's table nor a host socket uses it for that remote.
 #[inline(always)]
 fn create_flow(
+    ctx: &TcContext,
     key: &ConntrackKey,
     net: &NetworkConfig,
     net_id: u32,
@@ -194,10 +196,23 @@ fn create_flow(
         proto: key.proto,
         _pad: [0; 3],
     };
+    // The guest's own port is kept only when no host socket uses it for
+    // this remote: a guest must not take over the host's connections (or
+    // its listeners' inbound connections from that remote port). Chosen
+    // before the loop, so the loop's body does not fork on it.
+    let ports = u32::from(key.dst_port) | u32::from(key.src_port) << 16;
+    let first = if own >= min
+        && own <= max
+        && !crate::sockets::host_owns_v4(ctx, key.proto, key.dst_addr, nat_addr, ports)
+    {
+        own
+    } else {
+        min + start
+    };
     let mut reserved = false;
     for i in 0..NAT_PORT_TRIES {
-        let port = if i == 0 && own >= min && own <= max {
-            own
+        let port = if i == 0 {
+            first
         } else {
             min + (start + i).checked_rem(span).unwrap_or(0)
         };
