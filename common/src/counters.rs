@@ -212,10 +212,17 @@ pub enum DropReason {
     /// Inbound to a route network with `<forward dev>` that arrived on
     /// another interface (libvirt accepts inbound only from that device).
     InboundNotViaForwardDev = 40,
+    /// An XDP redirect to a guest port that the kernel refused after the
+    /// program returned: the port could not take the frame (a tap nobody
+    /// reads, a device that is down or has no XDP transmit, a full
+    /// queue). Counted by the `xdp:xdp_devmap_xmit` and
+    /// `xdp:xdp_redirect_err` tracepoint programs, which take the frame
+    /// back out of the action it had been counted under.
+    XdpRedirectRefused = 50,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -242,6 +249,7 @@ impl DropReason {
         DropReason::DirectReflected,
         DropReason::Ipv6ExtensionHeaders,
         DropReason::InboundNotViaForwardDev,
+        DropReason::XdpRedirectRefused,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -272,6 +280,7 @@ impl DropReason {
             DropReason::DirectReflected => "direct_reflected",
             DropReason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
             DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
+            DropReason::XdpRedirectRefused => "xdp_redirect_refused",
         }
     }
 
