@@ -166,6 +166,11 @@ pub fn nic_unicast<C: Hook>(ctx: &C) -> Result<Option<C::Verdict>, Drop> {
     let Some(nic) = nic_of(PacketCtx::ingress_ifindex(ctx)) else { return Ok(None) };
     let net_id = nic.network_id;
     let Ok((src, dst)) = macs(ctx) else { return Ok(None) };
+    if mac_port(net_id, &src) != 0 && !C::FROM_WIRE_ONLY && nic.mode != mode::DIRECT_VEPA {
+        // TC: a guest's frame its port sent to the host (counted there);
+        // from the wire, XDP has judged it already.
+        return Ok(Some(ctx.pass()));
+    }
     if mac_port(net_id, &src) != 0 {
         // One of our guests' frames came back from the wire: a hairpinning
         // ("reflective relay") switch. That is how vepa guests reach each

@@ -31,6 +31,10 @@ use crate::{
 
 pub trait Hook: PacketCtx + EbpfContext {
     type Verdict: Copy;
+    /// XDP sees every frame from the wire first. The TC program sees only
+    /// what XDP left to it, and frames vxdp's guest programs redirected
+    /// into the interface's ingress (a direct guest's frames to the host).
+    const FROM_WIRE_ONLY: bool;
     /// Whether the frame, as it is now, can be delivered to guest `port`
     /// from this hook.
     fn deliverable(&self, port: u32) -> bool;
@@ -47,6 +51,7 @@ pub trait Hook: PacketCtx + EbpfContext {
 
 impl Hook for XdpContext {
     type Verdict = u32;
+    const FROM_WIRE_ONLY: bool = true;
 
     #[inline(always)]
     fn deliverable(&self, port: u32) -> bool {
@@ -100,6 +105,7 @@ fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
 
 impl Hook for TcContext {
     type Verdict = i32;
+    const FROM_WIRE_ONLY: bool = false;
 
     #[inline(always)]
     fn deliverable(&self, _port: u32) -> bool {

@@ -21,7 +21,7 @@ use crate::{
     ctx::{CSUM_FIELD_2, PacketCtx},
     forward::{self, FibParams, Route},
     hook::Hook,
-    maps::{VXDP_ENDPOINTS, VXDP_MACS, VXDP_NETWORKS},
+    maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
     nat::set_macs,
     parse::{self, IP_CHECK_OFF, IP_OFF, IP_TTL_OFF, IP6_HOP_LIMIT_OFF},
     policy,
@@ -73,9 +73,9 @@ fn guest_port(net: &NetworkConfig, net_id: u32, route: &Route) -> Option<u32> {
     }
     let key = MacKey { network_id: net_id, mac: p.dmac, _pad0: [0; 2] };
     let port = unsafe { VXDP_MACS.get(&key) }?.ifindex;
-    // Written together with the MAC entry; checked so a port being
-    // unplugged leaves the packet to the kernel rather than dropping it.
-    unsafe { VXDP_ENDPOINTS.get(&port) }?;
+    // Written together with the MAC entry; checked so a missing slot
+    // leaves the packet to the kernel rather than dropping it.
+    VXDP_PORTS.get_ifindex(port)?;
     Some(port)
 }
 
