@@ -53,6 +53,8 @@ use vxdp_common::{
 
 /// TC verdicts (`TC_ACT_*`).
 pub const TC_ACT_OK: u32 = 0;
+/// TC_ACT_UNSPEC (-1): TCX goes on to the interface's next program, then the kernel.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 /// XDP verdicts (`enum xdp_action`).
