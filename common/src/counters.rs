@@ -212,6 +212,13 @@ pub enum DropReason {
     /// Inbound to a route network with `<forward dev>` that arrived on
     /// another interface (libvirt accepts inbound only from that device).
     InboundNotViaForwardDev = 40,
+    /// An XDP redirect to a guest port that the kernel refused after the
+    /// program returned: the port could not take the frame (a tap nobody
+    /// reads, a device that is down or has no XDP transmit, a full
+    /// queue). Counted by the `xdp:xdp_devmap_xmit` and
+    /// `xdp:xdp_redirect_err` tracepoint programs, which take the frame
+    /// back out of the action it had been counted under.
+    XdpRedirectRefused = 50,
     /// A guest frame with an 802.1Q/802.1ad VLAN tag (in the frame, or
     /// already moved into the socket buffer by the kernel): a guest must not
     /// pick the VLAN its frames leave on.
@@ -233,7 +240,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 31] = [
+    pub const ALL: [DropReason; 32] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -260,6 +267,7 @@ impl DropReason {
         DropReason::DirectReflected,
         DropReason::Ipv6ExtensionHeaders,
         DropReason::InboundNotViaForwardDev,
+        DropReason::XdpRedirectRefused,
         DropReason::VlanTagged,
         DropReason::UncheckedEtherType,
         DropReason::RogueService,
@@ -295,6 +303,7 @@ impl DropReason {
             DropReason::DirectReflected => "direct_reflected",
             DropReason::Ipv6ExtensionHeaders => "ipv6_extension_headers",
             DropReason::InboundNotViaForwardDev => "inbound_not_via_forward_dev",
+            DropReason::XdpRedirectRefused => "xdp_redirect_refused",
             DropReason::VlanTagged => "vlan_tagged",
             DropReason::UncheckedEtherType => "unchecked_ethertype",
             DropReason::RogueService => "rogue_service",

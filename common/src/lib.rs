@@ -58,6 +58,16 @@ pub mod names {
     /// Tail-called by `vxdp_guest_in`: NAT66 (a NAT network's guest IPv6
     /// with `<nat ipv6='yes'>`).
     pub const PROG_GUEST_NAT6: &str = "vxdp_guest_nat6";
+    /// TC ingress on every interface with the uplink XDP program: the same
+    /// uplink logic for frames XDP left to the socket-buffer path.
+    pub const PROG_UPLINK_TC: &str = "vxdp_uplink_tc";
+    /// Tracepoint programs (`xdp:xdp_devmap_xmit`, `xdp:xdp_redirect_err`):
+    /// XDP redirects the kernel refused become drops.
+    pub const PROG_TP_DEVMAP_XMIT: &str = "vxdp_xdp_xmit";
+    pub const PROG_TP_REDIRECT_ERR: &str = "vxdp_xdp_redirect_err";
+    /// Per-CPU: XDP redirects to guest ports the kernel has not reported on
+    /// yet (see `DropReason::XdpRedirectRefused`).
+    pub const MAP_XDP_INFLIGHT: &str = "VXDP_XDP_INFLIGHT";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
     pub const GUEST_JUMPS: [(&str, u32); 4] = [
         (PROG_GUEST_NAT, crate::jump::NAT),
@@ -66,7 +76,7 @@ pub mod names {
         (PROG_GUEST_NAT6, crate::jump::NAT6),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 15] = [
+    pub const ALL_MAPS: [&str; 16] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -82,8 +92,15 @@ pub mod names {
         MAP_DIRECT_PORTS,
         MAP_CONNTRACK6,
         MAP_NAT6,
+        MAP_XDP_INFLIGHT,
     ];
 }
+
+/// XDP metadata (`bpf_xdp_adjust_meta`) the uplink's XDP program puts in
+/// front of a frame it passes to the kernel after judging it, so the
+/// uplink's TC program leaves it alone. A frame without it was left to the
+/// TC program (or its driver keeps no metadata): TC runs the uplink logic.
+pub const XDP_META_JUDGED: u32 = 0x7678_6a21;
 
 /// Slots of `VXDP_GUEST_JUMP`. Each path of the guest-port program is its
 /// own program, verified on its own: together they exceed what the verifier

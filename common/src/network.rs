@@ -106,6 +106,12 @@ pub mod endpoint_flags {
     /// link-local and unspecified sources (neighbour discovery, duplicate
     /// address detection) stay allowed.
     pub const IPV6_KNOWN: u32 = 4;
+    /// The port takes frames redirected by XDP (a tap: `tun_xdp_xmit`).
+    /// Without it the uplink's XDP program never redirects to the port and
+    /// leaves the frame to its TC program, whose socket-buffer redirect
+    /// every device takes (a veth drops XDP frames unless its peer has
+    /// NAPI, which vxdp does not control).
+    pub const XDP_FRAMES: u32 = 8;
     /// The guest may serve its network: send IPv6 router advertisements and
     /// redirects, DHCPv4 and DHCPv6 server messages (`attach-interface
     /// --allow-services`). Without it they are dropped (`rogue_service`).

@@ -4,8 +4,11 @@
 //!
 //! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
 //! `maps/VXDP_*`, `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
-//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>`, and on a direct
-//! network's NIC `links/tc_nic_in_<ifindex>`, `links/tc_nic_out_<ifindex>`.
+//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>` with
+//! `links/tc_uplink_<ifindex>` (the uplink's XDP and TC programs), on a
+//! direct network's NIC `links/tc_nic_in_<ifindex>`,
+//! `links/tc_nic_out_<ifindex>`, and the tracepoint programs' links
+//! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`.
 
 use std::{
     ffi::CString,
@@ -20,7 +23,7 @@ use aya::{
         lpm_trie::Key as LpmKey,
     },
     programs::{
-        Link, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        Link, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
@@ -103,6 +106,14 @@ impl Pins {
     }
     pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
         self.root.join("links").join(format!("xdp_{ifindex}"))
+    }
+    /// The uplink's TC ingress link (next to its XDP link).
+    pub fn uplink_tc_link(&self, ifindex: u32) -> PathBuf {
+        self.root.join("links").join(format!("tc_uplink_{ifindex}"))
+    }
+    /// A tracepoint program's link (`xdp:<event>`).
+    pub fn tracepoint_link(&self, event: &str) -> PathBuf {
+        self.root.join("links").join(format!("tp_{event}"))
     }
     pub fn is_loaded(&self) -> bool {
         self.prog(names::PROG_GUEST_INGRESS).exists()
@@ -188,6 +199,9 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_NIC_INGRESS,
         names::PROG_NIC_EGRESS,
         names::PROG_GUEST_NAT6,
+        names::PROG_UPLINK_TC,
+        names::PROG_TP_DEVMAP_XMIT,
+        names::PROG_TP_REDIRECT_ERR,
     ] {
         let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
             name: name.into(),
@@ -195,17 +209,22 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         })?;
         let path = pins.prog(name);
         let pin_err = |source| DataplaneError::Pin { path: path.clone(), source };
-        if name != names::PROG_UPLINK_INGRESS {
-            let p: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
+        if name == names::PROG_UPLINK_INGRESS {
+            let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.pin(&path).map_err(pin_err)?;
+        } else if name == names::PROG_TP_DEVMAP_XMIT || name == names::PROG_TP_REDIRECT_ERR {
+            let p: &mut TracePoint = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
         } else {
-            let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
+            let p: &mut SchedClassifier = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
         }
     }
     fill_guest_jumps(&mut ebpf)?;
+    attach_tracepoints(pins)?;
     let mut timeouts: Array<_, u64> = Array::try_from(
         ebpf.map_mut(names::MAP_TIMEOUTS)
             .ok_or(DataplaneError::Map { name: names::MAP_TIMEOUTS, source: MapError::InvalidName { name: names::MAP_TIMEOUTS.into() } })?,
@@ -661,28 +680,128 @@ pub fn attach_nic(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Datapla
     Ok(())
 }
 
-/// Attaches the uplink program (XDP, native when the driver has it) to
-/// `ifindex` and pins the link. Idempotent.
+/// Attaches the uplink programs to `ifindex` and pins their links: XDP
+/// (native when the driver has it) and, for the frames XDP leaves to the
+/// socket-buffer path, TC ingress (TCX). Idempotent: an existing pin is
+/// kept.
 pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), DataplaneError> {
     let link_path = pins.xdp_link(ifindex);
-    if link_path.exists() {
+    if !link_path.exists() {
+        let prog_path = pins.prog(names::PROG_UPLINK_INGRESS);
+        let mut prog = Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(|source| {
+            DataplaneError::Program { name: names::PROG_UPLINK_INGRESS.into(), source }
+        })?;
+        let attach_err = |source| DataplaneError::Attach {
+            what: "the uplink XDP program",
+            interface: ifname.to_string(),
+            source,
+        };
+        let id = prog.attach(ifindex, XdpMode::Default).map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
+        fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+    }
+    let tc_path = pins.uplink_tc_link(ifindex);
+    if tc_path.exists() {
         return Ok(());
     }
-    let prog_path = pins.prog(names::PROG_UPLINK_INGRESS);
-    let mut prog = Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(|source| {
-        DataplaneError::Program { name: names::PROG_UPLINK_INGRESS.into(), source }
-    })?;
+    let prog_path = pins.prog(names::PROG_UPLINK_TC);
+    if !prog_path.exists() {
+        // A dataplane pinned before the TC half existed (adopted across an
+        // upgrade): XDP alone, as it was.
+        return Ok(());
+    }
+    let mut prog = SchedClassifier::from_pin(&prog_path)
+        .map_err(|source| DataplaneError::Program { name: names::PROG_UPLINK_TC.into(), source })?;
     let attach_err = |source| DataplaneError::Attach {
-        what: "the uplink XDP program",
+        what: "the uplink TC program",
         interface: ifname.to_string(),
         source,
     };
-    let id = prog.attach(ifindex, XdpMode::Default).map_err(attach_err)?;
+    let id = prog.attach(ifindex, TcAttachType::Ingress).map_err(attach_err)?;
     let link = prog.take_link(id).map_err(attach_err)?;
     let fd: FdLink = link
         .try_into()
-        .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
-    fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+        .map_err(|source| DataplaneError::Link { path: tc_path.clone(), source })?;
+    fd.pin(&tc_path).map_err(|source| DataplaneError::Pin { path: tc_path, source })?;
+    Ok(())
+}
+
+/// Detaches both uplink programs from `ifindex`.
+pub fn detach_uplink(pins: &Pins, ifindex: u32) -> Result<(), DataplaneError> {
+    detach(&pins.xdp_link(ifindex))?;
+    detach(&pins.uplink_tc_link(ifindex))
+}
+
+/// The tracepoints whose programs turn XDP redirects the kernel refused
+/// into drops (see `DropReason::XdpRedirectRefused`).
+const TRACEPOINTS: [(&str, &str); 2] = [
+    (names::PROG_TP_DEVMAP_XMIT, "xdp_devmap_xmit"),
+    (names::PROG_TP_REDIRECT_ERR, "xdp_redirect_err"),
+];
+
+/// Attaches the tracepoint programs (once per dataplane: tracepoints are
+/// global) and pins their links. Tracepoints are found by id in tracefs;
+/// when it is not mounted, it is mounted in a private mount namespace of a
+/// short-lived thread, so the host's mounts stay as they are.
+fn attach_tracepoints(pins: &Pins) -> Result<(), DataplaneError> {
+    let progs: Vec<_> = TRACEPOINTS
+        .into_iter()
+        .map(|(name, event)| (name, event, pins.tracepoint_link(event)))
+        .filter(|(_, _, link)| !link.exists())
+        .collect();
+    if progs.is_empty() {
+        return Ok(());
+    }
+    let root = pins.root.clone();
+    let worker = std::thread::spawn(move || -> Result<(), DataplaneError> {
+        private_tracefs()?;
+        let pins = Pins::new(root);
+        for (name, event, link_path) in progs {
+            let mut prog = TracePoint::from_pin(pins.prog(name))
+                .map_err(|source| DataplaneError::Program { name: name.into(), source })?;
+            let attach_err = |source| DataplaneError::Attach { what: "a tracepoint program", interface: format!("xdp:{event}"), source };
+            let id = prog.attach("xdp", event).map_err(attach_err)?;
+            let link = prog.take_link(id).map_err(attach_err)?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
+            fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+        }
+        Ok(())
+    });
+    worker.join().map_err(|_| DataplaneError::Io {
+        path: "tracefs".into(),
+        source: io::Error::other("the thread attaching the tracepoint programs panicked"),
+    })?
+}
+
+/// Makes tracefs available at /sys/kernel/tracing to this thread: as it
+/// is, or mounted in a mount namespace of the thread's own.
+fn private_tracefs() -> Result<(), DataplaneError> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() {
+        return Ok(());
+    }
+    let err = |what: &str| DataplaneError::Mount {
+        path: tracing.into(),
+        source: io::Error::new(io::Error::last_os_error().kind(), format!("{what}: {}", io::Error::last_os_error())),
+    };
+    // SAFETY: plain syscalls; CLONE_NEWNS only affects this thread (it
+    // gets its own filesystem context), which ends after the attach.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(err("unshare(CLONE_NEWNS)"));
+        }
+        if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+            return Err(err("making / private"));
+        }
+        if libc::mount(c"tracefs".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) != 0 {
+            return Err(err("mounting tracefs"));
+        }
+    }
     Ok(())
 }
 

@@ -176,8 +176,8 @@ async fn apply_start(
         maps.set_direct_nic(index, &DirectNic { network_id: id, mode: plan.mode, mac, ..DirectNic::default() })?;
         let xdp = ctx.pins.xdp_link(index);
         if !xdp.exists() {
-            let path = xdp.clone();
-            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach(&path); }));
+            let pins = ctx.pins.clone();
+            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach_uplink(&pins, index); }));
         }
         dataplane::attach_uplink(&ctx.pins, index, &dev)?;
         {
@@ -226,7 +226,7 @@ pub fn stop_nics(pins: &Pins, rec: &NetworkRecord, others: &[NetworkRecord]) -> 
             dataplane::detach(&link)?;
         }
         if !device_used(others, *index) {
-            dataplane::detach(&pins.xdp_link(*index))?;
+            dataplane::detach_uplink(pins, *index)?;
         }
     }
     Ok(())
@@ -337,7 +337,7 @@ pub async fn reconcile(
         }
         let xdp = ctx.pins.xdp_link(index);
         if !crate::pinned::link_attached(&xdp, index) {
-            dataplane::detach(&xdp)?;
+            dataplane::detach_uplink(&ctx.pins, index)?;
             dataplane::attach_uplink(&ctx.pins, index, &dev)?;
             repairs.note(format!("{name}: device {dev}: attached XDP again"));
         }
@@ -369,7 +369,7 @@ pub async fn reconcile(
         match maps.endpoint(port.ifindex)? {
             Some(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port)?;
+                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port, network::takes_xdp_frames(&link))?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }

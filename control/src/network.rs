@@ -376,9 +376,25 @@ pub async fn configure_bridge(nl: &Netlink, plan: &NetworkPlan, bridge: &str, if
     Ok(())
 }
 
-/// The endpoint entry of a guest port: its MAC when known, and its IPv4
-/// address when known (`--ip`, else a static `<host>` or a current lease).
-pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &PortRecord) -> Result<Endpoint, NetworkError> {
+/// Whether a guest port's device takes frames redirected by XDP. A tap
+/// does (`tun_xdp_xmit`, while a reader has it open; a refusal is counted
+/// as `xdp_redirect_refused`). A veth drops them unless its peer has NAPI
+/// (an XDP program or GRO on the guest's end), which vxdp does not
+/// control; macvtap and the rest have no XDP transmit. Those get frames
+/// from the uplink through its TC program instead.
+pub fn takes_xdp_frames(link: &crate::netlink::LinkInfo) -> bool {
+    link.kind.as_deref() == Some("tun")
+}
+
+/// The endpoint entry of a guest port: its MAC when known, its IPv4
+/// address when known (`--ip`, else a static `<host>` or a current lease),
+/// and whether the device takes XDP frames ([`takes_xdp_frames`]).
+pub fn port_endpoint(
+    state_dir: &std::path::Path,
+    rec: &NetworkRecord,
+    port: &PortRecord,
+    xdp_frames: bool,
+) -> Result<Endpoint, NetworkError> {
     let mac = port.mac.as_deref().map(parse_mac).transpose()?;
     let ipv4 = port.ipv4.or_else(|| mac.and_then(|m| dnsmasq::guest_ipv4(state_dir, rec, &m)));
     let mut flags = if mac.is_some() { endpoint_flags::MAC_KNOWN } else { 0 };
@@ -387,6 +403,9 @@ pub fn port_endpoint(state_dir: &std::path::Path, rec: &NetworkRecord, port: &Po
     }
     if port.ipv6.is_some() {
         flags |= endpoint_flags::IPV6_KNOWN;
+    }
+    if xdp_frames {
+        flags |= endpoint_flags::XDP_FRAMES;
     }
     if port.services_allowed {
         flags |= endpoint_flags::SERVICES_ALLOWED;
@@ -669,8 +688,8 @@ async fn apply_start(
         let uplink_shared = crate::direct::device_used(&state.networks()?, uplink.index);
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
         if !uplink_shared {
-            let path = ctx.pins.xdp_link(uplink.index);
-            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach(&path); }));
+            let (pins, index) = (ctx.pins.clone(), uplink.index);
+            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach_uplink(&pins, index); }));
         }
     }
 
@@ -741,7 +760,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     }
     let others: Vec<_> = state.networks()?.into_iter().filter(|r| r.name != rec.name).collect();
     if rec.uplink_ifindex != 0 && !crate::direct::device_used(&others, rec.uplink_ifindex) {
-        dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
+        dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
     }
     crate::direct::stop_nics(&ctx.pins, &rec, &others)?;
     if rec.mode != mode_name(mode::BRIDGE, false)
@@ -877,7 +896,7 @@ pub async fn attach_port(
     let res: Result<(), NetworkError> = async {
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
-        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port)?;
+        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))?;
         // The endpoint entry exists before the program can see a packet.
         let maps = Maps::open(&ctx.pins)?;
         maps.set_endpoint(link.index, &endpoint)?;

@@ -173,7 +173,7 @@ async fn reconcile_network(
     if has_uplink {
         if let Some(link) = nl.link_by_name(&rec.uplink).await? {
             if link.index != rec.uplink_ifindex {
-                dataplane::detach(&ctx.pins.xdp_link(rec.uplink_ifindex))?;
+                dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
                 rec.uplink_ifindex = link.index;
             }
         } else {
@@ -222,7 +222,7 @@ async fn reconcile_network(
         let path = ctx.pins.xdp_link(rec.uplink_ifindex);
         if !pinned::link_attached(&path, rec.uplink_ifindex) {
             let what = if path.exists() { "was detached" } else { "had no link" };
-            dataplane::detach(&path)?;
+            dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
             dataplane::attach_uplink(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
             repairs.note(format!("{name}: uplink {} {what}: attached XDP again", rec.uplink));
         }
@@ -246,7 +246,7 @@ async fn reconcile_network(
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port)?;
+                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port, network::takes_xdp_frames(&link))?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }

@@ -7,28 +7,30 @@
 //!   wire (vepa: the switch reflects it back), dropped (private);
 //!   broadcast/multicast → the wire, plus the host and (bridge) the other
 //!   guests on the NIC; anything else → the wire.
-//! * NIC ingress, XDP (called first by `vxdp_uplink_in`): unicast to a
+//! * NIC ingress, XDP or TC (called first by `vxdp_uplink_in` and
+//!   `vxdp_uplink_tc`): unicast to a
 //!   guest → its port; passthrough: every unicast not for the host → the
 //!   guest; a guest's own frame coming back from the wire (hairpin switch)
 //!   is dropped unless the network is vepa.
 //! * NIC ingress, TC (`vxdp_nic_in`): broadcast/multicast from the wire is
 //!   cloned to the guest ports (XDP cannot clone); the original goes on to
-//!   the host.
+//!   the next TC program (the uplink's) and the host.
 //! * NIC egress, TC (`vxdp_nic_out`): the host's frames to a guest's MAC go
 //!   to the guest's port, its broadcasts are cloned to every guest port.
 //!   The NIC is thus the host-side port: the host reaches its guests with
 //!   the address it already has on the NIC's LAN.
 
 use aya_ebpf::{
-    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT},
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_UNSPEC},
     helpers::bpf_redirect,
-    programs::{TcContext, XdpContext},
+    programs::TcContext,
 };
 use vxdp_common::{Action, DIRECT_MAX_PORTS, DirectNic, DropReason, MacKey, PROTO_UDP, mode};
 
 use crate::{
     ctx::{PacketCtx, tc_ifindex},
-    maps::{VXDP_DIRECT_NICS, VXDP_DIRECT_PORTS, VXDP_ENDPOINTS, VXDP_MACS, VXDP_PORTS},
+    hook::Hook,
+    maps::{VXDP_DIRECT_NICS, VXDP_DIRECT_PORTS, VXDP_ENDPOINTS, VXDP_MACS},
     parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ParseError},
     policy,
     stats::{Drop, count},
@@ -164,13 +166,19 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
     redirect(ctx, nic_ifindex, 0, net_id, Action::DirectToWire)
 }
 
-/// XDP on a NIC: frames from the wire for a direct network on it. `None`:
-/// not a direct network's frame to steer; the uplink's other logic decides.
+/// A NIC's ingress (the uplink's XDP or TC program): unicast frames from
+/// the wire for a direct network's guest. `None`: not a direct network's
+/// frame to steer; the uplink's other logic decides.
 #[inline(always)]
-pub fn nic_xdp(ctx: &XdpContext) -> Result<Option<u32>, Drop> {
+pub fn nic_unicast<C: Hook>(ctx: &C) -> Result<Option<C::Verdict>, Drop> {
     let Some(nic) = nic_of(PacketCtx::ingress_ifindex(ctx)) else { return Ok(None) };
     let net_id = nic.network_id;
     let Ok((src, dst)) = macs(ctx) else { return Ok(None) };
+    if mac_port(net_id, &src) != 0 && !C::FROM_WIRE_ONLY && nic.mode != mode::DIRECT_VEPA {
+        // TC: a guest's frame its port sent to the host (counted there);
+        // from the wire, XDP has judged it already.
+        return Ok(Some(ctx.pass()));
+    }
     if mac_port(net_id, &src) != 0 {
         // One of our guests' frames came back from the wire: a hairpinning
         // ("reflective relay") switch. That is how vepa guests reach each
@@ -195,30 +203,31 @@ pub fn nic_xdp(ctx: &XdpContext) -> Result<Option<u32>, Drop> {
     if port == 0 {
         return Ok(None);
     }
-    let verdict = VXDP_PORTS.redirect(port, 0).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::DirectFromWire);
-    Ok(Some(verdict))
+    if !ctx.deliverable(port) {
+        return Ok(Some(ctx.defer()));
+    }
+    ctx.to_port(port, net_id, Action::DirectFromWire).map(Some)
 }
 
 /// `vxdp_nic_in` (TC ingress on a direct network's NIC): broadcast and
 /// multicast from the wire reach the guest ports too.
 #[inline(always)]
 pub fn nic_ingress(ctx: &TcContext) -> Result<i32, Drop> {
-    let Some(nic) = nic_of(tc_ifindex(ctx)) else { return Ok(TC_ACT_OK) };
-    let Ok((src, dst)) = macs(ctx) else { return Ok(TC_ACT_OK) };
+    let Some(nic) = nic_of(tc_ifindex(ctx)) else { return Ok(TC_ACT_UNSPEC) };
+    let Ok((src, dst)) = macs(ctx) else { return Ok(TC_ACT_UNSPEC) };
     if dst[0] & 1 == 0 {
-        return Ok(TC_ACT_OK);
+        return Ok(TC_ACT_UNSPEC);
     }
     let from_guest = mac_port(nic.network_id, &src);
     if from_guest != 0 && nic.mode != mode::DIRECT_VEPA {
         // The host's copy of a guest's broadcast (the guest program already
         // gave the other guests theirs); from the wire, XDP has dropped it.
-        return Ok(TC_ACT_OK);
+        return Ok(TC_ACT_UNSPEC);
     }
     // vepa: the switch reflected a guest's broadcast; its sender does not
     // get it back.
     flood(ctx, nic, from_guest);
-    Ok(TC_ACT_OK)
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// `vxdp_nic_out` (TC egress on a direct network's NIC): the host's frames

@@ -1,4 +1,4 @@
-//! Inbound ICMP errors about NAT flows (XDP on the uplink): a router or the
+//! Inbound ICMP errors about NAT flows (the uplink, XDP or TC): a router or the
 //! outside host answers a packet vxdp sent after SNAT with destination
 //! unreachable (including "fragmentation needed", which path-MTU discovery
 //! depends on), time exceeded or parameter problem. The error is addressed
@@ -10,7 +10,6 @@
 //! The flow's conntrack entries are only looked up, never touched: an error
 //! is not a reply and must not establish the flow or extend its life.
 
-use aya_ebpf::programs::XdpContext;
 use network_types::ip::Ipv4Hdr;
 use vxdp_common::{
     Action, Conntrack6Key, ConntrackKey, DIR_REPLY, DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
@@ -19,8 +18,9 @@ use vxdp_common::{
 
 use crate::{
     conntrack,
-    ctx::csum_update,
-    nat::{deliver_to_guest, prepare_for_guest},
+    ctx::{PacketCtx, csum_update},
+    hook::Hook,
+    nat::prepare_for_guest,
     parse::{
         self, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_TTL_OFF,
         IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_L4_OFF, Ipv4, Ipv6,
@@ -48,13 +48,13 @@ const ICMP_ID: usize = 4;
 
 /// The 16-bit word at `off`, as it sits in memory.
 #[inline(always)]
-fn read16(ctx: &XdpContext, off: usize) -> Result<u16, ()> {
+fn read16<C: PacketCtx>(ctx: &C, off: usize) -> Result<u16, ()> {
     let p = parse::ptr_at::<_, [u8; 2]>(ctx, off)?;
     Ok(u16::from_ne_bytes(unsafe { *p }))
 }
 
 #[inline(always)]
-fn write16(ctx: &XdpContext, off: usize, v: u16) -> Result<(), ()> {
+fn write16<C: PacketCtx>(ctx: &C, off: usize, v: u16) -> Result<(), ()> {
     let p = parse::ptr_at::<_, [u8; 2]>(ctx, off)?;
     unsafe { *p = v.to_ne_bytes() };
     Ok(())
@@ -64,7 +64,7 @@ fn write16(ctx: &XdpContext, off: usize, v: u16) -> Result<(), ()> {
 /// redirects it to the guest (`Some(verdict)`); otherwise `None` and the
 /// packet is left to the usual uplink handling.
 #[inline(always)]
-pub fn uplink_icmp_error(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
+pub fn uplink_icmp_error<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdict>, Drop> {
     if ip.proto != PROTO_ICMP || ip.fragment {
         return Ok(None);
     }
@@ -119,10 +119,13 @@ pub fn uplink_icmp_error(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Dro
     }
 
     let net_id = e.network_id as u32;
+    if !ctx.deliverable(e.ifindex) {
+        return Ok(Some(ctx.defer()));
+    }
     prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
     translate(ctx, ip, icmp_off, inner_off, proto, q.port_off, q.csum_off, e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    deliver_to_guest(ctx, net_id, e.ifindex, Action::IcmpErrorTranslated).map(Some)
+    ctx.to_port(e.ifindex, net_id, Action::IcmpErrorTranslated).map(Some)
 }
 
 /// Where a quoted packet's port (or echo id) and L4 checksum sit, and the
@@ -167,8 +170,8 @@ fn quoted_ports(l4: &[u8; 8], l4_off: usize, proto: u8, icmp_proto: u8, echo_req
 /// that changed, the quoted checksums included.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn translate(
-    ctx: &XdpContext,
+fn translate<C: PacketCtx>(
+    ctx: &C,
     ip: &Ipv4,
     icmp_off: usize,
     inner_off: usize,
@@ -256,7 +259,7 @@ fn word6(a: &[u8; 16], i: usize) -> u32 {
 /// address quoting a packet vxdp sent after SNAT (no extension headers in
 /// the quote) is translated back and redirected to the guest.
 #[inline(always)]
-pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
+pub fn uplink_icmp6_error<C: Hook>(ctx: &C, ip: &Ipv6) -> Result<Option<C::Verdict>, Drop> {
     if ip.next_header != PROTO_ICMPV6 {
         return Ok(None);
     }
@@ -302,10 +305,13 @@ pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Dr
     }
     let (guest_addr, guest_port, mac, ifindex) = (e.rewrite_addr, e.rewrite_port, e.mac, e.ifindex);
     let net_id = e.network_id as u32;
+    if !ctx.deliverable(ifindex) {
+        return Ok(Some(ctx.defer()));
+    }
     prepare_for_guest(ctx, net_id, ip.hop_limit, &mac)?;
     translate6(ctx, ip, inner_off, proto, q.port_off, q.csum_off, &guest_addr, guest_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    deliver_to_guest(ctx, net_id, ifindex, Action::IcmpErrorTranslated).map(Some)
+    ctx.to_port(ifindex, net_id, Action::IcmpErrorTranslated).map(Some)
 }
 
 /// [`translate`] for IPv6: no header checksums, but the ICMPv6 checksum
@@ -313,8 +319,8 @@ pub fn uplink_icmp6_error(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Dr
 /// and the quoted TCP/UDP/ICMPv6 checksum covers the quoted source.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn translate6(
-    ctx: &XdpContext,
+fn translate6<C: PacketCtx>(
+    ctx: &C,
     ip: &Ipv6,
     inner_off: usize,
     proto: u8,

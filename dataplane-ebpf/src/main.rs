@@ -4,9 +4,11 @@
 #![no_main]
 
 mod conntrack;
+mod csum;
 mod ctx;
 mod direct;
 mod forward;
+mod hook;
 mod icmp_error;
 mod maps;
 mod nat;
@@ -18,12 +20,13 @@ mod route;
 mod route_in;
 mod sockets;
 mod port_stats;
+mod refused;
 mod stats;
 mod uplink;
 
 use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, tracepoint, xdp},
+    programs::{TcContext, TracePointContext, XdpContext},
 };
 
 /// TC ingress on every guest port: anti-spoofing, then the network's mode
@@ -100,6 +103,53 @@ pub fn vxdp_uplink_in(ctx: XdpContext) -> u32 {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
     }
+}
+
+/// TC ingress on every interface with `vxdp_uplink_in`: the same uplink
+/// logic for the frames XDP left to the socket-buffer path (see `hook`).
+#[classifier]
+pub fn vxdp_uplink_tc(ctx: TcContext) -> i32 {
+    if hook::judged_by_xdp(&ctx) {
+        return aya_ebpf::bindings::TC_ACT_UNSPEC;
+    }
+    // A GRO'd or paged socket buffer may keep headers out of the linear
+    // area that direct packet access sees.
+    let len = ctx.len();
+    let want = if len < nat::HEADERS_MAX { len } else { nat::HEADERS_MAX };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    match uplink::uplink_ingress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// `xdp:xdp_devmap_xmit`: the kernel sent or dropped a batch of frames an
+/// XDP program redirected to one device (see `refused`).
+#[tracepoint]
+pub fn vxdp_xdp_xmit(ctx: TracePointContext) -> u32 {
+    // Offsets from the event's format: from_ifindex 8, to_ifindex 16,
+    // drops 20, sent 24.
+    let read = |off| unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
+    let (from, to, drops, sent) = (read(8), read(16), read(20), read(24));
+    if to > 0 && (sent > 0 || drops > 0) {
+        refused::settle(from as u32, to as u32, sent.max(0) as u32, drops.max(0) as u32);
+    }
+    0
+}
+
+/// `xdp:xdp_redirect_err`: an XDP redirect the kernel could not carry out
+/// (one frame, dropped).
+#[tracepoint]
+pub fn vxdp_xdp_redirect_err(ctx: TracePointContext) -> u32 {
+    // Offsets from the event's format: ifindex 16, to_ifindex 24.
+    let read = |off| unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
+    let (from, to) = (read(16), read(24));
+    if to > 0 {
+        refused::settle(from as u32, to as u32, 0, 1);
+    }
+    0
 }
 
 #[cfg(not(test))]

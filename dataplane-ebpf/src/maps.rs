@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, HashMap, ProgramArray},
+    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, HashMap, ProgramArray},
 };
 use vxdp_common::{
     Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DirectNic, DirectPort, Endpoint, MacKey, MacPort,
-    Nat6Config, Nat6Scratch, NetworkConfig, SubnetKey, SubnetOwner,
+    Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, SubnetKey, SubnetOwner,
     Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
 };
 
@@ -77,3 +77,14 @@ pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
 /// pinned: it holds nothing between packets.
 #[map]
 pub static VXDP_NAT6_SCRATCH: PerCpuArray<Nat6Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// XDP redirects to guest ports whose fate the kernel has not reported yet:
+/// per CPU, by (target port, network, action slot). The uplink's XDP
+/// program adds a frame when it redirects it; the tracepoint programs
+/// (`refused`) take it out again when the kernel says it sent or dropped
+/// it. The kernel flushes redirects on the CPU that made them, before that
+/// CPU runs the next driver poll, so an entry never waits long. Preallocated:
+/// tracepoint programs use it.
+#[map]
+pub static VXDP_XDP_INFLIGHT: PerCpuHashMap<PortCounterKey, Counter> =
+    PerCpuHashMap::pinned(MAX_PORTS * 4, 0);

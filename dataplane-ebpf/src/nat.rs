@@ -6,7 +6,7 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK,
     helpers::bpf_get_prandom_u32,
-    programs::{TcContext, XdpContext},
+    programs::TcContext,
 };
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, NetworkConfig,
@@ -17,7 +17,8 @@ use crate::{
     conntrack::{self, Reserve},
     ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx},
     forward::{self, Route},
-    maps::{VXDP_NETWORKS, VXDP_PORTS},
+    hook::Hook,
+    maps::VXDP_NETWORKS,
     parse::{self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4, L4, L4Error},
     policy,
     stats::{Drop, count},
@@ -250,10 +251,10 @@ fn create_flow(
     }
 }
 
-/// XDP on the uplink: a reply of a tracked NAT flow is reverse-NATed and
+/// The uplink: a reply of a tracked NAT flow is reverse-NATed and
 /// redirected to its guest (`Some(verdict)`); anything else is `None`.
 #[inline(always)]
-pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
+pub fn uplink_reply<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdict>, Drop> {
     if ip.fragment {
         return Ok(None);
     }
@@ -273,8 +274,11 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
     if let Some(entry) = conntrack::lookup(&key, now)
         && unsafe { (*entry).direction } == DIR_REPLY
     {
-        conntrack::touch(&key, entry, l4.tcp_flags, now);
         let e = unsafe { *entry };
+        if !ctx.deliverable(e.ifindex) {
+            return Ok(Some(ctx.defer()));
+        }
+        conntrack::touch(&key, entry, l4.tcp_flags, now);
         return reply_to_guest(ctx, ip, &l4, &e).map(Some);
     }
     Ok(None)
@@ -282,19 +286,19 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv4) -> Result<Option<u32>, Drop> {
 
 /// Reverse NAT of a tracked reply and delivery to the guest's port.
 #[inline(always)]
-fn reply_to_guest(ctx: &XdpContext, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> Result<u32, Drop> {
+fn reply_to_guest<C: Hook>(ctx: &C, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> Result<C::Verdict, Drop> {
     let net_id = e.network_id as u32;
     prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
     rewrite(ctx, ip, l4, Side::Destination, e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    deliver_to_guest(ctx, net_id, e.ifindex, Action::DnatForwarded)
+    ctx.to_port(e.ifindex, net_id, Action::DnatForwarded)
 }
 
 /// Before a translated packet from the uplink goes to its guest: the
 /// guest's network must be active and the packet must survive this hop
 /// (`ttl`: TTL or hop limit); its MACs become bridge → guest.
 #[inline(always)]
-pub fn prepare_for_guest(ctx: &XdpContext, net_id: u32, ttl: u8, guest_mac: &[u8; 6]) -> Result<(), Drop> {
+pub fn prepare_for_guest<C: PacketCtx>(ctx: &C, net_id: u32, ttl: u8, guest_mac: &[u8; 6]) -> Result<(), Drop> {
     let net = VXDP_NETWORKS
         .get(net_id)
         .filter(|n| policy::active(n))
@@ -303,17 +307,6 @@ pub fn prepare_for_guest(ctx: &XdpContext, net_id: u32, ttl: u8, guest_mac: &[u8
         return Err(Drop::new(DropReason::TtlExpired, net_id));
     }
     set_macs(ctx, guest_mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
-}
-
-/// Redirects a translated packet to guest port `ifindex` and counts it as
-/// `action` once the redirect is accepted.
-#[inline(always)]
-pub fn deliver_to_guest(ctx: &XdpContext, net_id: u32, ifindex: u32, action: Action) -> Result<u32, Drop> {
-    let verdict = VXDP_PORTS
-        .redirect(ifindex, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, action);
-    Ok(verdict)
 }
 
 #[inline(always)]

@@ -9,7 +9,7 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK,
     helpers::bpf_get_prandom_u32,
-    programs::{TcContext, XdpContext},
+    programs::TcContext,
 };
 use vxdp_common::{
     Action, Conntrack6Entry, Conntrack6Key, DIR_ORIGINAL, DIR_REPLY, DropReason, Nat6Config, Nat6Scratch,
@@ -21,7 +21,8 @@ use crate::{
     ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx},
     forward::{self, FibParams},
     maps::{VXDP_NAT6, VXDP_NAT6_SCRATCH},
-    nat::{deliver_to_guest, prepare_for_guest, set_macs},
+    hook::Hook,
+    nat::{prepare_for_guest, set_macs},
     parse::{self, ICMPV6_ECHO_REQUEST, IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_SRC_OFF, Ipv6, L4, L4Error},
     policy,
     stats::{Drop, count},
@@ -270,10 +271,10 @@ fn create_flow(s: &mut Nat6Scratch, f: &NewFlow) -> Result<(), DropReason> {
     }
 }
 
-/// XDP on the uplink: a reply of a tracked NAT66 flow is reverse-NATed and
+/// The uplink: a reply of a tracked NAT66 flow is reverse-NATed and
 /// redirected to its guest (`Some(verdict)`); anything else is `None`.
 #[inline(always)]
-pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
+pub fn uplink_reply<C: Hook>(ctx: &C, ip: &Ipv6) -> Result<Option<C::Verdict>, Drop> {
     if !matches!(ip.next_header, PROTO_TCP | PROTO_UDP | PROTO_ICMPV6) {
         return Ok(None);
     }
@@ -293,6 +294,9 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
     if let Some(entry) = conntrack::lookup(&key, now)
         && unsafe { (*entry).direction } == DIR_REPLY
     {
+        if !ctx.deliverable(unsafe { (*entry).ifindex }) {
+            return Ok(Some(ctx.defer()));
+        }
         conntrack::touch(&key, entry, l4.tcp_flags, now);
         let e = unsafe { *entry };
         return reply_to_guest(ctx, ip, &l4, &e).map(Some);
@@ -301,12 +305,12 @@ pub fn uplink_reply(ctx: &XdpContext, ip: &Ipv6) -> Result<Option<u32>, Drop> {
 }
 
 #[inline(always)]
-fn reply_to_guest(ctx: &XdpContext, ip: &Ipv6, l4: &L4, e: &Conntrack6Entry) -> Result<u32, Drop> {
+fn reply_to_guest<C: Hook>(ctx: &C, ip: &Ipv6, l4: &L4, e: &Conntrack6Entry) -> Result<C::Verdict, Drop> {
     let net_id = e.network_id as u32;
     prepare_for_guest(ctx, net_id, ip.hop_limit, &e.mac)?;
     rewrite(ctx, ip, l4, Side::Destination, &e.rewrite_addr, e.rewrite_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    deliver_to_guest(ctx, net_id, e.ifindex, Action::DnatForwarded)
+    ctx.to_port(e.ifindex, net_id, Action::DnatForwarded)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

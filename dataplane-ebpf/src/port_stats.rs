@@ -13,6 +13,23 @@ pub static VXDP_PORT_STATS: PerCpuHashMap<PortCounterKey, Counter> =
 
 #[inline(always)]
 pub fn add(ifindex: u32, network_id: u32, slot: u32, bytes: u32) {
+    add_many(ifindex, network_id, slot, 1, bytes as u64)
+}
+
+/// Takes packets back out of a per-port slot (this CPU counted them).
+#[inline(always)]
+pub fn sub(ifindex: u32, network_id: u32, slot: u32, packets: u64, bytes: u64) {
+    let key = PortCounterKey { ifindex, network_id: network_id as u16, slot: slot as u16 };
+    if let Some(c) = VXDP_PORT_STATS.get_ptr_mut(&key) {
+        unsafe {
+            (*c).packets = (*c).packets.saturating_sub(packets);
+            (*c).bytes = (*c).bytes.saturating_sub(bytes);
+        }
+    }
+}
+
+#[inline(always)]
+pub fn add_many(ifindex: u32, network_id: u32, slot: u32, packets: u64, bytes: u64) {
     let key = PortCounterKey { ifindex, network_id: network_id as u16, slot: slot as u16 };
     let mut counter = VXDP_PORT_STATS.get_ptr_mut(&key);
     if counter.is_none() {
@@ -25,8 +42,8 @@ pub fn add(ifindex: u32, network_id: u32, slot: u32, bytes: u32) {
     if let Some(c) = counter {
         // Per-CPU value: no other writer.
         unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes as u64;
+            (*c).packets += packets;
+            (*c).bytes += bytes;
         }
     }
 }

@@ -1,24 +1,26 @@
-//! Route and open modes, inbound (XDP on the uplink): outside → a guest of
+//! Route and open modes, inbound (the uplink, XDP or TC): outside → a guest of
 //! the network goes straight to the guest's port. `bpf_fib_lookup` from the
 //! interface the packet arrived on must name the network's bridge and a
 //! resolved neighbour there; the neighbour's MAC must be a guest's in
 //! `VXDP_MACS`. Then both MACs are rewritten (bridge → guest), the TTL or
-//! hop limit decremented (the IPv4 header checksum updated incrementally:
-//! frames from a wire carry finished checksums, and nothing else changes)
-//! and the frame is redirected through `VXDP_PORTS`.
+//! hop limit decremented (the IPv4 header checksum updated incrementally;
+//! the L4 checksum is untouched) and the frame is redirected to the port:
+//! from XDP only when the port and the frame allow it (`hook`), otherwise
+//! by the uplink's TC program, whose socket-buffer redirect keeps an
+//! unfinished checksum unfinished for the guest's stack to accept.
 //!
-//! Everything else is the kernel's, as before (`route_inbound`, XDP_PASS):
+//! Everything else is the kernel's (`route_inbound`, passed on):
 //! no neighbour yet (the kernel resolves it, later packets take the fast
 //! path), expiring TTLs (it answers with ICMP), packets larger than the
 //! bridge's MTU (it fragments or answers "too big"), the host's own
 //! addresses and broadcasts, unknown guest MACs.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vxdp_common::{Action, DropReason, MacKey, NetworkConfig, mode, network_flags};
 
 use crate::{
     ctx::{CSUM_FIELD_2, PacketCtx},
     forward::{self, FibParams, Route},
+    hook::Hook,
     maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
     nat::set_macs,
     parse::{self, IP_CHECK_OFF, IP_OFF, IP_TTL_OFF, IP6_HOP_LIMIT_OFF},
@@ -33,14 +35,14 @@ const IPV6_HDR_LEN: u16 = 40;
 
 /// Left to the kernel, which routes it onto the bridge.
 #[inline(always)]
-fn to_kernel(ctx: &XdpContext, net_id: u32) -> Result<u32, Drop> {
+fn to_kernel<C: Hook>(ctx: &C, net_id: u32) -> Result<C::Verdict, Drop> {
     count(ctx, net_id, Action::RouteInbound);
-    Ok(xdp_action::XDP_PASS)
+    Ok(ctx.pass())
 }
 
 /// Outside → the subnet of route/open network `net_id` (IPv6 if `ipv6`).
 #[inline(always)]
-pub fn inbound(ctx: &XdpContext, net_id: u32, ipv6: bool) -> Result<u32, Drop> {
+pub fn inbound<C: Hook>(ctx: &C, net_id: u32, ipv6: bool) -> Result<C::Verdict, Drop> {
     let Some(net) = VXDP_NETWORKS.get(net_id).filter(|n| policy::active(n)) else {
         return to_kernel(ctx, net_id);
     };
@@ -79,23 +81,13 @@ fn guest_port(net: &NetworkConfig, net_id: u32, route: &Route) -> Option<u32> {
 
 /// A packet length from a 16-bit big-endian header field at `off`.
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
-    let field = parse::ptr_at::<XdpContext, [u8; 2]>(ctx, off).ok()?;
+fn be16_at<C: PacketCtx>(ctx: &C, off: usize) -> Option<u16> {
+    let field = parse::ptr_at::<C, [u8; 2]>(ctx, off).ok()?;
     Some(u16::from_be_bytes(unsafe { *field }))
 }
 
 #[inline(always)]
-fn redirect(ctx: &XdpContext, net_id: u32, port: u32) -> Result<Option<u32>, Drop> {
-    let verdict = VXDP_PORTS
-        .redirect(port, 0)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    // Counted once the redirect is accepted: a failed one is a drop only.
-    count(ctx, net_id, Action::RouteInboundForwarded);
-    Ok(Some(verdict))
-}
-
-#[inline(always)]
-fn rewrite_macs(ctx: &XdpContext, net_id: u32, p: &FibParams) -> Result<(), Drop> {
+fn rewrite_macs<C: PacketCtx>(ctx: &C, net_id: u32, p: &FibParams) -> Result<(), Drop> {
     // The lookup's source MAC is the bridge's, its destination the guest's.
     set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }
@@ -103,7 +95,7 @@ fn rewrite_macs(ctx: &XdpContext, net_id: u32, p: &FibParams) -> Result<(), Drop
 /// IPv4: `Some(verdict)` when redirected to the guest's port, `None` when
 /// the kernel should route it.
 #[inline(always)]
-fn forward_v4(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Option<u32>, Drop> {
+fn forward_v4<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Option<C::Verdict>, Drop> {
     let Ok(ip) = parse::ipv4(ctx) else { return Ok(None) };
     if ip.ttl <= 1 {
         return Ok(None);
@@ -112,21 +104,24 @@ fn forward_v4(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Opti
     let route = forward::route_v4(ctx, PacketCtx::ingress_ifindex(ctx), ip.src, ip.dst, ip.proto, 0, 0, tot_len);
     let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
     let Route::Forward(p) = &route else { return Ok(None) };
+    if !ctx.deliverable(port) {
+        return Ok(Some(ctx.defer()));
+    }
     rewrite_macs(ctx, net_id, p)?;
     // TTL shares a 16-bit checksum word with the protocol byte.
     let malformed = Drop::new(DropReason::Malformed, net_id);
-    let ttl_field = parse::ptr_at::<XdpContext, [u8; 2]>(ctx, IP_TTL_OFF).map_err(|_| malformed)?;
+    let ttl_field = parse::ptr_at::<C, [u8; 2]>(ctx, IP_TTL_OFF).map_err(|_| malformed)?;
     let old = u16::from_ne_bytes(unsafe { *ttl_field });
     let new = u16::from_ne_bytes([ip.ttl - 1, ip.proto]);
     unsafe { *ttl_field = new.to_ne_bytes() };
     ctx.l3_csum_replace(IP_CHECK_OFF, old as u32, new as u32, CSUM_FIELD_2)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, port)
+    ctx.to_port(port, net_id, Action::RouteInboundForwarded).map(Some)
 }
 
 /// IPv6: as [`forward_v4`]; there is no header checksum.
 #[inline(always)]
-fn forward_v6(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Option<u32>, Drop> {
+fn forward_v6<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Option<C::Verdict>, Drop> {
     let Ok(ip) = parse::ipv6(ctx) else { return Ok(None) };
     if ip.hop_limit <= 1 {
         return Ok(None);
@@ -136,9 +131,12 @@ fn forward_v6(ctx: &XdpContext, net: &NetworkConfig, net_id: u32) -> Result<Opti
     let route = forward::route_v6(ctx, PacketCtx::ingress_ifindex(ctx), &ip.src, &ip.dst, ip.next_header, tot_len);
     let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
     let Route::Forward(p) = &route else { return Ok(None) };
+    if !ctx.deliverable(port) {
+        return Ok(Some(ctx.defer()));
+    }
     rewrite_macs(ctx, net_id, p)?;
-    let hop = parse::ptr_at::<XdpContext, u8>(ctx, IP6_HOP_LIMIT_OFF)
+    let hop = parse::ptr_at::<C, u8>(ctx, IP6_HOP_LIMIT_OFF)
         .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     unsafe { *hop = ip.hop_limit - 1 };
-    redirect(ctx, net_id, port)
+    ctx.to_port(port, net_id, Action::RouteInboundForwarded).map(Some)
 }

@@ -4,9 +4,12 @@ use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},
     programs::{TcContext, XdpContext},
 };
-use vxdp_common::{Action, DropReason, counter_index};
+use vxdp_common::{Action, Counter, DropReason, PortCounterKey, counter_index};
 
-use crate::{ctx::PacketCtx, maps::VXDP_COUNTERS};
+use crate::{
+    ctx::PacketCtx,
+    maps::{VXDP_COUNTERS, VXDP_XDP_INFLIGHT},
+};
 
 /// A drop: why, and which network to charge it to (0 when unknown).
 #[derive(Clone, Copy)]
@@ -31,6 +34,49 @@ fn add(network_id: u32, slot: u32, bytes: u32) {
             (*counter).bytes += bytes as u64;
         }
     }
+}
+
+/// Takes `packets`/`bytes` back out of a counter slot (this CPU's, which
+/// counted them).
+#[inline(always)]
+fn sub(network_id: u32, slot: u32, packets: u64, bytes: u64) {
+    if let Some(counter) = VXDP_COUNTERS.get_ptr_mut(counter_index(network_id, slot)) {
+        unsafe {
+            (*counter).packets = (*counter).packets.saturating_sub(packets);
+            (*counter).bytes = (*counter).bytes.saturating_sub(bytes);
+        }
+    }
+}
+
+/// Frames counted as `action` that the kernel then dropped: moved to drop
+/// reason `XdpRedirectRefused`, per network and per interface they arrived
+/// on (`ingress`).
+#[inline(always)]
+pub fn refused(network_id: u32, action_slot: u32, ingress: u32, packets: u64, bytes: u64) {
+    let drop_slot = DropReason::XdpRedirectRefused.slot();
+    sub(network_id, action_slot, packets, bytes);
+    if let Some(counter) = VXDP_COUNTERS.get_ptr_mut(counter_index(network_id, drop_slot)) {
+        unsafe {
+            (*counter).packets += packets;
+            (*counter).bytes += bytes;
+        }
+    }
+    crate::port_stats::sub(ingress, network_id, action_slot, packets, bytes);
+    crate::port_stats::add_many(ingress, network_id, drop_slot, packets, bytes);
+}
+
+/// Records an XDP redirect to `port` until the kernel reports on it.
+#[inline(always)]
+pub fn inflight_add(port: u32, network_id: u32, action: Action, bytes: u32) {
+    let key = PortCounterKey { ifindex: port, network_id: network_id as u16, slot: action.slot() as u16 };
+    if let Some(c) = VXDP_XDP_INFLIGHT.get_ptr_mut(&key) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+        return;
+    }
+    let _ = VXDP_XDP_INFLIGHT.insert(&key, &Counter { packets: 1, bytes: bytes as u64 }, 0);
 }
 
 #[inline(always)]

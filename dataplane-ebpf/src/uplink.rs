@@ -1,13 +1,19 @@
-//! The uplink (XDP): replies of NAT flows go back to their guests (`nat`);
+//! The uplink: replies of NAT flows go back to their guests (`nat`);
 //! other traffic into a vxdp network is judged by the owning network's mode:
 //! route/open accept it (`route_in`: redirected to the guest's port, or
 //! routed onto the bridge by the kernel), NAT refuses what no flow expects,
 //! isolated networks refuse everything.
+//!
+//! Written once over [`Hook`] and run twice: by the XDP program on every
+//! frame, and by the TC program on the frames XDP left to it (see `hook`:
+//! frames for ports that cannot take XDP frames, unfinished checksums,
+//! super-frames). A frame XDP judged and passed carries a mark the TC
+//! program sees, so it is judged and counted once.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vxdp_common::{Action, DropReason, SubnetOwner, mode};
 
 use crate::{
+    hook::Hook,
     nat, nat6,
     route_in,
     parse::{self, ETH_P_IP, ETH_P_IPV6},
@@ -16,15 +22,15 @@ use crate::{
 };
 
 #[inline(always)]
-fn pass(ctx: &XdpContext) -> Result<u32, Drop> {
+fn pass<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
     count(ctx, 0, Action::UplinkPassed);
-    Ok(xdp_action::XDP_PASS)
+    Ok(ctx.pass())
 }
 
 #[inline(always)]
-pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
+pub fn uplink_ingress<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
     // The NIC of a direct network: its guests' frames first.
-    if let Some(verdict) = crate::direct::nic_xdp(ctx)? {
+    if let Some(verdict) = crate::direct::nic_unicast(ctx)? {
         return Ok(verdict);
     }
     match parse::ether_type(ctx) {
@@ -49,7 +55,7 @@ pub fn uplink_ingress(ctx: &XdpContext) -> Result<u32, Drop> {
 /// Untracked traffic to a vxdp network's subnet. Refusals happen here: with
 /// forwarding on and no firewall, the kernel would otherwise route it in.
 #[inline(always)]
-fn inbound(ctx: &XdpContext, owner: Option<SubnetOwner>, ipv6: bool) -> Result<u32, Drop> {
+fn inbound<C: Hook>(ctx: &C, owner: Option<SubnetOwner>, ipv6: bool) -> Result<C::Verdict, Drop> {
     let Some(owner) = owner else { return pass(ctx) };
     let id = owner.network_id;
     match owner.mode {

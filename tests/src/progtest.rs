@@ -53,6 +53,8 @@ use vxdp_common::{
 
 /// TC verdicts (`TC_ACT_*`).
 pub const TC_ACT_OK: u32 = 0;
+/// TC_ACT_UNSPEC (-1): TCX goes on to the interface's next program, then the kernel.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 /// XDP verdicts (`enum xdp_action`).
@@ -391,6 +393,8 @@ pub struct Guest {
 pub struct Run {
     pub verdict: u32,
     pub data: Vec<u8>,
+    /// XDP: the metadata the program put in front of the frame (empty: none).
+    pub meta: Vec<u8>,
 }
 
 /// The loaded dataplane in a test namespace, maps seeded for network
@@ -477,9 +481,11 @@ impl World {
                 .context("VXDP_ENDPOINTS")?,
         )?;
         for g in &guests {
+            // Ports that take XDP frames (as taps do), so the uplink's XDP
+            // program may redirect to them.
             let ep = Endpoint {
                 network_id: NET_ID,
-                flags: endpoint_flags::MAC_KNOWN,
+                flags: endpoint_flags::MAC_KNOWN | endpoint_flags::XDP_FRAMES,
                 mac: g.mac,
                 _pad0: [0; 2],
                 ipv4: be(g.addr),
@@ -564,6 +570,7 @@ impl World {
         Ok(Run {
             verdict: r.return_value,
             data: out,
+            meta: Vec::new(),
         })
     }
 
@@ -588,18 +595,24 @@ impl World {
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 512];
+        let mut ctx_out = [0u8; 24];
         let r = p
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
-                ctx_in: (ifindex != 0).then_some(&ctx[..]),
+                ctx_in: Some(&ctx[..]),
+                ctx_out: Some(&mut ctx_out),
                 ..TestRunOptions::new()
             })
             .expect("BPF_PROG_TEST_RUN of vxdp_uplink_in failed");
         out.truncate(r.data_size_out as usize);
+        // The output starts at the metadata: `data` is its length.
+        let meta_len = (u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize).min(out.len());
+        let data = out.split_off(meta_len);
         Run {
             verdict: r.return_value,
-            data: out,
+            data,
+            meta: out,
         }
     }
 

@@ -180,9 +180,9 @@ impl NatTopology {
         topo.wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
         topo.wan.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
         topo.wan.ip(&["link", "set", "wan0", "up"])?;
-        // A real uplink receives frames with finished checksums; a veth
-        // peer would hand over unfinished (CHECKSUM_PARTIAL) ones.
-        topo.wan.exec("ethtool", &["-K", "wan0", "tx", "off"])?;
+        // Kernel defaults on purpose (DESIGN.md §7): wan0 keeps its TX
+        // checksum offload, so the uplink receives unfinished
+        // (CHECKSUM_PARTIAL) TCP/UDP as it would from any local sender.
         topo.hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
         topo.hyp.ip(&["link", "set", "up0", "up"])?;
         topo.hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
@@ -194,9 +194,9 @@ impl NatTopology {
             g.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             g.ip(&["link", "set", "eth0", "up"])?;
             g.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
-            // XDP redirects into a veth need NAPI on the receiving end; a
-            // VM's tap needs nothing of the sort.
-            g.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
+            // Kernel defaults: GRO stays off on the guest's end, so the
+            // guest port cannot take XDP frames and vxdp must use the
+            // socket-buffer path to reach it.
             let link = String::from_utf8(g.ip(&["-o", "link", "show", "eth0"])?.stdout)?;
             let mac = link
                 .split_whitespace()

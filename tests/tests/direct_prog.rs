@@ -18,7 +18,7 @@ use vxdp_common::{
     Action, DIRECT_MAX_PORTS, DirectNic, DirectPort, DropReason, Endpoint, endpoint_flags, mode, names,
 };
 use vxdp_tests::progtest::{
-    Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN,
+    Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_UNSPEC, TC_ACT_SHOT, TCP_SYN,
     UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, with_nat_world,
 };
 
@@ -64,7 +64,8 @@ fn seed_direct(w: &mut World, m: u32, ports: usize) {
             g.port_ifindex,
             &Endpoint {
                 network_id: NET_ID,
-                flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN,
+                // Taps: the NIC's XDP program may redirect to them.
+                flags: endpoint_flags::MAC_KNOWN | endpoint_flags::IPV4_KNOWN | endpoint_flags::XDP_FRAMES,
                 mac: g.mac,
                 ipv4: be(g.addr),
                 ..Endpoint::default()
@@ -231,8 +232,8 @@ fn direct_nic_steers_frames_from_the_wire_and_the_host() {
             // to the guests.
             let a = arp(outside_mac, outside_mac, Ipv4Addr::new(192, 168, 122, 1), g.addr);
             xdp(w, &a, XDP_PASS, &[uplink_passed()], &format!("{name}: wire broadcast at XDP"));
-            tc(w, names::PROG_NIC_INGRESS, &a, TC_ACT_OK, &[once(Action::DirectFlooded)], &format!("{name}: wire broadcast at TC ingress"));
-            tc(w, names::PROG_NIC_INGRESS, &p, TC_ACT_OK, &[], &format!("{name}: wire unicast at TC ingress"));
+            tc(w, names::PROG_NIC_INGRESS, &a, TC_ACT_UNSPEC, &[once(Action::DirectFlooded)], &format!("{name}: wire broadcast at TC ingress"));
+            tc(w, names::PROG_NIC_INGRESS, &p, TC_ACT_UNSPEC, &[], &format!("{name}: wire unicast at TC ingress"));
 
             // A guest's frame reflected by a hairpinning switch.
             let reflected = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac).build();
@@ -245,11 +246,11 @@ fn direct_nic_steers_frames_from_the_wire_and_the_host() {
             let reflected_arp = arp(g.mac, g.mac, g.addr, h.addr);
             if m == mode::DIRECT_VEPA {
                 // The sender is skipped, its sibling gets the copy.
-                tc(w, names::PROG_NIC_INGRESS, &reflected_arp, TC_ACT_OK, &[once(Action::DirectFlooded)], &format!("{name}: reflected broadcast at TC ingress"));
+                tc(w, names::PROG_NIC_INGRESS, &reflected_arp, TC_ACT_UNSPEC, &[once(Action::DirectFlooded)], &format!("{name}: reflected broadcast at TC ingress"));
             } else {
                 // Only the host's local copy of a guest's broadcast gets
                 // here: the guest program gave the others theirs.
-                tc(w, names::PROG_NIC_INGRESS, &reflected_arp, TC_ACT_OK, &[], &format!("{name}: a guest's broadcast at TC ingress"));
+                tc(w, names::PROG_NIC_INGRESS, &reflected_arp, TC_ACT_UNSPEC, &[], &format!("{name}: a guest's broadcast at TC ingress"));
             }
 
             if m == mode::DIRECT_PASSTHROUGH {

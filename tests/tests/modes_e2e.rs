@@ -838,11 +838,12 @@ fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
             .into_iter()
             .filter(|(n, _)| n.starts_with("tc_") || n.starts_with("xdp_"))
             .collect();
-        // TC ingress and egress on up0 (its XDP link may be shared with the keeper network as its uplink).
+        // TC ingress and egress on up0 (its XDP and TC uplink links may be shared with the keeper network as its uplink).
         ensure!(links.iter().filter(|(n, _)| n.starts_with("tc_nic_")).count() == 2, "NIC TC links: {links:?}");
         ensure!(maps.direct_nics()?.keys().count() == 1 && maps.direct_ports()?.keys().count() == 2, "direct map entries missing");
         topo.stop()?;
-        for (name, lid) in links.iter().filter(|(n, _)| !n.starts_with("xdp_")) {
+        // The uplink's XDP and TC links may stay with the keeper network.
+        for (name, lid) in links.iter().filter(|(n, _)| !n.starts_with("xdp_") && !n.starts_with("tc_uplink_")) {
             ensure!(!exists("link", *lid)?, "link {name} (id {lid}) of the direct network survived net-destroy");
         }
         ensure!(maps.direct_nics()?.keys().count() == 0, "VXDP_DIRECT_NICS entries survived net-destroy");

@@ -1,0 +1,148 @@
+//! What differs between the uplink's XDP program (`vxdp_uplink_in`) and its
+//! TC program (`vxdp_uplink_tc`), which run the same uplink logic: how a
+//! translated frame reaches a guest port, how a frame goes on to the kernel,
+//! and whether a frame may be delivered from this hook at all.
+//!
+//! XDP delivers a frame to a guest port only when all of these hold,
+//! otherwise it leaves the frame untouched to the TC program
+//! ([`Hook::defer`]), whose socket-buffer redirect works for every device
+//! and keeps the frame's checksum state:
+//! * the port takes XDP frames (`endpoint_flags::XDP_FRAMES`: a tap; a veth
+//!   drops them unless its peer has NAPI, which vxdp does not control);
+//! * the frame fits the port's MTU (a larger one is a GRO/GSO super-frame
+//!   generic XDP linearised, which only a socket buffer can carry);
+//! * its L4 checksum is finished ([`crate::csum::finished`]): XDP cannot
+//!   see CHECKSUM_PARTIAL, and a redirect would deliver the unfinished
+//!   field to the guest.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC, __sk_buff, xdp_action},
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+};
+use vxdp_common::{Action, XDP_META_JUDGED, endpoint_flags};
+
+use crate::{
+    ctx::PacketCtx,
+    maps::{VXDP_ENDPOINTS, VXDP_PORTS},
+    stats::{self, Drop, count},
+};
+
+pub trait Hook: PacketCtx + EbpfContext {
+    type Verdict: Copy;
+    /// XDP sees every frame from the wire first. The TC program sees only
+    /// what XDP left to it, and frames vxdp's guest programs redirected
+    /// into the interface's ingress (a direct guest's frames to the host).
+    const FROM_WIRE_ONLY: bool;
+    /// Whether the frame, as it is now, can be delivered to guest `port`
+    /// from this hook.
+    fn deliverable(&self, port: u32) -> bool;
+    /// Sends the frame to guest `port`; counted as `action` of `net_id`
+    /// once the redirect is accepted.
+    fn to_port(&self, port: u32, net_id: u32, action: Action) -> Result<Self::Verdict, Drop>;
+    /// The kernel takes the frame from here (host traffic, slow path),
+    /// judged by this hook.
+    fn pass(&self) -> Self::Verdict;
+    /// XDP: the frame goes to the TC program, unmodified. Only called when
+    /// [`Hook::deliverable`] said no, which TC never does.
+    fn defer(&self) -> Self::Verdict;
+}
+
+impl Hook for XdpContext {
+    type Verdict = u32;
+    const FROM_WIRE_ONLY: bool = true;
+
+    #[inline(always)]
+    fn deliverable(&self, port: u32) -> bool {
+        xdp_deliverable(self, port)
+    }
+
+    #[inline(always)]
+    fn to_port(&self, port: u32, net_id: u32, action: Action) -> Result<u32, Drop> {
+        let verdict = VXDP_PORTS
+            .redirect(port, 0)
+            .map_err(|_| Drop::new(vxdp_common::DropReason::RedirectFailed, net_id))?;
+        count(self, net_id, action);
+        // The kernel may still refuse it after the program returns: the
+        // tracepoint programs settle it (`refused`).
+        stats::inflight_add(port, net_id, action, self.packet_len());
+        Ok(verdict)
+    }
+
+    #[inline(always)]
+    fn pass(&self) -> u32 {
+        // Tell the TC program the frame was judged (a driver without
+        // metadata support: TC judges it again, which is correct).
+        if unsafe { bpf_xdp_adjust_meta(self.ctx, -4) } == 0 {
+            let meta = self.metadata();
+            if meta + 4 <= self.data() {
+                unsafe { *(meta as *mut u32) = XDP_META_JUDGED };
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn defer(&self) -> u32 {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// [`Hook::deliverable`] for XDP.
+#[inline(always)]
+fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
+    let takes_xdp = unsafe { VXDP_ENDPOINTS.get(&port) }
+        .is_some_and(|ep| ep.flags & endpoint_flags::XDP_FRAMES != 0);
+    if !takes_xdp {
+        return false;
+    }
+    let mut mtu_len: u32 = 0;
+    // 0: the frame fits the port's MTU (plus its link-layer header).
+    let fits = unsafe { bpf_check_mtu(ctx.as_ptr(), port, &mut mtu_len, 0, 0) } == 0;
+    fits && crate::csum::finished(ctx)
+}
+
+impl Hook for TcContext {
+    type Verdict = i32;
+    const FROM_WIRE_ONLY: bool = false;
+
+    #[inline(always)]
+    fn deliverable(&self, _port: u32) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn to_port(&self, port: u32, net_id: u32, action: Action) -> Result<i32, Drop> {
+        if unsafe { bpf_redirect(port, 0) } as i32 != TC_ACT_REDIRECT {
+            return Err(Drop::new(vxdp_common::DropReason::RedirectFailed, net_id));
+        }
+        count(self, net_id, action);
+        Ok(TC_ACT_REDIRECT)
+    }
+
+    #[inline(always)]
+    fn pass(&self) -> i32 {
+        // The next TC program on the interface (a direct NIC's), else the
+        // kernel.
+        TC_ACT_UNSPEC
+    }
+
+    #[inline(always)]
+    fn defer(&self) -> i32 {
+        TC_ACT_UNSPEC
+    }
+}
+
+/// Whether the uplink's XDP program judged this frame already (it passed
+/// it with [`XDP_META_JUDGED`] in front).
+#[inline(always)]
+pub fn judged_by_xdp(ctx: &TcContext) -> bool {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    let meta = unsafe { (*skb).data_meta } as usize;
+    let data = ctx.data();
+    if meta + 4 > data {
+        return false;
+    }
+    unsafe { *(meta as *const u32) == XDP_META_JUDGED }
+}
