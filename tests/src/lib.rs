@@ -5,4 +5,5 @@ pub mod macvtap;
 pub mod matrix;
 pub mod progtest;
 pub mod testbed;
+pub mod vm;
 pub mod packet6;
