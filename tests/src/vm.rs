@@ -248,6 +248,16 @@ impl Vm {
         Ok(Lease { ip: field("ip"), prefix: field("mask"), router: field("router"), dns: field("dns"), server: field("server") })
     }
 
+    /// The guest kernel's count of TCP segments dropped for a bad checksum
+    /// (`Tcp: InCsumErrors` in /proc/net/snmp).
+    pub fn tcp_checksum_errors(&mut self) -> Result<u64> {
+        let snmp = self.check("grep '^Tcp:' /proc/net/snmp", Duration::from_secs(10))?;
+        let mut rows = snmp.lines().map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let (names, values) = (rows.next().context("no Tcp header")?, rows.next().context("no Tcp values")?);
+        let i = names.iter().position(|n| *n == "InCsumErrors").context("no InCsumErrors in /proc/net/snmp")?;
+        Ok(values.get(i).context("short Tcp row")?.parse()?)
+    }
+
     /// The virtio-net features the guest's driver negotiated, by name (from
     /// /sys/bus/virtio/devices/*/features, one character per bit).
     pub fn negotiated_features(&mut self) -> Result<Vec<String>> {
