@@ -1,4 +1,5 @@
 pub mod corpus;
+pub mod frame_probe;
 pub mod ipv6nat;
 pub mod libvirt;
 pub mod macvtap;

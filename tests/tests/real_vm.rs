@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use vxdp_tests::{
+    frame_probe::{SkbProbe, XdpCounter, XdpMode},
     testbed::{NatTopology, OUTSIDE_HOST, OutsideChecksums, UPLINK_ADDR, pattern},
     vm::{Lease, Sink, Vm, md5_hex, send_to, source},
 };
@@ -233,4 +234,53 @@ fn route_vm_with_outside_sending_finished_checksums() -> Result<()> {
 #[test]
 fn route_vm_with_outside_on_default_veth() -> Result<()> {
     route_case("vmrd", OutsideChecksums::VethDefault)
+}
+
+/// Measures what a program on the guest's tap sees of a real virtio guest's
+/// bulk TCP (DESIGN.md §6): the socket buffers TC ingress gets (checksum
+/// state, GSO, sizes, via a packet socket on the tap) with no XDP program,
+/// with a counting XDP program in native mode and in generic mode. The
+/// counting program passes everything, and the uploads must stay intact:
+/// XDP_PASS keeps the frames' offload state in both modes.
+#[test]
+fn tap_programs_see_the_guests_offloaded_frames() -> Result<()> {
+    let mut net = VmOnNetwork::start("vmx", "nat", OutsideChecksums::Finished)?;
+    let counter = XdpCounter::load()?;
+    for (mode, xdp) in [("no XDP", None), ("native", Some(XdpMode::Driver)), ("generic", Some(XdpMode::Generic))] {
+        let attached = xdp.is_some();
+        let link = xdp.map(|m| counter.attach(&net.topo.hyp, TAP, m)).transpose()?;
+        counter.reset()?;
+        let probe = SkbProbe::start(&net.topo.hyp, TAP)?;
+        let upload = net.upload();
+        let skb = probe.finish()?;
+        let xdp_seen = counter.counts()?;
+        drop(link);
+        upload.with_context(|| format!("3 MiB guest -> outside with {mode} on the tap"))?;
+        eprintln!(
+            "[vm] {mode:>7}: TC (packet socket) saw {} frames, {} bytes; {} GSO ({} bytes, largest gso_size {}); \
+             {} with a partial checksum, {} marked valid; longest {} B; socket drops {} | \
+             XDP saw {} frames, {} bytes, {} over 1514 B, longest {} B",
+            skb.frames,
+            skb.bytes,
+            skb.gso,
+            skb.gso_bytes,
+            skb.largest_gso_size,
+            skb.partial_csum,
+            skb.csum_valid,
+            skb.longest,
+            skb.socket_drops,
+            xdp_seen.frames,
+            xdp_seen.bytes,
+            xdp_seen.over_1514,
+            xdp_seen.longest,
+        );
+        ensure!(skb.frames > 0 && skb.bytes >= TRANSFER as u64, "the packet socket on {TAP} saw only {} frames, {} bytes of a {TRANSFER}-byte upload", skb.frames, skb.bytes);
+        ensure!(skb.partial_csum > 0, "none of the guest's frames carried a partial checksum, though it negotiated CSUM: {skb:?}");
+        if attached {
+            ensure!(xdp_seen.bytes >= TRANSFER as u64, "the {mode} XDP program saw {} bytes of a {TRANSFER}-byte upload", xdp_seen.bytes);
+        } else {
+            ensure!(xdp_seen == Default::default(), "the counter moved with no program attached: {xdp_seen:?}");
+        }
+    }
+    Ok(())
 }
