@@ -282,7 +282,7 @@ impl SkbProbe {
                     }
                     bail!("reading the packet socket: {e}");
                 }
-                if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 || (n as usize) < 10 {
+                if sll.sll_pkttype == libc::PACKET_OUTGOING || (n as usize) < 10 {
                     continue;
                 }
                 // struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
