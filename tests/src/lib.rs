@@ -1,8 +1,10 @@
 pub mod corpus;
+pub mod frame_probe;
 pub mod ipv6nat;
 pub mod libvirt;
 pub mod macvtap;
 pub mod matrix;
 pub mod progtest;
 pub mod testbed;
+pub mod vm;
 pub mod packet6;

@@ -145,6 +145,18 @@ pub struct Guest {
     pub mac: String,
 }
 
+/// How the outside host's veth (`wan0`) hands its TCP/UDP segments to the
+/// uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideChecksums {
+    /// `ethtool -K wan0 tx off`: finished checksums, as a real uplink NIC
+    /// delivers them.
+    Finished,
+    /// The veth's default (TX checksum offload on): segments arrive with
+    /// unfinished (CHECKSUM_PARTIAL) checksums.
+    VethDefault,
+}
+
 /// The NAT topology with vxdp's state and pins private to this instance.
 pub struct NatTopology {
     pub prefix: String,
@@ -157,9 +169,15 @@ pub struct NatTopology {
 }
 
 impl NatTopology {
-    /// Builds wan and hypervisor namespaces and `guests` guests; vxdp is not
-    /// started yet.
+    /// Builds wan and hypervisor namespaces and `guests` guests, every veth
+    /// in the kernel's default settings; vxdp is not started yet.
     pub fn new(tag: &str, guests: usize) -> Result<Self> {
+        Self::with_outside(tag, guests, OutsideChecksums::VethDefault)
+    }
+
+    /// Like [`NatTopology::new`], choosing how the outside host's veth
+    /// sends checksums.
+    pub fn with_outside(tag: &str, guests: usize, outside: OutsideChecksums) -> Result<Self> {
         ensure!(unsafe { libc::geteuid() } == 0, "end-to-end tests need root (network namespaces, BPF)");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("vx{tag}{}-{n}", std::process::id());
@@ -180,9 +198,14 @@ impl NatTopology {
         topo.wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
         topo.wan.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
         topo.wan.ip(&["link", "set", "wan0", "up"])?;
-        // Kernel defaults on purpose (DESIGN.md §7): wan0 keeps its TX
+        // Kernel defaults unless asked (DESIGN.md §7): wan0 keeps its TX
         // checksum offload, so the uplink receives unfinished
         // (CHECKSUM_PARTIAL) TCP/UDP as it would from any local sender.
+        // `OutsideChecksums::Finished` is the one tuned case, for tests
+        // that compare with a wire (which sends finished checksums).
+        if outside == OutsideChecksums::Finished {
+            topo.wan.exec("ethtool", &["-K", "wan0", "tx", "off"])?;
+        }
         topo.hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
         topo.hyp.ip(&["link", "set", "up0", "up"])?;
         topo.hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
@@ -285,21 +308,28 @@ impl NatTopology {
     /// forwarding state (ports on no bridge, as in direct modes, count as
     /// ready).
     pub fn wait_ports_forwarding(&self, within: Duration) -> Result<()> {
-        let start = Instant::now();
+        let deadline = Instant::now() + within;
         for g in &self.guests {
-            loop {
-                let out = Command::new("bridge").args(["-n", &self.hyp.name, "link", "show", "dev", &g.port]).output()?;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                if !text.contains(" state ") || text.contains("state forwarding") {
-                    break;
-                }
-                if start.elapsed() > within {
-                    bail!("bridge port {} not forwarding within {within:?}: {}", g.port, text.trim());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            self.wait_port_forwarding(&g.port, deadline.saturating_duration_since(Instant::now()))?;
         }
         Ok(())
+    }
+
+    /// Waits until hypervisor port `port` forwards (at once when it is on
+    /// no bridge).
+    pub fn wait_port_forwarding(&self, port: &str, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let out = Command::new("bridge").args(["-n", &self.hyp.name, "link", "show", "dev", port]).output()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.contains(" state ") || text.contains("state forwarding") {
+                return Ok(());
+            }
+            if start.elapsed() > within {
+                bail!("bridge port {port} not forwarding within {within:?}: {}", text.trim());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A counter of `vxdp stats` (network, name) → (packets, bytes).

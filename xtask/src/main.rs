@@ -6,6 +6,7 @@
 //! `cargo +<pin>`, the pin being the workspace's `rust-version`.
 
 mod cmd;
+mod guest_image;
 mod setup;
 mod summary;
 mod toolchain;
@@ -43,13 +44,17 @@ enum Task {
     #[command(
         long_about = "Install everything building and testing needs (idempotent).\n\n\
         Steps, each skipped when already done:\n  \
-        1. apt packages (LLVM 22, build tools, network test tools, libvirt for the \
+        1. apt packages (LLVM 22, build tools, network test tools, QEMU, libvirt for the \
         differential test), with one `apt-get update` only if something is missing; while \
         apt installs, a temporary /usr/sbin/policy-rc.d (unless one exists) stops packages \
         from starting services such as libvirtd in the root namespace\n  \
         2. the pinned Rust toolchain with rust-src (plus clippy and rustfmt when available)\n  \
         3. bpf-linker 0.13.0 built against LLVM 22 (cargo install; 1-2 minutes)\n  \
-        4. the bpf filesystem at /sys/fs/bpf\n\n\
+        4. the bpf filesystem at /sys/fs/bpf\n  \
+        5. the real-VM tests' guest image in target/vm-guest (Debian's cloud kernel and its \
+        virtio-net modules, busybox-static, a gzipped cpio initramfs): downloaded with \
+        `apt-get download` and unpacked there, never installed; rebuilt only when a package \
+        version or the guest's scripts change\n\n\
         Prints one line per step; on failure names the step, the command and the end of its \
         stderr. Needs root and a Debian-like system (apt, dpkg)."
     )]

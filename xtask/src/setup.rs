@@ -43,6 +43,12 @@ pub const APT_PACKAGES: &[&str] = &[
     // iptables(-nft) rules; TCP throughput is measured with iperf3.
     "iptables",
     "iperf3",
+    // The real-VM tests (tests/tests/real_vm.rs) boot a tiny guest under
+    // QEMU with TCG. On a machine image that ships Debian's backported
+    // qemu-utils 10.x, apt replaces it with bookworm's (qemu-system-common
+    // 7.2 is in its Breaks); vxdp uses neither qemu-img nor qemu-nbd.
+    // The guest's kernel and busybox are not installed: see guest_image.rs.
+    "qemu-system-x86",
 ];
 
 /// Debian's invoke-rc.d asks this script whether a package may start its
@@ -69,6 +75,7 @@ pub fn run(toolchain: &Toolchain) -> anyhow::Result<()> {
         ensure_bpf_linker(toolchain)
     })?;
     step(&format!("bpffs at {BPFFS}"), ensure_bpffs)?;
+    step("real-VM guest image", crate::guest_image::ensure)?;
     Ok(())
 }
 
