@@ -275,12 +275,11 @@ impl Topology {
         guest.ip(&["addr", "add", &format!("{GUEST_ADDR}/24"), "dev", "eth0"])?;
         guest.ip(&["link", "set", "eth0", "up"])?;
         guest.ip(&["route", "add", "default", "via", GATEWAY])?;
-        // Kernel defaults on the port (GRO off): the generator's socket
-        // hands frames to the veth one at a time, as a guest's stack does.
+        // Kernel defaults on both ends (GRO off): the generator's socket
+        // hands frames to the veth one at a time, as a guest's stack does,
+        // and vxdp's uplink takes its TC path to a veth port (XDP frames
+        // only go to ports that take them).
         hyp.ip(&["link", "set", "vnet0", "up"])?;
-        // NAPI on the guest's end: vxdp's uplink XDP redirects replies into
-        // vnet0, and a veth whose peer has no NAPI drops XDP frames.
-        guest.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
         // The floor pair: no address, nothing but the sink on floor1.
         guest.ip(&[
             "link", "add", FLOOR_TX, "type", "veth", "peer", "name", FLOOR_RX,
