@@ -24,7 +24,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use config::{DNSMASQ_USER, generate, wanted};
+pub use config::{DNSMASQ_USER, MAX_LINE, generate, wanted};
 pub use leases::{LeaseEntry, apply_event, guest_ipv4, read_leases};
 pub use supervise::{LOG_LIMIT, MAX_RESTART_DELAY, run_supervisor};
 
