@@ -62,6 +62,7 @@ enum Command {
     /// keeps running as a transient one until `net-destroy`.
     NetUndefine {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Start a defined network (see `net-define`).
@@ -86,6 +87,7 @@ enum Command {
     /// pid files, log) are under <state-dir>/dnsmasq/<network>/.
     NetStart {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Start a transient network from a libvirt network XML file (not stored;
@@ -110,6 +112,7 @@ enum Command {
     /// started again; the DHCP lease file is kept for the next start.
     NetDestroy {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// List networks as a table: name, state, autostart, persistent, then
@@ -124,12 +127,14 @@ enum Command {
     /// bridge (a direct network: its devices).
     NetInfo {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Print a network's XML: the running definition of an active network,
     /// otherwise the stored one (with the generated UUID, MAC and bridge).
     NetDumpxml {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
         /// Print the stored definition even when the network runs.
         #[arg(long)]
@@ -139,6 +144,7 @@ enum Command {
     /// daemon at boot), or unmark it with --disable.
     NetAutostart {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
         /// Stop autostarting the network.
         #[arg(long)]
@@ -160,7 +166,7 @@ enum Command {
     /// when the port is unplugged. Prints the device name.
     AttachInterface {
         /// The network's name.
-        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        #[arg(value_parser = network_name, long, required_unless_present = "xml", conflicts_with = "xml")]
         network: Option<String>,
         /// The interface to plug in.
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
@@ -185,7 +191,7 @@ enum Command {
     /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
     /// A tap vxdp created for the port is removed.
     DetachInterface {
-        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        #[arg(value_parser = network_name, long, required_unless_present = "xml", conflicts_with = "xml")]
         network: Option<String>,
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
         dev: Option<String>,
@@ -199,6 +205,7 @@ enum Command {
     /// shown. Expiry times are UTC ("never" for infinite leases).
     NetDhcpLeases {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         network: String,
         /// Only leases of this MAC address.
         #[arg(long)]
@@ -206,10 +213,14 @@ enum Command {
     },
     /// (internal) Run and restart a network's dnsmasq; started by net-create.
     #[command(hide = true)]
-    DnsmasqSupervise { network: String },
+    DnsmasqSupervise {
+        #[arg(value_parser = network_name)]
+        network: String,
+    },
     /// (internal) dnsmasq's lease hook: ACTION MAC IP [HOSTNAME].
     #[command(hide = true)]
     DhcpLeaseEvent {
+        #[arg(value_parser = network_name)]
         network: String,
         #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
@@ -217,6 +228,7 @@ enum Command {
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
         /// Only this network.
+        #[arg(value_parser = network_name)]
         network: Option<String>,
         /// Also show counters that are zero.
         #[arg(long)]
@@ -268,6 +280,15 @@ enum Command {
     Unload,
 }
 
+/// A network name as the XML module accepts it, so no name given on the
+/// command line names a path outside the state directory.
+fn network_name(s: &str) -> Result<String, String> {
+    match vxdp_control::xml::network_name_problem(s) {
+        Some(problem) => Err(problem),
+        None => Ok(s.to_string()),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -292,12 +313,18 @@ enum ConntrackCmd {
     /// List NAT flows (one line per flow): IPv4 NAT and NAT66 (IPv6
     /// addresses shown as [addr]:port; ICMP and ICMPv6 echo show the echo
     /// identifier as the port).
-    List { network: Option<String> },
+    List {
+        #[arg(value_parser = network_name)]
+        network: Option<String>,
+    },
     /// Remove the flows (IPv4 and NAT66) of a network, or of every started network.
     ///
     /// Guests' connections through NAT break (their next packet starts a new
     /// flow, possibly with another NAT port).
-    Flush { network: Option<String> },
+    Flush {
+        #[arg(value_parser = network_name)]
+        network: Option<String>,
+    },
 }
 
 fn enter_netns(name: &str) -> Result<()> {

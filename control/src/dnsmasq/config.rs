@@ -162,7 +162,8 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
     c.fixed("strict-order");
     c.fixed(format!("user={DNSMASQ_USER}"));
     c.fixed(format!("group={DNSMASQ_GROUP}"));
-    // The paths hold the state directory and the network's name.
+    // The paths hold the state directory and the network's name, unquoted.
+    plain_token(file, "/network/name", &def.name, "the name of a network with dnsmasq")?;
     for (opt, path) in [("pid-file", paths.pid()), ("dhcp-leasefile", paths.leases()), ("dhcp-script", paths.hook())] {
         let path = path.to_string_lossy();
         c.put("/network/name", &def.name, format!("{opt}={path}"))?;

@@ -105,6 +105,8 @@ pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<u64, Dnsm
         .arg("--bpffs")
         .arg(&inv.bpffs)
         .arg(SUPERVISE_VERB)
+        // Never read as an option, whatever the name.
+        .arg("--")
         .arg(network)
         .stdin(Stdio::null())
         .stdout(log)

@@ -287,6 +287,8 @@ fn adversarial_definitions() -> Vec<(String, &'static str)> {
             "/network/domain@name",
         ),
     ];
+    // The name is part of dnsmasq's paths: '#' after a space would cut them.
+    v.push(("<network><name>a #b</name><ip address='10.2.0.1' prefix='24'/></network>".into(), "/network/name"));
     // Many names on one host: each is fine, the line is not.
     let names: String = (0..40).map(|i| format!("<hostname>host{i}-{}</hostname>", long(30))).collect();
     v.push((dns(&format!("<host ip='10.2.0.5'>{names}</host>")), "/network/dns/host[1]"));
@@ -351,4 +353,28 @@ fn accepted_edge_values_fit_dnsmasqs_lines() {
     let c = conf(&edge[0]);
     assert!(lines(&c).contains(&r#"txt-record=t,"ends in a backslash \\""#), "{c}");
     assert!(lines(&c).contains(&r#"txt-record=q,"say \"hi\", # not a comment""#), "{c}");
+}
+
+/// The lease hook passes the network's name after `--` and quoted, so
+/// `vxdp dhcp-lease-event` gets it as written whatever it holds.
+#[test]
+fn lease_hook_passes_the_name_as_one_argument_after_double_dash() {
+    let dir = std::env::temp_dir().join(format!("vxdp-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stand-in for vxdp that prints its arguments one per line.
+    let exe = dir.join("args");
+    std::fs::write(&exe, "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n").unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inv = Invocation { exe, state_dir: "/var/lib/vxdp".into(), bpffs: "/sys/fs/bpf/vxdp".into() };
+    let hook = dir.join("hook");
+    let name = "it's $(a) net";
+    std::fs::write(&hook, hook_script(&inv, name)).unwrap();
+    let out = std::process::Command::new("sh").arg(&hook).args(["add", "52:54:00:00:00:01", "10.0.0.5"]).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let args = String::from_utf8(out.stdout).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        ["--state-dir", "/var/lib/vxdp", "--bpffs", "/sys/fs/bpf/vxdp", "dhcp-lease-event", "--", name, "add", "52:54:00:00:00:01", "10.0.0.5"]
+    );
 }
