@@ -210,13 +210,43 @@ impl Log {
     }
 
     fn line(&mut self, text: &str) {
+        self.line_bytes(text.as_bytes());
+    }
+
+    /// One line as the program wrote it (any bytes, not only UTF-8), with
+    /// a newline added when it has none.
+    fn line_bytes(&mut self, line: &[u8]) {
         if self.file.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() >= LOG_LIMIT) {
             let _ = fs::rename(&self.path, self.path.with_extension("1"));
             *self = Log::open(self.path.clone());
         }
         if let Some(f) = &mut self.file {
             // Nowhere better to report a failing log write.
-            let _ = writeln!(f, "{text}");
+            let _ = f.write_all(line);
+            if !line.ends_with(b"\n") {
+                let _ = f.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// Copies `src` into the log a line at a time until EOF. Bytes, not text:
+/// a line that is not UTF-8 (a guest's host name, a hook's output) is kept
+/// as written and does not stop the copy.
+fn copy_lines(src: impl std::io::Read, log: &Mutex<Log>) {
+    let mut src = BufReader::new(src);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match src.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if let Ok(mut log) = log.lock() {
+                    log.line_bytes(&line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }
@@ -224,14 +254,7 @@ impl Log {
 /// Copies dnsmasq's output (and its lease hook's) into the log until EOF,
 /// i.e. until dnsmasq and its script helper have both exited.
 fn copy_output(src: impl std::io::Read + Send + 'static, log: Arc<Mutex<Log>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(src).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut log) = log.lock() {
-                log.line(&line);
-            }
-        }
-    });
+    std::thread::spawn(move || copy_lines(src, &log));
 }
 
 /// The supervisor's body (`vxdp dnsmasq-supervise NETWORK`): runs dnsmasq
@@ -296,6 +319,22 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_copy_keeps_going_past_lines_that_are_not_utf8() {
+        let dir = std::env::temp_dir().join(format!("vxdp-log-bytes-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let log = Mutex::new(Log::open(path.clone()));
+        let output: &[u8] = b"dnsmasq: started\nDHCPACK 10.0.0.5 52:54:00:00:00:01 caf\xe9\xff\nlater line\nno newline at the end";
+        copy_lines(output, &log);
+        drop(log);
+        let copied = fs::read(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let mut want = output.to_vec();
+        want.push(b'\n');
+        assert_eq!(copied, want, "{}", String::from_utf8_lossy(&copied));
+    }
 
     #[test]
     fn log_rotates_past_the_limit() {
