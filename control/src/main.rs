@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use vxdp_control::tap::TapOwner;
 use vxdp_control::{
     daemon,
     dataplane::{LoadOptions, Maps, Pins},
@@ -186,6 +187,12 @@ enum Command {
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
+        /// Who may open a tap vxdp creates for --xml, as USER[:GROUP] (names
+        /// or numeric ids; libvirt's qemu user and group): only that user,
+        /// and with a GROUP only while in it, or a process with
+        /// CAP_NET_ADMIN. Default: root.
+        #[arg(long, requires = "xml", value_name = "USER[:GROUP]", value_parser = TapOwner::parse)]
+        tap_owner: Option<TapOwner>,
     },
     /// Unplug a guest port from a network (by --network and --dev, or by the
     /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
@@ -477,10 +484,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
-        Command::AttachInterface { network, dev, mac, ip, xml } => match (xml, network, dev) {
+        Command::AttachInterface { network, dev, mac, ip, xml, tap_owner } => match (xml, network, dev) {
             (Some(file), _, _) => {
                 let text = read(&file)?;
-                let port = ports::attach_xml(ctx, &text, &file.display().to_string()).await?;
+                let port = ports::attach_xml(ctx, &text, &file.display().to_string(), tap_owner.unwrap_or_default()).await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
