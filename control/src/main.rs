@@ -224,6 +224,13 @@ enum Command {
         #[arg(value_parser = network_name)]
         network: String,
     },
+    /// (internal) Ends a network's dnsmasq when its supervisor dies; started
+    /// by the supervisor.
+    #[command(hide = true)]
+    DnsmasqGuard {
+        #[arg(value_parser = network_name)]
+        network: String,
+    },
     /// (internal) dnsmasq's lease hook: ACTION MAC IP [HOSTNAME].
     #[command(hide = true)]
     DhcpLeaseEvent {
@@ -375,6 +382,10 @@ fn real_main() -> Result<()> {
             dnsmasq::run_supervisor(&ctx.state_dir, network)?;
             return Ok(());
         }
+        Command::DnsmasqGuard { .. } => {
+            dnsmasq::run_guard()?;
+            return Ok(());
+        }
         Command::DhcpLeaseEvent { network, args } => {
             let msg = dnsmasq::apply_event(&ctx.state_dir, &ctx.pins, network, args)?;
             eprintln!("[vxdp] {msg}");
@@ -511,7 +522,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
             print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
         }
-        Command::DnsmasqSupervise { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
+        Command::DnsmasqSupervise { .. } | Command::DnsmasqGuard { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
         Command::Stats { network, by_interface: true, .. } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;

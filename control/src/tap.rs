@@ -84,32 +84,16 @@ impl Default for TapOwner {
     }
 }
 
-/// Looks `name` up with getpwnam_r/getgrnam_r (`user`: true for a user).
+/// A numeric id, or the id of the user (`user`: true) or group named `name`.
 fn lookup_id(name: &str, user: bool) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
-    let what = if user { "user" } else { "group" };
-    let cname = std::ffi::CString::new(name).map_err(|_| format!("{what} name {name:?} contains NUL"))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: the out-structs are plain old data, `buf` outlives the calls,
-    // and the results are read only when the call reports success.
-    unsafe {
-        if user {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut out: *mut libc::passwd = std::ptr::null_mut();
-            if libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() {
-                return Ok(pw.pw_uid);
-            }
-        } else {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut out: *mut libc::group = std::ptr::null_mut();
-            if libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() {
-                return Ok(gr.gr_gid);
-            }
-        }
-    }
-    Err(format!("no {what} named {name:?} (getent {})", if user { "passwd" } else { "group" }))
+    let found = if user { crate::users::user(name).map(|u| u.uid) } else { crate::users::group(name) };
+    found.ok_or_else(|| {
+        let what = if user { "user" } else { "group" };
+        format!("no {what} named {name:?} (getent {})", if user { "passwd" } else { "group" })
+    })
 }
 
 impl TapOwner {

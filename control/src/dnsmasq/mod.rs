@@ -24,9 +24,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use config::{DNSMASQ_USER, MAX_LINE, generate, wanted};
+pub use config::{DNSMASQ_USER, MAX_LINE, RunAs, generate, wanted};
 pub use leases::{LeaseEntry, apply_event, guest_ipv4, read_leases};
-pub use supervise::{LOG_LIMIT, MAX_RESTART_DELAY, run_supervisor};
+pub use supervise::{GUARD_VERB, LOG_LIMIT, MAX_RESTART_DELAY, run_guard, run_supervisor};
 
 use crate::xml::{NetworkDef, XmlError};
 
@@ -38,6 +38,11 @@ pub enum DnsmasqError {
     Io { path: PathBuf, source: io::Error },
     #[error("dnsmasq not found (looked in $PATH, /usr/sbin, /sbin): install the dnsmasq-base package")]
     NotInstalled,
+    #[error(
+        "user '{0}' does not exist: vxdp runs dnsmasq as that user, not as root; install the dnsmasq-base package \
+         (it creates the user) or create a system user of that name (e.g. `useradd --system --no-create-home --shell /usr/sbin/nologin {0}`)"
+    )]
+    NoUser(&'static str),
     #[error("starting the dnsmasq supervisor for network '{network}': {source}")]
     Spawn { network: String, source: io::Error },
     #[error("dnsmasq for network '{network}' did not start (waited {secs} s); its log {log} ends with:\n{tail}")]
@@ -135,7 +140,16 @@ pub fn check(def: &NetworkDef, file: &str) -> Result<(), XmlError> {
     if !wanted(def, file)? {
         return Ok(());
     }
-    generate(def, "check", &Paths::new(Path::new("/"), &def.name), file).map(drop)
+    let run_as = RunAs { user: DNSMASQ_USER.into(), group: DNSMASQ_USER.into() };
+    generate(def, "check", &Paths::new(Path::new("/"), &def.name), &run_as, file).map(drop)
+}
+
+/// [`DNSMASQ_USER`] and its primary group, from the host's user database.
+pub fn run_as() -> Result<RunAs, DnsmasqError> {
+    let user = crate::users::user(DNSMASQ_USER).ok_or(DnsmasqError::NoUser(DNSMASQ_USER))?;
+    // A primary group without a name: give dnsmasq its number.
+    let group = crate::users::group_name(user.gid).unwrap_or_else(|| user.gid.to_string());
+    Ok(RunAs { user: DNSMASQ_USER.into(), group })
 }
 
 /// Writes the configuration and the lease hook, spawns the supervisor and
@@ -146,8 +160,14 @@ pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Re
         return Ok(false);
     }
     let paths = Paths::new(&inv.state_dir, &def.name);
-    let conf = generate(def, bridge, &paths, file)?;
+    let conf = generate(def, bridge, &paths, &run_as()?, file)?;
     fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
+    // Root's, and not writable by dnsmasq's user: the lease hook in it runs
+    // as root.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&paths.dir))?;
+    }
     // Something of an earlier run may still hold the files (a crash of the
     // host or of vxdp between start and record): end it first.
     supervise::stop(&paths, &def.name)?;

@@ -8,9 +8,13 @@ fn paths() -> Paths {
     Paths::new(Path::new("/var/lib/vxdp"), "net")
 }
 
+fn run_as() -> RunAs {
+    RunAs { user: "dnsmasq".into(), group: "nogroup".into() }
+}
+
 fn conf(xml: &str) -> String {
     let def = parse_network(xml, "net.xml").expect("valid XML");
-    generate(&def, "virbr7", &paths(), "net.xml").expect("config")
+    generate(&def, "virbr7", &paths(), &run_as(), "net.xml").expect("config")
 }
 
 fn lines(c: &str) -> Vec<&str> {
@@ -23,8 +27,8 @@ fn default_network_config_is_libvirts() {
     let l = lines(&c);
     for want in [
         "strict-order",
-        "user=root",
-        "group=root",
+        "user=dnsmasq",
+        "group=nogroup",
         "pid-file=/var/lib/vxdp/dnsmasq/net/dnsmasq.pid",
         "dhcp-leasefile=/var/lib/vxdp/dnsmasq/net/leases",
         "dhcp-script=/var/lib/vxdp/dnsmasq/net/lease-hook",
@@ -152,7 +156,7 @@ fn networks_without_ip_run_no_dnsmasq() {
 fn bad(xml: &str, element: &str, value: Option<&str>) {
     let e = match parse_network(xml, "bad.xml") {
         Err(e) => e,
-        Ok(def) => generate(&def, "virbr7", &paths(), "bad.xml").expect_err("must be refused"),
+        Ok(def) => generate(&def, "virbr7", &paths(), &run_as(), "bad.xml").expect_err("must be refused"),
     };
     assert_eq!(e.file, "bad.xml");
     assert_eq!(e.element, element, "{e}");
@@ -300,7 +304,7 @@ fn values_that_would_change_dnsmasqs_reading_are_refused() {
     for (xml, element) in adversarial_definitions() {
         let e = match parse_network(&xml, "bad.xml") {
             Err(e) => e,
-            Ok(def) => match generate(&def, "virbr7", &paths(), "bad.xml") {
+            Ok(def) => match generate(&def, "virbr7", &paths(), &run_as(), "bad.xml") {
                 Err(e) => e,
                 Ok(c) => panic!("accepted; dnsmasq would read:\n{c}\nfrom\n{xml}"),
             },
