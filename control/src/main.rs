@@ -370,9 +370,22 @@ fn real_main() -> Result<()> {
     if let Some(ns) = &cli.netns {
         enter_netns(ns)?;
     }
+    // Under `ip netns exec` the host's bpffs is hidden: find it (before any
+    // thread starts; paths made absolute first, the working directory kept).
+    let bpffs = std::path::absolute(&cli.bpffs).unwrap_or_else(|_| cli.bpffs.clone());
+    let state_dir = std::path::absolute(&cli.state_dir).unwrap_or_else(|_| cli.state_dir.clone());
+    match vxdp_control::dataplane::join_mount_ns_with_bpffs(&bpffs) {
+        Ok(None) => {}
+        Ok(Some(pid)) => {
+            if matches!(cli.command, Command::Serve { .. }) {
+                eprintln!("[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is", bpffs.display());
+            }
+        }
+        Err(e) => bail!("{} is hidden in this mount namespace (ip netns exec?) and joining one where it is failed: {e}", bpffs.display()),
+    }
     let ctx = Context {
-        state_dir: cli.state_dir.clone(),
-        pins: Pins::new(&cli.bpffs),
+        state_dir,
+        pins: Pins::new(&bpffs),
         load: LoadOptions { conntrack_entries: cli.conntrack_entries, ..LoadOptions::default() },
     };
     // The dnsmasq helpers are synchronous and long-running (supervisor) or

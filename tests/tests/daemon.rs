@@ -57,6 +57,14 @@ impl Daemon {
         Self::start_with(topo, cmd, tag)
     }
 
+    /// Started as `ip netns exec <hyp> vxdp serve`: a mount namespace of
+    /// its own, with a fresh sysfs on /sys that hides the host's bpffs.
+    fn start_in_ip_netns_exec(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Self> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &topo.hyp.name]).arg(bin);
+        Self::start_with(topo, cmd, tag)
+    }
+
     fn start_with(topo: &NatTopology, mut cmd: Command, tag: &str) -> Result<Self> {
         let log = topo.state_dir.join(format!("serve-{tag}.log"));
         std::fs::create_dir_all(&topo.state_dir)?;
@@ -799,3 +807,27 @@ fn metrics_and_sigterm_do_not_wait_for_the_state_lock() -> Result<()> {
     Ok(())
 }
 
+/// `ip netns exec NS vxdp serve` works like `vxdp --netns NS serve`: it
+/// adopts the pinned dataplane (pinned from outside that mount namespace)
+/// instead of loading a second one, re-attaches nothing that is attached,
+/// and reports the forwarding network up.
+#[test]
+fn serve_under_ip_netns_exec_adopts_the_pinned_dataplane() -> Result<()> {
+    let topo = started_topology("dipns")?;
+    let before = pinned::pinned_ids(&pins(&topo))?;
+    let daemon = Daemon::start_in_ip_netns_exec(&topo, &vxdp_bin()?, "ipnetns")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon.log().contains("first reconcile") {
+        ensure!(Instant::now() < deadline, "no first reconcile within 15 s:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = daemon.log();
+    ensure!(log.contains("adopted the pinned dataplane"), "did not adopt the pins:\n{log}");
+    ensure!(log.contains("first reconcile done (0 repairs)"), "the first reconcile was not a no-op:\n{log}");
+    let s = samples(&scrape(&topo.hyp)?)?;
+    ensure!(value(&s, "vxdp_network_up", &[("network", "default"), ("mode", "nat")]) == 1.0, "network not reported up:\n{log}");
+    let after = pinned::pinned_ids(&pins(&topo))?;
+    ensure!(same_objects(&before, &after), "programs, maps or links were replaced:\nbefore {before:?}\nafter  {after:?}");
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(10))?;
+    Ok(())
+}
