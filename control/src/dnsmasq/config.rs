@@ -107,7 +107,8 @@ fn no_controls(file: &str, element: &str, v: &str) -> Result<(), XmlError> {
 }
 
 /// A value dnsmasq reads unquoted, where whitespace ends it, ',' starts
-/// another field, '#' a comment, and '"' and '\\' are quoting syntax.
+/// another field, '#' a comment, and '"' and the backslash are quoting
+/// syntax.
 fn plain_token(file: &str, element: &str, v: &str, what: &str) -> Result<(), XmlError> {
     no_controls(file, element, v)?;
     if v.chars().any(|c| c.is_whitespace() || ",#\"\\".contains(c)) {
@@ -136,8 +137,8 @@ pub const MAX_DNS_NAME: usize = 253;
 pub const MAX_BOOT_FILE: usize = 127;
 
 /// `v` inside a dnsmasq double-quoted string: dnsmasq reads `\\` and `\"`
-/// there as '\\' and '"', so a value ending in '\\' cannot escape the
-/// closing quote.
+/// there as a backslash and a quote, so a value ending in a backslash
+/// cannot escape the closing quote.
 fn quoted(v: &str) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }

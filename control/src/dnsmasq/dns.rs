@@ -58,7 +58,7 @@ pub fn parse(def: &NetworkDef, file: &str) -> Result<DnsDef, XmlError> {
     for (i, t) in x.txts.iter().enumerate() {
         let p = format!("{path}/txt[{}]", i + 1);
         let name = check_name(file, format!("{p}@name"), &t.name)?;
-        // Written quoted, with '\\' and '"' escaped; control characters
+        // Written quoted, with backslashes and '"' escaped; control characters
         // would end or split the line.
         if t.value.is_empty() || t.value.chars().any(char::is_control) {
             return Err(err(file, format!("{p}@value"), Some(&t.value), "must be non-empty and without control characters"));

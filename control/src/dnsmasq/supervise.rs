@@ -294,9 +294,10 @@ impl Guard {
             }
             (pidfd, OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
         };
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("--state-dir")
+        // This very binary, even when an upgrade replaced the file since.
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "vxdp".into()))
+            .arg("--state-dir")
             .arg(state_dir)
             .arg(GUARD_VERB)
             .arg("--")
