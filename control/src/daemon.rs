@@ -193,6 +193,9 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
     });
 }
 
+/// A render's text, or what went wrong, shared by the scrapes it answers.
+type Rendered = Arc<Result<String, String>>;
+
 /// One metrics render at a time, shared: a scrape is answered by a render
 /// that started after the scrape arrived (so never with older counters),
 /// and scrapes that arrive during a render share the next one. The cost
@@ -201,13 +204,13 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
 #[derive(Default)]
 struct MetricsRenderer {
     /// When the last render started, and its result.
-    last: Arc<tokio::sync::Mutex<Option<(Instant, Arc<Result<String, String>>)>>>,
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Rendered)>>>,
     waiting: AtomicUsize,
 }
 
 impl MetricsRenderer {
     /// The metrics, or None when too many scrapes already wait.
-    async fn get(&self, ctx: Arc<Context>, stats: Arc<DaemonStats>) -> Option<Arc<Result<String, String>>> {
+    async fn get(&self, ctx: Arc<Context>, stats: Arc<DaemonStats>) -> Option<Rendered> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_SCRAPES {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return None;

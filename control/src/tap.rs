@@ -70,18 +70,12 @@ fn bind(name: &str) -> Result<std::fs::File, TapError> {
 }
 
 /// Who may attach to a tap: `USER[:GROUP]` (names or numeric ids), like
-/// libvirt's qemu `user`/`group`. The default is root without a group:
+/// libvirt's qemu `user`/`group`. The default (uid 0, no group) is root:
 /// only root (or CAP_NET_ADMIN) attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TapOwner {
     pub uid: u32,
     pub gid: Option<u32>,
-}
-
-impl Default for TapOwner {
-    fn default() -> Self {
-        TapOwner { uid: 0, gid: None }
-    }
 }
 
 /// A numeric id, or the id of the user (`user`: true) or group named `name`.
