@@ -4,13 +4,17 @@
 //! serves Prometheus metrics over HTTP. The dataplane never depends on it:
 //! programs, maps and links are pinned, so killing, restarting or upgrading
 //! the daemon leaves every flow running. SIGTERM/SIGINT end it, leaving the
-//! dataplane in place.
+//! dataplane in place. The HTTP endpoint and the signals never wait for the
+//! reconcile work (see [`serve`]).
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use http_body_util::Full;
@@ -21,7 +25,7 @@ use hyper::{
     server::conn::http1,
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -41,6 +45,8 @@ pub enum DaemonError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("installing the signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("starting the reconcile thread: {0}")]
+    Thread(std::io::Error),
     #[error("{0}")]
     Dataplane(#[from] crate::dataplane::DataplaneError),
 }
@@ -54,7 +60,23 @@ pub struct ServeOptions {
     pub reconcile_interval: Duration,
 }
 
+/// Longest a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Scrapes waiting for a metrics render; more are answered 503.
+const MAX_WAITING_SCRAPES: usize = 32;
+
 /// Runs until SIGTERM or SIGINT.
+///
+/// Two threads, so neither blocks the other: this one (the caller's
+/// runtime) answers signals and HTTP; a worker thread with a runtime of its
+/// own runs autostart, the reconcile passes and the conntrack sweeps, which
+/// wait for the state directory's lock (up to [`crate::state::LOCK_WAIT`])
+/// and for dnsmasq to start. /metrics never waits for that lock (records
+/// are read as they are, each replaced atomically). SIGTERM ends the
+/// process at once, also in the middle of a pass: every pass repairs from
+/// whatever state it finds, and the kernel drops the lock with the process.
 pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
@@ -76,34 +98,6 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
         );
     }
 
-    // Autostart networks come up before the first reconcile, so the first
-    // pass already covers them; one that fails is logged and does not stop
-    // the daemon (the operator fixes it and runs `vxdp net-start`).
-    match crate::definitions::autostart(&ctx).await {
-        Ok((started, failed)) => {
-            for name in &started {
-                eprintln!("[vxdp] serve: autostart: network {name} started");
-            }
-            for (name, e) in &failed {
-                eprintln!("[vxdp] serve: autostart: network {name} failed to start: {e}");
-            }
-        }
-        Err(e) => eprintln!("[vxdp] serve: autostart: reading the definitions failed: {e}"),
-    }
-
-    // A failed pass is logged and retried every period, like later ones:
-    // the metrics endpoint is most useful exactly when something is broken.
-    match reconcile::reconcile(&ctx, true).await {
-        Ok(first) => {
-            stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
-            eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
-        }
-        Err(e) => {
-            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
-        }
-    }
-
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: opts.listen, source })?;
@@ -113,21 +107,34 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
         opts.reconcile_interval
     );
 
-    let mut tick = tokio::time::interval(opts.reconcile_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate; the first pass just ran
+    {
+        let (ctx, stats, interval) = (ctx.clone(), stats.clone(), opts.reconcile_interval);
+        std::thread::Builder::new()
+            .name("vxdp-reconcile".into())
+            .spawn(move || work(&ctx, &stats, interval))
+            .map_err(DaemonError::Thread)?;
+    }
+
+    let renderer = Arc::new(MetricsRenderer::default());
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); break; }
             _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); break; }
-            _ = tick.tick() => periodic(&ctx, &stats).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (ctx, stats) = (ctx.clone(), stats.clone());
+                    // Over the limit: close it; a scraper retries next interval.
+                    let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
+                    let (ctx, stats, renderer) = (ctx.clone(), stats.clone(), renderer.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone()));
+                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone(), renderer.clone()));
                         // A client that hangs up mid-request is its own business.
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                        let _ = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        drop(permit);
                     });
                 }
                 Err(e) => eprintln!("[vxdp] serve: accept: {e}"),
@@ -135,6 +142,103 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
         }
     }
     Ok(())
+}
+
+/// The worker thread: autostart, a first reconcile, then a reconcile pass
+/// and a conntrack sweep every `interval`, until the process ends.
+fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Metrics still answer; vxdp_reconcile_failures says why nothing is repaired.
+            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+            eprintln!("[vxdp] serve: starting the reconcile runtime failed, nothing will be reconciled: {e}");
+            return;
+        }
+    };
+    rt.block_on(async {
+        // Autostart networks come up before the first reconcile, so the
+        // first pass already covers them; one that fails is logged and does
+        // not stop the daemon (the operator fixes it and runs `vxdp net-start`).
+        match crate::definitions::autostart(ctx).await {
+            Ok((started, failed)) => {
+                for name in &started {
+                    eprintln!("[vxdp] serve: autostart: network {name} started");
+                }
+                for (name, e) in &failed {
+                    eprintln!("[vxdp] serve: autostart: network {name} failed to start: {e}");
+                }
+            }
+            Err(e) => eprintln!("[vxdp] serve: autostart: reading the definitions failed: {e}"),
+        }
+        // A failed pass is logged and retried every period, like later ones:
+        // the metrics endpoint is most useful exactly when something is broken.
+        match reconcile::reconcile(ctx, true).await {
+            Ok(first) => {
+                stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
+                eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
+            }
+            Err(e) => {
+                stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+                eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
+            }
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; the first pass just ran
+        loop {
+            tick.tick().await;
+            periodic(ctx, stats).await;
+        }
+    });
+}
+
+/// A render's text, or what went wrong, shared by the scrapes it answers.
+type Rendered = Arc<Result<String, String>>;
+
+/// One metrics render at a time, shared: a scrape is answered by a render
+/// that started after the scrape arrived (so never with older counters),
+/// and scrapes that arrive during a render share the next one. The cost
+/// of any number of scrapers is at most one render running, also when
+/// scrapers give up: the render holds the lock, not the scrape.
+#[derive(Default)]
+struct MetricsRenderer {
+    /// When the last render started, and its result.
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Rendered)>>>,
+    waiting: AtomicUsize,
+}
+
+impl MetricsRenderer {
+    /// The metrics, or None when too many scrapes already wait.
+    async fn get(&self, ctx: Arc<Context>, stats: Arc<DaemonStats>) -> Option<Rendered> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_SCRAPES {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let arrived = Instant::now();
+        let mut last = self.last.clone().lock_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if let Some((started, result)) = &*last
+            && *started >= arrived
+        {
+            return Some(result.clone());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = match tokio::task::spawn_blocking(move || metrics::render(&ctx, Some(&stats))).await {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(e)) => Err(format!("reading the dataplane's counters: {e}")),
+                Err(e) => Err(format!("metrics task failed: {e}")),
+            };
+            let result = Arc::new(result);
+            *last = Some((started, result.clone()));
+            drop(last);
+            // The scrape may have given up meanwhile.
+            let _ = tx.send(result);
+        });
+        Some(rx.await.unwrap_or_else(|_| Arc::new(Err("the metrics render ended without a result".into()))))
+    }
 }
 
 fn file_name(p: &std::path::Path) -> String {
@@ -185,6 +289,7 @@ async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Context>,
     stats: Arc<DaemonStats>,
+    renderer: Arc<MetricsRenderer>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
@@ -197,19 +302,19 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     Ok(match req.uri().path() {
-        "/metrics" => match tokio::task::spawn_blocking(move || metrics::render(&ctx, Some(&stats))).await {
-            Ok(Ok(body)) => {
+        "/metrics" => match renderer.get(ctx, stats).await.as_deref() {
+            Some(Ok(body)) => {
                 let (body, content_type) = if openmetrics {
-                    (body, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    (body.clone(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
                 } else {
-                    (metrics::to_prometheus_text(&body), "text/plain; version=0.0.4; charset=utf-8")
+                    (metrics::to_prometheus_text(body), "text/plain; version=0.0.4; charset=utf-8")
                 };
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(CONTENT_TYPE, content_type.parse().expect("static header"));
                 r
             }
-            Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the dataplane's counters: {e}\n")),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics task failed: {e}\n")),
+            Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "too many scrapes waiting; retry later\n"),
         },
         "/" => text(StatusCode::OK, "vxdp serve: metrics at /metrics\n"),
         _ => text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n"),

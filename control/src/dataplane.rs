@@ -130,6 +130,71 @@ fn fs_type(path: &Path) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
+/// True when `path`, or the nearest of its ancestors that exists, is on a
+/// bpf filesystem.
+fn on_bpffs(path: &Path) -> bool {
+    let mut probe = path;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => return false,
+        }
+    }
+    fs_type(probe).is_ok_and(|t| t == BPF_FS_MAGIC)
+}
+
+/// The parent of process `pid`, from /proc/PID/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold anything, so from the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Makes the pins under `root` (absolute) reachable when this process was
+/// started by `ip netns exec`. That runs its command in a mount namespace
+/// of its own with a fresh sysfs on /sys, which hides the host's bpffs at
+/// /sys/fs/bpf; mounting bpffs there again would make a new, empty
+/// instance (a second dataplane, whose uplink program cannot attach next
+/// to the first). So when `root` is not on a bpffs here, this joins the
+/// mount namespace of the nearest ancestor process in which it is, keeping
+/// the working directory: vxdp then sees the mounts `vxdp --netns` sees
+/// (the network namespace is not touched). Must run before the process
+/// starts a thread. Returns the pid whose mount namespace it joined.
+pub fn join_mount_ns_with_bpffs(root: &Path) -> io::Result<Option<i32>> {
+    use std::os::fd::AsRawFd;
+    if on_bpffs(root) {
+        return Ok(None);
+    }
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let Some(ours) = ns(std::process::id() as i32) else { return Ok(None) };
+    let relative = root.strip_prefix("/").unwrap_or(root);
+    let mut pid = std::process::id() as i32;
+    while let Some(parent) = parent_of(pid).filter(|p| *p > 0) {
+        pid = parent;
+        // An ancestor we may not look into (another user's, a sandbox's
+        // init) is skipped.
+        let Some(theirs) = ns(pid) else { continue };
+        if theirs == ours || !on_bpffs(&Path::new(&format!("/proc/{pid}/root")).join(relative)) {
+            continue;
+        }
+        let target = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+        let cwd = std::fs::File::open(".")?;
+        // SAFETY: plain syscalls on open descriptors; the process has no
+        // other thread (setns of a mount namespace would refuse otherwise).
+        unsafe {
+            if libc::setns(target.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // setns moved the working directory to the namespace's root.
+            if libc::fchdir(cwd.as_raw_fd()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        return Ok(Some(pid));
+    }
+    Ok(None)
+}
+
 /// Makes sure `root` lies on a bpffs, mounting the standard one at
 /// /sys/fs/bpf when it is missing (as systemd would at boot).
 pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {

@@ -67,7 +67,22 @@ pub fn load(state: &StateDir, name: &str) -> Result<Option<NetworkDef>, NetworkE
 
 /// Every stored definition, sorted by name.
 pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
-    let dir = defs_dir(state);
+    load_all_in(state.root())
+}
+
+/// Name and mode of every defined network that is not in `running`,
+/// without the state directory's lock (definitions are replaced
+/// atomically): for the daemon's metrics, which must not wait for it.
+pub fn defined_not_running(state_dir: &Path, running: &[crate::state::NetworkRecord]) -> Result<Vec<(String, String)>, NetworkError> {
+    Ok(load_all_in(state_dir)?
+        .into_iter()
+        .filter(|def| !running.iter().any(|r| r.name == def.name))
+        .map(|def| (def.name.clone(), mode_name(&def)))
+        .collect())
+}
+
+fn load_all_in(state_dir: &Path) -> Result<Vec<NetworkDef>, NetworkError> {
+    let dir = state_dir.join("networks");
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -78,7 +93,12 @@ pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
         let path = entry.map_err(io_err(&dir))?.path();
         // Leftover `*.xml.tmp` files of an interrupted write are not definitions.
         if path.extension().is_some_and(|e| e == "xml") {
-            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let text = match fs::read_to_string(&path) {
+                Ok(t) => t,
+                // Undefined meanwhile (a reader without the lock).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e).into()),
+            };
             out.push(xml::parse_network(&text, &path.display().to_string())?);
         }
     }

@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod report;
 pub mod state;
 pub mod tap;
+pub mod users;
 pub mod xml;
 
 /// The compiled eBPF object (built by build.rs).

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use vxdp_control::tap::TapOwner;
 use vxdp_control::{
     daemon,
     dataplane::{LoadOptions, Maps, Pins},
@@ -62,6 +63,7 @@ enum Command {
     /// keeps running as a transient one until `net-destroy`.
     NetUndefine {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Start a defined network (see `net-define`).
@@ -86,6 +88,7 @@ enum Command {
     /// pid files, log) are under <state-dir>/dnsmasq/<network>/.
     NetStart {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Start a transient network from a libvirt network XML file (not stored;
@@ -110,6 +113,7 @@ enum Command {
     /// started again; the DHCP lease file is kept for the next start.
     NetDestroy {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// List networks as a table: name, state, autostart, persistent, then
@@ -124,12 +128,14 @@ enum Command {
     /// bridge (a direct network: its devices).
     NetInfo {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
     },
     /// Print a network's XML: the running definition of an active network,
     /// otherwise the stored one (with the generated UUID, MAC and bridge).
     NetDumpxml {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
         /// Print the stored definition even when the network runs.
         #[arg(long)]
@@ -139,6 +145,7 @@ enum Command {
     /// daemon at boot), or unmark it with --disable.
     NetAutostart {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         name: String,
         /// Stop autostarting the network.
         #[arg(long)]
@@ -160,7 +167,7 @@ enum Command {
     /// when the port is unplugged. Prints the device name.
     AttachInterface {
         /// The network's name.
-        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        #[arg(value_parser = network_name, long, required_unless_present = "xml", conflicts_with = "xml")]
         network: Option<String>,
         /// The interface to plug in.
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
@@ -186,12 +193,18 @@ enum Command {
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
+        /// Who may open a tap vxdp creates for --xml, as USER[:GROUP] (names
+        /// or numeric ids; libvirt's qemu user and group): only that user,
+        /// and with a GROUP only while in it, or a process with
+        /// CAP_NET_ADMIN. Default: root.
+        #[arg(long, requires = "xml", value_name = "USER[:GROUP]", value_parser = TapOwner::parse)]
+        tap_owner: Option<TapOwner>,
     },
     /// Unplug a guest port from a network (by --network and --dev, or by the
     /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
     /// A tap vxdp created for the port is removed.
     DetachInterface {
-        #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
+        #[arg(value_parser = network_name, long, required_unless_present = "xml", conflicts_with = "xml")]
         network: Option<String>,
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
         dev: Option<String>,
@@ -205,6 +218,7 @@ enum Command {
     /// shown. Expiry times are UTC ("never" for infinite leases).
     NetDhcpLeases {
         /// The network's name.
+        #[arg(value_parser = network_name)]
         network: String,
         /// Only leases of this MAC address.
         #[arg(long)]
@@ -212,10 +226,21 @@ enum Command {
     },
     /// (internal) Run and restart a network's dnsmasq; started by net-create.
     #[command(hide = true)]
-    DnsmasqSupervise { network: String },
+    DnsmasqSupervise {
+        #[arg(value_parser = network_name)]
+        network: String,
+    },
+    /// (internal) Ends a network's dnsmasq when its supervisor dies; started
+    /// by the supervisor.
+    #[command(hide = true)]
+    DnsmasqGuard {
+        #[arg(value_parser = network_name)]
+        network: String,
+    },
     /// (internal) dnsmasq's lease hook: ACTION MAC IP [HOSTNAME].
     #[command(hide = true)]
     DhcpLeaseEvent {
+        #[arg(value_parser = network_name)]
         network: String,
         #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
@@ -223,6 +248,7 @@ enum Command {
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
         /// Only this network.
+        #[arg(value_parser = network_name)]
         network: Option<String>,
         /// Also show counters that are zero.
         #[arg(long)]
@@ -274,6 +300,15 @@ enum Command {
     Unload,
 }
 
+/// A network name as the XML module accepts it, so no name given on the
+/// command line names a path outside the state directory.
+fn network_name(s: &str) -> Result<String, String> {
+    match vxdp_control::xml::network_name_problem(s) {
+        Some(problem) => Err(problem),
+        None => Ok(s.to_string()),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -298,12 +333,18 @@ enum ConntrackCmd {
     /// List NAT flows (one line per flow): IPv4 NAT and NAT66 (IPv6
     /// addresses shown as [addr]:port; ICMP and ICMPv6 echo show the echo
     /// identifier as the port).
-    List { network: Option<String> },
+    List {
+        #[arg(value_parser = network_name)]
+        network: Option<String>,
+    },
     /// Remove the flows (IPv4 and NAT66) of a network, or of every started network.
     ///
     /// Guests' connections through NAT break (their next packet starts a new
     /// flow, possibly with another NAT port).
-    Flush { network: Option<String> },
+    Flush {
+        #[arg(value_parser = network_name)]
+        network: Option<String>,
+    },
 }
 
 fn enter_netns(name: &str) -> Result<()> {
@@ -335,9 +376,22 @@ fn real_main() -> Result<()> {
     if let Some(ns) = &cli.netns {
         enter_netns(ns)?;
     }
+    // Under `ip netns exec` the host's bpffs is hidden: find it (before any
+    // thread starts; paths made absolute first, the working directory kept).
+    let bpffs = std::path::absolute(&cli.bpffs).unwrap_or_else(|_| cli.bpffs.clone());
+    let state_dir = std::path::absolute(&cli.state_dir).unwrap_or_else(|_| cli.state_dir.clone());
+    match vxdp_control::dataplane::join_mount_ns_with_bpffs(&bpffs) {
+        Ok(None) => {}
+        Ok(Some(pid)) => {
+            if matches!(cli.command, Command::Serve { .. }) {
+                eprintln!("[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is", bpffs.display());
+            }
+        }
+        Err(e) => bail!("{} is hidden in this mount namespace (ip netns exec?) and joining one where it is failed: {e}", bpffs.display()),
+    }
     let ctx = Context {
-        state_dir: cli.state_dir.clone(),
-        pins: Pins::new(&cli.bpffs),
+        state_dir,
+        pins: Pins::new(&bpffs),
         load: LoadOptions { conntrack_entries: cli.conntrack_entries, ..LoadOptions::default() },
     };
     // The dnsmasq helpers are synchronous and long-running (supervisor) or
@@ -345,6 +399,10 @@ fn real_main() -> Result<()> {
     match &cli.command {
         Command::DnsmasqSupervise { network } => {
             dnsmasq::run_supervisor(&ctx.state_dir, network)?;
+            return Ok(());
+        }
+        Command::DnsmasqGuard { .. } => {
+            dnsmasq::run_guard()?;
             return Ok(());
         }
         Command::DhcpLeaseEvent { network, args } => {
@@ -456,10 +514,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
             }
         }
-        Command::AttachInterface { network, dev, mac, ip, allow_services, xml } => match (xml, network, dev) {
+        Command::AttachInterface { network, dev, mac, ip, allow_services, xml, tap_owner } => match (xml, network, dev) {
             (Some(file), _, _) => {
                 let text = read(&file)?;
-                let port = ports::attach_xml(ctx, &text, &file.display().to_string()).await?;
+                let port = ports::attach_xml(ctx, &text, &file.display().to_string(), tap_owner.unwrap_or_default()).await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
@@ -483,7 +541,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
             print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
         }
-        Command::DnsmasqSupervise { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
+        Command::DnsmasqSupervise { .. } | Command::DnsmasqGuard { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
         Command::Stats { network, by_interface: true, .. } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;

@@ -41,7 +41,7 @@ use crate::{
     dataplane::{DataplaneError, Maps},
     network::Context,
     pinned,
-    state::{NetworkRecord, StateDir, StateError},
+    state::{NetworkRecord, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +142,10 @@ impl DaemonStats {
     }
 }
 
-/// Reads everything and encodes it (OpenMetrics text).
+/// Reads everything and encodes it (OpenMetrics text). Never waits for the
+/// state directory's lock: a command holding it must not stall a scrape.
 pub fn render(ctx: &Context, daemon: Option<&DaemonStats>) -> Result<String, MetricsError> {
-    let records = StateDir::open(&ctx.state_dir)?.networks()?;
+    let records = crate::state::read_networks(&ctx.state_dir)?;
     render_records(ctx, &records, daemon)
 }
 
@@ -301,9 +302,9 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
     }
 
     // Defined networks that are not started are down.
-    if let Ok(all) = crate::definitions::status_all(ctx) {
-        for s in all.into_iter().filter(|s| !s.active) {
-            up.get_or_create(&UpLabels { network: s.name, mode: s.mode }).set(0);
+    if let Ok(down) = crate::definitions::defined_not_running(&ctx.state_dir, records) {
+        for (network, mode) in down {
+            up.get_or_create(&UpLabels { network, mode }).set(0);
         }
     }
 

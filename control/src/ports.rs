@@ -67,7 +67,8 @@ async fn free_tap_name(nl: &Netlink) -> Result<String, NetworkError> {
 
 /// Plugs the port an `<interface>` describes; returns it (with the device
 /// name and guest MAC it got).
-pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<PortRecord, NetworkError> {
+/// A tap vxdp creates gets `tap_owner` as its owner.
+pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str, tap_owner: tap::TapOwner) -> Result<PortRecord, NetworkError> {
     let def = xml::parse_interface(xml_text, file)?;
     let network = network_of(ctx, &def, file)?;
     // Like libvirt: a guest without <mac> gets one in 52:54:00.
@@ -89,7 +90,7 @@ pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<Por
         let mut host_mac = mac;
         host_mac[0] = 0xfe;
         eprintln!("[vxdp] {network}: creating tap {dev} for guest MAC {}", format_mac(&mac));
-        tap::create(&dev, host_mac)?;
+        tap::create(&dev, host_mac, tap_owner)?;
     }
     match network::attach_port(ctx, &network, &dev, Some(&format_mac(&mac)), &[], create, false).await {
         Ok(port) => Ok(port),

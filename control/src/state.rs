@@ -141,16 +141,7 @@ impl StateDir {
     }
 
     pub fn networks(&self) -> Result<Vec<NetworkRecord>, StateError> {
-        let run = self.root.join("run");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&run).map_err(io_err(&run))? {
-            let path = entry.map_err(io_err(&run))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                out.push(read_json(&path)?);
-            }
-        }
-        out.sort_by_key(|r: &NetworkRecord| r.id);
-        Ok(out)
+        read_networks(&self.root)
     }
 
     pub fn network(&self, name: &str) -> Result<Option<NetworkRecord>, StateError> {
@@ -199,6 +190,32 @@ impl StateDir {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     serde_json::from_str(&text).map_err(|source| StateError::Corrupt { path: path.into(), source })
+}
+
+/// The started networks' records under `root`, without the lock: for
+/// readers that must not wait for a command holding it (the daemon's
+/// metrics). Records are replaced atomically, so each one read is whole;
+/// one removed meanwhile is left out.
+pub fn read_networks(root: &Path) -> Result<Vec<NetworkRecord>, StateError> {
+    let run = root.join("run");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&run) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&run)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err(&run))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            match read_json(&path) {
+                Ok(rec) => out.push(rec),
+                Err(StateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    out.sort_by_key(|r: &NetworkRecord| r.id);
+    Ok(out)
 }
 
 /// Writes `value` so that a crash leaves either the old or the new file,

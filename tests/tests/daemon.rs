@@ -52,11 +52,23 @@ struct Daemon {
 
 impl Daemon {
     fn start(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--netns").arg(&topo.hyp.name);
+        Self::start_with(topo, cmd, tag)
+    }
+
+    /// Started as `ip netns exec <hyp> vxdp serve`: a mount namespace of
+    /// its own, with a fresh sysfs on /sys that hides the host's bpffs.
+    fn start_in_ip_netns_exec(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Self> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &topo.hyp.name]).arg(bin);
+        Self::start_with(topo, cmd, tag)
+    }
+
+    fn start_with(topo: &NatTopology, mut cmd: Command, tag: &str) -> Result<Self> {
         let log = topo.state_dir.join(format!("serve-{tag}.log"));
         std::fs::create_dir_all(&topo.state_dir)?;
-        let child = Command::new(bin)
-            .arg("--netns")
-            .arg(&topo.hyp.name)
+        let child = cmd
             .arg("--state-dir")
             .arg(&topo.state_dir)
             .arg("--bpffs")
@@ -66,7 +78,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .with_context(|| format!("starting {} serve", bin.display()))?;
+            .context("starting vxdp serve")?;
         let mut d = Self { child, log };
         d.wait_ready(&topo.hyp)?;
         Ok(d)
@@ -122,9 +134,14 @@ impl Drop for Daemon {
 
 /// GET /metrics from inside the hypervisor namespace; the body on 200.
 fn scrape(hyp: &Netns) -> Result<String> {
+    scrape_within(hyp, Duration::from_secs(10))
+}
+
+/// [`scrape`], failing when the answer takes longer than `limit`.
+fn scrape_within(hyp: &Netns, limit: Duration) -> Result<String> {
     let addr: SocketAddr = METRICS.parse()?;
     let mut stream = hyp.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))??;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(limit))?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     stream.read_to_string(&mut resp)?;
@@ -762,4 +779,55 @@ fn reconcile_repairs_a_route_network() -> Result<()> {
 #[test]
 fn reconcile_repairs_an_isolated_network() -> Result<()> {
     reconcile_repairs_mode("dri", "")
+}
+
+/// Another vxdp command holding the state directory's lock (here: this
+/// test, with flock on `<state-dir>/lock`) stalls the daemon's reconcile
+/// passes, which wait for it, but not its metrics or its signals: /metrics
+/// answers and SIGTERM ends it while the lock is held.
+#[test]
+fn metrics_and_sigterm_do_not_wait_for_the_state_lock() -> Result<()> {
+    let topo = started_topology("dlock")?;
+    let mut daemon = Daemon::start(&topo, &vxdp_bin()?, "locked")?;
+    let lock_path = topo.state_dir.join("lock");
+    let lock = std::fs::OpenOptions::new().write(true).open(&lock_path).with_context(|| format!("{}", lock_path.display()))?;
+    // Released when `lock` is closed, also when the test fails.
+    ensure!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } == 0, "flock: {}", std::io::Error::last_os_error());
+    // Two reconcile periods (1 s): a pass is now waiting for the lock.
+    std::thread::sleep(Duration::from_secs(3));
+    // Liveness, not speed: 5 s is far above a scrape's cost and far below
+    // the 120 s a lock waiter may wait.
+    let text = scrape_within(&topo.hyp, Duration::from_secs(5))
+        .with_context(|| format!("/metrics did not answer while the state lock was held; the daemon's log:\n{}", daemon.log()))?;
+    let s = samples(&text)?;
+    ensure!(value(&s, "vxdp_network_up", &[("network", "default"), ("mode", "nat")]) == 1.0, "network not reported up:\n{text}");
+    let status = daemon.signal(libc::SIGTERM)?;
+    ensure!(status.success(), "vxdp serve exited with {status} on SIGTERM:\n{}", daemon.log());
+    drop(lock);
+    Ok(())
+}
+
+/// `ip netns exec NS vxdp serve` works like `vxdp --netns NS serve`: it
+/// adopts the pinned dataplane (pinned from outside that mount namespace)
+/// instead of loading a second one, re-attaches nothing that is attached,
+/// and reports the forwarding network up.
+#[test]
+fn serve_under_ip_netns_exec_adopts_the_pinned_dataplane() -> Result<()> {
+    let topo = started_topology("dipns")?;
+    let before = pinned::pinned_ids(&pins(&topo))?;
+    let daemon = Daemon::start_in_ip_netns_exec(&topo, &vxdp_bin()?, "ipnetns")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon.log().contains("first reconcile") {
+        ensure!(Instant::now() < deadline, "no first reconcile within 15 s:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = daemon.log();
+    ensure!(log.contains("adopted the pinned dataplane"), "did not adopt the pins:\n{log}");
+    ensure!(log.contains("first reconcile done (0 repairs)"), "the first reconcile was not a no-op:\n{log}");
+    let s = samples(&scrape(&topo.hyp)?)?;
+    ensure!(value(&s, "vxdp_network_up", &[("network", "default"), ("mode", "nat")]) == 1.0, "network not reported up:\n{log}");
+    let after = pinned::pinned_ids(&pins(&topo))?;
+    ensure!(same_objects(&before, &after), "programs, maps or links were replaced:\nbefore {before:?}\nafter  {after:?}");
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(10))?;
+    Ok(())
 }

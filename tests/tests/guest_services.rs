@@ -214,6 +214,25 @@ impl Drop for Services {
     }
 }
 
+/// The real, effective, saved and filesystem uids of `pid`.
+fn uids(pid: i32) -> Result<Vec<u32>> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("Uid:")).context("no Uid: line")?;
+    Ok(line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?)
+}
+
+/// dnsmasq parses guests' requests as its own user, never as root.
+fn ensure_unprivileged(pid: i32) -> Result<()> {
+    let user = vxdp_control::users::user(vxdp_control::dnsmasq::DNSMASQ_USER)
+        .with_context(|| format!("user {} missing (package dnsmasq-base)", vxdp_control::dnsmasq::DNSMASQ_USER))?;
+    let (ids, _) = wait_for("dnsmasq to switch to its user", Duration::from_secs(5), || {
+        uids(pid).ok().filter(|ids| ids.iter().all(|&id| id != 0))
+    })
+    .with_context(|| format!("dnsmasq {pid} still has uids {:?}", uids(pid)))?;
+    ensure!(ids.iter().all(|&id| id == user.uid), "dnsmasq {pid} runs with uids {ids:?}, not the dnsmasq user's {}", user.uid);
+    Ok(())
+}
+
 fn in_range(ip: &str, first: Ipv4Addr, last: Ipv4Addr) -> Result<Ipv4Addr> {
     let a: Ipv4Addr = ip.parse().with_context(|| format!("'{ip}' is not an IPv4 address"))?;
     ensure!(a >= first && a <= last, "leased {a} is outside the range {first}-{last}");
@@ -281,6 +300,7 @@ fn dhcp_dns_pxe_and_dnsmasq_restart() -> Result<()> {
     s.plug(alpha, "lab")?;
     s.plug(beta, "lab")?;
     let first_pid = s.dnsmasq_pid("lab").context("no dnsmasq running after net-create")?;
+    ensure_unprivileged(first_pid)?;
 
     // Before any DHCP: the static <host>'s address is known from the moment
     // its port is plugged in; the other guest's address is not known yet.
@@ -427,13 +447,15 @@ fn two_networks_each_serve_only_their_own_guests() -> Result<()> {
     Ok(())
 }
 
-/// dnsmasq never outlives its supervisor, even one killed with SIGKILL
-/// (it keeps root's group, so the parent-death signal stays armed).
+/// dnsmasq never outlives its supervisor, even one killed with SIGKILL,
+/// although it runs as its own user (which clears a parent-death signal):
+/// its guard sees the supervisor's pipe close and ends it.
 #[test]
 fn dnsmasq_ends_with_a_killed_supervisor() -> Result<()> {
     let mut s = Services::new("orph")?;
     s.start_network("neto", &simple_xml("neto", "virbr-o", 153))?;
     let dnsmasq = s.dnsmasq_pid("neto").context("neto has no dnsmasq")?;
+    ensure_unprivileged(dnsmasq)?;
     let supervisors: Vec<i32> =
         s.our_processes().into_iter().filter(|(_, cmd)| cmd.contains("dnsmasq-supervise")).map(|(p, _)| p).collect();
     ensure!(supervisors.len() == 1, "expected one supervisor, found {supervisors:?}");

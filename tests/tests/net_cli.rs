@@ -315,3 +315,36 @@ fn attach_interface_xml_plugs_a_tap_the_guest_can_use() -> Result<()> {
     ensure!(!host.ns.exec_status("ip", &["link", "show", "vnet0"])?.status.success(), "vnet0 (created by vxdp) survived net-destroy");
     Ok(())
 }
+
+/// Names that would be paths ('..': `networks/...xml`, `dnsmasq/../`) or
+/// options ('-x') are refused, in the XML and on the command line, before
+/// anything is written.
+#[test]
+fn names_that_are_paths_or_options_are_refused() -> Result<()> {
+    let host = VxdpHost::new("names")?;
+    for name in ["..", ".", "-x"] {
+        let xml = DEFAULT_XML.replace("<name>default</name>", &format!("<name>{name}</name>"));
+        ensure!(xml.contains(&format!("<name>{name}</name>")), "the default network XML has no <name>default</name>");
+        let file = host.write("bad.xml", &xml)?;
+        let file = file.to_str().context("path")?;
+        for verb in ["net-define", "net-create"] {
+            let out = host.vxdp_status(&[verb, file])?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(!out.status.success() && err.contains("/network/name"), "`{verb}` of a network named {name:?}: {err}");
+        }
+        for args in [
+            vec!["net-start", "--", name],
+            vec!["net-undefine", "--", name],
+            vec!["net-destroy", "--", name],
+            vec!["dhcp-lease-event", "--", name, "add", "52:54:00:00:00:01", "192.168.122.5"],
+            vec!["dnsmasq-supervise", "--", name],
+        ] {
+            let out = host.vxdp_status(&args)?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(!out.status.success() && err.contains("network name must not"), "`vxdp {}`: {err}", args.join(" "));
+        }
+    }
+    ensure!(!host.state_dir.join("networks").exists() || std::fs::read_dir(host.state_dir.join("networks"))?.next().is_none(), "a refused name left a definition");
+    ensure!(!host.state_dir.join("dnsmasq").exists(), "a refused name left a dnsmasq directory");
+    Ok(())
+}

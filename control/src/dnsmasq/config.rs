@@ -12,16 +12,24 @@ use crate::xml::{IpDef, Lease, NetworkDef, XmlError, format_mac};
 
 use super::{Paths, dns};
 
-/// dnsmasq runs as root: it keeps the lease file, pid file and log under
-/// vxdp's state directory (root-owned) and reads the TFTP root as the
-/// operator left it. See the README's design notes.
-pub const DNSMASQ_USER: &str = "root";
+/// The user dnsmasq runs as once it has opened its sockets, lease file and
+/// pid file as root: it parses guests' DHCP, DNS and TFTP requests, so not
+/// as root. Debian's dnsmasq-base creates this user (libvirt uses a user of
+/// its own the same way); vxdp refuses to start dnsmasq without it.
+pub const DNSMASQ_USER: &str = "dnsmasq";
 
-/// And in group root: a dnsmasq that changes its group (Debian's default is
-/// `dip`) loses the parent-death signal its supervisor gave it (the kernel
-/// clears it on any credential change), and would outlive a supervisor
-/// that was killed.
-pub const DNSMASQ_GROUP: &str = "root";
+/// Who dnsmasq runs as: [`DNSMASQ_USER`] and, by name, that user's primary
+/// group (without `group=`, dnsmasq would switch to its built-in `dip`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub group: String,
+}
+
+/// Longest configuration line dnsmasq reads whole, newline included: it
+/// reads with `fgets` into a 1,025-byte buffer, and the rest of a longer
+/// line is read as a line of its own.
+pub const MAX_LINE: usize = 1024;
 
 fn err(file: &str, element: String, value: &str, reason: &str) -> XmlError {
     XmlError { file: file.into(), element, value: Some(value.into()), reason: reason.into() }
@@ -53,12 +61,86 @@ fn netmask_v4(prefix: u8) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from_bits(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
 }
 
-/// A path or value that goes on a dnsmasq option line: one line, no NUL.
-fn one_line(file: &str, element: String, v: &str) -> Result<(), XmlError> {
-    if v.contains(['\n', '\r', '\0']) {
-        return Err(err(file, element, v, "must be on one line"));
+/// The generated file, a line at a time; no line longer than dnsmasq
+/// reads whole.
+struct Conf<'a> {
+    text: String,
+    file: &'a str,
+}
+
+impl Conf<'_> {
+    /// A line made only of constants, addresses and numbers.
+    fn fixed(&mut self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        debug_assert!(line.len() < MAX_LINE && !line.contains('\n'), "{line}");
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    /// A line holding `value` of `element`, refused (naming them) when
+    /// dnsmasq would cut it and read the rest as a line of its own.
+    fn put(&mut self, element: &str, value: &str, line: String) -> Result<(), XmlError> {
+        if line.len() + 1 > MAX_LINE || line.contains('\n') {
+            return Err(err(
+                self.file,
+                element.into(),
+                value,
+                &format!(
+                    "makes a dnsmasq configuration line of {} bytes; dnsmasq reads at most {MAX_LINE} bytes a line",
+                    line.len() + 1
+                ),
+            ));
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+        Ok(())
+    }
+}
+
+/// No control characters (newlines, tabs, NUL, DEL...): in a dnsmasq line
+/// they end it or change how it is split.
+fn no_controls(file: &str, element: &str, v: &str) -> Result<(), XmlError> {
+    if v.chars().any(char::is_control) {
+        return Err(err(file, element.into(), v, "must not contain control characters (newline, tab, ...)"));
     }
     Ok(())
+}
+
+/// A value dnsmasq reads unquoted, where whitespace ends it, ',' starts
+/// another field, '#' a comment, and '"' and the backslash are quoting
+/// syntax.
+fn plain_token(file: &str, element: &str, v: &str, what: &str) -> Result<(), XmlError> {
+    no_controls(file, element, v)?;
+    if v.chars().any(|c| c.is_whitespace() || ",#\"\\".contains(c)) {
+        return Err(err(file, element.into(), v, &format!("{what} must not contain whitespace, ',', '#', '\"' or '\\'")));
+    }
+    Ok(())
+}
+
+/// A DNS name: letters, digits, '-', '.', '_' (the XML module checked the
+/// characters; this keeps them and the length dnsmasq can hold).
+fn dns_name(file: &str, element: &str, v: &str) -> Result<(), XmlError> {
+    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+        return Err(err(file, element.into(), v, "may only contain letters, digits, '-', '.' and '_'"));
+    }
+    if v.len() > MAX_DNS_NAME {
+        return Err(err(file, element.into(), v, &format!("a DNS name has at most {MAX_DNS_NAME} characters")));
+    }
+    Ok(())
+}
+
+/// Longest DNS name (RFC 1035, in text form without the final dot).
+pub const MAX_DNS_NAME: usize = 253;
+
+/// Longest boot file name: the BOOTP `file` field holds 128 bytes with
+/// its terminating NUL.
+pub const MAX_BOOT_FILE: usize = 127;
+
+/// `v` inside a dnsmasq double-quoted string: dnsmasq reads `\\` and `\"`
+/// there as a backslash and a quote, so a value ending in a backslash
+/// cannot escape the closing quote.
+fn quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// True when the definition gives dnsmasq something to do: it has an
@@ -72,77 +154,87 @@ pub fn wanted(def: &NetworkDef, file: &str) -> Result<bool, XmlError> {
 }
 
 /// The configuration for the network's dnsmasq. `bridge` is the interface it
-/// serves; `file` names the definition in errors.
-pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Result<String, XmlError> {
+/// serves; `file` names the definition in errors. Every value from the
+/// definition is checked for what would change how dnsmasq reads it, and
+/// no line is longer than dnsmasq reads whole ([`MAX_LINE`]).
+pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, run_as: &RunAs, file: &str) -> Result<String, XmlError> {
     let dns = dns::parse(def, file)?;
-    let mut c = String::new();
-    let mut line = |s: String| {
-        c.push_str(&s);
-        c.push('\n');
-    };
-    line(format!("# Generated by vxdp for network '{}'; rewritten on every start.", def.name));
+    let mut c = Conf { text: String::new(), file };
+    // A comment line: only its length matters ('#' starts it).
+    c.put("/network/name", &def.name, format!("# Generated by vxdp for network '{}'; rewritten on every start.", def.name))?;
     // Ask upstream servers in the order given.
-    line("strict-order".into());
-    line(format!("user={DNSMASQ_USER}"));
-    line(format!("group={DNSMASQ_GROUP}"));
-    line(format!("pid-file={}", paths.pid().display()));
-    line(format!("dhcp-leasefile={}", paths.leases().display()));
-    line(format!("dhcp-script={}", paths.hook().display()));
+    c.fixed("strict-order");
+    // Names from the host's user database: checked like any value.
+    plain_token(file, "(dnsmasq user)", &run_as.user, "a user name")?;
+    plain_token(file, "(dnsmasq group)", &run_as.group, "a group name")?;
+    c.put("(dnsmasq user)", &run_as.user, format!("user={}", run_as.user))?;
+    c.put("(dnsmasq group)", &run_as.group, format!("group={}", run_as.group))?;
+    // The paths hold the state directory and the network's name, unquoted.
+    plain_token(file, "/network/name", &def.name, "the name of a network with dnsmasq")?;
+    for (opt, path) in [("pid-file", paths.pid()), ("dhcp-leasefile", paths.leases()), ("dhcp-script", paths.hook())] {
+        let path = path.to_string_lossy();
+        c.put("/network/name", &def.name, format!("{opt}={path}"))?;
+    }
     // Our log, not syslog: the supervisor sends stderr to the log file.
-    line("log-facility=-".into());
+    c.fixed("log-facility=-");
     // Only this bridge, only its addresses: several networks' dnsmasqs share
     // the host (libvirt's bind-dynamic setup), and the host's own resolver
     // on loopback is never shadowed.
-    line("except-interface=lo".into());
-    line("bind-dynamic".into());
-    line(format!("interface={bridge}"));
+    c.fixed("except-interface=lo");
+    c.fixed("bind-dynamic");
+    plain_token(file, "/network/bridge@name", bridge, "a bridge name")?;
+    c.put("/network/bridge@name", bridge, format!("interface={bridge}"))?;
     for ip in &def.ips {
-        line(format!("listen-address={}", ip.address));
+        c.fixed(format!("listen-address={}", ip.address));
     }
     // The hypervisor's /etc/hosts is not the guests' business.
-    line("no-hosts".into());
+    c.fixed("no-hosts");
 
     if !dns.enabled {
-        line("port=0".into());
+        c.fixed("port=0");
     } else {
         if !dns.forward_plain_names {
-            line("domain-needed".into());
+            c.fixed("domain-needed");
         }
         if dns.forwarders.iter().any(|f| f.addr.is_some()) {
             // Only the configured forwarders, not the host's resolv.conf.
-            line("no-resolv".into());
+            c.fixed("no-resolv");
         }
-        for f in &dns.forwarders {
+        for (i, f) in dns.forwarders.iter().enumerate() {
+            let at = format!("/network/dns/forwarder[{}]@domain", i + 1);
             match (&f.domain, f.addr) {
-                (Some(d), Some(a)) => line(format!("server=/{d}/{a}")),
+                (Some(d), Some(a)) => c.put(&at, d, format!("server=/{d}/{a}"))?,
                 // A domain without address: answered locally only.
-                (Some(d), None) => line(format!("server=/{d}/")),
-                (None, Some(a)) => line(format!("server={a}")),
+                (Some(d), None) => c.put(&at, d, format!("server=/{d}/"))?,
+                (None, Some(a)) => c.fixed(format!("server={a}")),
                 (None, None) => {}
             }
         }
     }
     if let Some(domain) = &def.domain {
-        line(format!("domain={domain}"));
-        line("expand-hosts".into());
+        let at = "/network/domain@name";
+        dns_name(file, at, domain)?;
+        c.put(at, domain, format!("domain={domain}"))?;
+        c.fixed("expand-hosts");
         if def.domain_local_only {
-            line(format!("local=/{domain}/"));
+            c.put(at, domain, format!("local=/{domain}/"))?;
         }
     }
     if dns.enabled {
-        for h in &dns.hosts {
+        for (i, h) in dns.hosts.iter().enumerate() {
             // host-record names are not expanded with the domain the way
             // libvirt's hosts file entries are: add the long names here.
             let mut names = h.hostnames.clone();
             if let Some(domain) = &def.domain {
                 names.extend(h.hostnames.iter().filter(|n| !n.contains('.')).map(|n| format!("{n}.{domain}")));
             }
-            line(format!("host-record={},{}", names.join(","), h.ip));
+            let names = names.join(",");
+            c.put(&format!("/network/dns/host[{}]", i + 1), &names, format!("host-record={names},{}", h.ip))?;
         }
-        for (name, value) in &dns.txts {
-            line(format!("txt-record={name},\"{value}\""));
+        for (i, (name, value)) in dns.txts.iter().enumerate() {
+            c.put(&format!("/network/dns/txt[{}]@value", i + 1), value, format!("txt-record={name},{}", quoted(value)))?;
         }
-        for s in &dns.srvs {
+        for (i, s) in dns.srvs.iter().enumerate() {
             let mut name = format!("_{}._{}", s.service, s.protocol);
             if let Some(d) = s.domain.as_ref().or(def.domain.as_ref()) {
                 name.push('.');
@@ -152,7 +244,8 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
             if let Some(t) = &s.target {
                 let _ = write!(v, ",{t},{},{},{}", s.port.unwrap_or(0), s.priority.unwrap_or(0), s.weight.unwrap_or(0));
             }
-            line(v);
+            let at = format!("/network/dns/srv[{}]@{}", i + 1, if s.target.is_some() { "target" } else { "domain" });
+            c.put(&at, s.target.as_deref().unwrap_or(&name), v)?;
         }
     }
 
@@ -161,20 +254,20 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
     let mut dhcp_v6 = false;
     for (i, ip) in def.ips.iter().enumerate() {
         let at = format!("/network/ip[{}]", i + 1);
-        dhcp_lines(ip, &at, file, &mut line, &mut lease_max)?;
+        dhcp_lines(ip, &at, &mut c, &mut lease_max)?;
         if ip.has_dhcp() {
             if ip.address.is_ipv4() {
                 dhcp_v4 = true;
-                line(format!("dhcp-option=option:router,{}", ip.address));
+                c.fixed(format!("dhcp-option=option:router,{}", ip.address));
                 if dns.enabled {
-                    line(format!("dhcp-option=option:dns-server,{}", ip.address));
+                    c.fixed(format!("dhcp-option=option:dns-server,{}", ip.address));
                 } else {
                     let fwd: Vec<String> = dns.forwarders.iter().filter_map(|f| f.addr).filter(IpAddr::is_ipv4).map(|a| a.to_string()).collect();
                     if fwd.is_empty() {
                         // No DNS here and none elsewhere: send no DNS option.
-                        line("dhcp-option=option:dns-server".into());
+                        c.fixed("dhcp-option=option:dns-server");
                     } else {
-                        line(format!("dhcp-option=option:dns-server,{}", fwd.join(",")));
+                        c.put("/network/dns/forwarder", "", format!("dhcp-option=option:dns-server,{}", fwd.join(",")))?;
                     }
                 }
             } else {
@@ -182,46 +275,50 @@ pub fn generate(def: &NetworkDef, bridge: &str, paths: &Paths, file: &str) -> Re
             }
         }
         if let Some(root) = &ip.tftp_root {
-            one_line(file, format!("{at}/tftp@root"), root)?;
+            let at = format!("{at}/tftp@root");
+            // tftp-root=<dir>[,<interface>]: a ',' would start an interface filter.
+            plain_token(file, &at, root, "a tftp root")?;
             if !Path::new(root).is_absolute() {
-                return Err(err(file, format!("{at}/tftp@root"), root, "tftp root must be an absolute path"));
+                return Err(err(file, at, root, "tftp root must be an absolute path"));
             }
-            line("enable-tftp".into());
-            line(format!("tftp-root={root}"));
+            c.fixed("enable-tftp");
+            c.put(&at, root, format!("tftp-root={root}"))?;
         }
         if let Some(bootp) = &ip.bootp {
-            one_line(file, format!("{at}/dhcp/bootp@file"), &bootp.file)?;
-            if bootp.file.contains(',') {
-                return Err(err(file, format!("{at}/dhcp/bootp@file"), &bootp.file, "boot file name must not contain ','"));
+            let server_at = format!("{at}/dhcp/bootp@server");
+            let at = format!("{at}/dhcp/bootp@file");
+            plain_token(file, &at, &bootp.file, "a boot file name")?;
+            if bootp.file.len() > MAX_BOOT_FILE {
+                return Err(err(file, at, &bootp.file, &format!("a boot file name has at most {MAX_BOOT_FILE} bytes (the BOOTP file field)")));
             }
             match &bootp.server {
-                Some(server) => line(format!("dhcp-boot={},,{server}", bootp.file)),
-                None => line(format!("dhcp-boot={}", bootp.file)),
+                Some(server) => {
+                    dns_name(file, &server_at, server)?;
+                    c.put(&at, &bootp.file, format!("dhcp-boot={},,{server}", bootp.file))?;
+                }
+                None => c.put(&at, &bootp.file, format!("dhcp-boot={}", bootp.file))?,
             }
         }
     }
     if dhcp_v4 || dhcp_v6 {
-        line("dhcp-no-override".into());
-        line("dhcp-authoritative".into());
-        line(format!("dhcp-lease-max={}", lease_max.clamp(1, 1 << 24)));
+        c.fixed("dhcp-no-override");
+        c.fixed("dhcp-authoritative");
+        c.fixed(format!("dhcp-lease-max={}", lease_max.clamp(1, 1 << 24)));
     }
     if dhcp_v6 {
-        line("enable-ra".into());
+        c.fixed("enable-ra");
     }
+    // The administrator's own option lines (libvirt's dnsmasq:options): taken
+    // as written, which is their purpose, but each stays one whole line.
     for (i, opt) in def.dnsmasq_options.iter().enumerate() {
-        one_line(file, format!("/network/dnsmasq:options/dnsmasq:option[{}]@value", i + 1), opt)?;
-        line(opt.clone());
+        let at = format!("/network/dnsmasq:options/dnsmasq:option[{}]@value", i + 1);
+        no_controls(file, &at, opt)?;
+        c.put(&at, opt, opt.clone())?;
     }
-    Ok(c)
+    Ok(c.text)
 }
 
-fn dhcp_lines(
-    ip: &IpDef,
-    at: &str,
-    file: &str,
-    line: &mut impl FnMut(String),
-    lease_max: &mut u64,
-) -> Result<(), XmlError> {
+fn dhcp_lines(ip: &IpDef, at: &str, c: &mut Conf, lease_max: &mut u64) -> Result<(), XmlError> {
     for (j, (start, end)) in ip.dhcp_ranges.iter().enumerate() {
         let mut v = match ip.address {
             IpAddr::V4(_) => format!("dhcp-range={start},{end},{}", netmask_v4(ip.prefix)),
@@ -230,37 +327,43 @@ fn dhcp_lines(
         if let Some(Some(lease)) = ip.range_leases.get(j) {
             let _ = write!(v, ",{}", lease_time(lease));
         }
-        line(v);
+        c.fixed(v);
         *lease_max = lease_max.saturating_add(range_size(*start, *end));
     }
     if ip.dhcp_ranges.is_empty() && !ip.dhcp_hosts.is_empty() {
         // Static hosts only: dnsmasq still needs the subnet as a range.
         match ip.network() {
-            IpAddr::V4(net) => line(format!("dhcp-range={net},static,{}", netmask_v4(ip.prefix))),
-            IpAddr::V6(net) => line(format!("dhcp-range={net},static,{}", ip.prefix)),
+            IpAddr::V4(net) => c.fixed(format!("dhcp-range={net},static,{}", netmask_v4(ip.prefix))),
+            IpAddr::V6(net) => c.fixed(format!("dhcp-range={net},static,{}", ip.prefix)),
         }
     }
     for (j, h) in ip.dhcp_hosts.iter().enumerate() {
         let Some(addr) = h.ip else { continue };
+        let hat = format!("{at}/dhcp/host[{}]", j + 1);
         let mut fields: Vec<String> = Vec::new();
         if let Some(mac) = &h.mac {
             fields.push(format_mac(mac));
         }
         if let Some(id) = &h.id {
+            // Checked by the XML module: colon-separated hex bytes.
             fields.push(format!("id:{id}"));
         }
         match addr {
             IpAddr::V4(a) => fields.push(a.to_string()),
             IpAddr::V6(a) => fields.push(format!("[{a}]")),
         }
+        let mut element = format!("{hat}@id");
+        let mut value = h.id.clone().unwrap_or_default();
         if let Some(name) = &h.name {
-            one_line(file, format!("{at}/dhcp/host[{}]@name", j + 1), name)?;
+            element = format!("{hat}@name");
+            value = name.clone();
+            dns_name(c.file, &element, name)?;
             fields.push(name.clone());
         }
         if let Some(lease) = &h.lease {
             fields.push(lease_time(lease));
         }
-        line(format!("dhcp-host={}", fields.join(",")));
+        c.put(&element, &value, format!("dhcp-host={}", fields.join(",")))?;
         *lease_max = lease_max.saturating_add(1);
     }
     Ok(())

@@ -30,6 +30,9 @@ fn check_name(file: &str, at: String, v: &str) -> Result<String, XmlError> {
     if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
         return Err(err(file, at, Some(v), "may only contain letters, digits, '-', '.' and '_'"));
     }
+    if v.len() > super::config::MAX_DNS_NAME {
+        return Err(err(file, at, Some(v), format!("a DNS name has at most {} characters", super::config::MAX_DNS_NAME)));
+    }
     Ok(v.to_string())
 }
 
@@ -55,8 +58,10 @@ pub fn parse(def: &NetworkDef, file: &str) -> Result<DnsDef, XmlError> {
     for (i, t) in x.txts.iter().enumerate() {
         let p = format!("{path}/txt[{}]", i + 1);
         let name = check_name(file, format!("{p}@name"), &t.name)?;
-        if t.value.is_empty() || t.value.contains(['\n', '\r', '"']) {
-            return Err(err(file, format!("{p}@value"), Some(&t.value), "must be non-empty, on one line, without '\"'"));
+        // Written quoted, with backslashes and '"' escaped; control characters
+        // would end or split the line.
+        if t.value.is_empty() || t.value.chars().any(char::is_control) {
+            return Err(err(file, format!("{p}@value"), Some(&t.value), "must be non-empty and without control characters"));
         }
         dns.txts.push((name, t.value.clone()));
     }

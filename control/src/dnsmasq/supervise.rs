@@ -5,9 +5,17 @@
 //! hook runs). The supervisor runs dnsmasq with `--keep-in-foreground` and,
 //! when it exits for any reason, starts it again after a backoff that
 //! doubles from 250 ms up to [`MAX_RESTART_DELAY`] and resets once dnsmasq
-//! has run for a minute. dnsmasq gets `PR_SET_PDEATHSIG`, so it never
-//! outlives its supervisor. `stop` sends SIGTERM to the whole session and
+//! has run for a minute. `stop` sends SIGTERM to the whole session and
 //! escalates to SIGKILL after a bounded wait.
+//!
+//! dnsmasq never outlives its supervisor. It starts as root and switches
+//! to its own user, and the kernel clears a parent-death signal on any
+//! credential change, so `PR_SET_PDEATHSIG` only covers its start. A guard
+//! (`vxdp dnsmasq-guard`, one per dnsmasq run) holds a pidfd of dnsmasq and
+//! the read end of a pipe whose only write end the supervisor holds: when
+//! the supervisor ends, however it ends, the kernel closes that end, the
+//! guard reads EOF and signals dnsmasq through the pidfd (never a reused
+//! pid). The guard ends by itself when dnsmasq does.
 //!
 //! dnsmasq logs to its stderr (`log-facility=-`), which the supervisor
 //! copies into `log`, rotated to `log.1` past [`LOG_LIMIT`] bytes, so the
@@ -39,6 +47,10 @@ pub const LOG_LIMIT: u64 = 1 << 20;
 
 /// The hidden verb the supervisor runs as.
 pub const SUPERVISE_VERB: &str = "dnsmasq-supervise";
+/// The hidden verb of the guard that ends dnsmasq when the supervisor dies.
+pub const GUARD_VERB: &str = "dnsmasq-guard";
+/// The guard's file descriptor for dnsmasq's pidfd (its stdin is the pipe).
+const GUARD_PIDFD: libc::c_int = 3;
 
 fn find_dnsmasq() -> Result<PathBuf, DnsmasqError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -105,6 +117,8 @@ pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<u64, Dnsm
         .arg("--bpffs")
         .arg(&inv.bpffs)
         .arg(SUPERVISE_VERB)
+        // Never read as an option, whatever the name.
+        .arg("--")
         .arg(network)
         .stdin(Stdio::null())
         .stdout(log)
@@ -208,13 +222,43 @@ impl Log {
     }
 
     fn line(&mut self, text: &str) {
+        self.line_bytes(text.as_bytes());
+    }
+
+    /// One line as the program wrote it (any bytes, not only UTF-8), with
+    /// a newline added when it has none.
+    fn line_bytes(&mut self, line: &[u8]) {
         if self.file.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() >= LOG_LIMIT) {
             let _ = fs::rename(&self.path, self.path.with_extension("1"));
             *self = Log::open(self.path.clone());
         }
         if let Some(f) = &mut self.file {
             // Nowhere better to report a failing log write.
-            let _ = writeln!(f, "{text}");
+            let _ = f.write_all(line);
+            if !line.ends_with(b"\n") {
+                let _ = f.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// Copies `src` into the log a line at a time until EOF. Bytes, not text:
+/// a line that is not UTF-8 (a guest's host name, a hook's output) is kept
+/// as written and does not stop the copy.
+fn copy_lines(src: impl std::io::Read, log: &Mutex<Log>) {
+    let mut src = BufReader::new(src);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match src.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if let Ok(mut log) = log.lock() {
+                    log.line_bytes(&line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }
@@ -222,14 +266,128 @@ impl Log {
 /// Copies dnsmasq's output (and its lease hook's) into the log until EOF,
 /// i.e. until dnsmasq and its script helper have both exited.
 fn copy_output(src: impl std::io::Read + Send + 'static, log: Arc<Mutex<Log>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(src).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut log) = log.lock() {
-                log.line(&line);
+    std::thread::spawn(move || copy_lines(src, &log));
+}
+
+/// A running guard and the write end of its pipe.
+struct Guard {
+    child: std::process::Child,
+    _pipe: std::os::fd::OwnedFd,
+}
+
+impl Guard {
+    /// Starts the guard of the dnsmasq process `pid` (a child of this
+    /// supervisor, so the pid is still ours until we wait for it).
+    fn spawn(state_dir: &Path, network: &str, pid: u32) -> std::io::Result<Guard> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let last = || std::io::Error::last_os_error();
+        // SAFETY: plain syscalls; each fd returned is owned exactly once.
+        let (pidfd, read, write) = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+            if pidfd < 0 {
+                return Err(last());
+            }
+            let pidfd = OwnedFd::from_raw_fd(pidfd as libc::c_int);
+            let mut ends = [0; 2];
+            if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+                return Err(last());
+            }
+            (pidfd, OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
+        };
+        // This very binary, even when an upgrade replaced the file since.
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "vxdp".into()))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg(GUARD_VERB)
+            .arg("--")
+            .arg(network)
+            .stdin(Stdio::from(read))
+            .current_dir("/");
+        let raw = pidfd.as_raw_fd();
+        // SAFETY: dup2/fcntl are async-signal-safe and touch no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The pidfd is close-on-exec: give the guard a copy at its
+                // fixed number (dup2 onto itself would keep the flag).
+                if raw == GUARD_PIDFD {
+                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(raw, GUARD_PIDFD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        Ok(Guard { child, _pipe: write })
+    }
+
+    /// After dnsmasq ended: the guard ends by itself (its pidfd turned
+    /// readable); wait for it, killing it if it does not.
+    fn end(mut self) {
+        let start = Instant::now();
+        while start.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The guard's body (`vxdp dnsmasq-guard NETWORK`, stdin the supervisor's
+/// pipe, fd 3 dnsmasq's pidfd): waits until dnsmasq ends (then it has
+/// nothing to do) or the pipe reports EOF (the supervisor is gone: end
+/// dnsmasq, SIGTERM then SIGKILL after a bounded wait).
+pub fn run_guard() -> Result<(), DnsmasqError> {
+    let pidfd = GUARD_PIDFD;
+    let poll = |fds: &mut [libc::pollfd], timeout_ms: libc::c_int| -> libc::c_int {
+        loop {
+            // SAFETY: `fds` is a valid slice of pollfd for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return n;
             }
         }
-    });
+    };
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+        ];
+        if poll(&mut fds, -1) < 0 {
+            break;
+        }
+        if fds[1].revents != 0 {
+            // dnsmasq ended.
+            return Ok(());
+        }
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a local buffer of the given length.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+        }
+    }
+    // The supervisor is gone.
+    let signal = |sig: libc::c_int| {
+        // SAFETY: pidfd_send_signal with no siginfo; the pidfd names exactly
+        // the dnsmasq process the supervisor started.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0) };
+    };
+    signal(libc::SIGTERM);
+    let mut fds = [libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 }];
+    let waited = poll(&mut fds, STOP_TIMEOUT.as_millis() as libc::c_int);
+    if waited == 0 {
+        signal(libc::SIGKILL);
+    }
+    Ok(())
 }
 
 /// The supervisor's body (`vxdp dnsmasq-supervise NETWORK`): runs dnsmasq
@@ -258,7 +416,8 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
         // SAFETY: prctl/getppid/_exit are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
-                // dnsmasq dies with its supervisor, however that ends.
+                // Until dnsmasq switches to its user (which clears this) and
+                // the guard runs: dnsmasq dies with its supervisor.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
                 if libc::getppid() != supervisor {
                     libc::_exit(1);
@@ -274,7 +433,15 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
                 if let Some(err) = child.stderr.take() {
                     copy_output(err, log.clone());
                 }
-                child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+                let guard = Guard::spawn(state_dir, network, child.id());
+                if let Err(e) = &guard {
+                    say(format!("could not start dnsmasq's guard ({e}): a killed supervisor would leave this dnsmasq running"));
+                }
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                if let Ok(guard) = guard {
+                    guard.end();
+                }
+                status
             }
             Err(e) => format!("could not start {}: {e}", dnsmasq.display()),
         };
@@ -294,6 +461,22 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_copy_keeps_going_past_lines_that_are_not_utf8() {
+        let dir = std::env::temp_dir().join(format!("vxdp-log-bytes-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let log = Mutex::new(Log::open(path.clone()));
+        let output: &[u8] = b"dnsmasq: started\nDHCPACK 10.0.0.5 52:54:00:00:00:01 caf\xe9\xff\nlater line\nno newline at the end";
+        copy_lines(output, &log);
+        drop(log);
+        let copied = fs::read(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let mut want = output.to_vec();
+        want.push(b'\n');
+        assert_eq!(copied, want, "{}", String::from_utf8_lossy(&copied));
+    }
 
     #[test]
     fn log_rotates_past_the_limit() {

@@ -8,9 +8,13 @@ fn paths() -> Paths {
     Paths::new(Path::new("/var/lib/vxdp"), "net")
 }
 
+fn run_as() -> RunAs {
+    RunAs { user: "dnsmasq".into(), group: "nogroup".into() }
+}
+
 fn conf(xml: &str) -> String {
     let def = parse_network(xml, "net.xml").expect("valid XML");
-    generate(&def, "virbr7", &paths(), "net.xml").expect("config")
+    generate(&def, "virbr7", &paths(), &run_as(), "net.xml").expect("config")
 }
 
 fn lines(c: &str) -> Vec<&str> {
@@ -23,8 +27,8 @@ fn default_network_config_is_libvirts() {
     let l = lines(&c);
     for want in [
         "strict-order",
-        "user=root",
-        "group=root",
+        "user=dnsmasq",
+        "group=nogroup",
         "pid-file=/var/lib/vxdp/dnsmasq/net/dnsmasq.pid",
         "dhcp-leasefile=/var/lib/vxdp/dnsmasq/net/leases",
         "dhcp-script=/var/lib/vxdp/dnsmasq/net/lease-hook",
@@ -152,7 +156,7 @@ fn networks_without_ip_run_no_dnsmasq() {
 fn bad(xml: &str, element: &str, value: Option<&str>) {
     let e = match parse_network(xml, "bad.xml") {
         Err(e) => e,
-        Ok(def) => generate(&def, "virbr7", &paths(), "bad.xml").expect_err("must be refused"),
+        Ok(def) => generate(&def, "virbr7", &paths(), &run_as(), "bad.xml").expect_err("must be refused"),
     };
     assert_eq!(e.file, "bad.xml");
     assert_eq!(e.element, element, "{e}");
@@ -241,4 +245,140 @@ fn dnsmasq_accepts_the_generated_config() {
         assert!(out.status.success(), "dnsmasq refused {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Definitions an administrator (or whoever can write the XML) could use to
+/// smuggle options into dnsmasq: over-long values that dnsmasq's 1,025-byte
+/// line buffer would cut (the rest read as a line of its own, e.g. a
+/// `dhcp-script` dnsmasq runs as its user on every lease), a ',' that starts
+/// another field, a trailing '\' that escapes the closing quote.
+fn adversarial_definitions() -> Vec<(String, &'static str)> {
+    let inject = "dhcp-script=/tmp/owned";
+    let long = |n: usize| "a".repeat(n);
+    // `inner` goes into <ip>, `dhcp` into its <dhcp>.
+    let ip2 = |inner: &str, dhcp: &str| {
+        format!("<network><name>n</name><ip address='10.2.0.1' prefix='24'>{inner}<dhcp><range start='10.2.0.5' end='10.2.0.9'/>{dhcp}</dhcp></ip></network>")
+    };
+    let ip = |inner: &str| ip2(inner, "");
+    let dhcp = |inner: &str| ip2("", inner);
+    let dns = |inner: &str| format!("<network><name>n</name><dns>{inner}</dns><ip address='10.2.0.1' prefix='24'/></network>");
+    let opts = |v: &str| {
+        format!(
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name><ip address='10.2.0.1' prefix='24'/>\
+             <dnsmasq:options><dnsmasq:option value='{v}'/></dnsmasq:options></network>"
+        )
+    };
+    let mut v = vec![
+        (ip(&format!("<tftp root='/{}{inject}'/>", long(1014))), "/network/ip[1]/tftp@root"),
+        (ip("<tftp root='/srv/tftp,eth0'/>"), "/network/ip[1]/tftp@root"),
+        (ip("<tftp root='/srv/tftp #x'/>"), "/network/ip[1]/tftp@root"),
+        (ip("<tftp root='/srv/\"tftp'/>"), "/network/ip[1]/tftp@root"),
+        (ip(&format!("<tftp root='/srv/{}'/>", long(1200))), "/network/ip[1]/tftp@root"),
+        (ip2("<tftp root='/srv/tftp'/>", &format!("<bootp file='{}{inject}'/>", long(1014))), "/network/ip[1]/dhcp/bootp@file"),
+        (dhcp("<bootp file='pxe\\'/>"), "/network/ip[1]/dhcp/bootp@file"),
+        (dhcp("<bootp file='pxe linux.0'/>"), "/network/ip[1]/dhcp/bootp@file"),
+        (dhcp(&format!("<bootp file='{}'/>", long(200))), "/network/ip[1]/dhcp/bootp@file"),
+        (dhcp("<bootp file='pxe&#9;linux'/>"), "/network/ip[1]/dhcp/bootp@file"),
+        (dhcp(&format!("<host mac='52:54:00:00:00:01' name='a{}' ip='10.2.0.7'/>", long(1100))), "/network/ip[1]/dhcp/host[1]@name"),
+        (dns(&format!("<txt name='t' value='{}{inject}'/>", long(1010))), "/network/dns/txt[1]@value"),
+        (dns("<txt name='t' value='a&#127;b'/>"), "/network/dns/txt[1]@value"),
+        (dns(&format!("<forwarder domain='{}.test' addr='192.0.2.1'/>", long(300))), "/network/dns/forwarder[1]@domain"),
+        (dns(&format!("<srv service='ldap' protocol='tcp' target='{}'/>", long(1100))), "/network/dns/srv[1]@target"),
+        (opts(&format!("{}{inject}", long(1020))), "/network/dnsmasq:options/dnsmasq:option[1]@value"),
+        (opts("log-dhcp&#13;"), "/network/dnsmasq:options/dnsmasq:option[1]@value"),
+        (
+            format!("<network><name>n</name><domain name='{}.test'/><ip address='10.2.0.1' prefix='24'/></network>", long(300)),
+            "/network/domain@name",
+        ),
+    ];
+    // The name is part of dnsmasq's paths: '#' after a space would cut them.
+    v.push(("<network><name>a #b</name><ip address='10.2.0.1' prefix='24'/></network>".into(), "/network/name"));
+    // Many names on one host: each is fine, the line is not.
+    let names: String = (0..40).map(|i| format!("<hostname>host{i}-{}</hostname>", long(30))).collect();
+    v.push((dns(&format!("<host ip='10.2.0.5'>{names}</host>")), "/network/dns/host[1]"));
+    v
+}
+
+#[test]
+fn values_that_would_change_dnsmasqs_reading_are_refused() {
+    for (xml, element) in adversarial_definitions() {
+        let e = match parse_network(&xml, "bad.xml") {
+            Err(e) => e,
+            Ok(def) => match generate(&def, "virbr7", &paths(), &run_as(), "bad.xml") {
+                Err(e) => e,
+                Ok(c) => panic!("accepted; dnsmasq would read:\n{c}\nfrom\n{xml}"),
+            },
+        };
+        assert_eq!(e.file, "bad.xml");
+        assert_eq!(e.element, element, "{e}\nfor\n{xml}");
+    }
+}
+
+/// What dnsmasq reads a line at a time: at most MAX_LINE bytes with the
+/// newline (fgets into its 1,025-byte buffer).
+fn assert_lines_fit(c: &str) {
+    for l in c.split_inclusive('\n') {
+        assert!(l.ends_with('\n'), "unterminated line {l:?}");
+        assert!(l.len() <= MAX_LINE, "a {}-byte line: dnsmasq would cut {l:?}", l.len());
+        assert!(!l[..l.len() - 1].chars().any(char::is_control), "control character in {l:?}");
+    }
+}
+
+/// Values at the edge of what is accepted: every line still fits, nothing
+/// the value holds is read as syntax, and dnsmasq accepts the file.
+#[test]
+fn accepted_edge_values_fit_dnsmasqs_lines() {
+    let long = |n: usize| "a".repeat(n);
+    let edge = [
+        format!(
+            "<network><name>n</name><dns><txt name='t' value='ends in a backslash \\'/><txt name='q' value='say \"hi\", # not a comment'/></dns>\
+             <ip address='10.2.0.1' prefix='24'><tftp root='/{}'/><dhcp><range start='10.2.0.5' end='10.2.0.9'/>\
+             <bootp file='{}'/></dhcp></ip></network>",
+            long(1000),
+            long(127)
+        ),
+        format!("<network><name>{}</name><ip address='10.2.0.1' prefix='24'/></network>", long(200)),
+    ];
+    let dir = std::env::temp_dir().join(format!("vxdp-dnsmasq-edge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, xml) in edge.iter().enumerate() {
+        let c = conf(xml);
+        assert_lines_fit(&c);
+        let path = dir.join(format!("{i}.conf"));
+        std::fs::write(&path, &c).unwrap();
+        let out = std::process::Command::new("dnsmasq")
+            .arg("--test")
+            .arg(format!("--conf-file={}", path.display()))
+            .output()
+            .expect("dnsmasq must be installed (package dnsmasq-base; `cargo xtask setup`)");
+        assert!(out.status.success(), "dnsmasq refused {}: {}\n{c}", path.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let c = conf(&edge[0]);
+    assert!(lines(&c).contains(&r#"txt-record=t,"ends in a backslash \\""#), "{c}");
+    assert!(lines(&c).contains(&r#"txt-record=q,"say \"hi\", # not a comment""#), "{c}");
+}
+
+/// The lease hook passes the network's name after `--` and quoted, so
+/// `vxdp dhcp-lease-event` gets it as written whatever it holds.
+#[test]
+fn lease_hook_passes_the_name_as_one_argument_after_double_dash() {
+    let dir = std::env::temp_dir().join(format!("vxdp-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stand-in for vxdp that prints its arguments one per line.
+    let exe = dir.join("args");
+    std::fs::write(&exe, "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n").unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inv = Invocation { exe, state_dir: "/var/lib/vxdp".into(), bpffs: "/sys/fs/bpf/vxdp".into() };
+    let hook = dir.join("hook");
+    let name = "it's $(a) net";
+    std::fs::write(&hook, hook_script(&inv, name)).unwrap();
+    let out = std::process::Command::new("sh").arg(&hook).args(["add", "52:54:00:00:00:01", "10.0.0.5"]).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let args = String::from_utf8(out.stdout).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        ["--state-dir", "/var/lib/vxdp", "--bpffs", "/sys/fs/bpf/vxdp", "dhcp-lease-event", "--", name, "add", "52:54:00:00:00:01", "10.0.0.5"]
+    );
 }

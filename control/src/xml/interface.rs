@@ -137,8 +137,12 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
                 source = Some(match kind {
                     InterfaceType::Network => {
                         attrs(file, child, &cpath, &["network", "portgroup"])?;
+                        let name = req(file, child, &cpath, "network")?;
+                        if let Some(problem) = super::network_name_problem(name) {
+                            return Err(err(file, format!("{cpath}@network"), Some(name), problem));
+                        }
                         InterfaceSource::Network {
-                            name: req(file, child, &cpath, "network")?.to_string(),
+                            name: name.to_string(),
                             portgroup: child.attribute("portgroup").map(str::to_string),
                         }
                     }
@@ -234,6 +238,7 @@ mod tests {
         let cases = [
             ("<interface type='user'><source network='n'/></interface>", "/interface@type"),
             ("<interface type='network'/>", "/interface/source"),
+            ("<interface type='network'><source network='..'/></interface>", "/interface/source@network"),
             ("<interface type='network'><source bridge='b'/></interface>", "/interface/source@bridge"),
             ("<interface type='network'><source network='n'/><mac address='01:00:5e:00:00:01'/></interface>", "/interface/mac@address"),
             ("<interface type='network'><source network='n'/><target dev='a/b'/></interface>", "/interface/target@dev"),

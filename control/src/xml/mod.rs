@@ -363,6 +363,38 @@ pub struct RawElement {
     pub xml: String,
 }
 
+/// Longest network name: it names files such as `<name>.autostart`, which
+/// must fit the 255 bytes of a file name.
+pub const MAX_NETWORK_NAME: usize = 200;
+
+/// Why `name` cannot name a network, or None. Like libvirt: not empty, no
+/// '/', no newline. Because the name also names vxdp's files and
+/// directories and is passed to programs vxdp runs: not only whitespace,
+/// not '.' or '..', not starting with '-' (an option to a program), no
+/// control characters, at most [`MAX_NETWORK_NAME`] bytes.
+pub fn network_name_problem(name: &str) -> Option<String> {
+    let problem = if name.is_empty() {
+        "network name must not be empty"
+    } else if name.trim().is_empty() {
+        "network name must not be only whitespace"
+    } else if name.contains('/') {
+        "network name must not contain '/'"
+    } else if name.contains('\n') {
+        "network name must not contain a newline"
+    } else if name.chars().any(char::is_control) {
+        "network name must not contain control characters"
+    } else if name == "." || name == ".." {
+        "network name must not be '.' or '..' (it names a directory)"
+    } else if name.starts_with('-') {
+        "network name must not start with '-' (programs would read it as an option)"
+    } else if name.len() > MAX_NETWORK_NAME {
+        return Some(format!("network name has more than {MAX_NETWORK_NAME} bytes"));
+    } else {
+        return None;
+    };
+    Some(problem.to_string())
+}
+
 /// Parses and validates one libvirt network document. `source` names the file in errors.
 pub fn parse_network(xml: &str, source: &str) -> Result<NetworkDef, XmlError> {
     parse::parse(xml, source)

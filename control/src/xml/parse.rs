@@ -346,23 +346,9 @@ impl Parser<'_> {
     fn name(&self, node: Node, path: &str) -> R<String> {
         self.attrs(node, path, &[])?;
         let name = self.text(node, path)?;
-        if name.is_empty() {
-            return Err(self.err(path, Some(&name), "network name must not be empty"));
-        }
-        if name.trim().is_empty() {
-            return Err(self.err(
-                path,
-                Some(&name),
-                "network name must not be only whitespace",
-            ));
-        }
-        // The name becomes a file name, so no path separator (libvirt) and, per the
-        // schema's objectName, no newline.
-        if name.contains('/') {
-            return Err(self.err(path, Some(&name), "network name must not contain '/'"));
-        }
-        if name.contains('\n') {
-            return Err(self.err(path, Some(&name), "network name must not contain a newline"));
+        // The name becomes a file name (libvirt's rules and vxdp's own).
+        if let Some(reason) = super::network_name_problem(&name) {
+            return Err(self.err(path, Some(&name), reason));
         }
         Ok(name)
     }

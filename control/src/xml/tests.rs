@@ -326,6 +326,24 @@ fn error_display_names_file_element_and_value() {
     assert!(msg.ends_with("(value 'nate')"), "{msg}");
 }
 
+/// A network name names files and directories (`networks/NAME.xml`,
+/// `dnsmasq/NAME/`) and is passed to programs: '..' would make the dnsmasq
+/// directory the state directory itself, '-x' an option.
+#[test]
+fn names_that_are_paths_or_options_are_refused() {
+    let long = "n".repeat(MAX_NETWORK_NAME + 1);
+    for name in [".", "..", "-x", "--state-dir=/tmp", "a/b", "a\u{7f}b", long.as_str()] {
+        let xml = format!("<network><name>{name}</name></network>");
+        let e = parse_network(&xml, "bad.xml").expect_err(name);
+        assert_eq!((e.element.as_str(), e.value.as_deref()), ("/network/name", Some(name)), "{e}");
+        assert!(network_name_problem(name).is_some(), "{name}");
+    }
+    for name in ["default", "a.b", ".hidden-is-fine", "x-", "n".repeat(MAX_NETWORK_NAME).as_str(), "with space"] {
+        let xml = format!("<network><name>{name}</name></network>");
+        assert_eq!(parse_network(&xml, "ok.xml").expect(name).name, name);
+    }
+}
+
 #[test]
 fn invalid_documents_are_refused_with_element_and_value() {
     // structure
