@@ -38,10 +38,11 @@ use vxdp_tests::{
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
 
-/// Programs the dataplane pins: the guest-port entry, the uplink, the
-/// guest port's tail calls (NAT, route, direct, NAT66), and a direct
-/// network's NIC ingress and egress programs.
-const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 4;
+/// Programs the dataplane pins: the guest-port entry, the uplink's XDP and
+/// TC programs, the guest port's tail calls (NAT, route, direct, NAT66), a
+/// direct network's NIC ingress and egress programs, and the two
+/// refused-redirect tracepoint programs.
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 7;
 
 /// A `vxdp serve` process in the topology's hypervisor namespace, killed
 /// (SIGKILL) on drop if still running.
@@ -409,7 +410,8 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let topo = started_topology("dunl")?;
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
-    ensure!(ids.progs.len() == PINNED_PROGS && ids.links.len() == 2 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
+    // One guest port (TC), the uplink (XDP and TC), the two tracepoints.
+    ensure!(ids.progs.len() == PINNED_PROGS && ids.links.len() == 5 && !ids.maps.is_empty(), "unexpected pins: {ids:?}");
     // Every map the programs use, pinned or not (e.g. .rodata), by id.
     let mut map_ids: Vec<u32> = ids.maps.iter().map(|(_, id)| *id).collect();
     for (_, id) in &ids.progs {
