@@ -97,6 +97,16 @@ pub fn uplink_icmp_error<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdic
     let Ok(l4) = parse::ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
         return Ok(None);
     };
+    // ... inside the error's own datagram: bytes past its total length are
+    // link padding, which a receiver does not checksum. Rewriting a quote
+    // there would leave the ICMP checksum wrong for the guest (found by the
+    // fuzzer).
+    let Ok(outer) = parse::ptr_at::<_, Ipv4Hdr>(ctx, parse::IP_OFF) else {
+        return Ok(None);
+    };
+    if (u16::from_be_bytes(unsafe { (*outer).tot_len }) as usize) < l4_off + 8 - parse::IP_OFF {
+        return Ok(None);
+    }
     // The quoted packet went guest → outside; the reply-direction key is the
     // tuple the outside's answers carry (see `nat::create_flow`).
     let Some(q) = quoted_ports(unsafe { &*l4 }, l4_off, proto, PROTO_ICMP, ICMP_ECHO_REQUEST) else {

@@ -1,5 +1,6 @@
 pub mod corpus;
 pub mod frame_probe;
+pub mod fuzz;
 pub mod ipv6nat;
 pub mod libvirt;
 pub mod macvtap;

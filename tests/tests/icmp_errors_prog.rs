@@ -293,6 +293,40 @@ fn icmp_error_about_no_flow_is_left_to_the_host_untouched() {
     });
 }
 
+/// An error whose IPv4 total length ends before the quoted L4 bytes carries
+/// the rest as link padding, which a receiver does not checksum: translating
+/// it would hand the guest an ICMP checksum that is wrong over the datagram
+/// (the fuzzer found this). It is left to the host untouched.
+#[test]
+fn icmp_error_whose_quote_lies_in_link_padding_is_not_translated() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let dgram = Packet::udp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 9));
+        let natted = send(w, &g, &from_guest(&g, dgram), "UDP");
+        let mut err = icmp_error(OUTSIDE, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], &ip_part(&natted, 28));
+        // Total length: outer header + ICMP header + 20 bytes of the quote
+        // (the quoted IPv4 header, not its ports); checksums made right for
+        // that length.
+        let total = 20 + 8 + 20;
+        err[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+        err[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&err[14..34]);
+        err[24..26].copy_from_slice(&c.to_be_bytes());
+        err[36..38].copy_from_slice(&[0, 0]);
+        let c = checksum(&err[34..14 + total]);
+        err[36..38].copy_from_slice(&c.to_be_bytes());
+        let before = w.counters();
+        let run = w.run_uplink(&err);
+        assert_eq!(
+            run.verdict, XDP_PASS,
+            "an ICMP error whose quoted ports lie past its total length got XDP verdict {} instead of XDP_PASS",
+            run.verdict
+        );
+        assert_eq!(run.data, err, "an ICMP error whose quote lies in link padding was rewritten");
+        assert_counters_moved(&before, &w.counters(), &[(0, Slot::Action(Action::UplinkPassed), 1)], "ICMP error with its quote in padding");
+    });
+}
+
 // --------------------------------------------------------------------------
 // NAT66: ICMPv6 errors about NAT66 flows
 
