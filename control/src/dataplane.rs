@@ -698,17 +698,25 @@ pub fn attach_guest_port(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), 
     if link_path.exists() {
         return Ok(());
     }
-    let prog_path = pins.prog(names::PROG_GUEST_INGRESS);
-    let mut prog = SchedClassifier::from_pin(&prog_path).map_err(|source| DataplaneError::Program {
-        name: names::PROG_GUEST_INGRESS.into(),
-        source,
-    })?;
-    let attach_err = |source| DataplaneError::Attach {
-        what: "the guest-port TC program",
-        interface: ifname.to_string(),
-        source,
-    };
-    let id = prog.attach(ifindex, TcAttachType::Ingress).map_err(attach_err)?;
+    attach_tc_link(pins, names::PROG_GUEST_INGRESS, ifindex, ifname, TcAttachType::Ingress, link_path, "the guest-port TC program")
+}
+
+/// Attaches the pinned TC program `prog_name` at `attach` of `ifindex` (a
+/// TCX link) and pins the link at `link_path`; `what` names the program in
+/// errors.
+fn attach_tc_link(
+    pins: &Pins,
+    prog_name: &str,
+    ifindex: u32,
+    ifname: &str,
+    attach: TcAttachType,
+    link_path: PathBuf,
+    what: &'static str,
+) -> Result<(), DataplaneError> {
+    let mut prog = SchedClassifier::from_pin(pins.prog(prog_name))
+        .map_err(|source| DataplaneError::Program { name: prog_name.into(), source })?;
+    let attach_err = |source| DataplaneError::Attach { what, interface: ifname.to_string(), source };
+    let id = prog.attach(ifindex, attach).map_err(attach_err)?;
     let link = prog.take_link(id).map_err(attach_err)?;
     let fd: FdLink = link
         .try_into()
@@ -728,19 +736,7 @@ pub fn attach_nic(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Datapla
         if link_path.exists() {
             continue;
         }
-        let mut prog = SchedClassifier::from_pin(pins.prog(prog_name))
-            .map_err(|source| DataplaneError::Program { name: prog_name.into(), source })?;
-        let attach_err = |source| DataplaneError::Attach {
-            what: "a direct network's NIC TC program",
-            interface: ifname.to_string(),
-            source,
-        };
-        let id = prog.attach(ifindex, attach).map_err(attach_err)?;
-        let link = prog.take_link(id).map_err(attach_err)?;
-        let fd: FdLink = link
-            .try_into()
-            .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
-        fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+        attach_tc_link(pins, prog_name, ifindex, ifname, attach, link_path, "a direct network's NIC TC program")?;
     }
     Ok(())
 }
@@ -778,20 +774,7 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
         // upgrade): XDP alone, as it was.
         return Ok(());
     }
-    let mut prog = SchedClassifier::from_pin(&prog_path)
-        .map_err(|source| DataplaneError::Program { name: names::PROG_UPLINK_TC.into(), source })?;
-    let attach_err = |source| DataplaneError::Attach {
-        what: "the uplink TC program",
-        interface: ifname.to_string(),
-        source,
-    };
-    let id = prog.attach(ifindex, TcAttachType::Ingress).map_err(attach_err)?;
-    let link = prog.take_link(id).map_err(attach_err)?;
-    let fd: FdLink = link
-        .try_into()
-        .map_err(|source| DataplaneError::Link { path: tc_path.clone(), source })?;
-    fd.pin(&tc_path).map_err(|source| DataplaneError::Pin { path: tc_path, source })?;
-    Ok(())
+    attach_tc_link(pins, names::PROG_UPLINK_TC, ifindex, ifname, TcAttachType::Ingress, tc_path, "the uplink TC program")
 }
 
 /// Detaches both uplink programs from `ifindex`.

@@ -203,7 +203,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The effective user id, from /proc (xtask has no libc dependency).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 fn run(task: Task) -> anyhow::Result<()> {
+    // Every command needs root; say so once instead of letting apt, the
+    // BPF loader and every namespace test fail one by one.
+    if let Some(uid) = effective_uid().filter(|&u| u != 0) {
+        anyhow::bail!(
+            "cargo xtask needs root (it installs packages, mounts bpffs, loads eBPF programs and \
+             creates network namespaces); running as uid {uid}: run it as root, e.g. \
+             `sudo -E env PATH=$PATH cargo xtask test`"
+        );
+    }
     // Unloading must work on a host where setup cannot run (and fast).
     if let Task::Unload { netns, args } = &task {
         return vxdp_verb("unload", netns.as_deref(), args);
