@@ -810,7 +810,11 @@ impl Parser<'_> {
                         ));
                     }
                     let server = match child.attribute("server") {
-                        Some(s) => Some(self.dns_name(s, &format!("{cpath}@server"))?),
+                        // libvirt parses it as a numeric address (virSocketAddrParse).
+                        Some(s) => {
+                            self.ip_addr(s, &format!("{cpath}@server"))?;
+                            Some(s.to_string())
+                        }
                         None => None,
                     };
                     ip.bootp = Some(BootpDef {
@@ -1297,8 +1301,13 @@ impl Parser<'_> {
         if !rule.text {
             self.no_text(node, path)?;
         }
+        let mut seen = HashSet::new();
         for child in node.children().filter(Node::is_element) {
             let name = child.tag_name().name();
+            // The schema repeats only VLAN tags; every other child appears once.
+            if key != "vlan" {
+                self.once(&mut seen, name, &format!("{path}/{name}"))?;
+            }
             let found = rule.children.iter().find(|(n, _)| *n == name);
             match found {
                 Some((_, ckey)) if child.tag_name().namespace().is_none() => {
