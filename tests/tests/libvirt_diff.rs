@@ -201,6 +201,7 @@ const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
     ("vxdp", "static host address is not inside network", "vxdp is stricter (issue 4): libvirt 9.0 accepts a static DHCP host outside the subnet, dnsmasq never serves it"),
     ("vxdp", "network name must not", "vxdp is stricter: the name names files and is passed to programs (no leading '-', no control characters, not '.'/'..', at most 200 bytes)"),
     ("vxdp", "interface name", "vxdp is stricter: a device name must be one the kernel accepts (IFNAMSIZ, no '/', ':' or whitespace); libvirt checks it only when starting"),
+    ("vxdp", "<bootp> is only supported on an IPv4 <ip>", "vxdp is stricter: libvirt silently drops a <bootp> under an IPv6 <ip>; vxdp refuses rather than lose part of the definition"),
     ("libvirt", "is not an SR-IOV Virtual Function", "hardware absent: libvirt checks <forward><address> devices in sysfs at define time"),
     ("libvirt", "Element network has extra content: title", "libvirt 9.0's schema has no <title>/<description> yet"),
     ("libvirt", "Element network has extra content: description", "libvirt 9.0's schema has no <title>/<description> yet"),

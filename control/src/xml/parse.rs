@@ -1245,8 +1245,16 @@ impl Parser<'_> {
                 if tags.is_empty() {
                     return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
                 }
+                let mut native = false;
                 for (i, t) in tags.iter().enumerate() {
                     let tpath = format!("{path}/tag[{}]", i + 1);
+                    // libvirt (virNetDevVlanParse): one native VLAN at most.
+                    if t.attribute("nativeMode").is_some() {
+                        if native {
+                            return Err(self.err(format!("{tpath}@nativeMode"), t.attribute("nativeMode"), "duplicate native vlan setting: only one <tag> may have nativeMode"));
+                        }
+                        native = true;
+                    }
                     let id = self.req_attr(*t, &tpath, "id")?;
                     let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
                     if n > 4095 {
