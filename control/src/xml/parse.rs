@@ -1267,6 +1267,23 @@ impl Parser<'_> {
                 }
             }
             "virtualport" => {
+                // The schema's types of the <parameters> values.
+                for prm in node.children().filter(|c| c.has_tag_name("parameters")) {
+                    let pp = format!("{path}/parameters");
+                    for (a, max) in [("managerid", 255u32), ("typeidversion", 255), ("typeid", 0xFF_FFFF)] {
+                        if let Some(v) = prm.attribute(a) {
+                            let n: u32 = self.uint(v, &format!("{pp}@{a}"))?;
+                            if n > max {
+                                return Err(self.err(format!("{pp}@{a}"), Some(v), format!("{a} must be between 0 and {max}")));
+                            }
+                        }
+                    }
+                    for a in ["instanceid", "interfaceid"] {
+                        if let Some(v) = prm.attribute(a) {
+                            self.uuid(v, &format!("{pp}@{a}"))?;
+                        }
+                    }
+                }
                 if let Some(t) = node.attribute("type")
                     && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
                         return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
@@ -1448,10 +1465,11 @@ impl Parser<'_> {
         Ok(v.to_string())
     }
 
-    /// libvirt refuses static-host names that do not start with a letter; we also keep
+    /// libvirt refuses static-host names that do not start with a letter or digit; we also keep
     /// out characters that would corrupt dnsmasq's host files.
     fn host_name(&self, v: &str, at: &str) -> R<String> {
-        let starts_alpha = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        // libvirt 9.0: a letter or a digit first.
+        let starts_alpha = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
         if !starts_alpha
             || !v
                 .chars()
@@ -1460,7 +1478,7 @@ impl Parser<'_> {
             return Err(self.err(
                 at,
                 Some(v),
-                "host name must start with a letter and contain only letters, digits, '-', '.' and '_'",
+                "host name must start with a letter or digit and contain only letters, digits, '-', '.' and '_'",
             ));
         }
         Ok(v.to_string())
