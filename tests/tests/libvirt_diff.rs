@@ -205,6 +205,7 @@ const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
     ("vxdp", "<bootp> is only supported on an IPv4 <ip>", "vxdp is stricter: libvirt silently drops a <bootp> under an IPv6 <ip>; vxdp refuses rather than lose part of the definition"),
     ("vxdp", "DNS name may only contain", "vxdp is stricter: DNS names (domain, SRV target/domain, forwarder domain, host names) are written into dnsmasq's configuration, so only letters, digits, '.' and '-'"),
     ("vxdp", "host name must start with a letter or digit and contain only", "vxdp is stricter: static DHCP host names go into dnsmasq's host file, so only letters, digits, '-', '.' and '_'"),
+    ("vxdp", "bootp@server: expected an IPv4 or IPv6 address", "vxdp is stricter: libvirt resolves the bootp server with getaddrinfo, which also takes inet_aton forms such as '0x10' or '10.1'; vxdp wants a plain address"),
     ("libvirt", "is not an SR-IOV Virtual Function", "hardware absent: libvirt checks <forward><address> devices in sysfs at define time"),
     ("libvirt", "Element network has extra content: title", "libvirt 9.0's schema has no <title>/<description> yet"),
     ("libvirt", "Element network has extra content: description", "libvirt 9.0's schema has no <title>/<description> yet"),
