@@ -219,3 +219,333 @@ impl Drop for Libvirtd {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// Mutants of libvirt network definitions for the differential fuzz test
+/// (`libvirt_diff.rs`, `cargo xtask libvirt-fuzz`): a small XML tree, a
+/// seeded generator and the mutation operators (drop, add, duplicate or move
+/// elements and attributes, switch forward modes, out-of-range and malformed
+/// values).
+pub mod mutate {
+    use std::collections::BTreeMap;
+
+    use anyhow::{Result, bail};
+
+    /// An element: name as written (with its prefix), attributes in order, children.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Elem {
+        pub name: String,
+        pub attrs: Vec<(String, String)>,
+        pub children: Vec<Node>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Node {
+        Elem(Elem),
+        Text(String),
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+    }
+
+    fn escape(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+    }
+
+    /// Parses the plain XML of the corpus: elements, attributes, text;
+    /// the declaration and comments are skipped. Not a general XML parser.
+    pub fn parse(text: &str) -> Result<Elem> {
+        let mut stack: Vec<Elem> = vec![Elem { name: String::new(), attrs: vec![], children: vec![] }];
+        let mut rest = text;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("<?") {
+                rest = &r[r.find("?>").ok_or_else(|| anyhow::anyhow!("unterminated <?"))? + 2..];
+            } else if let Some(r) = rest.strip_prefix("<!--") {
+                rest = &r[r.find("-->").ok_or_else(|| anyhow::anyhow!("unterminated comment"))? + 3..];
+            } else if let Some(r) = rest.strip_prefix("</") {
+                let end = r.find('>').ok_or_else(|| anyhow::anyhow!("unterminated end tag"))?;
+                let e = stack.pop().ok_or_else(|| anyhow::anyhow!("unbalanced"))?;
+                if e.name != r[..end].trim() || stack.is_empty() {
+                    bail!("mismatched </{}>", &r[..end]);
+                }
+                stack.last_mut().unwrap().children.push(Node::Elem(e));
+                rest = &r[end + 1..];
+            } else if let Some(r) = rest.strip_prefix('<') {
+                let end = r.find('>').ok_or_else(|| anyhow::anyhow!("unterminated tag"))?;
+                let (body, closed) = match r[..end].strip_suffix('/') {
+                    Some(b) => (b, true),
+                    None => (&r[..end], false),
+                };
+                let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
+                let mut e = Elem { name: body[..name_end].to_string(), attrs: vec![], children: vec![] };
+                let mut a = body[name_end..].trim_start();
+                while !a.is_empty() {
+                    let eq = a.find('=').ok_or_else(|| anyhow::anyhow!("attribute without value in <{}>", e.name))?;
+                    let name = a[..eq].trim().to_string();
+                    let v = a[eq + 1..].trim_start();
+                    let q = v.chars().next().ok_or_else(|| anyhow::anyhow!("no value"))?;
+                    let close = v[1..].find(q).ok_or_else(|| anyhow::anyhow!("unterminated value"))?;
+                    e.attrs.push((name, unescape(&v[1..1 + close])));
+                    a = v[close + 2..].trim_start();
+                }
+                if closed {
+                    stack.last_mut().unwrap().children.push(Node::Elem(e));
+                } else {
+                    stack.push(e);
+                }
+                rest = &r[end + 1..];
+            } else {
+                let end = rest.find('<').unwrap_or(rest.len());
+                let t = &rest[..end];
+                if !t.trim().is_empty() {
+                    stack.last_mut().unwrap().children.push(Node::Text(unescape(t)));
+                }
+                rest = &rest[end..];
+            }
+        }
+        let mut top = stack.pop().filter(|_| stack.is_empty()).ok_or_else(|| anyhow::anyhow!("unclosed element"))?;
+        match top.children.pop() {
+            Some(Node::Elem(e)) if top.children.is_empty() => Ok(e),
+            _ => bail!("expected exactly one root element"),
+        }
+    }
+
+    /// Writes `e` back as indented XML.
+    pub fn write(e: &Elem) -> String {
+        let mut out = String::new();
+        write_into(e, 0, &mut out);
+        out
+    }
+
+    fn write_into(e: &Elem, depth: usize, out: &mut String) {
+        out.push_str(&"  ".repeat(depth));
+        out.push('<');
+        out.push_str(&e.name);
+        for (k, v) in &e.attrs {
+            out.push_str(&format!(" {k}='{}'", escape(v)));
+        }
+        if e.children.is_empty() {
+            out.push_str("/>\n");
+            return;
+        }
+        if let [Node::Text(t)] = e.children.as_slice() {
+            out.push_str(&format!(">{}</{}>\n", escape(t), e.name));
+            return;
+        }
+        out.push_str(">\n");
+        for c in &e.children {
+            match c {
+                Node::Elem(c) => write_into(c, depth + 1, out),
+                Node::Text(t) => {
+                    out.push_str(&"  ".repeat(depth + 1));
+                    out.push_str(&escape(t.trim()));
+                    out.push('\n');
+                }
+            }
+        }
+        out.push_str(&format!("{}</{}>\n", "  ".repeat(depth), e.name));
+    }
+
+    /// xorshift64*: deterministic for a seed, no dependency.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed.max(1))
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        }
+        pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+            if v.is_empty() { None } else { Some(&v[self.below(v.len())]) }
+        }
+    }
+
+    /// Paths (child indices from the root) of every element below the root.
+    fn elem_paths(e: &Elem, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        for (i, c) in e.children.iter().enumerate() {
+            if let Node::Elem(c) = c {
+                prefix.push(i);
+                out.push(prefix.clone());
+                elem_paths(c, prefix, out);
+                prefix.pop();
+            }
+        }
+    }
+
+    fn at<'a>(root: &'a mut Elem, path: &[usize]) -> &'a mut Elem {
+        let mut e = root;
+        for &i in path {
+            e = match &mut e.children[i] {
+                Node::Elem(c) => c,
+                Node::Text(_) => unreachable!("paths only name elements"),
+            };
+        }
+        e
+    }
+
+    /// What the corpus offers to graft and to set: elements by parent name,
+    /// attribute values by (element, attribute).
+    #[derive(Default)]
+    pub struct Vocabulary {
+        pub elements: BTreeMap<String, Vec<Elem>>,
+        pub values: BTreeMap<(String, String), Vec<String>>,
+    }
+
+    impl Vocabulary {
+        pub fn add(&mut self, e: &Elem) {
+            for (k, v) in &e.attrs {
+                let vs = self.values.entry((e.name.clone(), k.clone())).or_default();
+                if !vs.contains(v) {
+                    vs.push(v.clone());
+                }
+            }
+            for c in &e.children {
+                if let Node::Elem(c) = c {
+                    let es = self.elements.entry(e.name.clone()).or_default();
+                    if !es.contains(c) {
+                        es.push(c.clone());
+                    }
+                    self.add(c);
+                }
+            }
+        }
+    }
+
+    const MODES: &[&str] = &["nat", "route", "open", "bridge", "private", "vepa", "passthrough", "hostdev", "NAT", "none", ""];
+    /// Out-of-range and malformed values, tried on any attribute.
+    const BAD_VALUES: &[&str] = &[
+        "", " ", "0", "1", "-1", "2", "65535", "65536", "4095", "4096", "4294967295", "4294967296", "99999999999999999999", "abc", "1.5",
+        "0x10", "+5", "yes", "no", "on", "off", "YES", "true", "ipv4", "ipv6", "10.0.0.256", "fd00::1", "::", "0.0.0.0",
+        "255.255.255.255", "255.255.0.255", "192.168.122.0", "192.168.122.255", "2001:db8::1", "52:54:00:00:00:01",
+        "01:00:5e:00:00:01", "52:54:00:00:00", "eth0", "eth1", "br0", "a/b", "-x", "averyveryverylongname0", "seconds",
+        "minutes", "hours", "pci", "tcp", "udp", "openvswitch", "802.1Qbh", "kernel", "libvirt",
+    ];
+
+    /// One mutation of `doc`; returns a short description of what was done.
+    pub fn mutate(doc: &mut Elem, vocab: &Vocabulary, rng: &mut Rng) -> String {
+        let mut paths = Vec::new();
+        elem_paths(doc, &mut Vec::new(), &mut paths);
+        let all_elems = {
+            let mut v = vec![Vec::new()];
+            v.extend(paths.iter().cloned());
+            v
+        };
+        match rng.below(9) {
+            0 => {
+                // Drop an element.
+                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to drop".into() };
+                let (last, parent) = p.split_last().expect("non-empty");
+                let parent = at(doc, parent);
+                let name = match parent.children.remove(*last) {
+                    Node::Elem(e) => e.name,
+                    Node::Text(_) => String::new(),
+                };
+                format!("dropped <{name}>")
+            }
+            1 => {
+                // Drop an attribute.
+                let p = rng.pick(&all_elems).cloned().unwrap_or_default();
+                let e = at(doc, &p);
+                if e.attrs.is_empty() {
+                    return format!("<{}> has no attribute to drop", e.name);
+                }
+                let i = rng.below(e.attrs.len());
+                let (k, _) = e.attrs.remove(i);
+                format!("dropped <{}> @{k}", e.name)
+            }
+            2 => {
+                // Duplicate an element next to itself.
+                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to duplicate".into() };
+                let (last, parent) = p.split_last().expect("non-empty");
+                let parent = at(doc, parent);
+                let copy = parent.children[*last].clone();
+                parent.children.insert(*last + 1, copy);
+                "duplicated an element".into()
+            }
+            3 => {
+                // Move an element under another one.
+                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to move".into() };
+                let (last, parent) = p.split_last().expect("non-empty");
+                let node = at(doc, parent).children.remove(*last);
+                let mut targets = Vec::new();
+                elem_paths(doc, &mut Vec::new(), &mut targets);
+                targets.push(Vec::new());
+                let t = rng.pick(&targets).cloned().unwrap_or_default();
+                let target = at(doc, &t);
+                let name = if let Node::Elem(e) = &node { e.name.clone() } else { String::new() };
+                let pos = rng.below(target.children.len() + 1);
+                target.children.insert(pos, node);
+                format!("moved <{name}> into <{}>", target.name)
+            }
+            4 => {
+                // Graft an element the corpus has under a parent of the same name.
+                let p = rng.pick(&all_elems).cloned().unwrap_or_default();
+                let e = at(doc, &p);
+                let Some(donors) = vocab.elements.get(&e.name) else { return format!("no donor for <{}>", e.name) };
+                let g = rng.pick(donors).expect("non-empty").clone();
+                let name = g.name.clone();
+                let pos = rng.below(e.children.len() + 1);
+                e.children.insert(pos, Node::Elem(g));
+                format!("added <{name}> to <{}>", e.name)
+            }
+            5 => {
+                // Switch (or add) the forward mode.
+                let mode = *rng.pick(MODES).expect("modes");
+                let fwd = doc.children.iter_mut().find_map(|c| match c {
+                    Node::Elem(e) if e.name == "forward" => Some(e),
+                    _ => None,
+                });
+                match fwd {
+                    Some(f) => {
+                        f.attrs.retain(|(k, _)| k != "mode");
+                        f.attrs.push(("mode".into(), mode.into()));
+                    }
+                    None => doc.children.insert(1, Node::Elem(Elem { name: "forward".into(), attrs: vec![("mode".into(), mode.into())], children: vec![] })),
+                }
+                format!("forward mode '{mode}'")
+            }
+            6 | 7 => {
+                // Set an attribute (existing or known for this element) to a bad
+                // value, a value seen elsewhere, or a neighbouring number.
+                let p = rng.pick(&all_elems).cloned().unwrap_or_default();
+                let e = at(doc, &p);
+                let known: Vec<&String> = vocab.values.keys().filter(|(el, _)| *el == e.name).map(|(_, a)| a).collect();
+                let attr = if !e.attrs.is_empty() && rng.below(3) > 0 {
+                    e.attrs[rng.below(e.attrs.len())].0.clone()
+                } else if let Some(a) = rng.pick(&known) {
+                    (*a).clone()
+                } else {
+                    return format!("no attribute for <{}>", e.name);
+                };
+                let current = e.attrs.iter().find(|(k, _)| *k == attr).map(|(_, v)| v.clone());
+                let value = match (rng.below(3), current.as_deref().and_then(|v| v.parse::<i64>().ok())) {
+                    (0, Some(n)) => (n + [-1i64, 1, -100, 100][rng.below(4)]).to_string(),
+                    (1, _) => vocab.values.get(&(e.name.clone(), attr.clone())).and_then(|v| rng.pick(v)).cloned().unwrap_or_default(),
+                    _ => (*rng.pick(BAD_VALUES).expect("values")).to_string(),
+                };
+                e.attrs.retain(|(k, _)| *k != attr);
+                e.attrs.push((attr.clone(), value.clone()));
+                format!("<{}> @{attr}='{value}'", e.name)
+            }
+            _ => {
+                // Change an element's text (name, uuid, hostname, ...).
+                let texts: Vec<Vec<usize>> = paths.iter().filter(|p| {
+                    let mut d = doc.clone();
+                    matches!(at(&mut d, p).children.as_slice(), [Node::Text(_)])
+                }).cloned().collect();
+                let Some(p) = rng.pick(&texts).cloned() else { return "no text to change".into() };
+                let e = at(doc, &p);
+                let v = *rng.pick(&["", " x", "a/b", "x\ny", "-x", "name with space", "0123", "f0f0f0f0-0000-4000-8000-000000000001", "zz"]).expect("texts");
+                e.children = vec![Node::Text(v.into())];
+                format!("<{}> text '{}'", e.name, v.escape_debug())
+            }
+        }
+    }
+}

@@ -60,6 +60,19 @@ enum Task {
     )]
     Setup,
 
+    /// Differential fuzzing of `vxdp net-define` against libvirt 9.0 (long run; needs root)
+    #[command(
+        long_about = "Run setup and build, then the libvirt_diff fuzz test with many mutants:         each mutant of the valid XML corpus (elements and attributes dropped, added, duplicated         or moved, forward modes switched, out-of-range and malformed values) goes to `virsh         net-define --validate` in a private libvirtd and to `vxdp net-define`; both must define         it or both refuse it (vxdp naming the element), except for the explained cases listed in         tests/tests/libvirt_diff.rs. Disagreements are printed with the document. The test         suite runs the same test with 150 mutants."
+    )]
+    LibvirtFuzz {
+        /// How many mutants
+        #[arg(long, default_value_t = 2000)]
+        mutants: usize,
+        /// Generator seed (the run prints it; the same seed repeats a run)
+        #[arg(long, default_value_t = 0x5eed_0017)]
+        seed: u64,
+    },
+
     /// Run setup, then build the workspace (the eBPF programs included)
     #[command(
         long_about = "Run setup, then `cargo +<pin> build` in the workspace root.\n\n\
@@ -259,6 +272,17 @@ fn run(task: Task) -> anyhow::Result<()> {
                 cargo.env("VXDP_FUZZ_SEED", seed);
             }
             announce("fuzz", &cargo);
+            run_inherited(&mut cargo)
+        }
+        Task::LibvirtFuzz { mutants, seed } => {
+            build(&toolchain, false)?;
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut cargo = toolchain.cargo();
+            cargo.args(["test", "-p", "vxdp-tests", "--test", "libvirt_diff", "mutated_definitions", "--", "--nocapture", "--test-threads=1"]);
+            cargo.env("VXDP_BIN", root.join("target/debug/vxdp"));
+            cargo.env("VXDP_FUZZ_MUTANTS", mutants.to_string());
+            cargo.env("VXDP_FUZZ_SEED", seed.to_string());
+            announce("libvirt-fuzz", &cargo);
             run_inherited(&mut cargo)
         }
         Task::Demo { args } => {

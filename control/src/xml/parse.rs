@@ -72,9 +72,8 @@ impl Parser<'_> {
         };
         let mut seen: HashSet<String> = HashSet::new();
         let mut portgroups = 0usize;
-        // (name, default) of each portgroup, and where the first <vlan> is.
+        // (name, default) of each portgroup.
         let mut portgroup_names: Vec<(String, bool)> = Vec::new();
-        let mut vlan_at: Option<String> = None;
 
         for child in root.children().filter(Node::is_element) {
             let tag = child.tag_name();
@@ -171,9 +170,6 @@ impl Parser<'_> {
                     let ppath = format!("/network/portgroup[{portgroups}]");
                     def.extra.push(self.raw(child, &ppath, "portgroup")?);
                     self.check_portgroup(child, &ppath, &mut portgroup_names)?;
-                    if child.children().any(|c| c.has_tag_name("vlan")) {
-                        vlan_at.get_or_insert(format!("{ppath}/vlan"));
-                    }
                 }
                 "dns" => {
                     self.once(&mut seen, "dns", cpath)?;
@@ -181,10 +177,12 @@ impl Parser<'_> {
                 }
                 name @ ("virtualport" | "bandwidth" | "vlan") => {
                     self.once(&mut seen, name, cpath)?;
-                    if name == "vlan" {
-                        vlan_at.get_or_insert(cpath.to_string());
-                    }
                     def.extra.push(self.raw(child, cpath, name)?);
+                    // libvirt parses the network's own <virtualport> with
+                    // VIR_VPORT_XML_REQUIRE_TYPE (a portgroup's may omit it).
+                    if name == "virtualport" && child.attribute("type").is_none() {
+                        return Err(self.err(format!("{cpath}@type"), None, "the network's <virtualport> needs a type"));
+                    }
                 }
                 _ => return Err(self.unknown(child, path)),
             }
@@ -195,16 +193,9 @@ impl Parser<'_> {
         }
         self.check_dhcp_count(&def)?;
         self.check_routes(&def)?;
-        self.check_direct_mode(&def)?;
-        if let Some(at) = vlan_at {
-            // libvirt: VLAN tagging needs a device that does it (Open vSwitch
-            // bridge, SR-IOV); a libvirt-managed Linux bridge does not.
-            let mode = def.forward.as_ref().map(|f| f.mode);
-            if matches!(mode, None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open)) {
-                let m = mode.map_or("none (isolated)", ForwardMode::as_str);
-                return Err(self.err(at, Some(m), "<vlan> is not supported by this network's forward mode (nat, route, open and isolated networks cannot tag)"));
-            }
-        }
+        self.check_forward_devices(root, &def)?;
+        self.check_mode_bridge(root, &def)?;
+        self.check_mode_validate(root, &def)?;
         Ok(def)
     }
 
@@ -247,98 +238,195 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Direct modes hand guests a host device or bridge that libvirt does not manage,
-    /// so addressing and bridge tuning make no sense there; libvirt refuses them.
-    fn check_direct_mode(&self, def: &NetworkDef) -> R<()> {
+    /// libvirt's `virNetworkForwardDefParseXML` device list: `<forward dev>` is the
+    /// first device and must equal the first `<interface dev>`; no device twice;
+    /// `dev` not together with `<address>` or `<pf>`; `<address type='pci'>`.
+    /// Returns nothing; the device count is recomputed by [`forward_devices`].
+    fn check_forward_devices(&self, root: Node, def: &NetworkDef) -> R<()> {
+        let Some(f) = child(root, "forward") else {
+            return Ok(());
+        };
+        let dev = f.attribute("dev");
+        let n_addr = f.children().filter(|c| c.has_tag_name("address")).count();
+        let n_pf = f.children().filter(|c| c.has_tag_name("pf")).count();
+        if let (Some(d), true) = (dev, n_addr + n_pf > 0) {
+            return Err(self.err("/network/forward@dev", Some(d), "the <forward> dev attribute cannot be used together with <address> or <pf> devices"));
+        }
+        let mut devs: Vec<&str> = dev.into_iter().collect();
+        for (i, itf) in f.children().filter(|c| c.has_tag_name("interface")).enumerate() {
+            let p = format!("/network/forward/interface[{}]", i + 1);
+            let d = self.req_attr(itf, &p, "dev")?;
+            self.ifname(d, &format!("{p}@dev"))?;
+            if let (0, Some(fd)) = (i, dev) {
+                if d != fd {
+                    return Err(self.err(format!("{p}@dev"), Some(d), format!("<forward dev='{fd}'> must match the first <interface dev>")));
+                }
+                continue;
+            }
+            if devs.contains(&d) {
+                return Err(self.err(format!("{p}@dev"), Some(d), "interface listed more than once in <forward>"));
+            }
+            devs.push(d);
+        }
+        for (i, a) in f.children().filter(|c| c.has_tag_name("address")).enumerate() {
+            let p = format!("/network/forward/address[{}]", i + 1);
+            let t = self.req_attr(a, &p, "type")?;
+            if t != "pci" {
+                return Err(self.err(format!("{p}@type"), Some(t), "only PCI addresses (type='pci') may be listed in <forward>"));
+            }
+        }
+        if let Some(pf) = f.children().find(|c| c.has_tag_name("pf")) {
+            self.req_attr(pf, "/network/forward/pf", "dev")?;
+        }
+        let _ = def;
+        Ok(())
+    }
+
+    /// The forward-mode switch at the end of libvirt's `virNetworkDefParseXML`
+    /// (network_conf.c): what each mode allows of `<ip>`, forward devices,
+    /// `<bridge>` and `<mtu>`.
+    fn check_mode_bridge(&self, root: Node, def: &NetworkDef) -> R<()> {
         let Some(fwd) = &def.forward else {
             return Ok(());
         };
-        if !fwd.mode.is_direct() {
-            return Ok(());
-        }
         let mode = fwd.mode.as_str();
-        let unsupported =
-            |what: &str| format!("unsupported {what} in a network with <forward mode='{mode}'>");
-        if let Some(ip) = def.ips.first() {
-            return Err(self.err(
-                "/network/ip[1]",
-                Some(&ip.address.to_string()),
-                unsupported("<ip> element"),
-            ));
-        }
-        if let Some(r) = def.routes.first() {
-            return Err(self.err(
-                "/network/route[1]",
-                Some(&r.address.to_string()),
-                unsupported("<route> element"),
-            ));
-        }
-        if let Some(mac) = &def.mac {
-            return Err(self.err(
-                "/network/mac@address",
-                Some(&super::format_mac(mac)),
-                unsupported("<mac> element"),
-            ));
-        }
-        if let Some(d) = &def.domain {
-            return Err(self.err(
-                "/network/domain@name",
-                Some(d),
-                unsupported("<domain> element"),
-            ));
-        }
-        if def.dns.is_some() {
-            return Err(self.err("/network/dns", None, unsupported("<dns> element")));
-        }
+        let devs = forward_devices(root);
+        let n_pf = child(root, "forward").map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
         let b = &def.bridge;
-        if !b.stp {
-            return Err(self.err(
-                "/network/bridge@stp",
-                Some("off"),
-                unsupported("<bridge stp>"),
-            ));
+        let bridge_node = child(root, "bridge");
+        match fwd.mode {
+            ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open => {
+                if def.ips.is_empty() {
+                    return Err(self.err("/network/forward@mode", Some(mode), format!("{mode} forwarding requested, but the network has no <ip> address")));
+                }
+                if devs.len() > 1 {
+                    return Err(self.err("/network/forward/interface[2]@dev", Some(devs[1]), format!("several forwarding interfaces given; forward mode '{mode}' uses only one")));
+                }
+                if let (ForwardMode::Open, Some(d)) = (fwd.mode, devs.first()) {
+                    let at = if fwd.dev.is_some() { "/network/forward@dev" } else { "/network/forward/interface[1]@dev" };
+                    return Err(self.err(at, Some(d), "forward dev not allowed with forward mode 'open' (an open network does not restrict where traffic goes)"));
+                }
+            }
+            _ => {
+                if fwd.mode != ForwardMode::Bridge {
+                    let not = |what: &str| format!("{what} not allowed in {mode} mode");
+                    if let Some(n) = &b.name {
+                        return Err(self.err("/network/bridge@name", Some(n), not("bridge name")));
+                    }
+                    if let Some(z) = &b.zone {
+                        return Err(self.err("/network/bridge@zone", Some(z), not("bridge zone")));
+                    }
+                    if let Some(m) = &b.mac_table_manager {
+                        return Err(self.err("/network/bridge@macTableManager", Some(m), not("bridge macTableManager")));
+                    }
+                }
+                let why = format!("bridge delay/stp/zone options are only allowed in route, nat, open and isolated mode, not in {mode}");
+                if b.delay != 0 {
+                    return Err(self.err("/network/bridge@delay", Some(&b.delay.to_string()), why));
+                }
+                if let Some(stp) = bridge_node.and_then(|n| n.attribute("stp")) {
+                    return Err(self.err("/network/bridge@stp", Some(stp), why));
+                }
+                if let Some(z) = &b.zone {
+                    return Err(self.err("/network/bridge@zone", Some(z), why));
+                }
+                if let (Some(n), true) = (&b.name, !devs.is_empty() || n_pf > 0) {
+                    return Err(self.err("/network/bridge@name", Some(n), format!("forward mode '{mode}' takes either a bridge name or forward devices, not both")));
+                }
+                if let (ForwardMode::Bridge, None, true) = (fwd.mode, &b.name, devs.is_empty() && n_pf == 0) {
+                    // libvirt only finds out when starting (vxdp is stricter, see README).
+                    return Err(self.err("/network/forward@mode", Some(mode), "forward mode 'bridge' needs <bridge name> or a forward dev/interface"));
+                }
+                if let Some(m) = def.mtu {
+                    return Err(self.err("/network/mtu@size", Some(&m.to_string()), format!("mtu size is only allowed in open, route, nat and isolated mode, not in {mode}")));
+                }
+            }
         }
-        if b.delay != 0 {
-            return Err(self.err(
-                "/network/bridge@delay",
-                Some(&b.delay.to_string()),
-                unsupported("<bridge delay>"),
-            ));
+        Ok(())
+    }
+
+    /// The network driver's `networkValidate` (bridge_driver.c), run by libvirt on
+    /// every define: per-mode limits on `<mac>`, `<ip>`, `<dns>` records, `<domain>`
+    /// and `<bandwidth>`; the kinds of forward devices; where `<vlan>` may be used.
+    /// (One DHCP `<ip>` per family is [`Self::check_dhcp_count`].)
+    fn check_mode_validate(&self, root: Node, def: &NetworkDef) -> R<()> {
+        let mode = def.forward.as_ref().map(|f| f.mode);
+        let mode_s = mode.map_or("none", ForwardMode::as_str);
+        let unsupported = |what: &str| format!("unsupported {what} in a network with forward mode '{mode_s}'");
+        let bandwidth_allowed = match mode {
+            None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open) => true,
+            Some(ForwardMode::Bridge) => def.bridge.name.is_some(),
+            _ => false,
+        };
+        if mode.is_some_and(ForwardMode::is_direct) {
+            if let Some(mac) = &def.mac {
+                return Err(self.err("/network/mac@address", Some(&super::format_mac(mac)), unsupported("<mac> element")));
+            }
+            if let Some(ip) = def.ips.first() {
+                return Err(self.err("/network/ip[1]", Some(&ip.address.to_string()), unsupported("<ip> element")));
+            }
+            if let Some(dns) = &def.dns {
+                // Forwarders and the enable/forwardPlainNames switches pass; records do not.
+                let rec = if !dns.txts.is_empty() { Some("txt[1]") } else if !dns.hosts.is_empty() { Some("host[1]") } else if !dns.srvs.is_empty() { Some("srv[1]") } else { None };
+                if let Some(r) = rec {
+                    return Err(self.err(format!("/network/dns/{r}"), None, unsupported("<dns> record")));
+                }
+            }
+            if let Some(d) = &def.domain {
+                return Err(self.err("/network/domain@name", Some(d), unsupported("<domain> element")));
+            }
         }
-        if let Some(z) = &b.zone {
-            return Err(self.err(
-                "/network/bridge@zone",
-                Some(z),
-                unsupported("<bridge zone>"),
-            ));
+        if child(root, "bandwidth").is_some() && !bandwidth_allowed {
+            return Err(self.err("/network/bandwidth", Some(mode_s), unsupported("network-wide <bandwidth>")));
         }
-        if let Some(m) = &b.mac_table_manager {
-            return Err(self.err(
-                "/network/bridge@macTableManager",
-                Some(m),
-                unsupported("<bridge macTableManager>"),
-            ));
+        let devs = forward_devices(root);
+        let fwd_node = child(root, "forward");
+        let n_pf = fwd_node.map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
+        let n_addr = fwd_node.map_or(0, |f| f.children().filter(|c| c.has_tag_name("address")).count());
+        if mode == Some(ForwardMode::Hostdev) && !devs.is_empty() {
+            let at = if def.forward.as_ref().is_some_and(|f| f.dev.is_some()) { "/network/forward@dev" } else { "/network/forward/interface[1]@dev" };
+            return Err(self.err(at, Some(devs[0]), "hostdev networks list their devices by PCI <address>, not by network device name"));
         }
-        let has_devs = fwd.dev.is_some()
-            || fwd
-                .extra
-                .iter()
-                .any(|r| r.name == "interface" || r.name == "pf");
-        match (fwd.mode, &b.name) {
-            (ForwardMode::Bridge, Some(name)) if has_devs => Err(self.err(
-                "/network/bridge@name",
-                Some(name),
-                "forward mode 'bridge' takes either a host bridge name or forward devices, not both",
-            )),
-            (ForwardMode::Bridge, None) if !has_devs => Err(self.err(
-                "/network/forward@mode",
-                Some(mode),
-                "forward mode 'bridge' needs <bridge name> or a forward dev/interface",
-            )),
-            (ForwardMode::Bridge, _) => Ok(()),
-            (_, Some(name)) => Err(self.err("/network/bridge@name", Some(name), unsupported("<bridge name>"))),
-            (_, None) => Ok(()),
+        if mode != Some(ForwardMode::Hostdev) && n_addr > 0 {
+            return Err(self.err("/network/forward/address[1]", Some(mode_s), "devices by PCI <address> are only for forward mode 'hostdev'"));
         }
+        if usize::from(n_pf > 0) + usize::from(!devs.is_empty()) + usize::from(n_addr > 0) > 1 {
+            return Err(self.err("/network/forward/pf", None, "<address>, <interface> and <pf> devices of <forward> are mutually exclusive"));
+        }
+        // VLAN tags need hostdev/passthrough devices or an Open vSwitch bridge.
+        fn vport_type<'a>(n: Node<'a, '_>) -> Option<&'a str> {
+            child(n, "virtualport").and_then(|v| v.attribute("type"))
+        }
+        let vlan_allowed = matches!(mode, Some(ForwardMode::Hostdev | ForwardMode::Passthrough))
+            || (mode == Some(ForwardMode::Bridge) && vport_type(root) == Some("openvswitch"));
+        let vlan_used = child(root, "vlan").is_some();
+        let mut bad_vlan: Option<String> = None;
+        let mut has_default = false;
+        for (i, pg) in root.children().filter(|c| c.has_tag_name("portgroup")).enumerate() {
+            let p = format!("/network/portgroup[{}]", i + 1);
+            let pg_vlan = child(pg, "vlan").is_some();
+            if vlan_used || pg_vlan {
+                let bad = if child(pg, "virtualport").is_some() {
+                    mode != Some(ForwardMode::Bridge) || vport_type(pg) != Some("openvswitch")
+                } else {
+                    !vlan_allowed
+                };
+                if bad && bad_vlan.is_none() {
+                    bad_vlan = Some(if pg_vlan { format!("{p}/vlan") } else { "/network/vlan".into() });
+                }
+            }
+            has_default |= pg.attribute("default") == Some("yes");
+            if child(pg, "bandwidth").is_some() && (!bandwidth_allowed || mode == Some(ForwardMode::Hostdev)) {
+                return Err(self.err(format!("{p}/bandwidth"), Some(mode_s), unsupported("<bandwidth> in a <portgroup>")));
+            }
+        }
+        if bad_vlan.is_none() && vlan_used && !vlan_allowed && !has_default {
+            bad_vlan = Some("/network/vlan".into());
+        }
+        if let Some(at) = bad_vlan {
+            return Err(self.err(at, Some(mode_s), "<vlan> given, but this network's forward mode (or virtualport) cannot tag: only hostdev, passthrough and bridge mode with an Open vSwitch virtualport can"));
+        }
+        Ok(())
     }
 
     // ---- top-level elements --------------------------------------------------------
@@ -609,6 +697,14 @@ impl Parser<'_> {
     /// `family`, when given, must agree with the address.
     fn family(&self, node: Node, path: &str, address: IpAddr) -> R<()> {
         let Some(fam) = node.attribute("family") else {
+            // libvirt reads an <ip>/<route> without family as IPv4.
+            if address.is_ipv6() {
+                return Err(self.err(
+                    format!("{path}@family"),
+                    Some(&address.to_string()),
+                    "an IPv6 address needs family='ipv6' (without family libvirt expects IPv4)",
+                ));
+            }
             return Ok(());
         };
         let want_v4 = match fam {
@@ -714,7 +810,11 @@ impl Parser<'_> {
                         ));
                     }
                     let server = match child.attribute("server") {
-                        Some(s) => Some(self.dns_name(s, &format!("{cpath}@server"))?),
+                        // libvirt parses it as a numeric address (virSocketAddrParse).
+                        Some(s) => {
+                            self.ip_addr(s, &format!("{cpath}@server"))?;
+                            Some(s.to_string())
+                        }
                         None => None,
                     };
                     ip.bootp = Some(BootpDef {
@@ -874,6 +974,16 @@ impl Parser<'_> {
                     ));
                 }
             };
+            // libvirt (virNetworkDHCPLeaseTimeDefParseXML), after dnsmasq: the
+            // shortest lease is two minutes; 0 means infinite.
+            let too_short = match unit.as_deref() {
+                Some("seconds") => expiry < 120,
+                Some("hours") => false,
+                _ => expiry < 2,
+            };
+            if expiry > 0 && too_short {
+                return Err(self.err(format!("{lpath}@expiry"), Some(exp), "the shortest DHCP lease is two minutes"));
+            }
             lease = Some(Lease { expiry, unit });
         }
         Ok(lease)
@@ -893,7 +1003,13 @@ impl Parser<'_> {
         let a_txt = self.req_attr(node, path, "address")?;
         let address = self.ip_addr(a_txt, &format!("{path}@address"))?;
         self.family(node, path, address)?;
-        let prefix = self.prefix(node, path, address)?;
+        // libvirt (virNetDevIPRouteCreate): a route without prefix or netmask has
+        // prefix 0, not the classful default of an <ip>.
+        let prefix = if node.attribute("prefix").is_none() && node.attribute("netmask").is_none() {
+            0
+        } else {
+            self.prefix(node, path, address)?
+        };
         if mask_addr(address, prefix) != address {
             return Err(self.err(
                 format!("{path}@address"),
@@ -1037,6 +1153,11 @@ impl Parser<'_> {
         let num = |a: &str| -> R<Option<u16>> {
             node.attribute(a).map(|v| self.uint::<u16>(v, &format!("{p}@{a}"))).transpose()
         };
+        if let Some(v) = node.attribute("port")
+            && v.bytes().all(|b| b == b'0')
+        {
+            return Err(self.err(format!("{p}@port"), Some(v), "SRV port must be between 1 and 65535"));
+        }
         let srv = DnsSrv {
             service: service.into(),
             protocol: protocol.into(),
@@ -1124,8 +1245,16 @@ impl Parser<'_> {
                 if tags.is_empty() {
                     return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
                 }
+                let mut native = false;
                 for (i, t) in tags.iter().enumerate() {
                     let tpath = format!("{path}/tag[{}]", i + 1);
+                    // libvirt (virNetDevVlanParse): one native VLAN at most.
+                    if t.attribute("nativeMode").is_some() {
+                        if native {
+                            return Err(self.err(format!("{tpath}@nativeMode"), t.attribute("nativeMode"), "duplicate native vlan setting: only one <tag> may have nativeMode"));
+                        }
+                        native = true;
+                    }
                     let id = self.req_attr(*t, &tpath, "id")?;
                     let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
                     if n > 4095 {
@@ -1138,6 +1267,23 @@ impl Parser<'_> {
                 }
             }
             "virtualport" => {
+                // The schema's types of the <parameters> values.
+                for prm in node.children().filter(|c| c.has_tag_name("parameters")) {
+                    let pp = format!("{path}/parameters");
+                    for (a, max) in [("managerid", 255u32), ("typeidversion", 255), ("typeid", 0xFF_FFFF)] {
+                        if let Some(v) = prm.attribute(a) {
+                            let n: u32 = self.uint(v, &format!("{pp}@{a}"))?;
+                            if n > max {
+                                return Err(self.err(format!("{pp}@{a}"), Some(v), format!("{a} must be between 0 and {max}")));
+                            }
+                        }
+                    }
+                    for a in ["instanceid", "interfaceid"] {
+                        if let Some(v) = prm.attribute(a) {
+                            self.uuid(v, &format!("{pp}@{a}"))?;
+                        }
+                    }
+                }
                 if let Some(t) = node.attribute("type")
                     && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
                         return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
@@ -1180,8 +1326,13 @@ impl Parser<'_> {
         if !rule.text {
             self.no_text(node, path)?;
         }
+        let mut seen = HashSet::new();
         for child in node.children().filter(Node::is_element) {
             let name = child.tag_name().name();
+            // The schema repeats only VLAN tags; every other child appears once.
+            if key != "vlan" {
+                self.once(&mut seen, name, &format!("{path}/{name}"))?;
+            }
             let found = rule.children.iter().find(|(n, _)| *n == name);
             match found {
                 Some((_, ckey)) if child.tag_name().namespace().is_none() => {
@@ -1314,10 +1465,11 @@ impl Parser<'_> {
         Ok(v.to_string())
     }
 
-    /// libvirt refuses static-host names that do not start with a letter; we also keep
+    /// libvirt refuses static-host names that do not start with a letter or digit; we also keep
     /// out characters that would corrupt dnsmasq's host files.
     fn host_name(&self, v: &str, at: &str) -> R<String> {
-        let starts_alpha = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        // libvirt 9.0: a letter or a digit first.
+        let starts_alpha = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
         if !starts_alpha
             || !v
                 .chars()
@@ -1326,7 +1478,7 @@ impl Parser<'_> {
             return Err(self.err(
                 at,
                 Some(v),
-                "host name must start with a letter and contain only letters, digits, '-', '.' and '_'",
+                "host name must start with a letter or digit and contain only letters, digits, '-', '.' and '_'",
             ));
         }
         Ok(v.to_string())
@@ -1423,6 +1575,28 @@ impl Parser<'_> {
             "element not in libvirt's network schema here",
         )
     }
+}
+
+/// The first child element of `node` named `name` (no namespace).
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| c.is_element() && c.tag_name().namespace().is_none() && c.tag_name().name() == name)
+}
+
+/// libvirt's forward interface list (`forward.ifs`): `<forward dev>` first, then
+/// each `<interface dev>` (the first one equals `dev` when both are given).
+fn forward_devices<'a>(root: Node<'a, '_>) -> Vec<&'a str> {
+    let Some(f) = child(root, "forward") else {
+        return Vec::new();
+    };
+    let dev = f.attribute("dev");
+    let mut out: Vec<&str> = dev.into_iter().collect();
+    for (i, itf) in f.children().filter(|c| c.has_tag_name("interface")).enumerate() {
+        if i == 0 && dev.is_some() {
+            continue;
+        }
+        out.extend(itf.attribute("dev"));
+    }
+    out
 }
 
 /// Element name as written, with its prefix (or `{uri}` when unprefixed in a namespace).

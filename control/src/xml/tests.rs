@@ -480,12 +480,12 @@ fn invalid_documents_are_refused_with_element_and_value() {
         Some("33"),
     );
     bad(
-        &net("<ip address='fd00::1' prefix='129'/>"),
+        &net("<ip family='ipv6' address='fd00::1' prefix='129'/>"),
         "/network/ip[1]@prefix",
         Some("129"),
     );
     bad(
-        &net("<ip address='fd00::1' netmask='255.255.255.0'/>"),
+        &net("<ip family='ipv6' address='fd00::1' netmask='255.255.255.0'/>"),
         "/network/ip[1]@netmask",
         Some("255.255.255.0"),
     );
@@ -604,7 +604,7 @@ fn invalid_documents_are_refused_with_element_and_value() {
 #[test]
 fn unsupported_features_is_empty_for_plain_networks() {
     let def = parse_ok(&net(
-        "<forward mode='nat'/><bridge name='virbr5'/><mac address='52:54:00:aa:bb:cc'/>\
+        "<forward mode='nat'/><ip address='10.9.0.1' prefix='24'/><bridge name='virbr5'/><mac address='52:54:00:aa:bb:cc'/>\
          <domain name='plain.test'/><mtu size='1400'/>\
          <title>t</title><description>d</description><metadata/>",
     ));
@@ -680,13 +680,13 @@ fn dns_errors_name_the_record() {
 
 #[test]
 fn bandwidth_vlan_portgroup_values_are_checked_like_libvirt() {
-    bad(&net("<forward/><bandwidth><inbound average='0'/></bandwidth>"), "/network/bandwidth/inbound@average", Some("0"));
-    bad(&net("<forward/><bandwidth><inbound peak='10'/></bandwidth>"), "/network/bandwidth/inbound@average", None);
-    bad(&net("<forward/><bandwidth><inbound average='10' floor='5'/></bandwidth>"), "/network/bandwidth/inbound@floor", Some("5"));
-    bad(&net("<forward/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>"), "/network/portgroup[1]/bandwidth/outbound@floor", Some("5"));
-    bad(&net("<forward/><portgroup name='a'/><portgroup name='a'/>"), "/network/portgroup[2]@name", Some("a"));
-    bad(&net("<forward/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>"), "/network/portgroup[2]@default", Some("yes"));
-    bad(&net("<forward/><vlan><tag id='42'/></vlan>"), "/network/vlan", Some("nat"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='0'/></bandwidth>"), "/network/bandwidth/inbound@average", Some("0"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound peak='10'/></bandwidth>"), "/network/bandwidth/inbound@average", None);
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='10' floor='5'/></bandwidth>"), "/network/bandwidth/inbound@floor", Some("5"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>"), "/network/portgroup[1]/bandwidth/outbound@floor", Some("5"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'/><portgroup name='a'/>"), "/network/portgroup[2]@name", Some("a"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>"), "/network/portgroup[2]@default", Some("yes"));
+    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><vlan><tag id='42'/></vlan>"), "/network/vlan", Some("nat"));
     bad(&net("<forward mode='bridge'/><bridge name='br0'/><vlan><tag id='4096'/></vlan>"), "/network/vlan/tag[1]@id", Some("4096"));
     bad(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='magic'/>"), "/network/virtualport@type", Some("magic"));
     parse_ok(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='47'/></vlan>"));
