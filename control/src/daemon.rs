@@ -119,8 +119,8 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); break; }
-            _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); break; }
+            _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
+            _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // Over the limit: close it; a scraper retries next interval.
@@ -177,10 +177,15 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
             Ok(first) => {
                 stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
                 eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
+                notify_systemd(&format!("READY=1\nSTATUS=first reconcile done ({} repairs)\n", first.lines.len()));
             }
             Err(e) => {
                 stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
                 eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
+                // Ready all the same: what could be started is up, the
+                // metrics say what failed, and a unit stuck in "activating"
+                // would hold back libvirt's guests on every network.
+                notify_systemd(&format!("READY=1\nSTATUS=first reconcile failed, retrying every period: {e}\n"));
             }
         }
         let mut tick = tokio::time::interval(interval);
@@ -238,6 +243,53 @@ impl MetricsRenderer {
             let _ = tx.send(result);
         });
         Some(rx.await.unwrap_or_else(|_| Arc::new(Err("the metrics render ended without a result".into()))))
+    }
+}
+
+/// The socket to systemd (sd_notify(3)), connected by [`prepare_notify`].
+static NOTIFY: std::sync::OnceLock<Result<std::os::unix::net::UnixDatagram, String>> = std::sync::OnceLock::new();
+
+/// Connects to the unix datagram socket named by `$NOTIFY_SOCKET` (a path,
+/// or an abstract name when it starts with `@`), if set. Call it before
+/// entering another network or mount namespace (`--netns`, the bpffs
+/// search): an abstract name belongs to the network namespace and a path
+/// to the mount namespace the socket is connected in.
+pub fn prepare_notify() {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let _ = NOTIFY.set(connect_notify(&target).map_err(|e| format!("connecting to {}: {e}", target.to_string_lossy())));
+}
+
+fn connect_notify(target: &std::ffi::OsStr) -> std::io::Result<std::os::unix::net::UnixDatagram> {
+    use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt, unix::net::SocketAddr as UnixAddr};
+    let addr = match target.as_bytes().split_first() {
+        Some((b'@', name)) => UnixAddr::from_abstract_name(name)?,
+        Some((b'/', _)) => UnixAddr::from_pathname(std::path::Path::new(target))?,
+        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "neither an absolute path nor @abstract")),
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    socket.connect_addr(&addr)?;
+    Ok(socket)
+}
+
+/// Sends systemd one notify datagram of `KEY=value` lines. Without
+/// `$NOTIFY_SOCKET` (not run by systemd with `Type=notify`) nothing is
+/// sent. A failure is logged and otherwise ignored: systemd then times the
+/// start out, which says more than a daemon that refuses to run.
+pub fn notify_systemd(message: &str) {
+    if NOTIFY.get().is_none() {
+        prepare_notify();
+    }
+    let result = match NOTIFY.get() {
+        None => return,
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(socket)) => match socket.send(message.as_bytes()) {
+            Ok(n) if n == message.len() => Ok(()),
+            Ok(n) => Err(format!("sent {n} of {} bytes", message.len())),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = result {
+        eprintln!("[vxdp] serve: telling systemd {:?}: {e}", message.trim_end());
     }
 }
 
