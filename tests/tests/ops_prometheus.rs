@@ -137,12 +137,11 @@ fn wait_scraped_after(ns: &Netns, prom: &mut Prometheus, after: f64) -> Result<f
         if let Some(status) = prom.child.try_wait()? {
             bail!("prometheus exited ({status}):\n{}", prom.log());
         }
-        if let Ok(r) = query(ns, "timestamp(up{job=\"vxdp\"} == 1)", now()) {
-            if let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok()) {
-                if ts > after {
-                    return Ok(ts);
-                }
-            }
+        if let Ok(r) = query(ns, "timestamp(up{job=\"vxdp\"} == 1)", now())
+            && let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok())
+            && ts > after
+        {
+            return Ok(ts);
         }
         if Instant::now() > deadline {
             bail!("prometheus scraped no successful sample after {after} within 30 s:\n{}", prom.log());
@@ -297,10 +296,10 @@ fn wait_rule_evaluated_after(ns: &Netns, prom: &mut Prometheus, after: f64) -> R
             bail!("prometheus exited ({status}):\n{}", prom.log());
         }
         let r = query(ns, "timestamp(vxdp_network:packets:rate1m{network=\"default\"})", now())?;
-        if let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok()) {
-            if ts > after {
-                return Ok(ts);
-            }
+        if let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok())
+            && ts > after
+        {
+            return Ok(ts);
         }
         if Instant::now() > deadline {
             bail!("the recording rules were not evaluated after {after} within 30 s:\n{}", prom.log());
