@@ -36,7 +36,7 @@ use crate::{
     dataplane::Maps,
     metrics::{self, DaemonStats},
     network::Context,
-    pinned, reconcile, report,
+    pinned, reconcile, report, status,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,8 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     }
 
     let renderer = Arc::new(MetricsRenderer::default());
+    // One status collection at a time (each reads the conntrack tables).
+    let status_lock = Arc::new(tokio::sync::Mutex::new(()));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
@@ -125,9 +127,9 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
                 Ok((stream, _)) => {
                     // Over the limit: close it; a scraper retries next interval.
                     let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
-                    let (ctx, stats, renderer) = (ctx.clone(), stats.clone(), renderer.clone());
+                    let (ctx, stats, renderer, status_lock) = (ctx.clone(), stats.clone(), renderer.clone(), status_lock.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone(), renderer.clone()));
+                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone(), renderer.clone(), status_lock.clone()));
                         // A client that hangs up mid-request is its own business.
                         let _ = http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -337,11 +339,26 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// A built-in page asset. The policy keeps the page to this server: no
+/// inline script, no external request, no framing.
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, content_type.parse().expect("static header"));
+    h.insert(
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'".parse().expect("static header"),
+    );
+    h.insert("x-content-type-options", "nosniff".parse().expect("static header"));
+    r
+}
+
 async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Context>,
     stats: Arc<DaemonStats>,
     renderer: Arc<MetricsRenderer>,
+    status_lock: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
@@ -368,7 +385,24 @@ async fn handle(
             Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "too many scrapes waiting; retry later\n"),
         },
-        "/" => text(StatusCode::OK, "vxdp serve: metrics at /metrics\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n"),
+        "/" => asset(status::PAGE_HTML, "text/html; charset=utf-8"),
+        "/status.js" => asset(status::PAGE_JS, "text/javascript; charset=utf-8"),
+        "/status.css" => asset(status::PAGE_CSS, "text/css; charset=utf-8"),
+        "/api/status" => {
+            let _one = status_lock.lock().await;
+            match tokio::task::spawn_blocking(move || status::collect(&ctx)).await {
+                Ok(Ok(s)) => match serde_json::to_string(&s) {
+                    Ok(body) => {
+                        let mut r = text(StatusCode::OK, body);
+                        r.headers_mut().insert(CONTENT_TYPE, "application/json".parse().expect("static header"));
+                        r
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the status: {e}\n")),
+                },
+                Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the status: {e}\n")),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("status task failed: {e}\n")),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found; the status page is at /, metrics at /metrics, JSON at /api/status\n"),
     })
 }

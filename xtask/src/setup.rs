@@ -40,6 +40,8 @@ pub const APT_PACKAGES: &[&str] = &[
     // promtool, which the daemon tests run on `vxdp serve`'s /metrics, and
     // the Prometheus server tests/tests/ops_prometheus.rs runs.
     "prometheus",
+    // The status page test (tests/tests/ops_status.rs) renders it headless.
+    "chromium",
     // cargo xtask deb checks the package it builds (dpkg-deb, dpkg-shlibdeps
     // and strip come with build-essential).
     "lintian",
