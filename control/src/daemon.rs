@@ -36,7 +36,7 @@ use crate::{
     dataplane::Maps,
     metrics::{self, DaemonStats},
     network::Context,
-    pinned, reconcile, report,
+    pinned, reconcile, report, status,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -116,18 +116,20 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     }
 
     let renderer = Arc::new(MetricsRenderer::default());
+    // One status collection at a time (each reads the conntrack tables).
+    let status_lock = Arc::new(tokio::sync::Mutex::new(()));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); break; }
-            _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); break; }
+            _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
+            _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // Over the limit: close it; a scraper retries next interval.
                     let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
-                    let (ctx, stats, renderer) = (ctx.clone(), stats.clone(), renderer.clone());
+                    let (ctx, stats, renderer, status_lock) = (ctx.clone(), stats.clone(), renderer.clone(), status_lock.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone(), renderer.clone()));
+                        let service = service_fn(move |req| handle(req, ctx.clone(), stats.clone(), renderer.clone(), status_lock.clone()));
                         // A client that hangs up mid-request is its own business.
                         let _ = http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -177,10 +179,15 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
             Ok(first) => {
                 stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
                 eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
+                notify_systemd(&format!("READY=1\nSTATUS=first reconcile done ({} repairs)\n", first.lines.len()));
             }
             Err(e) => {
                 stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
                 eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
+                // Ready all the same: what could be started is up, the
+                // metrics say what failed, and a unit stuck in "activating"
+                // would hold back libvirt's guests on every network.
+                notify_systemd(&format!("READY=1\nSTATUS=first reconcile failed, retrying every period: {e}\n"));
             }
         }
         let mut tick = tokio::time::interval(interval);
@@ -241,6 +248,53 @@ impl MetricsRenderer {
     }
 }
 
+/// The socket to systemd (sd_notify(3)), connected by [`prepare_notify`].
+static NOTIFY: std::sync::OnceLock<Result<std::os::unix::net::UnixDatagram, String>> = std::sync::OnceLock::new();
+
+/// Connects to the unix datagram socket named by `$NOTIFY_SOCKET` (a path,
+/// or an abstract name when it starts with `@`), if set. Call it before
+/// entering another network or mount namespace (`--netns`, the bpffs
+/// search): an abstract name belongs to the network namespace and a path
+/// to the mount namespace the socket is connected in.
+pub fn prepare_notify() {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let _ = NOTIFY.set(connect_notify(&target).map_err(|e| format!("connecting to {}: {e}", target.to_string_lossy())));
+}
+
+fn connect_notify(target: &std::ffi::OsStr) -> std::io::Result<std::os::unix::net::UnixDatagram> {
+    use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt, unix::net::SocketAddr as UnixAddr};
+    let addr = match target.as_bytes().split_first() {
+        Some((b'@', name)) => UnixAddr::from_abstract_name(name)?,
+        Some((b'/', _)) => UnixAddr::from_pathname(std::path::Path::new(target))?,
+        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "neither an absolute path nor @abstract")),
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    socket.connect_addr(&addr)?;
+    Ok(socket)
+}
+
+/// Sends systemd one notify datagram of `KEY=value` lines. Without
+/// `$NOTIFY_SOCKET` (not run by systemd with `Type=notify`) nothing is
+/// sent. A failure is logged and otherwise ignored: systemd then times the
+/// start out, which says more than a daemon that refuses to run.
+pub fn notify_systemd(message: &str) {
+    if NOTIFY.get().is_none() {
+        prepare_notify();
+    }
+    let result = match NOTIFY.get() {
+        None => return,
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(socket)) => match socket.send(message.as_bytes()) {
+            Ok(n) if n == message.len() => Ok(()),
+            Ok(n) => Err(format!("sent {n} of {} bytes", message.len())),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = result {
+        eprintln!("[vxdp] serve: telling systemd {:?}: {e}", message.trim_end());
+    }
+}
+
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -285,11 +339,26 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// A built-in page asset. The policy keeps the page to this server: no
+/// inline script, no external request, no framing.
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, content_type.parse().expect("static header"));
+    h.insert(
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'".parse().expect("static header"),
+    );
+    h.insert("x-content-type-options", "nosniff".parse().expect("static header"));
+    r
+}
+
 async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Context>,
     stats: Arc<DaemonStats>,
     renderer: Arc<MetricsRenderer>,
+    status_lock: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
@@ -316,7 +385,24 @@ async fn handle(
             Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "too many scrapes waiting; retry later\n"),
         },
-        "/" => text(StatusCode::OK, "vxdp serve: metrics at /metrics\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n"),
+        "/" => asset(status::PAGE_HTML, "text/html; charset=utf-8"),
+        "/status.js" => asset(status::PAGE_JS, "text/javascript; charset=utf-8"),
+        "/status.css" => asset(status::PAGE_CSS, "text/css; charset=utf-8"),
+        "/api/status" => {
+            let _one = status_lock.lock().await;
+            match tokio::task::spawn_blocking(move || status::collect(&ctx)).await {
+                Ok(Ok(s)) => match serde_json::to_string(&s) {
+                    Ok(body) => {
+                        let mut r = text(StatusCode::OK, body);
+                        r.headers_mut().insert(CONTENT_TYPE, "application/json".parse().expect("static header"));
+                        r
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the status: {e}\n")),
+                },
+                Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the status: {e}\n")),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("status task failed: {e}\n")),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found; the status page is at /, metrics at /metrics, JSON at /api/status\n"),
     })
 }

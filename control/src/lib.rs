@@ -2,6 +2,7 @@
 
 pub mod conntrack_gc;
 pub mod daemon;
+pub mod status;
 pub mod dataplane;
 pub mod definitions;
 pub mod direct;

@@ -372,6 +372,10 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Before any namespace changes: see prepare_notify.
+        vxdp_control::daemon::prepare_notify();
+    }
     // Before the runtime starts threads, so every thread is in the namespace.
     if let Some(ns) = &cli.netns {
         enter_netns(ns)?;

@@ -11,6 +11,10 @@
 //! - `vxdp_conntrack_events_total` {network, event}: flows created, stale
 //!   flows reused, reply entries repaired.
 //! - `vxdp_conntrack_entries` {network}: entries in the table (two per flow).
+//! - `vxdp_conntrack_table_entries`, `vxdp_conntrack_table_capacity`
+//!   {table}: entries in the IPv4 and the NAT66 conntrack table (all
+//!   networks share each) and how many each holds, for a "table near full"
+//!   alert.
 //! - `vxdp_nat_port_exhausted_total` {network}: packets dropped because no
 //!   NAT port was free.
 //! - `vxdp_network_up` {network, mode}: 1 while the network's dataplane is in
@@ -35,7 +39,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use vxdp_common::{Action, DropReason, network_flags};
+use vxdp_common::{Action, DropReason, names, network_flags};
 
 use crate::{
     dataplane::{DataplaneError, Maps},
@@ -50,6 +54,8 @@ pub enum MetricsError {
     State(#[from] StateError),
     #[error("{0}")]
     Dataplane(#[from] DataplaneError),
+    #[error("reading the size of the pinned map {path}: {error}")]
+    MapInfo { path: std::path::PathBuf, error: String },
     #[error("encoding metrics: {0}")]
     Encode(#[from] std::fmt::Error),
 }
@@ -72,6 +78,11 @@ struct DropLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetworkLabels {
     network: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,6 +169,8 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
     let events = Family::<EventLabels, Counter>::default();
     let ct_entries = Family::<NetworkLabels, Gauge>::default();
     let exhausted = Family::<NetworkLabels, Counter>::default();
+    let table_entries = Family::<TableLabels, Gauge>::default();
+    let table_capacity = Family::<TableLabels, Gauge>::default();
     let up = Family::<UpLabels, Gauge>::default();
     registry.register(
         "vxdp_packets",
@@ -184,6 +197,16 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         "vxdp_conntrack_entries",
         "Entries in vxdp's NAT conntrack tables, IPv4 and NAT66 (two per flow: original and reply direction)",
         ct_entries.clone(),
+    );
+    registry.register(
+        "vxdp_conntrack_table_entries",
+        "Entries in each vxdp conntrack table (ipv4: NAT; ipv6: NAT66), all networks together",
+        table_entries.clone(),
+    );
+    registry.register(
+        "vxdp_conntrack_table_capacity",
+        "Entries each vxdp conntrack table holds (its map's max_entries); when full, the oldest flows are evicted",
+        table_capacity.clone(),
     );
     registry.register(
         "vxdp_nat_port_exhausted",
@@ -246,11 +269,22 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
             count_slot(&packets, &bytes, &drops, &drop_bytes, network, interface, key.slot as u32, p, b);
         }
         let mut per_network: HashMap<u32, i64> = HashMap::new();
-        for (_, e) in maps.conntrack_entries(None)? {
+        let v4 = maps.conntrack_entries(None)?;
+        for (_, e) in &v4 {
             *per_network.entry(e.network_id as u32).or_default() += 1;
         }
-        for (_, e) in maps.conntrack6_entries(None)? {
+        let v6 = maps.conntrack6_entries(None)?;
+        for (_, e) in &v6 {
             *per_network.entry(e.network_id as u32).or_default() += 1;
+        }
+        for (table, map, n) in [("ipv4", names::MAP_CONNTRACK, v4.len()), ("ipv6", names::MAP_CONNTRACK6, v6.len())] {
+            let labels = TableLabels { table: table.into() };
+            table_entries.get_or_create(&labels).set(n as i64);
+            let path = ctx.pins.map(map);
+            let info = aya::maps::MapData::from_pin(&path)
+                .and_then(|m| m.info())
+                .map_err(|e| MetricsError::MapInfo { path: path.clone(), error: e.to_string() })?;
+            table_capacity.get_or_create(&labels).set(i64::from(info.max_entries()));
         }
         let networks = maps.networks()?;
         for r in records {

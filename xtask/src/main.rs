@@ -6,6 +6,7 @@
 //! `cargo +<pin>`, the pin being the workspace's `rust-version`.
 
 mod cmd;
+mod deb;
 mod guest_image;
 mod setup;
 mod summary;
@@ -185,6 +186,28 @@ enum Task {
         seed: Option<String>,
     },
 
+    /// Run setup, build the release binary, then the Debian package (lintian-checked)
+    #[command(long_about = "Run setup, `cargo +<pin> build --release -p vxdp-control --bin vxdp` \
+        (unless --binary is given), then stage the package tree (binary, systemd unit, \
+        /etc/default/vxdp, Prometheus rules and Grafana dashboard under /usr/share/vxdp, \
+        docs, maintainer scripts from packaging/debian) and build it with `dpkg-deb \
+        --build`. Runs lintian on the result and fails on any tag not overridden in \
+        packaging/debian/lintian-overrides. Prints the package's path.\n\n\
+        The maintainer scripts never start, stop or restart vxdp.service on install or \
+        upgrade (only `systemctl daemon-reload`); removal stops `vxdp serve`, leaving the \
+        pinned dataplane loaded.")]
+    Deb {
+        /// Package this binary instead of building the release one
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+        /// Directory for the .deb (default target/debian)
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+        /// Do not run lintian
+        #[arg(long)]
+        no_lintian: bool,
+    },
+
     /// Run setup and build, then the vxdp demo (needs root)
     #[command(long_about = "Run setup and build, then the demo: \
         `cargo +<pin> run --quiet -p vxdp-tests --bin vxdp-demo`.\n\n\
@@ -284,6 +307,22 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo.env("VXDP_FUZZ_SEED", seed.to_string());
             announce("libvirt-fuzz", &cargo);
             run_inherited(&mut cargo)
+        }
+        Task::Deb { binary, out_dir, no_lintian } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => {
+                    let mut cargo = toolchain.cargo();
+                    cargo.args(["build", "--release", "-p", "vxdp-control", "--bin", "vxdp"]);
+                    announce("build", &cargo);
+                    run_inherited(&mut cargo)?;
+                    cmd::workspace_root().join("target/release/vxdp")
+                }
+            };
+            let out_dir = out_dir.unwrap_or_else(|| cmd::workspace_root().join("target/debian"));
+            let deb = deb::build(&deb::DebOptions { binary, out_dir, lintian: !no_lintian })?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Task::Demo { args } => {
             build(&toolchain, false)?;

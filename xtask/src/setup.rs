@@ -37,8 +37,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "udhcpc",
     "tftp-hpa",
     "bind9-dnsutils",
-    // promtool, which the daemon tests run on `vxdp serve`'s /metrics.
+    // promtool, which the daemon tests run on `vxdp serve`'s /metrics, and
+    // the Prometheus server tests/tests/ops_prometheus.rs runs.
     "prometheus",
+    // The status page test (tests/tests/ops_status.rs) renders it headless.
+    "chromium",
+    // cargo xtask deb checks the package it builds (dpkg-deb, dpkg-shlibdeps
+    // and strip come with build-essential).
+    "lintian",
     // cargo xtask bench: the kernel reference path uses libvirt's
     // iptables(-nft) rules; TCP throughput is measured with iperf3.
     "iptables",
