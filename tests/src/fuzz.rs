@@ -47,6 +47,7 @@ use vxdp_common::{DirectNic, DirectPort, Endpoint, Nat6Config, endpoint_flags, m
 use crate::{
     packet6::{Packet6, set_nat6},
     progtest::{
+        bootp,
         BRIDGE_MAC, Frame, GATEWAY, NET_ID, OUTSIDE, OUTSIDE6, Packet, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
         TC_ACT_UNSPEC, TCP_ACK, TCP_RST, TCP_SYN, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, NEXT_HOP_MAC, World,
         XDP_DROP, XDP_PASS, XDP_REDIRECT, be, checksum,
@@ -251,18 +252,6 @@ fn as_fragment(frame: &[u8], mf: bool, offset: u16) -> Vec<u8> {
     f[20..22].copy_from_slice(&v.to_be_bytes());
     fix_ipv4_header(&mut f, 14);
     f
-}
-
-fn bootp(op: u8, chaddr: [u8; 6]) -> Vec<u8> {
-    let mut b = vec![0u8; 300];
-    b[0] = op;
-    b[1] = 1;
-    b[2] = 6;
-    b[28..34].copy_from_slice(&chaddr);
-    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    b[240..243].copy_from_slice(&[53, 1, 1]);
-    b[243] = 255;
-    b
 }
 
 fn arp(op: u16, eth_src: [u8; 6], eth_dst: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {

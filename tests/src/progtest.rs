@@ -1096,6 +1096,22 @@ fn l4_csum_offset(proto: u8) -> usize {
 }
 
 /// The Internet checksum (RFC 1071) of `data`, computed from scratch.
+/// A BOOTP/DHCP message of `op` (1 request, 2 reply) for client hardware
+/// address `chaddr`, 300 bytes as clients send them: the magic cookie, a
+/// message-type option and the end option. The guest program checks that
+/// a client speaks only for its own MAC.
+pub fn bootp(op: u8, chaddr: Mac) -> Vec<u8> {
+    let mut b = vec![0u8; 300];
+    b[0] = op;
+    b[1] = 1;
+    b[2] = 6;
+    b[28..34].copy_from_slice(&chaddr);
+    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    b[240..243].copy_from_slice(&[53, 1, 1]);
+    b[243] = 255;
+    b
+}
+
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut chunks = data.chunks_exact(2);

@@ -13,7 +13,7 @@ use vxdp_common::{Action, DropReason, Endpoint, endpoint_flags, mode, network_fl
 use vxdp_tests::packet6::Packet6;
 use vxdp_tests::progtest::{
     BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, with_nat_world,
+    TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, bootp, with_nat_world,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -58,17 +58,6 @@ fn tagged(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
     f.extend_from_slice(&vid.to_be_bytes());
     f.extend_from_slice(&frame[12..]);
     f
-}
-
-/// A BOOTP/DHCP message (300 bytes, as clients send) with `chaddr`.
-fn bootp(op: u8, chaddr: [u8; 6]) -> Vec<u8> {
-    let mut b = vec![0u8; 300];
-    b[0] = op;
-    b[1] = 1;
-    b[2] = 6;
-    b[28..34].copy_from_slice(&chaddr);
-    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    b
 }
 
 fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {

@@ -13,7 +13,7 @@ use vxdp_common::{
 use vxdp_tests::progtest::{
     BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, Slot,
     SUBNET6, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC, UPLINK_PEER, World,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac, with_nat_world,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, bootp, fmt_mac, with_nat_world,
 };
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
@@ -184,7 +184,7 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
             guest_verdict(w, &g, &arp(g.mac, g.mac, g.addr), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: honest ARP"));
 
             // DHCP before the guest has its address: from 0.0.0.0.
-            let mut dhcp = Packet::udp(sock(Ipv4Addr::UNSPECIFIED, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp_request(g.mac));
+            let mut dhcp = Packet::udp(sock(Ipv4Addr::UNSPECIFIED, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp(1, g.mac));
             dhcp = dhcp.macs(g.mac, [0xff; 6]);
             guest_verdict(w, &g, &dhcp.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: DHCP discover from 0.0.0.0"));
         }
@@ -331,7 +331,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: guest to guest on a filtering bridge"));
             w.set_mode(m, flags);
             // Broadcast and frames to the host stay on the bridge.
-            let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp_request(g.mac)).macs(g.mac, [0xff; 6]);
+            let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp(1, g.mac)).macs(g.mac, [0xff; 6]);
             guest_verdict(w, &g, &bcast.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: broadcast"));
         }
     });
@@ -496,16 +496,6 @@ fn ipv6_udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, ho
     f.extend_from_slice(&[0x12, 0x34]);
     f.extend_from_slice(payload);
     f
-}
-
-/// A BOOTP/DHCP client message (300 bytes) for `chaddr`: the guest program
-/// checks that a client speaks for its own MAC.
-fn bootp_request(chaddr: [u8; 6]) -> Vec<u8> {
-    let mut b = vec![0u8; 300];
-    b[..3].copy_from_slice(&[1, 1, 6]);
-    b[28..34].copy_from_slice(&chaddr);
-    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    b
 }
 
 /// An ARP request (broadcast) with the given Ethernet and sender fields.
