@@ -718,6 +718,12 @@ fn attach_tc_link(
     let attach_err = |source| DataplaneError::Attach { what, interface: ifname.to_string(), source };
     let id = prog.attach(ifindex, attach).map_err(attach_err)?;
     let link = prog.take_link(id).map_err(attach_err)?;
+    pin_link(link, link_path)
+}
+
+/// Pins an attached program's link at `link_path` (so it outlives this
+/// process and the daemon can adopt it).
+fn pin_link(link: impl TryInto<FdLink, Error = LinkError>, link_path: PathBuf) -> Result<(), DataplaneError> {
     let fd: FdLink = link
         .try_into()
         .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
@@ -759,10 +765,7 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
         };
         let id = prog.attach(ifindex, XdpMode::Default).map_err(attach_err)?;
         let link = prog.take_link(id).map_err(attach_err)?;
-        let fd: FdLink = link
-            .try_into()
-            .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
-        fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+        pin_link(link, link_path)?;
     }
     let tc_path = pins.uplink_tc_link(ifindex);
     if tc_path.exists() {
@@ -813,10 +816,7 @@ fn attach_tracepoints(pins: &Pins) -> Result<(), DataplaneError> {
             let attach_err = |source| DataplaneError::Attach { what: "a tracepoint program", interface: format!("xdp:{event}"), source };
             let id = prog.attach("xdp", event).map_err(attach_err)?;
             let link = prog.take_link(id).map_err(attach_err)?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
-            fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+            pin_link(link, link_path)?;
         }
         Ok(())
     });
