@@ -736,17 +736,8 @@ fn run_prog(w: &World, prog: Prog, ifindex: u32, frame: &[u8]) -> Result<Outcome
         let data = out.split_off(meta);
         Ok(Outcome { verdict: r.return_value, data })
     } else {
-        let p: &SchedClassifier = w.ebpf.program(prog.name()).expect("TC program").try_into().expect("classifier");
-        let mut ctx = [0u8; 192];
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let r = p.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::new()
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok(Outcome { verdict: r.return_value, data: out })
+        let run = w.try_run_tc(prog.name(), ifindex, frame)?;
+        Ok(Outcome { verdict: run.verdict, data: run.data })
     }
 }
 

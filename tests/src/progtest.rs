@@ -549,16 +549,27 @@ impl World {
         port_ifindex: u32,
         frame: &[u8],
     ) -> Result<Run, aya::programs::ProgramError> {
+        self.try_run_tc(names::PROG_GUEST_INGRESS, port_ifindex, frame)
+    }
+
+    /// Runs the TC program `name` on `frame` as if it arrived on `ifindex`,
+    /// returning the syscall's error as [`World::try_run_guest`] does.
+    pub fn try_run_tc(
+        &self,
+        name: &str,
+        ifindex: u32,
+        frame: &[u8],
+    ) -> Result<Run, aya::programs::ProgramError> {
         let p: &SchedClassifier = self
             .ebpf
-            .program(names::PROG_GUEST_INGRESS)
-            .expect("guest program")
+            .program(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
             .try_into()
-            .expect("guest program is a classifier");
+            .unwrap_or_else(|_| panic!("{name} is not a classifier"));
         // struct __sk_buff (192 bytes); `ifindex` (offset 40) is one of the
         // fields BPF_PROG_TEST_RUN lets us set: it picks skb->dev.
         let mut ctx = [0u8; 192];
-        ctx[40..44].copy_from_slice(&port_ifindex.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 512];
         let r = p.test_run(TestRunOptions {
             data_in: Some(frame),
