@@ -79,7 +79,11 @@ impl ConntrackEntry {
         ConntrackEntry {
             rewrite_addr,
             rewrite_port,
-            direction: if self.direction == DIR_ORIGINAL { DIR_REPLY } else { DIR_ORIGINAL },
+            direction: if self.direction == DIR_ORIGINAL {
+                DIR_REPLY
+            } else {
+                DIR_ORIGINAL
+            },
             ..*self
         }
     }
@@ -125,12 +129,12 @@ pub mod timeout_class {
 /// Default timeouts in seconds, indexed by [`timeout_class`]. The kernel's
 /// conntrack defaults, with "after FIN/RST" shortened to 10 s.
 pub const DEFAULT_TIMEOUTS_S: [u64; timeout_class::COUNT as usize] = [
-    120,       // TCP before a reply (kernel: SYN_SENT 120 s)
-    432_000,   // TCP established (kernel: 5 days)
-    10,        // TCP after FIN/RST
-    30,        // UDP before a reply
-    120,       // UDP once replied (kernel: udp_timeout_stream)
-    30,        // ICMP
+    120,     // TCP before a reply (kernel: SYN_SENT 120 s)
+    432_000, // TCP established (kernel: 5 days)
+    10,      // TCP after FIN/RST
+    30,      // UDP before a reply
+    120,     // UDP once replied (kernel: udp_timeout_stream)
+    30,      // ICMP
 ];
 
 /// The timeout class for an entry.

@@ -68,7 +68,11 @@ impl Conntrack6Entry {
         Conntrack6Entry {
             rewrite_addr,
             rewrite_port,
-            direction: if self.direction == DIR_ORIGINAL { DIR_REPLY } else { DIR_ORIGINAL },
+            direction: if self.direction == DIR_ORIGINAL {
+                DIR_REPLY
+            } else {
+                DIR_ORIGINAL
+            },
             ..*self
         }
     }

@@ -223,4 +223,14 @@ pub struct DirectPort {
 }
 const _: () = assert!(core::mem::size_of::<DirectPort>() == 8);
 
-user_pod!(NetworkConfig, Endpoint, SubnetKey, SubnetOwner, Subnet6Key, MacKey, MacPort, DirectNic, DirectPort);
+user_pod!(
+    NetworkConfig,
+    Endpoint,
+    SubnetKey,
+    SubnetOwner,
+    Subnet6Key,
+    MacKey,
+    MacPort,
+    DirectNic,
+    DirectPort
+);

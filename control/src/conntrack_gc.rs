@@ -50,12 +50,21 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
         if entry.direction != DIR_ORIGINAL && peer.is_some() {
             continue;
         }
-        if alive(&timeouts, key, entry, now_ns) || peer.is_some_and(|p| alive(&timeouts, &peer_key, &p, now_ns)) {
+        if alive(&timeouts, key, entry, now_ns)
+            || peer.is_some_and(|p| alive(&timeouts, &peer_key, &p, now_ns))
+        {
             continue;
         }
         // Read again right before removing: a packet may just have
         // refreshed it.
-        if ct.get(key, 0).is_ok_and(|e| alive(&timeouts, key, &e, now_ns.max(crate::report::monotonic_ns()))) {
+        if ct.get(key, 0).is_ok_and(|e| {
+            alive(
+                &timeouts,
+                key,
+                &e,
+                now_ns.max(crate::report::monotonic_ns()),
+            )
+        }) {
             continue;
         }
         let _ = ct.remove(&peer_key);
@@ -74,10 +83,19 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
         if entry.direction != DIR_ORIGINAL && peer.is_some() {
             continue;
         }
-        if alive6(&timeouts, key, entry, now_ns) || peer.is_some_and(|p| alive6(&timeouts, &peer_key, &p, now_ns)) {
+        if alive6(&timeouts, key, entry, now_ns)
+            || peer.is_some_and(|p| alive6(&timeouts, &peer_key, &p, now_ns))
+        {
             continue;
         }
-        if ct.get(key, 0).is_ok_and(|e| alive6(&timeouts, key, &e, now_ns.max(crate::report::monotonic_ns()))) {
+        if ct.get(key, 0).is_ok_and(|e| {
+            alive6(
+                &timeouts,
+                key,
+                &e,
+                now_ns.max(crate::report::monotonic_ns()),
+            )
+        }) {
             continue;
         }
         let _ = ct.remove(&peer_key);

@@ -42,7 +42,10 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("listening on {addr}: {source} (pass another --listen address)")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("installing the signal handlers: {0}")]
     Signal(std::io::Error),
     #[error("starting the reconcile thread: {0}")]
@@ -84,11 +87,17 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     let stats = Arc::new(DaemonStats::default());
 
     if ctx.pins.is_loaded() {
-        let ids = pinned::pinned_ids(&ctx.pins).map_err(|source| crate::dataplane::DataplaneError::Io {
-            path: ctx.pins.root.clone(),
-            source,
+        let ids = pinned::pinned_ids(&ctx.pins).map_err(|source| {
+            crate::dataplane::DataplaneError::Io {
+                path: ctx.pins.root.clone(),
+                source,
+            }
         })?;
-        let progs: Vec<_> = ids.progs.iter().map(|(p, id)| format!("{} id {id}", file_name(p))).collect();
+        let progs: Vec<_> = ids
+            .progs
+            .iter()
+            .map(|(p, id)| format!("{} id {id}", file_name(p)))
+            .collect();
         eprintln!(
             "[vxdp] serve: adopted the pinned dataplane under {} ({}; {} maps, {} links)",
             ctx.pins.root.display(),
@@ -100,7 +109,10 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
 
     let listener = TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| DaemonError::Listen { addr: opts.listen, source })?;
+        .map_err(|source| DaemonError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
     eprintln!(
         "[vxdp] serve: metrics on http://{}/metrics, reconciling every {:?}",
         listener.local_addr().unwrap_or(opts.listen),
@@ -149,12 +161,17 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
 /// The worker thread: autostart, a first reconcile, then a reconcile pass
 /// and a conntrack sweep every `interval`, until the process ends.
 fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             // Metrics still answer; vxdp_reconcile_failures says why nothing is repaired.
             stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            eprintln!("[vxdp] serve: starting the reconcile runtime failed, nothing will be reconciled: {e}");
+            eprintln!(
+                "[vxdp] serve: starting the reconcile runtime failed, nothing will be reconciled: {e}"
+            );
             return;
         }
     };
@@ -177,9 +194,17 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
         // the metrics endpoint is most useful exactly when something is broken.
         match reconcile::reconcile(ctx, true).await {
             Ok(first) => {
-                stats.repairs.fetch_add(first.lines.len() as u64, Ordering::Relaxed);
-                eprintln!("[vxdp] serve: first reconcile done ({} repairs)", first.lines.len());
-                notify_systemd(&format!("READY=1\nSTATUS=first reconcile done ({} repairs)\n", first.lines.len()));
+                stats
+                    .repairs
+                    .fetch_add(first.lines.len() as u64, Ordering::Relaxed);
+                eprintln!(
+                    "[vxdp] serve: first reconcile done ({} repairs)",
+                    first.lines.len()
+                );
+                notify_systemd(&format!(
+                    "READY=1\nSTATUS=first reconcile done ({} repairs)\n",
+                    first.lines.len()
+                ));
             }
             Err(e) => {
                 stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +212,9 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
                 // Ready all the same: what could be started is up, the
                 // metrics say what failed, and a unit stuck in "activating"
                 // would hold back libvirt's guests on every network.
-                notify_systemd(&format!("READY=1\nSTATUS=first reconcile failed, retrying every period: {e}\n"));
+                notify_systemd(&format!(
+                    "READY=1\nSTATUS=first reconcile failed, retrying every period: {e}\n"
+                ));
             }
         }
         let mut tick = tokio::time::interval(interval);
@@ -233,7 +260,11 @@ impl MetricsRenderer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = match tokio::task::spawn_blocking(move || metrics::render(&ctx, Some(&stats))).await {
+            let result = match tokio::task::spawn_blocking(move || {
+                metrics::render(&ctx, Some(&stats))
+            })
+            .await
+            {
                 Ok(Ok(body)) => Ok(body),
                 Ok(Err(e)) => Err(format!("reading the dataplane's counters: {e}")),
                 Err(e) => Err(format!("metrics task failed: {e}")),
@@ -244,12 +275,17 @@ impl MetricsRenderer {
             // The scrape may have given up meanwhile.
             let _ = tx.send(result);
         });
-        Some(rx.await.unwrap_or_else(|_| Arc::new(Err("the metrics render ended without a result".into()))))
+        Some(
+            rx.await.unwrap_or_else(|_| {
+                Arc::new(Err("the metrics render ended without a result".into()))
+            }),
+        )
     }
 }
 
 /// The socket to systemd (sd_notify(3)), connected by [`prepare_notify`].
-static NOTIFY: std::sync::OnceLock<Result<std::os::unix::net::UnixDatagram, String>> = std::sync::OnceLock::new();
+static NOTIFY: std::sync::OnceLock<Result<std::os::unix::net::UnixDatagram, String>> =
+    std::sync::OnceLock::new();
 
 /// Connects to the unix datagram socket named by `$NOTIFY_SOCKET` (a path,
 /// or an abstract name when it starts with `@`), if set. Call it before
@@ -257,16 +293,28 @@ static NOTIFY: std::sync::OnceLock<Result<std::os::unix::net::UnixDatagram, Stri
 /// search): an abstract name belongs to the network namespace and a path
 /// to the mount namespace the socket is connected in.
 pub fn prepare_notify() {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let _ = NOTIFY.set(connect_notify(&target).map_err(|e| format!("connecting to {}: {e}", target.to_string_lossy())));
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let _ = NOTIFY.set(
+        connect_notify(&target)
+            .map_err(|e| format!("connecting to {}: {e}", target.to_string_lossy())),
+    );
 }
 
 fn connect_notify(target: &std::ffi::OsStr) -> std::io::Result<std::os::unix::net::UnixDatagram> {
-    use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt, unix::net::SocketAddr as UnixAddr};
+    use std::os::{
+        linux::net::SocketAddrExt, unix::ffi::OsStrExt, unix::net::SocketAddr as UnixAddr,
+    };
     let addr = match target.as_bytes().split_first() {
         Some((b'@', name)) => UnixAddr::from_abstract_name(name)?,
         Some((b'/', _)) => UnixAddr::from_pathname(std::path::Path::new(target))?,
-        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "neither an absolute path nor @abstract")),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "neither an absolute path nor @abstract",
+            ));
+        }
     };
     let socket = std::os::unix::net::UnixDatagram::unbound()?;
     socket.connect_addr(&addr)?;
@@ -291,12 +339,17 @@ pub fn notify_systemd(message: &str) {
         },
     };
     if let Err(e) = result {
-        eprintln!("[vxdp] serve: telling systemd {:?}: {e}", message.trim_end());
+        eprintln!(
+            "[vxdp] serve: telling systemd {:?}: {e}",
+            message.trim_end()
+        );
     }
 }
 
 fn file_name(p: &std::path::Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// One reconcile pass and one conntrack sweep; errors are logged, the next
@@ -304,7 +357,9 @@ fn file_name(p: &std::path::Path) -> String {
 async fn periodic(ctx: &Context, stats: &DaemonStats) {
     match reconcile::reconcile(ctx, true).await {
         Ok(r) => {
-            stats.repairs.fetch_add(r.lines.len() as u64, Ordering::Relaxed);
+            stats
+                .repairs
+                .fetch_add(r.lines.len() as u64, Ordering::Relaxed);
         }
         Err(e) => {
             stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
@@ -312,13 +367,14 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
         }
     }
     let pins = ctx.pins.clone();
-    let swept = tokio::task::spawn_blocking(move || -> Result<_, crate::dataplane::DataplaneError> {
-        if !pins.is_loaded() {
-            return Ok(Default::default());
-        }
-        conntrack_gc::expire(&Maps::open(&pins)?, report::monotonic_ns())
-    })
-    .await;
+    let swept =
+        tokio::task::spawn_blocking(move || -> Result<_, crate::dataplane::DataplaneError> {
+            if !pins.is_loaded() {
+                return Ok(Default::default());
+            }
+            conntrack_gc::expire(&Maps::open(&pins)?, report::monotonic_ns())
+        })
+        .await;
     match swept {
         Ok(Ok(by_network)) => {
             stats.add_expired(&by_network);
@@ -335,7 +391,10 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static header"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static header"),
+    );
     r
 }
 
@@ -347,9 +406,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
     h.insert(CONTENT_TYPE, content_type.parse().expect("static header"));
     h.insert(
         "content-security-policy",
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'".parse().expect("static header"),
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+            .parse()
+            .expect("static header"),
     );
-    h.insert("x-content-type-options", "nosniff".parse().expect("static header"));
+    h.insert(
+        "x-content-type-options",
+        "nosniff".parse().expect("static header"),
+    );
     r
 }
 
@@ -374,16 +438,26 @@ async fn handle(
         "/metrics" => match renderer.get(ctx, stats).await.as_deref() {
             Some(Ok(body)) => {
                 let (body, content_type) = if openmetrics {
-                    (body.clone(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    (
+                        body.clone(),
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
                 } else {
-                    (metrics::to_prometheus_text(body), "text/plain; version=0.0.4; charset=utf-8")
+                    (
+                        metrics::to_prometheus_text(body),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
                 };
                 let mut r = text(StatusCode::OK, body);
-                r.headers_mut().insert(CONTENT_TYPE, content_type.parse().expect("static header"));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, content_type.parse().expect("static header"));
                 r
             }
             Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-            None => text(StatusCode::SERVICE_UNAVAILABLE, "too many scrapes waiting; retry later\n"),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many scrapes waiting; retry later\n",
+            ),
         },
         "/" => asset(status::PAGE_HTML, "text/html; charset=utf-8"),
         "/status.js" => asset(status::PAGE_JS, "text/javascript; charset=utf-8"),
@@ -394,15 +468,30 @@ async fn handle(
                 Ok(Ok(s)) => match serde_json::to_string(&s) {
                     Ok(body) => {
                         let mut r = text(StatusCode::OK, body);
-                        r.headers_mut().insert(CONTENT_TYPE, "application/json".parse().expect("static header"));
+                        r.headers_mut().insert(
+                            CONTENT_TYPE,
+                            "application/json".parse().expect("static header"),
+                        );
                         r
                     }
-                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the status: {e}\n")),
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("encoding the status: {e}\n"),
+                    ),
                 },
-                Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the status: {e}\n")),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("status task failed: {e}\n")),
+                Ok(Err(e)) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the status: {e}\n"),
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("status task failed: {e}\n"),
+                ),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; the status page is at /, metrics at /metrics, JSON at /api/status\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; the status page is at /, metrics at /metrics, JSON at /api/status\n",
+        ),
     })
 }

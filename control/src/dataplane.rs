@@ -19,8 +19,8 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray,
-        lpm_trie::Key as LpmKey,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        ProgramArray, lpm_trie::Key as LpmKey,
     },
     programs::{
         Link, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
@@ -29,9 +29,10 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use vxdp_common::{
-    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DEFAULT_CONNTRACK_ENTRIES,
-    DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey,
-    Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, names,
+    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
+    DEFAULT_CONNTRACK_ENTRIES, DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey,
+    MacPort, Nat6Config, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
+    counter_index, endpoint_flags, names,
 };
 
 /// bpffs's magic number (statfs f_type).
@@ -39,7 +40,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("{path}: not on a bpf filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --bpffs with a directory on one")]
+    #[error(
+        "{path}: not on a bpf filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --bpffs with a directory on one"
+    )]
     NotBpffs { path: PathBuf },
     #[error("mounting bpffs on {path}: {source}")]
     Mount { path: PathBuf, source: io::Error },
@@ -50,25 +53,46 @@ pub enum DataplaneError {
     #[error("program {name}: {source}")]
     Program { name: String, source: ProgramError },
     #[error("attaching {what} to {interface}: {source}")]
-    Attach { what: &'static str, interface: String, source: ProgramError },
+    Attach {
+        what: &'static str,
+        interface: String,
+        source: ProgramError,
+    },
     #[error("pinning {path}: {source}")]
-    Pin { path: PathBuf, source: aya::pin::PinError },
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
     #[error("link {path}: {source}")]
     Link { path: PathBuf, source: LinkError },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("map VXDP_PORTS: {0}")]
     Ports(aya::maps::xdp::XdpMapError),
     #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
     NotLoaded(PathBuf),
-    #[error("map {name} pinned under {pins} has another layout ({what}): it was pinned by an older vxdp; stop its networks and run `vxdp unload` then `vxdp load` to load the current dataplane")]
-    OlderLayout { name: &'static str, pins: PathBuf, what: String },
-    #[error("the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one")]
+    #[error(
+        "map {name} pinned under {pins} has another layout ({what}): it was pinned by an older vxdp; stop its networks and run `vxdp unload` then `vxdp load` to load the current dataplane"
+    )]
+    OlderLayout {
+        name: &'static str,
+        pins: PathBuf,
+        what: String,
+    },
+    #[error(
+        "the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one"
+    )]
     PredatesNat6(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
-    move |source| DataplaneError::Io { path: path.to_path_buf(), source }
+    move |source| DataplaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -101,7 +125,9 @@ impl Pins {
     pub fn nic_links(&self, ifindex: u32) -> [PathBuf; 2] {
         [
             self.root.join("links").join(format!("tc_nic_in_{ifindex}")),
-            self.root.join("links").join(format!("tc_nic_out_{ifindex}")),
+            self.root
+                .join("links")
+                .join(format!("tc_nic_out_{ifindex}")),
         ]
     }
     pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
@@ -147,7 +173,12 @@ fn on_bpffs(path: &Path) -> bool {
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ...": comm may hold anything, so from the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Makes the pins under `root` (absolute) reachable when this process was
@@ -166,7 +197,9 @@ pub fn join_mount_ns_with_bpffs(root: &Path) -> io::Result<Option<i32>> {
         return Ok(None);
     }
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let Some(ours) = ns(std::process::id() as i32) else { return Ok(None) };
+    let Some(ours) = ns(std::process::id() as i32) else {
+        return Ok(None);
+    };
     let relative = root.strip_prefix("/").unwrap_or(root);
     let mut pid = std::process::id() as i32;
     while let Some(parent) = parent_of(pid).filter(|p| *p > 0) {
@@ -199,11 +232,11 @@ pub fn join_mount_ns_with_bpffs(root: &Path) -> io::Result<Option<i32>> {
 /// /sys/fs/bpf when it is missing (as systemd would at boot).
 pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
     let std_mount = Path::new("/sys/fs/bpf");
-    if root.starts_with(std_mount)
-        && fs_type(std_mount).map_err(io_err(std_mount))? != BPF_FS_MAGIC
+    if root.starts_with(std_mount) && fs_type(std_mount).map_err(io_err(std_mount))? != BPF_FS_MAGIC
     {
         let (src, dst, ty) = (c"bpf", c"/sys/fs/bpf", c"bpf");
-        if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) } != 0 {
+        if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) } != 0
+        {
             return Err(DataplaneError::Mount {
                 path: std_mount.into(),
                 source: io::Error::last_os_error(),
@@ -233,7 +266,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { conntrack_entries: DEFAULT_CONNTRACK_ENTRIES, timeouts_s: DEFAULT_TIMEOUTS_S }
+        Self {
+            conntrack_entries: DEFAULT_CONNTRACK_ENTRIES,
+            timeouts_s: DEFAULT_TIMEOUTS_S,
+        }
     }
 }
 
@@ -268,12 +304,17 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_TP_DEVMAP_XMIT,
         names::PROG_TP_REDIRECT_ERR,
     ] {
-        let program = ebpf.program_mut(name).ok_or_else(|| DataplaneError::Program {
-            name: name.into(),
-            source: ProgramError::NotLoaded,
-        })?;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Program {
+                name: name.into(),
+                source: ProgramError::NotLoaded,
+            })?;
         let path = pins.prog(name);
-        let pin_err = |source| DataplaneError::Pin { path: path.clone(), source };
+        let pin_err = |source| DataplaneError::Pin {
+            path: path.clone(),
+            source,
+        };
         if name == names::PROG_UPLINK_INGRESS {
             let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
@@ -290,10 +331,14 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
     }
     fill_guest_jumps(&mut ebpf)?;
     attach_tracepoints(pins)?;
-    let mut timeouts: Array<_, u64> = Array::try_from(
-        ebpf.map_mut(names::MAP_TIMEOUTS)
-            .ok_or(DataplaneError::Map { name: names::MAP_TIMEOUTS, source: MapError::InvalidName { name: names::MAP_TIMEOUTS.into() } })?,
-    )
+    let mut timeouts: Array<_, u64> = Array::try_from(ebpf.map_mut(names::MAP_TIMEOUTS).ok_or(
+        DataplaneError::Map {
+            name: names::MAP_TIMEOUTS,
+            source: MapError::InvalidName {
+                name: names::MAP_TIMEOUTS.into(),
+            },
+        },
+    )?)
     .map_err(map_err(names::MAP_TIMEOUTS))?;
     for (class, secs) in opts.timeouts_s.iter().enumerate() {
         timeouts
@@ -310,20 +355,38 @@ pub fn fill_guest_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
         let fd = {
             let p: &SchedClassifier = ebpf
                 .program(name)
-                .ok_or_else(|| DataplaneError::Program { name: name.into(), source: ProgramError::NotLoaded })?
+                .ok_or_else(|| DataplaneError::Program {
+                    name: name.into(),
+                    source: ProgramError::NotLoaded,
+                })?
                 .try_into()
-                .map_err(|source| DataplaneError::Program { name: name.into(), source })?;
+                .map_err(|source| DataplaneError::Program {
+                    name: name.into(),
+                    source,
+                })?;
             p.fd()
-                .map_err(|source| DataplaneError::Program { name: name.into(), source })?
+                .map_err(|source| DataplaneError::Program {
+                    name: name.into(),
+                    source,
+                })?
                 .try_clone()
-                .map_err(|source| DataplaneError::Io { path: name.into(), source })?
+                .map_err(|source| DataplaneError::Io {
+                    path: name.into(),
+                    source,
+                })?
         };
-        let map = ebpf.map_mut(names::MAP_GUEST_JUMP).ok_or(DataplaneError::Map {
-            name: names::MAP_GUEST_JUMP,
-            source: MapError::InvalidName { name: names::MAP_GUEST_JUMP.into() },
-        })?;
+        let map = ebpf
+            .map_mut(names::MAP_GUEST_JUMP)
+            .ok_or(DataplaneError::Map {
+                name: names::MAP_GUEST_JUMP,
+                source: MapError::InvalidName {
+                    name: names::MAP_GUEST_JUMP.into(),
+                },
+            })?;
         let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_JUMP))?;
-        jumps.set(slot, &fd, 0).map_err(map_err(names::MAP_GUEST_JUMP))?;
+        jumps
+            .set(slot, &fd, 0)
+            .map_err(map_err(names::MAP_GUEST_JUMP))?;
     }
     Ok(())
 }
@@ -350,13 +413,12 @@ macro_rules! typed_map {
     ($fn:ident, $name:expr, $ty:ty) => {
         pub fn $fn(&self) -> Result<$ty, DataplaneError> {
             <$ty>::try_from(open_map(&self.pins, $name)?).map_err(|e| match e {
-                MapError::InvalidKeySize { size, expected } | MapError::InvalidValueSize { size, expected } => {
-                    DataplaneError::OlderLayout {
-                        name: $name,
-                        pins: self.pins.root.clone(),
-                        what: format!("{size}-byte keys or values where this vxdp uses {expected}"),
-                    }
-                }
+                MapError::InvalidKeySize { size, expected }
+                | MapError::InvalidValueSize { size, expected } => DataplaneError::OlderLayout {
+                    name: $name,
+                    pins: self.pins.root.clone(),
+                    what: format!("{size}-byte keys or values where this vxdp uses {expected}"),
+                },
                 e => map_err($name)(e),
             })
         }
@@ -371,7 +433,11 @@ fn entries_of<K: aya::Pod, V: aya::Pod>(
     network_of: impl Fn(&V) -> u32,
 ) -> Vec<(K, V)> {
     // Entries can vanish (LRU) between key and value reads.
-    table.iter().filter_map(Result::ok).filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id)).collect()
+    table
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id))
+        .collect()
 }
 
 /// Handles on the pinned maps.
@@ -418,7 +484,9 @@ impl Maps {
             }
             return Err(DataplaneError::PredatesNat6(self.pins.root.clone()));
         }
-        self.nat6()?.set(id, cfg, 0).map_err(map_err(names::MAP_NAT6))
+        self.nat6()?
+            .set(id, cfg, 0)
+            .map_err(map_err(names::MAP_NAT6))
     }
 
     /// All NAT66 conntrack entries (both directions), optionally of one network.
@@ -429,21 +497,33 @@ impl Maps {
         if !self.has_nat6() {
             return Ok(Vec::new());
         }
-        Ok(entries_of(&self.conntrack6()?, network_id, |v| v.network_id as u32))
+        Ok(entries_of(&self.conntrack6()?, network_id, |v| {
+            v.network_id as u32
+        }))
     }
 
     pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
-        self.networks()?.set(id, cfg, 0).map_err(map_err(names::MAP_NETWORKS))
+        self.networks()?
+            .set(id, cfg, 0)
+            .map_err(map_err(names::MAP_NETWORKS))
     }
 
-    pub fn set_subnet(&self, addr: u32, prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
+    pub fn set_subnet(
+        &self,
+        addr: u32,
+        prefix: u32,
+        owner: &SubnetOwner,
+    ) -> Result<(), DataplaneError> {
         self.subnets()?
             .insert(&LpmKey::new(prefix, SubnetKey { addr }), owner, 0)
             .map_err(map_err(names::MAP_SUBNETS))
     }
 
     pub fn remove_subnet(&self, addr: u32, prefix: u32) -> Result<(), DataplaneError> {
-        match self.subnets()?.remove(&LpmKey::new(prefix, SubnetKey { addr })) {
+        match self
+            .subnets()?
+            .remove(&LpmKey::new(prefix, SubnetKey { addr }))
+        {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
         }
@@ -451,8 +531,15 @@ impl Maps {
 
     /// The owner `VXDP_SUBNETS` gives `addr/prefix` (longest match, as the
     /// programs look it up), if any.
-    pub fn subnet_owner(&self, addr: u32, prefix: u32) -> Result<Option<SubnetOwner>, DataplaneError> {
-        match self.subnets()?.get(&LpmKey::new(prefix, SubnetKey { addr }), 0) {
+    pub fn subnet_owner(
+        &self,
+        addr: u32,
+        prefix: u32,
+    ) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self
+            .subnets()?
+            .get(&LpmKey::new(prefix, SubnetKey { addr }), 0)
+        {
             Ok(o) => Ok(Some(o)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
@@ -460,22 +547,37 @@ impl Maps {
     }
 
     /// [`Self::subnet_owner`] in `VXDP_SUBNETS6`.
-    pub fn subnet6_owner(&self, addr: [u8; 16], prefix: u32) -> Result<Option<SubnetOwner>, DataplaneError> {
-        match self.subnets6()?.get(&LpmKey::new(prefix, Subnet6Key { addr }), 0) {
+    pub fn subnet6_owner(
+        &self,
+        addr: [u8; 16],
+        prefix: u32,
+    ) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self
+            .subnets6()?
+            .get(&LpmKey::new(prefix, Subnet6Key { addr }), 0)
+        {
             Ok(o) => Ok(Some(o)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
         }
     }
 
-    pub fn set_subnet6(&self, addr: [u8; 16], prefix: u32, owner: &SubnetOwner) -> Result<(), DataplaneError> {
+    pub fn set_subnet6(
+        &self,
+        addr: [u8; 16],
+        prefix: u32,
+        owner: &SubnetOwner,
+    ) -> Result<(), DataplaneError> {
         self.subnets6()?
             .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)
             .map_err(map_err(names::MAP_SUBNETS6))
     }
 
     pub fn remove_subnet6(&self, addr: [u8; 16], prefix: u32) -> Result<(), DataplaneError> {
-        match self.subnets6()?.remove(&LpmKey::new(prefix, Subnet6Key { addr })) {
+        match self
+            .subnets6()?
+            .remove(&LpmKey::new(prefix, Subnet6Key { addr }))
+        {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
         }
@@ -486,13 +588,21 @@ impl Maps {
     /// loses its entry.
     pub fn set_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)?
-            && (old.mac != ep.mac || old.network_id != ep.network_id || ep.flags & endpoint_flags::MAC_KNOWN == 0)
+            && (old.mac != ep.mac
+                || old.network_id != ep.network_id
+                || ep.flags & endpoint_flags::MAC_KNOWN == 0)
         {
             self.remove_mac(ifindex, &old)?;
         }
-        self.endpoints()?.insert(&ifindex, ep, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
+        self.endpoints()?
+            .insert(&ifindex, ep, 0)
+            .map_err(map_err(names::MAP_ENDPOINTS))?;
         if ep.flags & endpoint_flags::MAC_KNOWN != 0 && self.has_macs() {
-            let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
+            let key = MacKey {
+                network_id: ep.network_id,
+                mac: ep.mac,
+                _pad0: [0; 2],
+            };
             self.macs()?
                 .insert(&key, &MacPort { ifindex, _pad0: 0 }, 0)
                 .map_err(map_err(names::MAP_MACS))?;
@@ -515,7 +625,11 @@ impl Maps {
         if !self.has_macs() {
             return Ok(());
         }
-        let key = MacKey { network_id: ep.network_id, mac: ep.mac, _pad0: [0; 2] };
+        let key = MacKey {
+            network_id: ep.network_id,
+            mac: ep.mac,
+            _pad0: [0; 2],
+        };
         let mut macs = self.macs()?;
         match macs.get(&key, 0) {
             Ok(p) if p.ifindex == ifindex => match macs.remove(&key) {
@@ -537,7 +651,14 @@ impl Maps {
 
     /// The port `VXDP_MACS` names for `mac` in network `network_id`.
     pub fn mac_port(&self, network_id: u32, mac: [u8; 6]) -> Result<Option<u32>, DataplaneError> {
-        match self.macs()?.get(&MacKey { network_id, mac, _pad0: [0; 2] }, 0) {
+        match self.macs()?.get(
+            &MacKey {
+                network_id,
+                mac,
+                _pad0: [0; 2],
+            },
+            0,
+        ) {
             Ok(p) => Ok(Some(p.ifindex)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(names::MAP_MACS)(e)),
@@ -583,7 +704,9 @@ impl Maps {
     }
 
     pub fn set_direct_nic(&self, nic: u32, v: &DirectNic) -> Result<(), DataplaneError> {
-        self.direct_nics()?.insert(&nic, v, 0).map_err(map_err(names::MAP_DIRECT_NICS))
+        self.direct_nics()?
+            .insert(&nic, v, 0)
+            .map_err(map_err(names::MAP_DIRECT_NICS))
     }
 
     pub fn remove_direct_nic(&self, nic: u32) -> Result<(), DataplaneError> {
@@ -604,7 +727,14 @@ impl Maps {
 
     pub fn set_direct_port(&self, port: u32, nic: u32) -> Result<(), DataplaneError> {
         self.direct_ports()?
-            .insert(&port, &DirectPort { nic_ifindex: nic, _pad0: 0 }, 0)
+            .insert(
+                &port,
+                &DirectPort {
+                    nic_ifindex: nic,
+                    _pad0: 0,
+                },
+                0,
+            )
             .map_err(map_err(names::MAP_DIRECT_PORTS))
     }
 
@@ -620,19 +750,28 @@ impl Maps {
         &self,
         network_id: Option<u32>,
     ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
-        Ok(entries_of(&self.conntrack()?, network_id, |v| v.network_id as u32))
+        Ok(entries_of(&self.conntrack()?, network_id, |v| {
+            v.network_id as u32
+        }))
     }
 
     /// Removes the conntrack entries (both directions, IPv4 and NAT66) of
     /// the flows guest port `ifindex` created; returns how many.
     pub fn flush_port_flows(&self, ifindex: u32) -> Result<usize, DataplaneError> {
         let mut ct = self.conntrack()?;
-        let keys: Vec<_> = entries_of(&ct, None, |_| 0).into_iter().filter(|(_, v)| v.ifindex == ifindex).map(|(k, _)| k).collect();
+        let keys: Vec<_> = entries_of(&ct, None, |_| 0)
+            .into_iter()
+            .filter(|(_, v)| v.ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
         let mut n = keys.iter().filter(|k| ct.remove(k).is_ok()).count();
         if self.has_nat6() {
             let mut ct6 = self.conntrack6()?;
-            let keys: Vec<_> =
-                entries_of(&ct6, None, |_| 0).into_iter().filter(|(_, v)| v.ifindex == ifindex).map(|(k, _)| k).collect();
+            let keys: Vec<_> = entries_of(&ct6, None, |_| 0)
+                .into_iter()
+                .filter(|(_, v)| v.ifindex == ifindex)
+                .map(|(k, _)| k)
+                .collect();
             n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
         }
         Ok(n)
@@ -681,11 +820,19 @@ impl Maps {
     /// Zeroes a network's counters (when its id is reused).
     pub fn reset_counters(&self, network_id: u32) -> Result<(), DataplaneError> {
         let mut arr = self.counter_array()?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io { path: "/sys/devices/system/cpu/possible".into(), source: e })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
         for slot in 0..COUNTER_SLOTS {
-            let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus.get() as usize])
-                .map_err(|source| DataplaneError::Io { path: "VXDP_COUNTERS".into(), source })?;
-            arr.set(counter_index(network_id, slot), zero, 0).map_err(map_err(names::MAP_COUNTERS))?;
+            let zero =
+                aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus.get() as usize])
+                    .map_err(|source| DataplaneError::Io {
+                        path: "VXDP_COUNTERS".into(),
+                        source,
+                    })?;
+            arr.set(counter_index(network_id, slot), zero, 0)
+                .map_err(map_err(names::MAP_COUNTERS))?;
         }
         Ok(())
     }
@@ -698,7 +845,15 @@ pub fn attach_guest_port(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), 
     if link_path.exists() {
         return Ok(());
     }
-    attach_tc_link(pins, names::PROG_GUEST_INGRESS, ifindex, ifname, TcAttachType::Ingress, link_path, "the guest-port TC program")
+    attach_tc_link(
+        pins,
+        names::PROG_GUEST_INGRESS,
+        ifindex,
+        ifname,
+        TcAttachType::Ingress,
+        link_path,
+        "the guest-port TC program",
+    )
 }
 
 /// Attaches the pinned TC program `prog_name` at `attach` of `ifindex` (a
@@ -713,9 +868,17 @@ fn attach_tc_link(
     link_path: PathBuf,
     what: &'static str,
 ) -> Result<(), DataplaneError> {
-    let mut prog = SchedClassifier::from_pin(pins.prog(prog_name))
-        .map_err(|source| DataplaneError::Program { name: prog_name.into(), source })?;
-    let attach_err = |source| DataplaneError::Attach { what, interface: ifname.to_string(), source };
+    let mut prog = SchedClassifier::from_pin(pins.prog(prog_name)).map_err(|source| {
+        DataplaneError::Program {
+            name: prog_name.into(),
+            source,
+        }
+    })?;
+    let attach_err = |source| DataplaneError::Attach {
+        what,
+        interface: ifname.to_string(),
+        source,
+    };
     let id = prog.attach(ifindex, attach).map_err(attach_err)?;
     let link = prog.take_link(id).map_err(attach_err)?;
     pin_link(link, link_path)
@@ -723,11 +886,18 @@ fn attach_tc_link(
 
 /// Pins an attached program's link at `link_path` (so it outlives this
 /// process and the daemon can adopt it).
-fn pin_link(link: impl TryInto<FdLink, Error = LinkError>, link_path: PathBuf) -> Result<(), DataplaneError> {
-    let fd: FdLink = link
-        .try_into()
-        .map_err(|source| DataplaneError::Link { path: link_path.clone(), source })?;
-    fd.pin(&link_path).map_err(|source| DataplaneError::Pin { path: link_path, source })?;
+fn pin_link(
+    link: impl TryInto<FdLink, Error = LinkError>,
+    link_path: PathBuf,
+) -> Result<(), DataplaneError> {
+    let fd: FdLink = link.try_into().map_err(|source| DataplaneError::Link {
+        path: link_path.clone(),
+        source,
+    })?;
+    fd.pin(&link_path).map_err(|source| DataplaneError::Pin {
+        path: link_path,
+        source,
+    })?;
     Ok(())
 }
 
@@ -742,7 +912,15 @@ pub fn attach_nic(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Datapla
         if link_path.exists() {
             continue;
         }
-        attach_tc_link(pins, prog_name, ifindex, ifname, attach, link_path, "a direct network's NIC TC program")?;
+        attach_tc_link(
+            pins,
+            prog_name,
+            ifindex,
+            ifname,
+            attach,
+            link_path,
+            "a direct network's NIC TC program",
+        )?;
     }
     Ok(())
 }
@@ -756,7 +934,10 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
     if !link_path.exists() {
         let prog_path = pins.prog(names::PROG_UPLINK_INGRESS);
         let mut prog = Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(|source| {
-            DataplaneError::Program { name: names::PROG_UPLINK_INGRESS.into(), source }
+            DataplaneError::Program {
+                name: names::PROG_UPLINK_INGRESS.into(),
+                source,
+            }
         })?;
         let attach_err = |source| DataplaneError::Attach {
             what: "the uplink XDP program",
@@ -777,7 +958,15 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
         // upgrade): XDP alone, as it was.
         return Ok(());
     }
-    attach_tc_link(pins, names::PROG_UPLINK_TC, ifindex, ifname, TcAttachType::Ingress, tc_path, "the uplink TC program")
+    attach_tc_link(
+        pins,
+        names::PROG_UPLINK_TC,
+        ifindex,
+        ifname,
+        TcAttachType::Ingress,
+        tc_path,
+        "the uplink TC program",
+    )
 }
 
 /// Detaches both uplink programs from `ifindex`.
@@ -811,9 +1000,17 @@ fn attach_tracepoints(pins: &Pins) -> Result<(), DataplaneError> {
         private_tracefs()?;
         let pins = Pins::new(root);
         for (name, event, link_path) in progs {
-            let mut prog = TracePoint::from_pin(pins.prog(name))
-                .map_err(|source| DataplaneError::Program { name: name.into(), source })?;
-            let attach_err = |source| DataplaneError::Attach { what: "a tracepoint program", interface: format!("xdp:{event}"), source };
+            let mut prog = TracePoint::from_pin(pins.prog(name)).map_err(|source| {
+                DataplaneError::Program {
+                    name: name.into(),
+                    source,
+                }
+            })?;
+            let attach_err = |source| DataplaneError::Attach {
+                what: "a tracepoint program",
+                interface: format!("xdp:{event}"),
+                source,
+            };
             let id = prog.attach("xdp", event).map_err(attach_err)?;
             let link = prog.take_link(id).map_err(attach_err)?;
             pin_link(link, link_path)?;
@@ -835,7 +1032,10 @@ fn private_tracefs() -> Result<(), DataplaneError> {
     }
     let err = |what: &str| DataplaneError::Mount {
         path: tracing.into(),
-        source: io::Error::new(io::Error::last_os_error().kind(), format!("{what}: {}", io::Error::last_os_error())),
+        source: io::Error::new(
+            io::Error::last_os_error().kind(),
+            format!("{what}: {}", io::Error::last_os_error()),
+        ),
     };
     // SAFETY: plain syscalls; CLONE_NEWNS only affects this thread (it
     // gets its own filesystem context), which ends after the attach.
@@ -843,10 +1043,24 @@ fn private_tracefs() -> Result<(), DataplaneError> {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return Err(err("unshare(CLONE_NEWNS)"));
         }
-        if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(err("making / private"));
         }
-        if libc::mount(c"tracefs".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) != 0 {
+        if libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(err("mounting tracefs"));
         }
     }
@@ -858,8 +1072,10 @@ pub fn detach(link_path: &Path) -> Result<(), DataplaneError> {
     if !link_path.exists() {
         return Ok(());
     }
-    let pinned = PinnedLink::from_pin(link_path)
-        .map_err(|source| DataplaneError::Link { path: link_path.into(), source })?;
+    let pinned = PinnedLink::from_pin(link_path).map_err(|source| DataplaneError::Link {
+        path: link_path.into(),
+        source,
+    })?;
     let fd = pinned.unpin().map_err(io_err(link_path))?;
     let _ = fd.detach();
     Ok(())

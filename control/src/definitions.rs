@@ -39,7 +39,10 @@ pub struct NetworkStatus {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn defs_dir(state: &StateDir) -> PathBuf {
@@ -62,7 +65,10 @@ pub fn load(state: &StateDir, name: &str) -> Result<Option<NetworkDef>, NetworkE
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path)(e).into()),
     };
-    Ok(Some(xml::parse_network(&text, &path.display().to_string())?))
+    Ok(Some(xml::parse_network(
+        &text,
+        &path.display().to_string(),
+    )?))
 }
 
 /// Every stored definition, sorted by name.
@@ -73,7 +79,10 @@ pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
 /// Name and mode of every defined network that is not in `running`,
 /// without the state directory's lock (definitions are replaced
 /// atomically): for the daemon's metrics, which must not wait for it.
-pub fn defined_not_running(state_dir: &Path, running: &[crate::state::NetworkRecord]) -> Result<Vec<(String, String)>, NetworkError> {
+pub fn defined_not_running(
+    state_dir: &Path,
+    running: &[crate::state::NetworkRecord],
+) -> Result<Vec<(String, String)>, NetworkError> {
     Ok(load_all_in(state_dir)?
         .into_iter()
         .filter(|def| !running.iter().any(|r| r.name == def.name))
@@ -119,7 +128,9 @@ fn remove_file(path: &Path) -> Result<(), StateError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// True when the network has its own Linux bridge that vxdp creates
@@ -127,7 +138,10 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 fn has_managed_bridge(def: &NetworkDef) -> bool {
     match &def.forward {
         None => true,
-        Some(f) => matches!(f.mode, ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open),
+        Some(f) => matches!(
+            f.mode,
+            ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open
+        ),
     }
 }
 
@@ -142,7 +156,11 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NetworkError> {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(StateError::Io { path: "getrandom(2)".into(), source: e }.into());
+            return Err(StateError::Io {
+                path: "getrandom(2)".into(),
+                source: e,
+            }
+            .into());
         }
         filled += n as usize;
     }
@@ -155,7 +173,14 @@ fn new_uuid() -> Result<String, NetworkError> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 /// The subnets of a definition as (network address, prefix).
@@ -175,7 +200,10 @@ fn overlap(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
 /// definition and every running network, except those named `name`
 /// (which the new definition replaces or belongs to).
 fn others(state: &StateDir, name: &str) -> Result<Vec<NetworkDef>, NetworkError> {
-    let mut out: Vec<NetworkDef> = load_all(state)?.into_iter().filter(|d| d.name != name).collect();
+    let mut out: Vec<NetworkDef> = load_all(state)?
+        .into_iter()
+        .filter(|d| d.name != name)
+        .collect();
     for rec in state.networks()? {
         if rec.name == name || out.iter().any(|d| d.name == rec.name) {
             continue;
@@ -186,11 +214,18 @@ fn others(state: &StateDir, name: &str) -> Result<Vec<NetworkDef>, NetworkError>
 }
 
 fn running_def(rec: &NetworkRecord) -> Result<NetworkDef, NetworkError> {
-    Ok(xml::parse_network(&rec.xml, &format!("running network '{}'", rec.name))?)
+    Ok(xml::parse_network(
+        &rec.xml,
+        &format!("running network '{}'", rec.name),
+    )?)
 }
 
 fn conflict(file: &str, element: &str, reason: String) -> NetworkError {
-    NetworkError::Invalid { file: file.into(), element: element.into(), reason }
+    NetworkError::Invalid {
+        file: file.into(),
+        element: element.into(),
+        reason,
+    }
 }
 
 /// Checks `def` against the other networks and fills libvirt's generated
@@ -210,25 +245,30 @@ async fn complete(
         def.uuid = Some(new_uuid()?);
     }
     if let (Some(old), Some(uuid)) = (existing, &def.uuid)
-        && old.uuid.as_ref() != Some(uuid) {
-            return Err(conflict(
-                file,
-                "/network/name",
-                format!(
-                    "network '{}' already exists with uuid {} (value '{}'); give that <uuid> to redefine it, or another name",
-                    def.name,
-                    old.uuid.as_deref().unwrap_or("?"),
-                    uuid
-                ),
-            ));
-        }
+        && old.uuid.as_ref() != Some(uuid)
+    {
+        return Err(conflict(
+            file,
+            "/network/name",
+            format!(
+                "network '{}' already exists with uuid {} (value '{}'); give that <uuid> to redefine it, or another name",
+                def.name,
+                old.uuid.as_deref().unwrap_or("?"),
+                uuid
+            ),
+        ));
+    }
     let others = others(state, &def.name)?;
     for o in &others {
         if o.uuid.is_some() && o.uuid == def.uuid {
             return Err(conflict(
                 file,
                 "/network/uuid",
-                format!("uuid {} is already used by network '{}'", def.uuid.as_deref().unwrap_or(""), o.name),
+                format!(
+                    "uuid {} is already used by network '{}'",
+                    def.uuid.as_deref().unwrap_or(""),
+                    o.name
+                ),
             ));
         }
         for (i, s) in subnets(&def).into_iter().enumerate() {
@@ -236,7 +276,10 @@ async fn complete(
                 return Err(conflict(
                     file,
                     &format!("/network/ip[{}]@address", i + 1),
-                    format!("subnet {}/{} overlaps network '{}' ({}/{})", s.0, s.1, o.name, t.0, t.1),
+                    format!(
+                        "subnet {}/{} overlaps network '{}' ({}/{})",
+                        s.0, s.1, o.name, t.0, t.1
+                    ),
                 ));
             }
         }
@@ -245,13 +288,14 @@ async fn complete(
         // the network's own.
         let shared_host_bridge = !has_managed_bridge(&def) && !has_managed_bridge(o);
         if let (Some(a), Some(b), false) = (&def.bridge.name, &o.bridge.name, shared_host_bridge)
-            && a == b {
-                return Err(conflict(
-                    file,
-                    "/network/bridge@name",
-                    format!("bridge name '{a}' is already used by network '{}'", o.name),
-                ));
-            }
+            && a == b
+        {
+            return Err(conflict(
+                file,
+                "/network/bridge@name",
+                format!("bridge name '{a}' is already used by network '{}'", o.name),
+            ));
+        }
     }
     if has_managed_bridge(&def) {
         if def.bridge.name.is_none() {
@@ -277,14 +321,21 @@ async fn complete(
 async fn free_bridge_name(nl: &Netlink, others: &[NetworkDef]) -> Result<String, NetworkError> {
     for n in 0..4096 {
         let candidate = format!("virbr{n}");
-        if others.iter().any(|o| o.bridge.name.as_deref() == Some(&candidate)) {
+        if others
+            .iter()
+            .any(|o| o.bridge.name.as_deref() == Some(&candidate))
+        {
             continue;
         }
         if nl.link_by_name(&candidate).await?.is_none() {
             return Ok(candidate);
         }
     }
-    Err(conflict("", "/network/bridge@name", "no free virbrN bridge name (virbr0..virbr4095 all taken)".into()))
+    Err(conflict(
+        "",
+        "/network/bridge@name",
+        "no free virbrN bridge name (virbr0..virbr4095 all taken)".into(),
+    ))
 }
 
 /// `vxdp net-define`: validates `xml_text`, checks it against the other
@@ -298,7 +349,10 @@ pub async fn define(ctx: &Context, xml_text: &str, file: &str) -> Result<Network
     let nl = Netlink::connect()?;
     let existing = match load(&state, &def.name)? {
         Some(d) => Some(d),
-        None => state.network(&def.name)?.map(|r| running_def(&r)).transpose()?,
+        None => state
+            .network(&def.name)?
+            .map(|r| running_def(&r))
+            .transpose()?,
     };
     let def = complete(&state, &nl, def, existing.as_ref(), file).await?;
     let dir = defs_dir(&state);
@@ -357,12 +411,20 @@ pub async fn start_defined(ctx: &Context, name: &str) -> Result<NetworkRecord, N
 }
 
 fn def_path_display(ctx: &Context, name: &str) -> String {
-    ctx.state_dir.join("networks").join(format!("{name}.xml")).display().to_string()
+    ctx.state_dir
+        .join("networks")
+        .join(format!("{name}.xml"))
+        .display()
+        .to_string()
 }
 
 /// Conflicts that only matter for starting: a running network with the same
 /// bridge or an overlapping subnet (definitions may overlap while only one runs).
-fn check_running_conflicts(ctx: &Context, def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
+fn check_running_conflicts(
+    ctx: &Context,
+    def: &NetworkDef,
+    file: &str,
+) -> Result<(), NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     for rec in state.networks()? {
         if rec.name == def.name {
@@ -370,14 +432,24 @@ fn check_running_conflicts(ctx: &Context, def: &NetworkDef, file: &str) -> Resul
         }
         let other = running_def(&rec)?;
         if def.bridge.name.is_some() && def.bridge.name.as_deref() == Some(rec.bridge.as_str()) {
-            return Err(conflict(file, "/network/bridge@name", format!("bridge '{}' is used by running network '{}'", rec.bridge, rec.name)));
+            return Err(conflict(
+                file,
+                "/network/bridge@name",
+                format!(
+                    "bridge '{}' is used by running network '{}'",
+                    rec.bridge, rec.name
+                ),
+            ));
         }
         for (i, s) in subnets(def).into_iter().enumerate() {
             if let Some(t) = subnets(&other).into_iter().find(|t| overlap(s, *t)) {
                 return Err(conflict(
                     file,
                     &format!("/network/ip[{}]@address", i + 1),
-                    format!("subnet {}/{} overlaps running network '{}' ({}/{})", s.0, s.1, rec.name, t.0, t.1),
+                    format!(
+                        "subnet {}/{} overlaps running network '{}' ({}/{})",
+                        s.0, s.1, rec.name, t.0, t.1
+                    ),
                 ));
             }
         }
@@ -389,7 +461,11 @@ fn check_running_conflicts(ctx: &Context, def: &NetworkDef, file: &str) -> Resul
 /// defined and running network like `net-define`, with the same generated
 /// defaults; a stored definition of the same name must carry the same UUID
 /// (then this starts it with the given definition, which is not stored).
-pub async fn create(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, NetworkError> {
+pub async fn create(
+    ctx: &Context,
+    xml_text: &str,
+    file: &str,
+) -> Result<NetworkRecord, NetworkError> {
     let def = xml::parse_network(xml_text, file)?;
     network::check_supported(&def, file)?;
     let def = {
@@ -419,7 +495,9 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
             active: rec.is_some(),
             persistent: true,
             autostart: is_autostart(&state, &def.name),
-            bridge: rec.map(bridge_or_devices).or_else(|| def.bridge.name.clone()),
+            bridge: rec
+                .map(bridge_or_devices)
+                .or_else(|| def.bridge.name.clone()),
             mode: mode_name(&def),
             uuid: def.uuid.clone(),
             name: def.name,
@@ -450,7 +528,11 @@ fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
     if rec.direct_nics.is_empty() {
         rec.bridge.clone()
     } else {
-        rec.direct_nics.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")
+        rec.direct_nics
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -468,10 +550,9 @@ fn mode_name(def: &NetworkDef) -> String {
 /// `inactive`), otherwise the stored one.
 pub fn dumpxml(ctx: &Context, name: &str, inactive: bool) -> Result<String, NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
-    if !inactive
-        && let Some(rec) = state.network(name)? {
-            return Ok(rec.xml);
-        }
+    if !inactive && let Some(rec) = state.network(name)? {
+        return Ok(rec.xml);
+    }
     match load(&state, name)? {
         Some(def) => Ok(xml::to_xml(&def)),
         None if state.network(name)?.is_some() => Err(NetworkError::Transient(name.into())),
@@ -482,7 +563,9 @@ pub fn dumpxml(ctx: &Context, name: &str, inactive: bool) -> Result<String, Netw
 /// Starts every autostart network that is not running (`vxdp autostart`; the
 /// daemon calls this at boot). Returns the networks started and, per
 /// network, the error that stopped it; one failure does not stop the others.
-pub async fn autostart(ctx: &Context) -> Result<(Vec<String>, Vec<(String, NetworkError)>), NetworkError> {
+pub async fn autostart(
+    ctx: &Context,
+) -> Result<(Vec<String>, Vec<(String, NetworkError)>), NetworkError> {
     let names: Vec<String> = {
         let state = StateDir::open(&ctx.state_dir)?;
         let running = state.networks()?;
@@ -514,7 +597,13 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
-        assert!(xml::parse_network(&format!("<network><name>n</name><uuid>{a}</uuid></network>"), "t").is_ok());
+        assert!(
+            xml::parse_network(
+                &format!("<network><name>n</name><uuid>{a}</uuid></network>"),
+                "t"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -533,8 +622,17 @@ mod tests {
         let mut d = xml::parse_network("<network><name>n</name></network>", "t").unwrap();
         assert!(has_managed_bridge(&d));
         for mode in ForwardMode::ALL {
-            d.forward = Some(xml::ForwardDef { mode, ..Default::default() });
-            assert_eq!(has_managed_bridge(&d), matches!(mode, ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open));
+            d.forward = Some(xml::ForwardDef {
+                mode,
+                ..Default::default()
+            });
+            assert_eq!(
+                has_managed_bridge(&d),
+                matches!(
+                    mode,
+                    ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open
+                )
+            );
         }
     }
 }

@@ -50,7 +50,11 @@ pub fn mode_name(m: u32) -> Option<&'static str> {
 }
 
 fn invalid(file: &str, element: &str, reason: impl Into<String>) -> NetworkError {
-    NetworkError::Invalid { file: file.into(), element: element.into(), reason: reason.into() }
+    NetworkError::Invalid {
+        file: file.into(),
+        element: element.into(),
+        reason: reason.into(),
+    }
 }
 
 /// The pool of devices: `<forward dev>` and the `<interface dev>`
@@ -58,7 +62,9 @@ fn invalid(file: &str, element: &str, reason: impl Into<String>) -> NetworkError
 /// it (for errors).
 pub fn devices(def: &NetworkDef, file: &str) -> Result<Vec<(String, String)>, NetworkError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let Some(fwd) = &def.forward else { return Ok(out) };
+    let Some(fwd) = &def.forward else {
+        return Ok(out);
+    };
     if let Some(dev) = &fwd.dev {
         out.push((dev.clone(), "/network/forward@dev".into()));
     }
@@ -68,10 +74,13 @@ pub fn devices(def: &NetworkDef, file: &str) -> Result<Vec<(String, String)>, Ne
         let element = format!("/network/forward/interface[{n}]@dev");
         let doc = roxmltree::Document::parse(&raw.xml)
             .map_err(|e| invalid(file, &element, format!("cannot read the element back: {e}")))?;
-        let dev = doc
-            .root_element()
-            .attribute("dev")
-            .ok_or_else(|| invalid(file, &element, "an <interface> of a direct network needs dev"))?;
+        let dev = doc.root_element().attribute("dev").ok_or_else(|| {
+            invalid(
+                file,
+                &element,
+                "an <interface> of a direct network needs dev",
+            )
+        })?;
         if !out.iter().any(|(d, _)| d == dev) {
             out.push((dev.to_string(), element));
         }
@@ -83,7 +92,11 @@ pub fn devices(def: &NetworkDef, file: &str) -> Result<Vec<(String, String)>, Ne
 /// one device).
 pub fn check(def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
     if !def.ips.is_empty() {
-        return Err(invalid(file, "/network/ip", "a direct network has no <ip>: guests take addresses on the device's LAN"));
+        return Err(invalid(
+            file,
+            "/network/ip",
+            "a direct network has no <ip>: guests take addresses on the device's LAN",
+        ));
     }
     if devices(def, file)?.is_empty() {
         return Err(invalid(
@@ -103,7 +116,11 @@ pub fn is_direct(rec: &NetworkRecord) -> bool {
 /// Starts a direct network (`net-start`/`net-create`): checks its devices,
 /// writes the network and device entries, attaches the device programs.
 /// Undone completely on failure.
-pub async fn start(ctx: &Context, plan: &NetworkPlan, file: &str) -> Result<NetworkRecord, NetworkError> {
+pub async fn start(
+    ctx: &Context,
+    plan: &NetworkPlan,
+    file: &str,
+) -> Result<NetworkRecord, NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let running = state.networks()?;
@@ -117,17 +134,38 @@ pub async fn start(ctx: &Context, plan: &NetworkPlan, file: &str) -> Result<Netw
             .link_by_name(&dev)
             .await?
             .ok_or_else(|| invalid(file, &element, format!("interface {dev} does not exist")))?;
-        if let Some(other) = running.iter().find(|r| r.direct_nics.iter().any(|(_, i)| *i == link.index)) {
+        if let Some(other) = running
+            .iter()
+            .find(|r| r.direct_nics.iter().any(|(_, i)| *i == link.index))
+        {
             return Err(invalid(
                 file,
                 &element,
-                format!("interface {dev} is already the device of direct network '{}' (one direct network per device)", other.name),
+                format!(
+                    "interface {dev} is already the device of direct network '{}' (one direct network per device)",
+                    other.name
+                ),
             ));
         }
-        if let Some(other) = running.iter().find(|r| r.bridge_ifindex == link.index || r.ports.iter().any(|p| p.ifindex == link.index)) {
-            return Err(invalid(file, &element, format!("interface {dev} is a bridge or guest port of network '{}'", other.name)));
+        if let Some(other) = running.iter().find(|r| {
+            r.bridge_ifindex == link.index || r.ports.iter().any(|p| p.ifindex == link.index)
+        }) {
+            return Err(invalid(
+                file,
+                &element,
+                format!(
+                    "interface {dev} is a bridge or guest port of network '{}'",
+                    other.name
+                ),
+            ));
         }
-        let mac = link.mac.ok_or_else(|| invalid(file, &element, format!("interface {dev} has no Ethernet address")))?;
+        let mac = link.mac.ok_or_else(|| {
+            invalid(
+                file,
+                &element,
+                format!("interface {dev} has no Ethernet address"),
+            )
+        })?;
         nics.push((link.name, link.index, mac));
     }
     let id = (1..vxdp_common::MAX_NETWORKS)
@@ -160,31 +198,57 @@ async fn apply_start(
     maps.reset_counters(id)?;
     {
         let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = m.set_network(id, &Default::default()); }
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = m.set_network(id, &Default::default());
+                }
+            })
+        });
     }
     maps.set_network(id, &cfg)?;
     for (dev, index, mac) in nics.iter().cloned() {
-        eprintln!("[vxdp] {name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress");
+        eprintln!(
+            "[vxdp] {name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
+        );
         {
             let pins = ctx.pins.clone();
-            undo.push(move |_| Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) { let _ = m.remove_direct_nic(index); }
-            }));
+            undo.push(move |_| {
+                Box::pin(async move {
+                    if let Ok(m) = Maps::open(&pins) {
+                        let _ = m.remove_direct_nic(index);
+                    }
+                })
+            });
         }
-        maps.set_direct_nic(index, &DirectNic { network_id: id, mode: plan.mode, mac, ..DirectNic::default() })?;
+        maps.set_direct_nic(
+            index,
+            &DirectNic {
+                network_id: id,
+                mode: plan.mode,
+                mac,
+                ..DirectNic::default()
+            },
+        )?;
         let xdp = ctx.pins.xdp_link(index);
         if !xdp.exists() {
             let pins = ctx.pins.clone();
-            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach_uplink(&pins, index); }));
+            undo.push(move |_| {
+                Box::pin(async move {
+                    let _ = dataplane::detach_uplink(&pins, index);
+                })
+            });
         }
         dataplane::attach_uplink(&ctx.pins, index, &dev)?;
         {
             let links = ctx.pins.nic_links(index);
-            undo.push(move |_| Box::pin(async move {
-                for l in &links { let _ = dataplane::detach(l); }
-            }));
+            undo.push(move |_| {
+                Box::pin(async move {
+                    for l in &links {
+                        let _ = dataplane::detach(l);
+                    }
+                })
+            });
         }
         dataplane::attach_nic(&ctx.pins, index, &dev)?;
     }
@@ -210,14 +274,21 @@ async fn apply_start(
     };
     state.save_network(&rec)?;
     let devs: Vec<_> = nics.iter().map(|(n, _, _)| n.as_str()).collect();
-    eprintln!("[vxdp] {name}: started (network id {id}, {mode_name} on {})", devs.join(", "));
+    eprintln!(
+        "[vxdp] {name}: started (network id {id}, {mode_name} on {})",
+        devs.join(", ")
+    );
     Ok(rec)
 }
 
 /// `net-destroy` of a direct network, after its ports are unplugged: the
 /// device entries and programs go (XDP stays while another network uses
 /// the device as its uplink).
-pub fn stop_nics(pins: &Pins, rec: &NetworkRecord, others: &[NetworkRecord]) -> Result<(), NetworkError> {
+pub fn stop_nics(
+    pins: &Pins,
+    rec: &NetworkRecord,
+    others: &[NetworkRecord],
+) -> Result<(), NetworkError> {
     for (_, index) in &rec.direct_nics {
         if let Ok(maps) = Maps::open(pins) {
             maps.remove_direct_nic(*index)?;
@@ -234,19 +305,31 @@ pub fn stop_nics(pins: &Pins, rec: &NetworkRecord, others: &[NetworkRecord]) -> 
 
 /// Whether one of `others` has `ifindex` as its uplink or direct device.
 pub fn device_used(others: &[NetworkRecord], ifindex: u32) -> bool {
-    others.iter().any(|r| r.uplink_ifindex == ifindex || r.direct_nics.iter().any(|(_, i)| *i == ifindex))
+    others
+        .iter()
+        .any(|r| r.uplink_ifindex == ifindex || r.direct_nics.iter().any(|(_, i)| *i == ifindex))
 }
 
 /// Plugs guest port `port` into direct network `rec`: picks its device
 /// like libvirt (the pool's least used one; passthrough: a device with no
 /// guest yet) and adds the port to it. Pushes its undo first.
-pub fn plug(pins: &Pins, maps: &Maps, rec: &NetworkRecord, port: u32, dev: &str, undo: &mut Undo) -> Result<String, NetworkError> {
+pub fn plug(
+    pins: &Pins,
+    maps: &Maps,
+    rec: &NetworkRecord,
+    port: u32,
+    dev: &str,
+    undo: &mut Undo,
+) -> Result<String, NetworkError> {
     let mut best: Option<(String, u32, DirectNic)> = None;
     for (name, index) in &rec.direct_nics {
-        let nic = maps.direct_nic(*index)?.ok_or_else(|| {
-            NetworkError::Dataplane(DataplaneError::NotLoaded(pins.root.clone()))
-        })?;
-        if best.as_ref().is_none_or(|(_, _, b)| nic.port_count < b.port_count) {
+        let nic = maps
+            .direct_nic(*index)?
+            .ok_or_else(|| NetworkError::Dataplane(DataplaneError::NotLoaded(pins.root.clone())))?;
+        if best
+            .as_ref()
+            .is_none_or(|(_, _, b)| nic.port_count < b.port_count)
+        {
             best = Some((name.clone(), *index, nic));
         }
     }
@@ -271,14 +354,20 @@ pub fn plug(pins: &Pins, maps: &Maps, rec: &NetworkRecord, port: u32, dev: &str,
         return Err(NetworkError::Invalid {
             file: rec.name.clone(),
             element: "/network/forward".into(),
-            reason: format!("cannot plug {dev}: device {nic_name} already has {DIRECT_MAX_PORTS} guests, the most vxdp supports per device"),
+            reason: format!(
+                "cannot plug {dev}: device {nic_name} already has {DIRECT_MAX_PORTS} guests, the most vxdp supports per device"
+            ),
         });
     }
     {
         let pins = pins.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = unplug(&m, port); }
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = unplug(&m, port);
+                }
+            })
+        });
     }
     maps.set_direct_port(port, nic_index)?;
     nic.ports[nic.port_count as usize] = port;
@@ -289,10 +378,16 @@ pub fn plug(pins: &Pins, maps: &Maps, rec: &NetworkRecord, port: u32, dev: &str,
 
 /// Removes guest port `port` from its device (no-op when it has none).
 pub fn unplug(maps: &Maps, port: u32) -> Result<(), DataplaneError> {
-    let Some(nic_index) = maps.direct_port(port)? else { return Ok(()) };
+    let Some(nic_index) = maps.direct_port(port)? else {
+        return Ok(());
+    };
     if let Some(mut nic) = maps.direct_nic(nic_index)? {
         let used = (nic.port_count as usize).min(DIRECT_MAX_PORTS);
-        let kept: Vec<u32> = nic.ports[..used].iter().copied().filter(|p| *p != port).collect();
+        let kept: Vec<u32> = nic.ports[..used]
+            .iter()
+            .copied()
+            .filter(|p| *p != port)
+            .collect();
         nic.ports = [0; DIRECT_MAX_PORTS];
         nic.ports[..kept.len()].copy_from_slice(&kept);
         nic.port_count = kept.len() as u32;
@@ -316,17 +411,28 @@ pub async fn reconcile(
     let mut first_mac = None;
     for (dev, index) in rec.direct_nics.clone() {
         let Some(link) = nl.link_by_index(index).await?.filter(|l| l.name == dev) else {
-            repairs.problem(format!("{name}: device {dev} (ifindex {index}) is missing; waiting for it"));
+            repairs.problem(format!(
+                "{name}: device {dev} (ifindex {index}) is missing; waiting for it"
+            ));
             continue;
         };
         let mac = link.mac.unwrap_or_default();
         first_mac.get_or_insert(mac);
         let ports: Vec<u32> = rec.ports.iter().map(|p| p.ifindex).collect();
         let current = maps.direct_nic(index)?;
-        let ok = current.is_some_and(|n| n.network_id == rec.id && n.mode == plan.mode && n.mac == mac);
+        let ok =
+            current.is_some_and(|n| n.network_id == rec.id && n.mode == plan.mode && n.mac == mac);
         if !ok {
-            let mut nic = DirectNic { network_id: rec.id, mode: plan.mode, mac, ..DirectNic::default() };
-            for p in ports.iter().filter(|p| maps.direct_port(**p).ok().flatten() == Some(index)) {
+            let mut nic = DirectNic {
+                network_id: rec.id,
+                mode: plan.mode,
+                mac,
+                ..DirectNic::default()
+            };
+            for p in ports
+                .iter()
+                .filter(|p| maps.direct_port(**p).ok().flatten() == Some(index))
+            {
                 if (nic.port_count as usize) < DIRECT_MAX_PORTS {
                     nic.ports[nic.port_count as usize] = *p;
                     nic.port_count += 1;
@@ -345,7 +451,9 @@ pub async fn reconcile(
             if !crate::pinned::link_attached(&link_path, index) {
                 dataplane::detach(&link_path)?;
                 dataplane::attach_nic(&ctx.pins, index, &dev)?;
-                repairs.note(format!("{name}: device {dev}: attached its TC programs again"));
+                repairs.note(format!(
+                    "{name}: device {dev}: attached its TC programs again"
+                ));
             }
         }
     }
@@ -358,18 +466,30 @@ pub async fn reconcile(
     );
     if first_mac.is_some() && maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
         maps.set_network(rec.id, &want)?;
-        repairs.note(format!("{name}: wrote its network map entry (id {})", rec.id));
+        repairs.note(format!(
+            "{name}: wrote its network map entry (id {})",
+            rec.id
+        ));
     }
     let snapshot = rec.clone();
     for port in &rec.ports {
-        let Some(link) = nl.link_by_name(&port.dev).await?.filter(|l| l.index == port.ifindex) else {
+        let Some(link) = nl
+            .link_by_name(&port.dev)
+            .await?
+            .filter(|l| l.index == port.ifindex)
+        else {
             repairs.problem(format!("{name}: guest port {} is missing or was recreated; plug it in again with attach-interface", port.dev));
             continue;
         };
         match maps.endpoint(port.ifindex)? {
             Some(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port, network::takes_xdp_frames(&link))?;
+                let ep = network::port_endpoint(
+                    &ctx.state_dir,
+                    &snapshot,
+                    port,
+                    network::takes_xdp_frames(&link),
+                )?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }
@@ -380,7 +500,11 @@ pub async fn reconcile(
                 if let Some(mut nic) = maps.direct_nic(*index)? {
                     let used = (nic.port_count as usize).min(DIRECT_MAX_PORTS);
                     if nic.ports[..used].contains(&port.ifindex) {
-                        let kept: Vec<u32> = nic.ports[..used].iter().copied().filter(|p| *p != port.ifindex).collect();
+                        let kept: Vec<u32> = nic.ports[..used]
+                            .iter()
+                            .copied()
+                            .filter(|p| *p != port.ifindex)
+                            .collect();
                         nic.ports = [0; DIRECT_MAX_PORTS];
                         nic.ports[..kept.len()].copy_from_slice(&kept);
                         nic.port_count = kept.len() as u32;
@@ -389,8 +513,18 @@ pub async fn reconcile(
                 }
             }
             let mut undo = Undo::default();
-            plug(&ctx.pins, maps, &snapshot, port.ifindex, &port.dev, &mut undo)?;
-            repairs.note(format!("{name}: put guest port {} on its device again", port.dev));
+            plug(
+                &ctx.pins,
+                maps,
+                &snapshot,
+                port.ifindex,
+                &port.dev,
+                &mut undo,
+            )?;
+            repairs.note(format!(
+                "{name}: put guest port {} on its device again",
+                port.dev
+            ));
         }
         if !link.up {
             nl.set_up(port.ifindex).await?;
@@ -399,7 +533,10 @@ pub async fn reconcile(
         if !crate::pinned::link_attached(&path, port.ifindex) {
             dataplane::detach(&path)?;
             dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
-            repairs.note(format!("{name}: guest port {}: attached the TC program again", port.dev));
+            repairs.note(format!(
+                "{name}: guest port {}: attached the TC program again",
+                port.dev
+            ));
         }
     }
     Ok(())

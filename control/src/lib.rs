@@ -2,20 +2,20 @@
 
 pub mod conntrack_gc;
 pub mod daemon;
-pub mod status;
 pub mod dataplane;
 pub mod definitions;
 pub mod direct;
 pub mod dnsmasq;
-pub mod netlink;
-pub mod network;
-pub mod ports;
 pub mod metrics;
 pub mod nat6;
+pub mod netlink;
+pub mod network;
 pub mod pinned;
+pub mod ports;
 pub mod reconcile;
 pub mod report;
 pub mod state;
+pub mod status;
 pub mod tap;
 pub mod users;
 pub mod xml;

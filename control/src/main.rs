@@ -8,13 +8,9 @@ use vxdp_control::tap::TapOwner;
 use vxdp_control::{
     daemon,
     dataplane::{LoadOptions, Maps, Pins},
-    definitions,
-    dnsmasq,
+    definitions, dnsmasq,
     network::{self, Context},
-    pinned,
-    ports,
-    reconcile,
-    report,
+    pinned, ports, reconcile, report,
 };
 
 /// vxdp: libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -26,10 +22,20 @@ use vxdp_control::{
 #[command(name = "vxdp", version, propagate_version = true)]
 struct Cli {
     /// Directory for vxdp's state (network definitions, started networks, saved host settings).
-    #[arg(long, global = true, default_value = "/var/lib/vxdp", env = "VXDP_STATE_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/vxdp",
+        env = "VXDP_STATE_DIR"
+    )]
     state_dir: PathBuf,
     /// Directory on a bpf filesystem where maps, programs and links are pinned.
-    #[arg(long, global = true, default_value = "/sys/fs/bpf/vxdp/v1", env = "VXDP_BPFFS")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/sys/fs/bpf/vxdp/v1",
+        env = "VXDP_BPFFS"
+    )]
     bpffs: PathBuf,
     /// Run inside this network namespace (a name under /run/netns), like `ip -n`.
     /// Only the network namespace changes, so the bpf filesystem stays visible.
@@ -315,7 +321,9 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("'{s}': expected a duration such as 10s, 500ms or 2m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}': expected a duration such as 10s, 500ms or 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -349,11 +357,18 @@ enum ConntrackCmd {
 
 fn enter_netns(name: &str) -> Result<()> {
     let path = PathBuf::from("/run/netns").join(name);
-    let f = std::fs::File::open(&path)
-        .with_context(|| format!("network namespace {name}: {} not found (ip netns list)", path.display()))?;
+    let f = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "network namespace {name}: {} not found (ip netns list)",
+            path.display()
+        )
+    })?;
     use std::os::fd::AsRawFd;
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("entering network namespace {name}: {}", std::io::Error::last_os_error());
+        bail!(
+            "entering network namespace {name}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -388,15 +403,24 @@ fn real_main() -> Result<()> {
         Ok(None) => {}
         Ok(Some(pid)) => {
             if matches!(cli.command, Command::Serve { .. }) {
-                eprintln!("[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is", bpffs.display());
+                eprintln!(
+                    "[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is",
+                    bpffs.display()
+                );
             }
         }
-        Err(e) => bail!("{} is hidden in this mount namespace (ip netns exec?) and joining one where it is failed: {e}", bpffs.display()),
+        Err(e) => bail!(
+            "{} is hidden in this mount namespace (ip netns exec?) and joining one where it is failed: {e}",
+            bpffs.display()
+        ),
     }
     let ctx = Context {
         state_dir,
         pins: Pins::new(&bpffs),
-        load: LoadOptions { conntrack_entries: cli.conntrack_entries, ..LoadOptions::default() },
+        load: LoadOptions {
+            conntrack_entries: cli.conntrack_entries,
+            ..LoadOptions::default()
+        },
     };
     // The dnsmasq helpers are synchronous and long-running (supervisor) or
     // run on every lease change (hook): no runtime for them.
@@ -416,7 +440,9 @@ fn real_main() -> Result<()> {
         }
         _ => {}
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli.command, &ctx))
 }
 
@@ -447,7 +473,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             match network::plan(&text, &source) {
                 Ok(_) => println!("{source}: network '{}' is valid", def.name),
                 Err(e @ network::NetworkError::NotSupported { .. }) => {
-                    println!("{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet", def.name);
+                    println!(
+                        "{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet",
+                        def.name
+                    );
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
@@ -473,7 +502,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                     .filter(|r| !vxdp_control::direct::is_direct(r))
                     .map(|r| format!("{}/{}", r.subnet, r.prefix))
                     .unwrap_or_else(|| "-".into());
-                let ports: Vec<_> = rec.map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect()).unwrap_or_default();
+                let ports: Vec<_> = rec
+                    .map(|r| r.ports.iter().map(|p| p.dev.as_str()).collect())
+                    .unwrap_or_default();
                 println!(
                     "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} {}",
                     s.name,
@@ -483,7 +514,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                     s.mode,
                     s.bridge.as_deref().unwrap_or("-"),
                     subnet,
-                    if ports.is_empty() { "-".to_string() } else { ports.join(",") }
+                    if ports.is_empty() {
+                        "-".to_string()
+                    } else {
+                        ports.join(",")
+                    }
                 );
             }
         }
@@ -501,10 +536,19 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             println!("{:<15} {}", "Mode:", s.mode);
             println!("{:<15} {}", "Bridge:", s.bridge.as_deref().unwrap_or("-"));
         }
-        Command::NetDumpxml { name, inactive } => print!("{}", definitions::dumpxml(ctx, &name, inactive)?),
+        Command::NetDumpxml { name, inactive } => {
+            print!("{}", definitions::dumpxml(ctx, &name, inactive)?)
+        }
         Command::NetAutostart { name, disable } => {
             definitions::set_autostart(ctx, &name, !disable)?;
-            println!("Network {name} {}", if disable { "unmarked as autostarted" } else { "marked as autostarted" });
+            println!(
+                "Network {name} {}",
+                if disable {
+                    "unmarked as autostarted"
+                } else {
+                    "marked as autostarted"
+                }
+            );
         }
         Command::Autostart => {
             let (started, failed) = definitions::autostart(ctx).await?;
@@ -515,17 +559,43 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 eprintln!("vxdp: error: autostart of network {name} failed: {e}");
             }
             if !failed.is_empty() {
-                bail!("{} of {} autostart networks failed to start", failed.len(), failed.len() + started.len());
+                bail!(
+                    "{} of {} autostart networks failed to start",
+                    failed.len(),
+                    failed.len() + started.len()
+                );
             }
         }
-        Command::AttachInterface { network, dev, mac, ip, allow_services, xml, tap_owner } => match (xml, network, dev) {
+        Command::AttachInterface {
+            network,
+            dev,
+            mac,
+            ip,
+            allow_services,
+            xml,
+            tap_owner,
+        } => match (xml, network, dev) {
             (Some(file), _, _) => {
                 let text = read(&file)?;
-                let port = ports::attach_xml(ctx, &text, &file.display().to_string(), tap_owner.unwrap_or_default()).await?;
+                let port = ports::attach_xml(
+                    ctx,
+                    &text,
+                    &file.display().to_string(),
+                    tap_owner.unwrap_or_default(),
+                )
+                .await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface_with(ctx, &network, &dev, mac.as_deref(), &ip, allow_services).await?;
+                network::attach_interface_with(
+                    ctx,
+                    &network,
+                    &dev,
+                    mac.as_deref(),
+                    &ip,
+                    allow_services,
+                )
+                .await?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
@@ -535,7 +605,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let dev = ports::detach_xml(ctx, &text, &file.display().to_string()).await?;
                 println!("{dev}");
             }
-            (None, Some(network), Some(dev)) => network::detach_interface(ctx, &network, &dev).await?,
+            (None, Some(network), Some(dev)) => {
+                network::detach_interface(ctx, &network, &dev).await?
+            }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
         Command::NetDhcpLeases { network, mac } => {
@@ -543,14 +615,30 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let mac = mac.as_deref().map(network::parse_mac).transpose()?;
             let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
-            print!("{}", dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now()));
+            print!(
+                "{}",
+                dnsmasq::leases::table(&def, &leases, mac.as_ref(), dnsmasq::leases::unix_now())
+            );
         }
-        Command::DnsmasqSupervise { .. } | Command::DnsmasqGuard { .. } | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
-        Command::Stats { network, by_interface: true, .. } => {
+        Command::DnsmasqSupervise { .. }
+        | Command::DnsmasqGuard { .. }
+        | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
+        Command::Stats {
+            network,
+            by_interface: true,
+            ..
+        } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
             let all = network::list(ctx)?;
-            print!("{}", vxdp_control::metrics::port_table(&maps, &all, network.as_ref().map(|_| nets[0].id))?);
+            print!(
+                "{}",
+                vxdp_control::metrics::port_table(
+                    &maps,
+                    &all,
+                    network.as_ref().map(|_| nets[0].id)
+                )?
+            );
         }
         Command::Stats { network, all, .. } => {
             let nets = selected(ctx, network.as_deref())?;
@@ -570,7 +658,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let entries = maps.conntrack_entries(id)?;
                 let now = report::monotonic_ns();
                 let mut rows = report::flow_rows(&entries, &nets, now);
-                rows.extend(report::flow6_rows(&maps.conntrack6_entries(id)?, &nets, now));
+                rows.extend(report::flow6_rows(
+                    &maps.conntrack6_entries(id)?,
+                    &nets,
+                    now,
+                ));
                 print!("{}", report::flows_table(&rows));
             }
             ConntrackCmd::Flush { network } => {
@@ -581,8 +673,18 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 }
             }
         },
-        Command::Serve { listen, reconcile_interval } => {
-            daemon::serve(ctx.clone(), daemon::ServeOptions { listen, reconcile_interval }).await?;
+        Command::Serve {
+            listen,
+            reconcile_interval,
+        } => {
+            daemon::serve(
+                ctx.clone(),
+                daemon::ServeOptions {
+                    listen,
+                    reconcile_interval,
+                },
+            )
+            .await?;
         }
         Command::Load => {
             let loaded = reconcile::load_or_adopt(ctx)?;
@@ -595,11 +697,17 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             for line in &repairs.lines {
                 println!("  {line}");
             }
-            print_ids(&pinned::pinned_ids(&ctx.pins).with_context(|| format!("reading {}", ctx.pins.root.display()))?);
+            print_ids(
+                &pinned::pinned_ids(&ctx.pins)
+                    .with_context(|| format!("reading {}", ctx.pins.root.display()))?,
+            );
         }
         Command::Unload => {
             let ids = reconcile::unload(ctx)?;
-            println!("removed every vxdp program, map, link and pin under {}:", ctx.pins.root.display());
+            println!(
+                "removed every vxdp program, map, link and pin under {}:",
+                ctx.pins.root.display()
+            );
             print_ids(&ids);
         }
     }
@@ -614,7 +722,13 @@ fn print_ids(ids: &pinned::PinnedIds) {
         println!("map {id} {}", path.display());
     }
     for (path, l) in &ids.links {
-        println!("link {} {} (prog {}, ifindex {})", l.id, path.display(), l.prog_id, l.ifindex);
+        println!(
+            "link {} {} (prog {}, ifindex {})",
+            l.id,
+            path.display(),
+            l.prog_id,
+            l.ifindex
+        );
     }
 }
 

@@ -55,7 +55,10 @@ pub enum MetricsError {
     #[error("{0}")]
     Dataplane(#[from] DataplaneError),
     #[error("reading the size of the pinned map {path}: {error}")]
-    MapInfo { path: std::path::PathBuf, error: String },
+    MapInfo {
+        path: std::path::PathBuf,
+        error: String,
+    },
     #[error("encoding metrics: {0}")]
     Encode(#[from] std::fmt::Error),
 }
@@ -125,11 +128,20 @@ fn count_slot(
         if p == 0 {
             return;
         }
-        let labels = PacketLabels { network, interface, direction: a.direction().into(), action: a.name().into() };
+        let labels = PacketLabels {
+            network,
+            interface,
+            direction: a.direction().into(),
+            action: a.name().into(),
+        };
         packets.get_or_create(&labels).inc_by(p);
         bytes.get_or_create(&labels).inc_by(b);
     } else if let Some(r) = DropReason::ALL.iter().find(|r| r.slot() == slot) {
-        let labels = DropLabels { network, interface, reason: r.name().into() };
+        let labels = DropLabels {
+            network,
+            interface,
+            reason: r.name().into(),
+        };
         drops.get_or_create(&labels).inc_by(p);
         drop_bytes.get_or_create(&labels).inc_by(b);
     }
@@ -160,7 +172,11 @@ pub fn render(ctx: &Context, daemon: Option<&DaemonStats>) -> Result<String, Met
     render_records(ctx, &records, daemon)
 }
 
-fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&DaemonStats>) -> Result<String, MetricsError> {
+fn render_records(
+    ctx: &Context,
+    records: &[NetworkRecord],
+    daemon: Option<&DaemonStats>,
+) -> Result<String, MetricsError> {
     let mut registry = Registry::default();
     let packets = Family::<PacketLabels, Counter>::default();
     let bytes = Family::<PacketLabels, Counter>::default();
@@ -187,7 +203,11 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         "Packets dropped by vxdp's eBPF programs, by numbered drop reason (see README, drop reasons)",
         drops.clone(),
     );
-    registry.register("vxdp_dropped_bytes", "Bytes of the packets counted in vxdp_drops_total", drop_bytes.clone());
+    registry.register(
+        "vxdp_dropped_bytes",
+        "Bytes of the packets counted in vxdp_drops_total",
+        drop_bytes.clone(),
+    );
     registry.register(
         "vxdp_conntrack_events",
         "NAT conntrack events: flows created, stale flows reused for their port, reply entries repaired after eviction",
@@ -223,7 +243,10 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
     let name_of = |id: u32| -> String {
         match id {
             0 => String::new(),
-            id => net_name.get(&id).map(|n| n.to_string()).unwrap_or_else(|| format!("#{id}")),
+            id => net_name
+                .get(&id)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("#{id}")),
         }
     };
     let mut if_name: HashMap<u32, &str> = HashMap::new();
@@ -237,17 +260,26 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
     // Every drop reason starts at 0 on each of a network's interfaces, so
     // the series exist (and rate() works) before the first drop.
     for r in records {
-        let ifaces = std::iter::once(r.uplink.as_str()).chain(r.ports.iter().map(|p| p.dev.as_str()));
+        let ifaces =
+            std::iter::once(r.uplink.as_str()).chain(r.ports.iter().map(|p| p.dev.as_str()));
         for interface in ifaces {
             for reason in DropReason::ALL {
-                let labels = DropLabels { network: r.name.clone(), interface: interface.into(), reason: reason.name().into() };
+                let labels = DropLabels {
+                    network: r.name.clone(),
+                    interface: interface.into(),
+                    reason: reason.name().into(),
+                };
                 let _ = drops.get_or_create(&labels);
                 let _ = drop_bytes.get_or_create(&labels);
             }
         }
     }
 
-    let maps = if ctx.pins.is_loaded() { Some(Maps::open(&ctx.pins)?) } else { None };
+    let maps = if ctx.pins.is_loaded() {
+        Some(Maps::open(&ctx.pins)?)
+    } else {
+        None
+    };
     if let Some(maps) = &maps {
         // Pins adopted from a vxdp older than the per-port map have no
         // VXDP_PORT_STATS: then the per-network counters stand in, with an
@@ -256,17 +288,42 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         if port_counters.is_none() {
             for id in std::iter::once(0).chain(records.iter().map(|r| r.id)) {
                 for (slot, c) in maps.counters(id)? {
-                    count_slot(&packets, &bytes, &drops, &drop_bytes, name_of(id), String::new(), slot, c.packets, c.bytes);
+                    count_slot(
+                        &packets,
+                        &bytes,
+                        &drops,
+                        &drop_bytes,
+                        name_of(id),
+                        String::new(),
+                        slot,
+                        c.packets,
+                        c.bytes,
+                    );
                 }
             }
         }
         for item in port_counters.iter().flat_map(|m| m.iter()) {
             // Entries can be removed between the key and the value read.
             let Ok((key, per_cpu)) = item else { continue };
-            let (p, b) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
+            let (p, b) = per_cpu
+                .iter()
+                .fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
             let network = name_of(key.network_id as u32);
-            let interface = if_name.get(&key.ifindex).map(|s| s.to_string()).unwrap_or_else(|| format!("if{}", key.ifindex));
-            count_slot(&packets, &bytes, &drops, &drop_bytes, network, interface, key.slot as u32, p, b);
+            let interface = if_name
+                .get(&key.ifindex)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| format!("if{}", key.ifindex));
+            count_slot(
+                &packets,
+                &bytes,
+                &drops,
+                &drop_bytes,
+                network,
+                interface,
+                key.slot as u32,
+                p,
+                b,
+            );
         }
         let mut per_network: HashMap<u32, i64> = HashMap::new();
         let v4 = maps.conntrack_entries(None)?;
@@ -277,37 +334,72 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         for (_, e) in &v6 {
             *per_network.entry(e.network_id as u32).or_default() += 1;
         }
-        for (table, map, n) in [("ipv4", names::MAP_CONNTRACK, v4.len()), ("ipv6", names::MAP_CONNTRACK6, v6.len())] {
-            let labels = TableLabels { table: table.into() };
+        for (table, map, n) in [
+            ("ipv4", names::MAP_CONNTRACK, v4.len()),
+            ("ipv6", names::MAP_CONNTRACK6, v6.len()),
+        ] {
+            let labels = TableLabels {
+                table: table.into(),
+            };
             table_entries.get_or_create(&labels).set(n as i64);
             let path = ctx.pins.map(map);
             let info = aya::maps::MapData::from_pin(&path)
                 .and_then(|m| m.info())
-                .map_err(|e| MetricsError::MapInfo { path: path.clone(), error: e.to_string() })?;
-            table_capacity.get_or_create(&labels).set(i64::from(info.max_entries()));
+                .map_err(|e| MetricsError::MapInfo {
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+            table_capacity
+                .get_or_create(&labels)
+                .set(i64::from(info.max_entries()));
         }
         let networks = maps.networks()?;
         for r in records {
-            let labels = NetworkLabels { network: r.name.clone() };
-            ct_entries.get_or_create(&labels).set(per_network.get(&r.id).copied().unwrap_or(0));
+            let labels = NetworkLabels {
+                network: r.name.clone(),
+            };
+            ct_entries
+                .get_or_create(&labels)
+                .set(per_network.get(&r.id).copied().unwrap_or(0));
             let slots = maps.counters(r.id)?;
-            let get = |slot: u32| slots.iter().find(|(s, _)| *s == slot).map(|(_, c)| c.packets).unwrap_or(0);
-            exhausted.get_or_create(&labels).inc_by(get(DropReason::NatPortExhausted.slot()));
+            let get = |slot: u32| {
+                slots
+                    .iter()
+                    .find(|(s, _)| *s == slot)
+                    .map(|(_, c)| c.packets)
+                    .unwrap_or(0)
+            };
+            exhausted
+                .get_or_create(&labels)
+                .inc_by(get(DropReason::NatPortExhausted.slot()));
             for (action, event) in CONNTRACK_EVENTS {
                 events
-                    .get_or_create(&EventLabels { network: r.name.clone(), event: event.into() })
+                    .get_or_create(&EventLabels {
+                        network: r.name.clone(),
+                        event: event.into(),
+                    })
                     .inc_by(get(action.slot()));
             }
         }
         for r in records {
-            let active = networks.get(&r.id, 0).is_ok_and(|c| c.flags & network_flags::ACTIVE != 0);
-            let attached = pinned::link_attached(&ctx.pins.xdp_link(r.uplink_ifindex), r.uplink_ifindex);
-            up.get_or_create(&UpLabels { network: r.name.clone(), mode: r.mode.clone() })
-                .set(i64::from(active && attached));
+            let active = networks
+                .get(&r.id, 0)
+                .is_ok_and(|c| c.flags & network_flags::ACTIVE != 0);
+            let attached =
+                pinned::link_attached(&ctx.pins.xdp_link(r.uplink_ifindex), r.uplink_ifindex);
+            up.get_or_create(&UpLabels {
+                network: r.name.clone(),
+                mode: r.mode.clone(),
+            })
+            .set(i64::from(active && attached));
         }
     } else {
         for r in records {
-            up.get_or_create(&UpLabels { network: r.name.clone(), mode: r.mode.clone() }).set(0);
+            up.get_or_create(&UpLabels {
+                network: r.name.clone(),
+                mode: r.mode.clone(),
+            })
+            .set(0);
         }
     }
     if let Some(d) = daemon {
@@ -320,13 +412,23 @@ fn render_records(ctx: &Context, records: &[NetworkRecord], daemon: Option<&Daem
         );
         let failures = Counter::<u64>::default();
         failures.inc_by(d.reconcile_failures.load(Ordering::Relaxed));
-        registry.register("vxdp_reconcile_failures", "Reconcile passes of vxdp serve that failed since it started (see its log)", failures);
+        registry.register(
+            "vxdp_reconcile_failures",
+            "Reconcile passes of vxdp serve that failed since it started (see its log)",
+            failures,
+        );
         let expired = Family::<NetworkLabels, Counter>::default();
         for r in records {
-            let _ = expired.get_or_create(&NetworkLabels { network: r.name.clone() });
+            let _ = expired.get_or_create(&NetworkLabels {
+                network: r.name.clone(),
+            });
         }
         for (id, n) in d.expired.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            expired.get_or_create(&NetworkLabels { network: name_of(*id) }).inc_by(*n);
+            expired
+                .get_or_create(&NetworkLabels {
+                    network: name_of(*id),
+                })
+                .inc_by(*n);
         }
         registry.register(
             "vxdp_conntrack_expired",
@@ -361,7 +463,10 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         if line == "# EOF" {
             continue;
         }
-        let meta = line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)).or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
         match meta {
             Some((kind, rest)) => {
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -397,7 +502,11 @@ mod tests {
 
 /// `vxdp stats --by-interface`: the per-port counters (the metrics'
 /// packet and drop series) as a table, optionally of one network.
-pub fn port_table(maps: &Maps, records: &[NetworkRecord], only: Option<u32>) -> Result<String, DataplaneError> {
+pub fn port_table(
+    maps: &Maps,
+    records: &[NetworkRecord],
+    only: Option<u32>,
+) -> Result<String, DataplaneError> {
     use std::fmt::Write as _;
     let mut rows = Vec::new();
     for item in maps.port_counters()?.iter() {
@@ -406,7 +515,9 @@ pub fn port_table(maps: &Maps, records: &[NetworkRecord], only: Option<u32>) -> 
         if only.is_some_and(|id| id != network_id) {
             continue;
         }
-        let (p, b) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
+        let (p, b) = per_cpu
+            .iter()
+            .fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
         let network = match records.iter().find(|r| r.id == network_id) {
             Some(r) => r.name.clone(),
             None if network_id == 0 => "(uplink)".into(),
@@ -418,11 +529,15 @@ pub fn port_table(maps: &Maps, records: &[NetworkRecord], only: Option<u32>) -> 
                 if r.uplink_ifindex == key.ifindex {
                     return Some(r.uplink.clone());
                 }
-                r.ports.iter().find(|port| port.ifindex == key.ifindex).map(|port| port.dev.clone())
+                r.ports
+                    .iter()
+                    .find(|port| port.ifindex == key.ifindex)
+                    .map(|port| port.dev.clone())
             })
             .unwrap_or_else(|| format!("if{}", key.ifindex));
         let slot = key.slot as u32;
-        let (kind, name, direction) = if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
+        let (kind, name, direction) = if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot)
+        {
             ("action", a.name(), a.direction())
         } else if let Some(r) = DropReason::ALL.iter().find(|r| r.slot() == slot) {
             ("drop", r.name(), "")
@@ -433,9 +548,16 @@ pub fn port_table(maps: &Maps, records: &[NetworkRecord], only: Option<u32>) -> 
     }
     rows.sort();
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<12} {:<7} {:<26} {:<12} {:>12} {:>14}", "NETWORK", "INTERFACE", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<12} {:<7} {:<26} {:<12} {:>12} {:>14}",
+        "NETWORK", "INTERFACE", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES"
+    );
     for (network, interface, kind, name, direction, p, b) in rows {
-        let _ = writeln!(out, "{network:<16} {interface:<12} {kind:<7} {name:<26} {direction:<12} {p:>12} {b:>14}");
+        let _ = writeln!(
+            out,
+            "{network:<16} {interface:<12} {kind:<7} {name:<26} {direction:<12} {p:>12} {b:>14}"
+        );
     }
     Ok(out)
 }

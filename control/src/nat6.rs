@@ -17,7 +17,12 @@ use crate::{
 pub fn masquerades(plan: &NetworkPlan) -> bool {
     plan.mode == mode::NAT
         && plan.ipv6.is_some()
-        && plan.def.forward.as_ref().and_then(|f| f.nat.as_ref()).is_some_and(|n| n.ipv6)
+        && plan
+            .def
+            .forward
+            .as_ref()
+            .and_then(|f| f.nat.as_ref())
+            .is_some_and(|n| n.ipv6)
 }
 
 /// The `VXDP_NAT6` entry of a network: only NAT networks with an IPv6
@@ -35,7 +40,11 @@ pub fn config(plan: &NetworkPlan, nat6_addr: Option<Ipv6Addr>) -> Option<Nat6Con
         flags |= nat6_flags::MASQUERADE;
         addr = a.octets();
     }
-    Some(Nat6Config { flags, _pad0: 0, addr })
+    Some(Nat6Config {
+        flags,
+        _pad0: 0,
+        addr,
+    })
 }
 
 /// Refuses to turn IPv6 forwarding on where that would silently cut the
@@ -48,10 +57,14 @@ pub fn config(plan: &NetworkPlan, nat6_addr: Option<Ipv6Addr>) -> Option<Nat6Con
 pub async fn check_ipv6_forwarding(nl: &Netlink) -> Result<(), NetworkError> {
     let mut at_risk = Vec::new();
     for index in nl.ipv6_ra_route_interfaces().await? {
-        let Some(link) = nl.link_by_index(index).await? else { continue };
+        let Some(link) = nl.link_by_index(index).await? else {
+            continue;
+        };
         let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", link.name);
-        let value = std::fs::read_to_string(&path)
-            .map_err(|source| NetworkError::Sysctl { path: path.clone(), source })?;
+        let value = std::fs::read_to_string(&path).map_err(|source| NetworkError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
         if value.trim() != "2" {
             at_risk.push(link.name);
         }
@@ -66,7 +79,11 @@ pub async fn check_ipv6_forwarding(nl: &Netlink) -> Result<(), NetworkError> {
 /// The address NAT66 masquerades to: the uplink's first global IPv6
 /// address (configured ones before autoconfigured ones), as the IPv4 path
 /// takes the uplink's first IPv4 address.
-pub async fn uplink_address(nl: &Netlink, uplink_index: u32, uplink_name: &str) -> Result<Ipv6Addr, NetworkError> {
+pub async fn uplink_address(
+    nl: &Netlink,
+    uplink_index: u32,
+    uplink_name: &str,
+) -> Result<Ipv6Addr, NetworkError> {
     let addrs = nl.ipv6_global_addresses(uplink_index).await?;
     addrs
         .first()
@@ -89,17 +106,43 @@ mod tests {
         let v6 = "<ip family='ipv6' address='2001:db8:150::1' prefix='64'/>";
         let a: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
 
-        let p = plan(&net(&format!("<forward mode='nat'><nat ipv6='yes'/></forward>{v4}{v6}")), "t.xml").unwrap();
+        let p = plan(
+            &net(&format!(
+                "<forward mode='nat'><nat ipv6='yes'/></forward>{v4}{v6}"
+            )),
+            "t.xml",
+        )
+        .unwrap();
         assert!(masquerades(&p));
-        assert_eq!(config(&p, Some(a)), Some(Nat6Config { flags: nat6_flags::IPV6 | nat6_flags::MASQUERADE, _pad0: 0, addr: a.octets() }));
+        assert_eq!(
+            config(&p, Some(a)),
+            Some(Nat6Config {
+                flags: nat6_flags::IPV6 | nat6_flags::MASQUERADE,
+                _pad0: 0,
+                addr: a.octets()
+            })
+        );
 
         // Without ipv6='yes' the network's IPv6 is routed, as with libvirt.
         let p = plan(&net(&format!("<forward mode='nat'/>{v4}{v6}")), "t.xml").unwrap();
         assert!(!masquerades(&p));
-        assert_eq!(config(&p, None), Some(Nat6Config { flags: nat6_flags::IPV6, _pad0: 0, addr: [0; 16] }));
+        assert_eq!(
+            config(&p, None),
+            Some(Nat6Config {
+                flags: nat6_flags::IPV6,
+                _pad0: 0,
+                addr: [0; 16]
+            })
+        );
 
         // No IPv6 <ip>: nothing to route or masquerade; other modes: no entry.
-        let p = plan(&net(&format!("<forward mode='nat'><nat ipv6='yes'/></forward>{v4}")), "t.xml").unwrap();
+        let p = plan(
+            &net(&format!(
+                "<forward mode='nat'><nat ipv6='yes'/></forward>{v4}"
+            )),
+            "t.xml",
+        )
+        .unwrap();
         assert!(!masquerades(&p) && config(&p, Some(a)).is_none());
         let p = plan(&net(&format!("<forward mode='route'/>{v4}{v6}")), "t.xml").unwrap();
         assert!(config(&p, None).is_none());

@@ -16,7 +16,8 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
-    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
@@ -202,7 +203,9 @@ fn link_info_from_message(msg: &LinkMessage) -> LinkInfo {
                             });
                         }
                         NlLinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
-                            info.bridge_port_isolated = attrs.iter().any(|a| matches!(a, InfoBridgePort::Isolated(true)));
+                            info.bridge_port_isolated = attrs
+                                .iter()
+                                .any(|a| matches!(a, InfoBridgePort::Isolated(true)));
                         }
                         _ => {}
                     }
@@ -577,7 +580,10 @@ impl Netlink {
     /// The interface's global IPv6 addresses with their prefix length,
     /// permanent (configured) ones first, link-local and deprecated ones
     /// left out: what NAT66 can masquerade to.
-    pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<(std::net::Ipv6Addr, u8)>, NetlinkError> {
+    pub async fn ipv6_global_addresses(
+        &self,
+        index: u32,
+    ) -> Result<Vec<(std::net::Ipv6Addr, u8)>, NetlinkError> {
         let mut req = self.handle.address().get().set_link_index_filter(index);
         req.message_mut().header.family = AddressFamily::Inet6;
         let msgs: Vec<_> = match req.execute().try_collect().await {
@@ -618,15 +624,21 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| NetlinkError::Failed { op: "dumping IPv6 routes".into(), iface: "*".into(), source: to_io(e) })?;
+            .map_err(|e| NetlinkError::Failed {
+                op: "dumping IPv6 routes".into(),
+                iface: "*".into(),
+                source: to_io(e),
+            })?;
         let mut out: Vec<u32> = routes
             .iter()
             .filter(|m| m.header.address_family == AddressFamily::Inet6)
             .filter(|m| m.header.protocol == rtnetlink::packet_route::route::RouteProtocol::Ra)
-            .filter_map(|m| m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(o) => Some(*o),
-                _ => None,
-            }))
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(o) => Some(*o),
+                    _ => None,
+                })
+            })
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -753,34 +765,114 @@ mod tests {
     #[test]
     fn ipv6_global_addresses_skip_link_local_and_deprecated() {
         let ns = NetnsGuard::new();
-        ns.ip(&["link", "add", "nlv6a", "type", "veth", "peer", "name", "nlv6b"]);
+        ns.ip(&[
+            "link", "add", "nlv6a", "type", "veth", "peer", "name", "nlv6b",
+        ]);
         ns.ip(&["link", "set", "nlv6a", "up"]);
         // Autoconfigured-like (with lifetimes: not permanent) first, then a
         // configured one, a deprecated one and a link-local one.
-        ns.ip(&["-6", "addr", "add", "2001:db8:0:4::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "600"]);
-        ns.ip(&["-6", "addr", "add", "2001:db8:0:2::2/64", "dev", "nlv6a", "nodad"]);
-        ns.ip(&["-6", "addr", "add", "2001:db8:0:3::2/64", "dev", "nlv6a", "nodad", "valid_lft", "600", "preferred_lft", "0"]);
-        ns.ip(&["-6", "addr", "add", "fe80::1234/64", "dev", "nlv6a", "nodad"]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:0:4::2/64",
+            "dev",
+            "nlv6a",
+            "nodad",
+            "valid_lft",
+            "600",
+            "preferred_lft",
+            "600",
+        ]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:0:2::2/64",
+            "dev",
+            "nlv6a",
+            "nodad",
+        ]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:0:3::2/64",
+            "dev",
+            "nlv6a",
+            "nodad",
+            "valid_lft",
+            "600",
+            "preferred_lft",
+            "0",
+        ]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fe80::1234/64",
+            "dev",
+            "nlv6a",
+            "nodad",
+        ]);
         ns.run(|nl| async move {
-            let idx = nl.link_by_name("nlv6a").await.unwrap().expect("veth exists").index;
+            let idx = nl
+                .link_by_name("nlv6a")
+                .await
+                .unwrap()
+                .expect("veth exists")
+                .index;
             let got = nl.ipv6_global_addresses(idx).await.unwrap();
-            let want: Vec<(std::net::Ipv6Addr, u8)> =
-                vec![("2001:db8:0:2::2".parse().unwrap(), 64), ("2001:db8:0:4::2".parse().unwrap(), 64)];
-            assert_eq!(got, want, "configured before autoconfigured; no deprecated or link-local address");
+            let want: Vec<(std::net::Ipv6Addr, u8)> = vec![
+                ("2001:db8:0:2::2".parse().unwrap(), 64),
+                ("2001:db8:0:4::2".parse().unwrap(), 64),
+            ];
+            assert_eq!(
+                got, want,
+                "configured before autoconfigured; no deprecated or link-local address"
+            );
         });
     }
 
     #[test]
     fn ra_routes_are_found_by_interface() {
         let ns = NetnsGuard::new();
-        ns.ip(&["link", "add", "nlra0", "type", "veth", "peer", "name", "nlra1"]);
+        ns.ip(&[
+            "link", "add", "nlra0", "type", "veth", "peer", "name", "nlra1",
+        ]);
         ns.ip(&["link", "set", "nlra0", "up"]);
         ns.ip(&["link", "set", "nlra1", "up"]);
-        ns.ip(&["-6", "addr", "add", "2001:db8:0:5::2/64", "dev", "nlra1", "nodad"]);
-        ns.ip(&["-6", "route", "add", "2001:db8:77::/64", "dev", "nlra0", "proto", "ra"]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:0:5::2/64",
+            "dev",
+            "nlra1",
+            "nodad",
+        ]);
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:77::/64",
+            "dev",
+            "nlra0",
+            "proto",
+            "ra",
+        ]);
         ns.run(|nl| async move {
-            let ra0 = nl.link_by_name("nlra0").await.unwrap().expect("veth exists").index;
-            assert_eq!(nl.ipv6_ra_route_interfaces().await.unwrap(), vec![ra0], "only the proto ra route's interface");
+            let ra0 = nl
+                .link_by_name("nlra0")
+                .await
+                .unwrap()
+                .expect("veth exists")
+                .index;
+            assert_eq!(
+                nl.ipv6_ra_route_interfaces().await.unwrap(),
+                vec![ra0],
+                "only the proto ra route's interface"
+            );
         });
     }
 

@@ -9,8 +9,8 @@ use std::{
 };
 
 use vxdp_common::{
-    Endpoint, NetworkConfig, SubnetOwner, endpoint_flags, mode, mode_routes, network_flags,
-    MAX_NETWORKS,
+    Endpoint, MAX_NETWORKS, NetworkConfig, SubnetOwner, endpoint_flags, mode, mode_routes,
+    network_flags,
 };
 
 use crate::{
@@ -26,16 +26,26 @@ pub enum NetworkError {
     #[error(transparent)]
     Xml(#[from] XmlError),
     #[error("{file}: {element}: not supported yet: {what}")]
-    NotSupported { file: String, element: String, what: String },
+    NotSupported {
+        file: String,
+        element: String,
+        what: String,
+    },
     #[error("{file}: {element}: {reason}")]
-    Invalid { file: String, element: String, reason: String },
+    Invalid {
+        file: String,
+        element: String,
+        reason: String,
+    },
     #[error("network '{0}' is already started")]
     AlreadyStarted(String),
     #[error("network '{0}' is not started (see `vxdp net-list`)")]
     NotStarted(String),
     #[error("network '{0}' is not defined (see `vxdp net-list --all`)")]
     NotDefined(String),
-    #[error("network '{0}' is transient (started with net-create, not defined): define it first with `vxdp net-define`")]
+    #[error(
+        "network '{0}' is transient (started with net-create, not defined): define it first with `vxdp net-define`"
+    )]
     Transient(String),
     #[error("interface {0} does not exist")]
     NoSuchInterface(String),
@@ -45,11 +55,17 @@ pub enum NetworkError {
     PortNotFound { dev: String, network: String },
     #[error("no uplink: the host has no IPv4 default route; name one with <forward dev='...'>")]
     NoUplink,
-    #[error("uplink {0} has no IPv4 address to masquerade to; add one or give <nat><address start end/>")]
+    #[error(
+        "uplink {0} has no IPv4 address to masquerade to; add one or give <nat><address start end/>"
+    )]
     UplinkWithoutAddress(String),
-    #[error("uplink {0} has no global IPv6 address to masquerade to (<nat ipv6='yes'>); add one, or drop ipv6='yes' to route the network's IPv6")]
+    #[error(
+        "uplink {0} has no global IPv6 address to masquerade to (<nat ipv6='yes'>); add one, or drop ipv6='yes' to route the network's IPv6"
+    )]
     UplinkWithoutIpv6Address(String),
-    #[error("enabling IPv6 forwarding would drop the IPv6 routes learned from router advertisements on {0} (the kernel ignores them there with forwarding on unless accept_ra is 2): set net.ipv6.conf.<interface>.accept_ra=2 first, as libvirt requires")]
+    #[error(
+        "enabling IPv6 forwarding would drop the IPv6 routes learned from router advertisements on {0} (the kernel ignores them there with forwarding on unless accept_ra is 2): set net.ipv6.conf.<interface>.accept_ra=2 first, as libvirt requires"
+    )]
     RaRoutesAtRisk(String),
     #[error("no free network id (at most {} networks)", MAX_NETWORKS - 1)]
     TooManyNetworks,
@@ -60,7 +76,10 @@ pub enum NetworkError {
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{path}: {source}")]
-    Sysctl { path: String, source: std::io::Error },
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Tap(#[from] crate::tap::TapError),
     #[error(transparent)]
@@ -122,26 +141,44 @@ pub fn mode_name(m: u32, has_ip: bool) -> &'static str {
         mode::ROUTE => "route",
         mode::OPEN => "open",
         mode::BRIDGE => "bridge",
-        m if crate::direct::mode_name(m).is_some() => crate::direct::mode_name(m).unwrap_or_default(),
+        m if crate::direct::mode_name(m).is_some() => {
+            crate::direct::mode_name(m).unwrap_or_default()
+        }
         _ if has_ip => "isolated",
         _ => "very-isolated",
     }
 }
 
 fn invalid(file: &str, element: &str, reason: impl Into<String>) -> NetworkError {
-    NetworkError::Invalid { file: file.into(), element: element.into(), reason: reason.into() }
+    NetworkError::Invalid {
+        file: file.into(),
+        element: element.into(),
+        reason: reason.into(),
+    }
 }
 
 fn not_supported(file: &str, element: &str, what: impl Into<String>) -> NetworkError {
-    NetworkError::NotSupported { file: file.into(), element: element.into(), what: what.into() }
+    NetworkError::NotSupported {
+        file: file.into(),
+        element: element.into(),
+        what: what.into(),
+    }
 }
 
 fn prefix_mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    }
 }
 
 fn prefix_mask6(prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) }
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix as u32)
+    }
 }
 
 /// Parses and checks a definition for what this version of vxdp realizes.
@@ -174,7 +211,11 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
         .into_iter()
         .find(|w| direct.is_none() || w != "/network/forward/interface")
     {
-        return Err(not_supported(file, &what, format!("<{}>", what.rsplit('/').next().unwrap_or(&what))));
+        return Err(not_supported(
+            file,
+            &what,
+            format!("<{}>", what.rsplit('/').next().unwrap_or(&what)),
+        ));
     }
     let net_mode = match def.forward.as_ref().map(|f| f.mode) {
         _ if direct.is_some() => {
@@ -191,7 +232,10 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
             return Err(not_supported(
                 file,
                 "/network/forward@mode",
-                format!("<forward mode='{}'> (nat, route, open, isolated, host bridge and direct networks so far)", other.as_str()),
+                format!(
+                    "<forward mode='{}'> (nat, route, open, isolated, host bridge and direct networks so far)",
+                    other.as_str()
+                ),
             ));
         }
     };
@@ -199,27 +243,51 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
     let v4: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv4()).collect();
     let v6: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv6()).collect();
     if v4.len() > 1 {
-        return Err(not_supported(file, "/network/ip[2]", "more than one IPv4 <ip>"));
+        return Err(not_supported(
+            file,
+            "/network/ip[2]",
+            "more than one IPv4 <ip>",
+        ));
     }
     if v6.len() > 1 {
-        return Err(not_supported(file, "/network/ip", "more than one IPv6 <ip>"));
+        return Err(not_supported(
+            file,
+            "/network/ip",
+            "more than one IPv6 <ip>",
+        ));
     }
     let ipv4 = match v4.first() {
         Some(ip) => {
-            let IpAddr::V4(gateway) = ip.address else { unreachable!("filtered to IPv4") };
+            let IpAddr::V4(gateway) = ip.address else {
+                unreachable!("filtered to IPv4")
+            };
             if ip.prefix > 30 {
-                return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
+                return Err(invalid(
+                    file,
+                    "/network/ip@prefix",
+                    format!("prefix /{} leaves no room for guests", ip.prefix),
+                ));
             }
             let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
-            Some(Ipv4Plan { gateway, prefix: ip.prefix, subnet })
+            Some(Ipv4Plan {
+                gateway,
+                prefix: ip.prefix,
+                subnet,
+            })
         }
         None => None,
     };
     let ipv6 = match v6.first() {
         Some(ip) => {
-            let IpAddr::V6(addr) = ip.address else { unreachable!("filtered to IPv6") };
+            let IpAddr::V6(addr) = ip.address else {
+                unreachable!("filtered to IPv6")
+            };
             if ip.prefix > 126 {
-                return Err(invalid(file, "/network/ip@prefix", format!("prefix /{} leaves no room for guests", ip.prefix)));
+                return Err(invalid(
+                    file,
+                    "/network/ip@prefix",
+                    format!("prefix /{} leaves no room for guests", ip.prefix),
+                ));
             }
             Some((addr, ip.prefix))
         }
@@ -227,16 +295,28 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
     };
     match net_mode {
         mode::NAT if ipv4.is_none() => {
-            return Err(invalid(file, "/network/ip", "a NAT network needs an IPv4 <ip>"));
+            return Err(invalid(
+                file,
+                "/network/ip",
+                "a NAT network needs an IPv4 <ip>",
+            ));
         }
         mode::ROUTE | mode::OPEN if ipv4.is_none() && ipv6.is_none() => {
-            return Err(invalid(file, "/network/ip", format!("a {} network needs an <ip>", mode_name(net_mode, false))));
+            return Err(invalid(
+                file,
+                "/network/ip",
+                format!("a {} network needs an <ip>", mode_name(net_mode, false)),
+            ));
         }
         _ => {}
     }
     if net_mode == mode::BRIDGE {
         if !def.ips.is_empty() {
-            return Err(invalid(file, "/network/ip", "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp"));
+            return Err(invalid(
+                file,
+                "/network/ip",
+                "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp",
+            ));
         }
     }
     if def.mtu.is_some() {
@@ -263,7 +343,9 @@ fn overlaps(a: Ipv4Addr, ap: u8, b: Ipv4Addr, bp: u8) -> bool {
 /// A locally administered MAC in libvirt's 52:54:00 prefix, derived from
 /// the network name so restarts keep it.
 pub fn bridge_mac(name: &str) -> [u8; 6] {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
 }
 
@@ -282,7 +364,10 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], NetworkError> {
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 fn write_sysctl(path: &str, value: &str) -> Result<(), NetworkError> {
-    std::fs::write(path, value).map_err(|source| NetworkError::Sysctl { path: path.into(), source })
+    std::fs::write(path, value).map_err(|source| NetworkError::Sysctl {
+        path: path.into(),
+        source,
+    })
 }
 
 /// A network's entry in `VXDP_NETWORKS`, from its plan and what the host
@@ -303,12 +388,20 @@ pub fn network_config(
     if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
         flags |= network_flags::FORWARD_DEV;
     }
-    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
+        gateway: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+        subnet: Ipv4Addr::UNSPECIFIED,
+    });
     NetworkConfig {
         mode: plan.mode,
         flags,
         subnet: u32::from_ne_bytes(v4.subnet.octets()),
-        netmask: if plan.ipv4.is_some() { prefix_mask(v4.prefix).to_be() } else { 0 },
+        netmask: if plan.ipv4.is_some() {
+            prefix_mask(v4.prefix).to_be()
+        } else {
+            0
+        },
         gateway: u32::from_ne_bytes(v4.gateway.octets()),
         nat_addr_first: u32::from_ne_bytes(nat_first.octets()),
         nat_addr_last: u32::from_ne_bytes(nat_last.octets()),
@@ -324,24 +417,44 @@ pub fn network_config(
 /// `NetworkConfig::flags` a host bridge adds: what the operator's bridge
 /// does itself (VLAN filtering, netfilter calls, isolated ports) must not
 /// be bypassed, so frames between guests then cross it.
-pub async fn host_bridge_flags(nl: &Netlink, bridge: &crate::netlink::LinkInfo) -> Result<u32, NetworkError> {
-    let isolated_port = nl.links().await?.iter().any(|l| l.master == Some(bridge.index) && l.bridge_port_isolated);
-    Ok(if bridge.bridge_filters || isolated_port { network_flags::BRIDGE_FILTERS } else { 0 })
+pub async fn host_bridge_flags(
+    nl: &Netlink,
+    bridge: &crate::netlink::LinkInfo,
+) -> Result<u32, NetworkError> {
+    let isolated_port = nl
+        .links()
+        .await?
+        .iter()
+        .any(|l| l.master == Some(bridge.index) && l.bridge_port_isolated);
+    Ok(if bridge.bridge_filters || isolated_port {
+        network_flags::BRIDGE_FILTERS
+    } else {
+        0
+    })
 }
 
 /// What `VXDP_SUBNETS`/`VXDP_SUBNETS6` map a network's prefixes to.
 pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
-    SubnetOwner { network_id: id, mode: plan.mode }
+    SubnetOwner {
+        network_id: id,
+        mode: plan.mode,
+    }
 }
 
 /// The network's IPv4 prefix as `VXDP_SUBNETS` keys it (address, length).
 pub fn subnet4_key(plan: &NetworkPlan) -> Option<(u32, u32)> {
-    plan.ipv4.map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
+    plan.ipv4
+        .map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
 }
 
 /// The network's IPv6 prefix as `VXDP_SUBNETS6` keys it (address, length).
 pub fn subnet6_key(plan: &NetworkPlan) -> Option<([u8; 16], u32)> {
-    plan.ipv6.map(|(a, p)| (Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(), p as u32))
+    plan.ipv6.map(|(a, p)| {
+        (
+            Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
+            p as u32,
+        )
+    })
 }
 
 /// Writes the network's subnet entries, IPv4 and IPv6 (those it has).
@@ -360,14 +473,23 @@ pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), Dat
 /// network's addresses, or — without an IPv6 `<ip>` — `disable_ipv6=1`
 /// (a very isolated network's bridge has no address at all), then sets it
 /// up. Used by `net-start` and by reconcile when it recreates the bridge.
-pub async fn configure_bridge(nl: &Netlink, plan: &NetworkPlan, bridge: &str, ifindex: u32) -> Result<(), NetworkError> {
+pub async fn configure_bridge(
+    nl: &Netlink,
+    plan: &NetworkPlan,
+    bridge: &str,
+    ifindex: u32,
+) -> Result<(), NetworkError> {
     if plan.ipv6.is_none() {
         // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
         // (not even link-local) on the bridge.
-        write_sysctl(&format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"), "1")?;
+        write_sysctl(
+            &format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
+            "1",
+        )?;
     }
     if let Some(v4) = plan.ipv4 {
-        nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix).await?;
+        nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix)
+            .await?;
     }
     if let Some((a, p)) = plan.ipv6 {
         nl.add_address(ifindex, IpAddr::V6(a), p).await?;
@@ -396,8 +518,14 @@ pub fn port_endpoint(
     xdp_frames: bool,
 ) -> Result<Endpoint, NetworkError> {
     let mac = port.mac.as_deref().map(parse_mac).transpose()?;
-    let ipv4 = port.ipv4.or_else(|| mac.and_then(|m| dnsmasq::guest_ipv4(state_dir, rec, &m)));
-    let mut flags = if mac.is_some() { endpoint_flags::MAC_KNOWN } else { 0 };
+    let ipv4 = port
+        .ipv4
+        .or_else(|| mac.and_then(|m| dnsmasq::guest_ipv4(state_dir, rec, &m)));
+    let mut flags = if mac.is_some() {
+        endpoint_flags::MAC_KNOWN
+    } else {
+        0
+    };
     if ipv4.is_some() {
         flags |= endpoint_flags::IPV4_KNOWN;
     }
@@ -423,11 +551,24 @@ pub fn port_endpoint(
 /// The first step of every start: the dataplane loaded (or adopted); the
 /// first network's start unloads it again on failure and forgets a stale
 /// host record (a crash would otherwise restore a wrong value later).
-pub fn load_dataplane(ctx: &Context, state: &StateDir, name: &str, first_network: bool, undo: &mut Undo) -> Result<(), NetworkError> {
-    eprintln!("[vxdp] {name}: loading the dataplane under {}", ctx.pins.root.display());
+pub fn load_dataplane(
+    ctx: &Context,
+    state: &StateDir,
+    name: &str,
+    first_network: bool,
+    undo: &mut Undo,
+) -> Result<(), NetworkError> {
+    eprintln!(
+        "[vxdp] {name}: loading the dataplane under {}",
+        ctx.pins.root.display()
+    );
     if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
         let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move { let _ = dataplane::unload(&pins); }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                let _ = dataplane::unload(&pins);
+            })
+        });
     }
     if first_network {
         state.remove_host()?;
@@ -459,11 +600,17 @@ const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 /// Records a sysctl's value before vxdp first changes it, so the last
 /// network to stop can restore it.
-fn remember_sysctl(state: &StateDir, path: &str, pick: impl Fn(&mut HostRecord) -> &mut Option<String>) -> Result<(), NetworkError> {
+fn remember_sysctl(
+    state: &StateDir,
+    path: &str,
+    pick: impl Fn(&mut HostRecord) -> &mut Option<String>,
+) -> Result<(), NetworkError> {
     let mut host = state.host()?;
     if pick(&mut host).is_none() {
-        let before = std::fs::read_to_string(path)
-            .map_err(|source| NetworkError::Sysctl { path: path.into(), source })?;
+        let before = std::fs::read_to_string(path).map_err(|source| NetworkError::Sysctl {
+            path: path.into(),
+            source,
+        })?;
         *pick(&mut host) = Some(before.trim().to_string());
         state.save_host(&host)?;
     }
@@ -471,7 +618,11 @@ fn remember_sysctl(state: &StateDir, path: &str, pick: impl Fn(&mut HostRecord) 
 }
 
 /// Starts a network from its definition (`vxdp net-create`).
-pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, NetworkError> {
+pub async fn start(
+    ctx: &Context,
+    xml_text: &str,
+    file: &str,
+) -> Result<NetworkRecord, NetworkError> {
     let plan = plan(xml_text, file)?;
     if vxdp_common::mode_direct(plan.mode) {
         return crate::direct::start(ctx, &plan, file).await;
@@ -484,14 +635,17 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         return Err(NetworkError::AlreadyStarted(name));
     }
     if let Some(v4) = plan.ipv4
-        && let Some(other) = running
-            .iter()
-            .find(|r| !r.gateway.is_unspecified() && overlaps(r.subnet, r.prefix, v4.subnet, v4.prefix))
+        && let Some(other) = running.iter().find(|r| {
+            !r.gateway.is_unspecified() && overlaps(r.subnet, r.prefix, v4.subnet, v4.prefix)
+        })
     {
         return Err(invalid(
             file,
             "/network/ip@address",
-            format!("subnet {}/{} overlaps network '{}' ({}/{})", v4.subnet, v4.prefix, other.name, other.subnet, other.prefix),
+            format!(
+                "subnet {}/{} overlaps network '{}' ({}/{})",
+                v4.subnet, v4.prefix, other.name, other.subnet, other.prefix
+            ),
         ));
     }
     if let Some((a, p)) = plan.ipv6
@@ -502,24 +656,44 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
             })
         })
     {
-        return Err(invalid(file, "/network/ip@address", format!("subnet {a}/{p} overlaps network '{}'", other.name)));
+        return Err(invalid(
+            file,
+            "/network/ip@address",
+            format!("subnet {a}/{p} overlaps network '{}'", other.name),
+        ));
     }
     let bridge = match &plan.def.bridge.name {
         Some(b) if plan.mode == mode::BRIDGE => {
             let link = nl.link_by_name(b).await?.ok_or_else(|| {
-                invalid(file, "/network/bridge@name", format!("bridge {b} does not exist (host bridge mode uses an existing bridge)"))
+                invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("bridge {b} does not exist (host bridge mode uses an existing bridge)"),
+                )
             })?;
             if link.kind.as_deref() != Some("bridge") {
-                return Err(invalid(file, "/network/bridge@name", format!("{b} is not a bridge")));
+                return Err(invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("{b} is not a bridge"),
+                ));
             }
             if let Some(other) = running.iter().find(|r| r.bridge == *b) {
-                return Err(invalid(file, "/network/bridge@name", format!("bridge {b} is already used by network '{}'", other.name)));
+                return Err(invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("bridge {b} is already used by network '{}'", other.name),
+                ));
             }
             b.clone()
         }
         Some(b) => {
             if nl.link_by_name(b).await?.is_some() {
-                return Err(invalid(file, "/network/bridge@name", format!("interface {b} already exists")));
+                return Err(invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("interface {b} already exists"),
+                ));
             }
             b.clone()
         }
@@ -527,7 +701,9 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
             let mut n = 0;
             loop {
                 let candidate = format!("virbr{n}");
-                if nl.link_by_name(&candidate).await?.is_none() && running.iter().all(|r| r.bridge != candidate) {
+                if nl.link_by_name(&candidate).await?.is_none()
+                    && running.iter().all(|r| r.bridge != candidate)
+                {
                     break candidate;
                 }
                 n += 1;
@@ -538,15 +714,23 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
     // route's interface when there is one; isolated networks take the
     // default route's interface only to refuse inbound traffic there; a host
     // bridge holds its uplink itself.
-    let uplink = if plan.mode == mode::BRIDGE { None } else { match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
-        Some(dev) => Some(nl.link_by_name(&dev).await?.ok_or_else(|| {
-            invalid(file, "/network/forward@dev", format!("interface {dev} does not exist"))
-        })?),
-        None => match nl.default_route_v4().await? {
-            Some(route) => nl.link_by_index(route.oif).await?,
-            None => None,
-        },
-    } };
+    let uplink = if plan.mode == mode::BRIDGE {
+        None
+    } else {
+        match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
+            Some(dev) => Some(nl.link_by_name(&dev).await?.ok_or_else(|| {
+                invalid(
+                    file,
+                    "/network/forward@dev",
+                    format!("interface {dev} does not exist"),
+                )
+            })?),
+            None => match nl.default_route_v4().await? {
+                Some(route) => nl.link_by_index(route.oif).await?,
+                None => None,
+            },
+        }
+    };
     if plan.mode == mode::NAT && uplink.is_none() {
         return Err(NetworkError::NoUplink);
     }
@@ -554,7 +738,9 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         (mode::NAT, Some(range), _) => range,
         (mode::NAT, None, Some(up)) => {
             let addrs = nl.ipv4_addresses(up.index).await?;
-            let (a, _) = *addrs.first().ok_or_else(|| NetworkError::UplinkWithoutAddress(up.name.clone()))?;
+            let (a, _) = *addrs
+                .first()
+                .ok_or_else(|| NetworkError::UplinkWithoutAddress(up.name.clone()))?;
             (a, a)
         }
         _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
@@ -563,7 +749,9 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         crate::nat6::check_ipv6_forwarding(&nl).await?;
     }
     let nat6_addr = match &uplink {
-        Some(up) if crate::nat6::masquerades(&plan) => Some(crate::nat6::uplink_address(&nl, up.index, &up.name).await?),
+        Some(up) if crate::nat6::masquerades(&plan) => {
+            Some(crate::nat6::uplink_address(&nl, up.index, &up.name).await?)
+        }
         _ => None,
     };
     let id = (1..MAX_NETWORKS)
@@ -571,7 +759,20 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
         .ok_or(NetworkError::TooManyNetworks)?;
 
     let mut undo = Undo::default();
-    let result = apply_start(ctx, &state, &nl, &plan, &bridge, uplink.as_ref(), id, (nat_first, nat_last), nat6_addr, running.is_empty(), &mut undo).await;
+    let result = apply_start(
+        ctx,
+        &state,
+        &nl,
+        &plan,
+        &bridge,
+        uplink.as_ref(),
+        id,
+        (nat_first, nat_last),
+        nat6_addr,
+        running.is_empty(),
+        &mut undo,
+    )
+    .await;
     match result {
         Ok(rec) => Ok(rec),
         Err(e) => {
@@ -616,11 +817,17 @@ async fn apply_start(
         // open the state directory again (flock would wait for ourselves).
         let host = state.host()?;
         let host_file = ctx.state_dir.join("host.json");
-        undo.push(move |_| Box::pin(async move {
-            if let Some(v) = host.ip_forward_before { let _ = write_sysctl(IP_FORWARD, &v); }
-            if let Some(v) = host.ipv6_forward_before { let _ = write_sysctl(IPV6_FORWARD, &v); }
-            let _ = std::fs::remove_file(&host_file);
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Some(v) = host.ip_forward_before {
+                    let _ = write_sysctl(IP_FORWARD, &v);
+                }
+                if let Some(v) = host.ipv6_forward_before {
+                    let _ = write_sysctl(IPV6_FORWARD, &v);
+                }
+                let _ = std::fs::remove_file(&host_file);
+            })
+        });
     }
     if forward_v4 {
         write_sysctl(IP_FORWARD, "1")?;
@@ -632,64 +839,112 @@ async fn apply_start(
     let mut bridge_flags = 0;
     let (bridge_ifindex, mac) = if plan.mode == mode::BRIDGE {
         // The operator's bridge: used as it is, never changed or removed.
-        let link = nl.link_by_name(bridge).await?.ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
-        eprintln!("[vxdp] {name}: using host bridge {bridge} (ifindex {})", link.index);
+        let link = nl
+            .link_by_name(bridge)
+            .await?
+            .ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
+        eprintln!(
+            "[vxdp] {name}: using host bridge {bridge} (ifindex {})",
+            link.index
+        );
         bridge_flags = host_bridge_flags(nl, &link).await?;
         if bridge_flags & network_flags::BRIDGE_FILTERS != 0 {
-            eprintln!("[vxdp] {name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it");
+            eprintln!(
+                "[vxdp] {name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it"
+            );
         }
         (link.index, link.mac.unwrap_or_default())
     } else {
         eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
         let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
         let bridge_ifindex = nl
-            .create_bridge(bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
+            .create_bridge(
+                bridge,
+                Some(mac),
+                plan.def.bridge.stp,
+                plan.def.bridge.delay * 100,
+            )
             .await?;
-        undo.push(move |nl| Box::pin(async move { let _ = nl.delete_link(bridge_ifindex).await; }));
+        undo.push(move |nl| {
+            Box::pin(async move {
+                let _ = nl.delete_link(bridge_ifindex).await;
+            })
+        });
         configure_bridge(nl, plan, bridge, bridge_ifindex).await?;
         (bridge_ifindex, mac)
     };
 
     let maps = Maps::open(&ctx.pins)?;
-    let mut cfg = network_config(plan, bridge_ifindex, mac, uplink.map_or(0, |u| u.index), (nat_first, nat_last));
+    let mut cfg = network_config(
+        plan,
+        bridge_ifindex,
+        mac,
+        uplink.map_or(0, |u| u.index),
+        (nat_first, nat_last),
+    );
     cfg.flags |= bridge_flags;
     maps.reset_counters(id)?;
     maps.set_network(id, &cfg)?;
     {
         let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = m.set_network(id, &NetworkConfig::default()); }
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = m.set_network(id, &NetworkConfig::default());
+                }
+            })
+        });
     }
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
     let (v4_key, v6_key) = (subnet4_key(plan), subnet6_key(plan));
     {
         let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) {
-                if let Some((a, p)) = v4_key { let _ = m.remove_subnet(a, p); }
-                if let Some((a, p)) = v6_key { let _ = m.remove_subnet6(a, p); }
-            }
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    if let Some((a, p)) = v4_key {
+                        let _ = m.remove_subnet(a, p);
+                    }
+                    if let Some((a, p)) = v6_key {
+                        let _ = m.remove_subnet6(a, p);
+                    }
+                }
+            })
+        });
     }
     write_subnets(&maps, id, plan)?;
     if let Some(cfg) = crate::nat6::config(plan, nat6_addr) {
         let pins = ctx.pins.clone();
-        undo.push(move |_| Box::pin(async move {
-            if let Ok(m) = Maps::open(&pins) { let _ = m.set_nat6(id, &vxdp_common::Nat6Config::default()); }
-        }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = m.set_nat6(id, &vxdp_common::Nat6Config::default());
+                }
+            })
+        });
         maps.set_nat6(id, &cfg)?;
     }
-    let v4 = plan.ipv4.unwrap_or(Ipv4Plan { gateway: Ipv4Addr::UNSPECIFIED, prefix: 0, subnet: Ipv4Addr::UNSPECIFIED });
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
+        gateway: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+        subnet: Ipv4Addr::UNSPECIFIED,
+    });
 
     if let Some(uplink) = uplink {
-        eprintln!("[vxdp] {name}: attaching XDP to uplink {} (ifindex {})", uplink.name, uplink.index);
+        eprintln!(
+            "[vxdp] {name}: attaching XDP to uplink {} (ifindex {})",
+            uplink.name, uplink.index
+        );
         let uplink_shared = crate::direct::device_used(&state.networks()?, uplink.index);
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
         if !uplink_shared {
             let (pins, index) = (ctx.pins.clone(), uplink.index);
-            undo.push(move |_| Box::pin(async move { let _ = dataplane::detach_uplink(&pins, index); }));
+            undo.push(move |_| {
+                Box::pin(async move {
+                    let _ = dataplane::detach_uplink(&pins, index);
+                })
+            });
         }
     }
 
@@ -699,7 +954,11 @@ async fn apply_start(
         dnsmasq::start(&inv, &plan.def, bridge, &name)?;
         let state_dir = ctx.state_dir.clone();
         let net = name.clone();
-        undo.push(move |_| Box::pin(async move { let _ = dnsmasq::stop(&state_dir, &net); }));
+        undo.push(move |_| {
+            Box::pin(async move {
+                let _ = dnsmasq::stop(&state_dir, &net);
+            })
+        });
     }
 
     let rec = NetworkRecord {
@@ -724,10 +983,15 @@ async fn apply_start(
     };
     state.save_network(&rec)?;
     if plan.mode == mode::NAT {
-        eprintln!("[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})", plan.nat_ports.0, plan.nat_ports.1);
+        eprintln!(
+            "[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})",
+            plan.nat_ports.0, plan.nat_ports.1
+        );
         match (nat6_addr, plan.ipv6) {
             (Some(a), _) => eprintln!("[vxdp] {name}: IPv6 masqueraded (NAT66) to {a}"),
-            (None, Some(_)) => eprintln!("[vxdp] {name}: IPv6 routed without NAT (no <nat ipv6='yes'>)"),
+            (None, Some(_)) => {
+                eprintln!("[vxdp] {name}: IPv6 routed without NAT (no <nat ipv6='yes'>)")
+            }
             _ => {}
         }
     } else {
@@ -742,7 +1006,9 @@ async fn apply_start(
 pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
-    let rec = state.network(name)?.ok_or_else(|| NetworkError::NotStarted(name.into()))?;
+    let rec = state
+        .network(name)?
+        .ok_or_else(|| NetworkError::NotStarted(name.into()))?;
     dnsmasq::stop(&ctx.state_dir, name)?;
     for port in &rec.ports {
         unplug(ctx, &nl, &rec, port).await?;
@@ -753,12 +1019,19 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
             maps.remove_subnet(u32::from_ne_bytes(rec.subnet.octets()), rec.prefix as u32)?;
         }
         if let Some((a, p)) = rec.ipv6 {
-            maps.remove_subnet6(Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(), p as u32)?;
+            maps.remove_subnet6(
+                Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
+                p as u32,
+            )?;
             maps.set_nat6(rec.id, &vxdp_common::Nat6Config::default())?;
         }
         maps.flush_conntrack(rec.id)?;
     }
-    let others: Vec<_> = state.networks()?.into_iter().filter(|r| r.name != rec.name).collect();
+    let others: Vec<_> = state
+        .networks()?
+        .into_iter()
+        .filter(|r| r.name != rec.name)
+        .collect();
     if rec.uplink_ifindex != 0 && !crate::direct::device_used(&others, rec.uplink_ifindex) {
         dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
     }
@@ -785,7 +1058,12 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
-async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRecord) -> Result<(), NetworkError> {
+async fn unplug(
+    ctx: &Context,
+    nl: &Netlink,
+    _rec: &NetworkRecord,
+    port: &PortRecord,
+) -> Result<(), NetworkError> {
     dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.remove_endpoint(port.ifindex)?;
@@ -804,7 +1082,12 @@ async fn unplug(ctx: &Context, nl: &Netlink, _rec: &NetworkRecord, port: &PortRe
 
 /// Plugs an existing interface (tap or veth end) into a started network:
 /// enslaves it to the bridge and attaches the guest-port program.
-pub async fn attach_interface(ctx: &Context, network: &str, dev: &str, mac: Option<&str>) -> Result<PortRecord, NetworkError> {
+pub async fn attach_interface(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<&str>,
+) -> Result<PortRecord, NetworkError> {
     attach_port(ctx, network, dev, mac, &[], false, false).await
 }
 
@@ -825,14 +1108,25 @@ pub async fn attach_interface_with(
 /// The guest's static addresses from `--ip` values: at most one IPv4 in
 /// the network's IPv4 subnet and one IPv6 in its IPv6 prefix (when the
 /// network has them), never the host's own.
-fn static_addresses(rec: &NetworkRecord, ips: &[String]) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), NetworkError> {
+fn static_addresses(
+    rec: &NetworkRecord,
+    ips: &[String],
+) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), NetworkError> {
     let (mut v4, mut v6) = (None, None);
     for text in ips {
-        let bad = |reason: String| NetworkError::BadIp { ip: text.clone(), reason };
-        match text.parse::<IpAddr>().map_err(|_| bad("not an IPv4 or IPv6 address".into()))? {
+        let bad = |reason: String| NetworkError::BadIp {
+            ip: text.clone(),
+            reason,
+        };
+        match text
+            .parse::<IpAddr>()
+            .map_err(|_| bad("not an IPv4 or IPv6 address".into()))?
+        {
             IpAddr::V4(a) => {
                 if v4.replace(a).is_some() {
-                    return Err(bad("a second IPv4 address (give one IPv4 and one IPv6 at most)".into()));
+                    return Err(bad(
+                        "a second IPv4 address (give one IPv4 and one IPv6 at most)".into(),
+                    ));
                 }
                 if !rec.gateway.is_unspecified() {
                     let m = prefix_mask(rec.prefix);
@@ -846,15 +1140,21 @@ fn static_addresses(rec: &NetworkRecord, ips: &[String]) -> Result<(Option<Ipv4A
             }
             IpAddr::V6(a) => {
                 if v6.replace(a).is_some() {
-                    return Err(bad("a second IPv6 address (give one IPv4 and one IPv6 at most)".into()));
+                    return Err(bad(
+                        "a second IPv6 address (give one IPv4 and one IPv6 at most)".into(),
+                    ));
                 }
                 if a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local() {
                     return Err(bad("not a global unicast IPv6 address".into()));
                 }
                 if let Some((host, p)) = rec.ipv6
-                    && (u128::from(a) & prefix_mask6(p) != u128::from(host) & prefix_mask6(p) || a == host)
+                    && (u128::from(a) & prefix_mask6(p) != u128::from(host) & prefix_mask6(p)
+                        || a == host)
                 {
-                    return Err(bad(format!("not a guest address of network '{}' ({host}/{p} is the host's)", rec.name)));
+                    return Err(bad(format!(
+                        "not a guest address of network '{}' ({host}/{p} is the host's)",
+                        rec.name
+                    )));
                 }
             }
         }
@@ -877,11 +1177,23 @@ pub async fn attach_port(
     let mac_bytes = mac.map(parse_mac).transpose()?;
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
-    let mut rec = state.network(network)?.ok_or_else(|| NetworkError::NotStarted(network.into()))?;
+    let mut rec = state
+        .network(network)?
+        .ok_or_else(|| NetworkError::NotStarted(network.into()))?;
     let (ipv4, ipv6) = static_addresses(&rec, ips)?;
-    let link = nl.link_by_name(dev).await?.ok_or_else(|| NetworkError::NoSuchInterface(dev.into()))?;
-    if let Some(other) = state.networks()?.into_iter().find(|r| r.ports.iter().any(|p| p.ifindex == link.index)) {
-        return Err(NetworkError::PortInUse { dev: dev.into(), network: other.name });
+    let link = nl
+        .link_by_name(dev)
+        .await?
+        .ok_or_else(|| NetworkError::NoSuchInterface(dev.into()))?;
+    if let Some(other) = state
+        .networks()?
+        .into_iter()
+        .find(|r| r.ports.iter().any(|p| p.ifindex == link.index))
+    {
+        return Err(NetworkError::PortInUse {
+            dev: dev.into(),
+            network: other.name,
+        });
     }
     let port = PortRecord {
         dev: dev.into(),
@@ -903,9 +1215,13 @@ pub async fn attach_port(
         {
             let pins = ctx.pins.clone();
             let ifindex = link.index;
-            undo.push(move |_| Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) { let _ = m.remove_endpoint(ifindex); }
-            }));
+            undo.push(move |_| {
+                Box::pin(async move {
+                    if let Ok(m) = Maps::open(&pins) {
+                        let _ = m.remove_endpoint(ifindex);
+                    }
+                })
+            });
         }
         if crate::direct::is_direct(&rec) {
             // No bridge: the port joins its device's guest ports.
@@ -914,7 +1230,11 @@ pub async fn attach_port(
         } else {
             nl.set_master(link.index, rec.bridge_ifindex).await?;
             let ifindex = link.index;
-            undo.push(move |nl| Box::pin(async move { let _ = nl.set_nomaster(ifindex).await; }));
+            undo.push(move |nl| {
+                Box::pin(async move {
+                    let _ = nl.set_nomaster(ifindex).await;
+                })
+            });
         }
         dataplane::attach_guest_port(&ctx.pins, link.index, dev)?;
         nl.set_up(link.index).await?;
@@ -936,12 +1256,17 @@ pub async fn attach_port(
 pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result<(), NetworkError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
-    let mut rec = state.network(network)?.ok_or_else(|| NetworkError::NotStarted(network.into()))?;
-    let pos = rec
-        .ports
-        .iter()
-        .position(|p| p.dev == dev)
-        .ok_or_else(|| NetworkError::PortNotFound { dev: dev.into(), network: network.into() })?;
+    let mut rec = state
+        .network(network)?
+        .ok_or_else(|| NetworkError::NotStarted(network.into()))?;
+    let pos =
+        rec.ports
+            .iter()
+            .position(|p| p.dev == dev)
+            .ok_or_else(|| NetworkError::PortNotFound {
+                dev: dev.into(),
+                network: network.into(),
+            })?;
     let port = rec.ports.remove(pos);
     unplug(ctx, &nl, &rec, &port).await?;
     state.save_network(&rec)?;
@@ -955,7 +1280,9 @@ pub fn list(ctx: &Context) -> Result<Vec<NetworkRecord>, NetworkError> {
 }
 
 pub fn find(ctx: &Context, name: &str) -> Result<NetworkRecord, NetworkError> {
-    StateDir::open(&ctx.state_dir)?.network(name)?.ok_or_else(|| NetworkError::NotStarted(name.into()))
+    StateDir::open(&ctx.state_dir)?
+        .network(name)?
+        .ok_or_else(|| NetworkError::NotStarted(name.into()))
 }
 
 #[cfg(test)]
@@ -971,25 +1298,62 @@ mod tests {
         let ip = "<ip address='192.168.150.1' prefix='24'/>";
         let cases = [
             (net(&format!("<forward mode='nat'/>{ip}")), mode::NAT, "nat"),
-            (net(&format!("<forward mode='route'/>{ip}")), mode::ROUTE, "route"),
-            (net(&format!("<forward mode='open'/>{ip}")), mode::OPEN, "open"),
+            (
+                net(&format!("<forward mode='route'/>{ip}")),
+                mode::ROUTE,
+                "route",
+            ),
+            (
+                net(&format!("<forward mode='open'/>{ip}")),
+                mode::OPEN,
+                "open",
+            ),
             (net(ip), mode::ISOLATED, "isolated"),
             (net(""), mode::ISOLATED, "very-isolated"),
-            (net("<bridge name='br0'/><forward mode='bridge'/>"), mode::BRIDGE, "bridge"),
-            (net("<forward mode='bridge' dev='eth0'/>"), mode::DIRECT_BRIDGE, "direct-bridge"),
-            (net("<forward mode='vepa'><interface dev='eth0'/></forward>"), mode::DIRECT_VEPA, "direct-vepa"),
-            (net("<forward mode='private'><interface dev='eth0'/><interface dev='eth1'/></forward>"), mode::DIRECT_PRIVATE, "direct-private"),
-            (net("<forward mode='passthrough' dev='eth0'/>"), mode::DIRECT_PASSTHROUGH, "direct-passthrough"),
+            (
+                net("<bridge name='br0'/><forward mode='bridge'/>"),
+                mode::BRIDGE,
+                "bridge",
+            ),
+            (
+                net("<forward mode='bridge' dev='eth0'/>"),
+                mode::DIRECT_BRIDGE,
+                "direct-bridge",
+            ),
+            (
+                net("<forward mode='vepa'><interface dev='eth0'/></forward>"),
+                mode::DIRECT_VEPA,
+                "direct-vepa",
+            ),
+            (
+                net(
+                    "<forward mode='private'><interface dev='eth0'/><interface dev='eth1'/></forward>",
+                ),
+                mode::DIRECT_PRIVATE,
+                "direct-private",
+            ),
+            (
+                net("<forward mode='passthrough' dev='eth0'/>"),
+                mode::DIRECT_PASSTHROUGH,
+                "direct-passthrough",
+            ),
         ];
         for (xml, m, name) in cases {
             let p = plan(&xml, "t.xml").unwrap_or_else(|e| panic!("{xml}: {e}"));
             assert_eq!((p.mode, p.mode_name()), (m, name), "{xml}");
         }
-        let p = plan(&net("<forward mode='route'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"), "t.xml").unwrap();
+        let p = plan(
+            &net("<forward mode='route'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"),
+            "t.xml",
+        )
+        .unwrap();
         assert_eq!(p.ipv6, Some(("2001:db8:5::1".parse().unwrap(), 64)));
         assert!(p.ipv4.is_none());
         let p = plan(&net(""), "t.xml").unwrap();
-        assert!(p.ipv4.is_none() && p.ipv6.is_none(), "very isolated: no address for the host");
+        assert!(
+            p.ipv4.is_none() && p.ipv6.is_none(),
+            "very isolated: no address for the host"
+        );
     }
 
     #[test]
@@ -998,41 +1362,107 @@ mod tests {
         let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
         let p = plan(&net("<forward mode='route' dev='up0'/><ip address='192.168.150.1' prefix='24'/><ip family='ipv6' address='2001:db8:5::1' prefix='64'/>"), "t.xml").unwrap();
         let c = network_config(&p, 7, mac, 2, none);
-        assert_eq!((c.mode, c.bridge_ifindex, c.uplink_ifindex, c.bridge_mac), (mode::ROUTE, 7, 2, mac));
-        assert_eq!(c.flags, network_flags::ACTIVE | network_flags::HOST_ADDRESS | network_flags::FORWARD_DEV);
-        assert_eq!((c.subnet, c.netmask), (u32::from_ne_bytes([192, 168, 150, 0]), u32::from_ne_bytes([255, 255, 255, 0])));
-        assert_eq!(subnet4_key(&p), Some((u32::from_ne_bytes([192, 168, 150, 0]), 24)));
+        assert_eq!(
+            (c.mode, c.bridge_ifindex, c.uplink_ifindex, c.bridge_mac),
+            (mode::ROUTE, 7, 2, mac)
+        );
+        assert_eq!(
+            c.flags,
+            network_flags::ACTIVE | network_flags::HOST_ADDRESS | network_flags::FORWARD_DEV
+        );
+        assert_eq!(
+            (c.subnet, c.netmask),
+            (
+                u32::from_ne_bytes([192, 168, 150, 0]),
+                u32::from_ne_bytes([255, 255, 255, 0])
+            )
+        );
+        assert_eq!(
+            subnet4_key(&p),
+            Some((u32::from_ne_bytes([192, 168, 150, 0]), 24))
+        );
         let (a6, p6) = subnet6_key(&p).unwrap();
-        assert_eq!((Ipv6Addr::from(a6), p6), ("2001:db8:5::".parse().unwrap(), 64), "IPv6 key is the masked prefix");
-        assert_eq!(subnet_owner(3, &p), SubnetOwner { network_id: 3, mode: mode::ROUTE });
+        assert_eq!(
+            (Ipv6Addr::from(a6), p6),
+            ("2001:db8:5::".parse().unwrap(), 64),
+            "IPv6 key is the masked prefix"
+        );
+        assert_eq!(
+            subnet_owner(3, &p),
+            SubnetOwner {
+                network_id: 3,
+                mode: mode::ROUTE
+            }
+        );
 
         // Very isolated: no address for the host, no subnet entries.
         let p = plan(&net(""), "t.xml").unwrap();
         let c = network_config(&p, 7, mac, 0, none);
-        assert_eq!((c.mode, c.flags, c.netmask, c.gateway), (mode::ISOLATED, network_flags::ACTIVE, 0, 0));
+        assert_eq!(
+            (c.mode, c.flags, c.netmask, c.gateway),
+            (mode::ISOLATED, network_flags::ACTIVE, 0, 0)
+        );
         assert!(subnet4_key(&p).is_none() && subnet6_key(&p).is_none());
 
         // NAT: the addresses resolved at start are carried as given.
-        let p = plan(&net("<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>"), "t.xml").unwrap();
-        let nat = ("198.51.100.2".parse().unwrap(), "198.51.100.3".parse().unwrap());
+        let p = plan(
+            &net("<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>"),
+            "t.xml",
+        )
+        .unwrap();
+        let nat = (
+            "198.51.100.2".parse().unwrap(),
+            "198.51.100.3".parse().unwrap(),
+        );
         let c = network_config(&p, 7, mac, 2, nat);
-        assert_eq!((c.nat_addr_first, c.nat_addr_last), (u32::from_ne_bytes([198, 51, 100, 2]), u32::from_ne_bytes([198, 51, 100, 3])));
+        assert_eq!(
+            (c.nat_addr_first, c.nat_addr_last),
+            (
+                u32::from_ne_bytes([198, 51, 100, 2]),
+                u32::from_ne_bytes([198, 51, 100, 3])
+            )
+        );
         assert_eq!((c.nat_port_min, c.nat_port_max), (1024, 65535));
     }
 
     #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
-            (net("<forward mode='hostdev'><pf dev='eth0'/></forward>"), "/network/forward/pf", "not supported yet"),
-            (net("<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>"), "/network/forward/interface", "not supported yet"),
-            (net("<forward mode='vepa'/>"), "/network/forward", "needs a device"),
+            (
+                net("<forward mode='hostdev'><pf dev='eth0'/></forward>"),
+                "/network/forward/pf",
+                "not supported yet",
+            ),
+            (
+                net(
+                    "<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>",
+                ),
+                "/network/forward/interface",
+                "not supported yet",
+            ),
+            (
+                net("<forward mode='vepa'/>"),
+                "/network/forward",
+                "needs a device",
+            ),
             // Refused already by the definition checks (libvirt's own).
-            (net("<forward mode='route'/>"), "/network/forward@mode", "has no <ip> address"),
-            (net("<forward mode='nat'/>"), "/network/forward@mode", "has no <ip> address"),
+            (
+                net("<forward mode='route'/>"),
+                "/network/forward@mode",
+                "has no <ip> address",
+            ),
+            (
+                net("<forward mode='nat'/>"),
+                "/network/forward@mode",
+                "has no <ip> address",
+            ),
         ];
         for (xml, element, words) in cases {
             let e = plan(&xml, "t.xml").expect_err(&xml).to_string();
-            assert!(e.contains("t.xml") && e.contains(element) && e.contains(words), "{xml}: {e}");
+            assert!(
+                e.contains("t.xml") && e.contains(element) && e.contains(words),
+                "{xml}: {e}"
+            );
         }
     }
 }

@@ -41,15 +41,26 @@ struct InfoByFdAttr {
 
 fn bpf(cmd: libc::c_long, attr: *mut libc::c_void, size: usize) -> io::Result<libc::c_long> {
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Opens a pinned object (`BPF_OBJ_GET`).
 fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, ..Default::default() };
-    let fd = bpf(BPF_OBJ_GET, (&mut attr as *mut ObjGetAttr).cast(), size_of::<ObjGetAttr>())?;
+    let mut attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(
+        BPF_OBJ_GET,
+        (&mut attr as *mut ObjGetAttr).cast(),
+        size_of::<ObjGetAttr>(),
+    )?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
@@ -73,7 +84,11 @@ pub fn link_state(path: &Path) -> io::Result<LinkState> {
         info_len: size_of_val(&info) as u32,
         info: info.as_mut_ptr() as u64,
     };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, (&mut attr as *mut InfoByFdAttr).cast(), size_of::<InfoByFdAttr>())?;
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        (&mut attr as *mut InfoByFdAttr).cast(),
+        size_of::<InfoByFdAttr>(),
+    )?;
     Ok(LinkState {
         id: (info[0] >> 32) as u32,
         prog_id: info[1] as u32,
@@ -111,8 +126,11 @@ pub fn pinned_ids(pins: &Pins) -> io::Result<PinnedIds> {
         ids.progs.push((path, info.id()));
     }
     for path in entries(&pins.maps_dir()) {
-        let map = MapData::from_pin(&path).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-        let info = map.info().map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        let map = MapData::from_pin(&path)
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        let info = map
+            .info()
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
         ids.maps.push((path, info.id()));
     }
     for path in entries(&pins.root.join("links")) {

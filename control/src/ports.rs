@@ -16,7 +16,9 @@ use crate::{
 /// The running network an `<interface>` names.
 fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, NetworkError> {
     match &def.source {
-        InterfaceSource::Network { portgroup: Some(_), .. } => Err(NetworkError::NotSupported {
+        InterfaceSource::Network {
+            portgroup: Some(_), ..
+        } => Err(NetworkError::NotSupported {
             file: file.into(),
             element: "/interface/source@portgroup".into(),
             what: "portgroups".into(),
@@ -29,7 +31,9 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, N
             .ok_or_else(|| NetworkError::Invalid {
                 file: file.into(),
                 element: "/interface/source@bridge".into(),
-                reason: format!("no running vxdp network has bridge {bridge} (see `vxdp net-list`)"),
+                reason: format!(
+                    "no running vxdp network has bridge {bridge} (see `vxdp net-list`)"
+                ),
             }),
         // libvirt would create a macvtap on `dev`; vxdp plugs a tap into the
         // running direct network whose device `dev` is, in the same mode.
@@ -40,13 +44,18 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, N
                 .ok_or_else(|| NetworkError::Invalid {
                     file: file.into(),
                     element: "/interface/source@dev".into(),
-                    reason: format!("no running vxdp direct network has device {dev} (see `vxdp net-list`)"),
+                    reason: format!(
+                        "no running vxdp direct network has device {dev} (see `vxdp net-list`)"
+                    ),
                 })?;
             if rec.mode != format!("direct-{mode}") {
                 return Err(NetworkError::Invalid {
                     file: file.into(),
                     element: "/interface/source@mode".into(),
-                    reason: format!("network '{}' on {dev} is {}, not direct-{mode}", rec.name, rec.mode),
+                    reason: format!(
+                        "network '{}' on {dev} is {}, not direct-{mode}",
+                        rec.name, rec.mode
+                    ),
                 });
             }
             Ok(rec.name)
@@ -62,13 +71,20 @@ async fn free_tap_name(nl: &Netlink) -> Result<String, NetworkError> {
             return Ok(name);
         }
     }
-    Err(NetworkError::NoSuchInterface("a free vnetN name (vnet0..vnet65535 are all taken)".into()))
+    Err(NetworkError::NoSuchInterface(
+        "a free vnetN name (vnet0..vnet65535 are all taken)".into(),
+    ))
 }
 
 /// Plugs the port an `<interface>` describes; returns it (with the device
 /// name and guest MAC it got).
 /// A tap vxdp creates gets `tap_owner` as its owner.
-pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str, tap_owner: tap::TapOwner) -> Result<PortRecord, NetworkError> {
+pub async fn attach_xml(
+    ctx: &Context,
+    xml_text: &str,
+    file: &str,
+    tap_owner: tap::TapOwner,
+) -> Result<PortRecord, NetworkError> {
     let def = xml::parse_interface(xml_text, file)?;
     let network = network_of(ctx, &def, file)?;
     // Like libvirt: a guest without <mac> gets one in 52:54:00.
@@ -89,10 +105,23 @@ pub async fn attach_xml(ctx: &Context, xml_text: &str, file: &str, tap_owner: ta
         // uses the guest MAC with a first byte of 0xfe.
         let mut host_mac = mac;
         host_mac[0] = 0xfe;
-        eprintln!("[vxdp] {network}: creating tap {dev} for guest MAC {}", format_mac(&mac));
+        eprintln!(
+            "[vxdp] {network}: creating tap {dev} for guest MAC {}",
+            format_mac(&mac)
+        );
         tap::create(&dev, host_mac, tap_owner)?;
     }
-    match network::attach_port(ctx, &network, &dev, Some(&format_mac(&mac)), &[], create, false).await {
+    match network::attach_port(
+        ctx,
+        &network,
+        &dev,
+        Some(&format_mac(&mac)),
+        &[],
+        create,
+        false,
+    )
+    .await
+    {
         Ok(port) => Ok(port),
         Err(e) => {
             if create {
@@ -111,7 +140,10 @@ pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<Str
     let rec = network::find(ctx, &network)?;
     let port = match (&def.target, def.mac) {
         (Some(dev), _) => rec.ports.iter().find(|p| &p.dev == dev),
-        (None, Some(mac)) => rec.ports.iter().find(|p| p.mac.as_deref() == Some(format_mac(&mac).as_str())),
+        (None, Some(mac)) => rec
+            .ports
+            .iter()
+            .find(|p| p.mac.as_deref() == Some(format_mac(&mac).as_str())),
         (None, None) => {
             return Err(NetworkError::Invalid {
                 file: file.into(),
@@ -124,7 +156,11 @@ pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<Str
         .map(|p| p.dev.clone())
         .ok_or_else(|| NetworkError::Invalid {
             file: file.into(),
-            element: if def.target.is_some() { "/interface/target@dev".into() } else { "/interface/mac@address".into() },
+            element: if def.target.is_some() {
+                "/interface/target@dev".into()
+            } else {
+                "/interface/mac@address".into()
+            },
             reason: format!("no such port in network '{network}'"),
         })?;
     network::detach_interface(ctx, &network, &dev).await?;

@@ -65,7 +65,10 @@ pub fn load_or_adopt(ctx: &Context) -> Result<bool, DataplaneError> {
     let loaded = dataplane::ensure_loaded(&ctx.pins, &ctx.load)?;
     let marker = ctx.state_dir.join(UNLOADED_MARKER);
     if marker.exists() {
-        std::fs::remove_file(&marker).map_err(|source| DataplaneError::Io { path: marker, source })?;
+        std::fs::remove_file(&marker).map_err(|source| DataplaneError::Io {
+            path: marker,
+            source,
+        })?;
     }
     Ok(loaded)
 }
@@ -81,7 +84,10 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkErro
             return Ok(repairs);
         }
         load_or_adopt(ctx)?;
-        repairs.note(format!("loaded the dataplane under {}", ctx.pins.root.display()));
+        repairs.note(format!(
+            "loaded the dataplane under {}",
+            ctx.pins.root.display()
+        ));
     }
     let nl = Netlink::connect()?;
     let maps = Maps::open(&ctx.pins)?;
@@ -111,7 +117,10 @@ async fn reconcile_network(
     repairs: &mut Repairs,
 ) -> Result<(), NetworkError> {
     let name = rec.name.clone();
-    let plan = network::plan(&rec.xml, &format!("{}/run/{name}.json", ctx.state_dir.display()))?;
+    let plan = network::plan(
+        &rec.xml,
+        &format!("{}/run/{name}.json", ctx.state_dir.display()),
+    )?;
     if vxdp_common::mode_direct(plan.mode) {
         return crate::direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await;
     }
@@ -129,13 +138,20 @@ async fn reconcile_network(
             }
             if !link.up {
                 if host_bridge {
-                    repairs.problem(format!("{name}: host bridge {} is down (the operator's: left as it is)", rec.bridge));
+                    repairs.problem(format!(
+                        "{name}: host bridge {} is down (the operator's: left as it is)",
+                        rec.bridge
+                    ));
                 } else {
                     nl.set_up(link.index).await?;
                     repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
                 }
             }
-            if host_bridge { link.mac.unwrap_or_default() } else { plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name)) }
+            if host_bridge {
+                link.mac.unwrap_or_default()
+            } else {
+                plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name))
+            }
         }
         None if host_bridge => {
             repairs.problem(format!(
@@ -147,7 +163,12 @@ async fn reconcile_network(
         None => {
             let mac = plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name));
             let index = nl
-                .create_bridge(&rec.bridge, Some(mac), plan.def.bridge.stp, plan.def.bridge.delay * 100)
+                .create_bridge(
+                    &rec.bridge,
+                    Some(mac),
+                    plan.def.bridge.stp,
+                    plan.def.bridge.delay * 100,
+                )
                 .await?;
             if let Err(e) = network::configure_bridge(nl, &plan, &rec.bridge, index).await {
                 // Half a bridge would look repaired to the next pass.
@@ -161,8 +182,15 @@ async fn reconcile_network(
                 .into_iter()
                 .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
                 .collect();
-            let host_side = if addrs.is_empty() { "no address, IPv6 disabled".to_string() } else { addrs.join(" ") };
-            repairs.note(format!("{name}: recreated bridge {} ({host_side})", rec.bridge));
+            let host_side = if addrs.is_empty() {
+                "no address, IPv6 disabled".to_string()
+            } else {
+                addrs.join(" ")
+            };
+            repairs.note(format!(
+                "{name}: recreated bridge {} ({host_side})",
+                rec.bridge
+            ));
             mac
         }
     };
@@ -177,7 +205,10 @@ async fn reconcile_network(
                 rec.uplink_ifindex = link.index;
             }
         } else {
-            repairs.problem(format!("{name}: uplink {} is missing; waiting for it", rec.uplink));
+            repairs.problem(format!(
+                "{name}: uplink {} is missing; waiting for it",
+                rec.uplink
+            ));
         }
     }
 
@@ -194,7 +225,10 @@ async fn reconcile_network(
     want.flags |= bridge_flags;
     if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
         maps.set_network(rec.id, &want)?;
-        repairs.note(format!("{name}: wrote its network map entry (id {})", rec.id));
+        repairs.note(format!(
+            "{name}: wrote its network map entry (id {})",
+            rec.id
+        ));
     }
     let owner = network::subnet_owner(rec.id, &plan);
     let v4_ok = match network::subnet4_key(&plan) {
@@ -221,10 +255,17 @@ async fn reconcile_network(
     if has_uplink && nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
         let path = ctx.pins.xdp_link(rec.uplink_ifindex);
         if !pinned::link_attached(&path, rec.uplink_ifindex) {
-            let what = if path.exists() { "was detached" } else { "had no link" };
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
             dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
             dataplane::attach_uplink(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
-            repairs.note(format!("{name}: uplink {} {what}: attached XDP again", rec.uplink));
+            repairs.note(format!(
+                "{name}: uplink {} {what}: attached XDP again",
+                rec.uplink
+            ));
         }
     }
 
@@ -234,19 +275,30 @@ async fn reconcile_network(
     let snapshot = rec.clone();
     for port in rec.ports.iter_mut() {
         let Some(link) = nl.link_by_name(&port.dev).await? else {
-            repairs.problem(format!("{name}: guest port {} is missing; plugging it in when it reappears", port.dev));
+            repairs.problem(format!(
+                "{name}: guest port {} is missing; plugging it in when it reappears",
+                port.dev
+            ));
             continue;
         };
         if link.index != port.ifindex {
             dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
             maps.remove_endpoint(port.ifindex)?;
-            repairs.note(format!("{name}: guest port {} came back as ifindex {} (was {})", port.dev, link.index, port.ifindex));
+            repairs.note(format!(
+                "{name}: guest port {} came back as ifindex {} (was {})",
+                port.dev, link.index, port.ifindex
+            ));
             port.ifindex = link.index;
         }
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(&ctx.state_dir, &snapshot, port, network::takes_xdp_frames(&link))?;
+                let ep = network::port_endpoint(
+                    &ctx.state_dir,
+                    &snapshot,
+                    port,
+                    network::takes_xdp_frames(&link),
+                )?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }
@@ -260,10 +312,17 @@ async fn reconcile_network(
         }
         let path = ctx.pins.tc_link(port.ifindex);
         if !pinned::link_attached(&path, port.ifindex) {
-            let what = if path.exists() { "was detached" } else { "had no link" };
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
             dataplane::detach(&path)?;
             dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
-            repairs.note(format!("{name}: guest port {} {what}: attached the TC program again", port.dev));
+            repairs.note(format!(
+                "{name}: guest port {} {what}: attached the TC program again",
+                port.dev
+            ));
         }
     }
 
@@ -272,7 +331,9 @@ async fn reconcile_network(
     if crate::dnsmasq::wanted(&plan.def, &name)? {
         let inv = crate::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
         if crate::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
-            repairs.note(format!("{name}: its dnsmasq supervisor was gone: started it again"));
+            repairs.note(format!(
+                "{name}: its dnsmasq supervisor was gone: started it again"
+            ));
         }
     }
     Ok(())
@@ -281,8 +342,14 @@ async fn reconcile_network(
 /// Drops per-port counters of interfaces no network uses any more (so a
 /// reused ifindex starts from zero).
 fn prune_port_counters(maps: &Maps, in_use: &HashSet<u32>) {
-    let Ok(mut counters) = maps.port_counters() else { return };
-    let stale: Vec<_> = counters.keys().filter_map(Result::ok).filter(|k| !in_use.contains(&k.ifindex)).collect();
+    let Ok(mut counters) = maps.port_counters() else {
+        return;
+    };
+    let stale: Vec<_> = counters
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !in_use.contains(&k.ifindex))
+        .collect();
     for key in stale {
         let _ = counters.remove(&key);
     }
@@ -311,7 +378,13 @@ pub fn unload(ctx: &Context) -> Result<pinned::PinnedIds, DataplaneError> {
     }
     dataplane::unload(&ctx.pins)?;
     let marker = ctx.state_dir.join(UNLOADED_MARKER);
-    std::fs::write(&marker, "removed by `vxdp unload`; `vxdp load` brings the dataplane back\n")
-        .map_err(|source| DataplaneError::Io { path: marker, source })?;
+    std::fs::write(
+        &marker,
+        "removed by `vxdp unload`; `vxdp load` brings the dataplane back\n",
+    )
+    .map_err(|source| DataplaneError::Io {
+        path: marker,
+        source,
+    })?;
     Ok(ids)
 }

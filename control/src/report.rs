@@ -24,18 +24,36 @@ pub struct CounterRow {
 /// Names the slots of a network's summed counters; zero counters are kept
 /// out unless `all`.
 pub fn counter_rows(network: &str, slots: &[(u32, Counter)], all: bool) -> Vec<CounterRow> {
-    let get = |slot: u32| slots.iter().find(|(s, _)| *s == slot).map(|(_, c)| *c).unwrap_or_default();
+    let get = |slot: u32| {
+        slots
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    };
     let mut rows = Vec::new();
     for a in Action::ALL {
         let c = get(a.slot());
         if all || c.packets != 0 {
-            rows.push(CounterRow { network: network.into(), kind: "action", name: a.name(), direction: a.direction(), counter: c });
+            rows.push(CounterRow {
+                network: network.into(),
+                kind: "action",
+                name: a.name(),
+                direction: a.direction(),
+                counter: c,
+            });
         }
     }
     for r in DropReason::ALL {
         let c = get(r.slot());
         if all || c.packets != 0 {
-            rows.push(CounterRow { network: network.into(), kind: "drop", name: r.name(), direction: "", counter: c });
+            rows.push(CounterRow {
+                network: network.into(),
+                kind: "drop",
+                name: r.name(),
+                direction: "",
+                counter: c,
+            });
         }
     }
     rows
@@ -43,7 +61,11 @@ pub fn counter_rows(network: &str, slots: &[(u32, Counter)], all: bool) -> Vec<C
 
 pub fn counters_table(rows: &[CounterRow]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<7} {:<26} {:<12} {:>12} {:>14}", "NETWORK", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<7} {:<26} {:<12} {:>12} {:>14}",
+        "NETWORK", "KIND", "NAME", "DIRECTION", "PACKETS", "BYTES"
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -95,11 +117,19 @@ pub struct FlowRow {
 
 /// The name of network `id`, or `#id` when no record names it.
 fn network_name(networks: &[NetworkRecord], id: u16) -> String {
-    networks.iter().find(|n| n.id == id as u32).map(|n| n.name.clone()).unwrap_or_else(|| format!("#{id}"))
+    networks
+        .iter()
+        .find(|n| n.id == id as u32)
+        .map(|n| n.name.clone())
+        .unwrap_or_else(|| format!("#{id}"))
 }
 
 /// Flows (one row per original-direction entry) with their network names.
-pub fn flow_rows(entries: &[(ConntrackKey, ConntrackEntry)], networks: &[NetworkRecord], now_ns: u64) -> Vec<FlowRow> {
+pub fn flow_rows(
+    entries: &[(ConntrackKey, ConntrackEntry)],
+    networks: &[NetworkRecord],
+    now_ns: u64,
+) -> Vec<FlowRow> {
     let mut rows: Vec<_> = entries
         .iter()
         .filter(|(_, e)| e.direction == DIR_ORIGINAL)
@@ -118,7 +148,11 @@ pub fn flow_rows(entries: &[(ConntrackKey, ConntrackEntry)], networks: &[Network
 }
 
 /// NAT66 flows, as [`flow_rows`] (addresses shown `[v6]:port`).
-pub fn flow6_rows(entries: &[(Conntrack6Key, Conntrack6Entry)], networks: &[NetworkRecord], now_ns: u64) -> Vec<FlowRow> {
+pub fn flow6_rows(
+    entries: &[(Conntrack6Key, Conntrack6Entry)],
+    networks: &[NetworkRecord],
+    now_ns: u64,
+) -> Vec<FlowRow> {
     let v6 = |a: [u8; 16], p: u16| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port(p));
     let mut rows: Vec<_> = entries
         .iter()
@@ -139,7 +173,11 @@ pub fn flow6_rows(entries: &[(Conntrack6Key, Conntrack6Entry)], networks: &[Netw
 
 pub fn flows_table(rows: &[FlowRow]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:<5} {:<22} {:<22} {:<22} {:<12} {:>6}", "NETWORK", "PROTO", "GUEST", "REMOTE", "NAT", "STATE", "IDLE");
+    let _ = writeln!(
+        out,
+        "{:<12} {:<5} {:<22} {:<22} {:<22} {:<12} {:>6}",
+        "NETWORK", "PROTO", "GUEST", "REMOTE", "NAT", "STATE", "IDLE"
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -158,7 +196,10 @@ pub fn flows_table(rows: &[FlowRow]) -> String {
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

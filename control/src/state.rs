@@ -17,11 +17,17 @@ pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: corrupt state record: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A guest port plugged into a network.
@@ -115,7 +121,10 @@ impl StateDir {
         while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(StateError::Io { path: lock_path, source: err });
+                return Err(StateError::Io {
+                    path: lock_path,
+                    source: err,
+                });
             }
             if started.elapsed() > LOCK_WAIT {
                 return Err(StateError::Io {
@@ -128,7 +137,10 @@ impl StateDir {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Ok(Self { root: root.to_path_buf(), _lock: lock })
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     /// The state directory itself (definitions live under `networks/`).
@@ -189,7 +201,10 @@ impl StateDir {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|source| StateError::Corrupt { path: path.into(), source })
+    serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
+        path: path.into(),
+        source,
+    })
 }
 
 /// The started networks' records under `root`, without the lock: for
@@ -221,8 +236,10 @@ pub fn read_networks(root: &Path) -> Result<Vec<NetworkRecord>, StateError> {
 /// Writes `value` so that a crash leaves either the old or the new file,
 /// never a partial one.
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|source| StateError::Corrupt { path: path.into(), source })?;
+    let text = serde_json::to_string_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.into(),
+        source,
+    })?;
     write_atomic(path, text.as_bytes())
 }
 

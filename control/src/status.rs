@@ -79,21 +79,35 @@ pub struct FlowStatus {
 /// [`crate::metrics::render`]).
 pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
     let records = crate::state::read_networks(&ctx.state_dir)?;
-    let maps = if ctx.pins.is_loaded() { Some(Maps::open(&ctx.pins)?) } else { None };
+    let maps = if ctx.pins.is_loaded() {
+        Some(Maps::open(&ctx.pins)?)
+    } else {
+        None
+    };
     // (network id, ifindex) → (packets, bytes, drops), and drops by reason.
     let mut per_if: BTreeMap<(u32, u32), (u64, u64, u64)> = BTreeMap::new();
     let mut drops: BTreeMap<(u32, u32, &'static str), u64> = BTreeMap::new();
-    let mut status = Status { dataplane_loaded: maps.is_some(), ..Default::default() };
+    let mut status = Status {
+        dataplane_loaded: maps.is_some(),
+        ..Default::default()
+    };
     if let Some(maps) = &maps
         && let Ok(counters) = maps.port_counters()
     {
         for item in counters.iter() {
             let Ok((key, per_cpu)) = item else { continue };
-            let (p, b) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
+            let (p, b) = per_cpu
+                .iter()
+                .fold((0u64, 0u64), |(p, b), c| (p + c.packets, b + c.bytes));
             let slot = u32::from(key.slot);
             let id = u32::from(key.network_id);
             if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
-                if matches!(a, Action::ConntrackCreated | Action::ConntrackExpiredReused | Action::ConntrackRepaired) {
+                if matches!(
+                    a,
+                    Action::ConntrackCreated
+                        | Action::ConntrackExpiredReused
+                        | Action::ConntrackRepaired
+                ) {
                     continue;
                 }
                 let e = per_if.entry((id, key.ifindex)).or_default();
@@ -109,13 +123,24 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
     }
     let networks_map = maps.as_ref().map(|m| m.networks()).transpose()?;
     for r in &records {
-        let active = networks_map.as_ref().is_some_and(|n| n.get(&r.id, 0).is_ok_and(|c| c.flags & network_flags::ACTIVE != 0));
-        let attached = maps.is_some() && pinned::link_attached(&ctx.pins.xdp_link(r.uplink_ifindex), r.uplink_ifindex);
+        let active = networks_map.as_ref().is_some_and(|n| {
+            n.get(&r.id, 0)
+                .is_ok_and(|c| c.flags & network_flags::ACTIVE != 0)
+        });
+        let attached = maps.is_some()
+            && pinned::link_attached(&ctx.pins.xdp_link(r.uplink_ifindex), r.uplink_ifindex);
         let counts = |ifindex: u32| per_if.get(&(r.id, ifindex)).copied().unwrap_or_default();
         let mut interfaces = Vec::new();
         if !r.uplink.is_empty() {
             let (packets, bytes, drops) = counts(r.uplink_ifindex);
-            interfaces.push(InterfaceStatus { name: r.uplink.clone(), role: "uplink", packets, bytes, drops, ..Default::default() });
+            interfaces.push(InterfaceStatus {
+                name: r.uplink.clone(),
+                role: "uplink",
+                packets,
+                bytes,
+                drops,
+                ..Default::default()
+            });
         }
         for p in &r.ports {
             let (packets, bytes, drops) = counts(p.ifindex);
@@ -129,15 +154,22 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
                 drops,
             });
         }
-        let if_name = |ifindex: u32| {
-            interfaces_name(r, ifindex).unwrap_or_else(|| format!("if{ifindex}"))
-        };
+        let if_name =
+            |ifindex: u32| interfaces_name(r, ifindex).unwrap_or_else(|| format!("if{ifindex}"));
         let mut top: Vec<DropStatus> = drops
             .iter()
             .filter(|((id, _, _), _)| *id == r.id)
-            .map(|((_, ifindex, reason), n)| DropStatus { reason: (*reason).into(), interface: if_name(*ifindex), packets: *n })
+            .map(|((_, ifindex, reason), n)| DropStatus {
+                reason: (*reason).into(),
+                interface: if_name(*ifindex),
+                packets: *n,
+            })
             .collect();
-        top.sort_by(|a, b| b.packets.cmp(&a.packets).then_with(|| a.reason.cmp(&b.reason)));
+        top.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then_with(|| a.reason.cmp(&b.reason))
+        });
         top.truncate(TOP_DROPS);
         status.networks.push(NetworkStatus {
             name: r.name.clone(),
@@ -153,7 +185,11 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
     if let Some(maps) = &maps {
         let now = report::monotonic_ns();
         let mut rows = report::flow_rows(&maps.conntrack_entries(None)?, &records, now);
-        rows.extend(report::flow6_rows(&maps.conntrack6_entries(None)?, &records, now));
+        rows.extend(report::flow6_rows(
+            &maps.conntrack6_entries(None)?,
+            &records,
+            now,
+        ));
         status.flows_total = rows.len();
         status.flows = rows
             .into_iter()
@@ -176,5 +212,8 @@ fn interfaces_name(r: &crate::state::NetworkRecord, ifindex: u32) -> Option<Stri
     if r.uplink_ifindex == ifindex && !r.uplink.is_empty() {
         return Some(r.uplink.clone());
     }
-    r.ports.iter().find(|p| p.ifindex == ifindex).map(|p| p.dev.clone())
+    r.ports
+        .iter()
+        .find(|p| p.ifindex == ifindex)
+        .map(|p| p.dev.clone())
 }

@@ -17,7 +17,11 @@ pub enum TapError {
     #[error("/dev/net/tun: {0} (is the tun module available?)")]
     Open(io::Error),
     #[error("tap {name}: {op}: {source}")]
-    Ioctl { name: String, op: &'static str, source: io::Error },
+    Ioctl {
+        name: String,
+        op: &'static str,
+        source: io::Error,
+    },
     #[error("tap name {0:?} is longer than 15 bytes")]
     Name(String),
 }
@@ -53,18 +57,36 @@ fn name_bytes(name: &str) -> Result<[u8; libc::IFNAMSIZ], TapError> {
     Ok(out)
 }
 
-fn ioctl<T>(fd: &std::fs::File, name: &str, op: &'static str, req: libc::c_ulong, arg: &mut T) -> Result<(), TapError> {
+fn ioctl<T>(
+    fd: &std::fs::File,
+    name: &str,
+    op: &'static str,
+    req: libc::c_ulong,
+    arg: &mut T,
+) -> Result<(), TapError> {
     // SAFETY: `arg` is a properly laid out ifreq for `req` and outlives the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), req, arg as *mut T) } < 0 {
-        return Err(TapError::Ioctl { name: name.into(), op, source: io::Error::last_os_error() });
+        return Err(TapError::Ioctl {
+            name: name.into(),
+            op,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
 /// Opens `/dev/net/tun` bound to tap `name` (creating it when absent).
 fn bind(name: &str) -> Result<std::fs::File, TapError> {
-    let fd = OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(TapError::Open)?;
-    let mut req = IfReqFlags { name: name_bytes(name)?, flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+    let fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(TapError::Open)?;
+    let mut req = IfReqFlags {
+        name: name_bytes(name)?,
+        flags: IFF_TAP | IFF_NO_PI,
+        _pad: [0; 22],
+    };
     ioctl(&fd, name, "TUNSETIFF", TUNSETIFF, &mut req)?;
     Ok(fd)
 }
@@ -83,10 +105,17 @@ fn lookup_id(name: &str, user: bool) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
-    let found = if user { crate::users::user(name).map(|u| u.uid) } else { crate::users::group(name) };
+    let found = if user {
+        crate::users::user(name).map(|u| u.uid)
+    } else {
+        crate::users::group(name)
+    };
     found.ok_or_else(|| {
         let what = if user { "user" } else { "group" };
-        format!("no {what} named {name:?} (getent {})", if user { "passwd" } else { "group" })
+        format!(
+            "no {what} named {name:?} (getent {})",
+            if user { "passwd" } else { "group" }
+        )
     })
 }
 
@@ -100,7 +129,10 @@ impl TapOwner {
         if user.is_empty() || group == Some("") {
             return Err(format!("{s:?}: expected USER or USER:GROUP"));
         }
-        Ok(TapOwner { uid: lookup_id(user, true)?, gid: group.map(|g| lookup_id(g, false)).transpose()? })
+        Ok(TapOwner {
+            uid: lookup_id(user, true)?,
+            gid: group.map(|g| lookup_id(g, false)).transpose()?,
+        })
     }
 }
 
@@ -127,11 +159,21 @@ pub fn create(name: &str, mac: [u8; 6], owner: TapOwner) -> Result<(), TapError>
     set_persist(&fd, name, true)
 }
 
-fn set_id(fd: &std::fs::File, name: &str, op: &'static str, req: libc::c_ulong, id: u32) -> Result<(), TapError> {
+fn set_id(
+    fd: &std::fs::File,
+    name: &str,
+    op: &'static str,
+    req: libc::c_ulong,
+    id: u32,
+) -> Result<(), TapError> {
     // TUNSETOWNER and TUNSETGROUP take the id by value.
     // SAFETY: plain ioctl with an integer argument.
     if unsafe { libc::ioctl(fd.as_raw_fd(), req, libc::c_ulong::from(id)) } < 0 {
-        return Err(TapError::Ioctl { name: name.into(), op, source: io::Error::last_os_error() });
+        return Err(TapError::Ioctl {
+            name: name.into(),
+            op,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -140,7 +182,11 @@ fn set_persist(fd: &std::fs::File, name: &str, on: bool) -> Result<(), TapError>
     // TUNSETPERSIST takes its argument by value.
     // SAFETY: plain ioctl with an integer argument.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, libc::c_ulong::from(on)) } < 0 {
-        return Err(TapError::Ioctl { name: name.into(), op: "TUNSETPERSIST", source: io::Error::last_os_error() });
+        return Err(TapError::Ioctl {
+            name: name.into(),
+            op: "TUNSETPERSIST",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -161,7 +207,12 @@ mod tests {
     fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         std::thread::spawn(move || {
             // SAFETY: unshare affects only this thread's namespaces.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET) needs root: {}", io::Error::last_os_error());
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare(CLONE_NEWNET) needs root: {}",
+                io::Error::last_os_error()
+            );
             f()
         })
         .join()
@@ -173,7 +224,11 @@ mod tests {
     /// so no capabilities) and tries to attach to tap `name`; returns the
     /// errno of TUNSETIFF, or 0 when it attached.
     fn attach_as(name: &str, uid: u32, gid: u32) -> i32 {
-        let mut req = IfReqFlags { name: name_bytes(name).unwrap(), flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+        let mut req = IfReqFlags {
+            name: name_bytes(name).unwrap(),
+            flags: IFF_TAP | IFF_NO_PI,
+            _pad: [0; 22],
+        };
         let path = c"/dev/net/tun";
         // SAFETY: the child only makes async-signal-safe calls on memory
         // prepared before the fork, then _exits.
@@ -188,17 +243,27 @@ mod tests {
                 if fd < 0 {
                     libc::_exit(201);
                 }
-                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
                     libc::_exit(200);
                 }
-                let code = if libc::ioctl(fd, TUNSETIFF, &mut req as *mut IfReqFlags) < 0 { *libc::__errno_location() } else { 0 };
+                let code = if libc::ioctl(fd, TUNSETIFF, &mut req as *mut IfReqFlags) < 0 {
+                    *libc::__errno_location()
+                } else {
+                    0
+                };
                 libc::_exit(code);
             }
             let mut status = 0;
             assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
             assert!(libc::WIFEXITED(status), "child did not exit: {status}");
             let code = libc::WEXITSTATUS(status);
-            assert!(code != 200 && code != 201, "child could not drop to {uid}:{gid} or open /dev/net/tun ({code})");
+            assert!(
+                code != 200 && code != 201,
+                "child could not drop to {uid}:{gid} or open /dev/net/tun ({code})"
+            );
             code
         }
     }
@@ -211,26 +276,61 @@ mod tests {
             create("vxtapown0", [0xfe, 0x54, 0, 0, 0, 1], TapOwner::default()).expect("create tap");
             attach_as("vxtapown0", NOBODY, NOBODY)
         });
-        assert_eq!(errno, libc::EPERM, "an unprivileged user attached to a root-owned tap (errno {errno})");
+        assert_eq!(
+            errno,
+            libc::EPERM,
+            "an unprivileged user attached to a root-owned tap (errno {errno})"
+        );
     }
 
     #[test]
     fn the_configured_owner_can_attach() {
         let (owner_ok, other) = in_new_netns(|| {
-            let owner = TapOwner { uid: NOBODY, gid: Some(NOBODY) };
+            let owner = TapOwner {
+                uid: NOBODY,
+                gid: Some(NOBODY),
+            };
             create("vxtapown1", [0xfe, 0x54, 0, 0, 0, 2], owner).expect("create tap");
-            (attach_as("vxtapown1", NOBODY, NOBODY), attach_as("vxtapown1", NOBODY - 1, NOBODY - 1))
+            (
+                attach_as("vxtapown1", NOBODY, NOBODY),
+                attach_as("vxtapown1", NOBODY - 1, NOBODY - 1),
+            )
         });
-        assert_eq!(owner_ok, 0, "the tap's owner could not attach (errno {owner_ok})");
-        assert_eq!(other, libc::EPERM, "a user other than the owner attached (errno {other})");
+        assert_eq!(
+            owner_ok, 0,
+            "the tap's owner could not attach (errno {owner_ok})"
+        );
+        assert_eq!(
+            other,
+            libc::EPERM,
+            "a user other than the owner attached (errno {other})"
+        );
     }
 
     #[test]
     fn owners_parse_from_names_and_ids() {
         assert_eq!(TapOwner::parse("root"), Ok(TapOwner { uid: 0, gid: None }));
-        assert_eq!(TapOwner::parse("0:0"), Ok(TapOwner { uid: 0, gid: Some(0) }));
-        assert_eq!(TapOwner::parse("nobody:root"), Ok(TapOwner { uid: NOBODY, gid: Some(0) }));
-        for bad in ["", ":", "root:", "no-such-user-vxdp", "root:no-such-group-vxdp"] {
+        assert_eq!(
+            TapOwner::parse("0:0"),
+            Ok(TapOwner {
+                uid: 0,
+                gid: Some(0)
+            })
+        );
+        assert_eq!(
+            TapOwner::parse("nobody:root"),
+            Ok(TapOwner {
+                uid: NOBODY,
+                gid: Some(0)
+            })
+        );
+        for bad in [
+            "",
+            ":",
+            "root:",
+            "no-such-user-vxdp",
+            "root:no-such-group-vxdp",
+        ] {
             assert!(TapOwner::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

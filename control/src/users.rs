@@ -24,8 +24,18 @@ pub fn user(name: &str) -> Option<User> {
     unsafe {
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut out: *mut libc::passwd = std::ptr::null_mut();
-        (libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null())
-            .then_some(User { uid: pw.pw_uid, gid: pw.pw_gid })
+        (libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        ) == 0
+            && !out.is_null())
+        .then_some(User {
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        })
     }
 }
 
@@ -37,8 +47,15 @@ pub fn group(name: &str) -> Option<u32> {
     unsafe {
         let mut gr: libc::group = std::mem::zeroed();
         let mut out: *mut libc::group = std::ptr::null_mut();
-        (libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null())
-            .then_some(gr.gr_gid)
+        (libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        ) == 0
+            && !out.is_null())
+        .then_some(gr.gr_gid)
     }
 }
 
@@ -49,7 +66,9 @@ pub fn group_name(gid: u32) -> Option<String> {
     unsafe {
         let mut gr: libc::group = std::mem::zeroed();
         let mut out: *mut libc::group = std::ptr::null_mut();
-        if libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) != 0 || out.is_null() {
+        if libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) != 0
+            || out.is_null()
+        {
             return None;
         }
         Some(CStr::from_ptr(gr.gr_name).to_string_lossy().into_owned())

@@ -3,11 +3,7 @@
 //! the flow becomes visible). Written once for both tables: IPv4
 //! (`VXDP_CONNTRACK`) and NAT66 (`VXDP_CONNTRACK6`), through [`Table`].
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
-    maps::LruHashMap,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::LruHashMap};
 use vxdp_common::{
     Action, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, PROTO_TCP,
     ct_state, timeout_class_of,
@@ -190,7 +186,10 @@ pub fn touch<K: Table>(key: &K, entry: *mut K::Entry, tcp_flags: u8, now: u64) {
         },
         None => {
             let peer = K::peer_entry(e, key);
-            if K::map().insert(&peer_key, &peer, BPF_NOEXIST as u64).is_ok() {
+            if K::map()
+                .insert(&peer_key, &peer, BPF_NOEXIST as u64)
+                .is_ok()
+            {
                 count_event(K::network_id(e), Action::ConntrackRepaired);
             }
         }

@@ -65,7 +65,9 @@ pub fn finished<C: PacketCtx>(ctx: &C) -> bool {
 
 #[inline(always)]
 fn finished_v4<C: PacketCtx>(ctx: &C) -> bool {
-    let Ok(ip) = parse::ipv4(ctx) else { return false };
+    let Ok(ip) = parse::ipv4(ctx) else {
+        return false;
+    };
     if ip.fragment {
         // Fragmenting needs a finished checksum first; later fragments
         // have no L4 header.
@@ -77,13 +79,17 @@ fn finished_v4<C: PacketCtx>(ctx: &C) -> bool {
         PROTO_UDP => ip.l4_off + UDP_CHECK,
         _ => return false,
     };
-    let Some(tot_len) = word(ctx, IP_OFF + 2) else { return false };
+    let Some(tot_len) = word(ctx, IP_OFF + 2) else {
+        return false;
+    };
     let tot_len = u16::from_be(tot_len) as usize;
     let hdr_len = ip.l4_off - IP_OFF;
     if tot_len < hdr_len {
         return false;
     }
-    let Some(check) = word(ctx, csum_off) else { return false };
+    let Some(check) = word(ctx, csum_off) else {
+        return false;
+    };
     if ip.proto == PROTO_UDP && check == 0 {
         return true;
     }
@@ -97,7 +103,9 @@ fn finished_v4<C: PacketCtx>(ctx: &C) -> bool {
 
 #[inline(always)]
 fn finished_v6<C: PacketCtx>(ctx: &C) -> bool {
-    let Some(h) = parse::ptr_at::<C, [u8; 40]>(ctx, IP_OFF).ok() else { return false };
+    let Some(h) = parse::ptr_at::<C, [u8; 40]>(ctx, IP_OFF).ok() else {
+        return false;
+    };
     let h = unsafe { &*h };
     if h[0] >> 4 != 6 {
         return false;
@@ -109,7 +117,9 @@ fn finished_v6<C: PacketCtx>(ctx: &C) -> bool {
         PROTO_UDP => IP6_L4_OFF + UDP_CHECK,
         _ => return false,
     };
-    let Some(check) = word(ctx, csum_off) else { return false };
+    let Some(check) = word(ctx, csum_off) else {
+        return false;
+    };
     if next_header == PROTO_UDP && check == 0 {
         // Not valid over IPv6, but nothing XDP could break either.
         return true;

@@ -39,7 +39,11 @@ use crate::{
 /// The port that owns `mac` in network `network_id` (0: none).
 #[inline(always)]
 fn mac_port(network_id: u32, mac: &[u8; 6]) -> u32 {
-    let key = MacKey { network_id, mac: *mac, _pad0: [0; 2] };
+    let key = MacKey {
+        network_id,
+        mac: *mac,
+        _pad0: [0; 2],
+    };
     unsafe { VXDP_MACS.get(&key) }.map_or(0, |p| p.ifindex)
 }
 
@@ -79,7 +83,13 @@ fn flood(ctx: &TcContext, nic: &DirectNic, skip: u32) {
 }
 
 #[inline(always)]
-fn redirect(ctx: &TcContext, ifindex: u32, flags: u64, net_id: u32, action: Action) -> Result<i32, Drop> {
+fn redirect(
+    ctx: &TcContext,
+    ifindex: u32,
+    flags: u64,
+    net_id: u32,
+    action: Action,
+) -> Result<i32, Drop> {
     if unsafe { bpf_redirect(ifindex, flags) } as i32 != TC_ACT_REDIRECT {
         return Err(Drop::new(DropReason::RedirectFailed, net_id));
     }
@@ -92,11 +102,16 @@ fn redirect(ctx: &TcContext, ifindex: u32, flags: u64, net_id: u32, action: Acti
 #[inline(always)]
 pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
     let ifindex = tc_ifindex(ctx);
-    let endpoint = unsafe { VXDP_ENDPOINTS.get(&ifindex) }.ok_or(Drop::new(DropReason::UnknownPort, 0))?;
+    let endpoint =
+        unsafe { VXDP_ENDPOINTS.get(&ifindex) }.ok_or(Drop::new(DropReason::UnknownPort, 0))?;
     let net_id = endpoint.network_id;
     let unknown = Drop::new(DropReason::UnknownPort, net_id);
-    let nic_ifindex = unsafe { VXDP_DIRECT_PORTS.get(&ifindex) }.ok_or(unknown)?.nic_ifindex;
-    let nic = nic_of(nic_ifindex).filter(|n| n.network_id == net_id).ok_or(unknown)?;
+    let nic_ifindex = unsafe { VXDP_DIRECT_PORTS.get(&ifindex) }
+        .ok_or(unknown)?
+        .nic_ifindex;
+    let nic = nic_of(nic_ifindex)
+        .filter(|n| n.network_id == net_id)
+        .ok_or(unknown)?;
     let malformed = Drop::new(DropReason::Malformed, net_id);
 
     // Anti-spoofing: the guest's MAC (Ethernet and ARP sender) and, once
@@ -151,14 +166,21 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
     }
     if policy::mac_eq(&dst, &nic.mac) {
         // The host-side port: delivered as if received on the NIC.
-        return redirect(ctx, nic_ifindex, BPF_F_INGRESS as u64, net_id, Action::DirectToHost);
+        return redirect(
+            ctx,
+            nic_ifindex,
+            BPF_F_INGRESS as u64,
+            net_id,
+            Action::DirectToHost,
+        );
     }
     let port = mac_port(net_id, &dst);
     if port != 0 && port != ifindex {
         if m == mode::DIRECT_PRIVATE {
             return Err(Drop::new(DropReason::DirectPrivate, net_id));
         }
-        let same_nic = unsafe { VXDP_DIRECT_PORTS.get(&port) }.is_some_and(|p| p.nic_ifindex == nic_ifindex);
+        let same_nic =
+            unsafe { VXDP_DIRECT_PORTS.get(&port) }.is_some_and(|p| p.nic_ifindex == nic_ifindex);
         if m == mode::DIRECT_BRIDGE && same_nic {
             return redirect(ctx, port, 0, net_id, Action::DirectToGuest);
         }
@@ -171,9 +193,13 @@ pub fn guest_entry(ctx: &TcContext) -> Result<i32, Drop> {
 /// frame to steer; the uplink's other logic decides.
 #[inline(always)]
 pub fn nic_unicast<C: Hook>(ctx: &C) -> Result<Option<C::Verdict>, Drop> {
-    let Some(nic) = nic_of(PacketCtx::ingress_ifindex(ctx)) else { return Ok(None) };
+    let Some(nic) = nic_of(PacketCtx::ingress_ifindex(ctx)) else {
+        return Ok(None);
+    };
     let net_id = nic.network_id;
-    let Ok((src, dst)) = macs(ctx) else { return Ok(None) };
+    let Ok((src, dst)) = macs(ctx) else {
+        return Ok(None);
+    };
     if mac_port(net_id, &src) != 0 && !C::FROM_WIRE_ONLY && nic.mode != mode::DIRECT_VEPA {
         // TC: a guest's frame its port sent to the host (counted there);
         // from the wire, XDP has judged it already.
@@ -213,8 +239,12 @@ pub fn nic_unicast<C: Hook>(ctx: &C) -> Result<Option<C::Verdict>, Drop> {
 /// multicast from the wire reach the guest ports too.
 #[inline(always)]
 pub fn nic_ingress(ctx: &TcContext) -> Result<i32, Drop> {
-    let Some(nic) = nic_of(tc_ifindex(ctx)) else { return Ok(TC_ACT_UNSPEC) };
-    let Ok((src, dst)) = macs(ctx) else { return Ok(TC_ACT_UNSPEC) };
+    let Some(nic) = nic_of(tc_ifindex(ctx)) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let Ok((src, dst)) = macs(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     if dst[0] & 1 == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
@@ -234,8 +264,12 @@ pub fn nic_ingress(ctx: &TcContext) -> Result<i32, Drop> {
 /// to its guests go to their ports instead of the wire.
 #[inline(always)]
 pub fn nic_egress(ctx: &TcContext) -> Result<i32, Drop> {
-    let Some(nic) = nic_of(tc_ifindex(ctx)) else { return Ok(TC_ACT_OK) };
-    let Ok((src, dst)) = macs(ctx) else { return Ok(TC_ACT_OK) };
+    let Some(nic) = nic_of(tc_ifindex(ctx)) else {
+        return Ok(TC_ACT_OK);
+    };
+    let Ok((src, dst)) = macs(ctx) else {
+        return Ok(TC_ACT_OK);
+    };
     if !policy::mac_eq(&src, &nic.mac) {
         // A guest's frame on its way out (redirected by its port).
         return Ok(TC_ACT_OK);

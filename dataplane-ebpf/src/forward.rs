@@ -177,7 +177,11 @@ pub fn tc_redirect_fib(p: &FibParams, resolved: bool) -> Result<i32, ()> {
             bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
         }
     };
-    if rc as i32 == TC_ACT_REDIRECT { Ok(TC_ACT_REDIRECT) } else { Err(()) }
+    if rc as i32 == TC_ACT_REDIRECT {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(())
+    }
 }
 
 #[inline(always)]
@@ -209,15 +213,14 @@ pub fn tc_redirect(route: &Route) -> Result<i32, ()> {
             // IPv6 one in all four.
             unsafe {
                 *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
-                bpf_redirect_neigh(
-                    p.ifindex,
-                    &mut nh,
-                    size_of::<bpf_redir_neigh>() as i32,
-                    0,
-                )
+                bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
             }
         }
         _ => return Err(()),
     };
-    if rc as i32 == TC_ACT_REDIRECT { Ok(TC_ACT_REDIRECT) } else { Err(()) }
+    if rc as i32 == TC_ACT_REDIRECT {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(())
+    }
 }

@@ -17,7 +17,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC, __sk_buff, xdp_action},
+    bindings::{__sk_buff, TC_ACT_REDIRECT, TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };

@@ -12,8 +12,8 @@
 
 use network_types::ip::Ipv4Hdr;
 use vxdp_common::{
-    Action, Conntrack6Key, ConntrackKey, DIR_REPLY, DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP,
+    Action, Conntrack6Key, ConntrackKey, DIR_REPLY, DropReason, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
@@ -73,7 +73,10 @@ pub fn uplink_icmp_error<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdic
         return Ok(None);
     };
     let icmp_type = unsafe { (*hdr)[0] };
-    if !matches!(icmp_type, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) {
+    if !matches!(
+        icmp_type,
+        ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    ) {
         return Ok(None);
     }
     let inner_off = icmp_off + ICMP_HDR_LEN;
@@ -109,7 +112,13 @@ pub fn uplink_icmp_error<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdic
     }
     // The quoted packet went guest → outside; the reply-direction key is the
     // tuple the outside's answers carry (see `nat::create_flow`).
-    let Some(q) = quoted_ports(unsafe { &*l4 }, l4_off, proto, PROTO_ICMP, ICMP_ECHO_REQUEST) else {
+    let Some(q) = quoted_ports(
+        unsafe { &*l4 },
+        l4_off,
+        proto,
+        PROTO_ICMP,
+        ICMP_ECHO_REQUEST,
+    ) else {
         return Ok(None);
     };
     let key = ConntrackKey {
@@ -133,9 +142,20 @@ pub fn uplink_icmp_error<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdic
         return Ok(Some(ctx.defer()));
     }
     prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
-    translate(ctx, ip, icmp_off, inner_off, proto, q.port_off, q.csum_off, e.rewrite_addr, e.rewrite_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    ctx.to_port(e.ifindex, net_id, Action::IcmpErrorTranslated).map(Some)
+    translate(
+        ctx,
+        ip,
+        icmp_off,
+        inner_off,
+        proto,
+        q.port_off,
+        q.csum_off,
+        e.rewrite_addr,
+        e.rewrite_port,
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    ctx.to_port(e.ifindex, net_id, Action::IcmpErrorTranslated)
+        .map(Some)
 }
 
 /// Where a quoted packet's port (or echo id) and L4 checksum sit, and the
@@ -151,9 +171,19 @@ struct QuotedPorts {
 /// [`QuotedPorts`] of the first 8 quoted L4 bytes `l4` at `l4_off`: TCP and
 /// UDP, or an echo request of `icmp_proto`; `None` for anything else.
 #[inline(always)]
-fn quoted_ports(l4: &[u8; 8], l4_off: usize, proto: u8, icmp_proto: u8, echo_request: u8) -> Option<QuotedPorts> {
+fn quoted_ports(
+    l4: &[u8; 8],
+    l4_off: usize,
+    proto: u8,
+    icmp_proto: u8,
+    echo_request: u8,
+) -> Option<QuotedPorts> {
     if proto == PROTO_TCP || proto == PROTO_UDP {
-        let csum = if proto == PROTO_TCP { TCP_CHECK } else { UDP_CHECK };
+        let csum = if proto == PROTO_TCP {
+            TCP_CHECK
+        } else {
+            UDP_CHECK
+        };
         return Some(QuotedPorts {
             port_off: l4_off,
             csum_off: l4_off + csum,
@@ -214,7 +244,12 @@ fn translate<C: PacketCtx>(
     let old_inner_check = read16(ctx, inner_off + INNER_CHECK)?;
     let new_inner_check = csum_update(old_inner_check, nat_addr, guest_addr, true);
     write16(ctx, inner_off + INNER_CHECK, new_inner_check)?;
-    icmp_check = csum_update(icmp_check, old_inner_check as u32, new_inner_check as u32, false);
+    icmp_check = csum_update(
+        icmp_check,
+        old_inner_check as u32,
+        new_inner_check as u32,
+        false,
+    );
 
     // Quoted source port / echo id.
     let old_port = read16(ctx, port_off)?;
@@ -294,7 +329,13 @@ pub fn uplink_icmp6_error<C: Hook>(ctx: &C, ip: &Ipv6) -> Result<Option<C::Verdi
     let Ok(l4) = parse::ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
         return Ok(None);
     };
-    let Some(q) = quoted_ports(unsafe { &*l4 }, l4_off, proto, PROTO_ICMPV6, ICMPV6_ECHO_REQUEST) else {
+    let Some(q) = quoted_ports(
+        unsafe { &*l4 },
+        l4_off,
+        proto,
+        PROTO_ICMPV6,
+        ICMPV6_ECHO_REQUEST,
+    ) else {
         return Ok(None);
     };
     let mut key = Conntrack6Key {
@@ -319,9 +360,19 @@ pub fn uplink_icmp6_error<C: Hook>(ctx: &C, ip: &Ipv6) -> Result<Option<C::Verdi
         return Ok(Some(ctx.defer()));
     }
     prepare_for_guest(ctx, net_id, ip.hop_limit, &mac)?;
-    translate6(ctx, ip, inner_off, proto, q.port_off, q.csum_off, &guest_addr, guest_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    ctx.to_port(ifindex, net_id, Action::IcmpErrorTranslated).map(Some)
+    translate6(
+        ctx,
+        ip,
+        inner_off,
+        proto,
+        q.port_off,
+        q.csum_off,
+        &guest_addr,
+        guest_port,
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    ctx.to_port(ifindex, net_id, Action::IcmpErrorTranslated)
+        .map(Some)
 }
 
 /// [`translate`] for IPv6: no header checksums, but the ICMPv6 checksum

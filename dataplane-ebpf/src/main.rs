@@ -16,11 +16,11 @@ mod nat6;
 mod parse;
 mod policy;
 mod port;
+mod port_stats;
+mod refused;
 mod route;
 mod route_in;
 mod sockets;
-mod port_stats;
-mod refused;
 mod stats;
 mod uplink;
 
@@ -115,7 +115,11 @@ pub fn vxdp_uplink_tc(ctx: TcContext) -> i32 {
     // A GRO'd or paged socket buffer may keep headers out of the linear
     // area that direct packet access sees.
     let len = ctx.len();
-    let want = if len < nat::HEADERS_MAX { len } else { nat::HEADERS_MAX };
+    let want = if len < nat::HEADERS_MAX {
+        len
+    } else {
+        nat::HEADERS_MAX
+    };
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         let _ = ctx.pull_data(want);
     }
@@ -134,7 +138,12 @@ pub fn vxdp_xdp_xmit(ctx: TracePointContext) -> u32 {
     let read = |off| unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
     let (from, to, drops, sent) = (read(8), read(16), read(20), read(24));
     if to > 0 && (sent > 0 || drops > 0) {
-        refused::settle(from as u32, to as u32, sent.max(0) as u32, drops.max(0) as u32);
+        refused::settle(
+            from as u32,
+            to as u32,
+            sent.max(0) as u32,
+            drops.max(0) as u32,
+        );
     }
     0
 }

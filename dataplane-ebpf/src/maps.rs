@@ -3,12 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, HashMap, ProgramArray},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray,
+    },
 };
 use vxdp_common::{
-    Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter, DirectNic, DirectPort, Endpoint, MacKey, MacPort,
-    Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, SubnetKey, SubnetOwner,
-    Subnet6Key, COUNTER_SLOTS, DEFAULT_CONNTRACK_ENTRIES, MAX_NETWORKS, MAX_PORTS, jump, timeout_class,
+    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
+    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, MAX_NETWORKS, MAX_PORTS, MacKey,
+    MacPort, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey,
+    SubnetOwner, jump, timeout_class,
 };
 
 #[map]
@@ -23,8 +26,7 @@ pub static VXDP_SUBNETS: LpmTrie<SubnetKey, SubnetOwner> = LpmTrie::pinned(MAX_N
 /// IPv6 prefixes of route/open/isolated networks (route-mode source checks,
 /// inbound policy at the uplink).
 #[map]
-pub static VXDP_SUBNETS6: LpmTrie<Subnet6Key, SubnetOwner> =
-    LpmTrie::pinned(MAX_NETWORKS * 4, 0);
+pub static VXDP_SUBNETS6: LpmTrie<Subnet6Key, SubnetOwner> = LpmTrie::pinned(MAX_NETWORKS * 4, 0);
 
 /// Resized by the control plane at load time (`--conntrack-entries`).
 #[map]

@@ -3,11 +3,7 @@
 //! reverse NAT of replies, redirect to the guest's port). Port choice and the
 //! header rewrite with its checksum updates live here.
 
-use aya_ebpf::{
-    bindings::TC_ACT_OK,
-    helpers::bpf_get_prandom_u32,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_get_prandom_u32, programs::TcContext};
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, NetworkConfig,
     PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_state,
@@ -19,7 +15,10 @@ use crate::{
     forward::{self, Route},
     hook::Hook,
     maps::VXDP_NETWORKS,
-    parse::{self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4, L4, L4Error},
+    parse::{
+        self, ICMP_ECHO_REQUEST, IP_CHECK_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4, L4,
+        L4Error,
+    },
     policy,
     stats::{Drop, count},
 };
@@ -117,15 +116,31 @@ pub fn guest_nat(
             // Replies go to the MAC the guest actually sends from.
             let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
             let guest_mac = unsafe { (*eth).src_addr };
-            create_flow(ctx, &key, net, net_id, &guest_mac, ifindex, l4.tcp_flags, now)?
+            create_flow(
+                ctx,
+                &key,
+                net,
+                net_id,
+                &guest_mac,
+                ifindex,
+                l4.tcp_flags,
+                now,
+            )?
         }
     };
 
     if let Route::Forward(p) = &route {
         set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     }
-    rewrite(ctx, &ip, &l4, Side::Source, mapping.rewrite_addr, mapping.rewrite_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    rewrite(
+        ctx,
+        &ip,
+        &l4,
+        Side::Source,
+        mapping.rewrite_addr,
+        mapping.rewrite_port,
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     let verdict =
         forward::tc_redirect(&route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
@@ -175,7 +190,9 @@ fn create_flow(
     let own = u16::from_be(key.src_port) as u32;
     // checked_rem: a `%` would leave a divide-by-zero panic path the
     // verifier refuses.
-    let start = unsafe { bpf_get_prandom_u32() }.checked_rem(span).unwrap_or(0);
+    let start = unsafe { bpf_get_prandom_u32() }
+        .checked_rem(span)
+        .unwrap_or(0);
 
     let reply = ConntrackEntry {
         last_seen_ns: now,
@@ -286,11 +303,23 @@ pub fn uplink_reply<C: Hook>(ctx: &C, ip: &Ipv4) -> Result<Option<C::Verdict>, D
 
 /// Reverse NAT of a tracked reply and delivery to the guest's port.
 #[inline(always)]
-fn reply_to_guest<C: Hook>(ctx: &C, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> Result<C::Verdict, Drop> {
+fn reply_to_guest<C: Hook>(
+    ctx: &C,
+    ip: &Ipv4,
+    l4: &L4,
+    e: &ConntrackEntry,
+) -> Result<C::Verdict, Drop> {
     let net_id = e.network_id as u32;
     prepare_for_guest(ctx, net_id, ip.ttl, &e.mac)?;
-    rewrite(ctx, ip, l4, Side::Destination, e.rewrite_addr, e.rewrite_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    rewrite(
+        ctx,
+        ip,
+        l4,
+        Side::Destination,
+        e.rewrite_addr,
+        e.rewrite_port,
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     ctx.to_port(e.ifindex, net_id, Action::DnatForwarded)
 }
 
@@ -298,7 +327,12 @@ fn reply_to_guest<C: Hook>(ctx: &C, ip: &Ipv4, l4: &L4, e: &ConntrackEntry) -> R
 /// guest's network must be active and the packet must survive this hop
 /// (`ttl`: TTL or hop limit); its MACs become bridge → guest.
 #[inline(always)]
-pub fn prepare_for_guest<C: PacketCtx>(ctx: &C, net_id: u32, ttl: u8, guest_mac: &[u8; 6]) -> Result<(), Drop> {
+pub fn prepare_for_guest<C: PacketCtx>(
+    ctx: &C,
+    net_id: u32,
+    ttl: u8,
+    guest_mac: &[u8; 6],
+) -> Result<(), Drop> {
     let net = VXDP_NETWORKS
         .get(net_id)
         .filter(|n| policy::active(n))
@@ -353,12 +387,27 @@ fn rewrite<C: PacketCtx>(
     unsafe { *ttl_field = new_ttl_word.to_ne_bytes() };
 
     ctx.l3_csum_replace(IP_CHECK_OFF, old_addr, new_addr, CSUM_FIELD_4)?;
-    ctx.l3_csum_replace(IP_CHECK_OFF, old_ttl_word as u32, new_ttl_word as u32, CSUM_FIELD_2)?;
+    ctx.l3_csum_replace(
+        IP_CHECK_OFF,
+        old_ttl_word as u32,
+        new_ttl_word as u32,
+        CSUM_FIELD_2,
+    )?;
     match ip.proto {
         PROTO_TCP | PROTO_UDP => {
             let udp = if ip.proto == PROTO_UDP { CSUM_UDP } else { 0 };
-            ctx.l4_csum_replace(l4.csum_off, old_addr, new_addr, CSUM_PSEUDO | udp | CSUM_FIELD_4)?;
-            ctx.l4_csum_replace(l4.csum_off, old_port as u32, new_port as u32, udp | CSUM_FIELD_2)?;
+            ctx.l4_csum_replace(
+                l4.csum_off,
+                old_addr,
+                new_addr,
+                CSUM_PSEUDO | udp | CSUM_FIELD_4,
+            )?;
+            ctx.l4_csum_replace(
+                l4.csum_off,
+                old_port as u32,
+                new_port as u32,
+                udp | CSUM_FIELD_2,
+            )?;
         }
         // ICMP's checksum covers no pseudo-header: only the id changes it.
         _ => ctx.l4_csum_replace(l4.csum_off, old_port as u32, new_port as u32, CSUM_FIELD_2)?,

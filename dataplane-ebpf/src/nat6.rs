@@ -6,24 +6,22 @@
 //! rules as IPv4 NAT (`nat`); IPv6 has no header checksum, and the ICMPv6
 //! checksum covers the pseudo-header like TCP's and UDP's.
 
-use aya_ebpf::{
-    bindings::TC_ACT_OK,
-    helpers::bpf_get_prandom_u32,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_get_prandom_u32, programs::TcContext};
 use vxdp_common::{
-    Action, Conntrack6Entry, Conntrack6Key, DIR_ORIGINAL, DIR_REPLY, DropReason, Nat6Config, Nat6Scratch,
-    NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state, nat6_flags,
+    Action, Conntrack6Entry, Conntrack6Key, DIR_ORIGINAL, DIR_REPLY, DropReason, Nat6Config,
+    Nat6Scratch, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state, nat6_flags,
 };
 
 use crate::{
     conntrack::{self, Reserve},
     ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx},
     forward::{self, FibParams},
-    maps::{VXDP_NAT6, VXDP_NAT6_SCRATCH},
     hook::Hook,
+    maps::{VXDP_NAT6, VXDP_NAT6_SCRATCH},
     nat::{prepare_for_guest, set_macs},
-    parse::{self, ICMPV6_ECHO_REQUEST, IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_SRC_OFF, Ipv6, L4, L4Error},
+    parse::{
+        self, ICMPV6_ECHO_REQUEST, IP6_DST_OFF, IP6_HOP_LIMIT_OFF, IP6_SRC_OFF, Ipv6, L4, L4Error,
+    },
     policy,
     stats::{Drop, count},
 };
@@ -35,13 +33,17 @@ const NAT_PORT_TRIES: u32 = 32;
 /// The NAT66 settings of a network that masquerades its IPv6.
 #[inline(always)]
 pub fn masquerading(net_id: u32) -> Option<&'static Nat6Config> {
-    VXDP_NAT6.get(net_id).filter(|c| c.flags & nat6_flags::MASQUERADE != 0)
+    VXDP_NAT6
+        .get(net_id)
+        .filter(|c| c.flags & nat6_flags::MASQUERADE != 0)
 }
 
 /// Whether a NAT network has an IPv6 prefix (its IPv6 leaves the network).
 #[inline(always)]
 pub fn has_ipv6(net_id: u32) -> bool {
-    VXDP_NAT6.get(net_id).is_some_and(|c| c.flags & nat6_flags::IPV6 != 0)
+    VXDP_NAT6
+        .get(net_id)
+        .is_some_and(|c| c.flags & nat6_flags::IPV6 != 0)
 }
 
 #[inline(always)]
@@ -115,7 +117,14 @@ pub fn guest_nat6(
     };
     // The route's parameters live in the scratch map, not on the stack.
     let fib = unsafe { &mut *(s.fib.as_mut_ptr() as *mut FibParams) };
-    let rc = forward::fib_lookup_v6(ctx, fib, net.bridge_ifindex, &s.key.src_addr, &s.key.dst_addr, ip.next_header);
+    let rc = forward::fib_lookup_v6(
+        ctx,
+        fib,
+        net.bridge_ifindex,
+        &s.key.src_addr,
+        &s.key.dst_addr,
+        ip.next_header,
+    );
     match rc {
         forward::FIB_SUCCESS | forward::FIB_NO_NEIGH => {
             if fib.ifindex != net.uplink_ifindex {
@@ -124,7 +133,9 @@ pub fn guest_nat6(
         }
         // To the host itself (not NATed, as with libvirt), or unroutable
         // (the kernel answers and forwards nothing).
-        forward::FIB_NOT_FWDED | forward::FIB_BLACKHOLE..=forward::FIB_PROHIBIT => return pass(ctx),
+        forward::FIB_NOT_FWDED | forward::FIB_BLACKHOLE..=forward::FIB_PROHIBIT => {
+            return pass(ctx);
+        }
         forward::FIB_FWD_DISABLED => return Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
         forward::FIB_FRAG_NEEDED => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
         _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
@@ -146,7 +157,8 @@ pub fn guest_nat6(
     let (nat_addr, nat_port) = (&s.mapping.rewrite_addr, s.mapping.rewrite_port);
     let fib = unsafe { &*(s.fib.as_ptr() as *const FibParams) };
     if rc == forward::FIB_SUCCESS {
-        set_macs(ctx, &fib.dmac, &fib.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+        set_macs(ctx, &fib.dmac, &fib.smac)
+            .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     }
     rewrite(ctx, ip, &l4, Side::Source, nat_addr, nat_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
@@ -205,7 +217,9 @@ fn create_flow(s: &mut Nat6Scratch, f: &NewFlow) -> Result<(), DropReason> {
     let own = u16::from_be(s.key.src_port) as u32;
     // checked_rem: a `%` would leave a divide-by-zero panic path the
     // verifier refuses.
-    let start = unsafe { bpf_get_prandom_u32() }.checked_rem(span).unwrap_or(0);
+    let start = unsafe { bpf_get_prandom_u32() }
+        .checked_rem(span)
+        .unwrap_or(0);
 
     s.reply = Conntrack6Entry {
         last_seen_ns: f.now,
@@ -305,11 +319,23 @@ pub fn uplink_reply<C: Hook>(ctx: &C, ip: &Ipv6) -> Result<Option<C::Verdict>, D
 }
 
 #[inline(always)]
-fn reply_to_guest<C: Hook>(ctx: &C, ip: &Ipv6, l4: &L4, e: &Conntrack6Entry) -> Result<C::Verdict, Drop> {
+fn reply_to_guest<C: Hook>(
+    ctx: &C,
+    ip: &Ipv6,
+    l4: &L4,
+    e: &Conntrack6Entry,
+) -> Result<C::Verdict, Drop> {
     let net_id = e.network_id as u32;
     prepare_for_guest(ctx, net_id, ip.hop_limit, &e.mac)?;
-    rewrite(ctx, ip, l4, Side::Destination, &e.rewrite_addr, e.rewrite_port)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    rewrite(
+        ctx,
+        ip,
+        l4,
+        Side::Destination,
+        &e.rewrite_addr,
+        e.rewrite_port,
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     ctx.to_port(e.ifindex, net_id, Action::DnatForwarded)
 }
 
@@ -353,12 +379,21 @@ fn rewrite<C: PacketCtx>(
     unsafe { *hop = ip.hop_limit - 1 };
 
     // UDP over IPv6 must carry a checksum; a computed 0 is sent as 0xffff.
-    let udp = if ip.next_header == PROTO_UDP { CSUM_UDP } else { 0 };
+    let udp = if ip.next_header == PROTO_UDP {
+        CSUM_UDP
+    } else {
+        0
+    };
     for i in 0..4 {
         let (from, to) = (word(old_addr, i), word(new_addr, i));
         if from != to {
             ctx.l4_csum_replace(l4.csum_off, from, to, CSUM_PSEUDO | udp | CSUM_FIELD_4)?;
         }
     }
-    ctx.l4_csum_replace(l4.csum_off, old_port as u32, new_port as u32, udp | CSUM_FIELD_2)
+    ctx.l4_csum_replace(
+        l4.csum_off,
+        old_port as u32,
+        new_port as u32,
+        udp | CSUM_FIELD_2,
+    )
 }

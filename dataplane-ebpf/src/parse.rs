@@ -3,13 +3,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use network_types::{
-    eth::EthHdr,
-    icmp::Icmpv4Hdr,
-    ip::Ipv4Hdr,
-    tcp::TcpHdr,
-    udp::UdpHdr,
-};
+use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 use vxdp_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 use crate::ctx::PacketCtx;
@@ -263,7 +257,10 @@ pub fn neigh_advert_target<C: PacketCtx>(ctx: &C, off: usize) -> Result<[u8; 16]
 pub fn udp_ports<C: PacketCtx>(ctx: &C, off: usize) -> Result<(u16, u16), ()> {
     let p = ptr_at::<C, [u8; 4]>(ctx, off)?;
     let p = unsafe { *p };
-    Ok((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+    Ok((
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
 }
 
 /// The EtherType of a frame (no VLAN tags: guest ports are untagged).

@@ -1,8 +1,11 @@
 //! Forwarding policy: which guest packets stay inside the network (left to
 //! the bridge), and which inbound packets are refused.
 
-use vxdp_common::{DropReason, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags, network_flags};
 use aya_ebpf::maps::lpm_trie::Key;
+use vxdp_common::{
+    DropReason, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags,
+    network_flags,
+};
 
 use crate::{
     ctx::PacketCtx,
@@ -50,13 +53,17 @@ pub fn active(net: &NetworkConfig) -> bool {
 /// The network whose IPv4 subnet holds `dst`, if any.
 #[inline(always)]
 pub fn subnet_owner(dst: u32) -> Option<SubnetOwner> {
-    VXDP_SUBNETS.get(&Key::new(32, SubnetKey { addr: dst })).copied()
+    VXDP_SUBNETS
+        .get(&Key::new(32, SubnetKey { addr: dst }))
+        .copied()
 }
 
 /// The network whose IPv6 subnet holds `dst`, if any.
 #[inline(always)]
 pub fn subnet6_owner(dst: &[u8; 16]) -> Option<SubnetOwner> {
-    VXDP_SUBNETS6.get(&Key::new(128, Subnet6Key { addr: *dst })).copied()
+    VXDP_SUBNETS6
+        .get(&Key::new(128, Subnet6Key { addr: *dst }))
+        .copied()
 }
 
 /// Compares MACs byte by byte (an array `==` may become a `bcmp` call,
@@ -84,7 +91,11 @@ pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
 /// guest may claim its network's gateway address (`net`, for networks
 /// with one), known or not.
 #[inline(always)]
-pub fn arp_refusal(ep: &Endpoint, net: Option<&NetworkConfig>, arp: &ArpSender) -> Option<DropReason> {
+pub fn arp_refusal(
+    ep: &Endpoint,
+    net: Option<&NetworkConfig>,
+    arp: &ArpSender,
+) -> Option<DropReason> {
     if !mac_allowed(ep, &arp.mac) {
         return Some(DropReason::SpoofedMac);
     }
@@ -171,7 +182,9 @@ pub fn ipv6_service_refusal<C: PacketCtx>(ctx: &C, ep: &Endpoint, ip: &Ipv6) -> 
         let Ok(target) = parse::neigh_advert_target(ctx, off) else {
             return Some(DropReason::Malformed);
         };
-        if !parse::ipv6_link_scoped(&target) && u128::from_ne_bytes(target) != u128::from_ne_bytes(ep.ipv6) {
+        if !parse::ipv6_link_scoped(&target)
+            && u128::from_ne_bytes(target) != u128::from_ne_bytes(ep.ipv6)
+        {
             return Some(DropReason::SpoofedSource);
         }
     }

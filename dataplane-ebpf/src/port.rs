@@ -9,16 +9,20 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use vxdp_common::{
-    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes, network_flags,
+    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes,
+    network_flags,
 };
 
 use crate::{
     ctx::{tc_ifindex, tc_vlan_present},
     maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_MACS, VXDP_NETWORKS},
     nat::{self, HEADERS_MAX},
-    parse::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError},
+    nat6,
+    parse::{
+        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError,
+    },
     policy::{self, GuestDestination},
-    nat6, route,
+    route,
     stats::{Drop, count},
 };
 
@@ -39,7 +43,11 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
         return None;
     }
     let eth = parse::eth(ctx).ok()?;
-    let mut key = MacKey { network_id: net_id, mac: [0; 6], _pad0: [0; 2] };
+    let mut key = MacKey {
+        network_id: net_id,
+        mac: [0; 6],
+        _pad0: [0; 2],
+    };
     key.mac = unsafe { (*eth).dst_addr };
     if key.mac[0] & 1 != 0 {
         return None;
@@ -57,10 +65,12 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
 
 /// The port's endpoint and its (active) network.
 #[inline(always)]
-pub(crate) fn port_network(ctx: &TcContext) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
+pub(crate) fn port_network(
+    ctx: &TcContext,
+) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
     let ifindex = tc_ifindex(ctx);
-    let endpoint = unsafe { VXDP_ENDPOINTS.get(&ifindex) }
-        .ok_or(Drop::new(DropReason::UnknownPort, 0))?;
+    let endpoint =
+        unsafe { VXDP_ENDPOINTS.get(&ifindex) }.ok_or(Drop::new(DropReason::UnknownPort, 0))?;
     let net = VXDP_NETWORKS
         .get(endpoint.network_id)
         .filter(|n| policy::active(n))
@@ -86,7 +96,11 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     // Offloaded or GRO'd socket buffers may keep headers out of the linear
     // area that direct packet access sees.
     let linear = (ctx.data_end() - ctx.data()) as u32;
-    let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+    let want = if ctx.len() < HEADERS_MAX {
+        ctx.len()
+    } else {
+        HEADERS_MAX
+    };
     if linear < want {
         let _ = ctx.pull_data(want);
     }
@@ -161,9 +175,7 @@ fn guest_ipv4(
     {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
-    if !to_host_l3
-        && let Some(verdict) = to_sibling_port(ctx, net, net_id)
-    {
+    if !to_host_l3 && let Some(verdict) = to_sibling_port(ctx, net, net_id) {
         return verdict;
     }
     if net.mode == mode::BRIDGE {
@@ -209,7 +221,10 @@ fn guest_ipv4(
     if let Some(owner) = policy::subnet_owner(ip.dst)
         && owner.network_id != net_id
     {
-        let other_gateway = VXDP_NETWORKS.get(owner.network_id).map(|n| n.gateway).unwrap_or(0);
+        let other_gateway = VXDP_NETWORKS
+            .get(owner.network_id)
+            .map(|n| n.gateway)
+            .unwrap_or(0);
         // The host's address on the other bridge is the host, which every
         // mode but isolated reaches (as with libvirt); its guests are only
         // reachable when both networks route.
@@ -217,7 +232,11 @@ fn guest_ipv4(
             return Err(Drop::new(DropReason::OtherNetwork, net_id));
         }
     }
-    let slot = if net.mode == mode::NAT { jump::NAT } else { jump::ROUTE };
+    let slot = if net.mode == mode::NAT {
+        jump::NAT
+    } else {
+        jump::ROUTE
+    };
     tail(ctx, slot, net_id)
 }
 
@@ -232,9 +251,7 @@ fn guest_ipv6(
 ) -> Result<i32, Drop> {
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
-    if !to_host_l3
-        && let Some(verdict) = to_sibling_port(ctx, net, net_id)
-    {
+    if !to_host_l3 && let Some(verdict) = to_sibling_port(ctx, net, net_id) {
         return verdict;
     }
     // Isolated networks: a group frame reaches the host's stack, which

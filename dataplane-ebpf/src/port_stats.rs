@@ -19,7 +19,11 @@ pub fn add(ifindex: u32, network_id: u32, slot: u32, bytes: u32) {
 /// Takes packets back out of a per-port slot (this CPU counted them).
 #[inline(always)]
 pub fn sub(ifindex: u32, network_id: u32, slot: u32, packets: u64, bytes: u64) {
-    let key = PortCounterKey { ifindex, network_id: network_id as u16, slot: slot as u16 };
+    let key = PortCounterKey {
+        ifindex,
+        network_id: network_id as u16,
+        slot: slot as u16,
+    };
     if let Some(c) = VXDP_PORT_STATS.get_ptr_mut(&key) {
         unsafe {
             (*c).packets = (*c).packets.saturating_sub(packets);
@@ -30,7 +34,11 @@ pub fn sub(ifindex: u32, network_id: u32, slot: u32, packets: u64, bytes: u64) {
 
 #[inline(always)]
 pub fn add_many(ifindex: u32, network_id: u32, slot: u32, packets: u64, bytes: u64) {
-    let key = PortCounterKey { ifindex, network_id: network_id as u16, slot: slot as u16 };
+    let key = PortCounterKey {
+        ifindex,
+        network_id: network_id as u16,
+        slot: slot as u16,
+    };
     let mut counter = VXDP_PORT_STATS.get_ptr_mut(&key);
     if counter.is_none() {
         // First packet of this (port, slot): create it. A concurrent CPU

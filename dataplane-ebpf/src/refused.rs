@@ -33,7 +33,9 @@ const XDP_ACTIONS: [Action; 4] = [
 /// dropped on their way to `port`, redirected by XDP on `ingress`.
 #[inline(always)]
 pub fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
-    let Some(ep) = (unsafe { VXDP_ENDPOINTS.get(&port) }) else { return };
+    let Some(ep) = (unsafe { VXDP_ENDPOINTS.get(&port) }) else {
+        return;
+    };
     let net_id = ep.network_id;
     let mut sent = sent as u64;
     let mut dropped = dropped as u64;
@@ -42,8 +44,14 @@ pub fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
             break;
         }
         let slot = action.slot();
-        let key = PortCounterKey { ifindex: port, network_id: net_id as u16, slot: slot as u16 };
-        let Some(c) = VXDP_XDP_INFLIGHT.get_ptr_mut(&key) else { continue };
+        let key = PortCounterKey {
+            ifindex: port,
+            network_id: net_id as u16,
+            slot: slot as u16,
+        };
+        let Some(c) = VXDP_XDP_INFLIGHT.get_ptr_mut(&key) else {
+            continue;
+        };
         let c = unsafe { &mut *c };
         let pending = c.packets;
         if pending == 0 {
@@ -58,7 +66,11 @@ pub fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
         }
         let done = lost + delivered;
         c.packets = pending - done;
-        c.bytes = if c.packets == 0 { 0 } else { c.bytes.saturating_sub(done * per_frame) };
+        c.bytes = if c.packets == 0 {
+            0
+        } else {
+            c.bytes.saturating_sub(done * per_frame)
+        };
         dropped -= lost;
         sent -= delivered;
     }

@@ -54,7 +54,12 @@ fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
 
 /// IPv4 from a guest of a route/open network to outside its subnet.
 #[inline(always)]
-pub fn guest_route_v4(ctx: &TcContext, net: &NetworkConfig, net_id: u32, ip: &Ipv4) -> Result<i32, Drop> {
+pub fn guest_route_v4(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &Ipv4,
+) -> Result<i32, Drop> {
     if ip.fragment || ip.ttl <= 1 {
         // The kernel forwards fragments and answers expiring TTLs; the
         // policy (source, destination) was checked already.
@@ -86,7 +91,12 @@ pub fn lookup_v6(ctx: &TcContext, net: &NetworkConfig, ip: &Ipv6) -> Route {
 /// IPv6 from a guest of a route/open network (or a NAT network without
 /// NAT66, whose IPv6 libvirt routes), addressed beyond the link.
 #[inline(always)]
-pub fn guest_route_v6(ctx: &TcContext, net: &NetworkConfig, net_id: u32, ip: &Ipv6) -> Result<i32, Drop> {
+pub fn guest_route_v6(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &Ipv6,
+) -> Result<i32, Drop> {
     if net.mode != mode::OPEN {
         let own = policy::subnet6_owner(&ip.src).is_some_and(|o| o.network_id == net_id);
         if !own {

@@ -55,7 +55,11 @@ pub fn inbound<C: Hook>(ctx: &C, net_id: u32, ipv6: bool) -> Result<C::Verdict, 
     {
         return Err(Drop::new(DropReason::InboundNotViaForwardDev, net_id));
     }
-    let fast = if ipv6 { forward_v6(ctx, net, net_id)? } else { forward_v4(ctx, net, net_id)? };
+    let fast = if ipv6 {
+        forward_v6(ctx, net, net_id)?
+    } else {
+        forward_v4(ctx, net, net_id)?
+    };
     match fast {
         Some(verdict) => Ok(verdict),
         None => to_kernel(ctx, net_id),
@@ -67,11 +71,17 @@ pub fn inbound<C: Hook>(ctx: &C, net_id: u32, ipv6: bool) -> Result<C::Verdict, 
 /// redirect slot.
 #[inline(always)]
 fn guest_port(net: &NetworkConfig, net_id: u32, route: &Route) -> Option<u32> {
-    let Route::Forward(p) = route else { return None };
+    let Route::Forward(p) = route else {
+        return None;
+    };
     if p.ifindex != net.bridge_ifindex {
         return None;
     }
-    let key = MacKey { network_id: net_id, mac: p.dmac, _pad0: [0; 2] };
+    let key = MacKey {
+        network_id: net_id,
+        mac: p.dmac,
+        _pad0: [0; 2],
+    };
     let port = unsafe { VXDP_MACS.get(&key) }?.ifindex;
     // Written together with the MAC entry; checked so a missing slot
     // leaves the packet to the kernel rather than dropping it.
@@ -95,15 +105,36 @@ fn rewrite_macs<C: PacketCtx>(ctx: &C, net_id: u32, p: &FibParams) -> Result<(),
 /// IPv4: `Some(verdict)` when redirected to the guest's port, `None` when
 /// the kernel should route it.
 #[inline(always)]
-fn forward_v4<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Option<C::Verdict>, Drop> {
-    let Ok(ip) = parse::ipv4(ctx) else { return Ok(None) };
+fn forward_v4<C: Hook>(
+    ctx: &C,
+    net: &NetworkConfig,
+    net_id: u32,
+) -> Result<Option<C::Verdict>, Drop> {
+    let Ok(ip) = parse::ipv4(ctx) else {
+        return Ok(None);
+    };
     if ip.ttl <= 1 {
         return Ok(None);
     }
-    let Some(tot_len) = be16_at(ctx, IP_TOT_LEN_OFF) else { return Ok(None) };
-    let route = forward::route_v4(ctx, PacketCtx::ingress_ifindex(ctx), ip.src, ip.dst, ip.proto, 0, 0, tot_len);
-    let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
-    let Route::Forward(p) = &route else { return Ok(None) };
+    let Some(tot_len) = be16_at(ctx, IP_TOT_LEN_OFF) else {
+        return Ok(None);
+    };
+    let route = forward::route_v4(
+        ctx,
+        PacketCtx::ingress_ifindex(ctx),
+        ip.src,
+        ip.dst,
+        ip.proto,
+        0,
+        0,
+        tot_len,
+    );
+    let Some(port) = guest_port(net, net_id, &route) else {
+        return Ok(None);
+    };
+    let Route::Forward(p) = &route else {
+        return Ok(None);
+    };
     if !ctx.deliverable(port) {
         return Ok(Some(ctx.defer()));
     }
@@ -116,21 +147,41 @@ fn forward_v4<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Opti
     unsafe { *ttl_field = new.to_ne_bytes() };
     ctx.l3_csum_replace(IP_CHECK_OFF, old as u32, new as u32, CSUM_FIELD_2)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    ctx.to_port(port, net_id, Action::RouteInboundForwarded).map(Some)
+    ctx.to_port(port, net_id, Action::RouteInboundForwarded)
+        .map(Some)
 }
 
 /// IPv6: as [`forward_v4`]; there is no header checksum.
 #[inline(always)]
-fn forward_v6<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Option<C::Verdict>, Drop> {
-    let Ok(ip) = parse::ipv6(ctx) else { return Ok(None) };
+fn forward_v6<C: Hook>(
+    ctx: &C,
+    net: &NetworkConfig,
+    net_id: u32,
+) -> Result<Option<C::Verdict>, Drop> {
+    let Ok(ip) = parse::ipv6(ctx) else {
+        return Ok(None);
+    };
     if ip.hop_limit <= 1 {
         return Ok(None);
     }
-    let Some(payload_len) = be16_at(ctx, IP6_PAYLOAD_LEN_OFF) else { return Ok(None) };
+    let Some(payload_len) = be16_at(ctx, IP6_PAYLOAD_LEN_OFF) else {
+        return Ok(None);
+    };
     let tot_len = payload_len.saturating_add(IPV6_HDR_LEN);
-    let route = forward::route_v6(ctx, PacketCtx::ingress_ifindex(ctx), &ip.src, &ip.dst, ip.next_header, tot_len);
-    let Some(port) = guest_port(net, net_id, &route) else { return Ok(None) };
-    let Route::Forward(p) = &route else { return Ok(None) };
+    let route = forward::route_v6(
+        ctx,
+        PacketCtx::ingress_ifindex(ctx),
+        &ip.src,
+        &ip.dst,
+        ip.next_header,
+        tot_len,
+    );
+    let Some(port) = guest_port(net, net_id, &route) else {
+        return Ok(None);
+    };
+    let Route::Forward(p) = &route else {
+        return Ok(None);
+    };
     if !ctx.deliverable(port) {
         return Ok(Some(ctx.defer()));
     }
@@ -138,5 +189,6 @@ fn forward_v6<C: Hook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> Result<Opti
     let hop = parse::ptr_at::<C, u8>(ctx, IP6_HOP_LIMIT_OFF)
         .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     unsafe { *hop = ip.hop_limit - 1 };
-    ctx.to_port(port, net_id, Action::RouteInboundForwarded).map(Some)
+    ctx.to_port(port, net_id, Action::RouteInboundForwarded)
+        .map(Some)
 }

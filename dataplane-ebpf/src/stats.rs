@@ -68,7 +68,11 @@ pub fn refused(network_id: u32, action_slot: u32, ingress: u32, packets: u64, by
 /// Records an XDP redirect to `port` until the kernel reports on it.
 #[inline(always)]
 pub fn inflight_add(port: u32, network_id: u32, action: Action, bytes: u32) {
-    let key = PortCounterKey { ifindex: port, network_id: network_id as u16, slot: action.slot() as u16 };
+    let key = PortCounterKey {
+        ifindex: port,
+        network_id: network_id as u16,
+        slot: action.slot() as u16,
+    };
     if let Some(c) = VXDP_XDP_INFLIGHT.get_ptr_mut(&key) {
         unsafe {
             (*c).packets += 1;
@@ -76,13 +80,25 @@ pub fn inflight_add(port: u32, network_id: u32, action: Action, bytes: u32) {
         }
         return;
     }
-    let _ = VXDP_XDP_INFLIGHT.insert(&key, &Counter { packets: 1, bytes: bytes as u64 }, 0);
+    let _ = VXDP_XDP_INFLIGHT.insert(
+        &key,
+        &Counter {
+            packets: 1,
+            bytes: bytes as u64,
+        },
+        0,
+    );
 }
 
 #[inline(always)]
 pub fn count<C: PacketCtx>(ctx: &C, network_id: u32, action: Action) {
     add(network_id, action.slot(), ctx.packet_len());
-    crate::port_stats::add(ctx.ingress_ifindex(), network_id, action.slot(), ctx.packet_len());
+    crate::port_stats::add(
+        ctx.ingress_ifindex(),
+        network_id,
+        action.slot(),
+        ctx.packet_len(),
+    );
 }
 
 #[inline(always)]
@@ -93,7 +109,12 @@ pub fn count_event(network_id: u32, action: Action) {
 #[inline(always)]
 fn count_drop<C: PacketCtx>(ctx: &C, drop: Drop) {
     add(drop.network_id, drop.reason.slot(), ctx.packet_len());
-    crate::port_stats::add(ctx.ingress_ifindex(), drop.network_id, drop.reason.slot(), ctx.packet_len());
+    crate::port_stats::add(
+        ctx.ingress_ifindex(),
+        drop.network_id,
+        drop.reason.slot(),
+        ctx.packet_len(),
+    );
 }
 
 #[inline(always)]

@@ -15,9 +15,8 @@ use vxdp_common::{Action, DropReason, SubnetOwner, mode};
 use crate::{
     hook::Hook,
     nat, nat6,
-    route_in,
     parse::{self, ETH_P_IP, ETH_P_IPV6},
-    policy,
+    policy, route_in,
     stats::{Drop, count},
 };
 
@@ -37,7 +36,9 @@ pub fn uplink_ingress<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
         Ok(ETH_P_IP) => {}
         Ok(ETH_P_IPV6) => {
             // Malformed: not ours; the kernel decides.
-            let Ok(ip) = parse::ipv6(ctx) else { return pass(ctx) };
+            let Ok(ip) = parse::ipv6(ctx) else {
+                return pass(ctx);
+            };
             if let Some(verdict) = nat6::uplink_reply(ctx, &ip)? {
                 return Ok(verdict);
             }
@@ -45,7 +46,9 @@ pub fn uplink_ingress<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
         }
         _ => return pass(ctx),
     }
-    let Ok(ip) = parse::ipv4(ctx) else { return pass(ctx) };
+    let Ok(ip) = parse::ipv4(ctx) else {
+        return pass(ctx);
+    };
     if let Some(verdict) = nat::uplink_reply(ctx, &ip)? {
         return Ok(verdict);
     }

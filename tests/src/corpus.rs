@@ -40,10 +40,16 @@ pub fn corpus_files(kind: &str) -> Result<Vec<PathBuf>> {
 /// `invalid/EXPECTED`: file name → the element or attribute path the error must name.
 pub fn expected_faults() -> Result<BTreeMap<String, String>> {
     let path = corpus_dir().join("invalid/EXPECTED");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (file, element) = line.split_once('\t').with_context(|| format!("{}: bad line {line:?}", path.display()))?;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (file, element) = line
+            .split_once('\t')
+            .with_context(|| format!("{}: bad line {line:?}", path.display()))?;
         out.insert(file.to_string(), element.to_string());
     }
     Ok(out)
@@ -58,9 +64,15 @@ pub fn network_name(xml: &str) -> Option<String> {
 
 /// Gives namespace `ns` the devices of a small hypervisor (see the module docs).
 pub fn add_host_devices(ns: &Netns) -> Result<()> {
-    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "wan0"])?;
-    ns.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "peer1"])?;
-    ns.ip(&["link", "add", "eth2", "type", "veth", "peer", "name", "peer2"])?;
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "wan0",
+    ])?;
+    ns.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "peer1",
+    ])?;
+    ns.ip(&[
+        "link", "add", "eth2", "type", "veth", "peer", "name", "peer2",
+    ])?;
     ns.ip(&["link", "add", "br0", "type", "bridge"])?;
     for dev in ["eth0", "wan0", "eth1", "peer1", "eth2", "peer2", "br0"] {
         ns.ip(&["link", "set", dev, "up"])?;
@@ -68,7 +80,15 @@ pub fn add_host_devices(ns: &Netns) -> Result<()> {
     ns.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
     ns.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
     // A global IPv6 address for NAT66 (<nat ipv6='yes'>) to masquerade to.
-    ns.ip(&["-6", "addr", "add", "2001:db8:0:2::2/64", "dev", "eth0", "nodad"])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:0:2::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     ns.ip(&["-6", "route", "add", "default", "via", "2001:db8:0:2::1"])?;
     Ok(())
 }
@@ -83,7 +103,10 @@ pub struct VxdpHost {
 
 impl VxdpHost {
     pub fn new(tag: &str) -> Result<Self> {
-        ensure!(unsafe { libc::geteuid() } == 0, "these tests need root (network namespaces, BPF)");
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "these tests need root (network namespaces, BPF)"
+        );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("vx{tag}{}-{n}", std::process::id());
         let ns = Netns::new(format!("{prefix}-host"))?;
@@ -108,7 +131,11 @@ impl VxdpHost {
     pub fn vxdp(&self, args: &[&str]) -> Result<String> {
         let out = self.vxdp_status(args)?;
         if !out.status.success() {
-            bail!("`vxdp {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "`vxdp {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }

@@ -73,13 +73,22 @@ struct Insn {
 }
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | dst, off, imm }
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
     // SAFETY: attr is a zero-padded bpf_attr of 128 bytes for `cmd`.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn put_u32(a: &mut [u8; 128], at: usize, v: u32) {
@@ -113,21 +122,21 @@ impl XdpCounter {
             insn(0x62, 10, 0, -4, 0),    // *(u32 *)(r10 - 4) = 0
             insn(0x18, 1, 1, 0, map_fd), // r1 = map (BPF_PSEUDO_MAP_FD)
             insn(0, 0, 0, 0, 0),
-            insn(0xbf, 2, 10, 0, 0),     // r2 = r10
-            insn(0x07, 2, 0, 0, -4),     // r2 += -4
-            insn(0x85, 0, 0, 0, 1),      // call bpf_map_lookup_elem
-            insn(0x15, 0, 0, 9, 0),      // if r0 == 0 goto pass
-            insn(0xb7, 1, 0, 0, 1),      // r1 = 1
-            insn(0xdb, 0, 1, 0, 0),      // lock *(u64 *)(r0 + 0) += r1   frames
-            insn(0xdb, 0, 7, 8, 0),      // lock *(u64 *)(r0 + 8) += r7   bytes
-            insn(0xb5, 7, 0, 2, 1514),   // if r7 <= 1514 goto +2
-            insn(0xb7, 1, 0, 0, 1),      // r1 = 1
-            insn(0xdb, 0, 1, 16, 0),     // lock *(u64 *)(r0 + 16) += r1  over 1514
-            insn(0x79, 1, 0, 24, 0),     // r1 = *(u64 *)(r0 + 24)
-            insn(0xbd, 7, 1, 1, 0),      // if r7 <= r1 goto +1
-            insn(0x7b, 0, 7, 24, 0),     // *(u64 *)(r0 + 24) = r7      longest (racy: a probe)
-            insn(0xb7, 0, 0, 0, 2),      // pass: r0 = XDP_PASS
-            insn(0x95, 0, 0, 0, 0),      // exit
+            insn(0xbf, 2, 10, 0, 0),   // r2 = r10
+            insn(0x07, 2, 0, 0, -4),   // r2 += -4
+            insn(0x85, 0, 0, 0, 1),    // call bpf_map_lookup_elem
+            insn(0x15, 0, 0, 9, 0),    // if r0 == 0 goto pass
+            insn(0xb7, 1, 0, 0, 1),    // r1 = 1
+            insn(0xdb, 0, 1, 0, 0),    // lock *(u64 *)(r0 + 0) += r1   frames
+            insn(0xdb, 0, 7, 8, 0),    // lock *(u64 *)(r0 + 8) += r7   bytes
+            insn(0xb5, 7, 0, 2, 1514), // if r7 <= 1514 goto +2
+            insn(0xb7, 1, 0, 0, 1),    // r1 = 1
+            insn(0xdb, 0, 1, 16, 0),   // lock *(u64 *)(r0 + 16) += r1  over 1514
+            insn(0x79, 1, 0, 24, 0),   // r1 = *(u64 *)(r0 + 24)
+            insn(0xbd, 7, 1, 1, 0),    // if r7 <= r1 goto +1
+            insn(0x7b, 0, 7, 24, 0),   // *(u64 *)(r0 + 24) = r7      longest (racy: a probe)
+            insn(0xb7, 0, 0, 0, 2),    // pass: r0 = XDP_PASS
+            insn(0x95, 0, 0, 0, 0),    // exit
         ];
         let license = b"GPL\0";
         let mut log = vec![0u8; 65536];
@@ -145,7 +154,10 @@ impl XdpCounter {
             Ok(fd) => fd as i32,
             Err(e) => {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                bail!("loading the counting XDP program: {e}\n{}", String::from_utf8_lossy(&log[..end]));
+                bail!(
+                    "loading the counting XDP program: {e}\n{}",
+                    String::from_utf8_lossy(&log[..end])
+                );
             }
         };
         // SAFETY: as above.
@@ -171,7 +183,9 @@ impl XdpCounter {
             put_u32(&mut attr, 4, ifindex);
             put_u32(&mut attr, 8, BPF_XDP);
             put_u32(&mut attr, 12, flags);
-            let fd = bpf(BPF_LINK_CREATE, &mut attr).with_context(|| format!("attaching the counting XDP program to {dev:?} ({mode:?})"))?;
+            let fd = bpf(BPF_LINK_CREATE, &mut attr).with_context(|| {
+                format!("attaching the counting XDP program to {dev:?} ({mode:?})")
+            })?;
             // SAFETY: a new fd the kernel just returned.
             Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
         })??;
@@ -198,7 +212,12 @@ impl XdpCounter {
         put_u64(&mut attr, 8, &key as *const u32 as u64);
         put_u64(&mut attr, 16, value.as_mut_ptr() as u64);
         bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).context("reading the counter map")?;
-        Ok(XdpCounts { frames: value[0], bytes: value[1], over_1514: value[2], longest: value[3] })
+        Ok(XdpCounts {
+            frames: value[0],
+            bytes: value[1],
+            over_1514: value[2],
+            longest: value[3],
+        })
     }
 }
 
@@ -236,18 +255,49 @@ impl SkbProbe {
         let fd = ns.enter(move || -> Result<OwnedFd> {
             // SAFETY: plain socket calls on a fresh fd with valid arguments.
             unsafe {
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from((libc::ETH_P_ALL as u16).to_be()));
-                ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    i32::from((libc::ETH_P_ALL as u16).to_be()),
+                );
+                ensure!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
                 let fd = OwnedFd::from_raw_fd(fd);
                 let one: libc::c_int = 1;
                 let set = |level, name, v: &libc::c_int| {
-                    libc::setsockopt(fd.as_raw_fd(), level, name, v as *const _ as *const libc::c_void, 4)
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        level,
+                        name,
+                        v as *const _ as *const libc::c_void,
+                        4,
+                    )
                 };
-                ensure!(set(libc::SOL_PACKET, PACKET_VNET_HDR, &one) == 0, "PACKET_VNET_HDR: {}", std::io::Error::last_os_error());
+                ensure!(
+                    set(libc::SOL_PACKET, PACKET_VNET_HDR, &one) == 0,
+                    "PACKET_VNET_HDR: {}",
+                    std::io::Error::last_os_error()
+                );
                 let rcvbuf: libc::c_int = 32 << 20;
-                ensure!(set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) == 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-                let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32);
+                ensure!(
+                    set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) == 0,
+                    "SO_RCVBUFFORCE: {}",
+                    std::io::Error::last_os_error()
+                );
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 200_000,
+                };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
                 let ifindex = libc::if_nametoindex(dev.as_ptr());
                 ensure!(ifindex != 0, "no interface {dev:?}");
                 let mut sll: libc::sockaddr_ll = std::mem::zeroed();
@@ -255,7 +305,11 @@ impl SkbProbe {
                 sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
                 sll.sll_ifindex = ifindex as i32;
                 ensure!(
-                    libc::bind(fd.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32) == 0,
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        &sll as *const _ as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32
+                    ) == 0,
                     "binding the packet socket: {}",
                     std::io::Error::last_os_error()
                 );
@@ -272,7 +326,14 @@ impl SkbProbe {
                 let (n, sll) = unsafe {
                     let mut sll: libc::sockaddr_ll = std::mem::zeroed();
                     let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                    let n = libc::recvfrom(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0, &mut sll as *mut _ as *mut libc::sockaddr, &mut len);
+                    let n = libc::recvfrom(
+                        fd.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                        0,
+                        &mut sll as *mut _ as *mut libc::sockaddr,
+                        &mut len,
+                    );
                     (n, sll)
                 };
                 if n < 0 {
@@ -304,7 +365,13 @@ impl SkbProbe {
             let mut len = 8u32;
             // SAFETY: tpacket_stats is two u32s.
             unsafe {
-                libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_STATISTICS, stats.as_mut_ptr() as *mut libc::c_void, &mut len);
+                libc::getsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    PACKET_STATISTICS,
+                    stats.as_mut_ptr() as *mut libc::c_void,
+                    &mut len,
+                );
             }
             c.socket_drops = u64::from(stats[1]);
             Ok(c)
@@ -317,6 +384,8 @@ impl SkbProbe {
     pub fn finish(self) -> Result<SkbCounts> {
         std::thread::sleep(Duration::from_millis(300));
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().map_err(|_| anyhow::anyhow!("packet socket thread panicked"))?
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("packet socket thread panicked"))?
     }
 }

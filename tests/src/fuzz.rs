@@ -42,15 +42,17 @@ use aya::{
     maps::HashMap,
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use vxdp_common::{DirectNic, DirectPort, Endpoint, Nat6Config, endpoint_flags, mode, names, nat6_flags, network_flags};
+use vxdp_common::{
+    DirectNic, DirectPort, Endpoint, Nat6Config, endpoint_flags, mode, names, nat6_flags,
+    network_flags,
+};
 
 use crate::{
     packet6::{Packet6, set_nat6},
     progtest::{
-        bootp,
-        BRIDGE_MAC, Frame, GATEWAY, NET_ID, OUTSIDE, OUTSIDE6, Packet, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        TC_ACT_UNSPEC, TCP_ACK, TCP_RST, TCP_SYN, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, NEXT_HOP_MAC, World,
-        XDP_DROP, XDP_PASS, XDP_REDIRECT, be, checksum,
+        BRIDGE_MAC, Frame, GATEWAY, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, TC_ACT_OK,
+        TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, TCP_ACK, TCP_RST, TCP_SYN, UPLINK_ADDR,
+        UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, be, bootp, checksum,
     },
 };
 
@@ -135,7 +137,10 @@ impl Prog {
     /// Fed guests' frames on a guest port (otherwise the outside's on the
     /// uplink).
     fn guest_side(self) -> bool {
-        matches!(self, Prog::GuestIn | Prog::GuestNat | Prog::GuestNat6 | Prog::GuestRoute | Prog::GuestDirect)
+        matches!(
+            self,
+            Prog::GuestIn | Prog::GuestNat | Prog::GuestNat6 | Prog::GuestRoute | Prog::GuestDirect
+        )
     }
 }
 
@@ -151,13 +156,37 @@ enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [Phase::Nat, Phase::Route, Phase::Open, Phase::Isolated, Phase::Direct];
+    const ALL: [Phase; 5] = [
+        Phase::Nat,
+        Phase::Route,
+        Phase::Open,
+        Phase::Isolated,
+        Phase::Direct,
+    ];
     fn progs(self) -> &'static [Prog] {
         match self {
-            Phase::Nat => &[Prog::GuestIn, Prog::GuestNat, Prog::GuestNat6, Prog::GuestRoute, Prog::UplinkXdp, Prog::UplinkTc],
-            Phase::Route | Phase::Open => &[Prog::GuestIn, Prog::GuestRoute, Prog::UplinkXdp, Prog::UplinkTc],
+            Phase::Nat => &[
+                Prog::GuestIn,
+                Prog::GuestNat,
+                Prog::GuestNat6,
+                Prog::GuestRoute,
+                Prog::UplinkXdp,
+                Prog::UplinkTc,
+            ],
+            Phase::Route | Phase::Open => &[
+                Prog::GuestIn,
+                Prog::GuestRoute,
+                Prog::UplinkXdp,
+                Prog::UplinkTc,
+            ],
             Phase::Isolated => &[Prog::GuestIn, Prog::UplinkXdp, Prog::UplinkTc],
-            Phase::Direct => &[Prog::GuestIn, Prog::GuestDirect, Prog::UplinkXdp, Prog::NicIn, Prog::NicOut],
+            Phase::Direct => &[
+                Prog::GuestIn,
+                Prog::GuestDirect,
+                Prog::UplinkXdp,
+                Prog::NicIn,
+                Prog::NicOut,
+            ],
         }
     }
 }
@@ -198,7 +227,11 @@ impl Report {
                 st.verdicts
             );
         }
-        let _ = writeln!(s, "  {} invariant violations", self.failures.len() as u64 + self.more_failures);
+        let _ = writeln!(
+            s,
+            "  {} invariant violations",
+            self.failures.len() as u64 + self.more_failures
+        );
         s
     }
 }
@@ -254,7 +287,14 @@ fn as_fragment(frame: &[u8], mf: bool, offset: u16) -> Vec<u8> {
     f
 }
 
-fn arp(op: u16, eth_src: [u8; 6], eth_dst: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+fn arp(
+    op: u16,
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    sender_mac: [u8; 6],
+    sender_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&eth_dst);
     f.extend_from_slice(&eth_src);
@@ -272,12 +312,22 @@ fn arp(op: u16, eth_src: [u8; 6], eth_dst: [u8; 6], sender_mac: [u8; 6], sender_
 /// (type 0 segments left 0), a destination-options and optionally a
 /// fragment header; the upper-layer checksum is computed over the final
 /// next header.
-fn ipv6_with_ext(src: Ipv6Addr, dst: Ipv6Addr, macs: ([u8; 6], [u8; 6]), upper: &Packet6, fragment: bool) -> Vec<u8> {
+fn ipv6_with_ext(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    macs: ([u8; 6], [u8; 6]),
+    upper: &Packet6,
+    fragment: bool,
+) -> Vec<u8> {
     let inner = upper.clone().macs(macs.0, macs.1).build();
     let nh = inner[20];
     let l4 = &inner[54..];
     let mut ext = Vec::new();
-    let chain: Vec<u8> = if fragment { vec![43, 60, 44, nh] } else { vec![43, 60, nh] };
+    let chain: Vec<u8> = if fragment {
+        vec![43, 60, 44, nh]
+    } else {
+        vec![43, 60, nh]
+    };
     // Hop-by-hop (PadN), routing, destination options (PadN), fragment.
     ext.extend_from_slice(&[chain[0], 0, 1, 4, 0, 0, 0, 0]);
     ext.extend_from_slice(&[chain[1], 0, 0, 0, 0, 0, 0, 0]);
@@ -322,19 +372,42 @@ fn guest_corpus(w: &World, g: usize) -> Vec<Vec<u8>> {
         to_gw(Packet::udp(s(5355), o(53)).ttl(1)),
         // To the host, to the other guest, broadcast.
         to_gw(Packet::udp(s(5356), SocketAddrV4::new(GATEWAY, 53))),
-        Packet::tcp(s(40003), SocketAddrV4::new(other.addr, 22), TCP_SYN).macs(mac, other.mac).build(),
-        Packet::udp(s(5357), SocketAddrV4::new(Ipv4Addr::BROADCAST, 9)).macs(mac, BROADCAST).build(),
-        // DHCP: discover from 0.0.0.0, a request to the server.
-        Packet::udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+        Packet::tcp(s(40003), SocketAddrV4::new(other.addr, 22), TCP_SYN)
+            .macs(mac, other.mac)
+            .build(),
+        Packet::udp(s(5357), SocketAddrV4::new(Ipv4Addr::BROADCAST, 9))
             .macs(mac, BROADCAST)
+            .build(),
+        // DHCP: discover from 0.0.0.0, a request to the server.
+        Packet::udp(
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        )
+        .macs(mac, BROADCAST)
+        .payload(&bootp(1, mac))
+        .build(),
+        Packet::udp(s(68), SocketAddrV4::new(GATEWAY, 67))
+            .macs(mac, BRIDGE_MAC)
             .payload(&bootp(1, mac))
             .build(),
-        Packet::udp(s(68), SocketAddrV4::new(GATEWAY, 67)).macs(mac, BRIDGE_MAC).payload(&bootp(1, mac)).build(),
-        Packet::udp(s(67), SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)).macs(mac, BROADCAST).payload(&bootp(2, other.mac)).build(),
+        Packet::udp(s(67), SocketAddrV4::new(Ipv4Addr::BROADCAST, 68))
+            .macs(mac, BROADCAST)
+            .payload(&bootp(2, other.mac))
+            .build(),
         // Spoofed sources (must be refused).
-        to_gw(Packet::tcp(SocketAddrV4::new(other.addr, 40004), o(80), TCP_SYN)),
-        to_gw(Packet::tcp(SocketAddrV4::new(GATEWAY, 40005), o(80), TCP_SYN)),
-        Packet::tcp(s(40006), o(80), TCP_SYN).macs(other.mac, BRIDGE_MAC).build(),
+        to_gw(Packet::tcp(
+            SocketAddrV4::new(other.addr, 40004),
+            o(80),
+            TCP_SYN,
+        )),
+        to_gw(Packet::tcp(
+            SocketAddrV4::new(GATEWAY, 40005),
+            o(80),
+            TCP_SYN,
+        )),
+        Packet::tcp(s(40006), o(80), TCP_SYN)
+            .macs(other.mac, BRIDGE_MAC)
+            .build(),
         // ARP.
         arp(1, mac, BROADCAST, mac, a, GATEWAY),
         arp(2, mac, BRIDGE_MAC, mac, a, GATEWAY),
@@ -345,19 +418,58 @@ fn guest_corpus(w: &World, g: usize) -> Vec<Vec<u8>> {
         to_gw6(Packet6::udp(s6(5360), o6(53))),
         to_gw6(Packet6::echo_request(a6, OUTSIDE6, 0x6666, 1)),
         to_gw6(Packet6::tcp(s6(40011), o6(80), TCP_SYN).hop_limit(1)),
-        Packet6::raw(LINK_LOCAL, ALL_ROUTERS, 58, &[133, 0, 0, 0, 0, 0, 0, 0]).macs(mac, [0x33, 0x33, 0, 0, 0, 2]).hop_limit(255).build(),
-        Packet6::raw(a6, GUEST6[1 - g], 58, &[135, 0, 0, 0, 0, 0, 0, 0]).macs(mac, other.mac).hop_limit(255).build(),
-        Packet6::raw(LINK_LOCAL, ALL_NODES, 58, &[134, 0, 0, 0, 64, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]).macs(mac, [0x33, 0x33, 0, 0, 0, 1]).hop_limit(255).build(),
-        Packet6::udp(SocketAddrV6::new(LINK_LOCAL, 546, 0, 0), SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, 0))
-            .macs(mac, [0x33, 0x33, 0, 1, 0, 2])
+        Packet6::raw(LINK_LOCAL, ALL_ROUTERS, 58, &[133, 0, 0, 0, 0, 0, 0, 0])
+            .macs(mac, [0x33, 0x33, 0, 0, 0, 2])
+            .hop_limit(255)
             .build(),
-        ipv6_with_ext(a6, OUTSIDE6, (mac, BRIDGE_MAC), &Packet6::tcp(s6(40012), o6(80), TCP_SYN), false),
-        ipv6_with_ext(a6, OUTSIDE6, (mac, BRIDGE_MAC), &Packet6::udp(s6(5361), o6(53)), true),
-        to_gw6(Packet6::tcp(SocketAddrV6::new(GUEST6[1 - g], 40013, 0, 0), o6(80), TCP_SYN)),
+        Packet6::raw(a6, GUEST6[1 - g], 58, &[135, 0, 0, 0, 0, 0, 0, 0])
+            .macs(mac, other.mac)
+            .hop_limit(255)
+            .build(),
+        Packet6::raw(
+            LINK_LOCAL,
+            ALL_NODES,
+            58,
+            &[134, 0, 0, 0, 64, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .macs(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .hop_limit(255)
+        .build(),
+        Packet6::udp(
+            SocketAddrV6::new(LINK_LOCAL, 546, 0, 0),
+            SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, 0),
+        )
+        .macs(mac, [0x33, 0x33, 0, 1, 0, 2])
+        .build(),
+        ipv6_with_ext(
+            a6,
+            OUTSIDE6,
+            (mac, BRIDGE_MAC),
+            &Packet6::tcp(s6(40012), o6(80), TCP_SYN),
+            false,
+        ),
+        ipv6_with_ext(
+            a6,
+            OUTSIDE6,
+            (mac, BRIDGE_MAC),
+            &Packet6::udp(s6(5361), o6(53)),
+            true,
+        ),
+        to_gw6(Packet6::tcp(
+            SocketAddrV6::new(GUEST6[1 - g], 40013, 0, 0),
+            o6(80),
+            TCP_SYN,
+        )),
     ];
     v.push(with_ipv4_options(&syn, &[0x01, 0x01, 0x01, 0x00]));
-    v.push(with_ipv4_options(&to_gw(Packet::udp(s(5358), o(53))), &[0x07, 0x07, 0x04, 0, 0, 0, 0, 0x01, 0x94, 0x04, 0, 0]));
-    v.push(with_ipv4_options(&syn, &[0x44, 0x0c, 0x05, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]));
+    v.push(with_ipv4_options(
+        &to_gw(Packet::udp(s(5358), o(53))),
+        &[0x07, 0x07, 0x04, 0, 0, 0, 0, 0x01, 0x94, 0x04, 0, 0],
+    ));
+    v.push(with_ipv4_options(
+        &syn,
+        &[0x44, 0x0c, 0x05, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
+    ));
     let udp_big = to_gw(Packet::udp(s(5359), o(53)).payload(&[0x5a; 64]));
     v.push(as_fragment(&udp_big, true, 0));
     v.push(as_fragment(&udp_big, false, 8));
@@ -383,7 +495,12 @@ fn outside_corpus(w: &World, nat_ports: &[(u8, u16)]) -> Vec<Vec<u8>> {
                 v.push(from_wire(Packet::tcp(o(80), n(port), TCP_ACK | 0x01)));
             }
             17 => v.push(from_wire(Packet::udp(o(53), n(port)))),
-            1 => v.push(from_wire(Packet::icmp_echo_reply(OUTSIDE, UPLINK_ADDR, port, 1))),
+            1 => v.push(from_wire(Packet::icmp_echo_reply(
+                OUTSIDE,
+                UPLINK_ADDR,
+                port,
+                1,
+            ))),
             _ => {}
         }
         // An ICMP port unreachable quoting the translated packet.
@@ -405,17 +522,38 @@ fn outside_corpus(w: &World, nat_ports: &[(u8, u16)]) -> Vec<Vec<u8>> {
     }
     let to_guest = from_wire(Packet::tcp(o(80), SocketAddrV4::new(g.addr, 22), TCP_SYN));
     v.push(to_guest.clone());
-    v.push(from_wire(Packet::udp(o(53), SocketAddrV4::new(g.addr, 5353))));
+    v.push(from_wire(Packet::udp(
+        o(53),
+        SocketAddrV4::new(g.addr, 5353),
+    )));
     v.push(from_wire(Packet::icmp_echo_request(OUTSIDE, g.addr, 7, 1)));
     v.push(from_wire(Packet::tcp(o(80), n(22), TCP_SYN)));
-    v.push(from_wire(Packet::tcp(o(80), SocketAddrV4::new(g.addr, 22), TCP_SYN).ttl(1)));
+    v.push(from_wire(
+        Packet::tcp(o(80), SocketAddrV4::new(g.addr, 22), TCP_SYN).ttl(1),
+    ));
     v.push(with_ipv4_options(&to_guest, &[0x01, 0x01, 0x01, 0x00]));
     v.push(as_fragment(&to_guest, true, 0));
     v.push(tagged(&to_guest, 0x8100, 5));
-    v.push(arp(1, NEXT_HOP_MAC, BROADCAST, NEXT_HOP_MAC, Ipv4Addr::new(198, 51, 100, 1), UPLINK_ADDR));
+    v.push(arp(
+        1,
+        NEXT_HOP_MAC,
+        BROADCAST,
+        NEXT_HOP_MAC,
+        Ipv4Addr::new(198, 51, 100, 1),
+        UPLINK_ADDR,
+    ));
     // Broadcast and a guest's MAC (direct modes: the wire → the guest).
-    v.push(Packet::udp(o(67), SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)).macs(NEXT_HOP_MAC, BROADCAST).payload(&bootp(2, g.mac)).build());
-    v.push(Packet::tcp(o(80), SocketAddrV4::new(g.addr, 22), TCP_SYN).macs(NEXT_HOP_MAC, g.mac).build());
+    v.push(
+        Packet::udp(o(67), SocketAddrV4::new(Ipv4Addr::BROADCAST, 68))
+            .macs(NEXT_HOP_MAC, BROADCAST)
+            .payload(&bootp(2, g.mac))
+            .build(),
+    );
+    v.push(
+        Packet::tcp(o(80), SocketAddrV4::new(g.addr, 22), TCP_SYN)
+            .macs(NEXT_HOP_MAC, g.mac)
+            .build(),
+    );
     v.push(arp(2, g.mac, BROADCAST, g.mac, g.addr, g.addr));
     let o6 = |p| SocketAddrV6::new(OUTSIDE6, p, 0, 0);
     let n6 = |p| SocketAddrV6::new(UPLINK_ADDR6, p, 0, 0);
@@ -431,8 +569,20 @@ fn outside_corpus(w: &World, nat_ports: &[(u8, u16)]) -> Vec<Vec<u8>> {
     }
     v.push(wire6(Packet6::tcp(o6(80), g6(22), TCP_SYN)));
     v.push(wire6(Packet6::echo_request(OUTSIDE6, GUEST6[0], 9, 1)));
-    v.push(ipv6_with_ext(OUTSIDE6, GUEST6[0], (NEXT_HOP_MAC, UPLINK_MAC), &Packet6::udp(o6(53), g6(5353)), false));
-    v.push(ipv6_with_ext(OUTSIDE6, UPLINK_ADDR6, (NEXT_HOP_MAC, UPLINK_MAC), &Packet6::udp(o6(53), n6(1024)), true));
+    v.push(ipv6_with_ext(
+        OUTSIDE6,
+        GUEST6[0],
+        (NEXT_HOP_MAC, UPLINK_MAC),
+        &Packet6::udp(o6(53), g6(5353)),
+        false,
+    ));
+    v.push(ipv6_with_ext(
+        OUTSIDE6,
+        UPLINK_ADDR6,
+        (NEXT_HOP_MAC, UPLINK_MAC),
+        &Packet6::udp(o6(53), n6(1024)),
+        true,
+    ));
     v
 }
 
@@ -485,7 +635,13 @@ fn l4_of(f: &[u8]) -> Option<L4> {
                 return None;
             }
             let proto = f[23];
-            matches!(proto, 1 | 6 | 17).then_some(L4 { v6: false, proto, off: 14 + ihl, end: 14 + total, ip: 14 })
+            matches!(proto, 1 | 6 | 17).then_some(L4 {
+                v6: false,
+                proto,
+                off: 14 + ihl,
+                end: 14 + total,
+                ip: 14,
+            })
         }
         ETH_P_IPV6 => {
             if f.len() < 54 || f[14] >> 4 != 6 {
@@ -513,7 +669,13 @@ fn l4_of(f: &[u8]) -> Option<L4> {
             if !matches!(nh, 6 | 17 | 58) || off > end {
                 return None;
             }
-            Some(L4 { v6: true, proto: nh, off, end, ip: 14 })
+            Some(L4 {
+                v6: true,
+                proto: nh,
+                off,
+                end,
+                ip: 14,
+            })
         }
         _ => None,
     }
@@ -619,7 +781,9 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                f[i] = *rng.pick(&[0u8, 1, 0x7f, 0x80, 0xff, 0xfe, 0x40, 0x45, 0x4f, 0x60, 0x06, 0x11, 0x3a]);
+                f[i] = *rng.pick(&[
+                    0u8, 1, 0x7f, 0x80, 0xff, 0xfe, 0x40, 0x45, 0x4f, 0x60, 0x06, 0x11, 0x3a,
+                ]);
             }
             2 => {
                 let l = rng.below(len + 1);
@@ -632,7 +796,9 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
                 }
             }
             4 if len >= 14 => {
-                let et: u16 = *rng.pick(&[ETH_P_IP, ETH_P_IPV6, ETH_P_ARP, 0x8100, 0x88a8, 0x88cc, 0x0000, 0xffff]);
+                let et: u16 = *rng.pick(&[
+                    ETH_P_IP, ETH_P_IPV6, ETH_P_ARP, 0x8100, 0x88a8, 0x88cc, 0x0000, 0xffff,
+                ]);
                 f[12..14].copy_from_slice(&et.to_be_bytes());
             }
             5 if len >= 34 && f[12..14] == ETH_P_IP.to_be_bytes() => {
@@ -640,17 +806,37 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
                 match rng.below(6) {
                     0 => f[14] = 0x40 | rng.below(16) as u8,
                     1 => {
-                        let t: u16 = *rng.pick(&[0u16, 19, 20, 21, 40, 60, 0xffff, (len - 14) as u16, (len - 13) as u16]);
+                        let t: u16 = *rng.pick(&[
+                            0u16,
+                            19,
+                            20,
+                            21,
+                            40,
+                            60,
+                            0xffff,
+                            (len - 14) as u16,
+                            (len - 13) as u16,
+                        ]);
                         f[16..18].copy_from_slice(&t.to_be_bytes());
                     }
                     2 => {
-                        let fr: u16 = *rng.pick(&[0x2000u16, 0x0001, 0x4000, 0x1fff, 0x2001, 0x8000]);
+                        let fr: u16 =
+                            *rng.pick(&[0x2000u16, 0x0001, 0x4000, 0x1fff, 0x2001, 0x8000]);
                         f[20..22].copy_from_slice(&fr.to_be_bytes());
                     }
                     3 => f[23] = *rng.pick(&[1u8, 6, 17, 0, 2, 41, 47, 58, 255]),
                     4 => f[22] = *rng.pick(&[0u8, 1, 2, 255]),
                     _ => {
-                        let a: Ipv4Addr = *rng.pick(&[Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, GATEWAY, UPLINK_ADDR, OUTSIDE, Ipv4Addr::new(224, 0, 0, 251), Ipv4Addr::new(192, 168, 122, 11), Ipv4Addr::new(127, 0, 0, 1)]);
+                        let a: Ipv4Addr = *rng.pick(&[
+                            Ipv4Addr::UNSPECIFIED,
+                            Ipv4Addr::BROADCAST,
+                            GATEWAY,
+                            UPLINK_ADDR,
+                            OUTSIDE,
+                            Ipv4Addr::new(224, 0, 0, 251),
+                            Ipv4Addr::new(192, 168, 122, 11),
+                            Ipv4Addr::new(127, 0, 0, 1),
+                        ]);
                         let at = if rng.chance(1, 2) { 26 } else { 30 };
                         f[at..at + 4].copy_from_slice(&a.octets());
                     }
@@ -659,12 +845,22 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
             6 if len >= 54 && f[12..14] == ETH_P_IPV6.to_be_bytes() => match rng.below(4) {
                 0 => f[20] = *rng.pick(&[0u8, 6, 17, 58, 43, 44, 60, 59, 51, 50, 135]),
                 1 => {
-                    let p: u16 = *rng.pick(&[0u16, 1, 7, 8, 0xffff, (len - 54) as u16, (len - 53) as u16]);
+                    let p: u16 =
+                        *rng.pick(&[0u16, 1, 7, 8, 0xffff, (len - 54) as u16, (len - 53) as u16]);
                     f[18..20].copy_from_slice(&p.to_be_bytes());
                 }
                 2 => f[21] = *rng.pick(&[0u8, 1, 2, 255]),
                 _ => {
-                    let a: Ipv6Addr = *rng.pick(&[Ipv6Addr::UNSPECIFIED, LINK_LOCAL, ALL_NODES, OUTSIDE6, UPLINK_ADDR6, GUEST6[0], GUEST6[1], Ipv6Addr::LOCALHOST]);
+                    let a: Ipv6Addr = *rng.pick(&[
+                        Ipv6Addr::UNSPECIFIED,
+                        LINK_LOCAL,
+                        ALL_NODES,
+                        OUTSIDE6,
+                        UPLINK_ADDR6,
+                        GUEST6[0],
+                        GUEST6[1],
+                        Ipv6Addr::LOCALHOST,
+                    ]);
                     let at = if rng.chance(1, 2) { 22 } else { 38 };
                     f[at..at + 16].copy_from_slice(&a.octets());
                 }
@@ -689,7 +885,9 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
                 // A 16-bit field set to an edge value (ports, lengths, ids).
                 if len >= 2 {
                     let i = rng.below(len - 1);
-                    let v: u16 = *rng.pick(&[0u16, 1, 67, 68, 546, 547, 1023, 1024, 0x7fff, 0x8000, 0xffff]);
+                    let v: u16 = *rng.pick(&[
+                        0u16, 1, 67, 68, 546, 547, 1023, 1024, 0x7fff, 0x8000, 0xffff,
+                    ]);
                     f[i..i + 2].copy_from_slice(&v.to_be_bytes());
                 }
             }
@@ -719,7 +917,12 @@ struct Outcome {
 fn run_prog(w: &World, prog: Prog, ifindex: u32, frame: &[u8]) -> Result<Outcome, ProgramError> {
     let mut out = vec![0u8; frame.len() + 512];
     if prog.xdp() {
-        let p: &Xdp = w.ebpf.program(prog.name()).expect("XDP program").try_into().expect("XDP");
+        let p: &Xdp = w
+            .ebpf
+            .program(prog.name())
+            .expect("XDP program")
+            .try_into()
+            .expect("XDP");
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
@@ -734,10 +937,16 @@ fn run_prog(w: &World, prog: Prog, ifindex: u32, frame: &[u8]) -> Result<Outcome
         out.truncate(r.data_size_out as usize);
         let meta = (u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize).min(out.len());
         let data = out.split_off(meta);
-        Ok(Outcome { verdict: r.return_value, data })
+        Ok(Outcome {
+            verdict: r.return_value,
+            data,
+        })
     } else {
         let run = w.try_run_tc(prog.name(), ifindex, frame)?;
-        Ok(Outcome { verdict: run.verdict, data: run.data })
+        Ok(Outcome {
+            verdict: run.verdict,
+            data: run.data,
+        })
     }
 }
 
@@ -766,7 +975,10 @@ fn forbidden_source(w: &World, g: usize, input: &[u8], output: &[u8]) -> Option<
         return Some("a frame shorter than an Ethernet header".into());
     }
     if input[6..12] != guest.mac {
-        return Some(format!("source MAC {} is not the port's", hex(&input[6..12])));
+        return Some(format!(
+            "source MAC {} is not the port's",
+            hex(&input[6..12])
+        ));
     }
     match u16::from_be_bytes([input[12], input[13]]) {
         ETH_P_IP => {
@@ -781,7 +993,9 @@ fn forbidden_source(w: &World, g: usize, input: &[u8], output: &[u8]) -> Option<
             if output.len() >= 34 && u16::from_be_bytes([output[12], output[13]]) == ETH_P_IP {
                 let out = Ipv4Addr::new(output[26], output[27], output[28], output[29]);
                 if out != src && out != UPLINK_ADDR {
-                    return Some(format!("forwarded with IPv4 source {out}, neither the guest's nor the NAT address"));
+                    return Some(format!(
+                        "forwarded with IPv4 source {out}, neither the guest's nor the NAT address"
+                    ));
                 }
             }
             None
@@ -793,7 +1007,8 @@ fn forbidden_source(w: &World, g: usize, input: &[u8], output: &[u8]) -> Option<
             let mut a = [0u8; 16];
             a.copy_from_slice(&input[22..38]);
             let src = Ipv6Addr::from(a);
-            let ok = src == GUEST6[g] || src.is_unspecified() || (a[0] == 0xfe && a[1] & 0xc0 == 0x80);
+            let ok =
+                src == GUEST6[g] || src.is_unspecified() || (a[0] == 0xfe && a[1] & 0xc0 == 0x80);
             if !ok {
                 return Some(format!("IPv6 source {src} is not the port's"));
             }
@@ -802,7 +1017,9 @@ fn forbidden_source(w: &World, g: usize, input: &[u8], output: &[u8]) -> Option<
                 b.copy_from_slice(&output[22..38]);
                 let out = Ipv6Addr::from(b);
                 if out != src && out != UPLINK_ADDR6 {
-                    return Some(format!("forwarded with IPv6 source {out}, neither the guest's nor the NAT address"));
+                    return Some(format!(
+                        "forwarded with IPv6 source {out}, neither the guest's nor the NAT address"
+                    ));
                 }
             }
             None
@@ -813,7 +1030,10 @@ fn forbidden_source(w: &World, g: usize, input: &[u8], output: &[u8]) -> Option<
             }
             let sender = Ipv4Addr::new(input[28], input[29], input[30], input[31]);
             if input[22..28] != guest.mac {
-                return Some(format!("ARP sender MAC {} is not the port's", hex(&input[22..28])));
+                return Some(format!(
+                    "ARP sender MAC {} is not the port's",
+                    hex(&input[22..28])
+                ));
             }
             if sender != guest.addr && !sender.is_unspecified() {
                 return Some(format!("ARP sender address {sender} is not the port's"));
@@ -889,10 +1109,20 @@ fn known_verdict(prog: Prog, v: u32) -> bool {
 // World set-up per phase
 
 fn load_remaining(w: &mut World) {
-    for name in [names::PROG_UPLINK_TC, names::PROG_NIC_INGRESS, names::PROG_NIC_EGRESS] {
-        let p: &mut SchedClassifier = w.ebpf.program_mut(name).expect("program").try_into().expect("classifier");
+    for name in [
+        names::PROG_UPLINK_TC,
+        names::PROG_NIC_INGRESS,
+        names::PROG_NIC_EGRESS,
+    ] {
+        let p: &mut SchedClassifier = w
+            .ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("classifier");
         if p.fd().is_err() {
-            p.load().unwrap_or_else(|e| panic!("loading {name} (verifier): {e}"));
+            p.load()
+                .unwrap_or_else(|e| panic!("loading {name} (verifier): {e}"));
         }
     }
 }
@@ -921,24 +1151,47 @@ fn set_direct(w: &mut World, on: bool) {
     let uplink = w.uplink_ifindex;
     let guests = w.guests;
     {
-        let mut nics: HashMap<_, u32, DirectNic> =
-            HashMap::try_from(w.ebpf.map_mut(names::MAP_DIRECT_NICS).expect("VXDP_DIRECT_NICS")).expect("hash map");
+        let mut nics: HashMap<_, u32, DirectNic> = HashMap::try_from(
+            w.ebpf
+                .map_mut(names::MAP_DIRECT_NICS)
+                .expect("VXDP_DIRECT_NICS"),
+        )
+        .expect("hash map");
         if on {
-            let mut nic = DirectNic { network_id: NET_ID, mode: mode::DIRECT_BRIDGE, mac: UPLINK_MAC, ..DirectNic::default() };
+            let mut nic = DirectNic {
+                network_id: NET_ID,
+                mode: mode::DIRECT_BRIDGE,
+                mac: UPLINK_MAC,
+                ..DirectNic::default()
+            };
             for g in &guests {
                 nic.ports[nic.port_count as usize] = g.port_ifindex;
                 nic.port_count += 1;
             }
-            nics.insert(&uplink, &nic, 0).expect("writing VXDP_DIRECT_NICS");
+            nics.insert(&uplink, &nic, 0)
+                .expect("writing VXDP_DIRECT_NICS");
         } else {
             let _ = nics.remove(&uplink);
         }
     }
-    let mut ports: HashMap<_, u32, DirectPort> =
-        HashMap::try_from(w.ebpf.map_mut(names::MAP_DIRECT_PORTS).expect("VXDP_DIRECT_PORTS")).expect("hash map");
+    let mut ports: HashMap<_, u32, DirectPort> = HashMap::try_from(
+        w.ebpf
+            .map_mut(names::MAP_DIRECT_PORTS)
+            .expect("VXDP_DIRECT_PORTS"),
+    )
+    .expect("hash map");
     for g in &guests {
         if on {
-            ports.insert(&g.port_ifindex, &DirectPort { nic_ifindex: uplink, _pad0: 0 }, 0).expect("writing VXDP_DIRECT_PORTS");
+            ports
+                .insert(
+                    &g.port_ifindex,
+                    &DirectPort {
+                        nic_ifindex: uplink,
+                        _pad0: 0,
+                    },
+                    0,
+                )
+                .expect("writing VXDP_DIRECT_PORTS");
         } else {
             let _ = ports.remove(&g.port_ifindex);
         }
@@ -948,11 +1201,27 @@ fn set_direct(w: &mut World, on: bool) {
 fn enter_phase(w: &mut World, phase: Phase, original: &vxdp_common::NetworkConfig) {
     set_direct(w, false);
     w.set_network(NET_ID, original);
-    set_nat6(w, NET_ID, &Nat6Config { flags: 0, _pad0: 0, addr: [0; 16] });
+    set_nat6(
+        w,
+        NET_ID,
+        &Nat6Config {
+            flags: 0,
+            _pad0: 0,
+            addr: [0; 16],
+        },
+    );
     match phase {
         Phase::Nat => {
             w.set_mode(mode::NAT, network_flags::HOST_ADDRESS);
-            set_nat6(w, NET_ID, &Nat6Config { flags: nat6_flags::IPV6 | nat6_flags::MASQUERADE, _pad0: 0, addr: UPLINK_ADDR6.octets() });
+            set_nat6(
+                w,
+                NET_ID,
+                &Nat6Config {
+                    flags: nat6_flags::IPV6 | nat6_flags::MASQUERADE,
+                    _pad0: 0,
+                    addr: UPLINK_ADDR6.octets(),
+                },
+            );
         }
         Phase::Route => w.set_mode(mode::ROUTE, network_flags::HOST_ADDRESS),
         Phase::Open => w.set_mode(mode::OPEN, network_flags::HOST_ADDRESS),
@@ -985,7 +1254,10 @@ fn seed_flows(w: &World) -> Vec<(u8, u16)> {
     for p in v4 {
         let f = p.macs(g.mac, BRIDGE_MAC).build();
         let r = run_prog(w, Prog::GuestIn, g.port_ifindex, &f).expect("seeding a flow");
-        assert_eq!(r.verdict, TC_ACT_REDIRECT, "fuzz set-up: a valid guest packet was not NATed");
+        assert_eq!(
+            r.verdict, TC_ACT_REDIRECT,
+            "fuzz set-up: a valid guest packet was not NATed"
+        );
         let fr = Frame(&r.data);
         ports.push((fr.proto(), fr.src_port()));
     }
@@ -997,7 +1269,10 @@ fn seed_flows(w: &World) -> Vec<(u8, u16)> {
     for p in v6 {
         let f = p.macs(g.mac, BRIDGE_MAC).build();
         let r = run_prog(w, Prog::GuestIn, g.port_ifindex, &f).expect("seeding a NAT66 flow");
-        assert_eq!(r.verdict, TC_ACT_REDIRECT, "fuzz set-up: a valid guest IPv6 packet was not masqueraded");
+        assert_eq!(
+            r.verdict, TC_ACT_REDIRECT,
+            "fuzz set-up: a valid guest IPv6 packet was not masqueraded"
+        );
         let fr = crate::packet6::Frame6(&r.data);
         ports.push((100 + fr.next_header(), fr.src_port()));
     }
@@ -1011,12 +1286,24 @@ pub fn fuzz(w: &mut World, seed: u64, frames_per_prog: u64) -> Report {
     set_endpoints(w);
     let original = w.network();
     let mut rng = Rng::new(seed);
-    let mut report = Report { seed, ..Report::default() };
-    let phases_of = |p: Prog| Phase::ALL.iter().filter(|ph| ph.progs().contains(&p)).count() as u64;
+    let mut report = Report {
+        seed,
+        ..Report::default()
+    };
+    let phases_of = |p: Prog| {
+        Phase::ALL
+            .iter()
+            .filter(|ph| ph.progs().contains(&p))
+            .count() as u64
+    };
 
     for phase in Phase::ALL {
         enter_phase(w, phase, &original);
-        let nat_ports = if let Phase::Nat = phase { seed_flows(w) } else { Vec::new() };
+        let nat_ports = if let Phase::Nat = phase {
+            seed_flows(w)
+        } else {
+            Vec::new()
+        };
         let guest_corpora = [guest_corpus(w, 0), guest_corpus(w, 1)];
         let outside = outside_corpus(w, &nat_ports);
         // Each program's share of this phase, and its deterministic part:
@@ -1026,8 +1313,15 @@ pub fn fuzz(w: &mut World, seed: u64, frames_per_prog: u64) -> Report {
             .iter()
             .map(|&p| {
                 let budget = frames_per_prog.div_ceil(phases_of(p));
-                let corpus = if p.guest_side() { &guest_corpora[0] } else { &outside };
-                let mut det: Vec<Vec<u8>> = corpus.iter().flat_map(|f| (0..=f.len()).map(|l| f[..l].to_vec())).collect();
+                let corpus = if p.guest_side() {
+                    &guest_corpora[0]
+                } else {
+                    &outside
+                };
+                let mut det: Vec<Vec<u8>> = corpus
+                    .iter()
+                    .flat_map(|f| (0..=f.len()).map(|l| f[..l].to_vec()))
+                    .collect();
                 // A short run cannot afford every length in every phase: a
                 // seeded sample of them, at most half the phase's share.
                 while det.len() as u64 > budget / 2 {
@@ -1053,11 +1347,19 @@ pub fn fuzz(w: &mut World, seed: u64, frames_per_prog: u64) -> Report {
                     Some(f) => f,
                     None => {
                         let mixed = rng.chance(1, 16);
-                        let corpus = if prog.guest_side() != mixed { &guest_corpora[g] } else { &outside };
+                        let corpus = if prog.guest_side() != mixed {
+                            &guest_corpora[g]
+                        } else {
+                            &outside
+                        };
                         mutate(&mut rng, corpus, true)
                     }
                 };
-                let ifindex = if prog.guest_side() { w.guests[g].port_ifindex } else { w.uplink_ifindex };
+                let ifindex = if prog.guest_side() {
+                    w.guests[g].port_ifindex
+                } else {
+                    w.uplink_ifindex
+                };
                 check_one(w, &mut report, phase, *prog, g, ifindex, &frame);
             }
             if !progressed {
@@ -1078,9 +1380,23 @@ fn fail(report: &mut Report, msg: String) {
     }
 }
 
-fn check_one(w: &World, report: &mut Report, phase: Phase, prog: Prog, g: usize, ifindex: u32, frame: &[u8]) {
+fn check_one(
+    w: &World,
+    report: &mut Report,
+    phase: Phase,
+    prog: Prog,
+    g: usize,
+    ifindex: u32,
+    frame: &[u8],
+) {
     report.per_prog.entry(prog).or_default().frames += 1;
-    let what = || format!("{} ({phase:?} phase, port ifindex {ifindex}), frame {}", prog.name(), hex(frame));
+    let what = || {
+        format!(
+            "{} ({phase:?} phase, port ifindex {ifindex}), frame {}",
+            prog.name(),
+            hex(frame)
+        )
+    };
     let out = match run_prog(w, prog, ifindex, frame) {
         Ok(o) => o,
         Err(e) => {
@@ -1093,7 +1409,13 @@ fn check_one(w: &World, report: &mut Report, phase: Phase, prog: Prog, g: usize,
             return;
         }
     };
-    *report.per_prog.entry(prog).or_default().verdicts.entry(out.verdict).or_default() += 1;
+    *report
+        .per_prog
+        .entry(prog)
+        .or_default()
+        .verdicts
+        .entry(out.verdict)
+        .or_default() += 1;
     if !known_verdict(prog, out.verdict) {
         let msg = format!("{}: unknown verdict {}", what(), out.verdict as i32);
         fail(report, msg);
@@ -1108,7 +1430,12 @@ fn check_one(w: &World, report: &mut Report, phase: Phase, prog: Prog, g: usize,
         && forwarded
         && let Some(why) = forbidden_source(w, g, frame, &out.data)
     {
-        let msg = format!("{}: forwarded (verdict {}) although {why}; output {}", what(), out.verdict as i32, hex(&out.data));
+        let msg = format!(
+            "{}: forwarded (verdict {}) although {why}; output {}",
+            what(),
+            out.verdict as i32,
+            hex(&out.data)
+        );
         fail(report, msg);
     }
     if forwarded && out.data != frame {
@@ -1123,7 +1450,10 @@ fn check_one(w: &World, report: &mut Report, phase: Phase, prog: Prog, g: usize,
 /// Frames per program: `VXDP_FUZZ_FRAMES` or `default`.
 pub fn frames_from_env(default: u64) -> u64 {
     match std::env::var("VXDP_FUZZ_FRAMES") {
-        Ok(v) => v.replace('_', "").parse().unwrap_or_else(|_| panic!("VXDP_FUZZ_FRAMES={v} is not a number")),
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("VXDP_FUZZ_FRAMES={v} is not a number")),
         Err(_) => default,
     }
 }
@@ -1153,15 +1483,26 @@ mod tests {
     /// and leaves alone one that was already wrong.
     #[test]
     fn checksum_invariant_bites() {
-        let good = Packet::udp(SocketAddrV4::new(Ipv4Addr::new(192, 168, 122, 10), 5000), SocketAddrV4::new(OUTSIDE, 53)).build();
+        let good = Packet::udp(
+            SocketAddrV4::new(Ipv4Addr::new(192, 168, 122, 10), 5000),
+            SocketAddrV4::new(OUTSIDE, 53),
+        )
+        .build();
         assert!(bad_checksums(&good, &good).is_none());
         let mut natted = good.clone();
         natted[26..30].copy_from_slice(&UPLINK_ADDR.octets());
         fix_ipv4_header(&mut natted, 14);
-        assert!(bad_checksums(&good, &natted).unwrap().contains("UDP"), "a source rewrite without a UDP checksum update must be caught");
+        assert!(
+            bad_checksums(&good, &natted).unwrap().contains("UDP"),
+            "a source rewrite without a UDP checksum update must be caught"
+        );
         let mut bad_ip = good.clone();
         bad_ip[22] -= 1;
-        assert!(bad_checksums(&good, &bad_ip).unwrap().contains("IPv4 header"));
+        assert!(
+            bad_checksums(&good, &bad_ip)
+                .unwrap()
+                .contains("IPv4 header")
+        );
         let mut already_bad = good.clone();
         already_bad[14 + 20 + 6] ^= 0xff;
         let mut rewritten = already_bad.clone();
@@ -1175,7 +1516,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_frames() {
-        let corpus = vec![Packet::tcp(SocketAddrV4::new(GATEWAY, 1), SocketAddrV4::new(OUTSIDE, 2), TCP_SYN).build()];
+        let corpus = vec![
+            Packet::tcp(
+                SocketAddrV4::new(GATEWAY, 1),
+                SocketAddrV4::new(OUTSIDE, 2),
+                TCP_SYN,
+            )
+            .build(),
+        ];
         let (mut a, mut b) = (Rng::new(42), Rng::new(42));
         for _ in 0..1000 {
             assert_eq!(mutate(&mut a, &corpus, true), mutate(&mut b, &corpus, true));

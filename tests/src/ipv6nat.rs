@@ -31,9 +31,15 @@ pub const GUESTS6: &str = "2001:db8:0:122::";
 pub fn xml(nat66: bool) -> String {
     let ipv6 = format!("<ip family='ipv6' address='{GUESTS6}1' prefix='64'/>\n</network>");
     let xml = DEFAULT_XML.replace("</network>", &ipv6);
-    assert!(xml.contains("<forward mode='nat'/>"), "tests/data/default.xml changed: {xml}");
+    assert!(
+        xml.contains("<forward mode='nat'/>"),
+        "tests/data/default.xml changed: {xml}"
+    );
     if nat66 {
-        xml.replace("<forward mode='nat'/>", "<forward mode='nat'>\n    <nat ipv6='yes'/>\n  </forward>")
+        xml.replace(
+            "<forward mode='nat'/>",
+            "<forward mode='nat'>\n    <nat ipv6='yes'/>\n  </forward>",
+        )
     } else {
         xml
     }
@@ -50,14 +56,54 @@ pub fn guest6(i: usize) -> String {
 /// something only with it.
 pub fn topology(tag: &str) -> Result<NatTopology> {
     let topo = NatTopology::new(tag, 2)?;
-    topo.wan.ip(&["-6", "addr", "add", &format!("{WAN6}/64"), "dev", "wan0", "nodad"])?;
-    topo.wan.ip(&["-6", "addr", "add", &format!("{OUTSIDE6}/128"), "dev", "lo"])?;
-    topo.wan.ip(&["-6", "route", "add", &format!("{GUESTS6}/64"), "via", UPLINK6])?;
-    topo.hyp.ip(&["-6", "addr", "add", &format!("{UPLINK6}/64"), "dev", "up0", "nodad"])?;
-    topo.hyp.ip(&["-6", "route", "add", "default", "via", WAN6])?;
+    topo.wan.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{WAN6}/64"),
+        "dev",
+        "wan0",
+        "nodad",
+    ])?;
+    topo.wan
+        .ip(&["-6", "addr", "add", &format!("{OUTSIDE6}/128"), "dev", "lo"])?;
+    topo.wan.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{GUESTS6}/64"),
+        "via",
+        UPLINK6,
+    ])?;
+    topo.hyp.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{UPLINK6}/64"),
+        "dev",
+        "up0",
+        "nodad",
+    ])?;
+    topo.hyp
+        .ip(&["-6", "route", "add", "default", "via", WAN6])?;
     for (i, g) in topo.guests.iter().enumerate() {
-        g.ns.ip(&["-6", "addr", "add", &format!("{}/64", guest6(i)), "dev", "eth0", "nodad"])?;
-        g.ns.ip(&["-6", "route", "add", "default", "via", &format!("{GUESTS6}1")])?;
+        g.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", guest6(i)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        g.ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{GUESTS6}1"),
+        ])?;
     }
     Ok(topo)
 }
@@ -67,7 +113,9 @@ pub fn topology(tag: &str) -> Result<NatTopology> {
 /// and libvirt's bridge runs STP).
 pub fn wait_ping6(topo: &NatTopology, i: usize, dst: &str) -> Result<()> {
     for _ in 0..30 {
-        let out = topo.guests[i].ns.exec_status("ping", &["-6", "-c", "1", "-W", "1", dst])?;
+        let out = topo.guests[i]
+            .ns
+            .exec_status("ping", &["-6", "-c", "1", "-W", "1", dst])?;
         if out.status.success() {
             return Ok(());
         }
@@ -78,11 +126,20 @@ pub fn wait_ping6(topo: &NatTopology, i: usize, dst: &str) -> Result<()> {
 /// Ping6 and a TCP connect from `from` to `dst` (a listener on `[::]` in
 /// `server`, as `matrix::measure` for IPv4): (ping answered, TCP connected, the address the server saw).
 pub fn measure6(from: &Netns, dst: &str, server: &Netns) -> Result<(bool, bool, Option<IpAddr>)> {
-    let ping = from.exec_status("ping", &["-6", "-c", "1", "-W", "2", dst])?.status.success();
+    let ping = from
+        .exec_status("ping", &["-6", "-c", "1", "-W", "2", dst])?
+        .status
+        .success();
     let l = listener6(server)?;
     let target: SocketAddr = format!("[{dst}]:{}", l.local_addr()?.port()).parse()?;
-    let tcp = from.enter(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))?.is_ok();
-    let peer = if tcp { accepted_peer(&l, Duration::from_secs(3)).map(|p| p.ip()) } else { None };
+    let tcp = from
+        .enter(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))?
+        .is_ok();
+    let peer = if tcp {
+        accepted_peer(&l, Duration::from_secs(3)).map(|p| p.ip())
+    } else {
+        None
+    };
     Ok((ping, tcp, peer))
 }
 

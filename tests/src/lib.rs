@@ -5,7 +5,7 @@ pub mod ipv6nat;
 pub mod libvirt;
 pub mod macvtap;
 pub mod matrix;
+pub mod packet6;
 pub mod progtest;
 pub mod testbed;
 pub mod vm;
-pub mod packet6;

@@ -29,7 +29,10 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{corpus::add_host_devices, testbed::{Netns, run}};
+use crate::{
+    corpus::add_host_devices,
+    testbed::{Netns, run},
+};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -58,7 +61,9 @@ fn require_tool(name: &str) -> Result<()> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
         .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).exists());
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).exists());
     ensure!(
         found,
         "{name} is not installed: the libvirt differential test needs libvirt-daemon-system, libvirt-clients \
@@ -88,7 +93,10 @@ impl Libvirtd {
     }
 
     fn check_tools() -> Result<()> {
-        ensure!(unsafe { libc::geteuid() } == 0, "the libvirt differential tests need root");
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "the libvirt differential tests need root"
+        );
         for tool in ["libvirtd", "virsh", "dnsmasq", "unshare", "nsenter"] {
             require_tool(tool)?;
         }
@@ -100,7 +108,14 @@ impl Libvirtd {
         for d in ["run", "lib", "log", "cache"] {
             std::fs::create_dir_all(root.join(d))?;
         }
-        run("cp", &["-a", "/etc/libvirt", root.join("etc").to_str().context("path")?])?;
+        run(
+            "cp",
+            &[
+                "-a",
+                "/etc/libvirt",
+                root.join("etc").to_str().context("path")?,
+            ],
+        )?;
         // No network definitions at all: in particular not the autostarted
         // `default` (virbr0, 192.168.122.0/24).
         let nets = root.join("etc/qemu/networks");
@@ -110,7 +125,19 @@ impl Libvirtd {
         std::fs::create_dir_all(nets.join("autostart"))?;
         let log = std::fs::File::create(root.join("libvirtd.log"))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns_name, "unshare", "-m", "--propagation", "private", "sh", "-c", INNER, "sh"])
+            .args([
+                "netns",
+                "exec",
+                &ns_name,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                INNER,
+                "sh",
+            ])
             .arg(&root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -118,14 +145,27 @@ impl Libvirtd {
             .spawn()
             .context("starting libvirtd")?;
         let pid = child.id();
-        let mut lv = Self { ns, ns_name, root, child: Some(child), pid };
+        let mut lv = Self {
+            ns,
+            ns_name,
+            root,
+            child: Some(child),
+            pid,
+        };
         let sock = lv.root.join("run/libvirt/libvirt-sock");
         let start = Instant::now();
         loop {
             if let Some(status) = lv.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("libvirtd exited ({status}) before its socket appeared: {}", lv.log_tail());
+                bail!(
+                    "libvirtd exited ({status}) before its socket appeared: {}",
+                    lv.log_tail()
+                );
             }
-            if sock.exists() && lv.virsh(&["net-list", "--all"]).is_ok_and(|o| o.status.success()) {
+            if sock.exists()
+                && lv
+                    .virsh(&["net-list", "--all"])
+                    .is_ok_and(|o| o.status.success())
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -142,7 +182,11 @@ impl Libvirtd {
         let file = self.root.join(format!("{name}.xml"));
         std::fs::write(&file, xml)?;
         let out = self.virsh(&["net-create", file.to_str().context("path")?])?;
-        ensure!(out.status.success(), "virsh net-create {name} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        ensure!(
+            out.status.success(),
+            "virsh net-create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         Ok(())
     }
 
@@ -155,7 +199,16 @@ impl Libvirtd {
     /// `virsh -q -c qemu:///system ARGS` inside libvirtd's namespaces.
     pub fn virsh(&self, args: &[&str]) -> Result<Output> {
         Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-m", "-n", "virsh", "-q", "-c", "qemu:///system"])
+            .args([
+                "-t",
+                &self.pid.to_string(),
+                "-m",
+                "-n",
+                "virsh",
+                "-q",
+                "-c",
+                "qemu:///system",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -164,7 +217,14 @@ impl Libvirtd {
 
     fn network_names(&self, flag: &str) -> Vec<String> {
         self.virsh(&["net-list", flag, "--name"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -182,13 +242,21 @@ impl Libvirtd {
         let pids: Vec<i32> = Command::new("ip")
             .args(["netns", "pids", &self.ns_name])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         if self.ns.is_some() {
             return pids;
         }
         pids.into_iter()
-            .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "dnsmasq"))
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "dnsmasq")
+            })
             .collect()
     }
 }
@@ -199,7 +267,9 @@ impl Drop for Libvirtd {
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
             let start = Instant::now();
-            while child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10) {
+            while child.try_wait().ok().flatten().is_none()
+                && start.elapsed() < Duration::from_secs(10)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let _ = child.kill();
@@ -245,25 +315,45 @@ pub mod mutate {
     }
 
     fn unescape(s: &str) -> String {
-        s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
     }
 
     fn escape(s: &str) -> String {
-        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('\'', "&apos;")
+            .replace('"', "&quot;")
     }
 
     /// Parses the plain XML of the corpus: elements, attributes, text;
     /// the declaration and comments are skipped. Not a general XML parser.
     pub fn parse(text: &str) -> Result<Elem> {
-        let mut stack: Vec<Elem> = vec![Elem { name: String::new(), attrs: vec![], children: vec![] }];
+        let mut stack: Vec<Elem> = vec![Elem {
+            name: String::new(),
+            attrs: vec![],
+            children: vec![],
+        }];
         let mut rest = text;
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix("<?") {
-                rest = &r[r.find("?>").ok_or_else(|| anyhow::anyhow!("unterminated <?"))? + 2..];
+                rest = &r[r
+                    .find("?>")
+                    .ok_or_else(|| anyhow::anyhow!("unterminated <?"))?
+                    + 2..];
             } else if let Some(r) = rest.strip_prefix("<!--") {
-                rest = &r[r.find("-->").ok_or_else(|| anyhow::anyhow!("unterminated comment"))? + 3..];
+                rest = &r[r
+                    .find("-->")
+                    .ok_or_else(|| anyhow::anyhow!("unterminated comment"))?
+                    + 3..];
             } else if let Some(r) = rest.strip_prefix("</") {
-                let end = r.find('>').ok_or_else(|| anyhow::anyhow!("unterminated end tag"))?;
+                let end = r
+                    .find('>')
+                    .ok_or_else(|| anyhow::anyhow!("unterminated end tag"))?;
                 let e = stack.pop().ok_or_else(|| anyhow::anyhow!("unbalanced"))?;
                 if e.name != r[..end].trim() || stack.is_empty() {
                     bail!("mismatched </{}>", &r[..end]);
@@ -271,20 +361,33 @@ pub mod mutate {
                 stack.last_mut().unwrap().children.push(Node::Elem(e));
                 rest = &r[end + 1..];
             } else if let Some(r) = rest.strip_prefix('<') {
-                let end = r.find('>').ok_or_else(|| anyhow::anyhow!("unterminated tag"))?;
+                let end = r
+                    .find('>')
+                    .ok_or_else(|| anyhow::anyhow!("unterminated tag"))?;
                 let (body, closed) = match r[..end].strip_suffix('/') {
                     Some(b) => (b, true),
                     None => (&r[..end], false),
                 };
                 let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
-                let mut e = Elem { name: body[..name_end].to_string(), attrs: vec![], children: vec![] };
+                let mut e = Elem {
+                    name: body[..name_end].to_string(),
+                    attrs: vec![],
+                    children: vec![],
+                };
                 let mut a = body[name_end..].trim_start();
                 while !a.is_empty() {
-                    let eq = a.find('=').ok_or_else(|| anyhow::anyhow!("attribute without value in <{}>", e.name))?;
+                    let eq = a.find('=').ok_or_else(|| {
+                        anyhow::anyhow!("attribute without value in <{}>", e.name)
+                    })?;
                     let name = a[..eq].trim().to_string();
                     let v = a[eq + 1..].trim_start();
-                    let q = v.chars().next().ok_or_else(|| anyhow::anyhow!("no value"))?;
-                    let close = v[1..].find(q).ok_or_else(|| anyhow::anyhow!("unterminated value"))?;
+                    let q = v
+                        .chars()
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("no value"))?;
+                    let close = v[1..]
+                        .find(q)
+                        .ok_or_else(|| anyhow::anyhow!("unterminated value"))?;
                     e.attrs.push((name, unescape(&v[1..1 + close])));
                     a = v[close + 2..].trim_start();
                 }
@@ -298,12 +401,19 @@ pub mod mutate {
                 let end = rest.find('<').unwrap_or(rest.len());
                 let t = &rest[..end];
                 if !t.trim().is_empty() {
-                    stack.last_mut().unwrap().children.push(Node::Text(unescape(t)));
+                    stack
+                        .last_mut()
+                        .unwrap()
+                        .children
+                        .push(Node::Text(unescape(t)));
                 }
                 rest = &rest[end..];
             }
         }
-        let mut top = stack.pop().filter(|_| stack.is_empty()).ok_or_else(|| anyhow::anyhow!("unclosed element"))?;
+        let mut top = stack
+            .pop()
+            .filter(|_| stack.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("unclosed element"))?;
         match top.children.pop() {
             Some(Node::Elem(e)) if top.children.is_empty() => Ok(e),
             _ => bail!("expected exactly one root element"),
@@ -360,10 +470,18 @@ pub mod mutate {
             self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
         }
         pub fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+            if n == 0 {
+                0
+            } else {
+                (self.next() % n as u64) as usize
+            }
         }
         pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-            if v.is_empty() { None } else { Some(&v[self.below(v.len())]) }
+            if v.is_empty() {
+                None
+            } else {
+                Some(&v[self.below(v.len())])
+            }
         }
     }
 
@@ -418,14 +536,74 @@ pub mod mutate {
         }
     }
 
-    const MODES: &[&str] = &["nat", "route", "open", "bridge", "private", "vepa", "passthrough", "hostdev", "NAT", "none", ""];
+    const MODES: &[&str] = &[
+        "nat",
+        "route",
+        "open",
+        "bridge",
+        "private",
+        "vepa",
+        "passthrough",
+        "hostdev",
+        "NAT",
+        "none",
+        "",
+    ];
     /// Out-of-range and malformed values, tried on any attribute.
     const BAD_VALUES: &[&str] = &[
-        "", " ", "0", "1", "-1", "2", "65535", "65536", "4095", "4096", "4294967295", "4294967296", "99999999999999999999", "abc", "1.5",
-        "0x10", "+5", "yes", "no", "on", "off", "YES", "true", "ipv4", "ipv6", "10.0.0.256", "fd00::1", "::", "0.0.0.0",
-        "255.255.255.255", "255.255.0.255", "192.168.122.0", "192.168.122.255", "2001:db8::1", "52:54:00:00:00:01",
-        "01:00:5e:00:00:01", "52:54:00:00:00", "eth0", "eth1", "br0", "a/b", "-x", "averyveryverylongname0", "seconds",
-        "minutes", "hours", "pci", "tcp", "udp", "openvswitch", "802.1Qbh", "kernel", "libvirt",
+        "",
+        " ",
+        "0",
+        "1",
+        "-1",
+        "2",
+        "65535",
+        "65536",
+        "4095",
+        "4096",
+        "4294967295",
+        "4294967296",
+        "99999999999999999999",
+        "abc",
+        "1.5",
+        "0x10",
+        "+5",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "YES",
+        "true",
+        "ipv4",
+        "ipv6",
+        "10.0.0.256",
+        "fd00::1",
+        "::",
+        "0.0.0.0",
+        "255.255.255.255",
+        "255.255.0.255",
+        "192.168.122.0",
+        "192.168.122.255",
+        "2001:db8::1",
+        "52:54:00:00:00:01",
+        "01:00:5e:00:00:01",
+        "52:54:00:00:00",
+        "eth0",
+        "eth1",
+        "br0",
+        "a/b",
+        "-x",
+        "averyveryverylongname0",
+        "seconds",
+        "minutes",
+        "hours",
+        "pci",
+        "tcp",
+        "udp",
+        "openvswitch",
+        "802.1Qbh",
+        "kernel",
+        "libvirt",
     ];
 
     /// One mutation of `doc`; returns a short description of what was done.
@@ -440,7 +618,9 @@ pub mod mutate {
         match rng.below(9) {
             0 => {
                 // Drop an element.
-                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to drop".into() };
+                let Some(p) = rng.pick(&paths).cloned() else {
+                    return "nothing to drop".into();
+                };
                 let (last, parent) = p.split_last().expect("non-empty");
                 let parent = at(doc, parent);
                 let name = match parent.children.remove(*last) {
@@ -462,7 +642,9 @@ pub mod mutate {
             }
             2 => {
                 // Duplicate an element next to itself.
-                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to duplicate".into() };
+                let Some(p) = rng.pick(&paths).cloned() else {
+                    return "nothing to duplicate".into();
+                };
                 let (last, parent) = p.split_last().expect("non-empty");
                 let parent = at(doc, parent);
                 let copy = parent.children[*last].clone();
@@ -471,7 +653,9 @@ pub mod mutate {
             }
             3 => {
                 // Move an element under another one.
-                let Some(p) = rng.pick(&paths).cloned() else { return "nothing to move".into() };
+                let Some(p) = rng.pick(&paths).cloned() else {
+                    return "nothing to move".into();
+                };
                 let (last, parent) = p.split_last().expect("non-empty");
                 let node = at(doc, parent).children.remove(*last);
                 let mut targets = Vec::new();
@@ -479,7 +663,11 @@ pub mod mutate {
                 targets.push(Vec::new());
                 let t = rng.pick(&targets).cloned().unwrap_or_default();
                 let target = at(doc, &t);
-                let name = if let Node::Elem(e) = &node { e.name.clone() } else { String::new() };
+                let name = if let Node::Elem(e) = &node {
+                    e.name.clone()
+                } else {
+                    String::new()
+                };
                 let pos = rng.below(target.children.len() + 1);
                 target.children.insert(pos, node);
                 format!("moved <{name}> into <{}>", target.name)
@@ -488,7 +676,9 @@ pub mod mutate {
                 // Graft an element the corpus has under a parent of the same name.
                 let p = rng.pick(&all_elems).cloned().unwrap_or_default();
                 let e = at(doc, &p);
-                let Some(donors) = vocab.elements.get(&e.name) else { return format!("no donor for <{}>", e.name) };
+                let Some(donors) = vocab.elements.get(&e.name) else {
+                    return format!("no donor for <{}>", e.name);
+                };
                 let g = rng.pick(donors).expect("non-empty").clone();
                 let name = g.name.clone();
                 let pos = rng.below(e.children.len() + 1);
@@ -507,7 +697,14 @@ pub mod mutate {
                         f.attrs.retain(|(k, _)| k != "mode");
                         f.attrs.push(("mode".into(), mode.into()));
                     }
-                    None => doc.children.insert(1, Node::Elem(Elem { name: "forward".into(), attrs: vec![("mode".into(), mode.into())], children: vec![] })),
+                    None => doc.children.insert(
+                        1,
+                        Node::Elem(Elem {
+                            name: "forward".into(),
+                            attrs: vec![("mode".into(), mode.into())],
+                            children: vec![],
+                        }),
+                    ),
                 }
                 format!("forward mode '{mode}'")
             }
@@ -516,7 +713,12 @@ pub mod mutate {
                 // value, a value seen elsewhere, or a neighbouring number.
                 let p = rng.pick(&all_elems).cloned().unwrap_or_default();
                 let e = at(doc, &p);
-                let known: Vec<&String> = vocab.values.keys().filter(|(el, _)| *el == e.name).map(|(_, a)| a).collect();
+                let known: Vec<&String> = vocab
+                    .values
+                    .keys()
+                    .filter(|(el, _)| *el == e.name)
+                    .map(|(_, a)| a)
+                    .collect();
                 let attr = if !e.attrs.is_empty() && rng.below(3) > 0 {
                     e.attrs[rng.below(e.attrs.len())].0.clone()
                 } else if let Some(a) = rng.pick(&known) {
@@ -524,10 +726,22 @@ pub mod mutate {
                 } else {
                     return format!("no attribute for <{}>", e.name);
                 };
-                let current = e.attrs.iter().find(|(k, _)| *k == attr).map(|(_, v)| v.clone());
-                let value = match (rng.below(3), current.as_deref().and_then(|v| v.parse::<i64>().ok())) {
+                let current = e
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| *k == attr)
+                    .map(|(_, v)| v.clone());
+                let value = match (
+                    rng.below(3),
+                    current.as_deref().and_then(|v| v.parse::<i64>().ok()),
+                ) {
                     (0, Some(n)) => (n + [-1i64, 1, -100, 100][rng.below(4)]).to_string(),
-                    (1, _) => vocab.values.get(&(e.name.clone(), attr.clone())).and_then(|v| rng.pick(v)).cloned().unwrap_or_default(),
+                    (1, _) => vocab
+                        .values
+                        .get(&(e.name.clone(), attr.clone()))
+                        .and_then(|v| rng.pick(v))
+                        .cloned()
+                        .unwrap_or_default(),
                     _ => (*rng.pick(BAD_VALUES).expect("values")).to_string(),
                 };
                 e.attrs.retain(|(k, _)| *k != attr);
@@ -536,13 +750,31 @@ pub mod mutate {
             }
             _ => {
                 // Change an element's text (name, uuid, hostname, ...).
-                let texts: Vec<Vec<usize>> = paths.iter().filter(|p| {
-                    let mut d = doc.clone();
-                    matches!(at(&mut d, p).children.as_slice(), [Node::Text(_)])
-                }).cloned().collect();
-                let Some(p) = rng.pick(&texts).cloned() else { return "no text to change".into() };
+                let texts: Vec<Vec<usize>> = paths
+                    .iter()
+                    .filter(|p| {
+                        let mut d = doc.clone();
+                        matches!(at(&mut d, p).children.as_slice(), [Node::Text(_)])
+                    })
+                    .cloned()
+                    .collect();
+                let Some(p) = rng.pick(&texts).cloned() else {
+                    return "no text to change".into();
+                };
                 let e = at(doc, &p);
-                let v = *rng.pick(&["", " x", "a/b", "x\ny", "-x", "name with space", "0123", "f0f0f0f0-0000-4000-8000-000000000001", "zz"]).expect("texts");
+                let v = *rng
+                    .pick(&[
+                        "",
+                        " x",
+                        "a/b",
+                        "x\ny",
+                        "-x",
+                        "name with space",
+                        "0123",
+                        "f0f0f0f0-0000-4000-8000-000000000001",
+                        "zz",
+                    ])
+                    .expect("texts");
                 e.children = vec![Node::Text(v.into())];
                 format!("<{}> text '{}'", e.name, v.escape_debug())
             }

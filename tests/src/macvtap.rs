@@ -81,7 +81,13 @@ fn attribute(xml: &str, element: &str, name: &str) -> Option<String> {
 /// Asks libvirt for a port on `network` for a guest with `mac`
 /// (`virsh net-port-create`), and returns where libvirt plugs it. Fails with
 /// virsh's message when libvirt refuses the port.
-pub fn allocate_port(libvirt: &Libvirtd, dir: &Path, network: &str, owner: &str, mac: &str) -> Result<DirectPlug> {
+pub fn allocate_port(
+    libvirt: &Libvirtd,
+    dir: &Path,
+    network: &str,
+    owner: &str,
+    mac: &str,
+) -> Result<DirectPlug> {
     // Any valid UUIDs identify the port and its owner; derive them from
     // the MAC (libvirt 9.0 wants the port's UUID from the caller).
     let hex: String = mac.split(':').collect();
@@ -101,12 +107,21 @@ pub fn allocate_port(libvirt: &Libvirtd, dir: &Path, network: &str, owner: &str,
     );
     let uuid = port_uuid;
     let out = libvirt.virsh(&["net-port-dumpxml", network, &uuid])?;
-    ensure!(out.status.success(), "virsh net-port-dumpxml {uuid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    ensure!(
+        out.status.success(),
+        "virsh net-port-dumpxml {uuid}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let port = String::from_utf8(out.stdout)?;
     let kind = attribute(&port, "plug", "type");
-    ensure!(kind.as_deref() == Some("direct"), "libvirt plugs {owner} as {kind:?}, not direct: {port}");
-    let dev = attribute(&port, "plug", "dev").with_context(|| format!("<plug> without dev: {port}"))?;
-    let mode = attribute(&port, "plug", "mode").with_context(|| format!("<plug> without mode: {port}"))?;
+    ensure!(
+        kind.as_deref() == Some("direct"),
+        "libvirt plugs {owner} as {kind:?}, not direct: {port}"
+    );
+    let dev =
+        attribute(&port, "plug", "dev").with_context(|| format!("<plug> without dev: {port}"))?;
+    let mode =
+        attribute(&port, "plug", "mode").with_context(|| format!("<plug> without mode: {port}"))?;
     Ok(DirectPlug { uuid, dev, mode })
 }
 
@@ -119,7 +134,11 @@ struct IfReq {
 }
 
 fn set_iff(fd: RawFd, name: &str, flags: libc::c_int) -> std::io::Result<()> {
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: flags as libc::c_short, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: flags as libc::c_short,
+        _pad: [0; 22],
+    };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req) } < 0 {
         return Err(std::io::Error::last_os_error());
@@ -128,7 +147,11 @@ fn set_iff(fd: RawFd, name: &str, flags: libc::c_int) -> std::io::Result<()> {
 }
 
 fn get_iff(fd: RawFd) -> std::io::Result<libc::c_int> {
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
     if unsafe { libc::ioctl(fd, libc::TUNGETIFF, &mut req) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -137,9 +160,18 @@ fn get_iff(fd: RawFd) -> std::io::Result<libc::c_int> {
 
 fn open_rw(path: &Path) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())?;
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
-        bail!("opening {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "opening {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -170,17 +202,28 @@ impl MacvtapNic {
     /// in `plug`'s mode, and a tap NIC `eth0` in its namespace with its MAC
     /// (addresses and routes are the caller's), then starts the relay.
     /// `dir` is a private directory for the device node.
-    pub fn plug(hyp: &Netns, guest: &Guest, name: &str, plug: &DirectPlug, dir: &Path) -> Result<Self> {
+    pub fn plug(
+        hyp: &Netns,
+        guest: &Guest,
+        name: &str,
+        plug: &DirectPlug,
+        dir: &Path,
+    ) -> Result<Self> {
         let mode = match plug.mode.as_str() {
             "passthrough" => "passthru",
             m @ ("bridge" | "vepa" | "private") => m,
-            other => bail!("libvirt plugs {name} in direct mode {other:?}, which macvtap does not have"),
+            other => {
+                bail!("libvirt plugs {name} in direct mode {other:?}, which macvtap does not have")
+            }
         };
         if mode == "passthru" {
             // libvirt gives the NIC the guest's MAC before creating the macvtap.
             hyp.ip(&["link", "set", &plug.dev, "address", &guest.mac])?;
         }
-        hyp.ip(&["link", "add", "link", &plug.dev, "name", name, "address", &guest.mac, "type", "macvtap", "mode", mode])?;
+        hyp.ip(&[
+            "link", "add", "link", &plug.dev, "name", name, "address", &guest.mac, "type",
+            "macvtap", "mode", mode,
+        ])?;
         // From here on Drop deletes the device, whatever fails next.
         let mut nic = Self {
             macvtap: name.to_string(),
@@ -191,15 +234,33 @@ impl MacvtapNic {
         };
         hyp.ip(&["link", "set", name, "up"])?;
         let sys = |file: &str| -> Result<String> {
-            Ok(String::from_utf8(hyp.exec("cat", &[&format!("/sys/class/net/{name}/{file}")])?.stdout)?.trim().to_string())
+            Ok(String::from_utf8(
+                hyp.exec("cat", &[&format!("/sys/class/net/{name}/{file}")])?
+                    .stdout,
+            )?
+            .trim()
+            .to_string())
         };
         let ifindex = sys("ifindex")?;
         let devno = sys(&format!("tap{ifindex}/dev"))?;
-        let (major, minor) = devno.split_once(':').with_context(|| format!("{name}: odd device number {devno:?}"))?;
+        let (major, minor) = devno
+            .split_once(':')
+            .with_context(|| format!("{name}: odd device number {devno:?}"))?;
         let node = dir.join(format!("tap{ifindex}"));
         let c = CString::new(node.as_os_str().as_bytes())?;
-        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(major.parse()?, minor.parse()?)) } != 0 {
-            bail!("mknod {} ({devno}): {}", node.display(), std::io::Error::last_os_error());
+        if unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | 0o600,
+                libc::makedev(major.parse()?, minor.parse()?),
+            )
+        } != 0
+        {
+            bail!(
+                "mknod {} ({devno}): {}",
+                node.display(),
+                std::io::Error::last_os_error()
+            );
         }
         let opened = open_rw(&node);
         let _ = std::fs::remove_file(&node);
@@ -207,17 +268,24 @@ impl MacvtapNic {
         // No virtio-net header: whole Ethernet frames both ways.
         set_iff(macvtap_fd.as_raw_fd(), "", libc::IFF_TAP | libc::IFF_NO_PI)
             .with_context(|| format!("TUNSETIFF on {name}'s character device"))?;
-        let flags = get_iff(macvtap_fd.as_raw_fd()).with_context(|| format!("TUNGETIFF on {name}"))?;
-        ensure!(flags & libc::IFF_VNET_HDR == 0, "{name} still prepends a virtio-net header (flags {flags:#x})");
+        let flags =
+            get_iff(macvtap_fd.as_raw_fd()).with_context(|| format!("TUNGETIFF on {name}"))?;
+        ensure!(
+            flags & libc::IFF_VNET_HDR == 0,
+            "{name} still prepends a virtio-net header (flags {flags:#x})"
+        );
 
         // The VM's NIC replaces the guest's veth (deleting one end deletes both).
         hyp.ip(&["link", "del", &guest.port])?;
         let tap_fd = guest.ns.enter(|| -> Result<OwnedFd> {
             let fd = open_rw(Path::new("/dev/net/tun"))?;
-            set_iff(fd.as_raw_fd(), "eth0", libc::IFF_TAP | libc::IFF_NO_PI).context("TUNSETIFF eth0 on /dev/net/tun")?;
+            set_iff(fd.as_raw_fd(), "eth0", libc::IFF_TAP | libc::IFF_NO_PI)
+                .context("TUNSETIFF eth0 on /dev/net/tun")?;
             Ok(fd)
         })??;
-        guest.ns.ip(&["link", "set", "eth0", "address", &guest.mac])?;
+        guest
+            .ns
+            .ip(&["link", "set", "eth0", "address", &guest.mac])?;
         guest.ns.ip(&["link", "set", "eth0", "up"])?;
 
         let (stop, counts) = (nic.stop.clone(), nic.counts.clone());
@@ -242,7 +310,9 @@ impl Drop for MacvtapNic {
         if let Some(t) = self.relay.take() {
             let _ = t.join();
         }
-        let _ = std::process::Command::new("ip").args(["-n", &self.hyp, "link", "del", &self.macvtap]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["-n", &self.hyp, "link", "del", &self.macvtap])
+            .output();
     }
 }
 
@@ -253,17 +323,32 @@ fn relay(guest: OwnedFd, macvtap: OwnedFd, stop: &AtomicBool, counts: &RelayCoun
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         let mut fds = [
-            libc::pollfd { fd: guest.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: macvtap.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: guest.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: macvtap.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) } <= 0 {
             continue;
         }
-        if fds.iter().any(|p| p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0) {
+        if fds
+            .iter()
+            .any(|p| p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0)
+        {
             return;
         }
-        for (i, (src, dst, count)) in
-            [(&guest, &macvtap, &counts.from_guest), (&macvtap, &guest, &counts.to_guest)].into_iter().enumerate()
+        for (i, (src, dst, count)) in [
+            (&guest, &macvtap, &counts.from_guest),
+            (&macvtap, &guest, &counts.to_guest),
+        ]
+        .into_iter()
+        .enumerate()
         {
             if fds[i].revents & libc::POLLIN == 0 {
                 continue;
@@ -274,7 +359,8 @@ fn relay(guest: OwnedFd, macvtap: OwnedFd, stop: &AtomicBool, counts: &RelayCoun
                 if n <= 0 {
                     break;
                 }
-                let written = unsafe { libc::write(dst.as_raw_fd(), buf.as_ptr().cast(), n as usize) };
+                let written =
+                    unsafe { libc::write(dst.as_raw_fd(), buf.as_ptr().cast(), n as usize) };
                 if written == n {
                     count.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -314,6 +400,9 @@ mod tests {
         assert_eq!(attribute(xml, "plug", "mode").as_deref(), Some("vepa"));
         assert_eq!(attribute(xml, "plug", "type").as_deref(), Some("direct"));
         assert_eq!(attribute(xml, "plug", "bridge"), None);
-        assert_eq!(attribute("<plug dev=\"eth1\"/>", "plug", "dev").as_deref(), Some("eth1"));
+        assert_eq!(
+            attribute("<plug dev=\"eth1\"/>", "plug", "dev").as_deref(),
+            Some("eth1")
+        );
     }
 }

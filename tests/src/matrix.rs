@@ -18,12 +18,21 @@ pub const GATEWAY: &str = "192.168.122.1";
 pub const DEFAULT_XML_NAME: &str = "default";
 
 /// The cells, in the order of the table's columns.
-pub const CELLS: [&str; 4] = ["guest→host", "guest→guest", "guest→outside", "outside→guest"];
+pub const CELLS: [&str; 4] = [
+    "guest→host",
+    "guest→guest",
+    "guest→outside",
+    "outside→guest",
+];
 
 /// A network with libvirt's default subnet on bridge `virbr0`, named
 /// `default`; `mode` empty means no `<forward>` (isolated).
 pub fn routed_xml(mode: &str) -> String {
-    let forward = if mode.is_empty() { String::new() } else { format!("<forward mode='{mode}'/>") };
+    let forward = if mode.is_empty() {
+        String::new()
+    } else {
+        format!("<forward mode='{mode}'/>")
+    };
     format!(
         "<network><name>default</name>{forward}<bridge name='virbr0' stp='on' delay='0'/>\
          <ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
@@ -50,7 +59,11 @@ pub const TABLE: [(&str, [bool; 4]); 6] = [
 
 /// The table's row for `mode`.
 pub fn expected(mode: &str) -> [bool; 4] {
-    TABLE.iter().find(|(m, _)| *m == mode).map(|(_, r)| *r).unwrap_or_else(|| panic!("no row for mode {mode}"))
+    TABLE
+        .iter()
+        .find(|(m, _)| *m == mode)
+        .map(|(_, r)| *r)
+        .unwrap_or_else(|| panic!("no row for mode {mode}"))
 }
 
 /// Listens on an ephemeral port in `ns`, non-blocking so a cell never hangs.
@@ -82,19 +95,32 @@ pub struct Measured {
 
 /// Ping and a TCP connect from `from` to `dst` (a listener in `server`).
 pub fn measure(from: &Netns, dst: &str, server: &Netns) -> Result<Measured> {
-    let ping = from.exec_status("ping", &["-c", "1", "-W", "2", dst])?.status.success();
+    let ping = from
+        .exec_status("ping", &["-c", "1", "-W", "2", dst])?
+        .status
+        .success();
     let l = listener(server)?;
     let port = l.local_addr()?.port();
     let target: SocketAddr = format!("{dst}:{port}").parse()?;
-    let tcp = from.enter(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))?.is_ok();
-    let peer = if tcp { accepted_peer(&l, Duration::from_secs(3)).map(|p| p.ip()) } else { None };
+    let tcp = from
+        .enter(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))?
+        .is_ok();
+    let peer = if tcp {
+        accepted_peer(&l, Duration::from_secs(3)).map(|p| p.ip())
+    } else {
+        None
+    };
     Ok(Measured { ping, tcp, peer })
 }
 
 /// The MAC of `dev` in `ns`.
 pub fn mac_of(ns: &Netns, dev: &str) -> Result<String> {
     let link = String::from_utf8(ns.ip(&["-o", "link", "show", dev])?.stdout)?;
-    match link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1) {
+    match link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+    {
         Some(mac) => Ok(mac.to_string()),
         None => bail!("{dev} has no MAC: {link}"),
     }
@@ -119,14 +145,15 @@ pub fn prepare_host_bridge(topo: &mut NatTopology) -> Result<()> {
     Ok(())
 }
 
-
 /// Direct (macvtap-like) modes, in the order of DESIGN.md §2's last row.
 pub const DIRECT_MODES: [&str; 4] = ["bridge", "vepa", "private", "passthrough"];
 
 /// A direct network on the hypervisor's uplink `up0`: libvirt gives each
 /// guest a macvtap device on it; vxdp steers frames by MAC in eBPF.
 pub fn direct_xml(mode: &str) -> String {
-    format!("<network><name>default</name><forward mode='{mode}'><interface dev='up0'/></forward></network>")
+    format!(
+        "<network><name>default</name><forward mode='{mode}'><interface dev='up0'/></forward></network>"
+    )
 }
 
 /// How many guests a direct mode's topology has: in passthrough one guest
@@ -162,16 +189,43 @@ pub fn direct_beyond_macvtap(cell: usize) -> bool {
 pub fn prepare_direct(topo: &mut NatTopology) -> Result<()> {
     let wan = &topo.wan;
     wan.ip(&["link", "add", "sw0", "type", "bridge"])?;
-    wan.ip(&["addr", "del", &format!("{}/24", crate::testbed::WAN_ADDR), "dev", "wan0"])?;
+    wan.ip(&[
+        "addr",
+        "del",
+        &format!("{}/24", crate::testbed::WAN_ADDR),
+        "dev",
+        "wan0",
+    ])?;
     wan.ip(&["link", "set", "wan0", "master", "sw0"])?;
-    wan.ip(&["link", "set", "dev", "wan0", "type", "bridge_slave", "hairpin", "on"])?;
-    wan.ip(&["addr", "add", &format!("{}/24", crate::testbed::WAN_ADDR), "dev", "sw0"])?;
+    wan.ip(&[
+        "link",
+        "set",
+        "dev",
+        "wan0",
+        "type",
+        "bridge_slave",
+        "hairpin",
+        "on",
+    ])?;
+    wan.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", crate::testbed::WAN_ADDR),
+        "dev",
+        "sw0",
+    ])?;
     wan.ip(&["link", "set", "sw0", "up"])?;
     for (i, g) in topo.guests.iter_mut().enumerate() {
         g.addr = format!("198.51.100.{}", 10 + i);
         g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
         g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
-        g.ns.ip(&["route", "replace", "default", "via", crate::testbed::WAN_ADDR])?;
+        g.ns.ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            crate::testbed::WAN_ADDR,
+        ])?;
     }
     Ok(())
 }

@@ -21,11 +21,25 @@ pub const ICMPV6_ECHO_REPLY: u8 = 129;
 /// The L4 part of a [`Packet6`].
 #[derive(Clone, Debug)]
 pub enum L4Spec6 {
-    Tcp { src_port: u16, dst_port: u16, flags: u8 },
-    Udp { src_port: u16, dst_port: u16 },
-    Echo { request: bool, id: u16, seq: u16 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    Echo {
+        request: bool,
+        id: u16,
+        seq: u16,
+    },
     /// Any next header with this raw payload (extension headers, ...).
-    Raw { next_header: u8, payload: Vec<u8> },
+    Raw {
+        next_header: u8,
+        payload: Vec<u8>,
+    },
 }
 
 /// An Ethernet/IPv6 frame to build (hop limit 64 unless set).
@@ -42,22 +56,68 @@ pub struct Packet6 {
 
 impl Packet6 {
     fn new(src: Ipv6Addr, dst: Ipv6Addr, l4: L4Spec6) -> Self {
-        Self { eth_src: [0; 6], eth_dst: [0; 6], src, dst, hop_limit: 64, l4, payload: b"vxdp nat66".to_vec() }
+        Self {
+            eth_src: [0; 6],
+            eth_dst: [0; 6],
+            src,
+            dst,
+            hop_limit: 64,
+            l4,
+            payload: b"vxdp nat66".to_vec(),
+        }
     }
     pub fn tcp(src: SocketAddrV6, dst: SocketAddrV6, flags: u8) -> Self {
-        Self::new(*src.ip(), *dst.ip(), L4Spec6::Tcp { src_port: src.port(), dst_port: dst.port(), flags })
+        Self::new(
+            *src.ip(),
+            *dst.ip(),
+            L4Spec6::Tcp {
+                src_port: src.port(),
+                dst_port: dst.port(),
+                flags,
+            },
+        )
     }
     pub fn udp(src: SocketAddrV6, dst: SocketAddrV6) -> Self {
-        Self::new(*src.ip(), *dst.ip(), L4Spec6::Udp { src_port: src.port(), dst_port: dst.port() })
+        Self::new(
+            *src.ip(),
+            *dst.ip(),
+            L4Spec6::Udp {
+                src_port: src.port(),
+                dst_port: dst.port(),
+            },
+        )
     }
     pub fn echo_request(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Self {
-        Self::new(src, dst, L4Spec6::Echo { request: true, id, seq })
+        Self::new(
+            src,
+            dst,
+            L4Spec6::Echo {
+                request: true,
+                id,
+                seq,
+            },
+        )
     }
     pub fn echo_reply(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Self {
-        Self::new(src, dst, L4Spec6::Echo { request: false, id, seq })
+        Self::new(
+            src,
+            dst,
+            L4Spec6::Echo {
+                request: false,
+                id,
+                seq,
+            },
+        )
     }
     pub fn raw(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Self {
-        Self::new(src, dst, L4Spec6::Raw { next_header, payload: payload.to_vec() })
+        Self::new(
+            src,
+            dst,
+            L4Spec6::Raw {
+                next_header,
+                payload: payload.to_vec(),
+            },
+        )
     }
     pub fn macs(mut self, src: Mac, dst: Mac) -> Self {
         self.eth_src = src;
@@ -79,7 +139,11 @@ impl Packet6 {
 
     pub fn build(&self) -> Vec<u8> {
         let mut l4 = match &self.l4 {
-            L4Spec6::Tcp { src_port, dst_port, flags } => {
+            L4Spec6::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => {
                 let mut h = Vec::with_capacity(20);
                 h.extend_from_slice(&src_port.to_be_bytes());
                 h.extend_from_slice(&dst_port.to_be_bytes());
@@ -102,7 +166,16 @@ impl Packet6 {
                 h
             }
             L4Spec6::Echo { request, id, seq } => {
-                let mut h = vec![if *request { ICMPV6_ECHO_REQUEST } else { ICMPV6_ECHO_REPLY }, 0, 0, 0];
+                let mut h = vec![
+                    if *request {
+                        ICMPV6_ECHO_REQUEST
+                    } else {
+                        ICMPV6_ECHO_REPLY
+                    },
+                    0,
+                    0,
+                    0,
+                ];
                 h.extend_from_slice(&id.to_be_bytes());
                 h.extend_from_slice(&seq.to_be_bytes());
                 h.extend_from_slice(&self.payload);
@@ -190,11 +263,23 @@ impl Frame6<'_> {
     }
     /// TCP/UDP source port; ICMPv6 echo: the identifier.
     pub fn src_port(&self) -> u16 {
-        self.u16_at(54 + if self.next_header() == PROTO_ICMPV6 { 4 } else { 0 })
+        self.u16_at(
+            54 + if self.next_header() == PROTO_ICMPV6 {
+                4
+            } else {
+                0
+            },
+        )
     }
     /// TCP/UDP destination port; ICMPv6 echo: the identifier.
     pub fn dst_port(&self) -> u16 {
-        self.u16_at(54 + if self.next_header() == PROTO_ICMPV6 { 4 } else { 2 })
+        self.u16_at(
+            54 + if self.next_header() == PROTO_ICMPV6 {
+                4
+            } else {
+                2
+            },
+        )
     }
     /// The payload after the L4 header (TCP without options).
     pub fn payload(&self) -> &[u8] {
@@ -208,7 +293,8 @@ impl Frame6<'_> {
     /// segment (a correct one sums to zero).
     pub fn check_checksum(&self) -> Result<(), String> {
         let nh = self.next_header();
-        let off = csum_offset(nh).ok_or_else(|| format!("next header {nh} has no checksum vxdp maintains"))?;
+        let off = csum_offset(nh)
+            .ok_or_else(|| format!("next header {nh} has no checksum vxdp maintains"))?;
         let stored = self.u16_at(54 + off);
         if nh == PROTO_UDP && stored == 0 {
             return Err("UDP over IPv6 with checksum 0 (invalid: RFC 8200 section 8.1)".into());
@@ -236,14 +322,21 @@ impl Frame6<'_> {
 /// writes them at start.
 pub fn set_nat6(world: &mut World, id: u32, cfg: &Nat6Config) {
     let mut map: Array<_, Nat6Config> =
-        Array::try_from(world.ebpf.map_mut(names::MAP_NAT6).expect("VXDP_NAT6")).expect("VXDP_NAT6 is an array");
+        Array::try_from(world.ebpf.map_mut(names::MAP_NAT6).expect("VXDP_NAT6"))
+            .expect("VXDP_NAT6 is an array");
     map.set(id, cfg, 0).expect("writing VXDP_NAT6");
 }
 
 /// Every NAT66 conntrack entry.
 pub fn conntrack6(world: &World) -> Vec<(Conntrack6Key, Conntrack6Entry)> {
-    let map: HashMap<_, Conntrack6Key, Conntrack6Entry> =
-        HashMap::try_from(world.ebpf.map(names::MAP_CONNTRACK6).expect("VXDP_CONNTRACK6"))
-            .expect("VXDP_CONNTRACK6 is a hash map");
-    map.iter().map(|r| r.expect("reading VXDP_CONNTRACK6")).collect()
+    let map: HashMap<_, Conntrack6Key, Conntrack6Entry> = HashMap::try_from(
+        world
+            .ebpf
+            .map(names::MAP_CONNTRACK6)
+            .expect("VXDP_CONNTRACK6"),
+    )
+    .expect("VXDP_CONNTRACK6 is a hash map");
+    map.iter()
+        .map(|r| r.expect("reading VXDP_CONNTRACK6"))
+        .collect()
 }

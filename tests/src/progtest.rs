@@ -47,8 +47,8 @@ use aya::{
 };
 use vxdp_common::{
     Action, COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_TIMEOUTS_S, DropReason,
-    Endpoint, MacKey, MacPort, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names,
-    network_flags,
+    Endpoint, MacKey, MacPort, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
+    endpoint_flags, mode, names, network_flags,
 };
 
 /// TC verdicts (`TC_ACT_*`).
@@ -336,7 +336,9 @@ fn build_topology(ns: &NetNs) -> anyhow::Result<()> {
     ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     ns.ip(&format!("-6 addr add {GATEWAY6}/64 dev {BRIDGE} nodad"))?;
     ns.ip(&format!("-6 addr add {UPLINK_ADDR6}/64 dev {UPLINK} nodad"))?;
-    ns.ip(&format!("-6 route add default via {NEXT_HOP6} dev {UPLINK}"))?;
+    ns.ip(&format!(
+        "-6 route add default via {NEXT_HOP6} dev {UPLINK}"
+    ))?;
     ns.ip(&format!(
         "-6 neigh replace {NEXT_HOP6} lladdr {} dev {UPLINK} nud permanent",
         fmt_mac(&NEXT_HOP_MAC)
@@ -437,10 +439,10 @@ impl World {
                 .program_mut(name)
                 .with_context(|| format!("no {name} program in the object"))?
                 .try_into()?;
-            p.load().with_context(|| format!("loading {name} (verifier)"))?;
+            p.load()
+                .with_context(|| format!("loading {name} (verifier)"))?;
         }
-        vxdp_control::dataplane::fill_guest_jumps(&mut ebpf)
-            .context("filling VXDP_GUEST_JUMP")?;
+        vxdp_control::dataplane::fill_guest_jumps(&mut ebpf).context("filling VXDP_GUEST_JUMP")?;
 
         let bridge_ifindex = ifindex(BRIDGE)?;
         let uplink_ifindex = ifindex(UPLINK)?;
@@ -618,7 +620,8 @@ impl World {
             .expect("BPF_PROG_TEST_RUN of vxdp_uplink_in failed");
         out.truncate(r.data_size_out as usize);
         // The output starts at the metadata: `data` is its length.
-        let meta_len = (u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize).min(out.len());
+        let meta_len =
+            (u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize).min(out.len());
         let data = out.split_off(meta_len);
         Run {
             verdict: r.return_value,
@@ -637,9 +640,12 @@ impl World {
 
     /// Replaces network `id`'s configuration.
     pub fn set_network(&mut self, id: u32, cfg: &NetworkConfig) {
-        let mut networks: Array<_, NetworkConfig> =
-            Array::try_from(self.ebpf.map_mut(names::MAP_NETWORKS).expect("VXDP_NETWORKS"))
-                .expect("VXDP_NETWORKS is an array");
+        let mut networks: Array<_, NetworkConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(names::MAP_NETWORKS)
+                .expect("VXDP_NETWORKS"),
+        )
+        .expect("VXDP_NETWORKS is an array");
         networks.set(id, cfg, 0).expect("writing VXDP_NETWORKS");
     }
 
@@ -650,7 +656,10 @@ impl World {
         cfg.mode = net_mode;
         cfg.flags = network_flags::ACTIVE | flags;
         self.set_network(NET_ID, &cfg);
-        let owner = SubnetOwner { network_id: NET_ID, mode: net_mode };
+        let owner = SubnetOwner {
+            network_id: NET_ID,
+            mode: net_mode,
+        };
         self.set_subnet(be(SUBNET), 24, &owner);
         self.set_subnet6(SUBNET6, 64, &owner);
     }
@@ -659,24 +668,43 @@ impl World {
         let mut subnets: LpmTrie<_, SubnetKey, SubnetOwner> =
             LpmTrie::try_from(self.ebpf.map_mut(names::MAP_SUBNETS).expect("VXDP_SUBNETS"))
                 .expect("VXDP_SUBNETS is an LPM trie");
-        subnets.insert(&Key::new(prefix, SubnetKey { addr }), owner, 0).expect("writing VXDP_SUBNETS");
+        subnets
+            .insert(&Key::new(prefix, SubnetKey { addr }), owner, 0)
+            .expect("writing VXDP_SUBNETS");
     }
 
     pub fn set_subnet6(&mut self, addr: Ipv6Addr, prefix: u32, owner: &SubnetOwner) {
-        let mut subnets: LpmTrie<_, Subnet6Key, SubnetOwner> =
-            LpmTrie::try_from(self.ebpf.map_mut(names::MAP_SUBNETS6).expect("VXDP_SUBNETS6"))
-                .expect("VXDP_SUBNETS6 is an LPM trie");
+        let mut subnets: LpmTrie<_, Subnet6Key, SubnetOwner> = LpmTrie::try_from(
+            self.ebpf
+                .map_mut(names::MAP_SUBNETS6)
+                .expect("VXDP_SUBNETS6"),
+        )
+        .expect("VXDP_SUBNETS6 is an LPM trie");
         subnets
-            .insert(&Key::new(prefix, Subnet6Key { addr: addr.octets() }), owner, 0)
+            .insert(
+                &Key::new(
+                    prefix,
+                    Subnet6Key {
+                        addr: addr.octets(),
+                    },
+                ),
+                owner,
+                0,
+            )
             .expect("writing VXDP_SUBNETS6");
     }
 
     /// Replaces a guest port's endpoint entry.
     pub fn set_endpoint(&mut self, port_ifindex: u32, ep: &Endpoint) {
-        let mut endpoints: HashMap<_, u32, Endpoint> =
-            HashMap::try_from(self.ebpf.map_mut(names::MAP_ENDPOINTS).expect("VXDP_ENDPOINTS"))
-                .expect("VXDP_ENDPOINTS is a hash map");
-        endpoints.insert(&port_ifindex, ep, 0).expect("writing VXDP_ENDPOINTS");
+        let mut endpoints: HashMap<_, u32, Endpoint> = HashMap::try_from(
+            self.ebpf
+                .map_mut(names::MAP_ENDPOINTS)
+                .expect("VXDP_ENDPOINTS"),
+        )
+        .expect("VXDP_ENDPOINTS is a hash map");
+        endpoints
+            .insert(&port_ifindex, ep, 0)
+            .expect("writing VXDP_ENDPOINTS");
     }
 
     /// Writes the `VXDP_MACS` entry the control plane writes with a port
@@ -685,8 +713,20 @@ impl World {
         let mut macs: HashMap<_, MacKey, MacPort> =
             HashMap::try_from(self.ebpf.map_mut(names::MAP_MACS).expect("VXDP_MACS"))
                 .expect("VXDP_MACS is a hash map");
-        let key = MacKey { network_id, mac, _pad0: [0; 2] };
-        macs.insert(&key, &MacPort { ifindex: port_ifindex, _pad0: 0 }, 0).expect("writing VXDP_MACS");
+        let key = MacKey {
+            network_id,
+            mac,
+            _pad0: [0; 2],
+        };
+        macs.insert(
+            &key,
+            &MacPort {
+                ifindex: port_ifindex,
+                _pad0: 0,
+            },
+            0,
+        )
+        .expect("writing VXDP_MACS");
     }
 
     /// The ifindex of `name` in the world's namespace.
@@ -749,12 +789,18 @@ impl World {
     /// `VXDP_PORT_STATS` summed over CPUs and interfaces, by (network, slot).
     fn port_counters(&self) -> BTreeMap<(u32, u32), Counter> {
         let map: aya::maps::PerCpuHashMap<_, vxdp_common::PortCounterKey, Counter> =
-            aya::maps::PerCpuHashMap::try_from(self.ebpf.map(names::MAP_PORT_COUNTERS).expect("VXDP_PORT_STATS"))
-                .expect("VXDP_PORT_STATS is a per-CPU hash");
+            aya::maps::PerCpuHashMap::try_from(
+                self.ebpf
+                    .map(names::MAP_PORT_COUNTERS)
+                    .expect("VXDP_PORT_STATS"),
+            )
+            .expect("VXDP_PORT_STATS is a per-CPU hash");
         let mut out = BTreeMap::new();
         for item in map.iter() {
             let (key, values) = item.expect("reading VXDP_PORT_STATS");
-            let sum: &mut Counter = out.entry((key.network_id as u32, key.slot as u32)).or_default();
+            let sum: &mut Counter = out
+                .entry((key.network_id as u32, key.slot as u32))
+                .or_default();
             for v in values.iter() {
                 sum.packets += v.packets;
                 sum.bytes += v.bytes;
@@ -815,7 +861,10 @@ impl fmt::Debug for Moved {
 /// Counter values (CPUs summed) keyed by (network, slot): `VXDP_COUNTERS`,
 /// then `VXDP_PORT_STATS` summed over interfaces.
 #[derive(Clone)]
-pub struct Counters(pub BTreeMap<(u32, u32), Counter>, pub BTreeMap<(u32, u32), Counter>);
+pub struct Counters(
+    pub BTreeMap<(u32, u32), Counter>,
+    pub BTreeMap<(u32, u32), Counter>,
+);
 
 impl Counters {
     /// The counters that changed since `before`.
@@ -854,9 +903,19 @@ pub fn assert_counters_moved(
     let moved = after.moved_since(before);
     // Every packet counted per network is counted per port too (the
     // metrics' interface label); events without a packet only per network.
-    let events = [Action::ConntrackCreated, Action::ConntrackExpiredReused, Action::ConntrackRepaired].map(Action::slot);
-    let per_port = Counters(after.1.clone(), BTreeMap::new()).moved_since(&Counters(before.1.clone(), BTreeMap::new()));
-    let per_network: Vec<Moved> = moved.iter().copied().filter(|m| !events.contains(&m.slot)).collect();
+    let events = [
+        Action::ConntrackCreated,
+        Action::ConntrackExpiredReused,
+        Action::ConntrackRepaired,
+    ]
+    .map(Action::slot);
+    let per_port = Counters(after.1.clone(), BTreeMap::new())
+        .moved_since(&Counters(before.1.clone(), BTreeMap::new()));
+    let per_network: Vec<Moved> = moved
+        .iter()
+        .copied()
+        .filter(|m| !events.contains(&m.slot))
+        .collect();
     assert_eq!(
         per_port, per_network,
         "{what}: per-port counters (VXDP_PORT_STATS) disagree with per-network ones"

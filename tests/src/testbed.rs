@@ -36,10 +36,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command, failing with its stderr when it does not succeed.
 pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}: is it installed? (cargo xtask setup installs it)"))?;
+    let out = Command::new(cmd).args(args).output().with_context(|| {
+        format!("running {cmd}: is it installed? (cargo xtask setup installs it)")
+    })?;
     if !out.status.success() {
         bail!(
             "`{cmd} {}` failed ({}): {}",
@@ -82,7 +81,10 @@ impl Netns {
     pub fn exec_status(&self, cmd: &str, args: &[&str]) -> Result<Output> {
         let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
         a.extend_from_slice(args);
-        Command::new("ip").args(&a).output().with_context(|| format!("running {cmd}"))
+        Command::new("ip")
+            .args(&a)
+            .output()
+            .with_context(|| format!("running {cmd}"))
     }
 
     /// Runs `f` on a thread that has entered this namespace. Sockets created
@@ -90,9 +92,14 @@ impl Netns {
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = PathBuf::from("/run/netns").join(&self.name);
         std::thread::spawn(move || -> Result<T> {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
+                bail!(
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
             Ok(f())
         })
@@ -103,7 +110,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -178,7 +187,10 @@ impl NatTopology {
     /// Like [`NatTopology::new`], choosing how the outside host's veth
     /// sends checksums.
     pub fn with_outside(tag: &str, guests: usize, outside: OutsideChecksums) -> Result<Self> {
-        ensure!(unsafe { libc::geteuid() } == 0, "end-to-end tests need root (network namespaces, BPF)");
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "end-to-end tests need root (network namespaces, BPF)"
+        );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("vx{tag}{}-{n}", std::process::id());
         let wan = Netns::new(format!("{prefix}-wan"))?;
@@ -194,9 +206,22 @@ impl NatTopology {
         };
         // The product's own check: mounts /sys/fs/bpf when absent.
         vxdp_control::dataplane::ensure_bpffs(&topo.bpffs)?;
-        topo.hyp.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", &topo.wan.name])?;
-        topo.wan.ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
-        topo.wan.ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
+        topo.hyp.ip(&[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            &topo.wan.name,
+        ])?;
+        topo.wan
+            .ip(&["addr", "add", &format!("{WAN_ADDR}/24"), "dev", "wan0"])?;
+        topo.wan
+            .ip(&["addr", "add", &format!("{OUTSIDE_HOST}/32"), "dev", "lo"])?;
         topo.wan.ip(&["link", "set", "wan0", "up"])?;
         // Kernel defaults unless asked (DESIGN.md §7): wan0 keeps its TX
         // checksum offload, so the uplink receives unfinished
@@ -206,14 +231,17 @@ impl NatTopology {
         if outside == OutsideChecksums::Finished {
             topo.wan.exec("ethtool", &["-K", "wan0", "tx", "off"])?;
         }
-        topo.hyp.ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
+        topo.hyp
+            .ip(&["addr", "add", &format!("{UPLINK_ADDR}/24"), "dev", "up0"])?;
         topo.hyp.ip(&["link", "set", "up0", "up"])?;
         topo.hyp.ip(&["route", "add", "default", "via", WAN_ADDR])?;
         for i in 0..guests {
             let g = Netns::new(format!("{}-g{i}", topo.prefix))?;
             let port = format!("vnet{i}");
             let addr = format!("192.168.122.{}", 10 + i);
-            topo.hyp.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &g.name])?;
+            topo.hyp.ip(&[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &g.name,
+            ])?;
             g.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             g.ip(&["link", "set", "eth0", "up"])?;
             g.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
@@ -227,7 +255,12 @@ impl NatTopology {
                 .nth(1)
                 .context("guest eth0 has no MAC")?
                 .to_string();
-            topo.guests.push(Guest { ns: g, addr, port, mac });
+            topo.guests.push(Guest {
+                ns: g,
+                addr,
+                port,
+                mac,
+            });
         }
         Ok(topo)
     }
@@ -236,7 +269,11 @@ impl NatTopology {
     pub fn vxdp(&self, args: &[&str]) -> Result<Output> {
         let out = self.vxdp_status(args)?;
         if !out.status.success() {
-            bail!("`vxdp {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "`vxdp {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out)
     }
@@ -256,7 +293,15 @@ impl NatTopology {
     pub fn start_with(&mut self, xml: &str, static_ips: bool) -> Result<()> {
         self.create(xml)?;
         for g in &self.guests {
-            let mut args = vec!["attach-interface", "--network", "default", "--dev", &g.port, "--mac", &g.mac];
+            let mut args = vec![
+                "attach-interface",
+                "--network",
+                "default",
+                "--dev",
+                &g.port,
+                "--mac",
+                &g.mac,
+            ];
             if static_ips {
                 args.extend(["--ip", g.addr.as_str()]);
             }
@@ -294,12 +339,17 @@ impl NatTopology {
         let start = Instant::now();
         self.wait_ports_forwarding(within)?;
         loop {
-            let out = self.guests[i].ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?;
+            let out = self.guests[i]
+                .ns
+                .exec_status("ping", &["-c", "1", "-W", "1", dst])?;
             if out.status.success() {
                 return Ok(());
             }
             if start.elapsed() > within {
-                bail!("guest {i} cannot ping {dst} within {within:?}: {}", String::from_utf8_lossy(&out.stdout));
+                bail!(
+                    "guest {i} cannot ping {dst} within {within:?}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
             }
         }
     }
@@ -320,13 +370,18 @@ impl NatTopology {
     pub fn wait_port_forwarding(&self, port: &str, within: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            let out = Command::new("bridge").args(["-n", &self.hyp.name, "link", "show", "dev", port]).output()?;
+            let out = Command::new("bridge")
+                .args(["-n", &self.hyp.name, "link", "show", "dev", port])
+                .output()?;
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             if !text.contains(" state ") || text.contains("state forwarding") {
                 return Ok(());
             }
             if start.elapsed() > within {
-                bail!("bridge port {port} not forwarding within {within:?}: {}", text.trim());
+                bail!(
+                    "bridge port {port} not forwarding within {within:?}: {}",
+                    text.trim()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -359,7 +414,11 @@ impl Drop for NatTopology {
 
 /// A TCP server in `ns` that sends `payload` to the first client and reports
 /// the client's address. Returns the listening address.
-pub fn serve_payload(ns: &Netns, bind: &str, payload: Vec<u8>) -> Result<(SocketAddr, std::thread::JoinHandle<Result<SocketAddr>>)> {
+pub fn serve_payload(
+    ns: &Netns,
+    bind: &str,
+    payload: Vec<u8>,
+) -> Result<(SocketAddr, std::thread::JoinHandle<Result<SocketAddr>>)> {
     let bind = bind.to_string();
     let listener = ns.enter(move || TcpListener::bind(bind))??;
     let addr = listener.local_addr()?;
@@ -383,7 +442,11 @@ pub fn fetch(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<Vec<u8>>
 
 /// A UDP echo in `ns` answering `count` datagrams, prefixing them with the
 /// sender's address as the server saw it.
-pub fn udp_echo(ns: &Netns, bind: &str, count: usize) -> Result<(SocketAddr, std::thread::JoinHandle<Result<()>>)> {
+pub fn udp_echo(
+    ns: &Netns,
+    bind: &str,
+    count: usize,
+) -> Result<(SocketAddr, std::thread::JoinHandle<Result<()>>)> {
     let bind = bind.to_string();
     let sock = ns.enter(move || UdpSocket::bind(bind))??;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -45,7 +45,10 @@ impl VmImage {
             Some(d) => PathBuf::from(d),
             None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm-guest"),
         };
-        let image = Self { kernel: dir.join("vmlinuz"), initramfs: dir.join("initramfs.gz") };
+        let image = Self {
+            kernel: dir.join("vmlinuz"),
+            initramfs: dir.join("initramfs.gz"),
+        };
         for f in [&image.kernel, &image.initramfs] {
             ensure!(
                 f.is_file(),
@@ -156,7 +159,9 @@ impl Vm {
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string();
                         if tx.send(line).is_err() {
                             return;
                         }
@@ -164,13 +169,31 @@ impl Vm {
                 }
             }
         });
-        let vm = Self { child, stdin, lines, console, qemu_stderr, next_id: 0, tap: tap.into(), mac: mac.into() };
+        let vm = Self {
+            child,
+            stdin,
+            lines,
+            console,
+            qemu_stderr,
+            next_id: 0,
+            tap: tap.into(),
+            mac: mac.into(),
+        };
         let start = Instant::now();
         loop {
-            let line = vm.next_line(start + within).with_context(|| format!("waiting for the guest to boot (within {within:?})"))?;
+            let line = vm
+                .next_line(start + within)
+                .with_context(|| format!("waiting for the guest to boot (within {within:?})"))?;
             if let Some(rest) = line.strip_prefix("@@READY ") {
-                eprintln!("[vm {tap}] guest up after {:.1} s: {rest}", start.elapsed().as_secs_f64());
-                ensure!(rest.contains(&format!("eth0={mac}")), "the guest's eth0 is not the NIC with MAC {mac}: {rest}\n{}", vm.diagnostics());
+                eprintln!(
+                    "[vm {tap}] guest up after {:.1} s: {rest}",
+                    start.elapsed().as_secs_f64()
+                );
+                ensure!(
+                    rest.contains(&format!("eth0={mac}")),
+                    "the guest's eth0 is not the NIC with MAC {mac}: {rest}\n{}",
+                    vm.diagnostics()
+                );
                 return Ok(vm);
             }
         }
@@ -180,8 +203,13 @@ impl Vm {
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(wait) {
             Ok(l) => Ok(l),
-            Err(RecvTimeoutError::Timeout) => bail!("no answer from the guest in time\n{}", self.diagnostics()),
-            Err(RecvTimeoutError::Disconnected) => bail!("QEMU's output ended (did QEMU exit?)\n{}", self.diagnostics()),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("no answer from the guest in time\n{}", self.diagnostics())
+            }
+            Err(RecvTimeoutError::Disconnected) => bail!(
+                "QEMU's output ended (did QEMU exit?)\n{}",
+                self.diagnostics()
+            ),
         }
     }
 
@@ -214,11 +242,16 @@ impl Vm {
         let mut output = String::new();
         let mut started = false;
         loop {
-            let line = self.next_line(deadline).with_context(|| format!("guest command `{cmd}` (timeout {within:?}); output so far:\n{output}"))?;
+            let line = self.next_line(deadline).with_context(|| {
+                format!("guest command `{cmd}` (timeout {within:?}); output so far:\n{output}")
+            })?;
             if line == begin {
                 started = true;
             } else if let Some(status) = line.strip_prefix(&end) {
-                return Ok(GuestOutput { status: status.trim().parse().context("status")?, output });
+                return Ok(GuestOutput {
+                    status: status.trim().parse().context("status")?,
+                    output,
+                });
             } else if started {
                 output.push_str(&line);
                 output.push('\n');
@@ -229,32 +262,67 @@ impl Vm {
     /// [`Vm::run`], failing unless the command exits 0.
     pub fn check(&mut self, cmd: &str, within: Duration) -> Result<String> {
         let out = self.run(cmd, within)?;
-        ensure!(out.status == 0, "guest command `{cmd}` exited with {}:\n{}", out.status, out.output);
+        ensure!(
+            out.status == 0,
+            "guest command `{cmd}` exited with {}:\n{}",
+            out.status,
+            out.output
+        );
         Ok(out.output)
     }
 
     /// Runs busybox udhcpc on eth0 and returns the lease it configured.
     pub fn dhcp(&mut self) -> Result<Lease> {
-        let out = self.run("udhcpc -i eth0 -f -q -n -t 5 -T 2 -s /etc/udhcpc.script", Duration::from_secs(30))?;
-        ensure!(out.status == 0, "the guest got no DHCP lease (udhcpc exited {}):\n{}", out.status, out.output);
+        let out = self.run(
+            "udhcpc -i eth0 -f -q -n -t 5 -T 2 -s /etc/udhcpc.script",
+            Duration::from_secs(30),
+        )?;
+        ensure!(
+            out.status == 0,
+            "the guest got no DHCP lease (udhcpc exited {}):\n{}",
+            out.status,
+            out.output
+        );
         let line = out
             .output
             .lines()
             .find_map(|l| l.strip_prefix("@@LEASE "))
-            .with_context(|| format!("udhcpc succeeded but its script reported no lease:\n{}", out.output))?;
+            .with_context(|| {
+                format!(
+                    "udhcpc succeeded but its script reported no lease:\n{}",
+                    out.output
+                )
+            })?;
         let field = |k: &str| {
-            line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap_or("").to_string()
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .unwrap_or("")
+                .to_string()
         };
-        Ok(Lease { ip: field("ip"), prefix: field("mask"), router: field("router"), dns: field("dns"), server: field("server") })
+        Ok(Lease {
+            ip: field("ip"),
+            prefix: field("mask"),
+            router: field("router"),
+            dns: field("dns"),
+            server: field("server"),
+        })
     }
 
     /// The guest kernel's count of TCP segments dropped for a bad checksum
     /// (`Tcp: InCsumErrors` in /proc/net/snmp).
     pub fn tcp_checksum_errors(&mut self) -> Result<u64> {
         let snmp = self.check("grep '^Tcp:' /proc/net/snmp", Duration::from_secs(10))?;
-        let mut rows = snmp.lines().map(|l| l.split_whitespace().collect::<Vec<_>>());
-        let (names, values) = (rows.next().context("no Tcp header")?, rows.next().context("no Tcp values")?);
-        let i = names.iter().position(|n| *n == "InCsumErrors").context("no InCsumErrors in /proc/net/snmp")?;
+        let mut rows = snmp
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let (names, values) = (
+            rows.next().context("no Tcp header")?,
+            rows.next().context("no Tcp values")?,
+        );
+        let i = names
+            .iter()
+            .position(|n| *n == "InCsumErrors")
+            .context("no InCsumErrors in /proc/net/snmp")?;
         Ok(values.get(i).context("short Tcp row")?.parse()?)
     }
 
@@ -265,8 +333,15 @@ impl Vm {
             "for d in /sys/bus/virtio/devices/*; do [ \"$(cat $d/device)\" = 0x0001 ] && cat $d/features; done",
             Duration::from_secs(10),
         )?;
-        let bits = out.lines().next().context("no virtio network device in the guest's sysfs")?.trim();
-        ensure!(bits.chars().all(|c| c == '0' || c == '1') && !bits.is_empty(), "unexpected features string {bits:?}");
+        let bits = out
+            .lines()
+            .next()
+            .context("no virtio network device in the guest's sysfs")?
+            .trim();
+        ensure!(
+            bits.chars().all(|c| c == '0' || c == '1') && !bits.is_empty(),
+            "unexpected features string {bits:?}"
+        );
         Ok(VIRTIO_NET_FEATURES
             .iter()
             .filter(|(bit, _)| bits.as_bytes().get(*bit) == Some(&b'1'))
@@ -285,14 +360,24 @@ impl Drop for Vm {
 /// MD5 of `data` as lowercase hex, by the same tool the guest uses (busybox
 /// md5sum there, coreutils md5sum here).
 pub fn md5_hex(data: &[u8]) -> Result<String> {
-    let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting md5sum")?;
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting md5sum")?;
     let mut stdin = child.stdin.take().context("md5sum stdin")?;
     let input = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output()?;
-    writer.join().map_err(|_| anyhow::anyhow!("md5sum writer panicked"))??;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("md5sum writer panicked"))??;
     ensure!(out.status.success(), "md5sum failed");
-    Ok(String::from_utf8(out.stdout)?.split_whitespace().next().context("md5sum printed nothing")?.to_string())
+    Ok(String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .next()
+        .context("md5sum printed nothing")?
+        .to_string())
 }
 
 /// The first word of the guest's `md5sum FILE` output line.
@@ -336,7 +421,11 @@ impl Sink {
             }
             Ok((buf, peer))
         });
-        Ok(Self { addr, received, handle })
+        Ok(Self {
+            addr,
+            received,
+            handle,
+        })
     }
 
     /// Waits until `len` bytes arrived; fails when nothing arrives for
@@ -352,7 +441,9 @@ impl Sink {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.handle.join().map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("sink thread panicked"))?
     }
 }
 
@@ -412,22 +503,36 @@ impl Vm {
     pub fn wait_received(&mut self, file: &str, stall: Duration) -> Result<(i32, String, usize)> {
         let mut last = (usize::MAX, Instant::now());
         loop {
-            let out = self.check(&format!("cat {file}.rc 2>/dev/null; echo size $(wc -c < {file})"), Duration::from_secs(10))?;
+            let out = self.check(
+                &format!("cat {file}.rc 2>/dev/null; echo size $(wc -c < {file})"),
+                Duration::from_secs(10),
+            )?;
             let size: usize = out
                 .lines()
                 .find_map(|l| l.strip_prefix("size "))
                 .and_then(|s| s.trim().parse().ok())
                 .with_context(|| format!("no size in {out:?}"))?;
             if let Some(rc) = out.lines().next().filter(|l| !l.starts_with("size ")) {
-                let rc: i32 = rc.trim().parse().with_context(|| format!("exit status {rc:?}"))?;
-                let sum = md5_of_output(&self.check(&format!("md5sum {file}"), Duration::from_secs(20))?)?;
+                let rc: i32 = rc
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("exit status {rc:?}"))?;
+                let sum = md5_of_output(
+                    &self.check(&format!("md5sum {file}"), Duration::from_secs(20))?,
+                )?;
                 return Ok((rc, sum, size));
             }
             if size != last.0 {
                 last = (size, Instant::now());
             } else if last.1.elapsed() > stall {
-                let err = self.run(&format!("cat {file}.err; killall nc; true"), Duration::from_secs(5))?;
-                bail!("transfer into the guest stalled at {size} bytes (nothing more for {stall:?}) {}", err.output.trim());
+                let err = self.run(
+                    &format!("cat {file}.err; killall nc; true"),
+                    Duration::from_secs(5),
+                )?;
+                bail!(
+                    "transfer into the guest stalled at {size} bytes (nothing more for {stall:?}) {}",
+                    err.output.trim()
+                );
             }
             std::thread::sleep(Duration::from_millis(300));
         }

@@ -793,7 +793,11 @@ fn guest_ethernet_header_only_is_passed_or_dropped_never_rewritten() {
         arp_only[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         let before = w.counters();
         let run = w.run_guest(g.port_ifindex, &arp_only);
-        assert_eq!(run.verdict, TC_ACT_SHOT, "bare Ethernet header typed ARP: verdict {}", run.verdict);
+        assert_eq!(
+            run.verdict, TC_ACT_SHOT,
+            "bare Ethernet header typed ARP: verdict {}",
+            run.verdict
+        );
         assert_counters_moved(
             &before,
             &w.counters(),

@@ -8,7 +8,7 @@
 //! Needs root (network namespaces, BPF).
 
 use vxdp_tests::{
-    fuzz::{Prog, fuzz, frames_from_env, seed_from_env},
+    fuzz::{Prog, frames_from_env, fuzz, seed_from_env},
     progtest::with_nat_world,
 };
 
@@ -16,13 +16,23 @@ use vxdp_tests::{
 fn every_program_survives_random_and_mutated_frames() {
     let frames = frames_from_env(20_000);
     let seed = seed_from_env();
-    println!("fuzz: seed {seed:#x} (replay with VXDP_FUZZ_SEED={seed:#x} VXDP_FUZZ_FRAMES={frames}), {frames} frames per program");
+    println!(
+        "fuzz: seed {seed:#x} (replay with VXDP_FUZZ_SEED={seed:#x} VXDP_FUZZ_FRAMES={frames}), {frames} frames per program"
+    );
     with_nat_world(|w| {
         let report = fuzz(w, seed, frames);
         println!("{}", report.summary());
         for p in Prog::ALL {
-            let st = report.per_prog.get(&p).unwrap_or_else(|| panic!("{} was never run", p.name()));
-            assert!(st.frames >= frames, "{} ran {} frames, fewer than {frames}", p.name(), st.frames);
+            let st = report
+                .per_prog
+                .get(&p)
+                .unwrap_or_else(|| panic!("{} was never run", p.name()));
+            assert!(
+                st.frames >= frames,
+                "{} ran {} frames, fewer than {frames}",
+                p.name(),
+                st.frames
+            );
             assert!(
                 st.frames - st.refused_by_kernel > frames / 2,
                 "{}: the kernel refused most frames ({} of {}): the fuzzer tests nothing",

@@ -12,8 +12,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use vxdp_common::{Action, DropReason, Endpoint, endpoint_flags, mode, network_flags};
 use vxdp_tests::packet6::Packet6;
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, bootp, with_nat_world,
+    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, bootp, with_nat_world,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -31,17 +31,34 @@ fn dropped(r: DropReason) -> (u32, Slot, u64) {
 }
 
 #[track_caller]
-fn guest_verdict(w: &World, g: &Guest, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) {
+fn guest_verdict(
+    w: &World,
+    g: &Guest,
+    frame: &[u8],
+    verdict: u32,
+    moved: &[(u32, Slot, u64)],
+    what: &str,
+) {
     let before = w.counters();
     let run = w.run_guest(g.port_ifindex, frame);
-    assert_eq!(run.verdict, verdict, "{what}: TC verdict {} instead of {verdict}", run.verdict);
+    assert_eq!(
+        run.verdict, verdict,
+        "{what}: TC verdict {} instead of {verdict}",
+        run.verdict
+    );
     assert_counters_moved(&before, &w.counters(), moved, what);
 }
 
 fn set_flags(w: &mut World, g: &Guest, flags: u32, ipv6: Option<Ipv6Addr>) {
     let ep = Endpoint {
         network_id: NET_ID,
-        flags: endpoint_flags::MAC_KNOWN | flags | if ipv6.is_some() { endpoint_flags::IPV6_KNOWN } else { 0 },
+        flags: endpoint_flags::MAC_KNOWN
+            | flags
+            | if ipv6.is_some() {
+                endpoint_flags::IPV6_KNOWN
+            } else {
+                0
+            },
         mac: g.mac,
         _pad0: [0; 2],
         ipv4: 0,
@@ -90,21 +107,56 @@ fn icmp6(icmp_type: u8, body: &[u8]) -> Vec<u8> {
 fn tagged_frames_and_unchecked_ethertypes_never_leave_the_port() {
     with_nat_world(|w| {
         let g = w.guests[0];
-        let syn = Packet::tcp(sock(g.addr, 40000), sock(OUTSIDE, 80), TCP_SYN).macs(g.mac, BRIDGE_MAC).build();
+        let syn = Packet::tcp(sock(g.addr, 40000), sock(OUTSIDE, 80), TCP_SYN)
+            .macs(g.mac, BRIDGE_MAC)
+            .build();
         for (tpid, what) in [(0x8100u16, "802.1Q"), (0x88a8, "802.1ad (QinQ outer)")] {
-            guest_verdict(w, &g, &tagged(&syn, tpid, 42), TC_ACT_SHOT, &[dropped(DropReason::VlanTagged)], &format!("{what}-tagged SYN to the outside"));
+            guest_verdict(
+                w,
+                &g,
+                &tagged(&syn, tpid, 42),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::VlanTagged)],
+                &format!("{what}-tagged SYN to the outside"),
+            );
         }
         // A double tag: the outer one would be in the socket buffer on a
         // real port; here both are in the frame.
         let double = tagged(&tagged(&syn, 0x8100, 7), 0x88a8, 42);
-        guest_verdict(w, &g, &double, TC_ACT_SHOT, &[dropped(DropReason::VlanTagged)], "double-tagged SYN");
-        for (ethertype, what) in [(0x8035u16, "RARP"), (0x8863, "PPPoE discovery"), (0x88cc, "LLDP"), (0x0100, "802.3 length field (LLC)")] {
+        guest_verdict(
+            w,
+            &g,
+            &double,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::VlanTagged)],
+            "double-tagged SYN",
+        );
+        for (ethertype, what) in [
+            (0x8035u16, "RARP"),
+            (0x8863, "PPPoE discovery"),
+            (0x88cc, "LLDP"),
+            (0x0100, "802.3 length field (LLC)"),
+        ] {
             let mut f = syn.clone();
             f[12..14].copy_from_slice(&ethertype.to_be_bytes());
-            guest_verdict(w, &g, &f, TC_ACT_SHOT, &[dropped(DropReason::UncheckedEtherType)], what);
+            guest_verdict(
+                w,
+                &g,
+                &f,
+                TC_ACT_SHOT,
+                &[dropped(DropReason::UncheckedEtherType)],
+                what,
+            );
         }
         // The untagged SYN still goes out.
-        guest_verdict(w, &g, &syn, TC_ACT_REDIRECT, &[once(Action::SnatForwarded), once(Action::ConntrackCreated)], "untagged SYN");
+        guest_verdict(
+            w,
+            &g,
+            &syn,
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded), once(Action::ConntrackCreated)],
+            "untagged SYN",
+        );
     });
 }
 
@@ -113,27 +165,95 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
     with_nat_world(|w| {
         let g = w.guests[0];
         // DHCPv4 offer from the guest (67 -> 68, broadcast).
-        let offer = Packet::udp(sock(g.addr, 67), sock(Ipv4Addr::BROADCAST, 68)).macs(g.mac, BROADCAST).payload(&bootp(2, [0x52, 0x54, 0, 0, 0, 0x0b])).build();
-        guest_verdict(w, &g, &offer, TC_ACT_SHOT, &[dropped(DropReason::RogueService)], "DHCPv4 offer from a guest");
+        let offer = Packet::udp(sock(g.addr, 67), sock(Ipv4Addr::BROADCAST, 68))
+            .macs(g.mac, BROADCAST)
+            .payload(&bootp(2, [0x52, 0x54, 0, 0, 0, 0x0b]))
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &offer,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RogueService)],
+            "DHCPv4 offer from a guest",
+        );
         // Router advertisement, redirect, DHCPv6 advertise.
-        let ra = Packet6::raw(LINK_LOCAL, ALL_NODES, 58, &icmp6(134, &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0])).macs(g.mac, [0x33, 0x33, 0, 0, 0, 1]).hop_limit(255).build();
-        guest_verdict(w, &g, &ra, TC_ACT_SHOT, &[dropped(DropReason::RogueService)], "router advertisement from a guest");
-        let redirect = Packet6::raw(LINK_LOCAL, OTHER6, 58, &icmp6(137, &[0; 36])).macs(g.mac, BRIDGE_MAC).hop_limit(255).build();
-        guest_verdict(w, &g, &redirect, TC_ACT_SHOT, &[dropped(DropReason::RogueService)], "ICMPv6 redirect from a guest");
-        let advertise = Packet6::udp(SocketAddrV6::new(LINK_LOCAL, 547, 0, 0), SocketAddrV6::new(ALL_NODES, 546, 0, 0)).macs(g.mac, [0x33, 0x33, 0, 0, 0, 1]).build();
-        guest_verdict(w, &g, &advertise, TC_ACT_SHOT, &[dropped(DropReason::RogueService)], "DHCPv6 advertise from a guest");
+        let ra = Packet6::raw(
+            LINK_LOCAL,
+            ALL_NODES,
+            58,
+            &icmp6(134, &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]),
+        )
+        .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
+        .hop_limit(255)
+        .build();
+        guest_verdict(
+            w,
+            &g,
+            &ra,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RogueService)],
+            "router advertisement from a guest",
+        );
+        let redirect = Packet6::raw(LINK_LOCAL, OTHER6, 58, &icmp6(137, &[0; 36]))
+            .macs(g.mac, BRIDGE_MAC)
+            .hop_limit(255)
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &redirect,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RogueService)],
+            "ICMPv6 redirect from a guest",
+        );
+        let advertise = Packet6::udp(
+            SocketAddrV6::new(LINK_LOCAL, 547, 0, 0),
+            SocketAddrV6::new(ALL_NODES, 546, 0, 0),
+        )
+        .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
+        .build();
+        guest_verdict(
+            w,
+            &g,
+            &advertise,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RogueService)],
+            "DHCPv6 advertise from a guest",
+        );
         // An RA behind a hop-by-hop and a destination-options header is
         // still seen.
         let mut hidden = vec![60, 0, 1, 4, 0, 0, 0, 0];
         hidden.extend_from_slice(&[58, 0, 1, 4, 0, 0, 0, 0]);
         hidden.extend_from_slice(&icmp6(134, &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]));
-        let ra_ext = Packet6::raw(LINK_LOCAL, ALL_NODES, 0, &hidden).macs(g.mac, [0x33, 0x33, 0, 0, 0, 1]).hop_limit(255).build();
-        guest_verdict(w, &g, &ra_ext, TC_ACT_SHOT, &[dropped(DropReason::RogueService)], "router advertisement behind extension headers");
+        let ra_ext = Packet6::raw(LINK_LOCAL, ALL_NODES, 0, &hidden)
+            .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
+            .hop_limit(255)
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &ra_ext,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RogueService)],
+            "router advertisement behind extension headers",
+        );
 
         // A port allowed to serve sends all of them.
         set_flags(w, &g, endpoint_flags::SERVICES_ALLOWED, None);
-        for (f, what) in [(&offer, "DHCPv4 offer"), (&ra, "router advertisement"), (&advertise, "DHCPv6 advertise")] {
-            guest_verdict(w, &g, f, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{what} from a port allowed to serve"));
+        for (f, what) in [
+            (&offer, "DHCPv4 offer"),
+            (&ra, "router advertisement"),
+            (&advertise, "DHCPv6 advertise"),
+        ] {
+            guest_verdict(
+                w,
+                &g,
+                f,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{what} from a port allowed to serve"),
+            );
         }
     });
 }
@@ -143,12 +263,44 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let other = w.guests[1].mac;
-        let discover = |chaddr| Packet::udp(sock(Ipv4Addr::UNSPECIFIED, 68), sock(Ipv4Addr::BROADCAST, 67)).macs(g.mac, BROADCAST).payload(&bootp(1, chaddr)).build();
-        guest_verdict(w, &g, &discover(g.mac), TC_ACT_OK, &[once(Action::GuestPassed)], "DHCP discover for its own MAC");
-        guest_verdict(w, &g, &discover(other), TC_ACT_SHOT, &[dropped(DropReason::DhcpChaddrSpoofed)], "DHCP release/request for another guest's MAC");
+        let discover = |chaddr| {
+            Packet::udp(
+                sock(Ipv4Addr::UNSPECIFIED, 68),
+                sock(Ipv4Addr::BROADCAST, 67),
+            )
+            .macs(g.mac, BROADCAST)
+            .payload(&bootp(1, chaddr))
+            .build()
+        };
+        guest_verdict(
+            w,
+            &g,
+            &discover(g.mac),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "DHCP discover for its own MAC",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &discover(other),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::DhcpChaddrSpoofed)],
+            "DHCP release/request for another guest's MAC",
+        );
         // Unicast to the server (renewal, release) is checked the same way.
-        let release = Packet::udp(sock(g.addr, 68), sock(GATEWAY, 67)).macs(g.mac, BRIDGE_MAC).payload(&bootp(1, other)).build();
-        guest_verdict(w, &g, &release, TC_ACT_SHOT, &[dropped(DropReason::DhcpChaddrSpoofed)], "unicast DHCP release for another MAC");
+        let release = Packet::udp(sock(g.addr, 68), sock(GATEWAY, 67))
+            .macs(g.mac, BRIDGE_MAC)
+            .payload(&bootp(1, other))
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &release,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::DhcpChaddrSpoofed)],
+            "unicast DHCP release for another MAC",
+        );
         // A fragmented client message could hide its chaddr in a later
         // fragment: refused.
         let mut frag = discover(g.mac);
@@ -159,7 +311,14 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
             vxdp_tests::progtest::checksum(&frag[14..34])
         };
         frag[24..26].copy_from_slice(&ip_csum.to_be_bytes());
-        guest_verdict(w, &g, &frag, TC_ACT_SHOT, &[dropped(DropReason::DhcpChaddrSpoofed)], "first fragment of a DHCP message");
+        guest_verdict(
+            w,
+            &g,
+            &frag,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::DhcpChaddrSpoofed)],
+            "first fragment of a DHCP message",
+        );
     });
 }
 
@@ -168,21 +327,68 @@ fn no_guest_claims_the_gateway_or_another_guests_ipv6() {
     with_nat_world(|w| {
         let g = w.guests[0];
         // A port plugged with only a MAC (no address known yet).
-        guest_verdict(w, &g, &arp(g.mac, g.mac, GATEWAY), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], "gratuitous ARP for the gateway's address");
-        guest_verdict(w, &g, &arp(g.mac, g.mac, g.addr), TC_ACT_OK, &[once(Action::GuestPassed)], "gratuitous ARP for its own address");
-        let from_gw = Packet::tcp(sock(GATEWAY, 40000), sock(OUTSIDE, 80), TCP_SYN).macs(g.mac, BRIDGE_MAC).build();
-        guest_verdict(w, &g, &from_gw, TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], "IPv4 from the gateway's address");
+        guest_verdict(
+            w,
+            &g,
+            &arp(g.mac, g.mac, GATEWAY),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::SpoofedSource)],
+            "gratuitous ARP for the gateway's address",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &arp(g.mac, g.mac, g.addr),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "gratuitous ARP for its own address",
+        );
+        let from_gw = Packet::tcp(sock(GATEWAY, 40000), sock(OUTSIDE, 80), TCP_SYN)
+            .macs(g.mac, BRIDGE_MAC)
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &from_gw,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::SpoofedSource)],
+            "IPv4 from the gateway's address",
+        );
 
         // Neighbour advertisement for another guest's global address.
         set_flags(w, &g, 0, Some(GUEST6));
         let na = |target: Ipv6Addr| {
             let mut body = vec![0x20, 0, 0, 0];
             body.extend_from_slice(&target.octets());
-            Packet6::raw(LINK_LOCAL, ALL_NODES, 58, &icmp6(136, &body)).macs(g.mac, [0x33, 0x33, 0, 0, 0, 1]).hop_limit(255).build()
+            Packet6::raw(LINK_LOCAL, ALL_NODES, 58, &icmp6(136, &body))
+                .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
+                .hop_limit(255)
+                .build()
         };
-        guest_verdict(w, &g, &na(OTHER6), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], "NA for another guest's address");
-        guest_verdict(w, &g, &na(GUEST6), TC_ACT_OK, &[once(Action::GuestPassed)], "NA for its own address");
-        guest_verdict(w, &g, &na(LINK_LOCAL), TC_ACT_OK, &[once(Action::GuestPassed)], "NA for its link-local address");
+        guest_verdict(
+            w,
+            &g,
+            &na(OTHER6),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::SpoofedSource)],
+            "NA for another guest's address",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &na(GUEST6),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "NA for its own address",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &na(LINK_LOCAL),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "NA for its link-local address",
+        );
     });
 }
 
@@ -191,10 +397,24 @@ fn a_guest_cannot_ride_another_ports_nat_flow() {
     with_nat_world(|w| {
         let (a, b) = (w.guests[0], w.guests[1]);
         let syn = Packet::tcp(sock(a.addr, 40000), sock(OUTSIDE, 80), TCP_SYN);
-        guest_verdict(w, &a, &syn.clone().macs(a.mac, BRIDGE_MAC).build(), TC_ACT_REDIRECT, &[once(Action::SnatForwarded), once(Action::ConntrackCreated)], "guest A opens a flow");
+        guest_verdict(
+            w,
+            &a,
+            &syn.clone().macs(a.mac, BRIDGE_MAC).build(),
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded), once(Action::ConntrackCreated)],
+            "guest A opens a flow",
+        );
         // Guest B (no address known, so its IPv4 source is not enforced)
         // sends A's 5-tuple from its own MAC.
-        guest_verdict(w, &b, &syn.macs(b.mac, BRIDGE_MAC).build(), TC_ACT_SHOT, &[dropped(DropReason::FlowOfAnotherPort)], "guest B sends A's 5-tuple");
+        guest_verdict(
+            w,
+            &b,
+            &syn.macs(b.mac, BRIDGE_MAC).build(),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::FlowOfAnotherPort)],
+            "guest B sends A's 5-tuple",
+        );
     });
 }
 
@@ -203,23 +423,66 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
     with_nat_world(|w| {
         let g = w.guests[0];
         for (flags, reason, what) in [
-            (network_flags::HOST_ADDRESS, DropReason::IsolatedNetwork, "isolated"),
+            (
+                network_flags::HOST_ADDRESS,
+                DropReason::IsolatedNetwork,
+                "isolated",
+            ),
             (0, DropReason::HostNotReachable, "very isolated"),
         ] {
             w.set_mode(mode::ISOLATED, flags);
             // UDP to the host's uplink address inside a broadcast frame.
-            let sneaky = Packet::udp(sock(g.addr, 5000), sock(UPLINK_ADDR, 7)).macs(g.mac, BROADCAST).build();
-            guest_verdict(w, &g, &sneaky, TC_ACT_SHOT, &[dropped(reason)], &format!("{what}: unicast to the uplink address in a broadcast frame"));
-            let sneaky6 = Packet6::udp(SocketAddrV6::new(GUEST6, 5000, 0, 0), SocketAddrV6::new("2001:db8:1::2".parse().unwrap(), 7, 0, 0)).macs(g.mac, BROADCAST).build();
-            guest_verdict(w, &g, &sneaky6, TC_ACT_SHOT, &[dropped(reason)], &format!("{what}: IPv6 unicast to the uplink address in a broadcast frame"));
+            let sneaky = Packet::udp(sock(g.addr, 5000), sock(UPLINK_ADDR, 7))
+                .macs(g.mac, BROADCAST)
+                .build();
+            guest_verdict(
+                w,
+                &g,
+                &sneaky,
+                TC_ACT_SHOT,
+                &[dropped(reason)],
+                &format!("{what}: unicast to the uplink address in a broadcast frame"),
+            );
+            let sneaky6 = Packet6::udp(
+                SocketAddrV6::new(GUEST6, 5000, 0, 0),
+                SocketAddrV6::new("2001:db8:1::2".parse().unwrap(), 7, 0, 0),
+            )
+            .macs(g.mac, BROADCAST)
+            .build();
+            guest_verdict(
+                w,
+                &g,
+                &sneaky6,
+                TC_ACT_SHOT,
+                &[dropped(reason)],
+                &format!("{what}: IPv6 unicast to the uplink address in a broadcast frame"),
+            );
             // Real broadcasts stay allowed.
-            let bcast = Packet::udp(sock(g.addr, 5000), sock(Ipv4Addr::BROADCAST, 7)).macs(g.mac, BROADCAST).build();
-            guest_verdict(w, &g, &bcast, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{what}: a broadcast"));
+            let bcast = Packet::udp(sock(g.addr, 5000), sock(Ipv4Addr::BROADCAST, 7))
+                .macs(g.mac, BROADCAST)
+                .build();
+            guest_verdict(
+                w,
+                &g,
+                &bcast,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{what}: a broadcast"),
+            );
         }
         // The subnet's own addresses in a broadcast frame stay in the
         // network when the host is on it.
         w.set_mode(mode::ISOLATED, network_flags::HOST_ADDRESS);
-        let in_subnet = Packet::udp(sock(g.addr, 5000), sock(w.guests[1].addr, 7)).macs(g.mac, BROADCAST).build();
-        guest_verdict(w, &g, &in_subnet, TC_ACT_OK, &[once(Action::GuestPassed)], "isolated: another guest's address in a broadcast frame");
+        let in_subnet = Packet::udp(sock(g.addr, 5000), sock(w.guests[1].addr, 7))
+            .macs(g.mac, BROADCAST)
+            .build();
+        guest_verdict(
+            w,
+            &g,
+            &in_subnet,
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "isolated: another guest's address in a broadcast frame",
+        );
     });
 }

@@ -36,7 +36,10 @@ fn a_guest_cannot_take_over_a_host_socket_s_port() -> Result<()> {
         Ok(s)
     })??;
     let first = ask(&host, b"host 1")?;
-    ensure!(first.ends_with("host 1"), "the host's first question got {first:?}");
+    ensure!(
+        first.ends_with("host 1"),
+        "the host's first question got {first:?}"
+    );
 
     // The guest sends from the same port to the same server.
     let guest = topo.guests[0].ns.enter(move || -> Result<UdpSocket> {
@@ -53,11 +56,21 @@ fn a_guest_cannot_take_over_a_host_socket_s_port() -> Result<()> {
     );
 
     // The host still gets its own answers, and the guest its own.
-    let second = ask(&host, b"host 2").context("the host's second question got no answer (delivered to the guest?)")?;
-    ensure!(second.ends_with("host 2"), "the host's second question got {second:?}");
+    let second = ask(&host, b"host 2")
+        .context("the host's second question got no answer (delivered to the guest?)")?;
+    ensure!(
+        second.ends_with("host 2"),
+        "the host's second question got {second:?}"
+    );
     let again = ask(&guest, b"guest 2")?;
-    ensure!(again.ends_with("guest 2"), "the guest's second question got {again:?}");
-    echo.join().map_err(|_| anyhow::anyhow!("echo server panicked"))??;
-    println!("host socket {UPLINK_ADDR}:{PORT} kept its answers; the guest's flow was seen as {seen_as}");
+    ensure!(
+        again.ends_with("guest 2"),
+        "the guest's second question got {again:?}"
+    );
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("echo server panicked"))??;
+    println!(
+        "host socket {UPLINK_ADDR}:{PORT} kept its answers; the guest's flow was seen as {seen_as}"
+    );
     topo.stop()
 }

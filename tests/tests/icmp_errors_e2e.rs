@@ -34,7 +34,10 @@ fn udp_to_a_closed_port_outside_gives_the_guest_econnrefused() -> Result<()> {
         "the guest's connected UDP socket got {result:?} instead of ECONNREFUSED: the ICMP port unreachable did not reach it translated"
     );
     let (after, _) = topo.counter("default", "icmp_error_translated")?;
-    ensure!(after > before, "icmp_error_translated did not move ({before} -> {after}): the error took another path");
+    ensure!(
+        after > before,
+        "icmp_error_translated did not move ({before} -> {after}): the error took another path"
+    );
     Ok(())
 }
 
@@ -45,8 +48,12 @@ fn frag_needed_from_a_router_teaches_the_guest_the_path_mtu() -> Result<()> {
     // Beyond the outside namespace, acting as a router, a host on a link
     // with MTU 1280.
     let far = Netns::new(format!("{}-far", topo.prefix))?;
-    topo.wan.ip(&["link", "add", "far0", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "mtu", "1280", "netns", &far.name])?;
-    topo.wan.ip(&["addr", "add", "192.0.2.1/24", "dev", "far0"])?;
+    topo.wan.ip(&[
+        "link", "add", "far0", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "mtu",
+        "1280", "netns", &far.name,
+    ])?;
+    topo.wan
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "far0"])?;
     topo.wan.ip(&["link", "set", "far0", "up"])?;
     topo.wan.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     far.ip(&["addr", "add", &format!("{FAR}/24"), "dev", "eth0"])?;
@@ -59,7 +66,10 @@ fn frag_needed_from_a_router_teaches_the_guest_the_path_mtu() -> Result<()> {
     let (before, _) = topo.counter("default", "icmp_error_translated")?;
 
     // 1400 bytes with DF: fits every link up to the router, not the last.
-    let out = guest.exec_status("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1372", FAR])?;
+    let out = guest.exec_status(
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1372", FAR],
+    )?;
     ensure!(
         !out.status.success(),
         "a 1400-byte DF ping crossed a 1280-byte link: the test topology is wrong\n{}",
@@ -71,14 +81,27 @@ fn frag_needed_from_a_router_teaches_the_guest_the_path_mtu() -> Result<()> {
         .skip_while(|w| *w != "mtu")
         .nth(1)
         .with_context(|| format!("the guest learned no path MTU for {FAR} from the router's frag needed (route: {route:?})"))?;
-    ensure!(mtu == "1280", "the guest learned path MTU {mtu} for {FAR}, the router said 1280 (route: {route:?})");
+    ensure!(
+        mtu == "1280",
+        "the guest learned path MTU {mtu} for {FAR}, the router said 1280 (route: {route:?})"
+    );
     let (after, _) = topo.counter("default", "icmp_error_translated")?;
-    ensure!(after > before, "icmp_error_translated did not move ({before} -> {after})");
+    ensure!(
+        after > before,
+        "icmp_error_translated did not move ({before} -> {after})"
+    );
 
     // With the learned MTU the guest's kernel now sizes its packets to fit:
     // a 1280-byte DF ping gets through.
-    let out = guest.exec_status("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1252", FAR])?;
-    ensure!(out.status.success(), "a 1280-byte DF ping did not get through: {}", String::from_utf8_lossy(&out.stdout));
+    let out = guest.exec_status(
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1252", FAR],
+    )?;
+    ensure!(
+        out.status.success(),
+        "a 1280-byte DF ping did not get through: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Ok(())
 }
 
@@ -106,6 +129,9 @@ fn nat66_udp_to_a_closed_port_outside_gives_the_guest_econnrefused() -> Result<(
         "the guest's connected UDP socket (NAT66) got {result:?} instead of ECONNREFUSED: the ICMPv6 port unreachable did not reach it translated"
     );
     let (after, _) = topo.counter("default", "icmp_error_translated")?;
-    ensure!(after > before, "icmp_error_translated did not move ({before} -> {after})");
+    ensure!(
+        after > before,
+        "icmp_error_translated did not move ({before} -> {after})"
+    );
     Ok(())
 }

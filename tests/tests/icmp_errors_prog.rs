@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use vxdp_common::{Action, ConntrackEntry, ConntrackKey, ct_state};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Frame, Guest, NEXT_HOP, NEXT_HOP_MAC, NET_ID, OUTSIDE, PROTO_ICMP, Packet, Slot,
+    BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, PROTO_ICMP, Packet, Slot,
     TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
     assert_counters_moved, checksum, fmt_mac, with_nat_world,
 };
@@ -104,7 +104,11 @@ fn send(w: &World, g: &Guest, out: &Packet, what: &str) -> Vec<u8> {
         "{what}: the guest's packet was not NATed to the uplink (TC verdict {})",
         run.verdict
     );
-    assert_eq!(Frame(&run.data).src(), UPLINK_ADDR, "{what}: the guest's packet was not masqueraded");
+    assert_eq!(
+        Frame(&run.data).src(),
+        UPLINK_ADDR,
+        "{what}: the guest's packet was not masqueraded"
+    );
     run.data
 }
 
@@ -114,7 +118,14 @@ fn send(w: &World, g: &Guest, out: &Packet, what: &str) -> Vec<u8> {
 /// the checksums, and every checksum as a receiver recomputes it. Also that
 /// exactly `icmp_error_translated` counted it and conntrack did not change.
 #[track_caller]
-fn assert_translated(w: &World, g: &Guest, sent: &Packet, error: &[u8], quote_len: usize, what: &str) {
+fn assert_translated(
+    w: &World,
+    g: &Guest,
+    sent: &Packet,
+    error: &[u8],
+    quote_len: usize,
+    what: &str,
+) {
     let ct_before = conntrack(w);
     let before = w.counters();
     let run = w.run_uplink(error);
@@ -123,15 +134,48 @@ fn assert_translated(w: &World, g: &Guest, sent: &Packet, error: &[u8], quote_le
         "{what}: the ICMP error was not redirected to the guest's port (XDP verdict {}, want XDP_REDIRECT): the guest never learns of the error",
         run.verdict
     );
-    assert_eq!(run.data.len(), error.len(), "{what}: the translated error changed length");
+    assert_eq!(
+        run.data.len(),
+        error.len(),
+        "{what}: the translated error changed length"
+    );
     let out = Frame(&run.data);
     let orig = Frame(error);
-    assert_eq!(out.eth_dst(), g.mac, "{what}: destination MAC {} is not the guest's {}", fmt_mac(&out.eth_dst()), fmt_mac(&g.mac));
-    assert_eq!(out.eth_src(), BRIDGE_MAC, "{what}: source MAC {} is not the bridge's", fmt_mac(&out.eth_src()));
-    assert_eq!(out.dst(), g.addr, "{what}: outer destination {} is not the guest's {}", out.dst(), g.addr);
-    assert_eq!(out.src(), orig.src(), "{what}: the error's source (the router) changed");
-    assert_eq!(out.ttl(), orig.ttl() - 1, "{what}: outer TTL not decremented by one when forwarding");
-    assert_eq!(run.data[34..36], error[34..36], "{what}: ICMP type or code changed");
+    assert_eq!(
+        out.eth_dst(),
+        g.mac,
+        "{what}: destination MAC {} is not the guest's {}",
+        fmt_mac(&out.eth_dst()),
+        fmt_mac(&g.mac)
+    );
+    assert_eq!(
+        out.eth_src(),
+        BRIDGE_MAC,
+        "{what}: source MAC {} is not the bridge's",
+        fmt_mac(&out.eth_src())
+    );
+    assert_eq!(
+        out.dst(),
+        g.addr,
+        "{what}: outer destination {} is not the guest's {}",
+        out.dst(),
+        g.addr
+    );
+    assert_eq!(
+        out.src(),
+        orig.src(),
+        "{what}: the error's source (the router) changed"
+    );
+    assert_eq!(
+        out.ttl(),
+        orig.ttl() - 1,
+        "{what}: outer TTL not decremented by one when forwarding"
+    );
+    assert_eq!(
+        run.data[34..36],
+        error[34..36],
+        "{what}: ICMP type or code changed"
+    );
     assert_eq!(
         run.data[38..QUOTE_OFF],
         error[38..QUOTE_OFF],
@@ -144,8 +188,15 @@ fn assert_translated(w: &World, g: &Guest, sent: &Packet, error: &[u8], quote_le
     // The quote: what the guest sent, as the guest's kernel will match it
     // against its socket (its own address and port, TTL as forwarded).
     let quote = &run.data[QUOTE_OFF..];
-    assert_eq!(quote.len(), quote_len, "{what}: test built a different quote length");
-    let expected = ip_part(&from_guest(g, sent.clone()).ttl(sent.ttl - 1).build(), quote_len);
+    assert_eq!(
+        quote.len(),
+        quote_len,
+        "{what}: test built a different quote length"
+    );
+    let expected = ip_part(
+        &from_guest(g, sent.clone()).ttl(sent.ttl - 1).build(),
+        quote_len,
+    );
     let proto = quote[9];
     let l4_csum = quoted_l4_csum_off(proto);
     let mask = |b: &[u8]| {
@@ -204,7 +255,11 @@ fn assert_translated(w: &World, g: &Guest, sent: &Packet, error: &[u8], quote_le
         "{what}: an ICMP error changed the flow's conntrack entries (it is not a reply: it must neither establish nor refresh the flow)"
     );
     for (k, e) in &ct_after {
-        assert_eq!(e.state, ct_state::NEW, "{what}: entry {k:?} left NEW after only an ICMP error");
+        assert_eq!(
+            e.state,
+            ct_state::NEW,
+            "{what}: entry {k:?} left NEW after only an ICMP error"
+        );
     }
 }
 
@@ -212,17 +267,44 @@ fn assert_translated(w: &World, g: &Guest, sent: &Packet, error: &[u8], quote_le
 fn frag_needed_for_a_tcp_flow_reaches_the_guest_translated() {
     with_nat_world(|w| {
         let g = w.guests[0];
-        let syn = Packet::tcp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 80), TCP_SYN).payload(&[0x5a; 101]);
+        let syn =
+            Packet::tcp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 80), TCP_SYN).payload(&[0x5a; 101]);
         let natted = send(w, &g, &from_guest(&g, syn.clone()), "TCP SYN");
         // A router on the path: fragmentation needed, next-hop MTU 1280,
         // quoting the whole packet (as Linux does up to 576 bytes).
         let len = natted.len() - 14;
-        let err = icmp_error(NEXT_HOP, DEST_UNREACHABLE, FRAG_NEEDED, [0, 0, 0x05, 0x00], &ip_part(&natted, len));
-        assert_translated(w, &g, &syn, &err, len, "frag needed for TCP, whole packet quoted");
+        let err = icmp_error(
+            NEXT_HOP,
+            DEST_UNREACHABLE,
+            FRAG_NEEDED,
+            [0, 0, 0x05, 0x00],
+            &ip_part(&natted, len),
+        );
+        assert_translated(
+            w,
+            &g,
+            &syn,
+            &err,
+            len,
+            "frag needed for TCP, whole packet quoted",
+        );
         // RFC 792's minimum quote: header + 8 bytes; TCP's checksum is not
         // in it and must be left alone.
-        let err = icmp_error(NEXT_HOP, DEST_UNREACHABLE, FRAG_NEEDED, [0, 0, 0x05, 0x00], &ip_part(&natted, 28));
-        assert_translated(w, &g, &syn, &err, 28, "frag needed for TCP, 8 bytes of TCP quoted");
+        let err = icmp_error(
+            NEXT_HOP,
+            DEST_UNREACHABLE,
+            FRAG_NEEDED,
+            [0, 0, 0x05, 0x00],
+            &ip_part(&natted, 28),
+        );
+        assert_translated(
+            w,
+            &g,
+            &syn,
+            &err,
+            28,
+            "frag needed for TCP, 8 bytes of TCP quoted",
+        );
     });
 }
 
@@ -233,11 +315,37 @@ fn port_unreachable_for_a_udp_flow_reaches_the_guest_translated() {
         let dgram = Packet::udp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 9));
         let natted = send(w, &g, &from_guest(&g, dgram.clone()), "UDP");
         let len = natted.len() - 14;
-        let err = icmp_error(OUTSIDE, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], &ip_part(&natted, len));
-        assert_translated(w, &g, &dgram, &err, len, "port unreachable for UDP, whole datagram quoted");
+        let err = icmp_error(
+            OUTSIDE,
+            DEST_UNREACHABLE,
+            PORT_UNREACHABLE,
+            [0; 4],
+            &ip_part(&natted, len),
+        );
+        assert_translated(
+            w,
+            &g,
+            &dgram,
+            &err,
+            len,
+            "port unreachable for UDP, whole datagram quoted",
+        );
         // Minimum quote: UDP's checksum is in the 8 bytes.
-        let err = icmp_error(OUTSIDE, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], &ip_part(&natted, 28));
-        assert_translated(w, &g, &dgram, &err, 28, "port unreachable for UDP, 8 bytes quoted");
+        let err = icmp_error(
+            OUTSIDE,
+            DEST_UNREACHABLE,
+            PORT_UNREACHABLE,
+            [0; 4],
+            &ip_part(&natted, 28),
+        );
+        assert_translated(
+            w,
+            &g,
+            &dgram,
+            &err,
+            28,
+            "port unreachable for UDP, 8 bytes quoted",
+        );
     });
 }
 
@@ -246,12 +354,30 @@ fn port_unreachable_for_udp_without_checksum_keeps_it_zero() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let dgram = Packet::udp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 9)).udp_no_checksum();
-        let natted = send(w, &g, &from_guest(&g, dgram.clone()), "UDP without checksum");
+        let natted = send(
+            w,
+            &g,
+            &from_guest(&g, dgram.clone()),
+            "UDP without checksum",
+        );
         let len = natted.len() - 14;
-        let err = icmp_error(OUTSIDE, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], &ip_part(&natted, len));
+        let err = icmp_error(
+            OUTSIDE,
+            DEST_UNREACHABLE,
+            PORT_UNREACHABLE,
+            [0; 4],
+            &ip_part(&natted, len),
+        );
         let run = w.run_uplink(&err);
-        assert_eq!(run.verdict, XDP_REDIRECT, "port unreachable about a checksum-less UDP flow not delivered");
-        assert_eq!(u16_at(&run.data, QUOTE_OFF + 26), 0, "the quoted UDP checksum 0 (\"none\") was changed");
+        assert_eq!(
+            run.verdict, XDP_REDIRECT,
+            "port unreachable about a checksum-less UDP flow not delivered"
+        );
+        assert_eq!(
+            u16_at(&run.data, QUOTE_OFF + 26),
+            0,
+            "the quoted UDP checksum 0 (\"none\") was changed"
+        );
         Frame(&run.data).assert_checksums("port unreachable for checksum-less UDP", false);
     });
 }
@@ -264,7 +390,14 @@ fn time_exceeded_for_an_icmp_echo_flow_reaches_the_guest_translated() {
         let natted = send(w, &g, &from_guest(&g, ping.clone()), "echo request");
         let len = natted.len() - 14;
         let err = icmp_error(NEXT_HOP, TIME_EXCEEDED, 0, [0; 4], &ip_part(&natted, len));
-        assert_translated(w, &g, &ping, &err, len, "time exceeded for ICMP echo, whole request quoted");
+        assert_translated(
+            w,
+            &g,
+            &ping,
+            &err,
+            len,
+            "time exceeded for ICMP echo, whole request quoted",
+        );
     });
 }
 
@@ -287,9 +420,21 @@ fn icmp_error_about_no_flow_is_left_to_the_host_untouched() {
             "an ICMP error about no NAT flow got XDP verdict {} instead of XDP_PASS: the host's own errors would be lost",
             run.verdict
         );
-        assert_eq!(run.data, err, "an ICMP error about no NAT flow was rewritten");
-        assert_counters_moved(&before, &w.counters(), &[(0, Slot::Action(Action::UplinkPassed), 1)], "ICMP error about no flow");
-        assert_eq!(conntrack(w), ct_before, "an ICMP error about no flow changed conntrack");
+        assert_eq!(
+            run.data, err,
+            "an ICMP error about no NAT flow was rewritten"
+        );
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[(0, Slot::Action(Action::UplinkPassed), 1)],
+            "ICMP error about no flow",
+        );
+        assert_eq!(
+            conntrack(w),
+            ct_before,
+            "an ICMP error about no flow changed conntrack"
+        );
     });
 }
 
@@ -303,7 +448,13 @@ fn icmp_error_whose_quote_lies_in_link_padding_is_not_translated() {
         let g = w.guests[0];
         let dgram = Packet::udp(sock(g.addr, GUEST_PORT), sock(OUTSIDE, 9));
         let natted = send(w, &g, &from_guest(&g, dgram), "UDP");
-        let mut err = icmp_error(OUTSIDE, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], &ip_part(&natted, 28));
+        let mut err = icmp_error(
+            OUTSIDE,
+            DEST_UNREACHABLE,
+            PORT_UNREACHABLE,
+            [0; 4],
+            &ip_part(&natted, 28),
+        );
         // Total length: outer header + ICMP header + 20 bytes of the quote
         // (the quoted IPv4 header, not its ports); checksums made right for
         // that length.
@@ -322,8 +473,16 @@ fn icmp_error_whose_quote_lies_in_link_padding_is_not_translated() {
             "an ICMP error whose quoted ports lie past its total length got XDP verdict {} instead of XDP_PASS",
             run.verdict
         );
-        assert_eq!(run.data, err, "an ICMP error whose quote lies in link padding was rewritten");
-        assert_counters_moved(&before, &w.counters(), &[(0, Slot::Action(Action::UplinkPassed), 1)], "ICMP error with its quote in padding");
+        assert_eq!(
+            run.data, err,
+            "an ICMP error whose quote lies in link padding was rewritten"
+        );
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[(0, Slot::Action(Action::UplinkPassed), 1)],
+            "ICMP error with its quote in padding",
+        );
     });
 }
 
@@ -333,13 +492,15 @@ fn icmp_error_whose_quote_lies_in_link_padding_is_not_translated() {
 mod nat66 {
     use std::net::{Ipv6Addr, SocketAddrV6};
 
-    use vxdp_common::{Action, Conntrack6Entry, Conntrack6Key, Nat6Config, mode, nat6_flags, network_flags};
+    use vxdp_common::{
+        Action, Conntrack6Entry, Conntrack6Key, Nat6Config, mode, nat6_flags, network_flags,
+    };
     use vxdp_tests::{
         packet6::{Frame6, Packet6, conntrack6, set_nat6},
         progtest::{
-            BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot, TC_ACT_REDIRECT, TCP_SYN,
-            UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, fmt_mac,
-            with_nat_world,
+            BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot,
+            TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
+            assert_counters_moved, fmt_mac, with_nat_world,
         },
     };
 
@@ -365,7 +526,15 @@ mod nat66 {
     fn seed(w: &mut World) {
         w.set_mode(mode::NAT, network_flags::HOST_ADDRESS);
         let flags = nat6_flags::IPV6 | nat6_flags::MASQUERADE;
-        set_nat6(w, NET_ID, &Nat6Config { flags, _pad0: 0, addr: UPLINK_ADDR6.octets() });
+        set_nat6(
+            w,
+            NET_ID,
+            &Nat6Config {
+                flags,
+                _pad0: 0,
+                addr: UPLINK_ADDR6.octets(),
+            },
+        );
     }
 
     fn conntrack(w: &World) -> Vec<(Conntrack6Key, Conntrack6Entry)> {
@@ -376,16 +545,32 @@ mod nat66 {
 
     fn send(w: &World, g: &Guest, p: &Packet6, what: &str) -> Vec<u8> {
         let run = w.run_guest(g.port_ifindex, &p.build());
-        assert_eq!(run.verdict, TC_ACT_REDIRECT, "{what}: the guest's IPv6 was not NAT66ed (TC verdict {})", run.verdict);
-        assert_eq!(Frame6(&run.data).src(), UPLINK_ADDR6, "{what}: not masqueraded");
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "{what}: the guest's IPv6 was not NAT66ed (TC verdict {})",
+            run.verdict
+        );
+        assert_eq!(
+            Frame6(&run.data).src(),
+            UPLINK_ADDR6,
+            "{what}: not masqueraded"
+        );
         run.data
     }
 
-    fn icmp6_error(from: Ipv6Addr, icmp_type: u8, code: u8, rest: [u8; 4], quote: &[u8]) -> Vec<u8> {
+    fn icmp6_error(
+        from: Ipv6Addr,
+        icmp_type: u8,
+        code: u8,
+        rest: [u8; 4],
+        quote: &[u8],
+    ) -> Vec<u8> {
         let mut msg = vec![icmp_type, code, 0, 0];
         msg.extend_from_slice(&rest);
         msg.extend_from_slice(quote);
-        Packet6::raw(from, UPLINK_ADDR6, PROTO_ICMPV6, &msg).macs(NEXT_HOP_MAC, UPLINK_MAC).build()
+        Packet6::raw(from, UPLINK_ADDR6, PROTO_ICMPV6, &msg)
+            .macs(NEXT_HOP_MAC, UPLINK_MAC)
+            .build()
     }
 
     fn csum_off6(proto: u8) -> usize {
@@ -397,7 +582,14 @@ mod nat66 {
     }
 
     #[track_caller]
-    fn assert_translated6(w: &World, g: &Guest, sent: &Packet6, error: &[u8], quote_len: usize, what: &str) {
+    fn assert_translated6(
+        w: &World,
+        g: &Guest,
+        sent: &Packet6,
+        error: &[u8],
+        quote_len: usize,
+        what: &str,
+    ) {
         let ct_before = conntrack(w);
         let before = w.counters();
         let run = w.run_uplink(error);
@@ -409,20 +601,54 @@ mod nat66 {
         assert_eq!(run.data.len(), error.len(), "{what}: length changed");
         let out = Frame6(&run.data);
         let orig = Frame6(error);
-        assert_eq!(out.eth_dst(), g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&out.eth_dst()));
-        assert_eq!(out.eth_src(), BRIDGE_MAC, "{what}: source MAC is not the bridge's");
-        assert_eq!(out.dst(), guest6(), "{what}: outer destination {} is not the guest's", out.dst());
+        assert_eq!(
+            out.eth_dst(),
+            g.mac,
+            "{what}: destination MAC {} is not the guest's",
+            fmt_mac(&out.eth_dst())
+        );
+        assert_eq!(
+            out.eth_src(),
+            BRIDGE_MAC,
+            "{what}: source MAC is not the bridge's"
+        );
+        assert_eq!(
+            out.dst(),
+            guest6(),
+            "{what}: outer destination {} is not the guest's",
+            out.dst()
+        );
         assert_eq!(out.src(), orig.src(), "{what}: the error's source changed");
-        assert_eq!(out.hop_limit(), orig.hop_limit() - 1, "{what}: hop limit not decremented");
-        assert_eq!(run.data[54..56], error[54..56], "{what}: ICMPv6 type or code changed");
-        assert_eq!(run.data[58..QUOTE6_OFF], error[58..QUOTE6_OFF], "{what}: the type-specific bytes (e.g. the MTU) changed");
+        assert_eq!(
+            out.hop_limit(),
+            orig.hop_limit() - 1,
+            "{what}: hop limit not decremented"
+        );
+        assert_eq!(
+            run.data[54..56],
+            error[54..56],
+            "{what}: ICMPv6 type or code changed"
+        );
+        assert_eq!(
+            run.data[58..QUOTE6_OFF],
+            error[58..QUOTE6_OFF],
+            "{what}: the type-specific bytes (e.g. the MTU) changed"
+        );
         // The ICMPv6 checksum over pseudo-header and whole message, from
         // scratch.
         out.assert_checksum(&format!("{what}, ICMPv6 message"));
 
         let quote = &run.data[QUOTE6_OFF..];
-        assert_eq!(quote.len(), quote_len, "{what}: test built a different quote length");
-        let full = sent.clone().macs(g.mac, BRIDGE_MAC).hop_limit(sent.hop_limit - 1).build();
+        assert_eq!(
+            quote.len(),
+            quote_len,
+            "{what}: test built a different quote length"
+        );
+        let full = sent
+            .clone()
+            .macs(g.mac, BRIDGE_MAC)
+            .hop_limit(sent.hop_limit - 1)
+            .build();
         let expected = &full[14..(14 + quote_len).min(full.len())];
         let l4_csum = csum_off6(quote[6]);
         let mask = |b: &[u8]| {
@@ -433,9 +659,17 @@ mod nat66 {
             }
             v
         };
-        assert_eq!(mask(quote), mask(expected), "{what}: the quoted packet is not what the guest sent");
+        assert_eq!(
+            mask(quote),
+            mask(expected),
+            "{what}: the quoted packet is not what the guest sent"
+        );
         if quote.len() >= l4_csum + 2 {
-            assert_eq!(u16_at(quote, l4_csum), u16_at(expected, l4_csum), "{what}: quoted L4 checksum is not the guest's");
+            assert_eq!(
+                u16_at(quote, l4_csum),
+                u16_at(expected, l4_csum),
+                "{what}: quoted L4 checksum is not the guest's"
+            );
         }
         if quote.len() == full.len() - 14 {
             let mut f = vec![0u8; 12];
@@ -443,8 +677,17 @@ mod nat66 {
             f.extend_from_slice(quote);
             Frame6(&f).assert_checksum(&format!("{what}, quoted packet"));
         }
-        assert_counters_moved(&before, &w.counters(), &[(NET_ID, Slot::Action(Action::IcmpErrorTranslated), 1)], what);
-        assert_eq!(conntrack(w), ct_before, "{what}: an ICMPv6 error changed the flow's conntrack entries");
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[(NET_ID, Slot::Action(Action::IcmpErrorTranslated), 1)],
+            what,
+        );
+        assert_eq!(
+            conntrack(w),
+            ct_before,
+            "{what}: an ICMPv6 error changed the flow's conntrack entries"
+        );
     }
 
     #[test]
@@ -469,13 +712,27 @@ mod nat66 {
                     [0; 4],
                     "port unreachable for UDP",
                 ),
-                (Packet6::echo_request(guest6(), OUTSIDE6, ICMP_ID, 3), NEXT_HOP6, TIME_EXCEEDED6, 0, [0; 4], "time exceeded for echo"),
+                (
+                    Packet6::echo_request(guest6(), OUTSIDE6, ICMP_ID, 3),
+                    NEXT_HOP6,
+                    TIME_EXCEEDED6,
+                    0,
+                    [0; 4],
+                    "time exceeded for echo",
+                ),
             ];
             for (sent, from, t, code, rest, what) in cases {
                 let natted = send(w, &g, &sent.clone().macs(g.mac, BRIDGE_MAC), what);
                 let whole = natted.len() - 14;
                 let err = icmp6_error(from, t, code, rest, &natted[14..]);
-                assert_translated6(w, &g, &sent, &err, whole, &format!("{what}, whole packet quoted"));
+                assert_translated6(
+                    w,
+                    &g,
+                    &sent,
+                    &err,
+                    whole,
+                    &format!("{what}, whole packet quoted"),
+                );
                 // Only the header and 8 bytes of L4 (TCP's checksum not in it).
                 let err = icmp6_error(from, t, code, rest, &natted[14..14 + 48]);
                 assert_translated6(w, &g, &sent, &err, 48, &format!("{what}, 8 bytes quoted"));
@@ -488,7 +745,8 @@ mod nat66 {
         with_nat_world(|w| {
             seed(w);
             let g = w.guests[0];
-            let sent = Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9)).macs(g.mac, BRIDGE_MAC);
+            let sent = Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9))
+                .macs(g.mac, BRIDGE_MAC);
             let natted = send(w, &g, &sent, "UDP");
             let mut quote = natted[14..].to_vec();
             quote[40..42].copy_from_slice(&(GUEST_PORT + 1).to_be_bytes());
@@ -496,10 +754,23 @@ mod nat66 {
             let ct_before = conntrack(w);
             let before = w.counters();
             let run = w.run_uplink(&err);
-            assert_eq!(run.verdict, XDP_PASS, "an ICMPv6 error about no flow got XDP verdict {} instead of XDP_PASS", run.verdict);
+            assert_eq!(
+                run.verdict, XDP_PASS,
+                "an ICMPv6 error about no flow got XDP verdict {} instead of XDP_PASS",
+                run.verdict
+            );
             assert_eq!(run.data, err, "an ICMPv6 error about no flow was rewritten");
-            assert_counters_moved(&before, &w.counters(), &[(0, Slot::Action(Action::UplinkPassed), 1)], "ICMPv6 error about no flow");
-            assert_eq!(conntrack(w), ct_before, "an ICMPv6 error about no flow changed conntrack");
+            assert_counters_moved(
+                &before,
+                &w.counters(),
+                &[(0, Slot::Action(Action::UplinkPassed), 1)],
+                "ICMPv6 error about no flow",
+            );
+            assert_eq!(
+                conntrack(w),
+                ct_before,
+                "an ICMPv6 error about no flow changed conntrack"
+            );
         });
     }
 }

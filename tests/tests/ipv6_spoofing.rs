@@ -16,7 +16,10 @@ const GUEST6: &str = "2001:db8:122::10";
 const SPOOFED6: &str = "2001:db8:122::99";
 
 fn ping6_from(ns: &Netns, src: &str, dst: &str) -> Result<bool> {
-    Ok(ns.exec_status("ping", &["-6", "-c", "1", "-W", "1", "-I", src, dst])?.status.success())
+    Ok(ns
+        .exec_status("ping", &["-6", "-c", "1", "-W", "1", "-I", src, dst])?
+        .status
+        .success())
 }
 
 #[test]
@@ -28,8 +31,24 @@ fn a_guest_sends_ipv6_only_from_its_own_address() -> Result<()> {
          <ip family='ipv6' address='2001:db8:122::1' prefix='64'/></network>",
     )?;
     let g = &topo.guests[0];
-    g.ns.ip(&["-6", "addr", "add", &format!("{GUEST6}/64"), "dev", "eth0", "nodad"])?;
-    g.ns.ip(&["-6", "addr", "add", &format!("{SPOOFED6}/64"), "dev", "eth0", "nodad"])?;
+    g.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{GUEST6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    g.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{SPOOFED6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     let (port, mac, addr) = (g.port.clone(), g.mac.clone(), g.addr.clone());
 
     // Bad values are refused, naming them; nothing is plugged.
@@ -38,11 +57,36 @@ fn a_guest_sends_ipv6_only_from_its_own_address() -> Result<()> {
         ("fe80::10", "not a global unicast"),
         (GATEWAY6, "not a guest address"),
     ] {
-        let out = topo.vxdp_status(&["attach-interface", "--network", "default", "--dev", &port, "--mac", &mac, "--ip", bad])?;
+        let out = topo.vxdp_status(&[
+            "attach-interface",
+            "--network",
+            "default",
+            "--dev",
+            &port,
+            "--mac",
+            &mac,
+            "--ip",
+            bad,
+        ])?;
         let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(!out.status.success() && err.contains(bad) && err.contains(why), "--ip {bad}: {err}");
+        ensure!(
+            !out.status.success() && err.contains(bad) && err.contains(why),
+            "--ip {bad}: {err}"
+        );
     }
-    topo.vxdp(&["attach-interface", "--network", "default", "--dev", &port, "--mac", &mac, "--ip", &addr, "--ip", GUEST6])?;
+    topo.vxdp(&[
+        "attach-interface",
+        "--network",
+        "default",
+        "--dev",
+        &port,
+        "--mac",
+        &mac,
+        "--ip",
+        &addr,
+        "--ip",
+        GUEST6,
+    ])?;
 
     // The bridge's IPv6 address may still be tentative (DAD).
     let start = Instant::now();
@@ -52,10 +96,22 @@ fn a_guest_sends_ipv6_only_from_its_own_address() -> Result<()> {
         }
     }
     let (before, _) = topo.counter("default", "spoofed_source")?;
-    ensure!(!ping6_from(&g.ns, SPOOFED6, GATEWAY6)?, "a ping from a spoofed IPv6 source reached the host");
+    ensure!(
+        !ping6_from(&g.ns, SPOOFED6, GATEWAY6)?,
+        "a ping from a spoofed IPv6 source reached the host"
+    );
     let (after, _) = topo.counter("default", "spoofed_source")?;
-    ensure!(after > before, "spoofed IPv6 source not counted (spoofed_source {before} -> {after})");
-    ensure!(ping6_from(&g.ns, GUEST6, GATEWAY6)?, "the guest's own IPv6 source stopped working");
-    println!("IPv6 anti-spoofing: own source reaches the host, spoofed source dropped (spoofed_source +{})", after - before);
+    ensure!(
+        after > before,
+        "spoofed IPv6 source not counted (spoofed_source {before} -> {after})"
+    );
+    ensure!(
+        ping6_from(&g.ns, GUEST6, GATEWAY6)?,
+        "the guest's own IPv6 source stopped working"
+    );
+    println!(
+        "IPv6 anti-spoofing: own source reaches the host, spoofed source dropped (spoofed_source +{})",
+        after - before
+    );
     topo.stop()
 }

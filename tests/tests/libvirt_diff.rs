@@ -34,18 +34,45 @@ const FILE_EXCEPTIONS: &[(&str, &str)] = &[
 /// Valid definitions vxdp defines but refuses to start with "not supported
 /// yet: <element>": the element path prefixes allowed, and why.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    ("/network/forward@mode", "hostdev mode (SR-IOV) is not implemented yet"),
-    ("/network/ip", "several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet"),
+    (
+        "/network/forward@mode",
+        "hostdev mode (SR-IOV) is not implemented yet",
+    ),
+    (
+        "/network/ip",
+        "several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet",
+    ),
     ("/network/mtu", "bridge MTU not applied yet"),
-    ("/network/bridge@macTableManager", "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet"),
+    (
+        "/network/bridge@macTableManager",
+        "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet",
+    ),
     ("/network/bandwidth", "no QoS yet"),
     ("/network/portgroup", "no QoS / virtualport profiles yet"),
-    ("/network/virtualport", "no 802.1Qbg/Qbh/Open vSwitch ports yet"),
-    ("/network/route", "static routes on the network are not applied yet"),
-    ("/network/port@isolated", "port isolation not implemented yet"),
-    ("/network@ipv6", "guest-to-guest IPv6 without <ip> not implemented yet"),
-    ("/network/forward/", "hostdev's device pools (<pf>, <address>, <driver>) are not implemented yet"),
-    ("/network/forward@managed", "hostdev pools not implemented yet"),
+    (
+        "/network/virtualport",
+        "no 802.1Qbg/Qbh/Open vSwitch ports yet",
+    ),
+    (
+        "/network/route",
+        "static routes on the network are not applied yet",
+    ),
+    (
+        "/network/port@isolated",
+        "port isolation not implemented yet",
+    ),
+    (
+        "/network@ipv6",
+        "guest-to-guest IPv6 without <ip> not implemented yet",
+    ),
+    (
+        "/network/forward/",
+        "hostdev's device pools (<pf>, <address>, <driver>) are not implemented yet",
+    ),
+    (
+        "/network/forward@managed",
+        "hostdev pools not implemented yet",
+    ),
 ];
 
 #[derive(Debug)]
@@ -72,13 +99,25 @@ fn libvirt_outcome(lv: &Libvirtd, file: &Path, name: &str) -> Result<Outcome> {
         return Ok(Outcome::Refused("define", text(&def)));
     }
     let start = lv.virsh(&["net-start", name])?;
-    let outcome = if start.status.success() { Outcome::Accepted } else { Outcome::Refused("start", text(&start)) };
+    let outcome = if start.status.success() {
+        Outcome::Accepted
+    } else {
+        Outcome::Refused("start", text(&start))
+    };
     if start.status.success() {
         let d = lv.virsh(&["net-destroy", name])?;
-        ensure!(d.status.success(), "libvirt net-destroy {name}: {}", text(&d));
+        ensure!(
+            d.status.success(),
+            "libvirt net-destroy {name}: {}",
+            text(&d)
+        );
     }
     let u = lv.virsh(&["net-undefine", name])?;
-    ensure!(u.status.success(), "libvirt net-undefine {name}: {}", text(&u));
+    ensure!(
+        u.status.success(),
+        "libvirt net-undefine {name}: {}",
+        text(&u)
+    );
     Ok(outcome)
 }
 
@@ -89,7 +128,11 @@ fn vxdp_outcome(host: &VxdpHost, file: &Path, name: &str) -> Result<Outcome> {
         return Ok(Outcome::Refused("define", text(&def)));
     }
     let start = host.vxdp_status(&["net-start", name])?;
-    let outcome = if start.status.success() { Outcome::Accepted } else { Outcome::Refused("start", text(&start)) };
+    let outcome = if start.status.success() {
+        Outcome::Accepted
+    } else {
+        Outcome::Refused("start", text(&start))
+    };
     if start.status.success() {
         // Started for real: its bridge exists in the namespace until destroyed.
         host.vxdp(&["net-destroy", name])?;
@@ -114,11 +157,17 @@ fn vxdp_accepts_and_refuses_the_corpus_like_libvirt() -> Result<()> {
     let mut mismatches = Vec::new();
     let mut exceptions_seen = Vec::new();
     let (mut agree_accept, mut agree_refuse, mut not_supported) = (0, 0, 0);
-    println!("{:<40} {:<30} {:<30} verdict", "file", "libvirt 9.0", "vxdp");
+    println!(
+        "{:<40} {:<30} {:<30} verdict",
+        "file", "libvirt 9.0", "vxdp"
+    );
     for file in &files {
         let rel = format!(
             "{}/{}",
-            file.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()).unwrap_or("?"),
+            file.parent()
+                .and_then(|p| p.file_name())
+                .and_then(|s| s.to_str())
+                .unwrap_or("?"),
             file.file_name().and_then(|s| s.to_str()).unwrap_or("?")
         );
         let xml = std::fs::read_to_string(file)?;
@@ -140,32 +189,49 @@ fn vxdp_accepts_and_refuses_the_corpus_like_libvirt() -> Result<()> {
         // vxdp must refuse it at define as well. (The other way round is
         // fine: vxdp refuses some files at define that libvirt only refuses
         // when starting, e.g. a non-contiguous netmask.)
-        let define_stage_differs = matches!(l, Outcome::Refused("define", _)) && !matches!(v, Outcome::Refused("define", _));
+        let define_stage_differs = matches!(l, Outcome::Refused("define", _))
+            && !matches!(v, Outcome::Refused("define", _));
         let verdict = if define_stage_differs {
             if let Some((_, why)) = FILE_EXCEPTIONS.iter().find(|(f, _)| *f == rel) {
                 exceptions_seen.push(rel.clone());
                 format!("exception: {why}")
             } else {
-                mismatches.push(format!("{rel}: libvirt refuses it at define ({l:?}), vxdp defines it ({v:?})"));
+                mismatches.push(format!(
+                    "{rel}: libvirt refuses it at define ({l:?}), vxdp defines it ({v:?})"
+                ));
                 "MISMATCH".into()
             }
         } else if l.accepted() == v.accepted() {
-            if l.accepted() { agree_accept += 1 } else { agree_refuse += 1 }
+            if l.accepted() {
+                agree_accept += 1
+            } else {
+                agree_refuse += 1
+            }
             match (&l, &v) {
-                (Outcome::Refused("start", lm), Outcome::Refused("start", vm)) => format!("agree (libvirt: {lm}; vxdp: {vm})"),
+                (Outcome::Refused("start", lm), Outcome::Refused("start", vm)) => {
+                    format!("agree (libvirt: {lm}; vxdp: {vm})")
+                }
                 _ => "agree".to_string(),
             }
         } else if let Some((_, why)) = FILE_EXCEPTIONS.iter().find(|(f, _)| *f == rel) {
             exceptions_seen.push(rel.clone());
             format!("exception: {why}")
         } else if let (true, Outcome::Refused("start", msg)) = (l.accepted(), &v) {
-            match not_supported_element(msg).and_then(|e| NOT_SUPPORTED_YET.iter().filter(|(p, _)| e.starts_with(p)).max_by_key(|(p, _)| p.len()).map(|x| (e, x))) {
+            match not_supported_element(msg).and_then(|e| {
+                NOT_SUPPORTED_YET
+                    .iter()
+                    .filter(|(p, _)| e.starts_with(p))
+                    .max_by_key(|(p, _)| p.len())
+                    .map(|x| (e, x))
+            }) {
                 Some((element, (_, why))) => {
                     not_supported += 1;
                     format!("not supported yet: {element} ({why})")
                 }
                 None => {
-                    mismatches.push(format!("{rel}: libvirt accepts it, vxdp refuses at start: {msg}"));
+                    mismatches.push(format!(
+                        "{rel}: libvirt accepts it, vxdp refuses at start: {msg}"
+                    ));
                     "MISMATCH".into()
                 }
             }
@@ -174,19 +240,40 @@ fn vxdp_accepts_and_refuses_the_corpus_like_libvirt() -> Result<()> {
                 Outcome::Accepted => "accepted".to_string(),
                 Outcome::Refused(stage, m) => format!("refused at {stage}: {m}"),
             };
-            mismatches.push(format!("{rel}: libvirt {}; vxdp {}", detail(&l), detail(&v)));
+            mismatches.push(format!(
+                "{rel}: libvirt {}; vxdp {}",
+                detail(&l),
+                detail(&v)
+            ));
             "MISMATCH".into()
         };
         println!("{rel:<40} {:<30} {:<30} {verdict}", show(&l), show(&v));
     }
-    println!("agree: {agree_accept} accepted, {agree_refuse} refused; not supported yet in vxdp: {not_supported}; listed exceptions: {}", exceptions_seen.len());
-    ensure!(mismatches.is_empty(), "vxdp and libvirt 9.0 disagree on {} files:\n{}", mismatches.len(), mismatches.join("\n"));
+    println!(
+        "agree: {agree_accept} accepted, {agree_refuse} refused; not supported yet in vxdp: {not_supported}; listed exceptions: {}",
+        exceptions_seen.len()
+    );
+    ensure!(
+        mismatches.is_empty(),
+        "vxdp and libvirt 9.0 disagree on {} files:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
     // The exception list stays true: every listed file still needs it.
     for (f, _) in FILE_EXCEPTIONS {
-        ensure!(exceptions_seen.iter().any(|s| s == f), "{f} is listed as an exception but vxdp and libvirt now agree on it: remove it from the list");
+        ensure!(
+            exceptions_seen.iter().any(|s| s == f),
+            "{f} is listed as an exception but vxdp and libvirt now agree on it: remove it from the list"
+        );
     }
-    ensure!(agree_accept >= 5, "only {agree_accept} files were started by both; the comparison proves little");
-    ensure!(agree_refuse >= 15, "only {agree_refuse} files were refused by both");
+    ensure!(
+        agree_accept >= 5,
+        "only {agree_accept} files were started by both; the comparison proves little"
+    );
+    ensure!(
+        agree_refuse >= 15,
+        "only {agree_refuse} files were refused by both"
+    );
     drop(lv);
     ensure!(
         Path::new("/run/libvirt").exists() == run_libvirt_before,
@@ -198,29 +285,80 @@ fn vxdp_accepts_and_refuses_the_corpus_like_libvirt() -> Result<()> {
 /// Define-time disagreements the fuzz test accepts, and why: (who refuses,
 /// text its message contains, reason). Everything else is a failure.
 const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
-    ("vxdp", "forward mode 'bridge' needs <bridge name> or a forward dev", "vxdp is stricter: libvirt defines such a host-bridge network and fails only when starting it"),
-    ("vxdp", "static host address is not inside network", "vxdp is stricter (issue 4): libvirt 9.0 accepts a static DHCP host outside the subnet, dnsmasq never serves it"),
-    ("vxdp", "network name must not", "vxdp is stricter: the name names files and is passed to programs (no leading '-', no control characters, not '.'/'..', at most 200 bytes)"),
-    ("vxdp", "interface name", "vxdp is stricter: a device name must be one the kernel accepts (IFNAMSIZ, no '/', ':' or whitespace); libvirt checks it only when starting"),
-    ("vxdp", "<bootp> is only supported on an IPv4 <ip>", "vxdp is stricter: libvirt silently drops a <bootp> under an IPv6 <ip>; vxdp refuses rather than lose part of the definition"),
-    ("vxdp", "DNS name may only contain", "vxdp is stricter: DNS names (domain, SRV target/domain, forwarder domain, host names) are written into dnsmasq's configuration, so only letters, digits, '.' and '-'"),
-    ("vxdp", "host name must start with a letter or digit and contain only", "vxdp is stricter: static DHCP host names go into dnsmasq's host file, so only letters, digits, '-', '.' and '_'"),
-    ("vxdp", "bootp@server: expected an IPv4 or IPv6 address", "vxdp is stricter: libvirt resolves the bootp server with getaddrinfo, which also takes inet_aton forms such as '0x10' or '10.1'; vxdp wants a plain address"),
-    ("libvirt", "is not an SR-IOV Virtual Function", "hardware absent: libvirt checks <forward><address> devices in sysfs at define time"),
-    ("libvirt", "Element network has extra content: title", "libvirt 9.0's schema has no <title>/<description> yet"),
-    ("libvirt", "Element network has extra content: description", "libvirt 9.0's schema has no <title>/<description> yet"),
+    (
+        "vxdp",
+        "forward mode 'bridge' needs <bridge name> or a forward dev",
+        "vxdp is stricter: libvirt defines such a host-bridge network and fails only when starting it",
+    ),
+    (
+        "vxdp",
+        "static host address is not inside network",
+        "vxdp is stricter (issue 4): libvirt 9.0 accepts a static DHCP host outside the subnet, dnsmasq never serves it",
+    ),
+    (
+        "vxdp",
+        "network name must not",
+        "vxdp is stricter: the name names files and is passed to programs (no leading '-', no control characters, not '.'/'..', at most 200 bytes)",
+    ),
+    (
+        "vxdp",
+        "interface name",
+        "vxdp is stricter: a device name must be one the kernel accepts (IFNAMSIZ, no '/', ':' or whitespace); libvirt checks it only when starting",
+    ),
+    (
+        "vxdp",
+        "<bootp> is only supported on an IPv4 <ip>",
+        "vxdp is stricter: libvirt silently drops a <bootp> under an IPv6 <ip>; vxdp refuses rather than lose part of the definition",
+    ),
+    (
+        "vxdp",
+        "DNS name may only contain",
+        "vxdp is stricter: DNS names (domain, SRV target/domain, forwarder domain, host names) are written into dnsmasq's configuration, so only letters, digits, '.' and '-'",
+    ),
+    (
+        "vxdp",
+        "host name must start with a letter or digit and contain only",
+        "vxdp is stricter: static DHCP host names go into dnsmasq's host file, so only letters, digits, '-', '.' and '_'",
+    ),
+    (
+        "vxdp",
+        "bootp@server: expected an IPv4 or IPv6 address",
+        "vxdp is stricter: libvirt resolves the bootp server with getaddrinfo, which also takes inet_aton forms such as '0x10' or '10.1'; vxdp wants a plain address",
+    ),
+    (
+        "libvirt",
+        "is not an SR-IOV Virtual Function",
+        "hardware absent: libvirt checks <forward><address> devices in sysfs at define time",
+    ),
+    (
+        "libvirt",
+        "Element network has extra content: title",
+        "libvirt 9.0's schema has no <title>/<description> yet",
+    ),
+    (
+        "libvirt",
+        "Element network has extra content: description",
+        "libvirt 9.0's schema has no <title>/<description> yet",
+    ),
 ];
 
 fn fuzz_explained(who: &str, msg: &str) -> Option<&'static str> {
-    FUZZ_EXPLAINED.iter().find(|(w, m, _)| *w == who && msg.contains(m)).map(|(_, _, why)| *why)
+    FUZZ_EXPLAINED
+        .iter()
+        .find(|(w, m, _)| *w == who && msg.contains(m))
+        .map(|(_, _, why)| *why)
 }
 
 /// The mutant count and seed of a run: `VXDP_FUZZ_MUTANTS` (default 150, the
 /// short run of the test suite; `cargo xtask libvirt-fuzz` runs 2,000) and
 /// `VXDP_FUZZ_SEED` (default fixed, so the short run is repeatable).
 fn fuzz_params() -> Result<(usize, u64)> {
-    let n = std::env::var("VXDP_FUZZ_MUTANTS").map_or(Ok(150), |v| v.parse()).context("VXDP_FUZZ_MUTANTS")?;
-    let seed = std::env::var("VXDP_FUZZ_SEED").map_or(Ok(0x5eed_0017), |v| v.parse()).context("VXDP_FUZZ_SEED")?;
+    let n = std::env::var("VXDP_FUZZ_MUTANTS")
+        .map_or(Ok(150), |v| v.parse())
+        .context("VXDP_FUZZ_MUTANTS")?;
+    let seed = std::env::var("VXDP_FUZZ_SEED")
+        .map_or(Ok(0x5eed_0017), |v| v.parse())
+        .context("VXDP_FUZZ_SEED")?;
     Ok((n, seed))
 }
 
@@ -228,7 +366,9 @@ fn fuzz_params() -> Result<(usize, u64)> {
 fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
     use vxdp_tests::libvirt::mutate::{Node, Rng, Vocabulary, mutate, parse, write};
     let (count, seed) = fuzz_params()?;
-    println!("differential fuzz: {count} mutants, seed {seed} (VXDP_FUZZ_SEED={seed} repeats this run)");
+    println!(
+        "differential fuzz: {count} mutants, seed {seed} (VXDP_FUZZ_SEED={seed} repeats this run)"
+    );
     let lv = Libvirtd::start("lfz")?;
     let host = VxdpHost::new("lfz")?;
     // Seeds: the valid corpus, less the files libvirt 9.0 itself refuses.
@@ -239,7 +379,10 @@ fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
             let text = std::fs::read_to_string(&f)?;
             let Ok(doc) = parse(&text) else { continue };
             vocab.add(&doc);
-            let rel = format!("{kind}/{}", f.file_name().and_then(|s| s.to_str()).unwrap_or("?"));
+            let rel = format!(
+                "{kind}/{}",
+                f.file_name().and_then(|s| s.to_str()).unwrap_or("?")
+            );
             if kind == "valid" && !FILE_EXCEPTIONS.iter().any(|(e, _)| *e == rel) {
                 seeds.push((rel, doc));
             }
@@ -247,7 +390,8 @@ fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
     }
     ensure!(seeds.len() >= 30, "only {} seed documents", seeds.len());
     let mut rng = Rng::new(seed);
-    let (mut both_ok, mut both_refused, mut explained) = (0usize, 0usize, BTreeMap::<&str, usize>::new());
+    let (mut both_ok, mut both_refused, mut explained) =
+        (0usize, 0usize, BTreeMap::<&str, usize>::new());
     let mut failures = Vec::new();
     let file = host.write("mutant.xml", "")?;
     let fpath = file.to_str().context("path")?.to_string();
@@ -269,17 +413,36 @@ fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
         // Undefined by the mutant's own name: net-list's output cannot carry
         // names with leading or inner spaces.
         let name = doc.children.iter().find_map(|c| match c {
-            Node::Elem(e) if e.name == "name" => Some(e.children.iter().map(|t| if let Node::Text(t) = t { t.as_str() } else { "" }).collect::<String>()),
+            Node::Elem(e) if e.name == "name" => Some(
+                e.children
+                    .iter()
+                    .map(|t| {
+                        if let Node::Text(t) = t {
+                            t.as_str()
+                        } else {
+                            ""
+                        }
+                    })
+                    .collect::<String>(),
+            ),
             _ => None,
         });
         let name = name.as_deref().unwrap_or("");
         if l.status.success() {
             let u = lv.virsh(&["net-undefine", name])?;
-            ensure!(u.status.success(), "libvirt net-undefine after mutant #{i}: {}", text(&u));
+            ensure!(
+                u.status.success(),
+                "libvirt net-undefine after mutant #{i}: {}",
+                text(&u)
+            );
         }
         if v.status.success() {
             let u = host.vxdp_status(&["net-undefine", name])?;
-            ensure!(u.status.success(), "vxdp net-undefine after mutant #{i}: {}", text(&u));
+            ensure!(
+                u.status.success(),
+                "vxdp net-undefine after mutant #{i}: {}",
+                text(&u)
+            );
         }
         let (lmsg, vmsg) = (text(&l), text(&v));
         let verdict = match (l.status.success(), v.status.success()) {
@@ -290,7 +453,11 @@ fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
             (false, false) => {
                 both_refused += 1;
                 // vxdp's refusal names the file and an element path.
-                (!(vmsg.contains(&fpath) && (vmsg.contains(": /network") || vmsg.contains(": /:") || vmsg.contains(": /")))).then(|| format!("vxdp refused without naming the element: {vmsg}"))
+                (!(vmsg.contains(&fpath)
+                    && (vmsg.contains(": /network")
+                        || vmsg.contains(": /:")
+                        || vmsg.contains(": /"))))
+                .then(|| format!("vxdp refused without naming the element: {vmsg}"))
             }
             (true, false) => match fuzz_explained("vxdp", &vmsg) {
                 Some(why) => {
@@ -308,15 +475,30 @@ fn mutated_definitions_are_defined_or_refused_like_libvirt() -> Result<()> {
             },
         };
         if let Some(problem) = verdict {
-            println!("DISAGREEMENT #{i} from {rel} ({}): {problem}\n{xml}", what.join("; "));
+            println!(
+                "DISAGREEMENT #{i} from {rel} ({}): {problem}\n{xml}",
+                what.join("; ")
+            );
             failures.push(format!("#{i} from {rel} ({}): {problem}", what.join("; ")));
         }
     }
-    println!("{count} mutants: both define {both_ok}, both refuse {both_refused}, explained {}, unexplained {}", explained.values().sum::<usize>(), failures.len());
+    println!(
+        "{count} mutants: both define {both_ok}, both refuse {both_refused}, explained {}, unexplained {}",
+        explained.values().sum::<usize>(),
+        failures.len()
+    );
     for (why, n) in &explained {
         println!("  explained x{n}: {why}");
     }
-    ensure!(failures.is_empty(), "{} unexplained define-time disagreements with libvirt 9.0 (seed {seed}):\n{}", failures.len(), failures.join("\n"));
-    ensure!(both_ok >= count / 10 && both_refused >= count / 10, "the mutants are too one-sided ({both_ok} defined, {both_refused} refused by both)");
+    ensure!(
+        failures.is_empty(),
+        "{} unexplained define-time disagreements with libvirt 9.0 (seed {seed}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    ensure!(
+        both_ok >= count / 10 && both_refused >= count / 10,
+        "the mutants are too one-sided ({both_ok} defined, {both_refused} refused by both)"
+    );
     Ok(())
 }

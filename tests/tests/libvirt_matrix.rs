@@ -23,9 +23,9 @@ use vxdp_tests::{
     libvirt::Libvirtd,
     macvtap::{MacvtapNic, PrivateDir, allocate_port},
     matrix::{
-        CELLS, DEFAULT_XML_NAME, DIRECT_MODES, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, direct_beyond_macvtap,
-        direct_expected, direct_guests, direct_xml, expected, mac_of, measure, prepare_direct, prepare_host_bridge,
-        routed_xml,
+        CELLS, DEFAULT_XML_NAME, DIRECT_MODES, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML,
+        direct_beyond_macvtap, direct_expected, direct_guests, direct_xml, expected, mac_of,
+        measure, prepare_direct, prepare_host_bridge, routed_xml,
     },
     testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR},
 };
@@ -42,9 +42,11 @@ fn libvirt_row(mode: &str, xml: &str) -> Result<[bool; 4]> {
     libvirt.net_create(DEFAULT_XML_NAME, xml)?;
     for g in &topo.guests {
         // What libvirt does for a guest's tap: enslave it to the bridge.
-        topo.hyp.ip(&["link", "set", &g.port, "master", bridge, "up"])?;
+        topo.hyp
+            .ip(&["link", "set", &g.port, "master", bridge, "up"])?;
     }
-    topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    topo.wan
+        .ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
     let host_target = if mode == "bridge" {
         UPLINK_ADDR
     } else if mode == "very-isolated" {
@@ -52,7 +54,17 @@ fn libvirt_row(mode: &str, xml: &str) -> Result<[bool; 4]> {
         // reach the host at layer 2 and the implementation decides.
         let mac = mac_of(&topo.hyp, "virbr0")?;
         for g in &topo.guests {
-            g.ns.ip(&["neigh", "replace", GATEWAY, "lladdr", &mac, "dev", "eth0", "nud", "permanent"])?;
+            g.ns.ip(&[
+                "neigh",
+                "replace",
+                GATEWAY,
+                "lladdr",
+                &mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])?;
         }
         UPLINK_ADDR
     } else {
@@ -70,7 +82,13 @@ fn libvirt_row(mode: &str, xml: &str) -> Result<[bool; 4]> {
             _ => (&topo.wan, g1.addr.as_str(), &g1.ns),
         };
         let m = measure(from, dst, server)?;
-        ensure!(m.ping == m.tcp, "libvirt {mode} {}: ping {} but TCP {}", CELLS[i], m.ping, m.tcp);
+        ensure!(
+            m.ping == m.tcp,
+            "libvirt {mode} {}: ping {} but TCP {}",
+            CELLS[i],
+            m.ping,
+            m.tcp
+        );
         *cell = m.tcp;
     }
     Ok(row)
@@ -93,14 +111,23 @@ fn libvirt_agrees_with_vxdp_cell_for_cell() -> Result<()> {
         let vxdp = expected(mode);
         for i in 0..4 {
             let yn = |b: bool| if b { "yes" } else { "no" };
-            writeln!(table, "{mode:<14} {:<15} {:<8} {}", CELLS[i], yn(measured[i]), yn(vxdp[i]))?;
+            writeln!(
+                table,
+                "{mode:<14} {:<15} {:<8} {}",
+                CELLS[i],
+                yn(measured[i]),
+                yn(vxdp[i])
+            )?;
             if measured[i] != vxdp[i] {
                 disagree.push(format!("{mode} {}", CELLS[i]));
             }
         }
     }
     println!("{table}");
-    ensure!(disagree.is_empty(), "libvirt and vxdp disagree on: {disagree:?}{table}");
+    ensure!(
+        disagree.is_empty(),
+        "libvirt and vxdp disagree on: {disagree:?}{table}"
+    );
     Ok(())
 }
 
@@ -130,7 +157,12 @@ fn yn(b: Option<bool>) -> &'static str {
 /// Measures one cell; ping and TCP must agree.
 fn direct_cell(mode: &str, cell: &str, from: &Netns, dst: &str, server: &Netns) -> Result<bool> {
     let m = measure(from, dst, server)?;
-    ensure!(m.ping == m.tcp, "libvirt direct {mode} {cell}: ping {} but TCP {}", m.ping, m.tcp);
+    ensure!(
+        m.ping == m.tcp,
+        "libvirt direct {mode} {cell}: ping {} but TCP {}",
+        m.ping,
+        m.tcp
+    );
     Ok(m.tcp)
 }
 
@@ -145,25 +177,56 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
     // devices go first, whatever fails.
     let mut nics = Vec::new();
     for (i, g) in topo.guests.iter().enumerate() {
-        let plug = allocate_port(&libvirt, &dir.0, DEFAULT_XML_NAME, &format!("guest{i}"), &g.mac)?;
-        ensure!(plug.dev == "up0" && plug.mode == mode, "libvirt plugs guest{i} as {plug:?}, not {mode} on up0");
-        nics.push(MacvtapNic::plug(&topo.hyp, g, &format!("macvtap{i}"), &plug, &dir.0)?);
+        let plug = allocate_port(
+            &libvirt,
+            &dir.0,
+            DEFAULT_XML_NAME,
+            &format!("guest{i}"),
+            &g.mac,
+        )?;
+        ensure!(
+            plug.dev == "up0" && plug.mode == mode,
+            "libvirt plugs guest{i} as {plug:?}, not {mode} on up0"
+        );
+        nics.push(MacvtapNic::plug(
+            &topo.hyp,
+            g,
+            &format!("macvtap{i}"),
+            &plug,
+            &dir.0,
+        )?);
         // The VM's NIC is new: the guest configures it as prepare_direct did.
         g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
         g.ns.ip(&["route", "replace", "default", "via", WAN_ADDR])?;
     }
     if mode == "passthrough" {
         // One guest owns the NIC: libvirt refuses a second one.
-        let second = allocate_port(&libvirt, &dir.0, DEFAULT_XML_NAME, "guest1", "52:54:00:00:00:99");
-        ensure!(second.is_err(), "libvirt gave a second guest the passthrough NIC: {:?}", second.ok());
-        notes.push(format!("direct {mode:<11} -        second guest    refused by libvirt (net-port-create fails)"));
+        let second = allocate_port(
+            &libvirt,
+            &dir.0,
+            DEFAULT_XML_NAME,
+            "guest1",
+            "52:54:00:00:00:99",
+        );
+        ensure!(
+            second.is_err(),
+            "libvirt gave a second guest the passthrough NIC: {:?}",
+            second.ok()
+        );
+        notes.push(format!(
+            "direct {mode:<11} -        second guest    refused by libvirt (net-port-create fails)"
+        ));
     }
     // Guest→outside is "yes" in every direct mode: wait until the relay and
     // the uplink's switch carry frames before measuring.
     if let Err(e) = topo.wait_ping(0, WAN_ADDR, Duration::from_secs(10)) {
         let c = &nics[0].counts;
         let (out, inn) = (c.from_guest.load(Relaxed), c.to_guest.load(Relaxed));
-        bail!("{e}: relay of {} moved {out} frames from the guest, {inn} to it (running: {})", nics[0].macvtap, nics[0].running());
+        bail!(
+            "{e}: relay of {} moved {out} frames from the guest, {inn} to it (running: {})",
+            nics[0].macvtap,
+            nics[0].running()
+        );
     }
     let g0 = &topo.guests[0];
     let target = topo.guests.get(1).unwrap_or(g0);
@@ -172,21 +235,48 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
     if let Some(g1) = topo.guests.get(1) {
         cells[1] = Some(direct_cell(mode, CELLS[1], &g0.ns, &g1.addr, &g1.ns)?);
     }
-    cells[2] = Some(direct_cell(mode, CELLS[2], &g0.ns, OUTSIDE_HOST, &topo.wan)?);
-    cells[3] = Some(direct_cell(mode, CELLS[3], &topo.wan, &target.addr, &target.ns)?);
+    cells[2] = Some(direct_cell(
+        mode,
+        CELLS[2],
+        &g0.ns,
+        OUTSIDE_HOST,
+        &topo.wan,
+    )?);
+    cells[3] = Some(direct_cell(
+        mode,
+        CELLS[3],
+        &topo.wan,
+        &target.addr,
+        &target.ns,
+    )?);
     // The same from behind a plain switch: macvtap never hands a guest's
     // frame to the host's own stack, so whatever reached the host came back
     // from the switch; a VEPA guest's frames to another guest only come
     // back from a hairpin; bridge mode delivers between guests locally.
-    topo.wan.ip(&["link", "set", "dev", "wan0", "type", "bridge_slave", "hairpin", "off"])?;
+    topo.wan.ip(&[
+        "link",
+        "set",
+        "dev",
+        "wan0",
+        "type",
+        "bridge_slave",
+        "hairpin",
+        "off",
+    ])?;
     for ns in topo.guests.iter().map(|g| &g.ns) {
         ns.ip(&["neigh", "flush", "dev", "eth0"])?;
     }
     topo.hyp.ip(&["neigh", "flush", "dev", "up0"])?;
     let plain_host = direct_cell(mode, CELLS[0], &g0.ns, UPLINK_ADDR, &topo.hyp)?;
-    ensure!(!plain_host, "libvirt direct {mode}: a guest reaches the host behind a switch without hairpin");
+    ensure!(
+        !plain_host,
+        "libvirt direct {mode}: a guest reaches the host behind a switch without hairpin"
+    );
     let host_to_guest = direct_cell(mode, "host→guest", &topo.hyp, &g0.addr, &g0.ns)?;
-    ensure!(!host_to_guest, "libvirt direct {mode}: the host reaches a guest behind a switch without hairpin");
+    ensure!(
+        !host_to_guest,
+        "libvirt direct {mode}: the host reaches a guest behind a switch without hairpin"
+    );
     let plain_guests = match topo.guests.get(1) {
         Some(g1) => Some(direct_cell(mode, CELLS[1], &g0.ns, &g1.addr, &g1.ns)?),
         None => None,
@@ -205,12 +295,29 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
     for nic in &nics {
         // The guest's only link is its relay: whatever it reached went
         // through libvirt's macvtap device.
-        let (out, inn) = (nic.counts.from_guest.load(Relaxed), nic.counts.to_guest.load(Relaxed));
-        ensure!(nic.running(), "relay of {} stopped during the measurement", nic.macvtap);
-        ensure!(out > 0 && inn > 0, "relay of {} moved {out} frames from its guest, {inn} to it", nic.macvtap);
+        let (out, inn) = (
+            nic.counts.from_guest.load(Relaxed),
+            nic.counts.to_guest.load(Relaxed),
+        );
+        ensure!(
+            nic.running(),
+            "relay of {} stopped during the measurement",
+            nic.macvtap
+        );
+        ensure!(
+            out > 0 && inn > 0,
+            "relay of {} moved {out} frames from its guest, {inn} to it",
+            nic.macvtap
+        );
     }
     drop(nics);
-    Ok(DirectRow { cells, plain_host, plain_guests, plain_host_to_guest: host_to_guest, notes })
+    Ok(DirectRow {
+        cells,
+        plain_host,
+        plain_guests,
+        plain_host_to_guest: host_to_guest,
+        notes,
+    })
 }
 
 /// Compares one libvirt cell with vxdp's: "" when they agree, the named
@@ -218,7 +325,9 @@ fn libvirt_direct_row(mode: &str) -> Result<DirectRow> {
 fn direct_verdict(cell: usize, libvirt: Option<bool>, vxdp: Option<bool>) -> Option<&'static str> {
     match (libvirt, vxdp) {
         (a, b) if a == b => Some(""),
-        (Some(false), Some(true)) if direct_beyond_macvtap(cell) => Some("vxdp goes further (host-side port)"),
+        (Some(false), Some(true)) if direct_beyond_macvtap(cell) => {
+            Some("vxdp goes further (host-side port)")
+        }
         _ => None,
     }
 }
@@ -236,7 +345,12 @@ fn libvirt_direct_modes_agree_with_vxdp() -> Result<()> {
                 disagree.push(format!("{mode} {cell}"));
                 "DISAGREE"
             });
-            writeln!(table, "direct {mode:<11} hairpin  {cell:<15} {:<8} {:<5} {verdict}", yn(row.cells[i]), yn(vxdp[i]))?;
+            writeln!(
+                table,
+                "direct {mode:<11} hairpin  {cell:<15} {:<8} {:<5} {verdict}",
+                yn(row.cells[i]),
+                yn(vxdp[i])
+            )?;
         }
         // vxdp's host-side port does not depend on the switch: its
         // guest→host stays "yes" behind a plain switch too.
@@ -244,9 +358,20 @@ fn libvirt_direct_modes_agree_with_vxdp() -> Result<()> {
             disagree.push(format!("{mode} {} (plain switch)", CELLS[0]));
             "DISAGREE"
         });
-        writeln!(table, "direct {mode:<11} plain    {:<15} {:<8} {:<5} {verdict}", CELLS[0], yn(Some(row.plain_host)), yn(vxdp[0]))?;
+        writeln!(
+            table,
+            "direct {mode:<11} plain    {:<15} {:<8} {:<5} {verdict}",
+            CELLS[0],
+            yn(Some(row.plain_host)),
+            yn(vxdp[0])
+        )?;
         if row.plain_guests.is_some() {
-            writeln!(table, "direct {mode:<11} plain    {:<15} {:<8} -     (macvtap {mode} mode)", CELLS[1], yn(row.plain_guests))?;
+            writeln!(
+                table,
+                "direct {mode:<11} plain    {:<15} {:<8} -     (macvtap {mode} mode)",
+                CELLS[1],
+                yn(row.plain_guests)
+            )?;
         }
         writeln!(
             table,
@@ -260,6 +385,9 @@ fn libvirt_direct_modes_agree_with_vxdp() -> Result<()> {
         writeln!(table, "{note}")?;
     }
     println!("{table}");
-    ensure!(disagree.is_empty(), "libvirt (macvtap) and vxdp disagree on: {disagree:?}{table}");
+    ensure!(
+        disagree.is_empty(),
+        "libvirt (macvtap) and vxdp disagree on: {disagree:?}{table}"
+    );
     Ok(())
 }

@@ -29,14 +29,20 @@ const MDNS_PORT: u16 = 5353;
 fn link_local(ns: &Netns, dev: &str, within: Duration) -> Result<String> {
     let start = Instant::now();
     loop {
-        let out = String::from_utf8(ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"])?.stdout)?;
+        let out = String::from_utf8(
+            ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"])?
+                .stdout,
+        )?;
         if !out.contains("tentative")
             && let Some(addr) = out.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
         {
             return Ok(addr.split('/').next().unwrap_or(addr).to_string());
         }
         if start.elapsed() > within {
-            bail!("{dev} in {} has no usable link-local address: {out}", ns.name);
+            bail!(
+                "{dev} in {} has no usable link-local address: {out}",
+                ns.name
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -66,7 +72,10 @@ fn mdns_reaches(topo: &NatTopology) -> Result<bool> {
         if let Ok((n, from)) = rx.recv_from(&mut buf)
             && &buf[..n] == payload
         {
-            ensure!(from.ip().to_string() == g0.addr, "the datagram came from {from}, not guest 0");
+            ensure!(
+                from.ip().to_string() == g0.addr,
+                "the datagram came from {from}, not guest 0"
+            );
             return Ok(true);
         }
     }
@@ -78,17 +87,29 @@ fn mdns_reaches(topo: &NatTopology) -> Result<bool> {
 fn ipv6_link_local_reaches(topo: &NatTopology) -> Result<bool> {
     let (g0, g1) = (&topo.guests[0], &topo.guests[1]);
     link_local(&g0.ns, "eth0", Duration::from_secs(10))?;
-    let target = format!("{}%eth0", link_local(&g1.ns, "eth0", Duration::from_secs(10))?);
+    let target = format!(
+        "{}%eth0",
+        link_local(&g1.ns, "eth0", Duration::from_secs(10))?
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        if g0.ns.exec_status("ping", &["-6", "-c", "1", "-W", "1", &target])?.status.success() {
+        if g0
+            .ns
+            .exec_status("ping", &["-6", "-c", "1", "-W", "1", &target])?
+            .status
+            .success()
+        {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-fn check_mode(name: &str, xml: &str, prepare: Option<fn(&mut NatTopology) -> Result<()>>) -> Result<()> {
+fn check_mode(
+    name: &str,
+    xml: &str,
+    prepare: Option<fn(&mut NatTopology) -> Result<()>>,
+) -> Result<()> {
     let mut topo = NatTopology::new(&format!("mc{}", &name[..2]), 2)?;
     if let Some(prepare) = prepare {
         prepare(&mut topo)?;
@@ -96,12 +117,23 @@ fn check_mode(name: &str, xml: &str, prepare: Option<fn(&mut NatTopology) -> Res
     topo.start_with(xml, true)?;
     // Ports leave STP's listening and learning states first.
     let peer = topo.guests[1].addr.clone();
-    topo.wait_ping(0, &peer, Duration::from_secs(20)).context("guests never reached each other")?;
+    topo.wait_ping(0, &peer, Duration::from_secs(20))
+        .context("guests never reached each other")?;
     let mdns = mdns_reaches(&topo)?;
     let nd = ipv6_link_local_reaches(&topo)?;
-    println!("vxdp, mode {name}: mDNS between guests {}; IPv6 ND + link-local ping {}", yn(mdns), yn(nd));
-    ensure!(mdns, "{name}: guest 1 never received guest 0's mDNS datagram");
-    ensure!(nd, "{name}: guest 0 could not reach guest 1's IPv6 link-local address");
+    println!(
+        "vxdp, mode {name}: mDNS between guests {}; IPv6 ND + link-local ping {}",
+        yn(mdns),
+        yn(nd)
+    );
+    ensure!(
+        mdns,
+        "{name}: guest 1 never received guest 0's mDNS datagram"
+    );
+    ensure!(
+        nd,
+        "{name}: guest 0 could not reach guest 1's IPv6 link-local address"
+    );
     topo.stop()
 }
 

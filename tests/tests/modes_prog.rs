@@ -7,13 +7,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
-use vxdp_common::{
-    Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags,
-};
+use vxdp_common::{Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags};
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, Slot,
-    SUBNET6, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC, UPLINK_PEER, World,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, bootp, fmt_mac, with_nat_world,
+    BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet,
+    SUBNET6, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC,
+    UPLINK_PEER, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, bootp,
+    fmt_mac, with_nat_world,
 };
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
@@ -56,10 +55,21 @@ fn enforce_known_ipv4(w: &mut World, g: &Guest) {
 /// Runs `frame` from guest `g`'s port; asserts the verdict and that exactly
 /// `moved` counted.
 #[track_caller]
-fn guest_verdict(w: &World, g: &Guest, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) -> Vec<u8> {
+fn guest_verdict(
+    w: &World,
+    g: &Guest,
+    frame: &[u8],
+    verdict: u32,
+    moved: &[(u32, Slot, u64)],
+    what: &str,
+) -> Vec<u8> {
     let before = w.counters();
     let run = w.run_guest(g.port_ifindex, frame);
-    assert_eq!(run.verdict, verdict, "{what}: TC verdict {} instead of {verdict}", run.verdict);
+    assert_eq!(
+        run.verdict, verdict,
+        "{what}: TC verdict {} instead of {verdict}",
+        run.verdict
+    );
     assert_counters_moved(&before, &w.counters(), moved, what);
     run.data
 }
@@ -68,7 +78,11 @@ fn guest_verdict(w: &World, g: &Guest, frame: &[u8], verdict: u32, moved: &[(u32
 fn uplink_verdict(w: &World, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) {
     let before = w.counters();
     let run = w.run_uplink(frame);
-    assert_eq!(run.verdict, verdict, "{what}: XDP verdict {} instead of {verdict}", run.verdict);
+    assert_eq!(
+        run.verdict, verdict,
+        "{what}: XDP verdict {} instead of {verdict}",
+        run.verdict
+    );
     assert_counters_moved(&before, &w.counters(), moved, what);
 }
 
@@ -77,11 +91,25 @@ fn uplink_verdict(w: &World, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u6
 #[track_caller]
 fn assert_routed(sent: &Packet, out: &[u8], what: &str) {
     let f = Frame(out);
-    assert_eq!((f.src(), f.dst()), (sent.src, sent.dst), "{what}: addresses changed (no NAT in this mode)");
+    assert_eq!(
+        (f.src(), f.dst()),
+        (sent.src, sent.dst),
+        "{what}: addresses changed (no NAT in this mode)"
+    );
     assert_eq!(f.sock_src().port(), 40000, "{what}: source port changed");
     assert_eq!(f.ttl(), sent.ttl - 1, "{what}: TTL not decremented");
-    assert_eq!(f.eth_src(), UPLINK_MAC, "{what}: source MAC {}", fmt_mac(&f.eth_src()));
-    assert_eq!(f.eth_dst(), NEXT_HOP_MAC, "{what}: destination MAC {}", fmt_mac(&f.eth_dst()));
+    assert_eq!(
+        f.eth_src(),
+        UPLINK_MAC,
+        "{what}: source MAC {}",
+        fmt_mac(&f.eth_src())
+    );
+    assert_eq!(
+        f.eth_dst(),
+        NEXT_HOP_MAC,
+        "{what}: destination MAC {}",
+        fmt_mac(&f.eth_dst())
+    );
     f.assert_checksums(what, false);
 }
 
@@ -91,27 +119,73 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         w.set_mode(mode::ROUTE, HOST_ADDRESS);
         let g = w.guests[0];
         let p = syn_out(&g);
-        let out = guest_verdict(w, &g, &p.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "route: guest SYN to the outside");
+        let out = guest_verdict(
+            w,
+            &g,
+            &p.build(),
+            TC_ACT_REDIRECT,
+            &[once(Action::RouteForwarded)],
+            "route: guest SYN to the outside",
+        );
         assert_routed(&p, &out, "route: guest SYN to the outside");
-        assert!(w.conntrack().is_empty(), "route mode must not create NAT flows");
+        assert!(
+            w.conntrack().is_empty(),
+            "route mode must not create NAT flows"
+        );
 
         let ping = Packet::icmp_echo_request(g.addr, OUTSIDE, 7, 1).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(w, &g, &ping.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "route: guest ping to the outside");
+        guest_verdict(
+            w,
+            &g,
+            &ping.build(),
+            TC_ACT_REDIRECT,
+            &[once(Action::RouteForwarded)],
+            "route: guest ping to the outside",
+        );
 
         // Inbound to the network's subnet: accepted, the kernel routes it.
-        uplink_verdict(w, &syn_in(&g).build(), XDP_PASS, &[once(Action::RouteInbound)], "route: outside SYN to a guest");
+        uplink_verdict(
+            w,
+            &syn_in(&g).build(),
+            XDP_PASS,
+            &[once(Action::RouteInbound)],
+            "route: outside SYN to a guest",
+        );
 
         // Only the network's subnet is routed: another source is refused.
         let mut foreign = syn_out(&g);
         foreign.src = Ipv4Addr::new(10, 1, 2, 3);
-        guest_verdict(w, &g, &foreign.build(), TC_ACT_SHOT, &[dropped(DropReason::SourceNotInSubnet)], "route: source outside the subnet");
+        guest_verdict(
+            w,
+            &g,
+            &foreign.build(),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::SourceNotInSubnet)],
+            "route: source outside the subnet",
+        );
 
         // To the host and to other guests: the bridge decides.
-        let to_host = Packet::tcp(sock(g.addr, 40000), sock(GATEWAY, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(w, &g, &to_host.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "route: guest to the host");
+        let to_host =
+            Packet::tcp(sock(g.addr, 40000), sock(GATEWAY, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
+        guest_verdict(
+            w,
+            &g,
+            &to_host.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "route: guest to the host",
+        );
         let h = w.guests[1];
-        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "route: guest to guest");
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        guest_verdict(
+            w,
+            &g,
+            &to_guest.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "route: guest to guest",
+        );
     });
 }
 
@@ -121,13 +195,33 @@ fn open_mode_forwards_without_filtering() {
         w.set_mode(mode::OPEN, HOST_ADDRESS);
         let g = w.guests[0];
         let p = syn_out(&g);
-        let out = guest_verdict(w, &g, &p.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "open: guest SYN to the outside");
+        let out = guest_verdict(
+            w,
+            &g,
+            &p.build(),
+            TC_ACT_REDIRECT,
+            &[once(Action::RouteForwarded)],
+            "open: guest SYN to the outside",
+        );
         assert_routed(&p, &out, "open: guest SYN to the outside");
         // No subnet filter in open mode (the port has no static address).
         let mut other = syn_out(&g);
         other.src = Ipv4Addr::new(10, 1, 2, 3);
-        guest_verdict(w, &g, &other.build(), TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], "open: source outside the subnet");
-        uplink_verdict(w, &syn_in(&g).build(), XDP_PASS, &[once(Action::RouteInbound)], "open: outside SYN to a guest");
+        guest_verdict(
+            w,
+            &g,
+            &other.build(),
+            TC_ACT_REDIRECT,
+            &[once(Action::RouteForwarded)],
+            "open: source outside the subnet",
+        );
+        uplink_verdict(
+            w,
+            &syn_in(&g).build(),
+            XDP_PASS,
+            &[once(Action::RouteInbound)],
+            "open: outside SYN to a guest",
+        );
     });
 }
 
@@ -137,14 +231,49 @@ fn isolated_modes_keep_traffic_inside_the_network() {
         let g = w.guests[0];
         let h = w.guests[1];
         w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        guest_verdict(w, &g, &syn_out(&g).build(), TC_ACT_SHOT, &[dropped(DropReason::IsolatedNetwork)], "isolated: guest to the outside");
-        uplink_verdict(w, &syn_in(&g).build(), XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: outside to a guest");
+        guest_verdict(
+            w,
+            &g,
+            &syn_out(&g).build(),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::IsolatedNetwork)],
+            "isolated: guest to the outside",
+        );
+        uplink_verdict(
+            w,
+            &syn_in(&g).build(),
+            XDP_DROP,
+            &[dropped(DropReason::IsolatedNetwork)],
+            "isolated: outside to a guest",
+        );
         let to_host = Packet::udp(sock(g.addr, 40000), sock(GATEWAY, 53)).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(w, &g, &to_host.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "isolated: guest DNS query to the host");
-        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "isolated: guest to guest");
+        guest_verdict(
+            w,
+            &g,
+            &to_host.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "isolated: guest DNS query to the host",
+        );
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        guest_verdict(
+            w,
+            &g,
+            &to_guest.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "isolated: guest to guest",
+        );
         let v6_out = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-        guest_verdict(w, &g, &v6_out, TC_ACT_SHOT, &[dropped(DropReason::IsolatedNetwork)], "isolated: IPv6 to the outside");
+        guest_verdict(
+            w,
+            &g,
+            &v6_out,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::IsolatedNetwork)],
+            "isolated: IPv6 to the outside",
+        );
 
         // Very isolated: no <ip>, the host has no address on the bridge.
         let mut cfg = w.network();
@@ -154,9 +283,30 @@ fn isolated_modes_keep_traffic_inside_the_network() {
         cfg.netmask = 0;
         cfg.gateway = 0;
         w.set_network(NET_ID, &cfg);
-        guest_verdict(w, &g, &to_host.build(), TC_ACT_SHOT, &[dropped(DropReason::HostNotReachable)], "very isolated: guest to the host");
-        guest_verdict(w, &g, &syn_out(&g).build(), TC_ACT_SHOT, &[dropped(DropReason::HostNotReachable)], "very isolated: guest to the outside");
-        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "very isolated: guest to guest");
+        guest_verdict(
+            w,
+            &g,
+            &to_host.build(),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::HostNotReachable)],
+            "very isolated: guest to the host",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &syn_out(&g).build(),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::HostNotReachable)],
+            "very isolated: guest to the outside",
+        );
+        guest_verdict(
+            w,
+            &g,
+            &to_guest.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "very isolated: guest to guest",
+        );
     });
 }
 
@@ -166,27 +316,87 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
         let g = w.guests[0];
         let h = w.guests[1];
         enforce_known_ipv4(w, &g);
-        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
+        for (m, name) in [
+            (mode::NAT, "nat"),
+            (mode::ROUTE, "route"),
+            (mode::OPEN, "open"),
+            (mode::ISOLATED, "isolated"),
+            (mode::BRIDGE, "bridge"),
+        ] {
             w.set_mode(m, HOST_ADDRESS);
-            let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-            guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: own MAC and address"));
+            let to_guest =
+                Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+            guest_verdict(
+                w,
+                &g,
+                &to_guest.build(),
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: own MAC and address"),
+            );
 
             let spoofed_mac = to_guest.clone().macs([0x02, 0, 0, 0, 0x66, 0x66], h.mac);
-            guest_verdict(w, &g, &spoofed_mac.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedMac)], &format!("{name}: spoofed MAC"));
+            guest_verdict(
+                w,
+                &g,
+                &spoofed_mac.build(),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedMac)],
+                &format!("{name}: spoofed MAC"),
+            );
 
             let mut spoofed_ip = to_guest.clone();
             spoofed_ip.src = Ipv4Addr::new(192, 168, 122, 99);
-            guest_verdict(w, &g, &spoofed_ip.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed IPv4 source"));
+            guest_verdict(
+                w,
+                &g,
+                &spoofed_ip.build(),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedSource)],
+                &format!("{name}: spoofed IPv4 source"),
+            );
 
             // ARP claiming another address, or from another MAC.
-            guest_verdict(w, &g, &arp(g.mac, g.mac, Ipv4Addr::new(192, 168, 122, 99)), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: ARP for a foreign address"));
-            guest_verdict(w, &g, &arp(g.mac, [0x02, 0, 0, 0, 0x66, 0x66], g.addr), TC_ACT_SHOT, &[dropped(DropReason::SpoofedMac)], &format!("{name}: ARP with a foreign sender MAC"));
-            guest_verdict(w, &g, &arp(g.mac, g.mac, g.addr), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: honest ARP"));
+            guest_verdict(
+                w,
+                &g,
+                &arp(g.mac, g.mac, Ipv4Addr::new(192, 168, 122, 99)),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedSource)],
+                &format!("{name}: ARP for a foreign address"),
+            );
+            guest_verdict(
+                w,
+                &g,
+                &arp(g.mac, [0x02, 0, 0, 0, 0x66, 0x66], g.addr),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedMac)],
+                &format!("{name}: ARP with a foreign sender MAC"),
+            );
+            guest_verdict(
+                w,
+                &g,
+                &arp(g.mac, g.mac, g.addr),
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: honest ARP"),
+            );
 
             // DHCP before the guest has its address: from 0.0.0.0.
-            let mut dhcp = Packet::udp(sock(Ipv4Addr::UNSPECIFIED, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp(1, g.mac));
+            let mut dhcp = Packet::udp(
+                sock(Ipv4Addr::UNSPECIFIED, 68),
+                sock(Ipv4Addr::BROADCAST, 67),
+            )
+            .payload(&bootp(1, g.mac));
             dhcp = dhcp.macs(g.mac, [0xff; 6]);
-            guest_verdict(w, &g, &dhcp.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: DHCP discover from 0.0.0.0"));
+            guest_verdict(
+                w,
+                &g,
+                &dhcp.build(),
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: DHCP discover from 0.0.0.0"),
+            );
         }
     });
 }
@@ -201,18 +411,58 @@ fn a_known_ipv6_address_is_the_only_global_source_in_every_mode() {
         ep.ipv6 = guest6(10).octets();
         w.set_endpoint(g.port_ifindex, &ep);
         let link_local: Ipv6Addr = "fe80::5054:ff:fe00:10".parse().unwrap();
-        for (m, name) in [(mode::NAT, "nat"), (mode::ROUTE, "route"), (mode::OPEN, "open"), (mode::ISOLATED, "isolated"), (mode::BRIDGE, "bridge")] {
+        for (m, name) in [
+            (mode::NAT, "nat"),
+            (mode::ROUTE, "route"),
+            (mode::OPEN, "open"),
+            (mode::ISOLATED, "isolated"),
+            (mode::BRIDGE, "bridge"),
+        ] {
             w.set_mode(m, HOST_ADDRESS);
             // To the other guest's MAC: the bridge (or the port-to-port
             // path) would carry it; only the source decides here.
             let own = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
-            guest_verdict(w, &g, &own, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: own IPv6 source"));
+            guest_verdict(
+                w,
+                &g,
+                &own,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: own IPv6 source"),
+            );
             let spoofed = ipv6_udp(g.mac, h.mac, guest6(99), guest6(11), 64);
-            guest_verdict(w, &g, &spoofed, TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed IPv6 source"));
+            guest_verdict(
+                w,
+                &g,
+                &spoofed,
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedSource)],
+                &format!("{name}: spoofed IPv6 source"),
+            );
             let ll = ipv6_udp(g.mac, h.mac, link_local, guest6(11), 64);
-            guest_verdict(w, &g, &ll, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: link-local IPv6 source"));
-            let dad = ipv6_udp(g.mac, [0x33, 0x33, 0xff, 0, 0, 0x10], Ipv6Addr::UNSPECIFIED, "ff02::1:ff00:10".parse().unwrap(), 255);
-            guest_verdict(w, &g, &dad, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: unspecified source (DAD)"));
+            guest_verdict(
+                w,
+                &g,
+                &ll,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: link-local IPv6 source"),
+            );
+            let dad = ipv6_udp(
+                g.mac,
+                [0x33, 0x33, 0xff, 0, 0, 0x10],
+                Ipv6Addr::UNSPECIFIED,
+                "ff02::1:ff00:10".parse().unwrap(),
+                255,
+            );
+            guest_verdict(
+                w,
+                &g,
+                &dad,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: unspecified source (DAD)"),
+            );
         }
     });
 }
@@ -234,29 +484,87 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
         for (m, name) in [(mode::ROUTE, "route"), (mode::OPEN, "open")] {
             w.set_mode(m, HOST_ADDRESS);
             let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-            let out = guest_verdict(w, &g, &sent, TC_ACT_REDIRECT, &[once(Action::RouteForwarded)], &format!("{name}: IPv6 to the outside"));
+            let out = guest_verdict(
+                w,
+                &g,
+                &sent,
+                TC_ACT_REDIRECT,
+                &[once(Action::RouteForwarded)],
+                &format!("{name}: IPv6 to the outside"),
+            );
             assert_eq!(out.len(), sent.len(), "{name}: IPv6 frame changed length");
-            assert_eq!(&out[0..6], &NEXT_HOP_MAC, "{name}: IPv6 destination MAC is not the next hop's");
-            assert_eq!(&out[6..12], &UPLINK_MAC, "{name}: IPv6 source MAC is not the uplink's");
+            assert_eq!(
+                &out[0..6],
+                &NEXT_HOP_MAC,
+                "{name}: IPv6 destination MAC is not the next hop's"
+            );
+            assert_eq!(
+                &out[6..12],
+                &UPLINK_MAC,
+                "{name}: IPv6 source MAC is not the uplink's"
+            );
             assert_eq!(out[21], 63, "{name}: hop limit not decremented");
-            assert_eq!(&out[22..], &sent[22..], "{name}: IPv6 addresses or payload changed");
+            assert_eq!(
+                &out[22..],
+                &sent[22..],
+                "{name}: IPv6 addresses or payload changed"
+            );
 
             let inbound = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, guest6(10), 64);
-            uplink_verdict(w, &inbound, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: outside IPv6 to a guest"));
+            uplink_verdict(
+                w,
+                &inbound,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: outside IPv6 to a guest"),
+            );
 
             // Link-local and neighbour discovery stay on the bridge.
-            let ll = ipv6_udp(g.mac, BRIDGE_MAC, "fe80::5054:ff:fe00:a".parse().unwrap(), "fe80::1".parse().unwrap(), 255);
-            guest_verdict(w, &g, &ll, TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: link-local IPv6"));
+            let ll = ipv6_udp(
+                g.mac,
+                BRIDGE_MAC,
+                "fe80::5054:ff:fe00:a".parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+                255,
+            );
+            guest_verdict(
+                w,
+                &g,
+                &ll,
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: link-local IPv6"),
+            );
         }
         w.set_mode(mode::ROUTE, HOST_ADDRESS);
-        let foreign = ipv6_udp(g.mac, BRIDGE_MAC, "2001:db8:9::10".parse().unwrap(), OUTSIDE6, 64);
-        guest_verdict(w, &g, &foreign, TC_ACT_SHOT, &[dropped(DropReason::SourceNotInSubnet)], "route: IPv6 source outside the prefix");
+        let foreign = ipv6_udp(
+            g.mac,
+            BRIDGE_MAC,
+            "2001:db8:9::10".parse().unwrap(),
+            OUTSIDE6,
+            64,
+        );
+        guest_verdict(
+            w,
+            &g,
+            &foreign,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::SourceNotInSubnet)],
+            "route: IPv6 source outside the prefix",
+        );
 
         // A NAT network without an IPv6 <ip> (no VXDP_NAT6 entry) sends its
         // IPv6 nowhere but to the host (nat66_prog.rs covers the others).
         w.set_mode(mode::NAT, HOST_ADDRESS);
         let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-        guest_verdict(w, &g, &sent, TC_ACT_SHOT, &[dropped(DropReason::Ipv6NotForwarded)], "nat: IPv6 to the outside");
+        guest_verdict(
+            w,
+            &g,
+            &sent,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::Ipv6NotForwarded)],
+            "nat: IPv6 to the outside",
+        );
     });
 }
 
@@ -268,7 +576,8 @@ fn guests_of_other_networks_are_refused_unless_both_route() {
         let mut cfg = w.network();
         cfg.subnet = be(Ipv4Addr::new(10, 9, 0, 0));
         cfg.gateway = be(Ipv4Addr::new(10, 9, 0, 1));
-        let to_other = Packet::tcp(sock(g.addr, 40000), sock(other, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
+        let to_other =
+            Packet::tcp(sock(g.addr, 40000), sock(other, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
         for (mine, theirs, refused) in [
             (mode::NAT, mode::NAT, true),
             (mode::NAT, mode::ROUTE, true),
@@ -280,19 +589,40 @@ fn guests_of_other_networks_are_refused_unless_both_route() {
             w.set_mode(mine, HOST_ADDRESS);
             cfg.mode = theirs;
             w.set_network(2, &cfg);
-            w.set_subnet(be(Ipv4Addr::new(10, 9, 0, 0)), 24, &SubnetOwner { network_id: 2, mode: theirs });
+            w.set_subnet(
+                be(Ipv4Addr::new(10, 9, 0, 0)),
+                24,
+                &SubnetOwner {
+                    network_id: 2,
+                    mode: theirs,
+                },
+            );
             let before = w.counters();
             let run = w.run_guest(g.port_ifindex, &to_other.build());
             let moved = w.counters().moved_since(&before);
             let what = format!("mode {mine} guest to a guest of a mode {theirs} network");
             if refused {
                 assert_eq!(run.verdict, TC_ACT_SHOT, "{what}: not refused");
-                assert_counters_moved(&before, &w.counters(), &[dropped(DropReason::OtherNetwork)], &what);
+                assert_counters_moved(
+                    &before,
+                    &w.counters(),
+                    &[dropped(DropReason::OtherNetwork)],
+                    &what,
+                );
             } else {
                 // Routed (in this namespace network 2 has no bridge, so
                 // the default route carries it).
-                assert_eq!(run.verdict, TC_ACT_REDIRECT, "{what}: verdict {} (moved {moved:?})", run.verdict);
-                assert_counters_moved(&before, &w.counters(), &[once(Action::RouteForwarded)], &what);
+                assert_eq!(
+                    run.verdict, TC_ACT_REDIRECT,
+                    "{what}: verdict {} (moved {moved:?})",
+                    run.verdict
+                );
+                assert_counters_moved(
+                    &before,
+                    &w.counters(),
+                    &[once(Action::RouteForwarded)],
+                    &what,
+                );
             }
         }
     });
@@ -303,12 +633,20 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let h = w.guests[1];
-        let to_guest = Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
         let v6_to_guest = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
         enforce_known_ipv4(w, &g);
         // The MAC is known in another network only: the bridge decides.
         w.set_mac(NET_ID + 1, h.mac, h.port_ifindex);
-        guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], "guest to a MAC of another network's table");
+        guest_verdict(
+            w,
+            &g,
+            &to_guest.build(),
+            TC_ACT_OK,
+            &[once(Action::GuestPassed)],
+            "guest to a MAC of another network's table",
+        );
         w.set_mac(NET_ID, h.mac, h.port_ifindex);
         for (m, flags, name) in [
             (mode::NAT, HOST_ADDRESS, "nat"),
@@ -318,21 +656,67 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             (mode::BRIDGE, 0, "host bridge"),
         ] {
             w.set_mode(m, flags);
-            let out = guest_verdict(w, &g, &to_guest.build(), TC_ACT_REDIRECT, &[once(Action::PortForwarded)], &format!("{name}: guest to guest"));
-            assert_eq!(out, to_guest.build(), "{name}: a frame between guests must not change");
-            guest_verdict(w, &g, &v6_to_guest, TC_ACT_REDIRECT, &[once(Action::PortForwarded)], &format!("{name}: IPv6 guest to guest"));
+            let out = guest_verdict(
+                w,
+                &g,
+                &to_guest.build(),
+                TC_ACT_REDIRECT,
+                &[once(Action::PortForwarded)],
+                &format!("{name}: guest to guest"),
+            );
+            assert_eq!(
+                out,
+                to_guest.build(),
+                "{name}: a frame between guests must not change"
+            );
+            guest_verdict(
+                w,
+                &g,
+                &v6_to_guest,
+                TC_ACT_REDIRECT,
+                &[once(Action::PortForwarded)],
+                &format!("{name}: IPv6 guest to guest"),
+            );
             // Anti-spoofing still comes first.
-            let spoofed = Packet::tcp(sock(Ipv4Addr::new(192, 168, 122, 99), 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-            guest_verdict(w, &g, &spoofed.build(), TC_ACT_SHOT, &[dropped(DropReason::SpoofedSource)], &format!("{name}: spoofed source to guest"));
+            let spoofed = Packet::tcp(
+                sock(Ipv4Addr::new(192, 168, 122, 99), 40000),
+                sock(h.addr, 22),
+                TCP_SYN,
+            )
+            .macs(g.mac, h.mac);
+            guest_verdict(
+                w,
+                &g,
+                &spoofed.build(),
+                TC_ACT_SHOT,
+                &[dropped(DropReason::SpoofedSource)],
+                &format!("{name}: spoofed source to guest"),
+            );
             // A bridge that filters (VLANs, netfilter) keeps guest frames.
             let mut cfg = w.network();
             cfg.flags |= network_flags::BRIDGE_FILTERS;
             w.set_network(NET_ID, &cfg);
-            guest_verdict(w, &g, &to_guest.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: guest to guest on a filtering bridge"));
+            guest_verdict(
+                w,
+                &g,
+                &to_guest.build(),
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: guest to guest on a filtering bridge"),
+            );
             w.set_mode(m, flags);
             // Broadcast and frames to the host stay on the bridge.
-            let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67)).payload(&bootp(1, g.mac)).macs(g.mac, [0xff; 6]);
-            guest_verdict(w, &g, &bcast.build(), TC_ACT_OK, &[once(Action::GuestPassed)], &format!("{name}: broadcast"));
+            let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67))
+                .payload(&bootp(1, g.mac))
+                .macs(g.mac, [0xff; 6]);
+            guest_verdict(
+                w,
+                &g,
+                &bcast.build(),
+                TC_ACT_OK,
+                &[once(Action::GuestPassed)],
+                &format!("{name}: broadcast"),
+            );
         }
     });
 }
@@ -340,10 +724,21 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
 /// Runs `frame` through the uplink program as arriving on `ifindex`;
 /// asserts the verdict and that exactly `moved` counted.
 #[track_caller]
-fn uplink_verdict_from(w: &World, ifindex: u32, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) -> Vec<u8> {
+fn uplink_verdict_from(
+    w: &World,
+    ifindex: u32,
+    frame: &[u8],
+    verdict: u32,
+    moved: &[(u32, Slot, u64)],
+    what: &str,
+) -> Vec<u8> {
     let before = w.counters();
     let run = w.run_uplink_from(ifindex, frame);
-    assert_eq!(run.verdict, verdict, "{what}: XDP verdict {} instead of {verdict}", run.verdict);
+    assert_eq!(
+        run.verdict, verdict,
+        "{what}: XDP verdict {} instead of {verdict}",
+        run.verdict
+    );
     assert_counters_moved(&before, &w.counters(), moved, what);
     run.data
 }
@@ -355,9 +750,23 @@ fn uplink_verdict_from(w: &World, ifindex: u32, frame: &[u8], verdict: u32, move
 fn assert_delivered_v4(g: &Guest, sent: &[u8], out: &[u8], what: &str) {
     let f = Frame(out);
     assert_eq!(out.len(), sent.len(), "{what}: frame length changed");
-    assert_eq!(f.eth_dst(), g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&f.eth_dst()));
-    assert_eq!(f.eth_src(), BRIDGE_MAC, "{what}: source MAC {} is not the bridge's", fmt_mac(&f.eth_src()));
-    assert_eq!(f.ttl(), Frame(sent).ttl() - 1, "{what}: TTL not decremented");
+    assert_eq!(
+        f.eth_dst(),
+        g.mac,
+        "{what}: destination MAC {} is not the guest's",
+        fmt_mac(&f.eth_dst())
+    );
+    assert_eq!(
+        f.eth_src(),
+        BRIDGE_MAC,
+        "{what}: source MAC {} is not the bridge's",
+        fmt_mac(&f.eth_src())
+    );
+    assert_eq!(
+        f.ttl(),
+        Frame(sent).ttl() - 1,
+        "{what}: TTL not decremented"
+    );
     f.assert_checksums(what, false);
     let unchanged = |b: &[u8]| {
         let mut v = b[12..].to_vec();
@@ -366,18 +775,36 @@ fn assert_delivered_v4(g: &Guest, sent: &[u8], out: &[u8], what: &str) {
         v[25 - 12] = 0;
         v
     };
-    assert_eq!(unchanged(out), unchanged(sent), "{what}: bytes other than MACs, TTL and header checksum changed");
+    assert_eq!(
+        unchanged(out),
+        unchanged(sent),
+        "{what}: bytes other than MACs, TTL and header checksum changed"
+    );
 }
 
 /// Asserts `out` is the inbound IPv6 frame `sent` delivered to guest `g`.
 #[track_caller]
 fn assert_delivered_v6(g: &Guest, sent: &[u8], out: &[u8], what: &str) {
     assert_eq!(out.len(), sent.len(), "{what}: frame length changed");
-    assert_eq!(&out[0..6], &g.mac, "{what}: destination MAC {} is not the guest's", fmt_mac(&out[0..6].try_into().unwrap()));
-    assert_eq!(&out[6..12], &BRIDGE_MAC, "{what}: source MAC {} is not the bridge's", fmt_mac(&out[6..12].try_into().unwrap()));
+    assert_eq!(
+        &out[0..6],
+        &g.mac,
+        "{what}: destination MAC {} is not the guest's",
+        fmt_mac(&out[0..6].try_into().unwrap())
+    );
+    assert_eq!(
+        &out[6..12],
+        &BRIDGE_MAC,
+        "{what}: source MAC {} is not the bridge's",
+        fmt_mac(&out[6..12].try_into().unwrap())
+    );
     assert_eq!(out[21], sent[21] - 1, "{what}: hop limit not decremented");
     assert_eq!(&out[12..21], &sent[12..21], "{what}: IPv6 header changed");
-    assert_eq!(&out[22..], &sent[22..], "{what}: IPv6 addresses or payload changed");
+    assert_eq!(
+        &out[22..],
+        &sent[22..],
+        "{what}: IPv6 addresses or payload changed"
+    );
 }
 
 /// Outside → guest in route and open modes: once the kernel has resolved
@@ -394,8 +821,12 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         let up = w.uplink_ifindex;
         let g6 = guest6(10);
         let syn = syn_in(&g).build();
-        let udp = Packet::udp(sock(OUTSIDE, 53), sock(g.addr, 40000)).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
-        let ping = Packet::icmp_echo_request(OUTSIDE, g.addr, 9, 1).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
+        let udp = Packet::udp(sock(OUTSIDE, 53), sock(g.addr, 40000))
+            .macs(NEXT_HOP_MAC, UPLINK_MAC)
+            .build();
+        let ping = Packet::icmp_echo_request(OUTSIDE, g.addr, 9, 1)
+            .macs(NEXT_HOP_MAC, UPLINK_MAC)
+            .build();
         let v6 = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, g6, 64);
         let modes = [(mode::ROUTE, "route"), (mode::OPEN, "open")];
 
@@ -404,22 +835,68 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         w.set_mac(NET_ID, g.mac, g.port_ifindex);
         for (m, name) in modes {
             w.set_mode(m, HOST_ADDRESS);
-            uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: unresolved neighbour"));
-            uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: unresolved IPv6 neighbour"));
+            uplink_verdict_from(
+                w,
+                up,
+                &syn,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: unresolved neighbour"),
+            );
+            uplink_verdict_from(
+                w,
+                up,
+                &v6,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: unresolved IPv6 neighbour"),
+            );
         }
 
         // Resolved, but to a MAC no port of this network has: the kernel.
         let stranger = [0x52, 0x54, 0x00, 0x00, 0x00, 0x99];
-        w.ip(&format!("neigh replace {} lladdr {} dev {BRIDGE} nud permanent", g.addr, fmt_mac(&stranger))).unwrap();
-        w.ip(&format!("-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&stranger))).unwrap();
+        w.ip(&format!(
+            "neigh replace {} lladdr {} dev {BRIDGE} nud permanent",
+            g.addr,
+            fmt_mac(&stranger)
+        ))
+        .unwrap();
+        w.ip(&format!(
+            "-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent",
+            fmt_mac(&stranger)
+        ))
+        .unwrap();
         for (m, name) in modes {
             w.set_mode(m, HOST_ADDRESS);
-            uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: neighbour MAC of no guest"));
-            uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: IPv6 neighbour MAC of no guest"));
+            uplink_verdict_from(
+                w,
+                up,
+                &syn,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: neighbour MAC of no guest"),
+            );
+            uplink_verdict_from(
+                w,
+                up,
+                &v6,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: IPv6 neighbour MAC of no guest"),
+            );
         }
 
-        w.ip(&format!("neigh replace {} lladdr {} dev {BRIDGE} nud permanent", g.addr, fmt_mac(&g.mac))).unwrap();
-        w.ip(&format!("-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent", fmt_mac(&g.mac))).unwrap();
+        w.ip(&format!(
+            "neigh replace {} lladdr {} dev {BRIDGE} nud permanent",
+            g.addr,
+            fmt_mac(&g.mac)
+        ))
+        .unwrap();
+        w.ip(&format!(
+            "-6 neigh replace {g6} lladdr {} dev {BRIDGE} nud permanent",
+            fmt_mac(&g.mac)
+        ))
+        .unwrap();
         let fwd = once(Action::RouteInboundForwarded);
         for (m, name) in modes {
             w.set_mode(m, HOST_ADDRESS);
@@ -433,12 +910,38 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
             assert_delivered_v6(&g, &v6, &out, &what);
 
             // Expiring TTLs, the host's own address: the kernel answers.
-            let last_hop = Packet::tcp(sock(OUTSIDE, 80), sock(g.addr, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC).ttl(1).build();
-            uplink_verdict_from(w, up, &last_hop, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: TTL 1"));
+            let last_hop = Packet::tcp(sock(OUTSIDE, 80), sock(g.addr, 22), TCP_SYN)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .ttl(1)
+                .build();
+            uplink_verdict_from(
+                w,
+                up,
+                &last_hop,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: TTL 1"),
+            );
             let v6_last_hop = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, g6, 1);
-            uplink_verdict_from(w, up, &v6_last_hop, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: hop limit 1"));
-            let to_host = Packet::tcp(sock(OUTSIDE, 80), sock(GATEWAY, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC).build();
-            uplink_verdict_from(w, up, &to_host, XDP_PASS, &[once(Action::RouteInbound)], &format!("{name}: to the host's bridge address"));
+            uplink_verdict_from(
+                w,
+                up,
+                &v6_last_hop,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: hop limit 1"),
+            );
+            let to_host = Packet::tcp(sock(OUTSIDE, 80), sock(GATEWAY, 22), TCP_SYN)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .build();
+            uplink_verdict_from(
+                w,
+                up,
+                &to_host,
+                XDP_PASS,
+                &[once(Action::RouteInbound)],
+                &format!("{name}: to the host's bridge address"),
+            );
         }
 
         // <forward dev>: route mode takes inbound traffic only from that
@@ -446,29 +949,104 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         let elsewhere = w.ifindex(UPLINK_PEER);
         assert_ne!(elsewhere, w.ifindex(UPLINK));
         w.set_mode(mode::ROUTE, HOST_ADDRESS | network_flags::FORWARD_DEV);
-        uplink_verdict_from(w, elsewhere, &syn, XDP_DROP, &[dropped(DropReason::InboundNotViaForwardDev)], "route, forward dev: inbound from another interface");
-        uplink_verdict_from(w, elsewhere, &v6, XDP_DROP, &[dropped(DropReason::InboundNotViaForwardDev)], "route, forward dev: IPv6 from another interface");
-        let out = uplink_verdict_from(w, up, &syn, XDP_REDIRECT, &[fwd], "route, forward dev: inbound from it");
+        uplink_verdict_from(
+            w,
+            elsewhere,
+            &syn,
+            XDP_DROP,
+            &[dropped(DropReason::InboundNotViaForwardDev)],
+            "route, forward dev: inbound from another interface",
+        );
+        uplink_verdict_from(
+            w,
+            elsewhere,
+            &v6,
+            XDP_DROP,
+            &[dropped(DropReason::InboundNotViaForwardDev)],
+            "route, forward dev: IPv6 from another interface",
+        );
+        let out = uplink_verdict_from(
+            w,
+            up,
+            &syn,
+            XDP_REDIRECT,
+            &[fwd],
+            "route, forward dev: inbound from it",
+        );
         assert_delivered_v4(&g, &syn, &out, "route, forward dev: inbound from it");
         w.set_mode(mode::OPEN, HOST_ADDRESS | network_flags::FORWARD_DEV);
-        let out = uplink_verdict_from(w, elsewhere, &syn, XDP_REDIRECT, &[fwd], "open, forward dev: inbound from another interface");
-        assert_delivered_v4(&g, &syn, &out, "open, forward dev: inbound from another interface");
+        let out = uplink_verdict_from(
+            w,
+            elsewhere,
+            &syn,
+            XDP_REDIRECT,
+            &[fwd],
+            "open, forward dev: inbound from another interface",
+        );
+        assert_delivered_v4(
+            &g,
+            &syn,
+            &out,
+            "open, forward dev: inbound from another interface",
+        );
 
         // The guest's port has no redirect slot: the kernel, not a drop.
         w.set_mode(mode::ROUTE, HOST_ADDRESS);
         w.remove_port(g.port_ifindex);
-        uplink_verdict_from(w, up, &syn, XDP_PASS, &[once(Action::RouteInbound)], "route: guest port without a redirect slot");
-        uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], "route: IPv6 to a guest port without a redirect slot");
+        uplink_verdict_from(
+            w,
+            up,
+            &syn,
+            XDP_PASS,
+            &[once(Action::RouteInbound)],
+            "route: guest port without a redirect slot",
+        );
+        uplink_verdict_from(
+            w,
+            up,
+            &v6,
+            XDP_PASS,
+            &[once(Action::RouteInbound)],
+            "route: IPv6 to a guest port without a redirect slot",
+        );
 
         // NAT and isolated networks are not routed into, resolved guest or
         // not; a NAT network's IPv6 without NAT66 is routed as libvirt does
         // (here to the kernel: the port has no redirect slot).
         w.set_mode(mode::NAT, HOST_ADDRESS);
-        uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::UnsolicitedInbound)], "nat: unsolicited SYN to a resolved guest");
-        uplink_verdict_from(w, up, &v6, XDP_PASS, &[once(Action::RouteInbound)], "nat: routed IPv6 to a resolved guest");
+        uplink_verdict_from(
+            w,
+            up,
+            &syn,
+            XDP_DROP,
+            &[dropped(DropReason::UnsolicitedInbound)],
+            "nat: unsolicited SYN to a resolved guest",
+        );
+        uplink_verdict_from(
+            w,
+            up,
+            &v6,
+            XDP_PASS,
+            &[once(Action::RouteInbound)],
+            "nat: routed IPv6 to a resolved guest",
+        );
         w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        uplink_verdict_from(w, up, &syn, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: SYN to a resolved guest");
-        uplink_verdict_from(w, up, &v6, XDP_DROP, &[dropped(DropReason::IsolatedNetwork)], "isolated: IPv6 to a resolved guest");
+        uplink_verdict_from(
+            w,
+            up,
+            &syn,
+            XDP_DROP,
+            &[dropped(DropReason::IsolatedNetwork)],
+            "isolated: SYN to a resolved guest",
+        );
+        uplink_verdict_from(
+            w,
+            up,
+            &v6,
+            XDP_DROP,
+            &[dropped(DropReason::IsolatedNetwork)],
+            "isolated: IPv6 to a resolved guest",
+        );
     });
 }
 

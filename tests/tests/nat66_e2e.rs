@@ -22,7 +22,12 @@ fn tcp_from_outside(topo: &NatTopology, i: usize) -> Result<SocketAddr> {
     let (addr, server) = serve_payload(&topo.wan, &format!("[{OUTSIDE6}]:0"), payload.clone())?;
     let got = fetch(&topo.guests[i].ns, addr, Duration::from_secs(5))?;
     let peer = server.join().expect("server thread")?;
-    ensure!(got == payload, "guest {i}: the TCP transfer over IPv6 arrived incomplete or corrupted ({} of {} bytes)", got.len(), payload.len());
+    ensure!(
+        got == payload,
+        "guest {i}: the TCP transfer over IPv6 arrived incomplete or corrupted ({} of {} bytes)",
+        got.len(),
+        payload.len()
+    );
     Ok(peer)
 }
 
@@ -37,16 +42,30 @@ fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> 
     }
     let (snat0, _) = topo.counter("default", "snat_forwarded")?;
     let (dnat0, _) = topo.counter("default", "dnat_forwarded")?;
-    let out = topo.guests[0].ns.exec("ping", &["-6", "-c", "3", "-i", "0.2", "-W", "1", OUTSIDE6])?;
-    ensure!(String::from_utf8_lossy(&out.stdout).contains("3 received"), "ping6 lost packets: {}", String::from_utf8_lossy(&out.stdout));
+    let out = topo.guests[0]
+        .ns
+        .exec("ping", &["-6", "-c", "3", "-i", "0.2", "-W", "1", OUTSIDE6])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("3 received"),
+        "ping6 lost packets: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let (snat1, _) = topo.counter("default", "snat_forwarded")?;
     let (dnat1, _) = topo.counter("default", "dnat_forwarded")?;
-    ensure!(snat1 - snat0 == 3 && dnat1 - dnat0 == 3, "echoes should be NAT66'd by eBPF: snat +{}, dnat +{}", snat1 - snat0, dnat1 - dnat0);
+    ensure!(
+        snat1 - snat0 == 3 && dnat1 - dnat0 == 3,
+        "echoes should be NAT66'd by eBPF: snat +{}, dnat +{}",
+        snat1 - snat0,
+        dnat1 - dnat0
+    );
 
     // TCP from both guests: the outside host sees only the uplink's address.
     for i in 0..2 {
         let peer = tcp_from_outside(&topo, i)?;
-        ensure!(peer.ip().to_string() == UPLINK6, "guest {i}: outside host saw {peer}, expected the uplink's IPv6 address {UPLINK6}");
+        ensure!(
+            peer.ip().to_string() == UPLINK6,
+            "guest {i}: outside host saw {peer}, expected the uplink's IPv6 address {UPLINK6}"
+        );
     }
     // UDP request/response with the guest's checksum offload on (its
     // packets carry an unfinished checksum) and off (the receiver checks
@@ -65,32 +84,56 @@ fn nat66_masquerades_guest_ipv6_and_refuses_unsolicited_inbound() -> Result<()> 
         })??;
         echo.join().expect("echo thread")?;
         let text = String::from_utf8_lossy(&reply).to_string();
-        ensure!(text.ends_with("|hello through NAT66"), "UDP reply with offload {offload}: {text:?}");
-        ensure!(text.starts_with(&format!("[{UPLINK6}]:")), "UDP seen from {text:?}, expected the uplink's IPv6 address");
+        ensure!(
+            text.ends_with("|hello through NAT66"),
+            "UDP reply with offload {offload}: {text:?}"
+        );
+        ensure!(
+            text.starts_with(&format!("[{UPLINK6}]:")),
+            "UDP seen from {text:?}, expected the uplink's IPv6 address"
+        );
     }
     guest.ns.exec("ethtool", &["-K", "eth0", "tx", "on"])?;
 
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
     ensure!(
-        ct.contains(&format!("[{}]:", guest6(0))) && ct.contains(&format!("[{UPLINK6}]:")) && ct.contains("icmp6"),
+        ct.contains(&format!("[{}]:", guest6(0)))
+            && ct.contains(&format!("[{UPLINK6}]:"))
+            && ct.contains("icmp6"),
         "conntrack list lacks the guests' NAT66 flows:\n{ct}"
     );
 
     // Unsolicited inbound: even with a route to the guests' prefix via the
     // hypervisor (the topology has one), the outside host cannot connect.
     let target: SocketAddr = format!("[{}]:8080", guest6(0)).parse()?;
-    let listener = topo.guests[0].ns.enter(move || std::net::TcpListener::bind(target))??;
+    let listener = topo.guests[0]
+        .ns
+        .enter(move || std::net::TcpListener::bind(target))??;
     let (drop0, _) = topo.counter("default", "unsolicited_inbound")?;
-    let attempt = topo.wan.enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)))?;
-    ensure!(attempt.is_err(), "the outside host connected to a NAT66 guest: unsolicited inbound IPv6 must be refused");
+    let attempt = topo
+        .wan
+        .enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)))?;
+    ensure!(
+        attempt.is_err(),
+        "the outside host connected to a NAT66 guest: unsolicited inbound IPv6 must be refused"
+    );
     let (drop1, _) = topo.counter("default", "unsolicited_inbound")?;
-    ensure!(drop1 > drop0, "the refused IPv6 SYN was not counted as unsolicited_inbound ({drop0} -> {drop1})");
+    ensure!(
+        drop1 > drop0,
+        "the refused IPv6 SYN was not counted as unsolicited_inbound ({drop0} -> {drop1})"
+    );
     drop(listener);
 
     let flushed = String::from_utf8(topo.vxdp(&["conntrack", "flush", "default"])?.stdout)?;
-    ensure!(!flushed.contains("removed 0 "), "conntrack flush removed nothing: {flushed}");
+    ensure!(
+        !flushed.contains("removed 0 "),
+        "conntrack flush removed nothing: {flushed}"
+    );
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
-    ensure!(!ct.contains(UPLINK6), "NAT66 flows left after conntrack flush:\n{ct}");
+    ensure!(
+        !ct.contains(UPLINK6),
+        "NAT66 flows left after conntrack flush:\n{ct}"
+    );
     topo.stop()?;
     Ok(())
 }
@@ -107,15 +150,30 @@ fn nat_network_routes_guest_ipv6_without_nat66() -> Result<()> {
     let (fwd0, _) = topo.counter("default", "route_forwarded")?;
     for i in 0..2 {
         let peer = tcp_from_outside(&topo, i)?;
-        ensure!(peer.ip().to_string() == guest6(i), "guest {i}: outside host saw {peer}, expected the guest's own address {} (IPv6 is routed without ipv6='yes')", guest6(i));
+        ensure!(
+            peer.ip().to_string() == guest6(i),
+            "guest {i}: outside host saw {peer}, expected the guest's own address {} (IPv6 is routed without ipv6='yes')",
+            guest6(i)
+        );
     }
     let (fwd1, _) = topo.counter("default", "route_forwarded")?;
-    ensure!(fwd1 > fwd0, "the guests' IPv6 did not take the eBPF routing path (route_forwarded {fwd0} -> {fwd1})");
+    ensure!(
+        fwd1 > fwd0,
+        "the guests' IPv6 did not take the eBPF routing path (route_forwarded {fwd0} -> {fwd1})"
+    );
     // As with libvirt's routing rules, the outside host reaches the guests.
     let target: SocketAddr = format!("[{}]:8080", guest6(0)).parse()?;
-    let listener = topo.guests[0].ns.enter(move || std::net::TcpListener::bind(target))??;
-    let attempt = topo.wan.enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)))?;
-    ensure!(attempt.is_ok(), "the outside host could not reach a guest's routed IPv6 address: {:?}", attempt.err());
+    let listener = topo.guests[0]
+        .ns
+        .enter(move || std::net::TcpListener::bind(target))??;
+    let attempt = topo
+        .wan
+        .enter(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)))?;
+    ensure!(
+        attempt.is_ok(),
+        "the outside host could not reach a guest's routed IPv6 address: {:?}",
+        attempt.err()
+    );
     drop(listener);
     topo.stop()?;
     Ok(())
@@ -127,18 +185,39 @@ fn ipv6_forwarding_is_refused_where_it_would_drop_ra_routes() -> Result<()> {
     // A route learned from a router advertisement on the uplink, whose
     // accept_ra is the default (1): forwarding on would make the kernel
     // ignore further advertisements there and the route expire.
-    topo.hyp.ip(&["-6", "route", "add", "2001:db8:77::/64", "dev", "up0", "proto", "ra"])?;
+    topo.hyp.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:77::/64",
+        "dev",
+        "up0",
+        "proto",
+        "ra",
+    ])?;
     let file = topo.state_dir.join("ra.xml");
     std::fs::create_dir_all(&topo.state_dir)?;
     std::fs::write(&file, xml(true))?;
     let out = topo.vxdp_status(&["net-create", file.to_str().context("path")?])?;
     let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "net-create turned IPv6 forwarding on despite an RA route on up0 with accept_ra 1");
-    ensure!(err.contains("up0") && err.contains("accept_ra"), "the refusal should name up0 and accept_ra: {err}");
-    let fwd = topo.hyp.exec("sysctl", &["-n", "net.ipv6.conf.all.forwarding"])?;
-    ensure!(String::from_utf8_lossy(&fwd.stdout).trim() == "0", "IPv6 forwarding changed although the start was refused");
+    ensure!(
+        !out.status.success(),
+        "net-create turned IPv6 forwarding on despite an RA route on up0 with accept_ra 1"
+    );
+    ensure!(
+        err.contains("up0") && err.contains("accept_ra"),
+        "the refusal should name up0 and accept_ra: {err}"
+    );
+    let fwd = topo
+        .hyp
+        .exec("sysctl", &["-n", "net.ipv6.conf.all.forwarding"])?;
+    ensure!(
+        String::from_utf8_lossy(&fwd.stdout).trim() == "0",
+        "IPv6 forwarding changed although the start was refused"
+    );
     // With accept_ra=2 the routes survive forwarding: the start goes ahead.
-    topo.hyp.exec("sysctl", &["-qw", "net.ipv6.conf.up0.accept_ra=2"])?;
+    topo.hyp
+        .exec("sysctl", &["-qw", "net.ipv6.conf.up0.accept_ra=2"])?;
     topo.start(&xml(true))?;
     topo.stop()?;
     Ok(())
@@ -151,12 +230,22 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
     // control plane (the programs keep the maps alive).
     let mut topo = topology("n6old")?;
     topo.start(vxdp_tests::testbed::DEFAULT_XML)?;
-    topo.wait_ping(0, vxdp_tests::testbed::OUTSIDE_HOST, Duration::from_secs(15))?;
-    for map in [vxdp_common::names::MAP_NAT6, vxdp_common::names::MAP_CONNTRACK6] {
+    topo.wait_ping(
+        0,
+        vxdp_tests::testbed::OUTSIDE_HOST,
+        Duration::from_secs(15),
+    )?;
+    for map in [
+        vxdp_common::names::MAP_NAT6,
+        vxdp_common::names::MAP_CONNTRACK6,
+    ] {
         std::fs::remove_file(topo.bpffs.join("maps").join(map))?;
     }
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
-    ensure!(ct.contains(vxdp_tests::testbed::UPLINK_ADDR), "the IPv4 flows should still be listed:\n{ct}");
+    ensure!(
+        ct.contains(vxdp_tests::testbed::UPLINK_ADDR),
+        "the IPv4 flows should still be listed:\n{ct}"
+    );
     topo.vxdp(&["conntrack", "flush"])?;
     topo.vxdp(&["stats"])?;
     topo.stop()?;

@@ -32,16 +32,28 @@ struct Behaviour {
 fn probe(topo: &NatTopology, who: &str) -> Result<Behaviour> {
     wait_ping6(topo, 0, OUTSIDE6)?;
     let (ping, tcp, peer) = measure6(&topo.guests[0].ns, OUTSIDE6, &topo.wan)?;
-    ensure!(ping == tcp, "{who}: guest → outside: ping6 {ping} but TCP {tcp}");
+    ensure!(
+        ping == tcp,
+        "{who}: guest → outside: ping6 {ping} but TCP {tcp}"
+    );
     let seen_as = match peer {
         Some(p) if p == UPLINK6.parse::<IpAddr>()? => "uplink",
         Some(p) if p == guest6(0).parse::<IpAddr>()? => "guest",
-        Some(p) => anyhow::bail!("{who}: the outside host saw the guest as {p}, neither its own nor the uplink's address"),
+        Some(p) => anyhow::bail!(
+            "{who}: the outside host saw the guest as {p}, neither its own nor the uplink's address"
+        ),
         None => "nothing",
     };
     let (ping_in, tcp_in, _) = measure6(&topo.wan, &guest6(1), &topo.guests[1].ns)?;
-    ensure!(ping_in == tcp_in, "{who}: outside → guest: ping6 {ping_in} but TCP {tcp_in}");
-    Ok(Behaviour { outbound: tcp, seen_as, inbound: tcp_in })
+    ensure!(
+        ping_in == tcp_in,
+        "{who}: outside → guest: ping6 {ping_in} but TCP {tcp_in}"
+    );
+    Ok(Behaviour {
+        outbound: tcp,
+        seen_as,
+        inbound: tcp_in,
+    })
 }
 
 fn libvirt(nat66: bool) -> Result<Behaviour> {
@@ -50,7 +62,8 @@ fn libvirt(nat66: bool) -> Result<Behaviour> {
     lv.net_create("default", &xml(nat66))?;
     for g in &topo.guests {
         // What libvirt does for a guest's tap: enslave it to the bridge.
-        topo.hyp.ip(&["link", "set", &g.port, "master", "virbr0", "up"])?;
+        topo.hyp
+            .ip(&["link", "set", &g.port, "master", "virbr0", "up"])?;
     }
     let b = probe(&topo, "libvirt");
     lv.clean_networks();
@@ -67,27 +80,52 @@ fn vxdp(nat66: bool) -> Result<Behaviour> {
 
 #[test]
 fn ipv6_in_nat_networks_behaves_like_libvirt() -> Result<()> {
-    let mut table = String::from("\nnat ipv6   implementation  guest→outside  seen as  outside→guest\n");
+    let mut table =
+        String::from("\nnat ipv6   implementation  guest→outside  seen as  outside→guest\n");
     let mut disagree = Vec::new();
     for nat66 in [false, true] {
         let l = libvirt(nat66)?;
         let v = vxdp(nat66)?;
         for (who, b) in [("libvirt 9.0", &l), ("vxdp", &v)] {
-            writeln!(table, "{:<10} {who:<15} {:<14} {:<8} {}", if nat66 { "yes" } else { "no" }, b.outbound, b.seen_as, b.inbound)?;
+            writeln!(
+                table,
+                "{:<10} {who:<15} {:<14} {:<8} {}",
+                if nat66 { "yes" } else { "no" },
+                b.outbound,
+                b.seen_as,
+                b.inbound
+            )?;
         }
         if l != v {
-            disagree.push(format!("nat ipv6={}: libvirt {l:?}, vxdp {v:?}", if nat66 { "yes" } else { "no" }));
+            disagree.push(format!(
+                "nat ipv6={}: libvirt {l:?}, vxdp {v:?}",
+                if nat66 { "yes" } else { "no" }
+            ));
         }
         // What the README promises, so that agreeing on something else
         // (both broken) fails too.
         let want = if nat66 {
-            Behaviour { outbound: true, seen_as: "uplink", inbound: false }
+            Behaviour {
+                outbound: true,
+                seen_as: "uplink",
+                inbound: false,
+            }
         } else {
-            Behaviour { outbound: true, seen_as: "guest", inbound: true }
+            Behaviour {
+                outbound: true,
+                seen_as: "guest",
+                inbound: true,
+            }
         };
-        ensure!(v == want, "vxdp with nat ipv6={nat66}: {v:?}, documented {want:?}{table}");
+        ensure!(
+            v == want,
+            "vxdp with nat ipv6={nat66}: {v:?}, documented {want:?}{table}"
+        );
     }
     println!("{table}");
-    ensure!(disagree.is_empty(), "libvirt and vxdp disagree: {disagree:?}{table}");
+    ensure!(
+        disagree.is_empty(),
+        "libvirt and vxdp disagree: {disagree:?}{table}"
+    );
     Ok(())
 }

@@ -53,17 +53,38 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
         .arg("--out-dir")
         .arg(&tmp.0)
         .current_dir(root()))?;
-    let deb = PathBuf::from(out.lines().last().context("cargo xtask deb printed nothing")?.trim());
-    ensure!(deb.extension().is_some_and(|e| e == "deb") && deb.is_file(), "no package at {}", deb.display());
+    let deb = PathBuf::from(
+        out.lines()
+            .last()
+            .context("cargo xtask deb printed nothing")?
+            .trim(),
+    );
+    ensure!(
+        deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
+        "no package at {}",
+        deb.display()
+    );
 
     // Control fields.
-    let field = |name: &str| -> Result<String> { Ok(run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))?.trim().to_string()) };
+    let field = |name: &str| -> Result<String> {
+        Ok(run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))?
+            .trim()
+            .to_string())
+    };
     ensure!(field("Package")? == "vxdp", "package name");
     let depends = field("Depends")?;
-    ensure!(depends.contains("libc6") && depends.contains("dnsmasq-base"), "Depends: {depends}");
+    ensure!(
+        depends.contains("libc6") && depends.contains("dnsmasq-base"),
+        "Depends: {depends}"
+    );
     // Everything owned by root.
     let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb))?;
-    ensure!(listing.lines().all(|l| l.split_whitespace().nth(1) == Some("root/root")), "files not owned by root:\n{listing}");
+    ensure!(
+        listing
+            .lines()
+            .all(|l| l.split_whitespace().nth(1) == Some("root/root")),
+        "files not owned by root:\n{listing}"
+    );
 
     let x = tmp.0.join("root");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
@@ -74,24 +95,49 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
     for (installed, source) in [
         ("lib/systemd/system/vxdp.service", "systemd/vxdp.service"),
         ("etc/default/vxdp", "default/vxdp"),
-        ("usr/share/vxdp/prometheus/vxdp-rules.yml", "prometheus/vxdp-rules.yml"),
-        ("usr/share/vxdp/grafana/vxdp-dashboard.json", "grafana/vxdp-dashboard.json"),
+        (
+            "usr/share/vxdp/prometheus/vxdp-rules.yml",
+            "prometheus/vxdp-rules.yml",
+        ),
+        (
+            "usr/share/vxdp/grafana/vxdp-dashboard.json",
+            "grafana/vxdp-dashboard.json",
+        ),
     ] {
-        let a = std::fs::read(x.join(installed)).with_context(|| format!("{installed} missing from the package"))?;
-        ensure!(a == std::fs::read(packaging.join(source))?, "{installed} differs from packaging/{source}");
+        let a = std::fs::read(x.join(installed))
+            .with_context(|| format!("{installed} missing from the package"))?;
+        ensure!(
+            a == std::fs::read(packaging.join(source))?,
+            "{installed} differs from packaging/{source}"
+        );
     }
     for doc in ["README.md", "copyright", "changelog.gz"] {
-        ensure!(x.join("usr/share/doc/vxdp").join(doc).is_file(), "usr/share/doc/vxdp/{doc} missing");
+        ensure!(
+            x.join("usr/share/doc/vxdp").join(doc).is_file(),
+            "usr/share/doc/vxdp/{doc} missing"
+        );
     }
-    ensure!(std::fs::read_to_string(ctl.join("conffiles"))?.trim() == "/etc/default/vxdp", "conffiles");
+    ensure!(
+        std::fs::read_to_string(ctl.join("conffiles"))?.trim() == "/etc/default/vxdp",
+        "conffiles"
+    );
     // The packaged binary runs and is stripped of its symbols.
     let bin = x.join("usr/bin/vxdp");
     let help = run(Command::new(&bin).arg("--help"))?;
-    ensure!(help.contains("serve"), "vxdp --help does not list serve:\n{help}");
+    ensure!(
+        help.contains("serve"),
+        "vxdp --help does not list serve:\n{help}"
+    );
     let syms = Command::new("nm").arg(&bin).output()?;
-    ensure!(String::from_utf8_lossy(&syms.stderr).contains("no symbols"), "usr/bin/vxdp is not stripped");
+    ensure!(
+        String::from_utf8_lossy(&syms.stderr).contains("no symbols"),
+        "usr/bin/vxdp is not stripped"
+    );
     // md5sums matches the files.
-    run(Command::new("md5sum").args(["--check", "--quiet"]).arg(ctl.join("md5sums")).current_dir(&x))?;
+    run(Command::new("md5sum")
+        .args(["--check", "--quiet"])
+        .arg(ctl.join("md5sums"))
+        .current_dir(&x))?;
     // (The unit itself is verified by ops_systemd; the packaged one is the same file.)
 
     // The maintainer scripts, with systemd seemingly running.
@@ -100,7 +146,10 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
     std::fs::create_dir_all(&fake)?;
     for tool in ["systemctl", "deb-systemd-invoke", "deb-systemd-helper"] {
         let path = fake.join(tool);
-        std::fs::write(&path, format!("#!/bin/sh\necho \"{tool} $*\" >> '{}'\n", log.display()))?;
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho \"{tool} $*\" >> '{}'\n", log.display()),
+        )?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let script = |name: &str, args: &[&str]| -> Result<Vec<String>> {
@@ -112,26 +161,62 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
             args.join(" ")
         );
         run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &inner]))?;
-        Ok(std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect())
+        Ok(std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect())
     };
     let reload = vec!["systemctl --system daemon-reload".to_string()];
-    ensure!(script("postinst", &["configure"])? == reload, "fresh install: {:?}", script("postinst", &["configure"])?);
-    ensure!(script("postinst", &["configure", "0.0.9"])? == reload, "upgrade: {:?}", script("postinst", &["configure", "0.0.9"])?);
-    ensure!(script("prerm", &["upgrade", "0.1.1"])?.is_empty(), "prerm on upgrade acted: {:?}", script("prerm", &["upgrade", "0.1.1"])?);
-    ensure!(script("postrm", &["upgrade", "0.1.1"])? == reload, "postrm on upgrade: {:?}", script("postrm", &["upgrade", "0.1.1"])?);
+    ensure!(
+        script("postinst", &["configure"])? == reload,
+        "fresh install: {:?}",
+        script("postinst", &["configure"])?
+    );
+    ensure!(
+        script("postinst", &["configure", "0.0.9"])? == reload,
+        "upgrade: {:?}",
+        script("postinst", &["configure", "0.0.9"])?
+    );
+    ensure!(
+        script("prerm", &["upgrade", "0.1.1"])?.is_empty(),
+        "prerm on upgrade acted: {:?}",
+        script("prerm", &["upgrade", "0.1.1"])?
+    );
+    ensure!(
+        script("postrm", &["upgrade", "0.1.1"])? == reload,
+        "postrm on upgrade: {:?}",
+        script("postrm", &["upgrade", "0.1.1"])?
+    );
     let removal = script("prerm", &["remove"])?;
     ensure!(
-        removal == ["deb-systemd-invoke stop vxdp.service", "deb-systemd-helper disable vxdp.service"],
+        removal
+            == [
+                "deb-systemd-invoke stop vxdp.service",
+                "deb-systemd-helper disable vxdp.service"
+            ],
         "prerm remove: {removal:?}"
     );
     let purge = script("postrm", &["purge"])?;
-    ensure!(purge == ["systemctl --system daemon-reload", "deb-systemd-helper purge vxdp.service"], "postrm purge: {purge:?}");
+    ensure!(
+        purge
+            == [
+                "systemctl --system daemon-reload",
+                "deb-systemd-helper purge vxdp.service"
+            ],
+        "postrm purge: {purge:?}"
+    );
     // Nothing anywhere restarts or starts the service.
     for name in ["postinst", "prerm", "postrm"] {
         let text = std::fs::read_to_string(ctl.join(name))?;
-        let code: Vec<_> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+        let code: Vec<_> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
         ensure!(
-            !code.iter().any(|l| l.contains("restart") || l.contains(" start") || l.contains("try-restart")),
+            !code.iter().any(|l| l.contains("restart")
+                || l.contains(" start")
+                || l.contains("try-restart")),
             "{name} starts or restarts something:\n{text}"
         );
     }

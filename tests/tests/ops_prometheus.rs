@@ -25,7 +25,9 @@ const METRICS: &str = "127.0.0.1:9465";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
 fn packaging(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(rel)
 }
 
 /// `promtool <args>`, which must succeed.
@@ -35,8 +37,17 @@ fn promtool(args: &[&str], dir: &Path) -> Result<String> {
         .current_dir(dir)
         .output()
         .context("running promtool (Debian package prometheus; cargo xtask setup installs it)")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    ensure!(out.status.success(), "promtool {} failed ({}):\n{text}", args.join(" "), out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "promtool {} failed ({}):\n{text}",
+        args.join(" "),
+        out.status
+    );
     Ok(text)
 }
 
@@ -46,7 +57,10 @@ fn shipped_rules_pass_promtool_check_and_unit_tests() -> Result<()> {
     let check = promtool(&["check", "rules", "vxdp-rules.yml"], &dir)?;
     ensure!(check.contains("SUCCESS"), "promtool check rules:\n{check}");
     let test = promtool(&["test", "rules", "vxdp-rules.test.yml"], &dir)?;
-    ensure!(test.contains("SUCCESS") && !test.contains("FAILED"), "promtool test rules:\n{test}");
+    ensure!(
+        test.contains("SUCCESS") && !test.contains("FAILED"),
+        "promtool test rules:\n{test}"
+    );
     Ok(())
 }
 
@@ -72,13 +86,18 @@ impl Prometheus {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "prometheus"])
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={PROMETHEUS}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
-            .context("starting prometheus (Debian package prometheus; cargo xtask setup installs it)")?;
+            .context(
+                "starting prometheus (Debian package prometheus; cargo xtask setup installs it)",
+            )?;
         Ok(Self { child, log })
     }
 
@@ -99,7 +118,9 @@ impl Drop for Prometheus {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -107,11 +128,21 @@ fn percent_encode(s: &str) -> String {
 
 /// `/api/v1/query` at `time` (unix seconds): the result vector.
 fn query(ns: &Netns, expr: &str, time: f64) -> Result<Vec<Value>> {
-    let body = http_get(ns, PROMETHEUS, &format!("/api/v1/query?query={}&time={time:.3}", percent_encode(expr)))
-        .with_context(|| format!("query {expr}"))?;
+    let body = http_get(
+        ns,
+        PROMETHEUS,
+        &format!(
+            "/api/v1/query?query={}&time={time:.3}",
+            percent_encode(expr)
+        ),
+    )
+    .with_context(|| format!("query {expr}"))?;
     let v: Value = serde_json::from_str(&body)?;
     ensure!(v["status"] == "success", "query {expr}: {body}");
-    ensure!(v["data"]["resultType"] == "vector", "query {expr} did not return a vector: {body}");
+    ensure!(
+        v["data"]["resultType"] == "vector",
+        "query {expr} did not return a vector: {body}"
+    );
     Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
@@ -119,13 +150,19 @@ fn query(ns: &Netns, expr: &str, time: f64) -> Result<Vec<Value>> {
 /// exactly one series.
 fn scalar(ns: &Netns, expr: &str, time: f64) -> Result<f64> {
     let r = query(ns, expr, time)?;
-    ensure!(r.len() == 1, "{expr} at {time}: expected one series, got {r:?}");
+    ensure!(
+        r.len() == 1,
+        "{expr} at {time}: expected one series, got {r:?}"
+    );
     let v = r[0]["value"][1].as_str().context("sample value")?;
     Ok(v.parse()?)
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 /// Waits until Prometheus holds a sample of `up{job="vxdp"}` == 1 scraped
@@ -138,13 +175,19 @@ fn wait_scraped_after(ns: &Netns, prom: &mut Prometheus, after: f64) -> Result<f
             bail!("prometheus exited ({status}):\n{}", prom.log());
         }
         if let Ok(r) = query(ns, "timestamp(up{job=\"vxdp\"} == 1)", now())
-            && let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok())
+            && let Some(ts) = r
+                .first()
+                .and_then(|s| s["value"][1].as_str())
+                .and_then(|t| t.parse::<f64>().ok())
             && ts > after
         {
             return Ok(ts);
         }
         if Instant::now() > deadline {
-            bail!("prometheus scraped no successful sample after {after} within 30 s:\n{}", prom.log());
+            bail!(
+                "prometheus scraped no successful sample after {after} within 30 s:\n{}",
+                prom.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -155,10 +198,19 @@ fn wait_scraped_after(ns: &Netns, prom: &mut Prometheus, after: f64) -> Result<f
 /// last samples, extrapolated towards the window's edges by at most ~1.1
 /// sample intervals (1 s) each, by the window's length. So rate × window
 /// lies in [count, count × (1 + 2.5 s / seconds covered by samples)].
-fn ensure_rate_matches(what: &str, rate: f64, window_s: f64, count: f64, covered_s: f64) -> Result<()> {
+fn ensure_rate_matches(
+    what: &str,
+    rate: f64,
+    window_s: f64,
+    count: f64,
+    covered_s: f64,
+) -> Result<()> {
     let seen = rate * window_s;
     let upper = count * (1.0 + 2.5 / covered_s);
-    ensure!(seen >= count - 1e-6 && seen <= upper, "{what}: rate {rate}/s × {window_s} s = {seen}, expected {count} (at most {upper})");
+    ensure!(
+        seen >= count - 1e-6 && seen <= upper,
+        "{what}: rate {rate}/s × {window_s} s = {seen}, expected {count} (at most {upper})"
+    );
     Ok(())
 }
 
@@ -181,41 +233,97 @@ fn prometheus_scrapes_rates_drops_rules_and_every_dashboard_panel() -> Result<()
     const PINGS: u32 = 20;
     const SPOOFED: u32 = 10;
     let guest = &topo.guests[0];
-    let ping = guest.ns.exec("ping", &["-c", &PINGS.to_string(), "-i", "0.1", "-W", "1", OUTSIDE_HOST])?;
-    ensure!(String::from_utf8_lossy(&ping.stdout).contains(&format!("{PINGS} received")), "pings were lost");
+    let ping = guest.ns.exec(
+        "ping",
+        &[
+            "-c",
+            &PINGS.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            OUTSIDE_HOST,
+        ],
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&ping.stdout).contains(&format!("{PINGS} received")),
+        "pings were lost"
+    );
     // A hostile guest: the same port, a source address it was not given.
-    guest.ns.ip(&["addr", "add", "192.168.122.99/32", "dev", "eth0"])?;
+    guest
+        .ns
+        .ip(&["addr", "add", "192.168.122.99/32", "dev", "eth0"])?;
     let spoofed = guest.ns.exec_status(
         "ping",
-        &["-c", &SPOOFED.to_string(), "-i", "0.1", "-W", "1", "-I", "192.168.122.99", OUTSIDE_HOST],
+        &[
+            "-c",
+            &SPOOFED.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-I",
+            "192.168.122.99",
+            OUTSIDE_HOST,
+        ],
     )?;
-    ensure!(!spoofed.status.success(), "pings from a spoofed source got answers");
+    ensure!(
+        !spoofed.status.success(),
+        "pings from a spoofed source got answers"
+    );
     let after = wait_scraped_after(&topo.hyp, &mut prom, now() + 1.0)?;
 
     let h = &topo.hyp;
     let port = guest.port.as_str();
     // Exact counts, as Prometheus stored them.
-    let delta = |expr: &str| -> Result<f64> { Ok(scalar(h, expr, after)? - scalar(h, expr, before)?) };
-    let snat = format!(r#"vxdp_packets_total{{network="default",interface="{port}",direction="from_guest",action="snat_forwarded"}}"#);
+    let delta =
+        |expr: &str| -> Result<f64> { Ok(scalar(h, expr, after)? - scalar(h, expr, before)?) };
+    let snat = format!(
+        r#"vxdp_packets_total{{network="default",interface="{port}",direction="from_guest",action="snat_forwarded"}}"#
+    );
     let dnat = r#"vxdp_packets_total{network="default",interface="up0",direction="from_uplink",action="dnat_forwarded"}"#;
-    let spoof = format!(r#"vxdp_drops_total{{network="default",interface="{port}",reason="spoofed_source"}}"#);
-    ensure!(delta(&snat)? == PINGS as f64, "{snat} moved by {}, expected {PINGS}", delta(&snat)?);
-    ensure!(delta(dnat)? == PINGS as f64, "{dnat} moved by {}, expected {PINGS}", delta(dnat)?);
-    ensure!(delta(&spoof)? == SPOOFED as f64, "{spoof} moved by {}, expected {SPOOFED}", delta(&spoof)?);
+    let spoof = format!(
+        r#"vxdp_drops_total{{network="default",interface="{port}",reason="spoofed_source"}}"#
+    );
+    ensure!(
+        delta(&snat)? == PINGS as f64,
+        "{snat} moved by {}, expected {PINGS}",
+        delta(&snat)?
+    );
+    ensure!(
+        delta(dnat)? == PINGS as f64,
+        "{dnat} moved by {}, expected {PINGS}",
+        delta(dnat)?
+    );
+    ensure!(
+        delta(&spoof)? == SPOOFED as f64,
+        "{spoof} moved by {}, expected {SPOOFED}",
+        delta(&spoof)?
+    );
     // The spoofed pings were dropped, not NATed: no other forwarded packet.
-    let all_snat = format!(r#"sum(vxdp_packets_total{{network="default",interface="{port}",action="snat_forwarded"}})"#);
-    ensure!(delta(&all_snat)? == PINGS as f64, "spoofed packets were forwarded");
+    let all_snat = format!(
+        r#"sum(vxdp_packets_total{{network="default",interface="{port}",action="snat_forwarded"}})"#
+    );
+    ensure!(
+        delta(&all_snat)? == PINGS as f64,
+        "spoofed packets were forwarded"
+    );
 
     // The recording rules' rates (1 m windows) at `after`: every sample of
     // the traffic is inside, and at least 20 s of samples before it.
     let eval = wait_rule_evaluated_after(h, &mut prom, after)?;
     // Seconds of the 1 m window that hold samples.
     let covered = (eval - started).min(60.0);
-    ensure!(covered >= 20.0, "only {covered} s of samples before the rates are read");
+    ensure!(
+        covered >= 20.0,
+        "only {covered} s of samples before the rates are read"
+    );
     let rate = |expr: &str| scalar(h, expr, eval);
     ensure_rate_matches(
         "per-interface snat rate",
-        rate(&format!(r#"vxdp:packets:rate1m{{network="default",interface="{port}",action="snat_forwarded"}}"#))?,
+        rate(&format!(
+            r#"vxdp:packets:rate1m{{network="default",interface="{port}",action="snat_forwarded"}}"#
+        ))?,
         60.0,
         PINGS as f64,
         covered,
@@ -237,9 +345,17 @@ fn prometheus_scrapes_rates_drops_rules_and_every_dashboard_panel() -> Result<()
     // Per network: at least both directions of every ping (ARP and
     // neighbour traffic add to it).
     let net_rate = rate(r#"vxdp_network:packets:rate1m{network="default"}"#)?;
-    ensure!(net_rate * 60.0 >= 2.0 * PINGS as f64, "network rate {net_rate}/s is below the pings sent");
-    let if_rate = rate(&format!(r#"vxdp_interface:packets:rate1m{{network="default",interface="{port}"}}"#))?;
-    ensure!(if_rate * 60.0 >= PINGS as f64, "interface rate {if_rate}/s is below the pings sent");
+    ensure!(
+        net_rate * 60.0 >= 2.0 * PINGS as f64,
+        "network rate {net_rate}/s is below the pings sent"
+    );
+    let if_rate = rate(&format!(
+        r#"vxdp_interface:packets:rate1m{{network="default",interface="{port}"}}"#
+    ))?;
+    ensure!(
+        if_rate * 60.0 >= PINGS as f64,
+        "interface rate {if_rate}/s is below the pings sent"
+    );
     // No spoofed_source drops anywhere else.
     let elsewhere = query(h, r#"vxdp:drops:rate1m{reason="spoofed_source"} > 0"#, eval)?;
     ensure!(
@@ -255,36 +371,73 @@ fn prometheus_scrapes_rates_drops_rules_and_every_dashboard_panel() -> Result<()
     for group in rules["data"]["groups"].as_array().context("rule groups")? {
         for rule in group["rules"].as_array().context("rules")? {
             n += 1;
-            ensure!(rule["health"] == "ok", "rule {} unhealthy: {}", rule["name"], rule["lastError"]);
+            ensure!(
+                rule["health"] == "ok",
+                "rule {} unhealthy: {}",
+                rule["name"],
+                rule["lastError"]
+            );
         }
     }
     ensure!(n >= 10, "only {n} rules loaded");
     let alerts: Value = serde_json::from_str(&http_get(h, PROMETHEUS, "/api/v1/alerts")?)?;
-    let firing: Vec<_> = alerts["data"]["alerts"].as_array().into_iter().flatten().filter(|a| a["state"] == "firing").collect();
-    ensure!(firing.is_empty(), "alerts firing on a healthy network: {firing:?}");
+    let firing: Vec<_> = alerts["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .collect();
+    ensure!(
+        firing.is_empty(),
+        "alerts firing on a healthy network: {firing:?}"
+    );
 
     // The Grafana dashboard: every panel query returns data. Its
     // variables as Grafana fills them: all networks, a short rate window,
     // the last five minutes.
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(packaging("grafana/vxdp-dashboard.json"))?)?;
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(packaging(
+        "grafana/vxdp-dashboard.json",
+    ))?)?;
     let panels = dash["panels"].as_array().context("dashboard panels")?;
     ensure!(!panels.is_empty(), "dashboard without panels");
     let mut exprs = 0;
     for p in panels {
-        for t in p["targets"].as_array().with_context(|| format!("panel {} without targets", p["title"]))? {
-            let expr = t["expr"].as_str().with_context(|| format!("panel {}: target without expr", p["title"]))?;
-            let resolved = expr.replace("$network", ".*").replace("$__rate_interval", "15s").replace("$__range", "5m");
-            ensure!(!resolved.contains('$'), "panel {}: unknown variable in {expr}", p["title"]);
+        for t in p["targets"]
+            .as_array()
+            .with_context(|| format!("panel {} without targets", p["title"]))?
+        {
+            let expr = t["expr"]
+                .as_str()
+                .with_context(|| format!("panel {}: target without expr", p["title"]))?;
+            let resolved = expr
+                .replace("$network", ".*")
+                .replace("$__rate_interval", "15s")
+                .replace("$__range", "5m");
+            ensure!(
+                !resolved.contains('$'),
+                "panel {}: unknown variable in {expr}",
+                p["title"]
+            );
             let r = query(h, &resolved, eval)?;
-            ensure!(!r.is_empty(), "panel {} query returned nothing: {resolved}", p["title"]);
+            ensure!(
+                !r.is_empty(),
+                "panel {} query returned nothing: {resolved}",
+                p["title"]
+            );
             exprs += 1;
         }
     }
     ensure!(exprs >= panels.len(), "fewer queries than panels");
     let var = &dash["templating"]["list"][0];
-    ensure!(var["name"] == "network", "dashboard variable is not `network`");
+    ensure!(
+        var["name"] == "network",
+        "dashboard variable is not `network`"
+    );
     let networks = query(h, "group by (network) (vxdp_network_up)", eval)?;
-    ensure!(networks.iter().any(|s| s["metric"]["network"] == "default"), "the network variable's source has no default");
+    ensure!(
+        networks.iter().any(|s| s["metric"]["network"] == "default"),
+        "the network variable's source has no default"
+    );
     Ok(())
 }
 
@@ -295,14 +448,24 @@ fn wait_rule_evaluated_after(ns: &Netns, prom: &mut Prometheus, after: f64) -> R
         if let Some(status) = prom.child.try_wait()? {
             bail!("prometheus exited ({status}):\n{}", prom.log());
         }
-        let r = query(ns, "timestamp(vxdp_network:packets:rate1m{network=\"default\"})", now())?;
-        if let Some(ts) = r.first().and_then(|s| s["value"][1].as_str()).and_then(|t| t.parse::<f64>().ok())
+        let r = query(
+            ns,
+            "timestamp(vxdp_network:packets:rate1m{network=\"default\"})",
+            now(),
+        )?;
+        if let Some(ts) = r
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|t| t.parse::<f64>().ok())
             && ts > after
         {
             return Ok(ts);
         }
         if Instant::now() > deadline {
-            bail!("the recording rules were not evaluated after {after} within 30 s:\n{}", prom.log());
+            bail!(
+                "the recording rules were not evaluated after {after} within 30 s:\n{}",
+                prom.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -35,25 +35,62 @@ fn status_page_renders_in_chromium_and_caps_a_guests_flows() -> Result<()> {
         }
         Ok(())
     })??;
-    guest.ns.ip(&["addr", "add", "192.168.122.99/32", "dev", "eth0"])?;
-    let _ = guest.ns.exec_status("ping", &["-c", "3", "-i", "0.2", "-W", "1", "-I", "192.168.122.99", OUTSIDE_HOST])?;
+    guest
+        .ns
+        .ip(&["addr", "add", "192.168.122.99/32", "dev", "eth0"])?;
+    let _ = guest.ns.exec_status(
+        "ping",
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "192.168.122.99",
+            OUTSIDE_HOST,
+        ],
+    )?;
 
-    let json: serde_json::Value = serde_json::from_str(&http_get(&topo.hyp, LISTEN, "/api/status")?)?;
+    let json: serde_json::Value =
+        serde_json::from_str(&http_get(&topo.hyp, LISTEN, "/api/status")?)?;
     let flows = json["flows"].as_array().context("flows")?;
     let total = json["flows_total"].as_u64().context("flows_total")?;
-    ensure!(flows.len() == SHOWN, "{} flows listed, expected the cap {SHOWN}", flows.len());
-    ensure!(total >= u64::from(FLOWS), "flows_total {total} < the {FLOWS} flows the guest opened");
+    ensure!(
+        flows.len() == SHOWN,
+        "{} flows listed, expected the cap {SHOWN}",
+        flows.len()
+    );
+    ensure!(
+        total >= u64::from(FLOWS),
+        "flows_total {total} < the {FLOWS} flows the guest opened"
+    );
     let net = &json["networks"][0];
-    ensure!(net["name"] == "default" && net["up"] == true, "network default not up: {net}");
+    ensure!(
+        net["name"] == "default" && net["up"] == true,
+        "network default not up: {net}"
+    );
     let top = &net["top_drops"][0];
     ensure!(
-        top["reason"] == "spoofed_source" && top["interface"] == guest.port.as_str() && top["packets"] == 3,
+        top["reason"] == "spoofed_source"
+            && top["interface"] == guest.port.as_str()
+            && top["packets"] == 3,
         "top drop reason is not the 3 spoofed pings on {}: {}",
         guest.port,
         net["top_drops"]
     );
-    let port = net["interfaces"].as_array().context("interfaces")?.iter().find(|i| i["name"] == guest.port.as_str()).context("port missing")?;
-    ensure!(port["packets"].as_u64().unwrap_or(0) >= u64::from(FLOWS), "port packets {} < flows sent", port["packets"]);
+    let port = net["interfaces"]
+        .as_array()
+        .context("interfaces")?
+        .iter()
+        .find(|i| i["name"] == guest.port.as_str())
+        .context("port missing")?;
+    ensure!(
+        port["packets"].as_u64().unwrap_or(0) >= u64::from(FLOWS),
+        "port packets {} < flows sent",
+        port["packets"]
+    );
 
     // The page's assets: no address of anywhere else.
     for asset in ["/", "/status.js", "/status.css"] {
@@ -64,13 +101,31 @@ fn status_page_renders_in_chromium_and_caps_a_guests_flows() -> Result<()> {
     // Headless Chromium in the hypervisor namespace renders the page.
     let profile = topo.state_dir.join("chromium-profile");
     let out = Command::new("ip")
-        .args(["netns", "exec", &topo.hyp.name, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "netns",
+            "exec",
+            &topo.hyp.name,
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=10000", "--dump-dom", &format!("http://{LISTEN}/")])
+        .args([
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &format!("http://{LISTEN}/"),
+        ])
         .output()
         .context("running chromium (Debian package chromium; cargo xtask setup installs it)")?;
     let dom = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success() && dom.contains("data-loaded=\"yes\""), "the page did not render ({}):\n{dom}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success() && dom.contains("data-loaded=\"yes\""),
+        "the page did not render ({}):\n{dom}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "data-network=\"default\"",
         guest.port.as_str(),
@@ -83,7 +138,10 @@ fn status_page_renders_in_chromium_and_caps_a_guests_flows() -> Result<()> {
     // Flow rows: the guest column holds address:port (the ports table
     // shows the bare address).
     let rows = dom.matches(&format!("<td>{}:", guest.addr)).count();
-    ensure!(rows == SHOWN, "the page lists {rows} flows, expected {SHOWN}");
+    ensure!(
+        rows == SHOWN,
+        "the page lists {rows} flows, expected {SHOWN}"
+    );
     ensure!(!dom.contains("error:"), "the page shows an error:\n{dom}");
     Ok(())
 }

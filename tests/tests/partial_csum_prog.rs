@@ -23,8 +23,9 @@ use vxdp_common::{Action, Endpoint, XDP_META_JUDGED, endpoint_flags, mode, netwo
 use vxdp_tests::{
     packet6::Packet6,
     progtest::{
-        BRIDGE, BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, SUBNET6, Slot, UPLINK_MAC,
-        World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac, with_nat_world,
+        BRIDGE, BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, SUBNET6,
+        Slot, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac,
+        with_nat_world,
     },
 };
 
@@ -79,10 +80,32 @@ fn frames(g: &Guest) -> Vec<(&'static str, Vec<u8>)> {
     let in6 = |p: u16| SocketAddrV6::new(guest6(), p, 0, 0);
     let payload: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
     vec![
-        ("IPv4 TCP", Packet::tcp(out4(80), in4(40000), 0x18).payload(&payload).macs(NEXT_HOP_MAC, UPLINK_MAC).build()),
-        ("IPv4 UDP", Packet::udp(out4(53), in4(40001)).payload(&payload).macs(NEXT_HOP_MAC, UPLINK_MAC).build()),
-        ("IPv6 TCP", Packet6::tcp(out6(80), in6(40000), 0x18).macs(NEXT_HOP_MAC, UPLINK_MAC).build()),
-        ("IPv6 UDP", Packet6::udp(out6(53), in6(40001)).macs(NEXT_HOP_MAC, UPLINK_MAC).build()),
+        (
+            "IPv4 TCP",
+            Packet::tcp(out4(80), in4(40000), 0x18)
+                .payload(&payload)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .build(),
+        ),
+        (
+            "IPv4 UDP",
+            Packet::udp(out4(53), in4(40001))
+                .payload(&payload)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .build(),
+        ),
+        (
+            "IPv6 TCP",
+            Packet6::tcp(out6(80), in6(40000), 0x18)
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .build(),
+        ),
+        (
+            "IPv6 UDP",
+            Packet6::udp(out6(53), in6(40001))
+                .macs(NEXT_HOP_MAC, UPLINK_MAC)
+                .build(),
+        ),
     ]
 }
 
@@ -92,9 +115,20 @@ fn frames(g: &Guest) -> Vec<(&'static str, Vec<u8>)> {
 fn left_to_tc(w: &World, frame: &[u8], what: &str) {
     let before = w.counters();
     let run = w.run_uplink_from(w.uplink_ifindex, frame);
-    assert_eq!(run.verdict, XDP_PASS, "{what}: XDP verdict {} instead of XDP_PASS", run.verdict);
-    assert_eq!(run.data, frame, "{what}: XDP changed the frame it left to TC");
-    assert!(run.meta.is_empty(), "{what}: XDP marked the frame ({:02x?}), so TC would not handle it", run.meta);
+    assert_eq!(
+        run.verdict, XDP_PASS,
+        "{what}: XDP verdict {} instead of XDP_PASS",
+        run.verdict
+    );
+    assert_eq!(
+        run.data, frame,
+        "{what}: XDP changed the frame it left to TC"
+    );
+    assert!(
+        run.meta.is_empty(),
+        "{what}: XDP marked the frame ({:02x?}), so TC would not handle it",
+        run.meta
+    );
     assert_counters_moved(&before, &w.counters(), &[], what);
 }
 
@@ -104,17 +138,35 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
         let g = w.guests[0];
         w.set_mode(mode::ROUTE, network_flags::HOST_ADDRESS);
         w.set_mac(NET_ID, g.mac, g.port_ifindex);
-        w.ip(&format!("neigh replace {} lladdr {} dev {BRIDGE} nud permanent", g.addr, fmt_mac(&g.mac))).unwrap();
-        w.ip(&format!("-6 neigh replace {} lladdr {} dev {BRIDGE} nud permanent", guest6(), fmt_mac(&g.mac))).unwrap();
+        w.ip(&format!(
+            "neigh replace {} lladdr {} dev {BRIDGE} nud permanent",
+            g.addr,
+            fmt_mac(&g.mac)
+        ))
+        .unwrap();
+        w.ip(&format!(
+            "-6 neigh replace {} lladdr {} dev {BRIDGE} nud permanent",
+            guest6(),
+            fmt_mac(&g.mac)
+        ))
+        .unwrap();
         let fwd = (NET_ID, Slot::Action(Action::RouteInboundForwarded), 1);
 
         for (what, frame) in frames(&g) {
             // Finished: straight to the port, checksum still valid.
             let before = w.counters();
             let run = w.run_uplink_from(w.uplink_ifindex, &frame);
-            assert_eq!(run.verdict, XDP_REDIRECT, "{what}, finished checksum: verdict {}", run.verdict);
+            assert_eq!(
+                run.verdict, XDP_REDIRECT,
+                "{what}, finished checksum: verdict {}",
+                run.verdict
+            );
             assert_counters_moved(&before, &w.counters(), &[fwd], what);
-            assert_eq!(&run.data[0..6], &g.mac, "{what}: not addressed to the guest");
+            assert_eq!(
+                &run.data[0..6],
+                &g.mac,
+                "{what}: not addressed to the guest"
+            );
             assert_eq!(&run.data[6..12], &BRIDGE_MAC, "{what}: not from the bridge");
             if what.starts_with("IPv4") {
                 Frame(&run.data).assert_checksums(what, false);
@@ -136,12 +188,19 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
         }
 
         // UDP without a checksum (0) has nothing to finish: XDP delivers it.
-        let no_csum = Packet::udp(SocketAddrV4::new(OUTSIDE, 53), SocketAddrV4::new(g.addr, 40002))
-            .udp_no_checksum()
-            .macs(NEXT_HOP_MAC, UPLINK_MAC)
-            .build();
+        let no_csum = Packet::udp(
+            SocketAddrV4::new(OUTSIDE, 53),
+            SocketAddrV4::new(g.addr, 40002),
+        )
+        .udp_no_checksum()
+        .macs(NEXT_HOP_MAC, UPLINK_MAC)
+        .build();
         let run = w.run_uplink_from(w.uplink_ifindex, &no_csum);
-        assert_eq!(run.verdict, XDP_REDIRECT, "IPv4 UDP without checksum: verdict {}", run.verdict);
+        assert_eq!(
+            run.verdict, XDP_REDIRECT,
+            "IPv4 UDP without checksum: verdict {}",
+            run.verdict
+        );
 
         // A port that cannot take XDP frames (a veth): even finished
         // frames are the TC program's.
@@ -161,12 +220,24 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
 
         // What XDP passes after judging it carries the mark, so TC leaves
         // it alone: here a frame to the host itself.
-        let to_host = Packet::tcp(SocketAddrV4::new(OUTSIDE, 80), SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 22), 0x02)
-            .macs(NEXT_HOP_MAC, UPLINK_MAC)
-            .build();
+        let to_host = Packet::tcp(
+            SocketAddrV4::new(OUTSIDE, 80),
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 22),
+            0x02,
+        )
+        .macs(NEXT_HOP_MAC, UPLINK_MAC)
+        .build();
         let run = w.run_uplink_from(w.uplink_ifindex, &to_host);
-        assert_eq!(run.verdict, XDP_PASS, "frame to the host: verdict {}", run.verdict);
+        assert_eq!(
+            run.verdict, XDP_PASS,
+            "frame to the host: verdict {}",
+            run.verdict
+        );
         assert_eq!(run.data, to_host, "frame to the host changed");
-        assert_eq!(run.meta, XDP_META_JUDGED.to_ne_bytes(), "frame to the host: XDP did not mark it judged");
+        assert_eq!(
+            run.meta,
+            XDP_META_JUDGED.to_ne_bytes(),
+            "frame to the host: XDP did not mark it judged"
+        );
     });
 }

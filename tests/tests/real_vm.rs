@@ -59,24 +59,58 @@ impl VmOnNetwork {
         )?;
         let out = topo.vxdp(&["attach-interface", "--xml", iface.to_str().context("path")?])?;
         let dev = String::from_utf8(out.stdout)?.trim().to_string();
-        ensure!(dev == TAP, "attach-interface created {dev:?}, expected {TAP}");
-        let mut vm = Vm::boot(&topo.hyp, TAP, MAC, &topo.state_dir, Duration::from_secs(60))?;
+        ensure!(
+            dev == TAP,
+            "attach-interface created {dev:?}, expected {TAP}"
+        );
+        let mut vm = Vm::boot(
+            &topo.hyp,
+            TAP,
+            MAC,
+            &topo.state_dir,
+            Duration::from_secs(60),
+        )?;
         report_offloads(&mut vm, &topo)?;
         topo.wait_port_forwarding(TAP, Duration::from_secs(15))?;
         let lease = vm.dhcp()?;
         eprintln!("[vm {tag}] lease {lease:?}");
-        let last: u8 = lease.ip.rsplit('.').next().and_then(|o| o.parse().ok()).context("lease address")?;
+        let last: u8 = lease
+            .ip
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .context("lease address")?;
         ensure!(
-            lease.ip.starts_with("192.168.122.") && (100..=199).contains(&last) && lease.prefix == "24",
+            lease.ip.starts_with("192.168.122.")
+                && (100..=199).contains(&last)
+                && lease.prefix == "24",
             "lease {}/{} is not from the network's DHCP range 192.168.122.100-199/24",
             lease.ip,
             lease.prefix
         );
-        ensure!(lease.router == "192.168.122.1" && lease.dns == "192.168.122.1", "lease gives router {:?} and DNS {:?}, expected the bridge 192.168.122.1", lease.router, lease.dns);
-        ensure!(lease.server == "192.168.122.1", "the lease came from {:?}, not vxdp's dnsmasq on the bridge", lease.server);
+        ensure!(
+            lease.router == "192.168.122.1" && lease.dns == "192.168.122.1",
+            "lease gives router {:?} and DNS {:?}, expected the bridge 192.168.122.1",
+            lease.router,
+            lease.dns
+        );
+        ensure!(
+            lease.server == "192.168.122.1",
+            "the lease came from {:?}, not vxdp's dnsmasq on the bridge",
+            lease.server
+        );
         let leases = String::from_utf8(topo.vxdp(&["net-dhcp-leases", "default"])?.stdout)?;
-        ensure!(leases.contains(MAC) && leases.contains(&lease.ip), "vxdp net-dhcp-leases does not list {MAC} with {}:\n{leases}", lease.ip);
-        Ok(Self { vm, lease, outside, topo })
+        ensure!(
+            leases.contains(MAC) && leases.contains(&lease.ip),
+            "vxdp net-dhcp-leases does not list {MAC} with {}:\n{leases}",
+            lease.ip
+        );
+        Ok(Self {
+            vm,
+            lease,
+            outside,
+            topo,
+        })
     }
 
     /// Wraps a data-path failure with the guest's count of TCP segments
@@ -89,7 +123,11 @@ impl VmOnNetwork {
         };
         let bad = match self.vm.tcp_checksum_errors() {
             Ok(n) => n,
-            Err(err) => return Err(e.context(format!("{what}; reading the guest's TCP InCsumErrors failed too: {err:#}"))),
+            Err(err) => {
+                return Err(e.context(format!(
+                    "{what}; reading the guest's TCP InCsumErrors failed too: {err:#}"
+                )));
+            }
         };
         let why = match (self.outside, bad) {
             (OutsideChecksums::VethDefault, 1..) => format!(
@@ -98,18 +136,33 @@ impl VmOnNetwork {
                  the known XDP bug of DESIGN.md §6 — the uplink's XDP program redirects such frames into the tap \
                  and the partial-checksum state is lost on the way (fix on branch wt-xdpfix)"
             ),
-            (OutsideChecksums::VethDefault, 0) => format!("{what} failed with the outside host on a default veth; the guest counted no TCP checksum errors, so this is not the known unfinished-checksum bug"),
-            (OutsideChecksums::Finished, n) => format!("{what} failed with the outside host sending finished checksums (guest TCP InCsumErrors: {n})"),
+            (OutsideChecksums::VethDefault, 0) => format!(
+                "{what} failed with the outside host on a default veth; the guest counted no TCP checksum errors, so this is not the known unfinished-checksum bug"
+            ),
+            (OutsideChecksums::Finished, n) => format!(
+                "{what} failed with the outside host sending finished checksums (guest TCP InCsumErrors: {n})"
+            ),
         };
         Err(e.context(why))
     }
 
     fn dns_and_ping(&mut self) -> Result<()> {
-        let out = self.vm.check(&format!("nslookup {DNS_NAME}"), Duration::from_secs(20))?;
-        ensure!(out.contains(OUTSIDE_HOST), "DNS answer for {DNS_NAME} lacks {OUTSIDE_HOST}:\n{out}");
+        let out = self
+            .vm
+            .check(&format!("nslookup {DNS_NAME}"), Duration::from_secs(20))?;
+        ensure!(
+            out.contains(OUTSIDE_HOST),
+            "DNS answer for {DNS_NAME} lacks {OUTSIDE_HOST}:\n{out}"
+        );
         for dst in ["192.168.122.1", OUTSIDE_HOST] {
-            let out = self.vm.run(&format!("ping -c 3 -W 3 {dst}"), Duration::from_secs(30))?;
-            ensure!(out.output.contains("3 packets received"), "guest ping {dst} lost packets:\n{}", out.output);
+            let out = self
+                .vm
+                .run(&format!("ping -c 3 -W 3 {dst}"), Duration::from_secs(30))?;
+            ensure!(
+                out.output.contains("3 packets received"),
+                "guest ping {dst} lost packets:\n{}",
+                out.output
+            );
         }
         Ok(())
     }
@@ -120,9 +173,13 @@ impl VmOnNetwork {
         let want = md5_hex(&payload)?;
         let addr = source(&self.topo.wan, &format!("{OUTSIDE_HOST}:0"), payload)?;
         let r = (|| {
-            self.vm.start_receive(&format!("nc {} {}", addr.ip(), addr.port()), "/tmp/down")?;
+            self.vm
+                .start_receive(&format!("nc {} {}", addr.ip(), addr.port()), "/tmp/down")?;
             let (rc, sum, size) = self.vm.wait_received("/tmp/down", STALL)?;
-            ensure!(size == TRANSFER && sum == want, "the guest received {size} bytes with md5 {sum}, sent {TRANSFER} with md5 {want}");
+            ensure!(
+                size == TRANSFER && sum == want,
+                "the guest received {size} bytes with md5 {sum}, sent {TRANSFER} with md5 {want}"
+            );
             ensure!(rc == 0, "the guest's nc exited with {rc}");
             Ok(())
         })();
@@ -132,13 +189,26 @@ impl VmOnNetwork {
     /// 3 MiB from the guest to the outside host; returns the address the
     /// outside host saw.
     fn upload(&mut self) -> Result<String> {
-        let sum = self.vm.check("dd if=/dev/urandom of=/tmp/up bs=65536 count=48 2>/dev/null && md5sum /tmp/up", Duration::from_secs(30))?;
+        let sum = self.vm.check(
+            "dd if=/dev/urandom of=/tmp/up bs=65536 count=48 2>/dev/null && md5sum /tmp/up",
+            Duration::from_secs(30),
+        )?;
         let want = vxdp_tests::vm::md5_of_output(&sum)?;
         let sink = Sink::start(&self.topo.wan, &format!("{OUTSIDE_HOST}:0"), TRANSFER)?;
-        self.vm.check(&format!("( nc {} {} < /tmp/up ) >/dev/null 2>&1 &", sink.addr.ip(), sink.addr.port()), Duration::from_secs(10))?;
+        self.vm.check(
+            &format!(
+                "( nc {} {} < /tmp/up ) >/dev/null 2>&1 &",
+                sink.addr.ip(),
+                sink.addr.port()
+            ),
+            Duration::from_secs(10),
+        )?;
         let r = sink.wait(TRANSFER, STALL).and_then(|(data, peer)| {
             let got = md5_hex(&data)?;
-            ensure!(got == want, "the outside host received data with md5 {got}, the guest sent {want}");
+            ensure!(
+                got == want,
+                "the outside host received data with md5 {got}, the guest sent {want}"
+            );
             Ok(peer.ip().to_string())
         });
         self.explain("guest -> outside TCP", r)
@@ -151,9 +221,17 @@ impl VmOnNetwork {
         let want = md5_hex(&payload)?;
         let r = (|| {
             self.vm.start_receive("nc -l -p 5001", "/tmp/in")?;
-            send_to(&self.topo.wan, format!("{}:5001", self.lease.ip).parse()?, payload, Duration::from_secs(10))?;
+            send_to(
+                &self.topo.wan,
+                format!("{}:5001", self.lease.ip).parse()?,
+                payload,
+                Duration::from_secs(10),
+            )?;
             let (_, sum, size) = self.vm.wait_received("/tmp/in", STALL)?;
-            ensure!(size == TRANSFER && sum == want, "the guest's listener received {size} bytes with md5 {sum}, sent {TRANSFER} with md5 {want}");
+            ensure!(
+                size == TRANSFER && sum == want,
+                "the guest's listener received {size} bytes with md5 {sum}, sent {TRANSFER} with md5 {want}"
+            );
             Ok(())
         })();
         self.explain("outside -> guest TCP connection", r)
@@ -164,15 +242,33 @@ impl VmOnNetwork {
 /// features: the point of a real VM is that nothing here is tuned.
 fn report_offloads(vm: &mut Vm, topo: &NatTopology) -> Result<()> {
     let features = vm.negotiated_features()?;
-    eprintln!("[vm] guest's negotiated virtio-net features: {}", features.join(", "));
+    eprintln!(
+        "[vm] guest's negotiated virtio-net features: {}",
+        features.join(", ")
+    );
     let k = String::from_utf8(topo.hyp.exec("ethtool", &["-k", TAP])?.stdout)?;
-    let wanted = ["tx-checksumming:", "tcp-segmentation-offload:", "generic-segmentation-offload:", "generic-receive-offload:"];
-    let lines: Vec<_> = k.lines().filter(|l| wanted.iter().any(|w| l.starts_with(w))).map(str::trim).collect();
-    eprintln!("[vm] host tap {TAP} (offloads QEMU set from the guest's): {}", lines.join("; "));
+    let wanted = [
+        "tx-checksumming:",
+        "tcp-segmentation-offload:",
+        "generic-segmentation-offload:",
+        "generic-receive-offload:",
+    ];
+    let lines: Vec<_> = k
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(str::trim)
+        .collect();
+    eprintln!(
+        "[vm] host tap {TAP} (offloads QEMU set from the guest's): {}",
+        lines.join("; ")
+    );
     // The guest must have negotiated the offloads that produce unfinished
     // checksums and TSO frames, or this test would prove less than it says.
     for f in ["CSUM", "GUEST_CSUM", "HOST_TSO4"] {
-        ensure!(features.iter().any(|n| n.split(' ').next() == Some(f)), "the guest did not negotiate {f}: {features:?}");
+        ensure!(
+            features.iter().any(|n| n.split(' ').next() == Some(f)),
+            "the guest did not negotiate {f}: {features:?}"
+        );
     }
     Ok(())
 }
@@ -194,7 +290,9 @@ fn nat_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
 fn route_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
     let mut net = VmOnNetwork::start(tag, "route", outside)?;
     // Routed: the outside reaches the guest subnet through the hypervisor.
-    net.topo.wan.ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
+    net.topo
+        .wan
+        .ip(&["route", "add", "192.168.122.0/24", "via", UPLINK_ADDR])?;
     net.dns_and_ping()?;
     let (fwd0, _) = net.topo.counter("default", "route_forwarded")?;
     let down = net.download();
@@ -205,14 +303,26 @@ fn route_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
         Ok(())
     });
     let inbound = net.inbound();
-    all_passed([("download", down), ("upload", up), ("inbound connection", inbound)])
+    all_passed([
+        ("download", down),
+        ("upload", up),
+        ("inbound connection", inbound),
+    ])
 }
 
 /// Every transfer runs even when an earlier one failed, so one run shows
 /// which directions work; the test fails naming each failure.
 fn all_passed<const N: usize>(results: [(&str, Result<()>); N]) -> Result<()> {
-    let failed: Vec<String> = results.into_iter().filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}"))).collect();
-    ensure!(failed.is_empty(), "{} transfer(s) failed:\n- {}", failed.len(), failed.join("\n- "));
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e:#}")))
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "{} transfer(s) failed:\n- {}",
+        failed.len(),
+        failed.join("\n- ")
+    );
     Ok(())
 }
 
@@ -246,9 +356,15 @@ fn route_vm_with_outside_on_default_veth() -> Result<()> {
 fn tap_programs_see_the_guests_offloaded_frames() -> Result<()> {
     let mut net = VmOnNetwork::start("vmx", "nat", OutsideChecksums::Finished)?;
     let counter = XdpCounter::load()?;
-    for (mode, xdp) in [("no XDP", None), ("native", Some(XdpMode::Driver)), ("generic", Some(XdpMode::Generic))] {
+    for (mode, xdp) in [
+        ("no XDP", None),
+        ("native", Some(XdpMode::Driver)),
+        ("generic", Some(XdpMode::Generic)),
+    ] {
         let attached = xdp.is_some();
-        let link = xdp.map(|m| counter.attach(&net.topo.hyp, TAP, m)).transpose()?;
+        let link = xdp
+            .map(|m| counter.attach(&net.topo.hyp, TAP, m))
+            .transpose()?;
         counter.reset()?;
         let probe = SkbProbe::start(&net.topo.hyp, TAP)?;
         let upload = net.upload();
@@ -274,12 +390,27 @@ fn tap_programs_see_the_guests_offloaded_frames() -> Result<()> {
             xdp_seen.over_1514,
             xdp_seen.longest,
         );
-        ensure!(skb.frames > 0 && skb.bytes >= TRANSFER as u64, "the packet socket on {TAP} saw only {} frames, {} bytes of a {TRANSFER}-byte upload", skb.frames, skb.bytes);
-        ensure!(skb.partial_csum > 0, "none of the guest's frames carried a partial checksum, though it negotiated CSUM: {skb:?}");
+        ensure!(
+            skb.frames > 0 && skb.bytes >= TRANSFER as u64,
+            "the packet socket on {TAP} saw only {} frames, {} bytes of a {TRANSFER}-byte upload",
+            skb.frames,
+            skb.bytes
+        );
+        ensure!(
+            skb.partial_csum > 0,
+            "none of the guest's frames carried a partial checksum, though it negotiated CSUM: {skb:?}"
+        );
         if attached {
-            ensure!(xdp_seen.bytes >= TRANSFER as u64, "the {mode} XDP program saw {} bytes of a {TRANSFER}-byte upload", xdp_seen.bytes);
+            ensure!(
+                xdp_seen.bytes >= TRANSFER as u64,
+                "the {mode} XDP program saw {} bytes of a {TRANSFER}-byte upload",
+                xdp_seen.bytes
+            );
         } else {
-            ensure!(xdp_seen == Default::default(), "the counter moved with no program attached: {xdp_seen:?}");
+            ensure!(
+                xdp_seen == Default::default(),
+                "the counter moved with no program attached: {xdp_seen:?}"
+            );
         }
     }
     Ok(())

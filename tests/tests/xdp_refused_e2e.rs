@@ -11,7 +11,10 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::{net::UdpSocket, time::{Duration, Instant}};
+use std::{
+    net::UdpSocket,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail, ensure};
 use vxdp_tests::testbed::{NatTopology, OutsideChecksums};
@@ -28,12 +31,39 @@ fn a_redirect_the_kernel_refuses_is_a_drop_not_forwarded() -> Result<()> {
          <ip address='192.168.122.1' netmask='255.255.255.0'/></network>",
     )?;
     // A persistent tap that no hypervisor has opened.
-    topo.hyp.ip(&["tuntap", "add", "dev", "tapq0", "mode", "tap"])?;
+    topo.hyp
+        .ip(&["tuntap", "add", "dev", "tapq0", "mode", "tap"])?;
     topo.hyp.ip(&["link", "set", "tapq0", "up"])?;
-    topo.vxdp(&["attach-interface", "--network", "default", "--dev", "tapq0", "--mac", GUEST_MAC, "--ip", GUEST])?;
+    topo.vxdp(&[
+        "attach-interface",
+        "--network",
+        "default",
+        "--dev",
+        "tapq0",
+        "--mac",
+        GUEST_MAC,
+        "--ip",
+        GUEST,
+    ])?;
     // The guest's neighbour entry, so the uplink's fib lookup resolves it.
-    topo.hyp.ip(&["neigh", "replace", GUEST, "lladdr", GUEST_MAC, "dev", "virbr0", "nud", "permanent"])?;
-    topo.wan.ip(&["route", "replace", "192.168.122.0/24", "via", vxdp_tests::testbed::UPLINK_ADDR])?;
+    topo.hyp.ip(&[
+        "neigh",
+        "replace",
+        GUEST,
+        "lladdr",
+        GUEST_MAC,
+        "dev",
+        "virbr0",
+        "nud",
+        "permanent",
+    ])?;
+    topo.wan.ip(&[
+        "route",
+        "replace",
+        "192.168.122.0/24",
+        "via",
+        vxdp_tests::testbed::UPLINK_ADDR,
+    ])?;
 
     let (refused0, _) = topo.counter("default", "xdp_redirect_refused")?;
     let (fwd0, _) = topo.counter("default", "route_inbound_forwarded")?;
@@ -52,11 +82,21 @@ fn a_redirect_the_kernel_refuses_is_a_drop_not_forwarded() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    println!("{FRAMES} frames to a tap nobody reads: xdp_redirect_refused +{refused}, route_inbound_forwarded +{fwd}");
+    println!(
+        "{FRAMES} frames to a tap nobody reads: xdp_redirect_refused +{refused}, route_inbound_forwarded +{fwd}"
+    );
     if refused == 0 && fwd == 0 {
-        bail!("no frame reached the XDP redirect (nothing counted either way); the test exercised nothing");
+        bail!(
+            "no frame reached the XDP redirect (nothing counted either way); the test exercised nothing"
+        );
     }
-    ensure!(refused == FRAMES, "{refused} of {FRAMES} refused redirects counted as xdp_redirect_refused");
-    ensure!(fwd == 0, "{fwd} refused redirects still counted as route_inbound_forwarded");
+    ensure!(
+        refused == FRAMES,
+        "{refused} of {FRAMES} refused redirects counted as xdp_redirect_refused"
+    );
+    ensure!(
+        fwd == 0,
+        "{fwd} refused redirects still counted as route_inbound_forwarded"
+    );
     topo.stop()
 }

@@ -35,28 +35,69 @@ const PACKAGE: &str = "vxdp";
 pub fn build(opts: &DebOptions) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     let packaging = root.join("packaging");
-    ensure!(opts.binary.is_file(), "{} not found (build it first)", opts.binary.display());
+    ensure!(
+        opts.binary.is_file(),
+        "{} not found (build it first)",
+        opts.binary.display()
+    );
     let version = workspace_version(&root.join("Cargo.toml"))?;
-    let arch = String::from_utf8(run_captured(command("dpkg").arg("--print-architecture"))?.stdout)?.trim().to_string();
+    let arch =
+        String::from_utf8(run_captured(command("dpkg").arg("--print-architecture"))?.stdout)?
+            .trim()
+            .to_string();
 
     fs::create_dir_all(&opts.out_dir)?;
-    let stage = opts.out_dir.join(format!("{PACKAGE}_{version}_{arch}.staging"));
+    let stage = opts
+        .out_dir
+        .join(format!("{PACKAGE}_{version}_{arch}.staging"));
     if stage.exists() {
         fs::remove_dir_all(&stage)?;
     }
 
     let bin = stage.join("usr/bin/vxdp");
     install(&opts.binary, &bin, 0o755)?;
-    run_captured(command("strip").args(["--strip-unneeded", "--remove-section=.comment", "--remove-section=.note"]).arg(&bin))?;
-    install(&packaging.join("systemd/vxdp.service"), &stage.join("lib/systemd/system/vxdp.service"), 0o644)?;
-    install(&packaging.join("default/vxdp"), &stage.join("etc/default/vxdp"), 0o644)?;
+    run_captured(
+        command("strip")
+            .args([
+                "--strip-unneeded",
+                "--remove-section=.comment",
+                "--remove-section=.note",
+            ])
+            .arg(&bin),
+    )?;
+    install(
+        &packaging.join("systemd/vxdp.service"),
+        &stage.join("lib/systemd/system/vxdp.service"),
+        0o644,
+    )?;
+    install(
+        &packaging.join("default/vxdp"),
+        &stage.join("etc/default/vxdp"),
+        0o644,
+    )?;
     let share = stage.join("usr/share/vxdp");
-    install(&packaging.join("prometheus/vxdp-rules.yml"), &share.join("prometheus/vxdp-rules.yml"), 0o644)?;
-    install(&packaging.join("prometheus/vxdp-rules.test.yml"), &share.join("prometheus/vxdp-rules.test.yml"), 0o644)?;
-    install(&packaging.join("grafana/vxdp-dashboard.json"), &share.join("grafana/vxdp-dashboard.json"), 0o644)?;
+    install(
+        &packaging.join("prometheus/vxdp-rules.yml"),
+        &share.join("prometheus/vxdp-rules.yml"),
+        0o644,
+    )?;
+    install(
+        &packaging.join("prometheus/vxdp-rules.test.yml"),
+        &share.join("prometheus/vxdp-rules.test.yml"),
+        0o644,
+    )?;
+    install(
+        &packaging.join("grafana/vxdp-dashboard.json"),
+        &share.join("grafana/vxdp-dashboard.json"),
+        0o644,
+    )?;
     let doc = stage.join("usr/share/doc").join(PACKAGE);
     install(&root.join("README.md"), &doc.join("README.md"), 0o644)?;
-    install(&packaging.join("debian/copyright"), &doc.join("copyright"), 0o644)?;
+    install(
+        &packaging.join("debian/copyright"),
+        &doc.join("copyright"),
+        0o644,
+    )?;
     write_gzip(&doc.join("changelog.gz"), changelog(&version).as_bytes())?;
     install(
         &packaging.join("debian/lintian-overrides"),
@@ -66,7 +107,11 @@ pub fn build(opts: &DebOptions) -> anyhow::Result<PathBuf> {
 
     let control = stage.join("DEBIAN");
     for script in ["postinst", "prerm", "postrm"] {
-        install(&packaging.join("debian").join(script), &control.join(script), 0o755)?;
+        install(
+            &packaging.join("debian").join(script),
+            &control.join(script),
+            0o755,
+        )?;
     }
     write(&control.join("conffiles"), "/etc/default/vxdp\n", 0o644)?;
     let md5 = md5sums(&stage)?;
@@ -98,7 +143,12 @@ pub fn build(opts: &DebOptions) -> anyhow::Result<PathBuf> {
     )?;
 
     let deb = opts.out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
-    run_captured(command("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&stage).arg(&deb))?;
+    run_captured(
+        command("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&stage)
+            .arg(&deb),
+    )?;
     fs::remove_dir_all(&stage)?;
     if opts.lintian {
         lintian(&deb)?;
@@ -109,13 +159,32 @@ pub fn build(opts: &DebOptions) -> anyhow::Result<PathBuf> {
 /// `lintian` on the package: any tag that is not overridden fails.
 fn lintian(deb: &Path) -> anyhow::Result<()> {
     let out = command("lintian")
-        .args(["--fail-on", "error,warning,info,pedantic", "--info", "--pedantic", "--display-level", ">=pedantic"])
+        .args([
+            "--fail-on",
+            "error,warning,info,pedantic",
+            "--info",
+            "--pedantic",
+            "--display-level",
+            ">=pedantic",
+        ])
         .arg(deb)
         .output()
         .context("running lintian (Debian package lintian; cargo xtask setup installs it)")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() || text.lines().any(|l| l.starts_with(['E', 'W', 'I', 'P']) && l.contains(": ")) {
-        bail!("lintian is not clean on {} ({}):\n{text}", deb.display(), out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success()
+        || text
+            .lines()
+            .any(|l| l.starts_with(['E', 'W', 'I', 'P']) && l.contains(": "))
+    {
+        bail!(
+            "lintian is not clean on {} ({}):\n{text}",
+            deb.display(),
+            out.status
+        );
     }
     Ok(())
 }
@@ -123,7 +192,8 @@ fn lintian(deb: &Path) -> anyhow::Result<()> {
 fn install(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
     let dir = to.parent().context("install target without a directory")?;
     fs::create_dir_all(dir)?;
-    fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
     Ok(())
 }
@@ -138,7 +208,11 @@ fn write(to: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 /// `gzip -9n` (no name or timestamp, so the package is reproducible).
 fn write_gzip(to: &Path, data: &[u8]) -> anyhow::Result<()> {
     fs::create_dir_all(to.parent().context("file without a directory")?)?;
-    let mut gz = command("gzip").args(["-9n", "-c"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn()?;
+    let mut gz = command("gzip")
+        .args(["-9n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
     gz.stdin.take().context("gzip stdin")?.write_all(data)?;
     let out = gz.wait_with_output()?;
     ensure!(out.status.success(), "gzip failed");
@@ -162,7 +236,10 @@ fn md5sums(stage: &Path) -> anyhow::Result<String> {
     walk(stage, &mut files)?;
     files.retain(|f| !f.starts_with(stage.join("DEBIAN")));
     files.sort();
-    let rel: Vec<String> = files.iter().map(|f| f.strip_prefix(stage).map(|p| p.display().to_string())).collect::<Result<_, _>>()?;
+    let rel: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(stage).map(|p| p.display().to_string()))
+        .collect::<Result<_, _>>()?;
     let out = run_captured(command("md5sum").args(&rel).current_dir(stage))?;
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -182,7 +259,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 fn installed_size_kib(stage: &Path) -> anyhow::Result<u64> {
     let mut files = Vec::new();
     walk(stage, &mut files)?;
-    let bytes: u64 = files.iter().filter(|f| !f.starts_with(stage.join("DEBIAN"))).map(|f| f.metadata().map(|m| m.len())).sum::<Result<_, _>>()?;
+    let bytes: u64 = files
+        .iter()
+        .filter(|f| !f.starts_with(stage.join("DEBIAN")))
+        .map(|f| f.metadata().map(|m| m.len()))
+        .sum::<Result<_, _>>()?;
     Ok(bytes.div_ceil(1024))
 }
 
@@ -191,8 +272,16 @@ fn installed_size_kib(stage: &Path) -> anyhow::Result<u64> {
 fn shlib_depends(bin: &Path) -> anyhow::Result<String> {
     let tmp = std::env::temp_dir().join(format!("vxdp-shlibdeps-{}", std::process::id()));
     fs::create_dir_all(tmp.join("debian"))?;
-    fs::write(tmp.join("debian/control"), format!("Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: any\n"))?;
-    let out = run_captured(command("dpkg-shlibdeps").arg("-O").arg(fs::canonicalize(bin)?).current_dir(&tmp));
+    fs::write(
+        tmp.join("debian/control"),
+        format!("Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: any\n"),
+    )?;
+    let out = run_captured(
+        command("dpkg-shlibdeps")
+            .arg("-O")
+            .arg(fs::canonicalize(bin)?)
+            .current_dir(&tmp),
+    );
     let _ = fs::remove_dir_all(&tmp);
     let text = String::from_utf8(out?.stdout)?;
     let deps = text
@@ -210,8 +299,15 @@ fn workspace_version(cargo_toml: &Path) -> anyhow::Result<String> {
         if l.starts_with('[') {
             in_package = l == "[workspace.package]";
         } else if in_package && let Some(v) = l.strip_prefix("version") {
-            return Ok(v.trim_start_matches([' ', '=']).trim().trim_matches('"').to_string());
+            return Ok(v
+                .trim_start_matches([' ', '='])
+                .trim()
+                .trim_matches('"')
+                .to_string());
         }
     }
-    bail!("no version in [workspace.package] of {}", cargo_toml.display())
+    bail!(
+        "no version in [workspace.package] of {}",
+        cargo_toml.display()
+    )
 }

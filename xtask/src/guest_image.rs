@@ -61,9 +61,13 @@ pub fn ensure() -> anyhow::Result<String> {
         MODULES.join(",")
     );
     let stamp = dir.join("stamp");
-    let built = ["vmlinuz", "initramfs.gz"].iter().all(|f| dir.join(f).is_file());
+    let built = ["vmlinuz", "initramfs.gz"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
     if built && std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
-        return Ok(format!("ok (cached: {kernel_pkg} {kernel_ver}, busybox {busybox_ver})"));
+        return Ok(format!(
+            "ok (cached: {kernel_pkg} {kernel_ver}, busybox {busybox_ver})"
+        ));
     }
     // A half-built image must not look current.
     let _ = std::fs::remove_file(&stamp);
@@ -71,7 +75,9 @@ pub fn ensure() -> anyhow::Result<String> {
     let unpacked = dir.join("unpacked");
     let _ = std::fs::remove_dir_all(&unpacked);
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    note(&format!("downloading {kernel_pkg} {kernel_ver} and {BUSYBOX} {busybox_ver}"));
+    note(&format!(
+        "downloading {kernel_pkg} {kernel_ver} and {BUSYBOX} {busybox_ver}"
+    ));
     let kernel_deb = download(&debs, &kernel_pkg, &kernel_ver)?;
     let busybox_deb = download(&debs, BUSYBOX, &busybox_ver)?;
     note("unpacking");
@@ -83,11 +89,29 @@ pub fn ensure() -> anyhow::Result<String> {
     }
     let (release, vmlinuz) = find_vmlinuz(&kroot)?;
     let busybox = broot.join("bin/busybox");
-    anyhow::ensure!(busybox.is_file(), "{BUSYBOX} has no bin/busybox (looked in {})", busybox.display());
+    anyhow::ensure!(
+        busybox.is_file(),
+        "{BUSYBOX} has no bin/busybox (looked in {})",
+        busybox.display()
+    );
 
     note("building initramfs");
     let mut cpio = Cpio::default();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "etc",
+        "root",
+        "lib",
+        "lib/modules",
+    ] {
         cpio.dir(d);
     }
     // The kernel opens /dev/console before init mounts devtmpfs.
@@ -120,7 +144,8 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// `apt-cache` output for `args`; runs `apt-get update` once when the
@@ -134,8 +159,14 @@ fn apt_cache(args: &[&str], package: &str) -> anyhow::Result<String> {
         Ok(text) if !text.trim().is_empty() && !text.contains("Candidate: (none)") => Ok(text),
         _ => {
             note("apt-get update");
-            run_captured(command("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-            query().with_context(|| format!("apt-cache does not know {package} even after apt-get update"))
+            run_captured(
+                command("apt-get")
+                    .arg("update")
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            query().with_context(|| {
+                format!("apt-cache does not know {package} even after apt-get update")
+            })
         }
     }
 }
@@ -144,7 +175,9 @@ fn apt_cache(args: &[&str], package: &str) -> anyhow::Result<String> {
 /// (`linux-image-6.1.0-57-cloud-amd64`).
 fn kernel_package() -> anyhow::Result<String> {
     let text = apt_cache(&["depends"], KERNEL_META)?;
-    parse_kernel_depends(&text).with_context(|| format!("`apt-cache depends {KERNEL_META}` names no linux-image package:\n{text}"))
+    parse_kernel_depends(&text).with_context(|| {
+        format!("`apt-cache depends {KERNEL_META}` names no linux-image package:\n{text}")
+    })
 }
 
 fn parse_kernel_depends(text: &str) -> Option<String> {
@@ -161,7 +194,9 @@ fn candidate_version(package: &str) -> anyhow::Result<String> {
         .find_map(|l| l.trim().strip_prefix("Candidate:"))
         .map(|v| v.trim().to_owned())
         .filter(|v| v != "(none)")
-        .with_context(|| format!("no installable version of {package} (`apt-cache policy {package}`):\n{text}"))
+        .with_context(|| {
+            format!("no installable version of {package} (`apt-cache policy {package}`):\n{text}")
+        })
 }
 
 /// `apt-get download PACKAGE=VERSION` into `dir`; returns the .deb's path.
@@ -180,8 +215,17 @@ fn download(dir: &Path, package: &str, version: &str) -> anyhow::Result<PathBuf>
     if let Some(deb) = found(dir)? {
         return Ok(deb);
     }
-    run_captured(command("apt-get").current_dir(dir).args(["download", &format!("{package}={version}")]))?;
-    found(dir)?.with_context(|| format!("`apt-get download {package}={version}` left no .deb in {}", dir.display()))
+    run_captured(
+        command("apt-get")
+            .current_dir(dir)
+            .args(["download", &format!("{package}={version}")]),
+    )?;
+    found(dir)?.with_context(|| {
+        format!(
+            "`apt-get download {package}={version}` left no .deb in {}",
+            dir.display()
+        )
+    })
 }
 
 /// The kernel image and its release (`boot/vmlinuz-<release>`).
@@ -193,7 +237,10 @@ fn find_vmlinuz(root: &Path) -> anyhow::Result<(String, PathBuf)> {
             return Ok((release.to_owned(), boot.join(&name)));
         }
     }
-    bail!("the kernel package has no boot/vmlinuz-* (looked in {})", boot.display())
+    bail!(
+        "the kernel package has no boot/vmlinuz-* (looked in {})",
+        boot.display()
+    )
 }
 
 /// Module `name`'s object, decompressed when the package ships it as
@@ -207,7 +254,10 @@ fn module_bytes(modules_dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
             let file = e.file_name().to_string_lossy().into_owned();
             if e.file_type()?.is_dir() {
                 stack.push(e.path());
-            } else if [".ko", ".ko.xz", ".ko.zst"].iter().any(|ext| file == format!("{name}{ext}")) {
+            } else if [".ko", ".ko.xz", ".ko.zst"]
+                .iter()
+                .any(|ext| file == format!("{name}{ext}"))
+            {
                 found = Some(e.path());
             }
         }
@@ -238,14 +288,19 @@ fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     let input = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().context("running gzip")?;
-    writer.join().map_err(|_| anyhow::anyhow!("gzip writer panicked"))?.context("feeding gzip")?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("gzip writer panicked"))?
+        .context("feeding gzip")?;
     anyhow::ensure!(out.status.success(), "gzip failed: {}", out.status);
     Ok(out.stdout)
 }
 
 /// 64-bit FNV-1a: a stable content hash for the cache key.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A cpio archive in the "newc" format the kernel unpacks as initramfs
@@ -273,7 +328,9 @@ impl Cpio {
         self.ino += 1;
         let size = u32::try_from(data.len()).expect("initramfs member under 4 GiB");
         let namesize = u32::try_from(name.len() + 1).expect("short name");
-        let fields = [self.ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0];
+        let fields = [
+            self.ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+        ];
         self.out.extend_from_slice(b"070701");
         for f in fields {
             self.out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -322,15 +379,24 @@ mod tests {
     #[test]
     fn finds_the_versioned_kernel_package() {
         let text = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-57-cloud-amd64\n";
-        assert_eq!(parse_kernel_depends(text).as_deref(), Some("linux-image-6.1.0-57-cloud-amd64"));
+        assert_eq!(
+            parse_kernel_depends(text).as_deref(),
+            Some("linux-image-6.1.0-57-cloud-amd64")
+        );
         let alt = "x\n |Depends: linux-image-6.1.0-57-cloud-amd64-unsigned\n  Depends: other\n";
-        assert_eq!(parse_kernel_depends(alt).as_deref(), Some("linux-image-6.1.0-57-cloud-amd64-unsigned"));
+        assert_eq!(
+            parse_kernel_depends(alt).as_deref(),
+            Some("linux-image-6.1.0-57-cloud-amd64-unsigned")
+        );
         assert_eq!(parse_kernel_depends("x\n  Depends: kmod\n"), None);
     }
 
     #[test]
     fn init_loads_the_modules_in_the_packaged_order() {
         let init = std::fs::read_to_string(workspace_root().join(INIT)).unwrap();
-        assert!(init.contains(&format!("for m in {}; do", MODULES.join(" "))), "tests/data/vm/init must insmod exactly MODULES, in order");
+        assert!(
+            init.contains(&format!("for m in {}; do", MODULES.join(" "))),
+            "tests/data/vm/init must insmod exactly MODULES, in order"
+        );
     }
 }

@@ -116,32 +116,44 @@ enum Task {
     },
 
     /// Run setup and build, then load the vxdp dataplane into the host (needs root)
-    #[command(long_about = "Run setup and build, then `vxdp [--netns NS] load [VXDP_ARGS]` with the \
+    #[command(
+        long_about = "Run setup and build, then `vxdp [--netns NS] load [VXDP_ARGS]` with the \
         freshly built target/debug/vxdp.\n\n\
         Loads and pins the eBPF programs and maps (or adopts the pinned ones), then attaches \
         them to every started network's guest ports and uplink. Arguments after `--` go to \
-        vxdp, e.g. `-- --bpffs /sys/fs/bpf/mine --state-dir /tmp/state`.")]
+        vxdp, e.g. `-- --bpffs /sys/fs/bpf/mine --state-dir /tmp/state`."
+    )]
     Load {
         /// Network namespace (a name under /run/netns) whose interfaces to attach to
         #[arg(long)]
         netns: Option<String>,
         /// Arguments for vxdp (after `--`)
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "VXDP_ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "VXDP_ARGS"
+        )]
         args: Vec<String>,
     },
 
     /// Remove every vxdp program, link, map and pin (needs root; no build)
-    #[command(long_about = "Run `vxdp [--netns NS] unload [VXDP_ARGS]` with $VXDP_BIN or \
+    #[command(
+        long_about = "Run `vxdp [--netns NS] unload [VXDP_ARGS]` with $VXDP_BIN or \
         target/debug/vxdp; nothing is set up or built first.\n\n\
         Detaches every pinned link and removes every pin, so no vxdp program, map or link \
         remains in the kernel. Bridges and guest ports stay and keep switching in the kernel; \
-        `cargo xtask load` brings the fast path back. Arguments after `--` go to vxdp.")]
+        `cargo xtask load` brings the fast path back. Arguments after `--` go to vxdp."
+    )]
     Unload {
         /// Network namespace (a name under /run/netns) the dataplane runs in
         #[arg(long)]
         netns: Option<String>,
         /// Arguments for vxdp (after `--`)
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "VXDP_ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "VXDP_ARGS"
+        )]
         args: Vec<String>,
     },
 
@@ -170,13 +182,15 @@ enum Task {
     },
 
     /// Fuzz every dataplane program through BPF_PROG_TEST_RUN (needs root)
-    #[command(long_about = "Run setup, then the fuzz test (tests/tests/fuzz_prog.rs) with \
+    #[command(
+        long_about = "Run setup, then the fuzz test (tests/tests/fuzz_prog.rs) with \
         --frames frames per program (default 1,000,000; `cargo xtask test` runs 20,000): \
         valid frames of every protocol the programs parse, truncated at every length, and \
         seeded random mutations of them, through every program in every network mode, \
         checking that no run fails, every verdict is a known one, no guest frame with a \
         source its port may not use is forwarded, and every rewritten frame's checksums are \
-        valid. Prints the seed; --seed replays a run. Takes a few minutes per million frames.")]
+        valid. Prints the seed; --seed replays a run. Takes a few minutes per million frames."
+    )]
     Fuzz {
         /// Frames per program
         #[arg(long, default_value_t = 1_000_000)]
@@ -187,7 +201,8 @@ enum Task {
     },
 
     /// Run setup, build the release binary, then the Debian package (lintian-checked)
-    #[command(long_about = "Run setup, `cargo +<pin> build --release -p vxdp-control --bin vxdp` \
+    #[command(
+        long_about = "Run setup, `cargo +<pin> build --release -p vxdp-control --bin vxdp` \
         (unless --binary is given), then stage the package tree (binary, systemd unit, \
         /etc/default/vxdp, Prometheus rules and Grafana dashboard under /usr/share/vxdp, \
         docs, maintainer scripts from packaging/debian) and build it with `dpkg-deb \
@@ -195,7 +210,8 @@ enum Task {
         packaging/debian/lintian-overrides. Prints the package's path.\n\n\
         The maintainer scripts never start, stop or restart vxdp.service on install or \
         upgrade (only `systemctl daemon-reload`); removal stops `vxdp serve`, leaving the \
-        pinned dataplane loaded.")]
+        pinned dataplane loaded."
+    )]
     Deb {
         /// Package this binary instead of building the release one
         #[arg(long)]
@@ -289,7 +305,16 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Fuzz { frames, seed } => {
             let mut cargo = toolchain.cargo();
-            cargo.args(["test", "-p", "vxdp-tests", "--test", "fuzz_prog", "--", "--nocapture", "--test-threads=1"]);
+            cargo.args([
+                "test",
+                "-p",
+                "vxdp-tests",
+                "--test",
+                "fuzz_prog",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ]);
             cargo.env("VXDP_FUZZ_FRAMES", frames.to_string());
             if let Some(seed) = seed {
                 cargo.env("VXDP_FUZZ_SEED", seed);
@@ -301,14 +326,28 @@ fn run(task: Task) -> anyhow::Result<()> {
             build(&toolchain, false)?;
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let mut cargo = toolchain.cargo();
-            cargo.args(["test", "-p", "vxdp-tests", "--test", "libvirt_diff", "mutated_definitions", "--", "--nocapture", "--test-threads=1"]);
+            cargo.args([
+                "test",
+                "-p",
+                "vxdp-tests",
+                "--test",
+                "libvirt_diff",
+                "mutated_definitions",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ]);
             cargo.env("VXDP_BIN", root.join("target/debug/vxdp"));
             cargo.env("VXDP_FUZZ_MUTANTS", mutants.to_string());
             cargo.env("VXDP_FUZZ_SEED", seed.to_string());
             announce("libvirt-fuzz", &cargo);
             run_inherited(&mut cargo)
         }
-        Task::Deb { binary, out_dir, no_lintian } => {
+        Task::Deb {
+            binary,
+            out_dir,
+            no_lintian,
+        } => {
             let binary = match binary {
                 Some(b) => b,
                 None => {
@@ -320,7 +359,11 @@ fn run(task: Task) -> anyhow::Result<()> {
                 }
             };
             let out_dir = out_dir.unwrap_or_else(|| cmd::workspace_root().join("target/debian"));
-            let deb = deb::build(&deb::DebOptions { binary, out_dir, lintian: !no_lintian })?;
+            let deb = deb::build(&deb::DebOptions {
+                binary,
+                out_dir,
+                lintian: !no_lintian,
+            })?;
             println!("{}", deb.display());
             Ok(())
         }
@@ -348,7 +391,11 @@ fn vxdp_path() -> std::path::PathBuf {
 /// `vxdp [--netns NS] <verb> <args>`, output passed through.
 fn vxdp_verb(verb: &str, netns: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     let bin = vxdp_path();
-    anyhow::ensure!(bin.exists(), "{} not found: run `cargo xtask build` first (or set VXDP_BIN)", bin.display());
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: run `cargo xtask build` first (or set VXDP_BIN)",
+        bin.display()
+    );
     let mut vxdp = Command::new(bin);
     if let Some(ns) = netns {
         vxdp.args(["--netns", ns]);

@@ -176,7 +176,10 @@ impl ServicesBlocked {
     }
 
     fn at(path: &Path) -> anyhow::Result<Self> {
-        let mut guard = Self { path: path.to_path_buf(), created: false };
+        let mut guard = Self {
+            path: path.to_path_buf(),
+            created: false,
+        };
         if path.exists() {
             return Ok(guard);
         }
@@ -195,7 +198,8 @@ impl ServicesBlocked {
 
     fn remove(&mut self) -> anyhow::Result<()> {
         if std::mem::take(&mut self.created) {
-            std::fs::remove_file(&self.path).with_context(|| format!("removing {}", self.path.display()))?;
+            std::fs::remove_file(&self.path)
+                .with_context(|| format!("removing {}", self.path.display()))?;
         }
         Ok(())
     }
@@ -336,15 +340,28 @@ mod tests {
         let guard = ServicesBlocked::at(&path).unwrap();
         // Through sh: exec-ing a file just written can fail with ETXTBSY while
         // another test thread forks.
-        let status = std::process::Command::new("sh").arg(&path).status().unwrap();
-        assert!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0, "policy-rc.d is not executable");
-        assert_eq!(status.code(), Some(101), "policy-rc.d must answer 101 (action forbidden)");
+        let status = std::process::Command::new("sh")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0,
+            "policy-rc.d is not executable"
+        );
+        assert_eq!(
+            status.code(),
+            Some(101),
+            "policy-rc.d must answer 101 (action forbidden)"
+        );
         guard.restore().unwrap();
         assert!(!path.exists(), "the created policy-rc.d was not removed");
         // The machine's own file is left as it was.
         std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
         drop(ServicesBlocked::at(&path).unwrap());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "#!/bin/sh\nexit 0\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\nexit 0\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

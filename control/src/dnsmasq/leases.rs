@@ -2,8 +2,7 @@
 //! address into its port's `Endpoint` (what anti-spoofing allows).
 
 use std::{
-    fs,
-    io,
+    fs, io,
     net::{IpAddr, Ipv4Addr},
     path::Path,
 };
@@ -47,8 +46,14 @@ pub fn parse_leases(text: &str) -> Vec<LeaseEntry> {
         if f.len() < 4 || f[0] == "duid" {
             continue;
         }
-        let (Ok(expiry), Ok(ip)) = (f[0].parse::<u64>(), f[2].parse::<IpAddr>()) else { continue };
-        let mac = if ip.is_ipv4() { parse_mac(f[1]).ok() } else { None };
+        let (Ok(expiry), Ok(ip)) = (f[0].parse::<u64>(), f[2].parse::<IpAddr>()) else {
+            continue;
+        };
+        let mac = if ip.is_ipv4() {
+            parse_mac(f[1]).ok()
+        } else {
+            None
+        };
         out.push(LeaseEntry {
             expiry,
             mac,
@@ -71,15 +76,21 @@ pub fn read_leases(state_dir: &Path, network: &str) -> Result<Vec<LeaseEntry>, D
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The static `<host>` address for `mac`, if the definition has one.
 fn static_ipv4(def: &NetworkDef, mac: &[u8; 6]) -> Option<Ipv4Addr> {
-    def.ips.iter().flat_map(|ip| &ip.dhcp_hosts).find_map(|h| match (h.mac, h.ip) {
-        (Some(m), Some(IpAddr::V4(a))) if &m == mac => Some(a),
-        _ => None,
-    })
+    def.ips
+        .iter()
+        .flat_map(|ip| &ip.dhcp_hosts)
+        .find_map(|h| match (h.mac, h.ip) {
+            (Some(m), Some(IpAddr::V4(a))) if &m == mac => Some(a),
+            _ => None,
+        })
 }
 
 /// The address a guest with `mac` may use on the network: its static
@@ -90,16 +101,27 @@ pub fn guest_ipv4(state_dir: &Path, rec: &NetworkRecord, mac: &[u8; 6]) -> Optio
         return Some(a);
     }
     let now = now();
-    read_leases(state_dir, &rec.name).ok()?.into_iter().find_map(|l| match l.ip {
-        IpAddr::V4(a) if l.mac.as_ref() == Some(mac) && (l.expiry == 0 || l.expiry > now) => Some(a),
-        _ => None,
-    })
+    read_leases(state_dir, &rec.name)
+        .ok()?
+        .into_iter()
+        .find_map(|l| match l.ip {
+            IpAddr::V4(a) if l.mac.as_ref() == Some(mac) && (l.expiry == 0 || l.expiry > now) => {
+                Some(a)
+            }
+            _ => None,
+        })
 }
 
 /// Writes `ipv4` (or "unknown" for None) into the endpoints of the
 /// network's ports with `mac`; forgetting only applies to ports whose known
 /// address is `forget`. Returns how many ports changed.
-fn set_port_ipv4(pins: &Pins, rec: &NetworkRecord, mac: &[u8; 6], ipv4: Option<Ipv4Addr>, forget: Ipv4Addr) -> Result<usize, NetworkError> {
+fn set_port_ipv4(
+    pins: &Pins,
+    rec: &NetworkRecord,
+    mac: &[u8; 6],
+    ipv4: Option<Ipv4Addr>,
+    forget: Ipv4Addr,
+) -> Result<usize, NetworkError> {
     let maps = Maps::open(pins)?;
     let mut n = 0;
     for port in &rec.ports {
@@ -111,7 +133,9 @@ fn set_port_ipv4(pins: &Pins, rec: &NetworkRecord, mac: &[u8; 6], ipv4: Option<I
         if port.ipv4.is_some() {
             continue;
         }
-        let Some(mut ep) = maps.endpoint(port.ifindex)? else { continue };
+        let Some(mut ep) = maps.endpoint(port.ifindex)? else {
+            continue;
+        };
         match ipv4 {
             Some(a) => {
                 ep.ipv4 = u32::from_ne_bytes(a.octets());
@@ -133,20 +157,29 @@ fn set_port_ipv4(pins: &Pins, rec: &NetworkRecord, mac: &[u8; 6], ipv4: Option<I
 /// MAC IP [HOSTNAME]`): `add`/`old` make the leased IPv4 address the
 /// guest's known address, `del` forgets it (a static `<host>` address
 /// and an `attach-interface --ip` address stay). Other actions (`tftp`, `init`, DHCPv6 events) change nothing.
-pub fn apply_event(state_dir: &Path, pins: &Pins, network: &str, args: &[String]) -> Result<String, NetworkError> {
+pub fn apply_event(
+    state_dir: &Path,
+    pins: &Pins,
+    network: &str,
+    args: &[String],
+) -> Result<String, NetworkError> {
     let action = args.first().map(String::as_str).unwrap_or("");
     if !matches!(action, "add" | "old" | "del") || args.len() < 3 {
         return Ok(format!("{network}: ignored lease event {args:?}"));
     }
     let Ok(mac) = parse_mac(&args[1]) else {
-        return Ok(format!("{network}: ignored lease event without a MAC {args:?}"));
+        return Ok(format!(
+            "{network}: ignored lease event without a MAC {args:?}"
+        ));
     };
     let Ok(IpAddr::V4(ip)) = args[2].parse::<IpAddr>() else {
         return Ok(format!("{network}: ignored non-IPv4 lease event {args:?}"));
     };
     let state = StateDir::open(state_dir)?;
     let Some(rec) = state.network(network)? else {
-        return Ok(format!("{network}: not started; lease event {args:?} ignored"));
+        return Ok(format!(
+            "{network}: not started; lease event {args:?} ignored"
+        ));
     };
     let def = xml::parse_network(&rec.xml, &rec.name)?;
     let known = match (action, static_ipv4(&def, &mac)) {
@@ -156,7 +189,10 @@ pub fn apply_event(state_dir: &Path, pins: &Pins, network: &str, args: &[String]
     };
     let n = set_port_ipv4(pins, &rec, &mac, known, ip)?;
     let what = known.map_or("unknown".to_string(), |a| a.to_string());
-    Ok(format!("{network}: lease {action} {} {ip}: {n} port(s) now allow {what}", xml::format_mac(&mac)))
+    Ok(format!(
+        "{network}: lease {action} {} {ip}: {n} port(s) now allow {what}",
+        xml::format_mac(&mac)
+    ))
 }
 
 /// Seconds since the epoch.
@@ -178,7 +214,12 @@ pub fn format_utc(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The `net-dhcp-leases` table: like virsh, one row per unexpired lease
@@ -199,11 +240,23 @@ pub fn table(def: &NetworkDef, leases: &[LeaseEntry], mac: Option<&[u8; 6]>, now
         if mac.is_some() && l.mac.as_ref() != mac {
             continue;
         }
-        let prefix = def.ips.iter().find(|ip| ip.contains(l.ip)).map_or(if l.ip.is_ipv4() { 32 } else { 128 }, |ip| ip.prefix);
+        let prefix = def
+            .ips
+            .iter()
+            .find(|ip| ip.contains(l.ip))
+            .map_or(if l.ip.is_ipv4() { 32 } else { 128 }, |ip| ip.prefix);
         rows.push([
-            if l.expiry == 0 { "never".into() } else { format_utc(l.expiry) },
+            if l.expiry == 0 {
+                "never".into()
+            } else {
+                format_utc(l.expiry)
+            },
             l.mac.as_ref().map_or("-".into(), xml::format_mac),
-            if l.ip.is_ipv4() { "ipv4".into() } else { "ipv6".into() },
+            if l.ip.is_ipv4() {
+                "ipv4".into()
+            } else {
+                "ipv6".into()
+            },
             format!("{}/{prefix}", l.ip),
             l.hostname.clone().unwrap_or_else(|| "-".into()),
             l.client_id.clone().unwrap_or_else(|| "-".into()),
@@ -217,7 +270,11 @@ pub fn table(def: &NetworkDef, leases: &[LeaseEntry], mac: Option<&[u8; 6]>, now
     }
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
-        let cells: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push(' ');
         out.push_str(cells.join("   ").trim_end());
         out.push('\n');

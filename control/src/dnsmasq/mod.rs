@@ -19,8 +19,7 @@ pub mod leases;
 mod supervise;
 
 use std::{
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -36,7 +35,9 @@ pub enum DnsmasqError {
     Xml(#[from] XmlError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("dnsmasq not found (looked in $PATH, /usr/sbin, /sbin): install the dnsmasq-base package")]
+    #[error(
+        "dnsmasq not found (looked in $PATH, /usr/sbin, /sbin): install the dnsmasq-base package"
+    )]
     NotInstalled,
     #[error(
         "user '{0}' does not exist: vxdp runs dnsmasq as that user, not as root; install the dnsmasq-base package \
@@ -45,14 +46,24 @@ pub enum DnsmasqError {
     NoUser(&'static str),
     #[error("starting the dnsmasq supervisor for network '{network}': {source}")]
     Spawn { network: String, source: io::Error },
-    #[error("dnsmasq for network '{network}' did not start (waited {secs} s); its log {log} ends with:\n{tail}")]
-    NotReady { network: String, secs: u64, log: PathBuf, tail: String },
+    #[error(
+        "dnsmasq for network '{network}' did not start (waited {secs} s); its log {log} ends with:\n{tail}"
+    )]
+    NotReady {
+        network: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("dnsmasq of network '{network}' (session {pid}) did not stop")]
     Stuck { network: String, pid: i32 },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DnsmasqError + '_ {
-    move |source| DnsmasqError::Io { path: path.to_path_buf(), source }
+    move |source| DnsmasqError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The files of one network's dnsmasq.
@@ -66,7 +77,9 @@ impl Paths {
     /// do not run in the caller's working directory.
     pub fn new(state_dir: &Path, network: &str) -> Self {
         let base = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-        Paths { dir: base.join("dnsmasq").join(network) }
+        Paths {
+            dir: base.join("dnsmasq").join(network),
+        }
     }
     pub fn conf(&self) -> PathBuf {
         self.dir.join("dnsmasq.conf")
@@ -103,7 +116,11 @@ impl Invocation {
     pub fn current(state_dir: &Path, bpffs: &Path) -> Result<Self, DnsmasqError> {
         let exe = std::env::current_exe().map_err(io_err(Path::new("/proc/self/exe")))?;
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        Ok(Invocation { exe, state_dir: abs(state_dir), bpffs: abs(bpffs) })
+        Ok(Invocation {
+            exe,
+            state_dir: abs(state_dir),
+            bpffs: abs(bpffs),
+        })
     }
 }
 
@@ -140,8 +157,18 @@ pub fn check(def: &NetworkDef, file: &str) -> Result<(), XmlError> {
     if !wanted(def, file)? {
         return Ok(());
     }
-    let run_as = RunAs { user: DNSMASQ_USER.into(), group: DNSMASQ_USER.into() };
-    generate(def, "check", &Paths::new(Path::new("/"), &def.name), &run_as, file).map(drop)
+    let run_as = RunAs {
+        user: DNSMASQ_USER.into(),
+        group: DNSMASQ_USER.into(),
+    };
+    generate(
+        def,
+        "check",
+        &Paths::new(Path::new("/"), &def.name),
+        &run_as,
+        file,
+    )
+    .map(drop)
 }
 
 /// [`DNSMASQ_USER`] and its primary group, from the host's user database.
@@ -149,13 +176,21 @@ pub fn run_as() -> Result<RunAs, DnsmasqError> {
     let user = crate::users::user(DNSMASQ_USER).ok_or(DnsmasqError::NoUser(DNSMASQ_USER))?;
     // A primary group without a name: give dnsmasq its number.
     let group = crate::users::group_name(user.gid).unwrap_or_else(|| user.gid.to_string());
-    Ok(RunAs { user: DNSMASQ_USER.into(), group })
+    Ok(RunAs {
+        user: DNSMASQ_USER.into(),
+        group,
+    })
 }
 
 /// Writes the configuration and the lease hook, spawns the supervisor and
 /// waits until dnsmasq runs. On error nothing of ours is left running.
 /// Returns false (and does nothing) when the network needs no dnsmasq.
-pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Result<bool, DnsmasqError> {
+pub fn start(
+    inv: &Invocation,
+    def: &NetworkDef,
+    bridge: &str,
+    file: &str,
+) -> Result<bool, DnsmasqError> {
     if !wanted(def, file)? {
         return Ok(false);
     }
@@ -166,7 +201,8 @@ pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Re
     // as root.
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&paths.dir))?;
+        fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&paths.dir))?;
     }
     // Something of an earlier run may still hold the files (a crash of the
     // host or of vxdp between start and record): end it first.
@@ -185,7 +221,12 @@ pub fn start(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Re
 /// killed, or the host rebooted with the state directory kept); a running
 /// one is left alone. For the daemon's periodic check. Returns true when it
 /// (re)started it.
-pub fn ensure_running(inv: &Invocation, def: &NetworkDef, bridge: &str, file: &str) -> Result<bool, DnsmasqError> {
+pub fn ensure_running(
+    inv: &Invocation,
+    def: &NetworkDef,
+    bridge: &str,
+    file: &str,
+) -> Result<bool, DnsmasqError> {
     let paths = Paths::new(&inv.state_dir, &def.name);
     if supervise::live_supervisor(&paths, &def.name).is_some() {
         return Ok(false);
@@ -202,7 +243,12 @@ pub fn stop(state_dir: &Path, network: &str) -> Result<(), DnsmasqError> {
         return Ok(());
     }
     supervise::stop(&paths, network)?;
-    for p in [paths.conf(), paths.hook(), paths.pid(), paths.supervisor_pid()] {
+    for p in [
+        paths.conf(),
+        paths.hook(),
+        paths.pid(),
+        paths.supervisor_pid(),
+    ] {
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

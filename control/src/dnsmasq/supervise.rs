@@ -74,7 +74,12 @@ fn alive(pid: i32) -> bool {
 
 fn cmdline(pid: i32) -> Vec<String> {
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| b.split(|c| *c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -85,7 +90,10 @@ pub fn live_pid(pid_file: &Path, marker: &str) -> Option<i32> {
     if pid <= 1 || !alive(pid) {
         return None;
     }
-    cmdline(pid).iter().any(|a| a.contains(marker)).then_some(pid)
+    cmdline(pid)
+        .iter()
+        .any(|a| a.contains(marker))
+        .then_some(pid)
 }
 
 /// The network's supervisor, if it runs: the pid file's process must be
@@ -108,7 +116,11 @@ const ENDED: &str = "dnsmasq ended";
 /// Returns the log's length before the supervisor wrote anything.
 pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<u64, DnsmasqError> {
     find_dnsmasq()?;
-    let log = OpenOptions::new().create(true).append(true).open(paths.log()).map_err(io_err(&paths.log()))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log())
+        .map_err(io_err(&paths.log()))?;
     let log_start = log.metadata().map_err(io_err(&paths.log()))?.len();
     let log2 = log.try_clone().map_err(io_err(&paths.log()))?;
     let mut cmd = Command::new(&inv.exe);
@@ -133,7 +145,10 @@ pub fn spawn(inv: &Invocation, paths: &Paths, network: &str) -> Result<u64, Dnsm
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| DnsmasqError::Spawn { network: network.into(), source })?;
+    let child = cmd.spawn().map_err(|source| DnsmasqError::Spawn {
+        network: network.into(),
+        source,
+    })?;
     let pid = child.id();
     // Not waited for: the supervisor outlives this command (init reaps it).
     drop(child);
@@ -159,7 +174,10 @@ pub fn wait_ready(paths: &Paths, network: &str, log_start: u64) -> Result<i32, D
         let supervisor_up = live_supervisor(paths, network).is_some();
         let log = log_since(paths, log_start);
         if !supervisor_up || log.contains(ENDED) || start.elapsed() > READY_TIMEOUT {
-            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("compile time options")).collect();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("compile time options"))
+                .collect();
             let tail = lines[lines.len().saturating_sub(8)..].join("\n");
             return Err(DnsmasqError::NotReady {
                 network: network.into(),
@@ -202,7 +220,10 @@ pub fn stop(paths: &Paths, network: &str) -> Result<(), DnsmasqError> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if !gone() {
-            return Err(DnsmasqError::Stuck { network: network.into(), pid: supervisor.or(dnsmasq).unwrap_or(0) });
+            return Err(DnsmasqError::Stuck {
+                network: network.into(),
+                pid: supervisor.or(dnsmasq).unwrap_or(0),
+            });
         }
     }
     Ok(())
@@ -217,7 +238,11 @@ struct Log {
 
 impl Log {
     fn open(path: PathBuf) -> Self {
-        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
         Log { path, file }
     }
 
@@ -228,7 +253,12 @@ impl Log {
     /// One line as the program wrote it (any bytes, not only UTF-8), with
     /// a newline added when it has none.
     fn line_bytes(&mut self, line: &[u8]) {
-        if self.file.as_ref().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() >= LOG_LIMIT) {
+        if self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() >= LOG_LIMIT)
+        {
             let _ = fs::rename(&self.path, self.path.with_extension("1"));
             *self = Log::open(self.path.clone());
         }
@@ -292,18 +322,26 @@ impl Guard {
             if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
                 return Err(last());
             }
-            (pidfd, OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
+            (
+                pidfd,
+                OwnedFd::from_raw_fd(ends[0]),
+                OwnedFd::from_raw_fd(ends[1]),
+            )
         };
         // This very binary, even when an upgrade replaced the file since.
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "vxdp".into()))
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg(GUARD_VERB)
-            .arg("--")
-            .arg(network)
-            .stdin(Stdio::from(read))
-            .current_dir("/");
+        cmd.arg0(
+            std::env::current_exe()
+                .map(|p| p.into_os_string())
+                .unwrap_or_else(|_| "vxdp".into()),
+        )
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg(GUARD_VERB)
+        .arg("--")
+        .arg(network)
+        .stdin(Stdio::from(read))
+        .current_dir("/");
         let raw = pidfd.as_raw_fd();
         // SAFETY: dup2/fcntl are async-signal-safe and touch no memory.
         unsafe {
@@ -321,7 +359,10 @@ impl Guard {
             });
         }
         let child = cmd.spawn()?;
-        Ok(Guard { child, _pipe: write })
+        Ok(Guard {
+            child,
+            _pipe: write,
+        })
     }
 
     /// After dnsmasq ended: the guard ends by itself (its pidfd turned
@@ -356,8 +397,16 @@ pub fn run_guard() -> Result<(), DnsmasqError> {
     };
     loop {
         let mut fds = [
-            libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if poll(&mut fds, -1) < 0 {
             break;
@@ -379,10 +428,22 @@ pub fn run_guard() -> Result<(), DnsmasqError> {
     let signal = |sig: libc::c_int| {
         // SAFETY: pidfd_send_signal with no siginfo; the pidfd names exactly
         // the dnsmasq process the supervisor started.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0) };
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     };
     signal(libc::SIGTERM);
-    let mut fds = [libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 }];
+    let mut fds = [libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     let waited = poll(&mut fds, STOP_TIMEOUT.as_millis() as libc::c_int);
     if waited == 0 {
         signal(libc::SIGKILL);
@@ -418,7 +479,13 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
             cmd.pre_exec(move || {
                 // Until dnsmasq switches to its user (which clears this) and
                 // the guard runs: dnsmasq dies with its supervisor.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 if libc::getppid() != supervisor {
                     libc::_exit(1);
                 }
@@ -435,9 +502,14 @@ pub fn run_supervisor(state_dir: &Path, network: &str) -> Result<(), DnsmasqErro
                 }
                 let guard = Guard::spawn(state_dir, network, child.id());
                 if let Err(e) = &guard {
-                    say(format!("could not start dnsmasq's guard ({e}): a killed supervisor would leave this dnsmasq running"));
+                    say(format!(
+                        "could not start dnsmasq's guard ({e}): a killed supervisor would leave this dnsmasq running"
+                    ));
                 }
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let status = child
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
                 if let Ok(guard) = guard {
                     guard.end();
                 }
@@ -488,9 +560,14 @@ mod tests {
         for _ in 0..(LOG_LIMIT / 1024 + 10) {
             log.line(&line);
         }
-        let rotated = fs::metadata(path.with_extension("1")).expect("log.1 after the limit").len();
+        let rotated = fs::metadata(path.with_extension("1"))
+            .expect("log.1 after the limit")
+            .len();
         let current = fs::metadata(&path).unwrap().len();
-        assert!((LOG_LIMIT..LOG_LIMIT + 1024).contains(&rotated), "log.1 has {rotated} bytes");
+        assert!(
+            (LOG_LIMIT..LOG_LIMIT + 1024).contains(&rotated),
+            "log.1 has {rotated} bytes"
+        );
         assert!(current < 64 * 1024, "the new log has {current} bytes");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,7 +9,10 @@ fn paths() -> Paths {
 }
 
 fn run_as() -> RunAs {
-    RunAs { user: "dnsmasq".into(), group: "nogroup".into() }
+    RunAs {
+        user: "dnsmasq".into(),
+        group: "nogroup".into(),
+    }
 }
 
 fn conf(xml: &str) -> String {
@@ -46,7 +49,10 @@ fn default_network_config_is_libvirts() {
         assert!(l.contains(&want), "missing {want:?} in\n{c}");
     }
     for absent in ["port=0", "enable-tftp", "no-resolv", "enable-ra"] {
-        assert!(!l.iter().any(|x| x.starts_with(absent)), "unexpected {absent:?} in\n{c}");
+        assert!(
+            !l.iter().any(|x| x.starts_with(absent)),
+            "unexpected {absent:?} in\n{c}"
+        );
     }
 }
 
@@ -121,7 +127,10 @@ fn static_hosts_without_range_serve_the_subnet_statically() {
         "<network><name>n</name><forward/><ip address='10.9.0.1' prefix='24'><dhcp>
          <host mac='52:54:00:00:00:09' ip='10.9.0.9'/></dhcp></ip></network>",
     );
-    assert!(lines(&c).contains(&"dhcp-range=10.9.0.0,static,255.255.255.0"), "{c}");
+    assert!(
+        lines(&c).contains(&"dhcp-range=10.9.0.0,static,255.255.255.0"),
+        "{c}"
+    );
 }
 
 #[test]
@@ -131,7 +140,10 @@ fn ipv6_ranges_get_router_advertisements() {
          <range start='2001:db8:5::100' end='2001:db8:5::1ff'/></dhcp></ip></network>",
     );
     let l = lines(&c);
-    assert!(l.contains(&"dhcp-range=2001:db8:5::100,2001:db8:5::1ff,64"), "{c}");
+    assert!(
+        l.contains(&"dhcp-range=2001:db8:5::100,2001:db8:5::1ff,64"),
+        "{c}"
+    );
     assert!(l.contains(&"enable-ra"), "{c}");
     assert!(l.contains(&"listen-address=2001:db8:5::1"), "{c}");
 }
@@ -156,7 +168,9 @@ fn networks_without_ip_run_no_dnsmasq() {
 fn bad(xml: &str, element: &str, value: Option<&str>) {
     let e = match parse_network(xml, "bad.xml") {
         Err(e) => e,
-        Ok(def) => generate(&def, "virbr7", &paths(), &run_as(), "bad.xml").expect_err("must be refused"),
+        Ok(def) => {
+            generate(&def, "virbr7", &paths(), &run_as(), "bad.xml").expect_err("must be refused")
+        }
     };
     assert_eq!(e.file, "bad.xml");
     assert_eq!(e.element, element, "{e}");
@@ -165,14 +179,46 @@ fn bad(xml: &str, element: &str, value: Option<&str>) {
 
 #[test]
 fn bad_values_are_refused_naming_the_element() {
-    let n = |inner: &str| format!("<network><name>n</name>{inner}<ip address='10.2.0.1' prefix='24'/></network>");
-    bad(&n("<dns><forwarder addr='8.8.8'/></dns>"), "/network/dns/forwarder[1]@addr", Some("8.8.8"));
-    bad(&n("<dns><forwarder/></dns>"), "/network/dns/forwarder[1]", None);
-    bad(&n("<dns enable='maybe'/>"), "/network/dns@enable", Some("maybe"));
-    bad(&n("<dns><txt name='a b' value='x'/></dns>"), "/network/dns/txt[1]@name", Some("a b"));
-    bad(&n("<dns><host ip='10.2.0.5'><hostname>ok</hostname><hostname>bad,name</hostname></host></dns>"), "/network/dns/host[1]/hostname[2]", Some("bad,name"));
-    bad(&n("<dns><host ip='10.2.0.5'/></dns>"), "/network/dns/host[1]/hostname", Some("10.2.0.5"));
-    bad(&n("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"), "/network/dns/srv[1]@port", Some("70000"));
+    let n = |inner: &str| {
+        format!("<network><name>n</name>{inner}<ip address='10.2.0.1' prefix='24'/></network>")
+    };
+    bad(
+        &n("<dns><forwarder addr='8.8.8'/></dns>"),
+        "/network/dns/forwarder[1]@addr",
+        Some("8.8.8"),
+    );
+    bad(
+        &n("<dns><forwarder/></dns>"),
+        "/network/dns/forwarder[1]",
+        None,
+    );
+    bad(
+        &n("<dns enable='maybe'/>"),
+        "/network/dns@enable",
+        Some("maybe"),
+    );
+    bad(
+        &n("<dns><txt name='a b' value='x'/></dns>"),
+        "/network/dns/txt[1]@name",
+        Some("a b"),
+    );
+    bad(
+        &n(
+            "<dns><host ip='10.2.0.5'><hostname>ok</hostname><hostname>bad,name</hostname></host></dns>",
+        ),
+        "/network/dns/host[1]/hostname[2]",
+        Some("bad,name"),
+    );
+    bad(
+        &n("<dns><host ip='10.2.0.5'/></dns>"),
+        "/network/dns/host[1]/hostname",
+        Some("10.2.0.5"),
+    );
+    bad(
+        &n("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"),
+        "/network/dns/srv[1]@port",
+        Some("70000"),
+    );
     bad(
         "<network><name>n</name><ip address='10.2.0.1' prefix='24'><tftp root='srv/tftp'/></ip></network>",
         "/network/ip[1]/tftp@root",
@@ -213,11 +259,31 @@ fn lease_table_like_virsh() {
     );
     let t = table(&def, &leases, None, 1_700_000_000);
     assert!(t.contains("2026-09-21 14:13:20"), "{t}");
-    assert!(t.contains("52:54:00:aa:bb:cc") && t.contains("ipv4") && t.contains("192.168.122.57/24") && t.contains("guest1"), "{t}");
-    assert!(t.contains("never") && t.contains("192.168.122.20/24"), "{t}");
-    assert!(!t.contains("expired"), "expired leases are not listed:\n{t}");
-    let only = table(&def, &leases, Some(&[0x52, 0x54, 0, 0xaa, 0xbb, 0xdd]), 1_700_000_000);
-    assert!(only.contains("192.168.122.20") && !only.contains("192.168.122.57"), "{only}");
+    assert!(
+        t.contains("52:54:00:aa:bb:cc")
+            && t.contains("ipv4")
+            && t.contains("192.168.122.57/24")
+            && t.contains("guest1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("never") && t.contains("192.168.122.20/24"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("expired"),
+        "expired leases are not listed:\n{t}"
+    );
+    let only = table(
+        &def,
+        &leases,
+        Some(&[0x52, 0x54, 0, 0xaa, 0xbb, 0xdd]),
+        1_700_000_000,
+    );
+    assert!(
+        only.contains("192.168.122.20") && !only.contains("192.168.122.57"),
+        "{only}"
+    );
 }
 
 #[test]
@@ -234,7 +300,10 @@ fn dnsmasq_accepts_the_generated_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let no_dns = "<network><name>n</name><dns enable='no'/><ip address='10.9.0.1' prefix='24'>\
                   <dhcp><host mac='52:54:00:00:00:09' ip='10.9.0.9'/></dhcp></ip></network>";
-    for (i, xml) in [default_network_xml(), FULL, no_dns].into_iter().enumerate() {
+    for (i, xml) in [default_network_xml(), FULL, no_dns]
+        .into_iter()
+        .enumerate()
+    {
         let path = dir.join(format!("{i}.conf"));
         std::fs::write(&path, conf(xml)).unwrap();
         let out = std::process::Command::new("dnsmasq")
@@ -242,7 +311,12 @@ fn dnsmasq_accepts_the_generated_config() {
             .arg(format!("--conf-file={}", path.display()))
             .output()
             .expect("dnsmasq must be installed (package dnsmasq-base; `cargo xtask setup`)");
-        assert!(out.status.success(), "dnsmasq refused {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dnsmasq refused {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -257,11 +331,17 @@ fn adversarial_definitions() -> Vec<(String, &'static str)> {
     let long = |n: usize| "a".repeat(n);
     // `inner` goes into <ip>, `dhcp` into its <dhcp>.
     let ip2 = |inner: &str, dhcp: &str| {
-        format!("<network><name>n</name><ip address='10.2.0.1' prefix='24'>{inner}<dhcp><range start='10.2.0.5' end='10.2.0.9'/>{dhcp}</dhcp></ip></network>")
+        format!(
+            "<network><name>n</name><ip address='10.2.0.1' prefix='24'>{inner}<dhcp><range start='10.2.0.5' end='10.2.0.9'/>{dhcp}</dhcp></ip></network>"
+        )
     };
     let ip = |inner: &str| ip2(inner, "");
     let dhcp = |inner: &str| ip2("", inner);
-    let dns = |inner: &str| format!("<network><name>n</name><dns>{inner}</dns><ip address='10.2.0.1' prefix='24'/></network>");
+    let dns = |inner: &str| {
+        format!(
+            "<network><name>n</name><dns>{inner}</dns><ip address='10.2.0.1' prefix='24'/></network>"
+        )
+    };
     let opts = |v: &str| {
         format!(
             "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name><ip address='10.2.0.1' prefix='24'/>\
@@ -269,33 +349,104 @@ fn adversarial_definitions() -> Vec<(String, &'static str)> {
         )
     };
     let mut v = vec![
-        (ip(&format!("<tftp root='/{}{inject}'/>", long(1014))), "/network/ip[1]/tftp@root"),
-        (ip("<tftp root='/srv/tftp,eth0'/>"), "/network/ip[1]/tftp@root"),
-        (ip("<tftp root='/srv/tftp #x'/>"), "/network/ip[1]/tftp@root"),
-        (ip("<tftp root='/srv/\"tftp'/>"), "/network/ip[1]/tftp@root"),
-        (ip(&format!("<tftp root='/srv/{}'/>", long(1200))), "/network/ip[1]/tftp@root"),
-        (ip2("<tftp root='/srv/tftp'/>", &format!("<bootp file='{}{inject}'/>", long(1014))), "/network/ip[1]/dhcp/bootp@file"),
-        (dhcp("<bootp file='pxe\\'/>"), "/network/ip[1]/dhcp/bootp@file"),
-        (dhcp("<bootp file='pxe linux.0'/>"), "/network/ip[1]/dhcp/bootp@file"),
-        (dhcp(&format!("<bootp file='{}'/>", long(200))), "/network/ip[1]/dhcp/bootp@file"),
-        (dhcp("<bootp file='pxe&#9;linux'/>"), "/network/ip[1]/dhcp/bootp@file"),
-        (dhcp(&format!("<host mac='52:54:00:00:00:01' name='a{}' ip='10.2.0.7'/>", long(1100))), "/network/ip[1]/dhcp/host[1]@name"),
-        (dns(&format!("<txt name='t' value='{}{inject}'/>", long(1010))), "/network/dns/txt[1]@value"),
-        (dns("<txt name='t' value='a&#127;b'/>"), "/network/dns/txt[1]@value"),
-        (dns(&format!("<forwarder domain='{}.test' addr='192.0.2.1'/>", long(300))), "/network/dns/forwarder[1]@domain"),
-        (dns(&format!("<srv service='ldap' protocol='tcp' target='{}'/>", long(1100))), "/network/dns/srv[1]@target"),
-        (opts(&format!("{}{inject}", long(1020))), "/network/dnsmasq:options/dnsmasq:option[1]@value"),
-        (opts("log-dhcp&#13;"), "/network/dnsmasq:options/dnsmasq:option[1]@value"),
         (
-            format!("<network><name>n</name><domain name='{}.test'/><ip address='10.2.0.1' prefix='24'/></network>", long(300)),
+            ip(&format!("<tftp root='/{}{inject}'/>", long(1014))),
+            "/network/ip[1]/tftp@root",
+        ),
+        (
+            ip("<tftp root='/srv/tftp,eth0'/>"),
+            "/network/ip[1]/tftp@root",
+        ),
+        (
+            ip("<tftp root='/srv/tftp #x'/>"),
+            "/network/ip[1]/tftp@root",
+        ),
+        (ip("<tftp root='/srv/\"tftp'/>"), "/network/ip[1]/tftp@root"),
+        (
+            ip(&format!("<tftp root='/srv/{}'/>", long(1200))),
+            "/network/ip[1]/tftp@root",
+        ),
+        (
+            ip2(
+                "<tftp root='/srv/tftp'/>",
+                &format!("<bootp file='{}{inject}'/>", long(1014)),
+            ),
+            "/network/ip[1]/dhcp/bootp@file",
+        ),
+        (
+            dhcp("<bootp file='pxe\\'/>"),
+            "/network/ip[1]/dhcp/bootp@file",
+        ),
+        (
+            dhcp("<bootp file='pxe linux.0'/>"),
+            "/network/ip[1]/dhcp/bootp@file",
+        ),
+        (
+            dhcp(&format!("<bootp file='{}'/>", long(200))),
+            "/network/ip[1]/dhcp/bootp@file",
+        ),
+        (
+            dhcp("<bootp file='pxe&#9;linux'/>"),
+            "/network/ip[1]/dhcp/bootp@file",
+        ),
+        (
+            dhcp(&format!(
+                "<host mac='52:54:00:00:00:01' name='a{}' ip='10.2.0.7'/>",
+                long(1100)
+            )),
+            "/network/ip[1]/dhcp/host[1]@name",
+        ),
+        (
+            dns(&format!("<txt name='t' value='{}{inject}'/>", long(1010))),
+            "/network/dns/txt[1]@value",
+        ),
+        (
+            dns("<txt name='t' value='a&#127;b'/>"),
+            "/network/dns/txt[1]@value",
+        ),
+        (
+            dns(&format!(
+                "<forwarder domain='{}.test' addr='192.0.2.1'/>",
+                long(300)
+            )),
+            "/network/dns/forwarder[1]@domain",
+        ),
+        (
+            dns(&format!(
+                "<srv service='ldap' protocol='tcp' target='{}'/>",
+                long(1100)
+            )),
+            "/network/dns/srv[1]@target",
+        ),
+        (
+            opts(&format!("{}{inject}", long(1020))),
+            "/network/dnsmasq:options/dnsmasq:option[1]@value",
+        ),
+        (
+            opts("log-dhcp&#13;"),
+            "/network/dnsmasq:options/dnsmasq:option[1]@value",
+        ),
+        (
+            format!(
+                "<network><name>n</name><domain name='{}.test'/><ip address='10.2.0.1' prefix='24'/></network>",
+                long(300)
+            ),
             "/network/domain@name",
         ),
     ];
     // The name is part of dnsmasq's paths: '#' after a space would cut them.
-    v.push(("<network><name>a #b</name><ip address='10.2.0.1' prefix='24'/></network>".into(), "/network/name"));
+    v.push((
+        "<network><name>a #b</name><ip address='10.2.0.1' prefix='24'/></network>".into(),
+        "/network/name",
+    ));
     // Many names on one host: each is fine, the line is not.
-    let names: String = (0..40).map(|i| format!("<hostname>host{i}-{}</hostname>", long(30))).collect();
-    v.push((dns(&format!("<host ip='10.2.0.5'>{names}</host>")), "/network/dns/host[1]"));
+    let names: String = (0..40)
+        .map(|i| format!("<hostname>host{i}-{}</hostname>", long(30)))
+        .collect();
+    v.push((
+        dns(&format!("<host ip='10.2.0.5'>{names}</host>")),
+        "/network/dns/host[1]",
+    ));
     v
 }
 
@@ -319,8 +470,15 @@ fn values_that_would_change_dnsmasqs_reading_are_refused() {
 fn assert_lines_fit(c: &str) {
     for l in c.split_inclusive('\n') {
         assert!(l.ends_with('\n'), "unterminated line {l:?}");
-        assert!(l.len() <= MAX_LINE, "a {}-byte line: dnsmasq would cut {l:?}", l.len());
-        assert!(!l[..l.len() - 1].chars().any(char::is_control), "control character in {l:?}");
+        assert!(
+            l.len() <= MAX_LINE,
+            "a {}-byte line: dnsmasq would cut {l:?}",
+            l.len()
+        );
+        assert!(
+            !l[..l.len() - 1].chars().any(char::is_control),
+            "control character in {l:?}"
+        );
     }
 }
 
@@ -337,7 +495,10 @@ fn accepted_edge_values_fit_dnsmasqs_lines() {
             long(1000),
             long(127)
         ),
-        format!("<network><name>{}</name><ip address='10.2.0.1' prefix='24'/></network>", long(200)),
+        format!(
+            "<network><name>{}</name><ip address='10.2.0.1' prefix='24'/></network>",
+            long(200)
+        ),
     ];
     let dir = std::env::temp_dir().join(format!("vxdp-dnsmasq-edge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -351,12 +512,23 @@ fn accepted_edge_values_fit_dnsmasqs_lines() {
             .arg(format!("--conf-file={}", path.display()))
             .output()
             .expect("dnsmasq must be installed (package dnsmasq-base; `cargo xtask setup`)");
-        assert!(out.status.success(), "dnsmasq refused {}: {}\n{c}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dnsmasq refused {}: {}\n{c}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
     let c = conf(&edge[0]);
-    assert!(lines(&c).contains(&r#"txt-record=t,"ends in a backslash \\""#), "{c}");
-    assert!(lines(&c).contains(&r#"txt-record=q,"say \"hi\", # not a comment""#), "{c}");
+    assert!(
+        lines(&c).contains(&r#"txt-record=t,"ends in a backslash \\""#),
+        "{c}"
+    );
+    assert!(
+        lines(&c).contains(&r#"txt-record=q,"say \"hi\", # not a comment""#),
+        "{c}"
+    );
 }
 
 /// The lease hook passes the network's name after `--` and quoted, so
@@ -367,18 +539,41 @@ fn lease_hook_passes_the_name_as_one_argument_after_double_dash() {
     std::fs::create_dir_all(&dir).unwrap();
     // A stand-in for vxdp that prints its arguments one per line.
     let exe = dir.join("args");
-    std::fs::write(&exe, "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n").unwrap();
+    std::fs::write(
+        &exe,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let inv = Invocation { exe, state_dir: "/var/lib/vxdp".into(), bpffs: "/sys/fs/bpf/vxdp".into() };
+    let inv = Invocation {
+        exe,
+        state_dir: "/var/lib/vxdp".into(),
+        bpffs: "/sys/fs/bpf/vxdp".into(),
+    };
     let hook = dir.join("hook");
     let name = "it's $(a) net";
     std::fs::write(&hook, hook_script(&inv, name)).unwrap();
-    let out = std::process::Command::new("sh").arg(&hook).args(["add", "52:54:00:00:00:01", "10.0.0.5"]).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg(&hook)
+        .args(["add", "52:54:00:00:00:01", "10.0.0.5"])
+        .output()
+        .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let args = String::from_utf8(out.stdout).unwrap();
     let args: Vec<&str> = args.lines().collect();
     assert_eq!(
         args,
-        ["--state-dir", "/var/lib/vxdp", "--bpffs", "/sys/fs/bpf/vxdp", "dhcp-lease-event", "--", name, "add", "52:54:00:00:00:01", "10.0.0.5"]
+        [
+            "--state-dir",
+            "/var/lib/vxdp",
+            "--bpffs",
+            "/sys/fs/bpf/vxdp",
+            "dhcp-lease-event",
+            "--",
+            name,
+            "add",
+            "52:54:00:00:00:01",
+            "10.0.0.5"
+        ]
     );
 }

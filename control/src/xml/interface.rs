@@ -25,7 +25,10 @@ pub enum InterfaceType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterfaceSource {
     /// `<source network='NAME' portgroup?>`.
-    Network { name: String, portgroup: Option<String> },
+    Network {
+        name: String,
+        portgroup: Option<String>,
+    },
     /// `<source bridge='BR'>`.
     Bridge(String),
     /// `<source dev='DEV' mode='bridge|vepa|private|passthrough'>`.
@@ -47,21 +50,43 @@ pub struct InterfaceDef {
 
 type R<T> = Result<T, XmlError>;
 
-fn err(file: &str, element: impl Into<String>, value: Option<&str>, reason: impl Into<String>) -> XmlError {
-    XmlError { file: file.into(), element: element.into(), value: value.map(str::to_string), reason: reason.into() }
+fn err(
+    file: &str,
+    element: impl Into<String>,
+    value: Option<&str>,
+    reason: impl Into<String>,
+) -> XmlError {
+    XmlError {
+        file: file.into(),
+        element: element.into(),
+        value: value.map(str::to_string),
+        reason: reason.into(),
+    }
 }
 
 fn attrs(file: &str, node: Node, path: &str, allowed: &[&str]) -> R<()> {
     for a in node.attributes() {
         if a.namespace().is_some() || !allowed.contains(&a.name()) {
-            return Err(err(file, format!("{path}@{}", a.name()), Some(a.value()), "attribute not known here"));
+            return Err(err(
+                file,
+                format!("{path}@{}", a.name()),
+                Some(a.value()),
+                "attribute not known here",
+            ));
         }
     }
     Ok(())
 }
 
 fn req<'a>(file: &str, node: Node<'a, '_>, path: &str, name: &str) -> R<&'a str> {
-    node.attribute(name).ok_or_else(|| err(file, format!("{path}@{name}"), None, "missing required attribute"))
+    node.attribute(name).ok_or_else(|| {
+        err(
+            file,
+            format!("{path}@{name}"),
+            None,
+            "missing required attribute",
+        )
+    })
 }
 
 /// A Linux interface name (dev_valid_name, IFNAMSIZ).
@@ -70,15 +95,28 @@ fn ifname<'a>(file: &str, v: &'a str, at: &str) -> R<&'a str> {
         && v.len() <= 15
         && v != "."
         && v != ".."
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok {
-        return Err(err(file, at, Some(v), "not a valid interface name (1-15 letters, digits, '_', '.', '-')"));
+        return Err(err(
+            file,
+            at,
+            Some(v),
+            "not a valid interface name (1-15 letters, digits, '_', '.', '-')",
+        ));
     }
     Ok(v)
 }
 
 fn mac(file: &str, v: &str, at: &str) -> R<[u8; 6]> {
-    let bad = || err(file, at, Some(v), "expected a MAC address like 52:54:00:12:34:56");
+    let bad = || {
+        err(
+            file,
+            at,
+            Some(v),
+            "expected a MAC address like 52:54:00:12:34:56",
+        )
+    };
     let groups: Vec<&str> = v.split(':').collect();
     if groups.len() != 6 {
         return Err(bad());
@@ -91,18 +129,32 @@ fn mac(file: &str, v: &str, at: &str) -> R<[u8; 6]> {
         *o = u8::from_str_radix(g, 16).map_err(|_| bad())?;
     }
     if out[0] & 1 == 1 {
-        return Err(err(file, at, Some(v), "multicast MAC address; a guest needs a unicast address"));
+        return Err(err(
+            file,
+            at,
+            Some(v),
+            "multicast MAC address; a guest needs a unicast address",
+        ));
     }
     Ok(out)
 }
 
 /// Parses one `<interface>` document. `file` names the source in errors.
 pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
-    let opts = ParsingOptions { allow_dtd: false, ..ParsingOptions::default() };
-    let doc = Document::parse_with_options(xml, opts).map_err(|e| err(file, "/", None, format!("not well-formed XML: {e}")))?;
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts)
+        .map_err(|e| err(file, "/", None, format!("not well-formed XML: {e}")))?;
     let root = doc.root_element();
     if root.tag_name().namespace().is_some() || root.tag_name().name() != "interface" {
-        return Err(err(file, format!("/{}", root.tag_name().name()), None, "root element must be a domain <interface>"));
+        return Err(err(
+            file,
+            format!("/{}", root.tag_name().name()),
+            None,
+            "root element must be a domain <interface>",
+        ));
     }
     let path = "/interface";
     attrs(file, root, path, &["type", "trustGuestRxFilters"])?;
@@ -130,7 +182,18 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
         if child.tag_name().namespace().is_some() {
             return Err(err(file, cpath, None, "element not known here"));
         }
-        let once = |seen: bool| if seen { Err(err(file, cpath.clone(), None, "element may appear only once")) } else { Ok(()) };
+        let once = |seen: bool| {
+            if seen {
+                Err(err(
+                    file,
+                    cpath.clone(),
+                    None,
+                    "element may appear only once",
+                ))
+            } else {
+                Ok(())
+            }
+        };
         match name {
             "source" => {
                 once(source.is_some())?;
@@ -149,7 +212,9 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
                     InterfaceType::Bridge => {
                         attrs(file, child, &cpath, &["bridge"])?;
                         let b = req(file, child, &cpath, "bridge")?;
-                        InterfaceSource::Bridge(ifname(file, b, &format!("{cpath}@bridge"))?.to_string())
+                        InterfaceSource::Bridge(
+                            ifname(file, b, &format!("{cpath}@bridge"))?.to_string(),
+                        )
                     }
                     InterfaceType::Direct => {
                         attrs(file, child, &cpath, &["dev", "mode"])?;
@@ -165,14 +230,21 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
                                 "expected bridge, vepa, private or passthrough",
                             ));
                         }
-                        InterfaceSource::Direct { dev, mode: mode.to_string() }
+                        InterfaceSource::Direct {
+                            dev,
+                            mode: mode.to_string(),
+                        }
                     }
                 });
             }
             "mac" => {
                 once(def_mac.is_some())?;
                 attrs(file, child, &cpath, &["address", "type", "check"])?;
-                def_mac = Some(mac(file, req(file, child, &cpath, "address")?, &format!("{cpath}@address"))?);
+                def_mac = Some(mac(
+                    file,
+                    req(file, child, &cpath, "address")?,
+                    &format!("{cpath}@address"),
+                )?);
             }
             "model" => {
                 once(model.is_some())?;
@@ -197,8 +269,21 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
             }
         }
     }
-    let source = source.ok_or_else(|| err(file, "/interface/source", None, "missing required element <source>"))?;
-    Ok(InterfaceDef { kind, source, mac: def_mac, model, target })
+    let source = source.ok_or_else(|| {
+        err(
+            file,
+            "/interface/source",
+            None,
+            "missing required element <source>",
+        )
+    })?;
+    Ok(InterfaceDef {
+        kind,
+        source,
+        mac: def_mac,
+        model,
+        target,
+    })
 }
 
 #[cfg(test)]
@@ -219,7 +304,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.kind, InterfaceType::Network);
-        assert_eq!(d.source, InterfaceSource::Network { name: "default".into(), portgroup: None });
+        assert_eq!(
+            d.source,
+            InterfaceSource::Network {
+                name: "default".into(),
+                portgroup: None
+            }
+        );
         assert_eq!(d.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert_eq!(d.model.as_deref(), Some("virtio"));
         assert_eq!(d.target.as_deref(), Some("vnet7"));
@@ -227,23 +318,58 @@ mod tests {
 
     #[test]
     fn parses_bridge_and_direct_sources() {
-        let b = parse_interface("<interface type='bridge'><source bridge='virbr0'/></interface>", "b").unwrap();
+        let b = parse_interface(
+            "<interface type='bridge'><source bridge='virbr0'/></interface>",
+            "b",
+        )
+        .unwrap();
         assert_eq!(b.source, InterfaceSource::Bridge("virbr0".into()));
-        let d = parse_interface("<interface type='direct'><source dev='eth1'/></interface>", "d").unwrap();
-        assert_eq!(d.source, InterfaceSource::Direct { dev: "eth1".into(), mode: "vepa".into() });
+        let d = parse_interface(
+            "<interface type='direct'><source dev='eth1'/></interface>",
+            "d",
+        )
+        .unwrap();
+        assert_eq!(
+            d.source,
+            InterfaceSource::Direct {
+                dev: "eth1".into(),
+                mode: "vepa".into()
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_element() {
         let cases = [
-            ("<interface type='user'><source network='n'/></interface>", "/interface@type"),
+            (
+                "<interface type='user'><source network='n'/></interface>",
+                "/interface@type",
+            ),
             ("<interface type='network'/>", "/interface/source"),
-            ("<interface type='network'><source network='..'/></interface>", "/interface/source@network"),
-            ("<interface type='network'><source bridge='b'/></interface>", "/interface/source@bridge"),
-            ("<interface type='network'><source network='n'/><mac address='01:00:5e:00:00:01'/></interface>", "/interface/mac@address"),
-            ("<interface type='network'><source network='n'/><target dev='a/b'/></interface>", "/interface/target@dev"),
-            ("<interface type='direct'><source dev='eth1' mode='bogus'/></interface>", "/interface/source@mode"),
-            ("<interface type='network'><source network='n'/><bandwidth/></interface>", "/interface/bandwidth"),
+            (
+                "<interface type='network'><source network='..'/></interface>",
+                "/interface/source@network",
+            ),
+            (
+                "<interface type='network'><source bridge='b'/></interface>",
+                "/interface/source@bridge",
+            ),
+            (
+                "<interface type='network'><source network='n'/><mac address='01:00:5e:00:00:01'/></interface>",
+                "/interface/mac@address",
+            ),
+            (
+                "<interface type='network'><source network='n'/><target dev='a/b'/></interface>",
+                "/interface/target@dev",
+            ),
+            (
+                "<interface type='direct'><source dev='eth1' mode='bogus'/></interface>",
+                "/interface/source@mode",
+            ),
+            (
+                "<interface type='network'><source network='n'/><bandwidth/></interface>",
+                "/interface/bandwidth",
+            ),
             ("<domain/>", "/domain"),
         ];
         for (xml, element) in cases {

@@ -388,7 +388,9 @@ pub fn network_name_problem(name: &str) -> Option<String> {
     } else if name.starts_with('-') {
         "network name must not start with '-' (programs would read it as an option)"
     } else if name.len() > MAX_NETWORK_NAME {
-        return Some(format!("network name has more than {MAX_NETWORK_NAME} bytes"));
+        return Some(format!(
+            "network name has more than {MAX_NETWORK_NAME} bytes"
+        ));
     } else {
         return None;
     };

@@ -8,8 +8,9 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use super::write::{serialize_children, serialize_element};
 use super::{
-    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, DnsDef, DnsForwarder, DnsHost, DnsSrv, DnsTxt, ForwardDef, ForwardMode, IpDef, Lease, NatDef,
-    NetworkDef, RawElement, RouteDef, XmlError, broadcast_v4, mask_addr, max_prefix, same_family,
+    BootpDef, BridgeDef, DNSMASQ_NS, DhcpHost, DnsDef, DnsForwarder, DnsHost, DnsSrv, DnsTxt,
+    ForwardDef, ForwardMode, IpDef, Lease, NatDef, NetworkDef, RawElement, RouteDef, XmlError,
+    broadcast_v4, mask_addr, max_prefix, same_family,
 };
 
 type R<T> = Result<T, XmlError>;
@@ -181,7 +182,11 @@ impl Parser<'_> {
                     // libvirt parses the network's own <virtualport> with
                     // VIR_VPORT_XML_REQUIRE_TYPE (a portgroup's may omit it).
                     if name == "virtualport" && child.attribute("type").is_none() {
-                        return Err(self.err(format!("{cpath}@type"), None, "the network's <virtualport> needs a type"));
+                        return Err(self.err(
+                            format!("{cpath}@type"),
+                            None,
+                            "the network's <virtualport> needs a type",
+                        ));
                     }
                 }
                 _ => return Err(self.unknown(child, path)),
@@ -253,26 +258,46 @@ impl Parser<'_> {
             return Err(self.err("/network/forward@dev", Some(d), "the <forward> dev attribute cannot be used together with <address> or <pf> devices"));
         }
         let mut devs: Vec<&str> = dev.into_iter().collect();
-        for (i, itf) in f.children().filter(|c| c.has_tag_name("interface")).enumerate() {
+        for (i, itf) in f
+            .children()
+            .filter(|c| c.has_tag_name("interface"))
+            .enumerate()
+        {
             let p = format!("/network/forward/interface[{}]", i + 1);
             let d = self.req_attr(itf, &p, "dev")?;
             self.ifname(d, &format!("{p}@dev"))?;
             if let (0, Some(fd)) = (i, dev) {
                 if d != fd {
-                    return Err(self.err(format!("{p}@dev"), Some(d), format!("<forward dev='{fd}'> must match the first <interface dev>")));
+                    return Err(self.err(
+                        format!("{p}@dev"),
+                        Some(d),
+                        format!("<forward dev='{fd}'> must match the first <interface dev>"),
+                    ));
                 }
                 continue;
             }
             if devs.contains(&d) {
-                return Err(self.err(format!("{p}@dev"), Some(d), "interface listed more than once in <forward>"));
+                return Err(self.err(
+                    format!("{p}@dev"),
+                    Some(d),
+                    "interface listed more than once in <forward>",
+                ));
             }
             devs.push(d);
         }
-        for (i, a) in f.children().filter(|c| c.has_tag_name("address")).enumerate() {
+        for (i, a) in f
+            .children()
+            .filter(|c| c.has_tag_name("address"))
+            .enumerate()
+        {
             let p = format!("/network/forward/address[{}]", i + 1);
             let t = self.req_attr(a, &p, "type")?;
             if t != "pci" {
-                return Err(self.err(format!("{p}@type"), Some(t), "only PCI addresses (type='pci') may be listed in <forward>"));
+                return Err(self.err(
+                    format!("{p}@type"),
+                    Some(t),
+                    "only PCI addresses (type='pci') may be listed in <forward>",
+                ));
             }
         }
         if let Some(pf) = f.children().find(|c| c.has_tag_name("pf")) {
@@ -291,19 +316,28 @@ impl Parser<'_> {
         };
         let mode = fwd.mode.as_str();
         let devs = forward_devices(root);
-        let n_pf = child(root, "forward").map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
+        let n_pf = child(root, "forward")
+            .map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
         let b = &def.bridge;
         let bridge_node = child(root, "bridge");
         match fwd.mode {
             ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open => {
                 if def.ips.is_empty() {
-                    return Err(self.err("/network/forward@mode", Some(mode), format!("{mode} forwarding requested, but the network has no <ip> address")));
+                    return Err(self.err(
+                        "/network/forward@mode",
+                        Some(mode),
+                        format!("{mode} forwarding requested, but the network has no <ip> address"),
+                    ));
                 }
                 if devs.len() > 1 {
                     return Err(self.err("/network/forward/interface[2]@dev", Some(devs[1]), format!("several forwarding interfaces given; forward mode '{mode}' uses only one")));
                 }
                 if let (ForwardMode::Open, Some(d)) = (fwd.mode, devs.first()) {
-                    let at = if fwd.dev.is_some() { "/network/forward@dev" } else { "/network/forward/interface[1]@dev" };
+                    let at = if fwd.dev.is_some() {
+                        "/network/forward@dev"
+                    } else {
+                        "/network/forward/interface[1]@dev"
+                    };
                     return Err(self.err(at, Some(d), "forward dev not allowed with forward mode 'open' (an open network does not restrict where traffic goes)"));
                 }
             }
@@ -317,10 +351,16 @@ impl Parser<'_> {
                         return Err(self.err("/network/bridge@zone", Some(z), not("bridge zone")));
                     }
                     if let Some(m) = &b.mac_table_manager {
-                        return Err(self.err("/network/bridge@macTableManager", Some(m), not("bridge macTableManager")));
+                        return Err(self.err(
+                            "/network/bridge@macTableManager",
+                            Some(m),
+                            not("bridge macTableManager"),
+                        ));
                     }
                 }
-                let why = format!("bridge delay/stp/zone options are only allowed in route, nat, open and isolated mode, not in {mode}");
+                let why = format!(
+                    "bridge delay/stp/zone options are only allowed in route, nat, open and isolated mode, not in {mode}"
+                );
                 if b.delay != 0 {
                     return Err(self.err("/network/bridge@delay", Some(&b.delay.to_string()), why));
                 }
@@ -333,9 +373,15 @@ impl Parser<'_> {
                 if let (Some(n), true) = (&b.name, !devs.is_empty() || n_pf > 0) {
                     return Err(self.err("/network/bridge@name", Some(n), format!("forward mode '{mode}' takes either a bridge name or forward devices, not both")));
                 }
-                if let (ForwardMode::Bridge, None, true) = (fwd.mode, &b.name, devs.is_empty() && n_pf == 0) {
+                if let (ForwardMode::Bridge, None, true) =
+                    (fwd.mode, &b.name, devs.is_empty() && n_pf == 0)
+                {
                     // libvirt only finds out when starting (vxdp is stricter, see README).
-                    return Err(self.err("/network/forward@mode", Some(mode), "forward mode 'bridge' needs <bridge name> or a forward dev/interface"));
+                    return Err(self.err(
+                        "/network/forward@mode",
+                        Some(mode),
+                        "forward mode 'bridge' needs <bridge name> or a forward dev/interface",
+                    ));
                 }
                 if let Some(m) = def.mtu {
                     return Err(self.err("/network/mtu@size", Some(&m.to_string()), format!("mtu size is only allowed in open, route, nat and isolated mode, not in {mode}")));
@@ -352,7 +398,8 @@ impl Parser<'_> {
     fn check_mode_validate(&self, root: Node, def: &NetworkDef) -> R<()> {
         let mode = def.forward.as_ref().map(|f| f.mode);
         let mode_s = mode.map_or("none", ForwardMode::as_str);
-        let unsupported = |what: &str| format!("unsupported {what} in a network with forward mode '{mode_s}'");
+        let unsupported =
+            |what: &str| format!("unsupported {what} in a network with forward mode '{mode_s}'");
         let bandwidth_allowed = match mode {
             None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open) => true,
             Some(ForwardMode::Bridge) => def.bridge.name.is_some(),
@@ -360,38 +407,84 @@ impl Parser<'_> {
         };
         if mode.is_some_and(ForwardMode::is_direct) {
             if let Some(mac) = &def.mac {
-                return Err(self.err("/network/mac@address", Some(&super::format_mac(mac)), unsupported("<mac> element")));
+                return Err(self.err(
+                    "/network/mac@address",
+                    Some(&super::format_mac(mac)),
+                    unsupported("<mac> element"),
+                ));
             }
             if let Some(ip) = def.ips.first() {
-                return Err(self.err("/network/ip[1]", Some(&ip.address.to_string()), unsupported("<ip> element")));
+                return Err(self.err(
+                    "/network/ip[1]",
+                    Some(&ip.address.to_string()),
+                    unsupported("<ip> element"),
+                ));
             }
             if let Some(dns) = &def.dns {
                 // Forwarders and the enable/forwardPlainNames switches pass; records do not.
-                let rec = if !dns.txts.is_empty() { Some("txt[1]") } else if !dns.hosts.is_empty() { Some("host[1]") } else if !dns.srvs.is_empty() { Some("srv[1]") } else { None };
+                let rec = if !dns.txts.is_empty() {
+                    Some("txt[1]")
+                } else if !dns.hosts.is_empty() {
+                    Some("host[1]")
+                } else if !dns.srvs.is_empty() {
+                    Some("srv[1]")
+                } else {
+                    None
+                };
                 if let Some(r) = rec {
-                    return Err(self.err(format!("/network/dns/{r}"), None, unsupported("<dns> record")));
+                    return Err(self.err(
+                        format!("/network/dns/{r}"),
+                        None,
+                        unsupported("<dns> record"),
+                    ));
                 }
             }
             if let Some(d) = &def.domain {
-                return Err(self.err("/network/domain@name", Some(d), unsupported("<domain> element")));
+                return Err(self.err(
+                    "/network/domain@name",
+                    Some(d),
+                    unsupported("<domain> element"),
+                ));
             }
         }
         if child(root, "bandwidth").is_some() && !bandwidth_allowed {
-            return Err(self.err("/network/bandwidth", Some(mode_s), unsupported("network-wide <bandwidth>")));
+            return Err(self.err(
+                "/network/bandwidth",
+                Some(mode_s),
+                unsupported("network-wide <bandwidth>"),
+            ));
         }
         let devs = forward_devices(root);
         let fwd_node = child(root, "forward");
         let n_pf = fwd_node.map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
-        let n_addr = fwd_node.map_or(0, |f| f.children().filter(|c| c.has_tag_name("address")).count());
+        let n_addr = fwd_node.map_or(0, |f| {
+            f.children().filter(|c| c.has_tag_name("address")).count()
+        });
         if mode == Some(ForwardMode::Hostdev) && !devs.is_empty() {
-            let at = if def.forward.as_ref().is_some_and(|f| f.dev.is_some()) { "/network/forward@dev" } else { "/network/forward/interface[1]@dev" };
-            return Err(self.err(at, Some(devs[0]), "hostdev networks list their devices by PCI <address>, not by network device name"));
+            let at = if def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
+                "/network/forward@dev"
+            } else {
+                "/network/forward/interface[1]@dev"
+            };
+            return Err(self.err(
+                at,
+                Some(devs[0]),
+                "hostdev networks list their devices by PCI <address>, not by network device name",
+            ));
         }
         if mode != Some(ForwardMode::Hostdev) && n_addr > 0 {
-            return Err(self.err("/network/forward/address[1]", Some(mode_s), "devices by PCI <address> are only for forward mode 'hostdev'"));
+            return Err(self.err(
+                "/network/forward/address[1]",
+                Some(mode_s),
+                "devices by PCI <address> are only for forward mode 'hostdev'",
+            ));
         }
         if usize::from(n_pf > 0) + usize::from(!devs.is_empty()) + usize::from(n_addr > 0) > 1 {
-            return Err(self.err("/network/forward/pf", None, "<address>, <interface> and <pf> devices of <forward> are mutually exclusive"));
+            return Err(self.err(
+                "/network/forward/pf",
+                None,
+                "<address>, <interface> and <pf> devices of <forward> are mutually exclusive",
+            ));
         }
         // VLAN tags need hostdev/passthrough devices or an Open vSwitch bridge.
         fn vport_type<'a>(n: Node<'a, '_>) -> Option<&'a str> {
@@ -402,7 +495,11 @@ impl Parser<'_> {
         let vlan_used = child(root, "vlan").is_some();
         let mut bad_vlan: Option<String> = None;
         let mut has_default = false;
-        for (i, pg) in root.children().filter(|c| c.has_tag_name("portgroup")).enumerate() {
+        for (i, pg) in root
+            .children()
+            .filter(|c| c.has_tag_name("portgroup"))
+            .enumerate()
+        {
             let p = format!("/network/portgroup[{}]", i + 1);
             let pg_vlan = child(pg, "vlan").is_some();
             if vlan_used || pg_vlan {
@@ -412,12 +509,22 @@ impl Parser<'_> {
                     !vlan_allowed
                 };
                 if bad && bad_vlan.is_none() {
-                    bad_vlan = Some(if pg_vlan { format!("{p}/vlan") } else { "/network/vlan".into() });
+                    bad_vlan = Some(if pg_vlan {
+                        format!("{p}/vlan")
+                    } else {
+                        "/network/vlan".into()
+                    });
                 }
             }
             has_default |= pg.attribute("default") == Some("yes");
-            if child(pg, "bandwidth").is_some() && (!bandwidth_allowed || mode == Some(ForwardMode::Hostdev)) {
-                return Err(self.err(format!("{p}/bandwidth"), Some(mode_s), unsupported("<bandwidth> in a <portgroup>")));
+            if child(pg, "bandwidth").is_some()
+                && (!bandwidth_allowed || mode == Some(ForwardMode::Hostdev))
+            {
+                return Err(self.err(
+                    format!("{p}/bandwidth"),
+                    Some(mode_s),
+                    unsupported("<bandwidth> in a <portgroup>"),
+                ));
             }
         }
         if bad_vlan.is_none() && vlan_used && !vlan_allowed && !has_default {
@@ -982,7 +1089,11 @@ impl Parser<'_> {
                 _ => expiry < 2,
             };
             if expiry > 0 && too_short {
-                return Err(self.err(format!("{lpath}@expiry"), Some(exp), "the shortest DHCP lease is two minutes"));
+                return Err(self.err(
+                    format!("{lpath}@expiry"),
+                    Some(exp),
+                    "the shortest DHCP lease is two minutes",
+                ));
             }
             lease = Some(Lease { expiry, unit });
         }
@@ -1083,7 +1194,11 @@ impl Parser<'_> {
                         None => None,
                     };
                     if addr.is_none() && domain.is_none() {
-                        return Err(self.err(p, None, "a DNS forwarder needs addr, domain or both"));
+                        return Err(self.err(
+                            p,
+                            None,
+                            "a DNS forwarder needs addr, domain or both",
+                        ));
                     }
                     dns.forwarders.push(DnsForwarder { addr, domain });
                 }
@@ -1093,13 +1208,24 @@ impl Parser<'_> {
                     self.empty(child, &p)?;
                     let name = self.req_attr(child, &p, "name")?;
                     if name.is_empty() || name.contains(' ') {
-                        return Err(self.err(format!("{p}@name"), Some(name), "DNS TXT record name must be non-empty and contain no space"));
+                        return Err(self.err(
+                            format!("{p}@name"),
+                            Some(name),
+                            "DNS TXT record name must be non-empty and contain no space",
+                        ));
                     }
                     let value = self.req_attr(child, &p, "value")?;
                     if value.is_empty() {
-                        return Err(self.err(format!("{p}@value"), Some(value), "DNS TXT record value must not be empty"));
+                        return Err(self.err(
+                            format!("{p}@value"),
+                            Some(value),
+                            "DNS TXT record value must not be empty",
+                        ));
                     }
-                    dns.txts.push(DnsTxt { name: name.into(), value: value.into() });
+                    dns.txts.push(DnsTxt {
+                        name: name.into(),
+                        value: value.into(),
+                    });
                 }
                 "srv" => {
                     let p = format!("{path}/srv[{}]", dns.srvs.len() + 1);
@@ -1122,41 +1248,79 @@ impl Parser<'_> {
                         hostnames.push(self.dns_name(&text, &hp)?);
                     }
                     if hostnames.is_empty() {
-                        return Err(self.err(format!("{p}/hostname"), Some(ip_txt), "a DNS host needs at least one <hostname>"));
+                        return Err(self.err(
+                            format!("{p}/hostname"),
+                            Some(ip_txt),
+                            "a DNS host needs at least one <hostname>",
+                        ));
                     }
                     dns.hosts.push(DnsHost { ip, hostnames });
                 }
                 _ => return Err(self.unknown(child, path)),
             }
         }
-        let has_records = !dns.forwarders.is_empty() || !dns.txts.is_empty() || !dns.srvs.is_empty() || !dns.hosts.is_empty();
+        let has_records = !dns.forwarders.is_empty()
+            || !dns.txts.is_empty()
+            || !dns.srvs.is_empty()
+            || !dns.hosts.is_empty();
         if dns.enable == Some(false) && has_records {
-            return Err(self.err(format!("{path}@enable"), Some("no"), "a disabled <dns> must not contain forwarders or records"));
+            return Err(self.err(
+                format!("{path}@enable"),
+                Some("no"),
+                "a disabled <dns> must not contain forwarders or records",
+            ));
         }
         Ok(dns)
     }
 
     fn dns_srv(&self, node: Node, p: &str) -> R<DnsSrv> {
-        self.attrs(node, p, &["service", "protocol", "domain", "target", "port", "priority", "weight"])?;
+        self.attrs(
+            node,
+            p,
+            &[
+                "service", "protocol", "domain", "target", "port", "priority", "weight",
+            ],
+        )?;
         self.empty(node, p)?;
         let service = self.req_attr(node, p, "service")?;
-        if service.is_empty() || service.len() > 15 || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(self.err(format!("{p}@service"), Some(service), "SRV service must be 1-15 letters, digits, '-' or '_'"));
+        if service.is_empty()
+            || service.len() > 15
+            || !service
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err(
+                format!("{p}@service"),
+                Some(service),
+                "SRV service must be 1-15 letters, digits, '-' or '_'",
+            ));
         }
         let protocol = self.req_attr(node, p, "protocol")?;
         if protocol != "tcp" && protocol != "udp" {
-            return Err(self.err(format!("{p}@protocol"), Some(protocol), "SRV protocol must be 'tcp' or 'udp'"));
+            return Err(self.err(
+                format!("{p}@protocol"),
+                Some(protocol),
+                "SRV protocol must be 'tcp' or 'udp'",
+            ));
         }
         let name = |a: &str| -> R<Option<String>> {
-            node.attribute(a).map(|v| self.dns_name(v, &format!("{p}@{a}"))).transpose()
+            node.attribute(a)
+                .map(|v| self.dns_name(v, &format!("{p}@{a}")))
+                .transpose()
         };
         let num = |a: &str| -> R<Option<u16>> {
-            node.attribute(a).map(|v| self.uint::<u16>(v, &format!("{p}@{a}"))).transpose()
+            node.attribute(a)
+                .map(|v| self.uint::<u16>(v, &format!("{p}@{a}")))
+                .transpose()
         };
         if let Some(v) = node.attribute("port")
             && v.bytes().all(|b| b == b'0')
         {
-            return Err(self.err(format!("{p}@port"), Some(v), "SRV port must be between 1 and 65535"));
+            return Err(self.err(
+                format!("{p}@port"),
+                Some(v),
+                "SRV port must be between 1 and 65535",
+            ));
         }
         let srv = DnsSrv {
             service: service.into(),
@@ -1168,9 +1332,17 @@ impl Parser<'_> {
             weight: num("weight")?,
         };
         if srv.target.is_none() {
-            for (a, v) in [("port", srv.port), ("priority", srv.priority), ("weight", srv.weight)] {
+            for (a, v) in [
+                ("port", srv.port),
+                ("priority", srv.priority),
+                ("weight", srv.weight),
+            ] {
                 if let Some(v) = v {
-                    return Err(self.err(format!("{p}@{a}"), Some(&v.to_string()), format!("SRV {a} is not allowed without target")));
+                    return Err(self.err(
+                        format!("{p}@{a}"),
+                        Some(&v.to_string()),
+                        format!("SRV {a} is not allowed without target"),
+                    ));
                 }
             }
         }
@@ -1219,7 +1391,11 @@ impl Parser<'_> {
                         if let Some(v) = dir.attribute(a) {
                             let n: u32 = self.uint(v, &format!("{dpath}@{a}"))?;
                             if n == 0 {
-                                return Err(self.err(format!("{dpath}@{a}"), Some(v), "must be at least 1 (kibibytes/s, or kibibytes for burst)"));
+                                return Err(self.err(
+                                    format!("{dpath}@{a}"),
+                                    Some(v),
+                                    "must be at least 1 (kibibytes/s, or kibibytes for burst)",
+                                ));
                             }
                         }
                     }
@@ -1232,18 +1408,32 @@ impl Parser<'_> {
                         return Err(self.err(format!("{dpath}@floor"), Some(v), reason));
                     }
                     if dir.attribute("average").is_none() {
-                        return Err(self.err(format!("{dpath}@average"), None, "missing mandatory average"));
+                        return Err(self.err(
+                            format!("{dpath}@average"),
+                            None,
+                            "missing mandatory average",
+                        ));
                     }
                 }
             }
             "vlan" => {
                 if let Some(v) = node.attribute("trunk")
-                    && v != "yes" && v != "no" {
-                        return Err(self.err(format!("{path}@trunk"), Some(v), "expected 'yes' or 'no'"));
-                    }
+                    && v != "yes"
+                    && v != "no"
+                {
+                    return Err(self.err(
+                        format!("{path}@trunk"),
+                        Some(v),
+                        "expected 'yes' or 'no'",
+                    ));
+                }
                 let tags: Vec<Node> = node.children().filter(|c| c.has_tag_name("tag")).collect();
                 if tags.is_empty() {
-                    return Err(self.err(format!("{path}/tag"), None, "a <vlan> needs at least one <tag>"));
+                    return Err(self.err(
+                        format!("{path}/tag"),
+                        None,
+                        "a <vlan> needs at least one <tag>",
+                    ));
                 }
                 let mut native = false;
                 for (i, t) in tags.iter().enumerate() {
@@ -1251,30 +1441,52 @@ impl Parser<'_> {
                     // libvirt (virNetDevVlanParse): one native VLAN at most.
                     if t.attribute("nativeMode").is_some() {
                         if native {
-                            return Err(self.err(format!("{tpath}@nativeMode"), t.attribute("nativeMode"), "duplicate native vlan setting: only one <tag> may have nativeMode"));
+                            return Err(self.err(
+                                format!("{tpath}@nativeMode"),
+                                t.attribute("nativeMode"),
+                                "duplicate native vlan setting: only one <tag> may have nativeMode",
+                            ));
                         }
                         native = true;
                     }
                     let id = self.req_attr(*t, &tpath, "id")?;
                     let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
                     if n > 4095 {
-                        return Err(self.err(format!("{tpath}@id"), Some(id), "VLAN id must be between 0 and 4095"));
+                        return Err(self.err(
+                            format!("{tpath}@id"),
+                            Some(id),
+                            "VLAN id must be between 0 and 4095",
+                        ));
                     }
                     if let Some(m) = t.attribute("nativeMode")
-                        && m != "tagged" && m != "untagged" {
-                            return Err(self.err(format!("{tpath}@nativeMode"), Some(m), "expected 'tagged' or 'untagged'"));
-                        }
+                        && m != "tagged"
+                        && m != "untagged"
+                    {
+                        return Err(self.err(
+                            format!("{tpath}@nativeMode"),
+                            Some(m),
+                            "expected 'tagged' or 'untagged'",
+                        ));
+                    }
                 }
             }
             "virtualport" => {
                 // The schema's types of the <parameters> values.
                 for prm in node.children().filter(|c| c.has_tag_name("parameters")) {
                     let pp = format!("{path}/parameters");
-                    for (a, max) in [("managerid", 255u32), ("typeidversion", 255), ("typeid", 0xFF_FFFF)] {
+                    for (a, max) in [
+                        ("managerid", 255u32),
+                        ("typeidversion", 255),
+                        ("typeid", 0xFF_FFFF),
+                    ] {
                         if let Some(v) = prm.attribute(a) {
                             let n: u32 = self.uint(v, &format!("{pp}@{a}"))?;
                             if n > max {
-                                return Err(self.err(format!("{pp}@{a}"), Some(v), format!("{a} must be between 0 and {max}")));
+                                return Err(self.err(
+                                    format!("{pp}@{a}"),
+                                    Some(v),
+                                    format!("{a} must be between 0 and {max}"),
+                                ));
                             }
                         }
                     }
@@ -1285,9 +1497,14 @@ impl Parser<'_> {
                     }
                 }
                 if let Some(t) = node.attribute("type")
-                    && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t) {
-                        return Err(self.err(format!("{path}@type"), Some(t), "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet"));
-                    }
+                    && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t)
+                {
+                    return Err(self.err(
+                        format!("{path}@type"),
+                        Some(t),
+                        "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet",
+                    ));
+                }
             }
             "portgroup" => {
                 for child in node.children().filter(Node::is_element) {
@@ -1304,15 +1521,27 @@ impl Parser<'_> {
     fn check_portgroup(&self, node: Node, path: &str, seen: &mut Vec<(String, bool)>) -> R<()> {
         let name = self.req_attr(node, path, "name")?;
         if name.is_empty() {
-            return Err(self.err(format!("{path}@name"), Some(name), "portgroup name must not be empty"));
+            return Err(self.err(
+                format!("{path}@name"),
+                Some(name),
+                "portgroup name must not be empty",
+            ));
         }
         let default = self.yes_no(node, path, "default")?;
         self.yes_no(node, path, "trustGuestRxFilters")?;
         if seen.iter().any(|(n, _)| n == name) {
-            return Err(self.err(format!("{path}@name"), Some(name), "another <portgroup> has the same name"));
+            return Err(self.err(
+                format!("{path}@name"),
+                Some(name),
+                "another <portgroup> has the same name",
+            ));
         }
         if let (true, Some((other, _))) = (default, seen.iter().find(|(_, d)| *d)) {
-            return Err(self.err(format!("{path}@default"), Some("yes"), format!("portgroup '{other}' is already the default; only one may be")));
+            return Err(self.err(
+                format!("{path}@default"),
+                Some("yes"),
+                format!("portgroup '{other}' is already the default; only one may be"),
+            ));
         }
         seen.push((name.to_string(), default));
         Ok(())
@@ -1579,7 +1808,9 @@ impl Parser<'_> {
 
 /// The first child element of `node` named `name` (no namespace).
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| c.is_element() && c.tag_name().namespace().is_none() && c.tag_name().name() == name)
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().namespace().is_none() && c.tag_name().name() == name
+    })
 }
 
 /// libvirt's forward interface list (`forward.ifs`): `<forward dev>` first, then
@@ -1590,7 +1821,11 @@ fn forward_devices<'a>(root: Node<'a, '_>) -> Vec<&'a str> {
     };
     let dev = f.attribute("dev");
     let mut out: Vec<&str> = dev.into_iter().collect();
-    for (i, itf) in f.children().filter(|c| c.has_tag_name("interface")).enumerate() {
+    for (i, itf) in f
+        .children()
+        .filter(|c| c.has_tag_name("interface"))
+        .enumerate()
+    {
         if i == 0 && dev.is_some() {
             continue;
         }

@@ -222,10 +222,7 @@ fn round_trip_dhcp_hosts_leases_tftp_bootp() {
     assert_eq!(ip.dhcp_hosts[2].ip, Some(v4("192.168.100.13")));
     assert_eq!(ip.range_leases.len(), 2);
     assert_eq!(ip.range_leases[1], None);
-    assert_eq!(
-        unsupported_features(&def),
-        ["/network/ip[1]@localPtr"]
-    );
+    assert_eq!(unsupported_features(&def), ["/network/ip[1]@localPtr"]);
 }
 
 #[test]
@@ -332,13 +329,32 @@ fn error_display_names_file_element_and_value() {
 #[test]
 fn names_that_are_paths_or_options_are_refused() {
     let long = "n".repeat(MAX_NETWORK_NAME + 1);
-    for name in [".", "..", "-x", "--state-dir=/tmp", "a/b", "a\u{7f}b", long.as_str()] {
+    for name in [
+        ".",
+        "..",
+        "-x",
+        "--state-dir=/tmp",
+        "a/b",
+        "a\u{7f}b",
+        long.as_str(),
+    ] {
         let xml = format!("<network><name>{name}</name></network>");
         let e = parse_network(&xml, "bad.xml").expect_err(name);
-        assert_eq!((e.element.as_str(), e.value.as_deref()), ("/network/name", Some(name)), "{e}");
+        assert_eq!(
+            (e.element.as_str(), e.value.as_deref()),
+            ("/network/name", Some(name)),
+            "{e}"
+        );
         assert!(network_name_problem(name).is_some(), "{name}");
     }
-    for name in ["default", "a.b", ".hidden-is-fine", "x-", "n".repeat(MAX_NETWORK_NAME).as_str(), "with space"] {
+    for name in [
+        "default",
+        "a.b",
+        ".hidden-is-fine",
+        "x-",
+        "n".repeat(MAX_NETWORK_NAME).as_str(),
+        "with space",
+    ] {
         let xml = format!("<network><name>{name}</name></network>");
         assert_eq!(parse_network(&xml, "ok.xml").expect(name).name, name);
     }
@@ -655,7 +671,13 @@ fn dns_is_typed_and_round_trips() {
     assert_eq!(dns.enable, Some(true));
     assert_eq!(dns.forward_plain_names, Some(false));
     assert_eq!(dns.forwarders.len(), 3);
-    assert_eq!(dns.forwarders[2], super::DnsForwarder { addr: None, domain: Some("local.test".into()) });
+    assert_eq!(
+        dns.forwarders[2],
+        super::DnsForwarder {
+            addr: None,
+            domain: Some("local.test".into())
+        }
+    );
     assert_eq!(dns.srvs[0].port, Some(389));
     assert_eq!(dns.srvs[1].target, None);
     assert_eq!(dns.hosts[0].hostnames, ["db", "db.example.test"]);
@@ -664,30 +686,128 @@ fn dns_is_typed_and_round_trips() {
 
 #[test]
 fn dns_errors_name_the_record() {
-    bad(&net("<dns><forwarder/></dns>"), "/network/dns/forwarder[1]", None);
-    bad(&net("<dns><forwarder addr='192.0.2.300'/></dns>"), "/network/dns/forwarder[1]@addr", Some("192.0.2.300"));
-    bad(&net("<dns><txt name='a b' value='x'/></dns>"), "/network/dns/txt[1]@name", Some("a b"));
-    bad(&net("<dns><txt name='a'/></dns>"), "/network/dns/txt[1]@value", None);
-    bad(&net("<dns><srv protocol='tcp'/></dns>"), "/network/dns/srv[1]@service", None);
-    bad(&net("<dns><srv service='ldap' protocol='sctp'/></dns>"), "/network/dns/srv[1]@protocol", Some("sctp"));
-    bad(&net("<dns><srv service='ldap' protocol='tcp' port='389'/></dns>"), "/network/dns/srv[1]@port", Some("389"));
-    bad(&net("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"), "/network/dns/srv[1]@port", Some("70000"));
-    bad(&net("<dns><host ip='192.168.1.1'/></dns>"), "/network/dns/host[1]/hostname", Some("192.168.1.1"));
-    bad(&net("<dns><host><hostname>a</hostname></host></dns>"), "/network/dns/host[1]@ip", None);
-    bad(&net("<dns enable='no'><forwarder addr='192.0.2.1'/></dns>"), "/network/dns@enable", Some("no"));
-    bad(&net("<dns enable='maybe'/>"), "/network/dns@enable", Some("maybe"));
+    bad(
+        &net("<dns><forwarder/></dns>"),
+        "/network/dns/forwarder[1]",
+        None,
+    );
+    bad(
+        &net("<dns><forwarder addr='192.0.2.300'/></dns>"),
+        "/network/dns/forwarder[1]@addr",
+        Some("192.0.2.300"),
+    );
+    bad(
+        &net("<dns><txt name='a b' value='x'/></dns>"),
+        "/network/dns/txt[1]@name",
+        Some("a b"),
+    );
+    bad(
+        &net("<dns><txt name='a'/></dns>"),
+        "/network/dns/txt[1]@value",
+        None,
+    );
+    bad(
+        &net("<dns><srv protocol='tcp'/></dns>"),
+        "/network/dns/srv[1]@service",
+        None,
+    );
+    bad(
+        &net("<dns><srv service='ldap' protocol='sctp'/></dns>"),
+        "/network/dns/srv[1]@protocol",
+        Some("sctp"),
+    );
+    bad(
+        &net("<dns><srv service='ldap' protocol='tcp' port='389'/></dns>"),
+        "/network/dns/srv[1]@port",
+        Some("389"),
+    );
+    bad(
+        &net("<dns><srv service='ldap' protocol='tcp' target='t' port='70000'/></dns>"),
+        "/network/dns/srv[1]@port",
+        Some("70000"),
+    );
+    bad(
+        &net("<dns><host ip='192.168.1.1'/></dns>"),
+        "/network/dns/host[1]/hostname",
+        Some("192.168.1.1"),
+    );
+    bad(
+        &net("<dns><host><hostname>a</hostname></host></dns>"),
+        "/network/dns/host[1]@ip",
+        None,
+    );
+    bad(
+        &net("<dns enable='no'><forwarder addr='192.0.2.1'/></dns>"),
+        "/network/dns@enable",
+        Some("no"),
+    );
+    bad(
+        &net("<dns enable='maybe'/>"),
+        "/network/dns@enable",
+        Some("maybe"),
+    );
 }
 
 #[test]
 fn bandwidth_vlan_portgroup_values_are_checked_like_libvirt() {
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='0'/></bandwidth>"), "/network/bandwidth/inbound@average", Some("0"));
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound peak='10'/></bandwidth>"), "/network/bandwidth/inbound@average", None);
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='10' floor='5'/></bandwidth>"), "/network/bandwidth/inbound@floor", Some("5"));
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>"), "/network/portgroup[1]/bandwidth/outbound@floor", Some("5"));
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'/><portgroup name='a'/>"), "/network/portgroup[2]@name", Some("a"));
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>"), "/network/portgroup[2]@default", Some("yes"));
-    bad(&net("<forward/><ip address='10.9.0.1' prefix='24'/><vlan><tag id='42'/></vlan>"), "/network/vlan", Some("nat"));
-    bad(&net("<forward mode='bridge'/><bridge name='br0'/><vlan><tag id='4096'/></vlan>"), "/network/vlan/tag[1]@id", Some("4096"));
-    bad(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='magic'/>"), "/network/virtualport@type", Some("magic"));
-    parse_ok(&net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='47'/></vlan>"));
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='0'/></bandwidth>",
+        ),
+        "/network/bandwidth/inbound@average",
+        Some("0"),
+    );
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound peak='10'/></bandwidth>",
+        ),
+        "/network/bandwidth/inbound@average",
+        None,
+    );
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><bandwidth><inbound average='10' floor='5'/></bandwidth>",
+        ),
+        "/network/bandwidth/inbound@floor",
+        Some("5"),
+    );
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'><bandwidth><outbound average='10' floor='5'/></bandwidth></portgroup>",
+        ),
+        "/network/portgroup[1]/bandwidth/outbound@floor",
+        Some("5"),
+    );
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a'/><portgroup name='a'/>",
+        ),
+        "/network/portgroup[2]@name",
+        Some("a"),
+    );
+    bad(
+        &net(
+            "<forward/><ip address='10.9.0.1' prefix='24'/><portgroup name='a' default='yes'/><portgroup name='b' default='yes'/>",
+        ),
+        "/network/portgroup[2]@default",
+        Some("yes"),
+    );
+    bad(
+        &net("<forward/><ip address='10.9.0.1' prefix='24'/><vlan><tag id='42'/></vlan>"),
+        "/network/vlan",
+        Some("nat"),
+    );
+    bad(
+        &net("<forward mode='bridge'/><bridge name='br0'/><vlan><tag id='4096'/></vlan>"),
+        "/network/vlan/tag[1]@id",
+        Some("4096"),
+    );
+    bad(
+        &net("<forward mode='bridge'/><bridge name='br0'/><virtualport type='magic'/>"),
+        "/network/virtualport@type",
+        Some("magic"),
+    );
+    parse_ok(&net(
+        "<forward mode='bridge'/><bridge name='br0'/><virtualport type='openvswitch'/><vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='47'/></vlan>",
+    ));
 }

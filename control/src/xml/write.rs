@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use roxmltree::Node;
 
-use super::{DNSMASQ_NS, DhcpHost, DnsDef, ForwardDef, IpDef, Lease, NetworkDef, RouteDef, format_mac};
+use super::{
+    DNSMASQ_NS, DhcpHost, DnsDef, ForwardDef, IpDef, Lease, NetworkDef, RouteDef, format_mac,
+};
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -100,7 +102,11 @@ fn dns_elem(o: &mut String, dns: &DnsDef) {
     if let Some(f) = dns.forward_plain_names {
         attr(o, "forwardPlainNames", yn(f));
     }
-    if dns.forwarders.is_empty() && dns.txts.is_empty() && dns.srvs.is_empty() && dns.hosts.is_empty() {
+    if dns.forwarders.is_empty()
+        && dns.txts.is_empty()
+        && dns.srvs.is_empty()
+        && dns.hosts.is_empty()
+    {
         o.push_str("/>\n");
         return;
     }
@@ -130,7 +136,11 @@ fn dns_elem(o: &mut String, dns: &DnsDef) {
                 attr(o, name, v);
             }
         }
-        for (name, v) in [("port", s.port), ("priority", s.priority), ("weight", s.weight)] {
+        for (name, v) in [
+            ("port", s.port),
+            ("priority", s.priority),
+            ("weight", s.weight),
+        ] {
             if let Some(v) = v {
                 attr(o, name, &v.to_string());
             }

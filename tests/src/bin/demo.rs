@@ -23,11 +23,16 @@ fn main() -> Result<()> {
     step("vxdp net-create default.xml (libvirt's default network: virbr0, 192.168.122.1/24, NAT)");
     println!("{DEFAULT_XML}");
     topo.start(DEFAULT_XML)?;
-    print!("{}", String::from_utf8_lossy(&topo.vxdp(&["net-list"])?.stdout));
+    print!(
+        "{}",
+        String::from_utf8_lossy(&topo.vxdp(&["net-list"])?.stdout)
+    );
 
     step("waiting for the guest's bridge port to forward (STP, ~4 s), then ping from the guest");
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(15))?;
-    let ping = topo.guests[0].ns.exec("ping", &["-c", "3", "-i", "0.3", OUTSIDE_HOST])?;
+    let ping = topo.guests[0]
+        .ns
+        .exec("ping", &["-c", "3", "-i", "0.3", OUTSIDE_HOST])?;
     print!("{}", String::from_utf8_lossy(&ping.stdout));
 
     step("fetching over TCP from the outside host");
@@ -36,12 +41,21 @@ fn main() -> Result<()> {
     let got = fetch(&topo.guests[0].ns, addr, Duration::from_secs(5))?;
     let peer = server.join().expect("server thread")?;
     ensure!(got == page, "the fetched data differs from what was sent");
-    println!("    guest received {} bytes intact; the outside host saw the connection from {peer}", got.len());
+    println!(
+        "    guest received {} bytes intact; the outside host saw the connection from {peer}",
+        got.len()
+    );
 
     step("vxdp stats");
-    print!("{}", String::from_utf8_lossy(&topo.vxdp(&["stats"])?.stdout));
+    print!(
+        "{}",
+        String::from_utf8_lossy(&topo.vxdp(&["stats"])?.stdout)
+    );
     step("vxdp conntrack list");
-    print!("{}", String::from_utf8_lossy(&topo.vxdp(&["conntrack", "list"])?.stdout));
+    print!(
+        "{}",
+        String::from_utf8_lossy(&topo.vxdp(&["conntrack", "list"])?.stdout)
+    );
 
     step("tearing down (vxdp net-destroy default, namespaces deleted)");
     drop(topo);

@@ -27,7 +27,10 @@ pub fn unit_capabilities() -> Result<Vec<String>> {
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
         .context("vxdp.service has no CapabilityBoundingSet=")?;
     let caps: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    ensure!(!caps.is_empty() && caps.iter().all(|c| c.starts_with("CAP_")), "odd CapabilityBoundingSet= {line:?}");
+    ensure!(
+        !caps.is_empty() && caps.iter().all(|c| c.starts_with("CAP_")),
+        "odd CapabilityBoundingSet= {line:?}"
+    );
     Ok(caps)
 }
 
@@ -40,7 +43,13 @@ pub struct Serve {
 impl Serve {
     /// Spawns `cmd` (already holding the binary and any wrapper) with the
     /// topology's paths, `serve --listen <listen>` and `extra_env`.
-    pub fn spawn(topo: &NatTopology, mut cmd: Command, listen: &str, tag: &str, extra_env: &[(&str, &Path)]) -> Result<Self> {
+    pub fn spawn(
+        topo: &NatTopology,
+        mut cmd: Command,
+        listen: &str,
+        tag: &str,
+        extra_env: &[(&str, &Path)],
+    ) -> Result<Self> {
         let log = topo.state_dir.join(format!("serve-{tag}.log"));
         std::fs::create_dir_all(&topo.state_dir)?;
         cmd.arg("--netns")
@@ -75,7 +84,10 @@ impl Serve {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("vxdp serve did not answer {path} within 20 s:\n{}", self.log());
+                bail!(
+                    "vxdp serve did not answer {path} within 20 s:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -85,7 +97,11 @@ impl Serve {
     pub fn signal(&mut self, sig: i32) -> Result<std::process::ExitStatus> {
         // Our own child, by its pid.
         if unsafe { libc::kill(self.child.id() as i32, sig) } != 0 {
-            bail!("kill({}, {sig}): {}", self.child.id(), std::io::Error::last_os_error());
+            bail!(
+                "kill({}, {sig}): {}",
+                self.child.id(),
+                std::io::Error::last_os_error()
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -93,7 +109,10 @@ impl Serve {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("vxdp serve did not exit within 10 s of signal {sig}:\n{}", self.log());
+                bail!(
+                    "vxdp serve did not exit within 10 s of signal {sig}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -112,14 +131,22 @@ impl Drop for Serve {
 /// GET `path` from `addr` inside `ns`: the body on 200, an error otherwise.
 pub fn http_get(ns: &Netns, addr: &str, path: &str) -> Result<String> {
     let sock: SocketAddr = addr.parse()?;
-    let mut stream = ns.enter(move || TcpStream::connect_timeout(&sock, Duration::from_secs(2)))??;
+    let mut stream =
+        ns.enter(move || TcpStream::connect_timeout(&sock, Duration::from_secs(2)))??;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut resp = Vec::new();
     stream.read_to_end(&mut resp)?;
     let resp = String::from_utf8(resp)?;
-    let (head, body) = resp.split_once("\r\n\r\n").context("HTTP response without header end")?;
-    ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "GET {path}: {head}\n{body}");
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .context("HTTP response without header end")?;
+    ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}\n{body}"
+    );
     Ok(body.to_string())
 }
 
