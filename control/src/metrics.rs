@@ -486,20 +486,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::to_prometheus_text;
-
-    #[test]
-    fn counters_get_their_total_names_in_the_text_format() {
-        let om = "# HELP a_x Things.\n# TYPE a_x counter\na_x_total{l=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1\n# EOF\n";
-        assert_eq!(
-            to_prometheus_text(om),
-            "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total{l=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1\n"
-        );
-    }
-}
-
 /// `vxdp stats --by-interface`: the per-port counters (the metrics'
 /// packet and drop series) as a table, optionally of one network.
 pub fn port_table(
@@ -560,4 +546,18 @@ pub fn port_table(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_get_their_total_names_in_the_text_format() {
+        let om = "# HELP a_x Things.\n# TYPE a_x counter\na_x_total{l=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total{l=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1\n"
+        );
+    }
 }

@@ -310,14 +310,12 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
         }
         _ => {}
     }
-    if net_mode == mode::BRIDGE {
-        if !def.ips.is_empty() {
-            return Err(invalid(
-                file,
-                "/network/ip",
-                "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp",
-            ));
-        }
+    if net_mode == mode::BRIDGE && !def.ips.is_empty() {
+        return Err(invalid(
+            file,
+            "/network/ip",
+            "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp",
+        ));
     }
     if def.mtu.is_some() {
         return Err(not_supported(file, "/network/mtu", "<mtu>"));
@@ -576,10 +574,13 @@ pub fn load_dataplane(
     Ok(())
 }
 
+/// One undo action: given the netlink handle, a future that reverts one change.
+type UndoStep = Box<dyn FnOnce(&Netlink) -> futures::future::BoxFuture<'_, ()>>;
+
 /// Undo actions for a partly applied change, run in reverse on failure.
 #[derive(Default)]
 pub struct Undo {
-    steps: Vec<Box<dyn FnOnce(&Netlink) -> futures::future::BoxFuture<'_, ()>>>,
+    steps: Vec<UndoStep>,
 }
 
 impl Undo {

@@ -30,12 +30,11 @@ pub fn host_owns_v4<C: EbpfContext>(
         return false;
     }
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    unsafe {
-        tuple.__bindgen_anon_1.ipv4.saddr = remote;
-        tuple.__bindgen_anon_1.ipv4.daddr = local;
-        tuple.__bindgen_anon_1.ipv4.sport = remote_port;
-        tuple.__bindgen_anon_1.ipv4.dport = local_port;
-    }
+    // Writing a union field is safe; only reading one needs `unsafe`.
+    tuple.__bindgen_anon_1.ipv4.saddr = remote;
+    tuple.__bindgen_anon_1.ipv4.daddr = local;
+    tuple.__bindgen_anon_1.ipv4.sport = remote_port;
+    tuple.__bindgen_anon_1.ipv4.dport = local_port;
     // The IPv4 part of the tuple: two addresses and two ports.
     let size = 12u32;
     let netns = BPF_F_CURRENT_NETNS as u64;

@@ -70,7 +70,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -79,13 +79,13 @@ impl Rng {
     }
     /// Uniform in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
     pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.next() % den < num
+        self.next_u64() % den < num
     }
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
     pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[self.below(v.len())]
@@ -265,7 +265,7 @@ fn tagged(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
 /// IPv4 header; every checksum stays valid (options are not in the L4
 /// pseudo-header).
 fn with_ipv4_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
-    assert!(opts.len() % 4 == 0 && opts.len() <= 40);
+    assert!(opts.len().is_multiple_of(4) && opts.len() <= 40);
     let ihl = (frame[14] & 0x0f) as usize * 4;
     let mut f = frame[..14 + ihl].to_vec();
     f.extend_from_slice(opts);
@@ -877,8 +877,8 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
                 // A run of random bytes somewhere in the headers.
                 let at = rng.below(len.min(80));
                 let n = 1 + rng.below(8);
-                for i in at..(at + n).min(len) {
-                    f[i] = rng.byte();
+                for b in &mut f[at..(at + n).min(len)] {
+                    *b = rng.byte();
                 }
             }
             _ => {
@@ -893,7 +893,7 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], keep_macs: bool) -> Vec<u8> {
             }
         }
     }
-    if keep_macs && f.len() >= 12 && corpus.len() > 0 && rng.chance(3, 4) {
+    if keep_macs && f.len() >= 12 && !corpus.is_empty() && rng.chance(3, 4) {
         // Most frames keep plausible MACs so they reach past the MAC checks.
         let base = rng.pick(corpus);
         if base.len() >= 12 {

@@ -463,7 +463,7 @@ pub mod mutate {
         pub fn new(seed: u64) -> Rng {
             Rng(seed.max(1))
         }
-        pub fn next(&mut self) -> u64 {
+        pub fn next_u64(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
@@ -473,7 +473,7 @@ pub mod mutate {
             if n == 0 {
                 0
             } else {
-                (self.next() % n as u64) as usize
+                (self.next_u64() % n as u64) as usize
             }
         }
         pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {

@@ -1184,11 +1184,11 @@ pub fn bootp(op: u8, chaddr: Mac) -> Vec<u8> {
 
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    let (pairs, rest) = data.as_chunks::<2>();
+    for c in pairs {
+        sum += u16::from_be_bytes(*c) as u32;
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest {
         sum += (*last as u32) << 8;
     }
     while sum > 0xffff {

@@ -191,7 +191,10 @@ fn scrape_within(hyp: &Netns, limit: Duration) -> Result<String> {
 }
 
 /// Samples of the exposition: (name, labels) → value.
-fn samples(text: &str) -> Result<BTreeMap<(String, BTreeMap<String, String>), f64>> {
+/// A metric sample's identity: its name and its labels.
+type SampleKey = (String, BTreeMap<String, String>);
+
+fn samples(text: &str) -> Result<BTreeMap<SampleKey, f64>> {
     let mut out = BTreeMap::new();
     for line in text
         .lines()
@@ -726,10 +729,11 @@ fn wait_reattached(
 ) -> Result<pinned::LinkState> {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(state) = pinned::link_state(path) {
-            if state.ifindex == ifindex && state.id != old_id {
-                return Ok(state);
-            }
+        if let Ok(state) = pinned::link_state(path)
+            && state.ifindex == ifindex
+            && state.id != old_id
+        {
+            return Ok(state);
         }
         if Instant::now() > deadline {
             bail!(

@@ -695,6 +695,8 @@ mod nat66 {
         with_nat_world(|w| {
             seed(w);
             let g = w.guests[0];
+            // (packet, error source, ICMPv6 type, code, type-specific word, what).
+            #[allow(clippy::type_complexity)]
             let cases: [(Packet6, Ipv6Addr, u8, u8, [u8; 4], &str); 3] = [
                 (
                     Packet6::tcp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 443), TCP_SYN),

@@ -87,9 +87,20 @@ enum Task {
         release: bool,
     },
 
-    /// Run setup, then every test of the workspace and the quick benchmark (needs root)
+    /// Check formatting (rustfmt) and lints (clippy, warnings are errors) of the userspace crates
     #[command(
-        long_about = "Run setup, then `cargo +<pin> test -- --test-threads=2` in the workspace \
+        long_about = "Run `cargo +<pin> fmt --all --check`, then `cargo +<pin> clippy` over the \
+        userspace crates (control, common, xtask, tests, benches; every target) with \
+        `-D warnings`. The eBPF crates are formatted too but not linted: clippy's host \
+        build cannot compile them. `cargo xtask test` runs this first (skip with \
+        --no-lint). Fix formatting with `cargo +<pin> fmt --all`."
+    )]
+    Lint,
+
+    /// Run setup, then style checks, every test of the workspace and the quick benchmark (needs root)
+    #[command(
+        long_about = "Run setup, then `cargo xtask lint` (rustfmt and clippy; skip with \
+        --no-lint), then `cargo +<pin> test -- --test-threads=2` in the workspace \
         root, which tests all the workspace's default members, then `cargo xtask bench \
         --quick` (fails when a benchmark figure is missing or not positive; it asserts no \
         speed).\n\n\
@@ -106,6 +117,9 @@ enum Task {
         /// Skip the quick benchmark after the tests
         #[arg(long)]
         no_bench: bool,
+        /// Skip the style checks (rustfmt and clippy) before the tests
+        #[arg(long)]
+        no_lint: bool,
         /// Arguments for cargo test (after `--`)
         #[arg(
             trailing_var_arg = true,
@@ -286,7 +300,17 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Unload { .. } => unreachable!("handled above"),
         Task::Build { release } => build(&toolchain, release),
-        Task::Test { no_bench, args } => {
+        Task::Lint => lint(&toolchain),
+        Task::Test {
+            no_bench,
+            no_lint,
+            args,
+        } => {
+            // Style first: it takes a minute and fails fast, before the
+            // quarter of an hour the tests take.
+            if !no_lint {
+                lint(&toolchain)?;
+            }
             // The end-to-end tests run the real `vxdp` binary, which `cargo
             // test` alone does not build.
             build(&toolchain, false)?;
@@ -438,6 +462,39 @@ fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<
     announce("bench", &cargo);
     run_inherited(&mut cargo)?;
     println!("[bench] PASSED (every figure present and positive)");
+    Ok(())
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the userspace
+/// crates. The eBPF crates are excluded from clippy: they only build for
+/// the bpfel target, through control's build script.
+fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
+    let mut fmt = toolchain.cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    announce("lint", &fmt);
+    cmd::run_inherited(&mut fmt).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nformatting differs (diff above); run `cargo +{} fmt --all`",
+            toolchain.version()
+        )
+    })?;
+    let mut clippy = toolchain.cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "vxdp-dataplane-ebpf",
+        "--exclude",
+        "vxdp-bench-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    announce("lint", &clippy);
+    cmd::run_inherited(&mut clippy)
+        .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
+    println!("[lint] PASSED (rustfmt and clippy clean)");
     Ok(())
 }
 

@@ -8,10 +8,11 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd::{self, command, run_captured};
 
-/// Needed: aya-build builds the eBPF crate with `-Z build-std=core`.
-const REQUIRED_COMPONENTS: &[&str] = &["rust-src"];
+/// Needed: aya-build builds the eBPF crate with `-Z build-std=core`;
+/// `cargo xtask test` (and `lint`) runs rustfmt and clippy.
+const REQUIRED_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
 /// Wanted for development, but their absence must not stop a build.
-const OPTIONAL_COMPONENTS: &[&str] = &["clippy", "rustfmt"];
+const OPTIONAL_COMPONENTS: &[&str] = &[];
 
 /// The pinned toolchain, e.g. `1.98.0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
