@@ -8,6 +8,7 @@
 mod cmd;
 mod deb;
 mod guest_image;
+mod modgraph;
 mod setup;
 mod summary;
 mod toolchain;
@@ -49,7 +50,7 @@ enum Task {
         differential test), with one `apt-get update` only if something is missing; while \
         apt installs, a temporary /usr/sbin/policy-rc.d (unless one exists) stops packages \
         from starting services such as libvirtd in the root namespace\n  \
-        2. the pinned Rust toolchain with rust-src (plus clippy and rustfmt when available)\n  \
+        2. the pinned Rust toolchain with rust-src, clippy and rustfmt\n  \
         3. bpf-linker 0.13.0 built against LLVM 22 (cargo install; 1-2 minutes)\n  \
         4. the bpf filesystem at /sys/fs/bpf\n  \
         5. the real-VM tests' guest image in target/vm-guest (Debian's cloud kernel and its \
@@ -63,7 +64,7 @@ enum Task {
 
     /// Differential fuzzing of `vxdp net-define` against libvirt 9.0 (long run; needs root)
     #[command(
-        long_about = "Run setup and build, then the libvirt_diff fuzz test with many mutants:         each mutant of the valid XML corpus (elements and attributes dropped, added, duplicated         or moved, forward modes switched, out-of-range and malformed values) goes to `virsh         net-define --validate` in a private libvirtd and to `vxdp net-define`; both must define         it or both refuse it (vxdp naming the element), except for the explained cases listed in         tests/tests/libvirt_diff.rs. Disagreements are printed with the document. The test         suite runs the same test with 150 mutants."
+        long_about = "Run setup and build, then the libvirt_diff fuzz test with many mutants: each mutant of the valid XML corpus (elements and attributes dropped, added, duplicated or moved, forward modes switched, out-of-range and malformed values) goes to `virsh net-define --validate` in a private libvirtd and to `vxdp net-define`; both must define it or both refuse it (vxdp naming the element), except for the explained cases listed in tests/tests/libvirt_diff.rs. Disagreements are printed with the document. The test suite runs the same test with 150 mutants."
     )]
     LibvirtFuzz {
         /// How many mutants
@@ -96,6 +97,24 @@ enum Task {
         --no-lint). Fix formatting with `cargo +<pin> fmt --all`."
     )]
     Lint,
+
+    /// Print the module dependency graph of control and the eBPF crate; fail on a cycle
+    #[command(
+        long_about = "Read the module trees of vxdp-control (library and binary) and \
+        vxdp-dataplane-ebpf from their sources (`mod` declarations from the crate root; \
+        references are paths starting with crate::, super:: or self::, use trees included; \
+        `#[cfg(test)] mod tests` blocks are ignored) and print, level by level, which \
+        sibling module uses which. A reference between two modules counts between their \
+        ancestors directly under the lowest common ancestor; references to a module's own \
+        ancestors or descendants are the tree, not edges. Exits 1 and prints each cycle with \
+        the source lines that make it when the siblings of any level form a cycle. \
+        `cargo xtask lint` runs this check. Needs neither root nor a build."
+    )]
+    Modgraph {
+        /// Print Mermaid flowcharts (for docs/architecture.md) instead of text
+        #[arg(long)]
+        mermaid: bool,
+    },
 
     /// Run setup, then style checks, every test of the workspace and the quick benchmark (needs root)
     #[command(
@@ -277,6 +296,10 @@ fn effective_uid() -> Option<u32> {
 }
 
 fn run(task: Task) -> anyhow::Result<()> {
+    // Reading sources needs neither root nor setup.
+    if let Task::Modgraph { mermaid } = task {
+        return modgraph(mermaid);
+    }
     // Every command needs root; say so once instead of letting apt, the
     // BPF loader and every namespace test fail one by one.
     if let Some(uid) = effective_uid().filter(|&u| u != 0) {
@@ -301,6 +324,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Unload { .. } => unreachable!("handled above"),
         Task::Build { release } => build(&toolchain, release),
         Task::Lint => lint(&toolchain),
+        Task::Modgraph { .. } => unreachable!("handled above"),
         Task::Test {
             no_bench,
             no_lint,
@@ -462,6 +486,30 @@ fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<
     announce("bench", &cargo);
     run_inherited(&mut cargo)?;
     println!("[bench] PASSED (every figure present and positive)");
+    Ok(())
+}
+
+/// Prints the module graphs; an error names every cycle.
+fn modgraph(mermaid: bool) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    let mut cycles = Vec::new();
+    for (name, file) in modgraph::CRATES {
+        let graph = modgraph::analyse(name, &root.join(file))?;
+        if mermaid {
+            print!("{}", graph.mermaid());
+        } else {
+            print!("{}", graph.text());
+        }
+        cycles.extend(graph.cycles().into_iter().map(|c| format!("{name}: {c}")));
+    }
+    if !cycles.is_empty() {
+        anyhow::bail!(
+            "{} module cycle(s); imports must only go downward:\n{}",
+            cycles.len(),
+            cycles.join("")
+        );
+    }
+    println!("[modgraph] no module cycle");
     Ok(())
 }
 
