@@ -92,9 +92,10 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkErro
     let nl = Netlink::connect()?;
     let maps = Maps::open(&ctx.pins)?;
     let mut in_use = HashSet::new();
+    let all = records.clone();
     for mut rec in records {
         let before = rec.clone();
-        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &mut repairs).await {
+        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &all, &mut repairs).await {
             // One broken network does not stop the others' repairs.
             repairs.note(format!("{}: {e}", rec.name));
         }
@@ -114,6 +115,7 @@ async fn reconcile_network(
     nl: &Netlink,
     maps: &Maps,
     rec: &mut NetworkRecord,
+    all: &[NetworkRecord],
     repairs: &mut Repairs,
 ) -> Result<(), NetworkError> {
     let name = rec.name.clone();
@@ -194,6 +196,11 @@ async fn reconcile_network(
             mac
         }
     };
+
+    // The uplink and the NAT addresses follow the host's default route and
+    // the uplink's addresses (see `follow`).
+    let others: Vec<NetworkRecord> = all.iter().filter(|r| r.id != rec.id).cloned().collect();
+    crate::follow::uplink(ctx, nl, maps, rec, &plan, &others, repairs).await?;
 
     // The uplink (none in host bridge mode, or without a default route at
     // start): found again by name if its ifindex changed.
