@@ -7,6 +7,7 @@
 
 mod cmd;
 mod deb;
+mod doclinks;
 mod guest_image;
 mod man;
 mod setup;
@@ -88,11 +89,14 @@ enum Task {
         release: bool,
     },
 
-    /// Check formatting (rustfmt) and lints (clippy, warnings are errors) of the userspace crates
+    /// Check formatting (rustfmt), lints (clippy, warnings are errors) and the docs' links
     #[command(
         long_about = "Run `cargo +<pin> fmt --all --check`, then `cargo +<pin> clippy` over the \
         userspace crates (control, common, xtask, tests, benches; every target) with \
-        `-D warnings`. The eBPF crates are formatted too but not linted: clippy's host build cannot compile them. `cargo xtask test` runs this first (skip with \
+        `-D warnings`, then checks the documentation: every relative link of README.md and \
+        docs/ (file and #anchor) resolves, every repository path written as code exists, \
+        every drop reason is in docs/security.md. The eBPF crates are formatted too but not \
+        linted: clippy's host build cannot compile them. `cargo xtask test` runs this first (skip with \
         --no-lint). Fix formatting with `cargo +<pin> fmt --all`."
     )]
     Lint,
@@ -532,7 +536,14 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
-    println!("[lint] PASSED (rustfmt and clippy clean)");
+    let problems = doclinks::check(&cmd::workspace_root());
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the documentation has broken links or references:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    println!("[lint] PASSED (rustfmt and clippy clean, documentation links resolve)");
     Ok(())
 }
 
