@@ -305,7 +305,7 @@ mod tests {
     /// The repository's own documentation.
     #[test]
     fn the_documentation_links_resolve() {
-        let problems = check(&crate::cmd::workspace_root());
+        let problems = check(crate::cmd::workspace_root());
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 }

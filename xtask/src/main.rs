@@ -536,7 +536,7 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
-    let problems = doclinks::check(&cmd::workspace_root());
+    let problems = doclinks::check(cmd::workspace_root());
     if !problems.is_empty() {
         anyhow::bail!(
             "the documentation has broken links or references:\n  {}",
