@@ -6,6 +6,7 @@ pub mod dataplane;
 pub mod definitions;
 pub mod direct;
 pub mod dnsmasq;
+pub mod docgen;
 pub mod follow;
 pub mod metrics;
 pub mod nat6;

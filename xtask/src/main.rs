@@ -7,7 +7,9 @@
 
 mod cmd;
 mod deb;
+mod doclinks;
 mod guest_image;
+mod man;
 mod modgraph;
 mod setup;
 mod summary;
@@ -88,12 +90,14 @@ enum Task {
         release: bool,
     },
 
-    /// Check formatting (rustfmt) and lints (clippy, warnings are errors) of the userspace crates
+    /// Check formatting (rustfmt), lints (clippy, warnings are errors) and the docs' links
     #[command(
         long_about = "Run `cargo +<pin> fmt --all --check`, then `cargo +<pin> clippy` over the \
         userspace crates (control, common, xtask, tests, benches; every target) with \
-        `-D warnings`. The eBPF crates are formatted too but not linted: clippy's host \
-        build cannot compile them. `cargo xtask test` runs this first (skip with \
+        `-D warnings`, then checks the documentation: every relative link of README.md and \
+        docs/ (file and #anchor) resolves, every repository path written as code exists, \
+        every drop reason is in docs/security.md. The eBPF crates are formatted too but not \
+        linted: clippy's host build cannot compile them. `cargo xtask test` runs this first (skip with \
         --no-lint). Fix formatting with `cargo +<pin> fmt --all`."
     )]
     Lint,
@@ -257,6 +261,32 @@ enum Task {
         no_lintian: bool,
     },
 
+    /// Build vxdp, then write its man pages and shell completions (needs root)
+    #[command(
+        long_about = "Run setup, `cargo +<pin> build -p vxdp-control --bin vxdp`, then \
+        `target/debug/vxdp generate-docs`, which writes the man pages generated from the \
+        command's own definitions (vxdp.1 and one page per verb: vxdp-net-define.1, \
+        vxdp-conntrack-list.1, ...) into OUT/man1 and bash, zsh and fish completions \
+        (vxdp.bash, _vxdp, vxdp.fish) into OUT/completions. OUT is target/man unless --out \
+        is given.\n\n\
+        Read the pages in place with `man -l target/man/man1/vxdp.1` or \
+        `MANPATH=$PWD/target/man: man vxdp`, load the completions with `source \
+        target/man/completions/vxdp.bash`. With --install the pages go to \
+        /usr/local/share/man/man1 and the completions to \
+        /usr/local/share/bash-completion/completions/vxdp, \
+        /usr/local/share/zsh/site-functions/_vxdp and \
+        /usr/local/share/fish/vendor_completions.d/vxdp.fish; `man vxdp` then works \
+        everywhere. The Debian package (`cargo xtask deb`) installs the same files."
+    )]
+    Man {
+        /// Directory to write man1/ and completions/ into (default target/man)
+        #[arg(long, value_name = "OUT")]
+        out: Option<std::path::PathBuf>,
+        /// Also install them under /usr/local/share (man pages, completions)
+        #[arg(long)]
+        install: bool,
+    },
+
     /// Run setup and build, then the vxdp demo (needs root)
     #[command(long_about = "Run setup and build, then the demo: \
         `cargo +<pin> run --quiet -p vxdp-tests --bin vxdp-demo`.\n\n\
@@ -415,6 +445,18 @@ fn run(task: Task) -> anyhow::Result<()> {
             println!("{}", deb.display());
             Ok(())
         }
+        Task::Man { out, install } => {
+            let mut cargo = toolchain.cargo();
+            cargo.args(["build", "-p", "vxdp-control", "--bin", "vxdp"]);
+            announce("build", &cargo);
+            run_inherited(&mut cargo)?;
+            let out = out.unwrap_or_else(|| cmd::workspace_root().join("target/man"));
+            man::generate(
+                &cmd::workspace_root().join("target/debug/vxdp"),
+                &out,
+                install,
+            )
+        }
         Task::Demo { args } => {
             build(&toolchain, false)?;
             let mut demo = toolchain.cargo();
@@ -542,7 +584,14 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
-    println!("[lint] PASSED (rustfmt and clippy clean)");
+    let problems = doclinks::check(cmd::workspace_root());
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the documentation has broken links or references:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    println!("[lint] PASSED (rustfmt and clippy clean, documentation links resolve)");
     Ok(())
 }
 
