@@ -326,6 +326,21 @@ const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
         "vxdp is stricter: libvirt resolves the bootp server with getaddrinfo, which also takes inet_aton forms such as '0x10' or '10.1'; vxdp wants a plain address",
     ),
     (
+        "vxdp",
+        "netmask is not contiguous",
+        "vxdp is stricter: a non-contiguous netmask has no prefix length; libvirt defines such an <ip> or <route> but can never start it (and refuses it at define as soon as a DHCP range needs the prefix)",
+    ),
+    (
+        "vxdp",
+        "class D/E addresses have no classful default",
+        "vxdp is stricter: a class D/E <ip> without netmask or prefix has no prefix length; libvirt defines it but can never start it (and refuses it at define as soon as a DHCP range needs the prefix)",
+    ),
+    (
+        "vxdp",
+        "bridge delay must fit in 32 bits",
+        "vxdp is stricter: it keeps the bridge's forward delay in 32 bits of seconds (the kernel's bridge takes at most 30 s); libvirt's schema allows any unsignedLong",
+    ),
+    (
         "libvirt",
         "is not an SR-IOV Virtual Function",
         "hardware absent: libvirt checks <forward><address> devices in sysfs at define time",

@@ -62,7 +62,7 @@ impl Parser<'_> {
         self.attrs(root, path, &["connections", "ipv6", "trustGuestRxFilters"])?;
         // `connections` is a read-only live-state counter: checked, not kept.
         if let Some(v) = root.attribute("connections") {
-            self.uint::<u32>(v, "/network@connections")?;
+            self.xsd_uint::<u32>(v, "/network@connections")?;
         }
         self.no_text(root, path)?;
 
@@ -130,7 +130,7 @@ impl Parser<'_> {
                 }
                 "mtu" => {
                     self.once(&mut seen, "mtu", cpath)?;
-                    def.mtu = Some(self.mtu(child, cpath)?);
+                    def.mtu = self.mtu(child, cpath)?;
                 }
                 "mac" => {
                     self.once(&mut seen, "mac", cpath)?;
@@ -316,8 +316,10 @@ impl Parser<'_> {
         };
         let mode = fwd.mode.as_str();
         let devs = forward_devices(root);
-        let n_pf = child(root, "forward")
-            .map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
+        let n_pf = forward_pf_count(root);
+        let n_addr = child(root, "forward").map_or(0, |f| {
+            f.children().filter(|c| c.has_tag_name("address")).count()
+        });
         let b = &def.bridge;
         let bridge_node = child(root, "bridge");
         match fwd.mode {
@@ -370,7 +372,7 @@ impl Parser<'_> {
                 if let Some(z) = &b.zone {
                     return Err(self.err("/network/bridge@zone", Some(z), why));
                 }
-                if let (Some(n), true) = (&b.name, !devs.is_empty() || n_pf > 0) {
+                if let (Some(n), true) = (&b.name, !devs.is_empty() || n_addr + n_pf > 0) {
                     return Err(self.err("/network/bridge@name", Some(n), format!("forward mode '{mode}' takes either a bridge name or forward devices, not both")));
                 }
                 if let (ForwardMode::Bridge, None, true) =
@@ -447,7 +449,7 @@ impl Parser<'_> {
                 ));
             }
         }
-        if child(root, "bandwidth").is_some() && !bandwidth_allowed {
+        if has_rates(root) && !bandwidth_allowed {
             return Err(self.err(
                 "/network/bandwidth",
                 Some(mode_s),
@@ -456,7 +458,7 @@ impl Parser<'_> {
         }
         let devs = forward_devices(root);
         let fwd_node = child(root, "forward");
-        let n_pf = fwd_node.map_or(0, |f| f.children().filter(|c| c.has_tag_name("pf")).count());
+        let n_pf = forward_pf_count(root);
         let n_addr = fwd_node.map_or(0, |f| {
             f.children().filter(|c| c.has_tag_name("address")).count()
         });
@@ -517,9 +519,7 @@ impl Parser<'_> {
                 }
             }
             has_default |= pg.attribute("default") == Some("yes");
-            if child(pg, "bandwidth").is_some()
-                && (!bandwidth_allowed || mode == Some(ForwardMode::Hostdev))
-            {
+            if has_rates(pg) && (!bandwidth_allowed || mode == Some(ForwardMode::Hostdev)) {
                 return Err(self.err(
                     format!("{p}/bandwidth"),
                     Some(mode_s),
@@ -569,7 +569,17 @@ impl Parser<'_> {
             };
         }
         if let Some(v) = node.attribute("delay") {
-            b.delay = self.uint(v, &format!("{path}@delay"))?;
+            let at = format!("{path}@delay");
+            // The schema's unsignedLong; vxdp keeps seconds in 32 bits (the
+            // kernel's bridge takes at most 30 s anyway).
+            let delay: u64 = self.xsd_uint(v, &at)?;
+            b.delay = u32::try_from(delay).map_err(|_| {
+                self.err(
+                    at,
+                    Some(v),
+                    "bridge delay must fit in 32 bits (at most 4294967295 seconds)",
+                )
+            })?;
         }
         if let Some(v) = node.attribute("macTableManager") {
             if v != "kernel" && v != "libvirt" {
@@ -598,17 +608,18 @@ impl Parser<'_> {
         Ok(b)
     }
 
-    fn mtu(&self, node: Node, path: &str) -> R<u32> {
+    /// `<mtu size>`; `None` for 0, which libvirt reads as "not set".
+    fn mtu(&self, node: Node, path: &str) -> R<Option<u32>> {
         self.attrs(node, path, &["size"])?;
         self.empty(node, path)?;
         let at = format!("{path}@size");
         let v = self.req_attr(node, path, "size")?;
-        let mtu: u32 = self.uint(v, &at)?;
-        // Schema type is unsignedShort; libvirt treats 0 as "not set".
-        if !(1..=65535).contains(&mtu) {
-            return Err(self.err(at, Some(v), "MTU must be between 1 and 65535"));
+        let mtu: u32 = self.xsd_uint(v, &at)?;
+        // Schema type is unsignedShort.
+        if mtu > 65535 {
+            return Err(self.err(at, Some(v), "MTU must be between 0 and 65535"));
         }
-        Ok(mtu)
+        Ok((mtu != 0).then_some(mtu))
     }
 
     fn forward(&self, node: Node, path: &str) -> R<ForwardDef> {
@@ -739,7 +750,7 @@ impl Parser<'_> {
     }
 
     fn port(&self, v: &str, at: &str) -> R<u16> {
-        let port: u16 = self.uint(v, at)?;
+        let port: u16 = self.xsd_uint(v, at)?;
         if port == 0 {
             return Err(self.err(at, Some(v), "port must be between 1 and 65535"));
         }
@@ -758,7 +769,7 @@ impl Parser<'_> {
         let addr_txt = self.req_attr(node, path, "address")?;
         let address = self.ip_addr(addr_txt, &format!("{path}@address"))?;
         self.family(node, path, address)?;
-        let prefix = self.prefix(node, path, address)?;
+        let prefix = self.prefix(node, path, address, true)?;
         let mut ip = IpDef::new(address, prefix);
         ip.local_ptr = self.yes_no(node, path, "localPtr")?;
 
@@ -781,14 +792,8 @@ impl Parser<'_> {
                             "<tftp> is only supported on an IPv4 <ip>",
                         ));
                     }
-                    if root.is_empty() {
-                        return Err(self.err(
-                            format!("{cpath}@root"),
-                            Some(root),
-                            "tftp root must not be empty",
-                        ));
-                    }
-                    ip.tftp_root = Some(root.to_string());
+                    // libvirt reads an empty root as no <tftp> at all.
+                    ip.tftp_root = (!root.is_empty()).then(|| root.to_string());
                 }
                 "dhcp" => {
                     let cpath = format!("{path}/dhcp");
@@ -835,14 +840,22 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Prefix from `netmask` or `prefix`, or libvirt's default when neither is given.
-    fn prefix(&self, node: Node, path: &str, address: IpAddr) -> R<u8> {
+    /// Prefix from `netmask` or `prefix`, or libvirt's default when neither is
+    /// given (`virSocketAddrGetIPPrefix`). On an `<ip>` (`zero_is_unset`)
+    /// libvirt reads `prefix='0'` as "not given"; on a `<route>` it is /0.
+    fn prefix(&self, node: Node, path: &str, address: IpAddr, zero_is_unset: bool) -> R<u8> {
         let (m_at, p_at) = (format!("{path}@netmask"), format!("{path}@prefix"));
         match (node.attribute("netmask"), node.attribute("prefix")) {
-            (Some(_), Some(p)) => Err(self.err(p_at, Some(p), "netmask and prefix are mutually exclusive")),
+            (Some(_), Some(p)) => {
+                Err(self.err(p_at, Some(p), "netmask and prefix are mutually exclusive"))
+            }
             (Some(m), None) => {
                 if address.is_ipv6() {
-                    return Err(self.err(m_at, Some(m), "netmask is IPv4-only; use prefix with an IPv6 address"));
+                    return Err(self.err(
+                        m_at,
+                        Some(m),
+                        "netmask is IPv4-only; use prefix with an IPv6 address",
+                    ));
                 }
                 let bits = self.ipv4(m, &m_at)?.to_bits();
                 if bits.leading_ones() + bits.trailing_zeros() != 32 {
@@ -852,25 +865,40 @@ impl Parser<'_> {
                 Ok(bits.leading_ones() as u8)
             }
             (None, Some(p)) => {
-                let prefix: u8 = self.uint(p, &p_at)?;
+                let prefix: u32 = self.xsd_uint(p, &p_at)?;
                 let max = max_prefix(address);
-                if prefix > max {
-                    return Err(self.err(p_at, Some(p), format!("prefix must be between 0 and {max} for {address}")));
+                if prefix > u32::from(max) {
+                    return Err(self.err(
+                        p_at,
+                        Some(p),
+                        format!("prefix must be between 0 and {max} for {address}"),
+                    ));
                 }
-                Ok(prefix)
+                if prefix == 0 && zero_is_unset {
+                    return self.default_prefix(path, address);
+                }
+                // Checked against max (at most 128) just above.
+                Ok(prefix as u8)
             }
-            (None, None) => match address {
-                IpAddr::V6(_) => Ok(64),
-                IpAddr::V4(a) => match a.octets()[0] {
-                    0..=127 => Ok(8),
-                    128..=191 => Ok(16),
-                    192..=223 => Ok(24),
-                    _ => Err(self.err(
-                        format!("{path}@address"),
-                        Some(&a.to_string()),
-                        "no netmask or prefix given, and class D/E addresses have no classful default",
-                    )),
-                },
+            (None, None) => self.default_prefix(path, address),
+        }
+    }
+
+    /// libvirt's prefix of an `<ip>` without one: classful for IPv4, /64 for
+    /// IPv6, /0 for the unspecified address.
+    fn default_prefix(&self, path: &str, address: IpAddr) -> R<u8> {
+        match address {
+            a if a.is_unspecified() => Ok(0),
+            IpAddr::V6(_) => Ok(64),
+            IpAddr::V4(a) => match a.octets()[0] {
+                0..=127 => Ok(8),
+                128..=191 => Ok(16),
+                192..=223 => Ok(24),
+                _ => Err(self.err(
+                    format!("{path}@address"),
+                    Some(&a.to_string()),
+                    "no netmask or prefix given, and class D/E addresses have no classful default",
+                )),
             },
         }
     }
@@ -971,8 +999,10 @@ impl Parser<'_> {
                 format!("DHCP range ends before its start {start}"),
             ));
         }
-        // IPv4 subnets wider than /31 reserve their first and last address.
-        if let (IpAddr::V4(net), true) = (ip.network(), ip.prefix < 31) {
+        // libvirt (virSocketAddrGetRange): an IPv4 range never starts at the
+        // network address nor ends at the broadcast address, whatever the
+        // prefix (so a /32 has no DHCP range at all).
+        if let IpAddr::V4(net) = ip.network() {
             if start == IpAddr::V4(net) {
                 return Err(self.err(
                     s_at,
@@ -987,6 +1017,21 @@ impl Parser<'_> {
                     format!("DHCP range ends at the broadcast address of {subnet}"),
                 ));
             }
+        }
+        // libvirt's "legacy" size check: all but the last 16 bits are equal.
+        let same_upper = match (start, end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => s.to_bits() >> 16 == e.to_bits() >> 16,
+            (IpAddr::V6(s), IpAddr::V6(e)) => s.to_bits() >> 16 == e.to_bits() >> 16,
+            _ => false,
+        };
+        if !same_upper {
+            return Err(self.err(
+                e_at,
+                Some(e_txt),
+                format!(
+                    "DHCP range {start} - {end} is too large (more than 65536 addresses apart)"
+                ),
+            ));
         }
         let lease = self.lease_child(node, path)?;
         Ok(((start, end), lease))
@@ -1009,12 +1054,11 @@ impl Parser<'_> {
         }
         if let Some(v) = node.attribute("id") {
             let at = format!("{path}@id");
-            if ip.address.is_ipv4() {
-                return Err(self.err(
-                    at,
-                    Some(v),
-                    "id (DUID) is only for IPv6 static hosts; use mac",
-                ));
+            // The schema: a host has mac or id, not both. An IPv4 host may
+            // carry an id (libvirt keeps it; dnsmasq's IPv4 hosts go by mac
+            // or name).
+            if host.mac.is_some() {
+                return Err(self.err(at, Some(v), "a static host has mac or id, not both"));
             }
             host.id = Some(self.duid(v, &at)?);
         }
@@ -1043,7 +1087,13 @@ impl Parser<'_> {
             ));
         }
         host.ip = Some(addr);
-        if host.mac.is_none() && host.id.is_none() && host.name.is_none() {
+        let identified = host.name.is_some()
+            || if ip.address.is_ipv4() {
+                host.mac.is_some()
+            } else {
+                host.id.is_some()
+            };
+        if !identified {
             let need = if ip.address.is_ipv4() {
                 "mac or name"
             } else {
@@ -1119,7 +1169,7 @@ impl Parser<'_> {
         let prefix = if node.attribute("prefix").is_none() && node.attribute("netmask").is_none() {
             0
         } else {
-            self.prefix(node, path, address)?
+            self.prefix(node, path, address, false)?
         };
         if mask_addr(address, prefix) != address {
             return Err(self.err(
@@ -1206,24 +1256,13 @@ impl Parser<'_> {
                     let p = format!("{path}/txt[{}]", dns.txts.len() + 1);
                     self.attrs(child, &p, &["name", "value"])?;
                     self.empty(child, &p)?;
+                    // The schema's dnsName (which also keeps out libvirt's
+                    // forbidden ' ' and ','); any value, even an empty one.
                     let name = self.req_attr(child, &p, "name")?;
-                    if name.is_empty() || name.contains(' ') {
-                        return Err(self.err(
-                            format!("{p}@name"),
-                            Some(name),
-                            "DNS TXT record name must be non-empty and contain no space",
-                        ));
-                    }
+                    let name = self.dns_name(name, &format!("{p}@name"))?;
                     let value = self.req_attr(child, &p, "value")?;
-                    if value.is_empty() {
-                        return Err(self.err(
-                            format!("{p}@value"),
-                            Some(value),
-                            "DNS TXT record value must not be empty",
-                        ));
-                    }
                     dns.txts.push(DnsTxt {
-                        name: name.into(),
+                        name,
                         value: value.into(),
                     });
                 }
@@ -1282,17 +1321,18 @@ impl Parser<'_> {
             ],
         )?;
         self.empty(node, p)?;
+        // libvirt (virNetworkDNSSrvDefParseXML): at most DNS_RECORD_LENGTH_SRV
+        // (482) bytes of letters, digits and "_-+/*".
         let service = self.req_attr(node, p, "service")?;
-        if service.is_empty()
-            || service.len() > 15
+        if service.len() > 482
             || !service
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || "_-+/*".contains(c))
         {
             return Err(self.err(
                 format!("{p}@service"),
                 Some(service),
-                "SRV service must be 1-15 letters, digits, '-' or '_'",
+                "SRV service must be at most 482 letters, digits, '_', '-', '+', '/' or '*'",
             ));
         }
         let protocol = self.req_attr(node, p, "protocol")?;
@@ -1310,7 +1350,7 @@ impl Parser<'_> {
         };
         let num = |a: &str| -> R<Option<u16>> {
             node.attribute(a)
-                .map(|v| self.uint::<u16>(v, &format!("{p}@{a}")))
+                .map(|v| self.xsd_uint::<u16>(v, &format!("{p}@{a}")))
                 .transpose()
         };
         if let Some(v) = node.attribute("port")
@@ -1384,6 +1424,14 @@ impl Parser<'_> {
     fn check_raw_values(&self, node: Node, path: &str, key: &str) -> R<()> {
         match key {
             "bandwidth" => {
+                // virNetDevBandwidthParse without a class id to fill in.
+                if let Some(v) = node.attribute("classID") {
+                    return Err(self.err(
+                        format!("{path}@classID"),
+                        Some(v),
+                        "classID is not supported on a network's <bandwidth> (only in a network's live status)",
+                    ));
+                }
                 for dir in node.children().filter(Node::is_element) {
                     let name = dir.tag_name().name();
                     let dpath = format!("{path}/{name}");
@@ -1417,14 +1465,15 @@ impl Parser<'_> {
                 }
             }
             "vlan" => {
+                // The schema allows only trunk='yes' (libvirt's parser would
+                // also take 'no' for one tag, but the schema refuses it first).
                 if let Some(v) = node.attribute("trunk")
                     && v != "yes"
-                    && v != "no"
                 {
                     return Err(self.err(
                         format!("{path}@trunk"),
                         Some(v),
-                        "expected 'yes' or 'no'",
+                        "expected 'yes' (the only value libvirt's schema allows)",
                     ));
                 }
                 let tags: Vec<Node> = node.children().filter(|c| c.has_tag_name("tag")).collect();
@@ -1450,7 +1499,7 @@ impl Parser<'_> {
                         native = true;
                     }
                     let id = self.req_attr(*t, &tpath, "id")?;
-                    let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
+                    let n: u32 = self.xsd_uint(id, &format!("{tpath}@id"))?;
                     if n > 4095 {
                         return Err(self.err(
                             format!("{tpath}@id"),
@@ -1471,32 +1520,12 @@ impl Parser<'_> {
                 }
             }
             "virtualport" => {
-                // The schema's types of the <parameters> values.
-                for prm in node.children().filter(|c| c.has_tag_name("parameters")) {
-                    let pp = format!("{path}/parameters");
-                    for (a, max) in [
-                        ("managerid", 255u32),
-                        ("typeidversion", 255),
-                        ("typeid", 0xFF_FFFF),
-                    ] {
-                        if let Some(v) = prm.attribute(a) {
-                            let n: u32 = self.uint(v, &format!("{pp}@{a}"))?;
-                            if n > max {
-                                return Err(self.err(
-                                    format!("{pp}@{a}"),
-                                    Some(v),
-                                    format!("{a} must be between 0 and {max}"),
-                                ));
-                            }
-                        }
-                    }
-                    for a in ["instanceid", "interfaceid"] {
-                        if let Some(v) = prm.attribute(a) {
-                            self.uuid(v, &format!("{pp}@{a}"))?;
-                        }
-                    }
-                }
-                if let Some(t) = node.attribute("type")
+                // network.rng's virtualPortProfile is a choice by type: each
+                // type allows only its own <parameters> (libvirt's
+                // virNetDevVPortProfileCheckNoExtras says the same), midonet
+                // requires its interfaceid.
+                let vtype = node.attribute("type");
+                if let Some(t) = vtype
                     && !["802.1Qbg", "802.1Qbh", "openvswitch", "midonet"].contains(&t)
                 {
                     return Err(self.err(
@@ -1504,6 +1533,70 @@ impl Parser<'_> {
                         Some(t),
                         "expected 802.1Qbg, 802.1Qbh, openvswitch or midonet",
                     ));
+                }
+                let allowed: &[&str] = match vtype {
+                    Some("802.1Qbg") => &["managerid", "typeid", "typeidversion", "instanceid"],
+                    Some("802.1Qbh") => &["profileid"],
+                    Some("openvswitch") => &["profileid", "interfaceid"],
+                    Some("midonet") => &["interfaceid"],
+                    _ => &[
+                        "managerid",
+                        "typeid",
+                        "typeidversion",
+                        "instanceid",
+                        "profileid",
+                        "interfaceid",
+                    ],
+                };
+                let params = node.children().find(|c| c.has_tag_name("parameters"));
+                if vtype == Some("midonet")
+                    && params.is_none_or(|p| p.attribute("interfaceid").is_none())
+                {
+                    return Err(self.err(
+                        format!("{path}/parameters@interfaceid"),
+                        None,
+                        "a midonet <virtualport> needs <parameters interfaceid>",
+                    ));
+                }
+                if let Some(prm) = params {
+                    let pp = format!("{path}/parameters");
+                    for a in prm.attributes() {
+                        if !allowed.contains(&a.name()) {
+                            return Err(self.err(
+                                format!("{pp}@{}", a.name()),
+                                Some(a.value()),
+                                format!(
+                                    "parameter not allowed with virtualport type '{}'",
+                                    vtype.unwrap_or("(none)")
+                                ),
+                            ));
+                        }
+                    }
+                    // The schema's uint8/uint24: hex with 0x or a decimal int.
+                    for (a, max) in [
+                        ("managerid", 0xFFu32),
+                        ("typeidversion", 0xFF),
+                        ("typeid", 0xFF_FFFF),
+                    ] {
+                        if let Some(v) = prm.attribute(a) {
+                            self.vport_uint(v, &format!("{pp}@{a}"), max)?;
+                        }
+                    }
+                    for a in ["instanceid", "interfaceid"] {
+                        if let Some(v) = prm.attribute(a) {
+                            self.uuid(v, &format!("{pp}@{a}"))?;
+                        }
+                    }
+                    // virtualPortProfileID: at most 39 characters.
+                    if let Some(v) = prm.attribute("profileid")
+                        && v.chars().count() > 39
+                    {
+                        return Err(self.err(
+                            format!("{pp}@profileid"),
+                            Some(v),
+                            "profileid is longer than 39 characters",
+                        ));
+                    }
                 }
             }
             "portgroup" => {
@@ -1520,11 +1613,16 @@ impl Parser<'_> {
     /// Portgroup names are required and unique; at most one is the default.
     fn check_portgroup(&self, node: Node, path: &str, seen: &mut Vec<(String, bool)>) -> R<()> {
         let name = self.req_attr(node, path, "name")?;
-        if name.is_empty() {
+        // The schema's deviceName.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-\\:/".contains(c))
+        {
             return Err(self.err(
                 format!("{path}@name"),
                 Some(name),
-                "portgroup name must not be empty",
+                "portgroup name may only contain letters, digits, '_', '.', '-', '\\', ':' and '/'",
             ));
         }
         let default = self.yes_no(node, path, "default")?;
@@ -1586,6 +1684,47 @@ impl Parser<'_> {
                 Some(v),
                 format!("number out of range for {}", std::any::type_name::<T>()),
             )
+        })
+    }
+
+    /// A virtualport number (the schema's uint8/uint24: `0x` and 1-2 or 1-6
+    /// hex digits, or a decimal int) as libvirt reads it (`strtoul` base 0, so
+    /// a leading 0 means octal).
+    fn vport_uint(&self, v: &str, at: &str, max: u32) -> R<u32> {
+        let hex_digits = if max > 0xFF { 6 } else { 2 };
+        let parsed = if let Some(h) = v.strip_prefix("0x") {
+            (!h.is_empty() && h.len() <= hex_digits && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(h, 16).ok())
+                .flatten()
+        } else {
+            let d = v.strip_prefix('+').unwrap_or(v);
+            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else if d.len() > 1 && d.starts_with('0') {
+                u32::from_str_radix(&d[1..], 8).ok()
+            } else {
+                d.parse::<u32>().ok()
+            }
+        };
+        match parsed {
+            Some(n) if n <= max => Ok(n),
+            Some(_) => Err(self.err(at, Some(v), format!("must be between 0 and {max}"))),
+            None => Err(self.err(
+                at,
+                Some(v),
+                "expected a number (decimal, or hexadecimal with 0x)",
+            )),
+        }
+    }
+
+    /// A number of an XML Schema integer type the schema gives no digits-only
+    /// pattern: an optional leading '+' is allowed (libvirt's `strtoul`-based
+    /// readers take it too).
+    fn xsd_uint<T: FromStr>(&self, v: &str, at: &str) -> R<T> {
+        let digits = v.strip_prefix('+').unwrap_or(v);
+        self.uint(digits, at).map_err(|e| XmlError {
+            value: Some(v.to_string()),
+            ..e
         })
     }
 
@@ -1713,16 +1852,42 @@ impl Parser<'_> {
         Ok(v.to_string())
     }
 
-    /// A DHCPv6 DUID as colon-separated hex bytes (shape only; the DUID type is not checked).
+    /// A DHCPv6 DUID as the schema's `DUID` patterns spell one: colon-separated
+    /// hex bytes of type 1 (LLT), 2 (EN), 3 (LL) or 4 (UUID) with their lengths.
     fn duid(&self, v: &str, at: &str) -> R<String> {
-        let groups: Vec<&str> = v.split(':').collect();
-        let ok = groups.len() >= 2
-            && groups.len() <= 130
-            && groups
-                .iter()
-                .all(|g| (1..=2).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit()));
+        let g: Vec<&str> = v.split(':').collect();
+        let byte = |s: &str| (1..=2).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let zero = |s: &str| s == "0" || s == "00";
+        // The type and hardware-type low bytes: an optional '0', then the digit.
+        let low = |s: &str, ok: &dyn Fn(u8) -> bool| {
+            let d = s.strip_prefix('0').filter(|d| !d.is_empty()).unwrap_or(s);
+            d.len() == 1 && ok(d.as_bytes()[0])
+        };
+        let nonzero_hex = |b: u8| b.is_ascii_hexdigit() && b != b'0';
+        let ok = g.len() >= 2
+            && zero(g[0])
+            && g.iter().all(|s| byte(s))
+            && if low(g[1], &|b| b == b'1') {
+                // LLT: hardware type, 4 bytes of time, 6-8 bytes of address.
+                (14..=16).contains(&g.len()) && zero(g[2]) && low(g[3], &nonzero_hex)
+            } else if low(g[1], &|b| b == b'2') {
+                // EN: 4 bytes of enterprise number, 1-124 bytes of id.
+                (7..=130).contains(&g.len())
+            } else if low(g[1], &|b| b == b'3') {
+                // LL: hardware type, 6-8 bytes of address.
+                (10..=12).contains(&g.len()) && zero(g[2]) && low(g[3], &nonzero_hex)
+            } else if low(g[1], &|b| b == b'4') {
+                // UUID: 16 bytes.
+                g.len() == 18
+            } else {
+                false
+            };
         if !ok {
-            return Err(self.err(at, Some(v), "expected a DUID as colon-separated hex bytes"));
+            return Err(self.err(
+                at,
+                Some(v),
+                "expected a DUID of type 1-4 as colon-separated hex bytes (e.g. 00:01:00:01:...)",
+            ));
         }
         Ok(v.to_string())
     }
@@ -1832,6 +1997,33 @@ fn forward_devices<'a>(root: Node<'a, '_>) -> Vec<&'a str> {
         out.extend(itf.attribute("dev"));
     }
     out
+}
+
+/// True when `node` has a `<bandwidth>` with an `<inbound>` or `<outbound>`:
+/// libvirt drops an empty `<bandwidth/>`, so only then does a mode's
+/// bandwidth limit apply.
+fn has_rates(node: Node) -> bool {
+    child(node, "bandwidth").is_some_and(|b| {
+        b.children()
+            .any(|c| c.has_tag_name("inbound") || c.has_tag_name("outbound"))
+    })
+}
+
+/// The `<pf>` devices libvirt keeps: `virNetworkForwardDefParseXML` reads `<pf>`
+/// only when there is no `<forward dev>`, `<interface>` or `<address>` device
+/// (otherwise it is ignored, so it never conflicts with them).
+fn forward_pf_count(root: Node) -> usize {
+    let Some(f) = child(root, "forward") else {
+        return 0;
+    };
+    let other = f.attribute("dev").is_some()
+        || f.children()
+            .any(|c| c.has_tag_name("interface") || c.has_tag_name("address"));
+    if other {
+        0
+    } else {
+        f.children().filter(|c| c.has_tag_name("pf")).count()
+    }
 }
 
 /// Element name as written, with its prefix (or `{uri}` when unprefixed in a namespace).
