@@ -62,7 +62,7 @@ impl Parser<'_> {
         self.attrs(root, path, &["connections", "ipv6", "trustGuestRxFilters"])?;
         // `connections` is a read-only live-state counter: checked, not kept.
         if let Some(v) = root.attribute("connections") {
-            self.xsd_uint::<u32>(v, "/network@connections")?;
+            self.uint::<u32>(v, "/network@connections")?;
         }
         self.no_text(root, path)?;
 
@@ -285,6 +285,7 @@ impl Parser<'_> {
             }
             devs.push(d);
         }
+        let mut pcis: Vec<[u32; 4]> = Vec::new();
         for (i, a) in f
             .children()
             .filter(|c| c.has_tag_name("address"))
@@ -299,6 +300,37 @@ impl Parser<'_> {
                     "only PCI addresses (type='pci') may be listed in <forward>",
                 ));
             }
+            // The schema's pciaddress types, read as virPCIDeviceAddressParseXML
+            // does (strtoul base 0); a device only once.
+            let mut pci = [0u32; 4];
+            for (k, (attr, max, hex)) in [
+                ("domain", u32::MAX, 8),
+                ("bus", 0xFF, 2),
+                ("slot", 0x1F, 2),
+                ("function", 7, 1),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Some(v) = a.attribute(attr) {
+                    pci[k] = self.schema_uint(v, &format!("{p}@{attr}"), max, hex)?;
+                }
+            }
+            if pcis.contains(&pci) {
+                return Err(self.err(p, None, "PCI device listed more than once in <forward>"));
+            }
+            pcis.push(pci);
+        }
+        if let Some(d) = f.children().find(|c| c.has_tag_name("driver"))
+            && let Some(name) = d.attribute("name")
+            && name != "kvm"
+            && name != "vfio"
+        {
+            return Err(self.err(
+                "/network/forward/driver@name",
+                Some(name),
+                "expected 'kvm' or 'vfio'",
+            ));
         }
         if let Some(pf) = f.children().find(|c| c.has_tag_name("pf")) {
             self.req_attr(pf, "/network/forward/pf", "dev")?;
@@ -572,7 +604,7 @@ impl Parser<'_> {
             let at = format!("{path}@delay");
             // The schema's unsignedLong; vxdp keeps seconds in 32 bits (the
             // kernel's bridge takes at most 30 s anyway).
-            let delay: u64 = self.xsd_uint(v, &at)?;
+            let delay: u64 = self.uint(v, &at)?;
             b.delay = u32::try_from(delay).map_err(|_| {
                 self.err(
                     at,
@@ -865,7 +897,7 @@ impl Parser<'_> {
                 Ok(bits.leading_ones() as u8)
             }
             (None, Some(p)) => {
-                let prefix: u32 = self.xsd_uint(p, &p_at)?;
+                let prefix: u32 = self.uint(p, &p_at)?;
                 let max = max_prefix(address);
                 if prefix > u32::from(max) {
                     return Err(self.err(
@@ -1499,7 +1531,7 @@ impl Parser<'_> {
                         native = true;
                     }
                     let id = self.req_attr(*t, &tpath, "id")?;
-                    let n: u32 = self.xsd_uint(id, &format!("{tpath}@id"))?;
+                    let n: u32 = self.uint(id, &format!("{tpath}@id"))?;
                     if n > 4095 {
                         return Err(self.err(
                             format!("{tpath}@id"),
@@ -1579,7 +1611,8 @@ impl Parser<'_> {
                         ("typeid", 0xFF_FFFF),
                     ] {
                         if let Some(v) = prm.attribute(a) {
-                            self.vport_uint(v, &format!("{pp}@{a}"), max)?;
+                            let digits = if max > 0xFF { 6 } else { 2 };
+                            self.schema_uint(v, &format!("{pp}@{a}"), max, digits)?;
                         }
                     }
                     for a in ["instanceid", "interfaceid"] {
@@ -1687,11 +1720,10 @@ impl Parser<'_> {
         })
     }
 
-    /// A virtualport number (the schema's uint8/uint24: `0x` and 1-2 or 1-6
-    /// hex digits, or a decimal int) as libvirt reads it (`strtoul` base 0, so
-    /// a leading 0 means octal).
-    fn vport_uint(&self, v: &str, at: &str, max: u32) -> R<u32> {
-        let hex_digits = if max > 0xFF { 6 } else { 2 };
+    /// A number of the schema's uint8/uint24/uint32/PCI types (`0x` and up to
+    /// `hex_digits` hex digits, or a decimal int) as libvirt reads it (`strtoul`
+    /// base 0, so a leading 0 means octal), at most `max`.
+    fn schema_uint(&self, v: &str, at: &str, max: u32, hex_digits: usize) -> R<u32> {
         let parsed = if let Some(h) = v.strip_prefix("0x") {
             (!h.is_empty() && h.len() <= hex_digits && h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .then(|| u32::from_str_radix(h, 16).ok())
@@ -1717,9 +1749,9 @@ impl Parser<'_> {
         }
     }
 
-    /// A number of an XML Schema integer type the schema gives no digits-only
-    /// pattern: an optional leading '+' is allowed (libvirt's `strtoul`-based
-    /// readers take it too).
+    /// A number the schema types as `xsd:integer` (libvirt's `port` and
+    /// `unsignedShort`): libxml2 takes a leading '+' there (not for
+    /// `unsignedInt`/`unsignedLong`), and so do libvirt's `strtoul`-based readers.
     fn xsd_uint<T: FromStr>(&self, v: &str, at: &str) -> R<T> {
         let digits = v.strip_prefix('+').unwrap_or(v);
         self.uint(digits, at).map_err(|e| XmlError {
