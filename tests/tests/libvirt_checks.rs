@@ -1216,6 +1216,12 @@ fn checks() -> Vec<Check> {
             "",
             Looser("libvirt 9.0's schema has no <title>/<description>; later libvirt accepts them"),
         ),
+        c(
+            "network.rng 9.0: no <domain register> (later libvirt has it)",
+            nat("<domain name='ex' register='yes'/>"),
+            "",
+            Looser("libvirt 9.0's schema has no register attribute; later libvirt accepts it"),
+        ),
         // ---- corners where libvirt does not refuse (both define) ----------------
         c(
             "virNetworkDefParseXML: <mtu size='0'> means no MTU, so not refused in bridge mode",
