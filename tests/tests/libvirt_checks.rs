@@ -1217,6 +1217,12 @@ fn checks() -> Vec<Check> {
             Looser("libvirt 9.0's schema has no <title>/<description>; later libvirt accepts them"),
         ),
         c(
+            "(vxdp) namespace-well-formed XML",
+            nat("<metadata><app:owner>x</app:owner></metadata>"),
+            "/",
+            Stricter("an undeclared prefix is not namespace-well-formed; libxml2 only warns"),
+        ),
+        c(
             "network.rng 9.0: no <domain register> (later libvirt has it)",
             nat("<domain name='ex' register='yes'/>"),
             "",

@@ -337,6 +337,11 @@ const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
     ),
     (
         "vxdp",
+        "an unknown namespace prefix",
+        "vxdp is stricter: an element with an undeclared prefix (e.g. in <metadata>) is not namespace-well-formed XML; libxml2 only warns and libvirt keeps it",
+    ),
+    (
+        "vxdp",
         "bridge delay must fit in 32 bits",
         "vxdp is stricter: it keeps the bridge's forward delay in 32 bits of seconds (the kernel's bridge takes at most 30 s); libvirt's schema allows any unsignedLong",
     ),
