@@ -4,13 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use vxdp_control::tap::TapOwner;
+use vxdp_control::host::tap::TapOwner;
 use vxdp_control::{
     daemon,
+    daemon::report,
+    dataplane::pinned,
     dataplane::{LoadOptions, Maps, Pins},
-    definitions, dnsmasq,
-    network::{self, Context},
-    pinned, ports, reconcile, report,
+    host::dnsmasq,
+    modes::bridged::{self, Context},
+    ops::definitions,
+    ops::ports,
+    ops::reconcile,
 };
 
 /// vxdp: libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -470,9 +474,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let text = read(&file)?;
             let source = file.display().to_string();
             let def = vxdp_control::xml::parse_network(&text, &source)?;
-            match network::plan(&text, &source) {
+            match bridged::plan(&text, &source) {
                 Ok(_) => println!("{source}: network '{}' is valid", def.name),
-                Err(e @ network::NetworkError::NotSupported { .. }) => {
+                Err(e @ bridged::NetworkError::NotSupported { .. }) => {
                     println!(
                         "{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet",
                         def.name
@@ -483,11 +487,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             }
         }
         Command::NetDestroy { name } => {
-            network::stop(ctx, &name).await?;
+            bridged::stop(ctx, &name).await?;
             println!("Network {name} destroyed");
         }
         Command::NetList { all } => {
-            let running = network::list(ctx)?;
+            let running = bridged::list(ctx)?;
             println!(
                 "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
@@ -499,7 +503,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let rec = running.iter().find(|r| r.name == s.name);
                 let yes_no = |b: bool| if b { "yes" } else { "no" };
                 let subnet = rec
-                    .filter(|r| !vxdp_control::direct::is_direct(r))
+                    .filter(|r| !vxdp_control::modes::direct::is_direct(r))
                     .map(|r| format!("{}/{}", r.subnet, r.prefix))
                     .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec
@@ -526,7 +530,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let s = definitions::status_all(ctx)?
                 .into_iter()
                 .find(|s| s.name == name)
-                .ok_or_else(|| network::NetworkError::NotDefined(name.clone()))?;
+                .ok_or_else(|| bridged::NetworkError::NotDefined(name.clone()))?;
             let yes_no = |b: bool| if b { "yes" } else { "no" };
             println!("{:<15} {}", "Name:", s.name);
             println!("{:<15} {}", "UUID:", s.uuid.as_deref().unwrap_or("-"));
@@ -587,7 +591,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface_with(
+                bridged::attach_interface_with(
                     ctx,
                     &network,
                     &dev,
@@ -606,13 +610,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{dev}");
             }
             (None, Some(network), Some(dev)) => {
-                network::detach_interface(ctx, &network, &dev).await?
+                bridged::detach_interface(ctx, &network, &dev).await?
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
         Command::NetDhcpLeases { network, mac } => {
-            let rec = network::find(ctx, &network)?;
-            let mac = mac.as_deref().map(network::parse_mac).transpose()?;
+            let rec = bridged::find(ctx, &network)?;
+            let mac = mac.as_deref().map(bridged::parse_mac).transpose()?;
             let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
             print!(
@@ -630,10 +634,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
-            let all = network::list(ctx)?;
+            let all = bridged::list(ctx)?;
             print!(
                 "{}",
-                vxdp_control::metrics::port_table(
+                vxdp_control::daemon::metrics::port_table(
                     &maps,
                     &all,
                     network.as_ref().map(|_| nets[0].id)
@@ -732,10 +736,13 @@ fn print_ids(ids: &pinned::PinnedIds) {
     }
 }
 
-fn selected(ctx: &Context, name: Option<&str>) -> Result<Vec<vxdp_control::state::NetworkRecord>> {
+fn selected(
+    ctx: &Context,
+    name: Option<&str>,
+) -> Result<Vec<vxdp_control::host::state::NetworkRecord>> {
     Ok(match name {
-        Some(n) => vec![network::find(ctx, n)?],
-        None => network::list(ctx)?,
+        Some(n) => vec![bridged::find(ctx, n)?],
+        None => bridged::list(ctx)?,
     })
 }
 

@@ -14,7 +14,7 @@
 //! is recreated as `net-start` creates it) except in host bridge mode: the
 //! operator's bridge is never created, set up or changed, only reported
 //! missing. Every mode is repaired with the same builders `net-start` uses
-//! (`network::network_config`, `write_subnets`, `configure_bridge`,
+//! (`bridged::network_config`, `write_subnets`, `configure_bridge`,
 //! `port_endpoint`), so a repair writes exactly what a start would.
 
 use std::{collections::HashSet, path::Path};
@@ -22,11 +22,11 @@ use std::{collections::HashSet, path::Path};
 use vxdp_common::mode;
 
 use crate::{
+    dataplane::pinned,
     dataplane::{self, DataplaneError, Maps},
-    netlink::Netlink,
-    network::{self, Context, NetworkError},
-    pinned,
-    state::{NetworkRecord, StateDir},
+    host::netlink::Netlink,
+    host::state::{NetworkRecord, StateDir},
+    modes::bridged::{self, Context, NetworkError},
 };
 
 /// File in the state directory that says "the dataplane was unloaded on
@@ -117,12 +117,12 @@ async fn reconcile_network(
     repairs: &mut Repairs,
 ) -> Result<(), NetworkError> {
     let name = rec.name.clone();
-    let plan = network::plan(
+    let plan = bridged::plan(
         &rec.xml,
         &format!("{}/run/{name}.json", ctx.state_dir.display()),
     )?;
     if vxdp_common::mode_direct(plan.mode) {
-        return crate::direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await;
+        return crate::modes::direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await;
     }
     let host_bridge = plan.mode == mode::BRIDGE;
 
@@ -134,7 +134,7 @@ async fn reconcile_network(
         Some(link) => {
             rec.bridge_ifindex = link.index;
             if host_bridge {
-                bridge_flags = network::host_bridge_flags(nl, &link).await?;
+                bridge_flags = bridged::host_bridge_flags(nl, &link).await?;
             }
             if !link.up {
                 if host_bridge {
@@ -150,7 +150,7 @@ async fn reconcile_network(
             if host_bridge {
                 link.mac.unwrap_or_default()
             } else {
-                plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name))
+                plan.def.mac.unwrap_or_else(|| bridged::bridge_mac(&name))
             }
         }
         None if host_bridge => {
@@ -161,7 +161,7 @@ async fn reconcile_network(
             return Ok(());
         }
         None => {
-            let mac = plan.def.mac.unwrap_or_else(|| network::bridge_mac(&name));
+            let mac = plan.def.mac.unwrap_or_else(|| bridged::bridge_mac(&name));
             let index = nl
                 .create_bridge(
                     &rec.bridge,
@@ -170,7 +170,7 @@ async fn reconcile_network(
                     plan.def.bridge.delay * 100,
                 )
                 .await?;
-            if let Err(e) = network::configure_bridge(nl, &plan, &rec.bridge, index).await {
+            if let Err(e) = bridged::configure_bridge(nl, &plan, &rec.bridge, index).await {
                 // Half a bridge would look repaired to the next pass.
                 let _ = nl.delete_link(index).await;
                 return Err(e);
@@ -215,7 +215,7 @@ async fn reconcile_network(
     // Map entries: written when missing (after a reload), or when they
     // differ from what start would write now (an interface changed); an
     // entry that is right is left as it is.
-    let mut want = network::network_config(
+    let mut want = bridged::network_config(
         &plan,
         rec.bridge_ifindex,
         mac,
@@ -230,20 +230,20 @@ async fn reconcile_network(
             rec.id
         ));
     }
-    let owner = network::subnet_owner(rec.id, &plan);
-    let v4_ok = match network::subnet4_key(&plan) {
+    let owner = bridged::subnet_owner(rec.id, &plan);
+    let v4_ok = match bridged::subnet4_key(&plan) {
         Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
         None => true,
     };
-    let v6_ok = match network::subnet6_key(&plan) {
+    let v6_ok = match bridged::subnet6_key(&plan) {
         Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
         None => true,
     };
     if !(v4_ok && v6_ok) {
-        network::write_subnets(maps, rec.id, &plan)?;
+        bridged::write_subnets(maps, rec.id, &plan)?;
         repairs.note(format!("{name}: wrote its subnet map entries"));
     }
-    if let Some(want6) = crate::nat6::config(&plan, rec.nat6)
+    if let Some(want6) = crate::modes::nat6::config(&plan, rec.nat6)
         && maps.has_nat6()
         && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
     {
@@ -293,11 +293,11 @@ async fn reconcile_network(
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(
+                let ep = bridged::port_endpoint(
                     &ctx.state_dir,
                     &snapshot,
                     port,
-                    network::takes_xdp_frames(&link),
+                    bridged::takes_xdp_frames(&link),
                 )?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
@@ -328,9 +328,9 @@ async fn reconcile_network(
 
     // Guest services: the dnsmasq supervisor restarts dnsmasq itself; a
     // supervisor that was killed is started again here.
-    if crate::dnsmasq::wanted(&plan.def, &name)? {
-        let inv = crate::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
-        if crate::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
+    if crate::host::dnsmasq::wanted(&plan.def, &name)? {
+        let inv = crate::host::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        if crate::host::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
             repairs.note(format!(
                 "{name}: its dnsmasq supervisor was gone: started it again"
             ));

@@ -18,10 +18,10 @@ use vxdp_common::{DIRECT_MAX_PORTS, DirectNic, mode};
 
 use crate::{
     dataplane::{self, DataplaneError, Maps, Pins},
-    netlink::Netlink,
-    network::{self, Context, NetworkError, NetworkPlan, Undo},
-    reconcile::Repairs,
-    state::{NetworkRecord, StateDir},
+    host::netlink::Netlink,
+    host::state::{NetworkRecord, StateDir},
+    modes::bridged::{self, Context, NetworkError, NetworkPlan, Undo},
+    ops::reconcile::Repairs,
     xml::{ForwardMode, NetworkDef},
 };
 
@@ -190,11 +190,11 @@ async fn apply_start(
 ) -> Result<NetworkRecord, NetworkError> {
     let name = plan.def.name.clone();
     let mode_name = plan.mode_name();
-    network::load_dataplane(ctx, state, &name, first_network, undo)?;
+    bridged::load_dataplane(ctx, state, &name, first_network, undo)?;
     let (first_name, first_index, first_mac) = nics[0].clone();
     let maps = Maps::open(&ctx.pins)?;
     let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
-    let cfg = network::network_config(plan, 0, first_mac, first_index, none);
+    let cfg = bridged::network_config(plan, 0, first_mac, first_index, none);
     maps.reset_counters(id)?;
     {
         let pins = ctx.pins.clone();
@@ -442,13 +442,13 @@ pub async fn reconcile(
             repairs.note(format!("{name}: wrote the device entry of {dev}"));
         }
         let xdp = ctx.pins.xdp_link(index);
-        if !crate::pinned::link_attached(&xdp, index) {
+        if !crate::dataplane::pinned::link_attached(&xdp, index) {
             dataplane::detach_uplink(&ctx.pins, index)?;
             dataplane::attach_uplink(&ctx.pins, index, &dev)?;
             repairs.note(format!("{name}: device {dev}: attached XDP again"));
         }
         for link_path in ctx.pins.nic_links(index) {
-            if !crate::pinned::link_attached(&link_path, index) {
+            if !crate::dataplane::pinned::link_attached(&link_path, index) {
                 dataplane::detach(&link_path)?;
                 dataplane::attach_nic(&ctx.pins, index, &dev)?;
                 repairs.note(format!(
@@ -457,7 +457,7 @@ pub async fn reconcile(
             }
         }
     }
-    let want = network::network_config(
+    let want = bridged::network_config(
         plan,
         0,
         first_mac.unwrap_or_default(),
@@ -484,11 +484,11 @@ pub async fn reconcile(
         match maps.endpoint(port.ifindex)? {
             Some(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(
+                let ep = bridged::port_endpoint(
                     &ctx.state_dir,
                     &snapshot,
                     port,
-                    network::takes_xdp_frames(&link),
+                    bridged::takes_xdp_frames(&link),
                 )?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
@@ -530,7 +530,7 @@ pub async fn reconcile(
             nl.set_up(port.ifindex).await?;
         }
         let path = ctx.pins.tc_link(port.ifindex);
-        if !crate::pinned::link_attached(&path, port.ifindex) {
+        if !crate::dataplane::pinned::link_attached(&path, port.ifindex) {
             dataplane::detach(&path)?;
             dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
             repairs.note(format!(

@@ -11,8 +11,8 @@ use vxdp_common::endpoint_flags;
 
 use crate::{
     dataplane::{Maps, Pins},
-    network::{NetworkError, parse_mac},
-    state::{NetworkRecord, StateDir},
+    host::state::{NetworkRecord, StateDir},
+    modes::bridged::{NetworkError, parse_mac},
     xml::{self, NetworkDef},
 };
 

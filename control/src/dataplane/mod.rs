@@ -10,6 +10,9 @@
 //! `links/tc_nic_out_<ifindex>`, and the tracepoint programs' links
 //! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`.
 
+pub mod conntrack_gc;
+pub mod pinned;
+
 use std::{
     ffi::CString,
     io,

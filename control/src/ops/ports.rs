@@ -5,11 +5,11 @@
 //! port is unplugged or when plugging fails.
 
 use crate::{
-    definitions::random_bytes,
-    netlink::Netlink,
-    network::{self, Context, NetworkError},
-    state::PortRecord,
-    tap,
+    host::netlink::Netlink,
+    host::state::PortRecord,
+    host::tap,
+    modes::bridged::{self, Context, NetworkError},
+    ops::definitions::random_bytes,
     xml::{self, InterfaceDef, InterfaceSource, format_mac},
 };
 
@@ -23,8 +23,8 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, N
             element: "/interface/source@portgroup".into(),
             what: "portgroups".into(),
         }),
-        InterfaceSource::Network { name, .. } => Ok(network::find(ctx, name)?.name),
-        InterfaceSource::Bridge(bridge) => network::list(ctx)?
+        InterfaceSource::Network { name, .. } => Ok(bridged::find(ctx, name)?.name),
+        InterfaceSource::Bridge(bridge) => bridged::list(ctx)?
             .into_iter()
             .find(|r| &r.bridge == bridge)
             .map(|r| r.name)
@@ -38,7 +38,7 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, N
         // libvirt would create a macvtap on `dev`; vxdp plugs a tap into the
         // running direct network whose device `dev` is, in the same mode.
         InterfaceSource::Direct { dev, mode } => {
-            let rec = network::list(ctx)?
+            let rec = bridged::list(ctx)?
                 .into_iter()
                 .find(|r| r.direct_nics.iter().any(|(n, _)| n == dev))
                 .ok_or_else(|| NetworkError::Invalid {
@@ -111,7 +111,7 @@ pub async fn attach_xml(
         );
         tap::create(&dev, host_mac, tap_owner)?;
     }
-    match network::attach_port(
+    match bridged::attach_port(
         ctx,
         &network,
         &dev,
@@ -137,7 +137,7 @@ pub async fn attach_xml(
 pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<String, NetworkError> {
     let def = xml::parse_interface(xml_text, file)?;
     let network = network_of(ctx, &def, file)?;
-    let rec = network::find(ctx, &network)?;
+    let rec = bridged::find(ctx, &network)?;
     let port = match (&def.target, def.mac) {
         (Some(dev), _) => rec.ports.iter().find(|p| &p.dev == dev),
         (None, Some(mac)) => rec
@@ -163,6 +163,6 @@ pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<Str
             },
             reason: format!("no such port in network '{network}'"),
         })?;
-    network::detach_interface(ctx, &network, &dev).await?;
+    bridged::detach_interface(ctx, &network, &dev).await?;
     Ok(dev)
 }

@@ -5,7 +5,7 @@
 //! Definitions live in the state directory as `networks/<name>.xml` (the
 //! definition as vxdp writes it back, generated defaults included) and
 //! `networks/<name>.autostart` (an empty marker). Both are written atomically
-//! ([`crate::state::write_atomic`]) under the state directory's lock, so a
+//! ([`crate::host::state::write_atomic`]) under the state directory's lock, so a
 //! crash leaves the old or the new definition, never a partial one.
 //!
 //! Defining checks the new definition against every other defined or running
@@ -20,9 +20,9 @@ use std::{
 };
 
 use crate::{
-    netlink::Netlink,
-    network::{self, Context, NetworkError},
-    state::{NetworkRecord, StateDir, StateError, write_atomic},
+    host::netlink::Netlink,
+    host::state::{NetworkRecord, StateDir, StateError, write_atomic},
+    modes::bridged::{self, Context, NetworkError},
     xml::{self, ForwardMode, NetworkDef},
 };
 
@@ -81,7 +81,7 @@ pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
 /// atomically): for the daemon's metrics, which must not wait for it.
 pub fn defined_not_running(
     state_dir: &Path,
-    running: &[crate::state::NetworkRecord],
+    running: &[crate::host::state::NetworkRecord],
 ) -> Result<Vec<(String, String)>, NetworkError> {
     Ok(load_all_in(state_dir)?
         .into_iter()
@@ -402,12 +402,12 @@ pub async fn start_defined(ctx: &Context, name: &str) -> Result<NetworkRecord, N
             return Err(NetworkError::AlreadyStarted(name.into()));
         }
         load(&state, name)?.ok_or_else(|| NetworkError::NotDefined(name.into()))?
-        // The lock is released here: `network::start` takes it again.
+        // The lock is released here: `bridged::start` takes it again.
     };
     let source = def_path_display(ctx, name);
-    network::check_supported(&def, &source)?;
+    bridged::check_supported(&def, &source)?;
     check_running_conflicts(ctx, &def, &source)?;
-    network::start(ctx, &xml::to_xml(&def), &source).await
+    bridged::start(ctx, &xml::to_xml(&def), &source).await
 }
 
 fn def_path_display(ctx: &Context, name: &str) -> String {
@@ -467,7 +467,7 @@ pub async fn create(
     file: &str,
 ) -> Result<NetworkRecord, NetworkError> {
     let def = xml::parse_network(xml_text, file)?;
-    network::check_supported(&def, file)?;
+    bridged::check_supported(&def, file)?;
     let def = {
         let state = StateDir::open(&ctx.state_dir)?;
         if state.network(&def.name)?.is_some() {
@@ -481,7 +481,7 @@ pub async fn create(
         }
         complete(&state, &nl, def, stored.as_ref(), file).await?
     };
-    network::start(ctx, &xml::to_xml(&def), file).await
+    bridged::start(ctx, &xml::to_xml(&def), file).await
 }
 
 /// Every network, defined or running, sorted by name.
@@ -524,7 +524,7 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
 
 /// What `net-list`/`net-info` show as the bridge: a direct network's
 /// devices instead (it has no bridge).
-fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
+fn bridge_or_devices(rec: &crate::host::state::NetworkRecord) -> String {
     if rec.direct_nics.is_empty() {
         rec.bridge.clone()
     } else {
@@ -537,7 +537,9 @@ fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
 }
 
 fn mode_name(def: &NetworkDef) -> String {
-    if let Some(name) = crate::direct::direct_mode(def).and_then(crate::direct::mode_name) {
+    if let Some(name) =
+        crate::modes::direct::direct_mode(def).and_then(crate::modes::direct::mode_name)
+    {
         return name.into();
     }
     match &def.forward {

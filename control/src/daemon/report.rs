@@ -10,7 +10,7 @@ use vxdp_common::{
     DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state,
 };
 
-use crate::state::NetworkRecord;
+use crate::host::state::NetworkRecord;
 
 /// One named counter of a network.
 pub struct CounterRow {

@@ -8,8 +8,8 @@ use std::net::Ipv6Addr;
 use vxdp_common::{Nat6Config, mode, nat6_flags};
 
 use crate::{
-    netlink::Netlink,
-    network::{NetworkError, NetworkPlan},
+    host::netlink::Netlink,
+    modes::bridged::{NetworkError, NetworkPlan},
 };
 
 /// Whether the definition asks for NAT66 (`<forward mode='nat'><nat
@@ -94,7 +94,7 @@ pub async fn uplink_address(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::plan;
+    use crate::modes::bridged::plan;
 
     fn net(inner: &str) -> String {
         format!("<network><name>n</name>{inner}</network>")

@@ -7,6 +7,10 @@
 //! dataplane in place. The HTTP endpoint and the signals never wait for the
 //! reconcile work (see [`serve`]).
 
+pub mod metrics;
+pub mod report;
+pub mod status;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -32,11 +36,8 @@ use tokio::{
 };
 
 use crate::{
-    conntrack_gc,
-    dataplane::Maps,
-    metrics::{self, DaemonStats},
-    network::Context,
-    pinned, reconcile, report, status,
+    daemon::metrics::DaemonStats, dataplane::Maps, dataplane::conntrack_gc, dataplane::pinned,
+    modes::bridged::Context, ops::reconcile,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +76,7 @@ const MAX_WAITING_SCRAPES: usize = 32;
 /// Two threads, so neither blocks the other: this one (the caller's
 /// runtime) answers signals and HTTP; a worker thread with a runtime of its
 /// own runs autostart, the reconcile passes and the conntrack sweeps, which
-/// wait for the state directory's lock (up to [`crate::state::LOCK_WAIT`])
+/// wait for the state directory's lock (up to [`crate::host::state::LOCK_WAIT`])
 /// and for dnsmasq to start. /metrics never waits for that lock (records
 /// are read as they are, each replaced atomically). SIGTERM ends the
 /// process at once, also in the middle of a pass: every pass repairs from
@@ -179,7 +180,7 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
         // Autostart networks come up before the first reconcile, so the
         // first pass already covers them; one that fails is logged and does
         // not stop the daemon (the operator fixes it and runs `vxdp net-start`).
-        match crate::definitions::autostart(ctx).await {
+        match crate::ops::definitions::autostart(ctx).await {
             Ok((started, failed)) => {
                 for name in &started {
                     eprintln!("[vxdp] serve: autostart: network {name} started");

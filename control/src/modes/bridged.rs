@@ -15,9 +15,9 @@ use vxdp_common::{
 
 use crate::{
     dataplane::{self, DataplaneError, LoadOptions, Maps, Pins},
-    dnsmasq::{self, DnsmasqError},
-    netlink::{Netlink, NetlinkError},
-    state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
+    host::dnsmasq::{self, DnsmasqError},
+    host::netlink::{Netlink, NetlinkError},
+    host::state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
     xml::{self, ForwardMode, NetworkDef, XmlError, format_mac},
 };
 
@@ -81,7 +81,7 @@ pub enum NetworkError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Tap(#[from] crate::tap::TapError),
+    Tap(#[from] crate::host::tap::TapError),
     #[error(transparent)]
     Dnsmasq(#[from] DnsmasqError),
     #[error("--mac {0}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")]
@@ -141,8 +141,8 @@ pub fn mode_name(m: u32, has_ip: bool) -> &'static str {
         mode::ROUTE => "route",
         mode::OPEN => "open",
         mode::BRIDGE => "bridge",
-        m if crate::direct::mode_name(m).is_some() => {
-            crate::direct::mode_name(m).unwrap_or_default()
+        m if crate::modes::direct::mode_name(m).is_some() => {
+            crate::modes::direct::mode_name(m).unwrap_or_default()
         }
         _ if has_ip => "isolated",
         _ => "very-isolated",
@@ -205,7 +205,7 @@ pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), NetworkError>
 
 /// [`plan`] for a parsed definition.
 pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError> {
-    let direct = crate::direct::direct_mode(&def);
+    let direct = crate::modes::direct::direct_mode(&def);
     // A direct network's <interface dev> children are its device pool.
     if let Some(what) = xml::unsupported_features(&def)
         .into_iter()
@@ -219,7 +219,7 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, NetworkError
     }
     let net_mode = match def.forward.as_ref().map(|f| f.mode) {
         _ if direct.is_some() => {
-            crate::direct::check(&def, file)?;
+            crate::modes::direct::check(&def, file)?;
             direct.unwrap_or_default()
         }
         None => mode::ISOLATED,
@@ -417,7 +417,7 @@ pub fn network_config(
 /// be bypassed, so frames between guests then cross it.
 pub async fn host_bridge_flags(
     nl: &Netlink,
-    bridge: &crate::netlink::LinkInfo,
+    bridge: &crate::host::netlink::LinkInfo,
 ) -> Result<u32, NetworkError> {
     let isolated_port = nl
         .links()
@@ -502,7 +502,7 @@ pub async fn configure_bridge(
 /// (an XDP program or GRO on the guest's end), which vxdp does not
 /// control; macvtap and the rest have no XDP transmit. Those get frames
 /// from the uplink through its TC program instead.
-pub fn takes_xdp_frames(link: &crate::netlink::LinkInfo) -> bool {
+pub fn takes_xdp_frames(link: &crate::host::netlink::LinkInfo) -> bool {
     link.kind.as_deref() == Some("tun")
 }
 
@@ -626,7 +626,7 @@ pub async fn start(
 ) -> Result<NetworkRecord, NetworkError> {
     let plan = plan(xml_text, file)?;
     if vxdp_common::mode_direct(plan.mode) {
-        return crate::direct::start(ctx, &plan, file).await;
+        return crate::modes::direct::start(ctx, &plan, file).await;
     }
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
@@ -747,11 +747,11 @@ pub async fn start(
         _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
     };
     if (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some() {
-        crate::nat6::check_ipv6_forwarding(&nl).await?;
+        crate::modes::nat6::check_ipv6_forwarding(&nl).await?;
     }
     let nat6_addr = match &uplink {
-        Some(up) if crate::nat6::masquerades(&plan) => {
-            Some(crate::nat6::uplink_address(&nl, up.index, &up.name).await?)
+        Some(up) if crate::modes::nat6::masquerades(&plan) => {
+            Some(crate::modes::nat6::uplink_address(&nl, up.index, &up.name).await?)
         }
         _ => None,
     };
@@ -790,7 +790,7 @@ async fn apply_start(
     nl: &Netlink,
     plan: &NetworkPlan,
     bridge: &str,
-    uplink: Option<&crate::netlink::LinkInfo>,
+    uplink: Option<&crate::host::netlink::LinkInfo>,
     id: u32,
     (nat_first, nat_last): (Ipv4Addr, Ipv4Addr),
     nat6_addr: Option<Ipv6Addr>,
@@ -915,7 +915,7 @@ async fn apply_start(
         });
     }
     write_subnets(&maps, id, plan)?;
-    if let Some(cfg) = crate::nat6::config(plan, nat6_addr) {
+    if let Some(cfg) = crate::modes::nat6::config(plan, nat6_addr) {
         let pins = ctx.pins.clone();
         undo.push(move |_| {
             Box::pin(async move {
@@ -937,7 +937,7 @@ async fn apply_start(
             "[vxdp] {name}: attaching XDP to uplink {} (ifindex {})",
             uplink.name, uplink.index
         );
-        let uplink_shared = crate::direct::device_used(&state.networks()?, uplink.index);
+        let uplink_shared = crate::modes::direct::device_used(&state.networks()?, uplink.index);
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
         if !uplink_shared {
             let (pins, index) = (ctx.pins.clone(), uplink.index);
@@ -1033,10 +1033,10 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
         .into_iter()
         .filter(|r| r.name != rec.name)
         .collect();
-    if rec.uplink_ifindex != 0 && !crate::direct::device_used(&others, rec.uplink_ifindex) {
+    if rec.uplink_ifindex != 0 && !crate::modes::direct::device_used(&others, rec.uplink_ifindex) {
         dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
     }
-    crate::direct::stop_nics(&ctx.pins, &rec, &others)?;
+    crate::modes::direct::stop_nics(&ctx.pins, &rec, &others)?;
     if rec.mode != mode_name(mode::BRIDGE, false)
         && rec.bridge_ifindex != 0
         && nl.link_by_index(rec.bridge_ifindex).await?.is_some()
@@ -1068,7 +1068,7 @@ async fn unplug(
     dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.remove_endpoint(port.ifindex)?;
-        crate::direct::unplug(&maps, port.ifindex)?;
+        crate::modes::direct::unplug(&maps, port.ifindex)?;
     }
     if nl.link_by_index(port.ifindex).await?.is_some() {
         nl.set_nomaster(port.ifindex).await?;
@@ -1224,9 +1224,10 @@ pub async fn attach_port(
                 })
             });
         }
-        if crate::direct::is_direct(&rec) {
+        if crate::modes::direct::is_direct(&rec) {
             // No bridge: the port joins its device's guest ports.
-            let nic = crate::direct::plug(&ctx.pins, &maps, &rec, link.index, dev, &mut undo)?;
+            let nic =
+                crate::modes::direct::plug(&ctx.pins, &maps, &rec, link.index, dev, &mut undo)?;
             eprintln!("[vxdp] {network}: {dev} on device {nic}");
         } else {
             nl.set_master(link.index, rec.bridge_ifindex).await?;
