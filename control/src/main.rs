@@ -389,7 +389,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Progress and warnings of the library and of this command go through
+/// `log`, printed to stderr as `[vxdp] <message>`; shown by default
+/// (`RUST_LOG` may change that, e.g. `RUST_LOG=vxdp_control=warn`).
+fn init_logging() {
+    use std::io::Write as _;
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("vxdp=info,vxdp_control=info"),
+    )
+    .format(|buf, record| writeln!(buf, "[vxdp] {}", record.args()))
+    .init();
+}
+
 fn real_main() -> Result<()> {
+    init_logging();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. }) {
         // Before any namespace changes: see prepare_notify.
@@ -407,8 +420,8 @@ fn real_main() -> Result<()> {
         Ok(None) => {}
         Ok(Some(pid)) => {
             if matches!(cli.command, Command::Serve { .. }) {
-                eprintln!(
-                    "[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is",
+                log::info!(
+                    "{} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is",
                     bpffs.display()
                 );
             }
@@ -439,7 +452,7 @@ fn real_main() -> Result<()> {
         }
         Command::DhcpLeaseEvent { network, args } => {
             let msg = dnsmasq::apply_event(&ctx.state_dir, &ctx.pins, network, args)?;
-            eprintln!("[vxdp] {msg}");
+            log::info!("{msg}");
             return Ok(());
         }
         _ => {}

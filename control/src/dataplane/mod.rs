@@ -1,9 +1,14 @@
-//! The eBPF side of the control plane: loading the programs, pinning maps,
-//! programs and links under the bpffs directory (so the dataplane runs with
-//! no process attached and a restart adopts it), filling and reading maps.
+//! The eBPF side of the control plane: loading the programs and pinning
+//! them with their maps and links under the bpffs directory (so the
+//! dataplane runs with no process attached and a restart adopts it), and
+//! attaching them to interfaces. Submodules: [`pins`] (where), [`layout`]
+//! (which map layout is pinned, and what to do about an older one),
+//! [`maps`] (the map families), [`pinned`] (what the kernel reports),
+//! [`conntrack_gc`] (expiry).
 //!
 //! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
-//! `maps/VXDP_*`, `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
+//! `layout` (a symlink naming the map layout), `maps/VXDP_*`,
+//! `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
 //! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>` with
 //! `links/tc_uplink_<ifindex>` (the uplink's XDP and TC programs), on a
 //! direct network's NIC `links/tc_nic_in_<ifindex>`,
@@ -11,35 +16,29 @@
 //! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`.
 
 pub mod conntrack_gc;
+pub mod layout;
+pub mod maps;
 pub mod pinned;
+pub mod pins;
 
 use std::{
-    ffi::CString,
     io,
     path::{Path, PathBuf},
 };
 
 use aya::{
     EbpfLoader,
-    maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
-        ProgramArray, lpm_trie::Key as LpmKey,
-    },
+    maps::{Array, MapError, ProgramArray},
     programs::{
         Link, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
 use aya_obj::programs::XdpAttachType;
-use vxdp_common::{
-    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DEFAULT_TIMEOUTS_S, DirectNic, DirectPort, Endpoint, MacKey,
-    MacPort, Nat6Config, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner,
-    counter_index, endpoint_flags, names,
-};
+use vxdp_common::{DEFAULT_CONNTRACK_ENTRIES, DEFAULT_TIMEOUTS_S, names};
 
-/// bpffs's magic number (statfs f_type).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub use maps::Maps;
+pub use pins::{Pins, ensure_bpffs, join_mount_ns_with_bpffs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -77,187 +76,19 @@ pub enum DataplaneError {
     Ports(aya::maps::xdp::XdpMapError),
     #[error("the dataplane is not loaded: no pinned programs under {0} (start a network first)")]
     NotLoaded(PathBuf),
-    #[error(
-        "map {name} pinned under {pins} has another layout ({what}): it was pinned by an older vxdp; stop its networks and run `vxdp unload` then `vxdp load` to load the current dataplane"
-    )]
-    OlderLayout {
-        name: &'static str,
-        pins: PathBuf,
-        what: String,
-    },
-    #[error(
-        "the dataplane pinned under {0} predates IPv6 in NAT networks (no VXDP_NAT6 map): stop its networks and run `vxdp unload` then `vxdp load` (or restart them) to load the current one"
-    )]
-    PredatesNat6(PathBuf),
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
     move |source| DataplaneError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
-}
-
-/// Where vxdp pins its objects.
-#[derive(Clone, Debug)]
-pub struct Pins {
-    pub root: PathBuf,
-}
-
-impl Pins {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    pub fn maps_dir(&self) -> PathBuf {
-        self.root.join("maps")
-    }
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.maps_dir().join(name)
-    }
-    pub fn prog(&self, name: &str) -> PathBuf {
-        self.root.join("progs").join(name)
-    }
-    pub fn tc_link(&self, ifindex: u32) -> PathBuf {
-        self.root.join("links").join(format!("tc_in_{ifindex}"))
-    }
-    /// TC ingress/egress links on a direct network's NIC.
-    pub fn nic_links(&self, ifindex: u32) -> [PathBuf; 2] {
-        [
-            self.root.join("links").join(format!("tc_nic_in_{ifindex}")),
-            self.root
-                .join("links")
-                .join(format!("tc_nic_out_{ifindex}")),
-        ]
-    }
-    pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
-        self.root.join("links").join(format!("xdp_{ifindex}"))
-    }
-    /// The uplink's TC ingress link (next to its XDP link).
-    pub fn uplink_tc_link(&self, ifindex: u32) -> PathBuf {
-        self.root.join("links").join(format!("tc_uplink_{ifindex}"))
-    }
-    /// A tracepoint program's link (`xdp:<event>`).
-    pub fn tracepoint_link(&self, event: &str) -> PathBuf {
-        self.root.join("links").join(format!("tp_{event}"))
-    }
-    pub fn is_loaded(&self) -> bool {
-        self.prog(names::PROG_GUEST_INGRESS).exists()
-    }
-}
-
-fn fs_type(path: &Path) -> io::Result<i64> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_type as i64)
-}
-
-/// True when `path`, or the nearest of its ancestors that exists, is on a
-/// bpf filesystem.
-fn on_bpffs(path: &Path) -> bool {
-    let mut probe = path;
-    while !probe.exists() {
-        match probe.parent() {
-            Some(p) => probe = p,
-            None => return false,
-        }
-    }
-    fs_type(probe).is_ok_and(|t| t == BPF_FS_MAGIC)
-}
-
-/// The parent of process `pid`, from /proc/PID/stat.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold anything, so from the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Makes the pins under `root` (absolute) reachable when this process was
-/// started by `ip netns exec`. That runs its command in a mount namespace
-/// of its own with a fresh sysfs on /sys, which hides the host's bpffs at
-/// /sys/fs/bpf; mounting bpffs there again would make a new, empty
-/// instance (a second dataplane, whose uplink program cannot attach next
-/// to the first). So when `root` is not on a bpffs here, this joins the
-/// mount namespace of the nearest ancestor process in which it is, keeping
-/// the working directory: vxdp then sees the mounts `vxdp --netns` sees
-/// (the network namespace is not touched). Must run before the process
-/// starts a thread. Returns the pid whose mount namespace it joined.
-pub fn join_mount_ns_with_bpffs(root: &Path) -> io::Result<Option<i32>> {
-    use std::os::fd::AsRawFd;
-    if on_bpffs(root) {
-        return Ok(None);
-    }
-    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let Some(ours) = ns(std::process::id() as i32) else {
-        return Ok(None);
-    };
-    let relative = root.strip_prefix("/").unwrap_or(root);
-    let mut pid = std::process::id() as i32;
-    while let Some(parent) = parent_of(pid).filter(|p| *p > 0) {
-        pid = parent;
-        // An ancestor we may not look into (another user's, a sandbox's
-        // init) is skipped.
-        let Some(theirs) = ns(pid) else { continue };
-        if theirs == ours || !on_bpffs(&Path::new(&format!("/proc/{pid}/root")).join(relative)) {
-            continue;
-        }
-        let target = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
-        let cwd = std::fs::File::open(".")?;
-        // SAFETY: plain syscalls on open descriptors; the process has no
-        // other thread (setns of a mount namespace would refuse otherwise).
-        unsafe {
-            if libc::setns(target.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // setns moved the working directory to the namespace's root.
-            if libc::fchdir(cwd.as_raw_fd()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        return Ok(Some(pid));
-    }
-    Ok(None)
-}
-
-/// Makes sure `root` lies on a bpffs, mounting the standard one at
-/// /sys/fs/bpf when it is missing (as systemd would at boot).
-pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
-    let std_mount = Path::new("/sys/fs/bpf");
-    if root.starts_with(std_mount) && fs_type(std_mount).map_err(io_err(std_mount))? != BPF_FS_MAGIC
-    {
-        let (src, dst, ty) = (c"bpf", c"/sys/fs/bpf", c"bpf");
-        if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) } != 0
-        {
-            return Err(DataplaneError::Mount {
-                path: std_mount.into(),
-                source: io::Error::last_os_error(),
-            });
-        }
-    }
-    let mut probe = root;
-    while !probe.exists() {
-        probe = probe.parent().unwrap_or(Path::new("/"));
-    }
-    if fs_type(probe).map_err(io_err(probe))? != BPF_FS_MAGIC {
-        return Err(DataplaneError::NotBpffs { path: root.into() });
-    }
-    for dir in ["maps", "progs", "links"] {
-        let d = root.join(dir);
-        std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-    }
-    Ok(())
 }
 
 /// Load-time options.
@@ -282,6 +113,7 @@ impl Default for LoadOptions {
 pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneError> {
     ensure_bpffs(&pins.root)?;
     if pins.is_loaded() {
+        layout::adopt(pins)?;
         return Ok(false);
     }
     let maps_dir = pins.maps_dir();
@@ -333,6 +165,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         }
     }
     fill_guest_jumps(&mut ebpf)?;
+    layout::write(pins)?;
     attach_tracepoints(pins)?;
     let mut timeouts: Array<_, u64> = Array::try_from(ebpf.map_mut(names::MAP_TIMEOUTS).ok_or(
         DataplaneError::Map {
@@ -401,444 +234,6 @@ pub fn unload(pins: &Pins) -> Result<(), DataplaneError> {
         std::fs::remove_dir_all(&pins.root).map_err(io_err(&pins.root))?;
     }
     Ok(())
-}
-
-fn open_map(pins: &Pins, name: &'static str) -> Result<Map, DataplaneError> {
-    let path = pins.map(name);
-    if !path.exists() {
-        return Err(DataplaneError::NotLoaded(pins.root.clone()));
-    }
-    let data = MapData::from_pin(&path).map_err(map_err(name))?;
-    Map::from_map_data(data).map_err(map_err(name))
-}
-
-macro_rules! typed_map {
-    ($fn:ident, $name:expr, $ty:ty) => {
-        pub fn $fn(&self) -> Result<$ty, DataplaneError> {
-            <$ty>::try_from(open_map(&self.pins, $name)?).map_err(|e| match e {
-                MapError::InvalidKeySize { size, expected }
-                | MapError::InvalidValueSize { size, expected } => DataplaneError::OlderLayout {
-                    name: $name,
-                    pins: self.pins.root.clone(),
-                    what: format!("{size}-byte keys or values where this vxdp uses {expected}"),
-                },
-                e => map_err($name)(e),
-            })
-        }
-    };
-}
-
-/// A conntrack table's entries, optionally of one network (`network_of`
-/// reads an entry's network id).
-fn entries_of<K: aya::Pod, V: aya::Pod>(
-    table: &HashMap<MapData, K, V>,
-    network_id: Option<u32>,
-    network_of: impl Fn(&V) -> u32,
-) -> Vec<(K, V)> {
-    // Entries can vanish (LRU) between key and value reads.
-    table
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id))
-        .collect()
-}
-
-/// Handles on the pinned maps.
-pub struct Maps {
-    pins: Pins,
-}
-
-impl Maps {
-    pub fn open(pins: &Pins) -> Result<Self, DataplaneError> {
-        if !pins.is_loaded() {
-            return Err(DataplaneError::NotLoaded(pins.root.clone()));
-        }
-        Ok(Self { pins: pins.clone() })
-    }
-
-    typed_map!(networks, names::MAP_NETWORKS, Array<MapData, NetworkConfig>);
-    typed_map!(endpoints, names::MAP_ENDPOINTS, HashMap<MapData, u32, Endpoint>);
-    typed_map!(subnets, names::MAP_SUBNETS, LpmTrie<MapData, SubnetKey, SubnetOwner>);
-    typed_map!(subnets6, names::MAP_SUBNETS6, LpmTrie<MapData, Subnet6Key, SubnetOwner>);
-    typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
-    typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
-    typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
-    typed_map!(macs, names::MAP_MACS, HashMap<MapData, MacKey, MacPort>);
-    typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
-    typed_map!(direct_nics, names::MAP_DIRECT_NICS, HashMap<MapData, u32, DirectNic>);
-    typed_map!(direct_ports, names::MAP_DIRECT_PORTS, HashMap<MapData, u32, DirectPort>);
-    typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
-    typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
-    typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
-
-    /// Whether the pinned dataplane has the NAT66 maps. One pinned by a
-    /// vxdp that predates NAT66 (adopted across an upgrade) has not: its
-    /// programs route NAT networks' IPv6 nowhere, and there is no NAT66
-    /// state to read or clear.
-    pub fn has_nat6(&self) -> bool {
-        self.pins.map(names::MAP_NAT6).exists() && self.pins.map(names::MAP_CONNTRACK6).exists()
-    }
-
-    /// Writes network `id`'s `VXDP_NAT6` entry (zeroed: none).
-    pub fn set_nat6(&self, id: u32, cfg: &Nat6Config) -> Result<(), DataplaneError> {
-        if !self.has_nat6() {
-            if *cfg == Nat6Config::default() {
-                return Ok(());
-            }
-            return Err(DataplaneError::PredatesNat6(self.pins.root.clone()));
-        }
-        self.nat6()?
-            .set(id, cfg, 0)
-            .map_err(map_err(names::MAP_NAT6))
-    }
-
-    /// All NAT66 conntrack entries (both directions), optionally of one network.
-    pub fn conntrack6_entries(
-        &self,
-        network_id: Option<u32>,
-    ) -> Result<Vec<(Conntrack6Key, Conntrack6Entry)>, DataplaneError> {
-        if !self.has_nat6() {
-            return Ok(Vec::new());
-        }
-        Ok(entries_of(&self.conntrack6()?, network_id, |v| {
-            v.network_id as u32
-        }))
-    }
-
-    pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
-        self.networks()?
-            .set(id, cfg, 0)
-            .map_err(map_err(names::MAP_NETWORKS))
-    }
-
-    pub fn set_subnet(
-        &self,
-        addr: u32,
-        prefix: u32,
-        owner: &SubnetOwner,
-    ) -> Result<(), DataplaneError> {
-        self.subnets()?
-            .insert(&LpmKey::new(prefix, SubnetKey { addr }), owner, 0)
-            .map_err(map_err(names::MAP_SUBNETS))
-    }
-
-    pub fn remove_subnet(&self, addr: u32, prefix: u32) -> Result<(), DataplaneError> {
-        match self
-            .subnets()?
-            .remove(&LpmKey::new(prefix, SubnetKey { addr }))
-        {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
-        }
-    }
-
-    /// The owner `VXDP_SUBNETS` gives `addr/prefix` (longest match, as the
-    /// programs look it up), if any.
-    pub fn subnet_owner(
-        &self,
-        addr: u32,
-        prefix: u32,
-    ) -> Result<Option<SubnetOwner>, DataplaneError> {
-        match self
-            .subnets()?
-            .get(&LpmKey::new(prefix, SubnetKey { addr }), 0)
-        {
-            Ok(o) => Ok(Some(o)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
-        }
-    }
-
-    /// [`Self::subnet_owner`] in `VXDP_SUBNETS6`.
-    pub fn subnet6_owner(
-        &self,
-        addr: [u8; 16],
-        prefix: u32,
-    ) -> Result<Option<SubnetOwner>, DataplaneError> {
-        match self
-            .subnets6()?
-            .get(&LpmKey::new(prefix, Subnet6Key { addr }), 0)
-        {
-            Ok(o) => Ok(Some(o)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
-        }
-    }
-
-    pub fn set_subnet6(
-        &self,
-        addr: [u8; 16],
-        prefix: u32,
-        owner: &SubnetOwner,
-    ) -> Result<(), DataplaneError> {
-        self.subnets6()?
-            .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)
-            .map_err(map_err(names::MAP_SUBNETS6))
-    }
-
-    pub fn remove_subnet6(&self, addr: [u8; 16], prefix: u32) -> Result<(), DataplaneError> {
-        match self
-            .subnets6()?
-            .remove(&LpmKey::new(prefix, Subnet6Key { addr }))
-        {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
-        }
-    }
-
-    /// Plugs a guest port in: its endpoint, its redirect slot and (MAC
-    /// known) its `VXDP_MACS` entry. A MAC or network the port had before
-    /// loses its entry.
-    pub fn set_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
-        if let Some(old) = self.endpoint(ifindex)?
-            && (old.mac != ep.mac
-                || old.network_id != ep.network_id
-                || ep.flags & endpoint_flags::MAC_KNOWN == 0)
-        {
-            self.remove_mac(ifindex, &old)?;
-        }
-        self.endpoints()?
-            .insert(&ifindex, ep, 0)
-            .map_err(map_err(names::MAP_ENDPOINTS))?;
-        if ep.flags & endpoint_flags::MAC_KNOWN != 0 && self.has_macs() {
-            let key = MacKey {
-                network_id: ep.network_id,
-                mac: ep.mac,
-                _pad0: [0; 2],
-            };
-            self.macs()?
-                .insert(&key, &MacPort { ifindex, _pad0: 0 }, 0)
-                .map_err(map_err(names::MAP_MACS))?;
-        }
-        self.ports()?
-            .insert(ifindex, ifindex, None, 0)
-            .map_err(DataplaneError::Ports)
-    }
-
-    /// Whether the pinned dataplane has `VXDP_MACS`. One pinned by a vxdp
-    /// before it (adopted across an upgrade) has none, and its programs no
-    /// port-to-port path: ports then simply get no MAC entries until
-    /// `vxdp unload` + `load`.
-    pub fn has_macs(&self) -> bool {
-        self.pins.map(names::MAP_MACS).exists()
-    }
-
-    /// Removes `ep`'s MAC entry if it still points at `ifindex`.
-    fn remove_mac(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
-        if !self.has_macs() {
-            return Ok(());
-        }
-        let key = MacKey {
-            network_id: ep.network_id,
-            mac: ep.mac,
-            _pad0: [0; 2],
-        };
-        let mut macs = self.macs()?;
-        match macs.get(&key, 0) {
-            Ok(p) if p.ifindex == ifindex => match macs.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(map_err(names::MAP_MACS)(e)),
-            },
-            Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::MAP_MACS)(e)),
-        }
-    }
-
-    /// Whether `VXDP_MACS` holds what `ep` (the endpoint of `ifindex`) needs.
-    pub fn mac_entry_current(&self, ifindex: u32, ep: &Endpoint) -> Result<bool, DataplaneError> {
-        if ep.flags & endpoint_flags::MAC_KNOWN == 0 || !self.has_macs() {
-            return Ok(true);
-        }
-        Ok(self.mac_port(ep.network_id, ep.mac)? == Some(ifindex))
-    }
-
-    /// The port `VXDP_MACS` names for `mac` in network `network_id`.
-    pub fn mac_port(&self, network_id: u32, mac: [u8; 6]) -> Result<Option<u32>, DataplaneError> {
-        match self.macs()?.get(
-            &MacKey {
-                network_id,
-                mac,
-                _pad0: [0; 2],
-            },
-            0,
-        ) {
-            Ok(p) => Ok(Some(p.ifindex)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_MACS)(e)),
-        }
-    }
-
-    /// The endpoint of a guest port, if it is plugged in.
-    pub fn endpoint(&self, ifindex: u32) -> Result<Option<Endpoint>, DataplaneError> {
-        match self.endpoints()?.get(&ifindex, 0) {
-            Ok(ep) => Ok(Some(ep)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_ENDPOINTS)(e)),
-        }
-    }
-
-    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
-    /// flow it created (replies must not reach whatever is plugged next
-    /// with this ifindex).
-    pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
-        if let Some(old) = self.endpoint(ifindex)? {
-            self.remove_mac(ifindex, &old)?;
-        }
-        self.flush_port_flows(ifindex)?;
-        for r in [
-            self.endpoints()?.remove(&ifindex),
-            self.ports()?.remove(ifindex),
-        ] {
-            match r {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(names::MAP_ENDPOINTS)(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// A direct network's NIC entry, if any.
-    pub fn direct_nic(&self, nic: u32) -> Result<Option<DirectNic>, DataplaneError> {
-        match self.direct_nics()?.get(&nic, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
-        }
-    }
-
-    pub fn set_direct_nic(&self, nic: u32, v: &DirectNic) -> Result<(), DataplaneError> {
-        self.direct_nics()?
-            .insert(&nic, v, 0)
-            .map_err(map_err(names::MAP_DIRECT_NICS))
-    }
-
-    pub fn remove_direct_nic(&self, nic: u32) -> Result<(), DataplaneError> {
-        match self.direct_nics()?.remove(&nic) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
-        }
-    }
-
-    /// The NIC a direct guest port is on, if any.
-    pub fn direct_port(&self, port: u32) -> Result<Option<u32>, DataplaneError> {
-        match self.direct_ports()?.get(&port, 0) {
-            Ok(v) => Ok(Some(v.nic_ifindex)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
-        }
-    }
-
-    pub fn set_direct_port(&self, port: u32, nic: u32) -> Result<(), DataplaneError> {
-        self.direct_ports()?
-            .insert(
-                &port,
-                &DirectPort {
-                    nic_ifindex: nic,
-                    _pad0: 0,
-                },
-                0,
-            )
-            .map_err(map_err(names::MAP_DIRECT_PORTS))
-    }
-
-    pub fn remove_direct_port(&self, port: u32) -> Result<(), DataplaneError> {
-        match self.direct_ports()?.remove(&port) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
-        }
-    }
-
-    /// All conntrack entries (both directions), optionally of one network.
-    pub fn conntrack_entries(
-        &self,
-        network_id: Option<u32>,
-    ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
-        Ok(entries_of(&self.conntrack()?, network_id, |v| {
-            v.network_id as u32
-        }))
-    }
-
-    /// Removes the conntrack entries (both directions, IPv4 and NAT66) of
-    /// the flows guest port `ifindex` created; returns how many.
-    pub fn flush_port_flows(&self, ifindex: u32) -> Result<usize, DataplaneError> {
-        let mut ct = self.conntrack()?;
-        let keys: Vec<_> = entries_of(&ct, None, |_| 0)
-            .into_iter()
-            .filter(|(_, v)| v.ifindex == ifindex)
-            .map(|(k, _)| k)
-            .collect();
-        let mut n = keys.iter().filter(|k| ct.remove(k).is_ok()).count();
-        if self.has_nat6() {
-            let mut ct6 = self.conntrack6()?;
-            let keys: Vec<_> = entries_of(&ct6, None, |_| 0)
-                .into_iter()
-                .filter(|(_, v)| v.ifindex == ifindex)
-                .map(|(k, _)| k)
-                .collect();
-            n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
-        }
-        Ok(n)
-    }
-
-    /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
-    pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
-        let entries = self.conntrack_entries(Some(network_id))?;
-        let mut ct = self.conntrack()?;
-        let mut n = 0;
-        for (k, _) in entries {
-            if ct.remove(&k).is_ok() {
-                n += 1;
-            }
-        }
-        let entries = self.conntrack6_entries(Some(network_id))?;
-        if entries.is_empty() {
-            return Ok(n);
-        }
-        let mut ct6 = self.conntrack6()?;
-        for (k, _) in entries {
-            if ct6.remove(&k).is_ok() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Counters of one network summed over CPUs: (slot, counter).
-    pub fn counters(&self, network_id: u32) -> Result<Vec<(u32, Counter)>, DataplaneError> {
-        let arr = self.counter_array()?;
-        let mut out = Vec::with_capacity(COUNTER_SLOTS as usize);
-        for slot in 0..COUNTER_SLOTS {
-            let per_cpu = arr
-                .get(&counter_index(network_id, slot), 0)
-                .map_err(map_err(names::MAP_COUNTERS))?;
-            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            });
-            out.push((slot, sum));
-        }
-        Ok(out)
-    }
-
-    /// Zeroes a network's counters (when its id is reused).
-    pub fn reset_counters(&self, network_id: u32) -> Result<(), DataplaneError> {
-        let mut arr = self.counter_array()?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
-            path: "/sys/devices/system/cpu/possible".into(),
-            source: e,
-        })?;
-        for slot in 0..COUNTER_SLOTS {
-            let zero =
-                aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus.get() as usize])
-                    .map_err(|source| DataplaneError::Io {
-                        path: "VXDP_COUNTERS".into(),
-                        source,
-                    })?;
-            arr.set(counter_index(network_id, slot), zero, 0)
-                .map_err(map_err(names::MAP_COUNTERS))?;
-        }
-        Ok(())
-    }
 }
 
 /// Attaches the guest-port program (TC ingress, TCX link) to `ifindex` and

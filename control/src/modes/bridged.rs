@@ -556,8 +556,8 @@ pub fn load_dataplane(
     first_network: bool,
     undo: &mut Undo,
 ) -> Result<(), NetworkError> {
-    eprintln!(
-        "[vxdp] {name}: loading the dataplane under {}",
+    log::info!(
+        "{name}: loading the dataplane under {}",
         ctx.pins.root.display()
     );
     if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
@@ -844,19 +844,19 @@ async fn apply_start(
             .link_by_name(bridge)
             .await?
             .ok_or_else(|| NetworkError::NoSuchInterface(bridge.into()))?;
-        eprintln!(
-            "[vxdp] {name}: using host bridge {bridge} (ifindex {})",
+        log::info!(
+            "{name}: using host bridge {bridge} (ifindex {})",
             link.index
         );
         bridge_flags = host_bridge_flags(nl, &link).await?;
         if bridge_flags & network_flags::BRIDGE_FILTERS != 0 {
-            eprintln!(
-                "[vxdp] {name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it"
+            log::info!(
+                "{name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it"
             );
         }
         (link.index, link.mac.unwrap_or_default())
     } else {
-        eprintln!("[vxdp] {name}: creating {mode_name} bridge {bridge}");
+        log::info!("{name}: creating {mode_name} bridge {bridge}");
         let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
         let bridge_ifindex = nl
             .create_bridge(
@@ -933,9 +933,10 @@ async fn apply_start(
     });
 
     if let Some(uplink) = uplink {
-        eprintln!(
-            "[vxdp] {name}: attaching XDP to uplink {} (ifindex {})",
-            uplink.name, uplink.index
+        log::info!(
+            "{name}: attaching XDP to uplink {} (ifindex {})",
+            uplink.name,
+            uplink.index
         );
         let uplink_shared = crate::modes::direct::device_used(&state.networks()?, uplink.index);
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
@@ -950,7 +951,7 @@ async fn apply_start(
     }
 
     if dnsmasq::wanted(&plan.def, &name)? {
-        eprintln!("[vxdp] {name}: starting dnsmasq (DHCP/DNS/TFTP) on {bridge}");
+        log::info!("{name}: starting dnsmasq (DHCP/DNS/TFTP) on {bridge}");
         let inv = dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
         dnsmasq::start(&inv, &plan.def, bridge, &name)?;
         let state_dir = ctx.state_dir.clone();
@@ -984,19 +985,20 @@ async fn apply_start(
     };
     state.save_network(&rec)?;
     if plan.mode == mode::NAT {
-        eprintln!(
-            "[vxdp] {name}: started (network id {id}, NAT to {nat_first}, ports {}-{})",
-            plan.nat_ports.0, plan.nat_ports.1
+        log::info!(
+            "{name}: started (network id {id}, NAT to {nat_first}, ports {}-{})",
+            plan.nat_ports.0,
+            plan.nat_ports.1
         );
         match (nat6_addr, plan.ipv6) {
-            (Some(a), _) => eprintln!("[vxdp] {name}: IPv6 masqueraded (NAT66) to {a}"),
+            (Some(a), _) => log::info!("{name}: IPv6 masqueraded (NAT66) to {a}"),
             (None, Some(_)) => {
-                eprintln!("[vxdp] {name}: IPv6 routed without NAT (no <nat ipv6='yes'>)")
+                log::info!("{name}: IPv6 routed without NAT (no <nat ipv6='yes'>)")
             }
             _ => {}
         }
     } else {
-        eprintln!("[vxdp] {name}: started (network id {id}, {mode_name})");
+        log::info!("{name}: started (network id {id}, {mode_name})");
     }
     Ok(rec)
 }
@@ -1055,7 +1057,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), NetworkError> {
         }
         state.remove_host()?;
     }
-    eprintln!("[vxdp] {name}: stopped");
+    log::info!("{name}: stopped");
     Ok(())
 }
 
@@ -1228,7 +1230,7 @@ pub async fn attach_port(
             // No bridge: the port joins its device's guest ports.
             let nic =
                 crate::modes::direct::plug(&ctx.pins, &maps, &rec, link.index, dev, &mut undo)?;
-            eprintln!("[vxdp] {network}: {dev} on device {nic}");
+            log::info!("{network}: {dev} on device {nic}");
         } else {
             nl.set_master(link.index, rec.bridge_ifindex).await?;
             let ifindex = link.index;
@@ -1250,7 +1252,7 @@ pub async fn attach_port(
         undo.run(&nl).await;
         return Err(e);
     }
-    eprintln!("[vxdp] {network}: plugged {dev} (ifindex {})", link.index);
+    log::info!("{network}: plugged {dev} (ifindex {})", link.index);
     Ok(port)
 }
 
@@ -1272,7 +1274,7 @@ pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result
     let port = rec.ports.remove(pos);
     unplug(ctx, &nl, &rec, &port).await?;
     state.save_network(&rec)?;
-    eprintln!("[vxdp] {network}: unplugged {dev}");
+    log::info!("{network}: unplugged {dev}");
     Ok(())
 }
 

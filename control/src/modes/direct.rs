@@ -208,8 +208,8 @@ async fn apply_start(
     }
     maps.set_network(id, &cfg)?;
     for (dev, index, mac) in nics.iter().cloned() {
-        eprintln!(
-            "[vxdp] {name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
+        log::info!(
+            "{name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
         );
         {
             let pins = ctx.pins.clone();
@@ -274,8 +274,8 @@ async fn apply_start(
     };
     state.save_network(&rec)?;
     let devs: Vec<_> = nics.iter().map(|(n, _, _)| n.as_str()).collect();
-    eprintln!(
-        "[vxdp] {name}: started (network id {id}, {mode_name} on {})",
+    log::info!(
+        "{name}: started (network id {id}, {mode_name} on {})",
         devs.join(", ")
     );
     Ok(rec)

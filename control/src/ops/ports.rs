@@ -105,8 +105,8 @@ pub async fn attach_xml(
         // uses the guest MAC with a first byte of 0xfe.
         let mut host_mac = mac;
         host_mac[0] = 0xfe;
-        eprintln!(
-            "[vxdp] {network}: creating tap {dev} for guest MAC {}",
+        log::info!(
+            "{network}: creating tap {dev} for guest MAC {}",
             format_mac(&mac)
         );
         tap::create(&dev, host_mac, tap_owner)?;

@@ -44,12 +44,12 @@ pub struct Repairs {
 
 impl Repairs {
     pub(crate) fn note(&mut self, line: String) {
-        eprintln!("[vxdp] reconcile: {line}");
+        log::info!("reconcile: {line}");
         self.lines.push(line);
     }
 
     pub(crate) fn problem(&mut self, line: String) {
-        eprintln!("[vxdp] reconcile: {line}");
+        log::warn!("reconcile: {line}");
         self.problems.push(line);
     }
 }
@@ -244,7 +244,7 @@ async fn reconcile_network(
         repairs.note(format!("{name}: wrote its subnet map entries"));
     }
     if let Some(want6) = crate::modes::nat6::config(&plan, rec.nat6)
-        && maps.has_nat6()
+        && maps.layout().has(crate::dataplane::layout::Feature::Nat66)
         && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
     {
         maps.set_nat6(rec.id, &want6)?;
