@@ -10,6 +10,7 @@
 pub mod daemon;
 pub mod dataplane;
 pub mod host;
+pub mod model;
 pub mod modes;
 pub mod ops;
 pub mod xml;

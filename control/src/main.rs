@@ -10,11 +10,11 @@ use vxdp_control::{
     daemon::report,
     dataplane::pinned,
     dataplane::{LoadOptions, Maps, Pins},
+    host::Context,
     host::dnsmasq,
-    modes::bridged::{self, Context},
-    ops::definitions,
-    ops::ports,
-    ops::reconcile,
+    model::mac::Mac,
+    modes::plan::{self, PlanError},
+    ops::{OpsError, definitions, lifecycle, ports, reconcile},
 };
 
 /// vxdp: libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -184,8 +184,8 @@ enum Command {
         dev: Option<String>,
         /// The guest's MAC address (libvirt's <mac address>), if known. The
         /// guest may then send only from this MAC (anti-spoofing).
-        #[arg(long, conflicts_with = "xml")]
-        mac: Option<String>,
+        #[arg(long, conflicts_with = "xml", value_parser = guest_mac)]
+        mac: Option<Mac>,
         /// The guest's static address: IPv4 and/or IPv6 (repeat --ip for
         /// both). The guest may then send only from it (anti-spoofing;
         /// IPv6 link-local and unspecified sources stay allowed for
@@ -231,8 +231,8 @@ enum Command {
         #[arg(value_parser = network_name)]
         network: String,
         /// Only leases of this MAC address.
-        #[arg(long)]
-        mac: Option<String>,
+        #[arg(long, value_parser = any_mac)]
+        mac: Option<Mac>,
     },
     /// (internal) Run and restart a network's dnsmasq; started by net-create.
     #[command(hide = true)]
@@ -317,6 +317,16 @@ fn network_name(s: &str) -> Result<String, String> {
         Some(problem) => Err(problem),
         None => Ok(s.to_string()),
     }
+}
+
+/// `--mac` of a guest: libvirt's MAC syntax, unicast.
+fn guest_mac(s: &str) -> Result<Mac, String> {
+    Mac::parse_unicast(s).map_err(|e| format!("'{s}': {e}"))
+}
+
+/// A MAC to filter by: libvirt's MAC syntax.
+fn any_mac(s: &str) -> Result<Mac, String> {
+    Mac::parse(s).map_err(|e| format!("'{s}': {e}"))
 }
 
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
@@ -487,9 +497,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let text = read(&file)?;
             let source = file.display().to_string();
             let def = vxdp_control::xml::parse_network(&text, &source)?;
-            match bridged::plan(&text, &source) {
+            match plan::plan(&text, &source) {
                 Ok(_) => println!("{source}: network '{}' is valid", def.name),
-                Err(e @ bridged::NetworkError::NotSupported { .. }) => {
+                Err(e @ PlanError::NotSupported { .. }) => {
                     println!(
                         "{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet",
                         def.name
@@ -500,11 +510,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             }
         }
         Command::NetDestroy { name } => {
-            bridged::stop(ctx, &name).await?;
+            lifecycle::stop(ctx, &name).await?;
             println!("Network {name} destroyed");
         }
         Command::NetList { all } => {
-            let running = bridged::list(ctx)?;
+            let running = lifecycle::list(ctx)?;
             println!(
                 "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
@@ -516,7 +526,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let rec = running.iter().find(|r| r.name == s.name);
                 let yes_no = |b: bool| if b { "yes" } else { "no" };
                 let subnet = rec
-                    .filter(|r| !vxdp_control::modes::direct::is_direct(r))
+                    .filter(|r| !r.is_direct())
                     .map(|r| format!("{}/{}", r.subnet, r.prefix))
                     .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec
@@ -543,7 +553,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let s = definitions::status_all(ctx)?
                 .into_iter()
                 .find(|s| s.name == name)
-                .ok_or_else(|| bridged::NetworkError::NotDefined(name.clone()))?;
+                .ok_or_else(|| OpsError::NotDefined(name.clone()))?;
             let yes_no = |b: bool| if b { "yes" } else { "no" };
             println!("{:<15} {}", "Name:", s.name);
             println!("{:<15} {}", "UUID:", s.uuid.as_deref().unwrap_or("-"));
@@ -604,15 +614,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                bridged::attach_interface_with(
-                    ctx,
-                    &network,
-                    &dev,
-                    mac.as_deref(),
-                    &ip,
-                    allow_services,
-                )
-                .await?;
+                ports::attach_interface_with(ctx, &network, &dev, mac, &ip, allow_services)
+                    .await
+                    .map_err(|e| match e {
+                        // The library names the address; the option is ours.
+                        OpsError::GuestAddress { .. } => anyhow::anyhow!("--ip {e}"),
+                        e => e.into(),
+                    })?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
@@ -623,13 +631,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{dev}");
             }
             (None, Some(network), Some(dev)) => {
-                bridged::detach_interface(ctx, &network, &dev).await?
+                ports::detach_interface(ctx, &network, &dev).await?
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
         Command::NetDhcpLeases { network, mac } => {
-            let rec = bridged::find(ctx, &network)?;
-            let mac = mac.as_deref().map(bridged::parse_mac).transpose()?;
+            let rec = lifecycle::find(ctx, &network)?;
+            let mac = mac.map(Mac::octets);
             let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
             print!(
@@ -647,7 +655,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
-            let all = bridged::list(ctx)?;
+            let all = lifecycle::list(ctx)?;
             print!(
                 "{}",
                 vxdp_control::daemon::metrics::port_table(
@@ -673,7 +681,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let maps = Maps::open(&ctx.pins)?;
                 let id = network.as_ref().map(|_| nets[0].id);
                 let entries = maps.conntrack_entries(id)?;
-                let now = report::monotonic_ns();
+                let now = vxdp_control::dataplane::monotonic_ns();
                 let mut rows = report::flow_rows(&entries, &nets, now);
                 rows.extend(report::flow6_rows(
                     &maps.conntrack6_entries(id)?,
@@ -754,8 +762,8 @@ fn selected(
     name: Option<&str>,
 ) -> Result<Vec<vxdp_control::host::state::NetworkRecord>> {
     Ok(match name {
-        Some(n) => vec![bridged::find(ctx, n)?],
-        None => bridged::list(ctx)?,
+        Some(n) => vec![lifecycle::find(ctx, n)?],
+        None => lifecycle::list(ctx)?,
     })
 }
 

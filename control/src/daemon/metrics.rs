@@ -44,8 +44,8 @@ use vxdp_common::{Action, DropReason, names, network_flags};
 use crate::{
     dataplane::pinned,
     dataplane::{DataplaneError, Maps},
+    host::Context,
     host::state::{NetworkRecord, StateError},
-    modes::bridged::Context,
 };
 
 #[derive(Debug, thiserror::Error)]

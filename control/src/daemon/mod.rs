@@ -37,7 +37,7 @@ use tokio::{
 
 use crate::{
     daemon::metrics::DaemonStats, dataplane::Maps, dataplane::conntrack_gc, dataplane::pinned,
-    modes::bridged::Context, ops::reconcile,
+    host::Context, ops::reconcile,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -370,7 +370,7 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
             if !pins.is_loaded() {
                 return Ok(Default::default());
             }
-            conntrack_gc::expire(&Maps::open(&pins)?, report::monotonic_ns())
+            conntrack_gc::expire(&Maps::open(&pins)?, crate::dataplane::monotonic_ns())
         })
         .await;
     match swept {

@@ -14,7 +14,7 @@ use vxdp_common::{Action, DropReason, network_flags};
 
 use crate::{
     daemon::metrics::MetricsError, daemon::report, dataplane::Maps, dataplane::pinned,
-    modes::bridged::Context,
+    host::Context,
 };
 
 pub const PAGE_HTML: &str = include_str!("status/index.html");
@@ -186,7 +186,7 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
         });
     }
     if let Some(maps) = &maps {
-        let now = report::monotonic_ns();
+        let now = crate::dataplane::monotonic_ns();
         let mut rows = report::flow_rows(&maps.conntrack_entries(None)?, &records, now);
         rows.extend(report::flow6_rows(
             &maps.conntrack6_entries(None)?,

@@ -91,6 +91,16 @@ pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneE
     move |source| DataplaneError::Map { name, source }
 }
 
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Load-time options.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {

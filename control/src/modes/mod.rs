@@ -1,7 +1,11 @@
-//! Realizing each kind of network on the host: bridged networks (NAT,
-//! route, open, isolated, host bridge) with IPv6 and NAT66, and direct
-//! (macvtap-like) networks.
+//! Realizing each kind of network on the host. [`plan`] decides from the
+//! definition what a network needs (no I/O); [`bridged`] starts NAT,
+//! route, open, isolated and host bridge networks, [`nat6`] adds their
+//! IPv6 side, [`direct`] starts, plugs and repairs direct (macvtap-like)
+//! networks; [`shared`] holds what several of them use.
 
 pub mod bridged;
 pub mod direct;
 pub mod nat6;
+pub mod plan;
+pub mod shared;

@@ -1,6 +1,12 @@
-//! The verbs: persistent definitions and their lifecycle, guest ports from
-//! domain XML, and reconciling the host with the started networks.
+//! The verbs: starting and stopping networks ([`lifecycle`]), persistent
+//! definitions ([`definitions`]), guest ports ([`ports`]), and reconciling
+//! the host with the started networks ([`reconcile`]); their errors in
+//! [`error`].
 
 pub mod definitions;
+pub mod error;
+pub mod lifecycle;
 pub mod ports;
 pub mod reconcile;
+
+pub use error::OpsError;

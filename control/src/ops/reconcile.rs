@@ -14,7 +14,7 @@
 //! is recreated as `net-start` creates it) except in host bridge mode: the
 //! operator's bridge is never created, set up or changed, only reported
 //! missing. Every mode is repaired with the same builders `net-start` uses
-//! (`bridged::network_config`, `write_subnets`, `configure_bridge`,
+//! (`plan::network_config`, `write_subnets`, `configure_bridge`,
 //! `port_endpoint`), so a repair writes exactly what a start would.
 
 use std::{collections::HashSet, path::Path};
@@ -24,35 +24,24 @@ use vxdp_common::mode;
 use crate::{
     dataplane::pinned,
     dataplane::{self, DataplaneError, Maps},
+    host::Context,
     host::netlink::Netlink,
     host::state::{NetworkRecord, StateDir},
-    modes::bridged::{self, Context, NetworkError},
+    modes::{
+        direct, nat6,
+        plan::{self, bridge_mac, network_config, subnet_owner, subnet4_key, subnet6_key},
+        shared::{
+            Repairs, configure_bridge, host_bridge_flags, port_endpoint, takes_xdp_frames,
+            write_subnets,
+        },
+    },
+    ops::error::OpsError,
 };
 
 /// File in the state directory that says "the dataplane was unloaded on
 /// purpose (`vxdp unload`)": reconcile then does not load it again until
 /// `vxdp load` (or starting a network) brings it back.
 pub const UNLOADED_MARKER: &str = "dataplane-unloaded";
-
-/// What one reconcile pass changed, one line per repair, and what it found
-/// wrong but cannot repair (a missing guest port, uplink or host bridge).
-#[derive(Debug, Default)]
-pub struct Repairs {
-    pub lines: Vec<String>,
-    pub problems: Vec<String>,
-}
-
-impl Repairs {
-    pub(crate) fn note(&mut self, line: String) {
-        log::info!("reconcile: {line}");
-        self.lines.push(line);
-    }
-
-    pub(crate) fn problem(&mut self, line: String) {
-        log::warn!("reconcile: {line}");
-        self.problems.push(line);
-    }
-}
 
 /// Whether `vxdp unload` left the dataplane out on purpose.
 pub fn unloaded_on_purpose(state_dir: &Path) -> bool {
@@ -75,7 +64,7 @@ pub fn load_or_adopt(ctx: &Context) -> Result<bool, DataplaneError> {
 
 /// One pass over every started network. With `load`, a missing dataplane is
 /// loaded first (unless `vxdp unload` removed it on purpose).
-pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, NetworkError> {
+pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
     let mut repairs = Repairs::default();
     let state = StateDir::open(&ctx.state_dir)?;
     let records = state.networks()?;
@@ -115,14 +104,14 @@ async fn reconcile_network(
     maps: &Maps,
     rec: &mut NetworkRecord,
     repairs: &mut Repairs,
-) -> Result<(), NetworkError> {
+) -> Result<(), OpsError> {
     let name = rec.name.clone();
-    let plan = bridged::plan(
+    let plan = plan::plan(
         &rec.xml,
         &format!("{}/run/{name}.json", ctx.state_dir.display()),
     )?;
     if vxdp_common::mode_direct(plan.mode) {
-        return crate::modes::direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await;
+        return Ok(direct::reconcile(ctx, nl, maps, rec, &plan, repairs).await?);
     }
     let host_bridge = plan.mode == mode::BRIDGE;
 
@@ -134,7 +123,7 @@ async fn reconcile_network(
         Some(link) => {
             rec.bridge_ifindex = link.index;
             if host_bridge {
-                bridge_flags = bridged::host_bridge_flags(nl, &link).await?;
+                bridge_flags = host_bridge_flags(nl, &link).await?;
             }
             if !link.up {
                 if host_bridge {
@@ -150,7 +139,7 @@ async fn reconcile_network(
             if host_bridge {
                 link.mac.unwrap_or_default()
             } else {
-                plan.def.mac.unwrap_or_else(|| bridged::bridge_mac(&name))
+                plan.def.mac.unwrap_or_else(|| bridge_mac(&name))
             }
         }
         None if host_bridge => {
@@ -161,7 +150,7 @@ async fn reconcile_network(
             return Ok(());
         }
         None => {
-            let mac = plan.def.mac.unwrap_or_else(|| bridged::bridge_mac(&name));
+            let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
             let index = nl
                 .create_bridge(
                     &rec.bridge,
@@ -170,10 +159,10 @@ async fn reconcile_network(
                     plan.def.bridge.delay * 100,
                 )
                 .await?;
-            if let Err(e) = bridged::configure_bridge(nl, &plan, &rec.bridge, index).await {
+            if let Err(e) = configure_bridge(nl, &plan, &rec.bridge, index).await {
                 // Half a bridge would look repaired to the next pass.
                 let _ = nl.delete_link(index).await;
-                return Err(e);
+                return Err(e.into());
             }
             rec.bridge_ifindex = index;
             let addrs: Vec<String> = plan
@@ -215,7 +204,7 @@ async fn reconcile_network(
     // Map entries: written when missing (after a reload), or when they
     // differ from what start would write now (an interface changed); an
     // entry that is right is left as it is.
-    let mut want = bridged::network_config(
+    let mut want = network_config(
         &plan,
         rec.bridge_ifindex,
         mac,
@@ -230,20 +219,20 @@ async fn reconcile_network(
             rec.id
         ));
     }
-    let owner = bridged::subnet_owner(rec.id, &plan);
-    let v4_ok = match bridged::subnet4_key(&plan) {
+    let owner = subnet_owner(rec.id, &plan);
+    let v4_ok = match subnet4_key(&plan) {
         Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
         None => true,
     };
-    let v6_ok = match bridged::subnet6_key(&plan) {
+    let v6_ok = match subnet6_key(&plan) {
         Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
         None => true,
     };
     if !(v4_ok && v6_ok) {
-        bridged::write_subnets(maps, rec.id, &plan)?;
+        write_subnets(maps, rec.id, &plan)?;
         repairs.note(format!("{name}: wrote its subnet map entries"));
     }
-    if let Some(want6) = crate::modes::nat6::config(&plan, rec.nat6)
+    if let Some(want6) = nat6::config(&plan, rec.nat6)
         && maps.layout().has(crate::dataplane::layout::Feature::Nat66)
         && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
     {
@@ -293,12 +282,7 @@ async fn reconcile_network(
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = bridged::port_endpoint(
-                    &ctx.state_dir,
-                    &snapshot,
-                    port,
-                    bridged::takes_xdp_frames(&link),
-                )?;
+                let ep = port_endpoint(&ctx.state_dir, &snapshot, port, takes_xdp_frames(&link))?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }

@@ -2,9 +2,10 @@
 //! way libvirt's network driver writes it, plus what vxdp needs (its own
 //! paths, the lease hook, foreground operation for the supervisor).
 
+use crate::model::mac::Mac;
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
-use crate::xml::{IpDef, Lease, NetworkDef, XmlError, format_mac};
+use crate::xml::{IpDef, Lease, NetworkDef, XmlError};
 
 use super::{Paths, dns};
 
@@ -460,7 +461,7 @@ fn dhcp_lines(ip: &IpDef, at: &str, c: &mut Conf, lease_max: &mut u64) -> Result
         let hat = format!("{at}/dhcp/host[{}]", j + 1);
         let mut fields: Vec<String> = Vec::new();
         if let Some(mac) = &h.mac {
-            fields.push(format_mac(mac));
+            fields.push(Mac(*mac).to_string());
         }
         if let Some(id) = &h.id {
             // Checked by the XML module: colon-separated hex bytes.

@@ -57,6 +57,10 @@ pub enum DnsmasqError {
     },
     #[error("dnsmasq of network '{network}' (session {pid}) did not stop")]
     Stuck { network: String, pid: i32 },
+    #[error("{0}")]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("{0}")]
+    State(#[from] crate::host::state::StateError),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DnsmasqError + '_ {
