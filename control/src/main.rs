@@ -14,7 +14,7 @@ use vxdp_control::{
     host::dnsmasq,
     model::mac::Mac,
     modes::plan::{self, PlanError},
-    ops::{OpsError, definitions, lifecycle, ports, reconcile},
+    ops::{OpsError, definitions, lifecycle, networks, ports, reconcile},
 };
 
 /// vxdp: libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -514,7 +514,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             println!("Network {name} destroyed");
         }
         Command::NetList { all } => {
-            let running = lifecycle::list(ctx)?;
+            let running = networks::list(ctx)?;
             println!(
                 "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
@@ -636,7 +636,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
         Command::NetDhcpLeases { network, mac } => {
-            let rec = lifecycle::find(ctx, &network)?;
+            let rec = networks::find(ctx, &network)?;
             let mac = mac.map(Mac::octets);
             let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
@@ -655,7 +655,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
-            let all = lifecycle::list(ctx)?;
+            let all = networks::list(ctx)?;
             print!(
                 "{}",
                 vxdp_control::daemon::metrics::port_table(
@@ -762,8 +762,8 @@ fn selected(
     name: Option<&str>,
 ) -> Result<Vec<vxdp_control::host::state::NetworkRecord>> {
     Ok(match name {
-        Some(n) => vec![lifecycle::find(ctx, n)?],
-        None => lifecycle::list(ctx)?,
+        Some(n) => vec![networks::find(ctx, n)?],
+        None => networks::list(ctx)?,
     })
 }
 

@@ -658,7 +658,7 @@ fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
     let pins = Pins::new(&topo.bpffs);
     let maps = Maps::open(&pins)?;
-    let nat_id = vxdp_control::ops::lifecycle::find(
+    let nat_id = vxdp_control::ops::networks::find(
         &vxdp_control::host::Context {
             state_dir: topo.state_dir.clone(),
             pins: pins.clone(),
@@ -1305,7 +1305,7 @@ fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
     for round in 0..2 {
         topo.start_with(&direct_xml("vepa"), true)?;
         topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
-        let id = vxdp_control::ops::lifecycle::find(&ctx, "default")?.id;
+        let id = vxdp_control::ops::networks::find(&ctx, "default")?.id;
         let maps = Maps::open(&pins)?;
         let links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?
             .into_iter()

@@ -5,6 +5,7 @@
 
 pub mod dnsmasq;
 pub mod netlink;
+pub mod random;
 pub mod state;
 pub mod sysctl;
 pub mod tap;

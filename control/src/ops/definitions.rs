@@ -20,9 +20,9 @@ use std::{
 };
 
 use crate::{
-    host::Context,
     host::netlink::Netlink,
     host::state::{NetworkRecord, StateDir, StateError, write_atomic},
+    host::{Context, random},
     modes::plan,
     ops::{error::OpsError, lifecycle},
     xml::{self, ForwardMode, NetworkDef},
@@ -147,31 +147,9 @@ fn has_managed_bridge(def: &NetworkDef) -> bool {
     }
 }
 
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], OpsError> {
-    let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(StateError::Io {
-                path: "getrandom(2)".into(),
-                source: e,
-            }
-            .into());
-        }
-        filled += n as usize;
-    }
-    Ok(buf)
-}
-
 /// A random (version 4) UUID in libvirt's lower-case hyphenated form.
 fn new_uuid() -> Result<String, OpsError> {
-    let mut b: [u8; 16] = random_bytes()?;
+    let mut b: [u8; 16] = random::bytes()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -305,10 +283,7 @@ async fn complete(
         if def.mac.is_none() {
             def.mac = match existing.and_then(|e| e.mac) {
                 Some(m) => Some(m),
-                None => {
-                    let r: [u8; 3] = random_bytes()?;
-                    Some([0x52, 0x54, 0x00, r[0], r[1], r[2]])
-                }
+                None => Some(random::libvirt_mac()?.octets()),
             };
         }
     }

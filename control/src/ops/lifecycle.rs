@@ -1,7 +1,6 @@
 //! Starting and stopping networks: the plan decides which mode realizes a
 //! definition ([`crate::modes`]); stopping undoes what any mode did, from
-//! the network's record. The started networks are listed from the state
-//! directory.
+//! the network's record.
 
 use std::net::Ipv6Addr;
 
@@ -87,15 +86,4 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
     }
     log::info!("{name}: stopped");
     Ok(())
-}
-
-/// The started networks.
-pub fn list(ctx: &Context) -> Result<Vec<NetworkRecord>, OpsError> {
-    Ok(StateDir::open(&ctx.state_dir)?.networks()?)
-}
-
-pub fn find(ctx: &Context, name: &str) -> Result<NetworkRecord, OpsError> {
-    StateDir::open(&ctx.state_dir)?
-        .network(name)?
-        .ok_or_else(|| OpsError::NotStarted(name.into()))
 }

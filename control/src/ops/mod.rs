@@ -1,4 +1,5 @@
-//! The verbs: starting and stopping networks ([`lifecycle`]), persistent
+//! The verbs: starting and stopping networks ([`lifecycle`]), the started
+//! ones ([`networks`]), persistent
 //! definitions ([`definitions`]), guest ports ([`ports`]), and reconciling
 //! the host with the started networks ([`reconcile`]); their errors in
 //! [`error`].
@@ -6,6 +7,7 @@
 pub mod definitions;
 pub mod error;
 pub mod lifecycle;
+pub mod networks;
 pub mod ports;
 pub mod reconcile;
 

@@ -13,6 +13,7 @@ use crate::{
     host::{
         Context,
         netlink::Netlink,
+        random,
         state::{NetworkRecord, PortRecord, StateDir},
         tap,
         undo::Undo,
@@ -27,9 +28,8 @@ use crate::{
         shared::{ModeError, port_endpoint, takes_xdp_frames},
     },
     ops::{
-        definitions::random_bytes,
         error::OpsError,
-        lifecycle::{find, list},
+        networks::{find, list},
     },
     xml::{self, InterfaceDef, InterfaceSource},
 };
@@ -115,10 +115,7 @@ pub async fn attach_xml(
     // Like libvirt: a guest without <mac> gets one in 52:54:00.
     let mac = match def.mac {
         Some(m) => m,
-        None => {
-            let r: [u8; 3] = random_bytes()?;
-            [0x52, 0x54, 0x00, r[0], r[1], r[2]]
-        }
+        None => random::libvirt_mac()?.octets(),
     };
     let nl = Netlink::connect()?;
     let (dev, create) = match &def.target {
