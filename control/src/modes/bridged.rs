@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use vxdp_common::{MAX_NETWORKS, NetworkConfig, mode, mode_routes, network_flags};
 
 use crate::{
-    dataplane::{self, Maps},
+    dataplane::{self, Maps, pinned},
     host::{
         Context, dnsmasq,
         netlink::{LinkInfo, Netlink},
@@ -21,11 +21,12 @@ use crate::{
     modes::{
         nat6,
         plan::{
-            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet4_key, subnet6_key,
+            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_key,
+            subnet6_key,
         },
         shared::{
-            ModeError, configure_bridge, device_used, host_bridge_flags, load_dataplane,
-            remember_sysctl, write_subnets,
+            ModeError, Repairs, configure_bridge, device_used, host_bridge_flags, load_dataplane,
+            port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
         },
     },
     xml,
@@ -412,4 +413,244 @@ async fn apply_start(
         log::info!("{name}: started (network id {id}, {mode_name})");
     }
     Ok(rec)
+}
+
+/// Repairs a bridged network (see [`crate::ops::reconcile`]): the bridge
+/// (vxdp's own recreated with its host side; a host bridge only reported),
+/// the network's map entries, the uplink's programs, dnsmasq, and every
+/// guest port (plugged in again, endpoint and program restored).
+pub async fn reconcile(
+    ctx: &Context,
+    nl: &Netlink,
+    maps: &Maps,
+    rec: &mut NetworkRecord,
+    plan: &NetworkPlan,
+    repairs: &mut Repairs,
+) -> Result<(), ModeError> {
+    let name = rec.name.clone();
+    let host_bridge = plan.mode == mode::BRIDGE;
+
+    // The bridge: vxdp's own is recreated with its host side (addresses or
+    // disable_ipv6) when deleted; a host bridge is the operator's and is
+    // never created, set up or changed here.
+    let mut bridge_flags = 0;
+    let mac = match nl.link_by_name(&rec.bridge).await? {
+        Some(link) => {
+            rec.bridge_ifindex = link.index;
+            if host_bridge {
+                bridge_flags = host_bridge_flags(nl, &link).await?;
+            }
+            if !link.up {
+                if host_bridge {
+                    repairs.problem(format!(
+                        "{name}: host bridge {} is down (the operator's: left as it is)",
+                        rec.bridge
+                    ));
+                } else {
+                    nl.set_up(link.index).await?;
+                    repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
+                }
+            }
+            if host_bridge {
+                link.mac.unwrap_or_default()
+            } else {
+                plan.def.mac.unwrap_or_else(|| bridge_mac(&name))
+            }
+        }
+        None if host_bridge => {
+            repairs.problem(format!(
+                "{name}: host bridge {} is missing; vxdp never creates the operator's bridge: waiting for it",
+                rec.bridge
+            ));
+            return Ok(());
+        }
+        None => {
+            let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+            let index = nl
+                .create_bridge(
+                    &rec.bridge,
+                    Some(mac),
+                    plan.def.bridge.stp,
+                    plan.def.bridge.delay * 100,
+                )
+                .await?;
+            if let Err(e) = configure_bridge(nl, plan, &rec.bridge, index).await {
+                // Half a bridge would look repaired to the next pass.
+                let _ = nl.delete_link(index).await;
+                return Err(e);
+            }
+            rec.bridge_ifindex = index;
+            let addrs: Vec<String> = plan
+                .ipv4
+                .map(|v4| format!("{}/{}", v4.gateway, v4.prefix))
+                .into_iter()
+                .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
+                .collect();
+            let host_side = if addrs.is_empty() {
+                "no address, IPv6 disabled".to_string()
+            } else {
+                addrs.join(" ")
+            };
+            repairs.note(format!(
+                "{name}: recreated bridge {} ({host_side})",
+                rec.bridge
+            ));
+            mac
+        }
+    };
+
+    // The uplink (none in host bridge mode, or without a default route at
+    // start): found again by name if its ifindex changed.
+    let has_uplink = !rec.uplink.is_empty();
+    if has_uplink {
+        if let Some(link) = nl.link_by_name(&rec.uplink).await? {
+            if link.index != rec.uplink_ifindex {
+                dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
+                rec.uplink_ifindex = link.index;
+            }
+        } else {
+            repairs.problem(format!(
+                "{name}: uplink {} is missing; waiting for it",
+                rec.uplink
+            ));
+        }
+    }
+
+    // Map entries: written when missing (after a reload), or when they
+    // differ from what start would write now (an interface changed); an
+    // entry that is right is left as it is.
+    let mut want = network_config(
+        plan,
+        rec.bridge_ifindex,
+        mac,
+        if has_uplink { rec.uplink_ifindex } else { 0 },
+        (rec.nat_first, rec.nat_last),
+    );
+    want.flags |= bridge_flags;
+    if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
+        maps.set_network(rec.id, &want)?;
+        repairs.note(format!(
+            "{name}: wrote its network map entry (id {})",
+            rec.id
+        ));
+    }
+    let owner = subnet_owner(rec.id, plan);
+    let v4_ok = match subnet4_key(plan) {
+        Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    let v6_ok = match subnet6_key(plan) {
+        Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    if !(v4_ok && v6_ok) {
+        write_subnets(maps, rec.id, plan)?;
+        repairs.note(format!("{name}: wrote its subnet map entries"));
+    }
+    if let Some(want6) = nat6::config(plan, rec.nat6)
+        && maps.layout().has(crate::dataplane::layout::Feature::Nat66)
+        && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
+    {
+        maps.set_nat6(rec.id, &want6)?;
+        repairs.note(format!("{name}: wrote its IPv6 (NAT66) map entry"));
+    }
+
+    // The uplink's XDP program.
+    if has_uplink && nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
+        let path = ctx.pins.xdp_link(rec.uplink_ifindex);
+        if !pinned::link_attached(&path, rec.uplink_ifindex) {
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
+            dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
+            dataplane::attach_uplink(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
+            repairs.note(format!(
+                "{name}: uplink {} {what}: attached XDP again",
+                rec.uplink
+            ));
+        }
+    }
+
+    // Guest ports.
+    let endpoints = maps.endpoints()?;
+    // The record as the lease lookup reads it (name, definition).
+    let snapshot = rec.clone();
+    for port in rec.ports.iter_mut() {
+        let Some(link) = nl.link_by_name(&port.dev).await? else {
+            repairs.problem(format!(
+                "{name}: guest port {} is missing; plugging it in when it reappears",
+                port.dev
+            ));
+            continue;
+        };
+        if link.index != port.ifindex {
+            dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+            maps.remove_endpoint(port.ifindex)?;
+            repairs.note(format!(
+                "{name}: guest port {} came back as ifindex {} (was {})",
+                port.dev, link.index, port.ifindex
+            ));
+            port.ifindex = link.index;
+        }
+        match endpoints.get(&port.ifindex, 0) {
+            Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
+            _ => {
+                let ep = port_endpoint(&ctx.state_dir, &snapshot, port, takes_xdp_frames(&link))?;
+                maps.set_endpoint(port.ifindex, &ep)?;
+                repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
+            }
+        }
+        if link.master != Some(rec.bridge_ifindex) {
+            nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
+            repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
+        }
+        if !link.up {
+            nl.set_up(port.ifindex).await?;
+        }
+        let path = ctx.pins.tc_link(port.ifindex);
+        if !pinned::link_attached(&path, port.ifindex) {
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
+            dataplane::detach(&path)?;
+            dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
+            repairs.note(format!(
+                "{name}: guest port {} {what}: attached the TC program again",
+                port.dev
+            ));
+        }
+    }
+
+    // Guest services: the dnsmasq supervisor restarts dnsmasq itself; a
+    // supervisor that was killed is started again here.
+    if crate::host::dnsmasq::wanted(&plan.def, &name)? {
+        let inv = crate::host::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        if crate::host::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
+            repairs.note(format!(
+                "{name}: its dnsmasq supervisor was gone: started it again"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plugs guest port `ifindex` into a bridged network: enslaved to the
+/// network's bridge (undone on failure).
+pub async fn plug(
+    nl: &Netlink,
+    rec: &NetworkRecord,
+    ifindex: u32,
+    undo: &mut Undo,
+) -> Result<(), ModeError> {
+    nl.set_master(ifindex, rec.bridge_ifindex).await?;
+    undo.push(move |nl| {
+        Box::pin(async move {
+            let _ = nl.set_nomaster(ifindex).await;
+        })
+    });
+    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::{
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
     },
     model::{addr::prefix_mask6, mode as modes},
-    modes::{bridged, direct, plan, shared::device_used},
+    modes::{Realization, direct, plan, shared::device_used},
     ops::{error::OpsError, ports},
 };
 
@@ -23,11 +23,7 @@ use crate::{
 /// its plan says.
 pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, OpsError> {
     let plan = plan::plan(xml_text, file)?;
-    Ok(if modes::is_direct(plan.mode) {
-        direct::start(ctx, &plan, file).await?
-    } else {
-        bridged::start(ctx, &plan, file).await?
-    })
+    Ok(Realization::of(plan.mode).start(ctx, &plan, file).await?)
 }
 
 /// Stops a network (`vxdp net-destroy`): detaches its ports, removes its

@@ -23,7 +23,7 @@ use crate::{
         mac::Mac,
     },
     modes::{
-        direct,
+        Realization, direct,
         plan::PlanError,
         shared::{ModeError, port_endpoint, takes_xdp_frames},
     },
@@ -318,18 +318,11 @@ pub async fn attach_port(
                 })
             });
         }
+        let joined = Realization::of_record(&rec)
+            .plug(&nl, &ctx.pins, &maps, &rec, link.index, dev, &mut undo)
+            .await?;
         if rec.is_direct() {
-            // No bridge: the port joins its device's guest ports.
-            let nic = direct::plug(&ctx.pins, &maps, &rec, link.index, dev, &mut undo)?;
-            log::info!("{network}: {dev} on device {nic}");
-        } else {
-            nl.set_master(link.index, rec.bridge_ifindex).await?;
-            let ifindex = link.index;
-            undo.push(move |nl| {
-                Box::pin(async move {
-                    let _ = nl.set_nomaster(ifindex).await;
-                })
-            });
+            log::info!("{network}: {dev} on {joined}");
         }
         dataplane::attach_guest_port(&ctx.pins, link.index, dev)?;
         nl.set_up(link.index).await?;
