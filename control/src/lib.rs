@@ -5,10 +5,12 @@
 //! eBPF programs and maps), `host` (netlink, taps, state directory,
 //! dnsmasq), `modes` (realizing each kind of network), `ops` (the verbs:
 //! define, start, stop, plug, reconcile) and `daemon` (`vxdp serve`,
-//! metrics, status). The CLI (`main.rs`) sits on top.
+//! metrics, status). The CLI (`main.rs`) sits on top; `docgen` (man
+//! pages and completions from its clap definitions) stands apart.
 
 pub mod daemon;
 pub mod dataplane;
+pub mod docgen;
 pub mod host;
 pub mod model;
 pub mod modes;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use vxdp_control::host::tap::TapOwner;
 use vxdp_control::{
     daemon,
@@ -17,7 +17,7 @@ use vxdp_control::{
     ops::{OpsError, definitions, lifecycle, networks, ports, reconcile},
 };
 
-/// vxdp: libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
+/// libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
 ///
 /// Reads libvirt network XML, creates the bridge over netlink, loads and pins
 /// the eBPF programs and fills their maps. The dataplane keeps running when
@@ -79,7 +79,8 @@ enum Command {
     /// Start a defined network (see `net-define`).
     ///
     /// Supported so far: <forward mode='nat'> (one IPv4 <ip>, <nat><address>/
-    /// <port>), mode='route' and mode='open' (one IPv4 and/or one IPv6 <ip>),
+    /// <port>; one IPv6 <ip> too, routed, or masqueraded with <nat
+    /// ipv6='yes'>), mode='route' and mode='open' (one IPv4 and/or one IPv6 <ip>),
     /// isolated networks (no <forward>; without <ip>: very isolated), host
     /// bridge (<forward mode='bridge'/> with <bridge name> of an existing
     /// bridge), with
@@ -214,8 +215,10 @@ enum Command {
     /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
     /// A tap vxdp created for the port is removed.
     DetachInterface {
+        /// The network's name.
         #[arg(value_parser = network_name, long, required_unless_present = "xml", conflicts_with = "xml")]
         network: Option<String>,
+        /// The interface to unplug.
         #[arg(long, required_unless_present = "xml", conflicts_with = "xml")]
         dev: Option<String>,
         /// A domain <interface> XML file.
@@ -255,6 +258,17 @@ enum Command {
         #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// (internal) Write man pages and/or bash, zsh and fish completions
+    /// generated from these definitions; `cargo xtask man` runs it.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory for vxdp.1 and one page per verb.
+        #[arg(long)]
+        man: Option<PathBuf>,
+        /// Directory for vxdp.bash, _vxdp (zsh) and vxdp.fish.
+        #[arg(long)]
+        completions: Option<PathBuf>,
+    },
     /// Print the dataplane's counters (per network: actions and drop reasons).
     Stats {
         /// Only this network.
@@ -281,7 +295,9 @@ enum Command {
     /// bridge, re-plugs a guest port that reappeared, re-attaches a program
     /// whose link was detached or unpinned, refills missing map entries; and
     /// removes conntrack flows idle past their timeout. Serves Prometheus
-    /// metrics at http://<listen>/metrics. SIGTERM or SIGINT ends it; the
+    /// metrics at http://<listen>/metrics, a read-only status page at
+    /// http://<listen>/ and its data as JSON at /api/status. Tells systemd
+    /// when it is ready (Type=notify). SIGTERM or SIGINT ends it; the
     /// dataplane keeps forwarding without it (restart or upgrade it at will).
     Serve {
         /// Address (inside --netns, if given) of the metrics endpoint.
@@ -356,6 +372,7 @@ enum ConntrackCmd {
     /// addresses shown as [addr]:port; ICMP and ICMPv6 echo show the echo
     /// identifier as the port).
     List {
+        /// Only this network's flows.
         #[arg(value_parser = network_name)]
         network: Option<String>,
     },
@@ -364,6 +381,7 @@ enum ConntrackCmd {
     /// Guests' connections through NAT break (their next packet starts a new
     /// flow, possibly with another NAT port).
     Flush {
+        /// Only this network's flows.
         #[arg(value_parser = network_name)]
         network: Option<String>,
     },
@@ -413,7 +431,10 @@ fn init_logging() {
 
 fn real_main() -> Result<()> {
     init_logging();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit());
+    if let Command::GenerateDocs { man, completions } = &cli.command {
+        return generate_docs(man.as_deref(), completions.as_deref());
+    }
     if matches!(cli.command, Command::Serve { .. }) {
         // Before any namespace changes: see prepare_notify.
         vxdp_control::daemon::prepare_notify();
@@ -647,7 +668,8 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         }
         Command::DnsmasqSupervise { .. }
         | Command::DnsmasqGuard { .. }
-        | Command::DhcpLeaseEvent { .. } => unreachable!("handled before the runtime starts"),
+        | Command::DhcpLeaseEvent { .. }
+        | Command::GenerateDocs { .. } => unreachable!("handled before the runtime starts"),
         Command::Stats {
             network,
             by_interface: true,
@@ -739,6 +761,38 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// The command line's definition with each verb's examples (`--help`, man).
+fn cli_command() -> clap::Command {
+    vxdp_control::docgen::with_examples(Cli::command())
+}
+
+/// `vxdp generate-docs`: touches nothing but the given directories.
+fn generate_docs(
+    man: Option<&std::path::Path>,
+    completions: Option<&std::path::Path>,
+) -> Result<()> {
+    if man.is_none() && completions.is_none() {
+        bail!("give --man DIR and/or --completions DIR");
+    }
+    let mut files = Vec::new();
+    if let Some(dir) = man {
+        files.extend(
+            vxdp_control::docgen::write_man_pages(cli_command(), dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?,
+        );
+    }
+    if let Some(dir) = completions {
+        files.extend(
+            vxdp_control::docgen::write_completions(cli_command(), dir)
+                .with_context(|| format!("writing completions to {}", dir.display()))?,
+        );
+    }
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
 fn print_ids(ids: &pinned::PinnedIds) {
     for (path, id) in &ids.progs {
         println!("prog {id} {}", path.display());
@@ -775,7 +829,39 @@ fn read(file: &PathBuf) -> Result<String> {
 mod tests {
     use std::time::Duration;
 
-    use super::parse_interval;
+    use super::{cli_command, parse_interval};
+
+    #[test]
+    fn cli_is_well_formed_and_every_example_parses() {
+        cli_command().debug_assert();
+        for (verb, examples) in vxdp_control::docgen::EXAMPLES {
+            let path: Vec<&str> = verb.split_whitespace().collect();
+            let mut cmd = cli_command();
+            for p in &path {
+                cmd = cmd
+                    .find_subcommand(p)
+                    .unwrap_or_else(|| panic!("examples for unknown verb '{verb}'"))
+                    .clone();
+            }
+            for line in examples.lines() {
+                let line = line.split(" #").next().unwrap().trim();
+                // Only the first command of `a && b` / `a > file`.
+                let line = line.split(['&', '>']).next().unwrap().trim();
+                if !line.starts_with("vxdp ") {
+                    continue;
+                }
+                let argv: Vec<&str> = line.split_whitespace().collect();
+                match cli_command().try_get_matches_from(&argv) {
+                    Ok(_) => {}
+                    // Users and groups are looked up on this host.
+                    Err(e)
+                        if e.kind() == clap::error::ErrorKind::ValueValidation
+                            && e.to_string().contains("--tap-owner") => {}
+                    Err(e) => panic!("example of '{verb}' does not parse: {line}\n{e}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn reconcile_intervals_parse_with_units_and_bounds() {

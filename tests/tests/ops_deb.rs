@@ -6,7 +6,9 @@
 //! tmpfs /run holding /run/systemd/system, and stand-ins for systemctl and
 //! the deb-systemd tools that log their arguments), only `daemon-reload`
 //! on install and upgrade — never a start, stop or restart — and stop and
-//! disable `vxdp.service` only on removal.
+//! disable `vxdp.service` only on removal. The package, and `cargo xtask
+//! man`, carry a man page for every verb that renders with `man -l`, and a
+//! bash completion that completes the verbs.
 
 use std::{
     path::{Path, PathBuf},
@@ -133,6 +135,16 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
         String::from_utf8_lossy(&syms.stderr).contains("no symbols"),
         "usr/bin/vxdp is not stripped"
     );
+    // Man pages for every verb, the completions and the docs.
+    check_man_pages(&bin, &x.join("usr/share/man/man1"), ".1.gz")?;
+    check_bash_completion(&x.join("usr/share/bash-completion/completions/vxdp"))?;
+    for installed in [
+        "usr/share/zsh/vendor-completions/_vxdp",
+        "usr/share/fish/vendor_completions.d/vxdp.fish",
+        "usr/share/doc/vxdp/docs/architecture.md",
+    ] {
+        ensure!(x.join(installed).is_file(), "{installed} missing");
+    }
     // md5sums matches the files.
     run(Command::new("md5sum")
         .args(["--check", "--quiet"])
@@ -220,5 +232,116 @@ fn xtask_deb_builds_a_lintian_clean_package_with_safe_maintainer_scripts() -> Re
             "{name} starts or restarts something:\n{text}"
         );
     }
+    Ok(())
+}
+
+/// `cargo xtask man --out DIR`: the pages and completions of the built
+/// binary, readable with `man -l`.
+#[test]
+fn xtask_man_writes_a_page_per_verb_and_completions() -> Result<()> {
+    let tmp = TempDir(std::env::temp_dir().join(format!("vxdp-man-{}", std::process::id())));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .args(["run", "--quiet", "-p", "xtask", "--", "man", "--out"])
+        .arg(&tmp.0)
+        .current_dir(root()))?;
+    check_man_pages(&vxdp_bin()?, &tmp.0.join("man1"), ".1")?;
+    check_bash_completion(&tmp.0.join("completions/vxdp.bash"))?;
+    for f in ["_vxdp", "vxdp.fish"] {
+        ensure!(tmp.0.join("completions").join(f).is_file(), "{f} missing");
+    }
+    Ok(())
+}
+
+/// The verbs `bin` lists in `--help` (`net-define`, ...), nested ones as
+/// `conntrack-list`; `help` left out.
+fn verbs(bin: &Path, path: &[String]) -> Result<Vec<String>> {
+    let help = run(Command::new(bin).args(path).arg("--help"))?;
+    let mut out = Vec::new();
+    let listed = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|v| *v != "help")
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    for verb in listed {
+        let mut sub = path.to_vec();
+        sub.push(verb);
+        out.push(sub.join("-"));
+        out.extend(verbs(bin, &sub)?);
+    }
+    Ok(out)
+}
+
+/// Every verb of `bin` has a page `vxdp-<verb><ext>` in `dir` (and `vxdp`
+/// has `vxdp<ext>`), and each renders with `man -l` without a warning,
+/// naming its command.
+fn check_man_pages(bin: &Path, dir: &Path, ext: &str) -> Result<()> {
+    let verbs = verbs(bin, &[])?;
+    ensure!(
+        verbs.iter().any(|v| v == "net-define") && verbs.iter().any(|v| v == "conntrack-list"),
+        "unexpected verb list: {verbs:?}"
+    );
+    let mut pages = vec!["vxdp".to_string()];
+    pages.extend(verbs.iter().map(|v| format!("vxdp-{v}")));
+    for page in &pages {
+        let file = dir.join(format!("{page}{ext}"));
+        ensure!(file.is_file(), "no man page {}", file.display());
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&file)
+            .env("MANWIDTH", "80")
+            .output()
+            .context("running man (Debian package man-db; cargo xtask setup installs it)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success() && warnings.trim().is_empty(),
+            "man -l {} failed or warned ({}):\n{warnings}",
+            file.display(),
+            out.status
+        );
+        ensure!(
+            text.contains("NAME") && text.contains("SYNOPSIS") && text.contains(page.as_str()),
+            "{} does not render as {page}'s page:\n{text}",
+            file.display()
+        );
+    }
+    // No page for the hidden verbs.
+    for hidden in ["dnsmasq-supervise", "generate-docs"] {
+        ensure!(
+            !dir.join(format!("vxdp-{hidden}{ext}")).exists(),
+            "hidden verb {hidden} has a man page"
+        );
+    }
+    Ok(())
+}
+
+/// The bash completion loads, registers for `vxdp` and completes its verbs.
+fn check_bash_completion(file: &Path) -> Result<()> {
+    let script = format!(
+        "source '{}' && complete -p vxdp && COMP_WORDS=(vxdp net-de) COMP_CWORD=1 && \
+         _vxdp vxdp net-de vxdp && echo \"completed: ${{COMPREPLY[*]}}\"",
+        file.display()
+    );
+    let out = run(Command::new("bash").arg("-c").arg(script))?;
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("complete ") && l.contains("-F _vxdp") && l.ends_with(" vxdp")),
+        "the bash completion does not register for vxdp:\n{out}"
+    );
+    let completed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("completed: "))
+        .context("no completion printed")?;
+    ensure!(
+        completed.split_whitespace().any(|w| w == "net-define")
+            && completed.split_whitespace().any(|w| w == "net-destroy")
+            && !completed.contains("net-start"),
+        "`vxdp net-de<TAB>` completed to: {completed}"
+    );
     Ok(())
 }

@@ -7,7 +7,10 @@
 
 mod cmd;
 mod deb;
+mod doclinks;
 mod guest_image;
+mod man;
+mod modgraph;
 mod setup;
 mod summary;
 mod toolchain;
@@ -49,7 +52,7 @@ enum Task {
         differential test), with one `apt-get update` only if something is missing; while \
         apt installs, a temporary /usr/sbin/policy-rc.d (unless one exists) stops packages \
         from starting services such as libvirtd in the root namespace\n  \
-        2. the pinned Rust toolchain with rust-src (plus clippy and rustfmt when available)\n  \
+        2. the pinned Rust toolchain with rust-src, clippy and rustfmt\n  \
         3. bpf-linker 0.13.0 built against LLVM 22 (cargo install; 1-2 minutes)\n  \
         4. the bpf filesystem at /sys/fs/bpf\n  \
         5. the real-VM tests' guest image in target/vm-guest (Debian's cloud kernel and its \
@@ -63,7 +66,7 @@ enum Task {
 
     /// Differential fuzzing of `vxdp net-define` against libvirt 9.0 (long run; needs root)
     #[command(
-        long_about = "Run setup and build, then the libvirt_diff fuzz test with many mutants:         each mutant of the valid XML corpus (elements and attributes dropped, added, duplicated         or moved, forward modes switched, out-of-range and malformed values) goes to `virsh         net-define --validate` in a private libvirtd and to `vxdp net-define`; both must define         it or both refuse it (vxdp naming the element), except for the explained cases listed in         tests/tests/libvirt_diff.rs. Disagreements are printed with the document. The test         suite runs the same test with 150 mutants."
+        long_about = "Run setup and build, then the libvirt_diff fuzz test with many mutants: each mutant of the valid XML corpus (elements and attributes dropped, added, duplicated or moved, forward modes switched, out-of-range and malformed values) goes to `virsh net-define --validate` in a private libvirtd and to `vxdp net-define`; both must define it or both refuse it (vxdp naming the element), except for the explained cases listed in tests/tests/libvirt_diff.rs. Disagreements are printed with the document. The test suite runs the same test with 150 mutants."
     )]
     LibvirtFuzz {
         /// How many mutants
@@ -87,15 +90,35 @@ enum Task {
         release: bool,
     },
 
-    /// Check formatting (rustfmt) and lints (clippy, warnings are errors) of the userspace crates
+    /// Check formatting (rustfmt), lints (clippy, warnings are errors) and the docs' links
     #[command(
         long_about = "Run `cargo +<pin> fmt --all --check`, then `cargo +<pin> clippy` over the \
         userspace crates (control, common, xtask, tests, benches; every target) with \
-        `-D warnings`. The eBPF crates are formatted too but not linted: clippy's host \
-        build cannot compile them. `cargo xtask test` runs this first (skip with \
+        `-D warnings`, then checks the documentation: every relative link of README.md and \
+        docs/ (file and #anchor) resolves, every repository path written as code exists, \
+        every drop reason is in docs/security.md. The eBPF crates are formatted too but not \
+        linted: clippy's host build cannot compile them. `cargo xtask test` runs this first (skip with \
         --no-lint). Fix formatting with `cargo +<pin> fmt --all`."
     )]
     Lint,
+
+    /// Print the module dependency graph of control and the eBPF crate; fail on a cycle
+    #[command(
+        long_about = "Read the module trees of vxdp-control (library and binary) and \
+        vxdp-dataplane-ebpf from their sources (`mod` declarations from the crate root; \
+        references are paths starting with crate::, super:: or self::, use trees included; \
+        `#[cfg(test)] mod tests` blocks are ignored) and print, level by level, which \
+        sibling module uses which. A reference between two modules counts between their \
+        ancestors directly under the lowest common ancestor; references to a module's own \
+        ancestors or descendants are the tree, not edges. Exits 1 and prints each cycle with \
+        the source lines that make it when the siblings of any level form a cycle. \
+        `cargo xtask lint` runs this check. Needs neither root nor a build."
+    )]
+    Modgraph {
+        /// Print Mermaid flowcharts (for docs/architecture.md) instead of text
+        #[arg(long)]
+        mermaid: bool,
+    },
 
     /// Run setup, then style checks, every test of the workspace and the quick benchmark (needs root)
     #[command(
@@ -238,6 +261,32 @@ enum Task {
         no_lintian: bool,
     },
 
+    /// Build vxdp, then write its man pages and shell completions (needs root)
+    #[command(
+        long_about = "Run setup, `cargo +<pin> build -p vxdp-control --bin vxdp`, then \
+        `target/debug/vxdp generate-docs`, which writes the man pages generated from the \
+        command's own definitions (vxdp.1 and one page per verb: vxdp-net-define.1, \
+        vxdp-conntrack-list.1, ...) into OUT/man1 and bash, zsh and fish completions \
+        (vxdp.bash, _vxdp, vxdp.fish) into OUT/completions. OUT is target/man unless --out \
+        is given.\n\n\
+        Read the pages in place with `man -l target/man/man1/vxdp.1` or \
+        `MANPATH=$PWD/target/man: man vxdp`, load the completions with `source \
+        target/man/completions/vxdp.bash`. With --install the pages go to \
+        /usr/local/share/man/man1 and the completions to \
+        /usr/local/share/bash-completion/completions/vxdp, \
+        /usr/local/share/zsh/site-functions/_vxdp and \
+        /usr/local/share/fish/vendor_completions.d/vxdp.fish; `man vxdp` then works \
+        everywhere. The Debian package (`cargo xtask deb`) installs the same files."
+    )]
+    Man {
+        /// Directory to write man1/ and completions/ into (default target/man)
+        #[arg(long, value_name = "OUT")]
+        out: Option<std::path::PathBuf>,
+        /// Also install them under /usr/local/share (man pages, completions)
+        #[arg(long)]
+        install: bool,
+    },
+
     /// Run setup and build, then the vxdp demo (needs root)
     #[command(long_about = "Run setup and build, then the demo: \
         `cargo +<pin> run --quiet -p vxdp-tests --bin vxdp-demo`.\n\n\
@@ -277,6 +326,10 @@ fn effective_uid() -> Option<u32> {
 }
 
 fn run(task: Task) -> anyhow::Result<()> {
+    // Reading sources needs neither root nor setup.
+    if let Task::Modgraph { mermaid } = task {
+        return modgraph(mermaid);
+    }
     // Every command needs root; say so once instead of letting apt, the
     // BPF loader and every namespace test fail one by one.
     if let Some(uid) = effective_uid().filter(|&u| u != 0) {
@@ -301,6 +354,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Unload { .. } => unreachable!("handled above"),
         Task::Build { release } => build(&toolchain, release),
         Task::Lint => lint(&toolchain),
+        Task::Modgraph { .. } => unreachable!("handled above"),
         Task::Test {
             no_bench,
             no_lint,
@@ -391,6 +445,18 @@ fn run(task: Task) -> anyhow::Result<()> {
             println!("{}", deb.display());
             Ok(())
         }
+        Task::Man { out, install } => {
+            let mut cargo = toolchain.cargo();
+            cargo.args(["build", "-p", "vxdp-control", "--bin", "vxdp"]);
+            announce("build", &cargo);
+            run_inherited(&mut cargo)?;
+            let out = out.unwrap_or_else(|| cmd::workspace_root().join("target/man"));
+            man::generate(
+                &cmd::workspace_root().join("target/debug/vxdp"),
+                &out,
+                install,
+            )
+        }
         Task::Demo { args } => {
             build(&toolchain, false)?;
             let mut demo = toolchain.cargo();
@@ -465,6 +531,30 @@ fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<
     Ok(())
 }
 
+/// Prints the module graphs; an error names every cycle.
+fn modgraph(mermaid: bool) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    let mut cycles = Vec::new();
+    for (name, file) in modgraph::CRATES {
+        let graph = modgraph::analyse(name, &root.join(file))?;
+        if mermaid {
+            print!("{}", graph.mermaid());
+        } else {
+            print!("{}", graph.text());
+        }
+        cycles.extend(graph.cycles().into_iter().map(|c| format!("{name}: {c}")));
+    }
+    if !cycles.is_empty() {
+        anyhow::bail!(
+            "{} module cycle(s); imports must only go downward:\n{}",
+            cycles.len(),
+            cycles.join("")
+        );
+    }
+    println!("[modgraph] no module cycle");
+    Ok(())
+}
+
 /// `cargo fmt --check` and `cargo clippy -D warnings` over the userspace
 /// crates. The eBPF crates are excluded from clippy: they only build for
 /// the bpfel target, through control's build script.
@@ -494,7 +584,14 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
-    println!("[lint] PASSED (rustfmt and clippy clean)");
+    let problems = doclinks::check(cmd::workspace_root());
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the documentation has broken links or references:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    println!("[lint] PASSED (rustfmt and clippy clean, documentation links resolve)");
     Ok(())
 }
 

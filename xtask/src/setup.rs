@@ -45,6 +45,10 @@ pub const APT_PACKAGES: &[&str] = &[
     // cargo xtask deb checks the package it builds (dpkg-deb, dpkg-shlibdeps
     // and strip come with build-essential).
     "lintian",
+    // cargo xtask man and the package's man pages: `man -l` renders them
+    // (tests/tests/ops_deb.rs), lintian checks them with groff.
+    "man-db",
+    "groff-base",
     // cargo xtask bench: the kernel reference path uses libvirt's
     // iptables(-nft) rules; TCP throughput is measured with iperf3.
     "iptables",

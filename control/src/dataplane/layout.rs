@@ -31,43 +31,66 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 5;
 
-/// What each layout version added, oldest first.
-pub const HISTORY: [(u32, &str); 3] = [
+/// What each layout version added, oldest first. Versions before the
+/// marker (5) are told by the maps they have.
+pub const HISTORY: [(u32, &str); 5] = [
     (1, "the first pinned layout"),
+    (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
-        2,
+        3,
         "VXDP_MACS: guest ports reach each other without the bridge",
     ),
     (
-        3,
-        "VXDP_NAT6 and VXDP_CONNTRACK6: IPv6 in NAT networks (NAT66); the layout marker",
+        4,
+        "VXDP_NAT6 and VXDP_CONNTRACK6: IPv6 in NAT networks (NAT66)",
+    ),
+    (
+        5,
+        "VXDP_DIRECT_NICS and VXDP_DIRECT_PORTS: direct networks; the layout marker",
     ),
 ];
 
 /// A feature that depends on the pinned layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Feature {
+    /// `VXDP_PORT_COUNTERS`: counters per guest port.
+    PortCounters,
     /// `VXDP_MACS`: the port-to-port path.
     MacTable,
     /// `VXDP_NAT6`, `VXDP_CONNTRACK6`: IPv6 in NAT networks.
     Nat66,
+    /// `VXDP_DIRECT_NICS`, `VXDP_DIRECT_PORTS`: direct networks.
+    Direct,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 4] = [
+        Feature::PortCounters,
+        Feature::MacTable,
+        Feature::Nat66,
+        Feature::Direct,
+    ];
 }
 
 impl Feature {
     /// The first layout with this feature.
     pub const fn since(self) -> u32 {
         match self {
-            Feature::MacTable => 2,
-            Feature::Nat66 => 3,
+            Feature::PortCounters => 2,
+            Feature::MacTable => 3,
+            Feature::Nat66 => 4,
+            Feature::Direct => 5,
         }
     }
 
     pub const fn describe(self) -> &'static str {
         match self {
+            Feature::PortCounters => "counters per guest port (VXDP_PORT_COUNTERS)",
             Feature::MacTable => "the MAC table (VXDP_MACS)",
             Feature::Nat66 => "IPv6 in NAT networks (no VXDP_NAT6 map)",
+            Feature::Direct => "direct networks (VXDP_DIRECT_NICS)",
         }
     }
 }
@@ -125,10 +148,7 @@ impl Layout {
 
     /// The features this layout lacks.
     pub fn lacks(&self) -> Vec<Feature> {
-        [Feature::MacTable, Feature::Nat66]
-            .into_iter()
-            .filter(|f| !self.has(*f))
-            .collect()
+        Feature::ALL.into_iter().filter(|f| !self.has(*f)).collect()
     }
 
     /// `Ok` when the layout has `feature`, else the error naming the way out.
@@ -206,12 +226,16 @@ pub fn detect(pins: &Pins) -> Result<Layout, LayoutError> {
 /// The version of an unmarked dataplane, from the maps each version added.
 fn infer(pins: &Pins) -> Layout {
     let has = |name| pins.map(name).exists();
-    let version = if !has(names::MAP_MACS) {
+    let version = if !has(names::MAP_PORT_COUNTERS) {
         1
-    } else if !(has(names::MAP_NAT6) && has(names::MAP_CONNTRACK6)) {
+    } else if !has(names::MAP_MACS) {
         2
-    } else {
+    } else if !(has(names::MAP_NAT6) && has(names::MAP_CONNTRACK6)) {
         3
+    } else if !(has(names::MAP_DIRECT_NICS) && has(names::MAP_DIRECT_PORTS)) {
+        4
+    } else {
+        5
     };
     Layout {
         version,
@@ -276,19 +300,23 @@ mod tests {
 
     #[test]
     fn unmarked_dataplanes_are_dated_by_their_maps() {
-        let all = [names::MAP_MACS, names::MAP_NAT6, names::MAP_CONNTRACK6];
-        for (maps, version) in [
-            (&all[..0], 1),
-            (&all[..1], 2),
-            (&all[..2], 2),
-            (&all[..], 3),
-        ] {
+        let all = [
+            names::MAP_PORT_COUNTERS,
+            names::MAP_MACS,
+            names::MAP_NAT6,
+            names::MAP_CONNTRACK6,
+            names::MAP_DIRECT_NICS,
+            names::MAP_DIRECT_PORTS,
+        ];
+        for (n, version) in [(0, 1), (1, 2), (2, 3), (3, 3), (4, 4), (5, 4), (6, 5)] {
+            let maps = &all[..n];
             let (pins, dir) = pins_with(&format!("u{version}-{}", maps.len()), maps, None);
             let l = detect(&pins).unwrap();
             std::fs::remove_dir_all(dir).unwrap();
             assert_eq!((l.version, l.marked), (version, false), "{maps:?}");
-            assert_eq!(l.has(Feature::MacTable), version >= 2);
-            assert_eq!(l.has(Feature::Nat66), version >= 3);
+            for f in Feature::ALL {
+                assert_eq!(l.has(f), version >= f.since(), "{maps:?} {f:?}");
+            }
         }
     }
 
@@ -297,6 +325,7 @@ mod tests {
         let (pins, dir) = pins_with("old", &[], Some(&marker(2)));
         let l = detect(&pins).unwrap();
         assert_eq!((l.version, l.marked), (2, true));
+        assert!(l.has(Feature::PortCounters) && !l.has(Feature::MacTable));
         let e = l.require(&pins, Feature::Nat66).unwrap_err().to_string();
         assert!(e.contains("layout 2") && e.contains("vxdp unload"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();

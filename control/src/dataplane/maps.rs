@@ -386,6 +386,52 @@ impl Maps {
         Ok(n)
     }
 
+    /// Removes network `network_id`'s flows translated to `nat`, its old
+    /// masquerade address (after the uplink's address changed): original
+    /// entries that rewrite to it and reply entries keyed by it. Returns how
+    /// many entries went.
+    pub fn flush_nat_address(
+        &self,
+        network_id: u32,
+        nat: std::net::IpAddr,
+    ) -> Result<usize, DataplaneError> {
+        use vxdp_common::{DIR_ORIGINAL, DIR_REPLY};
+        let mut n = 0;
+        match nat {
+            std::net::IpAddr::V4(a) => {
+                let a = u32::from_ne_bytes(a.octets());
+                let keys: Vec<_> = self
+                    .conntrack_entries(Some(network_id))?
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                            || (v.direction == DIR_REPLY && k.dst_addr == a)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                let mut ct = self.conntrack()?;
+                n += keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+            }
+            std::net::IpAddr::V6(a) => {
+                let a = a.octets();
+                let keys: Vec<_> = self
+                    .conntrack6_entries(Some(network_id))?
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                            || (v.direction == DIR_REPLY && k.dst_addr == a)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if !keys.is_empty() {
+                    let mut ct6 = self.conntrack6()?;
+                    n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
     pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
         let entries = self.conntrack_entries(Some(network_id))?;

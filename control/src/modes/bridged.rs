@@ -19,7 +19,7 @@ use crate::{
     },
     model::addr::overlaps,
     modes::{
-        nat6,
+        follow, nat6,
         plan::{
             Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_key,
             subnet6_key,
@@ -418,13 +418,15 @@ async fn apply_start(
 /// Repairs a bridged network (see [`crate::ops::reconcile`]): the bridge
 /// (vxdp's own recreated with its host side; a host bridge only reported),
 /// the network's map entries, the uplink's programs, dnsmasq, and every
-/// guest port (plugged in again, endpoint and program restored).
+/// guest port (plugged in again, endpoint and program restored); the
+/// uplink follows the default route ([`super::follow`]).
 pub async fn reconcile(
     ctx: &Context,
     nl: &Netlink,
     maps: &Maps,
     rec: &mut NetworkRecord,
     plan: &NetworkPlan,
+    others: &[NetworkRecord],
     repairs: &mut Repairs,
 ) -> Result<(), ModeError> {
     let name = rec.name.clone();
@@ -498,6 +500,10 @@ pub async fn reconcile(
             mac
         }
     };
+
+    // The uplink and the NAT addresses follow the host's default route and
+    // the uplink's addresses (see `follow`).
+    follow::uplink(ctx, nl, maps, rec, plan, others, repairs).await?;
 
     // The uplink (none in host bridge mode, or without a default route at
     // start): found again by name if its ifindex changed.

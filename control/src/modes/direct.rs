@@ -113,6 +113,10 @@ async fn apply_start(
     load_dataplane(ctx, state, &name, first_network, undo)?;
     let (first_name, first_index, first_mac) = nics[0].clone();
     let maps = Maps::open(&ctx.pins)?;
+    // An adopted dataplane older than direct networks has no maps for them.
+    maps.layout()
+        .require(&ctx.pins, crate::dataplane::layout::Feature::Direct)
+        .map_err(DataplaneError::from)?;
     let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
     let cfg = network_config(plan, 0, first_mac, first_index, none);
     maps.reset_counters(id)?;

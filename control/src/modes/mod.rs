@@ -9,6 +9,7 @@
 
 pub mod bridged;
 pub mod direct;
+pub mod follow;
 pub mod nat6;
 pub mod plan;
 pub mod shared;
@@ -88,7 +89,9 @@ impl Realization {
         }
     }
 
-    /// Repairs a started network (see [`crate::ops::reconcile`]).
+    /// Repairs a started network (see [`crate::ops::reconcile`]);
+    /// `others` are the other started networks.
+    #[allow(clippy::too_many_arguments)]
     pub async fn reconcile(
         self,
         ctx: &Context,
@@ -96,10 +99,13 @@ impl Realization {
         maps: &Maps,
         rec: &mut NetworkRecord,
         plan: &NetworkPlan,
+        others: &[NetworkRecord],
         repairs: &mut Repairs,
     ) -> Result<(), ModeError> {
         match self {
-            Realization::Bridged => bridged::reconcile(ctx, nl, maps, rec, plan, repairs).await,
+            Realization::Bridged => {
+                bridged::reconcile(ctx, nl, maps, rec, plan, others, repairs).await
+            }
             Realization::Direct => direct::reconcile(ctx, nl, maps, rec, plan, repairs).await,
         }
     }

@@ -72,9 +72,10 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
     let nl = Netlink::connect()?;
     let maps = Maps::open(&ctx.pins)?;
     let mut in_use = HashSet::new();
+    let all = records.clone();
     for mut rec in records {
         let before = rec.clone();
-        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &mut repairs).await {
+        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &all, &mut repairs).await {
             // One broken network does not stop the others' repairs.
             repairs.note(format!("{}: {e}", rec.name));
         }
@@ -94,14 +95,16 @@ async fn reconcile_network(
     nl: &Netlink,
     maps: &Maps,
     rec: &mut NetworkRecord,
+    all: &[NetworkRecord],
     repairs: &mut Repairs,
 ) -> Result<(), OpsError> {
+    let others: Vec<NetworkRecord> = all.iter().filter(|r| r.id != rec.id).cloned().collect();
     let plan = plan::plan(
         &rec.xml,
         &format!("{}/run/{}.json", ctx.state_dir.display(), rec.name),
     )?;
     Ok(Realization::of(plan.mode)
-        .reconcile(ctx, nl, maps, rec, &plan, repairs)
+        .reconcile(ctx, nl, maps, rec, &plan, &others, repairs)
         .await?)
 }
 

@@ -7,7 +7,10 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 
 use crate::xml::{IpDef, Lease, NetworkDef, XmlError};
 
-use super::{Paths, dns};
+use super::{
+    Paths,
+    dns::{self, MAX_DNS_NAME},
+};
 
 /// The user dnsmasq runs as once it has opened its sockets, lease file and
 /// pid file as root: it parses guests' DHCP, DNS and TFTP requests, so not
@@ -156,9 +159,6 @@ fn dns_name(file: &str, element: &str, v: &str) -> Result<(), XmlError> {
     }
     Ok(())
 }
-
-/// Longest DNS name (RFC 1035, in text form without the final dot).
-pub const MAX_DNS_NAME: usize = 253;
 
 /// Longest boot file name: the BOOTP `file` field holds 128 bytes with
 /// its terminating NUL.
