@@ -1,25 +1,20 @@
 //! vxdp's control plane as a library: the `vxdp` binary and the tests use it.
+//!
+//! Layers, each using only those listed before it:
+//! `xml` (libvirt's network and interface XML), `dataplane` (the pinned
+//! eBPF programs and maps), `host` (netlink, taps, state directory,
+//! dnsmasq), `modes` (realizing each kind of network), `ops` (the verbs:
+//! define, start, stop, plug, reconcile) and `daemon` (`vxdp serve`,
+//! metrics, status). The CLI (`main.rs`) sits on top; `docgen` (man
+//! pages and completions from its clap definitions) stands apart.
 
-pub mod conntrack_gc;
 pub mod daemon;
 pub mod dataplane;
-pub mod definitions;
-pub mod direct;
-pub mod dnsmasq;
 pub mod docgen;
-pub mod follow;
-pub mod metrics;
-pub mod nat6;
-pub mod netlink;
-pub mod network;
-pub mod pinned;
-pub mod ports;
-pub mod reconcile;
-pub mod report;
-pub mod state;
-pub mod status;
-pub mod tap;
-pub mod users;
+pub mod host;
+pub mod model;
+pub mod modes;
+pub mod ops;
 pub mod xml;
 
 /// The compiled eBPF object (built by build.rs).

@@ -4,13 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use vxdp_control::tap::TapOwner;
+use vxdp_control::host::tap::TapOwner;
 use vxdp_control::{
     daemon,
+    daemon::report,
+    dataplane::pinned,
     dataplane::{LoadOptions, Maps, Pins},
-    definitions, dnsmasq,
-    network::{self, Context},
-    pinned, ports, reconcile, report,
+    host::Context,
+    host::dnsmasq,
+    model::mac::Mac,
+    modes::plan::{self, PlanError},
+    ops::{OpsError, definitions, lifecycle, networks, ports, reconcile},
 };
 
 /// libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -181,8 +185,8 @@ enum Command {
         dev: Option<String>,
         /// The guest's MAC address (libvirt's <mac address>), if known. The
         /// guest may then send only from this MAC (anti-spoofing).
-        #[arg(long, conflicts_with = "xml")]
-        mac: Option<String>,
+        #[arg(long, conflicts_with = "xml", value_parser = guest_mac)]
+        mac: Option<Mac>,
         /// The guest's static address: IPv4 and/or IPv6 (repeat --ip for
         /// both). The guest may then send only from it (anti-spoofing;
         /// IPv6 link-local and unspecified sources stay allowed for
@@ -230,8 +234,8 @@ enum Command {
         #[arg(value_parser = network_name)]
         network: String,
         /// Only leases of this MAC address.
-        #[arg(long)]
-        mac: Option<String>,
+        #[arg(long, value_parser = any_mac)]
+        mac: Option<Mac>,
     },
     /// (internal) Run and restart a network's dnsmasq; started by net-create.
     #[command(hide = true)]
@@ -331,6 +335,16 @@ fn network_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--mac` of a guest: libvirt's MAC syntax, unicast.
+fn guest_mac(s: &str) -> Result<Mac, String> {
+    Mac::parse_unicast(s).map_err(|e| format!("'{s}': {e}"))
+}
+
+/// A MAC to filter by: libvirt's MAC syntax.
+fn any_mac(s: &str) -> Result<Mac, String> {
+    Mac::parse(s).map_err(|e| format!("'{s}': {e}"))
+}
+
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -403,7 +417,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Progress and warnings of the library and of this command go through
+/// `log`, printed to stderr as `[vxdp] <message>`; shown by default
+/// (`RUST_LOG` may change that, e.g. `RUST_LOG=vxdp_control=warn`).
+fn init_logging() {
+    use std::io::Write as _;
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("vxdp=info,vxdp_control=info"),
+    )
+    .format(|buf, record| writeln!(buf, "[vxdp] {}", record.args()))
+    .init();
+}
+
 fn real_main() -> Result<()> {
+    init_logging();
     let cli = Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit());
     if let Command::GenerateDocs { man, completions } = &cli.command {
         return generate_docs(man.as_deref(), completions.as_deref());
@@ -424,8 +451,8 @@ fn real_main() -> Result<()> {
         Ok(None) => {}
         Ok(Some(pid)) => {
             if matches!(cli.command, Command::Serve { .. }) {
-                eprintln!(
-                    "[vxdp] {} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is",
+                log::info!(
+                    "{} is hidden in this mount namespace (ip netns exec?): using the mounts of process {pid}, where it is",
                     bpffs.display()
                 );
             }
@@ -456,7 +483,7 @@ fn real_main() -> Result<()> {
         }
         Command::DhcpLeaseEvent { network, args } => {
             let msg = dnsmasq::apply_event(&ctx.state_dir, &ctx.pins, network, args)?;
-            eprintln!("[vxdp] {msg}");
+            log::info!("{msg}");
             return Ok(());
         }
         _ => {}
@@ -491,9 +518,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let text = read(&file)?;
             let source = file.display().to_string();
             let def = vxdp_control::xml::parse_network(&text, &source)?;
-            match network::plan(&text, &source) {
+            match plan::plan(&text, &source) {
                 Ok(_) => println!("{source}: network '{}' is valid", def.name),
-                Err(e @ network::NetworkError::NotSupported { .. }) => {
+                Err(e @ PlanError::NotSupported { .. }) => {
                     println!(
                         "{source}: network '{}' is valid libvirt network XML (net-define accepts it), but vxdp cannot start it yet",
                         def.name
@@ -504,11 +531,11 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             }
         }
         Command::NetDestroy { name } => {
-            network::stop(ctx, &name).await?;
+            lifecycle::stop(ctx, &name).await?;
             println!("Network {name} destroyed");
         }
         Command::NetList { all } => {
-            let running = network::list(ctx)?;
+            let running = networks::list(ctx)?;
             println!(
                 "{:<16} {:<8} {:<9} {:<10} {:<18} {:<12} {:<18} PORTS",
                 "NAME", "STATE", "AUTOSTART", "PERSISTENT", "MODE", "BRIDGE", "SUBNET"
@@ -520,7 +547,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let rec = running.iter().find(|r| r.name == s.name);
                 let yes_no = |b: bool| if b { "yes" } else { "no" };
                 let subnet = rec
-                    .filter(|r| !vxdp_control::direct::is_direct(r))
+                    .filter(|r| !r.is_direct())
                     .map(|r| format!("{}/{}", r.subnet, r.prefix))
                     .unwrap_or_else(|| "-".into());
                 let ports: Vec<_> = rec
@@ -547,7 +574,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             let s = definitions::status_all(ctx)?
                 .into_iter()
                 .find(|s| s.name == name)
-                .ok_or_else(|| network::NetworkError::NotDefined(name.clone()))?;
+                .ok_or_else(|| OpsError::NotDefined(name.clone()))?;
             let yes_no = |b: bool| if b { "yes" } else { "no" };
             println!("{:<15} {}", "Name:", s.name);
             println!("{:<15} {}", "UUID:", s.uuid.as_deref().unwrap_or("-"));
@@ -608,15 +635,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                network::attach_interface_with(
-                    ctx,
-                    &network,
-                    &dev,
-                    mac.as_deref(),
-                    &ip,
-                    allow_services,
-                )
-                .await?;
+                ports::attach_interface_with(ctx, &network, &dev, mac, &ip, allow_services)
+                    .await
+                    .map_err(|e| match e {
+                        // The library names the address; the option is ours.
+                        OpsError::GuestAddress { .. } => anyhow::anyhow!("--ip {e}"),
+                        e => e.into(),
+                    })?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
@@ -627,13 +652,13 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 println!("{dev}");
             }
             (None, Some(network), Some(dev)) => {
-                network::detach_interface(ctx, &network, &dev).await?
+                ports::detach_interface(ctx, &network, &dev).await?
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },
         Command::NetDhcpLeases { network, mac } => {
-            let rec = network::find(ctx, &network)?;
-            let mac = mac.as_deref().map(network::parse_mac).transpose()?;
+            let rec = networks::find(ctx, &network)?;
+            let mac = mac.map(Mac::octets);
             let def = vxdp_control::xml::parse_network(&rec.xml, &rec.name)?;
             let leases = dnsmasq::read_leases(&ctx.state_dir, &network)?;
             print!(
@@ -652,10 +677,10 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         } => {
             let nets = selected(ctx, network.as_deref())?;
             let maps = Maps::open(&ctx.pins)?;
-            let all = network::list(ctx)?;
+            let all = networks::list(ctx)?;
             print!(
                 "{}",
-                vxdp_control::metrics::port_table(
+                vxdp_control::daemon::metrics::port_table(
                     &maps,
                     &all,
                     network.as_ref().map(|_| nets[0].id)
@@ -678,7 +703,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                 let maps = Maps::open(&ctx.pins)?;
                 let id = network.as_ref().map(|_| nets[0].id);
                 let entries = maps.conntrack_entries(id)?;
-                let now = report::monotonic_ns();
+                let now = vxdp_control::dataplane::monotonic_ns();
                 let mut rows = report::flow_rows(&entries, &nets, now);
                 rows.extend(report::flow6_rows(
                     &maps.conntrack6_entries(id)?,
@@ -786,10 +811,13 @@ fn print_ids(ids: &pinned::PinnedIds) {
     }
 }
 
-fn selected(ctx: &Context, name: Option<&str>) -> Result<Vec<vxdp_control::state::NetworkRecord>> {
+fn selected(
+    ctx: &Context,
+    name: Option<&str>,
+) -> Result<Vec<vxdp_control::host::state::NetworkRecord>> {
     Ok(match name {
-        Some(n) => vec![network::find(ctx, n)?],
-        None => network::list(ctx)?,
+        Some(n) => vec![networks::find(ctx, n)?],
+        None => networks::list(ctx)?,
     })
 }
 

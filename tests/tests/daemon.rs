@@ -25,9 +25,9 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use vxdp_common::{ConntrackEntry, ConntrackKey, PROTO_TCP};
 use vxdp_control::{
+    dataplane::pinned::{self, PinnedIds},
     dataplane::{Maps, Pins},
-    pinned::{self, PinnedIds},
-    state::StateDir,
+    host::state::StateDir,
 };
 use vxdp_tests::{
     matrix::{self, routed_xml},

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 use vxdp_common::endpoint_flags;
 use vxdp_control::{
     dataplane::{Maps, Pins},
-    state::StateDir,
+    host::state::StateDir,
 };
 use vxdp_tests::testbed::{NatTopology, Netns, pattern};
 
@@ -198,7 +198,7 @@ impl Services {
     }
 
     fn dnsmasq_pid(&self, network: &str) -> Option<i32> {
-        vxdp_control::dnsmasq::dnsmasq_pid(&self.topo.state_dir, network)
+        vxdp_control::host::dnsmasq::dnsmasq_pid(&self.topo.state_dir, network)
     }
 
     /// The guest port's endpoint as the dataplane sees it.
@@ -276,11 +276,11 @@ fn uids(pid: i32) -> Result<Vec<u32>> {
 
 /// dnsmasq parses guests' requests as its own user, never as root.
 fn ensure_unprivileged(pid: i32) -> Result<()> {
-    let user =
-        vxdp_control::users::user(vxdp_control::dnsmasq::DNSMASQ_USER).with_context(|| {
+    let user = vxdp_control::host::users::user(vxdp_control::host::dnsmasq::DNSMASQ_USER)
+        .with_context(|| {
             format!(
                 "user {} missing (package dnsmasq-base)",
-                vxdp_control::dnsmasq::DNSMASQ_USER
+                vxdp_control::host::dnsmasq::DNSMASQ_USER
             )
         })?;
     let (ids, _) = wait_for(

@@ -658,8 +658,8 @@ fn switching_modes_leaves_nothing_of_the_old_mode() -> Result<()> {
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
     let pins = Pins::new(&topo.bpffs);
     let maps = Maps::open(&pins)?;
-    let nat_id = vxdp_control::network::find(
-        &vxdp_control::network::Context {
+    let nat_id = vxdp_control::ops::networks::find(
+        &vxdp_control::host::Context {
             state_dir: topo.state_dir.clone(),
             pins: pins.clone(),
             load: Default::default(),
@@ -1296,7 +1296,7 @@ fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
     let guest_addrs: Vec<String> = topo.guests.iter().map(|g| g.addr.clone()).collect();
     prepare_direct(&mut topo)?;
     let pins = Pins::new(&topo.bpffs);
-    let ctx = vxdp_control::network::Context {
+    let ctx = vxdp_control::host::Context {
         state_dir: topo.state_dir.clone(),
         pins: pins.clone(),
         load: Default::default(),
@@ -1305,7 +1305,7 @@ fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
     for round in 0..2 {
         topo.start_with(&direct_xml("vepa"), true)?;
         topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
-        let id = vxdp_control::network::find(&ctx, "default")?.id;
+        let id = vxdp_control::ops::networks::find(&ctx, "default")?.id;
         let maps = Maps::open(&pins)?;
         let links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?
             .into_iter()

@@ -235,12 +235,14 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
         vxdp_tests::testbed::OUTSIDE_HOST,
         Duration::from_secs(15),
     )?;
+    // An older vxdp pinned no layout marker either: the maps tell its layout.
     for map in [
         vxdp_common::names::MAP_NAT6,
         vxdp_common::names::MAP_CONNTRACK6,
     ] {
         std::fs::remove_file(topo.bpffs.join("maps").join(map))?;
     }
+    std::fs::remove_file(topo.bpffs.join("layout"))?;
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
     ensure!(
         ct.contains(vxdp_tests::testbed::UPLINK_ADDR),

@@ -16,9 +16,12 @@ use vxdp_tests::{matrix::routed_xml, testbed::NatTopology};
 fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
     let mut topo = NatTopology::new("old", 2)?;
     topo.create(&routed_xml("route"))?;
-    // What an older vxdp pinned: no VXDP_MACS.
-    let pin = Pins::new(&topo.bpffs).map(names::MAP_MACS);
-    std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+    // What an older vxdp pinned: no VXDP_MACS, and no layout marker (the
+    // layout is then told by the maps there are).
+    let pins = Pins::new(&topo.bpffs);
+    for pin in [pins.map(names::MAP_MACS), pins.layout_marker()] {
+        std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+    }
     for g in &topo.guests {
         topo.vxdp(&[
             "attach-interface",
@@ -103,5 +106,62 @@ fn a_map_pinned_with_an_older_layout_is_named_with_the_way_out() -> Result<()> {
         "a failed plug left {} enslaved: {link}",
         g.port
     );
+    topo.stop()
+}
+
+/// A layout marker this vxdp does not know (a newer vxdp's, or not
+/// vxdp's at all) is refused when the dataplane is adopted or used, naming
+/// the way out, and nothing changes on the host.
+#[test]
+fn a_newer_or_foreign_layout_is_refused_with_the_way_out() -> Result<()> {
+    use vxdp_control::dataplane::layout;
+
+    let mut topo = NatTopology::new("nwl", 1)?;
+    topo.create(&routed_xml("route"))?;
+    let marker = Pins::new(&topo.bpffs).layout_marker();
+    let ours = std::fs::read_link(&marker).context("the layout marker of a fresh dataplane")?;
+    ensure!(
+        ours.to_str() == Some(layout::marker(layout::CURRENT).as_str()),
+        "a fresh dataplane's marker is {ours:?}"
+    );
+    let g = &topo.guests[0];
+    for (target, words) in [
+        (layout::marker(layout::CURRENT + 1), "newer than this vxdp"),
+        ("cilium 1".to_string(), "not a vxdp map layout"),
+    ] {
+        std::fs::remove_file(&marker)?;
+        std::os::unix::fs::symlink(&target, &marker)?;
+        for args in [
+            &[
+                "attach-interface",
+                "--network",
+                "default",
+                "--dev",
+                &g.port,
+                "--mac",
+                &g.mac,
+            ][..],
+            &["load"][..],
+        ] {
+            let out = topo.vxdp_status(args)?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                !out.status.success(),
+                "{args:?} succeeded on a dataplane with layout {target:?}"
+            );
+            ensure!(
+                err.contains(words) && err.contains("vxdp unload"),
+                "{args:?} with layout {target:?}: the error does not say what and the way out: {err}"
+            );
+        }
+        let link = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", &g.port])?.stdout)?;
+        ensure!(
+            !link.contains("master"),
+            "a refused plug left {} enslaved: {link}",
+            g.port
+        );
+    }
+    std::fs::remove_file(&marker)?;
+    std::os::unix::fs::symlink(layout::marker(layout::CURRENT), &marker)?;
     topo.stop()
 }

@@ -9,6 +9,7 @@
 //! `<virtualport>`, `<filterref>`, ...) are errors naming the element, never
 //! silently ignored.
 
+use crate::model::mac::Mac;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::XmlError;
@@ -108,35 +109,11 @@ fn ifname<'a>(file: &str, v: &'a str, at: &str) -> R<&'a str> {
     Ok(v)
 }
 
+/// A guest's MAC: unicast ([`Mac::parse_unicast`]).
 fn mac(file: &str, v: &str, at: &str) -> R<[u8; 6]> {
-    let bad = || {
-        err(
-            file,
-            at,
-            Some(v),
-            "expected a MAC address like 52:54:00:12:34:56",
-        )
-    };
-    let groups: Vec<&str> = v.split(':').collect();
-    if groups.len() != 6 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 6];
-    for (o, g) in out.iter_mut().zip(groups) {
-        if g.len() != 2 {
-            return Err(bad());
-        }
-        *o = u8::from_str_radix(g, 16).map_err(|_| bad())?;
-    }
-    if out[0] & 1 == 1 {
-        return Err(err(
-            file,
-            at,
-            Some(v),
-            "multicast MAC address; a guest needs a unicast address",
-        ));
-    }
-    Ok(out)
+    Mac::parse_unicast(v)
+        .map(Mac::octets)
+        .map_err(|e| err(file, at, Some(v), e.to_string()))
 }
 
 /// Parses one `<interface>` document. `file` names the source in errors.

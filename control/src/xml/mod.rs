@@ -38,6 +38,8 @@ mod tests;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+pub use crate::model::mode::ForwardMode;
+
 /// Namespace of libvirt's `<dnsmasq:options>` extension element.
 pub const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
 
@@ -192,68 +194,15 @@ pub struct ForwardDef {
     pub extra: Vec<RawElement>,
 }
 
-/// `<forward mode>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ForwardMode {
-    #[default]
-    Nat,
-    Route,
-    Open,
-    Bridge,
-    Private,
-    Vepa,
-    Passthrough,
-    Hostdev,
-}
-
-impl ForwardMode {
-    pub const ALL: [ForwardMode; 8] = [
-        ForwardMode::Nat,
-        ForwardMode::Route,
-        ForwardMode::Open,
-        ForwardMode::Bridge,
-        ForwardMode::Private,
-        ForwardMode::Vepa,
-        ForwardMode::Passthrough,
-        ForwardMode::Hostdev,
-    ];
-
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardMode::Nat => "nat",
-            ForwardMode::Route => "route",
-            ForwardMode::Open => "open",
-            ForwardMode::Bridge => "bridge",
-            ForwardMode::Private => "private",
-            ForwardMode::Vepa => "vepa",
-            ForwardMode::Passthrough => "passthrough",
-            ForwardMode::Hostdev => "hostdev",
-        }
-    }
-
-    /// Exact, case-sensitive match on the XML spelling.
-    pub fn from_xml(s: &str) -> Option<ForwardMode> {
-        ForwardMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-
-    /// Modes where guests attach to something that is not a libvirt-managed bridge;
-    /// libvirt refuses `<ip>`, `<mac>`, `<domain>`, `<dns>` and `<route>` for them.
-    pub fn is_direct(self) -> bool {
-        matches!(
-            self,
-            ForwardMode::Bridge
-                | ForwardMode::Private
-                | ForwardMode::Vepa
-                | ForwardMode::Passthrough
-                | ForwardMode::Hostdev
+impl NetworkDef {
+    /// The mode vxdp realizes for this definition (one of
+    /// `vxdp_common::mode`; see [`crate::model::mode::of`]), `None` for a
+    /// mode it does not realize.
+    pub fn mode(&self) -> Option<u32> {
+        crate::model::mode::of(
+            self.forward.as_ref().map(|f| f.mode),
+            self.bridge.name.is_some(),
         )
-    }
-}
-
-impl fmt::Display for ForwardMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -483,14 +432,6 @@ pub fn default_network_xml() -> &'static str {
   </ip>
 </network>
 "
-}
-
-/// Formats a MAC as libvirt writes it: lower-case, colon-separated.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn same_family(a: IpAddr, b: IpAddr) -> bool {

@@ -1,5 +1,6 @@
 //! Document → [`NetworkDef`]: the schema's structure checks and libvirt's semantic checks.
 
+use crate::model::mac::Mac;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
@@ -443,7 +444,7 @@ impl Parser<'_> {
             if let Some(mac) = &def.mac {
                 return Err(self.err(
                     "/network/mac@address",
-                    Some(&super::format_mac(mac)),
+                    Some(&Mac(*mac).to_string()),
                     unsupported("<mac> element"),
                 ));
             }
@@ -1769,30 +1770,11 @@ impl Parser<'_> {
             .map_err(|_| self.err(at, Some(v), "expected a dotted-quad IPv4 address"))
     }
 
-    /// `xx:xx:xx:xx:xx:xx` as in the schema's uniMacAddr: two hex digits per group,
-    /// multicast bit clear.
+    /// A unicast MAC (the schema's uniMacAddr): [`Mac::parse_unicast`].
     fn mac(&self, v: &str, at: &str) -> R<[u8; 6]> {
-        let bad = || self.err(at, Some(v), "expected a MAC address like 52:54:00:12:34:56");
-        let mut mac = [0u8; 6];
-        let mut groups = v.split(':');
-        for byte in &mut mac {
-            let g = groups.next().ok_or_else(bad)?;
-            if g.len() != 2 || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(g, 16).map_err(|_| bad())?;
-        }
-        if groups.next().is_some() {
-            return Err(bad());
-        }
-        if mac[0] & 1 == 1 {
-            return Err(self.err(
-                at,
-                Some(v),
-                "multicast MAC address; a unicast address is required",
-            ));
-        }
-        Ok(mac)
+        Mac::parse_unicast(v)
+            .map(Mac::octets)
+            .map_err(|e| self.err(at, Some(v), e.to_string()))
     }
 
     /// `8-4-4-4-12` or 32 hex digits; returned in canonical lower-case hyphenated form.

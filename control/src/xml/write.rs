@@ -1,14 +1,13 @@
 //! [`NetworkDef`] → XML text, in libvirt's element order and quoting style, plus the
 //! serialiser for elements kept verbatim.
 
+use crate::model::mac::Mac;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use roxmltree::Node;
 
-use super::{
-    DNSMASQ_NS, DhcpHost, DnsDef, ForwardDef, IpDef, Lease, NetworkDef, RouteDef, format_mac,
-};
+use super::{DNSMASQ_NS, DhcpHost, DnsDef, ForwardDef, IpDef, Lease, NetworkDef, RouteDef};
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -51,7 +50,7 @@ pub(super) fn network(def: &NetworkDef) -> String {
     }
     if let Some(mac) = &def.mac {
         o.push_str("  <mac");
-        attr(&mut o, "address", &format_mac(mac));
+        attr(&mut o, "address", &Mac(*mac).to_string());
         o.push_str("/>\n");
     }
     if let Some(d) = &def.domain {
@@ -293,7 +292,7 @@ fn ip_elem(o: &mut String, ip: &IpDef) {
 fn host(o: &mut String, h: &DhcpHost) {
     o.push_str("      <host");
     if let Some(mac) = &h.mac {
-        attr(o, "mac", &format_mac(mac));
+        attr(o, "mac", &Mac(*mac).to_string());
     }
     if let Some(id) = &h.id {
         attr(o, "id", id);

@@ -2,11 +2,15 @@
 //! way libvirt's network driver writes it, plus what vxdp needs (its own
 //! paths, the lease hook, foreground operation for the supervisor).
 
+use crate::model::mac::Mac;
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
-use crate::xml::{IpDef, Lease, NetworkDef, XmlError, format_mac};
+use crate::xml::{IpDef, Lease, NetworkDef, XmlError};
 
-use super::{Paths, dns};
+use super::{
+    Paths,
+    dns::{self, MAX_DNS_NAME},
+};
 
 /// The user dnsmasq runs as once it has opened its sockets, lease file and
 /// pid file as root: it parses guests' DHCP, DNS and TFTP requests, so not
@@ -155,9 +159,6 @@ fn dns_name(file: &str, element: &str, v: &str) -> Result<(), XmlError> {
     }
     Ok(())
 }
-
-/// Longest DNS name (RFC 1035, in text form without the final dot).
-pub const MAX_DNS_NAME: usize = 253;
 
 /// Longest boot file name: the BOOTP `file` field holds 128 bytes with
 /// its terminating NUL.
@@ -460,7 +461,7 @@ fn dhcp_lines(ip: &IpDef, at: &str, c: &mut Conf, lease_max: &mut u64) -> Result
         let hat = format!("{at}/dhcp/host[{}]", j + 1);
         let mut fields: Vec<String> = Vec::new();
         if let Some(mac) = &h.mac {
-            fields.push(format_mac(mac));
+            fields.push(Mac(*mac).to_string());
         }
         if let Some(id) = &h.id {
             // Checked by the XML module: colon-separated hex bytes.

@@ -42,10 +42,10 @@ use prometheus_client::{
 use vxdp_common::{Action, DropReason, names, network_flags};
 
 use crate::{
+    dataplane::pinned,
     dataplane::{DataplaneError, Maps},
-    network::Context,
-    pinned,
-    state::{NetworkRecord, StateError},
+    host::Context,
+    host::state::{NetworkRecord, StateError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,7 @@ impl DaemonStats {
 /// Reads everything and encodes it (OpenMetrics text). Never waits for the
 /// state directory's lock: a command holding it must not stall a scrape.
 pub fn render(ctx: &Context, daemon: Option<&DaemonStats>) -> Result<String, MetricsError> {
-    let records = crate::state::read_networks(&ctx.state_dir)?;
+    let records = crate::host::state::read_networks(&ctx.state_dir)?;
     render_records(ctx, &records, daemon)
 }
 
@@ -438,7 +438,7 @@ fn render_records(
     }
 
     // Defined networks that are not started are down.
-    if let Ok(down) = crate::definitions::defined_not_running(&ctx.state_dir, records) {
+    if let Ok(down) = crate::ops::definitions::defined_not_running(&ctx.state_dir, records) {
         for (network, mode) in down {
             up.get_or_create(&UpLabels { network, mode }).set(0);
         }

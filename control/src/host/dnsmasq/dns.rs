@@ -29,6 +29,9 @@ fn err(file: &str, element: String, value: Option<&str>, reason: impl Into<Strin
     }
 }
 
+/// Longest DNS name (RFC 1035, in text form without the final dot).
+pub const MAX_DNS_NAME: usize = 253;
+
 /// Letters, digits, '-', '.' and '_' (the last for SRV labels): nothing that
 /// could break a dnsmasq option line.
 fn check_name(file: &str, at: String, v: &str) -> Result<String, XmlError> {
@@ -44,15 +47,12 @@ fn check_name(file: &str, at: String, v: &str) -> Result<String, XmlError> {
             "may only contain letters, digits, '-', '.' and '_'",
         ));
     }
-    if v.len() > super::config::MAX_DNS_NAME {
+    if v.len() > MAX_DNS_NAME {
         return Err(err(
             file,
             at,
             Some(v),
-            format!(
-                "a DNS name has at most {} characters",
-                super::config::MAX_DNS_NAME
-            ),
+            format!("a DNS name has at most {} characters", MAX_DNS_NAME),
         ));
     }
     Ok(v.to_string())

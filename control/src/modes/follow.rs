@@ -23,11 +23,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use vxdp_common::mode;
 
-use crate::dataplane::{self, Maps};
-use crate::netlink::Netlink;
-use crate::network::{Context, NetworkError, NetworkPlan};
-use crate::reconcile::Repairs;
-use crate::state::NetworkRecord;
+use crate::{
+    dataplane::{self, Maps},
+    host::{Context, netlink::Netlink, state::NetworkRecord},
+    modes::{
+        nat6,
+        plan::NetworkPlan,
+        shared::{ModeError, Repairs, device_used},
+    },
+};
 
 /// Moves `rec` to the uplink and NAT addresses the host has now. Changes
 /// only `rec` and the pinned dataplane; the caller saves the record and
@@ -40,7 +44,7 @@ pub async fn uplink(
     plan: &NetworkPlan,
     others: &[NetworkRecord],
     repairs: &mut Repairs,
-) -> Result<(), NetworkError> {
+) -> Result<(), ModeError> {
     if plan.mode == mode::BRIDGE {
         return Ok(()); // a host bridge holds its uplink itself
     }
@@ -58,7 +62,7 @@ pub async fn uplink(
                 // The old uplink's program goes unless another network uses
                 // that interface; the new one is attached by the caller's
                 // "uplink program" step.
-                if old_index != 0 && !crate::direct::device_used(others, old_index) {
+                if old_index != 0 && !device_used(others, old_index) {
                     dataplane::detach_uplink(&ctx.pins, old_index)?;
                 }
                 repairs.note(format!(
@@ -109,7 +113,7 @@ pub async fn uplink(
     }
 
     if let Some(old) = rec.nat6
-        && crate::nat6::masquerades(plan)
+        && nat6::masquerades(plan)
     {
         let addrs: Vec<_> = nl
             .ipv6_global_addresses(link.index)

@@ -57,6 +57,10 @@ pub enum DnsmasqError {
     },
     #[error("dnsmasq of network '{network}' (session {pid}) did not stop")]
     Stuck { network: String, pid: i32 },
+    #[error("{0}")]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("{0}")]
+    State(#[from] crate::host::state::StateError),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DnsmasqError + '_ {
@@ -173,9 +177,9 @@ pub fn check(def: &NetworkDef, file: &str) -> Result<(), XmlError> {
 
 /// [`DNSMASQ_USER`] and its primary group, from the host's user database.
 pub fn run_as() -> Result<RunAs, DnsmasqError> {
-    let user = crate::users::user(DNSMASQ_USER).ok_or(DnsmasqError::NoUser(DNSMASQ_USER))?;
+    let user = crate::host::users::user(DNSMASQ_USER).ok_or(DnsmasqError::NoUser(DNSMASQ_USER))?;
     // A primary group without a name: give dnsmasq its number.
-    let group = crate::users::group_name(user.gid).unwrap_or_else(|| user.gid.to_string());
+    let group = crate::host::users::group_name(user.gid).unwrap_or_else(|| user.gid.to_string());
     Ok(RunAs {
         user: DNSMASQ_USER.into(),
         group,

@@ -18,100 +18,19 @@ use vxdp_common::{DIRECT_MAX_PORTS, DirectNic, mode};
 
 use crate::{
     dataplane::{self, DataplaneError, Maps, Pins},
-    netlink::Netlink,
-    network::{self, Context, NetworkError, NetworkPlan, Undo},
-    reconcile::Repairs,
-    state::{NetworkRecord, StateDir},
-    xml::{ForwardMode, NetworkDef},
+    host::{
+        Context,
+        netlink::Netlink,
+        state::{NetworkRecord, StateDir},
+        undo::Undo,
+    },
+    modes::{
+        plan::{NetworkPlan, devices, invalid, network_config},
+        shared::{
+            ModeError, Repairs, device_used, load_dataplane, port_endpoint, takes_xdp_frames,
+        },
+    },
 };
-
-/// The direct mode a definition asks for, if any: `vepa`, `private`,
-/// `passthrough`, and `bridge` without `<bridge name>` (with one it is a
-/// host bridge network).
-pub fn direct_mode(def: &NetworkDef) -> Option<u32> {
-    match def.forward.as_ref()?.mode {
-        ForwardMode::Bridge if def.bridge.name.is_none() => Some(mode::DIRECT_BRIDGE),
-        ForwardMode::Vepa => Some(mode::DIRECT_VEPA),
-        ForwardMode::Private => Some(mode::DIRECT_PRIVATE),
-        ForwardMode::Passthrough => Some(mode::DIRECT_PASSTHROUGH),
-        _ => None,
-    }
-}
-
-/// `direct-bridge`, `direct-vepa`, `direct-private`, `direct-passthrough`.
-pub fn mode_name(m: u32) -> Option<&'static str> {
-    match m {
-        mode::DIRECT_BRIDGE => Some("direct-bridge"),
-        mode::DIRECT_VEPA => Some("direct-vepa"),
-        mode::DIRECT_PRIVATE => Some("direct-private"),
-        mode::DIRECT_PASSTHROUGH => Some("direct-passthrough"),
-        _ => None,
-    }
-}
-
-fn invalid(file: &str, element: &str, reason: impl Into<String>) -> NetworkError {
-    NetworkError::Invalid {
-        file: file.into(),
-        element: element.into(),
-        reason: reason.into(),
-    }
-}
-
-/// The pool of devices: `<forward dev>` and the `<interface dev>`
-/// children, in order, without repeats; each with the element that names
-/// it (for errors).
-pub fn devices(def: &NetworkDef, file: &str) -> Result<Vec<(String, String)>, NetworkError> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let Some(fwd) = &def.forward else {
-        return Ok(out);
-    };
-    if let Some(dev) = &fwd.dev {
-        out.push((dev.clone(), "/network/forward@dev".into()));
-    }
-    let mut n = 0;
-    for raw in fwd.extra.iter().filter(|r| r.name == "interface") {
-        n += 1;
-        let element = format!("/network/forward/interface[{n}]@dev");
-        let doc = roxmltree::Document::parse(&raw.xml)
-            .map_err(|e| invalid(file, &element, format!("cannot read the element back: {e}")))?;
-        let dev = doc.root_element().attribute("dev").ok_or_else(|| {
-            invalid(
-                file,
-                &element,
-                "an <interface> of a direct network needs dev",
-            )
-        })?;
-        if !out.iter().any(|(d, _)| d == dev) {
-            out.push((dev.to_string(), element));
-        }
-    }
-    Ok(out)
-}
-
-/// Checks a direct network's definition (no bridge-side features, at least
-/// one device).
-pub fn check(def: &NetworkDef, file: &str) -> Result<(), NetworkError> {
-    if !def.ips.is_empty() {
-        return Err(invalid(
-            file,
-            "/network/ip",
-            "a direct network has no <ip>: guests take addresses on the device's LAN",
-        ));
-    }
-    if devices(def, file)?.is_empty() {
-        return Err(invalid(
-            file,
-            "/network/forward",
-            "a direct network needs a device: <forward dev='eth0'> or <interface dev='eth0'/>",
-        ));
-    }
-    Ok(())
-}
-
-/// Whether a started network is a direct one.
-pub fn is_direct(rec: &NetworkRecord) -> bool {
-    !rec.direct_nics.is_empty()
-}
 
 /// Starts a direct network (`net-start`/`net-create`): checks its devices,
 /// writes the network and device entries, attaches the device programs.
@@ -120,13 +39,13 @@ pub async fn start(
     ctx: &Context,
     plan: &NetworkPlan,
     file: &str,
-) -> Result<NetworkRecord, NetworkError> {
+) -> Result<NetworkRecord, ModeError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
     let running = state.networks()?;
     let name = plan.def.name.clone();
     if running.iter().any(|r| r.name == name) {
-        return Err(NetworkError::AlreadyStarted(name));
+        return Err(ModeError::AlreadyStarted(name));
     }
     let mut nics = Vec::new();
     for (dev, element) in devices(&plan.def, file)? {
@@ -145,7 +64,7 @@ pub async fn start(
                     "interface {dev} is already the device of direct network '{}' (one direct network per device)",
                     other.name
                 ),
-            ));
+            ).into());
         }
         if let Some(other) = running.iter().find(|r| {
             r.bridge_ifindex == link.index || r.ports.iter().any(|p| p.ifindex == link.index)
@@ -157,7 +76,8 @@ pub async fn start(
                     "interface {dev} is a bridge or guest port of network '{}'",
                     other.name
                 ),
-            ));
+            )
+            .into());
         }
         let mac = link.mac.ok_or_else(|| {
             invalid(
@@ -170,7 +90,7 @@ pub async fn start(
     }
     let id = (1..vxdp_common::MAX_NETWORKS)
         .find(|id| running.iter().all(|r| r.id != *id))
-        .ok_or(NetworkError::TooManyNetworks)?;
+        .ok_or(ModeError::TooManyNetworks)?;
     let mut undo = Undo::default();
     let res = apply_start(ctx, &state, plan, &nics, id, running.is_empty(), &mut undo).await;
     if res.is_err() {
@@ -187,14 +107,18 @@ async fn apply_start(
     id: u32,
     first_network: bool,
     undo: &mut Undo,
-) -> Result<NetworkRecord, NetworkError> {
+) -> Result<NetworkRecord, ModeError> {
     let name = plan.def.name.clone();
     let mode_name = plan.mode_name();
-    network::load_dataplane(ctx, state, &name, first_network, undo)?;
+    load_dataplane(ctx, state, &name, first_network, undo)?;
     let (first_name, first_index, first_mac) = nics[0].clone();
     let maps = Maps::open(&ctx.pins)?;
+    // An adopted dataplane older than direct networks has no maps for them.
+    maps.layout()
+        .require(&ctx.pins, crate::dataplane::layout::Feature::Direct)
+        .map_err(DataplaneError::from)?;
     let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
-    let cfg = network::network_config(plan, 0, first_mac, first_index, none);
+    let cfg = network_config(plan, 0, first_mac, first_index, none);
     maps.reset_counters(id)?;
     {
         let pins = ctx.pins.clone();
@@ -208,8 +132,8 @@ async fn apply_start(
     }
     maps.set_network(id, &cfg)?;
     for (dev, index, mac) in nics.iter().cloned() {
-        eprintln!(
-            "[vxdp] {name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
+        log::info!(
+            "{name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
         );
         {
             let pins = ctx.pins.clone();
@@ -274,8 +198,8 @@ async fn apply_start(
     };
     state.save_network(&rec)?;
     let devs: Vec<_> = nics.iter().map(|(n, _, _)| n.as_str()).collect();
-    eprintln!(
-        "[vxdp] {name}: started (network id {id}, {mode_name} on {})",
+    log::info!(
+        "{name}: started (network id {id}, {mode_name} on {})",
         devs.join(", ")
     );
     Ok(rec)
@@ -288,7 +212,7 @@ pub fn stop_nics(
     pins: &Pins,
     rec: &NetworkRecord,
     others: &[NetworkRecord],
-) -> Result<(), NetworkError> {
+) -> Result<(), ModeError> {
     for (_, index) in &rec.direct_nics {
         if let Ok(maps) = Maps::open(pins) {
             maps.remove_direct_nic(*index)?;
@@ -303,13 +227,6 @@ pub fn stop_nics(
     Ok(())
 }
 
-/// Whether one of `others` has `ifindex` as its uplink or direct device.
-pub fn device_used(others: &[NetworkRecord], ifindex: u32) -> bool {
-    others
-        .iter()
-        .any(|r| r.uplink_ifindex == ifindex || r.direct_nics.iter().any(|(_, i)| *i == ifindex))
-}
-
 /// Plugs guest port `port` into direct network `rec`: picks its device
 /// like libvirt (the pool's least used one; passthrough: a device with no
 /// guest yet) and adds the port to it. Pushes its undo first.
@@ -320,12 +237,12 @@ pub fn plug(
     port: u32,
     dev: &str,
     undo: &mut Undo,
-) -> Result<String, NetworkError> {
+) -> Result<String, ModeError> {
     let mut best: Option<(String, u32, DirectNic)> = None;
     for (name, index) in &rec.direct_nics {
         let nic = maps
             .direct_nic(*index)?
-            .ok_or_else(|| NetworkError::Dataplane(DataplaneError::NotLoaded(pins.root.clone())))?;
+            .ok_or_else(|| ModeError::Dataplane(DataplaneError::NotLoaded(pins.root.clone())))?;
         if best
             .as_ref()
             .is_none_or(|(_, _, b)| nic.port_count < b.port_count)
@@ -333,31 +250,35 @@ pub fn plug(
             best = Some((name.clone(), *index, nic));
         }
     }
-    let (nic_name, nic_index, mut nic) = best.ok_or_else(|| NetworkError::Invalid {
-        file: rec.name.clone(),
-        element: "/network/forward".into(),
-        reason: "the direct network has no device".into(),
+    let (nic_name, nic_index, mut nic) = best.ok_or_else(|| {
+        invalid(
+            &rec.name,
+            "/network/forward",
+            "the direct network has no device",
+        )
     })?;
     if nic.mode == mode::DIRECT_PASSTHROUGH && nic.port_count > 0 {
         let devs: Vec<_> = rec.direct_nics.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(NetworkError::Invalid {
-            file: rec.name.clone(),
-            element: "/network/forward@mode".into(),
-            reason: format!(
+        return Err(invalid(
+            &rec.name,
+            "/network/forward@mode",
+            format!(
                 "cannot plug {dev}: passthrough network '{}' gives each guest a whole device, and every device ({}) has its guest",
                 rec.name,
                 devs.join(", ")
             ),
-        });
+        )
+        .into());
     }
     if nic.port_count as usize >= DIRECT_MAX_PORTS {
-        return Err(NetworkError::Invalid {
-            file: rec.name.clone(),
-            element: "/network/forward".into(),
-            reason: format!(
+        return Err(invalid(
+            &rec.name,
+            "/network/forward",
+            format!(
                 "cannot plug {dev}: device {nic_name} already has {DIRECT_MAX_PORTS} guests, the most vxdp supports per device"
             ),
-        });
+        )
+        .into());
     }
     {
         let pins = pins.clone();
@@ -406,7 +327,7 @@ pub async fn reconcile(
     rec: &mut NetworkRecord,
     plan: &NetworkPlan,
     repairs: &mut Repairs,
-) -> Result<(), NetworkError> {
+) -> Result<(), ModeError> {
     let name = rec.name.clone();
     let mut first_mac = None;
     for (dev, index) in rec.direct_nics.clone() {
@@ -442,13 +363,13 @@ pub async fn reconcile(
             repairs.note(format!("{name}: wrote the device entry of {dev}"));
         }
         let xdp = ctx.pins.xdp_link(index);
-        if !crate::pinned::link_attached(&xdp, index) {
+        if !crate::dataplane::pinned::link_attached(&xdp, index) {
             dataplane::detach_uplink(&ctx.pins, index)?;
             dataplane::attach_uplink(&ctx.pins, index, &dev)?;
             repairs.note(format!("{name}: device {dev}: attached XDP again"));
         }
         for link_path in ctx.pins.nic_links(index) {
-            if !crate::pinned::link_attached(&link_path, index) {
+            if !crate::dataplane::pinned::link_attached(&link_path, index) {
                 dataplane::detach(&link_path)?;
                 dataplane::attach_nic(&ctx.pins, index, &dev)?;
                 repairs.note(format!(
@@ -457,7 +378,7 @@ pub async fn reconcile(
             }
         }
     }
-    let want = network::network_config(
+    let want = network_config(
         plan,
         0,
         first_mac.unwrap_or_default(),
@@ -484,12 +405,7 @@ pub async fn reconcile(
         match maps.endpoint(port.ifindex)? {
             Some(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {
-                let ep = network::port_endpoint(
-                    &ctx.state_dir,
-                    &snapshot,
-                    port,
-                    network::takes_xdp_frames(&link),
-                )?;
+                let ep = port_endpoint(&ctx.state_dir, &snapshot, port, takes_xdp_frames(&link))?;
                 maps.set_endpoint(port.ifindex, &ep)?;
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }
@@ -530,7 +446,7 @@ pub async fn reconcile(
             nl.set_up(port.ifindex).await?;
         }
         let path = ctx.pins.tc_link(port.ifindex);
-        if !crate::pinned::link_attached(&path, port.ifindex) {
+        if !crate::dataplane::pinned::link_attached(&path, port.ifindex) {
             dataplane::detach(&path)?;
             dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
             repairs.note(format!(

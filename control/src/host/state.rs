@@ -86,6 +86,13 @@ pub struct NetworkRecord {
     pub nat6: Option<std::net::Ipv6Addr>,
 }
 
+impl NetworkRecord {
+    /// Whether the network is a direct (macvtap-like) one.
+    pub fn is_direct(&self) -> bool {
+        crate::model::mode::from_name(&self.mode).is_some_and(crate::model::mode::is_direct)
+    }
+}
+
 /// Host settings vxdp changed, restored when its last network stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {

@@ -1,6 +1,7 @@
 //! Leases: dnsmasq's lease file, and the lease events that put a guest's
 //! address into its port's `Endpoint` (what anti-spoofing allows).
 
+use crate::model::mac::Mac;
 use std::{
     fs, io,
     net::{IpAddr, Ipv4Addr},
@@ -11,8 +12,7 @@ use vxdp_common::endpoint_flags;
 
 use crate::{
     dataplane::{Maps, Pins},
-    network::{NetworkError, parse_mac},
-    state::{NetworkRecord, StateDir},
+    host::state::{NetworkRecord, StateDir},
     xml::{self, NetworkDef},
 };
 
@@ -50,7 +50,7 @@ pub fn parse_leases(text: &str) -> Vec<LeaseEntry> {
             continue;
         };
         let mac = if ip.is_ipv4() {
-            parse_mac(f[1]).ok()
+            Mac::parse(f[1]).ok().map(Mac::octets)
         } else {
             None
         };
@@ -121,11 +121,17 @@ fn set_port_ipv4(
     mac: &[u8; 6],
     ipv4: Option<Ipv4Addr>,
     forget: Ipv4Addr,
-) -> Result<usize, NetworkError> {
+) -> Result<usize, DnsmasqError> {
     let maps = Maps::open(pins)?;
     let mut n = 0;
     for port in &rec.ports {
-        if port.mac.as_deref().and_then(|m| parse_mac(m).ok()).as_ref() != Some(mac) {
+        if port
+            .mac
+            .as_deref()
+            .and_then(|m| Mac::parse(m).ok().map(Mac::octets))
+            .as_ref()
+            != Some(mac)
+        {
             continue;
         }
         // An address given at plug time (`attach-interface --ip`) is the
@@ -162,12 +168,12 @@ pub fn apply_event(
     pins: &Pins,
     network: &str,
     args: &[String],
-) -> Result<String, NetworkError> {
+) -> Result<String, DnsmasqError> {
     let action = args.first().map(String::as_str).unwrap_or("");
     if !matches!(action, "add" | "old" | "del") || args.len() < 3 {
         return Ok(format!("{network}: ignored lease event {args:?}"));
     }
-    let Ok(mac) = parse_mac(&args[1]) else {
+    let Ok(Mac(mac)) = Mac::parse(&args[1]) else {
         return Ok(format!(
             "{network}: ignored lease event without a MAC {args:?}"
         ));
@@ -191,7 +197,7 @@ pub fn apply_event(
     let what = known.map_or("unknown".to_string(), |a| a.to_string());
     Ok(format!(
         "{network}: lease {action} {} {ip}: {n} port(s) now allow {what}",
-        xml::format_mac(&mac)
+        Mac(mac)
     ))
 }
 
@@ -251,7 +257,7 @@ pub fn table(def: &NetworkDef, leases: &[LeaseEntry], mac: Option<&[u8; 6]>, now
             } else {
                 format_utc(l.expiry)
             },
-            l.mac.as_ref().map_or("-".into(), xml::format_mac),
+            l.mac.as_ref().map_or("-".into(), |m| Mac(*m).to_string()),
             if l.ip.is_ipv4() {
                 "ipv4".into()
             } else {

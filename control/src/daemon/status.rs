@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use vxdp_common::{Action, DropReason, network_flags};
 
-use crate::{dataplane::Maps, metrics::MetricsError, network::Context, pinned, report};
+use crate::{
+    daemon::metrics::MetricsError, daemon::report, dataplane::Maps, dataplane::pinned,
+    host::Context,
+};
 
 pub const PAGE_HTML: &str = include_str!("status/index.html");
 pub const PAGE_JS: &str = include_str!("status/status.js");
@@ -76,9 +79,9 @@ pub struct FlowStatus {
 }
 
 /// Reads the records and the pinned maps (never the state lock, like
-/// [`crate::metrics::render`]).
+/// [`crate::daemon::metrics::render`]).
 pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
-    let records = crate::state::read_networks(&ctx.state_dir)?;
+    let records = crate::host::state::read_networks(&ctx.state_dir)?;
     let maps = if ctx.pins.is_loaded() {
         Some(Maps::open(&ctx.pins)?)
     } else {
@@ -183,7 +186,7 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
         });
     }
     if let Some(maps) = &maps {
-        let now = report::monotonic_ns();
+        let now = crate::dataplane::monotonic_ns();
         let mut rows = report::flow_rows(&maps.conntrack_entries(None)?, &records, now);
         rows.extend(report::flow6_rows(
             &maps.conntrack6_entries(None)?,
@@ -208,7 +211,7 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
     Ok(status)
 }
 
-fn interfaces_name(r: &crate::state::NetworkRecord, ifindex: u32) -> Option<String> {
+fn interfaces_name(r: &crate::host::state::NetworkRecord, ifindex: u32) -> Option<String> {
     if r.uplink_ifindex == ifindex && !r.uplink.is_empty() {
         return Some(r.uplink.clone());
     }

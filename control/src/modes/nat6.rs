@@ -8,8 +8,8 @@ use std::net::Ipv6Addr;
 use vxdp_common::{Nat6Config, mode, nat6_flags};
 
 use crate::{
-    netlink::Netlink,
-    network::{NetworkError, NetworkPlan},
+    host::netlink::Netlink,
+    modes::{plan::NetworkPlan, shared::ModeError},
 };
 
 /// Whether the definition asks for NAT66 (`<forward mode='nat'><nat
@@ -54,25 +54,21 @@ pub fn config(plan: &NetworkPlan, nat6_addr: Option<Ipv6Addr>) -> Option<Nat6Con
 /// such a network too ("enabling IPv6 forwarding with RA routes without
 /// accept_ra set to 2 is likely to cause routes loss"). Applies to every
 /// network vxdp turns IPv6 forwarding on for (route, open, NAT with IPv6).
-pub async fn check_ipv6_forwarding(nl: &Netlink) -> Result<(), NetworkError> {
+pub async fn check_ipv6_forwarding(nl: &Netlink) -> Result<(), ModeError> {
     let mut at_risk = Vec::new();
     for index in nl.ipv6_ra_route_interfaces().await? {
         let Some(link) = nl.link_by_index(index).await? else {
             continue;
         };
         let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", link.name);
-        let value = std::fs::read_to_string(&path).map_err(|source| NetworkError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        if value.trim() != "2" {
+        if crate::host::sysctl::read(&path)? != "2" {
             at_risk.push(link.name);
         }
     }
     if at_risk.is_empty() {
         Ok(())
     } else {
-        Err(NetworkError::RaRoutesAtRisk(at_risk.join(", ")))
+        Err(ModeError::RaRoutesAtRisk(at_risk.join(", ")))
     }
 }
 
@@ -83,18 +79,18 @@ pub async fn uplink_address(
     nl: &Netlink,
     uplink_index: u32,
     uplink_name: &str,
-) -> Result<Ipv6Addr, NetworkError> {
+) -> Result<Ipv6Addr, ModeError> {
     let addrs = nl.ipv6_global_addresses(uplink_index).await?;
     addrs
         .first()
         .map(|(a, _)| *a)
-        .ok_or_else(|| NetworkError::UplinkWithoutIpv6Address(uplink_name.to_string()))
+        .ok_or_else(|| ModeError::UplinkWithoutIpv6Address(uplink_name.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::plan;
+    use crate::modes::plan::plan;
 
     fn net(inner: &str) -> String {
         format!("<network><name>n</name>{inner}</network>")

@@ -10,7 +10,7 @@ use vxdp_common::{
     DropReason, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state,
 };
 
-use crate::state::NetworkRecord;
+use crate::host::state::NetworkRecord;
 
 /// One named counter of a network.
 pub struct CounterRow {
@@ -192,14 +192,4 @@ pub fn flows_table(rows: &[FlowRow]) -> String {
         );
     }
     out
-}
-
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -62,7 +62,7 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
                 &timeouts,
                 key,
                 &e,
-                now_ns.max(crate::report::monotonic_ns()),
+                now_ns.max(crate::dataplane::monotonic_ns()),
             )
         }) {
             continue;
@@ -93,7 +93,7 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
                 &timeouts,
                 key,
                 &e,
-                now_ns.max(crate::report::monotonic_ns()),
+                now_ns.max(crate::dataplane::monotonic_ns()),
             )
         }) {
             continue;

@@ -106,9 +106,9 @@ fn lookup_id(name: &str, user: bool) -> Result<u32, String> {
         return Ok(id);
     }
     let found = if user {
-        crate::users::user(name).map(|u| u.uid)
+        crate::host::users::user(name).map(|u| u.uid)
     } else {
-        crate::users::group(name)
+        crate::host::users::group(name)
     };
     found.ok_or_else(|| {
         let what = if user { "user" } else { "group" };

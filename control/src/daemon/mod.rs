@@ -7,6 +7,10 @@
 //! dataplane in place. The HTTP endpoint and the signals never wait for the
 //! reconcile work (see [`serve`]).
 
+pub mod metrics;
+pub mod report;
+pub mod status;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -32,11 +36,8 @@ use tokio::{
 };
 
 use crate::{
-    conntrack_gc,
-    dataplane::Maps,
-    metrics::{self, DaemonStats},
-    network::Context,
-    pinned, reconcile, report, status,
+    daemon::metrics::DaemonStats, dataplane::Maps, dataplane::conntrack_gc, dataplane::pinned,
+    host::Context, ops::reconcile,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +76,7 @@ const MAX_WAITING_SCRAPES: usize = 32;
 /// Two threads, so neither blocks the other: this one (the caller's
 /// runtime) answers signals and HTTP; a worker thread with a runtime of its
 /// own runs autostart, the reconcile passes and the conntrack sweeps, which
-/// wait for the state directory's lock (up to [`crate::state::LOCK_WAIT`])
+/// wait for the state directory's lock (up to [`crate::host::state::LOCK_WAIT`])
 /// and for dnsmasq to start. /metrics never waits for that lock (records
 /// are read as they are, each replaced atomically). SIGTERM ends the
 /// process at once, also in the middle of a pass: every pass repairs from
@@ -98,8 +99,8 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
             .iter()
             .map(|(p, id)| format!("{} id {id}", file_name(p)))
             .collect();
-        eprintln!(
-            "[vxdp] serve: adopted the pinned dataplane under {} ({}; {} maps, {} links)",
+        log::info!(
+            "serve: adopted the pinned dataplane under {} ({}; {} maps, {} links)",
             ctx.pins.root.display(),
             progs.join(", "),
             ids.maps.len(),
@@ -113,8 +114,8 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
             addr: opts.listen,
             source,
         })?;
-    eprintln!(
-        "[vxdp] serve: metrics on http://{}/metrics, reconciling every {:?}",
+    log::info!(
+        "serve: metrics on http://{}/metrics, reconciling every {:?}",
         listener.local_addr().unwrap_or(opts.listen),
         opts.reconcile_interval
     );
@@ -133,8 +134,8 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            _ = term.recv() => { eprintln!("[vxdp] serve: SIGTERM, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
-            _ = int.recv() => { eprintln!("[vxdp] serve: SIGINT, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
+            _ = term.recv() => { log::info!("serve: SIGTERM, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
+            _ = int.recv() => { log::info!("serve: SIGINT, exiting; the dataplane stays in place"); notify_systemd("STOPPING=1\n"); break; }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // Over the limit: close it; a scraper retries next interval.
@@ -151,7 +152,7 @@ pub async fn serve(ctx: Context, opts: ServeOptions) -> Result<(), DaemonError> 
                         drop(permit);
                     });
                 }
-                Err(e) => eprintln!("[vxdp] serve: accept: {e}"),
+                Err(e) => log::warn!("serve: accept: {e}"),
             },
         }
     }
@@ -169,8 +170,8 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
         Err(e) => {
             // Metrics still answer; vxdp_reconcile_failures says why nothing is repaired.
             stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "[vxdp] serve: starting the reconcile runtime failed, nothing will be reconciled: {e}"
+            log::warn!(
+                "serve: starting the reconcile runtime failed, nothing will be reconciled: {e}"
             );
             return;
         }
@@ -179,16 +180,16 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
         // Autostart networks come up before the first reconcile, so the
         // first pass already covers them; one that fails is logged and does
         // not stop the daemon (the operator fixes it and runs `vxdp net-start`).
-        match crate::definitions::autostart(ctx).await {
+        match crate::ops::definitions::autostart(ctx).await {
             Ok((started, failed)) => {
                 for name in &started {
-                    eprintln!("[vxdp] serve: autostart: network {name} started");
+                    log::info!("serve: autostart: network {name} started");
                 }
                 for (name, e) in &failed {
-                    eprintln!("[vxdp] serve: autostart: network {name} failed to start: {e}");
+                    log::warn!("serve: autostart: network {name} failed to start: {e}");
                 }
             }
-            Err(e) => eprintln!("[vxdp] serve: autostart: reading the definitions failed: {e}"),
+            Err(e) => log::warn!("serve: autostart: reading the definitions failed: {e}"),
         }
         // A failed pass is logged and retried every period, like later ones:
         // the metrics endpoint is most useful exactly when something is broken.
@@ -197,8 +198,8 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
                 stats
                     .repairs
                     .fetch_add(first.lines.len() as u64, Ordering::Relaxed);
-                eprintln!(
-                    "[vxdp] serve: first reconcile done ({} repairs)",
+                log::info!(
+                    "serve: first reconcile done ({} repairs)",
                     first.lines.len()
                 );
                 notify_systemd(&format!(
@@ -208,7 +209,7 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
             }
             Err(e) => {
                 stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("[vxdp] serve: first reconcile failed (retrying every period): {e}");
+                log::warn!("serve: first reconcile failed (retrying every period): {e}");
                 // Ready all the same: what could be started is up, the
                 // metrics say what failed, and a unit stuck in "activating"
                 // would hold back libvirt's guests on every network.
@@ -339,10 +340,7 @@ pub fn notify_systemd(message: &str) {
         },
     };
     if let Err(e) = result {
-        eprintln!(
-            "[vxdp] serve: telling systemd {:?}: {e}",
-            message.trim_end()
-        );
+        log::info!("serve: telling systemd {:?}: {e}", message.trim_end());
     }
 }
 
@@ -363,7 +361,7 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
         }
         Err(e) => {
             stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            eprintln!("[vxdp] serve: reconcile failed: {e}");
+            log::warn!("serve: reconcile failed: {e}");
         }
     }
     let pins = ctx.pins.clone();
@@ -372,7 +370,7 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
             if !pins.is_loaded() {
                 return Ok(Default::default());
             }
-            conntrack_gc::expire(&Maps::open(&pins)?, report::monotonic_ns())
+            conntrack_gc::expire(&Maps::open(&pins)?, crate::dataplane::monotonic_ns())
         })
         .await;
     match swept {
@@ -380,11 +378,11 @@ async fn periodic(ctx: &Context, stats: &DaemonStats) {
             stats.add_expired(&by_network);
             let n: u64 = by_network.values().sum();
             if n > 0 {
-                eprintln!("[vxdp] serve: expired {n} idle conntrack flows");
+                log::info!("serve: expired {n} idle conntrack flows");
             }
         }
-        Ok(Err(e)) => eprintln!("[vxdp] serve: conntrack sweep failed: {e}"),
-        Err(e) => eprintln!("[vxdp] serve: conntrack sweep panicked: {e}"),
+        Ok(Err(e)) => log::warn!("serve: conntrack sweep failed: {e}"),
+        Err(e) => log::warn!("serve: conntrack sweep panicked: {e}"),
     }
 }
 

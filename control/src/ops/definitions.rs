@@ -5,7 +5,7 @@
 //! Definitions live in the state directory as `networks/<name>.xml` (the
 //! definition as vxdp writes it back, generated defaults included) and
 //! `networks/<name>.autostart` (an empty marker). Both are written atomically
-//! ([`crate::state::write_atomic`]) under the state directory's lock, so a
+//! ([`crate::host::state::write_atomic`]) under the state directory's lock, so a
 //! crash leaves the old or the new definition, never a partial one.
 //!
 //! Defining checks the new definition against every other defined or running
@@ -20,9 +20,11 @@ use std::{
 };
 
 use crate::{
-    netlink::Netlink,
-    network::{self, Context, NetworkError},
-    state::{NetworkRecord, StateDir, StateError, write_atomic},
+    host::netlink::Netlink,
+    host::state::{NetworkRecord, StateDir, StateError, write_atomic},
+    host::{Context, random},
+    modes::plan,
+    ops::{error::OpsError, lifecycle},
     xml::{self, ForwardMode, NetworkDef},
 };
 
@@ -58,7 +60,7 @@ fn autostart_path(state: &StateDir, name: &str) -> PathBuf {
 }
 
 /// Reads the stored definition of `name`, if there is one.
-pub fn load(state: &StateDir, name: &str) -> Result<Option<NetworkDef>, NetworkError> {
+pub fn load(state: &StateDir, name: &str) -> Result<Option<NetworkDef>, OpsError> {
     let path = def_path(state, name);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -72,7 +74,7 @@ pub fn load(state: &StateDir, name: &str) -> Result<Option<NetworkDef>, NetworkE
 }
 
 /// Every stored definition, sorted by name.
-pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
+pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, OpsError> {
     load_all_in(state.root())
 }
 
@@ -81,8 +83,8 @@ pub fn load_all(state: &StateDir) -> Result<Vec<NetworkDef>, NetworkError> {
 /// atomically): for the daemon's metrics, which must not wait for it.
 pub fn defined_not_running(
     state_dir: &Path,
-    running: &[crate::state::NetworkRecord],
-) -> Result<Vec<(String, String)>, NetworkError> {
+    running: &[crate::host::state::NetworkRecord],
+) -> Result<Vec<(String, String)>, OpsError> {
     Ok(load_all_in(state_dir)?
         .into_iter()
         .filter(|def| !running.iter().any(|r| r.name == def.name))
@@ -90,7 +92,7 @@ pub fn defined_not_running(
         .collect())
 }
 
-fn load_all_in(state_dir: &Path) -> Result<Vec<NetworkDef>, NetworkError> {
+fn load_all_in(state_dir: &Path) -> Result<Vec<NetworkDef>, OpsError> {
     let dir = state_dir.join("networks");
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -145,31 +147,9 @@ fn has_managed_bridge(def: &NetworkDef) -> bool {
     }
 }
 
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NetworkError> {
-    let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(StateError::Io {
-                path: "getrandom(2)".into(),
-                source: e,
-            }
-            .into());
-        }
-        filled += n as usize;
-    }
-    Ok(buf)
-}
-
 /// A random (version 4) UUID in libvirt's lower-case hyphenated form.
-fn new_uuid() -> Result<String, NetworkError> {
-    let mut b: [u8; 16] = random_bytes()?;
+fn new_uuid() -> Result<String, OpsError> {
+    let mut b: [u8; 16] = random::bytes()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -199,7 +179,7 @@ fn overlap(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
 /// The networks a new definition must not clash with: every stored
 /// definition and every running network, except those named `name`
 /// (which the new definition replaces or belongs to).
-fn others(state: &StateDir, name: &str) -> Result<Vec<NetworkDef>, NetworkError> {
+fn others(state: &StateDir, name: &str) -> Result<Vec<NetworkDef>, OpsError> {
     let mut out: Vec<NetworkDef> = load_all(state)?
         .into_iter()
         .filter(|d| d.name != name)
@@ -213,19 +193,15 @@ fn others(state: &StateDir, name: &str) -> Result<Vec<NetworkDef>, NetworkError>
     Ok(out)
 }
 
-fn running_def(rec: &NetworkRecord) -> Result<NetworkDef, NetworkError> {
+fn running_def(rec: &NetworkRecord) -> Result<NetworkDef, OpsError> {
     Ok(xml::parse_network(
         &rec.xml,
         &format!("running network '{}'", rec.name),
     )?)
 }
 
-fn conflict(file: &str, element: &str, reason: String) -> NetworkError {
-    NetworkError::Invalid {
-        file: file.into(),
-        element: element.into(),
-        reason,
-    }
+fn conflict(file: &str, element: &str, reason: String) -> OpsError {
+    plan::invalid(file, element, reason).into()
 }
 
 /// Checks `def` against the other networks and fills libvirt's generated
@@ -237,7 +213,7 @@ async fn complete(
     mut def: NetworkDef,
     existing: Option<&NetworkDef>,
     file: &str,
-) -> Result<NetworkDef, NetworkError> {
+) -> Result<NetworkDef, OpsError> {
     if def.uuid.is_none() {
         // libvirt generates a fresh UUID for a definition without one, so
         // redefining a network from a file without <uuid> is refused as a
@@ -307,10 +283,7 @@ async fn complete(
         if def.mac.is_none() {
             def.mac = match existing.and_then(|e| e.mac) {
                 Some(m) => Some(m),
-                None => {
-                    let r: [u8; 3] = random_bytes()?;
-                    Some([0x52, 0x54, 0x00, r[0], r[1], r[2]])
-                }
+                None => Some(random::libvirt_mac()?.octets()),
             };
         }
     }
@@ -318,7 +291,7 @@ async fn complete(
 }
 
 /// The first `virbrN` that no other network names and no link uses.
-async fn free_bridge_name(nl: &Netlink, others: &[NetworkDef]) -> Result<String, NetworkError> {
+async fn free_bridge_name(nl: &Netlink, others: &[NetworkDef]) -> Result<String, OpsError> {
     for n in 0..4096 {
         let candidate = format!("virbr{n}");
         if others
@@ -342,7 +315,7 @@ async fn free_bridge_name(nl: &Netlink, others: &[NetworkDef]) -> Result<String,
 /// networks, fills the generated defaults and stores it. A running network
 /// of the same name keeps running with its old definition; the new one
 /// applies at its next start. Nothing is written when any check fails.
-pub async fn define(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkDef, NetworkError> {
+pub async fn define(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkDef, OpsError> {
     // Validation first: an invalid file does not even create the state directory.
     let def = xml::parse_network(xml_text, file)?;
     let state = StateDir::open(&ctx.state_dir)?;
@@ -363,10 +336,10 @@ pub async fn define(ctx: &Context, xml_text: &str, file: &str) -> Result<Network
 
 /// `vxdp net-undefine`: removes the stored definition and its autostart
 /// flag. A running network keeps running, as a transient one.
-pub fn undefine(ctx: &Context, name: &str) -> Result<(), NetworkError> {
+pub fn undefine(ctx: &Context, name: &str) -> Result<(), OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     if load(&state, name)?.is_none() {
-        return Err(NetworkError::NotDefined(name.into()));
+        return Err(OpsError::NotDefined(name.into()));
     }
     remove_file(&autostart_path(&state, name))?;
     remove_file(&def_path(&state, name))?;
@@ -375,13 +348,13 @@ pub fn undefine(ctx: &Context, name: &str) -> Result<(), NetworkError> {
 }
 
 /// `vxdp net-autostart [--disable]`: only persistent networks autostart.
-pub fn set_autostart(ctx: &Context, name: &str, enable: bool) -> Result<(), NetworkError> {
+pub fn set_autostart(ctx: &Context, name: &str, enable: bool) -> Result<(), OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     if load(&state, name)?.is_none() {
         return Err(if state.network(name)?.is_some() {
-            NetworkError::Transient(name.into())
+            OpsError::Transient(name.into())
         } else {
-            NetworkError::NotDefined(name.into())
+            OpsError::NotDefined(name.into())
         });
     }
     let path = autostart_path(&state, name);
@@ -395,19 +368,19 @@ pub fn set_autostart(ctx: &Context, name: &str, enable: bool) -> Result<(), Netw
 }
 
 /// `vxdp net-start NAME`: starts a defined network.
-pub async fn start_defined(ctx: &Context, name: &str) -> Result<NetworkRecord, NetworkError> {
+pub async fn start_defined(ctx: &Context, name: &str) -> Result<NetworkRecord, OpsError> {
     let def = {
         let state = StateDir::open(&ctx.state_dir)?;
         if state.network(name)?.is_some() {
-            return Err(NetworkError::AlreadyStarted(name.into()));
+            return Err(OpsError::already_started(name));
         }
-        load(&state, name)?.ok_or_else(|| NetworkError::NotDefined(name.into()))?
-        // The lock is released here: `network::start` takes it again.
+        load(&state, name)?.ok_or_else(|| OpsError::NotDefined(name.into()))?
+        // The lock is released here: `lifecycle::start` takes it again.
     };
     let source = def_path_display(ctx, name);
-    network::check_supported(&def, &source)?;
+    plan::check_supported(&def, &source)?;
     check_running_conflicts(ctx, &def, &source)?;
-    network::start(ctx, &xml::to_xml(&def), &source).await
+    lifecycle::start(ctx, &xml::to_xml(&def), &source).await
 }
 
 fn def_path_display(ctx: &Context, name: &str) -> String {
@@ -420,15 +393,11 @@ fn def_path_display(ctx: &Context, name: &str) -> String {
 
 /// Conflicts that only matter for starting: a running network with the same
 /// bridge or an overlapping subnet (definitions may overlap while only one runs).
-fn check_running_conflicts(
-    ctx: &Context,
-    def: &NetworkDef,
-    file: &str,
-) -> Result<(), NetworkError> {
+fn check_running_conflicts(ctx: &Context, def: &NetworkDef, file: &str) -> Result<(), OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     for rec in state.networks()? {
         if rec.name == def.name {
-            return Err(NetworkError::AlreadyStarted(def.name.clone()));
+            return Err(OpsError::already_started(&def.name));
         }
         let other = running_def(&rec)?;
         if def.bridge.name.is_some() && def.bridge.name.as_deref() == Some(rec.bridge.as_str()) {
@@ -461,17 +430,13 @@ fn check_running_conflicts(
 /// defined and running network like `net-define`, with the same generated
 /// defaults; a stored definition of the same name must carry the same UUID
 /// (then this starts it with the given definition, which is not stored).
-pub async fn create(
-    ctx: &Context,
-    xml_text: &str,
-    file: &str,
-) -> Result<NetworkRecord, NetworkError> {
+pub async fn create(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkRecord, OpsError> {
     let def = xml::parse_network(xml_text, file)?;
-    network::check_supported(&def, file)?;
+    plan::check_supported(&def, file)?;
     let def = {
         let state = StateDir::open(&ctx.state_dir)?;
         if state.network(&def.name)?.is_some() {
-            return Err(NetworkError::AlreadyStarted(def.name.clone()));
+            return Err(OpsError::already_started(&def.name));
         }
         let nl = Netlink::connect()?;
         let mut def = def;
@@ -481,11 +446,11 @@ pub async fn create(
         }
         complete(&state, &nl, def, stored.as_ref(), file).await?
     };
-    network::start(ctx, &xml::to_xml(&def), file).await
+    lifecycle::start(ctx, &xml::to_xml(&def), file).await
 }
 
 /// Every network, defined or running, sorted by name.
-pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
+pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let running = state.networks()?;
     let mut out = Vec::new();
@@ -524,7 +489,7 @@ pub fn status_all(ctx: &Context) -> Result<Vec<NetworkStatus>, NetworkError> {
 
 /// What `net-list`/`net-info` show as the bridge: a direct network's
 /// devices instead (it has no bridge).
-fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
+fn bridge_or_devices(rec: &crate::host::state::NetworkRecord) -> String {
     if rec.direct_nics.is_empty() {
         rec.bridge.clone()
     } else {
@@ -537,35 +502,34 @@ fn bridge_or_devices(rec: &crate::state::NetworkRecord) -> String {
 }
 
 fn mode_name(def: &NetworkDef) -> String {
-    if let Some(name) = crate::direct::direct_mode(def).and_then(crate::direct::mode_name) {
-        return name.into();
-    }
-    match &def.forward {
-        None => "isolated".into(),
-        Some(f) => f.mode.as_str().into(),
+    match def.mode() {
+        Some(m) => crate::model::mode::name(m, true).into(),
+        None => def
+            .forward
+            .as_ref()
+            .map_or("isolated", |f| f.mode.as_str())
+            .into(),
     }
 }
 
 /// `vxdp net-dumpxml`: the running definition of an active network (unless
 /// `inactive`), otherwise the stored one.
-pub fn dumpxml(ctx: &Context, name: &str, inactive: bool) -> Result<String, NetworkError> {
+pub fn dumpxml(ctx: &Context, name: &str, inactive: bool) -> Result<String, OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     if !inactive && let Some(rec) = state.network(name)? {
         return Ok(rec.xml);
     }
     match load(&state, name)? {
         Some(def) => Ok(xml::to_xml(&def)),
-        None if state.network(name)?.is_some() => Err(NetworkError::Transient(name.into())),
-        None => Err(NetworkError::NotDefined(name.into())),
+        None if state.network(name)?.is_some() => Err(OpsError::Transient(name.into())),
+        None => Err(OpsError::NotDefined(name.into())),
     }
 }
 
 /// Starts every autostart network that is not running (`vxdp autostart`; the
 /// daemon calls this at boot). Returns the networks started and, per
 /// network, the error that stopped it; one failure does not stop the others.
-pub async fn autostart(
-    ctx: &Context,
-) -> Result<(Vec<String>, Vec<(String, NetworkError)>), NetworkError> {
+pub async fn autostart(ctx: &Context) -> Result<(Vec<String>, Vec<(String, OpsError)>), OpsError> {
     let names: Vec<String> = {
         let state = StateDir::open(&ctx.state_dir)?;
         let running = state.networks()?;

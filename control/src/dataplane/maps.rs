@@ -1,0 +1,494 @@
+//! Handles on the pinned maps: typed access to each map family (networks,
+//! subnets, endpoints and MACs, direct NICs and ports, conntrack, NAT66,
+//! counters). What the pinned set holds is the [`super::layout`]'s answer.
+
+use aya::maps::{
+    Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+    lpm_trie::Key as LpmKey,
+};
+use vxdp_common::{
+    COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
+    DirectNic, DirectPort, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey,
+    Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, names,
+};
+
+use super::{
+    DataplaneError, Pins,
+    layout::{self, Feature, Layout},
+    map_err,
+};
+
+fn open_map(pins: &Pins, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Err(DataplaneError::NotLoaded(pins.root.clone()));
+    }
+    let data = MapData::from_pin(&path).map_err(map_err(name))?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+macro_rules! typed_map {
+    ($fn:ident, $name:expr, $ty:ty) => {
+        pub fn $fn(&self) -> Result<$ty, DataplaneError> {
+            <$ty>::try_from(open_map(&self.pins, $name)?).map_err(|e| match e {
+                MapError::InvalidKeySize { size, expected }
+                | MapError::InvalidValueSize { size, expected } => {
+                    layout::older_map($name, &self.pins, size, expected).into()
+                }
+                e => map_err($name)(e),
+            })
+        }
+    };
+}
+
+/// A conntrack table's entries, optionally of one network (`network_of`
+/// reads an entry's network id).
+fn entries_of<K: aya::Pod, V: aya::Pod>(
+    table: &HashMap<MapData, K, V>,
+    network_id: Option<u32>,
+    network_of: impl Fn(&V) -> u32,
+) -> Vec<(K, V)> {
+    // Entries can vanish (LRU) between key and value reads.
+    table
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id))
+        .collect()
+}
+
+/// Handles on the pinned maps.
+pub struct Maps {
+    pins: Pins,
+    layout: Layout,
+}
+
+impl Maps {
+    pub fn open(pins: &Pins) -> Result<Self, DataplaneError> {
+        if !pins.is_loaded() {
+            return Err(DataplaneError::NotLoaded(pins.root.clone()));
+        }
+        Ok(Self {
+            pins: pins.clone(),
+            layout: layout::detect(pins)?,
+        })
+    }
+
+    typed_map!(networks, names::MAP_NETWORKS, Array<MapData, NetworkConfig>);
+    typed_map!(endpoints, names::MAP_ENDPOINTS, HashMap<MapData, u32, Endpoint>);
+    typed_map!(subnets, names::MAP_SUBNETS, LpmTrie<MapData, SubnetKey, SubnetOwner>);
+    typed_map!(subnets6, names::MAP_SUBNETS6, LpmTrie<MapData, Subnet6Key, SubnetOwner>);
+    typed_map!(conntrack, names::MAP_CONNTRACK, HashMap<MapData, ConntrackKey, ConntrackEntry>);
+    typed_map!(counter_array, names::MAP_COUNTERS, PerCpuArray<MapData, Counter>);
+    typed_map!(ports, names::MAP_PORTS, DevMapHash<MapData>);
+    typed_map!(macs, names::MAP_MACS, HashMap<MapData, MacKey, MacPort>);
+    typed_map!(timeouts, names::MAP_TIMEOUTS, Array<MapData, u64>);
+    typed_map!(direct_nics, names::MAP_DIRECT_NICS, HashMap<MapData, u32, DirectNic>);
+    typed_map!(direct_ports, names::MAP_DIRECT_PORTS, HashMap<MapData, u32, DirectPort>);
+    typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
+    typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
+    typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
+
+    /// The pinned map layout: what the maps hold (see [`layout`]).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Writes network `id`'s `VXDP_NAT6` entry (zeroed: none).
+    pub fn set_nat6(&self, id: u32, cfg: &Nat6Config) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::Nat66) {
+            if *cfg == Nat6Config::default() {
+                return Ok(());
+            }
+            self.layout.require(&self.pins, Feature::Nat66)?;
+        }
+        self.nat6()?
+            .set(id, cfg, 0)
+            .map_err(map_err(names::MAP_NAT6))
+    }
+
+    /// All NAT66 conntrack entries (both directions), optionally of one network.
+    pub fn conntrack6_entries(
+        &self,
+        network_id: Option<u32>,
+    ) -> Result<Vec<(Conntrack6Key, Conntrack6Entry)>, DataplaneError> {
+        if !self.layout.has(Feature::Nat66) {
+            return Ok(Vec::new());
+        }
+        Ok(entries_of(&self.conntrack6()?, network_id, |v| {
+            v.network_id as u32
+        }))
+    }
+
+    pub fn set_network(&self, id: u32, cfg: &NetworkConfig) -> Result<(), DataplaneError> {
+        self.networks()?
+            .set(id, cfg, 0)
+            .map_err(map_err(names::MAP_NETWORKS))
+    }
+
+    pub fn set_subnet(
+        &self,
+        addr: u32,
+        prefix: u32,
+        owner: &SubnetOwner,
+    ) -> Result<(), DataplaneError> {
+        self.subnets()?
+            .insert(&LpmKey::new(prefix, SubnetKey { addr }), owner, 0)
+            .map_err(map_err(names::MAP_SUBNETS))
+    }
+
+    pub fn remove_subnet(&self, addr: u32, prefix: u32) -> Result<(), DataplaneError> {
+        match self
+            .subnets()?
+            .remove(&LpmKey::new(prefix, SubnetKey { addr }))
+        {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    /// The owner `VXDP_SUBNETS` gives `addr/prefix` (longest match, as the
+    /// programs look it up), if any.
+    pub fn subnet_owner(
+        &self,
+        addr: u32,
+        prefix: u32,
+    ) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self
+            .subnets()?
+            .get(&LpmKey::new(prefix, SubnetKey { addr }), 0)
+        {
+            Ok(o) => Ok(Some(o)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
+        }
+    }
+
+    /// [`Self::subnet_owner`] in `VXDP_SUBNETS6`.
+    pub fn subnet6_owner(
+        &self,
+        addr: [u8; 16],
+        prefix: u32,
+    ) -> Result<Option<SubnetOwner>, DataplaneError> {
+        match self
+            .subnets6()?
+            .get(&LpmKey::new(prefix, Subnet6Key { addr }), 0)
+        {
+            Ok(o) => Ok(Some(o)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
+        }
+    }
+
+    pub fn set_subnet6(
+        &self,
+        addr: [u8; 16],
+        prefix: u32,
+        owner: &SubnetOwner,
+    ) -> Result<(), DataplaneError> {
+        self.subnets6()?
+            .insert(&LpmKey::new(prefix, Subnet6Key { addr }), owner, 0)
+            .map_err(map_err(names::MAP_SUBNETS6))
+    }
+
+    pub fn remove_subnet6(&self, addr: [u8; 16], prefix: u32) -> Result<(), DataplaneError> {
+        match self
+            .subnets6()?
+            .remove(&LpmKey::new(prefix, Subnet6Key { addr }))
+        {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
+        }
+    }
+
+    /// Plugs a guest port in: its endpoint, its redirect slot and (MAC
+    /// known) its `VXDP_MACS` entry. A MAC or network the port had before
+    /// loses its entry.
+    pub fn set_endpoint(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        if let Some(old) = self.endpoint(ifindex)?
+            && (old.mac != ep.mac
+                || old.network_id != ep.network_id
+                || ep.flags & endpoint_flags::MAC_KNOWN == 0)
+        {
+            self.remove_mac(ifindex, &old)?;
+        }
+        self.endpoints()?
+            .insert(&ifindex, ep, 0)
+            .map_err(map_err(names::MAP_ENDPOINTS))?;
+        if ep.flags & endpoint_flags::MAC_KNOWN != 0 && self.layout.has(Feature::MacTable) {
+            let key = MacKey {
+                network_id: ep.network_id,
+                mac: ep.mac,
+                _pad0: [0; 2],
+            };
+            self.macs()?
+                .insert(&key, &MacPort { ifindex, _pad0: 0 }, 0)
+                .map_err(map_err(names::MAP_MACS))?;
+        }
+        self.ports()?
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(DataplaneError::Ports)
+    }
+
+    /// Removes `ep`'s MAC entry if it still points at `ifindex`.
+    fn remove_mac(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::MacTable) {
+            return Ok(());
+        }
+        let key = MacKey {
+            network_id: ep.network_id,
+            mac: ep.mac,
+            _pad0: [0; 2],
+        };
+        let mut macs = self.macs()?;
+        match macs.get(&key, 0) {
+            Ok(p) if p.ifindex == ifindex => match macs.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err(names::MAP_MACS)(e)),
+            },
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_MACS)(e)),
+        }
+    }
+
+    /// Whether `VXDP_MACS` holds what `ep` (the endpoint of `ifindex`) needs.
+    pub fn mac_entry_current(&self, ifindex: u32, ep: &Endpoint) -> Result<bool, DataplaneError> {
+        if ep.flags & endpoint_flags::MAC_KNOWN == 0 || !self.layout.has(Feature::MacTable) {
+            return Ok(true);
+        }
+        Ok(self.mac_port(ep.network_id, ep.mac)? == Some(ifindex))
+    }
+
+    /// The port `VXDP_MACS` names for `mac` in network `network_id`.
+    pub fn mac_port(&self, network_id: u32, mac: [u8; 6]) -> Result<Option<u32>, DataplaneError> {
+        match self.macs()?.get(
+            &MacKey {
+                network_id,
+                mac,
+                _pad0: [0; 2],
+            },
+            0,
+        ) {
+            Ok(p) => Ok(Some(p.ifindex)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_MACS)(e)),
+        }
+    }
+
+    /// The endpoint of a guest port, if it is plugged in.
+    pub fn endpoint(&self, ifindex: u32) -> Result<Option<Endpoint>, DataplaneError> {
+        match self.endpoints()?.get(&ifindex, 0) {
+            Ok(ep) => Ok(Some(ep)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_ENDPOINTS)(e)),
+        }
+    }
+
+    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
+    /// flow it created (replies must not reach whatever is plugged next
+    /// with this ifindex).
+    pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
+        if let Some(old) = self.endpoint(ifindex)? {
+            self.remove_mac(ifindex, &old)?;
+        }
+        self.flush_port_flows(ifindex)?;
+        for r in [
+            self.endpoints()?.remove(&ifindex),
+            self.ports()?.remove(ifindex),
+        ] {
+            match r {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::MAP_ENDPOINTS)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A direct network's NIC entry, if any.
+    pub fn direct_nic(&self, nic: u32) -> Result<Option<DirectNic>, DataplaneError> {
+        match self.direct_nics()?.get(&nic, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
+        }
+    }
+
+    pub fn set_direct_nic(&self, nic: u32, v: &DirectNic) -> Result<(), DataplaneError> {
+        self.direct_nics()?
+            .insert(&nic, v, 0)
+            .map_err(map_err(names::MAP_DIRECT_NICS))
+    }
+
+    pub fn remove_direct_nic(&self, nic: u32) -> Result<(), DataplaneError> {
+        match self.direct_nics()?.remove(&nic) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
+        }
+    }
+
+    /// The NIC a direct guest port is on, if any.
+    pub fn direct_port(&self, port: u32) -> Result<Option<u32>, DataplaneError> {
+        match self.direct_ports()?.get(&port, 0) {
+            Ok(v) => Ok(Some(v.nic_ifindex)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
+        }
+    }
+
+    pub fn set_direct_port(&self, port: u32, nic: u32) -> Result<(), DataplaneError> {
+        self.direct_ports()?
+            .insert(
+                &port,
+                &DirectPort {
+                    nic_ifindex: nic,
+                    _pad0: 0,
+                },
+                0,
+            )
+            .map_err(map_err(names::MAP_DIRECT_PORTS))
+    }
+
+    pub fn remove_direct_port(&self, port: u32) -> Result<(), DataplaneError> {
+        match self.direct_ports()?.remove(&port) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
+        }
+    }
+
+    /// All conntrack entries (both directions), optionally of one network.
+    pub fn conntrack_entries(
+        &self,
+        network_id: Option<u32>,
+    ) -> Result<Vec<(ConntrackKey, ConntrackEntry)>, DataplaneError> {
+        Ok(entries_of(&self.conntrack()?, network_id, |v| {
+            v.network_id as u32
+        }))
+    }
+
+    /// Removes the conntrack entries (both directions, IPv4 and NAT66) of
+    /// the flows guest port `ifindex` created; returns how many.
+    pub fn flush_port_flows(&self, ifindex: u32) -> Result<usize, DataplaneError> {
+        let mut ct = self.conntrack()?;
+        let keys: Vec<_> = entries_of(&ct, None, |_| 0)
+            .into_iter()
+            .filter(|(_, v)| v.ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        let mut n = keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+        if self.layout.has(Feature::Nat66) {
+            let mut ct6 = self.conntrack6()?;
+            let keys: Vec<_> = entries_of(&ct6, None, |_| 0)
+                .into_iter()
+                .filter(|(_, v)| v.ifindex == ifindex)
+                .map(|(k, _)| k)
+                .collect();
+            n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
+        }
+        Ok(n)
+    }
+
+    /// Removes network `network_id`'s flows translated to `nat`, its old
+    /// masquerade address (after the uplink's address changed): original
+    /// entries that rewrite to it and reply entries keyed by it. Returns how
+    /// many entries went.
+    pub fn flush_nat_address(
+        &self,
+        network_id: u32,
+        nat: std::net::IpAddr,
+    ) -> Result<usize, DataplaneError> {
+        use vxdp_common::{DIR_ORIGINAL, DIR_REPLY};
+        let mut n = 0;
+        match nat {
+            std::net::IpAddr::V4(a) => {
+                let a = u32::from_ne_bytes(a.octets());
+                let keys: Vec<_> = self
+                    .conntrack_entries(Some(network_id))?
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                            || (v.direction == DIR_REPLY && k.dst_addr == a)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                let mut ct = self.conntrack()?;
+                n += keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+            }
+            std::net::IpAddr::V6(a) => {
+                let a = a.octets();
+                let keys: Vec<_> = self
+                    .conntrack6_entries(Some(network_id))?
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                            || (v.direction == DIR_REPLY && k.dst_addr == a)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if !keys.is_empty() {
+                    let mut ct6 = self.conntrack6()?;
+                    n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
+    pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
+        let entries = self.conntrack_entries(Some(network_id))?;
+        let mut ct = self.conntrack()?;
+        let mut n = 0;
+        for (k, _) in entries {
+            if ct.remove(&k).is_ok() {
+                n += 1;
+            }
+        }
+        let entries = self.conntrack6_entries(Some(network_id))?;
+        if entries.is_empty() {
+            return Ok(n);
+        }
+        let mut ct6 = self.conntrack6()?;
+        for (k, _) in entries {
+            if ct6.remove(&k).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Counters of one network summed over CPUs: (slot, counter).
+    pub fn counters(&self, network_id: u32) -> Result<Vec<(u32, Counter)>, DataplaneError> {
+        let arr = self.counter_array()?;
+        let mut out = Vec::with_capacity(COUNTER_SLOTS as usize);
+        for slot in 0..COUNTER_SLOTS {
+            let per_cpu = arr
+                .get(&counter_index(network_id, slot), 0)
+                .map_err(map_err(names::MAP_COUNTERS))?;
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            out.push((slot, sum));
+        }
+        Ok(out)
+    }
+
+    /// Zeroes a network's counters (when its id is reused).
+    pub fn reset_counters(&self, network_id: u32) -> Result<(), DataplaneError> {
+        let mut arr = self.counter_array()?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        for slot in 0..COUNTER_SLOTS {
+            let zero =
+                aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus.get() as usize])
+                    .map_err(|source| DataplaneError::Io {
+                        path: "VXDP_COUNTERS".into(),
+                        source,
+                    })?;
+            arr.set(counter_index(network_id, slot), zero, 0)
+                .map_err(map_err(names::MAP_COUNTERS))?;
+        }
+        Ok(())
+    }
+}

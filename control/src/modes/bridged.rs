@@ -1,0 +1,662 @@
+//! Starting a bridged network (NAT, route, open, isolated, very isolated,
+//! host bridge): a plan is turned into a bridge, map entries, the uplink's
+//! programs and dnsmasq. Every step that changes the host pushes its undo;
+//! if a later step fails, the undo stack runs, so a failed start leaves
+//! nothing behind.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use vxdp_common::{MAX_NETWORKS, NetworkConfig, mode, mode_routes, network_flags};
+
+use crate::{
+    dataplane::{self, Maps, pinned},
+    host::{
+        Context, dnsmasq,
+        netlink::{LinkInfo, Netlink},
+        state::{NetworkRecord, StateDir},
+        sysctl::{self, IP_FORWARD, IPV6_FORWARD},
+        undo::Undo,
+    },
+    model::addr::overlaps,
+    modes::{
+        follow, nat6,
+        plan::{
+            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_key,
+            subnet6_key,
+        },
+        shared::{
+            ModeError, Repairs, configure_bridge, device_used, host_bridge_flags, load_dataplane,
+            port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
+        },
+    },
+    xml,
+};
+
+/// Starts a bridged network from its plan; `file` names the definition in
+/// errors.
+pub async fn start(
+    ctx: &Context,
+    plan: &NetworkPlan,
+    file: &str,
+) -> Result<NetworkRecord, ModeError> {
+    let state = StateDir::open(&ctx.state_dir)?;
+    let nl = Netlink::connect()?;
+    let running = state.networks()?;
+    let name = plan.def.name.clone();
+    if running.iter().any(|r| r.name == name) {
+        return Err(ModeError::AlreadyStarted(name));
+    }
+    if let Some(v4) = plan.ipv4
+        && let Some(other) = running.iter().find(|r| {
+            !r.gateway.is_unspecified()
+                && overlaps((r.subnet.into(), r.prefix), (v4.subnet.into(), v4.prefix))
+        })
+    {
+        return Err(invalid(
+            file,
+            "/network/ip@address",
+            format!(
+                "subnet {}/{} overlaps network '{}' ({}/{})",
+                v4.subnet, v4.prefix, other.name, other.subnet, other.prefix
+            ),
+        )
+        .into());
+    }
+    if let Some((a, p)) = plan.ipv6
+        && let Some(other) = running.iter().find(|r| {
+            r.ipv6
+                .is_some_and(|(b, q)| overlaps((a.into(), p), (b.into(), q)))
+        })
+    {
+        return Err(invalid(
+            file,
+            "/network/ip@address",
+            format!("subnet {a}/{p} overlaps network '{}'", other.name),
+        )
+        .into());
+    }
+    let bridge = match &plan.def.bridge.name {
+        Some(b) if plan.mode == mode::BRIDGE => {
+            let link = nl.link_by_name(b).await?.ok_or_else(|| {
+                invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("bridge {b} does not exist (host bridge mode uses an existing bridge)"),
+                )
+            })?;
+            if link.kind.as_deref() != Some("bridge") {
+                return Err(
+                    invalid(file, "/network/bridge@name", format!("{b} is not a bridge")).into(),
+                );
+            }
+            if let Some(other) = running.iter().find(|r| r.bridge == *b) {
+                return Err(invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("bridge {b} is already used by network '{}'", other.name),
+                )
+                .into());
+            }
+            b.clone()
+        }
+        Some(b) => {
+            if nl.link_by_name(b).await?.is_some() {
+                return Err(invalid(
+                    file,
+                    "/network/bridge@name",
+                    format!("interface {b} already exists"),
+                )
+                .into());
+            }
+            b.clone()
+        }
+        None => {
+            let mut n = 0;
+            loop {
+                let candidate = format!("virbr{n}");
+                if nl.link_by_name(&candidate).await?.is_none()
+                    && running.iter().all(|r| r.bridge != candidate)
+                {
+                    break candidate;
+                }
+                n += 1;
+            }
+        }
+    };
+    // NAT needs an uplink; route/open use <forward dev> or the default
+    // route's interface when there is one; isolated networks take the
+    // default route's interface only to refuse inbound traffic there; a host
+    // bridge holds its uplink itself.
+    let uplink = if plan.mode == mode::BRIDGE {
+        None
+    } else {
+        match plan.def.forward.as_ref().and_then(|f| f.dev.clone()) {
+            Some(dev) => Some(nl.link_by_name(&dev).await?.ok_or_else(|| {
+                invalid(
+                    file,
+                    "/network/forward@dev",
+                    format!("interface {dev} does not exist"),
+                )
+            })?),
+            None => match nl.default_route_v4().await? {
+                Some(route) => nl.link_by_index(route.oif).await?,
+                None => None,
+            },
+        }
+    };
+    if plan.mode == mode::NAT && uplink.is_none() {
+        return Err(ModeError::NoUplink);
+    }
+    let (nat_first, nat_last) = match (plan.mode, plan.nat_addresses, &uplink) {
+        (mode::NAT, Some(range), _) => range,
+        (mode::NAT, None, Some(up)) => {
+            let addrs = nl.ipv4_addresses(up.index).await?;
+            let (a, _) = *addrs
+                .first()
+                .ok_or_else(|| ModeError::UplinkWithoutAddress(up.name.clone()))?;
+            (a, a)
+        }
+        _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+    };
+    if (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some() {
+        nat6::check_ipv6_forwarding(&nl).await?;
+    }
+    let nat6_addr = match &uplink {
+        Some(up) if nat6::masquerades(plan) => {
+            Some(nat6::uplink_address(&nl, up.index, &up.name).await?)
+        }
+        _ => None,
+    };
+    let id = (1..MAX_NETWORKS)
+        .find(|id| running.iter().all(|r| r.id != *id))
+        .ok_or(ModeError::TooManyNetworks)?;
+
+    let mut undo = Undo::default();
+    let result = apply_start(
+        ctx,
+        &state,
+        &nl,
+        plan,
+        &bridge,
+        uplink.as_ref(),
+        id,
+        (nat_first, nat_last),
+        nat6_addr,
+        running.is_empty(),
+        &mut undo,
+    )
+    .await;
+    match result {
+        Ok(rec) => Ok(rec),
+        Err(e) => {
+            undo.run(&nl).await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_start(
+    ctx: &Context,
+    state: &StateDir,
+    nl: &Netlink,
+    plan: &NetworkPlan,
+    bridge: &str,
+    uplink: Option<&LinkInfo>,
+    id: u32,
+    (nat_first, nat_last): (Ipv4Addr, Ipv4Addr),
+    nat6_addr: Option<Ipv6Addr>,
+    first_network: bool,
+    undo: &mut Undo,
+) -> Result<NetworkRecord, ModeError> {
+    let name = plan.def.name.clone();
+    let mode_name = plan.mode_name();
+    load_dataplane(ctx, state, &name, first_network, undo)?;
+    // bpf_fib_lookup only forwards with forwarding on; the programs, not a
+    // firewall, decide what may cross. Isolated networks forward nothing
+    // and leave the setting alone, as libvirt does.
+    let forward_v4 = mode_routes(plan.mode) || plan.mode == mode::NAT;
+    // A NAT network's IPv6 is routed or NATed by the programs: forwarded too.
+    let forward_v6 = (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some();
+    if forward_v4 {
+        remember_sysctl(state, IP_FORWARD, |h| &mut h.ip_forward_before)?;
+    }
+    if forward_v6 {
+        remember_sysctl(state, IPV6_FORWARD, |h| &mut h.ipv6_forward_before)?;
+    }
+    if first_network {
+        // The values to restore are captured now: the undo runs while this
+        // process still holds the state directory's lock, so it must not
+        // open the state directory again (flock would wait for ourselves).
+        let host = state.host()?;
+        let host_file = ctx.state_dir.join("host.json");
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Some(v) = host.ip_forward_before {
+                    let _ = sysctl::write(IP_FORWARD, &v);
+                }
+                if let Some(v) = host.ipv6_forward_before {
+                    let _ = sysctl::write(IPV6_FORWARD, &v);
+                }
+                let _ = std::fs::remove_file(&host_file);
+            })
+        });
+    }
+    if forward_v4 {
+        sysctl::write(IP_FORWARD, "1")?;
+    }
+    if forward_v6 {
+        sysctl::write(IPV6_FORWARD, "1")?;
+    }
+
+    let mut bridge_flags = 0;
+    let (bridge_ifindex, mac) = if plan.mode == mode::BRIDGE {
+        // The operator's bridge: used as it is, never changed or removed.
+        let link = nl
+            .link_by_name(bridge)
+            .await?
+            .ok_or_else(|| ModeError::NoSuchInterface(bridge.into()))?;
+        log::info!(
+            "{name}: using host bridge {bridge} (ifindex {})",
+            link.index
+        );
+        bridge_flags = host_bridge_flags(nl, &link).await?;
+        if bridge_flags & network_flags::BRIDGE_FILTERS != 0 {
+            log::info!(
+                "{name}: {bridge} filters VLANs, calls netfilter or has isolated ports: frames between guests stay on it"
+            );
+        }
+        (link.index, link.mac.unwrap_or_default())
+    } else {
+        log::info!("{name}: creating {mode_name} bridge {bridge}");
+        let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+        let bridge_ifindex = nl
+            .create_bridge(
+                bridge,
+                Some(mac),
+                plan.def.bridge.stp,
+                plan.def.bridge.delay * 100,
+            )
+            .await?;
+        undo.push(move |nl| {
+            Box::pin(async move {
+                let _ = nl.delete_link(bridge_ifindex).await;
+            })
+        });
+        configure_bridge(nl, plan, bridge, bridge_ifindex).await?;
+        (bridge_ifindex, mac)
+    };
+
+    let maps = Maps::open(&ctx.pins)?;
+    let mut cfg = network_config(
+        plan,
+        bridge_ifindex,
+        mac,
+        uplink.map_or(0, |u| u.index),
+        (nat_first, nat_last),
+    );
+    cfg.flags |= bridge_flags;
+    maps.reset_counters(id)?;
+    maps.set_network(id, &cfg)?;
+    {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = m.set_network(id, &NetworkConfig::default());
+                }
+            })
+        });
+    }
+    // The undo comes first: removing an entry that was never written is
+    // harmless, and a failure between the two writes still removes the first.
+    let (v4_key, v6_key) = (subnet4_key(plan), subnet6_key(plan));
+    {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    if let Some((a, p)) = v4_key {
+                        let _ = m.remove_subnet(a, p);
+                    }
+                    if let Some((a, p)) = v6_key {
+                        let _ = m.remove_subnet6(a, p);
+                    }
+                }
+            })
+        });
+    }
+    write_subnets(&maps, id, plan)?;
+    if let Some(cfg) = nat6::config(plan, nat6_addr) {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| {
+            Box::pin(async move {
+                if let Ok(m) = Maps::open(&pins) {
+                    let _ = m.set_nat6(id, &vxdp_common::Nat6Config::default());
+                }
+            })
+        });
+        maps.set_nat6(id, &cfg)?;
+    }
+    let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
+        gateway: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+        subnet: Ipv4Addr::UNSPECIFIED,
+    });
+
+    if let Some(uplink) = uplink {
+        log::info!(
+            "{name}: attaching XDP to uplink {} (ifindex {})",
+            uplink.name,
+            uplink.index
+        );
+        let uplink_shared = device_used(&state.networks()?, uplink.index);
+        dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
+        if !uplink_shared {
+            let (pins, index) = (ctx.pins.clone(), uplink.index);
+            undo.push(move |_| {
+                Box::pin(async move {
+                    let _ = dataplane::detach_uplink(&pins, index);
+                })
+            });
+        }
+    }
+
+    if dnsmasq::wanted(&plan.def, &name)? {
+        log::info!("{name}: starting dnsmasq (DHCP/DNS/TFTP) on {bridge}");
+        let inv = dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        dnsmasq::start(&inv, &plan.def, bridge, &name)?;
+        let state_dir = ctx.state_dir.clone();
+        let net = name.clone();
+        undo.push(move |_| {
+            Box::pin(async move {
+                let _ = dnsmasq::stop(&state_dir, &net);
+            })
+        });
+    }
+
+    let rec = NetworkRecord {
+        name: name.clone(),
+        id,
+        mode: mode_name.into(),
+        bridge: bridge.into(),
+        bridge_ifindex,
+        uplink: uplink.map_or_else(String::new, |u| u.name.clone()),
+        uplink_ifindex: uplink.map_or(0, |u| u.index),
+        subnet: v4.subnet,
+        prefix: v4.prefix,
+        gateway: v4.gateway,
+        nat_first,
+        nat_last,
+        nat_ports: plan.nat_ports,
+        ports: Vec::new(),
+        xml: xml::to_xml(&plan.def),
+        ipv6: plan.ipv6,
+        direct_nics: Vec::new(),
+        nat6: nat6_addr,
+    };
+    state.save_network(&rec)?;
+    if plan.mode == mode::NAT {
+        log::info!(
+            "{name}: started (network id {id}, NAT to {nat_first}, ports {}-{})",
+            plan.nat_ports.0,
+            plan.nat_ports.1
+        );
+        match (nat6_addr, plan.ipv6) {
+            (Some(a), _) => log::info!("{name}: IPv6 masqueraded (NAT66) to {a}"),
+            (None, Some(_)) => {
+                log::info!("{name}: IPv6 routed without NAT (no <nat ipv6='yes'>)")
+            }
+            _ => {}
+        }
+    } else {
+        log::info!("{name}: started (network id {id}, {mode_name})");
+    }
+    Ok(rec)
+}
+
+/// Repairs a bridged network (see [`crate::ops::reconcile`]): the bridge
+/// (vxdp's own recreated with its host side; a host bridge only reported),
+/// the network's map entries, the uplink's programs, dnsmasq, and every
+/// guest port (plugged in again, endpoint and program restored); the
+/// uplink follows the default route ([`super::follow`]).
+pub async fn reconcile(
+    ctx: &Context,
+    nl: &Netlink,
+    maps: &Maps,
+    rec: &mut NetworkRecord,
+    plan: &NetworkPlan,
+    others: &[NetworkRecord],
+    repairs: &mut Repairs,
+) -> Result<(), ModeError> {
+    let name = rec.name.clone();
+    let host_bridge = plan.mode == mode::BRIDGE;
+
+    // The bridge: vxdp's own is recreated with its host side (addresses or
+    // disable_ipv6) when deleted; a host bridge is the operator's and is
+    // never created, set up or changed here.
+    let mut bridge_flags = 0;
+    let mac = match nl.link_by_name(&rec.bridge).await? {
+        Some(link) => {
+            rec.bridge_ifindex = link.index;
+            if host_bridge {
+                bridge_flags = host_bridge_flags(nl, &link).await?;
+            }
+            if !link.up {
+                if host_bridge {
+                    repairs.problem(format!(
+                        "{name}: host bridge {} is down (the operator's: left as it is)",
+                        rec.bridge
+                    ));
+                } else {
+                    nl.set_up(link.index).await?;
+                    repairs.note(format!("{name}: bridge {} was down, set it up", rec.bridge));
+                }
+            }
+            if host_bridge {
+                link.mac.unwrap_or_default()
+            } else {
+                plan.def.mac.unwrap_or_else(|| bridge_mac(&name))
+            }
+        }
+        None if host_bridge => {
+            repairs.problem(format!(
+                "{name}: host bridge {} is missing; vxdp never creates the operator's bridge: waiting for it",
+                rec.bridge
+            ));
+            return Ok(());
+        }
+        None => {
+            let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+            let index = nl
+                .create_bridge(
+                    &rec.bridge,
+                    Some(mac),
+                    plan.def.bridge.stp,
+                    plan.def.bridge.delay * 100,
+                )
+                .await?;
+            if let Err(e) = configure_bridge(nl, plan, &rec.bridge, index).await {
+                // Half a bridge would look repaired to the next pass.
+                let _ = nl.delete_link(index).await;
+                return Err(e);
+            }
+            rec.bridge_ifindex = index;
+            let addrs: Vec<String> = plan
+                .ipv4
+                .map(|v4| format!("{}/{}", v4.gateway, v4.prefix))
+                .into_iter()
+                .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
+                .collect();
+            let host_side = if addrs.is_empty() {
+                "no address, IPv6 disabled".to_string()
+            } else {
+                addrs.join(" ")
+            };
+            repairs.note(format!(
+                "{name}: recreated bridge {} ({host_side})",
+                rec.bridge
+            ));
+            mac
+        }
+    };
+
+    // The uplink and the NAT addresses follow the host's default route and
+    // the uplink's addresses (see `follow`).
+    follow::uplink(ctx, nl, maps, rec, plan, others, repairs).await?;
+
+    // The uplink (none in host bridge mode, or without a default route at
+    // start): found again by name if its ifindex changed.
+    let has_uplink = !rec.uplink.is_empty();
+    if has_uplink {
+        if let Some(link) = nl.link_by_name(&rec.uplink).await? {
+            if link.index != rec.uplink_ifindex {
+                dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
+                rec.uplink_ifindex = link.index;
+            }
+        } else {
+            repairs.problem(format!(
+                "{name}: uplink {} is missing; waiting for it",
+                rec.uplink
+            ));
+        }
+    }
+
+    // Map entries: written when missing (after a reload), or when they
+    // differ from what start would write now (an interface changed); an
+    // entry that is right is left as it is.
+    let mut want = network_config(
+        plan,
+        rec.bridge_ifindex,
+        mac,
+        if has_uplink { rec.uplink_ifindex } else { 0 },
+        (rec.nat_first, rec.nat_last),
+    );
+    want.flags |= bridge_flags;
+    if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
+        maps.set_network(rec.id, &want)?;
+        repairs.note(format!(
+            "{name}: wrote its network map entry (id {})",
+            rec.id
+        ));
+    }
+    let owner = subnet_owner(rec.id, plan);
+    let v4_ok = match subnet4_key(plan) {
+        Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    let v6_ok = match subnet6_key(plan) {
+        Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
+        None => true,
+    };
+    if !(v4_ok && v6_ok) {
+        write_subnets(maps, rec.id, plan)?;
+        repairs.note(format!("{name}: wrote its subnet map entries"));
+    }
+    if let Some(want6) = nat6::config(plan, rec.nat6)
+        && maps.layout().has(crate::dataplane::layout::Feature::Nat66)
+        && maps.nat6()?.get(&rec.id, 0).ok() != Some(want6)
+    {
+        maps.set_nat6(rec.id, &want6)?;
+        repairs.note(format!("{name}: wrote its IPv6 (NAT66) map entry"));
+    }
+
+    // The uplink's XDP program.
+    if has_uplink && nl.link_by_index(rec.uplink_ifindex).await?.is_some() {
+        let path = ctx.pins.xdp_link(rec.uplink_ifindex);
+        if !pinned::link_attached(&path, rec.uplink_ifindex) {
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
+            dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
+            dataplane::attach_uplink(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
+            repairs.note(format!(
+                "{name}: uplink {} {what}: attached XDP again",
+                rec.uplink
+            ));
+        }
+    }
+
+    // Guest ports.
+    let endpoints = maps.endpoints()?;
+    // The record as the lease lookup reads it (name, definition).
+    let snapshot = rec.clone();
+    for port in rec.ports.iter_mut() {
+        let Some(link) = nl.link_by_name(&port.dev).await? else {
+            repairs.problem(format!(
+                "{name}: guest port {} is missing; plugging it in when it reappears",
+                port.dev
+            ));
+            continue;
+        };
+        if link.index != port.ifindex {
+            dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+            maps.remove_endpoint(port.ifindex)?;
+            repairs.note(format!(
+                "{name}: guest port {} came back as ifindex {} (was {})",
+                port.dev, link.index, port.ifindex
+            ));
+            port.ifindex = link.index;
+        }
+        match endpoints.get(&port.ifindex, 0) {
+            Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
+            _ => {
+                let ep = port_endpoint(&ctx.state_dir, &snapshot, port, takes_xdp_frames(&link))?;
+                maps.set_endpoint(port.ifindex, &ep)?;
+                repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
+            }
+        }
+        if link.master != Some(rec.bridge_ifindex) {
+            nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
+            repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
+        }
+        if !link.up {
+            nl.set_up(port.ifindex).await?;
+        }
+        let path = ctx.pins.tc_link(port.ifindex);
+        if !pinned::link_attached(&path, port.ifindex) {
+            let what = if path.exists() {
+                "was detached"
+            } else {
+                "had no link"
+            };
+            dataplane::detach(&path)?;
+            dataplane::attach_guest_port(&ctx.pins, port.ifindex, &port.dev)?;
+            repairs.note(format!(
+                "{name}: guest port {} {what}: attached the TC program again",
+                port.dev
+            ));
+        }
+    }
+
+    // Guest services: the dnsmasq supervisor restarts dnsmasq itself; a
+    // supervisor that was killed is started again here.
+    if crate::host::dnsmasq::wanted(&plan.def, &name)? {
+        let inv = crate::host::dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
+        if crate::host::dnsmasq::ensure_running(&inv, &plan.def, &rec.bridge, &name)? {
+            repairs.note(format!(
+                "{name}: its dnsmasq supervisor was gone: started it again"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plugs guest port `ifindex` into a bridged network: enslaved to the
+/// network's bridge (undone on failure).
+pub async fn plug(
+    nl: &Netlink,
+    rec: &NetworkRecord,
+    ifindex: u32,
+    undo: &mut Undo,
+) -> Result<(), ModeError> {
+    nl.set_master(ifindex, rec.bridge_ifindex).await?;
+    undo.push(move |nl| {
+        Box::pin(async move {
+            let _ = nl.set_nomaster(ifindex).await;
+        })
+    });
+    Ok(())
+}

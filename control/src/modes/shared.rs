@@ -1,0 +1,264 @@
+//! What every mode's start, stop, plug and reconcile share: the errors,
+//! the first step of a start (the dataplane loaded), the sysctls to restore,
+//! the bridge's host side, a port's endpoint, and the repairs reconcile
+//! reports. Helpers used by several modes live here, below all of them.
+
+use std::net::IpAddr;
+
+use vxdp_common::{Endpoint, MAX_NETWORKS, endpoint_flags, network_flags};
+
+use crate::{
+    dataplane::{self, DataplaneError, Maps},
+    host::{
+        Context,
+        dnsmasq::{self, DnsmasqError},
+        netlink::{Netlink, NetlinkError},
+        state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
+        sysctl::{self, SysctlError},
+        undo::Undo,
+    },
+    model::mac::{Mac, MacError},
+    modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_key, subnet6_key},
+    xml::XmlError,
+};
+
+/// Why realizing a network on the host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("network '{0}' is already started")]
+    AlreadyStarted(String),
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error("no uplink: the host has no IPv4 default route; name one with <forward dev='...'>")]
+    NoUplink,
+    #[error(
+        "uplink {0} has no IPv4 address to masquerade to; add one or give <nat><address start end/>"
+    )]
+    UplinkWithoutAddress(String),
+    #[error(
+        "uplink {0} has no global IPv6 address to masquerade to (<nat ipv6='yes'>); add one, or drop ipv6='yes' to route the network's IPv6"
+    )]
+    UplinkWithoutIpv6Address(String),
+    #[error(
+        "enabling IPv6 forwarding would drop the IPv6 routes learned from router advertisements on {0} (the kernel ignores them there with forwarding on unless accept_ra is 2): set net.ipv6.conf.<interface>.accept_ra=2 first, as libvirt requires"
+    )]
+    RaRoutesAtRisk(String),
+    #[error("no free network id (at most {} networks)", MAX_NETWORKS - 1)]
+    TooManyNetworks,
+    #[error("port {dev}: its recorded MAC {mac}: {source}")]
+    RecordedMac {
+        dev: String,
+        mac: String,
+        source: MacError,
+    },
+    #[error("{0}")]
+    Netlink(#[from] NetlinkError),
+    #[error("{0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Dnsmasq(#[from] DnsmasqError),
+}
+
+impl From<XmlError> for ModeError {
+    fn from(e: XmlError) -> Self {
+        ModeError::Plan(e.into())
+    }
+}
+
+/// The first step of every start: the dataplane loaded (or adopted); the
+/// first network's start unloads it again on failure and forgets a stale
+/// host record (a crash would otherwise restore a wrong value later).
+pub fn load_dataplane(
+    ctx: &Context,
+    state: &StateDir,
+    name: &str,
+    first_network: bool,
+    undo: &mut Undo,
+) -> Result<(), ModeError> {
+    log::info!(
+        "{name}: loading the dataplane under {}",
+        ctx.pins.root.display()
+    );
+    if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
+        let pins = ctx.pins.clone();
+        undo.push(move |_| {
+            Box::pin(async move {
+                let _ = dataplane::unload(&pins);
+            })
+        });
+    }
+    if first_network {
+        state.remove_host()?;
+    }
+    Ok(())
+}
+
+/// Records a sysctl's value before vxdp first changes it, so the last
+/// network to stop can restore it.
+pub fn remember_sysctl(
+    state: &StateDir,
+    path: &str,
+    pick: impl Fn(&mut HostRecord) -> &mut Option<String>,
+) -> Result<(), ModeError> {
+    let mut host = state.host()?;
+    if pick(&mut host).is_none() {
+        *pick(&mut host) = Some(sysctl::read(path)?);
+        state.save_host(&host)?;
+    }
+    Ok(())
+}
+
+/// Writes the network's subnet entries, IPv4 and IPv6 (those it has).
+pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), DataplaneError> {
+    let owner = subnet_owner(id, plan);
+    if let Some((a, p)) = subnet4_key(plan) {
+        maps.set_subnet(a, p, &owner)?;
+    }
+    if let Some((a, p)) = subnet6_key(plan) {
+        maps.set_subnet6(a, p, &owner)?;
+    }
+    Ok(())
+}
+
+/// Gives a bridge vxdp created (never a host bridge) its host side: the
+/// network's addresses, or — without an IPv6 `<ip>` — `disable_ipv6=1`
+/// (a very isolated network's bridge has no address at all), then sets it
+/// up. Used by `net-start` and by reconcile when it recreates the bridge.
+pub async fn configure_bridge(
+    nl: &Netlink,
+    plan: &NetworkPlan,
+    bridge: &str,
+    ifindex: u32,
+) -> Result<(), ModeError> {
+    if plan.ipv6.is_none() {
+        // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
+        // (not even link-local) on the bridge.
+        sysctl::write(
+            &format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
+            "1",
+        )?;
+    }
+    if let Some(v4) = plan.ipv4 {
+        nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix)
+            .await?;
+    }
+    if let Some((a, p)) = plan.ipv6 {
+        nl.add_address(ifindex, IpAddr::V6(a), p).await?;
+    }
+    nl.set_up(ifindex).await?;
+    Ok(())
+}
+
+/// `NetworkConfig::flags` a host bridge adds: what the operator's bridge
+/// does itself (VLAN filtering, netfilter calls, isolated ports) must not
+/// be bypassed, so frames between guests then cross it.
+pub async fn host_bridge_flags(
+    nl: &Netlink,
+    bridge: &crate::host::netlink::LinkInfo,
+) -> Result<u32, ModeError> {
+    let isolated_port = nl
+        .links()
+        .await?
+        .iter()
+        .any(|l| l.master == Some(bridge.index) && l.bridge_port_isolated);
+    Ok(if bridge.bridge_filters || isolated_port {
+        network_flags::BRIDGE_FILTERS
+    } else {
+        0
+    })
+}
+
+/// Whether a guest port's device takes frames redirected by XDP. A tap
+/// does (`tun_xdp_xmit`, while a reader has it open; a refusal is counted
+/// as `xdp_redirect_refused`). A veth drops them unless its peer has NAPI
+/// (an XDP program or GRO on the guest's end), which vxdp does not
+/// control; macvtap and the rest have no XDP transmit. Those get frames
+/// from the uplink through its TC program instead.
+pub fn takes_xdp_frames(link: &crate::host::netlink::LinkInfo) -> bool {
+    link.kind.as_deref() == Some("tun")
+}
+
+/// The endpoint entry of a guest port: its MAC when known, its IPv4
+/// address when known (`--ip`, else a static `<host>` or a current lease),
+/// and whether the device takes XDP frames ([`takes_xdp_frames`]).
+pub fn port_endpoint(
+    state_dir: &std::path::Path,
+    rec: &NetworkRecord,
+    port: &PortRecord,
+    xdp_frames: bool,
+) -> Result<Endpoint, ModeError> {
+    let mac = port
+        .mac
+        .as_deref()
+        .map(|m| {
+            Mac::parse(m)
+                .map(Mac::octets)
+                .map_err(|source| ModeError::RecordedMac {
+                    dev: port.dev.clone(),
+                    mac: m.into(),
+                    source,
+                })
+        })
+        .transpose()?;
+    let ipv4 = port
+        .ipv4
+        .or_else(|| mac.and_then(|m| dnsmasq::guest_ipv4(state_dir, rec, &m)));
+    let mut flags = if mac.is_some() {
+        endpoint_flags::MAC_KNOWN
+    } else {
+        0
+    };
+    if ipv4.is_some() {
+        flags |= endpoint_flags::IPV4_KNOWN;
+    }
+    if port.ipv6.is_some() {
+        flags |= endpoint_flags::IPV6_KNOWN;
+    }
+    if xdp_frames {
+        flags |= endpoint_flags::XDP_FRAMES;
+    }
+    if port.services_allowed {
+        flags |= endpoint_flags::SERVICES_ALLOWED;
+    }
+    Ok(Endpoint {
+        network_id: rec.id,
+        flags,
+        mac: mac.unwrap_or_default(),
+        ipv4: ipv4.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+        ipv6: port.ipv6.map_or([0; 16], |a| a.octets()),
+        ..Endpoint::default()
+    })
+}
+
+/// Whether one of `others` has `ifindex` as its uplink or direct device.
+pub fn device_used(others: &[NetworkRecord], ifindex: u32) -> bool {
+    others
+        .iter()
+        .any(|r| r.uplink_ifindex == ifindex || r.direct_nics.iter().any(|(_, i)| *i == ifindex))
+}
+
+/// What one reconcile pass changed, one line per repair, and what it found
+/// wrong but cannot repair (a missing guest port, uplink or host bridge).
+#[derive(Debug, Default)]
+pub struct Repairs {
+    pub lines: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+impl Repairs {
+    pub(crate) fn note(&mut self, line: String) {
+        log::info!("reconcile: {line}");
+        self.lines.push(line);
+    }
+
+    pub(crate) fn problem(&mut self, line: String) {
+        log::warn!("reconcile: {line}");
+        self.problems.push(line);
+    }
+}

@@ -1,0 +1,70 @@
+//! The errors of the verbs, in the library's words (the CLI adds its own,
+//! such as which option a bad value came from).
+
+use crate::{
+    dataplane::DataplaneError,
+    host::{
+        dnsmasq::DnsmasqError, netlink::NetlinkError, state::StateError, sysctl::SysctlError,
+        tap::TapError,
+    },
+    modes::{plan::PlanError, shared::ModeError},
+    xml::XmlError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Boxed: the host's errors are large, the verbs' results should not be.
+    #[error(transparent)]
+    Mode(Box<ModeError>),
+    #[error("network '{0}' is not started (see `vxdp net-list`)")]
+    NotStarted(String),
+    #[error("network '{0}' is not defined (see `vxdp net-list --all`)")]
+    NotDefined(String),
+    #[error(
+        "network '{0}' is transient (started with net-create, not defined): define it first with `vxdp net-define`"
+    )]
+    Transient(String),
+    #[error("interface {dev} is already plugged into network '{network}'")]
+    PortInUse { dev: String, network: String },
+    #[error("interface {dev} is not plugged into network '{network}'")]
+    PortNotFound { dev: String, network: String },
+    /// A guest's static address that does not fit the network.
+    #[error("{ip}: {reason}")]
+    GuestAddress { ip: String, reason: String },
+    #[error("{0}")]
+    Tap(#[from] TapError),
+}
+
+impl From<ModeError> for OpsError {
+    fn from(e: ModeError) -> Self {
+        OpsError::Mode(Box::new(e))
+    }
+}
+
+impl OpsError {
+    pub fn already_started(name: &str) -> Self {
+        ModeError::AlreadyStarted(name.into()).into()
+    }
+    pub fn no_such_interface(name: &str) -> Self {
+        ModeError::NoSuchInterface(name.into()).into()
+    }
+}
+
+macro_rules! via_mode {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OpsError {
+            fn from(e: $t) -> Self {
+                OpsError::Mode(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+via_mode!(
+    PlanError,
+    XmlError,
+    NetlinkError,
+    DataplaneError,
+    StateError,
+    DnsmasqError,
+    SysctlError
+);

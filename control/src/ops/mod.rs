@@ -1,0 +1,14 @@
+//! The verbs: starting and stopping networks ([`lifecycle`]), the started
+//! ones ([`networks`]), persistent
+//! definitions ([`definitions`]), guest ports ([`ports`]), and reconciling
+//! the host with the started networks ([`reconcile`]); their errors in
+//! [`error`].
+
+pub mod definitions;
+pub mod error;
+pub mod lifecycle;
+pub mod networks;
+pub mod ports;
+pub mod reconcile;
+
+pub use error::OpsError;

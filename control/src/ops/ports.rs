@@ -1,0 +1,382 @@
+//! Guest ports: plugging an interface into a started network (its
+//! endpoint, bridge or direct device, program) and unplugging it; and from
+//! a domain `<interface>` (`vxdp attach-interface --xml`,
+//! `detach-interface --xml`): which network, which MAC, which device. A port
+//! without an existing `<target dev>` gets a persistent tap created by vxdp
+//! (named by `<target dev>` or the first free `vnetN`), removed again when the
+//! port is unplugged or when plugging fails.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::{
+    dataplane::{self, Maps},
+    host::{
+        Context,
+        netlink::Netlink,
+        random,
+        state::{NetworkRecord, PortRecord, StateDir},
+        tap,
+        undo::Undo,
+    },
+    model::{
+        addr::{prefix_mask, prefix_mask6},
+        mac::Mac,
+    },
+    modes::{
+        Realization, direct,
+        plan::PlanError,
+        shared::{ModeError, port_endpoint, takes_xdp_frames},
+    },
+    ops::{
+        error::OpsError,
+        networks::{find, list},
+    },
+    xml::{self, InterfaceDef, InterfaceSource},
+};
+
+/// The running network an `<interface>` names.
+fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, OpsError> {
+    match &def.source {
+        InterfaceSource::Network {
+            portgroup: Some(_), ..
+        } => Err(OpsError::from(PlanError::NotSupported {
+            file: file.into(),
+            element: "/interface/source@portgroup".into(),
+            what: "portgroups".into(),
+        })),
+        InterfaceSource::Network { name, .. } => Ok(find(ctx, name)?.name),
+        InterfaceSource::Bridge(bridge) => list(ctx)?
+            .into_iter()
+            .find(|r| &r.bridge == bridge)
+            .map(|r| r.name)
+            .ok_or_else(|| {
+                OpsError::from(PlanError::Invalid {
+                    file: file.into(),
+                    element: "/interface/source@bridge".into(),
+                    reason: format!(
+                        "no running vxdp network has bridge {bridge} (see `vxdp net-list`)"
+                    ),
+                })
+            }),
+        // libvirt would create a macvtap on `dev`; vxdp plugs a tap into the
+        // running direct network whose device `dev` is, in the same mode.
+        InterfaceSource::Direct { dev, mode } => {
+            let rec = list(ctx)?
+                .into_iter()
+                .find(|r| r.direct_nics.iter().any(|(n, _)| n == dev))
+                .ok_or_else(|| {
+                    OpsError::from(PlanError::Invalid {
+                        file: file.into(),
+                        element: "/interface/source@dev".into(),
+                        reason: format!(
+                            "no running vxdp direct network has device {dev} (see `vxdp net-list`)"
+                        ),
+                    })
+                })?;
+            if rec.mode != format!("direct-{mode}") {
+                return Err(OpsError::from(PlanError::Invalid {
+                    file: file.into(),
+                    element: "/interface/source@mode".into(),
+                    reason: format!(
+                        "network '{}' on {dev} is {}, not direct-{mode}",
+                        rec.name, rec.mode
+                    ),
+                }));
+            }
+            Ok(rec.name)
+        }
+    }
+}
+
+/// The first `vnetN` no link uses.
+async fn free_tap_name(nl: &Netlink) -> Result<String, OpsError> {
+    for n in 0..65536 {
+        let name = format!("vnet{n}");
+        if nl.link_by_name(&name).await?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(OpsError::no_such_interface(
+        "a free vnetN name (vnet0..vnet65535 are all taken)",
+    ))
+}
+
+/// Plugs the port an `<interface>` describes; returns it (with the device
+/// name and guest MAC it got).
+/// A tap vxdp creates gets `tap_owner` as its owner.
+pub async fn attach_xml(
+    ctx: &Context,
+    xml_text: &str,
+    file: &str,
+    tap_owner: tap::TapOwner,
+) -> Result<PortRecord, OpsError> {
+    let def = xml::parse_interface(xml_text, file)?;
+    let network = network_of(ctx, &def, file)?;
+    // Like libvirt: a guest without <mac> gets one in 52:54:00.
+    let mac = match def.mac {
+        Some(m) => m,
+        None => random::libvirt_mac()?.octets(),
+    };
+    let nl = Netlink::connect()?;
+    let (dev, create) = match &def.target {
+        Some(t) => (t.clone(), nl.link_by_name(t).await?.is_none()),
+        None => (free_tap_name(&nl).await?, true),
+    };
+    if create {
+        // The host side of a tap must not claim the guest's MAC; libvirt
+        // uses the guest MAC with a first byte of 0xfe.
+        let mut host_mac = mac;
+        host_mac[0] = 0xfe;
+        log::info!("{network}: creating tap {dev} for guest MAC {}", Mac(mac));
+        tap::create(&dev, host_mac, tap_owner)?;
+    }
+    match attach_port(ctx, &network, &dev, Some(Mac(mac)), &[], create, false).await {
+        Ok(port) => Ok(port),
+        Err(e) => {
+            if create {
+                let _ = tap::delete(&dev);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Unplugs the port an `<interface>` describes, found by `<target dev>` or
+/// else by `<mac>`; a tap vxdp created goes with it.
+pub async fn detach_xml(ctx: &Context, xml_text: &str, file: &str) -> Result<String, OpsError> {
+    let def = xml::parse_interface(xml_text, file)?;
+    let network = network_of(ctx, &def, file)?;
+    let rec = find(ctx, &network)?;
+    let port = match (&def.target, def.mac) {
+        (Some(dev), _) => rec.ports.iter().find(|p| &p.dev == dev),
+        (None, Some(mac)) => rec
+            .ports
+            .iter()
+            .find(|p| p.mac.as_deref() == Some(Mac(mac).to_string().as_str())),
+        (None, None) => {
+            return Err(OpsError::from(PlanError::Invalid {
+                file: file.into(),
+                element: "/interface".into(),
+                reason: "give <target dev> or <mac address> to say which port to unplug".into(),
+            }));
+        }
+    };
+    let dev = port.map(|p| p.dev.clone()).ok_or_else(|| {
+        OpsError::from(PlanError::Invalid {
+            file: file.into(),
+            element: if def.target.is_some() {
+                "/interface/target@dev".into()
+            } else {
+                "/interface/mac@address".into()
+            },
+            reason: format!("no such port in network '{network}'"),
+        })
+    })?;
+    detach_interface(ctx, &network, &dev).await?;
+    Ok(dev)
+}
+
+/// Plugs an existing interface (tap or veth end) into a started network:
+/// enslaves it to the bridge and attaches the guest-port program.
+pub async fn attach_interface(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<Mac>,
+) -> Result<PortRecord, OpsError> {
+    attach_port(ctx, network, dev, mac, &[], false, false).await
+}
+
+/// [`attach_interface`] with the guest's static addresses (`--ip`, at most
+/// one IPv4 and one IPv6), which then are the only source addresses the
+/// guest may send from (IPv6 link-local aside).
+pub async fn attach_interface_with(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<Mac>,
+    ips: &[String],
+    services_allowed: bool,
+) -> Result<PortRecord, OpsError> {
+    attach_port(ctx, network, dev, mac, ips, false, services_allowed).await
+}
+
+/// The guest's static addresses from `--ip` values: at most one IPv4 in
+/// the network's IPv4 subnet and one IPv6 in its IPv6 prefix (when the
+/// network has them), never the host's own.
+fn static_addresses(
+    rec: &NetworkRecord,
+    ips: &[String],
+) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), OpsError> {
+    let (mut v4, mut v6) = (None, None);
+    for text in ips {
+        let bad = |reason: String| OpsError::GuestAddress {
+            ip: text.clone(),
+            reason,
+        };
+        match text
+            .parse::<IpAddr>()
+            .map_err(|_| bad("not an IPv4 or IPv6 address".into()))?
+        {
+            IpAddr::V4(a) => {
+                if v4.replace(a).is_some() {
+                    return Err(bad(
+                        "a second IPv4 address (give one IPv4 and one IPv6 at most)".into(),
+                    ));
+                }
+                if !rec.gateway.is_unspecified() {
+                    let m = prefix_mask(rec.prefix);
+                    if u32::from(a) & m != u32::from(rec.subnet) || a == rec.gateway {
+                        return Err(bad(format!(
+                            "not a guest address of network '{}' ({}/{}, host {})",
+                            rec.name, rec.subnet, rec.prefix, rec.gateway
+                        )));
+                    }
+                }
+            }
+            IpAddr::V6(a) => {
+                if v6.replace(a).is_some() {
+                    return Err(bad(
+                        "a second IPv6 address (give one IPv4 and one IPv6 at most)".into(),
+                    ));
+                }
+                if a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local() {
+                    return Err(bad("not a global unicast IPv6 address".into()));
+                }
+                if let Some((host, p)) = rec.ipv6
+                    && (u128::from(a) & prefix_mask6(p) != u128::from(host) & prefix_mask6(p)
+                        || a == host)
+                {
+                    return Err(bad(format!(
+                        "not a guest address of network '{}' ({host}/{p} is the host's)",
+                        rec.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok((v4, v6))
+}
+
+/// [`attach_interface_with`]; `created_tap` records that vxdp created `dev`
+/// and removes it when the port is unplugged; `services_allowed` lets the
+/// guest serve its network (RA, DHCP server).
+pub async fn attach_port(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Option<Mac>,
+    ips: &[String],
+    created_tap: bool,
+    services_allowed: bool,
+) -> Result<PortRecord, OpsError> {
+    let state = StateDir::open(&ctx.state_dir)?;
+    let nl = Netlink::connect()?;
+    let mut rec = state
+        .network(network)?
+        .ok_or_else(|| OpsError::NotStarted(network.into()))?;
+    let (ipv4, ipv6) = static_addresses(&rec, ips)?;
+    let link = nl
+        .link_by_name(dev)
+        .await?
+        .ok_or_else(|| OpsError::no_such_interface(dev))?;
+    if let Some(other) = state
+        .networks()?
+        .into_iter()
+        .find(|r| r.ports.iter().any(|p| p.ifindex == link.index))
+    {
+        return Err(OpsError::PortInUse {
+            dev: dev.into(),
+            network: other.name,
+        });
+    }
+    let port = PortRecord {
+        dev: dev.into(),
+        ifindex: link.index,
+        mac: mac.map(|m| m.to_string()),
+        ipv4,
+        ipv6,
+        created_tap,
+        services_allowed,
+    };
+    let mut undo = Undo::default();
+    let res: Result<(), ModeError> = async {
+        // The static address (--ip) or else a static <host> or a current
+        // DHCP lease gives the guest's address.
+        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))?;
+        // The endpoint entry exists before the program can see a packet.
+        let maps = Maps::open(&ctx.pins)?;
+        maps.set_endpoint(link.index, &endpoint)?;
+        {
+            let pins = ctx.pins.clone();
+            let ifindex = link.index;
+            undo.push(move |_| {
+                Box::pin(async move {
+                    if let Ok(m) = Maps::open(&pins) {
+                        let _ = m.remove_endpoint(ifindex);
+                    }
+                })
+            });
+        }
+        let joined = Realization::of_record(&rec)
+            .plug(&nl, &ctx.pins, &maps, &rec, link.index, dev, &mut undo)
+            .await?;
+        if rec.is_direct() {
+            log::info!("{network}: {dev} on {joined}");
+        }
+        dataplane::attach_guest_port(&ctx.pins, link.index, dev)?;
+        nl.set_up(link.index).await?;
+        rec.ports.push(port.clone());
+        state.save_network(&rec)?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        dataplane::detach(&ctx.pins.tc_link(link.index)).ok();
+        undo.run(&nl).await;
+        return Err(e.into());
+    }
+    log::info!("{network}: plugged {dev} (ifindex {})", link.index);
+    Ok(port)
+}
+
+/// Unplugs an interface from a network.
+pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result<(), OpsError> {
+    let state = StateDir::open(&ctx.state_dir)?;
+    let nl = Netlink::connect()?;
+    let mut rec = state
+        .network(network)?
+        .ok_or_else(|| OpsError::NotStarted(network.into()))?;
+    let pos =
+        rec.ports
+            .iter()
+            .position(|p| p.dev == dev)
+            .ok_or_else(|| OpsError::PortNotFound {
+                dev: dev.into(),
+                network: network.into(),
+            })?;
+    let port = rec.ports.remove(pos);
+    unplug(ctx, &nl, &port).await?;
+    state.save_network(&rec)?;
+    log::info!("{network}: unplugged {dev}");
+    Ok(())
+}
+
+/// Takes a port out of its network: program, map entries, bridge (and the
+/// tap, when vxdp created it).
+pub(crate) async fn unplug(ctx: &Context, nl: &Netlink, port: &PortRecord) -> Result<(), OpsError> {
+    dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+    if let Ok(maps) = Maps::open(&ctx.pins) {
+        maps.remove_endpoint(port.ifindex)?;
+        direct::unplug(&maps, port.ifindex)?;
+    }
+    if nl.link_by_index(port.ifindex).await?.is_some() {
+        nl.set_nomaster(port.ifindex).await?;
+        if port.created_tap {
+            // RTM_DELLINK, not TUNSETPERSIST: it also works while the
+            // hypervisor still holds the tap open.
+            nl.delete_link(port.ifindex).await?;
+        }
+    }
+    Ok(())
+}
