@@ -734,6 +734,9 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             .await?;
         }
         Command::Load => {
+            for what in reconcile::recover(ctx).await? {
+                println!("reverted the unfinished `{what}` of a vxdp that died");
+            }
             let loaded = reconcile::load_or_adopt(ctx)?;
             println!(
                 "{} the dataplane under {}",

@@ -141,7 +141,8 @@ impl Maps {
             .subnets()?
             .remove(&LpmKey::new(prefix, SubnetKey { addr }))
         {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS)(e)),
         }
     }
@@ -195,7 +196,8 @@ impl Maps {
             .subnets6()?
             .remove(&LpmKey::new(prefix, Subnet6Key { addr }))
         {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(map_err(names::MAP_SUBNETS6)(e)),
         }
     }
@@ -242,7 +244,8 @@ impl Maps {
         let mut macs = self.macs()?;
         match macs.get(&key, 0) {
             Ok(p) if p.ifindex == ifindex => match macs.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Ok(()) => Ok(()),
+                Err(e) if absent(&e) => Ok(()),
                 Err(e) => Err(map_err(names::MAP_MACS)(e)),
             },
             Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
@@ -296,11 +299,36 @@ impl Maps {
             self.ports()?.remove(ifindex),
         ] {
             match r {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                // Removing what is gone is done (an unplug finished after a
+                // crash): a devmap says so with ENOENT, a hash map with
+                // KeyNotFound.
+                Err(e) if absent(&e) => {}
                 Err(e) => return Err(map_err(names::MAP_ENDPOINTS)(e)),
             }
         }
         Ok(())
+    }
+
+    /// Removes guest port `port` from its direct device's port list and
+    /// the port-to-device entry (no-op when it has none).
+    pub fn unplug_direct_port(&self, port: u32) -> Result<(), DataplaneError> {
+        let Some(nic_index) = self.direct_port(port)? else {
+            return Ok(());
+        };
+        if let Some(mut nic) = self.direct_nic(nic_index)? {
+            let used = (nic.port_count as usize).min(vxdp_common::DIRECT_MAX_PORTS);
+            let kept: Vec<u32> = nic.ports[..used]
+                .iter()
+                .copied()
+                .filter(|p| *p != port)
+                .collect();
+            nic.ports = [0; vxdp_common::DIRECT_MAX_PORTS];
+            nic.ports[..kept.len()].copy_from_slice(&kept);
+            nic.port_count = kept.len() as u32;
+            self.set_direct_nic(nic_index, &nic)?;
+        }
+        self.remove_direct_port(port)
     }
 
     /// A direct network's NIC entry, if any.
@@ -320,7 +348,8 @@ impl Maps {
 
     pub fn remove_direct_nic(&self, nic: u32) -> Result<(), DataplaneError> {
         match self.direct_nics()?.remove(&nic) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(map_err(names::MAP_DIRECT_NICS)(e)),
         }
     }
@@ -349,7 +378,8 @@ impl Maps {
 
     pub fn remove_direct_port(&self, port: u32) -> Result<(), DataplaneError> {
         match self.direct_ports()?.remove(&port) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(map_err(names::MAP_DIRECT_PORTS)(e)),
         }
     }
@@ -490,5 +520,14 @@ impl Maps {
                 .map_err(map_err(names::MAP_COUNTERS))?;
         }
         Ok(())
+    }
+}
+
+/// Whether a map error says the key was not there.
+fn absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }

@@ -4,6 +4,7 @@
 //! [`undo`] reverts a partly applied change.
 
 pub mod dnsmasq;
+pub mod fault;
 pub mod netlink;
 pub mod random;
 pub mod state;

@@ -6,16 +6,16 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use vxdp_common::{MAX_NETWORKS, NetworkConfig, mode, mode_routes, network_flags};
+use vxdp_common::{MAX_NETWORKS, mode, mode_routes, network_flags};
 
 use crate::{
     dataplane::{self, Maps, pinned},
     host::{
-        Context, dnsmasq,
+        Context, dnsmasq, fault,
         netlink::{LinkInfo, Netlink},
         state::{NetworkRecord, StateDir},
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
-        undo::Undo,
+        undo::{self, Step, Undo},
     },
     model::addr::overlaps,
     modes::{
@@ -25,8 +25,8 @@ use crate::{
             subnet6_key,
         },
         shared::{
-            ModeError, Repairs, configure_bridge, device_used, host_bridge_flags, load_dataplane,
-            port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
+            ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
+            load_dataplane, port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
         },
     },
     xml,
@@ -41,6 +41,8 @@ pub async fn start(
 ) -> Result<NetworkRecord, ModeError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
+    // A start or plug that died half-way is reverted first.
+    undo::recover(&ctx.state_dir, &nl).await;
     let running = state.networks()?;
     let name = plan.def.name.clone();
     if running.iter().any(|r| r.name == name) {
@@ -171,7 +173,7 @@ pub async fn start(
         .find(|id| running.iter().all(|r| r.id != *id))
         .ok_or(ModeError::TooManyNetworks)?;
 
-    let mut undo = Undo::default();
+    let mut undo = Undo::journaled(&ctx.state_dir, &ctx.pins, &format!("net-start {name}"))?;
     let result = apply_start(
         ctx,
         &state,
@@ -187,7 +189,10 @@ pub async fn start(
     )
     .await;
     match result {
-        Ok(rec) => Ok(rec),
+        Ok(rec) => {
+            undo.commit();
+            Ok(rec)
+        }
         Err(e) => {
             undo.run(&nl).await;
             Err(e)
@@ -213,11 +218,8 @@ async fn apply_start(
     let mode_name = plan.mode_name();
     load_dataplane(ctx, state, &name, first_network, undo)?;
     // bpf_fib_lookup only forwards with forwarding on; the programs, not a
-    // firewall, decide what may cross. Isolated networks forward nothing
-    // and leave the setting alone, as libvirt does.
-    let forward_v4 = mode_routes(plan.mode) || plan.mode == mode::NAT;
-    // A NAT network's IPv6 is routed or NATed by the programs: forwarded too.
-    let forward_v6 = (mode_routes(plan.mode) || plan.mode == mode::NAT) && plan.ipv6.is_some();
+    // firewall, decide what may cross.
+    let (forward_v4, forward_v6) = forwarding(plan);
     if forward_v4 {
         remember_sysctl(state, IP_FORWARD, |h| &mut h.ip_forward_before)?;
     }
@@ -229,17 +231,10 @@ async fn apply_start(
         // process still holds the state directory's lock, so it must not
         // open the state directory again (flock would wait for ourselves).
         let host = state.host()?;
-        let host_file = ctx.state_dir.join("host.json");
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Some(v) = host.ip_forward_before {
-                    let _ = sysctl::write(IP_FORWARD, &v);
-                }
-                if let Some(v) = host.ipv6_forward_before {
-                    let _ = sysctl::write(IPV6_FORWARD, &v);
-                }
-                let _ = std::fs::remove_file(&host_file);
-            })
+        undo.push(Step::RestoreHost {
+            ip_forward: host.ip_forward_before,
+            ipv6_forward: host.ipv6_forward_before,
+            host_file: ctx.state_dir.join("host.json"),
         });
     }
     if forward_v4 {
@@ -270,6 +265,11 @@ async fn apply_start(
     } else {
         log::info!("{name}: creating {mode_name} bridge {bridge}");
         let mac = plan.def.mac.unwrap_or_else(|| bridge_mac(&name));
+        // The name was checked free above: whatever has it after a crash
+        // is the bridge this start created.
+        undo.push(Step::DeleteBridge {
+            name: bridge.into(),
+        });
         let bridge_ifindex = nl
             .create_bridge(
                 bridge,
@@ -278,12 +278,8 @@ async fn apply_start(
                 plan.def.bridge.delay * 100,
             )
             .await?;
-        undo.push(move |nl| {
-            Box::pin(async move {
-                let _ = nl.delete_link(bridge_ifindex).await;
-            })
-        });
         configure_bridge(nl, plan, bridge, bridge_ifindex).await?;
+        fault::point("net-start:bridge");
         (bridge_ifindex, mac)
     };
 
@@ -296,46 +292,19 @@ async fn apply_start(
         (nat_first, nat_last),
     );
     cfg.flags |= bridge_flags;
+    undo.push(Step::ClearNetwork { id });
     maps.reset_counters(id)?;
     maps.set_network(id, &cfg)?;
-    {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) {
-                    let _ = m.set_network(id, &NetworkConfig::default());
-                }
-            })
-        });
-    }
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
-    let (v4_key, v6_key) = (subnet4_key(plan), subnet6_key(plan));
-    {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) {
-                    if let Some((a, p)) = v4_key {
-                        let _ = m.remove_subnet(a, p);
-                    }
-                    if let Some((a, p)) = v6_key {
-                        let _ = m.remove_subnet6(a, p);
-                    }
-                }
-            })
-        });
-    }
+    undo.push(Step::RemoveSubnets {
+        v4: subnet4_key(plan),
+        v6: subnet6_key(plan),
+    });
     write_subnets(&maps, id, plan)?;
+    fault::point("net-start:maps");
+    // ClearNetwork above also clears the NAT66 entry.
     if let Some(cfg) = nat6::config(plan, nat6_addr) {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) {
-                    let _ = m.set_nat6(id, &vxdp_common::Nat6Config::default());
-                }
-            })
-        });
         maps.set_nat6(id, &cfg)?;
     }
     let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
@@ -350,29 +319,23 @@ async fn apply_start(
             uplink.name,
             uplink.index
         );
-        let uplink_shared = device_used(&state.networks()?, uplink.index);
-        dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
-        if !uplink_shared {
-            let (pins, index) = (ctx.pins.clone(), uplink.index);
-            undo.push(move |_| {
-                Box::pin(async move {
-                    let _ = dataplane::detach_uplink(&pins, index);
-                })
+        if !device_used(&state.networks()?, uplink.index) {
+            undo.push(Step::DetachUplink {
+                ifindex: uplink.index,
             });
         }
+        dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
+        fault::point("net-start:uplink");
     }
 
     if dnsmasq::wanted(&plan.def, &name)? {
         log::info!("{name}: starting dnsmasq (DHCP/DNS/TFTP) on {bridge}");
         let inv = dnsmasq::Invocation::current(&ctx.state_dir, &ctx.pins.root)?;
-        dnsmasq::start(&inv, &plan.def, bridge, &name)?;
-        let state_dir = ctx.state_dir.clone();
-        let net = name.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                let _ = dnsmasq::stop(&state_dir, &net);
-            })
+        undo.push(Step::StopDnsmasq {
+            network: name.clone(),
         });
+        dnsmasq::start(&inv, &plan.def, bridge, &name)?;
+        fault::point("net-start:dnsmasq");
     }
 
     let rec = NetworkRecord {
@@ -652,11 +615,7 @@ pub async fn plug(
     ifindex: u32,
     undo: &mut Undo,
 ) -> Result<(), ModeError> {
+    undo.push(Step::NoMaster { ifindex });
     nl.set_master(ifindex, rec.bridge_ifindex).await?;
-    undo.push(move |nl| {
-        Box::pin(async move {
-            let _ = nl.set_nomaster(ifindex).await;
-        })
-    });
     Ok(())
 }

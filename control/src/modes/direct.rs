@@ -22,7 +22,7 @@ use crate::{
         Context,
         netlink::Netlink,
         state::{NetworkRecord, StateDir},
-        undo::Undo,
+        undo::{self, Step, Undo},
     },
     modes::{
         plan::{NetworkPlan, devices, invalid, network_config},
@@ -42,6 +42,8 @@ pub async fn start(
 ) -> Result<NetworkRecord, ModeError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
+    // A start or plug that died half-way is reverted first.
+    undo::recover(&ctx.state_dir, &nl).await;
     let running = state.networks()?;
     let name = plan.def.name.clone();
     if running.iter().any(|r| r.name == name) {
@@ -91,10 +93,11 @@ pub async fn start(
     let id = (1..vxdp_common::MAX_NETWORKS)
         .find(|id| running.iter().all(|r| r.id != *id))
         .ok_or(ModeError::TooManyNetworks)?;
-    let mut undo = Undo::default();
+    let mut undo = Undo::journaled(&ctx.state_dir, &ctx.pins, &format!("net-start {name}"))?;
     let res = apply_start(ctx, &state, plan, &nics, id, running.is_empty(), &mut undo).await;
-    if res.is_err() {
-        undo.run(&nl).await;
+    match &res {
+        Ok(_) => undo.commit(),
+        Err(_) => undo.run(&nl).await,
     }
     res
 }
@@ -120,31 +123,13 @@ async fn apply_start(
     let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
     let cfg = network_config(plan, 0, first_mac, first_index, none);
     maps.reset_counters(id)?;
-    {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) {
-                    let _ = m.set_network(id, &Default::default());
-                }
-            })
-        });
-    }
+    undo.push(Step::ClearNetwork { id });
     maps.set_network(id, &cfg)?;
     for (dev, index, mac) in nics.iter().cloned() {
         log::info!(
             "{name}: {mode_name} on {dev} (ifindex {index}): attaching XDP and TC ingress/egress"
         );
-        {
-            let pins = ctx.pins.clone();
-            undo.push(move |_| {
-                Box::pin(async move {
-                    if let Ok(m) = Maps::open(&pins) {
-                        let _ = m.remove_direct_nic(index);
-                    }
-                })
-            });
-        }
+        undo.push(Step::RemoveDirectNic { ifindex: index });
         maps.set_direct_nic(
             index,
             &DirectNic {
@@ -156,24 +141,12 @@ async fn apply_start(
         )?;
         let xdp = ctx.pins.xdp_link(index);
         if !xdp.exists() {
-            let pins = ctx.pins.clone();
-            undo.push(move |_| {
-                Box::pin(async move {
-                    let _ = dataplane::detach_uplink(&pins, index);
-                })
-            });
+            undo.push(Step::DetachUplink { ifindex: index });
         }
         dataplane::attach_uplink(&ctx.pins, index, &dev)?;
-        {
-            let links = ctx.pins.nic_links(index);
-            undo.push(move |_| {
-                Box::pin(async move {
-                    for l in &links {
-                        let _ = dataplane::detach(l);
-                    }
-                })
-            });
-        }
+        undo.push(Step::DetachLinks {
+            paths: ctx.pins.nic_links(index).to_vec(),
+        });
         dataplane::attach_nic(&ctx.pins, index, &dev)?;
     }
     let rec = NetworkRecord {
@@ -280,16 +253,7 @@ pub fn plug(
         )
         .into());
     }
-    {
-        let pins = pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                if let Ok(m) = Maps::open(&pins) {
-                    let _ = unplug(&m, port);
-                }
-            })
-        });
-    }
+    undo.push(Step::RemoveDirectPort { port });
     maps.set_direct_port(port, nic_index)?;
     nic.ports[nic.port_count as usize] = port;
     nic.port_count += 1;
@@ -299,22 +263,7 @@ pub fn plug(
 
 /// Removes guest port `port` from its device (no-op when it has none).
 pub fn unplug(maps: &Maps, port: u32) -> Result<(), DataplaneError> {
-    let Some(nic_index) = maps.direct_port(port)? else {
-        return Ok(());
-    };
-    if let Some(mut nic) = maps.direct_nic(nic_index)? {
-        let used = (nic.port_count as usize).min(DIRECT_MAX_PORTS);
-        let kept: Vec<u32> = nic.ports[..used]
-            .iter()
-            .copied()
-            .filter(|p| *p != port)
-            .collect();
-        nic.ports = [0; DIRECT_MAX_PORTS];
-        nic.ports[..kept.len()].copy_from_slice(&kept);
-        nic.port_count = kept.len() as u32;
-        maps.set_direct_nic(nic_index, &nic)?;
-    }
-    maps.remove_direct_port(port)
+    maps.unplug_direct_port(port)
 }
 
 /// Reconcile for a direct network: the network and device entries, the
@@ -428,7 +377,8 @@ pub async fn reconcile(
                     }
                 }
             }
-            let mut undo = Undo::default();
+            // A repair, not a change to revert: nothing is journaled.
+            let mut undo = Undo::in_memory(&ctx.pins);
             plug(
                 &ctx.pins,
                 maps,

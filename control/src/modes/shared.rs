@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use vxdp_common::{Endpoint, MAX_NETWORKS, endpoint_flags, network_flags};
+use vxdp_common::{Endpoint, MAX_NETWORKS, endpoint_flags, mode, mode_routes, network_flags};
 
 use crate::{
     dataplane::{self, DataplaneError, Maps},
@@ -14,8 +14,8 @@ use crate::{
         dnsmasq::{self, DnsmasqError},
         netlink::{Netlink, NetlinkError},
         state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
-        sysctl::{self, SysctlError},
-        undo::Undo,
+        sysctl::{self, IP_FORWARD, IPV6_FORWARD, SysctlError},
+        undo::{Step, Undo},
     },
     model::mac::{Mac, MacError},
     modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_key, subnet6_key},
@@ -85,14 +85,10 @@ pub fn load_dataplane(
         "{name}: loading the dataplane under {}",
         ctx.pins.root.display()
     );
-    if dataplane::ensure_loaded(&ctx.pins, &ctx.load)? && first_network {
-        let pins = ctx.pins.clone();
-        undo.push(move |_| {
-            Box::pin(async move {
-                let _ = dataplane::unload(&pins);
-            })
-        });
+    if first_network && !ctx.pins.is_loaded() {
+        undo.push(Step::Unload);
     }
+    dataplane::ensure_loaded(&ctx.pins, &ctx.load)?;
     if first_network {
         state.remove_host()?;
     }
@@ -110,6 +106,50 @@ pub fn remember_sysctl(
     if pick(&mut host).is_none() {
         *pick(&mut host) = Some(sysctl::read(path)?);
         state.save_host(&host)?;
+    }
+    Ok(())
+}
+
+/// The forwarding sysctls a network needs (IPv4, IPv6): `bpf_fib_lookup`
+/// only forwards with forwarding on. Isolated networks and host bridges
+/// need neither, as with libvirt.
+pub fn forwarding(plan: &NetworkPlan) -> (bool, bool) {
+    let v4 = mode_routes(plan.mode) || plan.mode == mode::NAT;
+    (v4, v4 && plan.ipv6.is_some())
+}
+
+/// Reconcile: turns forwarding back on where a started network needs it
+/// and something turned it off (the value before vxdp is remembered once,
+/// as `net-start` does, and restored when the last network stops).
+pub fn ensure_forwarding(
+    state: &StateDir,
+    plan: &NetworkPlan,
+    repairs: &mut Repairs,
+) -> Result<(), ModeError> {
+    let (v4, v6) = forwarding(plan);
+    for (needed, path, pick) in [
+        (
+            v4,
+            IP_FORWARD,
+            (|h: &mut HostRecord| &mut h.ip_forward_before)
+                as fn(&mut HostRecord) -> &mut Option<String>,
+        ),
+        (v6, IPV6_FORWARD, |h: &mut HostRecord| {
+            &mut h.ipv6_forward_before
+        }),
+    ] {
+        if !needed {
+            continue;
+        }
+        let now = sysctl::read(path)?;
+        if now != "1" {
+            remember_sysctl(state, path, pick)?;
+            sysctl::write(path, "1")?;
+            repairs.note(format!(
+                "{}: {path} was {now}: set it to 1 (the network forwards)",
+                plan.def.name
+            ));
+        }
     }
     Ok(())
 }

@@ -9,10 +9,11 @@ use vxdp_common::{NetworkConfig, mode};
 use crate::{
     dataplane::{self, Maps},
     host::{
-        Context, dnsmasq,
+        Context, dnsmasq, fault,
         netlink::Netlink,
         state::{NetworkRecord, StateDir},
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
+        undo,
     },
     model::{addr::prefix_mask6, mode as modes},
     modes::{Realization, direct, plan, shared::device_used},
@@ -32,13 +33,20 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
 pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
+    undo::recover(&ctx.state_dir, &nl).await;
     let rec = state
         .network(name)?
         .ok_or_else(|| OpsError::NotStarted(name.into()))?;
+    // Every step below tolerates its object being gone already, and the
+    // network's record goes last: a `net-destroy` that died half-way is
+    // finished by running it again (or repaired back to a running network
+    // by `vxdp serve`).
     dnsmasq::stop(&ctx.state_dir, name)?;
+    fault::point("net-destroy:dnsmasq");
     for port in &rec.ports {
         ports::unplug(ctx, &nl, port).await?;
     }
+    fault::point("net-destroy:ports");
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.set_network(rec.id, &NetworkConfig::default())?;
         if !rec.gateway.is_unspecified() {
@@ -53,6 +61,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
         }
         maps.flush_conntrack(rec.id)?;
     }
+    fault::point("net-destroy:maps");
     let others: Vec<_> = state
         .networks()?
         .into_iter()
@@ -68,7 +77,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
     {
         nl.delete_link(rec.bridge_ifindex).await?;
     }
-    state.remove_network(&rec.name)?;
+    fault::point("net-destroy:bridge");
     if others.is_empty() {
         dataplane::unload(&ctx.pins)?;
         let host = state.host()?;
@@ -78,8 +87,10 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
         if let Some(before) = host.ipv6_forward_before {
             sysctl::write(IPV6_FORWARD, &before)?;
         }
+        fault::point("net-destroy:unloaded");
         state.remove_host()?;
     }
+    state.remove_network(&rec.name)?;
     log::info!("{name}: stopped");
     Ok(())
 }

@@ -11,12 +11,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::{
     dataplane::{self, Maps},
     host::{
-        Context,
+        Context, fault,
         netlink::Netlink,
         random,
         state::{NetworkRecord, PortRecord, StateDir},
         tap,
-        undo::Undo,
+        undo::{self, Step, Undo},
     },
     model::{
         addr::{prefix_mask, prefix_mask6},
@@ -117,28 +117,18 @@ pub async fn attach_xml(
         Some(m) => m,
         None => random::libvirt_mac()?.octets(),
     };
-    let nl = Netlink::connect()?;
-    let (dev, create) = match &def.target {
-        Some(t) => (t.clone(), nl.link_by_name(t).await?.is_none()),
-        None => (free_tap_name(&nl).await?, true),
-    };
-    if create {
-        // The host side of a tap must not claim the guest's MAC; libvirt
-        // uses the guest MAC with a first byte of 0xfe.
-        let mut host_mac = mac;
-        host_mac[0] = 0xfe;
-        log::info!("{network}: creating tap {dev} for guest MAC {}", Mac(mac));
-        tap::create(&dev, host_mac, tap_owner)?;
-    }
-    match attach_port(ctx, &network, &dev, Some(Mac(mac)), &[], create, false).await {
-        Ok(port) => Ok(port),
-        Err(e) => {
-            if create {
-                let _ = tap::delete(&dev);
-            }
-            Err(e)
-        }
-    }
+    plug_port(
+        ctx,
+        &network,
+        PortDevice::Tap {
+            target: def.target.as_deref(),
+            owner: tap_owner,
+        },
+        Some(Mac(mac)),
+        &[],
+        false,
+    )
+    .await
 }
 
 /// Unplugs the port an `<interface>` describes, found by `<target dev>` or
@@ -184,7 +174,7 @@ pub async fn attach_interface(
     dev: &str,
     mac: Option<Mac>,
 ) -> Result<PortRecord, OpsError> {
-    attach_port(ctx, network, dev, mac, &[], false, false).await
+    attach_port(ctx, network, dev, mac, &[], false).await
 }
 
 /// [`attach_interface`] with the guest's static addresses (`--ip`, at most
@@ -198,7 +188,7 @@ pub async fn attach_interface_with(
     ips: &[String],
     services_allowed: bool,
 ) -> Result<PortRecord, OpsError> {
-    attach_port(ctx, network, dev, mac, ips, false, services_allowed).await
+    attach_port(ctx, network, dev, mac, ips, services_allowed).await
 }
 
 /// The guest's static addresses from `--ip` values: at most one IPv4 in
@@ -258,92 +248,157 @@ fn static_addresses(
     Ok((v4, v6))
 }
 
-/// [`attach_interface_with`]; `created_tap` records that vxdp created `dev`
-/// and removes it when the port is unplugged; `services_allowed` lets the
-/// guest serve its network (RA, DHCP server).
+/// The device a port plugs.
+enum PortDevice<'a> {
+    /// An interface that exists (`--dev`); vxdp never removes it.
+    Existing(&'a str),
+    /// A domain `<interface>`'s tap: `<target dev>` when given (created
+    /// unless it exists), else the first free `vnetN`. A tap vxdp creates
+    /// gets `owner`, the guest MAC with a first byte of 0xfe (libvirt's
+    /// rule: the host side must not claim the guest's MAC), and is removed
+    /// when the port is unplugged.
+    Tap {
+        target: Option<&'a str>,
+        owner: tap::TapOwner,
+    },
+}
+
+/// [`attach_interface_with`]; `services_allowed` lets the guest serve its
+/// network (RA, DHCP server).
 pub async fn attach_port(
     ctx: &Context,
     network: &str,
     dev: &str,
     mac: Option<Mac>,
     ips: &[String],
-    created_tap: bool,
+    services_allowed: bool,
+) -> Result<PortRecord, OpsError> {
+    plug_port(
+        ctx,
+        network,
+        PortDevice::Existing(dev),
+        mac,
+        ips,
+        services_allowed,
+    )
+    .await
+}
+
+/// Plugs a port under the state directory's lock. Every change is
+/// journaled before it is made ([`Undo::journaled`]): a failure reverts
+/// them, and so does the next command if this one dies.
+async fn plug_port(
+    ctx: &Context,
+    network: &str,
+    device: PortDevice<'_>,
+    mac: Option<Mac>,
+    ips: &[String],
     services_allowed: bool,
 ) -> Result<PortRecord, OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
+    // A start or plug that died half-way is reverted first.
+    undo::recover(&ctx.state_dir, &nl).await;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
     let (ipv4, ipv6) = static_addresses(&rec, ips)?;
-    let link = nl
-        .link_by_name(dev)
-        .await?
-        .ok_or_else(|| OpsError::no_such_interface(dev))?;
-    if let Some(other) = state
-        .networks()?
-        .into_iter()
-        .find(|r| r.ports.iter().any(|p| p.ifindex == link.index))
-    {
-        return Err(OpsError::PortInUse {
-            dev: dev.into(),
-            network: other.name,
-        });
-    }
-    let port = PortRecord {
-        dev: dev.into(),
-        ifindex: link.index,
-        mac: mac.map(|m| m.to_string()),
-        ipv4,
-        ipv6,
-        created_tap,
-        services_allowed,
-    };
-    let mut undo = Undo::default();
-    let res: Result<(), ModeError> = async {
-        // The static address (--ip) or else a static <host> or a current
-        // DHCP lease gives the guest's address.
-        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))?;
-        // The endpoint entry exists before the program can see a packet.
-        let maps = Maps::open(&ctx.pins)?;
-        maps.set_endpoint(link.index, &endpoint)?;
+    let mut undo = Undo::journaled(
+        &ctx.state_dir,
+        &ctx.pins,
+        &format!("attach-interface {network}"),
+    )?;
+    let res: Result<PortRecord, OpsError> = async {
+        let (dev, created_tap) = match device {
+            PortDevice::Existing(dev) => (dev.to_owned(), false),
+            PortDevice::Tap { target, owner } => {
+                let (dev, create) = match target {
+                    Some(t) => (t.to_owned(), nl.link_by_name(t).await?.is_none()),
+                    None => (free_tap_name(&nl).await?, true),
+                };
+                if create {
+                    let guest = mac.map_or([0x52, 0x54, 0, 0, 0, 0], |m| m.octets());
+                    let mut host_mac = guest;
+                    host_mac[0] = 0xfe;
+                    log::info!("{network}: creating tap {dev} for guest MAC {}", Mac(guest));
+                    undo.push(Step::DeleteTap { name: dev.clone() });
+                    tap::create(&dev, host_mac, owner)?;
+                    fault::point("attach:tap");
+                }
+                (dev, create)
+            }
+        };
+        let dev = dev.as_str();
+        let link = nl
+            .link_by_name(dev)
+            .await?
+            .ok_or_else(|| OpsError::no_such_interface(dev))?;
+        if let Some(other) = state
+            .networks()?
+            .into_iter()
+            .find(|r| r.ports.iter().any(|p| p.ifindex == link.index))
         {
-            let pins = ctx.pins.clone();
-            let ifindex = link.index;
-            undo.push(move |_| {
-                Box::pin(async move {
-                    if let Ok(m) = Maps::open(&pins) {
-                        let _ = m.remove_endpoint(ifindex);
-                    }
-                })
+            return Err(OpsError::PortInUse {
+                dev: dev.into(),
+                network: other.name,
             });
         }
+        let port = PortRecord {
+            dev: dev.into(),
+            ifindex: link.index,
+            mac: mac.map(|m| m.to_string()),
+            ipv4,
+            ipv6,
+            created_tap,
+            services_allowed,
+        };
+        // The static address (--ip) or else a static <host> or a current
+        // DHCP lease gives the guest's address.
+        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))
+            .map_err(ModeError::from)?;
+        // The endpoint entry exists before the program can see a packet.
+        let maps = Maps::open(&ctx.pins).map_err(ModeError::from)?;
+        undo.push(Step::RemoveEndpoint {
+            ifindex: link.index,
+        });
+        maps.set_endpoint(link.index, &endpoint)
+            .map_err(ModeError::from)?;
+        fault::point("attach:endpoint");
         let joined = Realization::of_record(&rec)
             .plug(&nl, &ctx.pins, &maps, &rec, link.index, dev, &mut undo)
             .await?;
         if rec.is_direct() {
             log::info!("{network}: {dev} on {joined}");
         }
-        dataplane::attach_guest_port(&ctx.pins, link.index, dev)?;
+        undo.push(Step::DetachLinks {
+            paths: vec![ctx.pins.tc_link(link.index)],
+        });
+        dataplane::attach_guest_port(&ctx.pins, link.index, dev).map_err(ModeError::from)?;
         nl.set_up(link.index).await?;
+        fault::point("attach:plugged");
         rec.ports.push(port.clone());
         state.save_network(&rec)?;
-        Ok(())
+        Ok(port)
     }
     .await;
-    if let Err(e) = res {
-        dataplane::detach(&ctx.pins.tc_link(link.index)).ok();
-        undo.run(&nl).await;
-        return Err(e.into());
+    match res {
+        Ok(port) => {
+            undo.commit();
+            log::info!("{network}: plugged {} (ifindex {})", port.dev, port.ifindex);
+            Ok(port)
+        }
+        Err(e) => {
+            undo.run(&nl).await;
+            Err(e)
+        }
     }
-    log::info!("{network}: plugged {dev} (ifindex {})", link.index);
-    Ok(port)
 }
 
 /// Unplugs an interface from a network.
 pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result<(), OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
+    undo::recover(&ctx.state_dir, &nl).await;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;

@@ -25,6 +25,7 @@ use crate::{
     host::Context,
     host::netlink::Netlink,
     host::state::{NetworkRecord, StateDir},
+    host::undo,
     modes::{Realization, plan, shared::Repairs},
     ops::error::OpsError,
 };
@@ -53,11 +54,26 @@ pub fn load_or_adopt(ctx: &Context) -> Result<bool, DataplaneError> {
     Ok(loaded)
 }
 
+/// Reverts the changes of `vxdp` commands that died half-way (under the
+/// state directory's lock, so none is still running); returns what each
+/// command was.
+pub async fn recover(ctx: &Context) -> Result<Vec<String>, OpsError> {
+    let _state = StateDir::open(&ctx.state_dir)?;
+    Ok(undo::recover(&ctx.state_dir, &Netlink::connect()?).await)
+}
+
 /// One pass over every started network. With `load`, a missing dataplane is
 /// loaded first (unless `vxdp unload` removed it on purpose).
 pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
     let mut repairs = Repairs::default();
     let state = StateDir::open(&ctx.state_dir)?;
+    // A start or plug that died half-way is reverted before anything is
+    // compared (its journal, see host::undo).
+    for what in undo::recover(&ctx.state_dir, &Netlink::connect()?).await {
+        repairs.note(format!(
+            "reverted the unfinished `{what}` of a vxdp that died"
+        ));
+    }
     let records = state.networks()?;
     if !ctx.pins.is_loaded() {
         if !load || records.is_empty() || unloaded_on_purpose(&ctx.state_dir) {
@@ -75,7 +91,9 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
     let all = records.clone();
     for mut rec in records {
         let before = rec.clone();
-        if let Err(e) = reconcile_network(ctx, &nl, &maps, &mut rec, &all, &mut repairs).await {
+        if let Err(e) =
+            reconcile_network(ctx, &state, &nl, &maps, &mut rec, &all, &mut repairs).await
+        {
             // One broken network does not stop the others' repairs.
             repairs.note(format!("{}: {e}", rec.name));
         }
@@ -92,6 +110,7 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
 
 async fn reconcile_network(
     ctx: &Context,
+    state: &StateDir,
     nl: &Netlink,
     maps: &Maps,
     rec: &mut NetworkRecord,
@@ -103,6 +122,7 @@ async fn reconcile_network(
         &rec.xml,
         &format!("{}/run/{}.json", ctx.state_dir.display(), rec.name),
     )?;
+    crate::modes::shared::ensure_forwarding(state, &plan, repairs)?;
     Ok(Realization::of(plan.mode)
         .reconcile(ctx, nl, maps, rec, &plan, &others, repairs)
         .await?)
