@@ -8,8 +8,8 @@
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use vxdp_common::{
-    Action, DIR_ORIGINAL, DIR_REPLY, DropReason, FlowEntry, FlowKey, FlowOwner, PROTO_TCP,
-    PROTO_UDP,
+    Action, DIR_ORIGINAL, DIR_REPLY, DropReason, FlowEntry, FlowKey, FlowOwner, NetworkConfig,
+    PROTO_TCP, PROTO_UDP,
 };
 
 use super::{
@@ -47,6 +47,33 @@ pub struct NewFlow<'a, A> {
     pub port_min: u16,
     pub port_max: u16,
     pub now: u64,
+}
+
+impl<'a, A> NewFlow<'a, A> {
+    /// A flow of the guest on port `ifindex` of NAT network `net`, sending
+    /// from `mac`, to leave with `nat_addr`.
+    #[inline(always)]
+    pub fn new(
+        nat_addr: &'a A,
+        net: &NetworkConfig,
+        net_id: u32,
+        ifindex: u32,
+        mac: [u8; 6],
+        tcp_flags: u8,
+    ) -> Self {
+        NewFlow {
+            nat_addr,
+            owner: FlowOwner {
+                ifindex,
+                network_id: net_id as u16,
+                mac,
+            },
+            tcp_flags,
+            port_min: net.nat_port_min,
+            port_max: net.nat_port_max,
+            now: conntrack::now(),
+        }
+    }
 }
 
 /// Where the flow being looked up or created is kept: `key` in, the

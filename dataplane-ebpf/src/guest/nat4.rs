@@ -4,9 +4,7 @@
 //! remote) and redirected out of the uplink.
 
 use aya_ebpf::programs::TcContext;
-use vxdp_common::{
-    Action, ConntrackEntry, ConntrackKey, DropReason, FlowOwner, NetworkConfig, PROTO_ICMP,
-};
+use vxdp_common::{Action, ConntrackEntry, ConntrackKey, DropReason, NetworkConfig, PROTO_ICMP};
 
 use super::port::{pass, port_network};
 use crate::{
@@ -17,7 +15,6 @@ use crate::{
         stats::{Drop, count},
     },
     flow::{
-        conntrack,
         snat::{self, FlowSlots, NewFlow, Side},
         sockets,
     },
@@ -92,18 +89,8 @@ fn guest_nat(
     // Replies go to the MAC the guest actually sends from.
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     let nat_addr = nat_address(net, ip.src);
-    let flow = NewFlow {
-        nat_addr: &nat_addr,
-        owner: FlowOwner {
-            ifindex,
-            network_id: net_id as u16,
-            mac: unsafe { (*eth).src_addr },
-        },
-        tcp_flags: l4.tcp_flags,
-        port_min: net.nat_port_min,
-        port_max: net.nat_port_max,
-        now: conntrack::now(),
-    };
+    let mac = unsafe { (*eth).src_addr };
+    let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, l4.tcp_flags);
     let (mut reply_key, mut reply, mut mapping) = (
         ConntrackKey::default(),
         ConntrackEntry::default(),

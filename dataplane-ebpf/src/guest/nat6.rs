@@ -8,9 +8,7 @@
 //! (`VXDP_NAT6_SCRATCH`).
 
 use aya_ebpf::programs::TcContext;
-use vxdp_common::{
-    Action, DropReason, FlowOwner, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
+use vxdp_common::{Action, DropReason, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use super::port::{pass, port_network};
 use crate::{
@@ -23,10 +21,7 @@ use crate::{
         policy,
         stats::{Drop, count},
     },
-    flow::{
-        conntrack,
-        snat::{self, FlowSlots, NewFlow, Side},
-    },
+    flow::snat::{self, FlowSlots, NewFlow, Side},
 };
 
 /// `vxdp_guest_nat6`.
@@ -116,18 +111,8 @@ fn guest_nat6(
 
     // Replies go to the MAC the guest actually sends from.
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    let flow = NewFlow {
-        nat_addr: &cfg.addr,
-        owner: FlowOwner {
-            ifindex,
-            network_id: net_id as u16,
-            mac: unsafe { (*eth).src_addr },
-        },
-        tcp_flags: l4.tcp_flags,
-        port_min: net.nat_port_min,
-        port_max: net.nat_port_max,
-        now: conntrack::now(),
-    };
+    let mac = unsafe { (*eth).src_addr };
+    let flow = NewFlow::new(&cfg.addr, net, net_id, ifindex, mac, l4.tcp_flags);
     let slots = FlowSlots {
         key: &s.key,
         reply_key: &mut s.reply_key,
