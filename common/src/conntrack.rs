@@ -68,53 +68,6 @@ pub struct ConntrackEntry {
 }
 const _: () = assert!(core::mem::size_of::<ConntrackEntry>() == 32);
 
-impl ConntrackEntry {
-    /// The other direction's entry of the same flow, given this entry's key.
-    pub fn peer_entry(&self, key: &ConntrackKey) -> ConntrackEntry {
-        let (rewrite_addr, rewrite_port) = if self.direction == DIR_ORIGINAL {
-            (key.src_addr, key.src_port)
-        } else {
-            (key.dst_addr, key.dst_port)
-        };
-        ConntrackEntry {
-            rewrite_addr,
-            rewrite_port,
-            direction: if self.direction == DIR_ORIGINAL {
-                DIR_REPLY
-            } else {
-                DIR_ORIGINAL
-            },
-            ..*self
-        }
-    }
-}
-
-impl ConntrackKey {
-    /// The key of the other direction's entry, given this entry's value.
-    pub fn peer(&self, entry: &ConntrackEntry) -> ConntrackKey {
-        if entry.direction == DIR_ORIGINAL {
-            // Replies come from our destination, to the NAT address/port.
-            ConntrackKey {
-                src_addr: self.dst_addr,
-                dst_addr: entry.rewrite_addr,
-                src_port: self.dst_port,
-                dst_port: entry.rewrite_port,
-                proto: self.proto,
-                _pad: [0; 3],
-            }
-        } else {
-            ConntrackKey {
-                src_addr: entry.rewrite_addr,
-                dst_addr: self.src_addr,
-                src_port: entry.rewrite_port,
-                dst_port: self.src_port,
-                proto: self.proto,
-                _pad: [0; 3],
-            }
-        }
-    }
-}
-
 /// Index into `VXDP_TIMEOUTS` (an array of `u64` nanoseconds).
 pub mod timeout_class {
     pub const TCP_NEW: u32 = 0;

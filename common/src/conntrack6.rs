@@ -2,15 +2,15 @@
 //! hash) and the per-network NAT66 configuration (`VXDP_NAT6`).
 //!
 //! The same two-entry scheme as IPv4 (`conntrack`): one entry keyed by the
-//! tuple as the guest sent it ([`DIR_ORIGINAL`]), one keyed by the tuple the
-//! outside host's replies carry ([`DIR_REPLY`]); each says how to rewrite a
+//! tuple as the guest sent it ([`crate::DIR_ORIGINAL`]), one keyed by the tuple the
+//! outside host's replies carry ([`crate::DIR_REPLY`]); each says how to rewrite a
 //! packet that matches it. A separate table because the key is 40 bytes
 //! instead of 16: sharing one would make every IPv4 lookup hash and compare
 //! 40 bytes.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::{DIR_ORIGINAL, DIR_REPLY, user_pod};
+use crate::user_pod;
 
 /// IPv6 next-header number of ICMPv6 (keys use it as `proto`).
 pub const PROTO_ICMPV6: u8 = 58;
@@ -42,7 +42,7 @@ pub struct Conntrack6Entry {
     pub rewrite_addr: [u8; 16],
     /// Same for the port (or ICMPv6 echo id), network byte order.
     pub rewrite_port: u16,
-    /// [`DIR_ORIGINAL`] or [`DIR_REPLY`].
+    /// [`crate::DIR_ORIGINAL`] or [`crate::DIR_REPLY`].
     pub direction: u8,
     /// One of [`crate::ct_state`].
     pub state: u8,
@@ -56,53 +56,6 @@ pub struct Conntrack6Entry {
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<Conntrack6Entry>() == 48);
-
-impl Conntrack6Entry {
-    /// The other direction's entry of the same flow, given this entry's key.
-    pub fn peer_entry(&self, key: &Conntrack6Key) -> Conntrack6Entry {
-        let (rewrite_addr, rewrite_port) = if self.direction == DIR_ORIGINAL {
-            (key.src_addr, key.src_port)
-        } else {
-            (key.dst_addr, key.dst_port)
-        };
-        Conntrack6Entry {
-            rewrite_addr,
-            rewrite_port,
-            direction: if self.direction == DIR_ORIGINAL {
-                DIR_REPLY
-            } else {
-                DIR_ORIGINAL
-            },
-            ..*self
-        }
-    }
-}
-
-impl Conntrack6Key {
-    /// The key of the other direction's entry, given this entry's value.
-    pub fn peer(&self, entry: &Conntrack6Entry) -> Conntrack6Key {
-        if entry.direction == DIR_ORIGINAL {
-            // Replies come from our destination, to the NAT address/port.
-            Conntrack6Key {
-                src_addr: self.dst_addr,
-                dst_addr: entry.rewrite_addr,
-                src_port: self.dst_port,
-                dst_port: entry.rewrite_port,
-                proto: self.proto,
-                _pad: [0; 3],
-            }
-        } else {
-            Conntrack6Key {
-                src_addr: entry.rewrite_addr,
-                dst_addr: self.src_addr,
-                src_port: entry.rewrite_port,
-                dst_port: self.src_port,
-                proto: self.proto,
-                _pad: [0; 3],
-            }
-        }
-    }
-}
 
 /// `Nat6Config::flags` bits.
 pub mod nat6_flags {

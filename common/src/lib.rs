@@ -5,17 +5,19 @@
 //! asserted, so both sides agree on the layout byte for byte. Addresses and
 //! ports are stored in network byte order (as they appear in packets) unless
 //! a field's doc says otherwise.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod conntrack;
 pub mod conntrack6;
 pub mod counters;
+pub mod flow;
 pub mod network;
 pub mod port_counters;
 
 pub use conntrack::*;
 pub use conntrack6::*;
 pub use counters::*;
+pub use flow::*;
 pub use network::*;
 pub use port_counters::*;
 

@@ -1,5 +1,7 @@
 //! Direct (macvtap-like) networks: guests sit on a physical NIC with no
-//! bridge, and frames are steered by destination MAC.
+//! bridge, and frames are steered by destination MAC. The whole mode in one
+//! module, since its guest port and its NIC steer the same frames: the
+//! uplink programs call [`nic_unicast`] first.
 //!
 //! * Guest port (TC ingress, tail-called from `vxdp_guest_in`):
 //!   anti-spoofing, then by destination MAC: the NIC's own MAC → the host
@@ -28,12 +30,14 @@ use aya_ebpf::{
 use vxdp_common::{Action, DIRECT_MAX_PORTS, DirectNic, DropReason, MacKey, PROTO_UDP, mode};
 
 use crate::{
-    ctx::{PacketCtx, tc_ifindex},
-    hook::Hook,
-    maps::{VXDP_DIRECT_NICS, VXDP_DIRECT_PORTS, VXDP_ENDPOINTS, VXDP_MACS},
-    parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ParseError},
-    policy,
-    stats::{Drop, count},
+    base::{
+        ctx::{PacketCtx, tc_ifindex},
+        maps::{VXDP_DIRECT_NICS, VXDP_DIRECT_PORTS, VXDP_ENDPOINTS, VXDP_MACS},
+        parse::{self, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ParseError},
+        policy,
+        stats::{Drop, count},
+    },
+    flow::deliver::Hook,
 };
 
 /// The port that owns `mac` in network `network_id` (0: none).

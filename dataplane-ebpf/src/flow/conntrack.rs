@@ -1,87 +1,42 @@
 //! Conntrack: lookup with timeouts, state updates, and the two-entry insert
 //! of a new NAT flow (reply entry first, so the NAT port is reserved before
 //! the flow becomes visible). Written once for both tables: IPv4
-//! (`VXDP_CONNTRACK`) and NAT66 (`VXDP_CONNTRACK6`), through [`Table`].
+//! (`VXDP_CONNTRACK`) and NAT66 (`VXDP_CONNTRACK6`), through [`Table`];
+//! the liveness rule and timeouts are `vxdp_common`'s, shared with the
+//! control plane's expiry.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::LruHashMap};
 use vxdp_common::{
-    Action, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, PROTO_TCP,
-    ct_state, timeout_class_of,
+    Action, Conntrack6Key, ConntrackKey, DIR_ORIGINAL, FlowEntry, FlowKey, PROTO_TCP, ct_state,
+    timeout_or_default,
 };
 
-use crate::{
+use crate::base::{
     maps::{VXDP_CONNTRACK, VXDP_CONNTRACK6, VXDP_TIMEOUTS},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::count_event,
 };
 
-/// A conntrack key type and its table: what the code below needs of the
-/// IPv4 and IPv6 keys and entries, which have the same fields but for the
-/// addresses' width.
-pub trait Table: Copy + 'static {
-    type Entry: Copy + 'static;
+/// A conntrack key type and its table (IPv4 `VXDP_CONNTRACK` or NAT66
+/// `VXDP_CONNTRACK6`); the keys and entries themselves are
+/// `vxdp_common::FlowKey`/`FlowEntry`.
+pub trait Table: FlowKey {
     fn map() -> &'static LruHashMap<Self, Self::Entry>;
-    fn proto(&self) -> u8;
-    fn peer(&self, entry: &Self::Entry) -> Self;
-    fn peer_entry(entry: &Self::Entry, key: &Self) -> Self::Entry;
-    fn last_seen(entry: &Self::Entry) -> u64;
-    fn set_last_seen(entry: &mut Self::Entry, now: u64);
-    fn state(entry: &Self::Entry) -> u8;
-    fn set_state(entry: &mut Self::Entry, state: u8);
-    fn direction(entry: &Self::Entry) -> u8;
-    fn network_id(entry: &Self::Entry) -> u32;
 }
 
-macro_rules! table {
-    ($key:ty, $entry:ty, $map:expr) => {
-        impl Table for $key {
-            type Entry = $entry;
-            #[inline(always)]
-            fn map() -> &'static LruHashMap<Self, Self::Entry> {
-                &$map
-            }
-            #[inline(always)]
-            fn proto(&self) -> u8 {
-                self.proto
-            }
-            #[inline(always)]
-            fn peer(&self, entry: &Self::Entry) -> Self {
-                <$key>::peer(self, entry)
-            }
-            #[inline(always)]
-            fn peer_entry(entry: &Self::Entry, key: &Self) -> Self::Entry {
-                entry.peer_entry(key)
-            }
-            #[inline(always)]
-            fn last_seen(entry: &Self::Entry) -> u64 {
-                entry.last_seen_ns
-            }
-            #[inline(always)]
-            fn set_last_seen(entry: &mut Self::Entry, now: u64) {
-                entry.last_seen_ns = now;
-            }
-            #[inline(always)]
-            fn state(entry: &Self::Entry) -> u8 {
-                entry.state
-            }
-            #[inline(always)]
-            fn set_state(entry: &mut Self::Entry, state: u8) {
-                entry.state = state;
-            }
-            #[inline(always)]
-            fn direction(entry: &Self::Entry) -> u8 {
-                entry.direction
-            }
-            #[inline(always)]
-            fn network_id(entry: &Self::Entry) -> u32 {
-                entry.network_id as u32
-            }
-        }
-    };
+impl Table for ConntrackKey {
+    #[inline(always)]
+    fn map() -> &'static LruHashMap<Self, Self::Entry> {
+        &VXDP_CONNTRACK
+    }
 }
 
-table!(ConntrackKey, ConntrackEntry, VXDP_CONNTRACK);
-table!(Conntrack6Key, Conntrack6Entry, VXDP_CONNTRACK6);
+impl Table for Conntrack6Key {
+    #[inline(always)]
+    fn map() -> &'static LruHashMap<Self, Self::Entry> {
+        &VXDP_CONNTRACK6
+    }
+}
 
 /// Refresh `last_seen` at most this often: writing a shared LRU value on
 /// every packet would bounce its cache line between CPUs.
@@ -94,38 +49,24 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// A timeout class's timeout, as configured in `VXDP_TIMEOUTS`.
 #[inline(always)]
-fn timeout_ns(proto: u8, state: u8) -> u64 {
-    match VXDP_TIMEOUTS.get(timeout_class_of(proto, state)) {
-        Some(t) if *t != 0 => *t,
-        // Unconfigured table: fall back to a minute rather than "forever".
-        _ => 60_000_000_000,
-    }
+fn timeout_ns(class: u32) -> u64 {
+    timeout_or_default(VXDP_TIMEOUTS.get(class).copied())
 }
 
-#[inline(always)]
-fn alive<K: Table>(key: &K, entry: &K::Entry, now: u64) -> bool {
-    now.saturating_sub(K::last_seen(entry)) <= timeout_ns(key.proto(), K::state(entry))
-}
-
-/// A flow is alive while either of its entries is: a one-way stream of
-/// replies keeps the original entry valid too.
+/// The flow-liveness rule (`vxdp_common::flow_alive`) on this table.
 #[inline(always)]
 fn flow_alive<K: Table>(key: &K, entry: &K::Entry, now: u64) -> bool {
-    if alive(key, entry, now) {
-        return true;
-    }
-    let peer = key.peer(entry);
-    match unsafe { K::map().get(&peer) } {
-        Some(p) => alive(&peer, p, now),
-        None => false,
-    }
+    vxdp_common::flow_alive(key, entry, now, timeout_ns, |peer| unsafe {
+        K::map().get(peer)
+    })
 }
 
 /// Removes both entries of the flow `key` belongs to.
 #[inline(always)]
 fn remove_flow<K: Table>(key: &K, entry: &K::Entry) {
-    let peer = key.peer(entry);
+    let peer = key.peer_key(entry);
     let _ = K::map().remove(&peer);
     let _ = K::map().remove(key);
 }
@@ -168,29 +109,29 @@ fn next_state(proto: u8, state: u8, tcp_flags: u8, is_reply: bool) -> u8 {
 #[inline(always)]
 pub fn touch<K: Table>(key: &K, entry: *mut K::Entry, tcp_flags: u8, now: u64) {
     let e = unsafe { &mut *entry };
-    let is_reply = K::direction(e) != DIR_ORIGINAL;
-    let state = next_state(key.proto(), K::state(e), tcp_flags, is_reply);
-    let stale = now.saturating_sub(K::last_seen(e)) > REFRESH_NS;
-    if state == K::state(e) && !stale {
+    let is_reply = e.direction() != DIR_ORIGINAL;
+    let state = next_state(key.proto(), e.state(), tcp_flags, is_reply);
+    let stale = now.saturating_sub(e.last_seen_ns()) > REFRESH_NS;
+    if state == e.state() && !stale {
         return;
     }
-    K::set_state(e, state);
-    K::set_last_seen(e, now);
-    let peer_key = key.peer(e);
+    e.set_state(state);
+    e.set_last_seen_ns(now);
+    let peer_key = key.peer_key(e);
     match K::map().get_ptr_mut(&peer_key) {
         Some(p) => unsafe {
-            K::set_state(&mut *p, state);
-            if K::last_seen(&*p) < now {
-                K::set_last_seen(&mut *p, now);
+            (*p).set_state(state);
+            if (*p).last_seen_ns() < now {
+                (*p).set_last_seen_ns(now);
             }
         },
         None => {
-            let peer = K::peer_entry(e, key);
+            let peer = key.peer_of(e);
             if K::map()
                 .insert(&peer_key, &peer, BPF_NOEXIST as u64)
                 .is_ok()
             {
-                count_event(K::network_id(e), Action::ConntrackRepaired);
+                count_event(e.network_id(), Action::ConntrackRepaired);
             }
         }
     }
@@ -218,7 +159,7 @@ pub fn reserve_reply<K: Table>(key: &K, entry: &K::Entry, now: u64) -> Reserve {
             return Reserve::Taken;
         }
         remove_flow(key, existing);
-        count_event(K::network_id(entry), Action::ConntrackExpiredReused);
+        count_event(entry.network_id(), Action::ConntrackExpiredReused);
     }
     match K::map().insert(key, entry, BPF_NOEXIST as u64) {
         Ok(()) => Reserve::Reserved,

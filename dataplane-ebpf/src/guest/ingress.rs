@@ -1,37 +1,27 @@
-//! Guest ports (TC ingress): every frame a guest sends passes anti-spoofing
-//! first, then the network's mode decides: stay in the network (left to the
-//! bridge), reach the host, NAT (`nat`), route without NAT (`route`), or be
-//! dropped with a reason (isolated networks, other networks).
+//! `vxdp_guest_in`, TC ingress of every guest port: every frame a guest
+//! sends passes anti-spoofing first, then the network's mode decides: stay
+//! in the network (left to the bridge, or straight to a sibling's port),
+//! reach the host, NAT (tail call to `nat4`/`nat6`), route without NAT
+//! (`route`), direct (`crate::direct`), or be dropped with a reason
+//! (isolated networks, other networks).
 
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT},
-    helpers::bpf_redirect,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
 use vxdp_common::{
     Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes,
     network_flags,
 };
 
-use crate::{
+use super::port::{pass, port_network, tail};
+use crate::base::{
     ctx::{tc_ifindex, tc_vlan_present},
-    maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_MACS, VXDP_NETWORKS},
-    nat::{self, HEADERS_MAX},
-    nat6,
+    maps::{VXDP_MACS, VXDP_NETWORKS},
     parse::{
-        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError,
+        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX, Ipv4, Ipv6,
+        ParseError,
     },
     policy::{self, GuestDestination},
-    route,
     stats::{Drop, count},
 };
-
-/// Left to the bridge (other guests, the host, ARP, DHCP, broadcast).
-#[inline(always)]
-pub fn pass(ctx: &TcContext, net_id: u32) -> Result<i32, Drop> {
-    count(ctx, net_id, Action::GuestPassed);
-    Ok(TC_ACT_OK)
-}
 
 /// A unicast frame to another guest of the same network goes straight to
 /// that guest's port (`VXDP_MACS`), past the bridge; anything else (the
@@ -61,28 +51,6 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
     }
     count(ctx, net_id, Action::PortForwarded);
     Some(Ok(TC_ACT_REDIRECT))
-}
-
-/// The port's endpoint and its (active) network.
-#[inline(always)]
-pub(crate) fn port_network(
-    ctx: &TcContext,
-) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
-    let ifindex = tc_ifindex(ctx);
-    let endpoint =
-        unsafe { VXDP_ENDPOINTS.get(&ifindex) }.ok_or(Drop::new(DropReason::UnknownPort, 0))?;
-    let net = VXDP_NETWORKS
-        .get(endpoint.network_id)
-        .filter(|n| policy::active(n))
-        .ok_or(Drop::new(DropReason::UnknownPort, endpoint.network_id))?;
-    Ok((ifindex, endpoint, net))
-}
-
-/// Continues in the program of `slot`; returns only if that fails.
-#[inline(always)]
-fn tail(ctx: &TcContext, slot: u32, net_id: u32) -> Result<i32, Drop> {
-    unsafe { VXDP_GUEST_JUMP.tail_call(ctx, slot) };
-    Err(Drop::new(DropReason::TailCallFailed, net_id))
 }
 
 /// `vxdp_guest_in`: anti-spoofing and the mode's policy, then the NAT or
@@ -273,7 +241,7 @@ fn guest_ipv6(
     match net.mode {
         // A NAT network's IPv6 is masqueraded with <nat ipv6='yes'>,
         // otherwise routed without NAT (as libvirt does).
-        mode::NAT if nat6::masquerading(net_id).is_some() => tail(ctx, jump::NAT6, net_id),
+        mode::NAT if policy::masquerading6(net_id).is_some() => tail(ctx, jump::NAT6, net_id),
         mode::ROUTE | mode::OPEN | mode::NAT => tail(ctx, jump::ROUTE, net_id),
         mode::ISOLATED => {
             if let Some(owner) = policy::subnet6_owner(&ip.dst)
@@ -290,43 +258,4 @@ fn guest_ipv6(
         }
         _ => Err(Drop::new(DropReason::UnknownPort, net_id)),
     }
-}
-
-/// `vxdp_guest_nat` (tail-called): a NAT network's guest → outside IPv4.
-#[inline(always)]
-pub fn nat_entry(ctx: &TcContext) -> Result<i32, Drop> {
-    let (ifindex, endpoint, net) = port_network(ctx)?;
-    let net_id = endpoint.network_id;
-    let ip = parse::ipv4(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    nat::guest_nat(ctx, net, net_id, ifindex, &ip)
-}
-
-/// `vxdp_guest_route` (tail-called): routing without NAT.
-#[inline(always)]
-pub fn route_entry(ctx: &TcContext) -> Result<i32, Drop> {
-    let (_, endpoint, net) = port_network(ctx)?;
-    let net_id = endpoint.network_id;
-    let malformed = Drop::new(DropReason::Malformed, net_id);
-    if parse::ether_type(ctx).map_err(|_| malformed)? == ETH_P_IP {
-        let ip = parse::ipv4(ctx).map_err(|_| malformed)?;
-        return route::guest_route_v4(ctx, net, net_id, &ip);
-    }
-    let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
-    if net.mode == mode::NAT && !nat6::has_ipv6(net_id) {
-        // Without an IPv6 <ip> the network's IPv6 reaches the host only.
-        return match route::lookup_v6(ctx, net, &ip) {
-            crate::forward::Route::Local => pass(ctx, net_id),
-            _ => Err(Drop::new(DropReason::Ipv6NotForwarded, net_id)),
-        };
-    }
-    route::guest_route_v6(ctx, net, net_id, &ip)
-}
-
-/// `vxdp_guest_nat6` (tail-called): a NAT66 network's guest → outside IPv6.
-#[inline(always)]
-pub fn nat6_entry(ctx: &TcContext) -> Result<i32, Drop> {
-    let (ifindex, endpoint, net) = port_network(ctx)?;
-    let net_id = endpoint.network_id;
-    let ip = parse::ipv6(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    nat6::guest_nat6(ctx, net, net_id, ifindex, &ip)
 }

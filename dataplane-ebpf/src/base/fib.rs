@@ -1,5 +1,5 @@
 //! Next hop and redirect: `bpf_fib_lookup` on the kernel's routing and
-//! neighbour tables, then a redirect out of the chosen interface.
+//! neighbour tables, then a redirect out of the chosen interface (TC).
 
 use core::mem::size_of;
 
@@ -77,14 +77,7 @@ pub fn route_v4<C: EbpfContext>(
     };
     p.src[0] = src;
     p.dst[0] = dst;
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut p as *mut FibParams as *mut FibLookupRaw,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+    let rc = lookup(ctx, &mut p);
     classify(rc, p)
 }
 
@@ -98,25 +91,8 @@ pub fn route_v6<C: EbpfContext>(
     next_header: u8,
     tot_len: u16,
 ) -> Route {
-    let mut p = FibParams {
-        family: AF_INET6,
-        l4_protocol: next_header,
-        tot_len,
-        ifindex: in_ifindex,
-        ..FibParams::default()
-    };
-    for i in 0..4 {
-        p.src[i] = u32::from_ne_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
-        p.dst[i] = u32::from_ne_bytes([dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]]);
-    }
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut p as *mut FibParams as *mut FibLookupRaw,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+    let mut p = FibParams::default();
+    let rc = fib_lookup_v6(ctx, &mut p, in_ifindex, src, dst, next_header, tot_len);
     classify(rc, p)
 }
 
@@ -140,10 +116,12 @@ pub fn fib_lookup_v6<C: EbpfContext>(
     src: &[u8; 16],
     dst: &[u8; 16],
     next_header: u8,
+    tot_len: u16,
 ) -> i64 {
     *p = FibParams {
         family: AF_INET6,
         l4_protocol: next_header,
+        tot_len,
         ifindex: in_ifindex,
         ..FibParams::default()
     };
@@ -151,6 +129,11 @@ pub fn fib_lookup_v6<C: EbpfContext>(
         p.src[i] = u32::from_ne_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
         p.dst[i] = u32::from_ne_bytes([dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]]);
     }
+    lookup(ctx, p)
+}
+
+#[inline(always)]
+fn lookup<C: EbpfContext>(ctx: &C, p: &mut FibParams) -> i64 {
     unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
@@ -158,29 +141,6 @@ pub fn fib_lookup_v6<C: EbpfContext>(
             size_of::<FibParams>() as i32,
             0,
         )
-    }
-}
-
-/// [`tc_redirect`] for a [`fib_lookup_v6`] answer: `resolved` when the
-/// next hop's MAC was found (FIB_SUCCESS), else the kernel resolves it.
-#[inline(always)]
-pub fn tc_redirect_fib(p: &FibParams, resolved: bool) -> Result<i32, ()> {
-    let rc = if resolved {
-        unsafe { bpf_redirect(p.ifindex, 0) }
-    } else {
-        let mut nh = bpf_redir_neigh {
-            nh_family: p.family as u32,
-            ..unsafe { core::mem::zeroed() }
-        };
-        unsafe {
-            *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
-            bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
-        }
-    };
-    if rc as i32 == TC_ACT_REDIRECT {
-        Ok(TC_ACT_REDIRECT)
-    } else {
-        Err(())
     }
 }
 
@@ -202,21 +162,30 @@ fn classify(rc: i64, p: FibParams) -> Route {
 /// packet has to take the slow path un-translated.
 #[inline(always)]
 pub fn tc_redirect(route: &Route) -> Result<i32, ()> {
-    let rc = match route {
-        Route::Forward(p) => unsafe { bpf_redirect(p.ifindex, 0) },
-        Route::NoNeighbour(p) => {
-            let mut nh = bpf_redir_neigh {
-                nh_family: p.family as u32,
-                ..unsafe { core::mem::zeroed() }
-            };
-            // The union holds the IPv4 next hop in its first word, the
-            // IPv6 one in all four.
-            unsafe {
-                *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
-                bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
-            }
+    match route {
+        Route::Forward(p) => tc_redirect_fib(p, true),
+        Route::NoNeighbour(p) => tc_redirect_fib(p, false),
+        _ => Err(()),
+    }
+}
+
+/// [`tc_redirect`] for a lookup's answer `p`: `resolved` when the next
+/// hop's MAC was found (FIB_SUCCESS), else the kernel resolves it.
+#[inline(always)]
+pub fn tc_redirect_fib(p: &FibParams, resolved: bool) -> Result<i32, ()> {
+    let rc = if resolved {
+        unsafe { bpf_redirect(p.ifindex, 0) }
+    } else {
+        let mut nh = bpf_redir_neigh {
+            nh_family: p.family as u32,
+            ..unsafe { core::mem::zeroed() }
+        };
+        // The union holds the IPv4 next hop in its first word, the IPv6
+        // one in all four.
+        unsafe {
+            *(&mut nh.__bindgen_anon_1 as *mut _ as *mut [u32; 4]) = p.dst;
+            bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
         }
-        _ => return Err(()),
     };
     if rc as i32 == TC_ACT_REDIRECT {
         Ok(TC_ACT_REDIRECT)

@@ -6,9 +6,10 @@ use aya_ebpf::{
 };
 use vxdp_common::{Action, Counter, DropReason, PortCounterKey, counter_index};
 
-use crate::{
+use super::{
     ctx::PacketCtx,
     maps::{VXDP_COUNTERS, VXDP_XDP_INFLIGHT},
+    port_stats,
 };
 
 /// A drop: why, and which network to charge it to (0 when unknown).
@@ -61,8 +62,8 @@ pub fn refused(network_id: u32, action_slot: u32, ingress: u32, packets: u64, by
             (*counter).bytes += bytes;
         }
     }
-    crate::port_stats::sub(ingress, network_id, action_slot, packets, bytes);
-    crate::port_stats::add_many(ingress, network_id, drop_slot, packets, bytes);
+    port_stats::sub(ingress, network_id, action_slot, packets, bytes);
+    port_stats::add_many(ingress, network_id, drop_slot, packets, bytes);
 }
 
 /// Records an XDP redirect to `port` until the kernel reports on it.
@@ -93,7 +94,7 @@ pub fn inflight_add(port: u32, network_id: u32, action: Action, bytes: u32) {
 #[inline(always)]
 pub fn count<C: PacketCtx>(ctx: &C, network_id: u32, action: Action) {
     add(network_id, action.slot(), ctx.packet_len());
-    crate::port_stats::add(
+    port_stats::add(
         ctx.ingress_ifindex(),
         network_id,
         action.slot(),
@@ -109,7 +110,7 @@ pub fn count_event(network_id: u32, action: Action) {
 #[inline(always)]
 fn count_drop<C: PacketCtx>(ctx: &C, drop: Drop) {
     add(drop.network_id, drop.reason.slot(), ctx.packet_len());
-    crate::port_stats::add(
+    port_stats::add(
         ctx.ingress_ifindex(),
         drop.network_id,
         drop.reason.slot(),

@@ -1,7 +1,9 @@
-//! What differs between the uplink's XDP program (`vxdp_uplink_in`) and its
-//! TC program (`vxdp_uplink_tc`), which run the same uplink logic: how a
-//! translated frame reaches a guest port, how a frame goes on to the kernel,
-//! and whether a frame may be delivered from this hook at all.
+//! Delivery to a guest port from the uplink. [`Hook`] is what differs
+//! between the uplink's XDP program (`vxdp_uplink_in`) and its TC program
+//! (`vxdp_uplink_tc`), which run the same uplink logic: how a translated
+//! frame reaches a guest port, how a frame goes on to the kernel, and
+//! whether a frame may be delivered from this hook at all.
+//! [`prepare_for_guest`] readies a translated frame for its guest.
 //!
 //! XDP delivers a frame to a guest port only when all of these hold,
 //! otherwise it leaves the frame untouched to the TC program
@@ -11,7 +13,7 @@
 //!   drops them unless its peer has NAPI, which vxdp does not control);
 //! * the frame fits the port's MTU (a larger one is a GRO/GSO super-frame
 //!   generic XDP linearised, which only a socket buffer can carry);
-//! * its L4 checksum is finished ([`crate::csum::finished`]): XDP cannot
+//! * its L4 checksum is finished ([`super::partial_csum::finished`]): XDP cannot
 //!   see CHECKSUM_PARTIAL, and a redirect would deliver the unfinished
 //!   field to the guest.
 
@@ -21,11 +23,14 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use vxdp_common::{Action, XDP_META_JUDGED, endpoint_flags};
+use vxdp_common::{Action, DropReason, XDP_META_JUDGED, endpoint_flags};
 
-use crate::{
+use super::partial_csum;
+use crate::base::{
     ctx::PacketCtx,
-    maps::{VXDP_ENDPOINTS, VXDP_PORTS},
+    l2::set_macs,
+    maps::{VXDP_ENDPOINTS, VXDP_NETWORKS, VXDP_PORTS},
+    policy,
     stats::{self, Drop, count},
 };
 
@@ -62,7 +67,7 @@ impl Hook for XdpContext {
     fn to_port(&self, port: u32, net_id: u32, action: Action) -> Result<u32, Drop> {
         let verdict = VXDP_PORTS
             .redirect(port, 0)
-            .map_err(|_| Drop::new(vxdp_common::DropReason::RedirectFailed, net_id))?;
+            .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
         count(self, net_id, action);
         // The kernel may still refuse it after the program returns: the
         // tracepoint programs settle it (`refused`).
@@ -100,7 +105,7 @@ fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
     let mut mtu_len: u32 = 0;
     // 0: the frame fits the port's MTU (plus its link-layer header).
     let fits = unsafe { bpf_check_mtu(ctx.as_ptr(), port, &mut mtu_len, 0, 0) } == 0;
-    fits && crate::csum::finished(ctx)
+    fits && partial_csum::finished(ctx)
 }
 
 impl Hook for TcContext {
@@ -115,7 +120,7 @@ impl Hook for TcContext {
     #[inline(always)]
     fn to_port(&self, port: u32, net_id: u32, action: Action) -> Result<i32, Drop> {
         if unsafe { bpf_redirect(port, 0) } as i32 != TC_ACT_REDIRECT {
-            return Err(Drop::new(vxdp_common::DropReason::RedirectFailed, net_id));
+            return Err(Drop::new(DropReason::RedirectFailed, net_id));
         }
         count(self, net_id, action);
         Ok(TC_ACT_REDIRECT)
@@ -145,4 +150,24 @@ pub fn judged_by_xdp(ctx: &TcContext) -> bool {
         return false;
     }
     unsafe { *(meta as *const u32) == XDP_META_JUDGED }
+}
+
+/// Before a translated packet from the uplink goes to its guest: the
+/// guest's network must be active and the packet must survive this hop
+/// (`ttl`: TTL or hop limit); its MACs become bridge → guest.
+#[inline(always)]
+pub fn prepare_for_guest<C: PacketCtx>(
+    ctx: &C,
+    net_id: u32,
+    ttl: u8,
+    guest_mac: &[u8; 6],
+) -> Result<(), Drop> {
+    let net = VXDP_NETWORKS
+        .get(net_id)
+        .filter(|n| policy::active(n))
+        .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
+    if ttl <= 1 {
+        return Err(Drop::new(DropReason::TtlExpired, net_id));
+    }
+    set_macs(ctx, guest_mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }

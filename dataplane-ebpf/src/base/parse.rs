@@ -1,12 +1,13 @@
-//! Packet parsing. Every bounds check lives here: other modules get copies of
-//! header fields and offsets, and write only through [`ptr_at`].
+//! Packet parsing: other modules get copies of header fields and offsets,
+//! and read or write packet memory only through [`ptr_at`] (bounds-checked
+//! in `ctx`).
 
-use core::mem::{offset_of, size_of};
+use core::mem::offset_of;
 
 use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 use vxdp_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
-use crate::ctx::PacketCtx;
+use super::ctx::{PacketCtx, ptr_at};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ICMP_ECHO_REPLY: u8 = 0;
@@ -16,18 +17,6 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
-
-/// A pointer to a `T` at `off` bytes into the packet, or `Err` if the packet
-/// is shorter. The only place packet memory is bounds-checked.
-#[inline(always)]
-pub fn ptr_at<C: PacketCtx, T>(ctx: &C, off: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + size_of::<T>() > end {
-        return Err(());
-    }
-    Ok((start + off) as *mut T)
-}
 
 /// Why a frame could not be parsed as IPv4.
 pub enum ParseError {
@@ -55,6 +44,9 @@ pub struct Ipv4 {
 }
 
 pub const IP_OFF: usize = EthHdr::LEN;
+/// Bytes of headers the parser needs in the linear part of a socket buffer:
+/// Ethernet, IPv4 with options, TCP without options.
+pub const HEADERS_MAX: u32 = 14 + 60 + 20;
 pub const IP_CHECK_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
@@ -301,7 +293,6 @@ pub struct Ipv6 {
     pub hop_limit: u8,
 }
 
-pub const IP6_HOP_LIMIT_OFF: usize = EthHdr::LEN + 7;
 const IPV6_HDR_LEN: usize = 40;
 
 /// Parses the Ethernet and IPv6 headers.

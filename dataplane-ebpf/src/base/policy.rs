@@ -1,15 +1,16 @@
 //! Forwarding policy: which guest packets stay inside the network (left to
-//! the bridge), and which inbound packets are refused.
+//! the bridge), and which inbound packets are refused; anti-spoofing; the
+//! network settings the modes ask about (subnet owners, NAT66).
 
 use aya_ebpf::maps::lpm_trie::Key;
 use vxdp_common::{
-    DropReason, Endpoint, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, endpoint_flags,
-    network_flags,
+    DropReason, Endpoint, Nat6Config, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner,
+    endpoint_flags, nat6_flags, network_flags,
 };
 
-use crate::{
+use super::{
     ctx::PacketCtx,
-    maps::{VXDP_SUBNETS, VXDP_SUBNETS6},
+    maps::{VXDP_NAT6, VXDP_SUBNETS, VXDP_SUBNETS6},
     parse::{self, ArpSender, Ipv4, Ipv6},
 };
 
@@ -221,4 +222,21 @@ pub fn ipv6_allowed(ep: &Endpoint, src: &[u8; 16]) -> bool {
 #[inline(always)]
 pub fn host_on_bridge(net: &NetworkConfig) -> bool {
     net.flags & network_flags::HOST_ADDRESS != 0
+}
+
+/// The NAT66 settings of a network that masquerades its IPv6
+/// (`<nat ipv6='yes'>`).
+#[inline(always)]
+pub fn masquerading6(net_id: u32) -> Option<&'static Nat6Config> {
+    VXDP_NAT6
+        .get(net_id)
+        .filter(|c| c.flags & nat6_flags::MASQUERADE != 0)
+}
+
+/// Whether a NAT network has an IPv6 prefix (its IPv6 leaves the network).
+#[inline(always)]
+pub fn has_ipv6(net_id: u32) -> bool {
+    VXDP_NAT6
+        .get(net_id)
+        .is_some_and(|c| c.flags & nat6_flags::IPV6 != 0)
 }

@@ -1,5 +1,6 @@
 //! One trait over `XdpContext` and `TcContext`, so parsing, conntrack and NAT
-//! are written once and used from both hooks.
+//! are written once and used from both hooks, and [`ptr_at`], the one place
+//! packet memory is bounds-checked.
 //!
 //! The checksum methods differ underneath: TC uses the kernel helpers, which
 //! understand `CHECKSUM_PARTIAL` socket buffers (locally generated or
@@ -8,11 +9,15 @@
 //! and the checksum updates last, because the TC helpers invalidate packet
 //! pointers.
 
+use core::mem::size_of;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::{TcContext, XdpContext},
 };
+
+use super::csum;
 
 /// `flags` for [`PacketCtx::l4_csum_replace`]: the field size in the low bits.
 pub const CSUM_FIELD_2: u64 = 2;
@@ -95,20 +100,20 @@ impl PacketCtx for XdpContext {
     }
     #[inline(always)]
     fn l3_csum_replace(&self, off: usize, from: u32, to: u32, size: u64) -> Result<(), ()> {
-        let field = crate::parse::ptr_at::<_, [u8; 2]>(self, off)?;
+        let field = ptr_at::<_, [u8; 2]>(self, off)?;
         let old = u16::from_ne_bytes(unsafe { *field });
-        let new = csum_update(old, from, to, size == CSUM_FIELD_4);
+        let new = csum::update(old, from, to, size == CSUM_FIELD_4);
         unsafe { *field = new.to_ne_bytes() };
         Ok(())
     }
     #[inline(always)]
     fn l4_csum_replace(&self, off: usize, from: u32, to: u32, flags: u64) -> Result<(), ()> {
-        let field = crate::parse::ptr_at::<_, [u8; 2]>(self, off)?;
+        let field = ptr_at::<_, [u8; 2]>(self, off)?;
         let old = u16::from_ne_bytes(unsafe { *field });
         if flags & CSUM_UDP != 0 && old == 0 {
             return Ok(());
         }
-        let mut new = csum_update(old, from, to, flags & 0xf == CSUM_FIELD_4);
+        let mut new = csum::update(old, from, to, flags & 0xf == CSUM_FIELD_4);
         if flags & CSUM_UDP != 0 && new == 0 {
             new = 0xffff;
         }
@@ -117,19 +122,16 @@ impl PacketCtx for XdpContext {
     }
 }
 
-/// RFC 1624 incremental update: HC' = ~(~HC + ~m + m'), on 16-bit words as
-/// they sit in memory (one's complement sums do not care about byte order as
-/// long as every word is read the same way).
+/// A pointer to a `T` at `off` bytes into the packet, or `Err` if the packet
+/// is shorter. The only place packet memory is bounds-checked. Read at least
+/// two bytes: a one-byte check compiles into a comparison the verifier does
+/// not take as a bounds check.
 #[inline(always)]
-pub fn csum_update(check: u16, from: u32, to: u32, wide: bool) -> u16 {
-    let mut sum: u32 = (!check) as u32;
-    if wide {
-        sum += (!(from as u16)) as u32 + (!((from >> 16) as u16)) as u32;
-        sum += (to & 0xffff) + (to >> 16);
-    } else {
-        sum += (!(from as u16)) as u32 + (to & 0xffff);
+pub fn ptr_at<C: PacketCtx, T>(ctx: &C, off: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return Err(());
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+    Ok((start + off) as *mut T)
 }

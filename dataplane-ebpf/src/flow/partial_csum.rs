@@ -10,8 +10,8 @@
 
 use vxdp_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
-use crate::{
-    ctx::PacketCtx,
+use crate::base::{
+    ctx::{PacketCtx, ptr_at},
     parse::{self, ETH_P_IP, ETH_P_IPV6, IP_OFF, IP6_L4_OFF},
 };
 
@@ -35,7 +35,7 @@ fn fold(mut sum: u32) -> u16 {
 /// The word at `off` as it sits in memory.
 #[inline(always)]
 fn word<C: PacketCtx>(ctx: &C, off: usize) -> Option<u16> {
-    let p = parse::ptr_at::<C, [u8; 2]>(ctx, off).ok()?;
+    let p = ptr_at::<C, [u8; 2]>(ctx, off).ok()?;
     Some(u16::from_ne_bytes(unsafe { *p }))
 }
 
@@ -103,7 +103,7 @@ fn finished_v4<C: PacketCtx>(ctx: &C) -> bool {
 
 #[inline(always)]
 fn finished_v6<C: PacketCtx>(ctx: &C) -> bool {
-    let Some(h) = parse::ptr_at::<C, [u8; 40]>(ctx, IP_OFF).ok() else {
+    let Some(h) = ptr_at::<C, [u8; 40]>(ctx, IP_OFF).ok() else {
         return false;
     };
     let h = unsafe { &*h };

@@ -1,21 +1,42 @@
-//! Route and open modes: guest packets leave the network without NAT,
-//! routed by `bpf_fib_lookup` and redirected out of the egress interface
-//! (TC ingress of the guest port). Inbound traffic to these networks is
-//! accepted at the uplink (`uplink`) and redirected to the guest's port
-//! (`route_in`) or routed by the kernel.
+//! `vxdp_guest_route` (tail-called by `vxdp_guest_in`), route and open
+//! modes (and the IPv6 of NAT networks without NAT66): guest packets leave
+//! the network without NAT, routed by `bpf_fib_lookup` and redirected out
+//! of the egress interface. Inbound traffic to these networks is accepted
+//! at the uplink (`uplink::route_in`) or routed by the kernel.
 
 use aya_ebpf::programs::TcContext;
 use vxdp_common::{Action, DropReason, NetworkConfig, mode, mode_routes, network_flags};
 
-use crate::{
-    ctx::{CSUM_FIELD_2, PacketCtx},
-    forward::{self, Route},
-    nat::set_macs,
-    parse::{self, IP_CHECK_OFF, IP_TTL_OFF, IP6_HOP_LIMIT_OFF, Ipv4, Ipv6},
+use super::port::{pass, port_network};
+use crate::base::{
+    family::Family,
+    fib::{self, Route},
+    l2::set_macs,
+    parse::{self, ETH_P_IP, Ipv4, Ipv6},
     policy,
-    port::pass,
     stats::{Drop, count},
 };
+
+/// `vxdp_guest_route`.
+#[inline(always)]
+pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
+    let (_, endpoint, net) = port_network(ctx)?;
+    let net_id = endpoint.network_id;
+    let malformed = Drop::new(DropReason::Malformed, net_id);
+    if parse::ether_type(ctx).map_err(|_| malformed)? == ETH_P_IP {
+        let ip = parse::ipv4(ctx).map_err(|_| malformed)?;
+        return guest_route_v4(ctx, net, net_id, &ip);
+    }
+    let ip = parse::ipv6(ctx).map_err(|_| malformed)?;
+    if net.mode == mode::NAT && !policy::has_ipv6(net_id) {
+        // Without an IPv6 <ip> the network's IPv6 reaches the host only.
+        return match lookup_v6(ctx, net, &ip) {
+            Route::Local => pass(ctx, net_id),
+            _ => Err(Drop::new(DropReason::Ipv6NotForwarded, net_id)),
+        };
+    }
+    guest_route_v6(ctx, net, net_id, &ip)
+}
 
 /// What to do with a route lookup's answer.
 enum Verdict {
@@ -46,7 +67,7 @@ fn judge(net: &NetworkConfig, net_id: u32, route: &Route) -> Result<Verdict, Dro
 #[inline(always)]
 fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
     let verdict =
-        forward::tc_redirect(route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+        fib::tc_redirect(route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::RouteForwarded);
     Ok(verdict)
@@ -54,7 +75,7 @@ fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
 
 /// IPv4 from a guest of a route/open network to outside its subnet.
 #[inline(always)]
-pub fn guest_route_v4(
+fn guest_route_v4(
     ctx: &TcContext,
     net: &NetworkConfig,
     net_id: u32,
@@ -65,33 +86,19 @@ pub fn guest_route_v4(
         // policy (source, destination) was checked already.
         return pass(ctx, net_id);
     }
-    let route = forward::route_v4(ctx, net.bridge_ifindex, ip.src, ip.dst, ip.proto, 0, 0, 0);
-    if let Verdict::Kernel = judge(net, net_id, &route)? {
-        return pass(ctx, net_id);
-    }
-    let malformed = Drop::new(DropReason::Malformed, net_id);
-    if let Route::Forward(p) = &route {
-        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| malformed)?;
-    }
-    // TTL shares a 16-bit checksum word with the protocol byte.
-    let ttl_field = parse::ptr_at::<TcContext, [u8; 2]>(ctx, IP_TTL_OFF).map_err(|_| malformed)?;
-    let old = u16::from_ne_bytes(unsafe { *ttl_field });
-    let new = u16::from_ne_bytes([ip.ttl - 1, ip.proto]);
-    unsafe { *ttl_field = new.to_ne_bytes() };
-    PacketCtx::l3_csum_replace(ctx, IP_CHECK_OFF, old as u32, new as u32, CSUM_FIELD_2)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, &route)
+    let route = fib::route_v4(ctx, net.bridge_ifindex, ip.src, ip.dst, ip.proto, 0, 0, 0);
+    forward(ctx, net, net_id, ip, &route)
 }
 
 #[inline(always)]
-pub fn lookup_v6(ctx: &TcContext, net: &NetworkConfig, ip: &Ipv6) -> Route {
-    forward::route_v6(ctx, net.bridge_ifindex, &ip.src, &ip.dst, ip.next_header, 0)
+fn lookup_v6(ctx: &TcContext, net: &NetworkConfig, ip: &Ipv6) -> Route {
+    fib::route_v6(ctx, net.bridge_ifindex, &ip.src, &ip.dst, ip.next_header, 0)
 }
 
 /// IPv6 from a guest of a route/open network (or a NAT network without
 /// NAT66, whose IPv6 libvirt routes), addressed beyond the link.
 #[inline(always)]
-pub fn guest_route_v6(
+fn guest_route_v6(
     ctx: &TcContext,
     net: &NetworkConfig,
     net_id: u32,
@@ -113,15 +120,28 @@ pub fn guest_route_v6(
         return pass(ctx, net_id);
     }
     let route = lookup_v6(ctx, net, ip);
-    if let Verdict::Kernel = judge(net, net_id, &route)? {
+    forward(ctx, net, net_id, ip, &route)
+}
+
+/// Forwards one hop along `route` (MACs, TTL or hop limit and IPv4's
+/// header checksum), or leaves the packet to the kernel.
+#[inline(always)]
+fn forward<F: Family>(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &F,
+    route: &Route,
+) -> Result<i32, Drop> {
+    if let Verdict::Kernel = judge(net, net_id, route)? {
         return pass(ctx, net_id);
     }
     let malformed = Drop::new(DropReason::Malformed, net_id);
-    if let Route::Forward(p) = &route {
+    if let Route::Forward(p) = route {
         set_macs(ctx, &p.dmac, &p.smac).map_err(|_| malformed)?;
     }
-    // IPv6 has no header checksum.
-    let hop = parse::ptr_at::<TcContext, u8>(ctx, IP6_HOP_LIMIT_OFF).map_err(|_| malformed)?;
-    unsafe { *hop = ip.hop_limit - 1 };
-    redirect(ctx, net_id, &route)
+    let ttl_word = ip.write_ttl(ctx).map_err(|_| malformed)?;
+    F::header_csum_ttl(ctx, ttl_word)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    redirect(ctx, net_id, route)
 }

@@ -16,10 +16,42 @@
 
 use vxdp_common::{Action, PortCounterKey};
 
-use crate::{
+use aya_ebpf::programs::TracePointContext;
+
+use crate::base::{
     maps::{VXDP_ENDPOINTS, VXDP_XDP_INFLIGHT},
     stats,
 };
+
+/// `vxdp_xdp_xmit` (`xdp:xdp_devmap_xmit`): the kernel sent or dropped a
+/// batch of frames an XDP program redirected to one device.
+#[inline(always)]
+pub fn devmap_xmit(ctx: &TracePointContext) {
+    // Offsets from the event's format: from_ifindex 8, to_ifindex 16,
+    // drops 20, sent 24.
+    let read = |off| unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
+    let (from, to, drops, sent) = (read(8), read(16), read(20), read(24));
+    if to > 0 && (sent > 0 || drops > 0) {
+        settle(
+            from as u32,
+            to as u32,
+            sent.max(0) as u32,
+            drops.max(0) as u32,
+        );
+    }
+}
+
+/// `vxdp_xdp_redirect_err` (`xdp:xdp_redirect_err`): an XDP redirect the
+/// kernel could not carry out (one frame, dropped).
+#[inline(always)]
+pub fn redirect_err(ctx: &TracePointContext) {
+    // Offsets from the event's format: ifindex 16, to_ifindex 24.
+    let read = |off| unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
+    let (from, to) = (read(16), read(24));
+    if to > 0 {
+        settle(from as u32, to as u32, 0, 1);
+    }
+}
 
 /// The actions an XDP redirect to a guest port is counted under.
 const XDP_ACTIONS: [Action; 4] = [
@@ -32,7 +64,7 @@ const XDP_ACTIONS: [Action; 4] = [
 /// The kernel reported `sent` frames delivered to and `dropped` frames
 /// dropped on their way to `port`, redirected by XDP on `ingress`.
 #[inline(always)]
-pub fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
+fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
     let Some(ep) = (unsafe { VXDP_ENDPOINTS.get(&port) }) else {
         return;
     };

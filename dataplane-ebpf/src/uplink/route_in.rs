@@ -5,7 +5,7 @@
 //! `VXDP_MACS`. Then both MACs are rewritten (bridge → guest), the TTL or
 //! hop limit decremented (the IPv4 header checksum updated incrementally;
 //! the L4 checksum is untouched) and the frame is redirected to the port:
-//! from XDP only when the port and the frame allow it (`hook`), otherwise
+//! from XDP only when the port and the frame allow it (`deliver`), otherwise
 //! by the uplink's TC program, whose socket-buffer redirect keeps an
 //! unfinished checksum unfinished for the guest's stack to accept.
 //!
@@ -18,14 +18,17 @@
 use vxdp_common::{Action, DropReason, MacKey, NetworkConfig, mode, network_flags};
 
 use crate::{
-    ctx::{CSUM_FIELD_2, PacketCtx},
-    forward::{self, FibParams, Route},
-    hook::Hook,
-    maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
-    nat::set_macs,
-    parse::{self, IP_CHECK_OFF, IP_OFF, IP_TTL_OFF, IP6_HOP_LIMIT_OFF},
-    policy,
-    stats::{Drop, count},
+    base::{
+        ctx::{PacketCtx, ptr_at},
+        family::Family,
+        fib::{self, Route},
+        l2::set_macs,
+        maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
+        parse::{self, IP_OFF},
+        policy,
+        stats::{Drop, count},
+    },
+    flow::deliver::Hook,
 };
 
 /// Offset of the IPv4 total length and of the IPv6 payload length.
@@ -92,14 +95,8 @@ fn guest_port(net: &NetworkConfig, net_id: u32, route: &Route) -> Option<u32> {
 /// A packet length from a 16-bit big-endian header field at `off`.
 #[inline(always)]
 fn be16_at<C: PacketCtx>(ctx: &C, off: usize) -> Option<u16> {
-    let field = parse::ptr_at::<C, [u8; 2]>(ctx, off).ok()?;
+    let field = ptr_at::<C, [u8; 2]>(ctx, off).ok()?;
     Some(u16::from_be_bytes(unsafe { *field }))
-}
-
-#[inline(always)]
-fn rewrite_macs<C: PacketCtx>(ctx: &C, net_id: u32, p: &FibParams) -> Result<(), Drop> {
-    // The lookup's source MAC is the bridge's, its destination the guest's.
-    set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }
 
 /// IPv4: `Some(verdict)` when redirected to the guest's port, `None` when
@@ -119,7 +116,7 @@ fn forward_v4<C: Hook>(
     let Some(tot_len) = be16_at(ctx, IP_TOT_LEN_OFF) else {
         return Ok(None);
     };
-    let route = forward::route_v4(
+    let route = fib::route_v4(
         ctx,
         PacketCtx::ingress_ifindex(ctx),
         ip.src,
@@ -129,29 +126,10 @@ fn forward_v4<C: Hook>(
         0,
         tot_len,
     );
-    let Some(port) = guest_port(net, net_id, &route) else {
-        return Ok(None);
-    };
-    let Route::Forward(p) = &route else {
-        return Ok(None);
-    };
-    if !ctx.deliverable(port) {
-        return Ok(Some(ctx.defer()));
-    }
-    rewrite_macs(ctx, net_id, p)?;
-    // TTL shares a 16-bit checksum word with the protocol byte.
-    let malformed = Drop::new(DropReason::Malformed, net_id);
-    let ttl_field = parse::ptr_at::<C, [u8; 2]>(ctx, IP_TTL_OFF).map_err(|_| malformed)?;
-    let old = u16::from_ne_bytes(unsafe { *ttl_field });
-    let new = u16::from_ne_bytes([ip.ttl - 1, ip.proto]);
-    unsafe { *ttl_field = new.to_ne_bytes() };
-    ctx.l3_csum_replace(IP_CHECK_OFF, old as u32, new as u32, CSUM_FIELD_2)
-        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    ctx.to_port(port, net_id, Action::RouteInboundForwarded)
-        .map(Some)
+    to_guest(ctx, net, net_id, &ip, &route)
 }
 
-/// IPv6: as [`forward_v4`]; there is no header checksum.
+/// IPv6: as [`forward_v4`].
 #[inline(always)]
 fn forward_v6<C: Hook>(
     ctx: &C,
@@ -168,7 +146,7 @@ fn forward_v6<C: Hook>(
         return Ok(None);
     };
     let tot_len = payload_len.saturating_add(IPV6_HDR_LEN);
-    let route = forward::route_v6(
+    let route = fib::route_v6(
         ctx,
         PacketCtx::ingress_ifindex(ctx),
         &ip.src,
@@ -176,19 +154,34 @@ fn forward_v6<C: Hook>(
         ip.next_header,
         tot_len,
     );
-    let Some(port) = guest_port(net, net_id, &route) else {
+    to_guest(ctx, net, net_id, &ip, &route)
+}
+
+/// The redirect to the guest's port behind `route`, if there is one:
+/// MACs bridge → guest, TTL (hop limit) − 1 and IPv4's header checksum.
+#[inline(always)]
+fn to_guest<C: Hook, F: Family>(
+    ctx: &C,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &F,
+    route: &Route,
+) -> Result<Option<C::Verdict>, Drop> {
+    let Some(port) = guest_port(net, net_id, route) else {
         return Ok(None);
     };
-    let Route::Forward(p) = &route else {
+    let Route::Forward(p) = route else {
         return Ok(None);
     };
     if !ctx.deliverable(port) {
         return Ok(Some(ctx.defer()));
     }
-    rewrite_macs(ctx, net_id, p)?;
-    let hop = parse::ptr_at::<C, u8>(ctx, IP6_HOP_LIMIT_OFF)
-        .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    unsafe { *hop = ip.hop_limit - 1 };
+    let malformed = Drop::new(DropReason::Malformed, net_id);
+    // The lookup's source MAC is the bridge's, its destination the guest's.
+    set_macs(ctx, &p.dmac, &p.smac).map_err(|_| malformed)?;
+    let ttl_word = ip.write_ttl(ctx).map_err(|_| malformed)?;
+    F::header_csum_ttl(ctx, ttl_word)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     ctx.to_port(port, net_id, Action::RouteInboundForwarded)
         .map(Some)
 }

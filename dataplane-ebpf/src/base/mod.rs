@@ -1,0 +1,17 @@
+//! What every path stands on: the context trait and the one bounds-checked
+//! accessor (`ctx`), header parsing (`parse`), checksum arithmetic (`csum`),
+//! Ethernet rewrites (`l2`), what the address families differ in
+//! (`family`), route lookups and redirects (`fib`), the maps (`maps`),
+//! counters (`stats`, `port_stats`) and the policy predicates (`policy`).
+//! Nothing here knows about flows or modes.
+
+pub mod csum;
+pub mod ctx;
+pub mod family;
+pub mod fib;
+pub mod l2;
+pub mod maps;
+pub mod parse;
+pub mod policy;
+pub mod port_stats;
+pub mod stats;

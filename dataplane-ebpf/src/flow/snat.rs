@@ -1,0 +1,294 @@
+//! Masquerade NAT, written once over both address families ([`Family`]):
+//! a guest's new flow gets a NAT port (the port choice and the two-entry
+//! insert), a guest packet is rewritten to the NAT address and port, and a
+//! reply from the outside is rewritten back and delivered to its guest.
+//! The guest-port programs (`guest::nat4`, `guest::nat6`) route and
+//! redirect around [`flow_mapping`] and [`rewrite`]; the uplink calls
+//! [`reply`].
+
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+use vxdp_common::{
+    Action, DIR_ORIGINAL, DIR_REPLY, DropReason, FlowEntry, FlowKey, FlowOwner, NetworkConfig,
+    PROTO_TCP, PROTO_UDP,
+};
+
+use super::{
+    conntrack::{self, Reserve, Table},
+    deliver::{Hook, prepare_for_guest},
+};
+use crate::base::{
+    ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx, ptr_at},
+    family::Family,
+    parse::{self, L4, L4Error},
+    stats::{Drop, count_event},
+};
+
+/// Candidate NAT ports tried before a new flow is refused as exhausted.
+const NAT_PORT_TRIES: u32 = 32;
+
+/// The drop for an L4 header NAT cannot translate.
+#[inline(always)]
+pub fn l4_error(e: L4Error, network_id: u32) -> Drop {
+    let reason = match e {
+        L4Error::Truncated => DropReason::Malformed,
+        L4Error::UnsupportedProtocol => DropReason::UnsupportedProtocol,
+        L4Error::UnsupportedIcmp => DropReason::UnsupportedIcmp,
+    };
+    Drop::new(reason, network_id)
+}
+
+/// What a new flow needs besides its key.
+pub struct NewFlow<'a, A> {
+    /// The address the guest's packets leave with.
+    pub nat_addr: &'a A,
+    pub owner: FlowOwner,
+    pub tcp_flags: u8,
+    /// The network's NAT port range (host byte order).
+    pub port_min: u16,
+    pub port_max: u16,
+    pub now: u64,
+}
+
+impl<'a, A> NewFlow<'a, A> {
+    /// A flow of the guest on port `ifindex` of NAT network `net`, sending
+    /// from `mac`, to leave with `nat_addr`.
+    #[inline(always)]
+    pub fn new(
+        nat_addr: &'a A,
+        net: &NetworkConfig,
+        net_id: u32,
+        ifindex: u32,
+        mac: [u8; 6],
+        tcp_flags: u8,
+    ) -> Self {
+        NewFlow {
+            nat_addr,
+            owner: FlowOwner {
+                ifindex,
+                network_id: net_id as u16,
+                mac,
+            },
+            tcp_flags,
+            port_min: net.nat_port_min,
+            port_max: net.nat_port_max,
+            now: conntrack::now(),
+        }
+    }
+}
+
+/// Where the flow being looked up or created is kept: `key` in, the
+/// original-direction entry (how to rewrite the packet) out in `mapping`.
+/// IPv4 keeps them on the stack, NAT66 in a per-CPU map slot (its keys do
+/// not all fit the stack next to the route lookup's parameters).
+pub struct FlowSlots<'a, K: FlowKey> {
+    pub key: &'a K,
+    pub reply_key: &'a mut K,
+    pub reply: &'a mut K::Entry,
+    pub mapping: &'a mut K::Entry,
+}
+
+/// The mapping of the flow `s.key` belongs to, into `s.mapping`: its
+/// conntrack entry, refreshed, or a new flow's. `own_port_free(reply_key)`
+/// says whether the guest's own port may be kept (checked only when it is
+/// in range; see [`create_flow`]).
+#[inline(always)]
+pub fn flow_mapping<K: Table>(
+    s: FlowSlots<K>,
+    f: &NewFlow<K::Addr>,
+    own_port_free: impl FnOnce(&K) -> bool,
+) -> Result<(), DropReason> {
+    match conntrack::lookup(s.key, f.now) {
+        Some(entry) => {
+            // A flow belongs to the port that created it: another port
+            // sending its 5-tuple spoofs that guest's source.
+            if unsafe { (*entry).ifindex() } != f.owner.ifindex {
+                return Err(DropReason::FlowOfAnotherPort);
+            }
+            conntrack::touch(s.key, entry, f.tcp_flags, f.now);
+            *s.mapping = unsafe { *entry };
+            Ok(())
+        }
+        None => create_flow(s, f, own_port_free),
+    }
+}
+
+/// Creates both conntrack entries of a new flow, the original one into
+/// `s.mapping`, choosing the NAT port: the guest's own port when it is in
+/// range and free (as Linux masquerade does), otherwise a bounded number of
+/// pseudo-random candidates. A port is free when vxdp's table does not use
+/// it for that remote, and `own_port_free` agrees for the guest's own.
+#[inline(always)]
+fn create_flow<K: Table>(
+    s: FlowSlots<K>,
+    f: &NewFlow<K::Addr>,
+    own_port_free: impl FnOnce(&K) -> bool,
+) -> Result<(), DropReason> {
+    let proto = s.key.proto();
+    if proto == PROTO_TCP && f.tcp_flags & parse::TCP_RST != 0 {
+        // A reset for a flow we do not know: nothing to set up a mapping for.
+        return Err(DropReason::UnsolicitedInbound);
+    }
+    let (min, max) = if proto == K::ICMP {
+        (0u32, 65535u32)
+    } else {
+        (f.port_min as u32, f.port_max as u32)
+    };
+    let span = if max >= min { max - min + 1 } else { 1 };
+    let own = u16::from_be(s.key.src_port()) as u32;
+    // checked_rem: a `%` would leave a divide-by-zero panic path the
+    // verifier refuses.
+    let start = unsafe { bpf_get_prandom_u32() }
+        .checked_rem(span)
+        .unwrap_or(0);
+
+    *s.reply = s.key.reply_entry(f.now, &f.owner);
+    *s.reply_key = s.key.reply_key(f.nat_addr);
+    // Chosen before the loop, so the loop's body does not fork on it.
+    let first = if own >= min && own <= max && own_port_free(s.reply_key) {
+        own
+    } else {
+        min + start
+    };
+    let mut reserved = false;
+    for i in 0..NAT_PORT_TRIES {
+        let port = if i == 0 {
+            first
+        } else {
+            min + (start + i).checked_rem(span).unwrap_or(0)
+        };
+        s.reply_key.set_dst_port((port as u16).to_be());
+        match conntrack::reserve_reply(s.reply_key, s.reply, f.now) {
+            Reserve::Reserved => {
+                reserved = true;
+                break;
+            }
+            Reserve::Taken => {}
+            Reserve::Failed => return Err(DropReason::ConntrackInsertFailed),
+        }
+    }
+    if !reserved {
+        return Err(DropReason::NatPortExhausted);
+    }
+    *s.mapping = s
+        .reply
+        .redirected(f.nat_addr, s.reply_key.dst_port(), DIR_ORIGINAL);
+    match conntrack::commit_original(s.key, s.mapping, s.reply_key) {
+        Ok(()) => {
+            count_event(f.owner.network_id as u32, Action::ConntrackCreated);
+            Ok(())
+        }
+        // Another CPU set the flow up first: use its mapping.
+        Err(true) => match conntrack::lookup(s.key, f.now) {
+            Some(e) => {
+                *s.mapping = unsafe { *e };
+                Ok(())
+            }
+            None => Err(DropReason::ConntrackInsertFailed),
+        },
+        Err(false) => Err(DropReason::ConntrackInsertFailed),
+    }
+}
+
+/// Which side of a packet NAT rewrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Guest → outside: the source becomes the NAT address and port.
+    Source,
+    /// A reply: the destination becomes the guest's.
+    Destination,
+}
+
+/// Rewrites one side's address and port (ICMP: echo id), decrements the TTL
+/// (hop limit) and fixes the checksums: IPv4's header checksum, and the L4
+/// checksum for the port and, where it covers the pseudo-header, for each
+/// changed address word. All direct writes happen before the checksum
+/// updates (TC's helpers invalidate packet pointers).
+#[inline(always)]
+pub fn rewrite<C: PacketCtx, F: Family>(
+    ctx: &C,
+    ip: &F,
+    l4: &L4,
+    side: Side,
+    new_addr: &F::Addr,
+    new_port: u16,
+) -> Result<(), ()> {
+    let (addr_off, old_addr, port_off) = match side {
+        Side::Source => (F::SRC_OFF, ip.src(), l4.src_port_off),
+        Side::Destination => (F::DST_OFF, ip.dst(), l4.dst_port_off),
+    };
+    let port_field = ptr_at::<C, [u8; 2]>(ctx, port_off)?;
+    let old_port = u16::from_ne_bytes(unsafe { *port_field });
+    unsafe { *port_field = new_port.to_ne_bytes() };
+    F::write_addr(ctx, addr_off, new_addr)?;
+    let ttl_word = ip.write_ttl(ctx)?;
+
+    F::header_csum_addr(ctx, old_addr, new_addr)?;
+    F::header_csum_ttl(ctx, ttl_word)?;
+    // UDP: a 0 checksum (IPv4: none) stays 0, a computed 0 becomes 0xffff.
+    let udp = if ip.proto() == PROTO_UDP { CSUM_UDP } else { 0 };
+    if F::pseudo_header(ip.proto()) {
+        for i in 0..F::WORDS {
+            let (from, to) = (F::word(old_addr, i), F::word(new_addr, i));
+            if F::WORDS == 1 || from != to {
+                ctx.l4_csum_replace(l4.csum_off, from, to, CSUM_PSEUDO | udp | CSUM_FIELD_4)?;
+            }
+        }
+    }
+    ctx.l4_csum_replace(
+        l4.csum_off,
+        old_port as u32,
+        new_port as u32,
+        udp | CSUM_FIELD_2,
+    )
+}
+
+/// What the uplink's [`reply`] did with a packet.
+pub enum Reply<V> {
+    /// A tracked flow's reply, translated and sent to its guest.
+    Delivered(V),
+    /// No L4 header NAT could key on (maybe an ICMP error about a flow).
+    NoPorts,
+    /// Not a reply of a tracked flow.
+    Untracked,
+}
+
+/// The uplink: a reply of a tracked NAT flow is reverse-NATed and
+/// redirected to its guest.
+#[inline(always)]
+pub fn reply<C: Hook, F: Family>(ctx: &C, ip: &F) -> Result<Reply<C::Verdict>, Drop>
+where
+    F::Key: Table,
+{
+    if !ip.whole_l4() {
+        return Ok(Reply::Untracked);
+    }
+    let Ok(l4) = ip.l4(ctx) else {
+        return Ok(Reply::NoPorts);
+    };
+    let key = ip.flow_key(&l4);
+    let now = conntrack::now();
+    let Some(entry) = conntrack::lookup(&key, now) else {
+        return Ok(Reply::Untracked);
+    };
+    if unsafe { (*entry).direction() } != DIR_REPLY {
+        return Ok(Reply::Untracked);
+    }
+    if !ctx.deliverable(unsafe { (*entry).ifindex() }) {
+        return Ok(Reply::Delivered(ctx.defer()));
+    }
+    conntrack::touch(&key, entry, l4.tcp_flags, now);
+    let e = unsafe { *entry };
+    let net_id = e.network_id();
+    prepare_for_guest(ctx, net_id, ip.ttl(), e.mac())?;
+    rewrite(
+        ctx,
+        ip,
+        &l4,
+        Side::Destination,
+        e.rewrite_addr(),
+        e.rewrite_port(),
+    )
+    .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    ctx.to_port(e.ifindex(), net_id, Action::DnatForwarded)
+        .map(Reply::Delivered)
+}
