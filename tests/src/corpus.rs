@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::testbed::{Netns, run_vxdp};
+use vxdp_testkit::{Netns, run_vxdp};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -47,13 +47,15 @@ use vxdp_common::{
     network_flags,
 };
 
-use crate::{
-    packet6::{Packet6, set_nat6},
-    progtest::{
-        BRIDGE_MAC, Frame, GATEWAY, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, TC_ACT_OK,
-        TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, TCP_ACK, TCP_RST, TCP_SYN, UPLINK_ADDR,
-        UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, be, bootp, checksum,
-    },
+use vxdp_testkit::{
+    packet::{Frame, Packet, TCP_ACK, TCP_RST, TCP_SYN, be, bootp, checksum},
+    packet6::Packet6,
+};
+
+use crate::progtest::{
+    BRIDGE_MAC, GATEWAY, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
+    XDP_REDIRECT, set_nat6,
 };
 
 /// The guests' IPv6 addresses in the fuzz world (known to the dataplane,
@@ -1273,7 +1275,7 @@ fn seed_flows(w: &World) -> Vec<(u8, u16)> {
             r.verdict, TC_ACT_REDIRECT,
             "fuzz set-up: a valid guest IPv6 packet was not masqueraded"
         );
-        let fr = crate::packet6::Frame6(&r.data);
+        let fr = vxdp_testkit::packet6::Frame6(&r.data);
         ports.push((100 + fr.next_header(), fr.src_port()));
     }
     ports

@@ -29,13 +29,11 @@ use vxdp_control::{
     pinned::{self, PinnedIds},
     state::StateDir,
 };
-use vxdp_tests::{
-    matrix::{self, routed_xml},
-    testbed::{
-        DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload,
-        vxdp_bin,
-    },
+use vxdp_testkit::{
+    DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload,
+    vxdp_bin,
 };
+use vxdp_tests::matrix::{self, routed_xml};
 
 /// The metrics endpoint: vxdp's default address, on the hypervisor
 /// namespace's own loopback.
@@ -855,7 +853,7 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
 }
 
 fn run_ok(cmd: &str, args: &[&str]) -> Result<()> {
-    vxdp_tests::testbed::run(cmd, args).map(|_| ())
+    vxdp_testkit::run(cmd, args).map(|_| ())
 }
 
 #[test]

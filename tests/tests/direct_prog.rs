@@ -18,10 +18,11 @@ use vxdp_common::{
     Action, DIRECT_MAX_PORTS, DirectNic, DirectPort, DropReason, Endpoint, endpoint_flags, mode,
     names,
 };
+use vxdp_testkit::packet::{Frame, Packet, TCP_SYN, be};
 use vxdp_tests::progtest::{
-    Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, TC_ACT_UNSPEC, TCP_SYN, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, assert_counters_moved, be, with_nat_world,
+    Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    assert_counters_moved, with_nat_world,
 };
 
 const MODES: [(u32, &str); 4] = [

@@ -10,10 +10,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use vxdp_common::{Action, DropReason, Endpoint, endpoint_flags, mode, network_flags};
-use vxdp_tests::packet6::Packet6;
+use vxdp_testkit::packet::{Packet, TCP_SYN, bootp};
+use vxdp_testkit::packet6::Packet6;
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, bootp, with_nat_world,
+    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    UPLINK_ADDR, World, assert_counters_moved, with_nat_world,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -308,7 +309,7 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
         let ip_csum = {
             frag[24] = 0;
             frag[25] = 0;
-            vxdp_tests::progtest::checksum(&frag[14..34])
+            vxdp_testkit::packet::checksum(&frag[14..34])
         };
         frag[24..26].copy_from_slice(&ip_csum.to_be_bytes());
         guest_verdict(

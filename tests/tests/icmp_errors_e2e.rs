@@ -6,7 +6,7 @@
 use std::{io::ErrorKind, net::UdpSocket, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST};
 
 #[test]
 fn udp_to_a_closed_port_outside_gives_the_guest_econnrefused() -> Result<()> {

@@ -12,10 +12,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use vxdp_common::{Action, ConntrackEntry, ConntrackKey, ct_state};
+use vxdp_testkit::packet::{Frame, PROTO_ICMP, Packet, TCP_SYN, checksum, fmt_mac};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, PROTO_ICMP, Packet, Slot,
-    TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
-    assert_counters_moved, checksum, fmt_mac, with_nat_world,
+    BRIDGE_MAC, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_REDIRECT, UPLINK_ADDR,
+    UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
@@ -495,13 +495,14 @@ mod nat66 {
     use vxdp_common::{
         Action, Conntrack6Entry, Conntrack6Key, Nat6Config, mode, nat6_flags, network_flags,
     };
-    use vxdp_tests::{
-        packet6::{Frame6, Packet6, conntrack6, set_nat6},
-        progtest::{
-            BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot,
-            TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
-            assert_counters_moved, fmt_mac, with_nat_world,
-        },
+    use vxdp_testkit::{
+        packet::{TCP_SYN, fmt_mac},
+        packet6::{Frame6, Packet6},
+    };
+    use vxdp_tests::progtest::{
+        BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot,
+        TC_ACT_REDIRECT, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
+        assert_counters_moved, conntrack6, set_nat6, with_nat_world,
     };
 
     use super::{GUEST_PORT, ICMP_ID, u16_at};

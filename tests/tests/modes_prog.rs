@@ -8,11 +8,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use vxdp_common::{Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags};
+use vxdp_testkit::packet::{Frame, Packet, TCP_SYN, be, bootp, fmt_mac};
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet,
-    SUBNET6, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC,
-    UPLINK_PEER, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, bootp,
-    fmt_mac, with_nat_world,
+    BRIDGE, BRIDGE_MAC, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, SUBNET6, Slot,
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_MAC, UPLINK_PEER, World, XDP_DROP,
+    XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
 };
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;

@@ -10,10 +10,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::{
-    ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml},
-    testbed::{NatTopology, fetch, pattern, serve_payload, udp_echo},
-};
+use vxdp_testkit::{NatTopology, fetch, pattern, serve_payload, udp_echo};
+use vxdp_tests::ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml};
 
 /// Guest `i` fetches a payload over TCP from the outside host; returns the
 /// address the outside host saw.
@@ -229,12 +227,8 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
     // NAT66 maps; unpinning them from a current one looks the same to the
     // control plane (the programs keep the maps alive).
     let mut topo = topology("n6old")?;
-    topo.start(vxdp_tests::testbed::DEFAULT_XML)?;
-    topo.wait_ping(
-        0,
-        vxdp_tests::testbed::OUTSIDE_HOST,
-        Duration::from_secs(15),
-    )?;
+    topo.start(vxdp_testkit::DEFAULT_XML)?;
+    topo.wait_ping(0, vxdp_testkit::OUTSIDE_HOST, Duration::from_secs(15))?;
     for map in [
         vxdp_common::names::MAP_NAT6,
         vxdp_common::names::MAP_CONNTRACK6,
@@ -243,7 +237,7 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
     }
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
     ensure!(
-        ct.contains(vxdp_tests::testbed::UPLINK_ADDR),
+        ct.contains(vxdp_testkit::UPLINK_ADDR),
         "the IPv4 flows should still be listed:\n{ct}"
     );
     topo.vxdp(&["conntrack", "flush"])?;

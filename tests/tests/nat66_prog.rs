@@ -10,13 +10,14 @@
 use std::net::{Ipv6Addr, SocketAddrV6};
 
 use vxdp_common::{Action, DropReason, Nat6Config, mode, nat6_flags, network_flags};
-use vxdp_tests::{
-    packet6::{Frame6, Packet6, conntrack6, set_nat6},
-    progtest::{
-        BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE6, SUBNET6, Slot, TC_ACT_OK,
-        TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
-        XDP_REDIRECT, assert_counters_moved, with_nat_world,
-    },
+use vxdp_testkit::{
+    packet::TCP_SYN,
+    packet6::{Frame6, Packet6},
+};
+use vxdp_tests::progtest::{
+    BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE6, SUBNET6, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    assert_counters_moved, conntrack6, set_nat6, with_nat_world,
 };
 
 const TCP_ACK: u8 = 0x10;

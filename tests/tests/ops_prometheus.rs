@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use ops_support::{Serve, http_get};
 use serde_json::Value;
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
 
 const METRICS: &str = "127.0.0.1:9465";
 const PROMETHEUS: &str = "127.0.0.1:9090";

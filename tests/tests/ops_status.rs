@@ -12,7 +12,7 @@ use std::{net::UdpSocket, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use ops_support::{Serve, http_get};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
 
 const LISTEN: &str = "127.0.0.1:9465";
 const FLOWS: u16 = 150;

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use ops_support::{NetworkGuard, Serve, http_get, unit_capabilities, unit_file};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
 
 #[test]
 fn unit_passes_systemd_analyze_verify() -> Result<()> {

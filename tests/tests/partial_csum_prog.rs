@@ -20,13 +20,13 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use vxdp_common::{Action, Endpoint, XDP_META_JUDGED, endpoint_flags, mode, network_flags};
-use vxdp_tests::{
+use vxdp_testkit::{
+    packet::{Frame, Packet, be, fmt_mac},
     packet6::Packet6,
-    progtest::{
-        BRIDGE, BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, SUBNET6,
-        Slot, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac,
-        with_nat_world,
-    },
+};
+use vxdp_tests::progtest::{
+    BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, SUBNET6, Slot, UPLINK_MAC,
+    World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
 };
 
 fn guest6() -> Ipv6Addr {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::testbed::{NatTopology, Netns};
+use vxdp_testkit::{NatTopology, Netns};
 
 /// The unit file shipped in the package.
 pub fn unit_file() -> PathBuf {
