@@ -12,6 +12,11 @@ pub const PROTO_ICMPV6: u8 = 58;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
+/// `[addr]:port`, for building packets tersely.
+pub fn sock6(addr: Ipv6Addr, port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(addr, port, 0, 0)
+}
+
 /// The L4 part of a [`Packet6`].
 #[derive(Clone, Debug)]
 pub enum L4Spec6 {

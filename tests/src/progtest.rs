@@ -828,6 +828,12 @@ impl Counters {
 
 /// Asserts that exactly the listed counters moved since `before`, each by the
 /// given number of packets, and nothing else did.
+/// Host `host` of the guests' IPv6 prefix ([`SUBNET6`]).
+pub fn guest6(host: u16) -> Ipv6Addr {
+    let s = SUBNET6.segments();
+    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
+}
+
 /// Action `a` counted once on network [`NET_ID`].
 pub fn once(a: Action) -> (u32, Slot, u64) {
     (NET_ID, Slot::Action(a), 1)

@@ -8,7 +8,7 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use aya::{
     maps::HashMap,
@@ -18,12 +18,15 @@ use vxdp_common::{
     Action, DIRECT_MAX_PORTS, DirectNic, DirectPort, DropReason, Endpoint, endpoint_flags, mode,
     names,
 };
+use vxdp_testkit::packet::sock;
+use vxdp_testkit::packet::{self, BROADCAST, Mac};
 use vxdp_testkit::packet::{Frame, Packet, TCP_SYN, be};
 use vxdp_tests::progtest::{
     Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
     assert_counters_moved, with_nat_world,
 };
+use vxdp_tests::progtest::{dropped, once};
 
 const MODES: [(u32, &str); 4] = [
     (mode::DIRECT_BRIDGE, "bridge"),
@@ -31,18 +34,6 @@ const MODES: [(u32, &str); 4] = [
     (mode::DIRECT_PRIVATE, "private"),
     (mode::DIRECT_PASSTHROUGH, "passthrough"),
 ];
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
-
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
-}
-
-fn dropped(r: DropReason) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Drop(r), 1)
-}
 
 /// Left to the kernel by the uplink program (network 0).
 fn uplink_passed() -> (u32, Slot, u64) {
@@ -218,17 +209,14 @@ fn tc(w: &World, prog: &str, frame: &[u8], want: u32, moved: &[(u32, Slot, u64)]
 }
 
 /// An ARP request (broadcast) with the given Ethernet and sender fields.
-fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
+fn arp(eth_src: Mac, sender_mac: Mac, sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    packet::arp(
+        1,
+        eth_src,
+        BROADCAST,
+        (sender_mac, sender_ip),
+        ([0; 6], target),
+    )
 }
 
 #[test]
