@@ -667,6 +667,30 @@ impl World {
         run.data
     }
 
+    /// Runs every case of a table through guest `g`'s port program (see
+    /// [`Case`]); a failure names `context: <the case>`.
+    #[track_caller]
+    pub fn guest_cases(&self, g: &Guest, context: &str, cases: &[Case]) {
+        for (what, frame, verdict, moved) in cases {
+            self.guest_verdict(g, frame, *verdict, moved, &format!("{context}: {what}"));
+        }
+    }
+
+    /// Like [`World::guest_cases`] for the uplink's XDP program, the frames
+    /// arriving on `ifindex` (0: as [`World::run_uplink`]).
+    #[track_caller]
+    pub fn uplink_cases(&self, ifindex: u32, context: &str, cases: &[Case]) {
+        for (what, frame, verdict, moved) in cases {
+            self.uplink_verdict_from(
+                ifindex,
+                frame,
+                *verdict,
+                moved,
+                &format!("{context}: {what}"),
+            );
+        }
+    }
+
     /// The ifindex of `name` in the world's namespace.
     pub fn ifindex(&self, name: &str) -> u32 {
         ifindex(name).expect("interface of the test namespace")
@@ -828,6 +852,22 @@ impl Counters {
 
 /// Asserts that exactly the listed counters moved since `before`, each by the
 /// given number of packets, and nothing else did.
+/// One row of a table-driven program test (as Katran's fixtures): what the
+/// case is, the frame, the verdict the program must return and exactly the
+/// counters that must move. Tests whose cases differ only in these data
+/// list them and run them with [`World::guest_cases`] or
+/// [`World::uplink_cases`].
+pub type Case<'a> = (&'a str, Vec<u8>, u32, &'a [(u32, Slot, u64)]);
+
+/// Every network mode the guest programs serve, with its name in messages.
+pub const EVERY_MODE: [(u32, &str); 5] = [
+    (mode::NAT, "nat"),
+    (mode::ROUTE, "route"),
+    (mode::OPEN, "open"),
+    (mode::ISOLATED, "isolated"),
+    (mode::BRIDGE, "bridge"),
+];
+
 /// Host `host` of the guests' IPv6 prefix ([`SUBNET6`]).
 pub fn guest6(host: u16) -> Ipv6Addr {
     let s = SUBNET6.segments();

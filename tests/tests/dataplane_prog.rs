@@ -11,16 +11,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, ct_state,
 };
-use vxdp_testkit::packet::sock;
 use vxdp_testkit::packet::{
     Frame, L4Spec, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN, be, checksum,
-    fmt_mac,
+    fmt_mac, sock,
 };
-use vxdp_tests::progtest::once;
 use vxdp_tests::progtest::{
     BRIDGE_MAC, Guest, NAT_PORT_MAX, NAT_PORT_MIN, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Run,
     Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_ADDR, UPLINK_MAC, World,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, once, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;

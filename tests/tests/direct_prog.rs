@@ -18,15 +18,12 @@ use vxdp_common::{
     Action, DIRECT_MAX_PORTS, DirectNic, DirectPort, DropReason, Endpoint, endpoint_flags, mode,
     names,
 };
-use vxdp_testkit::packet::sock;
-use vxdp_testkit::packet::{self, BROADCAST, Mac};
-use vxdp_testkit::packet::{Frame, Packet, TCP_SYN, be};
+use vxdp_testkit::packet::{self, BROADCAST, Frame, Mac, Packet, TCP_SYN, be, sock};
 use vxdp_tests::progtest::{
     Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
-    assert_counters_moved, with_nat_world,
+    assert_counters_moved, dropped, once, with_nat_world,
 };
-use vxdp_tests::progtest::{dropped, once};
 
 const MODES: [(u32, &str); 4] = [
     (mode::DIRECT_BRIDGE, "bridge"),

@@ -10,15 +10,14 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use vxdp_common::{Action, DropReason, Endpoint, endpoint_flags, mode, network_flags};
-use vxdp_testkit::packet::sock;
-use vxdp_testkit::packet::{self, BROADCAST, Mac};
-use vxdp_testkit::packet::{Packet, TCP_SYN, bootp};
-use vxdp_testkit::packet6::Packet6;
+use vxdp_testkit::{
+    packet::{self, BROADCAST, Mac, Packet, TCP_SYN, bootp, sock},
+    packet6::Packet6,
+};
 use vxdp_tests::progtest::{
     BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    UPLINK_ADDR, World, with_nat_world,
+    UPLINK_ADDR, World, dropped, once, with_nat_world,
 };
-use vxdp_tests::progtest::{dropped, once};
 
 fn set_flags(w: &mut World, g: &Guest, flags: u32, ipv6: Option<Ipv6Addr>) {
     let ep = Endpoint {
@@ -275,31 +274,18 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
 fn no_guest_claims_the_gateway_or_another_guests_ipv6() {
     with_nat_world(|w| {
         let g = w.guests[0];
-        // A port plugged with only a MAC (no address known yet).
-        w.guest_verdict(
-            &g,
-            &arp(g.mac, g.mac, GATEWAY),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "gratuitous ARP for the gateway's address",
-        );
-        w.guest_verdict(
-            &g,
-            &arp(g.mac, g.mac, g.addr),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "gratuitous ARP for its own address",
-        );
+        let passed = &[once(Action::GuestPassed)];
+        let spoofed = &[dropped(DropReason::SpoofedSource)];
         let from_gw = Packet::tcp(sock(GATEWAY, 40000), sock(OUTSIDE, 80), TCP_SYN)
             .macs(g.mac, BRIDGE_MAC)
             .build();
-        w.guest_verdict(
-            &g,
-            &from_gw,
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "IPv4 from the gateway's address",
-        );
+        // A port plugged with only a MAC (no address known yet).
+        #[rustfmt::skip]
+        w.guest_cases(&g, "MAC only", &[
+            ("gratuitous ARP for the gateway's address", arp(g.mac, g.mac, GATEWAY), TC_ACT_SHOT, spoofed),
+            ("gratuitous ARP for its own address", arp(g.mac, g.mac, g.addr), TC_ACT_OK, passed),
+            ("IPv4 from the gateway's address", from_gw, TC_ACT_SHOT, spoofed),
+        ]);
 
         // Neighbour advertisement for another guest's global address.
         set_flags(w, &g, 0, Some(GUEST6));
@@ -311,27 +297,12 @@ fn no_guest_claims_the_gateway_or_another_guests_ipv6() {
                 .hop_limit(255)
                 .build()
         };
-        w.guest_verdict(
-            &g,
-            &na(OTHER6),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "NA for another guest's address",
-        );
-        w.guest_verdict(
-            &g,
-            &na(GUEST6),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "NA for its own address",
-        );
-        w.guest_verdict(
-            &g,
-            &na(LINK_LOCAL),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "NA for its link-local address",
-        );
+        #[rustfmt::skip]
+        w.guest_cases(&g, "IPv6 known", &[
+            ("NA for another guest's address", na(OTHER6), TC_ACT_SHOT, spoofed),
+            ("NA for its own address", na(GUEST6), TC_ACT_OK, passed),
+            ("NA for its link-local address", na(LINK_LOCAL), TC_ACT_OK, passed),
+        ]);
     });
 }
 

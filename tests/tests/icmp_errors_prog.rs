@@ -12,8 +12,7 @@
 use std::net::Ipv4Addr;
 
 use vxdp_common::{Action, ConntrackEntry, ConntrackKey, ct_state};
-use vxdp_testkit::packet::sock;
-use vxdp_testkit::packet::{Frame, PROTO_ICMP, Packet, TCP_SYN, checksum, fmt_mac};
+use vxdp_testkit::packet::{Frame, PROTO_ICMP, Packet, TCP_SYN, checksum, fmt_mac, sock};
 use vxdp_tests::progtest::{
     BRIDGE_MAC, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_REDIRECT, UPLINK_ADDR,
     UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,

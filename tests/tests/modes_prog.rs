@@ -8,15 +8,14 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vxdp_common::{Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags};
-use vxdp_testkit::packet::sock;
-use vxdp_testkit::packet::{self, BROADCAST, Mac};
-use vxdp_testkit::packet::{Frame, Packet, TCP_SYN, be, bootp, fmt_mac};
-use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_MAC, UPLINK_PEER, World, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, assert_counters_moved, with_nat_world,
+use vxdp_testkit::packet::{
+    self, BROADCAST, Frame, Mac, Packet, TCP_SYN, be, bootp, fmt_mac, sock,
 };
-use vxdp_tests::progtest::{dropped, guest6, once};
+use vxdp_tests::progtest::{
+    BRIDGE, BRIDGE_MAC, Case, EVERY_MODE, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6,
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_MAC, UPLINK_PEER, World, XDP_DROP,
+    XDP_PASS, XDP_REDIRECT, assert_counters_moved, dropped, guest6, once, with_nat_world,
+};
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
 
@@ -178,44 +177,27 @@ fn isolated_modes_keep_traffic_inside_the_network() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let h = w.guests[1];
+        let to_host = Packet::udp(sock(g.addr, 40000), sock(GATEWAY, 53)).macs(g.mac, BRIDGE_MAC);
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        let v6_out = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
+        let passed = &[once(Action::GuestPassed)];
+        let isolated = &[dropped(DropReason::IsolatedNetwork)];
+        let no_host = &[dropped(DropReason::HostNotReachable)];
+
         w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        w.guest_verdict(
-            &g,
-            &syn_out(&g).build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: guest to the outside",
-        );
+        #[rustfmt::skip]
+        w.guest_cases(&g, "isolated", &[
+            ("guest to the outside", syn_out(&g).build(), TC_ACT_SHOT, isolated),
+            ("guest DNS query to the host", to_host.build(), TC_ACT_OK, passed),
+            ("guest to guest", to_guest.build(), TC_ACT_OK, passed),
+            ("IPv6 to the outside", v6_out, TC_ACT_SHOT, isolated),
+        ]);
         w.uplink_verdict(
             &syn_in(&g).build(),
             XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
+            isolated,
             "isolated: outside to a guest",
-        );
-        let to_host = Packet::udp(sock(g.addr, 40000), sock(GATEWAY, 53)).macs(g.mac, BRIDGE_MAC);
-        w.guest_verdict(
-            &g,
-            &to_host.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "isolated: guest DNS query to the host",
-        );
-        let to_guest =
-            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-        w.guest_verdict(
-            &g,
-            &to_guest.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "isolated: guest to guest",
-        );
-        let v6_out = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-        w.guest_verdict(
-            &g,
-            &v6_out,
-            TC_ACT_SHOT,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: IPv6 to the outside",
         );
 
         // Very isolated: no <ip>, the host has no address on the bridge.
@@ -226,27 +208,12 @@ fn isolated_modes_keep_traffic_inside_the_network() {
         cfg.netmask = 0;
         cfg.gateway = 0;
         w.set_network(NET_ID, &cfg);
-        w.guest_verdict(
-            &g,
-            &to_host.build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::HostNotReachable)],
-            "very isolated: guest to the host",
-        );
-        w.guest_verdict(
-            &g,
-            &syn_out(&g).build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::HostNotReachable)],
-            "very isolated: guest to the outside",
-        );
-        w.guest_verdict(
-            &g,
-            &to_guest.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "very isolated: guest to guest",
-        );
+        #[rustfmt::skip]
+        w.guest_cases(&g, "very isolated", &[
+            ("guest to the host", to_host.build(), TC_ACT_SHOT, no_host),
+            ("guest to the outside", syn_out(&g).build(), TC_ACT_SHOT, no_host),
+            ("guest to guest", to_guest.build(), TC_ACT_OK, passed),
+        ]);
     });
 }
 
@@ -256,80 +223,39 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
         let g = w.guests[0];
         let h = w.guests[1];
         enforce_known_ipv4(w, &g);
-        for (m, name) in [
-            (mode::NAT, "nat"),
-            (mode::ROUTE, "route"),
-            (mode::OPEN, "open"),
-            (mode::ISOLATED, "isolated"),
-            (mode::BRIDGE, "bridge"),
-        ] {
-            w.set_mode(m, HOST_ADDRESS);
-            let to_guest =
-                Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-            w.guest_verdict(
-                &g,
-                &to_guest.build(),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: own MAC and address"),
-            );
-
-            let spoofed_mac = to_guest.clone().macs([0x02, 0, 0, 0, 0x66, 0x66], h.mac);
-            w.guest_verdict(
-                &g,
-                &spoofed_mac.build(),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedMac)],
-                &format!("{name}: spoofed MAC"),
-            );
-
-            let mut spoofed_ip = to_guest.clone();
-            spoofed_ip.src = Ipv4Addr::new(192, 168, 122, 99);
-            w.guest_verdict(
-                &g,
-                &spoofed_ip.build(),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: spoofed IPv4 source"),
-            );
-
+        let (foreign_ip, foreign_mac) = (
+            Ipv4Addr::new(192, 168, 122, 99),
+            [0x02, 0, 0, 0, 0x66, 0x66],
+        );
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        let spoofed_mac = to_guest.clone().macs(foreign_mac, h.mac);
+        let mut spoofed_ip = to_guest.clone();
+        spoofed_ip.src = foreign_ip;
+        // DHCP before the guest has its address: from 0.0.0.0.
+        let dhcp = Packet::udp(
+            sock(Ipv4Addr::UNSPECIFIED, 68),
+            sock(Ipv4Addr::BROADCAST, 67),
+        )
+        .payload(&bootp(1, g.mac))
+        .macs(g.mac, [0xff; 6]);
+        let passed = &[once(Action::GuestPassed)];
+        let bad_mac = &[dropped(DropReason::SpoofedMac)];
+        let bad_src = &[dropped(DropReason::SpoofedSource)];
+        #[rustfmt::skip]
+        let cases: [Case; 7] = [
+            ("own MAC and address", to_guest.build(), TC_ACT_OK, passed),
+            ("spoofed MAC", spoofed_mac.build(), TC_ACT_SHOT, bad_mac),
+            ("spoofed IPv4 source", spoofed_ip.build(), TC_ACT_SHOT, bad_src),
             // ARP claiming another address, or from another MAC.
-            w.guest_verdict(
-                &g,
-                &arp(g.mac, g.mac, Ipv4Addr::new(192, 168, 122, 99)),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: ARP for a foreign address"),
-            );
-            w.guest_verdict(
-                &g,
-                &arp(g.mac, [0x02, 0, 0, 0, 0x66, 0x66], g.addr),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedMac)],
-                &format!("{name}: ARP with a foreign sender MAC"),
-            );
-            w.guest_verdict(
-                &g,
-                &arp(g.mac, g.mac, g.addr),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: honest ARP"),
-            );
-
-            // DHCP before the guest has its address: from 0.0.0.0.
-            let mut dhcp = Packet::udp(
-                sock(Ipv4Addr::UNSPECIFIED, 68),
-                sock(Ipv4Addr::BROADCAST, 67),
-            )
-            .payload(&bootp(1, g.mac));
-            dhcp = dhcp.macs(g.mac, [0xff; 6]);
-            w.guest_verdict(
-                &g,
-                &dhcp.build(),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: DHCP discover from 0.0.0.0"),
-            );
+            ("ARP for a foreign address", arp(g.mac, g.mac, foreign_ip), TC_ACT_SHOT, bad_src),
+            ("ARP with a foreign sender MAC", arp(g.mac, foreign_mac, g.addr), TC_ACT_SHOT, bad_mac),
+            ("honest ARP", arp(g.mac, g.mac, g.addr), TC_ACT_OK, passed),
+            ("DHCP discover from 0.0.0.0", dhcp.build(), TC_ACT_OK, passed),
+        ];
+        for (m, name) in EVERY_MODE {
+            w.set_mode(m, HOST_ADDRESS);
+            w.guest_cases(&g, name, &cases);
         }
     });
 }
@@ -344,54 +270,28 @@ fn a_known_ipv6_address_is_the_only_global_source_in_every_mode() {
         ep.ipv6 = guest6(10).octets();
         w.set_endpoint(g.port_ifindex, &ep);
         let link_local: Ipv6Addr = "fe80::5054:ff:fe00:10".parse().unwrap();
-        for (m, name) in [
-            (mode::NAT, "nat"),
-            (mode::ROUTE, "route"),
-            (mode::OPEN, "open"),
-            (mode::ISOLATED, "isolated"),
-            (mode::BRIDGE, "bridge"),
-        ] {
+        let dad = ipv6_udp(
+            g.mac,
+            [0x33, 0x33, 0xff, 0, 0, 0x10],
+            Ipv6Addr::UNSPECIFIED,
+            "ff02::1:ff00:10".parse().unwrap(),
+            255,
+        );
+        // To the other guest's MAC: the bridge (or the port-to-port path)
+        // would carry it; only the source decides here.
+        let passed = &[once(Action::GuestPassed)];
+        let bad_src = &[dropped(DropReason::SpoofedSource)];
+        let from = |src| ipv6_udp(g.mac, h.mac, src, guest6(11), 64);
+        #[rustfmt::skip]
+        let cases: [Case; 4] = [
+            ("own IPv6 source", from(guest6(10)), TC_ACT_OK, passed),
+            ("spoofed IPv6 source", from(guest6(99)), TC_ACT_SHOT, bad_src),
+            ("link-local IPv6 source", from(link_local), TC_ACT_OK, passed),
+            ("unspecified source (DAD)", dad, TC_ACT_OK, passed),
+        ];
+        for (m, name) in EVERY_MODE {
             w.set_mode(m, HOST_ADDRESS);
-            // To the other guest's MAC: the bridge (or the port-to-port
-            // path) would carry it; only the source decides here.
-            let own = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
-            w.guest_verdict(
-                &g,
-                &own,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: own IPv6 source"),
-            );
-            let spoofed = ipv6_udp(g.mac, h.mac, guest6(99), guest6(11), 64);
-            w.guest_verdict(
-                &g,
-                &spoofed,
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: spoofed IPv6 source"),
-            );
-            let ll = ipv6_udp(g.mac, h.mac, link_local, guest6(11), 64);
-            w.guest_verdict(
-                &g,
-                &ll,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: link-local IPv6 source"),
-            );
-            let dad = ipv6_udp(
-                g.mac,
-                [0x33, 0x33, 0xff, 0, 0, 0x10],
-                Ipv6Addr::UNSPECIFIED,
-                "ff02::1:ff00:10".parse().unwrap(),
-                255,
-            );
-            w.guest_verdict(
-                &g,
-                &dad,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: unspecified source (DAD)"),
-            );
+            w.guest_cases(&g, name, &cases);
         }
     });
 }
@@ -876,56 +776,26 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         );
 
         // The guest's port has no redirect slot: the kernel, not a drop.
-        w.set_mode(mode::ROUTE, HOST_ADDRESS);
-        w.remove_port(g.port_ifindex);
-        w.uplink_verdict_from(
-            up,
-            &syn,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "route: guest port without a redirect slot",
-        );
-        w.uplink_verdict_from(
-            up,
-            &v6,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "route: IPv6 to a guest port without a redirect slot",
-        );
-
         // NAT and isolated networks are not routed into, resolved guest or
         // not; a NAT network's IPv6 without NAT66 is routed as libvirt does
         // (here to the kernel: the port has no redirect slot).
-        w.set_mode(mode::NAT, HOST_ADDRESS);
-        w.uplink_verdict_from(
-            up,
-            &syn,
-            XDP_DROP,
-            &[dropped(DropReason::UnsolicitedInbound)],
-            "nat: unsolicited SYN to a resolved guest",
-        );
-        w.uplink_verdict_from(
-            up,
-            &v6,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "nat: routed IPv6 to a resolved guest",
-        );
-        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        w.uplink_verdict_from(
-            up,
-            &syn,
-            XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: SYN to a resolved guest",
-        );
-        w.uplink_verdict_from(
-            up,
-            &v6,
-            XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: IPv6 to a resolved guest",
-        );
+        w.remove_port(g.port_ifindex);
+        let inbound = &[once(Action::RouteInbound)];
+        let unsolicited = &[dropped(DropReason::UnsolicitedInbound)];
+        let isolated = &[dropped(DropReason::IsolatedNetwork)];
+        #[rustfmt::skip]
+        let cases: [(u32, Case); 6] = [
+            (mode::ROUTE, ("route: guest port without a redirect slot", syn.clone(), XDP_PASS, inbound)),
+            (mode::ROUTE, ("route: IPv6 to a guest port without a redirect slot", v6.clone(), XDP_PASS, inbound)),
+            (mode::NAT, ("nat: unsolicited SYN to a resolved guest", syn.clone(), XDP_DROP, unsolicited)),
+            (mode::NAT, ("nat: routed IPv6 to a resolved guest", v6.clone(), XDP_PASS, inbound)),
+            (mode::ISOLATED, ("isolated: SYN to a resolved guest", syn.clone(), XDP_DROP, isolated)),
+            (mode::ISOLATED, ("isolated: IPv6 to a resolved guest", v6.clone(), XDP_DROP, isolated)),
+        ];
+        for (m, (what, frame, verdict, moved)) in cases {
+            w.set_mode(m, HOST_ADDRESS);
+            w.uplink_verdict_from(up, &frame, verdict, moved, what);
+        }
     });
 }
 

@@ -17,9 +17,8 @@ use vxdp_testkit::{
 use vxdp_tests::progtest::{
     BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE6, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
     TC_ACT_SHOT, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
-    assert_counters_moved, conntrack6, set_nat6, with_nat_world,
+    assert_counters_moved, conntrack6, dropped, guest6, once, set_nat6, with_nat_world,
 };
-use vxdp_tests::progtest::{dropped, guest6, once};
 
 const TCP_ACK: u8 = 0x10;
 

@@ -24,10 +24,9 @@ use vxdp_testkit::{
     packet::{Frame, Packet, be, fmt_mac},
     packet6::Packet6,
 };
-use vxdp_tests::progtest::guest6;
 use vxdp_tests::progtest::{
     BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Slot, UPLINK_MAC, World,
-    XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
+    XDP_PASS, XDP_REDIRECT, assert_counters_moved, guest6, with_nat_world,
 };
 
 /// One's complement sum of `data` as big-endian words, folded.
