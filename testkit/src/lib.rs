@@ -9,7 +9,8 @@
 //!   thread; reaping what killed processes left.
 //! - [`topology`]: [`NatTopology`], wan + hypervisor + guests on veth, vxdp
 //!   driven through its CLI with private state and pins.
-//! - [`vxdp`]: the binary under test and how to run it.
+//! - [`vxdp`]: the binary under test and how to run it; [`serve`]: `vxdp
+//!   serve` as a child process.
 //! - [`traffic`]: TCP/UDP servers and clients across namespaces.
 //! - [`packet`], [`packet6`]: Ethernet/IPv4 and IPv6 frames with correct
 //!   checksums, and readers that recompute them.
@@ -21,12 +22,14 @@ pub mod frame_probe;
 pub mod netns;
 pub mod packet;
 pub mod packet6;
+pub mod serve;
 pub mod topology;
 pub mod traffic;
 pub mod vm;
 pub mod vxdp;
 
 pub use netns::{Netns, reap_stale, run, unique_name};
+pub use serve::Serve;
 pub use topology::{
     DEFAULT_XML, Guest, NatTopology, OUTSIDE_HOST, OutsideChecksums, UPLINK_ADDR, WAN_ADDR,
 };
