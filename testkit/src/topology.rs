@@ -175,6 +175,12 @@ impl NatTopology {
     /// The network must be named `default`.
     pub fn start_with(&mut self, xml: &str, static_ips: bool) -> Result<()> {
         self.create(xml)?;
+        self.plug_guests(static_ips)
+    }
+
+    /// `attach-interface` of every guest's port to the network `default`;
+    /// with `static_ips` each guest's address is given to `--ip`.
+    pub fn plug_guests(&self, static_ips: bool) -> Result<()> {
         for g in &self.guests {
             let mut args = vec![
                 "attach-interface",

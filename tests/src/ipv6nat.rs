@@ -1,4 +1,4 @@
-//! IPv6 in the NAT topology (testbed's `NatTopology`), shared by the NAT66
+//! IPv6 in the NAT topology (testkit's `NatTopology`), shared by the NAT66
 //! end-to-end test and its libvirt differential: documentation addresses
 //! only (2001:db8::/32), all inside the topology's namespaces.
 //!

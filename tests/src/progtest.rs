@@ -241,7 +241,7 @@ where
     let ns_ref = &ns;
     let result = thread::scope(|s| {
         thread::Builder::new()
-            .name(format!("progtest-{}", &ns_ref.name))
+            .name(format!("progtest-{}", ns_ref.name))
             .spawn_scoped(s, move || {
                 ns_ref
                     .enter_current_thread()

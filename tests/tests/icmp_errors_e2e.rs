@@ -1,5 +1,5 @@
 //! End to end: ICMP errors about a NATed guest's flows reach the guest, in
-//! throwaway namespaces (testbed's NAT topology), so the guest's kernel acts
+//! throwaway namespaces (testkit's NAT topology), so the guest's kernel acts
 //! on them: a connected UDP socket sees ECONNREFUSED, and path-MTU
 //! discovery learns a smaller MTU behind a router.
 

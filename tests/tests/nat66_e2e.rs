@@ -1,5 +1,5 @@
 //! End to end: IPv6 in a NAT network, realized by vxdp in throwaway
-//! namespaces (tests/src/testbed.rs NatTopology plus IPv6 from
+//! namespaces (testkit's NatTopology plus IPv6 from
 //! 2001:db8::/32). With `<nat ipv6='yes'>` guests' IPv6 is masqueraded to
 //! the uplink's IPv6 address (NAT66) and unsolicited inbound IPv6 is dropped
 //! and counted; without it, the network's IPv6 is routed and the outside

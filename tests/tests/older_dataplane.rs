@@ -20,19 +20,7 @@ fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
     // What an older vxdp pinned: no VXDP_MACS.
     let pin = Pins::new(&topo.bpffs).map(names::MAP_MACS);
     std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
-    for g in &topo.guests {
-        topo.vxdp(&[
-            "attach-interface",
-            "--network",
-            "default",
-            "--dev",
-            &g.port,
-            "--mac",
-            &g.mac,
-            "--ip",
-            &g.addr,
-        ])?;
-    }
+    topo.plug_guests(true)?;
     let peer = topo.guests[1].addr.clone();
     topo.wait_ping(0, &peer, Duration::from_secs(20))?;
     let (p2p, _) = topo.counter("default", "port_forwarded")?;

@@ -5,7 +5,7 @@
 //! compared by checksum, with the outside host sending finished checksums
 //! and as a default-settings veth (unfinished checksums).
 //!
-//! The guest image comes from `cargo xtask setup` (tests/src/vm.rs).
+//! The guest image comes from `cargo xtask setup` (testkit/src/vm.rs).
 
 use std::time::Duration;
 
