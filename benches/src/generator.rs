@@ -644,7 +644,7 @@ fn send_af_packet(
 mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    use vxdp_tests::progtest::{Frame, Packet};
+    use vxdp_testkit::packet::{Frame, Packet};
 
     use super::*;
     use crate::wire::{OFF_UDP_DPORT, OFF_UDP_SPORT};

@@ -19,9 +19,10 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use vxdp_common::{ConntrackEntry, ConntrackKey, SubnetOwner, mode, names};
+use vxdp_testkit::packet::{Packet, fmt_mac};
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, Packet, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
-    UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, fmt_mac, with_nat_world,
+    BRIDGE, BRIDGE_MAC, NEXT_HOP_MAC, OUTSIDE, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, with_nat_world,
 };
 
 use crate::{

@@ -21,7 +21,7 @@ use aya::{
         xdp::{XdpLinkId, XdpMode},
     },
 };
-use vxdp_tests::progtest::{Mac, Packet};
+use vxdp_testkit::packet::{Mac, Packet};
 
 use crate::{
     generator::{self, FlowFrames},

@@ -24,9 +24,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use vxdp_tests::{
-    progtest::{Mac, fmt_mac},
-    testbed::{Netns, vxdp_bin},
+use vxdp_testkit::{
+    Netns,
+    packet::{Mac, fmt_mac},
+    reap_stale, run_vxdp, stats_counter, succeeded,
 };
 
 use crate::{
@@ -128,11 +129,15 @@ fn libvirt_rules(nat: bool) -> String {
     r
 }
 
-const NAT_XML: &str = include_str!("../../tests/data/default.xml");
+const NAT_XML: &str = vxdp_testkit::DEFAULT_XML;
 const ROUTE_XML: &str = "<network>\n  <name>default</name>\n  <bridge name='virbr0' stp='on' delay='0'/>\n  \
     <forward mode='route'/>\n  <ip address='192.168.122.1' netmask='255.255.255.0'/>\n</network>\n";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Names of the benchmark's namespaces, pins and state: `vxb<pid>-<n>-*`,
+/// so that [`reap_stale`] finds what a killed run left.
+const NAME_PREFIX: &str = "vxb";
 
 /// vxdp's private state directory and pins of one topology.
 struct VxdpPaths {
@@ -176,9 +181,9 @@ impl Topology {
         generator: crate::generator::Kind,
     ) -> Result<Self> {
         static REAP: std::sync::Once = std::sync::Once::new();
-        REAP.call_once(reap_stale);
+        REAP.call_once(|| reap_stale(NAME_PREFIX));
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("vxb{}-{n}", std::process::id());
+        let prefix = format!("{NAME_PREFIX}{}-{n}", std::process::id());
         let wan = Netns::new(format!("{prefix}-wan"))?;
         let hyp = Netns::new(format!("{prefix}-hyp"))?;
         let guest = Netns::new(format!("{prefix}-g"))?;
@@ -459,30 +464,13 @@ impl Topology {
 
     pub fn vxdp_status(&self, args: &[&str]) -> Result<std::process::Output> {
         let paths = self.vxdp.as_ref().context("not a vxdp topology")?;
-        Command::new(vxdp_bin()?)
-            .arg("--netns")
-            .arg(&self.hyp.name)
-            .arg("--state-dir")
-            .arg(&paths.state_dir)
-            .arg("--bpffs")
-            .arg(&paths.bpffs)
-            .arg("--conntrack-entries")
-            .arg(paths.conntrack_entries.to_string())
-            .args(args)
-            .output()
-            .context("running vxdp")
+        let entries = paths.conntrack_entries.to_string();
+        let args = [&["--conntrack-entries", entries.as_str()], args].concat();
+        run_vxdp(&self.hyp.name, &paths.state_dir, &paths.bpffs, &args)
     }
 
     pub fn vxdp(&self, args: &[&str]) -> Result<std::process::Output> {
-        let out = self.vxdp_status(args)?;
-        if !out.status.success() {
-            bail!(
-                "`vxdp {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(out)
+        succeeded(args, self.vxdp_status(args)?)
     }
 
     /// The pinned conntrack map of this topology's vxdp.
@@ -495,13 +483,7 @@ impl Topology {
     /// A vxdp counter summed over CPUs: (packets, bytes).
     pub fn vxdp_counter(&self, name: &str) -> Result<u64> {
         let out = String::from_utf8(self.vxdp(&["stats", "--all"])?.stdout)?;
-        for line in out.lines() {
-            let f: Vec<_> = line.split_whitespace().collect();
-            if f.len() >= 5 && f[0] == "default" && f[2] == name {
-                return Ok(f[f.len() - 2].parse()?);
-            }
-        }
-        bail!("counter {name} not in `vxdp stats --all`:\n{out}")
+        Ok(stats_counter(&out, "default", name)?.0)
     }
 
     /// Waits until the guest reaches `dst` (the bridge port passes nothing
@@ -582,45 +564,6 @@ impl Drop for Topology {
             let _ = self.vxdp_status(&["net-destroy", "default"]);
             let _ = std::fs::remove_dir_all(&paths.bpffs);
             let _ = std::fs::remove_dir_all(&paths.state_dir);
-        }
-    }
-}
-
-/// Removes what benchmark processes that no longer exist (killed before
-/// their `Drop` ran) left: namespaces `vxb<pid>-*`, their pins and state
-/// directories. Nothing of a live process is touched.
-fn reap_stale() {
-    let dead = |name: &str| -> bool {
-        let Some(rest) = name.strip_prefix("vxb") else {
-            return false;
-        };
-        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
-            return false;
-        };
-        pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-    };
-    for dir in ["/run/netns", "/sys/fs/bpf"] {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !dead(&name) {
-                continue;
-            }
-            if dir == "/run/netns" {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            } else if name.ends_with("-pins") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with("-state") && dead(&name) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
         }
     }
 }

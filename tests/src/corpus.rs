@@ -15,9 +15,9 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
-use crate::testbed::{Netns, run_vxdp};
+use vxdp_testkit::{Netns, run_vxdp, succeeded};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -129,14 +129,7 @@ impl VxdpHost {
 
     /// Runs `vxdp`, failing with its stderr when it fails; returns stdout.
     pub fn vxdp(&self, args: &[&str]) -> Result<String> {
-        let out = self.vxdp_status(args)?;
-        if !out.status.success() {
-            bail!(
-                "`vxdp {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let out = succeeded(args, self.vxdp_status(args)?)?;
         Ok(String::from_utf8(out.stdout)?)
     }
 

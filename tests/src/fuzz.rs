@@ -47,13 +47,17 @@ use vxdp_common::{
     network_flags,
 };
 
-use crate::{
-    packet6::{Packet6, set_nat6},
-    progtest::{
-        BRIDGE_MAC, Frame, GATEWAY, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, TC_ACT_OK,
-        TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, TCP_ACK, TCP_RST, TCP_SYN, UPLINK_ADDR,
-        UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, be, bootp, checksum,
-    },
+use vxdp_testkit::{
+    packet::{BROADCAST, ETH_P_ARP, ETH_P_IP, arp},
+    packet::{Frame, Packet, TCP_ACK, TCP_RST, TCP_SYN, be, bootp, checksum},
+    packet6::ETH_P_IPV6,
+    packet6::Packet6,
+};
+
+use crate::progtest::{
+    BRIDGE_MAC, GATEWAY, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
+    XDP_REDIRECT, set_nat6,
 };
 
 /// The guests' IPv6 addresses in the fuzz world (known to the dataplane,
@@ -245,10 +249,6 @@ fn hex(b: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Frames
 
-const BROADCAST: [u8; 6] = [0xff; 6];
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
 const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe00, 0x0a);
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
@@ -284,27 +284,6 @@ fn as_fragment(frame: &[u8], mf: bool, offset: u16) -> Vec<u8> {
     let v = (if mf { 0x2000 } else { 0 }) | (offset & 0x1fff);
     f[20..22].copy_from_slice(&v.to_be_bytes());
     fix_ipv4_header(&mut f, 14);
-    f
-}
-
-fn arp(
-    op: u16,
-    eth_src: [u8; 6],
-    eth_dst: [u8; 6],
-    sender_mac: [u8; 6],
-    sender_ip: Ipv4Addr,
-    target_ip: Ipv4Addr,
-) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
-    f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target_ip.octets());
     f
 }
 
@@ -409,10 +388,10 @@ fn guest_corpus(w: &World, g: usize) -> Vec<Vec<u8>> {
             .macs(other.mac, BRIDGE_MAC)
             .build(),
         // ARP.
-        arp(1, mac, BROADCAST, mac, a, GATEWAY),
-        arp(2, mac, BRIDGE_MAC, mac, a, GATEWAY),
-        arp(1, mac, BROADCAST, mac, Ipv4Addr::UNSPECIFIED, a),
-        arp(2, mac, BROADCAST, mac, GATEWAY, GATEWAY),
+        arp(1, mac, BROADCAST, (mac, a), ([0; 6], GATEWAY)),
+        arp(2, mac, BRIDGE_MAC, (mac, a), ([0; 6], GATEWAY)),
+        arp(1, mac, BROADCAST, (mac, Ipv4Addr::UNSPECIFIED), ([0; 6], a)),
+        arp(2, mac, BROADCAST, (mac, GATEWAY), ([0; 6], GATEWAY)),
         // IPv6.
         to_gw6(Packet6::tcp(s6(40010), o6(80), TCP_SYN)),
         to_gw6(Packet6::udp(s6(5360), o6(53))),
@@ -538,9 +517,8 @@ fn outside_corpus(w: &World, nat_ports: &[(u8, u16)]) -> Vec<Vec<u8>> {
         1,
         NEXT_HOP_MAC,
         BROADCAST,
-        NEXT_HOP_MAC,
-        Ipv4Addr::new(198, 51, 100, 1),
-        UPLINK_ADDR,
+        (NEXT_HOP_MAC, Ipv4Addr::new(198, 51, 100, 1)),
+        ([0; 6], UPLINK_ADDR),
     ));
     // Broadcast and a guest's MAC (direct modes: the wire → the guest).
     v.push(
@@ -554,7 +532,7 @@ fn outside_corpus(w: &World, nat_ports: &[(u8, u16)]) -> Vec<Vec<u8>> {
             .macs(NEXT_HOP_MAC, g.mac)
             .build(),
     );
-    v.push(arp(2, g.mac, BROADCAST, g.mac, g.addr, g.addr));
+    v.push(arp(2, g.mac, BROADCAST, (g.mac, g.addr), ([0; 6], g.addr)));
     let o6 = |p| SocketAddrV6::new(OUTSIDE6, p, 0, 0);
     let n6 = |p| SocketAddrV6::new(UPLINK_ADDR6, p, 0, 0);
     let g6 = |p| SocketAddrV6::new(GUEST6[0], p, 0, 0);
@@ -1273,7 +1251,7 @@ fn seed_flows(w: &World) -> Vec<(u8, u16)> {
             r.verdict, TC_ACT_REDIRECT,
             "fuzz set-up: a valid guest IPv6 packet was not masqueraded"
         );
-        let fr = crate::packet6::Frame6(&r.data);
+        let fr = vxdp_testkit::packet6::Frame6(&r.data);
         ports.push((100 + fr.next_header(), fr.src_port()));
     }
     ports

@@ -1,4 +1,4 @@
-//! IPv6 in the NAT topology (testbed's `NatTopology`), shared by the NAT66
+//! IPv6 in the NAT topology (testkit's `NatTopology`), shared by the NAT66
 //! end-to-end test and its libvirt differential: documentation addresses
 //! only (2001:db8::/32), all inside the topology's namespaces.
 //!
@@ -15,10 +15,9 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{
-    matrix::accepted_peer,
-    testbed::{DEFAULT_XML, NatTopology, Netns},
-};
+use crate::matrix::accepted_peer;
+
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns};
 
 /// The outside host's IPv6 address (on the wan namespace's loopback).
 pub const OUTSIDE6: &str = "2001:db8:0:ff::10";
@@ -33,7 +32,7 @@ pub fn xml(nat66: bool) -> String {
     let xml = DEFAULT_XML.replace("</network>", &ipv6);
     assert!(
         xml.contains("<forward mode='nat'/>"),
-        "tests/data/default.xml changed: {xml}"
+        "testkit/data/default.xml changed: {xml}"
     );
     if nat66 {
         xml.replace(

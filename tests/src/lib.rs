@@ -1,11 +1,7 @@
 pub mod corpus;
-pub mod frame_probe;
 pub mod fuzz;
 pub mod ipv6nat;
 pub mod libvirt;
 pub mod macvtap;
 pub mod matrix;
-pub mod packet6;
 pub mod progtest;
-pub mod testbed;
-pub mod vm;

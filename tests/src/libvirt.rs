@@ -29,10 +29,9 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{
-    corpus::add_host_devices,
-    testbed::{Netns, run},
-};
+use crate::corpus::add_host_devices;
+
+use vxdp_testkit::{Netns, run};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -45,10 +45,9 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{
-    libvirt::Libvirtd,
-    testbed::{Guest, Netns},
-};
+use crate::libvirt::Libvirtd;
+
+use vxdp_testkit::{Guest, Netns};
 
 /// The longest a relay runs, whatever happens to the test.
 pub const RELAY_LIFETIME: Duration = Duration::from_secs(600);

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::testbed::{NatTopology, Netns, UPLINK_ADDR};
+use vxdp_testkit::{NatTopology, Netns, UPLINK_ADDR};
 
 /// The guests' gateway: the host's address on the bridge.
 pub const GATEWAY: &str = "192.168.122.1";
@@ -192,7 +192,7 @@ pub fn prepare_direct(topo: &mut NatTopology) -> Result<()> {
     wan.ip(&[
         "addr",
         "del",
-        &format!("{}/24", crate::testbed::WAN_ADDR),
+        &format!("{}/24", vxdp_testkit::WAN_ADDR),
         "dev",
         "wan0",
     ])?;
@@ -210,7 +210,7 @@ pub fn prepare_direct(topo: &mut NatTopology) -> Result<()> {
     wan.ip(&[
         "addr",
         "add",
-        &format!("{}/24", crate::testbed::WAN_ADDR),
+        &format!("{}/24", vxdp_testkit::WAN_ADDR),
         "dev",
         "sw0",
     ])?;
@@ -219,13 +219,7 @@ pub fn prepare_direct(topo: &mut NatTopology) -> Result<()> {
         g.addr = format!("198.51.100.{}", 10 + i);
         g.ns.ip(&["addr", "flush", "dev", "eth0"])?;
         g.ns.ip(&["addr", "add", &format!("{}/24", g.addr), "dev", "eth0"])?;
-        g.ns.ip(&[
-            "route",
-            "replace",
-            "default",
-            "via",
-            crate::testbed::WAN_ADDR,
-        ])?;
+        g.ns.ip(&["route", "replace", "default", "via", vxdp_testkit::WAN_ADDR])?;
     }
     Ok(())
 }

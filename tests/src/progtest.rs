@@ -1,17 +1,19 @@
 //! Helpers for `BPF_PROG_TEST_RUN` tests of the dataplane programs.
 //!
-//! - [`NetNs`]: a throwaway network namespace with a unique name, deleted in
-//!   `Drop` (also when a test panics).
-//! - [`with_nat_world`]: builds the NAT topology in such a namespace (bridge
+//! - [`with_nat_world`]: builds the NAT topology in a throwaway namespace
+//!   (testkit's [`Netns`], deleted also when a test panics: bridge
 //!   `br0` with two guest ports, uplink `up0` with a default route and a
 //!   permanent neighbour), then, on a dedicated thread that entered the
 //!   namespace, loads the eBPF object, seeds its maps ([`World`]) and runs the
 //!   test body there. `bpf_fib_lookup`, devmap inserts and test runs all use
 //!   the calling thread's network namespace, so everything happens on that
 //!   thread.
-//! - [`Packet`]: a builder for Ethernet/IPv4 TCP, UDP and ICMP echo frames
-//!   with correct checksums, and [`Frame`]: a reader for the bytes a program
-//!   returned, with checksums recomputed from scratch.
+//! - [`once`], [`dropped`]: the counter moves most cases expect, and
+//!   [`World::guest_verdict`]/[`World::uplink_verdict`]: run one frame and
+//!   assert its verdict and exactly those moves.
+//! - [`set_nat6`], [`conntrack6`]: NAT66's maps.
+//!
+//! Frames are built and read with `vxdp_testkit::packet` and `packet6`.
 //! - [`Counters`]: a snapshot of `VXDP_COUNTERS` (CPUs summed) to assert
 //!   exactly which counters moved.
 //!
@@ -26,13 +28,9 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fmt,
-    fs::File,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4},
-    os::fd::AsRawFd,
+    net::{Ipv4Addr, Ipv6Addr},
     panic,
     path::PathBuf,
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     thread,
 };
 
@@ -46,9 +44,14 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use vxdp_common::{
-    Action, COUNTER_SLOTS, ConntrackEntry, ConntrackKey, Counter, DEFAULT_TIMEOUTS_S, DropReason,
-    Endpoint, MacKey, MacPort, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
-    endpoint_flags, mode, names, network_flags,
+    Action, COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
+    DEFAULT_TIMEOUTS_S, DropReason, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig,
+    Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, mode, names, network_flags,
+};
+use vxdp_testkit::{
+    Netns,
+    packet::{Mac, be, fmt_mac},
+    run, unique_name,
 };
 
 /// TC verdicts (`TC_ACT_*`).
@@ -62,8 +65,6 @@ pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;
-
-pub type Mac = [u8; 6];
 
 /// The NAT network every world configures, as libvirt's default network.
 pub const NET_ID: u32 = 1;
@@ -114,127 +115,8 @@ pub const GUESTS: [(&str, &str, Mac, Ipv4Addr); 2] = [
 /// test).
 const TEST_CONNTRACK_ENTRIES: u32 = 4096;
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique to this process and call: `vxdp-pt-<pid>-<n>`.
-pub fn unique_name() -> String {
-    format!(
-        "vxdp-pt-{}-{}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The address as it sits in a packet or map (network byte order).
-pub fn be(addr: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
-}
-
-/// The address from its in-memory (network byte order) form.
-pub fn addr(be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(be.to_ne_bytes())
-}
-
-pub fn fmt_mac(m: &Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A network namespace with a unique name, deleted on drop. Every command
-/// goes through `ip -n NAME` / `ip netns exec NAME`, which fail (rather than
-/// fall back to the host) if the namespace is gone.
-pub struct NetNs {
-    name: String,
-}
-
-/// Deletes namespaces `vxdp-pt-<pid>-*` left by test processes that no
-/// longer exist (killed before their `Drop` ran). Namespaces of live
-/// processes are never touched.
-fn reap_stale_namespaces() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("vxdp-pt-") else {
-            continue;
-        };
-        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run_cmd(Command::new("ip").args(["netns", "del", &name]));
-        }
-    }
-}
-
-impl NetNs {
-    pub fn new() -> anyhow::Result<Self> {
-        static REAP: std::sync::Once = std::sync::Once::new();
-        REAP.call_once(reap_stale_namespaces);
-        let name = unique_name();
-        run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
-        Ok(Self { name })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip -n NAME <args>`.
-    pub fn ip(&self, args: &str) -> anyhow::Result<()> {
-        run_cmd(
-            Command::new("ip")
-                .arg("-n")
-                .arg(&self.name)
-                .args(args.split_whitespace()),
-        )
-    }
-
-    /// `ip netns exec NAME <args>`.
-    pub fn exec(&self, args: &[&str]) -> anyhow::Result<()> {
-        run_cmd(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name])
-                .args(args),
-        )
-    }
-
-    /// Moves the calling thread (only it) into the namespace.
-    pub fn enter_current_thread(&self) -> anyhow::Result<()> {
-        let path = format!("/run/netns/{}", self.name);
-        let f = File::open(&path).with_context(|| format!("opening {path}"))?;
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns({path}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        if let Err(e) = run_cmd(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!(
-                "warning: could not delete network namespace {}: {e:#}",
-                self.name
-            );
-        }
-    }
-}
+/// Names of the worlds' namespaces and pin directories: `vxdp-pt-<pid>-<n>`.
+const NETNS_PREFIX: &str = "vxdp-pt-";
 
 /// Gives the calling thread a private mount namespace with a fresh bpffs on
 /// `/sys/fs/bpf`, and returns a unique pin directory in it. Nothing changes in
@@ -275,7 +157,7 @@ pub fn private_bpffs() -> anyhow::Result<PathBuf> {
             );
         }
     }
-    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name());
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name(NETNS_PREFIX));
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -300,46 +182,46 @@ fn ifindex(name: &str) -> anyhow::Result<u32> {
 
 /// Builds the topology in `ns`: bridge + two guest ports, uplink with a
 /// default route and a resolved next hop, forwarding on.
-fn build_topology(ns: &NetNs) -> anyhow::Result<()> {
-    ns.ip("link set lo up")?;
-    ns.ip(&format!(
+fn build_topology(ns: &Netns) -> anyhow::Result<()> {
+    ns.ip_line("link set lo up")?;
+    ns.ip_line(&format!(
         "link add {BRIDGE} address {} type bridge",
         fmt_mac(&BRIDGE_MAC)
     ))?;
-    ns.ip(&format!("addr add {GATEWAY}/24 dev {BRIDGE}"))?;
+    ns.ip_line(&format!("addr add {GATEWAY}/24 dev {BRIDGE}"))?;
     for (port, peer, mac, _) in GUESTS {
-        ns.ip(&format!(
+        ns.ip_line(&format!(
             "link add {port} type veth peer name {peer} address {}",
             fmt_mac(&mac)
         ))?;
-        ns.ip(&format!("link set {port} master {BRIDGE}"))?;
-        ns.ip(&format!("link set {port} up"))?;
-        ns.ip(&format!("link set {peer} up"))?;
+        ns.ip_line(&format!("link set {port} master {BRIDGE}"))?;
+        ns.ip_line(&format!("link set {port} up"))?;
+        ns.ip_line(&format!("link set {peer} up"))?;
     }
-    ns.ip(&format!("link set {BRIDGE} up"))?;
-    ns.ip(&format!(
+    ns.ip_line(&format!("link set {BRIDGE} up"))?;
+    ns.ip_line(&format!(
         "link add {UPLINK} address {} type veth peer name {UPLINK_PEER} address {}",
         fmt_mac(&UPLINK_MAC),
         fmt_mac(&NEXT_HOP_MAC)
     ))?;
-    ns.ip(&format!("addr add {UPLINK_ADDR}/24 dev {UPLINK}"))?;
-    ns.ip(&format!("link set {UPLINK} up"))?;
-    ns.ip(&format!("link set {UPLINK_PEER} up"))?;
-    ns.ip(&format!("route add default via {NEXT_HOP} dev {UPLINK}"))?;
-    ns.ip(&format!(
+    ns.ip_line(&format!("addr add {UPLINK_ADDR}/24 dev {UPLINK}"))?;
+    ns.ip_line(&format!("link set {UPLINK} up"))?;
+    ns.ip_line(&format!("link set {UPLINK_PEER} up"))?;
+    ns.ip_line(&format!("route add default via {NEXT_HOP} dev {UPLINK}"))?;
+    ns.ip_line(&format!(
         "neigh replace {NEXT_HOP} lladdr {} dev {UPLINK} nud permanent",
         fmt_mac(&NEXT_HOP_MAC)
     ))?;
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     // IPv6 for the route/open tests: the guests' prefix on the bridge, a
     // default route via the uplink's next hop with a permanent neighbour.
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
-    ns.ip(&format!("-6 addr add {GATEWAY6}/64 dev {BRIDGE} nodad"))?;
-    ns.ip(&format!("-6 addr add {UPLINK_ADDR6}/64 dev {UPLINK} nodad"))?;
-    ns.ip(&format!(
+    ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    ns.ip_line(&format!("-6 addr add {GATEWAY6}/64 dev {BRIDGE} nodad"))?;
+    ns.ip_line(&format!("-6 addr add {UPLINK_ADDR6}/64 dev {UPLINK} nodad"))?;
+    ns.ip_line(&format!(
         "-6 route add default via {NEXT_HOP6} dev {UPLINK}"
     ))?;
-    ns.ip(&format!(
+    ns.ip_line(&format!(
         "-6 neigh replace {NEXT_HOP6} lladdr {} dev {UPLINK} nud permanent",
         fmt_mac(&NEXT_HOP_MAC)
     ))?;
@@ -354,12 +236,12 @@ pub fn with_nat_world<F>(body: F)
 where
     F: FnOnce(&mut World) + Send,
 {
-    let ns = NetNs::new().expect("creating the test network namespace");
+    let ns = Netns::unique(NETNS_PREFIX).expect("creating the test network namespace");
     build_topology(&ns).expect("building the test topology (bridge, guest ports, uplink)");
     let ns_ref = &ns;
     let result = thread::scope(|s| {
         thread::Builder::new()
-            .name(format!("progtest-{}", ns_ref.name()))
+            .name(format!("progtest-{}", ns_ref.name))
             .spawn_scoped(s, move || {
                 ns_ref
                     .enter_current_thread()
@@ -367,7 +249,7 @@ where
                 let pins =
                     PinDir(private_bpffs().expect("setting up a private bpffs for map pins"));
                 let mut world =
-                    World::load(ns_ref.name(), &pins.0).expect("loading and seeding the dataplane");
+                    World::load(&ns_ref.name, &pins.0).expect("loading and seeding the dataplane");
                 body(&mut world);
                 drop(world);
                 drop(pins);
@@ -729,6 +611,86 @@ impl World {
         .expect("writing VXDP_MACS");
     }
 
+    /// Runs `frame` through guest `g`'s port program and asserts its TC
+    /// verdict and that exactly the counters `moved` moved; returns the
+    /// frame as the program left it.
+    #[track_caller]
+    pub fn guest_verdict(
+        &self,
+        g: &Guest,
+        frame: &[u8],
+        verdict: u32,
+        moved: &[(u32, Slot, u64)],
+        what: &str,
+    ) -> Vec<u8> {
+        let before = self.counters();
+        let run = self.run_guest(g.port_ifindex, frame);
+        assert_eq!(
+            run.verdict, verdict,
+            "{what}: TC verdict {} instead of {verdict}",
+            run.verdict
+        );
+        assert_counters_moved(&before, &self.counters(), moved, what);
+        run.data
+    }
+
+    /// Like [`World::guest_verdict`] for the uplink's XDP program.
+    #[track_caller]
+    pub fn uplink_verdict(
+        &self,
+        frame: &[u8],
+        verdict: u32,
+        moved: &[(u32, Slot, u64)],
+        what: &str,
+    ) -> Vec<u8> {
+        self.uplink_verdict_from(0, frame, verdict, moved, what)
+    }
+
+    /// Like [`World::uplink_verdict`], the frame arriving on `ifindex`.
+    #[track_caller]
+    pub fn uplink_verdict_from(
+        &self,
+        ifindex: u32,
+        frame: &[u8],
+        verdict: u32,
+        moved: &[(u32, Slot, u64)],
+        what: &str,
+    ) -> Vec<u8> {
+        let before = self.counters();
+        let run = self.run_uplink_from(ifindex, frame);
+        assert_eq!(
+            run.verdict, verdict,
+            "{what}: XDP verdict {} instead of {verdict}",
+            run.verdict
+        );
+        assert_counters_moved(&before, &self.counters(), moved, what);
+        run.data
+    }
+
+    /// Runs every case of a table through guest `g`'s port program (see
+    /// [`Case`]); a failure names `context: <the case>`.
+    #[track_caller]
+    pub fn guest_cases(&self, g: &Guest, context: &str, cases: &[Case]) {
+        for (what, frame, verdict, moved) in cases {
+            self.guest_verdict(g, frame, *verdict, moved, &format!("{context}: {what}"));
+        }
+    }
+
+    /// Like [`World::guest_cases`] for the uplink's XDP program, the frames
+    /// arriving on `ifindex` (0: as [`World::run_uplink`]).
+    #[track_caller]
+    pub fn uplink_cases(&self, ifindex: u32, context: &str, cases: &[Case]) {
+        for (what, frame, verdict, moved) in cases {
+            self.uplink_verdict_from(
+                ifindex,
+                frame,
+                *verdict,
+                moved,
+                &format!("{context}: {what}"),
+            );
+        }
+    }
+
     /// The ifindex of `name` in the world's namespace.
     pub fn ifindex(&self, name: &str) -> u32 {
         ifindex(name).expect("interface of the test namespace")
@@ -736,12 +698,9 @@ impl World {
 
     /// `ip -n <this world's namespace> <args>`.
     pub fn ip(&self, args: &str) -> anyhow::Result<()> {
-        run_cmd(
-            Command::new("ip")
-                .arg("-n")
-                .arg(&self.netns)
-                .args(args.split_whitespace()),
-        )
+        let mut a = vec!["-n", self.netns.as_str()];
+        a.extend(args.split_whitespace());
+        run("ip", &a).map(drop)
     }
 
     /// Removes a guest port from `VXDP_PORTS` (as when its VM goes away).
@@ -893,6 +852,38 @@ impl Counters {
 
 /// Asserts that exactly the listed counters moved since `before`, each by the
 /// given number of packets, and nothing else did.
+/// One row of a table-driven program test (as Katran's fixtures): what the
+/// case is, the frame, the verdict the program must return and exactly the
+/// counters that must move. Tests whose cases differ only in these data
+/// list them and run them with [`World::guest_cases`] or
+/// [`World::uplink_cases`].
+pub type Case<'a> = (&'a str, Vec<u8>, u32, &'a [(u32, Slot, u64)]);
+
+/// Every network mode the guest programs serve, with its name in messages.
+pub const EVERY_MODE: [(u32, &str); 5] = [
+    (mode::NAT, "nat"),
+    (mode::ROUTE, "route"),
+    (mode::OPEN, "open"),
+    (mode::ISOLATED, "isolated"),
+    (mode::BRIDGE, "bridge"),
+];
+
+/// Host `host` of the guests' IPv6 prefix ([`SUBNET6`]).
+pub fn guest6(host: u16) -> Ipv6Addr {
+    let s = SUBNET6.segments();
+    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
+}
+
+/// Action `a` counted once on network [`NET_ID`].
+pub fn once(a: Action) -> (u32, Slot, u64) {
+    (NET_ID, Slot::Action(a), 1)
+}
+
+/// One drop for reason `r` on network [`NET_ID`].
+pub fn dropped(r: DropReason) -> (u32, Slot, u64) {
+    (NET_ID, Slot::Drop(r), 1)
+}
+
 #[track_caller]
 pub fn assert_counters_moved(
     before: &Counters,
@@ -937,428 +928,25 @@ pub fn assert_counters_moved(
     }
 }
 
-// ---------------------------------------------------------------------------
-// Packets
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_ACK: u8 = 0x10;
-pub const TCP_RST: u8 = 0x04;
-
-#[derive(Clone, Debug)]
-pub enum L4Spec {
-    Tcp {
-        src_port: u16,
-        dst_port: u16,
-        flags: u8,
-        seq: u32,
-        ack: u32,
-    },
-    Udp {
-        src_port: u16,
-        dst_port: u16,
-        no_checksum: bool,
-    },
-    IcmpEcho {
-        request: bool,
-        id: u16,
-        seq: u16,
-    },
+/// Network `id`'s NAT66 settings (`VXDP_NAT6`), as the control plane
+/// writes them at start.
+pub fn set_nat6(world: &mut World, id: u32, cfg: &Nat6Config) {
+    let mut map: Array<_, Nat6Config> =
+        Array::try_from(world.ebpf.map_mut(names::MAP_NAT6).expect("VXDP_NAT6"))
+            .expect("VXDP_NAT6 is an array");
+    map.set(id, cfg, 0).expect("writing VXDP_NAT6");
 }
 
-/// An Ethernet/IPv4 frame to build. Defaults: TTL 64, DF set, no options.
-#[derive(Clone, Debug)]
-pub struct Packet {
-    pub eth_src: Mac,
-    pub eth_dst: Mac,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub ttl: u8,
-    pub ip_id: u16,
-    pub l4: L4Spec,
-    pub payload: Vec<u8>,
-}
-
-impl Packet {
-    fn new(src: Ipv4Addr, dst: Ipv4Addr, l4: L4Spec) -> Self {
-        Self {
-            eth_src: [0x02, 0, 0, 0, 0xee, 0x01],
-            eth_dst: [0x02, 0, 0, 0, 0xee, 0x02],
-            src,
-            dst,
-            ttl: 64,
-            ip_id: 0x1c46,
-            l4,
-            payload: Vec::new(),
-        }
-    }
-
-    pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8) -> Self {
-        Self::new(
-            *src.ip(),
-            *dst.ip(),
-            L4Spec::Tcp {
-                src_port: src.port(),
-                dst_port: dst.port(),
-                flags,
-                seq: 0x0102_0304,
-                ack: 0,
-            },
-        )
-    }
-
-    pub fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
-        Self::new(
-            *src.ip(),
-            *dst.ip(),
-            L4Spec::Udp {
-                src_port: src.port(),
-                dst_port: dst.port(),
-                no_checksum: false,
-            },
-        )
-        .payload(b"vxdp udp payload, odd length!")
-    }
-
-    pub fn icmp_echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Self {
-        Self::new(
-            src,
-            dst,
-            L4Spec::IcmpEcho {
-                request: true,
-                id,
-                seq,
-            },
-        )
-        .payload(b"ping payload 0123456789")
-    }
-
-    pub fn icmp_echo_reply(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Self {
-        Self::new(
-            src,
-            dst,
-            L4Spec::IcmpEcho {
-                request: false,
-                id,
-                seq,
-            },
-        )
-        .payload(b"ping payload 0123456789")
-    }
-
-    pub fn macs(mut self, src: Mac, dst: Mac) -> Self {
-        self.eth_src = src;
-        self.eth_dst = dst;
-        self
-    }
-
-    pub fn ttl(mut self, ttl: u8) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    pub fn payload(mut self, p: &[u8]) -> Self {
-        self.payload = p.to_vec();
-        self
-    }
-
-    /// UDP only: send with checksum 0 ("no checksum").
-    pub fn udp_no_checksum(mut self) -> Self {
-        if let L4Spec::Udp { no_checksum, .. } = &mut self.l4 {
-            *no_checksum = true;
-        }
-        self
-    }
-
-    pub fn proto(&self) -> u8 {
-        match self.l4 {
-            L4Spec::Tcp { .. } => PROTO_TCP,
-            L4Spec::Udp { .. } => PROTO_UDP,
-            L4Spec::IcmpEcho { .. } => PROTO_ICMP,
-        }
-    }
-
-    /// The frame's bytes, every checksum correct.
-    pub fn build(&self) -> Vec<u8> {
-        let mut l4 = Vec::new();
-        match self.l4 {
-            L4Spec::Tcp {
-                src_port,
-                dst_port,
-                flags,
-                seq,
-                ack,
-            } => {
-                l4.extend_from_slice(&src_port.to_be_bytes());
-                l4.extend_from_slice(&dst_port.to_be_bytes());
-                l4.extend_from_slice(&seq.to_be_bytes());
-                l4.extend_from_slice(&ack.to_be_bytes());
-                l4.push(5 << 4);
-                l4.push(flags);
-                l4.extend_from_slice(&64240u16.to_be_bytes());
-                l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-            }
-            L4Spec::Udp {
-                src_port, dst_port, ..
-            } => {
-                l4.extend_from_slice(&src_port.to_be_bytes());
-                l4.extend_from_slice(&dst_port.to_be_bytes());
-                l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
-                l4.extend_from_slice(&[0, 0]);
-            }
-            L4Spec::IcmpEcho { request, id, seq } => {
-                l4.push(if request { 8 } else { 0 });
-                l4.push(0);
-                l4.extend_from_slice(&[0, 0]);
-                l4.extend_from_slice(&id.to_be_bytes());
-                l4.extend_from_slice(&seq.to_be_bytes());
-            }
-        }
-        l4.extend_from_slice(&self.payload);
-        let proto = self.proto();
-        let csum = match self.l4 {
-            L4Spec::Udp {
-                no_checksum: true, ..
-            } => 0,
-            L4Spec::IcmpEcho { .. } => checksum(&l4),
-            L4Spec::Udp { .. } => match checksum(&pseudo_header(self.src, self.dst, proto, &l4)) {
-                0 => 0xffff,
-                c => c,
-            },
-            L4Spec::Tcp { .. } => checksum(&pseudo_header(self.src, self.dst, proto, &l4)),
-        };
-        let off = l4_csum_offset(proto);
-        l4[off..off + 2].copy_from_slice(&csum.to_be_bytes());
-
-        let mut ip = Vec::with_capacity(20);
-        ip.push(0x45);
-        ip.push(0);
-        ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        ip.extend_from_slice(&self.ip_id.to_be_bytes());
-        ip.extend_from_slice(&0x4000u16.to_be_bytes()); // DF
-        ip.push(self.ttl);
-        ip.push(proto);
-        ip.extend_from_slice(&[0, 0]);
-        ip.extend_from_slice(&self.src.octets());
-        ip.extend_from_slice(&self.dst.octets());
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-
-        let mut f = Vec::with_capacity(14 + ip.len() + l4.len());
-        f.extend_from_slice(&self.eth_dst);
-        f.extend_from_slice(&self.eth_src);
-        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&l4);
-        f
-    }
-}
-
-fn l4_csum_offset(proto: u8) -> usize {
-    match proto {
-        PROTO_TCP => 16,
-        PROTO_UDP => 6,
-        _ => 2,
-    }
-}
-
-/// The Internet checksum (RFC 1071) of `data`, computed from scratch.
-/// A BOOTP/DHCP message of `op` (1 request, 2 reply) for client hardware
-/// address `chaddr`, 300 bytes as clients send them: the magic cookie, a
-/// message-type option and the end option. The guest program checks that
-/// a client speaks only for its own MAC.
-pub fn bootp(op: u8, chaddr: Mac) -> Vec<u8> {
-    let mut b = vec![0u8; 300];
-    b[0] = op;
-    b[1] = 1;
-    b[2] = 6;
-    b[28..34].copy_from_slice(&chaddr);
-    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    b[240..243].copy_from_slice(&[53, 1, 1]);
-    b[243] = 255;
-    b
-}
-
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let (pairs, rest) = data.as_chunks::<2>();
-    for c in pairs {
-        sum += u16::from_be_bytes(*c) as u32;
-    }
-    if let [last] = rest {
-        sum += (*last as u32) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The IPv4 pseudo-header followed by the L4 segment.
-fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(12 + l4.len());
-    v.extend_from_slice(&src.octets());
-    v.extend_from_slice(&dst.octets());
-    v.push(0);
-    v.push(proto);
-    v.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    v.extend_from_slice(l4);
-    v
-}
-
-/// 0x0000 and 0xffff are the same one's complement number: a receiver
-/// accepts either where the other is computed.
-fn csum_same(a: u16, b: u16) -> bool {
-    a == b || (a | b == 0xffff && (a == 0 || b == 0))
-}
-
-/// A read-only view of an Ethernet/IPv4 frame a program returned.
-pub struct Frame<'a>(pub &'a [u8]);
-
-impl Frame<'_> {
-    fn u16_at(&self, off: usize) -> u16 {
-        u16::from_be_bytes([self.0[off], self.0[off + 1]])
-    }
-    pub fn eth_dst(&self) -> Mac {
-        self.0[0..6].try_into().unwrap()
-    }
-    pub fn eth_src(&self) -> Mac {
-        self.0[6..12].try_into().unwrap()
-    }
-    pub fn ihl(&self) -> usize {
-        (self.0[14] & 0x0f) as usize * 4
-    }
-    pub fn ttl(&self) -> u8 {
-        self.0[14 + 8]
-    }
-    pub fn proto(&self) -> u8 {
-        self.0[14 + 9]
-    }
-    pub fn ip_id(&self) -> u16 {
-        self.u16_at(14 + 4)
-    }
-    pub fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.0[26], self.0[27], self.0[28], self.0[29])
-    }
-    pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.0[30], self.0[31], self.0[32], self.0[33])
-    }
-    fn l4_off(&self) -> usize {
-        14 + self.ihl()
-    }
-    fn l4_end(&self) -> usize {
-        (14 + self.u16_at(16) as usize).min(self.0.len())
-    }
-    /// TCP/UDP source port; ICMP echo: the identifier.
-    pub fn src_port(&self) -> u16 {
-        match self.proto() {
-            PROTO_ICMP => self.icmp_id(),
-            _ => self.u16_at(self.l4_off()),
-        }
-    }
-    /// TCP/UDP destination port; ICMP echo: the identifier.
-    pub fn dst_port(&self) -> u16 {
-        match self.proto() {
-            PROTO_ICMP => self.icmp_id(),
-            _ => self.u16_at(self.l4_off() + 2),
-        }
-    }
-    pub fn icmp_id(&self) -> u16 {
-        self.u16_at(self.l4_off() + 4)
-    }
-    pub fn sock_src(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.src(), self.src_port())
-    }
-    pub fn sock_dst(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.dst(), self.dst_port())
-    }
-    /// L4 payload after the fixed header.
-    pub fn payload(&self) -> &[u8] {
-        let hdr = match self.proto() {
-            PROTO_TCP => 20,
-            _ => 8,
-        };
-        &self.0[self.l4_off() + hdr..self.l4_end()]
-    }
-    pub fn ip_checksum(&self) -> u16 {
-        self.u16_at(24)
-    }
-    pub fn l4_checksum(&self) -> u16 {
-        self.u16_at(self.l4_off() + l4_csum_offset(self.proto()))
-    }
-
-    /// The IPv4 header checksum computed from scratch over the header as it is.
-    pub fn expected_ip_checksum(&self) -> u16 {
-        let mut h = self.0[14..14 + self.ihl()].to_vec();
-        h[10] = 0;
-        h[11] = 0;
-        checksum(&h)
-    }
-
-    /// The L4 checksum computed from scratch (with the pseudo-header for TCP
-    /// and UDP; UDP's computed 0 is sent as 0xffff).
-    pub fn expected_l4_checksum(&self) -> u16 {
-        let proto = self.proto();
-        let mut l4 = self.0[self.l4_off()..self.l4_end()].to_vec();
-        let off = l4_csum_offset(proto);
-        l4[off] = 0;
-        l4[off + 1] = 0;
-        match proto {
-            PROTO_ICMP => checksum(&l4),
-            PROTO_UDP => match checksum(&pseudo_header(self.src(), self.dst(), proto, &l4)) {
-                0 => 0xffff,
-                c => c,
-            },
-            _ => checksum(&pseudo_header(self.src(), self.dst(), proto, &l4)),
-        }
-    }
-
-    /// Checks that the IPv4 and L4 checksums are what a receiver computes
-    /// (a UDP checksum of 0, "none", is accepted only if `udp_zero_ok`);
-    /// `Err` says what a receiver would see wrong.
-    pub fn check_checksums(&self, udp_zero_ok: bool) -> Result<(), String> {
-        let (got, want) = (self.ip_checksum(), self.expected_ip_checksum());
-        if !csum_same(got, want) {
-            return Err(format!(
-                "IPv4 header checksum is {got:#06x}, a receiver computes {want:#06x}: the packet would be dropped on arrival"
-            ));
-        }
-        let name = match self.proto() {
-            PROTO_TCP => "TCP",
-            PROTO_UDP => "UDP",
-            PROTO_ICMP => "ICMP",
-            _ => "L4",
-        };
-        let got = self.l4_checksum();
-        if self.proto() == PROTO_UDP && got == 0 {
-            return if udp_zero_ok {
-                Ok(())
-            } else {
-                Err(
-                    "UDP checksum is 0 (\"none\") but the sender had one: checksum protection lost"
-                        .into(),
-                )
-            };
-        }
-        let want = self.expected_l4_checksum();
-        if !csum_same(got, want) {
-            return Err(format!(
-                "{name} checksum is {got:#06x}, a receiver computes {want:#06x} (pseudo-header {} -> {}): the packet would be dropped on arrival",
-                self.src(),
-                self.dst()
-            ));
-        }
-        Ok(())
-    }
-
-    /// [`Frame::check_checksums`] as an assertion.
-    #[track_caller]
-    pub fn assert_checksums(&self, what: &str, udp_zero_ok: bool) {
-        if let Err(e) = self.check_checksums(udp_zero_ok) {
-            panic!("{what}: {e}");
-        }
-    }
+/// Every NAT66 conntrack entry.
+pub fn conntrack6(world: &World) -> Vec<(Conntrack6Key, Conntrack6Entry)> {
+    let map: HashMap<_, Conntrack6Key, Conntrack6Entry> = HashMap::try_from(
+        world
+            .ebpf
+            .map(names::MAP_CONNTRACK6)
+            .expect("VXDP_CONNTRACK6"),
+    )
+    .expect("VXDP_CONNTRACK6 is a hash map");
+    map.iter()
+        .map(|r| r.expect("reading VXDP_CONNTRACK6"))
+        .collect()
 }

@@ -13,8 +13,8 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -29,13 +29,11 @@ use vxdp_control::{
     dataplane::{Maps, Pins},
     host::state::StateDir,
 };
-use vxdp_tests::{
-    matrix::{self, routed_xml},
-    testbed::{
-        DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload,
-        vxdp_bin,
-    },
+use vxdp_testkit::{
+    DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, Serve, UPLINK_ADDR, fetch, pattern,
+    serve_payload, vxdp_bin,
 };
+use vxdp_tests::matrix::{self, routed_xml};
 
 /// The metrics endpoint: vxdp's default address, on the hypervisor
 /// namespace's own loopback.
@@ -47,104 +45,44 @@ const METRICS: &str = "127.0.0.1:9465";
 /// refused-redirect tracepoint programs.
 const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 7;
 
-/// A `vxdp serve` process in the topology's hypervisor namespace, killed
-/// (SIGKILL) on drop if still running.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
+/// `vxdp serve` in the topology's hypervisor namespace (testkit's
+/// [`Serve`]), started and ready when /metrics answers.
+struct Daemon;
 
 impl Daemon {
-    fn start(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Self> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--netns").arg(&topo.hyp.name);
-        Self::start_with(topo, cmd, tag)
+    fn start(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Serve> {
+        Self::ready(topo, Serve::command(topo, bin), tag)
     }
 
     /// Started as `ip netns exec <hyp> vxdp serve`: a mount namespace of
     /// its own, with a fresh sysfs on /sys that hides the host's bpffs.
-    fn start_in_ip_netns_exec(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Self> {
+    fn start_in_ip_netns_exec(topo: &NatTopology, bin: &Path, tag: &str) -> Result<Serve> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &topo.hyp.name]).arg(bin);
-        Self::start_with(topo, cmd, tag)
+        Self::ready(topo, cmd, tag)
     }
 
-    fn start_with(topo: &NatTopology, mut cmd: Command, tag: &str) -> Result<Self> {
-        let log = topo.state_dir.join(format!("serve-{tag}.log"));
-        std::fs::create_dir_all(&topo.state_dir)?;
-        let child = cmd
-            .arg("--state-dir")
-            .arg(&topo.state_dir)
-            .arg("--bpffs")
-            .arg(&topo.bpffs)
-            .args(["serve", "--reconcile-interval", "1s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting vxdp serve")?;
-        let mut d = Self { child, log };
-        d.wait_ready(&topo.hyp)?;
-        Ok(d)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until /metrics answers (at most 15 s).
-    fn wait_ready(&mut self, hyp: &Netns) -> Result<()> {
+    /// Spawns `cmd` and waits until /metrics answers (at most 15 s).
+    fn ready(topo: &NatTopology, cmd: Command, tag: &str) -> Result<Serve> {
+        let mut d = Serve::spawn(topo, cmd, &[], tag, &[])?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = d.child.try_wait()? {
                 bail!(
                     "vxdp serve exited ({status}) before serving metrics:\n{}",
-                    self.log()
+                    d.log()
                 );
             }
-            if scrape(hyp).is_ok() {
-                return Ok(());
+            if scrape(&topo.hyp).is_ok() {
+                return Ok(d);
             }
             if Instant::now() > deadline {
                 bail!(
                     "vxdp serve did not serve /metrics within 15 s:\n{}",
-                    self.log()
+                    d.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&mut self, sig: i32) -> Result<std::process::ExitStatus> {
-        // Our own child, by its pid.
-        if unsafe { libc::kill(self.child.id() as i32, sig) } != 0 {
-            bail!(
-                "kill({}, {sig}): {}",
-                self.child.id(),
-                std::io::Error::last_os_error()
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "vxdp serve did not exit within 10 s of signal {sig}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -855,7 +793,7 @@ fn reconcile_reattaches_programs_removed_by_hand() -> Result<()> {
 }
 
 fn run_ok(cmd: &str, args: &[&str]) -> Result<()> {
-    vxdp_tests::testbed::run(cmd, args).map(|_| ())
+    vxdp_testkit::run(cmd, args).map(|_| ())
 }
 
 #[test]

@@ -11,20 +11,19 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, ct_state,
 };
+use vxdp_testkit::packet::{
+    Frame, L4Spec, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN, be, checksum,
+    fmt_mac, sock,
+};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Frame, Guest, L4Spec, NAT_PORT_MAX, NAT_PORT_MIN, NET_ID, NEXT_HOP, NEXT_HOP_MAC,
-    OUTSIDE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet, Run, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, TCP_ACK, TCP_SYN, UPLINK, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, assert_counters_moved, be, checksum, fmt_mac, with_nat_world,
+    BRIDGE_MAC, Guest, NAT_PORT_MAX, NAT_PORT_MIN, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Run,
+    Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_ADDR, UPLINK_MAC, World,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, once, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
 const OUTSIDE_PORT: u16 = 80;
 const ICMP_ID: u16 = 0x4242;
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
 
 /// A frame as guest `g` sends it to the outside (to the bridge's MAC, its
 /// default gateway).
@@ -209,11 +208,6 @@ fn assert_dnat(sent: &Packet, run: &Run, g: &Guest, to: SocketAddrV4, what: &str
         without_checksums(&expected),
         "{what}: bytes other than MACs, destination address/port, TTL and checksums changed"
     );
-}
-
-/// "Action `a` of the test network moved by one packet."
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
 }
 
 // --------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 
 use anyhow::{Context, Result, ensure};
 use vxdp_control::dataplane::{Maps, Pins};
-use vxdp_tests::{corpus::VxdpHost, testbed::run};
+use vxdp_testkit::run;
+use vxdp_tests::corpus::VxdpHost;
 
 fn ifindex(host: &VxdpHost, dev: &str) -> Result<u32> {
     let out = String::from_utf8(host.ns.ip(&["-o", "link", "show", dev])?.stdout)?;

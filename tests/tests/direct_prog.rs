@@ -8,7 +8,7 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use aya::{
     maps::HashMap,
@@ -18,10 +18,11 @@ use vxdp_common::{
     Action, DIRECT_MAX_PORTS, DirectNic, DirectPort, DropReason, Endpoint, endpoint_flags, mode,
     names,
 };
+use vxdp_testkit::packet::{self, BROADCAST, Frame, Mac, Packet, TCP_SYN, be, sock};
 use vxdp_tests::progtest::{
-    Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, TC_ACT_UNSPEC, TCP_SYN, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, assert_counters_moved, be, with_nat_world,
+    Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    TC_ACT_UNSPEC, UPLINK_ADDR, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    assert_counters_moved, dropped, once, with_nat_world,
 };
 
 const MODES: [(u32, &str); 4] = [
@@ -30,18 +31,6 @@ const MODES: [(u32, &str); 4] = [
     (mode::DIRECT_PRIVATE, "private"),
     (mode::DIRECT_PASSTHROUGH, "passthrough"),
 ];
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
-
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
-}
-
-fn dropped(r: DropReason) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Drop(r), 1)
-}
 
 /// Left to the kernel by the uplink program (network 0).
 fn uplink_passed() -> (u32, Slot, u64) {
@@ -217,17 +206,14 @@ fn tc(w: &World, prog: &str, frame: &[u8], want: u32, moved: &[(u32, Slot, u64)]
 }
 
 /// An ARP request (broadcast) with the given Ethernet and sender fields.
-fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
+fn arp(eth_src: Mac, sender_mac: Mac, sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    packet::arp(
+        1,
+        eth_src,
+        BROADCAST,
+        (sender_mac, sender_ip),
+        ([0; 6], target),
+    )
 }
 
 #[test]

@@ -7,47 +7,17 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use vxdp_common::{Action, DropReason, Endpoint, endpoint_flags, mode, network_flags};
-use vxdp_tests::packet6::Packet6;
-use vxdp_tests::progtest::{
-    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, Packet, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, TCP_SYN, UPLINK_ADDR, World, assert_counters_moved, bootp, with_nat_world,
+use vxdp_testkit::{
+    packet::{self, BROADCAST, Mac, Packet, TCP_SYN, bootp, sock},
+    packet6::Packet6,
 };
-
-const BROADCAST: [u8; 6] = [0xff; 6];
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
-
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
-}
-
-fn dropped(r: DropReason) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Drop(r), 1)
-}
-
-#[track_caller]
-fn guest_verdict(
-    w: &World,
-    g: &Guest,
-    frame: &[u8],
-    verdict: u32,
-    moved: &[(u32, Slot, u64)],
-    what: &str,
-) {
-    let before = w.counters();
-    let run = w.run_guest(g.port_ifindex, frame);
-    assert_eq!(
-        run.verdict, verdict,
-        "{what}: TC verdict {} instead of {verdict}",
-        run.verdict
-    );
-    assert_counters_moved(&before, &w.counters(), moved, what);
-}
+use vxdp_tests::progtest::{
+    BRIDGE_MAC, GATEWAY, Guest, NET_ID, OUTSIDE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    UPLINK_ADDR, World, dropped, once, with_nat_world,
+};
 
 fn set_flags(w: &mut World, g: &Guest, flags: u32, ipv6: Option<Ipv6Addr>) {
     let ep = Endpoint {
@@ -77,17 +47,9 @@ fn tagged(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
     f
 }
 
-fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&BROADCAST);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip.octets());
-    f.extend_from_slice(&BROADCAST);
-    f.extend_from_slice(&sender_ip.octets());
-    f
+fn arp(eth_src: Mac, sender_mac: Mac, sender_ip: Ipv4Addr) -> Vec<u8> {
+    let sender = (sender_mac, sender_ip);
+    packet::arp(2, eth_src, BROADCAST, sender, (BROADCAST, sender_ip))
 }
 
 const GUEST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, 0x10);
@@ -111,8 +73,7 @@ fn tagged_frames_and_unchecked_ethertypes_never_leave_the_port() {
             .macs(g.mac, BRIDGE_MAC)
             .build();
         for (tpid, what) in [(0x8100u16, "802.1Q"), (0x88a8, "802.1ad (QinQ outer)")] {
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &tagged(&syn, tpid, 42),
                 TC_ACT_SHOT,
@@ -123,8 +84,7 @@ fn tagged_frames_and_unchecked_ethertypes_never_leave_the_port() {
         // A double tag: the outer one would be in the socket buffer on a
         // real port; here both are in the frame.
         let double = tagged(&tagged(&syn, 0x8100, 7), 0x88a8, 42);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &double,
             TC_ACT_SHOT,
@@ -139,8 +99,7 @@ fn tagged_frames_and_unchecked_ethertypes_never_leave_the_port() {
         ] {
             let mut f = syn.clone();
             f[12..14].copy_from_slice(&ethertype.to_be_bytes());
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &f,
                 TC_ACT_SHOT,
@@ -149,8 +108,7 @@ fn tagged_frames_and_unchecked_ethertypes_never_leave_the_port() {
             );
         }
         // The untagged SYN still goes out.
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &syn,
             TC_ACT_REDIRECT,
@@ -169,8 +127,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
             .macs(g.mac, BROADCAST)
             .payload(&bootp(2, [0x52, 0x54, 0, 0, 0, 0x0b]))
             .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &offer,
             TC_ACT_SHOT,
@@ -187,8 +144,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
         .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
         .hop_limit(255)
         .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &ra,
             TC_ACT_SHOT,
@@ -199,8 +155,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
             .macs(g.mac, BRIDGE_MAC)
             .hop_limit(255)
             .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &redirect,
             TC_ACT_SHOT,
@@ -213,8 +168,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
         )
         .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
         .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &advertise,
             TC_ACT_SHOT,
@@ -230,8 +184,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
             .macs(g.mac, [0x33, 0x33, 0, 0, 0, 1])
             .hop_limit(255)
             .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &ra_ext,
             TC_ACT_SHOT,
@@ -246,8 +199,7 @@ fn guests_cannot_act_as_router_or_dhcp_server_unless_allowed() {
             (&ra, "router advertisement"),
             (&advertise, "DHCPv6 advertise"),
         ] {
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 f,
                 TC_ACT_OK,
@@ -272,16 +224,14 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
             .payload(&bootp(1, chaddr))
             .build()
         };
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &discover(g.mac),
             TC_ACT_OK,
             &[once(Action::GuestPassed)],
             "DHCP discover for its own MAC",
         );
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &discover(other),
             TC_ACT_SHOT,
@@ -293,8 +243,7 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
             .macs(g.mac, BRIDGE_MAC)
             .payload(&bootp(1, other))
             .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &release,
             TC_ACT_SHOT,
@@ -308,11 +257,10 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
         let ip_csum = {
             frag[24] = 0;
             frag[25] = 0;
-            vxdp_tests::progtest::checksum(&frag[14..34])
+            vxdp_testkit::packet::checksum(&frag[14..34])
         };
         frag[24..26].copy_from_slice(&ip_csum.to_be_bytes());
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &frag,
             TC_ACT_SHOT,
@@ -326,34 +274,18 @@ fn dhcp_client_messages_speak_only_for_the_senders_mac() {
 fn no_guest_claims_the_gateway_or_another_guests_ipv6() {
     with_nat_world(|w| {
         let g = w.guests[0];
-        // A port plugged with only a MAC (no address known yet).
-        guest_verdict(
-            w,
-            &g,
-            &arp(g.mac, g.mac, GATEWAY),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "gratuitous ARP for the gateway's address",
-        );
-        guest_verdict(
-            w,
-            &g,
-            &arp(g.mac, g.mac, g.addr),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "gratuitous ARP for its own address",
-        );
+        let passed = &[once(Action::GuestPassed)];
+        let spoofed = &[dropped(DropReason::SpoofedSource)];
         let from_gw = Packet::tcp(sock(GATEWAY, 40000), sock(OUTSIDE, 80), TCP_SYN)
             .macs(g.mac, BRIDGE_MAC)
             .build();
-        guest_verdict(
-            w,
-            &g,
-            &from_gw,
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "IPv4 from the gateway's address",
-        );
+        // A port plugged with only a MAC (no address known yet).
+        #[rustfmt::skip]
+        w.guest_cases(&g, "MAC only", &[
+            ("gratuitous ARP for the gateway's address", arp(g.mac, g.mac, GATEWAY), TC_ACT_SHOT, spoofed),
+            ("gratuitous ARP for its own address", arp(g.mac, g.mac, g.addr), TC_ACT_OK, passed),
+            ("IPv4 from the gateway's address", from_gw, TC_ACT_SHOT, spoofed),
+        ]);
 
         // Neighbour advertisement for another guest's global address.
         set_flags(w, &g, 0, Some(GUEST6));
@@ -365,30 +297,12 @@ fn no_guest_claims_the_gateway_or_another_guests_ipv6() {
                 .hop_limit(255)
                 .build()
         };
-        guest_verdict(
-            w,
-            &g,
-            &na(OTHER6),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::SpoofedSource)],
-            "NA for another guest's address",
-        );
-        guest_verdict(
-            w,
-            &g,
-            &na(GUEST6),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "NA for its own address",
-        );
-        guest_verdict(
-            w,
-            &g,
-            &na(LINK_LOCAL),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "NA for its link-local address",
-        );
+        #[rustfmt::skip]
+        w.guest_cases(&g, "IPv6 known", &[
+            ("NA for another guest's address", na(OTHER6), TC_ACT_SHOT, spoofed),
+            ("NA for its own address", na(GUEST6), TC_ACT_OK, passed),
+            ("NA for its link-local address", na(LINK_LOCAL), TC_ACT_OK, passed),
+        ]);
     });
 }
 
@@ -397,8 +311,7 @@ fn a_guest_cannot_ride_another_ports_nat_flow() {
     with_nat_world(|w| {
         let (a, b) = (w.guests[0], w.guests[1]);
         let syn = Packet::tcp(sock(a.addr, 40000), sock(OUTSIDE, 80), TCP_SYN);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &a,
             &syn.clone().macs(a.mac, BRIDGE_MAC).build(),
             TC_ACT_REDIRECT,
@@ -407,8 +320,7 @@ fn a_guest_cannot_ride_another_ports_nat_flow() {
         );
         // Guest B (no address known, so its IPv4 source is not enforced)
         // sends A's 5-tuple from its own MAC.
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &b,
             &syn.macs(b.mac, BRIDGE_MAC).build(),
             TC_ACT_SHOT,
@@ -435,8 +347,7 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
             let sneaky = Packet::udp(sock(g.addr, 5000), sock(UPLINK_ADDR, 7))
                 .macs(g.mac, BROADCAST)
                 .build();
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &sneaky,
                 TC_ACT_SHOT,
@@ -449,8 +360,7 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
             )
             .macs(g.mac, BROADCAST)
             .build();
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &sneaky6,
                 TC_ACT_SHOT,
@@ -461,8 +371,7 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
             let bcast = Packet::udp(sock(g.addr, 5000), sock(Ipv4Addr::BROADCAST, 7))
                 .macs(g.mac, BROADCAST)
                 .build();
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &bcast,
                 TC_ACT_OK,
@@ -476,8 +385,7 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
         let in_subnet = Packet::udp(sock(g.addr, 5000), sock(w.guests[1].addr, 7))
             .macs(g.mac, BROADCAST)
             .build();
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &in_subnet,
             TC_ACT_OK,

@@ -18,7 +18,7 @@ use vxdp_control::{
     dataplane::{Maps, Pins},
     host::state::StateDir,
 };
-use vxdp_tests::testbed::{NatTopology, Netns, pattern};
+use vxdp_testkit::{NatTopology, Netns, pattern};
 
 /// udhcpc's event script: records what the server sent (the environment
 /// udhcpc hands over) and configures the address like a real client.
@@ -834,7 +834,7 @@ fn bad_service_values_are_refused_naming_the_fault() -> Result<()> {
     for (file, xml, element, value) in cases {
         let path = dir.join(file);
         fs::write(&path, xml)?;
-        let out = std::process::Command::new(vxdp_tests::testbed::vxdp_bin()?)
+        let out = std::process::Command::new(vxdp_testkit::vxdp_bin()?)
             .args([
                 "--state-dir",
                 dir.join("state").to_str().context("path")?,

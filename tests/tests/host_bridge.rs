@@ -11,10 +11,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use vxdp_tests::{
-    matrix::{HOST_BRIDGE_XML, prepare_host_bridge},
-    testbed::{NatTopology, run},
-};
+use vxdp_testkit::{NatTopology, run};
+use vxdp_tests::matrix::{HOST_BRIDGE_XML, prepare_host_bridge};
 
 #[test]
 fn a_filtering_host_bridge_keeps_guest_frames_on_the_bridge() -> Result<()> {

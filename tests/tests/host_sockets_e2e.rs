@@ -10,7 +10,7 @@
 use std::{net::UdpSocket, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, udp_echo};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, udp_echo};
 
 const PORT: u16 = 40000;
 

@@ -1,12 +1,12 @@
 //! End to end: ICMP errors about a NATed guest's flows reach the guest, in
-//! throwaway namespaces (testbed's NAT topology), so the guest's kernel acts
+//! throwaway namespaces (testkit's NAT topology), so the guest's kernel acts
 //! on them: a connected UDP socket sees ECONNREFUSED, and path-MTU
 //! discovery learns a smaller MTU behind a router.
 
 use std::{io::ErrorKind, net::UdpSocket, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST};
 
 #[test]
 fn udp_to_a_closed_port_outside_gives_the_guest_econnrefused() -> Result<()> {

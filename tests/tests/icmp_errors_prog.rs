@@ -9,13 +9,13 @@
 //! (TTL one lower: it was forwarded), and every checksum is recomputed from
 //! scratch. Needs root (network namespaces, BPF).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use vxdp_common::{Action, ConntrackEntry, ConntrackKey, ct_state};
+use vxdp_testkit::packet::{Frame, PROTO_ICMP, Packet, TCP_SYN, checksum, fmt_mac, sock};
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, PROTO_ICMP, Packet, Slot,
-    TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
-    assert_counters_moved, checksum, fmt_mac, with_nat_world,
+    BRIDGE_MAC, Guest, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Slot, TC_ACT_REDIRECT, UPLINK_ADDR,
+    UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
@@ -28,10 +28,6 @@ const TIME_EXCEEDED: u8 = 11;
 
 /// Ethernet + outer IPv4 (20) + ICMP header (8): where the quote starts.
 const QUOTE_OFF: usize = 14 + 20 + 8;
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
 
 fn from_guest(g: &Guest, p: Packet) -> Packet {
     p.macs(g.mac, BRIDGE_MAC)
@@ -490,18 +486,19 @@ fn icmp_error_whose_quote_lies_in_link_padding_is_not_translated() {
 // NAT66: ICMPv6 errors about NAT66 flows
 
 mod nat66 {
-    use std::net::{Ipv6Addr, SocketAddrV6};
+    use std::net::Ipv6Addr;
 
     use vxdp_common::{
         Action, Conntrack6Entry, Conntrack6Key, Nat6Config, mode, nat6_flags, network_flags,
     };
-    use vxdp_tests::{
-        packet6::{Frame6, Packet6, conntrack6, set_nat6},
-        progtest::{
-            BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, SUBNET6, Slot,
-            TC_ACT_REDIRECT, TCP_SYN, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT,
-            assert_counters_moved, fmt_mac, with_nat_world,
-        },
+    use vxdp_testkit::{
+        packet::{TCP_SYN, fmt_mac},
+        packet6::{Frame6, Packet6, sock6},
+    };
+    use vxdp_tests::progtest::{
+        BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, NEXT_HOP6, OUTSIDE6, Slot, TC_ACT_REDIRECT,
+        UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, conntrack6,
+        guest6, set_nat6, with_nat_world,
     };
 
     use super::{GUEST_PORT, ICMP_ID, u16_at};
@@ -512,15 +509,6 @@ mod nat66 {
     const TIME_EXCEEDED6: u8 = 3;
     /// Ethernet + outer IPv6 (40) + ICMPv6 header (8).
     const QUOTE6_OFF: usize = 14 + 40 + 8;
-
-    fn guest6() -> Ipv6Addr {
-        let s = SUBNET6.segments();
-        Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 10)
-    }
-
-    fn sock6(a: Ipv6Addr, port: u16) -> SocketAddrV6 {
-        SocketAddrV6::new(a, port, 0, 0)
-    }
 
     /// Network 1 as a NAT network with `<nat ipv6='yes'>`.
     fn seed(w: &mut World) {
@@ -614,7 +602,7 @@ mod nat66 {
         );
         assert_eq!(
             out.dst(),
-            guest6(),
+            guest6(10),
             "{what}: outer destination {} is not the guest's",
             out.dst()
         );
@@ -699,7 +687,7 @@ mod nat66 {
             #[allow(clippy::type_complexity)]
             let cases: [(Packet6, Ipv6Addr, u8, u8, [u8; 4], &str); 3] = [
                 (
-                    Packet6::tcp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 443), TCP_SYN),
+                    Packet6::tcp(sock6(guest6(10), GUEST_PORT), sock6(OUTSIDE6, 443), TCP_SYN),
                     NEXT_HOP6,
                     PACKET_TOO_BIG,
                     0,
@@ -707,7 +695,7 @@ mod nat66 {
                     "packet too big for TCP",
                 ),
                 (
-                    Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9)),
+                    Packet6::udp(sock6(guest6(10), GUEST_PORT), sock6(OUTSIDE6, 9)),
                     OUTSIDE6,
                     DEST_UNREACHABLE6,
                     4,
@@ -715,7 +703,7 @@ mod nat66 {
                     "port unreachable for UDP",
                 ),
                 (
-                    Packet6::echo_request(guest6(), OUTSIDE6, ICMP_ID, 3),
+                    Packet6::echo_request(guest6(10), OUTSIDE6, ICMP_ID, 3),
                     NEXT_HOP6,
                     TIME_EXCEEDED6,
                     0,
@@ -747,7 +735,7 @@ mod nat66 {
         with_nat_world(|w| {
             seed(w);
             let g = w.guests[0];
-            let sent = Packet6::udp(sock6(guest6(), GUEST_PORT), sock6(OUTSIDE6, 9))
+            let sent = Packet6::udp(sock6(guest6(10), GUEST_PORT), sock6(OUTSIDE6, 9))
                 .macs(g.mac, BRIDGE_MAC);
             let natted = send(w, &g, &sent, "UDP");
             let mut quote = natted[14..].to_vec();

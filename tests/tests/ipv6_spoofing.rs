@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use vxdp_tests::testbed::{NatTopology, Netns};
+use vxdp_testkit::{NatTopology, Netns};
 
 const GATEWAY6: &str = "2001:db8:122::1";
 const GUEST6: &str = "2001:db8:122::10";

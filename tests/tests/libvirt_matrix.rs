@@ -19,6 +19,7 @@
 use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use anyhow::{Result, bail, ensure};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR};
 use vxdp_tests::{
     libvirt::Libvirtd,
     macvtap::{MacvtapNic, PrivateDir, allocate_port},
@@ -27,7 +28,6 @@ use vxdp_tests::{
         direct_beyond_macvtap, direct_expected, direct_guests, direct_xml, expected, mac_of,
         measure, prepare_direct, prepare_host_bridge, routed_xml,
     },
-    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR},
 };
 
 fn libvirt_row(mode: &str, xml: &str) -> Result<[bool; 4]> {

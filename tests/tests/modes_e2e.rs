@@ -16,13 +16,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::{
-    matrix::{
-        CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, direct_beyond_macvtap, direct_expected,
-        direct_guests, direct_xml, expected, mac_of, measure, prepare_direct, prepare_host_bridge,
-        routed_xml,
-    },
-    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR, pattern},
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR, pattern};
+use vxdp_tests::matrix::{
+    CELLS, GATEWAY, HOST_BRIDGE_XML, VERY_ISOLATED_XML, direct_beyond_macvtap, direct_expected,
+    direct_guests, direct_xml, expected, mac_of, measure, prepare_direct, prepare_host_bridge,
+    routed_xml,
 };
 
 /// What a cell of the table must show.
@@ -598,7 +596,7 @@ fn very_isolated_mode_matrix() -> Result<()> {
 /// The id of a pinned BPF object (`kind`: prog, map or link) as bpftool
 /// reports it.
 fn pinned_id(kind: &str, path: &std::path::Path) -> Result<u32> {
-    let out = vxdp_tests::testbed::run(
+    let out = vxdp_testkit::run(
         "bpftool",
         &[kind, "show", "pinned", path.to_str().context("path")?],
     )?;

@@ -16,10 +16,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::{
-    matrix::{HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, routed_xml},
-    testbed::{DEFAULT_XML, NatTopology, Netns},
-};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns};
+use vxdp_tests::matrix::{HOST_BRIDGE_XML, VERY_ISOLATED_XML, prepare_host_bridge, routed_xml};
 
 const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 const MDNS_PORT: u16 = 5353;

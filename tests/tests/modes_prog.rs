@@ -5,21 +5,19 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vxdp_common::{Action, DropReason, Endpoint, SubnetOwner, endpoint_flags, mode, network_flags};
+use vxdp_testkit::packet::{
+    self, BROADCAST, Frame, Mac, Packet, TCP_SYN, be, bootp, fmt_mac, sock,
+};
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, Frame, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet,
-    SUBNET6, Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK, UPLINK_MAC,
-    UPLINK_PEER, World, XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, bootp,
-    fmt_mac, with_nat_world,
+    BRIDGE, BRIDGE_MAC, Case, EVERY_MODE, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6,
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_MAC, UPLINK_PEER, World, XDP_DROP,
+    XDP_PASS, XDP_REDIRECT, assert_counters_moved, dropped, guest6, once, with_nat_world,
 };
 
 const HOST_ADDRESS: u32 = network_flags::HOST_ADDRESS;
-
-fn sock(a: Ipv4Addr, p: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(a, p)
-}
 
 fn syn_out(g: &Guest) -> Packet {
     Packet::tcp(sock(g.addr, 40000), sock(OUTSIDE, 80), TCP_SYN).macs(g.mac, BRIDGE_MAC)
@@ -27,14 +25,6 @@ fn syn_out(g: &Guest) -> Packet {
 
 fn syn_in(g: &Guest) -> Packet {
     Packet::tcp(sock(OUTSIDE, 80), sock(g.addr, 22), TCP_SYN).macs(NEXT_HOP_MAC, UPLINK_MAC)
-}
-
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
-}
-
-fn dropped(r: DropReason) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Drop(r), 1)
 }
 
 /// Makes `g`'s address known (as `--ip` or a lease does), so anti-spoofing
@@ -50,40 +40,6 @@ fn enforce_known_ipv4(w: &mut World, g: &Guest) {
         ipv6: [0; 16],
     };
     w.set_endpoint(g.port_ifindex, &ep);
-}
-
-/// Runs `frame` from guest `g`'s port; asserts the verdict and that exactly
-/// `moved` counted.
-#[track_caller]
-fn guest_verdict(
-    w: &World,
-    g: &Guest,
-    frame: &[u8],
-    verdict: u32,
-    moved: &[(u32, Slot, u64)],
-    what: &str,
-) -> Vec<u8> {
-    let before = w.counters();
-    let run = w.run_guest(g.port_ifindex, frame);
-    assert_eq!(
-        run.verdict, verdict,
-        "{what}: TC verdict {} instead of {verdict}",
-        run.verdict
-    );
-    assert_counters_moved(&before, &w.counters(), moved, what);
-    run.data
-}
-
-#[track_caller]
-fn uplink_verdict(w: &World, frame: &[u8], verdict: u32, moved: &[(u32, Slot, u64)], what: &str) {
-    let before = w.counters();
-    let run = w.run_uplink(frame);
-    assert_eq!(
-        run.verdict, verdict,
-        "{what}: XDP verdict {} instead of {verdict}",
-        run.verdict
-    );
-    assert_counters_moved(&before, &w.counters(), moved, what);
 }
 
 /// Asserts `out` is `sent` routed without NAT: addresses and ports kept,
@@ -119,8 +75,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         w.set_mode(mode::ROUTE, HOST_ADDRESS);
         let g = w.guests[0];
         let p = syn_out(&g);
-        let out = guest_verdict(
-            w,
+        let out = w.guest_verdict(
             &g,
             &p.build(),
             TC_ACT_REDIRECT,
@@ -134,8 +89,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         );
 
         let ping = Packet::icmp_echo_request(g.addr, OUTSIDE, 7, 1).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &ping.build(),
             TC_ACT_REDIRECT,
@@ -144,8 +98,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         );
 
         // Inbound to the network's subnet: accepted, the kernel routes it.
-        uplink_verdict(
-            w,
+        w.uplink_verdict(
             &syn_in(&g).build(),
             XDP_PASS,
             &[once(Action::RouteInbound)],
@@ -155,8 +108,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         // Only the network's subnet is routed: another source is refused.
         let mut foreign = syn_out(&g);
         foreign.src = Ipv4Addr::new(10, 1, 2, 3);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &foreign.build(),
             TC_ACT_SHOT,
@@ -167,8 +119,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         // To the host and to other guests: the bridge decides.
         let to_host =
             Packet::tcp(sock(g.addr, 40000), sock(GATEWAY, 22), TCP_SYN).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &to_host.build(),
             TC_ACT_OK,
@@ -178,8 +129,7 @@ fn route_mode_forwards_both_ways_without_nat_only_for_its_subnet() {
         let h = w.guests[1];
         let to_guest =
             Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &to_guest.build(),
             TC_ACT_OK,
@@ -195,8 +145,7 @@ fn open_mode_forwards_without_filtering() {
         w.set_mode(mode::OPEN, HOST_ADDRESS);
         let g = w.guests[0];
         let p = syn_out(&g);
-        let out = guest_verdict(
-            w,
+        let out = w.guest_verdict(
             &g,
             &p.build(),
             TC_ACT_REDIRECT,
@@ -207,16 +156,14 @@ fn open_mode_forwards_without_filtering() {
         // No subnet filter in open mode (the port has no static address).
         let mut other = syn_out(&g);
         other.src = Ipv4Addr::new(10, 1, 2, 3);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &other.build(),
             TC_ACT_REDIRECT,
             &[once(Action::RouteForwarded)],
             "open: source outside the subnet",
         );
-        uplink_verdict(
-            w,
+        w.uplink_verdict(
             &syn_in(&g).build(),
             XDP_PASS,
             &[once(Action::RouteInbound)],
@@ -230,49 +177,27 @@ fn isolated_modes_keep_traffic_inside_the_network() {
     with_nat_world(|w| {
         let g = w.guests[0];
         let h = w.guests[1];
-        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        guest_verdict(
-            w,
-            &g,
-            &syn_out(&g).build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: guest to the outside",
-        );
-        uplink_verdict(
-            w,
-            &syn_in(&g).build(),
-            XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: outside to a guest",
-        );
         let to_host = Packet::udp(sock(g.addr, 40000), sock(GATEWAY, 53)).macs(g.mac, BRIDGE_MAC);
-        guest_verdict(
-            w,
-            &g,
-            &to_host.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "isolated: guest DNS query to the host",
-        );
         let to_guest =
             Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-        guest_verdict(
-            w,
-            &g,
-            &to_guest.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "isolated: guest to guest",
-        );
         let v6_out = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-        guest_verdict(
-            w,
-            &g,
-            &v6_out,
-            TC_ACT_SHOT,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: IPv6 to the outside",
+        let passed = &[once(Action::GuestPassed)];
+        let isolated = &[dropped(DropReason::IsolatedNetwork)];
+        let no_host = &[dropped(DropReason::HostNotReachable)];
+
+        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
+        #[rustfmt::skip]
+        w.guest_cases(&g, "isolated", &[
+            ("guest to the outside", syn_out(&g).build(), TC_ACT_SHOT, isolated),
+            ("guest DNS query to the host", to_host.build(), TC_ACT_OK, passed),
+            ("guest to guest", to_guest.build(), TC_ACT_OK, passed),
+            ("IPv6 to the outside", v6_out, TC_ACT_SHOT, isolated),
+        ]);
+        w.uplink_verdict(
+            &syn_in(&g).build(),
+            XDP_DROP,
+            isolated,
+            "isolated: outside to a guest",
         );
 
         // Very isolated: no <ip>, the host has no address on the bridge.
@@ -283,30 +208,12 @@ fn isolated_modes_keep_traffic_inside_the_network() {
         cfg.netmask = 0;
         cfg.gateway = 0;
         w.set_network(NET_ID, &cfg);
-        guest_verdict(
-            w,
-            &g,
-            &to_host.build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::HostNotReachable)],
-            "very isolated: guest to the host",
-        );
-        guest_verdict(
-            w,
-            &g,
-            &syn_out(&g).build(),
-            TC_ACT_SHOT,
-            &[dropped(DropReason::HostNotReachable)],
-            "very isolated: guest to the outside",
-        );
-        guest_verdict(
-            w,
-            &g,
-            &to_guest.build(),
-            TC_ACT_OK,
-            &[once(Action::GuestPassed)],
-            "very isolated: guest to guest",
-        );
+        #[rustfmt::skip]
+        w.guest_cases(&g, "very isolated", &[
+            ("guest to the host", to_host.build(), TC_ACT_SHOT, no_host),
+            ("guest to the outside", syn_out(&g).build(), TC_ACT_SHOT, no_host),
+            ("guest to guest", to_guest.build(), TC_ACT_OK, passed),
+        ]);
     });
 }
 
@@ -316,87 +223,39 @@ fn spoofed_mac_and_ip_are_dropped_in_every_mode() {
         let g = w.guests[0];
         let h = w.guests[1];
         enforce_known_ipv4(w, &g);
-        for (m, name) in [
-            (mode::NAT, "nat"),
-            (mode::ROUTE, "route"),
-            (mode::OPEN, "open"),
-            (mode::ISOLATED, "isolated"),
-            (mode::BRIDGE, "bridge"),
-        ] {
-            w.set_mode(m, HOST_ADDRESS);
-            let to_guest =
-                Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
-            guest_verdict(
-                w,
-                &g,
-                &to_guest.build(),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: own MAC and address"),
-            );
-
-            let spoofed_mac = to_guest.clone().macs([0x02, 0, 0, 0, 0x66, 0x66], h.mac);
-            guest_verdict(
-                w,
-                &g,
-                &spoofed_mac.build(),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedMac)],
-                &format!("{name}: spoofed MAC"),
-            );
-
-            let mut spoofed_ip = to_guest.clone();
-            spoofed_ip.src = Ipv4Addr::new(192, 168, 122, 99);
-            guest_verdict(
-                w,
-                &g,
-                &spoofed_ip.build(),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: spoofed IPv4 source"),
-            );
-
+        let (foreign_ip, foreign_mac) = (
+            Ipv4Addr::new(192, 168, 122, 99),
+            [0x02, 0, 0, 0, 0x66, 0x66],
+        );
+        let to_guest =
+            Packet::tcp(sock(g.addr, 40000), sock(h.addr, 22), TCP_SYN).macs(g.mac, h.mac);
+        let spoofed_mac = to_guest.clone().macs(foreign_mac, h.mac);
+        let mut spoofed_ip = to_guest.clone();
+        spoofed_ip.src = foreign_ip;
+        // DHCP before the guest has its address: from 0.0.0.0.
+        let dhcp = Packet::udp(
+            sock(Ipv4Addr::UNSPECIFIED, 68),
+            sock(Ipv4Addr::BROADCAST, 67),
+        )
+        .payload(&bootp(1, g.mac))
+        .macs(g.mac, [0xff; 6]);
+        let passed = &[once(Action::GuestPassed)];
+        let bad_mac = &[dropped(DropReason::SpoofedMac)];
+        let bad_src = &[dropped(DropReason::SpoofedSource)];
+        #[rustfmt::skip]
+        let cases: [Case; 7] = [
+            ("own MAC and address", to_guest.build(), TC_ACT_OK, passed),
+            ("spoofed MAC", spoofed_mac.build(), TC_ACT_SHOT, bad_mac),
+            ("spoofed IPv4 source", spoofed_ip.build(), TC_ACT_SHOT, bad_src),
             // ARP claiming another address, or from another MAC.
-            guest_verdict(
-                w,
-                &g,
-                &arp(g.mac, g.mac, Ipv4Addr::new(192, 168, 122, 99)),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: ARP for a foreign address"),
-            );
-            guest_verdict(
-                w,
-                &g,
-                &arp(g.mac, [0x02, 0, 0, 0, 0x66, 0x66], g.addr),
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedMac)],
-                &format!("{name}: ARP with a foreign sender MAC"),
-            );
-            guest_verdict(
-                w,
-                &g,
-                &arp(g.mac, g.mac, g.addr),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: honest ARP"),
-            );
-
-            // DHCP before the guest has its address: from 0.0.0.0.
-            let mut dhcp = Packet::udp(
-                sock(Ipv4Addr::UNSPECIFIED, 68),
-                sock(Ipv4Addr::BROADCAST, 67),
-            )
-            .payload(&bootp(1, g.mac));
-            dhcp = dhcp.macs(g.mac, [0xff; 6]);
-            guest_verdict(
-                w,
-                &g,
-                &dhcp.build(),
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: DHCP discover from 0.0.0.0"),
-            );
+            ("ARP for a foreign address", arp(g.mac, g.mac, foreign_ip), TC_ACT_SHOT, bad_src),
+            ("ARP with a foreign sender MAC", arp(g.mac, foreign_mac, g.addr), TC_ACT_SHOT, bad_mac),
+            ("honest ARP", arp(g.mac, g.mac, g.addr), TC_ACT_OK, passed),
+            ("DHCP discover from 0.0.0.0", dhcp.build(), TC_ACT_OK, passed),
+        ];
+        for (m, name) in EVERY_MODE {
+            w.set_mode(m, HOST_ADDRESS);
+            w.guest_cases(&g, name, &cases);
         }
     });
 }
@@ -411,58 +270,28 @@ fn a_known_ipv6_address_is_the_only_global_source_in_every_mode() {
         ep.ipv6 = guest6(10).octets();
         w.set_endpoint(g.port_ifindex, &ep);
         let link_local: Ipv6Addr = "fe80::5054:ff:fe00:10".parse().unwrap();
-        for (m, name) in [
-            (mode::NAT, "nat"),
-            (mode::ROUTE, "route"),
-            (mode::OPEN, "open"),
-            (mode::ISOLATED, "isolated"),
-            (mode::BRIDGE, "bridge"),
-        ] {
+        let dad = ipv6_udp(
+            g.mac,
+            [0x33, 0x33, 0xff, 0, 0, 0x10],
+            Ipv6Addr::UNSPECIFIED,
+            "ff02::1:ff00:10".parse().unwrap(),
+            255,
+        );
+        // To the other guest's MAC: the bridge (or the port-to-port path)
+        // would carry it; only the source decides here.
+        let passed = &[once(Action::GuestPassed)];
+        let bad_src = &[dropped(DropReason::SpoofedSource)];
+        let from = |src| ipv6_udp(g.mac, h.mac, src, guest6(11), 64);
+        #[rustfmt::skip]
+        let cases: [Case; 4] = [
+            ("own IPv6 source", from(guest6(10)), TC_ACT_OK, passed),
+            ("spoofed IPv6 source", from(guest6(99)), TC_ACT_SHOT, bad_src),
+            ("link-local IPv6 source", from(link_local), TC_ACT_OK, passed),
+            ("unspecified source (DAD)", dad, TC_ACT_OK, passed),
+        ];
+        for (m, name) in EVERY_MODE {
             w.set_mode(m, HOST_ADDRESS);
-            // To the other guest's MAC: the bridge (or the port-to-port
-            // path) would carry it; only the source decides here.
-            let own = ipv6_udp(g.mac, h.mac, guest6(10), guest6(11), 64);
-            guest_verdict(
-                w,
-                &g,
-                &own,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: own IPv6 source"),
-            );
-            let spoofed = ipv6_udp(g.mac, h.mac, guest6(99), guest6(11), 64);
-            guest_verdict(
-                w,
-                &g,
-                &spoofed,
-                TC_ACT_SHOT,
-                &[dropped(DropReason::SpoofedSource)],
-                &format!("{name}: spoofed IPv6 source"),
-            );
-            let ll = ipv6_udp(g.mac, h.mac, link_local, guest6(11), 64);
-            guest_verdict(
-                w,
-                &g,
-                &ll,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: link-local IPv6 source"),
-            );
-            let dad = ipv6_udp(
-                g.mac,
-                [0x33, 0x33, 0xff, 0, 0, 0x10],
-                Ipv6Addr::UNSPECIFIED,
-                "ff02::1:ff00:10".parse().unwrap(),
-                255,
-            );
-            guest_verdict(
-                w,
-                &g,
-                &dad,
-                TC_ACT_OK,
-                &[once(Action::GuestPassed)],
-                &format!("{name}: unspecified source (DAD)"),
-            );
+            w.guest_cases(&g, name, &cases);
         }
     });
 }
@@ -484,8 +313,7 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
         for (m, name) in [(mode::ROUTE, "route"), (mode::OPEN, "open")] {
             w.set_mode(m, HOST_ADDRESS);
             let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-            let out = guest_verdict(
-                w,
+            let out = w.guest_verdict(
                 &g,
                 &sent,
                 TC_ACT_REDIRECT,
@@ -511,8 +339,7 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
             );
 
             let inbound = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, guest6(10), 64);
-            uplink_verdict(
-                w,
+            w.uplink_verdict(
                 &inbound,
                 XDP_PASS,
                 &[once(Action::RouteInbound)],
@@ -527,8 +354,7 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
                 "fe80::1".parse().unwrap(),
                 255,
             );
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &ll,
                 TC_ACT_OK,
@@ -544,8 +370,7 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
             OUTSIDE6,
             64,
         );
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &foreign,
             TC_ACT_SHOT,
@@ -557,8 +382,7 @@ fn ipv6_is_routed_in_route_and_open_modes_and_refused_by_nat() {
         // IPv6 nowhere but to the host (nat66_prog.rs covers the others).
         w.set_mode(mode::NAT, HOST_ADDRESS);
         let sent = ipv6_udp(g.mac, BRIDGE_MAC, guest6(10), OUTSIDE6, 64);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &sent,
             TC_ACT_SHOT,
@@ -639,8 +463,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
         enforce_known_ipv4(w, &g);
         // The MAC is known in another network only: the bridge decides.
         w.set_mac(NET_ID + 1, h.mac, h.port_ifindex);
-        guest_verdict(
-            w,
+        w.guest_verdict(
             &g,
             &to_guest.build(),
             TC_ACT_OK,
@@ -656,8 +479,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             (mode::BRIDGE, 0, "host bridge"),
         ] {
             w.set_mode(m, flags);
-            let out = guest_verdict(
-                w,
+            let out = w.guest_verdict(
                 &g,
                 &to_guest.build(),
                 TC_ACT_REDIRECT,
@@ -669,8 +491,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
                 to_guest.build(),
                 "{name}: a frame between guests must not change"
             );
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &v6_to_guest,
                 TC_ACT_REDIRECT,
@@ -684,8 +505,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
                 TCP_SYN,
             )
             .macs(g.mac, h.mac);
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &spoofed.build(),
                 TC_ACT_SHOT,
@@ -696,8 +516,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             let mut cfg = w.network();
             cfg.flags |= network_flags::BRIDGE_FILTERS;
             w.set_network(NET_ID, &cfg);
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &to_guest.build(),
                 TC_ACT_OK,
@@ -709,8 +528,7 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             let bcast = Packet::udp(sock(g.addr, 68), sock(Ipv4Addr::BROADCAST, 67))
                 .payload(&bootp(1, g.mac))
                 .macs(g.mac, [0xff; 6]);
-            guest_verdict(
-                w,
+            w.guest_verdict(
                 &g,
                 &bcast.build(),
                 TC_ACT_OK,
@@ -719,28 +537,6 @@ fn guests_of_one_network_go_port_to_port_once_their_macs_are_known() {
             );
         }
     });
-}
-
-/// Runs `frame` through the uplink program as arriving on `ifindex`;
-/// asserts the verdict and that exactly `moved` counted.
-#[track_caller]
-fn uplink_verdict_from(
-    w: &World,
-    ifindex: u32,
-    frame: &[u8],
-    verdict: u32,
-    moved: &[(u32, Slot, u64)],
-    what: &str,
-) -> Vec<u8> {
-    let before = w.counters();
-    let run = w.run_uplink_from(ifindex, frame);
-    assert_eq!(
-        run.verdict, verdict,
-        "{what}: XDP verdict {} instead of {verdict}",
-        run.verdict
-    );
-    assert_counters_moved(&before, &w.counters(), moved, what);
-    run.data
 }
 
 /// Asserts `out` is the inbound IPv4 frame `sent` delivered to guest `g`:
@@ -835,16 +631,14 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         w.set_mac(NET_ID, g.mac, g.port_ifindex);
         for (m, name) in modes {
             w.set_mode(m, HOST_ADDRESS);
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &syn,
                 XDP_PASS,
                 &[once(Action::RouteInbound)],
                 &format!("{name}: unresolved neighbour"),
             );
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &v6,
                 XDP_PASS,
@@ -868,16 +662,14 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         .unwrap();
         for (m, name) in modes {
             w.set_mode(m, HOST_ADDRESS);
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &syn,
                 XDP_PASS,
                 &[once(Action::RouteInbound)],
                 &format!("{name}: neighbour MAC of no guest"),
             );
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &v6,
                 XDP_PASS,
@@ -902,11 +694,11 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
             w.set_mode(m, HOST_ADDRESS);
             for (frame, what) in [(&syn, "TCP SYN"), (&udp, "UDP"), (&ping, "ping")] {
                 let what = format!("{name}: outside {what} to a resolved guest");
-                let out = uplink_verdict_from(w, up, frame, XDP_REDIRECT, &[fwd], &what);
+                let out = w.uplink_verdict_from(up, frame, XDP_REDIRECT, &[fwd], &what);
                 assert_delivered_v4(&g, frame, &out, &what);
             }
             let what = format!("{name}: outside IPv6 to a resolved guest");
-            let out = uplink_verdict_from(w, up, &v6, XDP_REDIRECT, &[fwd], &what);
+            let out = w.uplink_verdict_from(up, &v6, XDP_REDIRECT, &[fwd], &what);
             assert_delivered_v6(&g, &v6, &out, &what);
 
             // Expiring TTLs, the host's own address: the kernel answers.
@@ -914,8 +706,7 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
                 .macs(NEXT_HOP_MAC, UPLINK_MAC)
                 .ttl(1)
                 .build();
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &last_hop,
                 XDP_PASS,
@@ -923,8 +714,7 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
                 &format!("{name}: TTL 1"),
             );
             let v6_last_hop = ipv6_udp(NEXT_HOP_MAC, UPLINK_MAC, OUTSIDE6, g6, 1);
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &v6_last_hop,
                 XDP_PASS,
@@ -934,8 +724,7 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
             let to_host = Packet::tcp(sock(OUTSIDE, 80), sock(GATEWAY, 22), TCP_SYN)
                 .macs(NEXT_HOP_MAC, UPLINK_MAC)
                 .build();
-            uplink_verdict_from(
-                w,
+            w.uplink_verdict_from(
                 up,
                 &to_host,
                 XDP_PASS,
@@ -949,24 +738,21 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         let elsewhere = w.ifindex(UPLINK_PEER);
         assert_ne!(elsewhere, w.ifindex(UPLINK));
         w.set_mode(mode::ROUTE, HOST_ADDRESS | network_flags::FORWARD_DEV);
-        uplink_verdict_from(
-            w,
+        w.uplink_verdict_from(
             elsewhere,
             &syn,
             XDP_DROP,
             &[dropped(DropReason::InboundNotViaForwardDev)],
             "route, forward dev: inbound from another interface",
         );
-        uplink_verdict_from(
-            w,
+        w.uplink_verdict_from(
             elsewhere,
             &v6,
             XDP_DROP,
             &[dropped(DropReason::InboundNotViaForwardDev)],
             "route, forward dev: IPv6 from another interface",
         );
-        let out = uplink_verdict_from(
-            w,
+        let out = w.uplink_verdict_from(
             up,
             &syn,
             XDP_REDIRECT,
@@ -975,8 +761,7 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         );
         assert_delivered_v4(&g, &syn, &out, "route, forward dev: inbound from it");
         w.set_mode(mode::OPEN, HOST_ADDRESS | network_flags::FORWARD_DEV);
-        let out = uplink_verdict_from(
-            w,
+        let out = w.uplink_verdict_from(
             elsewhere,
             &syn,
             XDP_REDIRECT,
@@ -991,68 +776,27 @@ fn route_and_open_inbound_go_straight_to_the_guest_port() {
         );
 
         // The guest's port has no redirect slot: the kernel, not a drop.
-        w.set_mode(mode::ROUTE, HOST_ADDRESS);
-        w.remove_port(g.port_ifindex);
-        uplink_verdict_from(
-            w,
-            up,
-            &syn,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "route: guest port without a redirect slot",
-        );
-        uplink_verdict_from(
-            w,
-            up,
-            &v6,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "route: IPv6 to a guest port without a redirect slot",
-        );
-
         // NAT and isolated networks are not routed into, resolved guest or
         // not; a NAT network's IPv6 without NAT66 is routed as libvirt does
         // (here to the kernel: the port has no redirect slot).
-        w.set_mode(mode::NAT, HOST_ADDRESS);
-        uplink_verdict_from(
-            w,
-            up,
-            &syn,
-            XDP_DROP,
-            &[dropped(DropReason::UnsolicitedInbound)],
-            "nat: unsolicited SYN to a resolved guest",
-        );
-        uplink_verdict_from(
-            w,
-            up,
-            &v6,
-            XDP_PASS,
-            &[once(Action::RouteInbound)],
-            "nat: routed IPv6 to a resolved guest",
-        );
-        w.set_mode(mode::ISOLATED, HOST_ADDRESS);
-        uplink_verdict_from(
-            w,
-            up,
-            &syn,
-            XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: SYN to a resolved guest",
-        );
-        uplink_verdict_from(
-            w,
-            up,
-            &v6,
-            XDP_DROP,
-            &[dropped(DropReason::IsolatedNetwork)],
-            "isolated: IPv6 to a resolved guest",
-        );
+        w.remove_port(g.port_ifindex);
+        let inbound = &[once(Action::RouteInbound)];
+        let unsolicited = &[dropped(DropReason::UnsolicitedInbound)];
+        let isolated = &[dropped(DropReason::IsolatedNetwork)];
+        #[rustfmt::skip]
+        let cases: [(u32, Case); 6] = [
+            (mode::ROUTE, ("route: guest port without a redirect slot", syn.clone(), XDP_PASS, inbound)),
+            (mode::ROUTE, ("route: IPv6 to a guest port without a redirect slot", v6.clone(), XDP_PASS, inbound)),
+            (mode::NAT, ("nat: unsolicited SYN to a resolved guest", syn.clone(), XDP_DROP, unsolicited)),
+            (mode::NAT, ("nat: routed IPv6 to a resolved guest", v6.clone(), XDP_PASS, inbound)),
+            (mode::ISOLATED, ("isolated: SYN to a resolved guest", syn.clone(), XDP_DROP, isolated)),
+            (mode::ISOLATED, ("isolated: IPv6 to a resolved guest", v6.clone(), XDP_DROP, isolated)),
+        ];
+        for (m, (what, frame, verdict, moved)) in cases {
+            w.set_mode(m, HOST_ADDRESS);
+            w.uplink_verdict_from(up, &frame, verdict, moved, what);
+        }
     });
-}
-
-fn guest6(host: u16) -> Ipv6Addr {
-    let s = SUBNET6.segments();
-    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
 }
 
 /// An Ethernet/IPv6 UDP datagram (the checksum is not looked at).
@@ -1077,15 +821,12 @@ fn ipv6_udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, ho
 }
 
 /// An ARP request (broadcast) with the given Ethernet and sender fields.
-fn arp(eth_src: [u8; 6], sender_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&eth_src);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&GATEWAY.octets());
-    f
+fn arp(eth_src: Mac, sender_mac: Mac, sender_ip: Ipv4Addr) -> Vec<u8> {
+    packet::arp(
+        1,
+        eth_src,
+        BROADCAST,
+        (sender_mac, sender_ip),
+        ([0; 6], GATEWAY),
+    )
 }

@@ -1,5 +1,5 @@
 //! End to end: IPv6 in a NAT network, realized by vxdp in throwaway
-//! namespaces (tests/src/testbed.rs NatTopology plus IPv6 from
+//! namespaces (testkit's NatTopology plus IPv6 from
 //! 2001:db8::/32). With `<nat ipv6='yes'>` guests' IPv6 is masqueraded to
 //! the uplink's IPv6 address (NAT66) and unsolicited inbound IPv6 is dropped
 //! and counted; without it, the network's IPv6 is routed and the outside
@@ -10,10 +10,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::{
-    ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml},
-    testbed::{NatTopology, fetch, pattern, serve_payload, udp_echo},
-};
+use vxdp_testkit::{NatTopology, fetch, pattern, serve_payload, udp_echo};
+use vxdp_tests::ipv6nat::{OUTSIDE6, UPLINK6, guest6, topology, wait_ping6, xml};
 
 /// Guest `i` fetches a payload over TCP from the outside host; returns the
 /// address the outside host saw.
@@ -229,12 +227,8 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
     // NAT66 maps; unpinning them from a current one looks the same to the
     // control plane (the programs keep the maps alive).
     let mut topo = topology("n6old")?;
-    topo.start(vxdp_tests::testbed::DEFAULT_XML)?;
-    topo.wait_ping(
-        0,
-        vxdp_tests::testbed::OUTSIDE_HOST,
-        Duration::from_secs(15),
-    )?;
+    topo.start(vxdp_testkit::DEFAULT_XML)?;
+    topo.wait_ping(0, vxdp_testkit::OUTSIDE_HOST, Duration::from_secs(15))?;
     // An older vxdp pinned no layout marker either: the maps tell its layout.
     for map in [
         vxdp_common::names::MAP_NAT6,
@@ -245,7 +239,7 @@ fn a_dataplane_pinned_before_nat66_still_lists_flushes_and_stops() -> Result<()>
     std::fs::remove_file(topo.bpffs.join("layout"))?;
     let ct = String::from_utf8(topo.vxdp(&["conntrack", "list"])?.stdout)?;
     ensure!(
-        ct.contains(vxdp_tests::testbed::UPLINK_ADDR),
+        ct.contains(vxdp_testkit::UPLINK_ADDR),
         "the IPv4 flows should still be listed:\n{ct}"
     );
     topo.vxdp(&["conntrack", "flush"])?;

@@ -12,10 +12,10 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use anyhow::{Result, ensure};
+use vxdp_testkit::NatTopology;
 use vxdp_tests::{
     ipv6nat::{OUTSIDE6, UPLINK6, guest6, measure6, topology, wait_ping6, xml},
     libvirt::Libvirtd,
-    testbed::NatTopology,
 };
 
 /// What one implementation does with a NAT network's IPv6.

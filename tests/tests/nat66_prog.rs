@@ -7,36 +7,20 @@
 //!
 //! Needs root (network namespaces, BPF).
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::Ipv6Addr;
 
 use vxdp_common::{Action, DropReason, Nat6Config, mode, nat6_flags, network_flags};
-use vxdp_tests::{
-    packet6::{Frame6, Packet6, conntrack6, set_nat6},
-    progtest::{
-        BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE6, SUBNET6, Slot, TC_ACT_OK,
-        TC_ACT_REDIRECT, TC_ACT_SHOT, TCP_SYN, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS,
-        XDP_REDIRECT, assert_counters_moved, with_nat_world,
-    },
+use vxdp_testkit::{
+    packet::TCP_SYN,
+    packet6::{Frame6, Packet6, sock6},
+};
+use vxdp_tests::progtest::{
+    BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE6, Slot, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, UPLINK_ADDR6, UPLINK_MAC, World, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    assert_counters_moved, conntrack6, dropped, guest6, once, set_nat6, with_nat_world,
 };
 
 const TCP_ACK: u8 = 0x10;
-
-fn guest6(host: u16) -> Ipv6Addr {
-    let s = SUBNET6.segments();
-    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, host)
-}
-
-fn sock6(a: Ipv6Addr, port: u16) -> SocketAddrV6 {
-    SocketAddrV6::new(a, port, 0, 0)
-}
-
-fn once(a: Action) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Action(a), 1)
-}
-
-fn dropped(r: DropReason) -> (u32, Slot, u64) {
-    (NET_ID, Slot::Drop(r), 1)
-}
 
 /// Network 1 as `net-start` leaves a NAT network with an IPv6 `<ip>`
 /// (2001:db8:122::/64): masquerading its IPv6 to the uplink's address when
@@ -69,25 +53,6 @@ fn guest_run(
     assert_eq!(
         run.verdict, verdict,
         "{what}: TC verdict {} instead of {verdict}",
-        run.verdict
-    );
-    assert_counters_moved(&before, &w.counters(), moved, what);
-    run.data
-}
-
-#[track_caller]
-fn uplink_run(
-    w: &World,
-    p: &Packet6,
-    verdict: u32,
-    moved: &[(u32, Slot, u64)],
-    what: &str,
-) -> Vec<u8> {
-    let before = w.counters();
-    let run = w.run_uplink(&p.build());
-    assert_eq!(
-        run.verdict, verdict,
-        "{what}: XDP verdict {} instead of {verdict}",
         run.verdict
     );
     assert_counters_moved(&before, &w.counters(), moved, what);
@@ -156,9 +121,8 @@ fn nat66_masquerades_tcp_udp_and_echo_and_reverses_replies() {
 
             let reply = answer(&f, kind);
             let what = format!("NAT66 {kind} reply");
-            let back = uplink_run(
-                w,
-                &reply,
+            let back = w.uplink_verdict(
+                &reply.build(),
                 XDP_REDIRECT,
                 &[once(Action::DnatForwarded)],
                 &what,
@@ -230,9 +194,8 @@ fn nat66_remaps_colliding_ports_and_counts_exhaustion() {
         f2.assert_checksum("remapped flow");
         // Each reply reaches its own guest.
         for (f, g, addr) in [(&f1, a, guest6(10)), (&f2, b, guest6(11))] {
-            let back = uplink_run(
-                w,
-                &answer(f, "udp"),
+            let back = w.uplink_verdict(
+                &answer(f, "udp").build(),
                 XDP_REDIRECT,
                 &[once(Action::DnatForwarded)],
                 "reply to a remapped flow",
@@ -271,17 +234,15 @@ fn nat66_refuses_unsolicited_inbound_and_untranslatable_packets() {
         // open a connection to a guest.
         let syn = Packet6::tcp(sock6(OUTSIDE6, 40000), sock6(guest6(10), 22), TCP_SYN)
             .macs(NEXT_HOP_MAC, UPLINK_MAC);
-        uplink_run(
-            w,
-            &syn,
+        w.uplink_verdict(
+            &syn.build(),
             XDP_DROP,
             &[dropped(DropReason::UnsolicitedInbound)],
             "unsolicited TCP to a NAT66 guest",
         );
         let ping = Packet6::echo_request(OUTSIDE6, guest6(10), 7, 1).macs(NEXT_HOP_MAC, UPLINK_MAC);
-        uplink_run(
-            w,
-            &ping,
+        w.uplink_verdict(
+            &ping.build(),
             XDP_DROP,
             &[dropped(DropReason::UnsolicitedInbound)],
             "unsolicited ping to a NAT66 guest",
@@ -289,9 +250,8 @@ fn nat66_refuses_unsolicited_inbound_and_untranslatable_packets() {
         // To the uplink's own address without a flow: the host's business.
         let to_host = Packet6::tcp(sock6(OUTSIDE6, 40000), sock6(UPLINK_ADDR6, 22), TCP_SYN)
             .macs(NEXT_HOP_MAC, UPLINK_MAC);
-        uplink_run(
-            w,
-            &to_host,
+        w.uplink_verdict(
+            &to_host.build(),
             XDP_PASS,
             &[(0, Slot::Action(Action::UplinkPassed), 1)],
             "TCP to the uplink's address",
@@ -402,9 +362,8 @@ fn nat_network_ipv6_is_routed_without_nat66() {
         // Inbound is routed as well (libvirt's routing rules for the prefix).
         let syn = Packet6::tcp(sock6(OUTSIDE6, 40000), sock6(guest6(10), 22), TCP_SYN)
             .macs(NEXT_HOP_MAC, UPLINK_MAC);
-        uplink_run(
-            w,
-            &syn,
+        w.uplink_verdict(
+            &syn.build(),
             XDP_PASS,
             &[once(Action::RouteInbound)],
             "outside IPv6 to a guest of a NAT network without NAT66",

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::testbed::{
+use vxdp_testkit::{
     DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload, udp_echo,
 };
 
@@ -177,7 +177,7 @@ fn invalid_definitions_are_refused_naming_the_fault() -> Result<()> {
     for (file, xml, element, value) in cases {
         let path = dir.join(file);
         std::fs::write(&path, xml)?;
-        let out = std::process::Command::new(vxdp_tests::testbed::vxdp_bin()?)
+        let out = std::process::Command::new(vxdp_testkit::vxdp_bin()?)
             .args([
                 "--state-dir",
                 dir.join("state").to_str().unwrap(),

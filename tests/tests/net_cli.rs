@@ -11,7 +11,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::{corpus::VxdpHost, testbed::DEFAULT_XML};
+use vxdp_testkit::DEFAULT_XML;
+use vxdp_tests::corpus::VxdpHost;
 
 /// `net-list` rows as (name, state, autostart, persistent).
 fn rows(list: &str) -> Vec<(String, String, String, String)> {
@@ -231,7 +232,7 @@ fn default_network_define_start_list_dumpxml_destroy_undefine() -> Result<()> {
         format!("tc_nic_out_{eth1}"),
     ] {
         let path = host.bpffs.join("links").join(&pin);
-        let out = vxdp_tests::testbed::run(
+        let out = vxdp_testkit::run(
             "bpftool",
             &["link", "show", "pinned", path.to_str().context("path")?],
         )

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use vxdp_common::names;
 use vxdp_control::dataplane::Pins;
-use vxdp_tests::{matrix::routed_xml, testbed::NatTopology};
+use vxdp_testkit::NatTopology;
+use vxdp_tests::matrix::routed_xml;
 
 #[test]
 fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
@@ -22,19 +23,7 @@ fn ports_plug_into_a_dataplane_pinned_before_the_mac_table() -> Result<()> {
     for pin in [pins.map(names::MAP_MACS), pins.layout_marker()] {
         std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
     }
-    for g in &topo.guests {
-        topo.vxdp(&[
-            "attach-interface",
-            "--network",
-            "default",
-            "--dev",
-            &g.port,
-            "--mac",
-            &g.mac,
-            "--ip",
-            &g.addr,
-        ])?;
-    }
+    topo.plug_guests(true)?;
     let peer = topo.guests[1].addr.clone();
     topo.wait_ping(0, &peer, Duration::from_secs(20))?;
     let (p2p, _) = topo.counter("default", "port_forwarded")?;
@@ -63,7 +52,7 @@ fn a_map_pinned_with_an_older_layout_is_named_with_the_way_out() -> Result<()> {
     let pin = Pins::new(&topo.bpffs).map(names::MAP_ENDPOINTS);
     std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
     let pin_s = pin.to_str().context("path")?;
-    vxdp_tests::testbed::run(
+    vxdp_testkit::run(
         "bpftool",
         &[
             "map",

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::testbed::vxdp_bin;
+use vxdp_testkit::vxdp_bin;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

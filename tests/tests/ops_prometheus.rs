@@ -17,9 +17,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use ops_support::{Serve, http_get};
+use ops_support::{http_get, wait_http};
 use serde_json::Value;
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
+use vxdp_testkit::Serve;
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
 
 const METRICS: &str = "127.0.0.1:9465";
 const PROMETHEUS: &str = "127.0.0.1:9090";
@@ -220,8 +221,14 @@ fn prometheus_scrapes_rates_drops_rules_and_every_dashboard_panel() -> Result<()
     // Static address: the port then refuses any other source.
     topo.start_with(DEFAULT_XML, true)?;
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
-    let mut serve = Serve::spawn(&topo, Command::new(vxdp_bin()?), METRICS, "prom", &[])?;
-    serve.wait_http(&topo.hyp, METRICS, "/metrics")?;
+    let mut serve = Serve::spawn(
+        &topo,
+        Serve::command(&topo, &vxdp_bin()?),
+        &["--listen", METRICS],
+        "prom",
+        &[],
+    )?;
+    wait_http(&mut serve, &topo.hyp, METRICS, "/metrics")?;
     let mut prom = Prometheus::start(&topo.hyp, &topo.state_dir.join("prometheus"), METRICS)?;
 
     let started = now();

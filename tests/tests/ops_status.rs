@@ -11,8 +11,9 @@ mod ops_support;
 use std::{net::UdpSocket, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use ops_support::{Serve, http_get};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
+use ops_support::{http_get, wait_http};
+use vxdp_testkit::Serve;
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
 
 const LISTEN: &str = "127.0.0.1:9465";
 const FLOWS: u16 = 150;
@@ -23,8 +24,14 @@ fn status_page_renders_in_chromium_and_caps_a_guests_flows() -> Result<()> {
     let mut topo = NatTopology::new("stat", 1)?;
     topo.start_with(DEFAULT_XML, true)?;
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(20))?;
-    let mut serve = Serve::spawn(&topo, Command::new(vxdp_bin()?), LISTEN, "status", &[])?;
-    serve.wait_http(&topo.hyp, LISTEN, "/api/status")?;
+    let mut serve = Serve::spawn(
+        &topo,
+        Serve::command(&topo, &vxdp_bin()?),
+        &["--listen", LISTEN],
+        "status",
+        &[],
+    )?;
+    wait_http(&mut serve, &topo.hyp, LISTEN, "/api/status")?;
 
     // The hostile guest: many flows, and a source address it was not given.
     let guest = &topo.guests[0];

@@ -14,8 +14,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use ops_support::{NetworkGuard, Serve, http_get, unit_capabilities, unit_file};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
+use ops_support::{NetworkGuard, http_get, unit_capabilities, unit_file};
+use vxdp_testkit::Serve;
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, vxdp_bin};
 
 #[test]
 fn unit_passes_systemd_analyze_verify() -> Result<()> {
@@ -87,8 +88,16 @@ fn serve_with_the_units_capabilities_autostarts_and_notifies_ready_after_the_fir
         "--no-new-privs",
         "--",
     ])
-    .arg(vxdp_bin()?);
-    let mut serve = Serve::spawn(&topo, cmd, LISTEN, "caps", &[("NOTIFY_SOCKET", &sock_path)])?;
+    .arg(vxdp_bin()?)
+    .arg("--netns")
+    .arg(&topo.hyp.name);
+    let mut serve = Serve::spawn(
+        &topo,
+        cmd,
+        &["--listen", LISTEN],
+        "caps",
+        &[("NOTIFY_SOCKET", &sock_path)],
+    )?;
 
     let ready = wait_datagram(&notify, &mut serve, "READY=1", Duration::from_secs(60))?;
     let log = serve.log();

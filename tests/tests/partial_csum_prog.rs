@@ -17,22 +17,17 @@
 //!
 //! Needs root (BPF, network namespaces).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 
 use vxdp_common::{Action, Endpoint, XDP_META_JUDGED, endpoint_flags, mode, network_flags};
-use vxdp_tests::{
+use vxdp_testkit::{
+    packet::{Frame, Packet, be, fmt_mac},
     packet6::Packet6,
-    progtest::{
-        BRIDGE, BRIDGE_MAC, Frame, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Packet, SUBNET6,
-        Slot, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, be, fmt_mac,
-        with_nat_world,
-    },
 };
-
-fn guest6() -> Ipv6Addr {
-    let s = SUBNET6.segments();
-    Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 10)
-}
+use vxdp_tests::progtest::{
+    BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Slot, UPLINK_MAC, World,
+    XDP_PASS, XDP_REDIRECT, assert_counters_moved, guest6, with_nat_world,
+};
 
 /// One's complement sum of `data` as big-endian words, folded.
 fn fold(data: &[u8]) -> u16 {
@@ -77,7 +72,7 @@ fn frames(g: &Guest) -> Vec<(&'static str, Vec<u8>)> {
     let out4 = |p: u16| SocketAddrV4::new(OUTSIDE, p);
     let in4 = |p: u16| SocketAddrV4::new(g.addr, p);
     let out6 = |p: u16| SocketAddrV6::new(OUTSIDE6, p, 0, 0);
-    let in6 = |p: u16| SocketAddrV6::new(guest6(), p, 0, 0);
+    let in6 = |p: u16| SocketAddrV6::new(guest6(10), p, 0, 0);
     let payload: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
     vec![
         (
@@ -146,7 +141,7 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
         .unwrap();
         w.ip(&format!(
             "-6 neigh replace {} lladdr {} dev {BRIDGE} nud permanent",
-            guest6(),
+            guest6(10),
             fmt_mac(&g.mac)
         ))
         .unwrap();

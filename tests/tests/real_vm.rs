@@ -5,14 +5,15 @@
 //! compared by checksum, with the outside host sending finished checksums
 //! and as a default-settings veth (unfinished checksums).
 //!
-//! The guest image comes from `cargo xtask setup` (tests/src/vm.rs).
+//! The guest image comes from `cargo xtask setup` (testkit/src/vm.rs).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::{
+use vxdp_testkit::{
+    NatTopology, OUTSIDE_HOST, OutsideChecksums, UPLINK_ADDR,
     frame_probe::{SkbProbe, XdpCounter, XdpMode},
-    testbed::{NatTopology, OUTSIDE_HOST, OutsideChecksums, UPLINK_ADDR, pattern},
+    pattern,
     vm::{Lease, Sink, Vm, md5_hex, send_to, source},
 };
 
@@ -193,7 +194,7 @@ impl VmOnNetwork {
             "dd if=/dev/urandom of=/tmp/up bs=65536 count=48 2>/dev/null && md5sum /tmp/up",
             Duration::from_secs(30),
         )?;
-        let want = vxdp_tests::vm::md5_of_output(&sum)?;
+        let want = vxdp_testkit::vm::md5_of_output(&sum)?;
         let sink = Sink::start(&self.topo.wan, &format!("{OUTSIDE_HOST}:0"), TRANSFER)?;
         self.vm.check(
             &format!(

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR};
 
 const ECHO_PORT: u16 = 7000;
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Result, bail, ensure};
-use vxdp_tests::testbed::{NatTopology, OutsideChecksums};
+use vxdp_testkit::{NatTopology, OutsideChecksums};
 
 const GUEST: &str = "192.168.122.50";
 const GUEST_MAC: &str = "52:54:00:aa:00:50";
@@ -62,7 +62,7 @@ fn a_redirect_the_kernel_refuses_is_a_drop_not_forwarded() -> Result<()> {
         "replace",
         "192.168.122.0/24",
         "via",
-        vxdp_tests::testbed::UPLINK_ADDR,
+        vxdp_testkit::UPLINK_ADDR,
     ])?;
 
     let (refused0, _) = topo.counter("default", "xdp_redirect_refused")?;

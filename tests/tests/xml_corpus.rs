@@ -79,7 +79,7 @@ fn invalid_corpus_is_refused_naming_the_fault_and_changes_nothing() -> Result<()
     let expected = expected_faults()?;
     let host = VxdpHost::new("invalid")?;
     // A running network, so there is host state (bridge, address, pins) to disturb.
-    let default = host.write("default.xml", vxdp_tests::testbed::DEFAULT_XML)?;
+    let default = host.write("default.xml", vxdp_testkit::DEFAULT_XML)?;
     host.vxdp(&["net-define", default.to_str().context("path")?])?;
     host.vxdp(&["net-start", "default"])?;
     let before = (

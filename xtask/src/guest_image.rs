@@ -1,4 +1,4 @@
-//! The tiny guest the real-VM tests boot under QEMU (tests/src/vm.rs):
+//! The tiny guest the real-VM tests boot under QEMU (testkit/src/vm.rs):
 //! Debian's cloud kernel, its virtio-net modules and a busybox-static
 //! userland in a gzipped newc initramfs, built from apt packages only and
 //! cached under `target/vm-guest/`.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, fetch, serve_payload};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, fetch, serve_payload};
 
 fn step(msg: &str) {
     println!("\n==> {msg}");

@@ -1,5 +1,5 @@
-//! Shared by the `ops_*` tests: a `vxdp serve` process in a test's
-//! hypervisor namespace, killed on drop, and a tiny HTTP GET.
+//! Shared by the `ops_*` tests: the unit file, waiting for a `vxdp serve`
+//! (testkit's [`Serve`]) to answer HTTP, and a tiny HTTP GET.
 
 #![allow(dead_code)]
 
@@ -7,12 +7,11 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::testbed::{NatTopology, Netns};
+use vxdp_testkit::{NatTopology, Netns, Serve};
 
 /// The unit file shipped in the package.
 pub fn unit_file() -> PathBuf {
@@ -34,97 +33,23 @@ pub fn unit_capabilities() -> Result<Vec<String>> {
     Ok(caps)
 }
 
-/// A `vxdp serve` process, SIGKILLed on drop if still running.
-pub struct Serve {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Serve {
-    /// Spawns `cmd` (already holding the binary and any wrapper) with the
-    /// topology's paths, `serve --listen <listen>` and `extra_env`.
-    pub fn spawn(
-        topo: &NatTopology,
-        mut cmd: Command,
-        listen: &str,
-        tag: &str,
-        extra_env: &[(&str, &Path)],
-    ) -> Result<Self> {
-        let log = topo.state_dir.join(format!("serve-{tag}.log"));
-        std::fs::create_dir_all(&topo.state_dir)?;
-        cmd.arg("--netns")
-            .arg(&topo.hyp.name)
-            .arg("--state-dir")
-            .arg(&topo.state_dir)
-            .arg("--bpffs")
-            .arg(&topo.bpffs)
-            .args(["serve", "--reconcile-interval", "1s", "--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
+/// Waits until GET `path` on `addr` in `hyp` answers 200 (at most 20 s).
+pub fn wait_http(serve: &mut Serve, hyp: &Netns, addr: &str, path: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = serve.child.try_wait()? {
+            bail!("vxdp serve exited ({status}):\n{}", serve.log());
         }
-        let child = cmd.spawn().context("starting vxdp serve")?;
-        Ok(Self { child, log })
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until GET `path` on `addr` in `hyp` answers 200 (at most 20 s).
-    pub fn wait_http(&mut self, hyp: &Netns, addr: &str, path: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("vxdp serve exited ({status}):\n{}", self.log());
-            }
-            if http_get(hyp, addr, path).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "vxdp serve did not answer {path} within 20 s:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if http_get(hyp, addr, path).is_ok() {
+            return Ok(());
         }
-    }
-
-    /// Sends `sig` to the process and waits (at most 10 s) for it to exit.
-    pub fn signal(&mut self, sig: i32) -> Result<std::process::ExitStatus> {
-        // Our own child, by its pid.
-        if unsafe { libc::kill(self.child.id() as i32, sig) } != 0 {
+        if Instant::now() > deadline {
             bail!(
-                "kill({}, {sig}): {}",
-                self.child.id(),
-                std::io::Error::last_os_error()
+                "vxdp serve did not answer {path} within 20 s:\n{}",
+                serve.log()
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "vxdp serve did not exit within 10 s of signal {sig}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -1,22 +1,21 @@
-//! IPv6 for `BPF_PROG_TEST_RUN` tests of NAT66 and of IPv6 in NAT networks:
-//! [`Packet6`] builds Ethernet/IPv6 TCP, UDP and ICMPv6 echo frames with
-//! correct checksums, [`Frame6`] reads what a program returned and
-//! recomputes every checksum from scratch, and the `World` helpers seed
-//! `VXDP_NAT6` and read `VXDP_CONNTRACK6`.
+//! Ethernet/IPv6 frames: [`Packet6`] builds TCP, UDP and ICMPv6 echo frames
+//! with correct checksums, [`Frame6`] reads what a program returned and
+//! recomputes every checksum from scratch.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use aya::maps::{Array, HashMap};
-use vxdp_common::{Conntrack6Entry, Conntrack6Key, Nat6Config, names};
-
-use crate::progtest::{Mac, World, checksum};
+use crate::packet::{Mac, checksum};
 
 pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub use crate::packet::{PROTO_TCP, PROTO_UDP};
 pub const PROTO_ICMPV6: u8 = 58;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// `[addr]:port`, for building packets tersely.
+pub fn sock6(addr: Ipv6Addr, port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(addr, port, 0, 0)
+}
 
 /// The L4 part of a [`Packet6`].
 #[derive(Clone, Debug)]
@@ -316,27 +315,4 @@ impl Frame6<'_> {
             panic!("{what}: {e}");
         }
     }
-}
-
-/// Network `id`'s NAT66 settings (`VXDP_NAT6`), as the control plane
-/// writes them at start.
-pub fn set_nat6(world: &mut World, id: u32, cfg: &Nat6Config) {
-    let mut map: Array<_, Nat6Config> =
-        Array::try_from(world.ebpf.map_mut(names::MAP_NAT6).expect("VXDP_NAT6"))
-            .expect("VXDP_NAT6 is an array");
-    map.set(id, cfg, 0).expect("writing VXDP_NAT6");
-}
-
-/// Every NAT66 conntrack entry.
-pub fn conntrack6(world: &World) -> Vec<(Conntrack6Key, Conntrack6Entry)> {
-    let map: HashMap<_, Conntrack6Key, Conntrack6Entry> = HashMap::try_from(
-        world
-            .ebpf
-            .map(names::MAP_CONNTRACK6)
-            .expect("VXDP_CONNTRACK6"),
-    )
-    .expect("VXDP_CONNTRACK6 is a hash map");
-    map.iter()
-        .map(|r| r.expect("reading VXDP_CONNTRACK6"))
-        .collect()
 }

@@ -13,16 +13,18 @@
 //! ```
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
+
+use crate::{
+    netns::Netns,
+    vxdp::{run_vxdp, stats_counter, succeeded},
+};
 
 pub const OUTSIDE_HOST: &str = "203.0.113.10";
 pub const UPLINK_ADDR: &str = "198.51.100.2";
@@ -33,117 +35,6 @@ pub const WAN_ADDR: &str = "198.51.100.1";
 pub const DEFAULT_XML: &str = include_str!("../data/default.xml");
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Runs a command, failing with its stderr when it does not succeed.
-pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
-    let out = Command::new(cmd).args(args).output().with_context(|| {
-        format!("running {cmd}: is it installed? (cargo xtask setup installs it)")
-    })?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
-
-/// A network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Result<Self> {
-        run("ip", &["netns", "add", &name])?;
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// `ip -n <ns> ...`
-    pub fn ip(&self, args: &[&str]) -> Result<Output> {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        run("ip", &a)
-    }
-
-    /// `ip netns exec <ns> <cmd> ...`
-    pub fn exec(&self, cmd: &str, args: &[&str]) -> Result<Output> {
-        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
-        a.extend_from_slice(args);
-        run("ip", &a)
-    }
-
-    /// Same, returning the output whatever the exit status.
-    pub fn exec_status(&self, cmd: &str, args: &[&str]) -> Result<Output> {
-        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
-        a.extend_from_slice(args);
-        Command::new("ip")
-            .args(&a)
-            .output()
-            .with_context(|| format!("running {cmd}"))
-    }
-
-    /// Runs `f` on a thread that has entered this namespace. Sockets created
-    /// there stay in this namespace wherever they are used afterwards.
-    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = PathBuf::from("/run/netns").join(&self.name);
-        std::thread::spawn(move || -> Result<T> {
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "setns {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace {} panicked", self.name))?
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Runs the vxdp binary in namespace `netns` with a private state directory
-/// and bpffs pin directory, whatever the outcome.
-pub fn run_vxdp(netns: &str, state_dir: &Path, bpffs: &Path, args: &[&str]) -> Result<Output> {
-    Command::new(vxdp_bin()?)
-        .arg("--netns")
-        .arg(netns)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--bpffs")
-        .arg(bpffs)
-        .args(args)
-        .output()
-        .context("running vxdp")
-}
-
-/// The vxdp binary under test: $VXDP_BIN, or target/debug/vxdp.
-pub fn vxdp_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("VXDP_BIN") {
-        return Ok(p.into());
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vxdp");
-    ensure!(
-        p.exists(),
-        "{} not found: build it first (`cargo xtask test` does) or set VXDP_BIN",
-        p.display()
-    );
-    Ok(p)
-}
 
 /// A guest behind a veth pair: `eth0` in its own namespace, `vnetN` in the
 /// hypervisor namespace.
@@ -267,15 +158,7 @@ impl NatTopology {
 
     /// Runs `vxdp` in the hypervisor namespace with this instance's paths.
     pub fn vxdp(&self, args: &[&str]) -> Result<Output> {
-        let out = self.vxdp_status(args)?;
-        if !out.status.success() {
-            bail!(
-                "`vxdp {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(out)
+        succeeded(args, self.vxdp_status(args)?)
     }
 
     pub fn vxdp_status(&self, args: &[&str]) -> Result<Output> {
@@ -292,6 +175,12 @@ impl NatTopology {
     /// The network must be named `default`.
     pub fn start_with(&mut self, xml: &str, static_ips: bool) -> Result<()> {
         self.create(xml)?;
+        self.plug_guests(static_ips)
+    }
+
+    /// `attach-interface` of every guest's port to the network `default`;
+    /// with `static_ips` each guest's address is given to `--ip`.
+    pub fn plug_guests(&self, static_ips: bool) -> Result<()> {
         for g in &self.guests {
             let mut args = vec![
                 "attach-interface",
@@ -390,14 +279,7 @@ impl NatTopology {
     /// A counter of `vxdp stats` (network, name) → (packets, bytes).
     pub fn counter(&self, network: &str, name: &str) -> Result<(u64, u64)> {
         let out = String::from_utf8(self.vxdp(&["stats", "--all"])?.stdout)?;
-        for line in out.lines() {
-            let f: Vec<_> = line.split_whitespace().collect();
-            if f.len() >= 5 && f[0] == network && f[2] == name {
-                let n = f.len();
-                return Ok((f[n - 2].parse()?, f[n - 1].parse()?));
-            }
-        }
-        bail!("counter {network}/{name} not in `vxdp stats --all`:\n{out}")
+        stats_counter(&out, network, name)
     }
 }
 
@@ -410,69 +292,4 @@ impl Drop for NatTopology {
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
-}
-
-/// A TCP server in `ns` that sends `payload` to the first client and reports
-/// the client's address. Returns the listening address.
-pub fn serve_payload(
-    ns: &Netns,
-    bind: &str,
-    payload: Vec<u8>,
-) -> Result<(SocketAddr, std::thread::JoinHandle<Result<SocketAddr>>)> {
-    let bind = bind.to_string();
-    let listener = ns.enter(move || TcpListener::bind(bind))??;
-    let addr = listener.local_addr()?;
-    let handle = std::thread::spawn(move || -> Result<SocketAddr> {
-        let (mut s, peer) = listener.accept()?;
-        s.write_all(&payload)?;
-        Ok(peer)
-    });
-    Ok((addr, handle))
-}
-
-/// Connects from `ns` to `addr` and reads until EOF.
-pub fn fetch(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<Vec<u8>> {
-    let stream = ns.enter(move || TcpStream::connect_timeout(&addr, timeout))??;
-    let mut stream = stream;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// A UDP echo in `ns` answering `count` datagrams, prefixing them with the
-/// sender's address as the server saw it.
-pub fn udp_echo(
-    ns: &Netns,
-    bind: &str,
-    count: usize,
-) -> Result<(SocketAddr, std::thread::JoinHandle<Result<()>>)> {
-    let bind = bind.to_string();
-    let sock = ns.enter(move || UdpSocket::bind(bind))??;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let addr = sock.local_addr()?;
-    let handle = std::thread::spawn(move || -> Result<()> {
-        let mut buf = [0u8; 2048];
-        for _ in 0..count {
-            let (n, peer) = sock.recv_from(&mut buf)?;
-            let mut reply = format!("{peer}|").into_bytes();
-            reply.extend_from_slice(&buf[..n]);
-            sock.send_to(&reply, peer)?;
-        }
-        Ok(())
-    });
-    Ok((addr, handle))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), to check transfers.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::testbed::Netns;
+use crate::netns::Netns;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;

@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::testbed::Netns;
+use crate::netns::Netns;
 
 /// The guest image `cargo xtask setup` builds.
 pub struct VmImage {
