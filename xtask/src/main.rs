@@ -94,7 +94,8 @@ enum Task {
     #[command(
         long_about = "Run `cargo +<pin> fmt --all --check`, then `cargo +<pin> clippy` over the \
         userspace crates (control, common, xtask, tests, benches; every target) with \
-        `-D warnings`, then checks the documentation: every relative link of README.md and \
+        `-D warnings`, then `cargo xtask modgraph`'s check (no import cycle between the \
+        modules of control and the eBPF crate), then checks the documentation: every relative link of README.md and \
         docs/ (file and #anchor) resolves, every repository path written as code exists, \
         every drop reason is in docs/security.md. The eBPF crates are formatted too but not \
         linted: clippy's host build cannot compile them. `cargo xtask test` runs this first (skip with \
@@ -112,7 +113,8 @@ enum Task {
         ancestors directly under the lowest common ancestor; references to a module's own \
         ancestors or descendants are the tree, not edges. Exits 1 and prints each cycle with \
         the source lines that make it when the siblings of any level form a cycle. \
-        `cargo xtask lint` runs this check. Needs neither root nor a build."
+        `cargo xtask lint` (and so `cargo xtask test`) runs this check. Needs neither root nor a \
+        build."
     )]
     Modgraph {
         /// Print Mermaid flowcharts (for docs/architecture.md) instead of text
@@ -584,6 +586,18 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
+    let root = cmd::workspace_root();
+    let mut cycles = Vec::new();
+    for (name, file) in modgraph::CRATES {
+        let graph = modgraph::analyse(name, &root.join(file))?;
+        cycles.extend(graph.cycles().into_iter().map(|c| format!("{name}: {c}")));
+    }
+    if !cycles.is_empty() {
+        anyhow::bail!(
+            "module cycles (imports must only go downward; `cargo xtask modgraph` shows the graph):\n{}",
+            cycles.join("")
+        );
+    }
     let problems = doclinks::check(cmd::workspace_root());
     if !problems.is_empty() {
         anyhow::bail!(
@@ -591,7 +605,9 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
             problems.join("\n  ")
         );
     }
-    println!("[lint] PASSED (rustfmt and clippy clean, documentation links resolve)");
+    println!(
+        "[lint] PASSED (rustfmt and clippy clean, no module cycle, documentation links resolve)"
+    );
     Ok(())
 }
 
