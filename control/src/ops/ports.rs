@@ -351,6 +351,7 @@ async fn plug_port(
             ipv6,
             created_tap,
             services_allowed,
+            from_bridge: false,
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
