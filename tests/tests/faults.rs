@@ -224,13 +224,10 @@ fn start_killed(point: &str, recovery: &str) -> Result<()> {
     let _reap = reaper(&topo);
     let file = define(&mut topo)?;
     killed_at(&topo, point, &["net-create", &file])?;
-    match recovery {
-        "reconcile" => {
-            let out = topo.vxdp(&["load"])?;
-            assert_no_network(&topo, &format!("after `vxdp load`:\n{}", text(&out)))?;
-            topo.vxdp(&["unload"])?;
-        }
-        _ => {}
+    if recovery == "reconcile" {
+        let out = topo.vxdp(&["load"])?;
+        assert_no_network(&topo, &format!("after `vxdp load`:\n{}", text(&out)))?;
+        topo.vxdp(&["unload"])?;
     }
     // Starting again works and forwards.
     topo.start(DEFAULT_XML)

@@ -379,8 +379,7 @@ async fn plug_port(
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
-        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))
-            .map_err(ModeError::from)?;
+        let endpoint = port_endpoint(&ctx.state_dir, &rec, &port, takes_xdp_frames(&link))?;
         // The endpoint entry exists before the program can see a packet.
         let maps = Maps::open(&ctx.pins).map_err(ModeError::from)?;
         undo.push(Step::RemoveEndpoint {
