@@ -152,6 +152,32 @@ enum Command {
         #[arg(long)]
         inactive: bool,
     },
+    /// Take libvirt network NAME over: vxdp defines and starts it from
+    /// libvirt's definition (same name, UUID, bridge, MAC, addresses, DHCP,
+    /// autostart), and libvirt keeps a network of that name and UUID as
+    /// <forward mode='bridge'/> on the same bridge, so domains'
+    /// <interface type='network'> keep working unchanged. Running domains'
+    /// taps are plugged back. Through virsh only; refuses, naming the step
+    /// and undoing the others, when a step fails.
+    LibvirtAdopt {
+        /// The libvirt network's name.
+        #[arg(value_parser = network_name)]
+        name: String,
+        /// libvirt's connection URI.
+        #[arg(long, env = "VXDP_LIBVIRT_URI", default_value = "qemu:///system")]
+        connect: String,
+    },
+    /// Give an adopted network back to libvirt: vxdp stops and undefines
+    /// it, libvirt gets its original definition, autostart flag and state
+    /// back, running domains' taps go back on libvirt's bridge.
+    LibvirtRelease {
+        /// The network's name.
+        #[arg(value_parser = network_name)]
+        name: String,
+        /// libvirt's connection URI.
+        #[arg(long, env = "VXDP_LIBVIRT_URI", default_value = "qemu:///system")]
+        connect: String,
+    },
     /// Mark a defined network to be started by `vxdp autostart` (and by the
     /// daemon at boot), or unmark it with --disable.
     NetAutostart {
@@ -586,6 +612,19 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
         }
         Command::NetDumpxml { name, inactive } => {
             print!("{}", definitions::dumpxml(ctx, &name, inactive)?)
+        }
+        Command::LibvirtAdopt { name, connect } => {
+            let virsh = vxdp_control::host::libvirt::Virsh::new(&connect);
+            let plugged = vxdp_control::ops::libvirt::adopt(ctx, &virsh, &name).await?;
+            println!("Network {name} adopted from libvirt ({connect})");
+            for dev in plugged {
+                println!("Plugged {dev} of a running domain");
+            }
+        }
+        Command::LibvirtRelease { name, connect } => {
+            let virsh = vxdp_control::host::libvirt::Virsh::new(&connect);
+            vxdp_control::ops::libvirt::release(ctx, &virsh, &name).await?;
+            println!("Network {name} given back to libvirt ({connect})");
         }
         Command::NetAutostart { name, disable } => {
             definitions::set_autostart(ctx, &name, !disable)?;

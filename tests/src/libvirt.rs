@@ -195,6 +195,16 @@ impl Libvirtd {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// A libvirt URI that reaches this libvirtd from the host's mount
+    /// namespace (its socket under the private /run), for `vxdp
+    /// libvirt-adopt --connect`.
+    pub fn uri(&self) -> String {
+        format!(
+            "qemu+unix:///system?socket={}",
+            self.root.join("run/libvirt/libvirt-sock").display()
+        )
+    }
+
     /// `virsh -q -c qemu:///system ARGS` inside libvirtd's namespaces.
     pub fn virsh(&self, args: &[&str]) -> Result<Output> {
         Command::new("nsenter")

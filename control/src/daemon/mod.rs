@@ -221,11 +221,59 @@ fn work(ctx: &Context, stats: &DaemonStats, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; the first pass just ran
+        // A port libvirt puts on a vxdp bridge is plugged at its next link
+        // change, not a whole period later (the periodic pass still catches
+        // what an event missed).
+        let mut changes = match crate::host::netlink::Netlink::link_changes() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!(
+                    "serve: not listening to link changes ({e}); ports on vxdp bridges are followed every period"
+                );
+                None
+            }
+        };
         loop {
-            tick.tick().await;
-            periodic(ctx, stats).await;
+            let changed = async {
+                match changes.as_mut() {
+                    Some(c) => futures::StreamExt::next(c).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => periodic(ctx, stats).await,
+                Some(()) = changed => {
+                    // One pass for a burst (libvirt creates, enslaves and
+                    // sets up a tap in a row; the pass's own changes echo).
+                    tokio::time::sleep(LINK_CHANGE_SETTLE).await;
+                    if let Some(c) = changes.as_mut() {
+                        while let Some(Some(())) = futures::FutureExt::now_or_never(
+                            futures::StreamExt::next(c),
+                        ) {}
+                    }
+                    on_link_change(ctx, stats).await;
+                }
+            }
         }
     });
+}
+
+/// How long a link change waits for the rest of its burst.
+const LINK_CHANGE_SETTLE: Duration = Duration::from_millis(100);
+
+/// A reconcile pass after a link change (no conntrack sweep).
+async fn on_link_change(ctx: &Context, stats: &DaemonStats) {
+    match reconcile::reconcile(ctx, false).await {
+        Ok(r) => {
+            stats
+                .repairs
+                .fetch_add(r.lines.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+            log::warn!("serve: reconcile after a link change failed: {e}");
+        }
+    }
 }
 
 /// A render's text, or what went wrong, shared by the scrapes it answers.

@@ -1,10 +1,11 @@
 //! The host side of a network, outside the eBPF dataplane: links and
 //! addresses (netlink), taps, sysctls, the state directory, dnsmasq and
-//! users; [`Context`] says where one vxdp instance keeps its state and pins,
+//! users, libvirt through `virsh`; [`Context`] says where one vxdp instance keeps its state and pins,
 //! [`undo`] reverts a partly applied change.
 
 pub mod dnsmasq;
 pub mod fault;
+pub mod libvirt;
 pub mod netlink;
 pub mod random;
 pub mod state;

@@ -286,6 +286,26 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// A stream that yields once per link change the kernel announces in
+    /// the calling thread's network namespace (RTM_NEWLINK, RTM_DELLINK:
+    /// created, deleted, enslaved, released, up, down). Only "something
+    /// changed": the caller looks at the links itself. The connection runs
+    /// on the current tokio runtime.
+    pub fn link_changes() -> Result<impl futures::Stream<Item = ()> + Unpin, NetlinkError> {
+        use futures::StreamExt;
+        use rtnetlink::sys::{AsyncSocket, SocketAddr};
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| NetlinkError::Connect(io::Error::other(e)))?;
+        let (mut conn, _handle, messages) =
+            rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))
+            .map_err(NetlinkError::Connect)?;
+        rt.spawn(conn);
+        Ok(messages.map(|_| ()))
+    }
+
     /// "name (ifindex N)" when the link can be resolved, else "ifindex N".
     async fn describe(&self, index: u32) -> String {
         match self.link_by_index(index).await {

@@ -53,6 +53,13 @@ pub struct PortRecord {
     /// DHCPv6 server messages): `attach-interface --allow-services`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub services_allowed: bool,
+    /// The port is the hypervisor's (libvirt's tap), plugged because it
+    /// appeared on the network's bridge (`vxdp serve`) or by the libvirt
+    /// hook: it is unplugged, and forgotten, when it leaves the bridge or
+    /// goes away. Ports plugged by `attach-interface` are kept and plugged
+    /// in again when they come back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_bridge: bool,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

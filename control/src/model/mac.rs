@@ -57,6 +57,20 @@ impl Mac {
     pub fn octets(self) -> [u8; 6] {
         self.0
     }
+
+    /// The guest MAC behind a tap libvirt created: libvirt gives the tap
+    /// the guest's MAC with the first byte replaced by `fe` (`fa` when the
+    /// guest's own first byte is `fe`), so the bridge never takes the
+    /// guest's address. The first byte is lost; vxdp assumes libvirt's
+    /// default prefix, `52` (52:54:00:…), and `fe` for a tap in `fa`. Any
+    /// other tap MAC is read the same way (first byte `52`): the port still
+    /// gets exactly one guest MAC, and a guest whose MAC differs needs the
+    /// hook (`vxdp libvirt-hook`) or `vxdp attach-interface --mac`.
+    pub fn guest_of_libvirt_tap(tap: [u8; 6]) -> Self {
+        let mut guest = tap;
+        guest[0] = if tap[0] == 0xfa { 0xfe } else { 0x52 };
+        Self(guest)
+    }
 }
 
 impl From<[u8; 6]> for Mac {
@@ -114,6 +128,21 @@ mod tests {
             Err(MacError::Multicast)
         );
         assert!(Mac::parse_unicast("52:54:00:00:00:01").is_ok());
+    }
+
+    #[test]
+    fn guest_mac_from_libvirt_tap_mac() {
+        let tap = |s| Mac::parse(s).unwrap().octets();
+        assert_eq!(
+            Mac::guest_of_libvirt_tap(tap("fe:54:00:12:34:56")).to_string(),
+            "52:54:00:12:34:56"
+        );
+        assert_eq!(
+            Mac::guest_of_libvirt_tap(tap("fa:16:3e:00:00:01")).to_string(),
+            "fe:16:3e:00:00:01"
+        );
+        // Never multicast, whatever the port's MAC.
+        assert!(!Mac::guest_of_libvirt_tap(tap("01:00:5e:00:00:01")).is_multicast());
     }
 
     #[test]

@@ -13,11 +13,11 @@ use crate::{
     host::{
         Context, dnsmasq, fault,
         netlink::{LinkInfo, Netlink},
-        state::{NetworkRecord, StateDir},
+        state::{NetworkRecord, PortRecord, StateDir},
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
         undo::{self, Step, Undo},
     },
-    model::addr::overlaps,
+    model::{addr::overlaps, mac::Mac},
     modes::{
         follow, nat6,
         plan::{
@@ -542,6 +542,11 @@ pub async fn reconcile(
         }
     }
 
+    // Ports the hypervisor put on (or took off) vxdp's bridge.
+    if !host_bridge {
+        follow_bridge_ports(ctx, nl, maps, rec, others, repairs).await?;
+    }
+
     // Guest ports.
     let endpoints = maps.endpoints()?;
     // The record as the lease lookup reads it (name, definition).
@@ -617,5 +622,102 @@ pub async fn plug(
 ) -> Result<(), ModeError> {
     undo.push(Step::NoMaster { ifindex });
     nl.set_master(ifindex, rec.bridge_ifindex).await?;
+    Ok(())
+}
+
+/// Follows the ports of vxdp's own bridge the way libvirt uses it with a
+/// `<forward mode='bridge'/>` network on that bridge (see `vxdp
+/// libvirt-adopt`): libvirt creates the guest's tap and enslaves it; vxdp
+/// plugs it (recorded with `from_bridge`, guest MAC from the tap's MAC:
+/// [`Mac::guest_of_libvirt_tap`]); the repair of the guest ports below then
+/// writes its endpoint and attaches the program, as for any port. A
+/// `from_bridge` port that left the bridge or went away (the guest
+/// stopped, the interface was detached) is unplugged and forgotten: its
+/// endpoint, MAC entries and flows go. Ports plugged by `attach-interface`
+/// and ports of other networks are left alone. A host bridge (the
+/// operator's, with the NIC on it) is not followed.
+async fn follow_bridge_ports(
+    ctx: &Context,
+    nl: &Netlink,
+    maps: &Maps,
+    rec: &mut NetworkRecord,
+    others: &[NetworkRecord],
+    repairs: &mut Repairs,
+) -> Result<(), ModeError> {
+    let name = rec.name.clone();
+    let links = nl.links().await?;
+    let mut kept = Vec::with_capacity(rec.ports.len());
+    for port in std::mem::take(&mut rec.ports) {
+        let on_bridge = links.iter().any(|l| {
+            l.index == port.ifindex && l.name == port.dev && l.master == Some(rec.bridge_ifindex)
+        });
+        if !port.from_bridge || on_bridge {
+            kept.push(port);
+            continue;
+        }
+        dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+        maps.remove_endpoint(port.ifindex)?;
+        // Still there (taken off the bridge, or moved elsewhere): vxdp's
+        // program and entries are gone; where it is now is not vxdp's.
+        repairs.note(format!(
+            "{name}: unplugged {} (ifindex {}): it left {}",
+            port.dev, port.ifindex, rec.bridge
+        ));
+        log::info!(
+            "{name}: unplugged {} (ifindex {}): it left {}",
+            port.dev,
+            port.ifindex,
+            rec.bridge
+        );
+    }
+    rec.ports = kept;
+    let claimed = |l: &LinkInfo| {
+        rec.ports
+            .iter()
+            .chain(others.iter().flat_map(|o| o.ports.iter()))
+            .any(|p| p.ifindex == l.index || p.dev == l.name)
+            || others
+                .iter()
+                .any(|o| o.bridge_ifindex == l.index || o.uplink_ifindex == l.index)
+            || l.index == rec.uplink_ifindex
+    };
+    let mut new_ports = Vec::new();
+    for link in links
+        .iter()
+        .filter(|l| l.master == Some(rec.bridge_ifindex) && l.index != rec.bridge_ifindex)
+    {
+        if claimed(link) {
+            continue;
+        }
+        let Some(tap_mac) = link.mac else {
+            repairs.problem(format!(
+                "{name}: {} on {} has no MAC address: not plugged",
+                link.name, rec.bridge
+            ));
+            continue;
+        };
+        let guest = Mac::guest_of_libvirt_tap(tap_mac);
+        repairs.note(format!(
+            "{name}: plugged {} (ifindex {}), which appeared on {}, guest MAC {guest}",
+            link.name, link.index, rec.bridge
+        ));
+        log::info!(
+            "{name}: plugging {} (ifindex {}), which appeared on {}, guest MAC {guest}",
+            link.name,
+            link.index,
+            rec.bridge
+        );
+        new_ports.push(PortRecord {
+            dev: link.name.clone(),
+            ifindex: link.index,
+            mac: Some(guest.to_string()),
+            created_tap: false,
+            ipv4: None,
+            ipv6: None,
+            services_allowed: false,
+            from_bridge: true,
+        });
+    }
+    rec.ports.extend(new_ports);
     Ok(())
 }

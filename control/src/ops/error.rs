@@ -33,6 +33,15 @@ pub enum OpsError {
     GuestAddress { ip: String, reason: String },
     #[error("{0}")]
     Tap(#[from] TapError),
+    /// A libvirt step of `libvirt-adopt`/`libvirt-release` failed (the
+    /// steps before it were undone).
+    #[error("{step}: {source} (nothing was changed)")]
+    Libvirt {
+        step: String,
+        source: crate::host::libvirt::LibvirtError,
+    },
+    #[error("{0}")]
+    LibvirtRefused(String),
 }
 
 impl From<ModeError> for OpsError {

@@ -1,11 +1,13 @@
 //! The verbs: starting and stopping networks ([`lifecycle`]), the started
 //! ones ([`networks`]), persistent
-//! definitions ([`definitions`]), guest ports ([`ports`]), and reconciling
+//! definitions ([`definitions`]), guest ports ([`ports`]), libvirt networks
+//! taken over and given back ([`libvirt`]), and reconciling
 //! the host with the started networks ([`reconcile`]); their errors in
 //! [`error`].
 
 pub mod definitions;
 pub mod error;
+pub mod libvirt;
 pub mod lifecycle;
 pub mod networks;
 pub mod ports;

@@ -127,6 +127,7 @@ pub async fn attach_xml(
         Some(Mac(mac)),
         &[],
         false,
+        false,
     )
     .await
 }
@@ -280,6 +281,28 @@ pub async fn attach_port(
         mac,
         ips,
         services_allowed,
+        false,
+    )
+    .await
+}
+
+/// Plugs a running domain's tap that libvirt created (`vxdp
+/// libvirt-adopt`) with the guest's MAC, as a `from_bridge` port: it is
+/// unplugged when it leaves the bridge.
+pub async fn plug_libvirt_port(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Mac,
+) -> Result<PortRecord, OpsError> {
+    plug_port(
+        ctx,
+        network,
+        PortDevice::Existing(dev),
+        Some(mac),
+        &[],
+        false,
+        true,
     )
     .await
 }
@@ -294,6 +317,7 @@ async fn plug_port(
     mac: Option<Mac>,
     ips: &[String],
     services_allowed: bool,
+    from_bridge: bool,
 ) -> Result<PortRecord, OpsError> {
     let state = StateDir::open(&ctx.state_dir)?;
     let nl = Netlink::connect()?;
@@ -351,6 +375,7 @@ async fn plug_port(
             ipv6,
             created_tap,
             services_allowed,
+            from_bridge,
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
