@@ -43,29 +43,45 @@ pub mod ct_state {
     pub const CLOSING: u8 = 2;
 }
 
-/// Value of `VXDP_CONNTRACK`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct ConntrackEntry {
-    /// `bpf_ktime_get_ns()` of the last packet matching this entry.
-    pub last_seen_ns: u64,
-    /// Original direction: the NAT address that replaces the source.
-    /// Reply direction: the guest address that replaces the destination.
-    pub rewrite_addr: u32,
-    /// Same for the port (or ICMP id), network byte order.
-    pub rewrite_port: u16,
-    /// [`DIR_ORIGINAL`] or [`DIR_REPLY`].
-    pub direction: u8,
-    /// One of [`ct_state`].
-    pub state: u8,
-    /// The guest's port (both directions): where replies are delivered.
-    pub ifindex: u32,
-    pub network_id: u16,
-    pub _pad0: u16,
-    /// The guest's MAC (both directions): destination of delivered replies.
-    pub mac: [u8; 6],
-    pub _pad1: [u8; 2],
+/// Defines a conntrack table's value type: the same fields, in the same
+/// order, for both address families; only the address type and the tail
+/// padding differ. (One definition, so the two tables cannot drift apart.)
+macro_rules! conntrack_entry {
+    ($(#[$doc:meta])* $name:ident, $addr:ty, { $($tail:tt)* }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+        pub struct $name {
+            /// `bpf_ktime_get_ns()` of the last packet matching this entry.
+            pub last_seen_ns: u64,
+            /// Original direction: the NAT address that replaces the source.
+            /// Reply direction: the guest address that replaces the destination.
+            pub rewrite_addr: $addr,
+            /// Same for the port (or ICMP/ICMPv6 echo id), network byte order.
+            pub rewrite_port: u16,
+            /// [`DIR_ORIGINAL`](crate::DIR_ORIGINAL) or [`DIR_REPLY`](crate::DIR_REPLY).
+            pub direction: u8,
+            /// One of [`ct_state`](crate::ct_state).
+            pub state: u8,
+            /// The guest's port (both directions): where replies are delivered.
+            pub ifindex: u32,
+            pub network_id: u16,
+            pub _pad0: u16,
+            /// The guest's MAC (both directions): destination of delivered replies.
+            pub mac: [u8; 6],
+            pub _pad1: [u8; 2],
+            $($tail)*
+        }
+    };
 }
+pub(crate) use conntrack_entry;
+
+conntrack_entry!(
+    /// Value of `VXDP_CONNTRACK`.
+    ConntrackEntry,
+    u32,
+    {}
+);
 const _: () = assert!(core::mem::size_of::<ConntrackEntry>() == 32);
 
 /// Index into `VXDP_TIMEOUTS` (an array of `u64` nanoseconds).

@@ -30,31 +30,15 @@ pub struct Conntrack6Key {
 }
 const _: () = assert!(core::mem::size_of::<Conntrack6Key>() == 40);
 
-/// Value of `VXDP_CONNTRACK6`; the fields mean what they mean in
-/// [`crate::ConntrackEntry`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Conntrack6Entry {
-    /// `bpf_ktime_get_ns()` of the last packet matching this entry.
-    pub last_seen_ns: u64,
-    /// Original direction: the NAT address that replaces the source.
-    /// Reply direction: the guest address that replaces the destination.
-    pub rewrite_addr: [u8; 16],
-    /// Same for the port (or ICMPv6 echo id), network byte order.
-    pub rewrite_port: u16,
-    /// [`crate::DIR_ORIGINAL`] or [`crate::DIR_REPLY`].
-    pub direction: u8,
-    /// One of [`crate::ct_state`].
-    pub state: u8,
-    /// The guest's port (both directions): where replies are delivered.
-    pub ifindex: u32,
-    pub network_id: u16,
-    pub _pad0: u16,
-    /// The guest's MAC (both directions): destination of delivered replies.
-    pub mac: [u8; 6],
-    pub _pad1: [u8; 2],
-    pub _pad2: u32,
-}
+crate::conntrack::conntrack_entry!(
+    /// Value of `VXDP_CONNTRACK6`: [`crate::ConntrackEntry`] with an IPv6
+    /// address.
+    Conntrack6Entry,
+    [u8; 16],
+    {
+        pub _pad2: u32,
+    }
+);
 const _: () = assert!(core::mem::size_of::<Conntrack6Entry>() == 48);
 
 /// `Nat6Config::flags` bits.

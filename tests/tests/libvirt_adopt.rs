@@ -13,10 +13,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_tests::{
-    libvirt::Libvirtd,
-    testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, run_vxdp},
-};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, run_vxdp};
+use vxdp_tests::libvirt::Libvirtd;
 
 /// Destroys and undefines vxdp's `default` whatever the test did (dropped
 /// before libvirtd and the namespaces).

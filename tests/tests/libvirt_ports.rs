@@ -22,7 +22,7 @@ use vxdp_control::{
     dataplane::{Maps, Pins},
     host::state::{NetworkRecord, StateDir},
 };
-use vxdp_tests::testbed::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, vxdp_bin};
 
 /// `vxdp serve` in the topology's hypervisor namespace, killed on drop.
 struct Daemon {
