@@ -665,6 +665,15 @@ impl Netlink {
         Ok(out)
     }
 
+    /// The interface of the IPv4 default route ([`Self::default_route_v4`]),
+    /// if there is one and it still exists.
+    pub async fn default_route_link_v4(&self) -> Result<Option<LinkInfo>, NetlinkError> {
+        match self.default_route_v4().await? {
+            Some(route) => self.link_by_index(route.oif).await,
+            None => Ok(None),
+        }
+    }
+
     /// The IPv4 default route of the main table with the lowest metric.
     /// For a multipath route the first next hop is reported.
     pub async fn default_route_v4(&self) -> Result<Option<DefaultRoute>, NetlinkError> {

@@ -15,7 +15,7 @@ use crate::{
         netlink::{LinkInfo, Netlink},
         state::{NetworkRecord, PortRecord, StateDir},
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
-        undo::{self, Step, Undo},
+        undo::{Step, Undo},
     },
     model::{addr::overlaps, mac::Mac},
     modes::{
@@ -39,10 +39,7 @@ pub async fn start(
     plan: &NetworkPlan,
     file: &str,
 ) -> Result<NetworkRecord, ModeError> {
-    let state = StateDir::open(&ctx.state_dir)?;
-    let nl = Netlink::connect()?;
-    // A start or plug that died half-way is reverted first.
-    undo::recover(&ctx.state_dir, &nl).await;
+    let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let running = state.networks()?;
     let name = plan.def.name.clone();
     if running.iter().any(|r| r.name == name) {
@@ -140,10 +137,7 @@ pub async fn start(
                     format!("interface {dev} does not exist"),
                 )
             })?),
-            None => match nl.default_route_v4().await? {
-                Some(route) => nl.link_by_index(route.oif).await?,
-                None => None,
-            },
+            None => nl.default_route_link_v4().await?,
         }
     };
     if plan.mode == mode::NAT && uplink.is_none() {

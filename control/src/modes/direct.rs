@@ -22,7 +22,7 @@ use crate::{
         Context,
         netlink::Netlink,
         state::{NetworkRecord, StateDir},
-        undo::{self, Step, Undo},
+        undo::{Step, Undo},
     },
     modes::{
         plan::{NetworkPlan, devices, invalid, network_config},
@@ -40,10 +40,7 @@ pub async fn start(
     plan: &NetworkPlan,
     file: &str,
 ) -> Result<NetworkRecord, ModeError> {
-    let state = StateDir::open(&ctx.state_dir)?;
-    let nl = Netlink::connect()?;
-    // A start or plug that died half-way is reverted first.
-    undo::recover(&ctx.state_dir, &nl).await;
+    let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let running = state.networks()?;
     let name = plan.def.name.clone();
     if running.iter().any(|r| r.name == name) {

@@ -19,7 +19,7 @@
 //! When the default route or the address disappears, the network keeps what
 //! it has and reconcile reports the problem each pass until it is back.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use vxdp_common::mode;
 
@@ -51,11 +51,7 @@ pub async fn uplink(
     let name = rec.name.clone();
     let named = plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some());
     if !named {
-        let now = match nl.default_route_v4().await? {
-            Some(route) => nl.link_by_index(route.oif).await?,
-            None => None,
-        };
-        match now {
+        match nl.default_route_link_v4().await? {
             Some(link) if link.name != rec.uplink => {
                 let old = std::mem::replace(&mut rec.uplink, link.name.clone());
                 let old_index = std::mem::replace(&mut rec.uplink_ifindex, link.index);
@@ -86,57 +82,71 @@ pub async fn uplink(
     };
 
     if plan.mode == mode::NAT && plan.nat_addresses.is_none() {
-        let addrs: Vec<Ipv4Addr> = nl
-            .ipv4_addresses(link.index)
-            .await?
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect();
-        match addrs.first() {
-            _ if addrs.contains(&rec.nat_first) => {}
-            Some(&new) => {
-                let old = rec.nat_first;
-                rec.nat_first = new;
-                rec.nat_last = new;
-                let flushed = maps.flush_nat_address(rec.id, IpAddr::V4(old))?;
-                repairs.note(format!(
-                    "{name}: uplink {} now has address {new} (was {old}): NAT masquerades to it; \
-                     {flushed} conntrack entries of the old address flushed",
-                    rec.uplink
-                ));
-            }
-            None => repairs.problem(format!(
-                "{name}: uplink {} has no IPv4 address: NAT keeps {} until it has one",
-                rec.uplink, rec.nat_first
-            )),
+        let addrs = nl.ipv4_addresses(link.index).await?;
+        let v4 = Family {
+            address: "address",
+            none: "IPv4 address",
+            nat: "NAT",
+        };
+        if let Some(new) = follow_address(maps, rec, &addrs, rec.nat_first, &v4, repairs)? {
+            rec.nat_first = new;
+            rec.nat_last = new;
         }
     }
-
     if let Some(old) = rec.nat6
         && nat6::masquerades(plan)
     {
-        let addrs: Vec<_> = nl
-            .ipv6_global_addresses(link.index)
-            .await?
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect();
-        match addrs.first() {
-            _ if addrs.contains(&old) => {}
-            Some(&new) => {
-                rec.nat6 = Some(new);
-                let flushed = maps.flush_nat_address(rec.id, IpAddr::V6(old))?;
-                repairs.note(format!(
-                    "{name}: uplink {} now has IPv6 address {new} (was {old}): NAT66 \
-                     masquerades to it; {flushed} conntrack entries of the old address flushed",
-                    rec.uplink
-                ));
-            }
-            None => repairs.problem(format!(
-                "{name}: uplink {} has no global IPv6 address: NAT66 keeps {old} until it has one",
-                rec.uplink
-            )),
+        let addrs = nl.ipv6_global_addresses(link.index).await?;
+        let v6 = Family {
+            address: "IPv6 address",
+            none: "global IPv6 address",
+            nat: "NAT66",
+        };
+        if let Some(new) = follow_address(maps, rec, &addrs, old, &v6, repairs)? {
+            rec.nat6 = Some(new);
         }
     }
     Ok(())
+}
+
+/// How one address family is named in what reconcile reports.
+struct Family {
+    address: &'static str,
+    none: &'static str,
+    nat: &'static str,
+}
+
+/// The address `rec`'s NAT moves to when `current` is no longer among the
+/// uplink's `addrs` (netlink's address, prefix pairs) and it has another:
+/// the flows translated to `current` are flushed then. `None`: NAT keeps
+/// `current` (still there, or nothing to move to, which is reported).
+fn follow_address<A>(
+    maps: &Maps,
+    rec: &NetworkRecord,
+    addrs: &[(A, u8)],
+    current: A,
+    family: &Family,
+    repairs: &mut Repairs,
+) -> Result<Option<A>, ModeError>
+where
+    A: Copy + PartialEq + std::fmt::Display + Into<IpAddr>,
+{
+    let (name, uplink) = (&rec.name, &rec.uplink);
+    if addrs.iter().any(|(a, _)| *a == current) {
+        return Ok(None);
+    }
+    let Some(&(new, _)) = addrs.first() else {
+        repairs.problem(format!(
+            "{name}: uplink {uplink} has no {}: {} keeps {current} until it has one",
+            family.none, family.nat
+        ));
+        return Ok(None);
+    };
+    let flushed = maps.flush_nat_address(rec.id, current.into())?;
+    repairs.note(format!(
+        "{name}: uplink {uplink} now has {} {new} (was {current}): {} masquerades to it; \
+         {flushed} conntrack entries of the old address flushed",
+        family.address, family.nat
+    ));
+    Ok(Some(new))
 }

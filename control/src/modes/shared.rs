@@ -15,7 +15,7 @@ use crate::{
         netlink::{Netlink, NetlinkError},
         state::{HostRecord, NetworkRecord, PortRecord, StateDir, StateError},
         sysctl::{self, IP_FORWARD, IPV6_FORWARD, SysctlError},
-        undo::{Step, Undo},
+        undo::{self, Step, Undo},
     },
     model::mac::{Mac, MacError},
     modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_key, subnet6_key},
@@ -69,6 +69,18 @@ impl From<XmlError> for ModeError {
     fn from(e: XmlError) -> Self {
         ModeError::Plan(e.into())
     }
+}
+
+/// Where every verb that changes the host begins: the state directory
+/// opened (its lock held until the returned `StateDir` drops) and a
+/// netlink handle, after reverting what `vxdp` commands that died half-way
+/// left (their undo journals, see [`crate::host::undo`]: under the lock,
+/// none can still be running). Also returns what each reverted command was.
+pub async fn lock_for_change(ctx: &Context) -> Result<(StateDir, Netlink, Vec<String>), ModeError> {
+    let state = StateDir::open(&ctx.state_dir)?;
+    let nl = Netlink::connect()?;
+    let reverted = undo::recover(&ctx.state_dir, &nl).await;
+    Ok((state, nl, reverted))
 }
 
 /// The first step of every start: the dataplane loaded (or adopted); the

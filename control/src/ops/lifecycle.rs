@@ -10,10 +10,8 @@ use crate::{
     dataplane::{self, Maps},
     host::{
         Context, dnsmasq, fault,
-        netlink::Netlink,
-        state::{NetworkRecord, StateDir},
+        state::NetworkRecord,
         sysctl::{self, IP_FORWARD, IPV6_FORWARD},
-        undo,
     },
     model::{addr::prefix_mask6, mode as modes},
     modes::{Realization, direct, plan, shared::device_used},
@@ -31,9 +29,7 @@ pub async fn start(ctx: &Context, xml_text: &str, file: &str) -> Result<NetworkR
 /// map entries, conntrack flows and bridge; the last network to go takes the
 /// programs, maps and the forwarding settings with it.
 pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
-    let state = StateDir::open(&ctx.state_dir)?;
-    let nl = Netlink::connect()?;
-    undo::recover(&ctx.state_dir, &nl).await;
+    let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let rec = state
         .network(name)?
         .ok_or_else(|| OpsError::NotStarted(name.into()))?;

@@ -14,9 +14,9 @@ use crate::{
         Context, fault,
         netlink::Netlink,
         random,
-        state::{NetworkRecord, PortRecord, StateDir},
+        state::{NetworkRecord, PortRecord},
         tap,
-        undo::{self, Step, Undo},
+        undo::{Step, Undo},
     },
     model::{
         addr::{prefix_mask, prefix_mask6},
@@ -319,10 +319,7 @@ async fn plug_port(
     services_allowed: bool,
     from_bridge: bool,
 ) -> Result<PortRecord, OpsError> {
-    let state = StateDir::open(&ctx.state_dir)?;
-    let nl = Netlink::connect()?;
-    // A start or plug that died half-way is reverted first.
-    undo::recover(&ctx.state_dir, &nl).await;
+    let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
@@ -420,9 +417,7 @@ async fn plug_port(
 
 /// Unplugs an interface from a network.
 pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result<(), OpsError> {
-    let state = StateDir::open(&ctx.state_dir)?;
-    let nl = Netlink::connect()?;
-    undo::recover(&ctx.state_dir, &nl).await;
+    let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;

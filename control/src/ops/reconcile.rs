@@ -25,7 +25,6 @@ use crate::{
     host::Context,
     host::netlink::Netlink,
     host::state::{NetworkRecord, StateDir},
-    host::undo,
     modes::{Realization, plan, shared::Repairs},
     ops::error::OpsError,
 };
@@ -58,18 +57,17 @@ pub fn load_or_adopt(ctx: &Context) -> Result<bool, DataplaneError> {
 /// state directory's lock, so none is still running); returns what each
 /// command was.
 pub async fn recover(ctx: &Context) -> Result<Vec<String>, OpsError> {
-    let _state = StateDir::open(&ctx.state_dir)?;
-    Ok(undo::recover(&ctx.state_dir, &Netlink::connect()?).await)
+    Ok(crate::modes::shared::lock_for_change(ctx).await?.2)
 }
 
 /// One pass over every started network. With `load`, a missing dataplane is
 /// loaded first (unless `vxdp unload` removed it on purpose).
 pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
     let mut repairs = Repairs::default();
-    let state = StateDir::open(&ctx.state_dir)?;
     // A start or plug that died half-way is reverted before anything is
-    // compared (its journal, see host::undo).
-    for what in undo::recover(&ctx.state_dir, &Netlink::connect()?).await {
+    // compared.
+    let (state, nl, reverted) = crate::modes::shared::lock_for_change(ctx).await?;
+    for what in reverted {
         repairs.note(format!(
             "reverted the unfinished `{what}` of a vxdp that died"
         ));
@@ -85,7 +83,6 @@ pub async fn reconcile(ctx: &Context, load: bool) -> Result<Repairs, OpsError> {
             ctx.pins.root.display()
         ));
     }
-    let nl = Netlink::connect()?;
     let maps = Maps::open(&ctx.pins)?;
     let mut in_use = HashSet::new();
     let all = records.clone();
