@@ -6,6 +6,7 @@ use aya::maps::{
     Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
     lpm_trie::Key as LpmKey,
 };
+use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DirectNic, DirectPort, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey,
@@ -54,6 +55,21 @@ fn entries_of<K: aya::Pod, V: aya::Pod>(
         .filter_map(Result::ok)
         .filter(|(_, v)| network_id.is_none_or(|id| network_of(v) == id))
         .collect()
+}
+
+/// Removes the entries of a conntrack table (optionally of one network)
+/// that `pick` chooses; returns how many went.
+fn remove_where<K: aya::Pod, V: aya::Pod + FlowEntry>(
+    table: &mut HashMap<MapData, K, V>,
+    network_id: Option<u32>,
+    pick: impl Fn(&K, &V) -> bool,
+) -> usize {
+    let keys: Vec<K> = entries_of(table, network_id, FlowEntry::network_id)
+        .into_iter()
+        .filter(|(k, v)| pick(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    keys.iter().filter(|k| table.remove(k).is_ok()).count()
 }
 
 /// Handles on the pinned maps.
@@ -397,21 +413,9 @@ impl Maps {
     /// Removes the conntrack entries (both directions, IPv4 and NAT66) of
     /// the flows guest port `ifindex` created; returns how many.
     pub fn flush_port_flows(&self, ifindex: u32) -> Result<usize, DataplaneError> {
-        let mut ct = self.conntrack()?;
-        let keys: Vec<_> = entries_of(&ct, None, |_| 0)
-            .into_iter()
-            .filter(|(_, v)| v.ifindex == ifindex)
-            .map(|(k, _)| k)
-            .collect();
-        let mut n = keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+        let mut n = remove_where(&mut self.conntrack()?, None, |_, v| v.ifindex == ifindex);
         if self.layout.has(Feature::Nat66) {
-            let mut ct6 = self.conntrack6()?;
-            let keys: Vec<_> = entries_of(&ct6, None, |_| 0)
-                .into_iter()
-                .filter(|(_, v)| v.ifindex == ifindex)
-                .map(|(k, _)| k)
-                .collect();
-            n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
+            n += remove_where(&mut self.conntrack6()?, None, |_, v| v.ifindex == ifindex);
         }
         Ok(n)
     }
@@ -426,61 +430,32 @@ impl Maps {
         nat: std::net::IpAddr,
     ) -> Result<usize, DataplaneError> {
         use vxdp_common::{DIR_ORIGINAL, DIR_REPLY};
-        let mut n = 0;
-        match nat {
+        let id = Some(network_id);
+        Ok(match nat {
             std::net::IpAddr::V4(a) => {
                 let a = u32::from_ne_bytes(a.octets());
-                let keys: Vec<_> = self
-                    .conntrack_entries(Some(network_id))?
-                    .into_iter()
-                    .filter(|(k, v)| {
-                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
-                            || (v.direction == DIR_REPLY && k.dst_addr == a)
-                    })
-                    .map(|(k, _)| k)
-                    .collect();
-                let mut ct = self.conntrack()?;
-                n += keys.iter().filter(|k| ct.remove(k).is_ok()).count();
+                remove_where(&mut self.conntrack()?, id, |k, v| {
+                    (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                        || (v.direction == DIR_REPLY && k.dst_addr == a)
+                })
             }
+            std::net::IpAddr::V6(_) if !self.layout.has(Feature::Nat66) => 0,
             std::net::IpAddr::V6(a) => {
                 let a = a.octets();
-                let keys: Vec<_> = self
-                    .conntrack6_entries(Some(network_id))?
-                    .into_iter()
-                    .filter(|(k, v)| {
-                        (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
-                            || (v.direction == DIR_REPLY && k.dst_addr == a)
-                    })
-                    .map(|(k, _)| k)
-                    .collect();
-                if !keys.is_empty() {
-                    let mut ct6 = self.conntrack6()?;
-                    n += keys.iter().filter(|k| ct6.remove(k).is_ok()).count();
-                }
+                remove_where(&mut self.conntrack6()?, id, |k, v| {
+                    (v.direction == DIR_ORIGINAL && v.rewrite_addr == a)
+                        || (v.direction == DIR_REPLY && k.dst_addr == a)
+                })
             }
-        }
-        Ok(n)
+        })
     }
 
     /// Removes a network's conntrack entries, IPv4 and NAT66; returns how many.
     pub fn flush_conntrack(&self, network_id: u32) -> Result<usize, DataplaneError> {
-        let entries = self.conntrack_entries(Some(network_id))?;
-        let mut ct = self.conntrack()?;
-        let mut n = 0;
-        for (k, _) in entries {
-            if ct.remove(&k).is_ok() {
-                n += 1;
-            }
-        }
-        let entries = self.conntrack6_entries(Some(network_id))?;
-        if entries.is_empty() {
-            return Ok(n);
-        }
-        let mut ct6 = self.conntrack6()?;
-        for (k, _) in entries {
-            if ct6.remove(&k).is_ok() {
-                n += 1;
-            }
+        let id = Some(network_id);
+        let mut n = remove_where(&mut self.conntrack()?, id, |_, _| true);
+        if self.layout.has(Feature::Nat66) {
+            n += remove_where(&mut self.conntrack6()?, id, |_, _| true);
         }
         Ok(n)
     }
