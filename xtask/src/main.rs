@@ -535,24 +535,15 @@ fn bench(toolchain: &Toolchain, quick: bool, args: &[String]) -> anyhow::Result<
 
 /// Prints the module graphs; an error names every cycle.
 fn modgraph(mermaid: bool) -> anyhow::Result<()> {
-    let root = cmd::workspace_root();
-    let mut cycles = Vec::new();
-    for (name, file) in modgraph::CRATES {
-        let graph = modgraph::analyse(name, &root.join(file))?;
+    let graphs = modgraph::analyse_all(cmd::workspace_root())?;
+    for graph in &graphs {
         if mermaid {
             print!("{}", graph.mermaid());
         } else {
             print!("{}", graph.text());
         }
-        cycles.extend(graph.cycles().into_iter().map(|c| format!("{name}: {c}")));
     }
-    if !cycles.is_empty() {
-        anyhow::bail!(
-            "{} module cycle(s); imports must only go downward:\n{}",
-            cycles.len(),
-            cycles.join("")
-        );
-    }
+    modgraph::check(&graphs)?;
     println!("[modgraph] no module cycle");
     Ok(())
 }
@@ -586,18 +577,7 @@ fn lint(toolchain: &Toolchain) -> anyhow::Result<()> {
     announce("lint", &clippy);
     cmd::run_inherited(&mut clippy)
         .map_err(|e| anyhow::anyhow!("{e:#}\nclippy found problems (listed above)"))?;
-    let root = cmd::workspace_root();
-    let mut cycles = Vec::new();
-    for (name, file) in modgraph::CRATES {
-        let graph = modgraph::analyse(name, &root.join(file))?;
-        cycles.extend(graph.cycles().into_iter().map(|c| format!("{name}: {c}")));
-    }
-    if !cycles.is_empty() {
-        anyhow::bail!(
-            "module cycles (imports must only go downward; `cargo xtask modgraph` shows the graph):\n{}",
-            cycles.join("")
-        );
-    }
+    modgraph::check(&modgraph::analyse_all(cmd::workspace_root())?)?;
     let problems = doclinks::check(cmd::workspace_root());
     if !problems.is_empty() {
         anyhow::bail!(

@@ -95,6 +95,32 @@ pub fn analyse(name: &str, root: &Path) -> anyhow::Result<Graph> {
     })
 }
 
+/// The graph of every crate in [`CRATES`], read below `root`.
+pub fn analyse_all(root: &Path) -> anyhow::Result<Vec<Graph>> {
+    CRATES
+        .iter()
+        .map(|(name, file)| analyse(name, &root.join(file)))
+        .collect()
+}
+
+/// An error naming every cycle of `graphs` with the lines that make it
+/// (`cargo xtask modgraph` and `cargo xtask lint` fail with it).
+pub fn check(graphs: &[Graph]) -> anyhow::Result<()> {
+    let cycles: Vec<String> = graphs
+        .iter()
+        .flat_map(|g| g.cycles().into_iter().map(|c| format!("{}: {c}", g.name)))
+        .collect();
+    if !cycles.is_empty() {
+        bail!(
+            "{} module cycle(s); imports must only go downward (`cargo xtask modgraph` shows \
+             the graph):\n{}",
+            cycles.len(),
+            cycles.join("")
+        );
+    }
+    Ok(())
+}
+
 impl Graph {
     /// Every cycle among siblings, as `parent: a -> b -> a` with the sites.
     pub fn cycles(&self) -> Vec<String> {
