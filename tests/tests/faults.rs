@@ -96,11 +96,12 @@ fn links(topo: &NatTopology) -> Result<String> {
     Ok(String::from_utf8_lossy(&topo.hyp.ip(&["-d", "link", "show"])?.stdout).into_owned())
 }
 
-/// Entries of a pinned map (`bpftool map dump`), 0 when the map is gone.
-fn map_entries(pins: &Path, map: &str) -> Result<usize> {
+/// The entries of a pinned map as `bpftool -j map dump` lists them; none
+/// when the map is gone.
+fn map_dump(pins: &Path, map: &str) -> Result<Vec<serde_json::Value>> {
     let path = pins.join("maps").join(map);
     if !path.exists() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
@@ -114,31 +115,24 @@ fn map_entries(pins: &Path, map: &str) -> Result<usize> {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v.as_array().map_or(0, |a| a.len()))
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// Entries of a pinned map, 0 when the map is gone.
+fn map_entries(pins: &Path, map: &str) -> Result<usize> {
+    Ok(map_dump(pins, map)?.len())
 }
 
 /// Non-zero (in use) entries of the networks array.
 fn networks_in_use(pins: &Path) -> Result<usize> {
-    let path = pins.join("maps").join("VXDP_NETWORKS");
-    if !path.exists() {
-        return Ok(0);
-    }
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
-        .arg(&path)
-        .output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let used = v
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(map_dump(pins, "VXDP_NETWORKS")?
+        .iter()
         .filter(|e| {
             e["value"]
                 .as_array()
                 .is_some_and(|b| b.iter().any(|x| x.as_str().is_some_and(|s| s != "0x00")))
         })
-        .count();
-    Ok(used)
+        .count())
 }
 
 /// The host holds nothing of vxdp's networks: no bridge virbr0, no XDP on

@@ -13,6 +13,16 @@ use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR
 
 const ECHO_PORT: u16 = 7000;
 
+/// A UDP socket on an ephemeral port in guest 0's namespace.
+fn guest_socket(topo: &NatTopology) -> Result<UdpSocket> {
+    let guest = topo.guests[0]
+        .ns
+        .enter(|| UdpSocket::bind("0.0.0.0:0"))?
+        .context("binding the guest's socket")?;
+    guest.set_read_timeout(Some(Duration::from_secs(3)))?;
+    Ok(guest)
+}
+
 /// A UDP socket bound in the outside host's namespace, and one in guest 0's.
 fn sockets(topo: &NatTopology) -> Result<(UdpSocket, UdpSocket)> {
     let outside: SocketAddr = format!("{OUTSIDE_HOST}:{ECHO_PORT}").parse()?;
@@ -20,14 +30,8 @@ fn sockets(topo: &NatTopology) -> Result<(UdpSocket, UdpSocket)> {
         .wan
         .enter(move || UdpSocket::bind(outside))?
         .context("binding the outside host's socket")?;
-    let guest = topo.guests[0]
-        .ns
-        .enter(|| UdpSocket::bind("0.0.0.0:0"))?
-        .context("binding the guest's socket")?;
-    for s in [&wan, &guest] {
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    }
-    Ok((wan, guest))
+    wan.set_read_timeout(Some(Duration::from_secs(3)))?;
+    Ok((wan, guest_socket(topo)?))
 }
 
 /// Sends `what` from the guest's socket to the outside host and returns the
@@ -108,11 +112,7 @@ fn nat_follows_a_new_uplink_address() -> Result<()> {
         round_trip(&wan, &guest, b"two")? == new.parse::<Ipv4Addr>()?,
         "the existing flow still leaves with the old address"
     );
-    let guest2 = topo.guests[0]
-        .ns
-        .enter(|| UdpSocket::bind("0.0.0.0:0"))?
-        .context("binding the guest's second socket")?;
-    guest2.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let guest2 = guest_socket(&topo)?;
     ensure!(
         round_trip(&wan, &guest2, b"three")? == new.parse::<Ipv4Addr>()?,
         "a new flow leaves with the old address"
