@@ -126,3 +126,33 @@ pub const fn timeout_class_of(proto: u8, state: u8) -> u32 {
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 
 user_pod!(ConntrackKey, ConntrackEntry);
+
+/// Per-CPU working memory of the IPv4 NAT program (`VXDP_NAT4_SCRATCH`):
+/// a new flow's reply-direction key and entry while its NAT port is
+/// chosen. Kept off the stack: the port search runs in a `bpf_loop`
+/// callback, whose frame counts toward the 512-byte limit on top of the
+/// NAT program's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Nat4Scratch {
+    pub reply_key: ConntrackKey,
+    pub reply: ConntrackEntry,
+}
+const _: () = assert!(core::mem::size_of::<Nat4Scratch>() == 48);
+user_pod!(Nat4Scratch);
+
+/// Per-CPU working memory for the host-socket lookups of NAT's port choice
+/// (`VXDP_SOCK_SCRATCH`): the kernel's `struct bpf_sock_tuple` (IPv4 uses
+/// the first 12 bytes, IPv6 all 36). Kept off the stack: the lookup runs in
+/// a `bpf_loop` callback, whose frame counts toward the 512-byte limit on
+/// top of the NAT program's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockTupleScratch {
+    /// As in packets (network byte order). IPv4: source address (the
+    /// remote), destination address (the host), then the two ports in one
+    /// word; IPv6: 4 + 4 address words, then the ports.
+    pub words: [u32; 9],
+}
+const _: () = assert!(core::mem::size_of::<SockTupleScratch>() == 36);
+user_pod!(SockTupleScratch);

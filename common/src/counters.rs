@@ -54,6 +54,10 @@ pub enum Action {
     /// uplink straight to the guest's port (next hop resolved on the bridge,
     /// guest MAC in `VXDP_MACS`).
     RouteInboundForwarded = 11,
+    /// A NAT flow whose tuple a host socket took after the flow was set up
+    /// was removed and its reply left to the host (checked once a second
+    /// per flow on the uplink).
+    FlowYieldedToHost = 12,
     // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
     // other paths.
     /// Direct network: guest → another guest of the NIC, redirected to its
@@ -78,7 +82,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -91,6 +95,7 @@ impl Action {
         Action::RouteInbound,
         Action::PortForwarded,
         Action::RouteInboundForwarded,
+        Action::FlowYieldedToHost,
         Action::DirectToGuest,
         Action::DirectToWire,
         Action::DirectToHost,
@@ -114,6 +119,7 @@ impl Action {
             Action::RouteInbound => "route_inbound",
             Action::PortForwarded => "port_forwarded",
             Action::RouteInboundForwarded => "route_inbound_forwarded",
+            Action::FlowYieldedToHost => "flow_yielded_to_host",
             Action::DirectToGuest => "direct_to_guest",
             Action::DirectToWire => "direct_to_wire",
             Action::DirectToHost => "direct_to_host",
@@ -131,6 +137,7 @@ impl Action {
             | Action::UplinkPassed
             | Action::RouteInbound
             | Action::RouteInboundForwarded
+            | Action::FlowYieldedToHost
             | Action::DirectFromWire
             | Action::IcmpErrorTranslated => "from_uplink",
             Action::DirectFromHost => "from_host",

@@ -10,8 +10,8 @@ use aya_ebpf::{
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, MAX_NETWORKS, MAX_PORTS, MacKey,
-    MacPort, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey,
-    SubnetOwner, jump, timeout_class,
+    MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, SockTupleScratch,
+    Subnet6Key, SubnetKey, SubnetOwner, jump, timeout_class,
 };
 
 #[map]
@@ -79,6 +79,16 @@ pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
 /// pinned: it holds nothing between packets.
 #[map]
 pub static VXDP_NAT6_SCRATCH: PerCpuArray<Nat6Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory of the IPv4 NAT program (see `Nat4Scratch`). Not
+/// pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_NAT4_SCRATCH: PerCpuArray<Nat4Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory of the host-socket lookups (see
+/// `SockTupleScratch`). Not pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_SOCK_SCRATCH: PerCpuArray<SockTupleScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// XDP redirects to guest ports whose fate the kernel has not reported yet:
 /// per CPU, by (target port, network, action slot). The uplink's XDP

@@ -11,6 +11,7 @@ use vxdp_common::{
     timeout_or_default,
 };
 
+use super::sockets::SockTuple;
 use crate::base::{
     maps::{VXDP_CONNTRACK, VXDP_CONNTRACK6, VXDP_TIMEOUTS},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -20,7 +21,7 @@ use crate::base::{
 /// A conntrack key type and its table (IPv4 `VXDP_CONNTRACK` or NAT66
 /// `VXDP_CONNTRACK6`); the keys and entries themselves are
 /// `vxdp_common::FlowKey`/`FlowEntry`.
-pub trait Table: FlowKey {
+pub trait Table: FlowKey + SockTuple {
     fn map() -> &'static LruHashMap<Self, Self::Entry>;
 }
 
@@ -41,6 +42,13 @@ impl Table for Conntrack6Key {
 /// Refresh `last_seen` at most this often: writing a shared LRU value on
 /// every packet would bounce its cache line between CPUs.
 const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Whether `entry` is due for its periodic refresh (see [`touch`]): the
+/// uplink's occasional checks ride on it.
+#[inline(always)]
+pub fn refresh_due<E: FlowEntry>(entry: &E, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns()) > REFRESH_NS
+}
 
 const EEXIST: i64 = 17;
 
@@ -65,7 +73,7 @@ fn flow_alive<K: Table>(key: &K, entry: &K::Entry, now: u64) -> bool {
 
 /// Removes both entries of the flow `key` belongs to.
 #[inline(always)]
-fn remove_flow<K: Table>(key: &K, entry: &K::Entry) {
+pub fn remove_flow<K: Table>(key: &K, entry: &K::Entry) {
     let peer = key.peer_key(entry);
     let _ = K::map().remove(&peer);
     let _ = K::map().remove(key);
@@ -111,7 +119,7 @@ pub fn touch<K: Table>(key: &K, entry: *mut K::Entry, tcp_flags: u8, now: u64) {
     let e = unsafe { &mut *entry };
     let is_reply = e.direction() != DIR_ORIGINAL;
     let state = next_state(key.proto(), e.state(), tcp_flags, is_reply);
-    let stale = now.saturating_sub(e.last_seen_ns()) > REFRESH_NS;
+    let stale = refresh_due(e, now);
     if state == e.state() && !stale {
         return;
     }

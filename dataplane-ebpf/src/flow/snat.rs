@@ -6,7 +6,10 @@
 //! redirect around [`flow_mapping`] and [`rewrite`]; the uplink calls
 //! [`reply`].
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_loop},
+};
 use vxdp_common::{
     Action, DIR_ORIGINAL, DIR_REPLY, DropReason, FlowEntry, FlowKey, FlowOwner, NetworkConfig,
     PROTO_TCP, PROTO_UDP,
@@ -15,6 +18,7 @@ use vxdp_common::{
 use super::{
     conntrack::{self, Reserve, Table},
     deliver::{Hook, prepare_for_guest},
+    sockets::{Owner, host_owns},
 };
 use crate::base::{
     ctx::{CSUM_FIELD_2, CSUM_FIELD_4, CSUM_PSEUDO, CSUM_UDP, PacketCtx, ptr_at},
@@ -88,14 +92,14 @@ pub struct FlowSlots<'a, K: FlowKey> {
 }
 
 /// The mapping of the flow `s.key` belongs to, into `s.mapping`: its
-/// conntrack entry, refreshed, or a new flow's. `own_port_free(reply_key)`
-/// says whether the guest's own port may be kept (checked only when it is
-/// in range; see [`create_flow`]).
+/// conntrack entry, refreshed, or a new flow's. `ctx` is the program's
+/// context pointer (`EbpfContext::as_ptr`), for the host-socket lookups of
+/// [`create_flow`].
 #[inline(always)]
 pub fn flow_mapping<K: Table>(
     s: FlowSlots<K>,
     f: &NewFlow<K::Addr>,
-    own_port_free: impl FnOnce(&K) -> bool,
+    ctx: *mut c_void,
 ) -> Result<(), DropReason> {
     match conntrack::lookup(s.key, f.now) {
         Some(entry) => {
@@ -108,7 +112,62 @@ pub fn flow_mapping<K: Table>(
             *s.mapping = unsafe { *entry };
             Ok(())
         }
-        None => create_flow(s, f, own_port_free),
+        None => create_flow(s, f, ctx),
+    }
+}
+
+/// The NAT port search of [`create_flow`], run by `bpf_loop`: the verifier
+/// checks [`try_port`] once instead of once per candidate, which leaves
+/// room for a host-socket lookup per candidate.
+#[repr(C)]
+struct PortSearch<K: Table> {
+    ctx: *mut c_void,
+    reply_key: *mut K,
+    reply: *const K::Entry,
+    /// Candidate `i` > 0 is `min + (start + i) % span`; candidate 0 is
+    /// `first`. (Small: this frame and the callback's share the NAT
+    /// program's 512 bytes of stack.)
+    span: u32,
+    start: u32,
+    min: u16,
+    first: u16,
+    outcome: u32,
+}
+
+const SEARCHING: u32 = 0;
+const RESERVED: u32 = 1;
+const FAILED: u32 = 2;
+
+/// One candidate NAT port: taken when no host socket would receive the
+/// remote's packets for it and vxdp's table has it free. Returns 1 (stop)
+/// once reserved or on a table error, 0 to try the next one.
+extern "C" fn try_port<K: Table>(i: u64, data: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(data as *mut PortSearch<K>) };
+    let port = if i == 0 {
+        s.first as u32
+    } else {
+        // checked_rem: a `%` would leave a divide-by-zero panic path the
+        // verifier refuses.
+        s.min as u32
+            + (s.start.wrapping_add(i as u32))
+                .checked_rem(s.span)
+                .unwrap_or(0)
+    };
+    let reply_key = unsafe { &mut *s.reply_key };
+    reply_key.set_dst_port((port as u16).to_be());
+    if host_owns(s.ctx, reply_key, Owner::Any) {
+        return 0;
+    }
+    match conntrack::reserve_reply(reply_key, unsafe { &*s.reply }, conntrack::now()) {
+        Reserve::Reserved => {
+            s.outcome = RESERVED;
+            1
+        }
+        Reserve::Taken => 0,
+        Reserve::Failed => {
+            s.outcome = FAILED;
+            1
+        }
     }
 }
 
@@ -116,12 +175,14 @@ pub fn flow_mapping<K: Table>(
 /// `s.mapping`, choosing the NAT port: the guest's own port when it is in
 /// range and free (as Linux masquerade does), otherwise a bounded number of
 /// pseudo-random candidates. A port is free when vxdp's table does not use
-/// it for that remote, and `own_port_free` agrees for the guest's own.
+/// it for that remote and no host socket would take the remote's packets
+/// to it (a guest must not take over the host's connections, nor its
+/// listeners' inbound connections from that remote port).
 #[inline(always)]
 fn create_flow<K: Table>(
     s: FlowSlots<K>,
     f: &NewFlow<K::Addr>,
-    own_port_free: impl FnOnce(&K) -> bool,
+    ctx: *mut c_void,
 ) -> Result<(), DropReason> {
     let proto = s.key.proto();
     if proto == PROTO_TCP && f.tcp_flags & parse::TCP_RST != 0 {
@@ -135,39 +196,38 @@ fn create_flow<K: Table>(
     };
     let span = if max >= min { max - min + 1 } else { 1 };
     let own = u16::from_be(s.key.src_port()) as u32;
-    // checked_rem: a `%` would leave a divide-by-zero panic path the
-    // verifier refuses.
     let start = unsafe { bpf_get_prandom_u32() }
         .checked_rem(span)
         .unwrap_or(0);
 
     *s.reply = s.key.reply_entry(f.now, &f.owner);
     *s.reply_key = s.key.reply_key(f.nat_addr);
-    // Chosen before the loop, so the loop's body does not fork on it.
-    let first = if own >= min && own <= max && own_port_free(s.reply_key) {
-        own
-    } else {
-        min + start
-    };
-    let mut reserved = false;
-    for i in 0..NAT_PORT_TRIES {
-        let port = if i == 0 {
-            first
+    let mut search = PortSearch::<K> {
+        ctx,
+        reply_key: s.reply_key as *mut K,
+        reply: s.reply as *const K::Entry,
+        span,
+        start,
+        min: min as u16,
+        first: if own >= min && own <= max {
+            own as u16
         } else {
-            min + (start + i).checked_rem(span).unwrap_or(0)
-        };
-        s.reply_key.set_dst_port((port as u16).to_be());
-        match conntrack::reserve_reply(s.reply_key, s.reply, f.now) {
-            Reserve::Reserved => {
-                reserved = true;
-                break;
-            }
-            Reserve::Taken => {}
-            Reserve::Failed => return Err(DropReason::ConntrackInsertFailed),
-        }
-    }
-    if !reserved {
-        return Err(DropReason::NatPortExhausted);
+            (min + start) as u16
+        },
+        outcome: SEARCHING,
+    };
+    unsafe {
+        bpf_loop(
+            NAT_PORT_TRIES,
+            try_port::<K> as *mut c_void,
+            &mut search as *mut PortSearch<K> as *mut c_void,
+            0,
+        )
+    };
+    match search.outcome {
+        RESERVED => {}
+        FAILED => return Err(DropReason::ConntrackInsertFailed),
+        _ => return Err(DropReason::NatPortExhausted),
     }
     *s.mapping = s
         .reply
@@ -275,6 +335,17 @@ where
     }
     if !ctx.deliverable(unsafe { (*entry).ifindex() }) {
         return Ok(Reply::Delivered(ctx.defer()));
+    }
+    // A host socket that took this conversation's tuple after the guest's
+    // flow was set up owns its packets: the guest's flow goes (its next
+    // packet gets another NAT port). Checked once a second per flow, with
+    // the refresh, so the fast path pays nothing.
+    if conntrack::refresh_due(unsafe { &*entry }, now)
+        && host_owns(ctx.as_ptr(), &key, Owner::Conversation)
+    {
+        conntrack::remove_flow(&key, unsafe { &*entry });
+        count_event(unsafe { (*entry).network_id() }, Action::FlowYieldedToHost);
+        return Ok(Reply::Untracked);
     }
     conntrack::touch(&key, entry, l4.tcp_flags, now);
     let e = unsafe { *entry };

@@ -3,7 +3,7 @@
 //! `flow::snat` (the NAT port must not be one a host socket uses for that
 //! remote) and redirected out of the uplink.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{EbpfContext, programs::TcContext};
 use vxdp_common::{Action, ConntrackEntry, ConntrackKey, DropReason, NetworkConfig, PROTO_ICMP};
 
 use super::port::{pass, port_network};
@@ -11,13 +11,11 @@ use crate::{
     base::{
         fib::{self, Route},
         l2::set_macs,
+        maps::VXDP_NAT4_SCRATCH,
         parse::{self, ICMP_ECHO_REQUEST, Ipv4},
         stats::{Drop, count},
     },
-    flow::{
-        snat::{self, FlowSlots, NewFlow, Side},
-        sockets,
-    },
+    flow::snat::{self, FlowSlots, NewFlow, Side},
 };
 
 /// `vxdp_guest_nat`.
@@ -91,25 +89,20 @@ fn guest_nat(
     let nat_addr = nat_address(net, ip.src);
     let mac = unsafe { (*eth).src_addr };
     let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, l4.tcp_flags);
-    let (mut reply_key, mut reply, mut mapping) = (
-        ConntrackKey::default(),
-        ConntrackEntry::default(),
-        ConntrackEntry::default(),
-    );
+    let mut mapping = ConntrackEntry::default();
+    // A new flow's reply key and entry live in a per-CPU slot (see
+    // `Nat4Scratch`), the mapping on the stack.
+    let scratch = VXDP_NAT4_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(Drop::new(DropReason::ConntrackInsertFailed, net_id))?;
+    let scratch = unsafe { &mut *scratch };
     let slots = FlowSlots {
         key: &key,
-        reply_key: &mut reply_key,
-        reply: &mut reply,
+        reply_key: &mut scratch.reply_key,
+        reply: &mut scratch.reply,
         mapping: &mut mapping,
     };
-    // The guest's own port is kept only when no host socket uses it for
-    // this remote: a guest must not take over the host's connections (or
-    // its listeners' inbound connections from that remote port).
-    let own_port_free = |rk: &ConntrackKey| {
-        let ports = u32::from(key.dst_port) | u32::from(key.src_port) << 16;
-        !sockets::host_owns_v4(ctx, key.proto, key.dst_addr, rk.dst_addr, ports)
-    };
-    snat::flow_mapping(slots, &flow, own_port_free).map_err(|r| Drop::new(r, net_id))?;
+    snat::flow_mapping(slots, &flow, ctx.as_ptr()).map_err(|r| Drop::new(r, net_id))?;
 
     if let Route::Forward(p) = &route {
         set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;

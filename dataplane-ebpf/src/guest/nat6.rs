@@ -7,7 +7,7 @@
 //! for the stack next to each other: they live in a per-CPU map slot
 //! (`VXDP_NAT6_SCRATCH`).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{EbpfContext, programs::TcContext};
 use vxdp_common::{Action, DropReason, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use super::port::{pass, port_network};
@@ -119,8 +119,7 @@ fn guest_nat6(
         reply: &mut s.reply,
         mapping: &mut s.mapping,
     };
-    // No host-socket check for IPv6 (the sockets lookup is IPv4's).
-    snat::flow_mapping(slots, &flow, |_| true).map_err(|reason| Drop::new(reason, net_id))?;
+    snat::flow_mapping(slots, &flow, ctx.as_ptr()).map_err(|reason| Drop::new(reason, net_id))?;
     let (nat_addr, nat_port) = (&s.mapping.rewrite_addr, s.mapping.rewrite_port);
     let params = unsafe { &*(s.fib.as_ptr() as *const FibParams) };
     if rc == fib::FIB_SUCCESS {
