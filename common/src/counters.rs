@@ -175,7 +175,9 @@ pub enum DropReason {
     RouteNotViaUplink = 9,
     /// IP forwarding is disabled in the kernel.
     ForwardingDisabled = 10,
-    /// Packet larger than the egress MTU (would need fragmenting).
+    /// Packet larger than the egress MTU without the don't-fragment flag:
+    /// NAT would need to fragment it (with DF the kernel answers
+    /// "fragmentation needed" instead).
     FragmentationNeeded = 11,
     /// The port has a program but no endpoint entry, or the network is not active.
     UnknownPort = 12,

@@ -39,6 +39,9 @@ pub struct Ipv4 {
     /// Fragment offset zero: the L4 header is in this packet (a whole
     /// packet or a first fragment).
     pub first_fragment: bool,
+    /// Don't-fragment flag: a router must answer "fragmentation needed"
+    /// rather than fragment it.
+    pub dont_fragment: bool,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
 }
@@ -79,6 +82,7 @@ pub fn ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, ParseError> {
         // MF flag (0x2000) or a fragment offset (low 13 bits).
         fragment: frags & 0x3fff != 0,
         first_fragment: frags & 0x1fff == 0,
+        dont_fragment: frags & 0x4000 != 0,
         l4_off: IP_OFF + ihl * 4,
     })
 }

@@ -72,6 +72,10 @@ fn guest_nat(
         Route::ForwardingDisabled => {
             return Err(Drop::new(DropReason::ForwardingDisabled, net_id));
         }
+        // Larger than the uplink's MTU: with DF the kernel answers
+        // "fragmentation needed" (path MTU discovery works); without it the
+        // kernel would fragment it un-NATed, so it is dropped.
+        Route::FragNeeded if ip.dont_fragment => return pass(ctx, net_id),
         Route::FragNeeded => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
         Route::Unsupported => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
     }

@@ -105,7 +105,9 @@ fn guest_nat6(
             return pass(ctx, net_id);
         }
         fib::FIB_FWD_DISABLED => return Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
-        fib::FIB_FRAG_NEEDED => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
+        // Larger than the uplink's MTU: the kernel answers "packet too big"
+        // (IPv6 routers never fragment), so path MTU discovery works.
+        fib::FIB_FRAG_NEEDED => return pass(ctx, net_id),
         _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
     }
 
