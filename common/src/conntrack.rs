@@ -156,3 +156,42 @@ pub struct SockTupleScratch {
 }
 const _: () = assert!(core::mem::size_of::<SockTupleScratch>() == 36);
 user_pod!(SockTupleScratch);
+
+/// `FragKey::direction`: a guest's datagram leaving, a reply entering.
+pub const FRAG_OUTBOUND: u8 = 0;
+pub const FRAG_INBOUND: u8 = 1;
+
+/// Key of `VXDP_FRAGS`: one IPv4 datagram whose first fragment NAT
+/// translated, as its later fragments arrive (addresses in network byte
+/// order, before translation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    /// The IPv4 identification field, as in the packet.
+    pub id: u16,
+    pub proto: u8,
+    /// [`FRAG_OUTBOUND`] or [`FRAG_INBOUND`].
+    pub direction: u8,
+}
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+
+/// Value of `VXDP_FRAGS`: what the datagram's later fragments get.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FragEntry {
+    /// When the first fragment was translated (`bpf_ktime_get_ns`).
+    pub created_ns: u64,
+    /// The new source (outbound: the NAT address) or destination
+    /// (inbound: the guest's address).
+    pub addr: u32,
+    /// The guest's port: where inbound fragments go, and the only port
+    /// whose outbound fragments follow the record.
+    pub ifindex: u32,
+    pub network_id: u16,
+    /// Inbound: the guest's MAC (zero outbound).
+    pub mac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 24);
+user_pod!(FragKey, FragEntry);

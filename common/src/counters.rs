@@ -157,7 +157,8 @@ impl Action {
 pub enum DropReason {
     /// Truncated frame or invalid IPv4 header (bad version/IHL/length).
     Malformed = 1,
-    /// IPv4 fragment leaving or entering a NAT network (not translated).
+    /// A fragment NAT cannot translate: an IPv4 fragment whose datagram's
+    /// first fragment was not translated first, or an IPv6 fragment (NAT66).
     Fragment = 2,
     /// IP protocol vxdp does not translate (not TCP, UDP or ICMP).
     UnsupportedProtocol = 3,

@@ -50,7 +50,8 @@ pub fn udp_echo(
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     let addr = sock.local_addr()?;
     let handle = std::thread::spawn(move || -> Result<()> {
-        let mut buf = [0u8; 2048];
+        // Room for any UDP datagram.
+        let mut buf = vec![0u8; 65536];
         for _ in 0..count {
             let (n, peer) = sock.recv_from(&mut buf)?;
             let mut reply = format!("{peer}|").into_bytes();

@@ -394,3 +394,83 @@ fn isolated_hosts_are_not_reached_through_broadcast_frames() {
         );
     });
 }
+
+/// `frame` (an Ethernet/IPv4 frame) as a fragment of datagram `id`:
+/// offset in 8-byte units, more fragments to come or not; the IPv4 header
+/// checksum recomputed.
+fn as_fragment(frame: &[u8], id: u16, offset: u16, more: bool) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    let frags = offset | if more { 0x2000 } else { 0 };
+    f[20..22].copy_from_slice(&frags.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let sum = packet::checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+#[test]
+fn fragments_follow_only_their_own_datagram() {
+    with_nat_world(|w| {
+        let (a, b) = (w.guests[0], w.guests[1]);
+        let udp = Packet::udp(sock(a.addr, 40000), sock(OUTSIDE, 53))
+            .macs(a.mac, BRIDGE_MAC)
+            .build();
+        let first = as_fragment(&udp, 0x4242, 0, true);
+        // A later fragment: the first one's IP header, any payload.
+        let rest = as_fragment(&udp, 0x4242, 4, false);
+        w.guest_verdict(
+            &a,
+            &rest,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::Fragment)],
+            "a later fragment before its first (it would leave un-NATed)",
+        );
+        w.guest_verdict(
+            &a,
+            &first,
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded), once(Action::ConntrackCreated)],
+            "the first fragment",
+        );
+        // Guest B (no address known, its IPv4 source not enforced) sends a
+        // later fragment of A's datagram from its own MAC.
+        let mut stolen = rest.clone();
+        stolen[6..12].copy_from_slice(&b.mac);
+        w.guest_verdict(
+            &b,
+            &stolen,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::FlowOfAnotherPort)],
+            "another port's fragment of A's datagram",
+        );
+        let out = w.guest_verdict(
+            &a,
+            &rest,
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded)],
+            "A's later fragment",
+        );
+        assert_eq!(
+            out[26..30],
+            UPLINK_ADDR.octets(),
+            "the later fragment left with source {:?}, not the NAT address",
+            &out[26..30]
+        );
+        let ihl = usize::from(out[14] & 0x0f) * 4;
+        assert_eq!(
+            packet::checksum(&out[14..14 + ihl]),
+            0,
+            "the later fragment's IPv4 header checksum is wrong"
+        );
+        // From the outside: a later fragment of a datagram whose first
+        // fragment vxdp did not translate is not delivered to any guest.
+        let reply = Packet::udp(sock(OUTSIDE, 53), sock(UPLINK_ADDR, 40000)).build();
+        let run = w.run_uplink(&as_fragment(&reply, 0x5151, 4, false));
+        assert_ne!(
+            run.verdict, 4,
+            "an unknown later fragment was redirected (XDP_REDIRECT)"
+        );
+    });
+}

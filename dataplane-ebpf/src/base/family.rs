@@ -50,8 +50,10 @@ pub trait Family: Copy {
     fn proto(&self) -> u8;
     /// TTL or hop limit.
     fn ttl(&self) -> u8;
-    /// Whether NAT can see and translate the whole L4 header: IPv4 that is
-    /// not a fragment; IPv6 with TCP, UDP or ICMPv6 right after its header.
+    /// Whether NAT can see and translate the whole L4 header: IPv4 with
+    /// fragment offset 0 (a whole packet or a first fragment, whose
+    /// datagram's later fragments `flow::frag` follows); IPv6 with TCP, UDP
+    /// or ICMPv6 right after its header.
     fn whole_l4(&self) -> bool;
     /// The L4 fields conntrack keys on: TCP, UDP, ICMP echo.
     fn l4<C: PacketCtx>(&self, ctx: &C) -> Result<L4, L4Error>;
@@ -165,7 +167,7 @@ impl Family for Ipv4 {
     }
     #[inline(always)]
     fn whole_l4(&self) -> bool {
-        !self.fragment
+        self.first_fragment
     }
     #[inline(always)]
     fn l4<C: PacketCtx>(&self, ctx: &C) -> Result<L4, L4Error> {

@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, MAX_NETWORKS, MAX_PORTS, MacKey,
-    MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, SockTupleScratch,
-    Subnet6Key, SubnetKey, SubnetOwner, jump, timeout_class,
+    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FragEntry, FragKey, MAX_NETWORKS,
+    MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
+    PortCounterKey, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, jump, timeout_class,
 };
 
 #[map]
@@ -84,6 +84,12 @@ pub static VXDP_NAT6_SCRATCH: PerCpuArray<Nat6Scratch> = PerCpuArray::with_max_e
 /// pinned: it holds nothing between packets.
 #[map]
 pub static VXDP_NAT4_SCRATCH: PerCpuArray<Nat4Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// IPv4 datagrams whose first fragment NAT translated: where their later
+/// fragments go (`flow::frag`). Not pinned: a record lives for one
+/// datagram (30 s at most).
+#[map]
+pub static VXDP_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU working memory of the host-socket lookups (see
 /// `SockTupleScratch`). Not pinned: it holds nothing between packets.

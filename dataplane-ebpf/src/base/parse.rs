@@ -42,6 +42,9 @@ pub struct Ipv4 {
     /// Don't-fragment flag: a router must answer "fragmentation needed"
     /// rather than fragment it.
     pub dont_fragment: bool,
+    /// The identification field (as in the packet): which datagram a
+    /// fragment belongs to.
+    pub id: u16,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
 }
@@ -83,6 +86,7 @@ pub fn ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, ParseError> {
         fragment: frags & 0x3fff != 0,
         first_fragment: frags & 0x1fff == 0,
         dont_fragment: frags & 0x4000 != 0,
+        id: u16::from_ne_bytes(ip.id),
         l4_off: IP_OFF + ihl * 4,
     })
 }

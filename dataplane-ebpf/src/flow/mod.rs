@@ -1,11 +1,13 @@
 //! Flows, above `base` and below the modes: connection tracking
 //! (`conntrack`), masquerade NAT over both address families (`snat`), the
-//! host's own sockets a NAT port must not take (`sockets`), and delivery to
+//! host's own sockets a NAT port must not take (`sockets`), IPv4 fragments
+//! of NAT flows (`frag`), and delivery to
 //! a guest port from the uplink's XDP or TC program (`deliver`, with
 //! `partial_csum` deciding what XDP may deliver).
 
 pub mod conntrack;
 pub mod deliver;
+pub mod frag;
 pub mod partial_csum;
 pub mod snat;
 pub mod sockets;

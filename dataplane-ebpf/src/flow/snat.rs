@@ -18,6 +18,7 @@ use vxdp_common::{
 use super::{
     conntrack::{self, Reserve, Table},
     deliver::{Hook, prepare_for_guest},
+    frag::Fragments,
     sockets::{Owner, host_owns},
 };
 use crate::base::{
@@ -315,7 +316,7 @@ pub enum Reply<V> {
 /// The uplink: a reply of a tracked NAT flow is reverse-NATed and
 /// redirected to its guest.
 #[inline(always)]
-pub fn reply<C: Hook, F: Family>(ctx: &C, ip: &F) -> Result<Reply<C::Verdict>, Drop>
+pub fn reply<C: Hook, F: Fragments>(ctx: &C, ip: &F) -> Result<Reply<C::Verdict>, Drop>
 where
     F::Key: Table,
 {
@@ -360,6 +361,8 @@ where
         e.rewrite_port(),
     )
     .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    // A first fragment: the rest of its datagram follows.
+    ip.remember(true, e.rewrite_addr(), e.ifindex(), net_id, e.mac());
     ctx.to_port(e.ifindex(), net_id, Action::DnatForwarded)
         .map(Reply::Delivered)
 }

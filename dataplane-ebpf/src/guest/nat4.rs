@@ -15,7 +15,10 @@ use crate::{
         parse::{self, ICMP_ECHO_REQUEST, Ipv4},
         stats::{Drop, count},
     },
-    flow::snat::{self, FlowSlots, NewFlow, Side},
+    flow::{
+        frag::{self, Fragments},
+        snat::{self, FlowSlots, NewFlow, Side},
+    },
 };
 
 /// `vxdp_guest_nat`.
@@ -38,8 +41,9 @@ fn guest_nat(
     ip: &Ipv4,
 ) -> Result<i32, Drop> {
     let ip = *ip;
-    if ip.fragment {
-        return Err(Drop::new(DropReason::Fragment, net_id));
+    if !ip.first_fragment {
+        // A later fragment: it follows its datagram's first one.
+        return guest_nat_rest(ctx, net, net_id, ifindex, &ip);
     }
     if ip.ttl <= 1 {
         // The kernel answers with ICMP time exceeded and forwards nothing.
@@ -120,11 +124,54 @@ fn guest_nat(
         mapping.rewrite_port,
     )
     .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    // A first fragment: the rest of its datagram follows.
+    ip.remember(false, &mapping.rewrite_addr, ifindex, net_id, &[0; 6]);
+    redirect(ctx, net_id, &route)
+}
+
+/// Sends a translated packet out of the uplink.
+#[inline(always)]
+fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
     let verdict =
-        fib::tc_redirect(&route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+        fib::tc_redirect(route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::SnatForwarded);
     Ok(verdict)
+}
+
+/// A later fragment of a guest's datagram (non-zero offset): it gets the
+/// source its first fragment got, if that one was translated from this
+/// port; otherwise it is dropped (`fragment`).
+#[inline(always)]
+fn guest_nat_rest(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ifindex: u32,
+    ip: &Ipv4,
+) -> Result<i32, Drop> {
+    let Some(e) = frag::follow(ip, false) else {
+        return Err(Drop::new(DropReason::Fragment, net_id));
+    };
+    if e.ifindex != ifindex {
+        return Err(Drop::new(DropReason::FlowOfAnotherPort, net_id));
+    }
+    if ip.ttl <= 1 {
+        return pass(ctx, net_id);
+    }
+    let route = fib::route_v4(ctx, net.bridge_ifindex, ip.src, ip.dst, ip.proto, 0, 0, 0);
+    match &route {
+        Route::Forward(p) | Route::NoNeighbour(p) if p.ifindex == net.uplink_ifindex => {}
+        Route::FragNeeded if ip.dont_fragment => return pass(ctx, net_id),
+        Route::FragNeeded => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
+        _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
+    }
+    if let Route::Forward(p) = &route {
+        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    }
+    frag::rewrite(ctx, ip, false, e.addr)
+        .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
+    redirect(ctx, net_id, &route)
 }
 
 /// Picks the NAT address for a guest: one of the configured range, stable

@@ -27,6 +27,7 @@ use crate::{
     flow::{
         conntrack::Table,
         deliver::{Hook, judged_by_xdp},
+        frag::{self, Fragments},
         snat::{self, Reply},
     },
 };
@@ -77,8 +78,18 @@ pub fn uplink_ingress<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
     let Ok(ip) = parse::ipv4(ctx) else {
         return pass(ctx);
     };
-    if let Some(verdict) = tracked(ctx, &ip)? {
+    if ip.first_fragment {
+        if let Some(verdict) = tracked(ctx, &ip)? {
+            return Ok(verdict);
+        }
+    } else if let Some(verdict) = frag::inbound_rest(ctx, &ip)? {
+        // A later fragment of a reply whose first fragment was translated.
         return Ok(verdict);
+    } else if C::FROM_WIRE_ONLY {
+        // XDP sees a batch of frames before TC sees the first: the first
+        // fragment may be on its way to TC, which records it before it
+        // judges this one.
+        return Ok(ctx.defer());
     }
     inbound(ctx, policy::subnet_owner(ip.dst), false)
 }
@@ -86,7 +97,10 @@ pub fn uplink_ingress<C: Hook>(ctx: &C) -> Result<C::Verdict, Drop> {
 /// A NAT flow's reply, or an ICMP error about a NAT flow: translated and
 /// delivered to its guest (`Some`).
 #[inline(always)]
-fn tracked<C: Hook, F: icmp_error::Quoting>(ctx: &C, ip: &F) -> Result<Option<C::Verdict>, Drop>
+fn tracked<C: Hook, F: icmp_error::Quoting + Fragments>(
+    ctx: &C,
+    ip: &F,
+) -> Result<Option<C::Verdict>, Drop>
 where
     F::Key: Table,
 {
