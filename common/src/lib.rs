@@ -63,6 +63,9 @@ pub mod names {
     /// TC ingress on every interface with the uplink XDP program: the same
     /// uplink logic for frames XDP left to the socket-buffer path.
     pub const PROG_UPLINK_TC: &str = "vxdp_uplink_tc";
+    /// TC egress on the bridges vxdp creates: what the host forwards into a
+    /// network from any interface meets the uplink's inbound refusals.
+    pub const PROG_BRIDGE_EGRESS: &str = "vxdp_bridge_out";
     /// Tracepoint programs (`xdp:xdp_devmap_xmit`, `xdp:xdp_redirect_err`):
     /// XDP redirects the kernel refused become drops.
     pub const PROG_TP_DEVMAP_XMIT: &str = "vxdp_xdp_xmit";

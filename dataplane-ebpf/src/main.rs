@@ -75,6 +75,16 @@ pub fn vxdp_nic_out(ctx: TcContext) -> i32 {
     }
 }
 
+/// TC egress on the bridges vxdp creates: what the host forwards into a
+/// network from any interface meets the uplink's inbound refusals.
+#[classifier]
+pub fn vxdp_bridge_out(ctx: TcContext) -> i32 {
+    match uplink::forwarded::bridge_egress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
 /// Tail-called by `vxdp_guest_in`: NAT66 (a NAT network's IPv6 with
 /// `<nat ipv6='yes'>`).
 #[classifier]

@@ -41,9 +41,9 @@ const METRICS: &str = "127.0.0.1:9465";
 
 /// Programs the dataplane pins: the guest-port entry, the uplink's XDP and
 /// TC programs, the guest port's tail calls (NAT, route, direct, NAT66), a
-/// direct network's NIC ingress and egress programs, and the two
-/// refused-redirect tracepoint programs.
-const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 7;
+/// direct network's NIC ingress and egress programs, the bridges' egress
+/// program, and the two refused-redirect tracepoint programs.
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 8;
 
 /// `vxdp serve` in the topology's hypervisor namespace (testkit's
 /// [`Serve`]), started and ready when /metrics answers.
@@ -522,9 +522,10 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let topo = started_topology("dunl")?;
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
-    // One guest port (TC), the uplink (XDP and TC), the two tracepoints.
+    // One guest port (TC), the uplink (XDP and TC), the bridge (TC egress),
+    // the two tracepoints.
     ensure!(
-        ids.progs.len() == PINNED_PROGS && ids.links.len() == 5 && !ids.maps.is_empty(),
+        ids.progs.len() == PINNED_PROGS && ids.links.len() == 6 && !ids.maps.is_empty(),
         "unexpected pins: {ids:?}"
     );
     // Every map the programs use, pinned or not (e.g. .rodata), by id.

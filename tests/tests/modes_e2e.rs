@@ -1305,9 +1305,12 @@ fn switching_between_direct_and_bridge_modes_leaves_nothing() -> Result<()> {
         topo.wait_ping(0, &topo.guests[1].addr.clone(), Duration::from_secs(20))?;
         let id = vxdp_control::ops::networks::find(&ctx, "default")?.id;
         let maps = Maps::open(&pins)?;
+        // (The keeper network's bridge egress link is not the direct
+        // network's: a direct network has no vxdp bridge.)
         let links: Vec<_> = pinned_ids(&topo.bpffs, "links", "link")?
             .into_iter()
             .filter(|(n, _)| n.starts_with("tc_") || n.starts_with("xdp_"))
+            .filter(|(n, _)| !n.starts_with("tc_bridge_out_"))
             .collect();
         // TC ingress and egress on up0 (its XDP and TC uplink links may be shared with the keeper network as its uplink).
         ensure!(

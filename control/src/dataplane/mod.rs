@@ -12,7 +12,8 @@
 //! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>` with
 //! `links/tc_uplink_<ifindex>` (the uplink's XDP and TC programs), on a
 //! direct network's NIC `links/tc_nic_in_<ifindex>`,
-//! `links/tc_nic_out_<ifindex>`, and the tracepoint programs' links
+//! `links/tc_nic_out_<ifindex>`, on a bridge vxdp created
+//! `links/tc_bridge_out_<ifindex>`, and the tracepoint programs' links
 //! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`.
 
 pub mod conntrack_gc;
@@ -146,6 +147,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_NIC_EGRESS,
         names::PROG_GUEST_NAT6,
         names::PROG_UPLINK_TC,
+        names::PROG_BRIDGE_EGRESS,
         names::PROG_TP_DEVMAP_XMIT,
         names::PROG_TP_REDIRECT_ERR,
     ] {
@@ -375,6 +377,32 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
         tc_path,
         "the uplink TC program",
     )
+}
+
+/// Attaches the bridge egress program (TC egress, TCX link) to the bridge
+/// `ifindex` vxdp created and pins the link: what the host forwards into
+/// the network from any interface meets the uplink's refusals. Idempotent.
+/// A dataplane pinned before the program existed (adopted across an
+/// upgrade) goes without it, as it was; `vxdp unload` + `vxdp load` adds it.
+pub fn attach_bridge(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), DataplaneError> {
+    let link_path = pins.bridge_link(ifindex);
+    if link_path.exists() || !pins.prog(names::PROG_BRIDGE_EGRESS).exists() {
+        return Ok(());
+    }
+    attach_tc_link(
+        pins,
+        names::PROG_BRIDGE_EGRESS,
+        ifindex,
+        ifname,
+        TcAttachType::Egress,
+        link_path,
+        "the bridge egress TC program",
+    )
+}
+
+/// Detaches the bridge egress program from the bridge `ifindex`.
+pub fn detach_bridge(pins: &Pins, ifindex: u32) -> Result<(), DataplaneError> {
+    detach(&pins.bridge_link(ifindex))
 }
 
 /// Detaches both uplink programs from `ifindex`.

@@ -53,6 +53,12 @@ impl Pins {
     pub fn uplink_tc_link(&self, ifindex: u32) -> PathBuf {
         self.root.join("links").join(format!("tc_uplink_{ifindex}"))
     }
+    /// The TC egress link on a bridge vxdp created.
+    pub fn bridge_link(&self, ifindex: u32) -> PathBuf {
+        self.root
+            .join("links")
+            .join(format!("tc_bridge_out_{ifindex}"))
+    }
     /// A tracepoint program's link (`xdp:<event>`).
     pub fn tracepoint_link(&self, event: &str) -> PathBuf {
         self.root.join("links").join(format!("tp_{event}"))

@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use vxdp_common::{MAX_NETWORKS, mode, mode_routes, network_flags};
+use vxdp_common::{MAX_NETWORKS, mode, mode_routes, names, network_flags};
 
 use crate::{
     dataplane::{self, Maps, pinned},
@@ -274,6 +274,12 @@ async fn apply_start(
             .await?;
         configure_bridge(nl, plan, bridge, bridge_ifindex).await?;
         fault::point("net-start:bridge");
+        // What the host forwards into the network from any interface meets
+        // the uplink's refusals (see `vxdp_bridge_out`).
+        undo.push(Step::DetachLinks {
+            paths: vec![ctx.pins.bridge_link(bridge_ifindex)],
+        });
+        dataplane::attach_bridge(&ctx.pins, bridge_ifindex, bridge)?;
         (bridge_ifindex, mac)
     };
 
@@ -393,6 +399,7 @@ pub async fn reconcile(
     // disable_ipv6) when deleted; a host bridge is the operator's and is
     // never created, set up or changed here.
     let mut bridge_flags = 0;
+    let bridge_before = rec.bridge_ifindex;
     let mac = match nl.link_by_name(&rec.bridge).await? {
         Some(link) => {
             rec.bridge_ifindex = link.index;
@@ -457,6 +464,25 @@ pub async fn reconcile(
             mac
         }
     };
+
+    // The bridge's egress program (see `vxdp_bridge_out`): on the bridge
+    // as it is now; a recreated bridge's old link goes.
+    if !host_bridge {
+        if bridge_before != rec.bridge_ifindex {
+            dataplane::detach_bridge(&ctx.pins, bridge_before)?;
+        }
+        let path = ctx.pins.bridge_link(rec.bridge_ifindex);
+        if ctx.pins.prog(names::PROG_BRIDGE_EGRESS).exists()
+            && !pinned::link_attached(&path, rec.bridge_ifindex)
+        {
+            dataplane::detach_bridge(&ctx.pins, rec.bridge_ifindex)?;
+            dataplane::attach_bridge(&ctx.pins, rec.bridge_ifindex, &rec.bridge)?;
+            repairs.note(format!(
+                "{name}: bridge {} had no egress program: attached it",
+                rec.bridge
+            ));
+        }
+    }
 
     // The uplink and the NAT addresses follow the host's default route and
     // the uplink's addresses (see `follow`).

@@ -67,11 +67,11 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
         dataplane::detach_uplink(&ctx.pins, rec.uplink_ifindex)?;
     }
     direct::stop_nics(&ctx.pins, &rec, &others)?;
-    if modes::from_name(&rec.mode) != Some(mode::BRIDGE)
-        && rec.bridge_ifindex != 0
-        && nl.link_by_index(rec.bridge_ifindex).await?.is_some()
-    {
-        nl.delete_link(rec.bridge_ifindex).await?;
+    if modes::from_name(&rec.mode) != Some(mode::BRIDGE) && rec.bridge_ifindex != 0 {
+        dataplane::detach_bridge(&ctx.pins, rec.bridge_ifindex)?;
+        if nl.link_by_index(rec.bridge_ifindex).await?.is_some() {
+            nl.delete_link(rec.bridge_ifindex).await?;
+        }
     }
     fault::point("net-destroy:bridge");
     if others.is_empty() {

@@ -74,6 +74,14 @@ pub fn tc_ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
 }
 
+/// The interface a socket buffer was received on (`skb_iif`): on an egress
+/// hook, 0 for a packet the host itself sent, the receiving interface for
+/// one it forwards.
+#[inline(always)]
+pub fn tc_received_on(ctx: &TcContext) -> u32 {
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ingress_ifindex }
+}
+
 /// Whether the kernel moved a VLAN tag out of the frame into the socket
 /// buffer (it does so for an outer 802.1Q/802.1ad tag before TC runs).
 #[inline(always)]

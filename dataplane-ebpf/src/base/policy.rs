@@ -5,12 +5,12 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use vxdp_common::{
     DropReason, Endpoint, Nat6Config, NetworkConfig, Subnet6Key, SubnetKey, SubnetOwner,
-    endpoint_flags, nat6_flags, network_flags,
+    endpoint_flags, mode, nat6_flags, network_flags,
 };
 
 use super::{
     ctx::PacketCtx,
-    maps::{VXDP_NAT6, VXDP_SUBNETS, VXDP_SUBNETS6},
+    maps::{VXDP_NAT6, VXDP_NETWORKS, VXDP_SUBNETS, VXDP_SUBNETS6},
     parse::{self, ArpSender, Ipv4, Ipv6},
 };
 
@@ -239,4 +239,27 @@ pub fn has_ipv6(net_id: u32) -> bool {
     VXDP_NAT6
         .get(net_id)
         .is_some_and(|c| c.flags & nat6_flags::IPV6 != 0)
+}
+
+/// Whether libvirt's firewall would refuse a packet entering a network
+/// from outside it (received on `in_ifindex`), to an address of the
+/// subnet `owner` owns (IPv6 if `ipv6`): NAT networks take no inbound
+/// connections (a NAT network's routed IPv6, without NAT66, is treated as
+/// route mode, as libvirt does); isolated networks take nothing; route
+/// mode with `<forward dev>` takes only what arrives on that device; open
+/// mode and route mode without it take everything. The uplink programs and
+/// the bridges' egress program ask the same question.
+#[inline(always)]
+pub fn inbound_refusal(owner: &SubnetOwner, ipv6: bool, in_ifindex: u32) -> Option<DropReason> {
+    let id = owner.network_id;
+    match owner.mode {
+        mode::NAT if !ipv6 || masquerading6(id).is_some() => Some(DropReason::UnsolicitedInbound),
+        mode::ISOLATED => Some(DropReason::IsolatedNetwork),
+        mode::ROUTE => {
+            let net = VXDP_NETWORKS.get(id).filter(|n| active(n))?;
+            (net.flags & network_flags::FORWARD_DEV != 0 && in_ifindex != net.uplink_ifindex)
+                .then_some(DropReason::InboundNotViaForwardDev)
+        }
+        _ => None,
+    }
 }

@@ -14,7 +14,7 @@
 //! program sees, so it is judged and counted once.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
-use vxdp_common::{Action, DropReason, SubnetOwner, mode};
+use vxdp_common::{Action, SubnetOwner, mode};
 
 use super::{icmp_error, route_in};
 use crate::{
@@ -118,15 +118,13 @@ where
 fn inbound<C: Hook>(ctx: &C, owner: Option<SubnetOwner>, ipv6: bool) -> Result<C::Verdict, Drop> {
     let Some(owner) = owner else { return pass(ctx) };
     let id = owner.network_id;
+    if let Some(reason) = policy::inbound_refusal(&owner, ipv6, ctx.ingress_ifindex()) {
+        return Err(Drop::new(reason, id));
+    }
     match owner.mode {
-        mode::ROUTE | mode::OPEN => route_in::inbound(ctx, id, ipv6),
         // A NAT network's IPv6 is routed both ways unless it is
-        // masqueraded (NAT66), as libvirt does.
-        mode::NAT if ipv6 && policy::masquerading6(id).is_none() => {
-            route_in::inbound(ctx, id, ipv6)
-        }
-        mode::NAT => Err(Drop::new(DropReason::UnsolicitedInbound, id)),
-        mode::ISOLATED => Err(Drop::new(DropReason::IsolatedNetwork, id)),
+        // masqueraded (NAT66), as libvirt does (refused above if it is).
+        mode::ROUTE | mode::OPEN | mode::NAT => route_in::inbound(ctx, id, ipv6),
         // Host bridge networks own no subnet entries; anything else: the
         // kernel decides.
         _ => pass(ctx),

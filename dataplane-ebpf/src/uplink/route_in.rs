@@ -15,7 +15,7 @@
 //! bridge's MTU (it fragments or answers "too big"), the host's own
 //! addresses and broadcasts, unknown guest MACs.
 
-use vxdp_common::{Action, DropReason, MacKey, NetworkConfig, mode, network_flags};
+use vxdp_common::{Action, DropReason, MacKey, NetworkConfig};
 
 use crate::{
     base::{
@@ -49,15 +49,8 @@ pub fn inbound<C: Hook>(ctx: &C, net_id: u32, ipv6: bool) -> Result<C::Verdict, 
     let Some(net) = VXDP_NETWORKS.get(net_id).filter(|n| policy::active(n)) else {
         return to_kernel(ctx, net_id);
     };
-    // libvirt's route mode with <forward dev> accepts inbound traffic only
-    // from that device (`-i dev -o bridge -j ACCEPT`, then REJECT); open
-    // mode adds no rule at all.
-    if net.mode == mode::ROUTE
-        && net.flags & network_flags::FORWARD_DEV != 0
-        && PacketCtx::ingress_ifindex(ctx) != net.uplink_ifindex
-    {
-        return Err(Drop::new(DropReason::InboundNotViaForwardDev, net_id));
-    }
+    // The mode's refusals (route mode's <forward dev>) are the caller's:
+    // `policy::inbound_refusal`.
     let fast = if ipv6 {
         forward_v6(ctx, net, net_id)?
     } else {
