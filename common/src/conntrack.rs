@@ -195,3 +195,46 @@ pub struct FragEntry {
 }
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 24);
 user_pod!(FragKey, FragEntry);
+
+/// Value of `VXDP_FLOW_QUOTAS` (admission control): how many NAT flows a
+/// guest port or a network holds, and how many it may. The programs count
+/// a flow when they create it and uncount it when they remove it; LRU
+/// evictions are silent, so `vxdp serve` recounts from the tables on each
+/// expiry pass. `count` is read as signed: a count gone below zero between
+/// two recounts admits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowQuota {
+    pub count: u32,
+    /// 0: no limit.
+    pub limit: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowQuota>() == 8);
+user_pod!(FlowQuota);
+
+/// Keys of `VXDP_FLOW_QUOTAS`: a guest port's ifindex (below 2^31), a
+/// network's id with the top bit set, and the two defaults the programs
+/// give a port or network on its first flow (only `limit` used).
+pub mod flow_quota {
+    pub const NETWORK: u32 = 1 << 31;
+    pub const GUEST_DEFAULT: u32 = u32::MAX;
+    pub const NETWORK_DEFAULT: u32 = u32::MAX - 1;
+    /// Entries: every port and network, and the two defaults.
+    pub const MAX_ENTRIES: u32 = crate::MAX_PORTS + crate::MAX_NETWORKS + 2;
+
+    /// The key of network `id`'s quota.
+    pub const fn network(id: u32) -> u32 {
+        NETWORK | id
+    }
+
+    /// Whether `key` is a guest port's (not a network's or a default).
+    pub const fn is_port(key: u32) -> bool {
+        key & NETWORK == 0
+    }
+
+    /// Default limits for a table of `entries` entries (two per flow): a
+    /// guest may hold an eighth of its flows, a network half.
+    pub const fn defaults(entries: u32) -> (u32, u32) {
+        (entries / 16, entries / 4)
+    }
+}

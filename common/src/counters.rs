@@ -247,10 +247,17 @@ pub enum DropReason {
     /// A guest packet matching a NAT flow that another port created (a
     /// spoofed source riding another guest's mapping).
     FlowOfAnotherPort = 55,
+    // Admission control: numbered from 60.
+    /// A guest's new NAT flow refused: the guest holds its flow limit
+    /// (`--max-flows-per-guest`).
+    GuestFlowLimit = 60,
+    /// A guest's new NAT flow refused: its network holds its flow limit
+    /// (`--max-flows-per-network`).
+    NetworkFlowLimit = 61,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 34] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -283,6 +290,8 @@ impl DropReason {
         DropReason::RogueService,
         DropReason::DhcpChaddrSpoofed,
         DropReason::FlowOfAnotherPort,
+        DropReason::GuestFlowLimit,
+        DropReason::NetworkFlowLimit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -319,6 +328,8 @@ impl DropReason {
             DropReason::RogueService => "rogue_service",
             DropReason::DhcpChaddrSpoofed => "dhcp_chaddr_spoofed",
             DropReason::FlowOfAnotherPort => "flow_of_another_port",
+            DropReason::GuestFlowLimit => "guest_flow_limit",
+            DropReason::NetworkFlowLimit => "network_flow_limit",
         }
     }
 

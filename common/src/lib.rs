@@ -44,6 +44,8 @@ pub mod names {
     /// NAT66: the IPv6 conntrack table and the per-network NAT66 settings.
     pub const MAP_CONNTRACK6: &str = "VXDP_CONNTRACK6";
     pub const MAP_NAT6: &str = "VXDP_NAT6";
+    /// Admission control: flows held and allowed per guest port and network.
+    pub const MAP_FLOW_QUOTAS: &str = "VXDP_FLOW_QUOTAS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -81,7 +83,7 @@ pub mod names {
         (PROG_GUEST_NAT6, crate::jump::NAT6),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 16] = [
+    pub const ALL_MAPS: [&str; 17] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -98,6 +100,7 @@ pub mod names {
         MAP_CONNTRACK6,
         MAP_NAT6,
         MAP_XDP_INFLIGHT,
+        MAP_FLOW_QUOTAS,
     ];
 }
 

@@ -49,6 +49,19 @@ struct Cli {
     /// the NAT66 (IPv6) table each; applies when the dataplane is first loaded.
     #[arg(long, global = true, default_value_t = vxdp_common::DEFAULT_CONNTRACK_ENTRIES)]
     conntrack_entries: u32,
+    /// Most NAT flows one guest port may hold (0: no limit); a new flow over
+    /// it is dropped and counted (guest_flow_limit), so one guest cannot
+    /// fill the shared table and evict others' flows. Default: an eighth of
+    /// the table's flows (conntrack entries / 16). Applies when the
+    /// dataplane is first loaded.
+    #[arg(long, global = true, value_name = "FLOWS")]
+    max_flows_per_guest: Option<u32>,
+    /// Most NAT flows one network may hold (0: no limit); over it new flows
+    /// are dropped and counted (network_flow_limit). Default: half the
+    /// table's flows (conntrack entries / 4). Applies when the dataplane is
+    /// first loaded.
+    #[arg(long, global = true, value_name = "FLOWS")]
+    max_flows_per_network: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -493,6 +506,8 @@ fn real_main() -> Result<()> {
         pins: Pins::new(&bpffs),
         load: LoadOptions {
             conntrack_entries: cli.conntrack_entries,
+            flows_per_guest: cli.max_flows_per_guest,
+            flows_per_network: cli.max_flows_per_network,
             ..LoadOptions::default()
         },
     };

@@ -6,6 +6,9 @@
 //! parsing, maps, counters, policy predicates).
 #![no_std]
 #![no_main]
+// `atomic_xadd` (flow::quota): the BPF target has no atomic types in core.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod base;
 mod direct;

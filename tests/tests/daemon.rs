@@ -1299,3 +1299,59 @@ fn serve_under_ip_netns_exec_adopts_the_pinned_dataplane() -> Result<()> {
     topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// Admission control's counts follow the tables: what the programs could
+/// not uncount (an LRU eviction, a flush) is corrected by the daemon's
+/// sweep, so a guest is never refused for flows it no longer holds.
+#[test]
+fn daemon_recounts_flow_quotas() -> Result<()> {
+    use vxdp_common::{FlowQuota, flow_quota};
+    let topo = started_topology("dfq")?;
+    let maps = Maps::open(&pins(&topo))?;
+    // The set-up pings made the guest port's and the network's entries.
+    let mut quotas = maps.flow_quotas()?;
+    let keys: Vec<u32> = quotas
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| *k != flow_quota::GUEST_DEFAULT && *k != flow_quota::NETWORK_DEFAULT)
+        .collect();
+    ensure!(
+        keys.iter().any(|k| flow_quota::is_port(*k))
+            && keys.iter().any(|k| !flow_quota::is_port(*k)),
+        "no quota entries for the guest port and the network after its pings: {keys:?}"
+    );
+    // Counts as if 1000 flows had been evicted without being uncounted.
+    for key in &keys {
+        let q = quotas.get(key, 0)?;
+        quotas.insert(key, &FlowQuota { count: 1000, ..q }, 0)?;
+    }
+    let held = |maps: &Maps| -> Result<(u32, u32)> {
+        let flows = maps
+            .conntrack_entries(None)?
+            .iter()
+            .filter(|(_, e)| e.direction == vxdp_common::DIR_ORIGINAL)
+            .count() as u32;
+        let counts: u32 = keys
+            .iter()
+            .filter(|k| flow_quota::is_port(**k))
+            .map(|k| maps.flow_quota(*k).ok().flatten().map_or(0, |q| q.count))
+            .sum();
+        Ok((flows, counts))
+    };
+    let daemon = Daemon::start(&topo, &vxdp_bin()?, "fq")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (flows, counted) = held(&maps)?;
+        if flows == counted {
+            println!("the sweep recounted the guest's quota: {counted} flows");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the guest port's quota still counts {counted} flows where the table holds {flows}; daemon log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}

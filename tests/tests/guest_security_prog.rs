@@ -474,3 +474,77 @@ fn fragments_follow_only_their_own_datagram() {
         );
     });
 }
+
+/// Writes the default flow limits the control plane writes at load.
+fn set_flow_limits(w: &mut World, per_guest: u32, per_network: u32) {
+    use aya::maps::HashMap;
+    use vxdp_common::{FlowQuota, flow_quota, names};
+    let mut q: HashMap<_, u32, FlowQuota> = HashMap::try_from(
+        w.ebpf
+            .map_mut(names::MAP_FLOW_QUOTAS)
+            .expect("VXDP_FLOW_QUOTAS"),
+    )
+    .expect("VXDP_FLOW_QUOTAS is a hash map");
+    for (key, limit) in [
+        (flow_quota::GUEST_DEFAULT, per_guest),
+        (flow_quota::NETWORK_DEFAULT, per_network),
+    ] {
+        q.insert(&key, &FlowQuota { count: 0, limit }, 0)
+            .expect("writing VXDP_FLOW_QUOTAS");
+    }
+}
+
+#[test]
+fn a_guest_cannot_hold_more_flows_than_its_share() {
+    with_nat_world(|w| {
+        set_flow_limits(w, 3, 5);
+        let (a, b) = (w.guests[0], w.guests[1]);
+        let flow = |g: &Guest, port: u16| {
+            Packet::udp(sock(g.addr, 40000), sock(OUTSIDE, port))
+                .macs(g.mac, BRIDGE_MAC)
+                .build()
+        };
+        let created = [once(Action::SnatForwarded), once(Action::ConntrackCreated)];
+        for port in 1..=3 {
+            w.guest_verdict(
+                &a,
+                &flow(&a, port),
+                TC_ACT_REDIRECT,
+                &created,
+                "A's flows 1-3",
+            );
+        }
+        w.guest_verdict(
+            &a,
+            &flow(&a, 4),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::GuestFlowLimit)],
+            "A's fourth flow (limit 3 per guest)",
+        );
+        // A's existing flows still pass.
+        w.guest_verdict(
+            &a,
+            &flow(&a, 2),
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded)],
+            "A's second flow again",
+        );
+        // B has its own share, up to the network's (5).
+        for port in 1..=2 {
+            w.guest_verdict(
+                &b,
+                &flow(&b, port),
+                TC_ACT_REDIRECT,
+                &created,
+                "B's flows 1-2",
+            );
+        }
+        w.guest_verdict(
+            &b,
+            &flow(&b, 3),
+            TC_ACT_SHOT,
+            &[dropped(DropReason::NetworkFlowLimit)],
+            "B's third flow (limit 5 per network)",
+        );
+    });
+}

@@ -53,6 +53,8 @@ pub fn expire(maps: &Maps, now_ns: u64) -> Result<BTreeMap<u32, u64>, DataplaneE
             &mut expired,
         );
     }
+    // Admission control counts what the tables hold now.
+    maps.recount_flow_quotas()?;
     Ok(expired)
 }
 

@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 5;
+pub const CURRENT: u32 = 6;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 5] = [
+pub const HISTORY: [(u32, &str); 6] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -50,6 +50,10 @@ pub const HISTORY: [(u32, &str); 5] = [
         5,
         "VXDP_DIRECT_NICS and VXDP_DIRECT_PORTS: direct networks; the layout marker",
     ),
+    (
+        6,
+        "VXDP_FLOW_QUOTAS: per-guest and per-network flow limits (admission control)",
+    ),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -63,14 +67,17 @@ pub enum Feature {
     Nat66,
     /// `VXDP_DIRECT_NICS`, `VXDP_DIRECT_PORTS`: direct networks.
     Direct,
+    /// `VXDP_FLOW_QUOTAS`: per-guest and per-network flow limits.
+    FlowQuotas,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 4] = [
+    pub const ALL: [Feature; 5] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
         Feature::Direct,
+        Feature::FlowQuotas,
     ];
 }
 
@@ -82,6 +89,7 @@ impl Feature {
             Feature::MacTable => 3,
             Feature::Nat66 => 4,
             Feature::Direct => 5,
+            Feature::FlowQuotas => 6,
         }
     }
 
@@ -91,6 +99,7 @@ impl Feature {
             Feature::MacTable => "the MAC table (VXDP_MACS)",
             Feature::Nat66 => "IPv6 in NAT networks (no VXDP_NAT6 map)",
             Feature::Direct => "direct networks (VXDP_DIRECT_NICS)",
+            Feature::FlowQuotas => "flow limits per guest and network (VXDP_FLOW_QUOTAS)",
         }
     }
 }

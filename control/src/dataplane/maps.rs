@@ -9,8 +9,9 @@ use aya::maps::{
 use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DirectNic, DirectPort, Endpoint, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey,
-    Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, names,
+    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, MacKey, MacPort, Nat6Config,
+    NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
+    endpoint_flags, flow_quota, names,
 };
 
 use super::{
@@ -103,6 +104,92 @@ impl Maps {
     typed_map!(port_counters, names::MAP_PORT_COUNTERS, PerCpuHashMap<MapData, PortCounterKey, Counter>);
     typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
+    typed_map!(flow_quotas, names::MAP_FLOW_QUOTAS, HashMap<MapData, u32, FlowQuota>);
+
+    /// Writes the default flow limits the programs give a guest port and a
+    /// network on their first flow (0: no limit). Entries that exist keep
+    /// theirs.
+    pub fn set_flow_limits(&self, per_guest: u32, per_network: u32) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::FlowQuotas) {
+            return Ok(());
+        }
+        let mut q = self.flow_quotas()?;
+        for (key, limit) in [
+            (flow_quota::GUEST_DEFAULT, per_guest),
+            (flow_quota::NETWORK_DEFAULT, per_network),
+        ] {
+            q.insert(&key, &FlowQuota { count: 0, limit }, 0)
+                .map_err(map_err(names::MAP_FLOW_QUOTAS))?;
+        }
+        Ok(())
+    }
+
+    /// A guest port's or network's quota entry (see `flow_quota`), if any.
+    pub fn flow_quota(&self, key: u32) -> Result<Option<FlowQuota>, DataplaneError> {
+        if !self.layout.has(Feature::FlowQuotas) {
+            return Ok(None);
+        }
+        match self.flow_quotas()?.get(&key, 0) {
+            Ok(q) => Ok(Some(q)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_FLOW_QUOTAS)(e)),
+        }
+    }
+
+    /// Forgets a guest port's or network's quota (unplugged, stopped): what
+    /// gets its ifindex or id next starts from zero.
+    pub fn remove_flow_quota(&self, key: u32) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::FlowQuotas) {
+            return Ok(());
+        }
+        match self.flow_quotas()?.remove(&key) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_FLOW_QUOTAS)(e)),
+        }
+    }
+
+    /// Sets every quota's count to the flows the tables hold (original
+    /// entries of both tables, by port and network): the programs cannot
+    /// uncount what LRU eviction or the control plane removed.
+    pub fn recount_flow_quotas(&self) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::FlowQuotas) {
+            return Ok(());
+        }
+        let mut held: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        let mut tally = |ifindex: u32, net: u32| {
+            *held.entry(ifindex).or_default() += 1;
+            *held.entry(flow_quota::network(net)).or_default() += 1;
+        };
+        for (_, e) in self.conntrack_entries(None)? {
+            if e.direction == DIR_ORIGINAL {
+                tally(e.ifindex, e.network_id as u32);
+            }
+        }
+        for (_, e) in self.conntrack6_entries(None)? {
+            if e.direction == DIR_ORIGINAL {
+                tally(e.ifindex, e.network_id as u32);
+            }
+        }
+        let mut q = self.flow_quotas()?;
+        let keys: Vec<u32> = q
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| *k != flow_quota::GUEST_DEFAULT && *k != flow_quota::NETWORK_DEFAULT)
+            .collect();
+        for key in keys {
+            let Ok(mut quota) = q.get(&key, 0) else {
+                continue;
+            };
+            let count = held.get(&key).copied().unwrap_or(0);
+            if quota.count != count {
+                quota.count = count;
+                // BPF_EXIST: an entry removed meanwhile stays removed.
+                let _ = q.insert(&key, &quota, 2);
+            }
+        }
+        Ok(())
+    }
 
     /// The pinned map layout: what the maps hold (see [`layout`]).
     pub fn layout(&self) -> Layout {
@@ -310,6 +397,7 @@ impl Maps {
             self.remove_mac(ifindex, &old)?;
         }
         self.flush_port_flows(ifindex)?;
+        self.remove_flow_quota(ifindex)?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

@@ -36,7 +36,7 @@ use aya::{
     },
 };
 use aya_obj::programs::XdpAttachType;
-use vxdp_common::{DEFAULT_CONNTRACK_ENTRIES, DEFAULT_TIMEOUTS_S, names};
+use vxdp_common::{DEFAULT_CONNTRACK_ENTRIES, DEFAULT_TIMEOUTS_S, flow_quota, names};
 
 pub use maps::Maps;
 pub use pins::{Pins, ensure_bpffs, join_mount_ns_with_bpffs};
@@ -107,6 +107,21 @@ pub fn monotonic_ns() -> u64 {
 pub struct LoadOptions {
     pub conntrack_entries: u32,
     pub timeouts_s: [u64; DEFAULT_TIMEOUTS_S.len()],
+    /// Flow limits per guest port and per network (0: none); `None`: the
+    /// defaults for the table size (`flow_quota::defaults`).
+    pub flows_per_guest: Option<u32>,
+    pub flows_per_network: Option<u32>,
+}
+
+impl LoadOptions {
+    /// The flow limits per guest port and per network this load writes.
+    pub fn flow_limits(&self) -> (u32, u32) {
+        let (guest, network) = flow_quota::defaults(self.conntrack_entries);
+        (
+            self.flows_per_guest.unwrap_or(guest),
+            self.flows_per_network.unwrap_or(network),
+        )
+    }
 }
 
 impl Default for LoadOptions {
@@ -114,6 +129,8 @@ impl Default for LoadOptions {
         Self {
             conntrack_entries: DEFAULT_CONNTRACK_ENTRIES,
             timeouts_s: DEFAULT_TIMEOUTS_S,
+            flows_per_guest: None,
+            flows_per_network: None,
         }
     }
 }
@@ -193,6 +210,8 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             .set(class as u32, &(secs * 1_000_000_000), 0)
             .map_err(map_err(names::MAP_TIMEOUTS))?;
     }
+    let (per_guest, per_network) = opts.flow_limits();
+    Maps::open(pins)?.set_flow_limits(per_guest, per_network)?;
     Ok(true)
 }
 

@@ -56,6 +56,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
             maps.set_nat6(rec.id, &vxdp_common::Nat6Config::default())?;
         }
         maps.flush_conntrack(rec.id)?;
+        maps.remove_flow_quota(vxdp_common::flow_quota::network(rec.id))?;
     }
     fault::point("net-destroy:maps");
     let others: Vec<_> = state

@@ -9,9 +9,10 @@ use aya_ebpf::{
 };
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FragEntry, FragKey, MAX_NETWORKS,
-    MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
-    PortCounterKey, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, jump, timeout_class,
+    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, FragEntry, FragKey,
+    MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
+    PortCounterKey, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
+    timeout_class,
 };
 
 #[map]
@@ -74,6 +75,11 @@ pub static VXDP_CONNTRACK6: LruHashMap<Conntrack6Key, Conntrack6Entry> =
 /// the network's IPv6 is routed without NAT.
 #[map]
 pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
+
+/// Admission control: NAT flows held and allowed per guest port and per
+/// network, and the default limits (see `FlowQuota`, `flow_quota`).
+#[map]
+pub static VXDP_FLOW_QUOTAS: HashMap<u32, FlowQuota> = HashMap::pinned(flow_quota::MAX_ENTRIES, 0);
 
 /// Per-CPU working memory of the NAT66 program (see `Nat6Scratch`). Not
 /// pinned: it holds nothing between packets.

@@ -11,7 +11,7 @@ use vxdp_common::{
     timeout_or_default,
 };
 
-use super::sockets::SockTuple;
+use super::{quota, sockets::SockTuple};
 use crate::base::{
     maps::{VXDP_CONNTRACK, VXDP_CONNTRACK6, VXDP_TIMEOUTS},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -76,7 +76,10 @@ fn flow_alive<K: Table>(key: &K, entry: &K::Entry, now: u64) -> bool {
 pub fn remove_flow<K: Table>(key: &K, entry: &K::Entry) {
     let peer = key.peer_key(entry);
     let _ = K::map().remove(&peer);
-    let _ = K::map().remove(key);
+    if K::map().remove(key).is_ok() {
+        // Uncounted once, by whoever removed it.
+        quota::removed(entry.ifindex(), entry.network_id());
+    }
 }
 
 /// Looks up a live entry, returning a pointer into the map so the caller can

@@ -19,6 +19,7 @@ use super::{
     conntrack::{self, Reserve, Table},
     deliver::{Hook, prepare_for_guest},
     frag::Fragments,
+    quota,
     sockets::{Owner, host_owns},
 };
 use crate::base::{
@@ -190,6 +191,11 @@ fn create_flow<K: Table>(
         // A reset for a flow we do not know: nothing to set up a mapping for.
         return Err(DropReason::UnsolicitedInbound);
     }
+    match quota::admit(&f.owner) {
+        0 => {}
+        r if r == DropReason::GuestFlowLimit as u32 => return Err(DropReason::GuestFlowLimit),
+        _ => return Err(DropReason::NetworkFlowLimit),
+    }
     let (min, max) = if proto == K::ICMP {
         (0u32, 65535u32)
     } else {
@@ -235,6 +241,7 @@ fn create_flow<K: Table>(
         .redirected(f.nat_addr, s.reply_key.dst_port(), DIR_ORIGINAL);
     match conntrack::commit_original(s.key, s.mapping, s.reply_key) {
         Ok(()) => {
+            quota::created(f.owner.ifindex, f.owner.network_id as u32);
             count_event(f.owner.network_id as u32, Action::ConntrackCreated);
             Ok(())
         }
