@@ -108,10 +108,11 @@ pub enum Prog {
     UplinkTc,
     NicIn,
     NicOut,
+    BridgeOut,
 }
 
 impl Prog {
-    pub const ALL: [Prog; 9] = [
+    pub const ALL: [Prog; 10] = [
         Prog::GuestIn,
         Prog::GuestNat,
         Prog::GuestNat6,
@@ -121,6 +122,7 @@ impl Prog {
         Prog::UplinkTc,
         Prog::NicIn,
         Prog::NicOut,
+        Prog::BridgeOut,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -133,6 +135,7 @@ impl Prog {
             Prog::UplinkTc => names::PROG_UPLINK_TC,
             Prog::NicIn => names::PROG_NIC_INGRESS,
             Prog::NicOut => names::PROG_NIC_EGRESS,
+            Prog::BridgeOut => names::PROG_BRIDGE_EGRESS,
         }
     }
     fn xdp(self) -> bool {
@@ -176,14 +179,21 @@ impl Phase {
                 Prog::GuestRoute,
                 Prog::UplinkXdp,
                 Prog::UplinkTc,
+                Prog::BridgeOut,
             ],
             Phase::Route | Phase::Open => &[
                 Prog::GuestIn,
                 Prog::GuestRoute,
                 Prog::UplinkXdp,
                 Prog::UplinkTc,
+                Prog::BridgeOut,
             ],
-            Phase::Isolated => &[Prog::GuestIn, Prog::UplinkXdp, Prog::UplinkTc],
+            Phase::Isolated => &[
+                Prog::GuestIn,
+                Prog::UplinkXdp,
+                Prog::UplinkTc,
+                Prog::BridgeOut,
+            ],
             Phase::Direct => &[
                 Prog::GuestIn,
                 Prog::GuestDirect,
@@ -919,6 +929,14 @@ fn run_prog(w: &World, prog: Prog, ifindex: u32, frame: &[u8]) -> Result<Outcome
             verdict: r.return_value,
             data,
         })
+    } else if prog == Prog::BridgeOut {
+        // The bridge's egress, the frame forwarded by the host from the
+        // uplink (what the program judges).
+        let run = w.try_run_tc_received(prog.name(), w.bridge_ifindex, w.uplink_ifindex, frame)?;
+        Ok(Outcome {
+            verdict: run.verdict,
+            data: run.data,
+        })
     } else {
         let run = w.try_run_tc(prog.name(), ifindex, frame)?;
         Ok(Outcome {
@@ -1091,6 +1109,7 @@ fn load_remaining(w: &mut World) {
         names::PROG_UPLINK_TC,
         names::PROG_NIC_INGRESS,
         names::PROG_NIC_EGRESS,
+        names::PROG_BRIDGE_EGRESS,
     ] {
         let p: &mut SchedClassifier = w
             .ebpf

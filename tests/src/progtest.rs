@@ -444,6 +444,19 @@ impl World {
         ifindex: u32,
         frame: &[u8],
     ) -> Result<Run, aya::programs::ProgramError> {
+        self.try_run_tc_received(name, ifindex, 0, frame)
+    }
+
+    /// [`World::try_run_tc`] for a socket buffer received on
+    /// `received_on` (`ingress_ifindex`; 0: sent by the host itself), as an
+    /// egress program sees what the host forwards.
+    pub fn try_run_tc_received(
+        &self,
+        name: &str,
+        ifindex: u32,
+        received_on: u32,
+        frame: &[u8],
+    ) -> Result<Run, aya::programs::ProgramError> {
         let p: &SchedClassifier = self
             .ebpf
             .program(name)
@@ -452,7 +465,9 @@ impl World {
             .unwrap_or_else(|_| panic!("{name} is not a classifier"));
         // struct __sk_buff (192 bytes); `ifindex` (offset 40) is one of the
         // fields BPF_PROG_TEST_RUN lets us set: it picks skb->dev.
+        // `ingress_ifindex` (offset 36) is another: skb->skb_iif.
         let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&received_on.to_ne_bytes());
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 512];
         let r = p.test_run(TestRunOptions {
