@@ -288,6 +288,18 @@ impl Drop for NatTopology {
         if self.started {
             let _ = self.vxdp_status(&["net-destroy", "default"]);
         }
+        // Any other network a test started (and a failure left running):
+        // its dnsmasq would outlive the namespaces.
+        if let Ok(dir) = std::fs::read_dir(self.state_dir.join("run")) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "json")
+                    && let Some(name) = path.file_stem().and_then(|n| n.to_str())
+                {
+                    let _ = self.vxdp_status(&["net-destroy", name]);
+                }
+            }
+        }
         // Pins are removed by net-destroy; remove what a failure left.
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.state_dir);
