@@ -198,18 +198,23 @@ user_pod!(FragKey, FragEntry);
 
 /// Value of `VXDP_FLOW_QUOTAS` (admission control): how many NAT flows a
 /// guest port or a network holds, and how many it may. The programs count
-/// a flow when they create it and uncount it when they remove it; LRU
-/// evictions are silent, so `vxdp serve` recounts from the tables on each
-/// expiry pass. `count` is read as signed: a count gone below zero between
-/// two recounts admits.
+/// a flow when they create it and uncount it when they remove it; flows
+/// that time out unseen and LRU evictions are not uncounted, so `vxdp
+/// serve` recounts from the tables on each pass and stamps `recounted_ns`.
+/// A limit holds only while its count is fresh
+/// ([`flow_quota::FRESH_NS`]): without the daemon, stale counts would
+/// refuse a guest for flows it no longer has. `count` is read as signed: a
+/// count gone below zero between two recounts admits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowQuota {
     pub count: u32,
     /// 0: no limit.
     pub limit: u32,
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) of the last recount; 0: never.
+    pub recounted_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowQuota>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowQuota>() == 16);
 user_pod!(FlowQuota);
 
 /// Keys of `VXDP_FLOW_QUOTAS`: a guest port's ifindex (below 2^31), a
@@ -219,6 +224,9 @@ pub mod flow_quota {
     pub const NETWORK: u32 = 1 << 31;
     pub const GUEST_DEFAULT: u32 = u32::MAX;
     pub const NETWORK_DEFAULT: u32 = u32::MAX - 1;
+    /// How long a recount keeps a limit in force: 2 minutes (the daemon
+    /// recounts every `--reconcile-interval`, 10 s by default).
+    pub const FRESH_NS: u64 = 120_000_000_000;
     /// Entries: every port and network, and the two defaults.
     pub const MAX_ENTRIES: u32 = crate::MAX_PORTS + crate::MAX_NETWORKS + 2;
 
@@ -233,8 +241,35 @@ pub mod flow_quota {
     }
 
     /// Default limits for a table of `entries` entries (two per flow): a
-    /// guest may hold an eighth of its flows, a network half.
+    /// guest may hold a quarter of its flows, a network half.
     pub const fn defaults(entries: u32) -> (u32, u32) {
-        (entries / 16, entries / 4)
+        (entries / 8, entries / 4)
+    }
+
+    /// Whether a quota counted `count` against `limit` refuses a new flow
+    /// at `now_ns` (the programs' rule, here to be tested).
+    pub const fn refuses(count: u32, limit: u32, recounted_ns: u64, now_ns: u64) -> bool {
+        limit != 0
+            && recounted_ns != 0
+            && now_ns.saturating_sub(recounted_ns) <= FRESH_NS
+            && count as i32 >= limit as i32
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn limits_hold_only_while_counts_are_fresh() {
+            let s = 1_000_000_000u64;
+            assert!(refuses(10, 10, 5 * s, 6 * s));
+            assert!(!refuses(9, 10, 5 * s, 6 * s), "below the limit");
+            assert!(!refuses(10, 0, 5 * s, 6 * s), "0: no limit");
+            assert!(!refuses(10, 10, 0, 6 * s), "never recounted");
+            assert!(!refuses(10, 10, 5 * s, 5 * s + FRESH_NS + 1), "stale");
+            assert!(!refuses(u32::MAX, 10, 5 * s, 6 * s), "below zero admits");
+            // A clock behind the stamp (another CPU) is fresh.
+            assert!(refuses(10, 10, 6 * s, 5 * s));
+        }
     }
 }

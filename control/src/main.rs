@@ -51,15 +51,17 @@ struct Cli {
     conntrack_entries: u32,
     /// Most NAT flows one guest port may hold (0: no limit); a new flow over
     /// it is dropped and counted (guest_flow_limit), so one guest cannot
-    /// fill the shared table and evict others' flows. Default: an eighth of
-    /// the table's flows (conntrack entries / 16). Applies when the
-    /// dataplane is first loaded.
+    /// fill the shared table and evict others' flows. Default: a quarter of
+    /// the table's flows (conntrack entries / 8). Applies when the
+    /// dataplane is first loaded; enforced while `vxdp serve` runs (it
+    /// recounts the flows; without it counts go stale and limits lapse
+    /// after 2 minutes).
     #[arg(long, global = true, value_name = "FLOWS")]
     max_flows_per_guest: Option<u32>,
     /// Most NAT flows one network may hold (0: no limit); over it new flows
     /// are dropped and counted (network_flow_limit). Default: half the
     /// table's flows (conntrack entries / 4). Applies when the dataplane is
-    /// first loaded.
+    /// first loaded; enforced while `vxdp serve` runs.
     #[arg(long, global = true, value_name = "FLOWS")]
     max_flows_per_network: Option<u32>,
     #[command(subcommand)]

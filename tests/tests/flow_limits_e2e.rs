@@ -9,17 +9,20 @@
 //! TCP connection, and the outside host's next segment to B finds no flow:
 //! B never gets it (measured: 0 of 65536 bytes).
 //!
+//! Limits hold while `vxdp serve` keeps the counts fresh: the test runs it.
 //! Needs root (network namespaces, BPF).
 
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream, UdpSocket},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Result, ensure};
-use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, pattern};
+use vxdp_common::flow_quota;
+use vxdp_control::dataplane::{Maps, Pins};
+use vxdp_testkit::{DEFAULT_XML, NatTopology, OUTSIDE_HOST, Serve, pattern, vxdp_bin};
 
 const FLOOD: u16 = 3000;
 const ROUNDS: u64 = 3;
@@ -56,6 +59,23 @@ fn a_guest_flood_does_not_evict_another_guests_connection() -> Result<()> {
         .ns
         .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))??;
     b.set_read_timeout(Some(Duration::from_secs(10)))?;
+
+    // Limits hold while the daemon keeps the counts fresh: start it and
+    // wait for its first recount (it stamps the defaults).
+    let serve = Serve::spawn(&topo, Serve::command(&topo, &vxdp_bin()?), &[], "fl", &[])?;
+    let maps = Maps::open(&Pins::new(&topo.bpffs))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while maps
+        .flow_quota(flow_quota::GUEST_DEFAULT)?
+        .is_none_or(|q| q.recounted_ns == 0)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "vxdp serve did not recount the flow quotas within 10 s; its log:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Guest A: two datagrams to each of 3000 ports of the outside host,
     // three rounds. A flow used more than once looks recently used to the
@@ -96,5 +116,6 @@ fn a_guest_flood_does_not_evict_another_guests_connection() -> Result<()> {
         "guest A: {} of {ROUNDS} x {FLOOD} new flows refused; guest B's connection delivered {PAYLOAD} bytes",
         limited1 - limited0
     );
+    drop(serve);
     topo.stop()
 }

@@ -475,10 +475,12 @@ fn fragments_follow_only_their_own_datagram() {
     });
 }
 
-/// Writes the default flow limits the control plane writes at load.
-fn set_flow_limits(w: &mut World, per_guest: u32, per_network: u32) {
+/// Writes the default flow limits the control plane writes at load,
+/// stamped `age_ns` ago as the daemon's recount stamps them.
+fn set_flow_limits(w: &mut World, per_guest: u32, per_network: u32, age_ns: u64) {
     use aya::maps::HashMap;
     use vxdp_common::{FlowQuota, flow_quota, names};
+    let stamp = vxdp_control::dataplane::monotonic_ns() - age_ns;
     let mut q: HashMap<_, u32, FlowQuota> = HashMap::try_from(
         w.ebpf
             .map_mut(names::MAP_FLOW_QUOTAS)
@@ -489,15 +491,19 @@ fn set_flow_limits(w: &mut World, per_guest: u32, per_network: u32) {
         (flow_quota::GUEST_DEFAULT, per_guest),
         (flow_quota::NETWORK_DEFAULT, per_network),
     ] {
-        q.insert(&key, &FlowQuota { count: 0, limit }, 0)
-            .expect("writing VXDP_FLOW_QUOTAS");
+        let quota = FlowQuota {
+            count: 0,
+            limit,
+            recounted_ns: stamp,
+        };
+        q.insert(&key, &quota, 0).expect("writing VXDP_FLOW_QUOTAS");
     }
 }
 
 #[test]
 fn a_guest_cannot_hold_more_flows_than_its_share() {
     with_nat_world(|w| {
-        set_flow_limits(w, 3, 5);
+        set_flow_limits(w, 3, 5, 0);
         let (a, b) = (w.guests[0], w.guests[1]);
         let flow = |g: &Guest, port: u16| {
             Packet::udp(sock(g.addr, 40000), sock(OUTSIDE, port))
@@ -546,5 +552,29 @@ fn a_guest_cannot_hold_more_flows_than_its_share() {
             &[dropped(DropReason::NetworkFlowLimit)],
             "B's third flow (limit 5 per network)",
         );
+    });
+}
+
+/// Counts the daemon has not refreshed for over 2 minutes (it is not
+/// running) no longer limit: a guest is never refused for flows it may no
+/// longer hold.
+#[test]
+fn stale_flow_counts_do_not_refuse() {
+    with_nat_world(|w| {
+        let stale = vxdp_common::flow_quota::FRESH_NS + 1_000_000_000;
+        set_flow_limits(w, 1, 1, stale);
+        let g = w.guests[0];
+        for port in 1..=3 {
+            let f = Packet::udp(sock(g.addr, 40000), sock(OUTSIDE, port))
+                .macs(g.mac, BRIDGE_MAC)
+                .build();
+            w.guest_verdict(
+                &g,
+                &f,
+                TC_ACT_REDIRECT,
+                &[once(Action::SnatForwarded), once(Action::ConntrackCreated)],
+                "a flow over a limit whose count is stale",
+            );
+        }
     });
 }

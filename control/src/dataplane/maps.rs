@@ -118,7 +118,11 @@ impl Maps {
             (flow_quota::GUEST_DEFAULT, per_guest),
             (flow_quota::NETWORK_DEFAULT, per_network),
         ] {
-            q.insert(&key, &FlowQuota { count: 0, limit }, 0)
+            let defaults = FlowQuota {
+                limit,
+                ..FlowQuota::default()
+            };
+            q.insert(&key, &defaults, 0)
                 .map_err(map_err(names::MAP_FLOW_QUOTAS))?;
         }
         Ok(())
@@ -150,8 +154,9 @@ impl Maps {
     }
 
     /// Sets every quota's count to the flows the tables hold (original
-    /// entries of both tables, by port and network): the programs cannot
-    /// uncount what LRU eviction or the control plane removed.
+    /// entries of both tables, by port and network) and stamps it: the
+    /// programs cannot uncount what timed out unseen, what LRU eviction or
+    /// the control plane removed; a limit holds only while stamped recently.
     pub fn recount_flow_quotas(&self) -> Result<(), DataplaneError> {
         if !self.layout.has(Feature::FlowQuotas) {
             return Ok(());
@@ -172,21 +177,18 @@ impl Maps {
             }
         }
         let mut q = self.flow_quotas()?;
-        let keys: Vec<u32> = q
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| *k != flow_quota::GUEST_DEFAULT && *k != flow_quota::NETWORK_DEFAULT)
-            .collect();
+        // The defaults are stamped too (their count stays 0): the entries
+        // the programs create from them start as fresh as this pass.
+        let keys: Vec<u32> = q.keys().filter_map(Result::ok).collect();
+        let now = super::monotonic_ns();
         for key in keys {
             let Ok(mut quota) = q.get(&key, 0) else {
                 continue;
             };
-            let count = held.get(&key).copied().unwrap_or(0);
-            if quota.count != count {
-                quota.count = count;
-                // BPF_EXIST: an entry removed meanwhile stays removed.
-                let _ = q.insert(&key, &quota, 2);
-            }
+            quota.count = held.get(&key).copied().unwrap_or(0);
+            quota.recounted_ns = now;
+            // BPF_EXIST: an entry removed meanwhile stays removed.
+            let _ = q.insert(&key, &quota, 2);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use vxdp_common::{DropReason, FlowOwner, FlowQuota, flow_quota};
 
+use super::conntrack;
 use crate::base::maps::VXDP_FLOW_QUOTAS;
 
 /// The quota entry `key`, created from the default at `default_key` when
@@ -19,16 +20,24 @@ fn entry(key: u32, default_key: u32) -> Option<*mut FlowQuota> {
     if let Some(q) = VXDP_FLOW_QUOTAS.get_ptr_mut(&key) {
         return Some(q);
     }
-    let limit = unsafe { VXDP_FLOW_QUOTAS.get(&default_key) }?.limit;
-    let _ = VXDP_FLOW_QUOTAS.insert(&key, &FlowQuota { count: 0, limit }, BPF_NOEXIST as u64);
+    let default = unsafe { VXDP_FLOW_QUOTAS.get(&default_key) }?;
+    // A new count of 0 is exact: as fresh as the daemon's last pass, which
+    // stamps the defaults too.
+    let fresh = FlowQuota {
+        count: 0,
+        limit: default.limit,
+        recounted_ns: default.recounted_ns,
+    };
+    let _ = VXDP_FLOW_QUOTAS.insert(&key, &fresh, BPF_NOEXIST as u64);
     VXDP_FLOW_QUOTAS.get_ptr_mut(&key)
 }
 
-/// Whether `q` is at its limit (0: none; a count below zero admits).
+/// Whether `q` refuses a new flow (`flow_quota::refuses`: at its limit,
+/// counted recently by the daemon).
 #[inline(always)]
 fn full(q: *mut FlowQuota) -> bool {
     let q = unsafe { &*q };
-    q.limit != 0 && q.count as i32 >= q.limit as i32
+    flow_quota::refuses(q.count, q.limit, q.recounted_ns, conntrack::now())
 }
 
 #[inline(always)]
