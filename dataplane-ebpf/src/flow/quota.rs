@@ -7,10 +7,9 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use vxdp_common::{DropReason, FlowOwner, FlowQuota, flow_quota};
 
-use super::conntrack;
 use crate::base::maps::VXDP_FLOW_QUOTAS;
 
 /// The quota entry `key`, created from the default at `default_key` when
@@ -37,7 +36,9 @@ fn entry(key: u32, default_key: u32) -> Option<*mut FlowQuota> {
 #[inline(always)]
 fn full(q: *mut FlowQuota) -> bool {
     let q = unsafe { &*q };
-    flow_quota::refuses(q.count, q.limit, q.recounted_ns, conntrack::now())
+    flow_quota::refuses(q.count, q.limit, q.recounted_ns, unsafe {
+        bpf_ktime_get_ns()
+    })
 }
 
 #[inline(always)]
