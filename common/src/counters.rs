@@ -54,6 +54,11 @@ pub enum Action {
     /// uplink straight to the guest's port (next hop resolved on the bridge,
     /// guest MAC in `VXDP_MACS`).
     RouteInboundForwarded = 11,
+    /// A TCP RST of a tracked flow at a sequence number other than the
+    /// exact one the receiver expects: forwarded (the endpoint judges it),
+    /// the flow's state kept. A conntrack event, as the three above: the
+    /// packet itself is counted under the action that forwarded it.
+    TcpRstIgnored = 12,
     // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
     // other paths.
     /// Direct network: guest → another guest of the NIC, redirected to its
@@ -78,7 +83,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -91,6 +96,7 @@ impl Action {
         Action::RouteInbound,
         Action::PortForwarded,
         Action::RouteInboundForwarded,
+        Action::TcpRstIgnored,
         Action::DirectToGuest,
         Action::DirectToWire,
         Action::DirectToHost,
@@ -114,6 +120,7 @@ impl Action {
             Action::RouteInbound => "route_inbound",
             Action::PortForwarded => "port_forwarded",
             Action::RouteInboundForwarded => "route_inbound_forwarded",
+            Action::TcpRstIgnored => "tcp_rst_ignored",
             Action::DirectToGuest => "direct_to_guest",
             Action::DirectToWire => "direct_to_wire",
             Action::DirectToHost => "direct_to_host",
@@ -237,10 +244,18 @@ pub enum DropReason {
     /// A guest packet matching a NAT flow that another port created (a
     /// spoofed source riding another guest's mapping).
     FlowOfAnotherPort = 55,
+    /// A packet whose conntrack entry disagrees with its flow's other
+    /// entry (`flow::entries_agree`): a reply entry whose original now maps
+    /// the guest's flow to another NAT port, or a guest's original entry
+    /// whose NAT port another flow took after the reply entry was evicted.
+    /// The stale entry is removed and the packet dropped rather than
+    /// delivered to (or answered at) the wrong guest; the guest's next
+    /// packet creates its flow anew.
+    ConntrackMismatch = 56,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -273,6 +288,7 @@ impl DropReason {
         DropReason::RogueService,
         DropReason::DhcpChaddrSpoofed,
         DropReason::FlowOfAnotherPort,
+        DropReason::ConntrackMismatch,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -309,6 +325,7 @@ impl DropReason {
             DropReason::RogueService => "rogue_service",
             DropReason::DhcpChaddrSpoofed => "dhcp_chaddr_spoofed",
             DropReason::FlowOfAnotherPort => "flow_of_another_port",
+            DropReason::ConntrackMismatch => "conntrack_mismatch",
         }
     }
 

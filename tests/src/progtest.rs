@@ -713,6 +713,17 @@ impl World {
             .expect("removing a guest port from VXDP_PORTS");
     }
 
+    /// Removes one conntrack entry (as LRU eviction would).
+    pub fn remove_conntrack(&mut self, key: &ConntrackKey) {
+        let mut map: HashMap<_, ConntrackKey, ConntrackEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(names::MAP_CONNTRACK)
+                .expect("VXDP_CONNTRACK"),
+        )
+        .expect("VXDP_CONNTRACK is a hash map");
+        map.remove(key).expect("removing a conntrack entry");
+    }
+
     /// Every conntrack entry.
     pub fn conntrack(&self) -> Vec<(ConntrackKey, ConntrackEntry)> {
         let map: HashMap<_, ConntrackKey, ConntrackEntry> =
@@ -898,6 +909,7 @@ pub fn assert_counters_moved(
         Action::ConntrackCreated,
         Action::ConntrackExpiredReused,
         Action::ConntrackRepaired,
+        Action::TcpRstIgnored,
     ]
     .map(Action::slot);
     let per_port = Counters(after.1.clone(), BTreeMap::new())

@@ -101,10 +101,11 @@ struct UpLabels {
 }
 
 /// Events counted per network without a packet behind them.
-const CONNTRACK_EVENTS: [(Action, &str); 3] = [
+const CONNTRACK_EVENTS: [(Action, &str); 4] = [
     (Action::ConntrackCreated, "created"),
     (Action::ConntrackExpiredReused, "expired_reused"),
     (Action::ConntrackRepaired, "repaired"),
+    (Action::TcpRstIgnored, "tcp_rst_ignored"),
 ];
 
 /// Adds one counter slot to the packet or the drop families. Conntrack

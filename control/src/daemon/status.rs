@@ -110,6 +110,7 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
                     Action::ConntrackCreated
                         | Action::ConntrackExpiredReused
                         | Action::ConntrackRepaired
+                        | Action::TcpRstIgnored
                 ) {
                     continue;
                 }

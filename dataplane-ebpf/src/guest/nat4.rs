@@ -90,7 +90,7 @@ fn guest_nat(
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     let nat_addr = nat_address(net, ip.src);
     let mac = unsafe { (*eth).src_addr };
-    let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, l4.tcp_flags);
+    let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, &l4.tcp);
     let (mut reply_key, mut reply, mut mapping) = (
         ConntrackKey::default(),
         ConntrackEntry::default(),
