@@ -91,8 +91,8 @@ fn state_name(s: u8) -> &'static str {
         ct_state::NEW => "new",
         ct_state::ESTABLISHED => "established",
         ct_state::CLOSING => "closing",
-        ct_state::FIN_ORIGINAL => "half-closed by guest",
-        ct_state::FIN_REPLY => "half-closed by remote",
+        ct_state::FIN_ORIGINAL => "fin-guest",
+        ct_state::FIN_REPLY => "fin-remote",
         _ => "?",
     }
 }
