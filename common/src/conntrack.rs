@@ -39,8 +39,14 @@ pub mod ct_state {
     pub const NEW: u8 = 0;
     /// A reply was seen.
     pub const ESTABLISHED: u8 = 1;
-    /// TCP FIN or RST seen: short timeout.
+    /// TCP: FIN seen in both directions, or an exact RST (see `tcp`):
+    /// short timeout.
     pub const CLOSING: u8 = 2;
+    /// TCP: the guest sent FIN, the outside has not (half-closed; the
+    /// established timeout still applies).
+    pub const FIN_ORIGINAL: u8 = 3;
+    /// TCP: the outside sent FIN, the guest has not.
+    pub const FIN_REPLY: u8 = 4;
 }
 
 /// Defines a conntrack table's value type: the same fields, in the same
@@ -66,10 +72,18 @@ macro_rules! conntrack_entry {
             /// The guest's port (both directions): where replies are delivered.
             pub ifindex: u32,
             pub network_id: u16,
-            pub _pad0: u16,
+            /// TCP: [`tcp_known`](crate::tcp::tcp_known) bits, which of
+            /// `tcp_end` and `tcp_ack` hold a value.
+            pub tcp_known: u8,
+            pub _pad0: u8,
             /// The guest's MAC (both directions): destination of delivered replies.
             pub mac: [u8; 6],
             pub _pad1: [u8; 2],
+            /// TCP, host byte order: the end of the last segment this
+            /// entry's direction sent, and the last acknowledgement it sent
+            /// (see [`tcp`](crate::tcp); not mirrored onto the other entry).
+            pub tcp_end: u32,
+            pub tcp_ack: u32,
             $($tail)*
         }
     };
@@ -82,7 +96,7 @@ conntrack_entry!(
     u32,
     {}
 );
-const _: () = assert!(core::mem::size_of::<ConntrackEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<ConntrackEntry>() == 40);
 
 /// Index into `VXDP_TIMEOUTS` (an array of `u64` nanoseconds).
 pub mod timeout_class {
@@ -96,11 +110,12 @@ pub mod timeout_class {
 }
 
 /// Default timeouts in seconds, indexed by [`timeout_class`]. The kernel's
-/// conntrack defaults, with "after FIN/RST" shortened to 10 s.
+/// conntrack defaults, with "after FIN/RST" shortened to 10 s (FIN in both
+/// directions, or an exact RST).
 pub const DEFAULT_TIMEOUTS_S: [u64; timeout_class::COUNT as usize] = [
     120,     // TCP before a reply (kernel: SYN_SENT 120 s)
     432_000, // TCP established (kernel: 5 days)
-    10,      // TCP after FIN/RST
+    10,      // TCP after FIN both ways or an exact RST
     30,      // UDP before a reply
     120,     // UDP once replied (kernel: udp_timeout_stream)
     30,      // ICMP
@@ -111,7 +126,10 @@ pub const fn timeout_class_of(proto: u8, state: u8) -> u32 {
     match proto {
         PROTO_TCP => match state {
             ct_state::NEW => timeout_class::TCP_NEW,
-            ct_state::ESTABLISHED => timeout_class::TCP_ESTABLISHED,
+            // Half-closed: the other side may still send for long.
+            ct_state::ESTABLISHED | ct_state::FIN_ORIGINAL | ct_state::FIN_REPLY => {
+                timeout_class::TCP_ESTABLISHED
+            }
             _ => timeout_class::TCP_CLOSING,
         },
         PROTO_UDP => match state {
@@ -128,17 +146,22 @@ pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 user_pod!(ConntrackKey, ConntrackEntry);
 
 /// Per-CPU working memory of the IPv4 NAT program (`VXDP_NAT4_SCRATCH`):
-/// a new flow's reply-direction key and entry while its NAT port is
-/// chosen. Kept off the stack: the port search runs in a `bpf_loop`
-/// callback, whose frame counts toward the 512-byte limit on top of the
-/// NAT program's.
+/// the flow's key, a new flow's reply-direction key and entry while its NAT
+/// port is chosen, the mapping the packet gets, and the route. Kept off the stack: the
+/// port search runs in a `bpf_loop` callback, whose frame counts toward
+/// the 512-byte limit on top of the NAT program's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Nat4Scratch {
+    pub key: ConntrackKey,
     pub reply_key: ConntrackKey,
     pub reply: ConntrackEntry,
+    pub mapping: ConntrackEntry,
+    /// The route lookup's parameters and answer (the kernel's
+    /// `struct bpf_fib_lookup`, 64 bytes).
+    pub fib: [u32; 16],
 }
-const _: () = assert!(core::mem::size_of::<Nat4Scratch>() == 48);
+const _: () = assert!(core::mem::size_of::<Nat4Scratch>() == 176);
 user_pod!(Nat4Scratch);
 
 /// Per-CPU working memory for the host-socket lookups of NAT's port choice

@@ -39,7 +39,7 @@ crate::conntrack::conntrack_entry!(
         pub _pad2: u32,
     }
 );
-const _: () = assert!(core::mem::size_of::<Conntrack6Entry>() == 48);
+const _: () = assert!(core::mem::size_of::<Conntrack6Entry>() == 56);
 
 /// `Nat6Config::flags` bits.
 pub mod nat6_flags {
@@ -82,6 +82,6 @@ pub struct Nat6Scratch {
     /// `struct bpf_fib_lookup`, 64 bytes).
     pub fib: [u32; 16],
 }
-const _: () = assert!(core::mem::size_of::<Nat6Scratch>() == 240);
+const _: () = assert!(core::mem::size_of::<Nat6Scratch>() == 256);
 
 user_pod!(Conntrack6Key, Conntrack6Entry, Nat6Config, Nat6Scratch);

@@ -58,6 +58,11 @@ pub enum Action {
     /// was removed and its reply left to the host (checked once a second
     /// per flow on the uplink).
     FlowYieldedToHost = 12,
+    /// A TCP RST of a tracked flow at a sequence number other than the
+    /// exact one the receiver expects: forwarded (the endpoint judges it),
+    /// the flow's state kept. A conntrack event, as the three above: the
+    /// packet itself is counted under the action that forwarded it.
+    TcpRstIgnored = 13,
     // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
     // other paths.
     /// Direct network: guest → another guest of the NIC, redirected to its
@@ -82,7 +87,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -96,6 +101,7 @@ impl Action {
         Action::PortForwarded,
         Action::RouteInboundForwarded,
         Action::FlowYieldedToHost,
+        Action::TcpRstIgnored,
         Action::DirectToGuest,
         Action::DirectToWire,
         Action::DirectToHost,
@@ -120,6 +126,7 @@ impl Action {
             Action::PortForwarded => "port_forwarded",
             Action::RouteInboundForwarded => "route_inbound_forwarded",
             Action::FlowYieldedToHost => "flow_yielded_to_host",
+            Action::TcpRstIgnored => "tcp_rst_ignored",
             Action::DirectToGuest => "direct_to_guest",
             Action::DirectToWire => "direct_to_wire",
             Action::DirectToHost => "direct_to_host",
@@ -128,6 +135,19 @@ impl Action {
             Action::DirectFlooded => "direct_flooded",
             Action::IcmpErrorTranslated => "icmp_error_translated",
         }
+    }
+
+    /// Whether this is a conntrack event (counted per network with no
+    /// packet behind it, never per port) rather than what a packet got.
+    pub const fn is_event(self) -> bool {
+        matches!(
+            self,
+            Action::ConntrackCreated
+                | Action::ConntrackExpiredReused
+                | Action::ConntrackRepaired
+                | Action::FlowYieldedToHost
+                | Action::TcpRstIgnored
+        )
     }
 
     /// The direction label: from the guest or from the uplink.
@@ -247,6 +267,14 @@ pub enum DropReason {
     /// A guest packet matching a NAT flow that another port created (a
     /// spoofed source riding another guest's mapping).
     FlowOfAnotherPort = 55,
+    /// A packet whose conntrack entry disagrees with its flow's other
+    /// entry (`flow::entries_agree`): a reply entry whose original now maps
+    /// the guest's flow to another NAT port, or a guest's original entry
+    /// whose NAT port another flow took after the reply entry was evicted.
+    /// The stale entry is removed and the packet dropped rather than
+    /// delivered to (or answered at) the wrong guest; the guest's next
+    /// packet creates its flow anew.
+    ConntrackMismatch = 56,
     // Admission control: numbered from 60.
     /// A guest's new NAT flow refused: the guest holds its flow limit
     /// (`--max-flows-per-guest`).
@@ -257,7 +285,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 34] = [
+    pub const ALL: [DropReason; 35] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -292,6 +320,7 @@ impl DropReason {
         DropReason::FlowOfAnotherPort,
         DropReason::GuestFlowLimit,
         DropReason::NetworkFlowLimit,
+        DropReason::ConntrackMismatch,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -330,6 +359,7 @@ impl DropReason {
             DropReason::FlowOfAnotherPort => "flow_of_another_port",
             DropReason::GuestFlowLimit => "guest_flow_limit",
             DropReason::NetworkFlowLimit => "network_flow_limit",
+            DropReason::ConntrackMismatch => "conntrack_mismatch",
         }
     }
 

@@ -1,6 +1,7 @@
 //! The rules both conntrack tables follow, written once over the address
 //! family and compiled into the programs and the control plane alike: how
-//! a flow's two entries name each other, and how long a flow lives.
+//! a flow's two entries name each other and when they agree, and how long
+//! a flow lives. (TCP's states are `tcp`'s.)
 //!
 //! [`FlowKey`] and [`FlowEntry`] are implemented for the IPv4 types
 //! (`ConntrackKey`, `ConntrackEntry`) and the NAT66 ones (`Conntrack6Key`,
@@ -11,7 +12,7 @@ use core::borrow::Borrow;
 
 use crate::{
     Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY,
-    PROTO_ICMP, PROTO_ICMPV6, timeout_class_of,
+    PROTO_ICMP, PROTO_ICMPV6, tcp::Sender, timeout_class_of,
 };
 
 /// A conntrack key of one address family. The constructors are written
@@ -34,6 +35,9 @@ pub trait FlowKey: Copy + 'static {
     fn set_dst_port(&mut self, port: u16);
     /// The key of the other direction's entry, given this key's entry.
     fn peer_key(&self, entry: &Self::Entry) -> Self;
+    /// Whether `entry`, this key's entry, names `other` as its peer key
+    /// (`self.peer_key(entry) == *other`, without building that key).
+    fn names_peer(&self, entry: &Self::Entry, other: &Self) -> bool;
     /// The other direction's entry of the flow, given this key's entry.
     fn peer_of(&self, entry: &Self::Entry) -> Self::Entry;
     /// A new flow's reply-direction key: from this key's destination to
@@ -48,7 +52,9 @@ pub trait FlowKey: Copy + 'static {
 pub trait FlowEntry: Copy + 'static {
     type Addr: Copy;
 
-    /// This entry with another rewrite and direction (the rest kept).
+    /// This entry with another rewrite and direction: the other direction's
+    /// entry of the same flow (owner, state and timestamp kept; the TCP
+    /// record, which is per direction, empty).
     fn redirected(&self, addr: &Self::Addr, port: u16, direction: u8) -> Self;
     /// The address and port (or echo id) that replace the packet's.
     fn rewrite_addr(&self) -> &Self::Addr;
@@ -61,6 +67,56 @@ pub trait FlowEntry: Copy + 'static {
     fn ifindex(&self) -> u32;
     fn network_id(&self) -> u32;
     fn mac(&self) -> &[u8; 6];
+    /// What this direction's sender was seen sending (TCP).
+    fn tcp(&self) -> Sender;
+    fn set_tcp(&mut self, s: &Sender);
+}
+
+/// Address equality that compiles to word compares in the programs (an
+/// array `==` may become a `bcmp` call, which BPF does not have).
+pub trait AddrEq {
+    fn addr_eq(&self, other: &Self) -> bool;
+}
+
+impl AddrEq for u32 {
+    #[inline(always)]
+    fn addr_eq(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl AddrEq for [u8; 16] {
+    #[inline(always)]
+    fn addr_eq(&self, o: &Self) -> bool {
+        let w = |a: &[u8; 16], i: usize| {
+            u64::from_ne_bytes([
+                a[i],
+                a[i + 1],
+                a[i + 2],
+                a[i + 3],
+                a[i + 4],
+                a[i + 5],
+                a[i + 6],
+                a[i + 7],
+            ])
+        };
+        w(self, 0) == w(o, 0) && w(self, 8) == w(o, 8)
+    }
+}
+
+/// Whether a flow's two entries agree: `peer` (at `peer_key`, the key
+/// `entry` names) is the other direction's entry of the same flow — it
+/// names `key` back, and delivers to the same guest port and network. They
+/// disagree when one of them outlived its flow: the reply entry was
+/// evicted and its NAT port taken by another flow, or the original entry
+/// was evicted and the guest's flow got another NAT port. Delivering
+/// through the stale one would hand a flow's packets to another guest.
+#[inline(always)]
+pub fn entries_agree<K: FlowKey>(key: &K, entry: &K::Entry, peer_key: &K, peer: &K::Entry) -> bool {
+    peer.direction() != entry.direction()
+        && peer.ifindex() == entry.ifindex()
+        && peer.network_id() == entry.network_id()
+        && peer_key.names_peer(peer, key)
 }
 
 /// Whose flow it is: where its replies are delivered.
@@ -134,6 +190,19 @@ macro_rules! flow_types {
                     }
                 }
             }
+            #[inline(always)]
+            fn names_peer(&self, entry: &$entry, o: &Self) -> bool {
+                let (src, dst, src_port, dst_port) = if entry.direction == DIR_ORIGINAL {
+                    (&self.dst_addr, &entry.rewrite_addr, self.dst_port, entry.rewrite_port)
+                } else {
+                    (&entry.rewrite_addr, &self.src_addr, entry.rewrite_port, self.src_port)
+                };
+                o.proto == self.proto
+                    && o.src_port == src_port
+                    && o.dst_port == dst_port
+                    && o.src_addr.addr_eq(src)
+                    && o.dst_addr.addr_eq(dst)
+            }
             // Not forced inline: the IPv6 addresses it copies out of a map
             // value would become `memmove` calls (see the trait).
             fn peer_of(&self, entry: &$entry) -> $entry {
@@ -175,8 +244,11 @@ macro_rules! flow_types {
                     ifindex: owner.ifindex,
                     network_id: owner.network_id,
                     mac: owner.mac,
+                    tcp_known: 0,
                     _pad0: 0,
                     _pad1: [0; 2],
+                    tcp_end: 0,
+                    tcp_ack: 0,
                     $($pad: 0,)*
                 }
             }
@@ -199,6 +271,9 @@ macro_rules! flow_types {
                     rewrite_addr: *addr,
                     rewrite_port: port,
                     direction,
+                    tcp_known: 0,
+                    tcp_end: 0,
+                    tcp_ack: 0,
                     ..*self
                 }
             }
@@ -241,6 +316,20 @@ macro_rules! flow_types {
             #[inline(always)]
             fn mac(&self) -> &[u8; 6] {
                 &self.mac
+            }
+            #[inline(always)]
+            fn tcp(&self) -> Sender {
+                Sender {
+                    known: self.tcp_known,
+                    end: self.tcp_end,
+                    ack: self.tcp_ack,
+                }
+            }
+            #[inline(always)]
+            fn set_tcp(&mut self, s: &Sender) {
+                self.tcp_known = s.known;
+                self.tcp_end = s.end;
+                self.tcp_ack = s.ack;
             }
         }
 
@@ -363,6 +452,49 @@ mod tests {
         assert_eq!(re.network_id(), 3);
         assert_eq!(re.mac(), &[2, 0, 0, 0, 0, 9]);
         assert_eq!(re.state(), ct_state::NEW);
+        assert!(ok.names_peer(&oe, &rk) && rk.names_peer(&re, &ok));
+        assert!(entries_agree(&ok, &oe, &rk, &re));
+        assert!(entries_agree(&rk, &re, &ok, &oe));
+    }
+
+    /// The leak of issue 15 item 3, in both families: after a reply entry
+    /// is evicted another guest's flow takes its key; the first guest's
+    /// original entry and the new reply entry must not agree, nor must a
+    /// reply entry agree with an original entry that maps elsewhere.
+    fn stale_entries_disagree<K: FlowKey>(g: K::Addr, g2: K::Addr, r: K::Addr, n: K::Addr) {
+        let [(ok, oe), (rk, re)] = flow::<K>(g, r, n, PROTO_TCP);
+        // Guest 2 (another port, another address) owns the reply key now.
+        let other = FlowOwner {
+            ifindex: 8,
+            ..owner()
+        };
+        let ok2 = K::new(&g2, &r, 1000u16.to_be(), 80u16.to_be(), PROTO_TCP);
+        let re2 = ok2.reply_entry(0, &other);
+        assert!(
+            !entries_agree(&ok, &oe, &rk, &re2),
+            "guest 1's flow rides guest 2's reply entry"
+        );
+        // The same guest address on another port: the port disagrees.
+        let re3 = ok.reply_entry(0, &other);
+        assert!(!entries_agree(&ok, &oe, &rk, &re3));
+        assert!(!entries_agree(&rk, &re3, &ok, &oe));
+        // The guest's flow was remapped to another NAT port: the old reply
+        // entry's original maps elsewhere.
+        let moved = oe.redirected(oe.rewrite_addr(), 2001u16.to_be(), DIR_ORIGINAL);
+        assert!(!entries_agree(&rk, &re, &ok, &moved));
+        // Two entries of the same direction never agree.
+        assert!(!entries_agree(&rk, &re, &ok, &re));
+    }
+
+    #[test]
+    fn stale_entries_disagree_in_both_families() {
+        stale_entries_disagree::<ConntrackKey>(0x0a00_0002, 0x0a00_0003, 0xc000_0201, 0xcb00_7105);
+        stale_entries_disagree::<Conntrack6Key>([1; 16], [4; 16], [2; 16], [3; 16]);
+        // Addresses differing only in their last byte are told apart.
+        let mut a = [7u8; 16];
+        let b = a;
+        a[15] = 8;
+        assert!(!a.addr_eq(&b) && a.addr_eq(&a));
     }
 
     #[test]

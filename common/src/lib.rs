@@ -13,6 +13,7 @@ pub mod counters;
 pub mod flow;
 pub mod network;
 pub mod port_counters;
+pub mod tcp;
 
 pub use conntrack::*;
 pub use conntrack6::*;

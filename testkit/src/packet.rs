@@ -58,6 +58,7 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 pub const TCP_RST: u8 = 0x04;
@@ -166,6 +167,15 @@ impl Packet {
     pub fn macs(mut self, src: Mac, dst: Mac) -> Self {
         self.eth_src = src;
         self.eth_dst = dst;
+        self
+    }
+
+    /// TCP only: the sequence and acknowledgement numbers (by default
+    /// 0x01020304 and 0).
+    pub fn seq_ack(mut self, seq_no: u32, ack_no: u32) -> Self {
+        if let L4Spec::Tcp { seq, ack, .. } = &mut self.l4 {
+            (*seq, *ack) = (seq_no, ack_no);
+        }
         self
     }
 

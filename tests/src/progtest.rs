@@ -728,6 +728,17 @@ impl World {
             .expect("removing a guest port from VXDP_PORTS");
     }
 
+    /// Removes one conntrack entry (as LRU eviction would).
+    pub fn remove_conntrack(&mut self, key: &ConntrackKey) {
+        let mut map: HashMap<_, ConntrackKey, ConntrackEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(names::MAP_CONNTRACK)
+                .expect("VXDP_CONNTRACK"),
+        )
+        .expect("VXDP_CONNTRACK is a hash map");
+        map.remove(key).expect("removing a conntrack entry");
+    }
+
     /// Every conntrack entry.
     pub fn conntrack(&self) -> Vec<(ConntrackKey, ConntrackEntry)> {
         let map: HashMap<_, ConntrackKey, ConntrackEntry> =
@@ -909,12 +920,11 @@ pub fn assert_counters_moved(
     let moved = after.moved_since(before);
     // Every packet counted per network is counted per port too (the
     // metrics' interface label); events without a packet only per network.
-    let events = [
-        Action::ConntrackCreated,
-        Action::ConntrackExpiredReused,
-        Action::ConntrackRepaired,
-    ]
-    .map(Action::slot);
+    let events: Vec<u32> = Action::ALL
+        .iter()
+        .filter(|a| a.is_event())
+        .map(|a| a.slot())
+        .collect();
     let per_port = Counters(after.1.clone(), BTreeMap::new())
         .moved_since(&Counters(before.1.clone(), BTreeMap::new()));
     let per_network: Vec<Moved> = moved

@@ -206,8 +206,12 @@ fn tcp_flow_entries(
         .map(|(k, e)| {
             (
                 k,
+                // What moves with traffic (the time, the TCP sequence
+                // records) aside: the same flow, the same mapping.
                 ConntrackEntry {
                     last_seen_ns: 0,
+                    tcp_end: 0,
+                    tcp_ack: 0,
                     ..e
                 },
             )

@@ -10,15 +10,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use vxdp_common::{
     Action, ConntrackEntry, ConntrackKey, DIR_ORIGINAL, DIR_REPLY, DropReason, ct_state,
+    timeout_class, timeout_class_of,
 };
 use vxdp_testkit::packet::{
-    Frame, L4Spec, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN, be, checksum,
-    fmt_mac, sock,
+    Frame, L4Spec, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    be, checksum, fmt_mac, sock,
 };
 use vxdp_tests::progtest::{
     BRIDGE_MAC, Guest, NAT_PORT_MAX, NAT_PORT_MIN, NET_ID, NEXT_HOP, NEXT_HOP_MAC, OUTSIDE, Run,
     Slot, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK, UPLINK_ADDR, UPLINK_MAC, World,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, once, with_nat_world,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, dropped, once, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
@@ -358,7 +359,12 @@ fn reply_tcp_is_translated_back_to_guest() {
             &g,
             tcp_syn(&g, GUEST_PORT),
             GUEST_PORT,
-            |f| Packet::tcp(f.sock_dst(), f.sock_src(), TCP_SYN | TCP_ACK).ttl(57),
+            // Acknowledging the guest's SYN (sequence number 0x01020304).
+            |f| {
+                Packet::tcp(f.sock_dst(), f.sock_src(), TCP_SYN | TCP_ACK)
+                    .seq_ack(0x5000_0000, 0x0102_0305)
+                    .ttl(57)
+            },
             "TCP SYN/ACK from 203.0.113.10:80",
         );
         // The reply marks both entries established.
@@ -629,9 +635,12 @@ fn conntrack_holds_both_directions_of_a_new_flow() {
             state: ct_state::NEW,
             ifindex: g.port_ifindex,
             network_id: NET_ID as u16,
+            tcp_known: e.tcp_known,
             _pad0: 0,
             mac: g.mac,
             _pad1: [0; 2],
+            tcp_end: e.tcp_end,
+            tcp_ack: e.tcp_ack,
         };
         assert_eq!(
             oe,
@@ -929,6 +938,304 @@ fn inbound_to_uplink_address_without_flow_is_left_to_the_host() {
             &[(0, Slot::Action(Action::UplinkPassed), 1)],
             "SYN to the host",
         );
+    });
+}
+
+// --------------------------------------------------------------------------
+// TCP state: FIN per direction, RST only at the exact sequence number
+
+const GUEST_ISN: u32 = 0x0102_0304;
+const REMOTE_ISN: u32 = 0x5000_0000;
+
+/// A TCP segment from guest `g`'s port `sport` to the outside.
+fn guest_tcp(g: &Guest, sport: u16, flags: u8, seq: u32, ack: u32) -> Packet {
+    from_guest(
+        g,
+        Packet::tcp(sock(g.addr, sport), sock(OUTSIDE, OUTSIDE_PORT), flags).seq_ack(seq, ack),
+    )
+}
+
+/// A TCP segment from the outside to NAT port `nat_port`.
+fn outside_tcp(nat_port: u16, flags: u8, seq: u32, ack: u32) -> Packet {
+    from_outside(
+        Packet::tcp(
+            sock(OUTSIDE, OUTSIDE_PORT),
+            sock(UPLINK_ADDR, nat_port),
+            flags,
+        )
+        .seq_ack(seq, ack),
+    )
+}
+
+/// Guest `g` opens a connection from `sport` and the remote accepts:
+/// SYN, SYN/ACK, ACK. Returns the NAT port.
+fn handshake(w: &World, g: &Guest, sport: u16) -> u16 {
+    let syn = w.run_guest(
+        g.port_ifindex,
+        &guest_tcp(g, sport, TCP_SYN, GUEST_ISN, 0).build(),
+    );
+    assert_eq!(
+        syn.verdict, TC_ACT_REDIRECT,
+        "the guest's SYN was not NATed"
+    );
+    let nat_port = Frame(&syn.data).src_port();
+    let synack = outside_tcp(nat_port, TCP_SYN | TCP_ACK, REMOTE_ISN, GUEST_ISN + 1);
+    let run = w.run_uplink(&synack.build());
+    assert_eq!(run.verdict, XDP_REDIRECT, "the SYN/ACK was not delivered");
+    let ack = guest_tcp(g, sport, TCP_ACK, GUEST_ISN + 1, REMOTE_ISN + 1);
+    let run = w.run_guest(g.port_ifindex, &ack.build());
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the guest's ACK was not NATed"
+    );
+    flow_states(w, "after the handshake", ct_state::ESTABLISHED);
+    nat_port
+}
+
+/// Asserts that both entries of the only flow are in `state`.
+#[track_caller]
+fn flow_states(w: &World, when: &str, state: u8) {
+    let ct = w.conntrack();
+    assert_eq!(
+        ct.len(),
+        2,
+        "{when}: expected one flow's two entries, found {ct:#?}"
+    );
+    for (k, e) in ct {
+        assert_eq!(
+            e.state, state,
+            "{when}: entry {k:?} is in state {} (expected {state}; 1 established, 2 closing, 3 half-closed by the guest, 4 by the remote)",
+            e.state
+        );
+    }
+}
+
+#[test]
+fn outside_rst_closes_a_flow_only_at_the_exact_sequence_number() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let nat_port = handshake(w, &g, GUEST_PORT);
+        // An off-path attacker who guessed the NAT port, spraying RSTs: the
+        // guest expects REMOTE_ISN + 1 next.
+        for seq in [
+            0,
+            REMOTE_ISN,
+            REMOTE_ISN + 2,
+            REMOTE_ISN + 1000,
+            REMOTE_ISN.wrapping_add(0x8000_0000),
+            GUEST_ISN + 1,
+        ] {
+            for flags in [TCP_RST, TCP_RST | TCP_ACK] {
+                let before = w.counters();
+                let rst = outside_tcp(nat_port, flags, seq, GUEST_ISN + 1);
+                let run = w.run_uplink(&rst.build());
+                // Forwarded all the same: the guest's stack judges it.
+                assert_eq!(
+                    run.verdict, XDP_REDIRECT,
+                    "RST at {seq:#x} was not forwarded"
+                );
+                assert_counters_moved(
+                    &before,
+                    &w.counters(),
+                    &[once(Action::DnatForwarded), once(Action::TcpRstIgnored)],
+                    &format!("RST (flags {flags:#x}) at sequence number {seq:#x}"),
+                );
+                flow_states(
+                    w,
+                    &format!(
+                        "after an RST at {seq:#x}, not the guest's next expected {:#x}",
+                        REMOTE_ISN + 1
+                    ),
+                    ct_state::ESTABLISHED,
+                );
+            }
+        }
+        // The guest still talks through the flow with the same NAT port.
+        let data =
+            guest_tcp(&g, GUEST_PORT, TCP_ACK, GUEST_ISN + 1, REMOTE_ISN + 1).payload(b"hello");
+        let run = w.run_guest(g.port_ifindex, &data.build());
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        assert_eq!(Frame(&run.data).src_port(), nat_port);
+        // The remote's real reset, at exactly the guest's next expected
+        // number, closes the flow.
+        let rst = outside_tcp(nat_port, TCP_RST, REMOTE_ISN + 1, 0);
+        assert_eq!(w.run_uplink(&rst.build()).verdict, XDP_REDIRECT);
+        flow_states(w, "after the exact RST", ct_state::CLOSING);
+    });
+}
+
+#[test]
+fn a_fin_from_one_side_keeps_the_established_timeout() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        let nat_port = handshake(w, &g, GUEST_PORT);
+        // The guest shuts down its write side.
+        let fin = guest_tcp(
+            &g,
+            GUEST_PORT,
+            TCP_FIN | TCP_ACK,
+            GUEST_ISN + 1,
+            REMOTE_ISN + 1,
+        );
+        assert_eq!(
+            w.run_guest(g.port_ifindex, &fin.build()).verdict,
+            TC_ACT_REDIRECT
+        );
+        flow_states(w, "after the guest's FIN", ct_state::FIN_ORIGINAL);
+        for (_, e) in w.conntrack() {
+            assert_eq!(
+                timeout_class_of(PROTO_TCP, e.state),
+                timeout_class::TCP_ESTABLISHED,
+                "a half-closed flow must keep the established timeout"
+            );
+        }
+        // A blind FIN from outside does not close the other half.
+        let blind = outside_tcp(
+            nat_port,
+            TCP_FIN | TCP_ACK,
+            REMOTE_ISN + 5000,
+            GUEST_ISN + 2,
+        );
+        assert_eq!(w.run_uplink(&blind.build()).verdict, XDP_REDIRECT);
+        flow_states(
+            w,
+            "after a FIN at a wrong sequence number",
+            ct_state::FIN_ORIGINAL,
+        );
+        // The remote keeps sending; the guest acknowledges.
+        let mut seq = REMOTE_ISN + 1;
+        for _ in 0..3 {
+            let data = outside_tcp(nat_port, TCP_ACK, seq, GUEST_ISN + 2).payload(&[7; 100]);
+            assert_eq!(w.run_uplink(&data.build()).verdict, XDP_REDIRECT);
+            seq += 100;
+            let ack = guest_tcp(&g, GUEST_PORT, TCP_ACK, GUEST_ISN + 2, seq);
+            assert_eq!(
+                w.run_guest(g.port_ifindex, &ack.build()).verdict,
+                TC_ACT_REDIRECT
+            );
+        }
+        flow_states(w, "after data on the open half", ct_state::FIN_ORIGINAL);
+        // The remote's own FIN closes the flow.
+        let fin = outside_tcp(nat_port, TCP_FIN | TCP_ACK, seq, GUEST_ISN + 2);
+        assert_eq!(w.run_uplink(&fin.build()).verdict, XDP_REDIRECT);
+        flow_states(w, "after FINs both ways", ct_state::CLOSING);
+    });
+}
+
+// --------------------------------------------------------------------------
+// A flow's two entries must agree (issue 15, item 3)
+
+/// The reply key of guest traffic to OUTSIDE:OUTSIDE_PORT at NAT port `port`.
+fn reply_key(port: u16) -> ConntrackKey {
+    ConntrackKey {
+        src_addr: be(OUTSIDE),
+        dst_addr: be(UPLINK_ADDR),
+        src_port: OUTSIDE_PORT.to_be(),
+        dst_port: port.to_be(),
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    }
+}
+
+/// Which guest a reply to NAT port `port` reaches (`None`: not delivered).
+fn reply_reaches(w: &World, port: u16) -> Option<std::net::Ipv4Addr> {
+    let reply = outside_tcp(port, TCP_ACK, REMOTE_ISN + 1, GUEST_ISN + 1).payload(b"secret");
+    let run = w.run_uplink(&reply.build());
+    (run.verdict == XDP_REDIRECT).then(|| Frame(&run.data).dst())
+}
+
+#[test]
+fn an_evicted_reply_entry_cannot_leak_a_flow_to_another_guest() {
+    with_nat_world(|w| {
+        let (a, b) = (w.guests[0], w.guests[1]);
+        let syn = guest_tcp(&a, GUEST_PORT, TCP_SYN, GUEST_ISN, 0);
+        let run = w.run_guest(a.port_ifindex, &syn.build());
+        assert_eq!(
+            Frame(&run.data).src_port(),
+            GUEST_PORT,
+            "guest A keeps its own port"
+        );
+        // LRU eviction takes A's reply entry; A's original entry stays.
+        w.remove_conntrack(&reply_key(GUEST_PORT));
+        // Guest B, same source port and remote: the NAT port looks free.
+        let run = w.run_guest(
+            b.port_ifindex,
+            &guest_tcp(&b, GUEST_PORT, TCP_SYN, 77, 0).build(),
+        );
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        assert_eq!(
+            Frame(&run.data).src_port(),
+            GUEST_PORT,
+            "guest B took the freed NAT port"
+        );
+        assert_eq!(reply_reaches(w, GUEST_PORT), Some(b.addr));
+
+        // A's next packet must not leave with B's NAT port.
+        let before = w.counters();
+        let next = guest_tcp(&a, GUEST_PORT, TCP_SYN, GUEST_ISN, 0);
+        let run = w.run_guest(a.port_ifindex, &next.build());
+        assert!(
+            !(run.verdict == TC_ACT_REDIRECT && Frame(&run.data).src_port() == GUEST_PORT),
+            "guest A's packet left with NAT port {GUEST_PORT}, whose replies go to guest B"
+        );
+        assert_eq!(run.verdict, TC_ACT_SHOT);
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[dropped(DropReason::ConntrackMismatch)],
+            "guest A's packet through its stale original entry",
+        );
+        // A's retransmission gets a new NAT port whose replies reach A;
+        // B's flow is untouched.
+        let run = w.run_guest(a.port_ifindex, &next.build());
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "A's retransmission was not NATed"
+        );
+        let port = Frame(&run.data).src_port();
+        assert_ne!(port, GUEST_PORT);
+        assert_eq!(reply_reaches(w, port), Some(a.addr));
+        assert_eq!(reply_reaches(w, GUEST_PORT), Some(b.addr));
+        assert_eq!(w.conntrack().len(), 4, "two flows, two entries each");
+    });
+}
+
+#[test]
+fn a_reply_entry_that_outlived_its_flow_does_not_deliver() {
+    with_nat_world(|w| {
+        let a = w.guests[0];
+        let syn = guest_tcp(&a, GUEST_PORT, TCP_SYN, GUEST_ISN, 0);
+        let run = w.run_guest(a.port_ifindex, &syn.build());
+        assert_eq!(Frame(&run.data).src_port(), GUEST_PORT);
+        // LRU eviction takes A's original entry; A opens again from the
+        // same port and gets another NAT port (the old reply entry holds
+        // its own).
+        let original = w
+            .conntrack()
+            .into_iter()
+            .find(|(_, e)| e.direction == DIR_ORIGINAL)
+            .expect("the original entry")
+            .0;
+        w.remove_conntrack(&original);
+        let run = w.run_guest(a.port_ifindex, &syn.build());
+        let port = Frame(&run.data).src_port();
+        assert_ne!(port, GUEST_PORT);
+        // A reply to the old NAT port is dropped, its entry removed.
+        let before = w.counters();
+        assert_eq!(reply_reaches(w, GUEST_PORT), None);
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[dropped(DropReason::ConntrackMismatch)],
+            "a reply through a reply entry whose flow maps elsewhere",
+        );
+        assert!(
+            !w.conntrack()
+                .iter()
+                .any(|(k, _)| *k == reply_key(GUEST_PORT)),
+            "the stale reply entry was kept"
+        );
+        assert_eq!(reply_reaches(w, port), Some(a.addr));
     });
 }
 

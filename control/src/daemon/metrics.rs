@@ -101,10 +101,12 @@ struct UpLabels {
 }
 
 /// Events counted per network without a packet behind them.
-const CONNTRACK_EVENTS: [(Action, &str); 3] = [
+const CONNTRACK_EVENTS: [(Action, &str); 5] = [
     (Action::ConntrackCreated, "created"),
     (Action::ConntrackExpiredReused, "expired_reused"),
     (Action::ConntrackRepaired, "repaired"),
+    (Action::FlowYieldedToHost, "yielded_to_host"),
+    (Action::TcpRstIgnored, "tcp_rst_ignored"),
 ];
 
 /// Adds one counter slot to the packet or the drop families. Conntrack
@@ -550,7 +552,16 @@ pub fn port_table(
 
 #[cfg(test)]
 mod tests {
-    use super::to_prometheus_text;
+    use vxdp_common::Action;
+
+    use super::{CONNTRACK_EVENTS, to_prometheus_text};
+
+    #[test]
+    fn conntrack_events_are_exactly_the_event_actions() {
+        let named: Vec<_> = CONNTRACK_EVENTS.iter().map(|(a, _)| *a).collect();
+        let events: Vec<_> = Action::ALL.into_iter().filter(|a| a.is_event()).collect();
+        assert_eq!(named, events);
+    }
 
     #[test]
     fn counters_get_their_total_names_in_the_text_format() {

@@ -91,6 +91,8 @@ fn state_name(s: u8) -> &'static str {
         ct_state::NEW => "new",
         ct_state::ESTABLISHED => "established",
         ct_state::CLOSING => "closing",
+        ct_state::FIN_ORIGINAL => "fin-guest",
+        ct_state::FIN_REPLY => "fin-remote",
         _ => "?",
     }
 }

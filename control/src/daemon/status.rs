@@ -105,12 +105,7 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
             let slot = u32::from(key.slot);
             let id = u32::from(key.network_id);
             if let Some(a) = Action::ALL.iter().find(|a| a.slot() == slot) {
-                if matches!(
-                    a,
-                    Action::ConntrackCreated
-                        | Action::ConntrackExpiredReused
-                        | Action::ConntrackRepaired
-                ) {
+                if a.is_event() {
                     continue;
                 }
                 let e = per_if.entry((id, key.ifindex)).or_default();

@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 6;
+pub const CURRENT: u32 = 7;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 6] = [
+pub const HISTORY: [(u32, &str); 7] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -53,6 +53,10 @@ pub const HISTORY: [(u32, &str); 6] = [
     (
         6,
         "VXDP_FLOW_QUOTAS: per-guest and per-network flow limits (admission control)",
+    ),
+    (
+        7,
+        "VXDP_CONNTRACK and VXDP_CONNTRACK6 values carry TCP sequence records (40 and 56 bytes)",
     ),
 ];
 

@@ -66,7 +66,36 @@ pub fn route_v4<C: EbpfContext>(
     dport: u16,
     tot_len: u16,
 ) -> Route {
-    let mut p = FibParams {
+    let mut p = FibParams::default();
+    let rc = fib_lookup_v4(
+        ctx,
+        &mut p,
+        in_ifindex,
+        src,
+        dst,
+        proto,
+        (sport, dport),
+        tot_len,
+    );
+    classify(rc, p)
+}
+
+/// [`route_v4`] into `p` (e.g. a per-CPU slot: the route's 64 bytes off a
+/// full stack), returning the helper's code (`FIB_*`). `ports`: source
+/// and destination port, as in packets.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn fib_lookup_v4<C: EbpfContext>(
+    ctx: &C,
+    p: &mut FibParams,
+    in_ifindex: u32,
+    src: u32,
+    dst: u32,
+    proto: u8,
+    (sport, dport): (u16, u16),
+    tot_len: u16,
+) -> i64 {
+    *p = FibParams {
         family: AF_INET,
         l4_protocol: proto,
         sport,
@@ -77,8 +106,7 @@ pub fn route_v4<C: EbpfContext>(
     };
     p.src[0] = src;
     p.dst[0] = dst;
-    let rc = lookup(ctx, &mut p);
-    classify(rc, p)
+    lookup(ctx, p)
 }
 
 /// Looks up the route for an IPv6 packet as if it arrived on `in_ifindex`.

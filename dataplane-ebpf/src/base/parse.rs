@@ -5,7 +5,7 @@
 use core::mem::offset_of;
 
 use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
-use vxdp_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use vxdp_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, tcp::Segment};
 
 use super::ctx::{PacketCtx, ptr_at};
 
@@ -13,10 +13,7 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub use vxdp_common::tcp::TCP_RST;
 
 /// Why a frame could not be parsed as IPv4.
 pub enum ParseError {
@@ -47,6 +44,9 @@ pub struct Ipv4 {
     pub id: u16,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
+    /// Bytes from the L4 header to the end of the packet, by the header's
+    /// total length.
+    pub l4_len: u16,
 }
 
 pub const IP_OFF: usize = EthHdr::LEN;
@@ -88,6 +88,7 @@ pub fn ipv4<C: PacketCtx>(ctx: &C) -> Result<Ipv4, ParseError> {
         dont_fragment: frags & 0x4000 != 0,
         id: u16::from_ne_bytes(ip.id),
         l4_off: IP_OFF + ihl * 4,
+        l4_len: u16::from_be_bytes(ip.tot_len).saturating_sub(ihl as u16 * 4),
     })
 }
 
@@ -97,8 +98,8 @@ pub struct L4 {
     /// Source and destination port (ICMP echo: see [`l4`]), in memory order.
     pub src_port: u16,
     pub dst_port: u16,
-    /// TCP flags (0 for other protocols).
-    pub tcp_flags: u8,
+    /// TCP's flags and sequence numbers (all 0 for other protocols).
+    pub tcp: Segment,
     /// ICMP type (0 for other protocols).
     pub icmp_type: u8,
     /// Offset of the L4 checksum field.
@@ -121,23 +122,31 @@ pub enum L4Error {
 /// destination port of a reply, so that both directions key the same way.
 #[inline(always)]
 pub fn l4<C: PacketCtx>(ctx: &C, ip: &Ipv4) -> Result<L4, L4Error> {
-    l4_at(ctx, ip.proto, ip.l4_off)
+    l4_at(ctx, ip.proto, ip.l4_off, ip.l4_len)
 }
 
-/// [`l4`] for the protocol `proto` whose header starts at `off`.
+/// [`l4`] for the protocol `proto` whose header starts at `off`, `len`
+/// bytes to the end of the packet.
 #[inline(always)]
-fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize) -> Result<L4, L4Error> {
+fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize, len: u16) -> Result<L4, L4Error> {
     match proto {
         PROTO_TCP => {
             let tcp_ptr = ptr_at::<C, TcpHdr>(ctx, off).map_err(|_| L4Error::Truncated)?;
             let tcp = unsafe { &*tcp_ptr };
-            // Flags are the 14th byte of the header; read through the
-            // checked header pointer so the verifier sees it in bounds.
-            let flags = unsafe { (tcp_ptr as *const u8).add(13) };
+            // Data offset and flags are the 13th and 14th bytes of the
+            // header; read through the checked header pointer so the
+            // verifier sees them in bounds.
+            let b = unsafe { *((tcp_ptr as *const u8).add(12) as *const [u8; 2]) };
+            let header_len = (b[0] >> 4) as u16 * 4;
             Ok(L4 {
                 src_port: u16::from_ne_bytes(tcp.source),
                 dst_port: u16::from_ne_bytes(tcp.dest),
-                tcp_flags: unsafe { *flags },
+                tcp: Segment {
+                    flags: b[1],
+                    seq: u32::from_be_bytes(tcp.seq),
+                    ack: u32::from_be_bytes(tcp.ack_seq),
+                    len: len.saturating_sub(header_len) as u32,
+                },
                 icmp_type: 0,
                 csum_off: off + offset_of!(TcpHdr, check),
                 src_port_off: off + offset_of!(TcpHdr, source),
@@ -150,7 +159,7 @@ fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize) -> Result<L4, L4Error> {
             Ok(L4 {
                 src_port: u16::from_ne_bytes(udp.src),
                 dst_port: u16::from_ne_bytes(udp.dst),
-                tcp_flags: 0,
+                tcp: Segment::default(),
                 icmp_type: 0,
                 csum_off: off + offset_of!(UdpHdr, check),
                 src_port_off: off + offset_of!(UdpHdr, src),
@@ -171,7 +180,7 @@ fn l4_at<C: PacketCtx>(ctx: &C, proto: u8, off: usize) -> Result<L4, L4Error> {
             Ok(L4 {
                 src_port,
                 dst_port,
-                tcp_flags: 0,
+                tcp: Segment::default(),
                 icmp_type: icmp.type_,
                 csum_off: off + offset_of!(Icmpv4Hdr, check),
                 src_port_off: id_off,
@@ -299,6 +308,8 @@ pub struct Ipv6 {
     pub dst: [u8; 16],
     pub next_header: u8,
     pub hop_limit: u8,
+    /// The payload length field: bytes after the fixed header.
+    pub payload_len: u16,
 }
 
 const IPV6_HDR_LEN: usize = 40;
@@ -323,6 +334,7 @@ pub fn ipv6<C: PacketCtx>(ctx: &C) -> Result<Ipv6, ParseError> {
         dst,
         next_header: h[6],
         hop_limit: h[7],
+        payload_len: u16::from_be_bytes([h[4], h[5]]),
     })
 }
 
@@ -356,7 +368,7 @@ pub const IP6_L4_OFF: usize = EthHdr::LEN + IPV6_HDR_LEN;
 pub fn l4_v6<C: PacketCtx>(ctx: &C, ip: &Ipv6) -> Result<L4, L4Error> {
     let off = IP6_L4_OFF;
     if ip.next_header != vxdp_common::PROTO_ICMPV6 {
-        return l4_at(ctx, ip.next_header, off);
+        return l4_at(ctx, ip.next_header, off, ip.payload_len);
     }
     // type(1) code(1) checksum(2) identifier(2) sequence(2)
     let icmp = ptr_at::<C, [u8; 8]>(ctx, off).map_err(|_| L4Error::Truncated)?;
@@ -370,7 +382,7 @@ pub fn l4_v6<C: PacketCtx>(ctx: &C, ip: &Ipv6) -> Result<L4, L4Error> {
     Ok(L4 {
         src_port,
         dst_port,
-        tcp_flags: 0,
+        tcp: Segment::default(),
         icmp_type: icmp[0],
         csum_off: off + 2,
         src_port_off: off + 4,

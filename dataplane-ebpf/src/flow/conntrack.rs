@@ -1,20 +1,22 @@
-//! Conntrack: lookup with timeouts, state updates, and the two-entry insert
-//! of a new NAT flow (reply entry first, so the NAT port is reserved before
-//! the flow becomes visible). Written once for both tables: IPv4
-//! (`VXDP_CONNTRACK`) and NAT66 (`VXDP_CONNTRACK6`), through [`Table`];
-//! the liveness rule and timeouts are `vxdp_common`'s, shared with the
-//! control plane's expiry.
+//! Conntrack: lookup with timeouts, the check that a flow's two entries
+//! agree, state updates, and the two-entry insert of a new NAT flow (reply
+//! entry first, so the NAT port is reserved before the flow becomes
+//! visible). Written once for both tables: IPv4 (`VXDP_CONNTRACK`) and
+//! NAT66 (`VXDP_CONNTRACK6`), through [`Table`]; the liveness, agreement
+//! and TCP rules and the timeouts are `vxdp_common`'s, shared with the
+//! control plane and unit-tested on the host.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::LruHashMap};
 use vxdp_common::{
-    Action, Conntrack6Key, ConntrackKey, DIR_ORIGINAL, FlowEntry, FlowKey, PROTO_TCP, ct_state,
+    Action, Conntrack6Key, ConntrackKey, DIR_ORIGINAL, FlowEntry, FlowKey, PROTO_TCP,
+    entries_agree,
+    tcp::{self, Rst, Segment},
     timeout_or_default,
 };
 
 use super::{quota, sockets::SockTuple};
 use crate::base::{
     maps::{VXDP_CONNTRACK, VXDP_CONNTRACK6, VXDP_TIMEOUTS},
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::count_event,
 };
 
@@ -95,53 +97,92 @@ pub fn lookup<K: Table>(key: &K, now: u64) -> Option<*mut K::Entry> {
     None
 }
 
-/// The state an entry moves to when a packet with `tcp_flags` matches it.
-#[inline(always)]
-fn next_state(proto: u8, state: u8, tcp_flags: u8, is_reply: bool) -> u8 {
-    if proto == PROTO_TCP {
-        if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            return ct_state::CLOSING;
-        }
-        if state == ct_state::CLOSING && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            // The guest reuses the tuple for a new connection.
-            return ct_state::NEW;
-        }
-    }
-    if is_reply && state == ct_state::NEW {
-        return ct_state::ESTABLISHED;
-    }
-    state
+/// The other direction's entry of a flow, as found for one of its entries.
+pub enum Peer<E> {
+    /// It exists and agrees (`vxdp_common::entries_agree`).
+    Agrees(*mut E),
+    /// It is missing (evicted).
+    Missing,
+    /// Its key is held by an entry of another flow, or by one that maps
+    /// elsewhere: the entry it was looked up for is stale.
+    Stale,
 }
 
-/// Records a packet on `entry`: timestamp (rate-limited) and state. A state
-/// change is mirrored onto the other direction's entry so both time out
-/// alike. On the original direction's periodic refresh, a reply entry lost
-/// to LRU eviction is recreated, or replies would be refused as unsolicited.
+/// Looks up the other direction's entry of `entry` (whose key is `key`),
+/// its key written to `peer_key`, and checks that the two agree. Done for
+/// every packet before it is translated: a stale entry must not deliver.
 #[inline(always)]
-pub fn touch<K: Table>(key: &K, entry: *mut K::Entry, tcp_flags: u8, now: u64) {
+pub fn peer<K: Table>(key: &K, entry: *mut K::Entry, peer_key: &mut K) -> Peer<K::Entry> {
+    let e = unsafe { &*entry };
+    *peer_key = key.peer_key(e);
+    match K::map().get_ptr_mut(peer_key) {
+        None => Peer::Missing,
+        Some(p) if entries_agree(key, e, peer_key, unsafe { &*p }) => Peer::Agrees(p),
+        Some(_) => Peer::Stale,
+    }
+}
+
+/// Removes one entry (the stale side of a flow whose entries disagree; the
+/// other side belongs to another flow and stays).
+#[inline(always)]
+pub fn remove<K: Table>(key: &K) {
+    let _ = K::map().remove(key);
+}
+
+/// Records a packet on `entry`, whose other direction's entry is `peer`
+/// at `peer_key` (from [`peer`]; `None`: missing): TCP's sequence records
+/// and state (`vxdp_common::tcp`), the timestamp (rate-limited). A state
+/// change is mirrored onto the other entry so both time out alike. A
+/// missing other entry (lost to LRU eviction) is recreated (in `spare`, a
+/// slot the caller has no further use for: the guest program's stack is
+/// nearly full), or that direction's packets would be refused as
+/// unsolicited.
+#[inline(always)]
+pub fn touch<K: Table>(
+    key: &K,
+    entry: *mut K::Entry,
+    (peer, peer_key): (Option<*mut K::Entry>, &K),
+    seg: &Segment,
+    now: u64,
+    spare: &mut K::Entry,
+) {
     let e = unsafe { &mut *entry };
     let is_reply = e.direction() != DIR_ORIGINAL;
-    let state = next_state(key.proto(), e.state(), tcp_flags, is_reply);
-    let stale = refresh_due(e, now);
-    if state == e.state() && !stale {
-        return;
+    let sender = e.tcp();
+    let t = tcp::track(
+        key.proto() == PROTO_TCP,
+        e.state(),
+        is_reply,
+        seg,
+        sender,
+        peer.map(|p| unsafe { (*p).tcp() }),
+    );
+    if t.sender != sender {
+        e.set_tcp(&t.sender);
     }
-    e.set_state(state);
-    e.set_last_seen_ns(now);
-    let peer_key = key.peer_key(e);
-    match K::map().get_ptr_mut(&peer_key) {
-        Some(p) => unsafe {
-            (*p).set_state(state);
-            if (*p).last_seen_ns() < now {
-                (*p).set_last_seen_ns(now);
+    if t.rst == Rst::Ignored {
+        count_event(e.network_id(), Action::TcpRstIgnored);
+    }
+    let stale = refresh_due(e, now);
+    match peer {
+        Some(p) => {
+            if t.state == e.state() && !stale {
+                return;
             }
-        },
+            e.set_state(t.state);
+            e.set_last_seen_ns(now);
+            unsafe {
+                (*p).set_state(t.state);
+                if (*p).last_seen_ns() < now {
+                    (*p).set_last_seen_ns(now);
+                }
+            }
+        }
         None => {
-            let peer = key.peer_of(e);
-            if K::map()
-                .insert(&peer_key, &peer, BPF_NOEXIST as u64)
-                .is_ok()
-            {
+            e.set_state(t.state);
+            e.set_last_seen_ns(now);
+            *spare = key.peer_of(e);
+            if K::map().insert(peer_key, spare, BPF_NOEXIST as u64).is_ok() {
                 count_event(e.network_id(), Action::ConntrackRepaired);
             }
         }

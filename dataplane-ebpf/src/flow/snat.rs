@@ -13,10 +13,11 @@ use aya_ebpf::{
 use vxdp_common::{
     Action, DIR_ORIGINAL, DIR_REPLY, DropReason, FlowEntry, FlowKey, FlowOwner, NetworkConfig,
     PROTO_TCP, PROTO_UDP,
+    tcp::{self, Segment},
 };
 
 use super::{
-    conntrack::{self, Reserve, Table},
+    conntrack::{self, Peer, Reserve, Table},
     deliver::{Hook, prepare_for_guest},
     frag::Fragments,
     quota,
@@ -48,7 +49,9 @@ pub struct NewFlow<'a, A> {
     /// The address the guest's packets leave with.
     pub nat_addr: &'a A,
     pub owner: FlowOwner,
-    pub tcp_flags: u8,
+    /// The packet's TCP flags and numbers (zero for other protocols); a
+    /// reference, not a copy: the guest program's stack is nearly full.
+    pub seg: &'a Segment,
     /// The network's NAT port range (host byte order).
     pub port_min: u16,
     pub port_max: u16,
@@ -65,7 +68,7 @@ impl<'a, A> NewFlow<'a, A> {
         net_id: u32,
         ifindex: u32,
         mac: [u8; 6],
-        tcp_flags: u8,
+        seg: &'a Segment,
     ) -> Self {
         NewFlow {
             nat_addr,
@@ -74,7 +77,7 @@ impl<'a, A> NewFlow<'a, A> {
                 network_id: net_id as u16,
                 mac,
             },
-            tcp_flags,
+            seg,
             port_min: net.nat_port_min,
             port_max: net.nat_port_max,
             now: conntrack::now(),
@@ -94,7 +97,13 @@ pub struct FlowSlots<'a, K: FlowKey> {
 }
 
 /// The mapping of the flow `s.key` belongs to, into `s.mapping`: its
-/// conntrack entry, refreshed, or a new flow's. `ctx` is the program's
+/// conntrack entry, refreshed, or a new flow's. An entry whose reply entry
+/// now belongs to another flow is stale (its NAT port was taken after the
+/// reply entry was evicted): it is removed and the packet dropped, so the
+/// guest's packets never leave with a port whose replies go elsewhere; the
+/// guest's next packet (a retransmission) creates the flow anew, with a
+/// new NAT port. (Not remapped within this packet: a second way into the
+/// port choice doubles what the verifier walks.) `ctx` is the program's
 /// context pointer (`EbpfContext::as_ptr`), for the host-socket lookups of
 /// [`create_flow`].
 #[inline(always)]
@@ -103,19 +112,26 @@ pub fn flow_mapping<K: Table>(
     f: &NewFlow<K::Addr>,
     ctx: *mut c_void,
 ) -> Result<(), DropReason> {
-    match conntrack::lookup(s.key, f.now) {
-        Some(entry) => {
-            // A flow belongs to the port that created it: another port
-            // sending its 5-tuple spoofs that guest's source.
-            if unsafe { (*entry).ifindex() } != f.owner.ifindex {
-                return Err(DropReason::FlowOfAnotherPort);
-            }
-            conntrack::touch(s.key, entry, f.tcp_flags, f.now);
-            *s.mapping = unsafe { *entry };
-            Ok(())
+    if let Some(entry) = conntrack::lookup(s.key, f.now) {
+        // A flow belongs to the port that created it: another port
+        // sending its 5-tuple spoofs that guest's source.
+        if unsafe { (*entry).ifindex() } != f.owner.ifindex {
+            return Err(DropReason::FlowOfAnotherPort);
         }
-        None => create_flow(s, f, ctx),
+        // The reply key is looked up in the slot a new flow would use.
+        let peer = match conntrack::peer(s.key, entry, s.reply_key) {
+            Peer::Agrees(p) => Some(p),
+            Peer::Missing => None,
+            Peer::Stale => {
+                conntrack::remove(s.key);
+                return Err(DropReason::ConntrackMismatch);
+            }
+        };
+        conntrack::touch(s.key, entry, (peer, s.reply_key), f.seg, f.now, s.reply);
+        *s.mapping = unsafe { *entry };
+        return Ok(());
     }
+    create_flow(s, f, ctx)
 }
 
 /// The NAT port search of [`create_flow`], run by `bpf_loop`: the verifier
@@ -187,7 +203,7 @@ fn create_flow<K: Table>(
     ctx: *mut c_void,
 ) -> Result<(), DropReason> {
     let proto = s.key.proto();
-    if proto == PROTO_TCP && f.tcp_flags & parse::TCP_RST != 0 {
+    if proto == PROTO_TCP && f.seg.flags & parse::TCP_RST != 0 {
         // A reset for a flow we do not know: nothing to set up a mapping for.
         return Err(DropReason::UnsolicitedInbound);
     }
@@ -239,6 +255,8 @@ fn create_flow<K: Table>(
     *s.mapping = s
         .reply
         .redirected(f.nat_addr, s.reply_key.dst_port(), DIR_ORIGINAL);
+    // The guest's SYN: an RST refusing it must acknowledge exactly it.
+    s.mapping.set_tcp(&tcp::opened(f.seg));
     match conntrack::commit_original(s.key, s.mapping, s.reply_key) {
         Ok(()) => {
             quota::created(f.owner.ifindex, f.owner.network_id as u32);
@@ -341,6 +359,18 @@ where
     if unsafe { (*entry).direction() } != DIR_REPLY {
         return Ok(Reply::Untracked);
     }
+    let mut peer_key = key;
+    let peer = match conntrack::peer(&key, entry, &mut peer_key) {
+        Peer::Agrees(p) => Some(p),
+        Peer::Missing => None,
+        // The guest's flow maps to another NAT port now (or the entry at
+        // its key is another port's): this reply entry outlived its flow.
+        Peer::Stale => {
+            let net_id = unsafe { (*entry).network_id() };
+            conntrack::remove(&key);
+            return Err(Drop::new(DropReason::ConntrackMismatch, net_id));
+        }
+    };
     if !ctx.deliverable(unsafe { (*entry).ifindex() }) {
         return Ok(Reply::Delivered(ctx.defer()));
     }
@@ -355,7 +385,8 @@ where
         count_event(unsafe { (*entry).network_id() }, Action::FlowYieldedToHost);
         return Ok(Reply::Untracked);
     }
-    conntrack::touch(&key, entry, l4.tcp_flags, now);
+    let mut spare = unsafe { *entry };
+    conntrack::touch(&key, entry, (peer, &peer_key), &l4.tcp, now, &mut spare);
     let e = unsafe { *entry };
     let net_id = e.network_id();
     prepare_for_guest(ctx, net_id, ip.ttl(), e.mac())?;

@@ -4,12 +4,12 @@
 //! remote) and redirected out of the uplink.
 
 use aya_ebpf::{EbpfContext, programs::TcContext};
-use vxdp_common::{Action, ConntrackEntry, ConntrackKey, DropReason, NetworkConfig, PROTO_ICMP};
+use vxdp_common::{Action, ConntrackKey, DropReason, Nat4Scratch, NetworkConfig, PROTO_ICMP};
 
 use super::port::{pass, port_network};
 use crate::{
     base::{
-        fib::{self, Route},
+        fib::{self, FibParams},
         l2::set_macs,
         maps::VXDP_NAT4_SCRATCH,
         parse::{self, ICMP_ECHO_REQUEST, Ipv4},
@@ -40,51 +40,34 @@ fn guest_nat(
     ifindex: u32,
     ip: &Ipv4,
 ) -> Result<i32, Drop> {
-    let ip = *ip;
+    // The flow's key, entries, mapping and route live in a per-CPU slot
+    // (see `Nat4Scratch`): the stack is shared with the port search.
+    let scratch = VXDP_NAT4_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(Drop::new(DropReason::ConntrackInsertFailed, net_id))?;
+    let scratch = unsafe { &mut *scratch };
     if !ip.first_fragment {
         // A later fragment: it follows its datagram's first one.
-        return guest_nat_rest(ctx, net, net_id, ifindex, &ip);
+        return guest_nat_rest(ctx, net, net_id, ifindex, ip, scratch);
     }
     if ip.ttl <= 1 {
         // The kernel answers with ICMP time exceeded and forwards nothing.
         return pass(ctx, net_id);
     }
-    let l4 = parse::l4(ctx, &ip).map_err(|e| snat::l4_error(e, net_id))?;
+    let l4 = parse::l4(ctx, ip).map_err(|e| snat::l4_error(e, net_id))?;
     if ip.proto == PROTO_ICMP && l4.icmp_type != ICMP_ECHO_REQUEST {
         return Err(Drop::new(DropReason::UnsupportedIcmp, net_id));
     }
+    // Replies go to the MAC the guest actually sends from (read before
+    // the route rewrites the Ethernet header).
+    let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    let mac = unsafe { (*eth).src_addr };
+    let ports = (l4.src_port, l4.dst_port);
+    let Some(resolved) = route_out(ctx, net, net_id, ip, ports, scratch)? else {
+        return pass(ctx, net_id);
+    };
 
-    let route = fib::route_v4(
-        ctx,
-        net.bridge_ifindex,
-        ip.src,
-        ip.dst,
-        ip.proto,
-        l4.src_port,
-        l4.dst_port,
-        0,
-    );
-    match &route {
-        Route::Forward(p) | Route::NoNeighbour(p) => {
-            if p.ifindex != net.uplink_ifindex {
-                return Err(Drop::new(DropReason::RouteNotViaUplink, net_id));
-            }
-        }
-        // To the host itself (not NATed, as with libvirt), or unroutable
-        // (the kernel answers and forwards nothing).
-        Route::Local | Route::Unreachable => return pass(ctx, net_id),
-        Route::ForwardingDisabled => {
-            return Err(Drop::new(DropReason::ForwardingDisabled, net_id));
-        }
-        // Larger than the uplink's MTU: with DF the kernel answers
-        // "fragmentation needed" (path MTU discovery works); without it the
-        // kernel would fragment it un-NATed, so it is dropped.
-        Route::FragNeeded if ip.dont_fragment => return pass(ctx, net_id),
-        Route::FragNeeded => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
-        Route::Unsupported => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
-    }
-
-    let key = ConntrackKey {
+    scratch.key = ConntrackKey {
         src_addr: ip.src,
         dst_addr: ip.dst,
         src_port: l4.src_port,
@@ -92,32 +75,19 @@ fn guest_nat(
         proto: ip.proto,
         _pad: [0; 3],
     };
-    // Replies go to the MAC the guest actually sends from.
-    let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     let nat_addr = nat_address(net, ip.src);
-    let mac = unsafe { (*eth).src_addr };
-    let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, l4.tcp_flags);
-    let mut mapping = ConntrackEntry::default();
-    // A new flow's reply key and entry live in a per-CPU slot (see
-    // `Nat4Scratch`), the mapping on the stack.
-    let scratch = VXDP_NAT4_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or(Drop::new(DropReason::ConntrackInsertFailed, net_id))?;
-    let scratch = unsafe { &mut *scratch };
+    let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, &l4.tcp);
     let slots = FlowSlots {
-        key: &key,
+        key: &scratch.key,
         reply_key: &mut scratch.reply_key,
         reply: &mut scratch.reply,
-        mapping: &mut mapping,
+        mapping: &mut scratch.mapping,
     };
     snat::flow_mapping(slots, &flow, ctx.as_ptr()).map_err(|r| Drop::new(r, net_id))?;
-
-    if let Route::Forward(p) = &route {
-        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    }
+    let mapping = &scratch.mapping;
     snat::rewrite(
         ctx,
-        &ip,
+        ip,
         &l4,
         Side::Source,
         &mapping.rewrite_addr,
@@ -126,14 +96,63 @@ fn guest_nat(
     .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     // A first fragment: the rest of its datagram follows.
     ip.remember(false, &mapping.rewrite_addr, ifindex, net_id, &[0; 6]);
-    redirect(ctx, net_id, &route)
+    redirect(ctx, net_id, params(scratch), resolved)
 }
 
-/// Sends a translated packet out of the uplink.
+/// The route lookup's parameters in the scratch slot.
 #[inline(always)]
-fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
-    let verdict =
-        fib::tc_redirect(route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+fn params(scratch: &mut Nat4Scratch) -> &mut FibParams {
+    unsafe { &mut *(scratch.fib.as_mut_ptr() as *mut FibParams) }
+}
+
+/// Routes a guest packet from the bridge: `Some(resolved)` when it leaves
+/// by the uplink (`resolved`: the next hop's MAC is known and set); `None`
+/// when the kernel takes it — to the host itself (not NATed, as with
+/// libvirt), unroutable (the kernel answers), or larger than the uplink's
+/// MTU with DF (the kernel answers "fragmentation needed", so path MTU
+/// discovery works); a drop otherwise (without DF the kernel would
+/// fragment it un-NATed).
+#[inline(always)]
+fn route_out(
+    ctx: &TcContext,
+    net: &NetworkConfig,
+    net_id: u32,
+    ip: &Ipv4,
+    ports: (u16, u16),
+    scratch: &mut Nat4Scratch,
+) -> Result<Option<bool>, Drop> {
+    let p = params(scratch);
+    let rc = fib::fib_lookup_v4(
+        ctx,
+        p,
+        net.bridge_ifindex,
+        ip.src,
+        ip.dst,
+        ip.proto,
+        ports,
+        0,
+    );
+    match rc {
+        fib::FIB_SUCCESS | fib::FIB_NO_NEIGH if p.ifindex == net.uplink_ifindex => {}
+        fib::FIB_SUCCESS | fib::FIB_NO_NEIGH => {
+            return Err(Drop::new(DropReason::RouteNotViaUplink, net_id));
+        }
+        fib::FIB_NOT_FWDED | fib::FIB_BLACKHOLE..=fib::FIB_PROHIBIT => return Ok(None),
+        fib::FIB_FWD_DISABLED => return Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
+        fib::FIB_FRAG_NEEDED if ip.dont_fragment => return Ok(None),
+        fib::FIB_FRAG_NEEDED => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
+        _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
+    }
+    if rc == fib::FIB_SUCCESS {
+        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    }
+    Ok(Some(rc == fib::FIB_SUCCESS))
+}
+/// Sends a translated packet out of the uplink, by the route in `p`.
+#[inline(always)]
+fn redirect(ctx: &TcContext, net_id: u32, p: &FibParams, resolved: bool) -> Result<i32, Drop> {
+    let verdict = fib::tc_redirect_fib(p, resolved)
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::SnatForwarded);
     Ok(verdict)
@@ -149,6 +168,7 @@ fn guest_nat_rest(
     net_id: u32,
     ifindex: u32,
     ip: &Ipv4,
+    scratch: &mut Nat4Scratch,
 ) -> Result<i32, Drop> {
     let Some(e) = frag::follow(ip, false) else {
         return Err(Drop::new(DropReason::Fragment, net_id));
@@ -159,19 +179,12 @@ fn guest_nat_rest(
     if ip.ttl <= 1 {
         return pass(ctx, net_id);
     }
-    let route = fib::route_v4(ctx, net.bridge_ifindex, ip.src, ip.dst, ip.proto, 0, 0, 0);
-    match &route {
-        Route::Forward(p) | Route::NoNeighbour(p) if p.ifindex == net.uplink_ifindex => {}
-        Route::FragNeeded if ip.dont_fragment => return pass(ctx, net_id),
-        Route::FragNeeded => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
-        _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
-    }
-    if let Route::Forward(p) = &route {
-        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
-    }
+    let Some(resolved) = route_out(ctx, net, net_id, ip, (0, 0), scratch)? else {
+        return pass(ctx, net_id);
+    };
     frag::rewrite(ctx, ip, false, e.addr)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, &route)
+    redirect(ctx, net_id, params(scratch), resolved)
 }
 
 /// Picks the NAT address for a guest: one of the configured range, stable

@@ -114,7 +114,7 @@ fn guest_nat6(
     // Replies go to the MAC the guest actually sends from.
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     let mac = unsafe { (*eth).src_addr };
-    let flow = NewFlow::new(&cfg.addr, net, net_id, ifindex, mac, l4.tcp_flags);
+    let flow = NewFlow::new(&cfg.addr, net, net_id, ifindex, mac, &l4.tcp);
     let slots = FlowSlots {
         key: &s.key,
         reply_key: &mut s.reply_key,

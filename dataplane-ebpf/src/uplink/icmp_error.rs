@@ -28,7 +28,7 @@ use crate::{
         stats::Drop,
     },
     flow::{
-        conntrack::{self, Table},
+        conntrack::{self, Peer, Table},
         deliver::{Hook, prepare_for_guest},
     },
 };
@@ -214,6 +214,13 @@ where
         return Ok(None);
     }
     let net_id = e.network_id();
+    // As for the flow's own replies: a reply entry that outlived its flow
+    // must not deliver.
+    let mut peer_key = q.key;
+    if let Peer::Stale = conntrack::peer(&q.key, entry, &mut peer_key) {
+        conntrack::remove(&q.key);
+        return Err(Drop::new(DropReason::ConntrackMismatch, net_id));
+    }
     if !ctx.deliverable(e.ifindex()) {
         return Ok(Some(ctx.defer()));
     }
