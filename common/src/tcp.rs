@@ -284,15 +284,19 @@ mod tests {
     }
 
     impl Flow {
+        /// The guest's SYN created the flow: new, nothing from the remote.
+        fn opened_by_guest() -> Self {
+            Flow {
+                state: NEW,
+                guest: opened(&seg(TCP_SYN, GUEST_ISN, 0, 0)),
+                remote: Sender::default(),
+            }
+        }
+
         /// The guest's SYN created the flow; the remote answered and the
         /// guest acknowledged: established, both directions known.
         fn established() -> Self {
-            let syn = seg(TCP_SYN, GUEST_ISN, 0, 0);
-            let mut f = Flow {
-                state: NEW,
-                guest: opened(&syn),
-                remote: Sender::default(),
-            };
+            let mut f = Self::opened_by_guest();
             assert_eq!(
                 f.remote(seg(TCP_SYN | TCP_ACK, REMOTE_ISN, GUEST_ISN + 1, 0)),
                 Rst::None
@@ -431,12 +435,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_closes_a_new_flow() {
-        let syn = seg(TCP_SYN, GUEST_ISN, 0, 0);
-        let mut f = Flow {
-            state: NEW,
-            guest: opened(&syn),
-            remote: Sender::default(),
-        };
+        let mut f = Flow::opened_by_guest();
         // Not acknowledging the SYN: ignored.
         assert_eq!(
             f.remote(seg(TCP_RST | TCP_ACK, 0, GUEST_ISN, 0)),

@@ -610,14 +610,7 @@ fn conntrack_holds_both_directions_of_a_new_flow() {
             proto: PROTO_TCP,
             _pad: [0; 3],
         };
-        let reply_key = ConntrackKey {
-            src_addr: be(OUTSIDE),
-            dst_addr: be(UPLINK_ADDR),
-            src_port: OUTSIDE_PORT.to_be(),
-            dst_port: port.to_be(),
-            proto: PROTO_TCP,
-            _pad: [0; 3],
-        };
+        let reply_key = reply_key(port);
         assert_eq!(
             ok, original_key,
             "original-direction key is not the tuple the guest sent"
