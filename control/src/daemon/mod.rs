@@ -263,7 +263,14 @@ const LINK_CHANGE_SETTLE: Duration = Duration::from_millis(100);
 
 /// A reconcile pass after a link change (no conntrack sweep).
 async fn on_link_change(ctx: &Context, stats: &DaemonStats) {
-    match reconcile::reconcile(ctx, false).await {
+    reconcile_counted(ctx, stats, false, "reconcile after a link change").await;
+}
+
+/// One reconcile pass (`load`: as `reconcile::reconcile` takes it), its
+/// repairs and failures counted for the metrics; a failure is logged as
+/// `what` failed.
+async fn reconcile_counted(ctx: &Context, stats: &DaemonStats, load: bool, what: &str) {
+    match reconcile::reconcile(ctx, load).await {
         Ok(r) => {
             stats
                 .repairs
@@ -271,7 +278,7 @@ async fn on_link_change(ctx: &Context, stats: &DaemonStats) {
         }
         Err(e) => {
             stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            log::warn!("serve: reconcile after a link change failed: {e}");
+            log::warn!("serve: {what} failed: {e}");
         }
     }
 }
@@ -401,17 +408,7 @@ fn file_name(p: &std::path::Path) -> String {
 /// One reconcile pass and one conntrack sweep; errors are logged, the next
 /// period tries again.
 async fn periodic(ctx: &Context, stats: &DaemonStats) {
-    match reconcile::reconcile(ctx, true).await {
-        Ok(r) => {
-            stats
-                .repairs
-                .fetch_add(r.lines.len() as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            stats.reconcile_failures.fetch_add(1, Ordering::Relaxed);
-            log::warn!("serve: reconcile failed: {e}");
-        }
-    }
+    reconcile_counted(ctx, stats, true, "reconcile").await;
     let pins = ctx.pins.clone();
     let swept =
         tokio::task::spawn_blocking(move || -> Result<_, crate::dataplane::DataplaneError> {

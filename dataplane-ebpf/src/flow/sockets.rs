@@ -9,17 +9,16 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
 };
-use vxdp_common::{Conntrack6Key, ConntrackKey, PROTO_TCP, PROTO_UDP, SockTupleScratch};
+use vxdp_common::{Conntrack6Key, ConntrackKey, FlowKey, PROTO_TCP, PROTO_UDP, SockTupleScratch};
 
 use crate::base::maps::VXDP_SOCK_SCRATCH;
 
 /// A conntrack key as the tuple a socket lookup takes.
-pub trait SockTuple {
+pub trait SockTuple: FlowKey {
     /// Writes `self`, read as a packet arriving at the host (its source the
     /// remote, its destination the host's address and port), as a
     /// `struct bpf_sock_tuple`; returns how many of its bytes are used.
     fn fill_tuple(&self, t: &mut SockTupleScratch) -> u32;
-    fn tuple_proto(&self) -> u8;
 }
 
 /// The ports word of a tuple: source then destination port, each as in
@@ -38,11 +37,6 @@ impl SockTuple for ConntrackKey {
         t.words[2] = ports(self.src_port, self.dst_port);
         12
     }
-
-    #[inline(always)]
-    fn tuple_proto(&self) -> u8 {
-        self.proto
-    }
 }
 
 impl SockTuple for Conntrack6Key {
@@ -55,11 +49,6 @@ impl SockTuple for Conntrack6Key {
         }
         t.words[8] = ports(self.src_port, self.dst_port);
         36
-    }
-
-    #[inline(always)]
-    fn tuple_proto(&self) -> u8 {
-        self.proto
     }
 }
 
@@ -85,7 +74,7 @@ const TCP_LISTEN: u32 = 10;
 /// context pointer (`EbpfContext::as_ptr`).
 #[inline(always)]
 pub fn host_owns<K: SockTuple>(ctx: *mut c_void, key: &K, owner: Owner) -> bool {
-    let proto = key.tuple_proto();
+    let proto = key.proto();
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return false;
     }

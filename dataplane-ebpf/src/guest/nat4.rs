@@ -6,7 +6,7 @@
 use aya_ebpf::{EbpfContext, programs::TcContext};
 use vxdp_common::{Action, ConntrackKey, DropReason, Nat4Scratch, NetworkConfig, PROTO_ICMP};
 
-use super::port::{pass, port_network};
+use super::port::{nat_exit, pass, port_network};
 use crate::{
     base::{
         fib::{self, FibParams},
@@ -105,13 +105,9 @@ fn params(scratch: &mut Nat4Scratch) -> &mut FibParams {
     unsafe { &mut *(scratch.fib.as_mut_ptr() as *mut FibParams) }
 }
 
-/// Routes a guest packet from the bridge: `Some(resolved)` when it leaves
-/// by the uplink (`resolved`: the next hop's MAC is known and set); `None`
-/// when the kernel takes it — to the host itself (not NATed, as with
-/// libvirt), unroutable (the kernel answers), or larger than the uplink's
-/// MTU with DF (the kernel answers "fragmentation needed", so path MTU
-/// discovery works); a drop otherwise (without DF the kernel would
-/// fragment it un-NATed).
+/// Routes a guest packet from the bridge into the scratch slot and sets the
+/// next hop's MACs when known: `port::nat_exit`'s answer, a packet with DF
+/// being the kernel's to answer when too big.
 #[inline(always)]
 fn route_out(
     ctx: &TcContext,
@@ -132,22 +128,15 @@ fn route_out(
         ports,
         0,
     );
-    match rc {
-        fib::FIB_SUCCESS | fib::FIB_NO_NEIGH if p.ifindex == net.uplink_ifindex => {}
-        fib::FIB_SUCCESS | fib::FIB_NO_NEIGH => {
-            return Err(Drop::new(DropReason::RouteNotViaUplink, net_id));
-        }
-        fib::FIB_NOT_FWDED | fib::FIB_BLACKHOLE..=fib::FIB_PROHIBIT => return Ok(None),
-        fib::FIB_FWD_DISABLED => return Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
-        fib::FIB_FRAG_NEEDED if ip.dont_fragment => return Ok(None),
-        fib::FIB_FRAG_NEEDED => return Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
-        _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
-    }
-    if rc == fib::FIB_SUCCESS {
+    let Some(resolved) = nat_exit(rc, p, net, net_id, ip.dont_fragment)? else {
+        return Ok(None);
+    };
+    if resolved {
         set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     }
-    Ok(Some(rc == fib::FIB_SUCCESS))
+    Ok(Some(resolved))
 }
+
 /// Sends a translated packet out of the uplink, by the route in `p`.
 #[inline(always)]
 fn redirect(ctx: &TcContext, net_id: u32, p: &FibParams, resolved: bool) -> Result<i32, Drop> {

@@ -10,7 +10,7 @@
 use aya_ebpf::{EbpfContext, programs::TcContext};
 use vxdp_common::{Action, DropReason, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
-use super::port::{pass, port_network};
+use super::port::{nat_exit, pass, port_network};
 use crate::{
     base::{
         family::Family,
@@ -93,23 +93,11 @@ fn guest_nat6(
         ip.next_header,
         0,
     );
-    match rc {
-        fib::FIB_SUCCESS | fib::FIB_NO_NEIGH => {
-            if params.ifindex != net.uplink_ifindex {
-                return Err(Drop::new(DropReason::RouteNotViaUplink, net_id));
-            }
-        }
-        // To the host itself (not NATed, as with libvirt), or unroutable
-        // (the kernel answers and forwards nothing).
-        fib::FIB_NOT_FWDED | fib::FIB_BLACKHOLE..=fib::FIB_PROHIBIT => {
-            return pass(ctx, net_id);
-        }
-        fib::FIB_FWD_DISABLED => return Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
-        // Larger than the uplink's MTU: the kernel answers "packet too big"
-        // (IPv6 routers never fragment), so path MTU discovery works.
-        fib::FIB_FRAG_NEEDED => return pass(ctx, net_id),
-        _ => return Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
-    }
+    // IPv6 routers never fragment: a too-big packet is the kernel's to
+    // answer with "packet too big".
+    let Some(resolved) = nat_exit(rc, params, net, net_id, true)? else {
+        return pass(ctx, net_id);
+    };
 
     // Replies go to the MAC the guest actually sends from.
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
@@ -124,13 +112,13 @@ fn guest_nat6(
     snat::flow_mapping(slots, &flow, ctx.as_ptr()).map_err(|reason| Drop::new(reason, net_id))?;
     let (nat_addr, nat_port) = (&s.mapping.rewrite_addr, s.mapping.rewrite_port);
     let params = unsafe { &*(s.fib.as_ptr() as *const FibParams) };
-    if rc == fib::FIB_SUCCESS {
+    if resolved {
         set_macs(ctx, &params.dmac, &params.smac)
             .map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     }
     snat::rewrite(ctx, ip, &l4, Side::Source, nat_addr, nat_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = fib::tc_redirect_fib(params, rc == fib::FIB_SUCCESS)
+    let verdict = fib::tc_redirect_fib(params, resolved)
         .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     count(ctx, net_id, Action::SnatForwarded);
     Ok(verdict)
