@@ -17,8 +17,12 @@ use crate::{
 
 /// A conntrack key of one address family. The constructors are written
 /// field by field (in [`flow_types`]), not through accessors returning
-/// addresses by value: the programs would copy IPv6 addresses through
-/// `memmove` calls the verifier walks byte by byte.
+/// addresses by value, and new flows' keys and entries are written in
+/// place: a whole IPv6 key or entry built on the stack and then copied
+/// into a map slot is a `memmove` that LLVM expands by loading every word
+/// before storing any, spilling them to a stack the NAT66 program does not
+/// have to spare (see `dataplane-ebpf/build.rs` for why copies are
+/// expanded at all).
 pub trait FlowKey: Copy + 'static {
     /// An address as it sits in packets (network byte order).
     type Addr: Copy;
@@ -40,12 +44,30 @@ pub trait FlowKey: Copy + 'static {
     fn names_peer(&self, entry: &Self::Entry, other: &Self) -> bool;
     /// The other direction's entry of the flow, given this key's entry.
     fn peer_of(&self, entry: &Self::Entry) -> Self::Entry;
-    /// A new flow's reply-direction key: from this key's destination to
-    /// `nat_addr`, the NAT port still 0.
-    fn reply_key(&self, nat_addr: &Self::Addr) -> Self;
-    /// A new flow's reply-direction entry: replies are rewritten to this
-    /// key's source and delivered to `owner`; state `NEW`, last seen `now`.
-    fn reply_entry(&self, now: u64, owner: &FlowOwner) -> Self::Entry;
+    /// Writes a new flow's reply-direction key into `out`: from this key's
+    /// destination to `nat_addr`, the NAT port still 0. Field by field, in
+    /// place: a whole IPv6 key built on the stack and then copied into a
+    /// map slot costs the NAT66 program stack it does not have.
+    fn set_reply_key(&self, out: &mut Self, nat_addr: &Self::Addr);
+    /// Writes a new flow's reply-direction entry into `out`: replies are
+    /// rewritten to this key's source and delivered to `owner`; state
+    /// `NEW`, last seen `now`. In place, as [`FlowKey::set_reply_key`].
+    fn set_reply_entry(&self, out: &mut Self::Entry, now: u64, owner: &FlowOwner);
+    /// [`FlowKey::set_reply_key`], returned.
+    fn reply_key(&self, nat_addr: &Self::Addr) -> Self {
+        let mut k = *self;
+        self.set_reply_key(&mut k, nat_addr);
+        k
+    }
+    /// [`FlowKey::set_reply_entry`], returned.
+    fn reply_entry(&self, now: u64, owner: &FlowOwner) -> Self::Entry
+    where
+        Self::Entry: bytemuck::Zeroable,
+    {
+        let mut e = <Self::Entry as bytemuck::Zeroable>::zeroed();
+        self.set_reply_entry(&mut e, now, owner);
+        e
+    }
 }
 
 /// A conntrack entry of one address family.
@@ -165,8 +187,8 @@ macro_rules! flow_types {
             fn set_dst_port(&mut self, port: u16) {
                 self.dst_port = port;
             }
-            // Not forced inline: the IPv6 addresses it copies out of a map
-            // value would become `memmove` calls (see the trait).
+            // Not forced inline: LLVM decides (forced, when address copies
+            // were byte loops, NAT66 exceeded the verifier's 1M).
             fn peer_key(&self, entry: &$entry) -> Self {
                 if entry.direction == DIR_ORIGINAL {
                     // Replies come from our destination, to the NAT
@@ -203,8 +225,8 @@ macro_rules! flow_types {
                     && o.src_addr.addr_eq(src)
                     && o.dst_addr.addr_eq(dst)
             }
-            // Not forced inline: the IPv6 addresses it copies out of a map
-            // value would become `memmove` calls (see the trait).
+            // Not forced inline: LLVM decides (forced, when address copies
+            // were byte loops, NAT66 exceeded the verifier's 1M).
             fn peer_of(&self, entry: &$entry) -> $entry {
                 let (rewrite_addr, rewrite_port) = if entry.direction == DIR_ORIGINAL {
                     (self.src_addr, self.src_port)
@@ -223,34 +245,30 @@ macro_rules! flow_types {
                 )
             }
             #[inline(always)]
-            fn reply_key(&self, nat_addr: &$addr) -> Self {
-                Self {
-                    src_addr: self.dst_addr,
-                    dst_addr: *nat_addr,
-                    src_port: self.dst_port,
-                    dst_port: 0,
-                    proto: self.proto,
-                    _pad: [0; 3],
-                }
+            fn set_reply_key(&self, out: &mut Self, nat_addr: &$addr) {
+                out.src_addr = self.dst_addr;
+                out.dst_addr = *nat_addr;
+                out.src_port = self.dst_port;
+                out.dst_port = 0;
+                out.proto = self.proto;
+                out._pad = [0; 3];
             }
             #[inline(always)]
-            fn reply_entry(&self, now: u64, owner: &FlowOwner) -> $entry {
-                Self::Entry {
-                    last_seen_ns: now,
-                    rewrite_addr: self.src_addr,
-                    rewrite_port: self.src_port,
-                    direction: DIR_REPLY,
-                    state: crate::ct_state::NEW,
-                    ifindex: owner.ifindex,
-                    network_id: owner.network_id,
-                    mac: owner.mac,
-                    tcp_known: 0,
-                    _pad0: 0,
-                    _pad1: [0; 2],
-                    tcp_end: 0,
-                    tcp_ack: 0,
-                    $($pad: 0,)*
-                }
+            fn set_reply_entry(&self, e: &mut $entry, now: u64, owner: &FlowOwner) {
+                e.last_seen_ns = now;
+                e.rewrite_addr = self.src_addr;
+                e.rewrite_port = self.src_port;
+                e.direction = DIR_REPLY;
+                e.state = crate::ct_state::NEW;
+                e.ifindex = owner.ifindex;
+                e.network_id = owner.network_id;
+                e.mac = owner.mac;
+                e.tcp_known = 0;
+                e._pad0 = 0;
+                e._pad1 = [0; 2];
+                e.tcp_end = 0;
+                e.tcp_ack = 0;
+                $(e.$pad = 0;)*
             }
         }
 

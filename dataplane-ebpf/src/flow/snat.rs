@@ -223,8 +223,8 @@ fn create_flow<K: Table>(
         .checked_rem(span)
         .unwrap_or(0);
 
-    *s.reply = s.key.reply_entry(f.now, &f.owner);
-    *s.reply_key = s.key.reply_key(f.nat_addr);
+    s.key.set_reply_entry(s.reply, f.now, &f.owner);
+    s.key.set_reply_key(s.reply_key, f.nat_addr);
     let mut search = PortSearch::<K> {
         ctx,
         reply_key: s.reply_key as *mut K,
