@@ -60,10 +60,7 @@ pub trait FlowKey: Copy + 'static {
         k
     }
     /// [`FlowKey::set_reply_entry`], returned.
-    fn reply_entry(&self, now: u64, owner: &FlowOwner) -> Self::Entry
-    where
-        Self::Entry: bytemuck::Zeroable,
-    {
+    fn reply_entry(&self, now: u64, owner: &FlowOwner) -> Self::Entry {
         let mut e = <Self::Entry as bytemuck::Zeroable>::zeroed();
         self.set_reply_entry(&mut e, now, owner);
         e
@@ -71,7 +68,7 @@ pub trait FlowKey: Copy + 'static {
 }
 
 /// A conntrack entry of one address family.
-pub trait FlowEntry: Copy + 'static {
+pub trait FlowEntry: Copy + bytemuck::Zeroable + 'static {
     type Addr: Copy;
 
     /// This entry with another rewrite and direction: the other direction's
