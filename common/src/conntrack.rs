@@ -58,7 +58,7 @@ macro_rules! conntrack_entry {
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
         pub struct $name {
-            /// `bpf_ktime_get_ns()` of the last packet matching this entry.
+            /// The dataplane clock (`CLOCK_MONOTONIC_COARSE`) of the last packet matching this entry.
             pub last_seen_ns: u64,
             /// Original direction: the NAT address that replaces the source.
             /// Reply direction: the guest address that replaces the destination.
@@ -204,7 +204,7 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FragEntry {
-    /// When the first fragment was translated (`bpf_ktime_get_ns`).
+    /// When the first fragment was translated (the dataplane clock, `CLOCK_MONOTONIC_COARSE`).
     pub created_ns: u64,
     /// The new source (outbound: the NAT address) or destination
     /// (inbound: the guest's address).
@@ -234,7 +234,7 @@ pub struct FlowQuota {
     pub count: u32,
     /// 0: no limit.
     pub limit: u32,
-    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) of the last recount; 0: never.
+    /// `CLOCK_MONOTONIC` of the last recount (compared with the dataplane clock, which trails it by at most a tick); 0: never.
     pub recounted_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowQuota>() == 16);

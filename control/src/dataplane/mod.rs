@@ -92,7 +92,7 @@ pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneE
     move |source| DataplaneError::Map { name, source }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
+/// CLOCK_MONOTONIC in ns: the programs stamp flows with `CLOCK_MONOTONIC_COARSE`, the same clock as of the last tick (at most a few ms behind this one).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

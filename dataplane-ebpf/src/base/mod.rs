@@ -1,10 +1,11 @@
 //! What every path stands on: the context trait and the one bounds-checked
 //! accessor (`ctx`), header parsing (`parse`), checksum arithmetic (`csum`),
-//! Ethernet rewrites (`l2`), what the address families differ in
+//! the clock (`clock`), Ethernet rewrites (`l2`), what the address families differ in
 //! (`family`), route lookups and redirects (`fib`), the maps (`maps`),
 //! counters (`stats`, `port_stats`) and the policy predicates (`policy`).
 //! Nothing here knows about flows or modes.
 
+pub mod clock;
 pub mod csum;
 pub mod ctx;
 pub mod family;

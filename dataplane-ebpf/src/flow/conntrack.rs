@@ -6,7 +6,7 @@
 //! and TCP rules and the timeouts are `vxdp_common`'s, shared with the
 //! control plane and unit-tested on the host.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::LruHashMap};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap};
 use vxdp_common::{
     Action, Conntrack6Key, ConntrackKey, DIR_ORIGINAL, FlowEntry, FlowKey, PROTO_TCP,
     entries_agree,
@@ -54,9 +54,10 @@ pub fn refresh_due<E: FlowEntry>(entry: &E, now: u64) -> bool {
 
 const EEXIST: i64 = 17;
 
+/// The dataplane's clock ([`crate::base::clock::now`]).
 #[inline(always)]
 pub fn now() -> u64 {
-    unsafe { bpf_ktime_get_ns() }
+    crate::base::clock::now()
 }
 
 /// A timeout class's timeout, as configured in `VXDP_TIMEOUTS`.

@@ -7,10 +7,10 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use vxdp_common::{DropReason, FlowOwner, FlowQuota, flow_quota};
 
-use crate::base::maps::VXDP_FLOW_QUOTAS;
+use crate::base::{clock, maps::VXDP_FLOW_QUOTAS};
 
 /// The quota entry `key`, created from the default at `default_key` when
 /// missing.
@@ -36,9 +36,7 @@ fn entry(key: u32, default_key: u32) -> Option<*mut FlowQuota> {
 #[inline(always)]
 fn full(q: *mut FlowQuota) -> bool {
     let q = unsafe { &*q };
-    flow_quota::refuses(q.count, q.limit, q.recounted_ns, unsafe {
-        bpf_ktime_get_ns()
-    })
+    flow_quota::refuses(q.count, q.limit, q.recounted_ns, clock::now())
 }
 
 #[inline(always)]
