@@ -2,8 +2,8 @@
 //! (`vxdp_guest_in`, `BPF_PROG_TEST_RUN`): leave tagged or with an
 //! EtherType nothing checks, act as a router or DHCP server, speak for
 //! another MAC in DHCP, claim the gateway's address, ride another port's NAT
-//! flow, or reach the host of an isolated network through a broadcast
-//! frame. Each refusal is a counted drop with its own reason.
+//! flow, take the host's frames by claiming the bridge's MAC, or reach the
+//! host of an isolated network through a broadcast frame. Each refusal is a counted drop with its own reason.
 //!
 //! Needs root (network namespaces, BPF).
 
@@ -326,6 +326,28 @@ fn a_guest_cannot_ride_another_ports_nat_flow() {
             TC_ACT_SHOT,
             &[dropped(DropReason::FlowOfAnotherPort)],
             "guest B sends A's 5-tuple",
+        );
+    });
+}
+
+#[test]
+fn a_guest_claiming_the_bridge_mac_gets_no_one_elses_traffic() {
+    with_nat_world(|w| {
+        let (a, b) = (w.guests[0], w.guests[1]);
+        // Guest B's port registered under the bridge's MAC (a definition
+        // giving the guest the bridge's address, or a MAC map entry
+        // written for it): frames to the bridge are the host's, never
+        // B's, and leave for the outside as before.
+        w.set_mac(NET_ID, BRIDGE_MAC, b.port_ifindex);
+        let syn = Packet::tcp(sock(a.addr, 40000), sock(OUTSIDE, 80), TCP_SYN)
+            .macs(a.mac, BRIDGE_MAC)
+            .build();
+        w.guest_verdict(
+            &a,
+            &syn,
+            TC_ACT_REDIRECT,
+            &[once(Action::SnatForwarded), once(Action::ConntrackCreated)],
+            "guest A to the outside while B's port holds the bridge's MAC",
         );
     });
 }
