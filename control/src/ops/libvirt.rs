@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     host::{
         Context,
-        libvirt::{LibvirtError, NetInfo, Virsh},
+        dnsmasq::LeaseEntry,
+        libvirt::{LibvirtError, NetInfo, NetLease, Virsh},
         netlink::Netlink,
     },
     model::mac::Mac,
@@ -101,6 +102,7 @@ enum Done {
     LibvirtRedefined(String),
     LibvirtStarted,
     Recorded(PathBuf),
+    LeasesSeeded(PathBuf),
 }
 
 async fn roll_back(ctx: &Context, virsh: &Virsh, name: &str, done: Vec<Done>) {
@@ -111,7 +113,9 @@ async fn roll_back(ctx: &Context, virsh: &Virsh, name: &str, done: Vec<Done>) {
             Done::LibvirtDestroyed => virsh.net_start(name).map_err(|e| e.to_string()),
             Done::LibvirtRedefined(xml) => virsh.net_define(&xml).map_err(|e| e.to_string()),
             Done::LibvirtStarted => virsh.net_destroy(name).map_err(|e| e.to_string()),
-            Done::Recorded(path) => std::fs::remove_file(&path).map_err(|e| e.to_string()),
+            Done::Recorded(path) | Done::LeasesSeeded(path) => {
+                std::fs::remove_file(&path).map_err(|e| e.to_string())
+            }
         };
         if let Err(e) = r {
             log::warn!("{name}: rolling back: {e}");
@@ -133,6 +137,27 @@ fn domain_taps(virsh: &Virsh, name: &str) -> Result<Vec<(String, Mac)>, LibvirtE
         }
     }
     Ok(taps)
+}
+
+/// libvirt's leases as dnsmasq lease-file entries; a lease whose MAC does
+/// not parse is left out (and said).
+fn carried_leases(name: &str, leases: &[NetLease]) -> Vec<LeaseEntry> {
+    leases
+        .iter()
+        .filter_map(|l| match Mac::parse_unicast(&l.mac) {
+            Ok(mac) => Some(LeaseEntry {
+                expiry: l.expiry,
+                mac: Some(mac.octets()),
+                ip: l.ip.into(),
+                hostname: l.hostname.clone(),
+                client_id: l.client_id.clone(),
+            }),
+            Err(e) => {
+                log::warn!("{name}: libvirt lease of {}: {}: {e}", l.ip, l.mac);
+                None
+            }
+        })
+        .collect()
 }
 
 /// `vxdp libvirt-adopt NAME`; returns the taps of running domains plugged.
@@ -182,6 +207,16 @@ pub async fn adopt(ctx: &Context, virsh: &Virsh, name: &str) -> Result<Vec<Strin
     } else {
         Vec::new()
     };
+    // libvirt's dnsmasq's leases, read while it runs: vxdp's dnsmasq starts
+    // with them, so running guests keep their addresses (and anti-spoofing
+    // allows them) without waiting for a renewal.
+    let leases = if info.active {
+        virsh
+            .net_dhcp_leases(name)
+            .map_err(step("reading libvirt's DHCP leases"))?
+    } else {
+        Vec::new()
+    };
 
     let mut done = Vec::new();
     let res: Result<(), OpsError> = async {
@@ -213,6 +248,13 @@ pub async fn adopt(ctx: &Context, virsh: &Virsh, name: &str) -> Result<Vec<Strin
             .map_err(step("keeping libvirt's autostart flag"))?;
         definitions::set_autostart(ctx, name, info.autostart)?;
         if info.active {
+            let path = crate::host::dnsmasq::leases::seed_leases(
+                &ctx.state_dir,
+                name,
+                &carried_leases(name, &leases),
+            )
+            .map_err(|e| refused(format!("carrying libvirt's DHCP leases over: {e}")))?;
+            done.push(Done::LeasesSeeded(path));
             definitions::start_defined(ctx, name).await?;
             done.push(Done::VxdpStarted);
             virsh
