@@ -70,14 +70,17 @@ struct Domain {
     console: PathBuf,
 }
 
-fn domain_xml(name: &str, console: &str, sock: &str) -> Result<String> {
+/// libvirt's stock NIC on `default`.
+const STOCK_INTERFACE: &str = "<interface type='network'>\n      <source network='default'/>\n      <model type='virtio'/>\n    </interface>";
+
+fn domain_xml(name: &str, console: &str, sock: &str, interface: &str) -> Result<String> {
     let image = vxdp_testkit::vm::VmImage::locate()?;
     Ok(format!(
         "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  \
          <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <kernel>{}</kernel>\n    <initrd>{}</initrd>\n    \
          <cmdline>console=ttyS0 panic=-1 quiet</cmdline>\n  </os>\n  <features>\n    <acpi/>\n  </features>\n  <on_poweroff>destroy</on_poweroff>\n  \
          <on_reboot>destroy</on_reboot>\n  <devices>\n    \
-         <interface type='network'>\n      <source network='default'/>\n      <model type='virtio'/>\n    </interface>\n    \
+         {interface}\n    \
          <serial type='file'>\n      <source path='{console}'/>\n      <target port='0'/>\n    </serial>\n    \
          <serial type='unix'>\n      <source mode='connect' path='{sock}'/>\n      <target port='1'/>\n    </serial>\n    \
          <memballoon model='none'/>\n  </devices>\n</domain>\n",
@@ -86,8 +89,13 @@ fn domain_xml(name: &str, console: &str, sock: &str) -> Result<String> {
     ))
 }
 
-/// Defines domain `name` and returns it with the MAC libvirt gave its NIC.
+/// Defines domain `name` with the stock NIC and returns it with the MAC
+/// libvirt gave that NIC.
 fn define(lv: &Libvirtd, topo: &NatTopology, name: &str) -> Result<Domain> {
+    define_with(lv, topo, name, STOCK_INTERFACE)
+}
+
+fn define_with(lv: &Libvirtd, topo: &NatTopology, name: &str, interface: &str) -> Result<Domain> {
     let sock = topo.state_dir.join(format!("{name}.sock"));
     let console = topo.state_dir.join(format!("{name}-console.log"));
     let file = topo.state_dir.join(format!("{name}.xml"));
@@ -97,6 +105,7 @@ fn define(lv: &Libvirtd, topo: &NatTopology, name: &str) -> Result<Domain> {
             name,
             console.to_str().context("path")?,
             sock.to_str().context("path")?,
+            interface,
         )?,
     )?;
     virsh_ok(lv, &["define", file.to_str().context("path")?])?;
@@ -314,6 +323,18 @@ fn finish_upload(sink: Sink, len: usize, want: &str) -> Result<String> {
         "the outside host received md5 {got}, the guest sent {want}"
     );
     Ok(peer.ip().to_string())
+}
+
+/// libvirt's `default` (the stock definition) started, and taken over by
+/// vxdp with `vxdp serve` running.
+fn adopted_default(topo: &NatTopology, lv: &Libvirtd) -> Result<Serve> {
+    let net = topo.state_dir.join("libvirt-default.xml");
+    std::fs::write(&net, DEFAULT_XML)?;
+    virsh_ok(lv, &["net-define", net.to_str().context("path")?])?;
+    virsh_ok(lv, &["net-start", "default"])?;
+    let serve = Serve::spawn(topo, Serve::command(topo, &vxdp_bin()?), &[], "1", &[])?;
+    topo.vxdp(&["libvirt-adopt", "default", "--connect", &lv.uri()])?;
+    Ok(serve)
 }
 
 fn dhcp_leases(topo: &NatTopology) -> Result<String> {
@@ -546,5 +567,115 @@ fn libvirt_vms_on_an_adopted_network() -> Result<()> {
     drop((vm1, vm2));
     lv.destroy_domains();
     eprintln!("[lvm] done in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// libvirt's qemu hook calling `vxdp libvirt-hook` (issue 18 item 3): a
+/// guest MAC outside libvirt's `52:54:00` prefix, which `vxdp serve` alone
+/// would get wrong (it derives `52:…` from the tap's `fe:…`), and the
+/// guest's address from the interface's `<filterref>` IP parameter (libvirt
+/// applies its own clean-traffic filter on the tap too). A guest that
+/// moves to another address is dropped and counted; a domain asking for
+/// two IPv4 addresses is refused at `prepare`, before it starts.
+#[test]
+fn the_qemu_hook_plugs_the_exact_mac_and_address() -> Result<()> {
+    let t0 = Instant::now();
+    let topo = NatTopology::new("lvh", 0)?;
+    std::fs::create_dir_all(&topo.state_dir)?;
+    let hook = format!(
+        "#!/bin/sh\n# libvirt runs this as /etc/libvirt/hooks/qemu: DOMAIN OPERATION SUBOP EXTRA, XML on stdin.\n\
+         exec '{}' --state-dir '{}' --bpffs '{}' libvirt-hook \"$@\"\n",
+        vxdp_bin()?.display(),
+        topo.state_dir.display(),
+        topo.bpffs.display()
+    );
+    let lv = Libvirtd::start_in_for_vms(&topo.hyp, Some(&hook))?;
+    let _vx = VxdpCleanup {
+        ns: topo.hyp.name.clone(),
+        state_dir: topo.state_dir.clone(),
+        bpffs: topo.bpffs.clone(),
+    };
+    let serve = adopted_default(&topo, &lv)?;
+    let mac = "02:11:22:33:44:55";
+    let addr = "192.168.122.50";
+    let iface = |ips: &[&str]| {
+        let params: String = ips
+            .iter()
+            .map(|ip| format!("<parameter name='IP' value='{ip}'/>"))
+            .collect();
+        format!(
+            "<interface type='network'><mac address='{mac}'/><source network='default'/>\
+             <model type='virtio'/><filterref filter='clean-traffic'>{params}</filterref></interface>"
+        )
+    };
+
+    // Two IPv4 addresses: vxdp's anti-spoofing allows one; the start is refused.
+    define_with(
+        &lv,
+        &topo,
+        "two",
+        &iface(&["192.168.122.60", "192.168.122.61"]),
+    )?;
+    let out = lv.virsh(&["start", "two"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("second IPv4"),
+        "a domain with two IPv4 addresses started (or failed otherwise): {err}"
+    );
+
+    let d = define_with(&lv, &topo, "hk", &iface(&[addr]))?;
+    ensure!(d.mac == mac, "libvirt gave the NIC {}", d.mac);
+    let mut vm = start(&lv, &[&d])?.remove(0);
+    let tap = taps(&lv, "hk")?.remove(0).0;
+    let rec = wait_record(&topo, &serve, "the hook's port", |r| {
+        plugged_with(r, &tap, mac)
+    })?;
+    let port = rec.ports.iter().find(|p| p.dev == tap).context("port")?;
+    ensure!(
+        port.from_bridge && port.ipv4.map(|a| a.to_string()).as_deref() == Some(addr),
+        "the hook plugged {port:?}"
+    );
+    vm.check(
+        &format!("ip addr add {addr}/24 dev eth0 && ip route add default via 192.168.122.1"),
+        Duration::from_secs(10),
+    )?;
+    let (snat0, _) = topo.counter("default", "snat_forwarded")?;
+    wait_ping(&mut vm, OUTSIDE_HOST)?;
+    ping(&mut vm, OUTSIDE_HOST, 2)?;
+    let (snat1, _) = topo.counter("default", "snat_forwarded")?;
+    ensure!(
+        snat1 >= snat0 + 3,
+        "not through vxdp: snat_forwarded {snat0} -> {snat1}"
+    );
+
+    // The guest takes another address: nothing gets out, the drops are counted.
+    vm.check(
+        "ip addr flush dev eth0 && ip addr add 192.168.122.51/24 dev eth0 && ip route add default via 192.168.122.1",
+        Duration::from_secs(10),
+    )?;
+    let (spoofed0, _) = topo.counter("default", "spoofed_source")?;
+    let out = vm.run(
+        &format!("ping -c 3 -W 1 {OUTSIDE_HOST}"),
+        Duration::from_secs(20),
+    )?;
+    ensure!(
+        out.output.contains(" 0 packets received"),
+        "a guest on an address not its own reached the outside:\n{}",
+        out.output
+    );
+    let (spoofed1, _) = topo.counter("default", "spoofed_source")?;
+    ensure!(
+        spoofed1 >= spoofed0 + 3,
+        "the spoofed pings were not counted: spoofed_source {spoofed0} -> {spoofed1}"
+    );
+
+    // Stopped: the hook unplugs the port.
+    drop(vm);
+    virsh_ok(&lv, &["destroy", "hk"])?;
+    wait_record(&topo, &serve, "the port unplugged", |r| {
+        !r.ports.iter().any(|p| p.dev == tap)
+    })?;
+    topo.vxdp(&["libvirt-release", "default", "--connect", &lv.uri()])?;
+    eprintln!("[lvh] done in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -362,3 +362,93 @@ pub async fn release(ctx: &Context, virsh: &Virsh, name: &str) -> Result<(), Ops
     std::fs::remove_file(&path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
     Ok(())
 }
+
+/// What `vxdp libvirt-hook` did for one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookAction {
+    pub network: String,
+    pub dev: String,
+    pub what: String,
+}
+
+/// `vxdp libvirt-hook DOMAIN OPERATION …` with the domain XML `xml`, as
+/// libvirt's `/etc/libvirt/hooks/qemu` passes them. Only the domain's
+/// interfaces on a running vxdp network (by network name, or by bridge)
+/// matter:
+///
+/// - `prepare`: their addresses are checked (a domain vxdp cannot plug
+///   exactly is refused before libvirt allocates anything);
+/// - `started`, `reconnect`, `attach` (the taps exist, the guest's CPUs
+///   have not run yet at `started`): each tap is plugged, or corrected if
+///   `vxdp serve` plugged it first, with the exact MAC and addresses;
+/// - `stopped`, `release`: their ports are unplugged (`vxdp serve` does
+///   it too when the taps go);
+/// - anything else: nothing.
+pub async fn hook(
+    ctx: &Context,
+    domain: &str,
+    operation: &str,
+    xml_text: &str,
+) -> Result<Vec<HookAction>, OpsError> {
+    let file = format!("domain {domain} (stdin)");
+    let relevant = matches!(
+        operation,
+        "prepare" | "started" | "reconnect" | "attach" | "stopped" | "release"
+    );
+    if !relevant {
+        return Ok(Vec::new());
+    }
+    let running = crate::ops::networks::list(ctx)?;
+    let mut actions = Vec::new();
+    for port in xml::domain_ports(xml_text, &file)? {
+        let Some(rec) = running.iter().find(|r| {
+            !r.is_direct()
+                && (port.network.as_deref() == Some(r.name.as_str())
+                    || port.bridge.as_deref() == Some(r.bridge.as_str()))
+        }) else {
+            continue;
+        };
+        let ips: Vec<String> = port.ips.iter().map(ToString::to_string).collect();
+        let network = rec.name.clone();
+        let mut act = |dev: &str, what: String| {
+            actions.push(HookAction {
+                network: network.clone(),
+                dev: dev.into(),
+                what,
+            })
+        };
+        match operation {
+            "prepare" => {
+                ports::check_guest_addresses(ctx, &network, &ips)?;
+                act("-", format!("addresses {ips:?} accepted"));
+            }
+            "started" | "reconnect" | "attach" => {
+                let (Some(dev), Some(mac)) = (port.target.as_deref(), port.mac) else {
+                    return Err(refused(format!(
+                        "{file}: an interface on network '{network}' has no <target dev> or <mac>: nothing to plug"
+                    )));
+                };
+                let p = ports::set_libvirt_port(ctx, &network, dev, Mac(mac), &ips).await?;
+                act(
+                    dev,
+                    format!(
+                        "plugged, guest MAC {}, addresses {ips:?}",
+                        p.mac.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            _ => {
+                let Some(dev) = port.target.as_deref() else {
+                    continue;
+                };
+                if rec.ports.iter().any(|p| p.dev == dev && p.from_bridge) {
+                    match ports::detach_interface(ctx, &network, dev).await {
+                        Ok(()) | Err(OpsError::PortNotFound { .. }) => act(dev, "unplugged".into()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(actions)
+}
