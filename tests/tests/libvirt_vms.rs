@@ -405,6 +405,14 @@ fn libvirt_vms_on_an_adopted_network() -> Result<()> {
         !libvirt_dnsmasq_runs(&topo)?,
         "libvirt's dnsmasq still runs after adopt"
     );
+    // Asking again, vm1 gets its address from vxdp's dnsmasq.
+    let renewed = vm1.dhcp()?;
+    ensure!(
+        renewed.ip == lease1.ip,
+        "vm1 asked vxdp's dnsmasq and got {} instead of its {}",
+        renewed.ip,
+        lease1.ip
+    );
     // New connections go through vxdp, and no rule of libvirt's sees them.
     let (hits2, rules2) = libvirt_rule_hits(&topo)?;
     eprintln!("[lvm] after adopt: {rules2} libvirt rules for the network are left (were {rules0})");
@@ -521,11 +529,15 @@ fn libvirt_vms_on_an_adopted_network() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     serve.signal(libc::SIGTERM)?;
-    let serve = Serve::spawn(&topo, Serve::command(&topo, &vxdp_bin()?), &[], "2", &[])?;
     let at = sink.received.load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(
+        at < TRANSFER,
+        "the upload ended before vxdp serve stopped: the restart proved nothing"
+    );
+    let serve = Serve::spawn(&topo, Serve::command(&topo, &vxdp_bin()?), &[], "2", &[])?;
     finish_upload(sink, TRANSFER, &want)
         .with_context(|| format!("the upload across the restart (at {at} bytes)"))?;
-    eprintln!("[lvm] serve restarted at {at} of {TRANSFER} bytes; the transfer completed");
+    eprintln!("[lvm] serve stopped at {at} of {TRANSFER} bytes, restarted; the transfer completed");
 
     // Release: libvirt's network is back, vm1 keeps working on it, and a
     // VM started afterwards works on libvirt's path.
