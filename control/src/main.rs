@@ -193,6 +193,24 @@ enum Command {
         #[arg(long, env = "VXDP_LIBVIRT_URI", default_value = "qemu:///system")]
         connect: String,
     },
+    /// libvirt's qemu hook: run from /etc/libvirt/hooks/qemu with libvirt's
+    /// arguments (`exec vxdp libvirt-hook "$@"`) and the domain XML on
+    /// stdin. At `started` (and `reconnect`) it plugs the domain's taps on
+    /// vxdp networks with the exact MAC and the addresses of the
+    /// interface's <ip> and <filterref> IP/IPV6 parameters; at `prepare`
+    /// it checks those addresses (refusing the start when vxdp cannot
+    /// enforce them); at `stopped`/`release` it unplugs the taps. Other
+    /// domains and operations: nothing. Prints nothing on stdout (libvirt
+    /// reads a hook's stdout as XML for some operations).
+    LibvirtHook {
+        /// The domain's name.
+        domain: String,
+        /// libvirt's operation: prepare, start, started, stopped, release, reconnect, ….
+        operation: String,
+        /// libvirt's sub-operation and extra argument (not used).
+        #[arg(num_args = 0..=2)]
+        rest: Vec<String>,
+    },
     /// Mark a defined network to be started by `vxdp autostart` (and by the
     /// daemon at boot), or unmark it with --disable.
     NetAutostart {
@@ -636,6 +654,26 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             println!("Network {name} adopted from libvirt ({connect})");
             for dev in plugged {
                 println!("Plugged {dev} of a running domain");
+            }
+        }
+        Command::LibvirtHook {
+            domain,
+            operation,
+            rest: _,
+        } => {
+            use std::io::Read as _;
+            // libvirt's full domain definition; a bound keeps a runaway
+            // writer from growing this process.
+            let mut xml = String::new();
+            std::io::stdin()
+                .take(16 << 20)
+                .read_to_string(&mut xml)
+                .map_err(|e| anyhow::anyhow!("reading the domain XML on stdin: {e}"))?;
+            for a in vxdp_control::ops::libvirt::hook(ctx, &domain, &operation, &xml).await? {
+                eprintln!(
+                    "vxdp libvirt-hook {domain} {operation}: {}: {}: {}",
+                    a.network, a.dev, a.what
+                );
             }
         }
         Command::LibvirtRelease { name, connect } => {

@@ -18,7 +18,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -80,8 +80,10 @@ pub struct Lease {
 
 /// A running guest.
 pub struct Vm {
-    child: Child,
-    stdin: ChildStdin,
+    /// QEMU, when this harness started it ([`Vm::boot`]); libvirt's
+    /// domains ([`Vm::attach`]) are stopped through libvirt.
+    child: Option<Child>,
+    stdin: Box<dyn Write + Send>,
     lines: Receiver<String>,
     console: PathBuf,
     qemu_stderr: PathBuf,
@@ -150,6 +152,55 @@ impl Vm {
             .context("starting qemu-system-x86_64 through `ip netns exec` (is qemu-system-x86 installed? `cargo xtask setup` installs it)")?;
         let stdin = child.stdin.take().context("QEMU's stdin")?;
         let stdout = child.stdout.take().context("QEMU's stdout")?;
+        Self::from_channel(
+            Some(child),
+            Box::new(stdin),
+            stdout,
+            console,
+            qemu_stderr,
+            tap,
+            mac,
+            within,
+        )
+    }
+
+    /// Takes over the command channel of a guest someone else started
+    /// (libvirt: a `<serial type='unix'>` on ttyS1 connecting to a socket
+    /// the test listens on), whose console log is `console` and QEMU's log
+    /// `qemu_log`; waits for the guest's `@@READY`. The NIC with `mac` is
+    /// on `tap`.
+    pub fn attach(
+        channel: std::os::unix::net::UnixStream,
+        console: &Path,
+        qemu_log: &Path,
+        tap: &str,
+        mac: &str,
+        within: Duration,
+    ) -> Result<Self> {
+        let reader = channel.try_clone()?;
+        Self::from_channel(
+            None,
+            Box::new(channel),
+            reader,
+            console.to_path_buf(),
+            qemu_log.to_path_buf(),
+            tap,
+            mac,
+            within,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn from_channel(
+        child: Option<Child>,
+        stdin: Box<dyn Write + Send>,
+        stdout: impl std::io::Read + Send + 'static,
+        console: PathBuf,
+        qemu_stderr: PathBuf,
+        tap: &str,
+        mac: &str,
+        within: Duration,
+    ) -> Result<Self> {
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -221,7 +272,7 @@ impl Vm {
             lines[lines.len().saturating_sub(25)..].join("\n")
         };
         format!(
-            "--- guest console ({}), last lines:\n{}\n--- QEMU stderr:\n{}",
+            "--- guest console ({}), last lines:\n{}\n--- QEMU log:\n{}",
             self.console.display(),
             tail(&self.console),
             tail(&self.qemu_stderr)
@@ -352,8 +403,10 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

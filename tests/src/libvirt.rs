@@ -47,6 +47,33 @@ mount --bind "$r/cache" /var/cache/libvirt
 exec libvirtd
 "#;
 
+/// Appended to the private copy of `qemu.conf` when the test runs QEMU
+/// domains. What each line changes, and why it is needed on these
+/// machines (DESIGN.md §11):
+const QEMU_CONF_FOR_TESTS: &str = r#"
+# --- vxdp tests (tests/src/libvirt.rs) ---
+# No AppArmor/SELinux labelling: no security module is loaded here and the
+# guest image lives under the workspace, not in libvirt's image paths.
+security_driver = "none"
+# QEMU runs as root, and libvirt changes no file ownership (the image and the
+# test's console/command sockets stay the test's).
+user = "root"
+group = "root"
+dynamic_ownership = 0
+# No cgroup controllers and no private /dev per domain: the test machines are
+# containers where libvirt may not create cgroups or mount namespaces for QEMU.
+cgroup_controllers = [ ]
+namespaces = [ ]
+# QEMU writes its own log file: no virtlogd daemon to start and stop.
+stdio_handler = "file"
+"#;
+
+/// Whether libvirtd is set up to run QEMU domains.
+enum Vms<'a> {
+    No,
+    Yes { hook: Option<&'a str> },
+}
+
 pub struct Libvirtd {
     /// The namespace libvirtd created for itself ([`Libvirtd::start`]).
     pub ns: Option<Netns>,
@@ -80,7 +107,7 @@ impl Libvirtd {
         let ns = Netns::new(format!("{prefix}-lv"))?;
         add_host_devices(&ns)?;
         let name = ns.name.clone();
-        Self::launch(Some(ns), name, &prefix)
+        Self::launch(Some(ns), name, &prefix, &Vms::No)
     }
 
     /// Starts libvirtd in the caller's network namespace `ns` (and a private
@@ -88,7 +115,23 @@ impl Libvirtd {
     pub fn start_in(ns: &Netns) -> Result<Self> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         Self::check_tools()?;
-        Self::launch(None, ns.name.clone(), &format!("{}-{n}", ns.name))
+        Self::launch(None, ns.name.clone(), &format!("{}-{n}", ns.name), &Vms::No)
+    }
+
+    /// [`Libvirtd::start_in`], configured to run QEMU domains on this
+    /// machine (DESIGN.md §11), and with `hook` (a script's text), if
+    /// given, as its qemu hook (`/etc/libvirt/hooks/qemu` of the private
+    /// configuration).
+    pub fn start_in_for_vms(ns: &Netns, hook: Option<&str>) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Self::check_tools()?;
+        require_tool("qemu-system-x86_64")?;
+        Self::launch(
+            None,
+            ns.name.clone(),
+            &format!("{}-{n}", ns.name),
+            &Vms::Yes { hook },
+        )
     }
 
     fn check_tools() -> Result<()> {
@@ -102,7 +145,7 @@ impl Libvirtd {
         Ok(())
     }
 
-    fn launch(ns: Option<Netns>, ns_name: String, prefix: &str) -> Result<Self> {
+    fn launch(ns: Option<Netns>, ns_name: String, prefix: &str, vms: &Vms) -> Result<Self> {
         let root = std::env::temp_dir().join(format!("{prefix}-libvirt"));
         for d in ["run", "lib", "log", "cache"] {
             std::fs::create_dir_all(root.join(d))?;
@@ -115,13 +158,28 @@ impl Libvirtd {
                 root.join("etc").to_str().context("path")?,
             ],
         )?;
-        // No network definitions at all: in particular not the autostarted
-        // `default` (virbr0, 192.168.122.0/24).
-        let nets = root.join("etc/qemu/networks");
-        if nets.exists() {
-            std::fs::remove_dir_all(&nets)?;
+        // No network or domain definitions at all: in particular not the
+        // autostarted `default` network (virbr0, 192.168.122.0/24), nor the
+        // host's domains.
+        let qemu = root.join("etc/qemu");
+        if qemu.exists() {
+            std::fs::remove_dir_all(&qemu)?;
         }
-        std::fs::create_dir_all(nets.join("autostart"))?;
+        std::fs::create_dir_all(qemu.join("networks/autostart"))?;
+        let _ = std::fs::remove_dir_all(root.join("etc/hooks"));
+        if let Vms::Yes { hook } = vms {
+            let conf = root.join("etc/qemu.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+            text.push_str(QEMU_CONF_FOR_TESTS);
+            std::fs::write(&conf, text)?;
+            if let Some(hook) = hook {
+                use std::os::unix::fs::PermissionsExt as _;
+                let dir = root.join("etc/hooks");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("qemu"), hook)?;
+                std::fs::set_permissions(dir.join("qemu"), std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
         let log = std::fs::File::create(root.join("libvirtd.log"))?;
         let child = Command::new("ip")
             .args([
@@ -237,6 +295,22 @@ impl Libvirtd {
             .unwrap_or_default()
     }
 
+    /// QEMU's log of domain `name` (under the private /var/log/libvirt).
+    pub fn domain_log(&self, name: &str) -> PathBuf {
+        self.root.join("log/qemu").join(format!("{name}.log"))
+    }
+
+    /// Stops every running domain (`virsh destroy`): QEMU goes with it.
+    pub fn destroy_domains(&self) {
+        let names = self
+            .virsh(&["list", "--name"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for name in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let _ = self.virsh(&["destroy", name]);
+        }
+    }
+
     /// Destroys and undefines every network libvirtd has.
     pub fn clean_networks(&self) {
         for name in self.network_names("--all") {
@@ -264,7 +338,7 @@ impl Libvirtd {
         pids.into_iter()
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim() == "dnsmasq")
+                    .is_ok_and(|c| c.trim() == "dnsmasq" || c.trim() == "qemu-system-x86")
             })
             .collect()
     }
@@ -272,6 +346,7 @@ impl Libvirtd {
 
 impl Drop for Libvirtd {
     fn drop(&mut self) {
+        self.destroy_domains();
         self.clean_networks();
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
@@ -284,7 +359,8 @@ impl Drop for Libvirtd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Only what libvirtd left: dnsmasq and its helpers.
+        // Only what libvirtd left: dnsmasq and its helpers (and a QEMU of
+        // a domain it could not stop).
         for _ in 0..3 {
             let pids = self.leftover_pids();
             if pids.is_empty() {

@@ -313,3 +313,161 @@ fn ports_plugged_by_attach_interface_are_left_to_it() -> Result<()> {
     );
     Ok(())
 }
+
+/// `vxdp libvirt-hook DOMAIN OPERATION` with the domain XML on stdin, in
+/// the topology's hypervisor namespace.
+fn hook(topo: &NatTopology, domain: &str, op: &str, xml: &str) -> Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = Command::new(vxdp_bin()?)
+        .arg("--netns")
+        .arg(&topo.hyp.name)
+        .arg("--state-dir")
+        .arg(&topo.state_dir)
+        .arg("--bpffs")
+        .arg(&topo.bpffs)
+        .args(["libvirt-hook", domain, op, "begin", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(xml.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+/// libvirt's qemu hook after `vxdp serve` plugged the tap first (the race
+/// libvirt's order allows): the daemon derived the guest MAC from the tap's
+/// (`52:…` for a guest whose MAC is `02:…`), so the guest's frames are
+/// spoofed-MAC drops; the hook's `started` corrects the port in place with
+/// the domain's exact MAC and its `<filterref>` address, and the guest
+/// gets through, from that address only; `stopped` unplugs it.
+#[test]
+fn the_qemu_hook_corrects_a_port_serve_plugged_first() -> Result<()> {
+    let mut topo = NatTopology::new("lvk", 0)?;
+    topo.create(DEFAULT_XML)?;
+    let daemon = Daemon::start(&topo)?;
+    let g = libvirt_guest(
+        &topo,
+        0,
+        "vnet0",
+        "fe:11:22:33:44:55",
+        "02:11:22:33:44:55",
+        "192.168.122.50",
+    )?;
+    let vnet0 = ifindex(&topo, "vnet0")?;
+    wait_record(&topo, &daemon, "vnet0 plugged with the derived MAC", |r| {
+        r.ports
+            .iter()
+            .any(|p| p.dev == "vnet0" && p.mac.as_deref() == Some("52:11:22:33:44:55"))
+    })?;
+    topo.wait_port_forwarding("vnet0", Duration::from_secs(20))?;
+    let (spoofed0, _) = topo.counter("default", "spoofed_mac")?;
+    ensure!(
+        pings(&g, OUTSIDE_HOST, 2)? == 0,
+        "the guest got through with a MAC vxdp does not know as its own"
+    );
+    let (spoofed1, _) = topo.counter("default", "spoofed_mac")?;
+    ensure!(
+        spoofed1 > spoofed0,
+        "the guest's frames were not counted as spoofed_mac"
+    );
+
+    let xml = "<domain type='qemu'><name>vm</name><devices>\
+        <interface type='network'><mac address='02:11:22:33:44:55'/>\
+        <source network='default' portid='0f3e' bridge='virbr0'/><target dev='vnet0'/>\
+        <model type='virtio'/><filterref filter='clean-traffic'>\
+        <parameter name='IP' value='192.168.122.50'/></filterref><alias name='net0'/></interface>\
+        </devices></domain>";
+    let out = hook(&topo, "vm", "started", xml)?;
+    ensure!(
+        out.status.success() && out.stdout.is_empty(),
+        "libvirt-hook started: {:?}, stdout {:?}, stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = record(&topo)?;
+    let port = rec
+        .ports
+        .iter()
+        .find(|p| p.dev == "vnet0")
+        .context("vnet0 left the record")?;
+    ensure!(
+        port.mac.as_deref() == Some("02:11:22:33:44:55")
+            && port.ipv4 == Some("192.168.122.50".parse()?)
+            && port.from_bridge
+            && port.ifindex == vnet0
+            && rec.ports.len() == 1,
+        "after the hook: {:?}",
+        rec.ports
+    );
+    let ep = Maps::open(&Pins::new(&topo.bpffs))?
+        .endpoint(vnet0)?
+        .context("vnet0 has no endpoint")?;
+    ensure!(
+        ep.mac == [2, 0x11, 0x22, 0x33, 0x44, 0x55]
+            && ep.ipv4 == u32::from_ne_bytes([192, 168, 122, 50]),
+        "vnet0's endpoint after the hook: {ep:?}"
+    );
+    wait_ping(&g, OUTSIDE_HOST)?;
+    // The daemon's next passes keep the hook's word.
+    std::thread::sleep(Duration::from_millis(2500));
+    ensure!(
+        record(&topo)?
+            .ports
+            .iter()
+            .any(|p| p.dev == "vnet0" && p.mac.as_deref() == Some("02:11:22:33:44:55")),
+        "the daemon undid the hook's MAC"
+    );
+    // Another address than the domain's: dropped and counted.
+    g.ip(&["addr", "flush", "dev", "eth0"])?;
+    g.ip(&["addr", "add", "192.168.122.51/24", "dev", "eth0"])?;
+    g.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+    let (src0, _) = topo.counter("default", "spoofed_source")?;
+    ensure!(
+        pings(&g, OUTSIDE_HOST, 2)? == 0,
+        "the guest got through from an address not its own"
+    );
+    let (src1, _) = topo.counter("default", "spoofed_source")?;
+    ensure!(
+        src1 > src0,
+        "the spoofed pings were not counted as spoofed_source"
+    );
+
+    let out = hook(&topo, "vm", "stopped", xml)?;
+    ensure!(
+        out.status.success(),
+        "libvirt-hook stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        !record(&topo)?.ports.iter().any(|p| p.dev == "vnet0"),
+        "vnet0 still plugged after stopped"
+    );
+    // A domain of no vxdp network, and operations the hook has no use for: nothing.
+    let other = xml
+        .replace("network='default'", "network='elsewhere'")
+        .replace("bridge='virbr0'", "bridge='virbr9'");
+    for (x, op) in [
+        (other.as_str(), "started"),
+        (xml, "migrate"),
+        (xml, "restore"),
+    ] {
+        let out = hook(&topo, "vm", op, x)?;
+        ensure!(
+            out.status.success() && out.stdout.is_empty(),
+            "libvirt-hook {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ensure!(
+        record(&topo)?.ports.is_empty(),
+        "a port appeared: {:?}",
+        record(&topo)?.ports
+    );
+    drop(g);
+    Ok(())
+}

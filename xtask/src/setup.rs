@@ -59,6 +59,11 @@ pub const APT_PACKAGES: &[&str] = &[
     // 7.2 is in its Breaks); vxdp uses neither qemu-img nor qemu-nbd.
     // The guest's kernel and busybox are not installed: see guest_image.rs.
     "qemu-system-x86",
+    // The qemu-hook test (tests/tests/libvirt_vms.rs) gives a domain
+    // libvirt's clean-traffic filter, which libvirt's nwfilter driver
+    // applies with ebtables (already installed here; not a libvirt
+    // dependency).
+    "ebtables",
 ];
 
 /// Debian's invoke-rc.d asks this script whether a package may start its

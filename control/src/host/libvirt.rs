@@ -43,6 +43,18 @@ pub struct DomainInterface {
     pub mac: String,
 }
 
+/// One IPv4 lease of `virsh net-dhcp-leases` (libvirt's dnsmasq's, read
+/// through libvirt's API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetLease {
+    /// Seconds since the epoch.
+    pub expiry: u64,
+    pub mac: String,
+    pub ip: std::net::Ipv4Addr,
+    pub hostname: Option<String>,
+    pub client_id: Option<String>,
+}
+
 impl Virsh {
     pub fn new(uri: &str) -> Self {
         Self { uri: uri.into() }
@@ -126,6 +138,13 @@ impl Virsh {
         }
     }
 
+    /// The network's current IPv4 DHCP leases (`virsh net-dhcp-leases`);
+    /// the network must be running.
+    pub fn net_dhcp_leases(&self, name: &str) -> Result<Vec<NetLease>, LibvirtError> {
+        let text = self.run(&["net-dhcp-leases", name], None)?;
+        Ok(parse_net_dhcp_leases(&text, local_to_epoch))
+    }
+
     /// The running domains' names.
     pub fn running_domains(&self) -> Result<Vec<String>, LibvirtError> {
         Ok(self
@@ -159,6 +178,57 @@ fn parse_domiflist(text: &str) -> Vec<DomainInterface> {
         .collect()
 }
 
+/// `YYYY-MM-DD HH:MM:SS` in the local time zone (virsh prints lease
+/// expiry times so) as seconds since the epoch.
+fn local_to_epoch(date: &str, time: &str) -> Option<u64> {
+    let d: Vec<i32> = date
+        .split('-')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let t: Vec<i32> = time
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let ([y, mo, da], [h, mi, s]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    // SAFETY: `tm` is a plain C struct, all-zero is a valid value; mktime
+    // only reads and normalises it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = *da;
+    tm.tm_hour = *h;
+    tm.tm_min = *mi;
+    tm.tm_sec = *s;
+    tm.tm_isdst = -1;
+    let secs = unsafe { libc::mktime(&mut tm) };
+    u64::try_from(secs).ok()
+}
+
+/// The IPv4 rows of `virsh -q net-dhcp-leases`: expiry date and time,
+/// MAC, protocol, address/prefix, hostname (`-` when none), client id.
+fn parse_net_dhcp_leases(text: &str, epoch: impl Fn(&str, &str) -> Option<u64>) -> Vec<NetLease> {
+    let dash = |s: Option<&&str>| s.filter(|s| **s != "-").map(|s| s.to_string());
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[3] != "ipv4" {
+                return None;
+            }
+            Some(NetLease {
+                expiry: epoch(f[0], f[1])?,
+                mac: f[2].to_string(),
+                ip: f[4].split('/').next()?.parse().ok()?,
+                hostname: dash(f.get(5)),
+                client_id: dash(f.get(6)),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +248,43 @@ mod tests {
                 mac: "52:54:00:12:34:56".into(),
             }
         );
+    }
+
+    #[test]
+    fn net_dhcp_leases_rows() {
+        let text = " 2026-12-07 08:30:00   52:54:00:12:34:56   ipv4       192.168.122.45/24    vm1   01:52:54:00:12:34:56\n \
+                    2026-12-07 08:31:00   52:54:00:12:34:57   ipv4       192.168.122.46/24    -     -\n \
+                    2026-12-07 08:31:00   -                   ipv6       fd00::5/64           vm1   00:04:aa\n";
+        let rows = parse_net_dhcp_leases(text, |d, t| {
+            (d == "2026-12-07").then(|| if t == "08:30:00" { 100 } else { 160 })
+        });
+        assert_eq!(
+            rows,
+            vec![
+                NetLease {
+                    expiry: 100,
+                    mac: "52:54:00:12:34:56".into(),
+                    ip: "192.168.122.45".parse().unwrap(),
+                    hostname: Some("vm1".into()),
+                    client_id: Some("01:52:54:00:12:34:56".into()),
+                },
+                NetLease {
+                    expiry: 160,
+                    mac: "52:54:00:12:34:57".into(),
+                    ip: "192.168.122.46".parse().unwrap(),
+                    hostname: None,
+                    client_id: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn local_times_convert() {
+        // The same wall-clock minute apart is 60 s apart (away from DST changes).
+        let a = local_to_epoch("2026-01-15", "10:00:00").unwrap();
+        let b = local_to_epoch("2026-01-15", "10:01:00").unwrap();
+        assert_eq!(b - a, 60);
+        assert!(local_to_epoch("2026-01-15", "10:00").is_none());
     }
 }

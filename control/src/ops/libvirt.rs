@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     host::{
         Context,
-        libvirt::{LibvirtError, NetInfo, Virsh},
+        dnsmasq::LeaseEntry,
+        libvirt::{LibvirtError, NetInfo, NetLease, Virsh},
         netlink::Netlink,
     },
     model::mac::Mac,
@@ -101,6 +102,7 @@ enum Done {
     LibvirtRedefined(String),
     LibvirtStarted,
     Recorded(PathBuf),
+    LeasesSeeded(PathBuf),
 }
 
 async fn roll_back(ctx: &Context, virsh: &Virsh, name: &str, done: Vec<Done>) {
@@ -111,7 +113,9 @@ async fn roll_back(ctx: &Context, virsh: &Virsh, name: &str, done: Vec<Done>) {
             Done::LibvirtDestroyed => virsh.net_start(name).map_err(|e| e.to_string()),
             Done::LibvirtRedefined(xml) => virsh.net_define(&xml).map_err(|e| e.to_string()),
             Done::LibvirtStarted => virsh.net_destroy(name).map_err(|e| e.to_string()),
-            Done::Recorded(path) => std::fs::remove_file(&path).map_err(|e| e.to_string()),
+            Done::Recorded(path) | Done::LeasesSeeded(path) => {
+                std::fs::remove_file(&path).map_err(|e| e.to_string())
+            }
         };
         if let Err(e) = r {
             log::warn!("{name}: rolling back: {e}");
@@ -133,6 +137,27 @@ fn domain_taps(virsh: &Virsh, name: &str) -> Result<Vec<(String, Mac)>, LibvirtE
         }
     }
     Ok(taps)
+}
+
+/// libvirt's leases as dnsmasq lease-file entries; a lease whose MAC does
+/// not parse is left out (and said).
+fn carried_leases(name: &str, leases: &[NetLease]) -> Vec<LeaseEntry> {
+    leases
+        .iter()
+        .filter_map(|l| match Mac::parse_unicast(&l.mac) {
+            Ok(mac) => Some(LeaseEntry {
+                expiry: l.expiry,
+                mac: Some(mac.octets()),
+                ip: l.ip.into(),
+                hostname: l.hostname.clone(),
+                client_id: l.client_id.clone(),
+            }),
+            Err(e) => {
+                log::warn!("{name}: libvirt lease of {}: {}: {e}", l.ip, l.mac);
+                None
+            }
+        })
+        .collect()
 }
 
 /// `vxdp libvirt-adopt NAME`; returns the taps of running domains plugged.
@@ -182,6 +207,16 @@ pub async fn adopt(ctx: &Context, virsh: &Virsh, name: &str) -> Result<Vec<Strin
     } else {
         Vec::new()
     };
+    // libvirt's dnsmasq's leases, read while it runs: vxdp's dnsmasq starts
+    // with them, so running guests keep their addresses (and anti-spoofing
+    // allows them) without waiting for a renewal.
+    let leases = if info.active {
+        virsh
+            .net_dhcp_leases(name)
+            .map_err(step("reading libvirt's DHCP leases"))?
+    } else {
+        Vec::new()
+    };
 
     let mut done = Vec::new();
     let res: Result<(), OpsError> = async {
@@ -213,6 +248,13 @@ pub async fn adopt(ctx: &Context, virsh: &Virsh, name: &str) -> Result<Vec<Strin
             .map_err(step("keeping libvirt's autostart flag"))?;
         definitions::set_autostart(ctx, name, info.autostart)?;
         if info.active {
+            let path = crate::host::dnsmasq::leases::seed_leases(
+                &ctx.state_dir,
+                name,
+                &carried_leases(name, &leases),
+            )
+            .map_err(|e| refused(format!("carrying libvirt's DHCP leases over: {e}")))?;
+            done.push(Done::LeasesSeeded(path));
             definitions::start_defined(ctx, name).await?;
             done.push(Done::VxdpStarted);
             virsh
@@ -319,4 +361,94 @@ pub async fn release(ctx: &Context, virsh: &Virsh, name: &str) -> Result<(), Ops
     let path = adopted_path(ctx, name);
     std::fs::remove_file(&path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
     Ok(())
+}
+
+/// What `vxdp libvirt-hook` did for one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookAction {
+    pub network: String,
+    pub dev: String,
+    pub what: String,
+}
+
+/// `vxdp libvirt-hook DOMAIN OPERATION …` with the domain XML `xml`, as
+/// libvirt's `/etc/libvirt/hooks/qemu` passes them. Only the domain's
+/// interfaces on a running vxdp network (by network name, or by bridge)
+/// matter:
+///
+/// - `prepare`: their addresses are checked (a domain vxdp cannot plug
+///   exactly is refused before libvirt allocates anything);
+/// - `started`, `reconnect`, `attach` (the taps exist, the guest's CPUs
+///   have not run yet at `started`): each tap is plugged, or corrected if
+///   `vxdp serve` plugged it first, with the exact MAC and addresses;
+/// - `stopped`, `release`: their ports are unplugged (`vxdp serve` does
+///   it too when the taps go);
+/// - anything else: nothing.
+pub async fn hook(
+    ctx: &Context,
+    domain: &str,
+    operation: &str,
+    xml_text: &str,
+) -> Result<Vec<HookAction>, OpsError> {
+    let file = format!("domain {domain} (stdin)");
+    let relevant = matches!(
+        operation,
+        "prepare" | "started" | "reconnect" | "attach" | "stopped" | "release"
+    );
+    if !relevant {
+        return Ok(Vec::new());
+    }
+    let running = crate::ops::networks::list(ctx)?;
+    let mut actions = Vec::new();
+    for port in xml::domain_ports(xml_text, &file)? {
+        let Some(rec) = running.iter().find(|r| {
+            !r.is_direct()
+                && (port.network.as_deref() == Some(r.name.as_str())
+                    || port.bridge.as_deref() == Some(r.bridge.as_str()))
+        }) else {
+            continue;
+        };
+        let ips: Vec<String> = port.ips.iter().map(ToString::to_string).collect();
+        let network = rec.name.clone();
+        let mut act = |dev: &str, what: String| {
+            actions.push(HookAction {
+                network: network.clone(),
+                dev: dev.into(),
+                what,
+            })
+        };
+        match operation {
+            "prepare" => {
+                ports::check_guest_addresses(ctx, &network, &ips)?;
+                act("-", format!("addresses {ips:?} accepted"));
+            }
+            "started" | "reconnect" | "attach" => {
+                let (Some(dev), Some(mac)) = (port.target.as_deref(), port.mac) else {
+                    return Err(refused(format!(
+                        "{file}: an interface on network '{network}' has no <target dev> or <mac>: nothing to plug"
+                    )));
+                };
+                let p = ports::set_libvirt_port(ctx, &network, dev, Mac(mac), &ips).await?;
+                act(
+                    dev,
+                    format!(
+                        "plugged, guest MAC {}, addresses {ips:?}",
+                        p.mac.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            _ => {
+                let Some(dev) = port.target.as_deref() else {
+                    continue;
+                };
+                if rec.ports.iter().any(|p| p.dev == dev && p.from_bridge) {
+                    match ports::detach_interface(ctx, &network, dev).await {
+                        Ok(()) | Err(OpsError::PortNotFound { .. }) => act(dev, "unplugged".into()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(actions)
 }

@@ -307,6 +307,84 @@ pub async fn plug_libvirt_port(
     .await
 }
 
+/// Checks that `ips` can be a port's static addresses in running
+/// network `network` (see [`attach_interface_with`]), changing nothing.
+pub fn check_guest_addresses(ctx: &Context, network: &str, ips: &[String]) -> Result<(), OpsError> {
+    static_addresses(&find(ctx, network)?, ips).map(drop)
+}
+
+/// The port libvirt's qemu hook describes (`vxdp libvirt-hook`): the tap
+/// `dev` libvirt created on the network's bridge, with the guest's exact
+/// MAC and addresses from the domain XML. `vxdp serve` may have plugged
+/// the tap already, with the MAC it derived from the tap's: that port's
+/// endpoint and record are corrected in place (the guest's CPUs have not
+/// run yet when libvirt calls the hook). A port `attach-interface`
+/// plugged is the operator's and is left as it is.
+pub async fn set_libvirt_port(
+    ctx: &Context,
+    network: &str,
+    dev: &str,
+    mac: Mac,
+    ips: &[String],
+) -> Result<PortRecord, OpsError> {
+    for _ in 0..3 {
+        {
+            let (state, nl, _lock) = crate::modes::shared::lock_for_change(ctx).await?;
+            let mut rec = state
+                .network(network)?
+                .ok_or_else(|| OpsError::NotStarted(network.into()))?;
+            if let Some(pos) = rec.ports.iter().position(|p| p.dev == dev) {
+                let port = &rec.ports[pos];
+                if !port.from_bridge {
+                    log::info!("{network}: {dev} was plugged by attach-interface: left as it is");
+                    return Ok(port.clone());
+                }
+                let (ipv4, ipv6) = static_addresses(&rec, ips)?;
+                let updated = PortRecord {
+                    mac: Some(mac.to_string()),
+                    ipv4,
+                    ipv6,
+                    ..port.clone()
+                };
+                if &updated != port {
+                    let link = nl
+                        .link_by_index(updated.ifindex)
+                        .await?
+                        .ok_or_else(|| OpsError::no_such_interface(dev))?;
+                    let endpoint =
+                        port_endpoint(&ctx.state_dir, &rec, &updated, takes_xdp_frames(&link))?;
+                    Maps::open(&ctx.pins)
+                        .and_then(|maps| maps.set_endpoint(updated.ifindex, &endpoint))
+                        .map_err(ModeError::from)?;
+                    rec.ports[pos] = updated.clone();
+                    state.save_network(&rec)?;
+                    log::info!("{network}: {dev} now has guest MAC {mac} and addresses {ips:?}");
+                }
+                return Ok(updated);
+            }
+        }
+        match plug_port(
+            ctx,
+            network,
+            PortDevice::Existing(dev),
+            Some(mac),
+            ips,
+            false,
+            true,
+        )
+        .await
+        {
+            // `vxdp serve` plugged it in the meantime: correct that port.
+            Err(OpsError::PortInUse { .. }) => continue,
+            r => return r,
+        }
+    }
+    Err(OpsError::PortInUse {
+        dev: dev.into(),
+        network: network.into(),
+    })
+}
+
 /// Plugs a port under the state directory's lock. Every change is
 /// journaled before it is made ([`Undo::journaled`]): a failure reverts
 /// them, and so does the next command if this one dies.

@@ -26,10 +26,12 @@
 //! `<metadata>` is kept the same way; comments are dropped and namespaces are written
 //! out on the elements that use them.
 
+mod domain;
 mod interface;
 mod parse;
 mod write;
 
+pub use domain::{DomainPort, domain_ports};
 pub use interface::{InterfaceDef, InterfaceSource, InterfaceType, parse_interface};
 
 #[cfg(test)]

@@ -65,6 +65,42 @@ pub fn parse_leases(text: &str) -> Vec<LeaseEntry> {
     out
 }
 
+/// Writes `leases` (IPv4) as the network's lease file, which dnsmasq
+/// reads when it starts: leases another DHCP server granted (libvirt's,
+/// at `vxdp libvirt-adopt`) stay known, so their guests keep their
+/// addresses and anti-spoofing allows them. Returns the file's path.
+pub fn seed_leases(
+    state_dir: &Path,
+    network: &str,
+    leases: &[LeaseEntry],
+) -> Result<std::path::PathBuf, DnsmasqError> {
+    let paths = Paths::new(state_dir, network);
+    fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
+    let mut text = String::new();
+    for l in leases {
+        let (IpAddr::V4(ip), Some(mac)) = (l.ip, l.mac) else {
+            continue;
+        };
+        // Fields are single words: what is not is left out, not split.
+        let word = |s: &Option<String>| {
+            s.as_deref()
+                .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+                .unwrap_or("*")
+                .to_string()
+        };
+        text.push_str(&format!(
+            "{} {} {ip} {} {}\n",
+            l.expiry,
+            Mac(mac),
+            word(&l.hostname),
+            word(&l.client_id)
+        ));
+    }
+    let path = paths.leases();
+    fs::write(&path, text).map_err(io_err(&path))?;
+    Ok(path)
+}
+
 /// The leases of a network (empty when it never ran dnsmasq).
 pub fn read_leases(state_dir: &Path, network: &str) -> Result<Vec<LeaseEntry>, DnsmasqError> {
     let path = Paths::new(state_dir, network).leases();

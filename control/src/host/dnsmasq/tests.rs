@@ -250,6 +250,34 @@ fn lease_file_lines_are_parsed() {
 }
 
 #[test]
+fn seeded_leases_are_read_back_and_a_guests_hostname_cannot_add_lines() {
+    let dir = std::env::temp_dir().join(format!("vxdp-seed-{}", std::process::id()));
+    let lease = |mac: u8, ip: &str, host: Option<&str>| leases::LeaseEntry {
+        expiry: 1_790_000_000,
+        mac: Some([0x52, 0x54, 0, 0, 0, mac]),
+        ip: ip.parse().unwrap(),
+        hostname: host.map(String::from),
+        client_id: None,
+    };
+    let given = vec![
+        lease(1, "192.168.122.10", Some("vm1")),
+        // A hostname a guest chose, with a line break and another lease in it.
+        lease(
+            2,
+            "192.168.122.11",
+            Some("x\n0 52:54:00:00:00:09 192.168.122.99 evil *"),
+        ),
+    ];
+    let path = leases::seed_leases(&dir, "net", &given).unwrap();
+    let back = parse_leases(&std::fs::read_to_string(&path).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert_eq!(back[0], given[0]);
+    assert_eq!(back[1].ip, given[1].ip);
+    assert_eq!(back[1].hostname, None);
+}
+
+#[test]
 fn lease_table_like_virsh() {
     let def = parse_network(default_network_xml(), "d.xml").unwrap();
     let leases = parse_leases(
