@@ -47,8 +47,14 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "/network/bridge@macTableManager",
         "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet",
     ),
-    ("/network/bandwidth", "no QoS yet"),
-    ("/network/portgroup", "no QoS / virtualport profiles yet"),
+    (
+        "/network/bandwidth",
+        "network-wide QoS (one limit for all the network's guests) not realized yet; per port it is",
+    ),
+    (
+        "/network/portgroup",
+        "a portgroup's <vlan>, <virtualport> and trustGuestRxFilters are not realized yet (its <bandwidth> is)",
+    ),
     (
         "/network/virtualport",
         "no 802.1Qbg/Qbh/Open vSwitch ports yet",

@@ -10,7 +10,7 @@ use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, MacKey, MacPort, Nat6Config,
-    NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
+    NetworkConfig, PortCounterKey, RateLimit, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
     endpoint_flags, flow_quota, names,
 };
 
@@ -105,6 +105,41 @@ impl Maps {
     typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
     typed_map!(flow_quotas, names::MAP_FLOW_QUOTAS, HashMap<MapData, u32, FlowQuota>);
+    typed_map!(rate_limits, names::MAP_RATE_LIMITS, HashMap<MapData, u32, RateLimit>);
+
+    /// Sets (or replaces, starting full) guest port `ifindex`'s outbound
+    /// token bucket. Refused on an older layout: the port would go
+    /// unshaped.
+    pub fn set_rate_limit(&self, ifindex: u32, limit: &RateLimit) -> Result<(), DataplaneError> {
+        self.layout.require(&self.pins, Feature::RateLimits)?;
+        self.rate_limits()?
+            .insert(&ifindex, limit, 0)
+            .map_err(map_err(names::MAP_RATE_LIMITS))
+    }
+
+    /// Guest port `ifindex`'s outbound token bucket, if it has one.
+    pub fn rate_limit(&self, ifindex: u32) -> Result<Option<RateLimit>, DataplaneError> {
+        if !self.layout.has(Feature::RateLimits) {
+            return Ok(None);
+        }
+        match self.rate_limits()?.get(&ifindex, 0) {
+            Ok(l) => Ok(Some(l)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_RATE_LIMITS)(e)),
+        }
+    }
+
+    /// Forgets guest port `ifindex`'s bucket (unplugged).
+    pub fn remove_rate_limit(&self, ifindex: u32) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::RateLimits) {
+            return Ok(());
+        }
+        match self.rate_limits()?.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_RATE_LIMITS)(e)),
+        }
+    }
 
     /// Writes the default flow limits the programs give a guest port and a
     /// network on their first flow (0: no limit). Entries that exist keep

@@ -47,8 +47,11 @@ pub enum Step {
     DetachLinks { paths: Vec<PathBuf> },
     /// Stop network's dnsmasq and its supervisor.
     StopDnsmasq { network: String },
-    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries).
+    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries,
+    /// its outbound rate limit).
     RemoveEndpoint { ifindex: u32 },
+    /// Remove the root qdisc vxdp gave `ifindex` (inbound shaping).
+    ClearQdisc { ifindex: u32 },
     /// Take `ifindex` out of its bridge.
     NoMaster { ifindex: u32 },
     /// Remove the direct device entry of `ifindex`.
@@ -281,7 +284,13 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
         Step::RemoveEndpoint { ifindex } => {
             if let Some(m) = maps() {
                 let _ = m.remove_endpoint(*ifindex);
+                let _ = m.remove_rate_limit(*ifindex);
             }
+        }
+        Step::ClearQdisc { ifindex } => {
+            nl.clear_root_qdisc(*ifindex)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Step::NoMaster { ifindex } => {
             if nl

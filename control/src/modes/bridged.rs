@@ -736,6 +736,8 @@ async fn follow_bridge_ports(
             ipv6: None,
             services_allowed: false,
             from_bridge: true,
+            bandwidth: None,
+            portgroup: None,
         });
     }
     rec.ports.extend(new_ports);

@@ -272,8 +272,13 @@ pub fn port_endpoint(
     if port.ipv6.is_some() {
         flags |= endpoint_flags::IPV6_KNOWN;
     }
-    if xdp_frames {
+    // An XDP redirect into the port would pass its inbound shaping (a
+    // qdisc): frames to a shaped port take the socket-buffer path.
+    if xdp_frames && port.bandwidth.is_none_or(|b| b.inbound.is_none()) {
         flags |= endpoint_flags::XDP_FRAMES;
+    }
+    if port.bandwidth.is_some_and(|b| b.outbound.is_some()) {
+        flags |= endpoint_flags::RATE_LIMITED;
     }
     if port.services_allowed {
         flags |= endpoint_flags::SERVICES_ALLOWED;

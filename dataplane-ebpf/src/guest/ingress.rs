@@ -7,8 +7,8 @@
 
 use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
 use vxdp_common::{
-    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes,
-    network_flags,
+    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, endpoint_flags, jump, mode,
+    mode_routes, network_flags,
 };
 
 use super::port::{pass, port_network, tail};
@@ -19,6 +19,7 @@ use crate::base::{
         self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX, Ipv4, Ipv6,
         ParseError,
     },
+    police,
     policy::{self, GuestDestination},
     stats::{Drop, count},
 };
@@ -57,8 +58,12 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
 /// routing program when the packet leaves the network.
 #[inline(always)]
 pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
-    let (_, endpoint, net) = port_network(ctx)?;
+    let (ifindex, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
+    // The guest's outbound rate, before anything else: every path counts.
+    if endpoint.flags & endpoint_flags::RATE_LIMITED != 0 && !police::conforms(ifindex, ctx.len()) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     let malformed = Drop::new(DropReason::Malformed, net_id);
 
     // Offloaded or GRO'd socket buffers may keep headers out of the linear
