@@ -426,15 +426,16 @@ impl Maps {
         }
     }
 
-    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
-    /// flow it created (replies must not reach whatever is plugged next
-    /// with this ifindex).
+    /// Unplugs a guest port: its endpoint, MAC and port entries, its rate
+    /// limit, and every flow it created (replies must not reach whatever is
+    /// plugged next with this ifindex).
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)? {
             self.remove_mac(ifindex, &old)?;
         }
         self.flush_port_flows(ifindex)?;
         self.remove_flow_quota(ifindex)?;
+        self.remove_rate_limit(ifindex)?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

@@ -284,7 +284,6 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
         Step::RemoveEndpoint { ifindex } => {
             if let Some(m) = maps() {
                 let _ = m.remove_endpoint(*ifindex);
-                let _ = m.remove_rate_limit(*ifindex);
             }
         }
         Step::ClearQdisc { ifindex } => {

@@ -579,7 +579,8 @@ pub async fn reconcile(
             ));
             continue;
         };
-        if link.index != port.ifindex {
+        let moved = link.index != port.ifindex;
+        if moved {
             dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
             maps.remove_endpoint(port.ifindex)?;
             repairs.note(format!(
@@ -587,6 +588,9 @@ pub async fn reconcile(
                 port.dev, link.index, port.ifindex
             ));
             port.ifindex = link.index;
+        }
+        if crate::modes::shaping::repair(nl, maps, port, moved).await? {
+            repairs.note(format!("{name}: shaped {} again", port.dev));
         }
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}

@@ -45,6 +45,32 @@ pub async fn apply(
     Ok(())
 }
 
+/// Puts back what of `port`'s shaping is missing: its bucket when the map
+/// lacks it, and, when the port came back as another device (`moved`),
+/// its qdisc. Returns whether it changed anything.
+pub async fn repair(
+    nl: &Netlink,
+    maps: &Maps,
+    port: &PortRecord,
+    moved: bool,
+) -> Result<bool, ModeError> {
+    let Some(bw) = port.bandwidth else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    if let Some(limit) = bw.outbound_limit()
+        && maps.rate_limit(port.ifindex)?.is_none()
+    {
+        maps.set_rate_limit(port.ifindex, &limit)?;
+        changed = true;
+    }
+    if moved && let Some(htb) = bw.inbound_htb() {
+        nl.set_htb(port.ifindex, &htb).await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Takes `port`'s shaping away (the device stays; a tap vxdp created goes
 /// with its qdisc anyway).
 pub async fn clear(nl: &Netlink, maps: &Maps, port: &PortRecord) -> Result<(), ModeError> {
