@@ -61,6 +61,14 @@ pub mod network_flags {
     /// bridge with VLAN filtering or netfilter calls): frames between
     /// guests cross it instead of going port to port.
     pub const BRIDGE_FILTERS: u32 = 8;
+    /// Network-wide `<bandwidth><outbound>`: what its guests send to the
+    /// host's bridge interface (the host, and everything routed or NATed
+    /// through it) is charged to `VXDP_RATE_LIMITS[rate_key::network_out]`.
+    pub const RATE_LIMITED_OUT: u32 = 16;
+    /// Network-wide `<bandwidth><inbound>`: what reaches its guests from the
+    /// host's side (the uplink's fast paths, the bridge's egress) is charged
+    /// to `VXDP_RATE_LIMITS[rate_key::network_in]`.
+    pub const RATE_LIMITED_IN: u32 = 32;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
@@ -168,8 +176,25 @@ impl RateLimit {
     }
 }
 
-/// Entries of `VXDP_RATE_LIMITS`: one per guest port.
-pub const RATE_LIMIT_ENTRIES: u32 = crate::MAX_PORTS;
+/// Keys of `VXDP_RATE_LIMITS`: a guest port's ifindex (below 2^30), and a
+/// network's two network-wide buckets.
+pub mod rate_key {
+    pub const NETWORK_OUT: u32 = 1 << 31;
+    pub const NETWORK_IN: u32 = (1 << 31) | (1 << 30);
+
+    /// Network `id`'s outbound bucket.
+    pub const fn network_out(id: u32) -> u32 {
+        NETWORK_OUT | id
+    }
+
+    /// Network `id`'s inbound bucket.
+    pub const fn network_in(id: u32) -> u32 {
+        NETWORK_IN | id
+    }
+}
+
+/// Entries of `VXDP_RATE_LIMITS`: one per guest port, two per network.
+pub const RATE_LIMIT_ENTRIES: u32 = crate::MAX_PORTS + 2 * crate::MAX_NETWORKS;
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a
 /// network.

@@ -315,3 +315,99 @@ fn a_guest_flooding_over_its_rate_gets_no_more_and_others_are_unaffected() -> Re
     );
     Ok(())
 }
+
+/// The default network with a network-wide `<bandwidth>` and no
+/// portgroups; the burst is libvirt's default, one second of `average`
+/// (TCP through a policer shared by two flows needs the room).
+fn network_wide_xml() -> String {
+    format!(
+        "<network>
+  <name>default</name>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <bandwidth>
+    <inbound average='{AVERAGE}'/>
+    <outbound average='{AVERAGE}'/>
+  </bandwidth>
+  <ip address='192.168.122.1' netmask='255.255.255.0'/>
+</network>"
+    )
+}
+
+/// Bytes each of two streams receives before the clock starts: together
+/// more than the network's default burst (one second at the limit).
+const WARMUP_NET: usize = 2_500_000;
+
+/// Receives `total` bytes on each of `streams` at once; the rate of all
+/// of them together after each one's first [`WARMUP_NET`] bytes.
+fn receive_together(streams: Vec<TcpStream>, total: usize) -> Result<f64> {
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || -> Result<(Instant, Instant, usize)> {
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let mut buf = vec![0u8; 65536];
+                let (mut got, mut started) = (0usize, None);
+                while got < total {
+                    let n = s.read(&mut buf).context("reading the transfer")?;
+                    ensure!(n > 0, "the transfer ended after {got} of {total} bytes");
+                    got += n;
+                    if started.is_none() && got >= WARMUP_NET {
+                        started = Some((Instant::now(), got));
+                    }
+                }
+                let (t0, at) = started.context("no warm-up")?;
+                Ok((t0, Instant::now(), got - at))
+            })
+        })
+        .collect();
+    let mut spans = Vec::new();
+    for r in readers {
+        spans.push(r.join().expect("reader thread")?);
+    }
+    let first = spans.iter().map(|s| s.0).min().context("no stream")?;
+    let last = spans.iter().map(|s| s.1).max().context("no stream")?;
+    let bytes: usize = spans.iter().map(|s| s.2).sum();
+    Ok(bytes as f64 / (last - first).as_secs_f64())
+}
+
+/// libvirt shapes a network's `<bandwidth>` on its bridge: all its guests'
+/// traffic through the host together. Two guests uploading at once, then
+/// downloading at once, stay within the one limit; the excess is counted
+/// as `rate_limited`.
+#[test]
+fn a_networks_bandwidth_limits_its_guests_together() -> Result<()> {
+    let mut topo = NatTopology::new("bwnet", 2)?;
+    topo.create(&network_wide_xml())?;
+    attach(&topo, 0, "", "")?;
+    attach(&topo, 1, "", "")?;
+    for i in 0..2 {
+        topo.wait_ping(i, OUTSIDE_HOST, Duration::from_secs(15))?;
+    }
+    let per_guest = WARMUP_NET + MEASURED / 2;
+    let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+    for i in 0..2 {
+        let (client, server) = connect(&topo, i)?;
+        senders.push(send_in_background(client, per_guest));
+        receivers.push(server);
+    }
+    let up = receive_together(receivers, per_guest)?;
+    for s in senders {
+        s.join().expect("sender thread")?;
+    }
+    assert_within_limit(up, "both guests' uploads together (network outbound)")?;
+    let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+    for i in 0..2 {
+        let (client, server) = connect(&topo, i)?;
+        senders.push(send_in_background(server, per_guest));
+        receivers.push(client);
+    }
+    let down = receive_together(receivers, per_guest)?;
+    for s in senders {
+        s.join().expect("sender thread")?;
+    }
+    assert_within_limit(down, "both guests' downloads together (network inbound)")?;
+    let (drops, _) = topo.counter("default", "rate_limited")?;
+    ensure!(drops > 0, "nothing was counted as rate_limited");
+    Ok(())
+}

@@ -49,7 +49,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/bandwidth",
-        "network-wide QoS (one limit for all the network's guests) not realized yet; per port it is",
+        "network-wide QoS on a host bridge (the LAN's bridge) not realized; elsewhere it is",
     ),
     (
         "/network/portgroup",

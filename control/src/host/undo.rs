@@ -34,7 +34,7 @@ pub enum Step {
     DeleteBridge { name: String },
     /// Delete the tap vxdp created under this name.
     DeleteTap { name: String },
-    /// Zero network `id`'s entry (and its NAT66 entry).
+    /// Zero network `id`'s entry (and its NAT66 entry, its rate limits).
     ClearNetwork { id: u32 },
     /// Remove subnet entries (address and prefix as the maps key them).
     RemoveSubnets {
@@ -258,6 +258,7 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
             if let Some(m) = maps() {
                 let _ = m.set_network(*id, &Default::default());
                 let _ = m.set_nat6(*id, &Default::default());
+                let _ = crate::modes::shaping::clear_network(&m, *id);
             }
         }
         Step::RemoveSubnets { v4, v6 } => {

@@ -91,6 +91,18 @@ impl Bandwidth {
         })
     }
 
+    /// A network-wide inbound limit as a token bucket (the network's
+    /// `<bandwidth><inbound>`): `average`, and `burst` or else one second
+    /// of `average`. libvirt shapes the bridge with HTB (`peak` its ceil);
+    /// vxdp's fast paths pass the bridge, so the network is policed at
+    /// `average` where frames reach its guests.
+    pub fn inbound_limit(&self) -> Option<RateLimit> {
+        self.inbound.map(|r| {
+            let burst = r.burst.unwrap_or(r.average).saturating_mul(BURST_UNIT);
+            RateLimit::new(r.average.saturating_mul(RATE_UNIT), burst)
+        })
+    }
+
     /// The guest's inbound shaping as an HTB class: `rate` is `average`,
     /// `ceil` is `peak` (else `average`), `burst` as given or else what tc
     /// computes when none is given (a jiffy at the rate plus an MTU).

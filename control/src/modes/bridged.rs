@@ -294,6 +294,7 @@ async fn apply_start(
     cfg.flags |= bridge_flags;
     undo.push(Step::ClearNetwork { id });
     maps.reset_counters(id)?;
+    crate::modes::shaping::apply_network(&maps, id, &plan.def)?;
     maps.set_network(id, &cfg)?;
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
@@ -516,6 +517,9 @@ pub async fn reconcile(
         (rec.nat_first, rec.nat_last),
     );
     want.flags |= bridge_flags;
+    if crate::modes::shaping::repair_network(maps, rec.id, &plan.def)? {
+        repairs.note(format!("{name}: wrote its rate limits again"));
+    }
     if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
         maps.set_network(rec.id, &want)?;
         repairs.note(format!(

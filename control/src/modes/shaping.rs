@@ -10,15 +10,26 @@
 //!   a sibling's redirected by TC, the uplink's redirected by TC. The uplink's
 //!   XDP redirect would not (a tap's `ndo_xdp_xmit` has no qdisc), so a
 //!   shaped port's endpoint lacks `XDP_FRAMES` (`shared::port_endpoint`).
+//!
+//! A network's own `<bandwidth>` (libvirt shapes its bridge device: what
+//! the host's side sends into the network, what the guests send to the
+//! host's bridge interface) becomes two buckets per network
+//! (`rate_key`), charged by the programs where those frames pass: the
+//! guest-port program for frames to the bridge's MAC, the uplink's
+//! deliveries to guests and the bridge's egress program for the rest.
+//! Policed at `average` with `burst` (default one second), not queued.
+
+use vxdp_common::rate_key;
 
 use crate::{
-    dataplane::Maps,
+    dataplane::{DataplaneError, Maps},
     host::{
         netlink::Netlink,
         state::PortRecord,
         undo::{Step, Undo},
     },
     modes::shared::ModeError,
+    xml::{self, NetworkDef},
 };
 
 /// Shapes `port` as its record says; undone by `undo` when given.
@@ -79,4 +90,45 @@ pub async fn clear(nl: &Netlink, maps: &Maps, port: &PortRecord) -> Result<(), M
         nl.clear_root_qdisc(port.ifindex).await?;
     }
     Ok(())
+}
+
+/// Writes network `id`'s buckets for its `<bandwidth>` (none: nothing).
+/// Before the network's entry whose flags say to charge them.
+pub fn apply_network(maps: &Maps, id: u32, def: &NetworkDef) -> Result<(), ModeError> {
+    let Some(bw) = xml::network_bandwidth(def) else {
+        return Ok(());
+    };
+    if let Some(limit) = bw.outbound_limit() {
+        maps.set_rate_limit(rate_key::network_out(id), &limit)?;
+    }
+    if let Some(limit) = bw.inbound_limit() {
+        maps.set_rate_limit(rate_key::network_in(id), &limit)?;
+    }
+    Ok(())
+}
+
+/// Writes what of network `id`'s buckets is missing; whether it did.
+pub fn repair_network(maps: &Maps, id: u32, def: &NetworkDef) -> Result<bool, ModeError> {
+    let Some(bw) = xml::network_bandwidth(def) else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    for (key, limit) in [
+        (rate_key::network_out(id), bw.outbound_limit()),
+        (rate_key::network_in(id), bw.inbound_limit()),
+    ] {
+        if let Some(limit) = limit
+            && maps.rate_limit(key)?.is_none()
+        {
+            maps.set_rate_limit(key, &limit)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Removes network `id`'s buckets (stopped).
+pub fn clear_network(maps: &Maps, id: u32) -> Result<(), DataplaneError> {
+    maps.remove_rate_limit(rate_key::network_out(id))?;
+    maps.remove_rate_limit(rate_key::network_in(id))
 }

@@ -332,6 +332,14 @@ pub struct Portgroup {
     pub trust_guest_rx_filters: bool,
 }
 
+/// The network-wide `<bandwidth>`, when it limits a direction.
+pub fn network_bandwidth(def: &NetworkDef) -> Option<Bandwidth> {
+    def.extra
+        .iter()
+        .find(|r| r.name == "bandwidth")
+        .and_then(|r| Bandwidth::from_xml(&r.xml))
+}
+
 /// The definition's portgroups, in document order.
 pub fn portgroups(def: &NetworkDef) -> Vec<Portgroup> {
     def.extra
@@ -407,7 +415,8 @@ pub fn to_xml(def: &NetworkDef) -> String {
 ///
 /// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq)
 /// and portgroups themselves (their `<vlan>`, `<virtualport>` and
-/// `trustGuestRxFilters` are listed; their `<bandwidth>` is realized),
+/// `trustGuestRxFilters` are listed; their `<bandwidth>` is realized), the
+/// network's `<bandwidth>`,
 /// `<route>`, DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
 /// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
 /// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
@@ -443,7 +452,12 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             push(format!("/network/forward/{}", raw.name));
         }
     }
-    for raw in def.extra.iter().filter(|r| r.name != "portgroup") {
+    // The network's <bandwidth> is realized (see `modes::plan` for where).
+    for raw in def
+        .extra
+        .iter()
+        .filter(|r| r.name != "portgroup" && r.name != "bandwidth")
+    {
         push(format!("/network/{}", raw.name));
     }
     // A portgroup's <bandwidth> is realized on the ports that join it.

@@ -8,7 +8,7 @@
 use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
 use vxdp_common::{
     Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, endpoint_flags, jump, mode,
-    mode_routes, network_flags,
+    mode_routes, network_flags, rate_key,
 };
 
 use super::port::{pass, port_network, tail};
@@ -62,6 +62,13 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     let net_id = endpoint.network_id;
     // The guest's outbound rate, before anything else: every path counts.
     if endpoint.flags & endpoint_flags::RATE_LIMITED != 0 && !police::conforms(ifindex, ctx.len()) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
+    // The network's outbound: what goes to the host's bridge interface.
+    if net.flags & network_flags::RATE_LIMITED_OUT != 0
+        && parse::eth(ctx).is_ok_and(|eth| unsafe { (*eth).dst_addr } == net.bridge_mac)
+        && !police::conforms(rate_key::network_out(net_id), ctx.len())
+    {
         return Err(Drop::new(DropReason::RateLimited, net_id));
     }
     let malformed = Drop::new(DropReason::Malformed, net_id);
