@@ -127,7 +127,7 @@ fn send_in_background(mut s: TcpStream, n: usize) -> std::thread::JoinHandle<Res
 fn assert_within_limit(rate: f64, what: &str) -> Result<()> {
     eprintln!("{what}: {rate:.0} B/s (limit {LIMIT:.0})");
     ensure!(
-        rate <= LIMIT * 1.3 && rate >= LIMIT * 0.5,
+        (LIMIT * 0.5..=LIMIT * 1.3).contains(&rate),
         "{what}: {rate:.0} B/s, outside [0.5, 1.3] x the {LIMIT:.0} B/s limit"
     );
     Ok(())

@@ -129,6 +129,12 @@ impl Maps {
         }
     }
 
+    /// Forgets network `id`'s two network-wide buckets (stopped).
+    pub fn remove_network_rate_limits(&self, id: u32) -> Result<(), DataplaneError> {
+        self.remove_rate_limit(vxdp_common::rate_key::network_out(id))?;
+        self.remove_rate_limit(vxdp_common::rate_key::network_in(id))
+    }
+
     /// Forgets guest port `ifindex`'s bucket (unplugged).
     pub fn remove_rate_limit(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if !self.layout.has(Feature::RateLimits) {

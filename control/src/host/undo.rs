@@ -258,7 +258,7 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
             if let Some(m) = maps() {
                 let _ = m.set_network(*id, &Default::default());
                 let _ = m.set_nat6(*id, &Default::default());
-                let _ = crate::modes::shaping::clear_network(&m, *id);
+                let _ = m.remove_network_rate_limits(*id);
             }
         }
         Step::RemoveSubnets { v4, v6 } => {

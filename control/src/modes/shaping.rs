@@ -129,6 +129,5 @@ pub fn repair_network(maps: &Maps, id: u32, def: &NetworkDef) -> Result<bool, Mo
 
 /// Removes network `id`'s buckets (stopped).
 pub fn clear_network(maps: &Maps, id: u32) -> Result<(), DataplaneError> {
-    maps.remove_rate_limit(rate_key::network_out(id))?;
-    maps.remove_rate_limit(rate_key::network_in(id))
+    maps.remove_network_rate_limits(id)
 }
