@@ -637,3 +637,59 @@ fn a_guest_over_its_outbound_rate_is_dropped_at_its_port() {
         }
     });
 }
+
+/// A network's outbound limit (`<bandwidth>` on the network) charges what
+/// leaves the network through the host, whatever MAC the guest addresses
+/// it to: a NAT-bound frame sent to an unknown unicast MAC or broadcast
+/// (which the program still forwards) is charged like one to the gateway.
+#[test]
+fn a_guest_cannot_pass_its_networks_outbound_limit_by_its_choice_of_mac() {
+    use aya::maps::HashMap;
+    use vxdp_common::{RateLimit, names, rate_key};
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        set_flags(w, &g, 0, None);
+        let mut cfg = w.network();
+        cfg.flags |= network_flags::RATE_LIMITED_OUT;
+        w.set_network(NET_ID, &cfg);
+        for (dst, what) in [
+            (BRIDGE_MAC, "the gateway's MAC"),
+            ([0x02, 0, 0, 0, 0, 0x99], "an unknown unicast MAC"),
+            (BROADCAST, "the broadcast MAC"),
+        ] {
+            // A fresh bucket: 1,000 bytes/s, 2,000-byte burst.
+            let mut limits: HashMap<_, u32, RateLimit> = HashMap::try_from(
+                w.ebpf
+                    .map_mut(names::MAP_RATE_LIMITS)
+                    .expect("VXDP_RATE_LIMITS"),
+            )
+            .expect("VXDP_RATE_LIMITS is a hash map");
+            limits
+                .insert(
+                    &rate_key::network_out(NET_ID),
+                    &RateLimit::new(1000, 2000),
+                    0,
+                )
+                .expect("writing VXDP_RATE_LIMITS");
+            let f = Packet::udp(sock(g.addr, 40001), sock(OUTSIDE, 53))
+                .macs(g.mac, dst)
+                .payload(&[0u8; 458])
+                .build();
+            let mut passed = 0;
+            while passed < 10 && w.run_guest(g.port_ifindex, &f).verdict != TC_ACT_SHOT {
+                passed += 1;
+            }
+            assert!(
+                (5..=6).contains(&passed),
+                "to {what}: {passed} frames of 500 bytes passed a 2,000-byte burst"
+            );
+            w.guest_verdict(
+                &g,
+                &f,
+                TC_ACT_SHOT,
+                &[dropped(DropReason::RateLimited)],
+                &format!("a frame over the network's rate, to {what}"),
+            );
+        }
+    });
+}

@@ -64,13 +64,6 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     if endpoint.flags & endpoint_flags::RATE_LIMITED != 0 && !police::conforms(ifindex, ctx.len()) {
         return Err(Drop::new(DropReason::RateLimited, net_id));
     }
-    // The network's outbound: what goes to the host's bridge interface.
-    if net.flags & network_flags::RATE_LIMITED_OUT != 0
-        && parse::eth(ctx).is_ok_and(|eth| unsafe { (*eth).dst_addr } == net.bridge_mac)
-        && !police::conforms(rate_key::network_out(net_id), ctx.len())
-    {
-        return Err(Drop::new(DropReason::RateLimited, net_id));
-    }
     let malformed = Drop::new(DropReason::Malformed, net_id);
 
     // Offloaded or GRO'd socket buffers may keep headers out of the linear
@@ -106,6 +99,12 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     }
     let to_host_l3 = policy::mac_eq(unsafe { &(*eth).dst_addr }, &net.bridge_mac);
     let to_group = unsafe { (*eth).dst_addr[0] } & 1 != 0;
+    // The network's outbound limit: what the host's bridge interface
+    // receives (frames to its MAC, group frames); frames that leave the
+    // network under another MAC are charged where they leave (IPv4 below).
+    if (to_host_l3 || to_group) && !network_out_conforms(ctx, net, net_id) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     match ether_type {
         ETH_P_IP => {
             let ip = match parse::ipv4(ctx) {
@@ -212,12 +211,25 @@ fn guest_ipv4(
             return Err(Drop::new(DropReason::OtherNetwork, net_id));
         }
     }
+    // Leaving the network, whatever MAC it was sent to: a guest must not
+    // pass the network's outbound limit by not addressing the gateway.
+    if !to_host_l3 && !to_group && !network_out_conforms(ctx, net, net_id) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     let slot = if net.mode == mode::NAT {
         jump::NAT
     } else {
         jump::ROUTE
     };
     tail(ctx, slot, net_id)
+}
+
+/// Whether the frame conforms to the network's outbound bucket (charged
+/// when it does), if the network has one.
+#[inline(always)]
+fn network_out_conforms(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> bool {
+    net.flags & network_flags::RATE_LIMITED_OUT == 0
+        || police::conforms(rate_key::network_out(net_id), ctx.len())
 }
 
 #[inline(always)]
