@@ -200,7 +200,7 @@ fn an_interfaces_own_bandwidth_wins_over_its_portgroups() -> Result<()> {
 }
 
 #[test]
-fn an_unknown_portgroup_is_refused_by_name() -> Result<()> {
+fn an_unknown_portgroup_and_a_floor_are_refused_by_name() -> Result<()> {
     let mut topo = NatTopology::new("bwpg", 1)?;
     topo.create(&network_xml())?;
     let g = &topo.guests[0];
@@ -220,6 +220,23 @@ fn an_unknown_portgroup_is_refused_by_name() -> Result<()> {
             && err.contains("'gold'")
             && err.contains("slow"),
         "the error does not name the element, the portgroup and the known ones: {err}"
+    );
+    // A guaranteed minimum (libvirt's hierarchical classes) is not
+    // realized: refused by name, not ignored.
+    std::fs::write(
+        &file,
+        format!(
+            "<interface type='network'><source network='default'/><target dev='{}'/>\
+             <bandwidth><inbound average='100' floor='50'/></bandwidth></interface>",
+            g.port
+        ),
+    )?;
+    let out = topo.vxdp_status(&["attach-interface", "--xml", file.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "an <inbound floor> was accepted");
+    ensure!(
+        err.contains("/interface/bandwidth/inbound@floor") && err.contains("not supported yet"),
+        "the error does not name the floor as not supported yet: {err}"
     );
     // Nothing was plugged.
     let list = String::from_utf8(topo.vxdp(&["net-list"])?.stdout)?;
