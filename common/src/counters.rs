@@ -282,10 +282,15 @@ pub enum DropReason {
     /// A guest's new NAT flow refused: its network holds its flow limit
     /// (`--max-flows-per-network`).
     NetworkFlowLimit = 61,
+    // Bandwidth (`<bandwidth>`): numbered from 70.
+    /// A guest's frame over its outbound rate (`<bandwidth><outbound
+    /// average burst>` of its interface or portgroup): dropped at its
+    /// port, as libvirt's ingress police action drops it.
+    RateLimited = 70,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 35] = [
+    pub const ALL: [DropReason; 36] = [
         DropReason::Malformed,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
@@ -321,6 +326,7 @@ impl DropReason {
         DropReason::GuestFlowLimit,
         DropReason::NetworkFlowLimit,
         DropReason::ConntrackMismatch,
+        DropReason::RateLimited,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -360,6 +366,7 @@ impl DropReason {
             DropReason::GuestFlowLimit => "guest_flow_limit",
             DropReason::NetworkFlowLimit => "network_flow_limit",
             DropReason::ConntrackMismatch => "conntrack_mismatch",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 

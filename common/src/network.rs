@@ -61,6 +61,14 @@ pub mod network_flags {
     /// bridge with VLAN filtering or netfilter calls): frames between
     /// guests cross it instead of going port to port.
     pub const BRIDGE_FILTERS: u32 = 8;
+    /// Network-wide `<bandwidth><outbound>`: what its guests send to the
+    /// host's bridge interface (the host, and everything routed or NATed
+    /// through it) is charged to `VXDP_RATE_LIMITS[rate_key::network_out]`.
+    pub const RATE_LIMITED_OUT: u32 = 16;
+    /// Network-wide `<bandwidth><inbound>`: what reaches its guests from the
+    /// host's side (the uplink's fast paths, the bridge's egress) is charged
+    /// to `VXDP_RATE_LIMITS[rate_key::network_in]`.
+    pub const RATE_LIMITED_IN: u32 = 32;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
@@ -116,7 +124,77 @@ pub mod endpoint_flags {
     /// redirects, DHCPv4 and DHCPv6 server messages (`attach-interface
     /// --allow-services`). Without it they are dropped (`rogue_service`).
     pub const SERVICES_ALLOWED: u32 = 16;
+    /// The guest's outbound traffic is policed: `VXDP_RATE_LIMITS[port
+    /// ifindex]` holds its token bucket (`<bandwidth><outbound>`). Without
+    /// the flag the programs never look the map up.
+    pub const RATE_LIMITED: u32 = 32;
 }
+
+/// Value of `VXDP_RATE_LIMITS` (`<bandwidth><outbound>` of a guest port): a
+/// token bucket kept as a GCRA ("virtual scheduling"): `tat_ns` is when the
+/// bucket would be full again; a frame of `len` bytes advances it by `len`
+/// times `ns_per_byte_q16 / 2^16` (from now when it lies in the past) and
+/// is dropped (`rate_limited`) when that would put it more than `burst_ns`
+/// ahead of now. Like libvirt's police action: an average rate and a burst,
+/// no queue.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RateLimit {
+    /// Nanoseconds per byte at the average rate, times 2^16.
+    pub ns_per_byte_q16: u64,
+    /// The burst (bytes) expressed as time at the average rate.
+    pub burst_ns: u64,
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`): the theoretical arrival
+    /// time; 0 = idle. Only the programs write it.
+    pub tat_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RateLimit>() == 24);
+user_pod!(RateLimit);
+
+impl RateLimit {
+    /// A bucket for `bytes_per_sec` (at least 1) and `burst_bytes`.
+    pub const fn new(bytes_per_sec: u64, burst_bytes: u64) -> RateLimit {
+        let rate = if bytes_per_sec == 0 { 1 } else { bytes_per_sec };
+        // 1e9 * 2^16 / rate fits in 64 bits for any rate >= 1.
+        let ns_per_byte_q16 = (1_000_000_000u128 << 16) / rate as u128;
+        let burst_ns = (burst_bytes as u128 * 1_000_000_000) / rate as u128;
+        RateLimit {
+            ns_per_byte_q16: ns_per_byte_q16 as u64,
+            burst_ns: if burst_ns > u64::MAX as u128 {
+                u64::MAX
+            } else {
+                burst_ns as u64
+            },
+            tat_ns: 0,
+        }
+    }
+
+    /// The cost of `len` bytes in nanoseconds at the average rate.
+    #[inline(always)]
+    pub const fn cost_ns(&self, len: u64) -> u64 {
+        (len * self.ns_per_byte_q16) >> 16
+    }
+}
+
+/// Keys of `VXDP_RATE_LIMITS`: a guest port's ifindex (below 2^30), and a
+/// network's two network-wide buckets.
+pub mod rate_key {
+    pub const NETWORK_OUT: u32 = 1 << 31;
+    pub const NETWORK_IN: u32 = (1 << 31) | (1 << 30);
+
+    /// Network `id`'s outbound bucket.
+    pub const fn network_out(id: u32) -> u32 {
+        NETWORK_OUT | id
+    }
+
+    /// Network `id`'s inbound bucket.
+    pub const fn network_in(id: u32) -> u32 {
+        NETWORK_IN | id
+    }
+}
+
+/// Entries of `VXDP_RATE_LIMITS`: one per guest port, two per network.
+pub const RATE_LIMIT_ENTRIES: u32 = crate::MAX_PORTS + 2 * crate::MAX_NETWORKS;
 
 /// Value of `VXDP_ENDPOINTS[port ifindex]`: a guest port plugged into a
 /// network.

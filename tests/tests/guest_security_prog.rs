@@ -600,3 +600,118 @@ fn stale_flow_counts_do_not_refuse() {
         }
     });
 }
+
+/// A guest over its outbound rate (`<bandwidth><outbound>`): once its
+/// bucket's burst is spent, its frames are dropped at its port before any
+/// path sees them, counted as `rate_limited`; a guest without a limit is
+/// not slowed by it.
+#[test]
+fn a_guest_over_its_outbound_rate_is_dropped_at_its_port() {
+    use aya::maps::HashMap;
+    use vxdp_common::{RateLimit, names};
+    with_nat_world(|w| {
+        let (g, other) = (w.guests[0], w.guests[1]);
+        set_flags(w, &g, endpoint_flags::RATE_LIMITED, None);
+        set_flags(w, &other, 0, None);
+        // 1,000 bytes/s, 2,000-byte burst: 500-byte frames cost 0.5 s each,
+        // so the bucket takes the burst plus one frame, then refuses.
+        let mut limits: HashMap<_, u32, RateLimit> = HashMap::try_from(
+            w.ebpf
+                .map_mut(names::MAP_RATE_LIMITS)
+                .expect("VXDP_RATE_LIMITS"),
+        )
+        .expect("VXDP_RATE_LIMITS is a hash map");
+        limits
+            .insert(&g.port_ifindex, &RateLimit::new(1000, 2000), 0)
+            .expect("writing VXDP_RATE_LIMITS");
+        let frame = |from: &Guest| {
+            Packet::udp(sock(from.addr, 40000), sock(OUTSIDE, 53))
+                .macs(from.mac, BRIDGE_MAC)
+                .payload(&[0u8; 458])
+                .build()
+        };
+        let f = frame(&g);
+        assert_eq!(f.len(), 500);
+        let mut passed = 0;
+        while passed < 10 && w.run_guest(g.port_ifindex, &f).verdict == TC_ACT_REDIRECT {
+            passed += 1;
+        }
+        // The runs take microseconds, not the seconds that would refill it.
+        assert!(
+            (5..=6).contains(&passed),
+            "{passed} frames of 500 bytes passed a 2,000-byte burst"
+        );
+        w.guest_verdict(
+            &g,
+            &f,
+            TC_ACT_SHOT,
+            &[dropped(DropReason::RateLimited)],
+            "a frame over the rate",
+        );
+        // The other guest's frames are not charged to this bucket.
+        let fo = frame(&other);
+        for i in 0..10 {
+            assert_eq!(
+                w.run_guest(other.port_ifindex, &fo).verdict,
+                TC_ACT_REDIRECT,
+                "the unlimited guest's frame {i}"
+            );
+        }
+    });
+}
+
+/// A network's outbound limit (`<bandwidth>` on the network) charges what
+/// leaves the network through the host, whatever MAC the guest addresses
+/// it to: a NAT-bound frame sent to an unknown unicast MAC or broadcast
+/// (which the program still forwards) is charged like one to the gateway.
+#[test]
+fn a_guest_cannot_pass_its_networks_outbound_limit_by_its_choice_of_mac() {
+    use aya::maps::HashMap;
+    use vxdp_common::{RateLimit, names, rate_key};
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        set_flags(w, &g, 0, None);
+        let mut cfg = w.network();
+        cfg.flags |= network_flags::RATE_LIMITED_OUT;
+        w.set_network(NET_ID, &cfg);
+        for (dst, what) in [
+            (BRIDGE_MAC, "the gateway's MAC"),
+            ([0x02, 0, 0, 0, 0, 0x99], "an unknown unicast MAC"),
+            (BROADCAST, "the broadcast MAC"),
+        ] {
+            // A fresh bucket: 1,000 bytes/s, 2,000-byte burst.
+            let mut limits: HashMap<_, u32, RateLimit> = HashMap::try_from(
+                w.ebpf
+                    .map_mut(names::MAP_RATE_LIMITS)
+                    .expect("VXDP_RATE_LIMITS"),
+            )
+            .expect("VXDP_RATE_LIMITS is a hash map");
+            limits
+                .insert(
+                    &rate_key::network_out(NET_ID),
+                    &RateLimit::new(1000, 2000),
+                    0,
+                )
+                .expect("writing VXDP_RATE_LIMITS");
+            let f = Packet::udp(sock(g.addr, 40001), sock(OUTSIDE, 53))
+                .macs(g.mac, dst)
+                .payload(&[0u8; 458])
+                .build();
+            let mut passed = 0;
+            while passed < 10 && w.run_guest(g.port_ifindex, &f).verdict != TC_ACT_SHOT {
+                passed += 1;
+            }
+            assert!(
+                (5..=6).contains(&passed),
+                "to {what}: {passed} frames of 500 bytes passed a 2,000-byte burst"
+            );
+            w.guest_verdict(
+                &g,
+                &f,
+                TC_ACT_SHOT,
+                &[dropped(DropReason::RateLimited)],
+                &format!("a frame over the network's rate, to {what}"),
+            );
+        }
+    });
+}

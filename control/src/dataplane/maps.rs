@@ -10,7 +10,7 @@ use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, MacKey, MacPort, Nat6Config,
-    NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
+    NetworkConfig, PortCounterKey, RateLimit, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
     endpoint_flags, flow_quota, names,
 };
 
@@ -105,6 +105,47 @@ impl Maps {
     typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
     typed_map!(flow_quotas, names::MAP_FLOW_QUOTAS, HashMap<MapData, u32, FlowQuota>);
+    typed_map!(rate_limits, names::MAP_RATE_LIMITS, HashMap<MapData, u32, RateLimit>);
+
+    /// Sets (or replaces, starting full) guest port `ifindex`'s outbound
+    /// token bucket. Refused on an older layout: the port would go
+    /// unshaped.
+    pub fn set_rate_limit(&self, ifindex: u32, limit: &RateLimit) -> Result<(), DataplaneError> {
+        self.layout.require(&self.pins, Feature::RateLimits)?;
+        self.rate_limits()?
+            .insert(&ifindex, limit, 0)
+            .map_err(map_err(names::MAP_RATE_LIMITS))
+    }
+
+    /// Guest port `ifindex`'s outbound token bucket, if it has one.
+    pub fn rate_limit(&self, ifindex: u32) -> Result<Option<RateLimit>, DataplaneError> {
+        if !self.layout.has(Feature::RateLimits) {
+            return Ok(None);
+        }
+        match self.rate_limits()?.get(&ifindex, 0) {
+            Ok(l) => Ok(Some(l)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_RATE_LIMITS)(e)),
+        }
+    }
+
+    /// Forgets network `id`'s two network-wide buckets (stopped).
+    pub fn remove_network_rate_limits(&self, id: u32) -> Result<(), DataplaneError> {
+        self.remove_rate_limit(vxdp_common::rate_key::network_out(id))?;
+        self.remove_rate_limit(vxdp_common::rate_key::network_in(id))
+    }
+
+    /// Forgets guest port `ifindex`'s bucket (unplugged).
+    pub fn remove_rate_limit(&self, ifindex: u32) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::RateLimits) {
+            return Ok(());
+        }
+        match self.rate_limits()?.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_RATE_LIMITS)(e)),
+        }
+    }
 
     /// Writes the default flow limits the programs give a guest port and a
     /// network on their first flow (0: no limit). Entries that exist keep
@@ -391,15 +432,16 @@ impl Maps {
         }
     }
 
-    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
-    /// flow it created (replies must not reach whatever is plugged next
-    /// with this ifindex).
+    /// Unplugs a guest port: its endpoint, MAC and port entries, its rate
+    /// limit, and every flow it created (replies must not reach whatever is
+    /// plugged next with this ifindex).
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)? {
             self.remove_mac(ifindex, &old)?;
         }
         self.flush_port_flows(ifindex)?;
         self.remove_flow_quota(ifindex)?;
+        self.remove_rate_limit(ifindex)?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

@@ -24,6 +24,8 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
 
+use crate::model::bandwidth::HtbRate;
+
 /// Maximum interface name length in bytes (IFNAMSIZ - 1).
 const MAX_IFNAME_LEN: usize = 15;
 
@@ -695,6 +697,151 @@ impl Netlink {
             .filter_map(default_route_from_message)
             .min_by_key(|(metric, _)| *metric)
             .map(|(_, r)| r))
+    }
+}
+
+/// `struct tc_ratespec` (`linux/pkt_sched.h`): cell_log, linklayer,
+/// overhead, cell_align, mpu, rate (32 bits; `TCA_HTB_RATE64` beyond).
+fn tc_ratespec(bytes_per_sec: u64) -> [u8; 12] {
+    const TC_LINKLAYER_ETHERNET: u8 = 1;
+    let mut out = [0u8; 12];
+    out[1] = TC_LINKLAYER_ETHERNET;
+    out[8..12].copy_from_slice(&(bytes_per_sec.min(u32::MAX as u64) as u32).to_ne_bytes());
+    out
+}
+
+/// The time to send `bytes` at `bytes_per_sec`, in the kernel's psched
+/// ticks (64 ns: `PSCHED_SHIFT`), as HTB's `buffer`/`cbuffer` want it.
+fn psched_ticks(bytes: u64, bytes_per_sec: u64) -> u32 {
+    let ns = (bytes as u128 * 1_000_000_000) / bytes_per_sec.max(1) as u128;
+    (ns >> 6).min(u32::MAX as u128) as u32
+}
+
+impl Netlink {
+    /// Sends one traffic-control request and waits for the kernel's answer.
+    async fn tc_request(
+        &self,
+        op: &str,
+        index: u32,
+        msg: rtnetlink::packet_route::RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), NetlinkError> {
+        use futures::StreamExt;
+        use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut resp = match handle.request(req) {
+            Ok(r) => r,
+            Err(e) => return Err(self.index_err(op, index, e).await),
+        };
+        while let Some(m) = resp.next().await {
+            if let NetlinkPayload::Error(e) = m.payload
+                && e.code.is_some()
+            {
+                return Err(self
+                    .index_err(op, index, rtnetlink::Error::NetlinkError(e))
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Shapes what interface `index` transmits with one HTB class (libvirt's
+    /// `<bandwidth><inbound>` on a tap): root qdisc `1:` (replacing the
+    /// device's own), every frame in its default class `1:1`.
+    pub async fn set_htb(&self, index: u32, r: &HtbRate) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_REPLACE};
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+        const TCA_HTB_PARMS: u16 = 1;
+        const TCA_HTB_INIT: u16 = 2;
+        const TCA_HTB_RATE64: u16 = 6;
+        const TCA_HTB_CEIL64: u16 = 7;
+        // struct tc_htb_glob: version 3, rate2quantum 10, defcls 1,
+        // debug 0, direct_pkts 0.
+        let glob: Vec<u8> = [3u32, 10, 1, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let mut qdisc = TcMessage::with_index(index as i32);
+        qdisc.header.parent = TcHandle::ROOT;
+        qdisc.header.handle = TcHandle { major: 1, minor: 0 };
+        qdisc.attributes.push(TcAttribute::Kind("htb".into()));
+        qdisc
+            .attributes
+            .push(TcAttribute::Options(vec![TcOption::Other(
+                DefaultNla::new(TCA_HTB_INIT, glob),
+            )]));
+        self.tc_request(
+            "adding an htb qdisc to",
+            index,
+            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await?;
+        // struct tc_htb_opt: rate, ceil, buffer, cbuffer, quantum (0: the
+        // kernel's rate / rate2quantum), level, prio.
+        let mut opt = Vec::with_capacity(44);
+        opt.extend_from_slice(&tc_ratespec(r.rate));
+        opt.extend_from_slice(&tc_ratespec(r.ceil));
+        opt.extend_from_slice(&psched_ticks(r.burst, r.rate).to_ne_bytes());
+        opt.extend_from_slice(&psched_ticks(r.cburst, r.ceil).to_ne_bytes());
+        opt.extend_from_slice(&[0u8; 12]);
+        let mut opts = vec![TcOption::Other(DefaultNla::new(TCA_HTB_PARMS, opt))];
+        if r.rate > u32::MAX as u64 {
+            opts.push(TcOption::Other(DefaultNla::new(
+                TCA_HTB_RATE64,
+                r.rate.to_ne_bytes().to_vec(),
+            )));
+        }
+        if r.ceil > u32::MAX as u64 {
+            opts.push(TcOption::Other(DefaultNla::new(
+                TCA_HTB_CEIL64,
+                r.ceil.to_ne_bytes().to_vec(),
+            )));
+        }
+        let mut class = TcMessage::with_index(index as i32);
+        class.header.parent = TcHandle { major: 1, minor: 0 };
+        class.header.handle = TcHandle { major: 1, minor: 1 };
+        class.attributes.push(TcAttribute::Kind("htb".into()));
+        class.attributes.push(TcAttribute::Options(opts));
+        self.tc_request(
+            "adding an htb class to",
+            index,
+            RouteNetlinkMessage::NewTrafficClass(class),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Removes interface `index`'s root qdisc (the kernel puts its default
+    /// back); nothing to do when it has only the default.
+    pub async fn clear_root_qdisc(&self, index: u32) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
+        let mut qdisc = TcMessage::with_index(index as i32);
+        qdisc.header.parent = TcHandle::ROOT;
+        match self
+            .tc_request(
+                "removing the root qdisc of",
+                index,
+                RouteNetlinkMessage::DelQueueDiscipline(qdisc),
+                0,
+            )
+            .await
+        {
+            // ENOENT/EINVAL: only the default qdisc is there; ENODEV: gone.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
+                ) =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
     }
 }
 

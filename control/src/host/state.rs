@@ -60,6 +60,14 @@ pub struct PortRecord {
     /// in again when they come back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_bridge: bool,
+    /// The `<bandwidth>` the port is shaped to: its `<interface>`'s, or
+    /// else its portgroup's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<crate::model::bandwidth::Bandwidth>,
+    /// The portgroup the port joined (`<source portgroup>`, or the
+    /// network's default portgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portgroup: Option<String>,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

@@ -34,7 +34,7 @@ pub enum Step {
     DeleteBridge { name: String },
     /// Delete the tap vxdp created under this name.
     DeleteTap { name: String },
-    /// Zero network `id`'s entry (and its NAT66 entry).
+    /// Zero network `id`'s entry (and its NAT66 entry, its rate limits).
     ClearNetwork { id: u32 },
     /// Remove subnet entries (address and prefix as the maps key them).
     RemoveSubnets {
@@ -47,8 +47,11 @@ pub enum Step {
     DetachLinks { paths: Vec<PathBuf> },
     /// Stop network's dnsmasq and its supervisor.
     StopDnsmasq { network: String },
-    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries).
+    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries,
+    /// its outbound rate limit).
     RemoveEndpoint { ifindex: u32 },
+    /// Remove the root qdisc vxdp gave `ifindex` (inbound shaping).
+    ClearQdisc { ifindex: u32 },
     /// Take `ifindex` out of its bridge.
     NoMaster { ifindex: u32 },
     /// Remove the direct device entry of `ifindex`.
@@ -255,6 +258,7 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
             if let Some(m) = maps() {
                 let _ = m.set_network(*id, &Default::default());
                 let _ = m.set_nat6(*id, &Default::default());
+                let _ = m.remove_network_rate_limits(*id);
             }
         }
         Step::RemoveSubnets { v4, v6 } => {
@@ -282,6 +286,11 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
             if let Some(m) = maps() {
                 let _ = m.remove_endpoint(*ifindex);
             }
+        }
+        Step::ClearQdisc { ifindex } => {
+            nl.clear_root_qdisc(*ifindex)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Step::NoMaster { ifindex } => {
             if nl

@@ -2,5 +2,6 @@
 //! modes, address arithmetic.
 
 pub mod addr;
+pub mod bandwidth;
 pub mod mac;
 pub mod mode;

@@ -294,6 +294,7 @@ async fn apply_start(
     cfg.flags |= bridge_flags;
     undo.push(Step::ClearNetwork { id });
     maps.reset_counters(id)?;
+    crate::modes::shaping::apply_network(&maps, id, &plan.def)?;
     maps.set_network(id, &cfg)?;
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
@@ -516,6 +517,9 @@ pub async fn reconcile(
         (rec.nat_first, rec.nat_last),
     );
     want.flags |= bridge_flags;
+    if crate::modes::shaping::repair_network(maps, rec.id, &plan.def)? {
+        repairs.note(format!("{name}: wrote its rate limits again"));
+    }
     if maps.networks()?.get(&rec.id, 0).ok() != Some(want) {
         maps.set_network(rec.id, &want)?;
         repairs.note(format!(
@@ -579,7 +583,8 @@ pub async fn reconcile(
             ));
             continue;
         };
-        if link.index != port.ifindex {
+        let moved = link.index != port.ifindex;
+        if moved {
             dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
             maps.remove_endpoint(port.ifindex)?;
             repairs.note(format!(
@@ -587,6 +592,9 @@ pub async fn reconcile(
                 port.dev, link.index, port.ifindex
             ));
             port.ifindex = link.index;
+        }
+        if crate::modes::shaping::repair(nl, maps, port, moved).await? {
+            repairs.note(format!("{name}: shaped {} again", port.dev));
         }
         match endpoints.get(&port.ifindex, 0) {
             Ok(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
@@ -736,6 +744,8 @@ async fn follow_bridge_ports(
             ipv6: None,
             services_allowed: false,
             from_bridge: true,
+            bandwidth: None,
+            portgroup: None,
         });
     }
     rec.ports.extend(new_ports);

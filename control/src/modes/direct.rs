@@ -348,6 +348,9 @@ pub async fn reconcile(
             repairs.problem(format!("{name}: guest port {} is missing or was recreated; plug it in again with attach-interface", port.dev));
             continue;
         };
+        if crate::modes::shaping::repair(nl, maps, port, false).await? {
+            repairs.note(format!("{name}: shaped {} again", port.dev));
+        }
         match maps.endpoint(port.ifindex)? {
             Some(ep) if ep.network_id == rec.id && maps.mac_entry_current(port.ifindex, &ep)? => {}
             _ => {

@@ -12,6 +12,7 @@ pub mod direct;
 pub mod follow;
 pub mod nat6;
 pub mod plan;
+pub mod shaping;
 pub mod shared;
 
 use crate::{

@@ -214,6 +214,15 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
     if def.mtu.is_some() {
         return Err(not_supported(file, "/network/mtu", "<mtu>"));
     }
+    // A host bridge carries the host's LAN traffic too: libvirt's shaping
+    // of that bridge device has no counterpart in vxdp's programs.
+    if net_mode == mode::BRIDGE && xml::network_bandwidth(&def).is_some() {
+        return Err(not_supported(
+            file,
+            "/network/bandwidth",
+            "network-wide <bandwidth> on a host bridge",
+        ));
+    }
     // The guest services' configuration is checked now, before any host change.
     dnsmasq::check(&def, file)?;
     let nat = forward.and_then(|f| f.nat.as_ref());
@@ -304,6 +313,14 @@ pub fn network_config(
     }
     if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
         flags |= network_flags::FORWARD_DEV;
+    }
+    if let Some(bw) = xml::network_bandwidth(&plan.def) {
+        if bw.outbound.is_some() {
+            flags |= network_flags::RATE_LIMITED_OUT;
+        }
+        if bw.inbound.is_some() {
+            flags |= network_flags::RATE_LIMITED_IN;
+        }
     }
     let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
         gateway: Ipv4Addr::UNSPECIFIED,
@@ -493,6 +510,43 @@ mod tests {
             )
         );
         assert_eq!((c.nat_port_min, c.nat_port_max), (1024, 65535));
+    }
+
+    #[test]
+    fn a_networks_bandwidth_sets_its_rate_limit_flags() {
+        let mac = [0x52, 0x54, 0, 1, 2, 3];
+        let none = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        let ip = "<ip address='192.168.150.1' prefix='24'/>";
+        for (bw, want) in [
+            ("", 0),
+            ("<bandwidth/>", 0),
+            (
+                "<bandwidth><outbound average='10'/></bandwidth>",
+                network_flags::RATE_LIMITED_OUT,
+            ),
+            (
+                "<bandwidth><inbound average='10'/><outbound average='5'/></bandwidth>",
+                network_flags::RATE_LIMITED_IN | network_flags::RATE_LIMITED_OUT,
+            ),
+        ] {
+            let p = plan(&net(&format!("<forward mode='nat'/>{bw}{ip}")), "t.xml").unwrap();
+            let c = network_config(&p, 7, mac, 2, none);
+            assert_eq!(
+                c.flags & (network_flags::RATE_LIMITED_IN | network_flags::RATE_LIMITED_OUT),
+                want,
+                "{bw}"
+            );
+        }
+        let e = plan(
+            &net("<bridge name='br0'/><forward mode='bridge'/><bandwidth><inbound average='10'/></bandwidth>"),
+            "t.xml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/network/bandwidth") && e.contains("not supported yet"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -272,8 +272,13 @@ pub fn port_endpoint(
     if port.ipv6.is_some() {
         flags |= endpoint_flags::IPV6_KNOWN;
     }
-    if xdp_frames {
+    // An XDP redirect into the port would pass its inbound shaping (a
+    // qdisc): frames to a shaped port take the socket-buffer path.
+    if xdp_frames && port.bandwidth.is_none_or(|b| b.inbound.is_none()) {
         flags |= endpoint_flags::XDP_FRAMES;
+    }
+    if port.bandwidth.is_some_and(|b| b.outbound.is_some()) {
+        flags |= endpoint_flags::RATE_LIMITED;
     }
     if port.services_allowed {
         flags |= endpoint_flags::SERVICES_ALLOWED;
@@ -312,5 +317,87 @@ impl Repairs {
     pub(crate) fn problem(&mut self, line: String) {
         log::warn!("reconcile: {line}");
         self.problems.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::bandwidth::{Bandwidth, Rate};
+    use std::net::Ipv4Addr;
+
+    /// A shaped port's endpoint: inbound shaping takes XDP redirects away
+    /// (they would pass the port's qdisc), outbound sets the flag the
+    /// program checks before looking its bucket up.
+    #[test]
+    fn a_shaped_ports_endpoint_has_no_xdp_frames_and_says_it_is_limited() {
+        let rec = NetworkRecord {
+            name: "n".into(),
+            id: 3,
+            mode: "nat".into(),
+            bridge: "virbr9".into(),
+            bridge_ifindex: 9,
+            uplink: "up0".into(),
+            uplink_ifindex: 2,
+            subnet: Ipv4Addr::new(192, 168, 9, 0),
+            prefix: 24,
+            gateway: Ipv4Addr::new(192, 168, 9, 1),
+            nat_first: Ipv4Addr::UNSPECIFIED,
+            nat_last: Ipv4Addr::UNSPECIFIED,
+            nat_ports: (1024, 65535),
+            ports: Vec::new(),
+            xml: String::new(),
+            ipv6: None,
+            direct_nics: Vec::new(),
+            nat6: None,
+        };
+        let rate = Some(Rate {
+            average: 10,
+            ..Rate::default()
+        });
+        let port = |bandwidth| PortRecord {
+            dev: "vnet9".into(),
+            ifindex: 42,
+            mac: None,
+            created_tap: true,
+            ipv4: None,
+            ipv6: None,
+            services_allowed: false,
+            from_bridge: false,
+            bandwidth,
+            portgroup: None,
+        };
+        let dir = std::path::Path::new("/nonexistent-vxdp-state");
+        let flags = |bw| port_endpoint(dir, &rec, &port(bw), true).unwrap().flags;
+        let limits = endpoint_flags::XDP_FRAMES | endpoint_flags::RATE_LIMITED;
+        for (bw, want, what) in [
+            (None, endpoint_flags::XDP_FRAMES, "unshaped"),
+            (
+                Some(Bandwidth {
+                    inbound: rate,
+                    outbound: None,
+                }),
+                0,
+                "inbound shaped",
+            ),
+            (
+                Some(Bandwidth {
+                    inbound: None,
+                    outbound: rate,
+                }),
+                limits,
+                "outbound limited",
+            ),
+            (
+                Some(Bandwidth {
+                    inbound: rate,
+                    outbound: rate,
+                }),
+                endpoint_flags::RATE_LIMITED,
+                "both",
+            ),
+        ] {
+            assert_eq!(flags(bw) & limits, want, "{what}");
+        }
     }
 }

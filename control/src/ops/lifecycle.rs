@@ -57,6 +57,7 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
         }
         maps.flush_conntrack(rec.id)?;
         maps.remove_flow_quota(vxdp_common::flow_quota::network(rec.id))?;
+        crate::modes::shaping::clear_network(&maps, rec.id)?;
     }
     fault::point("net-destroy:maps");
     let others: Vec<_> = state

@@ -20,11 +20,13 @@ use crate::{
     },
     model::{
         addr::{prefix_mask, prefix_mask6},
+        bandwidth::Bandwidth,
         mac::Mac,
     },
     modes::{
         Realization, direct,
         plan::PlanError,
+        shaping,
         shared::{ModeError, port_endpoint, takes_xdp_frames},
     },
     ops::{
@@ -37,13 +39,6 @@ use crate::{
 /// The running network an `<interface>` names.
 fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, OpsError> {
     match &def.source {
-        InterfaceSource::Network {
-            portgroup: Some(_), ..
-        } => Err(OpsError::from(PlanError::NotSupported {
-            file: file.into(),
-            element: "/interface/source@portgroup".into(),
-            what: "portgroups".into(),
-        })),
         InterfaceSource::Network { name, .. } => Ok(find(ctx, name)?.name),
         InterfaceSource::Bridge(bridge) => list(ctx)?
             .into_iter()
@@ -88,6 +83,50 @@ fn network_of(ctx: &Context, def: &InterfaceDef, file: &str) -> Result<String, O
     }
 }
 
+/// The portgroup a port joins and the `<bandwidth>` it is shaped to, like
+/// libvirt: the portgroup `named` (an error naming `at` when the network
+/// has none of that name), else the network's default portgroup; the
+/// interface's own `<bandwidth>` (`own`) when it has one, else the
+/// portgroup's.
+pub fn port_shaping(
+    rec: &NetworkRecord,
+    named: Option<&str>,
+    own: Option<Bandwidth>,
+    file: &str,
+    at: &str,
+) -> Result<(Option<String>, Option<Bandwidth>), OpsError> {
+    let def = xml::parse_network(&rec.xml, &rec.name)?;
+    let groups = xml::portgroups(&def);
+    let group = match named {
+        Some(n) => Some(groups.iter().find(|g| g.name == n).ok_or_else(|| {
+            let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            OpsError::from(PlanError::Invalid {
+                file: file.into(),
+                element: at.into(),
+                reason: format!(
+                    "network '{}' has no portgroup '{n}' (its portgroups: {})",
+                    rec.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            })
+        })?),
+        None => groups.iter().find(|g| g.default),
+    };
+    let bandwidth = own.or_else(|| group.and_then(|g| g.bandwidth));
+    if let Some(v) = bandwidth.and_then(|b| b.inbound).and_then(|r| r.floor) {
+        return Err(OpsError::from(PlanError::NotSupported {
+            file: file.into(),
+            element: "/interface/bandwidth/inbound@floor".into(),
+            what: format!("<inbound floor='{v}'> (a guaranteed minimum)"),
+        }));
+    }
+    Ok((group.map(|g| g.name.clone()), bandwidth))
+}
+
 /// The first `vnetN` no link uses.
 async fn free_tap_name(nl: &Netlink) -> Result<String, OpsError> {
     for n in 0..65536 {
@@ -112,6 +151,17 @@ pub async fn attach_xml(
 ) -> Result<PortRecord, OpsError> {
     let def = xml::parse_interface(xml_text, file)?;
     let network = network_of(ctx, &def, file)?;
+    let named = match &def.source {
+        InterfaceSource::Network { portgroup, .. } => portgroup.as_deref(),
+        _ => None,
+    };
+    let shaping = port_shaping(
+        &find(ctx, &network)?,
+        named,
+        def.bandwidth,
+        file,
+        "/interface/source@portgroup",
+    )?;
     // Like libvirt: a guest without <mac> gets one in 52:54:00.
     let mac = match def.mac {
         Some(m) => m,
@@ -128,6 +178,7 @@ pub async fn attach_xml(
         &[],
         false,
         false,
+        Some(shaping),
     )
     .await
 }
@@ -282,6 +333,7 @@ pub async fn attach_port(
         ips,
         services_allowed,
         false,
+        None,
     )
     .await
 }
@@ -303,6 +355,7 @@ pub async fn plug_libvirt_port(
         &[],
         false,
         true,
+        Some((None, None)),
     )
     .await
 }
@@ -387,7 +440,10 @@ pub async fn set_libvirt_port(
 
 /// Plugs a port under the state directory's lock. Every change is
 /// journaled before it is made ([`Undo::journaled`]): a failure reverts
-/// them, and so does the next command if this one dies.
+/// them, and so does the next command if this one dies. `shaping` is the
+/// port's portgroup and `<bandwidth>` ([`port_shaping`]); `None`: the
+/// network's default portgroup's.
+#[allow(clippy::too_many_arguments)]
 async fn plug_port(
     ctx: &Context,
     network: &str,
@@ -396,12 +452,17 @@ async fn plug_port(
     ips: &[String],
     services_allowed: bool,
     from_bridge: bool,
+    shaping: Option<(Option<String>, Option<Bandwidth>)>,
 ) -> Result<PortRecord, OpsError> {
     let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
     let (ipv4, ipv6) = static_addresses(&rec, ips)?;
+    let (portgroup, bandwidth) = match shaping {
+        Some(s) => s,
+        None => port_shaping(&rec, None, None, network, "/network/portgroup")?,
+    };
     let mut undo = Undo::journaled(
         &ctx.state_dir,
         &ctx.pins,
@@ -451,6 +512,8 @@ async fn plug_port(
             created_tap,
             services_allowed,
             from_bridge,
+            bandwidth,
+            portgroup,
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
@@ -460,6 +523,8 @@ async fn plug_port(
         undo.push(Step::RemoveEndpoint {
             ifindex: link.index,
         });
+        // The bucket before the endpoint whose flag says to look it up.
+        shaping::apply(&nl, &maps, &port, Some(&mut undo)).await?;
         maps.set_endpoint(link.index, &endpoint)
             .map_err(ModeError::from)?;
         fault::point("attach:endpoint");
@@ -521,6 +586,7 @@ pub(crate) async fn unplug(ctx: &Context, nl: &Netlink, port: &PortRecord) -> Re
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.remove_endpoint(port.ifindex)?;
         direct::unplug(&maps, port.ifindex)?;
+        shaping::clear(nl, &maps, port).await?;
     }
     if nl.link_by_index(port.ifindex).await?.is_some() {
         nl.set_nomaster(port.ifindex).await?;

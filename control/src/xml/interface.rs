@@ -5,11 +5,12 @@
 //! Only the parts that concern the host side of the port are modelled; the
 //! guest-side details the hypervisor handles (`<model>`, `<address>`,
 //! `<alias>`, `<driver>`, `<boot>`, `<rom>`) are accepted and kept out of the
-//! way. Port features vxdp does not implement (`<bandwidth>`, `<vlan>`,
-//! `<virtualport>`, `<filterref>`, ...) are errors naming the element, never
-//! silently ignored.
+//! way. `<bandwidth>` is the port's rates (checked as libvirt checks
+//! them). Port features vxdp does not implement (`<vlan>`, `<virtualport>`,
+//! `<filterref>`, ...) are errors naming the element, never silently
+//! ignored.
 
-use crate::model::mac::Mac;
+use crate::model::{bandwidth::Bandwidth, mac::Mac};
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::XmlError;
@@ -47,6 +48,9 @@ pub struct InterfaceDef {
     pub model: Option<String>,
     /// `<target dev>`: the host-side device name.
     pub target: Option<String>,
+    /// `<bandwidth>` with at least one direction (an empty one is no
+    /// limit, as in libvirt).
+    pub bandwidth: Option<Bandwidth>,
 }
 
 type R<T> = Result<T, XmlError>;
@@ -153,6 +157,8 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
     let mut def_mac = None;
     let mut model = None;
     let mut target = None;
+    let mut bandwidth: Option<Bandwidth> = None;
+    let mut seen_bandwidth = false;
     for child in root.children().filter(Node::is_element) {
         let name = child.tag_name().name();
         let cpath = format!("{path}/{name}");
@@ -234,6 +240,12 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
                 let d = req(file, child, &cpath, "dev")?;
                 target = Some(ifname(file, d, &format!("{cpath}@dev"))?.to_string());
             }
+            "bandwidth" => {
+                once(seen_bandwidth)?;
+                seen_bandwidth = true;
+                check_bandwidth(file, child, &cpath, kind == InterfaceType::Network)?;
+                bandwidth = Some(Bandwidth::from_node(child)).filter(|b| !b.is_empty());
+            }
             // Guest-side details the hypervisor deals with.
             "address" | "alias" | "driver" | "boot" | "rom" | "acpi" => {}
             other => {
@@ -260,7 +272,73 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
         mac: def_mac,
         model,
         target,
+        bandwidth,
     })
+}
+
+/// libvirt's checks of a domain `<bandwidth>` (its schema and
+/// `virNetDevBandwidthParse`): `<inbound>` and `<outbound>` once each,
+/// rates and burst whole numbers from 1 to 2^32-1, `average` required
+/// (an inbound `floor` may stand alone), `peak` and `burst` only with
+/// `average`, `floor` only inbound and only on a `type='network'` port.
+fn check_bandwidth(file: &str, node: Node, path: &str, floor_allowed: bool) -> R<()> {
+    attrs(file, node, path, &[])?;
+    let mut seen: Vec<&str> = Vec::new();
+    for dir in node.children().filter(Node::is_element) {
+        let name = dir.tag_name().name();
+        let dpath = format!("{path}/{name}");
+        if dir.tag_name().namespace().is_some() || !["inbound", "outbound"].contains(&name) {
+            return Err(err(file, dpath, None, "element not known here"));
+        }
+        if seen.contains(&name) {
+            return Err(err(file, dpath, None, "element may appear only once"));
+        }
+        seen.push(name);
+        attrs(file, dir, &dpath, &["average", "peak", "burst", "floor"])?;
+        for a in ["average", "peak", "burst", "floor"] {
+            if let Some(v) = dir.attribute(a) {
+                let ok = !v.is_empty()
+                    && v.bytes().all(|b| b.is_ascii_digit())
+                    && v.parse::<u32>().is_ok_and(|n| n >= 1);
+                if !ok {
+                    return Err(err(
+                        file,
+                        format!("{dpath}@{a}"),
+                        Some(v),
+                        "expected a whole number from 1 to 4294967295 (kilobytes/s, or kibibytes for burst)",
+                    ));
+                }
+            }
+        }
+        if let Some(v) = dir.attribute("floor") {
+            if name == "outbound" || !floor_allowed {
+                return Err(err(
+                    file,
+                    format!("{dpath}@floor"),
+                    Some(v),
+                    "'floor' is allowed only in <inbound> of a type='network' interface",
+                ));
+            }
+        } else if dir.attribute("average").is_none() {
+            return Err(err(
+                file,
+                format!("{dpath}@average"),
+                None,
+                "missing mandatory average (or, inbound, floor)",
+            ));
+        }
+        if dir.attribute("average").is_none()
+            && (dir.attribute("peak").is_some() || dir.attribute("burst").is_some())
+        {
+            return Err(err(
+                file,
+                format!("{dpath}@average"),
+                None,
+                "'peak' and 'burst' need 'average'",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -291,6 +369,38 @@ mod tests {
         assert_eq!(d.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
         assert_eq!(d.model.as_deref(), Some("virtio"));
         assert_eq!(d.target.as_deref(), Some("vnet7"));
+        assert_eq!(d.bandwidth, None);
+    }
+
+    #[test]
+    fn parses_bandwidth_and_portgroup() {
+        let d = parse_interface(
+            "<interface type='network'>
+               <source network='default' portgroup='gold'/>
+               <bandwidth><inbound average='100' peak='200' burst='32'/><outbound average='50'/></bandwidth>
+             </interface>",
+            "if.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            d.source,
+            InterfaceSource::Network {
+                name: "default".into(),
+                portgroup: Some("gold".into())
+            }
+        );
+        let b = d.bandwidth.unwrap();
+        assert_eq!(
+            b.inbound.map(|r| (r.average, r.peak, r.burst)),
+            Some((100, Some(200), Some(32)))
+        );
+        assert_eq!(b.outbound.map(|r| r.average), Some(50));
+        let empty = parse_interface(
+            "<interface type='network'><source network='n'/><bandwidth/></interface>",
+            "if.xml",
+        )
+        .unwrap();
+        assert_eq!(empty.bandwidth, None, "libvirt drops an empty <bandwidth/>");
     }
 
     #[test]
@@ -344,8 +454,28 @@ mod tests {
                 "/interface/source@mode",
             ),
             (
-                "<interface type='network'><source network='n'/><bandwidth/></interface>",
-                "/interface/bandwidth",
+                "<interface type='network'><source network='n'/><bandwidth><inbound peak='5'/></bandwidth></interface>",
+                "/interface/bandwidth/inbound@average",
+            ),
+            (
+                "<interface type='network'><source network='n'/><bandwidth><outbound average='0'/></bandwidth></interface>",
+                "/interface/bandwidth/outbound@average",
+            ),
+            (
+                "<interface type='network'><source network='n'/><bandwidth><outbound average='5' floor='1'/></bandwidth></interface>",
+                "/interface/bandwidth/outbound@floor",
+            ),
+            (
+                "<interface type='bridge'><source bridge='b'/><bandwidth><inbound average='5' floor='1'/></bandwidth></interface>",
+                "/interface/bandwidth/inbound@floor",
+            ),
+            (
+                "<interface type='network'><source network='n'/><bandwidth><inbound average='5'/><inbound average='6'/></bandwidth></interface>",
+                "/interface/bandwidth/inbound",
+            ),
+            (
+                "<interface type='network'><source network='n'/><vlan><tag id='5'/></vlan></interface>",
+                "/interface/vlan",
             ),
             ("<domain/>", "/domain"),
         ];

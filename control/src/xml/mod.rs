@@ -21,8 +21,9 @@
 //! are checked against the schema's element and attribute names, plus libvirt's value
 //! checks for bandwidth rates, VLAN tags, virtualport types and portgroup names and
 //! defaults (`<forward>` device lists: names only), and kept as normalised XML in
-//! [`RawElement`]s so that [`to_xml`] writes them back. vxdp implements none of them
-//! yet, so [`unsupported_features`] lists them all.
+//! [`RawElement`]s so that [`to_xml`] writes them back. Of these vxdp realizes
+//! portgroups ([`portgroups`]) with their `<bandwidth>`; [`unsupported_features`]
+//! lists the rest.
 //! `<metadata>` is kept the same way; comments are dropped and namespaces are written
 //! out on the elements that use them.
 
@@ -33,6 +34,8 @@ mod write;
 
 pub use domain::{DomainPort, domain_ports};
 pub use interface::{InterfaceDef, InterfaceSource, InterfaceType, parse_interface};
+
+use crate::model::bandwidth::Bandwidth;
 
 #[cfg(test)]
 mod tests;
@@ -314,6 +317,56 @@ pub struct RawElement {
     pub xml: String,
 }
 
+/// `<portgroup>`: settings a guest port takes when its `<interface>` names
+/// the group (`<source portgroup>`), or when it names none and the group is
+/// the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portgroup {
+    pub name: String,
+    pub default: bool,
+    /// Its `<bandwidth>` with at least one direction.
+    pub bandwidth: Option<Bandwidth>,
+    /// Has a `<vlan>`.
+    pub vlan: bool,
+    /// Has a `<virtualport>`.
+    pub virtualport: bool,
+    /// `trustGuestRxFilters='yes'`.
+    pub trust_guest_rx_filters: bool,
+}
+
+/// The network-wide `<bandwidth>`, when it limits a direction.
+pub fn network_bandwidth(def: &NetworkDef) -> Option<Bandwidth> {
+    def.extra
+        .iter()
+        .find(|r| r.name == "bandwidth")
+        .and_then(|r| Bandwidth::from_xml(&r.xml))
+}
+
+/// The definition's portgroups, in document order.
+pub fn portgroups(def: &NetworkDef) -> Vec<Portgroup> {
+    def.extra
+        .iter()
+        .filter(|r| r.name == "portgroup")
+        .filter_map(|r| {
+            let doc = roxmltree::Document::parse(&r.xml).ok()?;
+            let pg = doc.root_element();
+            let has = |n: &str| pg.children().any(|c| c.has_tag_name(n));
+            Some(Portgroup {
+                name: pg.attribute("name")?.to_string(),
+                default: pg.attribute("default") == Some("yes"),
+                bandwidth: pg
+                    .children()
+                    .find(|c| c.has_tag_name("bandwidth"))
+                    .map(Bandwidth::from_node)
+                    .filter(|b| !b.is_empty()),
+                vlan: has("vlan"),
+                virtualport: has("virtualport"),
+                trust_guest_rx_filters: pg.attribute("trustGuestRxFilters") == Some("yes"),
+            })
+        })
+        .collect()
+}
+
 /// Longest network name: it names files such as `<name>.autostart`, which
 /// must fit the 255 bytes of a file name.
 pub const MAX_NETWORK_NAME: usize = 200;
@@ -362,7 +415,10 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// Paths of the parts of `def` that are parsed and kept but not implemented by vxdp,
 /// for the caller to refuse with `"not supported yet: <path>"`.
 ///
-/// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq),
+/// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq)
+/// and portgroups themselves (their `<vlan>`, `<virtualport>` and
+/// `trustGuestRxFilters` are listed; their `<bandwidth>` is realized), the
+/// network's `<bandwidth>`,
 /// `<route>`, DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
 /// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
 /// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
@@ -398,8 +454,26 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             push(format!("/network/forward/{}", raw.name));
         }
     }
-    for raw in &def.extra {
+    // The network's <bandwidth> is realized (see `modes::plan` for where).
+    for raw in def
+        .extra
+        .iter()
+        .filter(|r| r.name != "portgroup" && r.name != "bandwidth")
+    {
         push(format!("/network/{}", raw.name));
+    }
+    // A portgroup's <bandwidth> is realized on the ports that join it.
+    for (i, pg) in portgroups(def).iter().enumerate() {
+        let p = format!("/network/portgroup[{}]", i + 1);
+        if pg.vlan {
+            push(format!("{p}/vlan"));
+        }
+        if pg.virtualport {
+            push(format!("{p}/virtualport"));
+        }
+        if pg.trust_guest_rx_filters {
+            push(format!("{p}@trustGuestRxFilters"));
+        }
     }
     if def.port_isolated {
         push("/network/port@isolated".into());

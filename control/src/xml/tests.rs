@@ -302,10 +302,49 @@ line</description>
             "/network@ipv6",
             "/network/bridge@zone",
             "/network/bridge@macTableManager",
-            "/network/portgroup",
             "/network/port@isolated",
         ]
     );
+    let groups = super::portgroups(&def);
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].name.as_str(), groups[0].default),
+        ("engineering", true)
+    );
+    let inbound = groups[0].bandwidth.and_then(|b| b.inbound).unwrap();
+    assert_eq!(
+        (inbound.average, inbound.peak, inbound.burst),
+        (1000, Some(5000), Some(1024))
+    );
+}
+
+#[test]
+fn portgroup_parts_vxdp_cannot_realize_are_listed() {
+    let def = parse_network(
+        &net("<forward mode='bridge'/><bridge name='br9'/><virtualport type='openvswitch'/>\
+              <portgroup name='a'><bandwidth><outbound average='5'/></bandwidth></portgroup>\
+              <portgroup name='b' trustGuestRxFilters='yes'><vlan><tag id='7'/></vlan><virtualport type='openvswitch'/></portgroup>"),
+        "t.xml",
+    )
+    .unwrap();
+    assert_eq!(
+        unsupported_features(&def),
+        [
+            "/network/virtualport",
+            "/network/portgroup[2]/vlan",
+            "/network/portgroup[2]/virtualport",
+            "/network/portgroup[2]@trustGuestRxFilters",
+        ]
+    );
+    let groups = super::portgroups(&def);
+    assert_eq!(
+        groups[0]
+            .bandwidth
+            .and_then(|b| b.outbound)
+            .map(|r| r.average),
+        Some(5)
+    );
+    assert!(groups[1].bandwidth.is_none() && groups[1].vlan && groups[1].virtualport);
 }
 
 #[test]

@@ -11,8 +11,8 @@ use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, FragEntry, FragKey,
     MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
-    PortCounterKey, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
-    timeout_class,
+    PortCounterKey, RATE_LIMIT_ENTRIES, RateLimit, SockTupleScratch, Subnet6Key, SubnetKey,
+    SubnetOwner, flow_quota, jump, timeout_class,
 };
 
 #[map]
@@ -80,6 +80,11 @@ pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
 /// network, and the default limits (see `FlowQuota`, `flow_quota`).
 #[map]
 pub static VXDP_FLOW_QUOTAS: HashMap<u32, FlowQuota> = HashMap::pinned(flow_quota::MAX_ENTRIES, 0);
+
+/// Bandwidth: guest port ifindex → its outbound token bucket (see
+/// `RateLimit`); looked up only for ports with `endpoint_flags::RATE_LIMITED`.
+#[map]
+pub static VXDP_RATE_LIMITS: HashMap<u32, RateLimit> = HashMap::pinned(RATE_LIMIT_ENTRIES, 0);
 
 /// Per-CPU working memory of the NAT66 program (see `Nat6Scratch`). Not
 /// pinned: it holds nothing between packets.

@@ -30,7 +30,7 @@ use crate::base::{
     ctx::PacketCtx,
     l2::set_macs,
     maps::{VXDP_ENDPOINTS, VXDP_NETWORKS, VXDP_PORTS},
-    policy,
+    police, policy,
     stats::{self, Drop, count},
 };
 
@@ -168,6 +168,9 @@ pub fn prepare_for_guest<C: PacketCtx>(
         .ok_or(Drop::new(DropReason::UnknownPort, net_id))?;
     if ttl <= 1 {
         return Err(Drop::new(DropReason::TtlExpired, net_id));
+    }
+    if !police::network_inbound(net, net_id, ctx.packet_len()) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
     }
     set_macs(ctx, guest_mac, &net.bridge_mac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }

@@ -7,8 +7,8 @@
 
 use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
 use vxdp_common::{
-    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, jump, mode, mode_routes,
-    network_flags,
+    Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, endpoint_flags, jump, mode,
+    mode_routes, network_flags, rate_key,
 };
 
 use super::port::{pass, port_network, tail};
@@ -19,6 +19,7 @@ use crate::base::{
         self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX, Ipv4, Ipv6,
         ParseError,
     },
+    police,
     policy::{self, GuestDestination},
     stats::{Drop, count},
 };
@@ -57,8 +58,12 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
 /// routing program when the packet leaves the network.
 #[inline(always)]
 pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
-    let (_, endpoint, net) = port_network(ctx)?;
+    let (ifindex, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
+    // The guest's outbound rate, before anything else: every path counts.
+    if endpoint.flags & endpoint_flags::RATE_LIMITED != 0 && !police::conforms(ifindex, ctx.len()) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     let malformed = Drop::new(DropReason::Malformed, net_id);
 
     // Offloaded or GRO'd socket buffers may keep headers out of the linear
@@ -94,6 +99,12 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
     }
     let to_host_l3 = policy::mac_eq(unsafe { &(*eth).dst_addr }, &net.bridge_mac);
     let to_group = unsafe { (*eth).dst_addr[0] } & 1 != 0;
+    // The network's outbound limit: what the host's bridge interface
+    // receives (frames to its MAC, group frames); frames that leave the
+    // network under another MAC are charged where they leave (IPv4 below).
+    if (to_host_l3 || to_group) && !network_out_conforms(ctx, net, net_id) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     match ether_type {
         ETH_P_IP => {
             let ip = match parse::ipv4(ctx) {
@@ -200,12 +211,25 @@ fn guest_ipv4(
             return Err(Drop::new(DropReason::OtherNetwork, net_id));
         }
     }
+    // Leaving the network, whatever MAC it was sent to: a guest must not
+    // pass the network's outbound limit by not addressing the gateway.
+    if !to_host_l3 && !to_group && !network_out_conforms(ctx, net, net_id) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
+    }
     let slot = if net.mode == mode::NAT {
         jump::NAT
     } else {
         jump::ROUTE
     };
     tail(ctx, slot, net_id)
+}
+
+/// Whether the frame conforms to the network's outbound bucket (charged
+/// when it does), if the network has one.
+#[inline(always)]
+fn network_out_conforms(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> bool {
+    net.flags & network_flags::RATE_LIMITED_OUT == 0
+        || police::conforms(rate_key::network_out(net_id), ctx.len())
 }
 
 #[inline(always)]

@@ -25,7 +25,7 @@ use crate::{
         l2::set_macs,
         maps::{VXDP_MACS, VXDP_NETWORKS, VXDP_PORTS},
         parse::{self, IP_OFF},
-        policy,
+        police, policy,
         stats::{Drop, count},
     },
     flow::deliver::Hook,
@@ -168,6 +168,9 @@ fn to_guest<C: Hook, F: Family>(
     };
     if !ctx.deliverable(port) {
         return Ok(Some(ctx.defer()));
+    }
+    if !police::network_inbound(net, net_id, ctx.packet_len()) {
+        return Err(Drop::new(DropReason::RateLimited, net_id));
     }
     let malformed = Drop::new(DropReason::Malformed, net_id);
     // The lookup's source MAC is the bridge's, its destination the guest's.
