@@ -424,6 +424,8 @@ pub async fn set_libvirt_port(
             ips,
             false,
             true,
+            // Unshaped, as the ports `vxdp serve` plugs from the bridge.
+            Some((None, None)),
         )
         .await
         {
