@@ -30,7 +30,9 @@ mod interface;
 mod parse;
 mod write;
 
-pub use interface::{InterfaceDef, InterfaceSource, InterfaceType, parse_interface};
+pub use interface::{
+    InterfaceDef, InterfaceSource, InterfaceType, parse_interface, parse_port_forward,
+};
 
 #[cfg(test)]
 mod tests;
