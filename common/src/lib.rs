@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod conntrack6;
 pub mod counters;
 pub mod flow;
+pub mod forward;
 pub mod network;
 pub mod port_counters;
 pub mod tcp;
@@ -19,6 +20,7 @@ pub use conntrack::*;
 pub use conntrack6::*;
 pub use counters::*;
 pub use flow::*;
+pub use forward::*;
 pub use network::*;
 pub use port_counters::*;
 
@@ -47,6 +49,9 @@ pub mod names {
     pub const MAP_NAT6: &str = "VXDP_NAT6";
     /// Admission control: flows held and allowed per guest port and network.
     pub const MAP_FLOW_QUOTAS: &str = "VXDP_FLOW_QUOTAS";
+    /// Port forwards into NAT networks: public address, protocol, port →
+    /// guest.
+    pub const MAP_FORWARDS: &str = "VXDP_FORWARDS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -84,7 +89,7 @@ pub mod names {
         (PROG_GUEST_NAT6, crate::jump::NAT6),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 17] = [
+    pub const ALL_MAPS: [&str; 18] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -102,6 +107,7 @@ pub mod names {
         MAP_NAT6,
         MAP_XDP_INFLIGHT,
         MAP_FLOW_QUOTAS,
+        MAP_FORWARDS,
     ];
 }
 

@@ -101,12 +101,13 @@ struct UpLabels {
 }
 
 /// Events counted per network without a packet behind them.
-const CONNTRACK_EVENTS: [(Action, &str); 5] = [
+const CONNTRACK_EVENTS: [(Action, &str); 6] = [
     (Action::ConntrackCreated, "created"),
     (Action::ConntrackExpiredReused, "expired_reused"),
     (Action::ConntrackRepaired, "repaired"),
     (Action::FlowYieldedToHost, "yielded_to_host"),
     (Action::TcpRstIgnored, "tcp_rst_ignored"),
+    (Action::ForwardOpened, "forward_opened"),
 ];
 
 /// Adds one counter slot to the packet or the drop families. Conntrack

@@ -9,8 +9,8 @@ use aya::maps::{
 use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, MacKey, MacPort, Nat6Config,
-    NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
+    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey, MacKey, MacPort,
+    Nat6Config, NetworkConfig, PortCounterKey, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
     endpoint_flags, flow_quota, names,
 };
 
@@ -105,6 +105,65 @@ impl Maps {
     typed_map!(conntrack6, names::MAP_CONNTRACK6, HashMap<MapData, Conntrack6Key, Conntrack6Entry>);
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
     typed_map!(flow_quotas, names::MAP_FLOW_QUOTAS, HashMap<MapData, u32, FlowQuota>);
+    typed_map!(forwards, names::MAP_FORWARDS, HashMap<MapData, ForwardKey, Forward>);
+
+    /// Every port forward in `VXDP_FORWARDS` (none on a layout without
+    /// them).
+    pub fn forward_entries(&self) -> Result<Vec<(ForwardKey, Forward)>, DataplaneError> {
+        if !self.layout.has(Feature::PortForwards) {
+            return Ok(Vec::new());
+        }
+        Ok(self.forwards()?.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Makes guest port `ifindex`'s forwards exactly `want`: entries of the
+    /// port not in it go, the rest are written (an entry that already
+    /// leads to the same place keeps its counter). Forwards need the
+    /// current layout; removing none works on any.
+    pub fn set_port_forwards(
+        &self,
+        ifindex: u32,
+        want: &[(ForwardKey, Forward)],
+    ) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::PortForwards) {
+            if want.is_empty() {
+                return Ok(());
+            }
+            return Err(self
+                .layout
+                .require(&self.pins, Feature::PortForwards)
+                .unwrap_err()
+                .into());
+        }
+        let mut map = self.forwards()?;
+        let have: Vec<(ForwardKey, Forward)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.ifindex == ifindex)
+            .collect();
+        for (k, _) in &have {
+            if !want.iter().any(|(w, _)| w == k) {
+                match map.remove(k) {
+                    Ok(()) => {}
+                    Err(e) if absent(&e) => {}
+                    Err(e) => return Err(map_err(names::MAP_FORWARDS)(e)),
+                }
+            }
+        }
+        for (k, v) in want {
+            let same = |h: &Forward| {
+                Forward {
+                    opened: h.opened,
+                    ..*v
+                } == *h
+            };
+            if have.iter().any(|(hk, hv)| hk == k && same(hv)) {
+                continue;
+            }
+            map.insert(k, v, 0).map_err(map_err(names::MAP_FORWARDS))?;
+        }
+        Ok(())
+    }
 
     /// Writes the default flow limits the programs give a guest port and a
     /// network on their first flow (0: no limit). Entries that exist keep

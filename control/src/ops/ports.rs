@@ -18,6 +18,7 @@ use crate::{
         tap,
         undo::{Step, Undo},
     },
+    model::forward::PortForward,
     model::{
         addr::{prefix_mask, prefix_mask6},
         mac::Mac,
@@ -29,6 +30,7 @@ use crate::{
     },
     ops::{
         error::OpsError,
+        forwards,
         networks::{find, list},
     },
     xml::{self, InterfaceDef, InterfaceSource},
@@ -117,6 +119,7 @@ pub async fn attach_xml(
         Some(m) => m,
         None => random::libvirt_mac()?.octets(),
     };
+    let ips: Vec<String> = def.ipv4.iter().map(|a| a.to_string()).collect();
     plug_port(
         ctx,
         &network,
@@ -125,9 +128,10 @@ pub async fn attach_xml(
             owner: tap_owner,
         },
         Some(Mac(mac)),
-        &[],
+        &ips,
         false,
         false,
+        &def.forwards,
     )
     .await
 }
@@ -282,6 +286,7 @@ pub async fn attach_port(
         ips,
         services_allowed,
         false,
+        &[],
     )
     .await
 }
@@ -303,13 +308,16 @@ pub async fn plug_libvirt_port(
         &[],
         false,
         true,
+        &[],
     )
     .await
 }
 
 /// Plugs a port under the state directory's lock. Every change is
 /// journaled before it is made ([`Undo::journaled`]): a failure reverts
-/// them, and so does the next command if this one dies.
+/// them, and so does the next command if this one dies. `forwards` (the
+/// `<portForward>`s) are checked before anything changes.
+#[allow(clippy::too_many_arguments)]
 async fn plug_port(
     ctx: &Context,
     network: &str,
@@ -318,12 +326,20 @@ async fn plug_port(
     ips: &[String],
     services_allowed: bool,
     from_bridge: bool,
+    forwards: &[PortForward],
 ) -> Result<PortRecord, OpsError> {
     let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
     let (ipv4, ipv6) = static_addresses(&rec, ips)?;
+    if !forwards.is_empty() {
+        let dev = match &device {
+            PortDevice::Existing(d) => d,
+            PortDevice::Tap { target, .. } => target.unwrap_or("the new tap"),
+        };
+        forwards::check(&state.networks()?, &rec, dev, forwards)?;
+    }
     let mut undo = Undo::journaled(
         &ctx.state_dir,
         &ctx.pins,
@@ -373,6 +389,7 @@ async fn plug_port(
             created_tap,
             services_allowed,
             from_bridge,
+            forwards: forwards.to_vec(),
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
@@ -395,6 +412,12 @@ async fn plug_port(
             paths: vec![ctx.pins.tc_link(link.index)],
         });
         dataplane::attach_guest_port(&ctx.pins, link.index, dev).map_err(ModeError::from)?;
+        // (Undone with the endpoint: `Step::RemoveEndpoint`.)
+        if !port.forwards.is_empty()
+            && let Some(why) = forwards::write(&maps, &rec, &port)?
+        {
+            log::warn!("{network}: the port forwards of {dev} wait: {why}");
+        }
         nl.set_up(link.index).await?;
         fault::point("attach:plugged");
         rec.ports.push(port.clone());
@@ -441,6 +464,7 @@ pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result
 pub(crate) async fn unplug(ctx: &Context, nl: &Netlink, port: &PortRecord) -> Result<(), OpsError> {
     dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
+        maps.set_port_forwards(port.ifindex, &[])?;
         maps.remove_endpoint(port.ifindex)?;
         direct::unplug(&maps, port.ifindex)?;
     }

@@ -9,10 +9,10 @@ use aya_ebpf::{
 };
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, FragEntry, FragKey,
-    MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
-    PortCounterKey, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
-    timeout_class,
+    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
+    ForwardScratch, FragEntry, FragKey, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort,
+    Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, SockTupleScratch,
+    Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump, timeout_class,
 };
 
 #[map]
@@ -80,6 +80,16 @@ pub static VXDP_NAT6: Array<Nat6Config> = Array::pinned(MAX_NETWORKS, 0);
 /// network, and the default limits (see `FlowQuota`, `flow_quota`).
 #[map]
 pub static VXDP_FLOW_QUOTAS: HashMap<u32, FlowQuota> = HashMap::pinned(flow_quota::MAX_ENTRIES, 0);
+
+/// Port forwards into NAT networks: public address, protocol and port →
+/// the guest (see `Forward`); the uplink opens flows for them.
+#[map]
+pub static VXDP_FORWARDS: HashMap<ForwardKey, Forward> = HashMap::pinned(MAX_FORWARDS, 0);
+
+/// Per-CPU working memory of the uplink's flow opening for a forward
+/// (see `ForwardScratch`). Not pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_FWD_SCRATCH: PerCpuArray<ForwardScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory of the NAT66 program (see `Nat6Scratch`). Not
 /// pinned: it holds nothing between packets.
