@@ -82,11 +82,12 @@ pub mod names {
     /// yet (see `DropReason::XdpRedirectRefused`).
     pub const MAP_XDP_INFLIGHT: &str = "VXDP_XDP_INFLIGHT";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
-    pub const GUEST_JUMPS: [(&str, u32); 4] = [
+    pub const GUEST_JUMPS: [(&str, u32); 5] = [
         (PROG_GUEST_NAT, crate::jump::NAT),
         (PROG_GUEST_ROUTE, crate::jump::ROUTE),
         (PROG_GUEST_DIRECT, crate::jump::DIRECT),
         (PROG_GUEST_NAT6, crate::jump::NAT6),
+        (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
     pub const ALL_MAPS: [&str; 18] = [
@@ -126,7 +127,11 @@ pub mod jump {
     pub const DIRECT: u32 = 2;
     /// NAT66 (`vxdp_guest_nat6`).
     pub const NAT6: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Hairpin: a guest's packet to a port forward, source-NATed by
+    /// `vxdp_guest_nat`, continues in the uplink's TC program
+    /// (`vxdp_uplink_tc`) as if it came from the outside.
+    pub const HAIRPIN: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

@@ -1535,3 +1535,88 @@ fn a_forward_opens_nothing_but_its_own_conversations() {
         );
     });
 }
+
+#[test]
+fn a_guest_reaches_a_forward_through_the_public_address() {
+    with_nat_world(|w| {
+        let (target, client) = (w.guests[0], w.guests[1]);
+        set_forward(w, &target, PROTO_TCP, w.uplink_ifindex);
+        // Guest 1 → the public address and port (local to the host).
+        let syn = from_guest(
+            &client,
+            Packet::tcp(
+                sock(client.addr, GUEST_PORT),
+                sock(UPLINK_ADDR, PUBLIC_PORT),
+                TCP_SYN,
+            ),
+        );
+        let before = w.counters();
+        let run = w.run_guest(client.port_ifindex, &syn.build());
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "hairpin SYN not redirected to the target's port"
+        );
+        let f = Frame(&run.data);
+        assert_eq!(
+            (f.src(), f.src_port()),
+            (UPLINK_ADDR, GUEST_PORT),
+            "the target must see the network's NAT address (its answer comes back through vxdp)"
+        );
+        assert_eq!(f.sock_dst(), SocketAddrV4::new(target.addr, SERVICE_PORT));
+        assert_eq!((f.eth_src(), f.eth_dst()), (BRIDGE_MAC, target.mac));
+        f.assert_checksums("hairpin SYN", false);
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[
+                once(Action::ConntrackCreated),
+                once(Action::ForwardOpened),
+                once(Action::DnatForwarded),
+            ],
+            "a hairpin SYN: the client's flow, the forward's flow, one delivery",
+        );
+        assert_eq!(w.conntrack().len(), 4, "two flows, two entries each");
+
+        // The target's SYN/ACK to the NAT address comes back to guest 1
+        // from the public address and port.
+        let synack = from_guest(
+            &target,
+            Packet::tcp(
+                sock(target.addr, SERVICE_PORT),
+                sock(UPLINK_ADDR, GUEST_PORT),
+                TCP_SYN | TCP_ACK,
+            ),
+        );
+        let run = w.run_guest(target.port_ifindex, &synack.build());
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "hairpin SYN/ACK not redirected"
+        );
+        let f = Frame(&run.data);
+        assert_eq!(
+            (f.src(), f.src_port()),
+            (UPLINK_ADDR, PUBLIC_PORT),
+            "the client must see the public address and port it connected to"
+        );
+        assert_eq!(f.sock_dst(), SocketAddrV4::new(client.addr, GUEST_PORT));
+        assert_eq!(f.eth_dst(), client.mac);
+        f.assert_checksums("hairpin SYN/ACK", false);
+
+        // A local port no forward has stays the host's: passed un-NATed.
+        let other = from_guest(
+            &client,
+            Packet::tcp(
+                sock(client.addr, GUEST_PORT + 1),
+                sock(UPLINK_ADDR, PUBLIC_PORT + 1),
+                TCP_SYN,
+            ),
+        );
+        let frame = other.build();
+        let run = w.run_guest(client.port_ifindex, &frame);
+        assert_eq!(
+            run.verdict, TC_ACT_OK,
+            "a packet for the host was not passed"
+        );
+        assert_eq!(run.data, frame, "a packet for the host was rewritten");
+    });
+}

@@ -42,7 +42,8 @@ fn udp_service(ns: &Netns, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// From the outside host: connects to `dst` and reads the service's answer.
+/// From namespace `wan` (the outside host, or a guest): connects to `dst`
+/// and reads the service's answer.
 fn tcp_ask(wan: &Netns, dst: &str) -> Result<String> {
     let dst: SocketAddr = dst.parse()?;
     wan.enter(move || -> Result<String> {
@@ -55,7 +56,7 @@ fn tcp_ask(wan: &Netns, dst: &str) -> Result<String> {
     })?
 }
 
-/// From the outside host: one datagram to `dst` on a connected socket
+/// From namespace `wan`: one datagram to `dst` on a connected socket
 /// (which takes answers only from `dst`), the answer.
 fn udp_ask(wan: &Netns, dst: &str, payload: &'static [u8]) -> Result<String> {
     let dst: SocketAddr = dst.parse()?;
@@ -179,6 +180,32 @@ fn outside_reaches_forwarded_tcp_and_udp_ports() -> Result<()> {
     ensure!(
         ct.contains(&format!("{UPLINK_ADDR}:2022")),
         "conntrack list lacks the forwarded flow:\n{ct}"
+    );
+
+    // Hairpin: guests reach the forward through the public address too,
+    // another guest and the target itself; the target sees the network's
+    // NAT address (so its answers come back through vxdp), the client the
+    // public address and port (its socket is connected to them).
+    for (client, public, guest_port) in [(1, 2022, 22), (0, 5016, 6016)] {
+        let got = tcp_ask(&topo.guests[client].ns, &format!("{UPLINK_ADDR}:{public}"))?;
+        ensure!(
+            got.starts_with(&format!("{UPLINK_ADDR}:")) && got.ends_with(&format!("|{guest_port}")),
+            "hairpin from guest {client} to public port {public}: {got:?}"
+        );
+    }
+    let got = udp_ask(
+        &topo.guests[1].ns,
+        &format!("{UPLINK_ADDR}:5353"),
+        b"hairpin",
+    )?;
+    ensure!(
+        got.starts_with(&format!("{UPLINK_ADDR}:")) && got.ends_with("|53|hairpin"),
+        "UDP hairpin: {got:?}"
+    );
+    // A local address without a forward is still the host's.
+    ensure!(
+        tcp_ask(&topo.guests[1].ns, &format!("{UPLINK_ADDR}:5012")).is_err(),
+        "hairpin to an excluded port reached the guest"
     );
 
     // Hostile or conflicting forwards are refused, naming the conflict.

@@ -60,7 +60,7 @@ pub const HISTORY: [(u32, &str); 8] = [
     ),
     (
         8,
-        "VXDP_FORWARDS: port forwards into NAT networks (<portForward>)",
+        "VXDP_FORWARDS: port forwards into NAT networks (<portForward>); VXDP_GUEST_JUMP has slot 4 (hairpin)",
     ),
 ];
 

@@ -24,7 +24,7 @@ use super::{
     quota,
 };
 use crate::base::{
-    maps::{VXDP_FORWARDS, VXDP_FWD_SCRATCH},
+    maps::{VXDP_ENDPOINTS, VXDP_FORWARDS, VXDP_FWD_SCRATCH},
     stats::{Drop, count_event},
 };
 
@@ -59,7 +59,12 @@ impl Forwarded for ConntrackKey {
         let s = VXDP_FWD_SCRATCH.get_ptr_mut(0)?;
         unsafe {
             let v = &*f;
-            if v.in_ifindex != 0 && v.in_ifindex != ingress {
+            // Hairpin: a guest's packet, source-NATed by its NAT program,
+            // arrives from its port (see `guest::nat4`).
+            if v.in_ifindex != 0
+                && v.in_ifindex != ingress
+                && VXDP_ENDPOINTS.get(&ingress).is_none()
+            {
                 return None;
             }
             let s = &mut *s;
