@@ -11,7 +11,16 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use vxdp_testkit::{DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR};
+use ops_support::{http_get, wait_http};
+use vxdp_control::dataplane::{Maps, Pins};
+use vxdp_testkit::{
+    DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, Serve, UPLINK_ADDR, WAN_ADDR, vxdp_bin,
+};
+
+#[path = "ops_support/mod.rs"]
+mod ops_support;
+
+const LISTEN: &str = "127.0.0.1:9465";
 
 /// A TCP service in a guest: answers each connection with
 /// "<peer>|<local port>" and closes it; serves until the topology goes.
@@ -358,6 +367,61 @@ fn forwards_come_back_with_the_dataplane_and_from_interface_xml() -> Result<()> 
         list.contains("vnet9") && list.contains("2222->22"),
         "{list}"
     );
+
+    // The daemon (started anew, as after a restart) writes a lost forward
+    // back from the port's record; the status page and the metrics show
+    // it with the flows it opened.
+    let mut serve = Serve::spawn(
+        &topo,
+        Serve::command(&topo, &vxdp_bin()?),
+        &["--listen", LISTEN],
+        "pf",
+        &[],
+    )?;
+    wait_http(&mut serve, &topo.hyp, LISTEN, "/api/status")?;
+    let maps = Maps::open(&Pins::new(&topo.bpffs))?;
+    let entries = maps.forward_entries()?;
+    ensure!(
+        entries.len() == 1,
+        "one forwarded port expected: {entries:?}"
+    );
+    maps.set_port_forwards(entries[0].1.ifindex, &[])?;
+    let mut last = String::new();
+    for _ in 0..40 {
+        match ask(&topo) {
+            Ok(got) if got.ends_with("|22") => {
+                last.clear();
+                break;
+            }
+            other => last = format!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(
+        last.is_empty(),
+        "vxdp serve did not write the lost forward back: {last}\n{}",
+        serve.log()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(&topo.hyp, LISTEN, "/api/status")?)?;
+    let fwd = status["forwards"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["dev"] == "vnet9"))
+        .with_context(|| format!("no forward of vnet9 in /api/status: {status}"))?;
+    ensure!(
+        fwd["ranges"] == "2222->22" && fwd["opened"].as_u64() >= Some(1),
+        "/api/status forward: {fwd}"
+    );
+    let metrics = http_get(&topo.hyp, LISTEN, "/metrics")?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vxdp_port_forward_flows_total{")
+                && l.contains("interface=\"vnet9\"")
+                && !l.ends_with(" 0")),
+        "no vxdp_port_forward_flows_total for vnet9:\n{metrics}"
+    );
+    drop(serve);
     drop(g);
     Ok(())
 }

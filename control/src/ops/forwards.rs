@@ -331,8 +331,17 @@ pub struct ForwardRow {
 pub fn list(ctx: &Context, network: Option<&str>) -> Result<Vec<ForwardRow>, OpsError> {
     let recs = crate::ops::networks::list(ctx)?;
     let maps = Maps::open(&ctx.pins).ok();
+    rows(&recs, maps.as_ref(), network)
+}
+
+/// The forwards of `recs` (of `network` alone when given) with what
+/// `maps` (none: the dataplane is not loaded) holds of them.
+pub fn rows(
+    recs: &[NetworkRecord],
+    maps: Option<&Maps>,
+    network: Option<&str>,
+) -> Result<Vec<ForwardRow>, OpsError> {
     let entries = maps
-        .as_ref()
         .map(|m| m.forward_entries())
         .transpose()
         .map_err(ModeError::from)?
@@ -352,7 +361,7 @@ pub fn list(ctx: &Context, network: Option<&str>) -> Result<Vec<ForwardRow>, Ops
                     })
                     .collect();
                 let pending = if mine.is_empty() {
-                    Some(match &maps {
+                    Some(match maps {
                         None => "the dataplane is not loaded".to_string(),
                         Some(m) => {
                             let ep = m.endpoint(p.ifindex).ok().flatten();
