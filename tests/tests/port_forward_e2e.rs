@@ -422,6 +422,15 @@ fn forwards_come_back_with_the_dataplane_and_from_interface_xml() -> Result<()> 
         "no vxdp_port_forward_flows_total for vnet9:\n{metrics}"
     );
     drop(serve);
+
+    // The forwards go with their port.
+    topo.vxdp(&["detach-interface", "--xml", xml.to_str().context("path")?])?;
+    let left = maps.forward_entries()?;
+    ensure!(left.is_empty(), "forwards left after detach: {left:?}");
+    ensure!(
+        ask(&topo).is_err(),
+        "a detached port's forward still connects"
+    );
     drop(g);
     Ok(())
 }

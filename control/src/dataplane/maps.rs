@@ -450,15 +450,17 @@ impl Maps {
         }
     }
 
-    /// Unplugs a guest port: its endpoint, MAC and port entries, and every
-    /// flow it created (replies must not reach whatever is plugged next
-    /// with this ifindex).
+    /// Unplugs a guest port: its endpoint, MAC and port entries, its port
+    /// forwards, and every flow it created (replies must not reach
+    /// whatever is plugged next with this ifindex).
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)? {
             self.remove_mac(ifindex, &old)?;
         }
         self.flush_port_flows(ifindex)?;
         self.remove_flow_quota(ifindex)?;
+        // Its port forwards lead nowhere now.
+        self.set_port_forwards(ifindex, &[])?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

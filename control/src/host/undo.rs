@@ -47,8 +47,8 @@ pub enum Step {
     DetachLinks { paths: Vec<PathBuf> },
     /// Stop network's dnsmasq and its supervisor.
     StopDnsmasq { network: String },
-    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries
-    /// and port forwards).
+    /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries,
+    /// flows and port forwards).
     RemoveEndpoint { ifindex: u32 },
     /// Take `ifindex` out of its bridge.
     NoMaster { ifindex: u32 },
@@ -281,7 +281,6 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
         }
         Step::RemoveEndpoint { ifindex } => {
             if let Some(m) = maps() {
-                let _ = m.set_port_forwards(*ifindex, &[]);
                 let _ = m.remove_endpoint(*ifindex);
             }
         }

@@ -464,7 +464,6 @@ pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result
 pub(crate) async fn unplug(ctx: &Context, nl: &Netlink, port: &PortRecord) -> Result<(), OpsError> {
     dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
-        maps.set_port_forwards(port.ifindex, &[])?;
         maps.remove_endpoint(port.ifindex)?;
         direct::unplug(&maps, port.ifindex)?;
     }
