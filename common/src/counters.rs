@@ -63,6 +63,9 @@ pub enum Action {
     /// the flow's state kept. A conntrack event, as the three above: the
     /// packet itself is counted under the action that forwarded it.
     TcpRstIgnored = 13,
+    /// A port forward (`VXDP_FORWARDS`) opened a flow into a NAT network:
+    /// a conntrack event, the packet itself is counted as `dnat_forwarded`.
+    ForwardOpened = 14,
     // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
     // other paths.
     /// Direct network: guest → another guest of the NIC, redirected to its
@@ -87,7 +90,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -102,6 +105,7 @@ impl Action {
         Action::RouteInboundForwarded,
         Action::FlowYieldedToHost,
         Action::TcpRstIgnored,
+        Action::ForwardOpened,
         Action::DirectToGuest,
         Action::DirectToWire,
         Action::DirectToHost,
@@ -127,6 +131,7 @@ impl Action {
             Action::RouteInboundForwarded => "route_inbound_forwarded",
             Action::FlowYieldedToHost => "flow_yielded_to_host",
             Action::TcpRstIgnored => "tcp_rst_ignored",
+            Action::ForwardOpened => "forward_opened",
             Action::DirectToGuest => "direct_to_guest",
             Action::DirectToWire => "direct_to_wire",
             Action::DirectToHost => "direct_to_host",
@@ -147,6 +152,7 @@ impl Action {
                 | Action::ConntrackRepaired
                 | Action::FlowYieldedToHost
                 | Action::TcpRstIgnored
+                | Action::ForwardOpened
         )
     }
 
@@ -158,6 +164,7 @@ impl Action {
             | Action::RouteInbound
             | Action::RouteInboundForwarded
             | Action::FlowYieldedToHost
+            | Action::ForwardOpened
             | Action::DirectFromWire
             | Action::IcmpErrorTranslated => "from_uplink",
             Action::DirectFromHost => "from_host",

@@ -139,7 +139,8 @@ pub fn entries_agree<K: FlowKey>(key: &K, entry: &K::Entry, peer_key: &K, peer: 
 }
 
 /// Whose flow it is: where its replies are delivered.
-#[derive(Clone, Copy)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct FlowOwner {
     /// The guest's port.
     pub ifindex: u32,

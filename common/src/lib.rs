@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod conntrack6;
 pub mod counters;
 pub mod flow;
+pub mod forward;
 pub mod network;
 pub mod port_counters;
 pub mod tcp;
@@ -19,6 +20,7 @@ pub use conntrack::*;
 pub use conntrack6::*;
 pub use counters::*;
 pub use flow::*;
+pub use forward::*;
 pub use network::*;
 pub use port_counters::*;
 
@@ -49,6 +51,9 @@ pub mod names {
     pub const MAP_FLOW_QUOTAS: &str = "VXDP_FLOW_QUOTAS";
     /// Bandwidth: the outbound token bucket of each rate-limited guest port.
     pub const MAP_RATE_LIMITS: &str = "VXDP_RATE_LIMITS";
+    /// Port forwards into NAT networks: public address, protocol, port →
+    /// guest.
+    pub const MAP_FORWARDS: &str = "VXDP_FORWARDS";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -79,14 +84,15 @@ pub mod names {
     /// yet (see `DropReason::XdpRedirectRefused`).
     pub const MAP_XDP_INFLIGHT: &str = "VXDP_XDP_INFLIGHT";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
-    pub const GUEST_JUMPS: [(&str, u32); 4] = [
+    pub const GUEST_JUMPS: [(&str, u32); 5] = [
         (PROG_GUEST_NAT, crate::jump::NAT),
         (PROG_GUEST_ROUTE, crate::jump::ROUTE),
         (PROG_GUEST_DIRECT, crate::jump::DIRECT),
         (PROG_GUEST_NAT6, crate::jump::NAT6),
+        (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 18] = [
+    pub const ALL_MAPS: [&str; 19] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -105,6 +111,7 @@ pub mod names {
         MAP_XDP_INFLIGHT,
         MAP_FLOW_QUOTAS,
         MAP_RATE_LIMITS,
+        MAP_FORWARDS,
     ];
 }
 
@@ -123,7 +130,11 @@ pub mod jump {
     pub const DIRECT: u32 = 2;
     /// NAT66 (`vxdp_guest_nat6`).
     pub const NAT6: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Hairpin: a guest's packet to a port forward, source-NATed by
+    /// `vxdp_guest_nat`, continues in the uplink's TC program
+    /// (`vxdp_uplink_tc`) as if it came from the outside.
+    pub const HAIRPIN: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Implements `aya::Pod` for the listed types on the userspace side.

@@ -12,9 +12,12 @@ use vxdp_control::{
     dataplane::{LoadOptions, Maps, Pins},
     host::Context,
     host::dnsmasq,
-    model::mac::Mac,
+    model::{
+        forward::{PortForward, PortRange, Proto, range_problem},
+        mac::Mac,
+    },
     modes::plan::{self, PlanError},
-    ops::{OpsError, definitions, lifecycle, networks, ports, reconcile},
+    ops::{OpsError, definitions, forwards, lifecycle, networks, ports, reconcile},
 };
 
 /// libvirt's virtual networks, forwarded and NATed by eBPF (XDP/TC).
@@ -270,6 +273,21 @@ enum Command {
         #[arg(long, requires = "xml", value_name = "USER[:GROUP]", value_parser = TapOwner::parse)]
         tap_owner: Option<TapOwner>,
     },
+    /// Port forwards into a NAT network's guests (libvirt's <portForward>).
+    ///
+    /// Connections from the outside to the network's NAT address (the
+    /// uplink's; or --address) and a forwarded TCP or UDP port reach the
+    /// guest behind port --dev, at its IPv4 address (--ip or <ip> at
+    /// attach, a static DHCP <host>, or its lease), translated in eBPF on
+    /// the uplink; the guest's answers leave from the public address and
+    /// port. Forwards are kept with the port (a restart and `vxdp serve`
+    /// restore them). Refused, naming the conflict: a network that is not
+    /// NAT, a public address inside a vxdp network, a public port another
+    /// forward has or a host socket listens on.
+    PortForward {
+        #[command(subcommand)]
+        action: PortForwardCmd,
+    },
     /// Unplug a guest port from a network (by --network and --dev, or by the
     /// domain <interface> XML it was plugged with: <target dev>, else <mac>).
     /// A tap vxdp created for the port is removed.
@@ -423,6 +441,122 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("'{s}': must be between 100ms and 24h"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[derive(Subcommand)]
+enum PortForwardCmd {
+    /// Forward public ports to a guest port of a NAT network.
+    ///
+    /// Give the ports with --proto and --range (and --exclude), or a
+    /// <portForward> element with --xml, e.g.
+    /// <portForward proto='tcp'><range start='2022' to='22'/><range
+    /// start='5000' end='5020' to='6000'/><range start='5010' end='5015'
+    /// exclude='yes'/></portForward>.
+    Add {
+        /// The NAT network's name.
+        #[arg(value_parser = network_name)]
+        network: String,
+        /// The guest's port (as plugged with attach-interface).
+        dev: String,
+        /// tcp or udp.
+        #[arg(long, required_unless_present = "xml", conflicts_with = "xml", value_parser = forward_proto)]
+        proto: Option<Proto>,
+        /// Public ports START[-END][:TO]: START..END forwarded to the
+        /// guest's TO.. (the same ports without :TO). Repeatable.
+        #[arg(long, value_name = "START[-END][:TO]", required_unless_present = "xml", conflicts_with = "xml", value_parser = forward_range)]
+        range: Vec<PortRange>,
+        /// Public ports START[-END] left out of the ranges. Repeatable.
+        #[arg(long, value_name = "START[-END]", conflicts_with = "xml", value_parser = excluded_range)]
+        exclude: Vec<PortRange>,
+        /// The public IPv4 address (default: the network's NAT address, the
+        /// uplink's, followed when it changes).
+        #[arg(long, conflicts_with = "xml")]
+        address: Option<std::net::Ipv4Addr>,
+        /// Only connections arriving on this interface (default: the
+        /// network's uplink).
+        #[arg(long, conflicts_with = "xml")]
+        in_dev: Option<String>,
+        /// A <portForward> XML file.
+        #[arg(long)]
+        xml: Option<PathBuf>,
+    },
+    /// List the port forwards of the started networks: public address and
+    /// ports, guest port and address, flows opened.
+    List {
+        /// Only this network's forwards.
+        #[arg(value_parser = network_name)]
+        network: Option<String>,
+    },
+    /// Remove a guest port's forwards (those of --proto, holding --port;
+    /// all of the port's without them). Established connections keep
+    /// their flows until they end or time out; new ones are refused.
+    Remove {
+        #[arg(value_parser = network_name)]
+        network: String,
+        dev: String,
+        #[arg(long, value_parser = forward_proto)]
+        proto: Option<Proto>,
+        /// A public port the forward to remove holds.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+fn forward_proto(s: &str) -> Result<Proto, String> {
+    Proto::parse(s).ok_or_else(|| format!("'{s}': expected tcp or udp"))
+}
+
+/// `START[-END]` of `--range`/`--exclude`.
+fn port_span(s: &str, whole: &str) -> Result<(u16, u16), String> {
+    let num = |t: &str| {
+        t.parse::<u16>()
+            .map_err(|_| format!("'{whole}': '{t}' is not a port number (1-65535)"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => Ok((num(a)?, num(b)?)),
+        None => {
+            let p = num(s)?;
+            Ok((p, p))
+        }
+    }
+}
+
+fn forward_range(s: &str) -> Result<PortRange, String> {
+    let (span, to) = match s.split_once(':') {
+        Some((a, t)) => (
+            a,
+            Some(
+                t.parse::<u16>()
+                    .map_err(|_| format!("'{s}': '{t}' is not a port number (1-65535)"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    let (start, end) = port_span(span, s)?;
+    let r = PortRange {
+        start,
+        end,
+        to,
+        exclude: false,
+    };
+    match range_problem(&r) {
+        Some((_, why)) => Err(format!("'{s}': {why}")),
+        None => Ok(r),
+    }
+}
+
+fn excluded_range(s: &str) -> Result<PortRange, String> {
+    let (start, end) = port_span(s, s)?;
+    let r = PortRange {
+        start,
+        end,
+        to: None,
+        exclude: true,
+    };
+    match range_problem(&r) {
+        Some((_, why)) => Err(format!("'{s}': {why}")),
+        None => Ok(r),
+    }
 }
 
 #[derive(Subcommand)]
@@ -738,6 +872,54 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                     })?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
+        },
+        Command::PortForward { action } => match action {
+            PortForwardCmd::Add {
+                network,
+                dev,
+                proto,
+                range,
+                exclude,
+                address,
+                in_dev,
+                xml,
+            } => {
+                let fwd = match (xml, proto) {
+                    (Some(file), _) => vxdp_control::xml::parse_port_forward(
+                        &read(&file)?,
+                        &file.display().to_string(),
+                    )?,
+                    (None, Some(proto)) => {
+                        let fwd = PortForward {
+                            proto,
+                            address,
+                            dev: in_dev,
+                            ranges: range.into_iter().chain(exclude).collect(),
+                        };
+                        if let Some(p) = fwd.overlap() {
+                            bail!("--range: two ranges forward port {p}");
+                        }
+                        fwd
+                    }
+                    (None, None) => bail!("give --proto and --range, or --xml FILE"),
+                };
+                if let Some(why) = forwards::add(ctx, &network, &dev, fwd).await? {
+                    log::warn!("{network}: the forward is kept but waits: {why}");
+                }
+            }
+            PortForwardCmd::List { network } => {
+                let rows = forwards::list(ctx, network.as_deref())?;
+                print!("{}", report::forwards_table(&rows));
+            }
+            PortForwardCmd::Remove {
+                network,
+                dev,
+                proto,
+                port,
+            } => {
+                let n = forwards::remove(ctx, &network, &dev, proto, port).await?;
+                println!("{network}: removed {n} port forward(s) of {dev}");
+            }
         },
         Command::DetachInterface { network, dev, xml } => match (xml, network, dev) {
             (Some(file), _, _) => {

@@ -39,11 +39,12 @@ use vxdp_tests::matrix::{self, routed_xml};
 /// namespace's own loopback.
 const METRICS: &str = "127.0.0.1:9465";
 
-/// Programs the dataplane pins: the guest-port entry, the uplink's XDP and
-/// TC programs, the guest port's tail calls (NAT, route, direct, NAT66), a
-/// direct network's NIC ingress and egress programs, the bridges' egress
-/// program, and the two refused-redirect tracepoint programs.
-const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 8;
+/// Programs the dataplane pins: the guest-port entry, the uplink's XDP
+/// program, the guest port's tail calls (NAT, route, direct, NAT66, and the
+/// uplink's TC program, which hairpin tail-calls), a direct network's NIC
+/// ingress and egress programs, the bridges' egress program, and the two
+/// refused-redirect tracepoint programs.
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 7;
 
 /// `vxdp serve` in the topology's hypervisor namespace (testkit's
 /// [`Serve`]), started and ready when /metrics answers.

@@ -1350,3 +1350,273 @@ fn helper_checksums_match_known_values_and_catch_corruption() {
         }
     }
 }
+
+// --------------------------------------------------------------------------
+// Port forwards (VXDP_FORWARDS): the uplink opens a forwarded port's flow
+
+const PUBLIC_PORT: u16 = 2022;
+const SERVICE_PORT: u16 = 22;
+const CLIENT_PORT: u16 = 51000;
+
+/// Forwards `proto` `UPLINK_ADDR:PUBLIC_PORT` to guest `g`'s
+/// `SERVICE_PORT`, for packets arriving on `in_ifindex` (0: any), as the
+/// control plane writes it.
+fn set_forward(w: &mut World, g: &Guest, proto: u8, in_ifindex: u32) {
+    use aya::maps::HashMap;
+    use vxdp_common::{Forward, ForwardKey, names};
+    let mut m: HashMap<_, ForwardKey, Forward> =
+        HashMap::try_from(w.ebpf.map_mut(names::MAP_FORWARDS).expect("VXDP_FORWARDS"))
+            .expect("VXDP_FORWARDS is a hash map");
+    let key = ForwardKey {
+        addr: u32::from_ne_bytes(UPLINK_ADDR.octets()),
+        port: PUBLIC_PORT.to_be(),
+        proto,
+        _pad: 0,
+    };
+    let value = Forward {
+        guest_addr: u32::from_ne_bytes(g.addr.octets()),
+        guest_port: SERVICE_PORT.to_be(),
+        network_id: NET_ID as u16,
+        ifindex: g.port_ifindex,
+        in_ifindex,
+        mac: g.mac,
+        ..Forward::default()
+    };
+    m.insert(&key, &value, 0).expect("writing VXDP_FORWARDS");
+}
+
+fn outside_to_forward(flags: u8) -> Packet {
+    from_outside(Packet::tcp(
+        sock(OUTSIDE, CLIENT_PORT),
+        sock(UPLINK_ADDR, PUBLIC_PORT),
+        flags,
+    ))
+}
+
+#[test]
+fn a_forwarded_tcp_port_opens_a_flow_both_ways() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        set_forward(w, &g, PROTO_TCP, 0);
+        let syn = outside_to_forward(TCP_SYN);
+        let before = w.counters();
+        let run = w.run_uplink(&syn.build());
+        assert_dnat(
+            &syn,
+            &run,
+            &g,
+            SocketAddrV4::new(g.addr, SERVICE_PORT),
+            "SYN to the forwarded port",
+        );
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[once(Action::DnatForwarded), once(Action::ForwardOpened)],
+            "a forwarded SYN",
+        );
+        let ct = w.conntrack();
+        assert_eq!(ct.len(), 2, "a forwarded flow has two entries: {ct:?}");
+        let reply = ct
+            .iter()
+            .find(|(_, e)| e.direction == DIR_REPLY)
+            .expect("reply entry");
+        assert_eq!(
+            (reply.0.src_port, reply.0.dst_port),
+            (CLIENT_PORT.to_be(), PUBLIC_PORT.to_be()),
+            "the reply entry is keyed by the outside's tuple"
+        );
+        assert_eq!(reply.1.ifindex, g.port_ifindex);
+
+        // The guest's SYN/ACK leaves from the public address and port.
+        let synack = from_guest(
+            &g,
+            Packet::tcp(
+                sock(g.addr, SERVICE_PORT),
+                sock(OUTSIDE, CLIENT_PORT),
+                TCP_SYN | TCP_ACK,
+            ),
+        );
+        let before = w.counters();
+        let run = w.run_guest(g.port_ifindex, &synack.build());
+        assert_snat(&synack, &run, PUBLIC_PORT, "the guest's SYN/ACK");
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[once(Action::SnatForwarded)],
+            "the guest's answer on a forwarded flow",
+        );
+        // The forward counted the flow it opened.
+        use aya::maps::HashMap;
+        use vxdp_common::{Forward, ForwardKey, names};
+        let m: HashMap<_, ForwardKey, Forward> =
+            HashMap::try_from(w.ebpf.map(names::MAP_FORWARDS).expect("VXDP_FORWARDS")).unwrap();
+        let opened: u64 = m.iter().map(|r| r.unwrap().1.opened).sum();
+        assert_eq!(opened, 1, "the forward's flow counter");
+    });
+}
+
+#[test]
+fn a_forwarded_udp_port_opens_a_flow() {
+    with_nat_world(|w| {
+        let g = w.guests[1];
+        set_forward(w, &g, PROTO_UDP, 0);
+        let p = from_outside(Packet::udp(
+            sock(OUTSIDE, CLIENT_PORT),
+            sock(UPLINK_ADDR, PUBLIC_PORT),
+        ));
+        let run = w.run_uplink(&p.build());
+        assert_dnat(
+            &p,
+            &run,
+            &g,
+            SocketAddrV4::new(g.addr, SERVICE_PORT),
+            "UDP to the forwarded port",
+        );
+        // TCP to the same port is not forwarded (the forward is UDP's).
+        let syn = outside_to_forward(TCP_SYN);
+        let run = w.run_uplink(&syn.build());
+        assert_eq!(run.verdict, XDP_PASS, "TCP took a UDP forward");
+    });
+}
+
+#[test]
+fn a_forward_opens_nothing_but_its_own_conversations() {
+    with_nat_world(|w| {
+        let g = w.guests[0];
+        // Only what arrives on the uplink: this run arrives on loopback.
+        set_forward(w, &g, PROTO_TCP, w.uplink_ifindex);
+        let syn = outside_to_forward(TCP_SYN);
+        let run = w.run_uplink(&syn.build());
+        assert_eq!(
+            run.verdict, XDP_PASS,
+            "a forward restricted to the uplink took a packet from another interface"
+        );
+        assert!(w.conntrack().is_empty(), "a flow was opened");
+        set_forward(w, &g, PROTO_TCP, 0);
+        // Not a conversation's first packet: an ACK, an RST, a SYN/ACK are
+        // left to the host (its stack answers them); no flow.
+        for flags in [TCP_ACK, TCP_RST, TCP_RST | TCP_ACK, TCP_SYN | TCP_ACK] {
+            let p = outside_to_forward(flags);
+            let frame = p.build();
+            let run = w.run_uplink(&frame);
+            assert_eq!(run.verdict, XDP_PASS, "flags {flags:#x} opened a forward");
+            assert_eq!(
+                run.data, frame,
+                "flags {flags:#x}: a frame for the host was rewritten"
+            );
+            assert!(w.conntrack().is_empty(), "flags {flags:#x} opened a flow");
+        }
+        // The other guest cannot answer in the forwarded flow's name: its
+        // tuple belongs to guest 0's port (the world's guests have no known
+        // address, so anti-spoofing lets the source through and the flow's
+        // owner check refuses it).
+        let syn = outside_to_forward(TCP_SYN);
+        assert_eq!(w.run_uplink(&syn.build()).verdict, XDP_REDIRECT);
+        let other = w.guests[1];
+        let spoofed = from_guest(
+            &other,
+            Packet::tcp(
+                sock(g.addr, SERVICE_PORT),
+                sock(OUTSIDE, CLIENT_PORT),
+                TCP_SYN | TCP_ACK,
+            ),
+        );
+        let before = w.counters();
+        let run = w.run_guest(other.port_ifindex, &spoofed.build());
+        assert_eq!(
+            run.verdict, TC_ACT_SHOT,
+            "guest 1 sent into guest 0's forwarded flow"
+        );
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[dropped(DropReason::FlowOfAnotherPort)],
+            "guest 1 sending guest 0's forwarded flow",
+        );
+    });
+}
+
+#[test]
+fn a_guest_reaches_a_forward_through_the_public_address() {
+    with_nat_world(|w| {
+        let (target, client) = (w.guests[0], w.guests[1]);
+        set_forward(w, &target, PROTO_TCP, w.uplink_ifindex);
+        // Guest 1 → the public address and port (local to the host).
+        let syn = from_guest(
+            &client,
+            Packet::tcp(
+                sock(client.addr, GUEST_PORT),
+                sock(UPLINK_ADDR, PUBLIC_PORT),
+                TCP_SYN,
+            ),
+        );
+        let before = w.counters();
+        let run = w.run_guest(client.port_ifindex, &syn.build());
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "hairpin SYN not redirected to the target's port"
+        );
+        let f = Frame(&run.data);
+        assert_eq!(
+            (f.src(), f.src_port()),
+            (UPLINK_ADDR, GUEST_PORT),
+            "the target must see the network's NAT address (its answer comes back through vxdp)"
+        );
+        assert_eq!(f.sock_dst(), SocketAddrV4::new(target.addr, SERVICE_PORT));
+        assert_eq!((f.eth_src(), f.eth_dst()), (BRIDGE_MAC, target.mac));
+        f.assert_checksums("hairpin SYN", false);
+        assert_counters_moved(
+            &before,
+            &w.counters(),
+            &[
+                once(Action::ConntrackCreated),
+                once(Action::ForwardOpened),
+                once(Action::DnatForwarded),
+            ],
+            "a hairpin SYN: the client's flow, the forward's flow, one delivery",
+        );
+        assert_eq!(w.conntrack().len(), 4, "two flows, two entries each");
+
+        // The target's SYN/ACK to the NAT address comes back to guest 1
+        // from the public address and port.
+        let synack = from_guest(
+            &target,
+            Packet::tcp(
+                sock(target.addr, SERVICE_PORT),
+                sock(UPLINK_ADDR, GUEST_PORT),
+                TCP_SYN | TCP_ACK,
+            ),
+        );
+        let run = w.run_guest(target.port_ifindex, &synack.build());
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "hairpin SYN/ACK not redirected"
+        );
+        let f = Frame(&run.data);
+        assert_eq!(
+            (f.src(), f.src_port()),
+            (UPLINK_ADDR, PUBLIC_PORT),
+            "the client must see the public address and port it connected to"
+        );
+        assert_eq!(f.sock_dst(), SocketAddrV4::new(client.addr, GUEST_PORT));
+        assert_eq!(f.eth_dst(), client.mac);
+        f.assert_checksums("hairpin SYN/ACK", false);
+
+        // A local port no forward has stays the host's: passed un-NATed.
+        let other = from_guest(
+            &client,
+            Packet::tcp(
+                sock(client.addr, GUEST_PORT + 1),
+                sock(UPLINK_ADDR, PUBLIC_PORT + 1),
+                TCP_SYN,
+            ),
+        );
+        let frame = other.build();
+        let run = w.run_guest(client.port_ifindex, &frame);
+        assert_eq!(
+            run.verdict, TC_ACT_OK,
+            "a packet for the host was not passed"
+        );
+        assert_eq!(run.data, frame, "a packet for the host was rewritten");
+    });
+}

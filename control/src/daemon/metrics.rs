@@ -61,6 +61,8 @@ pub enum MetricsError {
     },
     #[error("encoding metrics: {0}")]
     Encode(#[from] std::fmt::Error),
+    #[error("reading the port forwards: {0}")]
+    Forwards(String),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,18 +97,27 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    network: String,
+    interface: String,
+    proto: String,
+    address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpLabels {
     network: String,
     mode: String,
 }
 
 /// Events counted per network without a packet behind them.
-const CONNTRACK_EVENTS: [(Action, &str); 5] = [
+const CONNTRACK_EVENTS: [(Action, &str); 6] = [
     (Action::ConntrackCreated, "created"),
     (Action::ConntrackExpiredReused, "expired_reused"),
     (Action::ConntrackRepaired, "repaired"),
     (Action::FlowYieldedToHost, "yielded_to_host"),
     (Action::TcpRstIgnored, "tcp_rst_ignored"),
+    (Action::ForwardOpened, "forward_opened"),
 ];
 
 /// Adds one counter slot to the packet or the drop families. Conntrack
@@ -190,6 +201,7 @@ fn render_records(
     let table_entries = Family::<TableLabels, Gauge>::default();
     let table_capacity = Family::<TableLabels, Gauge>::default();
     let up = Family::<UpLabels, Gauge>::default();
+    let forwards = Family::<ForwardLabels, Counter>::default();
     registry.register(
         "vxdp_packets",
         "Packets handled by vxdp's eBPF programs, by the interface they arrived on and what was done with them (summed over CPUs)",
@@ -234,6 +246,11 @@ fn render_records(
         "vxdp_nat_port_exhausted",
         "Packets dropped because no NAT source port was free for their destination",
         exhausted.clone(),
+    );
+    registry.register(
+        "vxdp_port_forward_flows",
+        "Flows opened by port forwards (<portForward>), by network, guest port, protocol and public address, since each forward was written",
+        forwards.clone(),
     );
     registry.register(
         "vxdp_network_up",
@@ -354,6 +371,24 @@ fn render_records(
             table_capacity
                 .get_or_create(&labels)
                 .set(i64::from(info.max_entries()));
+        }
+        for (k, v) in maps.forward_entries()? {
+            let proto = match k.proto {
+                vxdp_common::PROTO_TCP => "tcp",
+                vxdp_common::PROTO_UDP => "udp",
+                _ => "other",
+            };
+            forwards
+                .get_or_create(&ForwardLabels {
+                    network: name_of(v.network_id as u32),
+                    interface: if_name
+                        .get(&v.ifindex)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| format!("if{}", v.ifindex)),
+                    proto: proto.into(),
+                    address: std::net::Ipv4Addr::from(k.addr.to_ne_bytes()).to_string(),
+                })
+                .inc_by(v.opened);
         }
         let networks = maps.networks()?;
         for r in records {

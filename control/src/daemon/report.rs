@@ -195,3 +195,31 @@ pub fn flows_table(rows: &[FlowRow]) -> String {
     }
     out
 }
+
+/// `vxdp port-forward list`: one line per `<portForward>`.
+pub fn forwards_table(rows: &[crate::ops::forwards::ForwardRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<10} {:<5} {:<16} {:<10} {:<30} {:<16} {:>7}",
+        "NETWORK", "PORT", "PROTO", "PUBLIC", "IN", "PORTS", "GUEST", "OPENED"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<10} {:<5} {:<16} {:<10} {:<30} {:<16} {:>7}",
+            r.network,
+            r.dev,
+            r.proto,
+            r.address.to_string(),
+            r.in_dev.as_deref().unwrap_or("(uplink)"),
+            r.ranges,
+            r.guest.map_or("-".into(), |g| g.to_string()),
+            r.opened
+        );
+        if let Some(why) = &r.pending {
+            let _ = writeln!(out, "  (not active: {why})");
+        }
+    }
+    out
+}

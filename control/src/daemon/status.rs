@@ -34,6 +34,8 @@ pub struct Status {
     pub flows_total: usize,
     /// The first [`MAX_FLOWS`] of them, by network, guest, remote.
     pub flows: Vec<FlowStatus>,
+    /// Port forwards (`<portForward>`), as `vxdp port-forward list`.
+    pub forwards: Vec<crate::ops::forwards::ForwardRow>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -180,6 +182,8 @@ pub fn collect(ctx: &Context) -> Result<Status, MetricsError> {
             top_drops: top,
         });
     }
+    status.forwards = crate::ops::forwards::rows(&records, maps.as_ref(), None)
+        .map_err(|e| MetricsError::Forwards(e.to_string()))?;
     if let Some(maps) = &maps {
         let now = crate::dataplane::monotonic_ns();
         let mut rows = report::flow_rows(&maps.conntrack_entries(None)?, &records, now);

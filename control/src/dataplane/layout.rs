@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 8;
+pub const CURRENT: u32 = 9;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 8] = [
+pub const HISTORY: [(u32, &str); 9] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -62,6 +62,10 @@ pub const HISTORY: [(u32, &str); 8] = [
         8,
         "VXDP_RATE_LIMITS: guest ports' outbound rate limits (<bandwidth>)",
     ),
+    (
+        9,
+        "VXDP_FORWARDS: port forwards into NAT networks (<portForward>); VXDP_GUEST_JUMP has slot 4 (hairpin)",
+    ),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -79,16 +83,19 @@ pub enum Feature {
     FlowQuotas,
     /// `VXDP_RATE_LIMITS`: guest ports' outbound rate limits.
     RateLimits,
+    /// `VXDP_FORWARDS`: port forwards into NAT networks.
+    PortForwards,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 7] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
         Feature::Direct,
         Feature::FlowQuotas,
         Feature::RateLimits,
+        Feature::PortForwards,
     ];
 }
 
@@ -102,6 +109,7 @@ impl Feature {
             Feature::Direct => 5,
             Feature::FlowQuotas => 6,
             Feature::RateLimits => 8,
+            Feature::PortForwards => 9,
         }
     }
 
@@ -113,6 +121,7 @@ impl Feature {
             Feature::Direct => "direct networks (VXDP_DIRECT_NICS)",
             Feature::FlowQuotas => "flow limits per guest and network (VXDP_FLOW_QUOTAS)",
             Feature::RateLimits => "guest ports' outbound rate limits (VXDP_RATE_LIMITS)",
+            Feature::PortForwards => "port forwards (VXDP_FORWARDS)",
         }
     }
 }

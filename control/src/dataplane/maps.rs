@@ -9,9 +9,9 @@ use aya::maps::{
 use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, MacKey, MacPort, Nat6Config,
-    NetworkConfig, PortCounterKey, RateLimit, Subnet6Key, SubnetKey, SubnetOwner, counter_index,
-    endpoint_flags, flow_quota, names,
+    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey, MacKey, MacPort,
+    Nat6Config, NetworkConfig, PortCounterKey, RateLimit, Subnet6Key, SubnetKey, SubnetOwner,
+    counter_index, endpoint_flags, flow_quota, names,
 };
 
 use super::{
@@ -145,6 +145,66 @@ impl Maps {
             Err(e) if absent(&e) => Ok(()),
             Err(e) => Err(map_err(names::MAP_RATE_LIMITS)(e)),
         }
+    }
+
+    typed_map!(forwards, names::MAP_FORWARDS, HashMap<MapData, ForwardKey, Forward>);
+
+    /// Every port forward in `VXDP_FORWARDS` (none on a layout without
+    /// them).
+    pub fn forward_entries(&self) -> Result<Vec<(ForwardKey, Forward)>, DataplaneError> {
+        if !self.layout.has(Feature::PortForwards) {
+            return Ok(Vec::new());
+        }
+        Ok(self.forwards()?.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Makes guest port `ifindex`'s forwards exactly `want`: entries of the
+    /// port not in it go, the rest are written (an entry that already
+    /// leads to the same place keeps its counter). Forwards need the
+    /// current layout; removing none works on any.
+    pub fn set_port_forwards(
+        &self,
+        ifindex: u32,
+        want: &[(ForwardKey, Forward)],
+    ) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::PortForwards) {
+            if want.is_empty() {
+                return Ok(());
+            }
+            return Err(self
+                .layout
+                .require(&self.pins, Feature::PortForwards)
+                .unwrap_err()
+                .into());
+        }
+        let mut map = self.forwards()?;
+        let have: Vec<(ForwardKey, Forward)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.ifindex == ifindex)
+            .collect();
+        for (k, _) in &have {
+            if !want.iter().any(|(w, _)| w == k) {
+                match map.remove(k) {
+                    Ok(()) => {}
+                    Err(e) if absent(&e) => {}
+                    Err(e) => return Err(map_err(names::MAP_FORWARDS)(e)),
+                }
+            }
+        }
+        for (k, v) in want {
+            let same = |h: &Forward| {
+                Forward {
+                    opened: h.opened,
+                    ..*v
+                } == *h
+            };
+            if have.iter().any(|(hk, hv)| hk == k && same(hv)) {
+                continue;
+            }
+            map.insert(k, v, 0).map_err(map_err(names::MAP_FORWARDS))?;
+        }
+        Ok(())
     }
 
     /// Writes the default flow limits the programs give a guest port and a
@@ -433,8 +493,8 @@ impl Maps {
     }
 
     /// Unplugs a guest port: its endpoint, MAC and port entries, its rate
-    /// limit, and every flow it created (replies must not reach whatever is
-    /// plugged next with this ifindex).
+    /// limit, its port forwards, and every flow it created (replies must
+    /// not reach whatever is plugged next with this ifindex).
     pub fn remove_endpoint(&self, ifindex: u32) -> Result<(), DataplaneError> {
         if let Some(old) = self.endpoint(ifindex)? {
             self.remove_mac(ifindex, &old)?;
@@ -442,6 +502,8 @@ impl Maps {
         self.flush_port_flows(ifindex)?;
         self.remove_flow_quota(ifindex)?;
         self.remove_rate_limit(ifindex)?;
+        // Its port forwards lead nowhere now.
+        self.set_port_forwards(ifindex, &[])?;
         for r in [
             self.endpoints()?.remove(&ifindex),
             self.ports()?.remove(ifindex),

@@ -68,6 +68,11 @@ pub struct PortRecord {
     /// network's default portgroup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portgroup: Option<String>,
+    /// Port forwards into the guest (`<portForward>`, `vxdp port-forward
+    /// add`): kept with the port, written to `VXDP_FORWARDS` whenever the
+    /// port is plugged or reconciled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<crate::model::forward::PortForward>,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

@@ -48,7 +48,7 @@ pub enum Step {
     /// Stop network's dnsmasq and its supervisor.
     StopDnsmasq { network: String },
     /// Remove guest port `ifindex`'s endpoint entry (and its MAC entries,
-    /// its outbound rate limit).
+    /// its outbound rate limit, flows and port forwards).
     RemoveEndpoint { ifindex: u32 },
     /// Remove the root qdisc vxdp gave `ifindex` (inbound shaping).
     ClearQdisc { ifindex: u32 },

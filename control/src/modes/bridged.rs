@@ -26,7 +26,8 @@ use crate::{
         },
         shared::{
             ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
-            load_dataplane, port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
+            load_dataplane, port_endpoint, port_forward_entries, remember_sysctl, takes_xdp_frames,
+            write_subnets,
         },
     },
     xml,
@@ -604,6 +605,13 @@ pub async fn reconcile(
                 repairs.note(format!("{name}: wrote the endpoint of {}", port.dev));
             }
         }
+        // Port forwards follow the guest's address and the NAT address.
+        if rec.mode == "nat" {
+            match port_forward_entries(&snapshot, port, maps.endpoint(port.ifindex)?.as_ref()) {
+                Ok(want) => maps.set_port_forwards(port.ifindex, &want)?,
+                Err(why) => repairs.problem(format!("{name}: forwards of {}: {why}", port.dev)),
+            }
+        }
         if link.master != Some(rec.bridge_ifindex) {
             nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
             repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
@@ -746,6 +754,7 @@ async fn follow_bridge_ports(
             from_bridge: true,
             bandwidth: None,
             portgroup: None,
+            forwards: Vec::new(),
         });
     }
     rec.ports.extend(new_ports);

@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use vxdp_common::{Endpoint, MAX_NETWORKS, endpoint_flags, mode, mode_routes, network_flags};
+use vxdp_common::{
+    Endpoint, Forward, ForwardKey, MAX_NETWORKS, endpoint_flags, mode, mode_routes, network_flags,
+};
 
 use crate::{
     dataplane::{self, DataplaneError, Maps},
@@ -293,6 +295,69 @@ pub fn port_endpoint(
     })
 }
 
+/// The `VXDP_FORWARDS` entries of a NAT network's guest port: one per
+/// forwarded public port, to the guest's IPv4 address (the endpoint's:
+/// `--ip`, `<ip>`, a static `<host>` or its lease). An error says why the
+/// port's forwards cannot be written (the guest's address or MAC unknown,
+/// an inbound device missing).
+pub fn port_forward_entries(
+    rec: &NetworkRecord,
+    port: &PortRecord,
+    ep: Option<&Endpoint>,
+) -> Result<Vec<(ForwardKey, Forward)>, String> {
+    if port.forwards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ep = ep.ok_or("the port has no endpoint entry")?;
+    if ep.flags & endpoint_flags::IPV4_KNOWN == 0 {
+        return Err(format!(
+            "the guest's IPv4 address is not known yet (give it with --ip or <ip>, a static <host>, or wait for its DHCP lease); {} forwards nothing until then",
+            port.dev
+        ));
+    }
+    if ep.flags & endpoint_flags::MAC_KNOWN == 0 {
+        return Err(format!(
+            "the guest's MAC is not known (plug {} with --mac)",
+            port.dev
+        ));
+    }
+    let mut out = Vec::new();
+    for f in &port.forwards {
+        let public = f.address.unwrap_or(rec.nat_first);
+        let in_ifindex = match &f.dev {
+            None => rec.uplink_ifindex,
+            Some(d) => ifindex_of(d).ok_or_else(|| format!("inbound device {d} does not exist"))?,
+        };
+        for (p, to) in f.mappings() {
+            out.push((
+                ForwardKey {
+                    addr: u32::from_ne_bytes(public.octets()),
+                    port: p.to_be(),
+                    proto: f.proto.number(),
+                    _pad: 0,
+                },
+                Forward {
+                    guest_addr: ep.ipv4,
+                    guest_port: to.to_be(),
+                    network_id: rec.id as u16,
+                    ifindex: port.ifindex,
+                    in_ifindex,
+                    mac: ep.mac,
+                    ..Forward::default()
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An interface's index by name (0 and errors: none).
+fn ifindex_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
 /// Whether one of `others` has `ifindex` as its uplink or direct device.
 pub fn device_used(others: &[NetworkRecord], ifindex: u32) -> bool {
     others
@@ -366,6 +431,7 @@ mod tests {
             from_bridge: false,
             bandwidth,
             portgroup: None,
+            forwards: Vec::new(),
         };
         let dir = std::path::Path::new("/nonexistent-vxdp-state");
         let flags = |bw| port_endpoint(dir, &rec, &port(bw), true).unwrap().flags;

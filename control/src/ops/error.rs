@@ -42,6 +42,10 @@ pub enum OpsError {
     },
     #[error("{0}")]
     LibvirtRefused(String),
+    /// A port forward refused: it overlaps another, a host socket has its
+    /// port, or it leads where forwards may not.
+    #[error("port forward {what}: {reason}")]
+    Forward { what: String, reason: String },
 }
 
 impl From<ModeError> for OpsError {

@@ -18,6 +18,7 @@ use crate::{
         tap,
         undo::{Step, Undo},
     },
+    model::forward::PortForward,
     model::{
         addr::{prefix_mask, prefix_mask6},
         bandwidth::Bandwidth,
@@ -31,6 +32,7 @@ use crate::{
     },
     ops::{
         error::OpsError,
+        forwards,
         networks::{find, list},
     },
     xml::{self, InterfaceDef, InterfaceSource},
@@ -167,6 +169,7 @@ pub async fn attach_xml(
         Some(m) => m,
         None => random::libvirt_mac()?.octets(),
     };
+    let ips: Vec<String> = def.ipv4.iter().map(|a| a.to_string()).collect();
     plug_port(
         ctx,
         &network,
@@ -175,10 +178,11 @@ pub async fn attach_xml(
             owner: tap_owner,
         },
         Some(Mac(mac)),
-        &[],
+        &ips,
         false,
         false,
         Some(shaping),
+        &def.forwards,
     )
     .await
 }
@@ -334,6 +338,7 @@ pub async fn attach_port(
         services_allowed,
         false,
         None,
+        &[],
     )
     .await
 }
@@ -356,6 +361,7 @@ pub async fn plug_libvirt_port(
         false,
         true,
         Some((None, None)),
+        &[],
     )
     .await
 }
@@ -426,6 +432,7 @@ pub async fn set_libvirt_port(
             true,
             // Unshaped, as the ports `vxdp serve` plugs from the bridge.
             Some((None, None)),
+            &[],
         )
         .await
         {
@@ -444,7 +451,8 @@ pub async fn set_libvirt_port(
 /// journaled before it is made ([`Undo::journaled`]): a failure reverts
 /// them, and so does the next command if this one dies. `shaping` is the
 /// port's portgroup and `<bandwidth>` ([`port_shaping`]); `None`: the
-/// network's default portgroup's.
+/// network's default portgroup's. `forwards` (the `<portForward>`s) are
+/// checked before anything changes.
 #[allow(clippy::too_many_arguments)]
 async fn plug_port(
     ctx: &Context,
@@ -455,6 +463,7 @@ async fn plug_port(
     services_allowed: bool,
     from_bridge: bool,
     shaping: Option<(Option<String>, Option<Bandwidth>)>,
+    forwards: &[PortForward],
 ) -> Result<PortRecord, OpsError> {
     let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
@@ -465,6 +474,13 @@ async fn plug_port(
         Some(s) => s,
         None => port_shaping(&rec, None, None, network, "/network/portgroup")?,
     };
+    if !forwards.is_empty() {
+        let dev = match &device {
+            PortDevice::Existing(d) => d,
+            PortDevice::Tap { target, .. } => target.unwrap_or("the new tap"),
+        };
+        forwards::check(&state.networks()?, &rec, dev, forwards)?;
+    }
     let mut undo = Undo::journaled(
         &ctx.state_dir,
         &ctx.pins,
@@ -516,6 +532,7 @@ async fn plug_port(
             from_bridge,
             bandwidth,
             portgroup,
+            forwards: forwards.to_vec(),
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
@@ -540,6 +557,12 @@ async fn plug_port(
             paths: vec![ctx.pins.tc_link(link.index)],
         });
         dataplane::attach_guest_port(&ctx.pins, link.index, dev).map_err(ModeError::from)?;
+        // (Undone with the endpoint: `Step::RemoveEndpoint`.)
+        if !port.forwards.is_empty()
+            && let Some(why) = forwards::write(&maps, &rec, &port)?
+        {
+            log::warn!("{network}: the port forwards of {dev} wait: {why}");
+        }
         nl.set_up(link.index).await?;
         fault::point("attach:plugged");
         rec.ports.push(port.clone());

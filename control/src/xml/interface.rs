@@ -9,8 +9,18 @@
 //! them). Port features vxdp does not implement (`<vlan>`, `<virtualport>`,
 //! `<filterref>`, ...) are errors naming the element, never silently
 //! ignored.
+//!
+//! `<portForward>` (libvirt's element of the passt backend) gives port
+//! forwards into the port's NAT network, `<ip>` the guest's IPv4 address
+//! they lead to.
 
-use crate::model::{bandwidth::Bandwidth, mac::Mac};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::model::{
+    bandwidth::Bandwidth,
+    forward::{PortForward, PortRange, Proto, range_problem},
+    mac::Mac,
+};
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::XmlError;
@@ -51,6 +61,10 @@ pub struct InterfaceDef {
     /// `<bandwidth>` with at least one direction (an empty one is no
     /// limit, as in libvirt).
     pub bandwidth: Option<Bandwidth>,
+    /// `<ip address family='ipv4'>`: the guest's IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// `<portForward>` elements, in document order.
+    pub forwards: Vec<PortForward>,
 }
 
 type R<T> = Result<T, XmlError>;
@@ -120,6 +134,188 @@ fn mac(file: &str, v: &str, at: &str) -> R<[u8; 6]> {
         .map_err(|e| err(file, at, Some(v), e.to_string()))
 }
 
+/// A port number attribute (1-65535).
+fn port_attr(file: &str, node: Node, at: &str, name: &str) -> R<Option<u16>> {
+    let Some(v) = node.attribute(name) else {
+        return Ok(None);
+    };
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(err(
+            file,
+            format!("{at}@{name}"),
+            Some(v),
+            "not a port number (1-65535)",
+        )),
+    }
+}
+
+/// `<portForward proto address dev>` with its `<range>` children.
+fn port_forward(file: &str, node: Node, path: &str) -> R<PortForward> {
+    attrs(file, node, path, &["proto", "address", "dev"])?;
+    let p = req(file, node, path, "proto")?;
+    let proto = Proto::parse(p).ok_or_else(|| {
+        err(
+            file,
+            format!("{path}@proto"),
+            Some(p),
+            "expected tcp or udp",
+        )
+    })?;
+    let address = match node.attribute("address") {
+        None => None,
+        Some(a) => match a.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4))
+                if !v4.is_unspecified() && !v4.is_multicast() && !v4.is_broadcast() =>
+            {
+                Some(v4)
+            }
+            Ok(IpAddr::V4(_)) => {
+                return Err(err(
+                    file,
+                    format!("{path}@address"),
+                    Some(a),
+                    "not a unicast address",
+                ));
+            }
+            Ok(IpAddr::V6(_)) => {
+                return Err(err(
+                    file,
+                    format!("{path}@address"),
+                    Some(a),
+                    "IPv6 forwards (NAT66) are not supported yet; give an IPv4 address or none (the network's NAT address)",
+                ));
+            }
+            Err(_) => {
+                return Err(err(
+                    file,
+                    format!("{path}@address"),
+                    Some(a),
+                    "not an IP address",
+                ));
+            }
+        },
+    };
+    let dev = match node.attribute("dev") {
+        None => None,
+        Some(d) => Some(ifname(file, d, &format!("{path}@dev"))?.to_string()),
+    };
+    let mut ranges = Vec::new();
+    for child in node.children().filter(Node::is_element) {
+        let name = child.tag_name().name();
+        let rpath = format!("{path}/{name}");
+        if child.tag_name().namespace().is_some() || name != "range" {
+            return Err(err(
+                file,
+                rpath,
+                None,
+                "element not known here (expected <range>)",
+            ));
+        }
+        attrs(file, child, &rpath, &["start", "end", "to", "exclude"])?;
+        let start = port_attr(file, child, &rpath, "start")?.ok_or_else(|| {
+            err(
+                file,
+                format!("{rpath}@start"),
+                None,
+                "missing required attribute",
+            )
+        })?;
+        let end = port_attr(file, child, &rpath, "end")?.unwrap_or(start);
+        let to = port_attr(file, child, &rpath, "to")?;
+        let exclude = match child.attribute("exclude") {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(v) => {
+                return Err(err(
+                    file,
+                    format!("{rpath}@exclude"),
+                    Some(v),
+                    "expected yes or no",
+                ));
+            }
+        };
+        let range = PortRange {
+            start,
+            end,
+            to,
+            exclude,
+        };
+        if let Some((at, problem)) = range_problem(&range) {
+            let value = child.attribute(at).unwrap_or_default();
+            return Err(err(file, format!("{rpath}@{at}"), Some(value), problem));
+        }
+        ranges.push(range);
+    }
+    let fwd = PortForward {
+        proto,
+        address,
+        dev,
+        ranges,
+    };
+    if !fwd.ranges.iter().any(|r| !r.exclude) {
+        return Err(err(
+            file,
+            format!("{path}/range"),
+            None,
+            "a <portForward> needs at least one <range> that is not excluded",
+        ));
+    }
+    if let Some(port) = fwd.overlap() {
+        return Err(err(
+            file,
+            format!("{path}/range"),
+            Some(&port.to_string()),
+            "two ranges forward the same port",
+        ));
+    }
+    Ok(fwd)
+}
+
+/// `<ip address family prefix>`: the guest's IPv4 address (IPv6 ones are
+/// the guest's business: NAT networks route or masquerade IPv6 by prefix).
+fn guest_ip(file: &str, node: Node, path: &str) -> R<Option<Ipv4Addr>> {
+    attrs(file, node, path, &["address", "family", "prefix", "peer"])?;
+    let a = req(file, node, path, "address")?;
+    match (a.parse::<IpAddr>(), node.attribute("family")) {
+        (Ok(IpAddr::V4(v4)), None | Some("ipv4")) => Ok(Some(v4)),
+        (Ok(IpAddr::V6(_)), None | Some("ipv6")) => Ok(None),
+        (Ok(_), Some(f)) => Err(err(
+            file,
+            format!("{path}@family"),
+            Some(f),
+            "does not match the address",
+        )),
+        (Err(_), _) => Err(err(
+            file,
+            format!("{path}@address"),
+            Some(a),
+            "not an IP address",
+        )),
+    }
+}
+
+/// Parses a `<portForward>` document on its own (`vxdp port-forward add
+/// --xml`). `file` names the source in errors.
+pub fn parse_port_forward(xml: &str, file: &str) -> R<PortForward> {
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts)
+        .map_err(|e| err(file, "/", None, format!("not well-formed XML: {e}")))?;
+    let root = doc.root_element();
+    if root.tag_name().namespace().is_some() || root.tag_name().name() != "portForward" {
+        return Err(err(
+            file,
+            format!("/{}", root.tag_name().name()),
+            None,
+            "root element must be a <portForward>",
+        ));
+    }
+    port_forward(file, root, "/portForward")
+}
+
 /// Parses one `<interface>` document. `file` names the source in errors.
 pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
     let opts = ParsingOptions {
@@ -159,6 +355,8 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
     let mut target = None;
     let mut bandwidth: Option<Bandwidth> = None;
     let mut seen_bandwidth = false;
+    let mut ipv4 = None;
+    let mut forwards = Vec::new();
     for child in root.children().filter(Node::is_element) {
         let name = child.tag_name().name();
         let cpath = format!("{path}/{name}");
@@ -246,6 +444,19 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
                 check_bandwidth(file, child, &cpath, kind == InterfaceType::Network)?;
                 bandwidth = Some(Bandwidth::from_node(child)).filter(|b| !b.is_empty());
             }
+            "portForward" => forwards.push(port_forward(file, child, &cpath)?),
+            "ip" => {
+                if let Some(a) = guest_ip(file, child, &cpath)?
+                    && ipv4.replace(a).is_some()
+                {
+                    return Err(err(
+                        file,
+                        cpath.clone(),
+                        Some(&a.to_string()),
+                        "a second IPv4 <ip> (a guest port has one IPv4 address)",
+                    ));
+                }
+            }
             // Guest-side details the hypervisor deals with.
             "address" | "alias" | "driver" | "boot" | "rom" | "acpi" => {}
             other => {
@@ -273,6 +484,8 @@ pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
         model,
         target,
         bandwidth,
+        ipv4,
+        forwards,
     })
 }
 
@@ -423,6 +636,167 @@ mod tests {
                 mode: "vepa".into()
             }
         );
+    }
+
+    #[test]
+    fn parses_port_forwards_and_the_guest_address() {
+        let d = parse_interface(
+            "<interface type='network'>
+               <source network='default'/>
+               <ip address='192.168.122.10' family='ipv4' prefix='24'/>
+               <ip address='2001:db8::10' family='ipv6'/>
+               <portForward proto='tcp' address='198.51.100.1' dev='eth0'>
+                 <range start='2022' to='22'/>
+                 <range start='5000' end='5020' to='6000'/>
+                 <range start='5010' end='5015' exclude='yes'/>
+               </portForward>
+               <portForward proto='udp'><range start='53'/></portForward>
+             </interface>",
+            "pf.xml",
+        )
+        .unwrap();
+        assert_eq!(d.ipv4, Some(Ipv4Addr::new(192, 168, 122, 10)));
+        assert_eq!(d.forwards.len(), 2);
+        let t = &d.forwards[0];
+        assert_eq!(t.proto, Proto::Tcp);
+        assert_eq!(t.address, Some(Ipv4Addr::new(198, 51, 100, 1)));
+        assert_eq!(t.dev.as_deref(), Some("eth0"));
+        assert_eq!(
+            t.ranges,
+            vec![
+                PortRange {
+                    start: 2022,
+                    end: 2022,
+                    to: Some(22),
+                    exclude: false
+                },
+                PortRange {
+                    start: 5000,
+                    end: 5020,
+                    to: Some(6000),
+                    exclude: false
+                },
+                PortRange {
+                    start: 5010,
+                    end: 5015,
+                    to: None,
+                    exclude: true
+                },
+            ]
+        );
+        let u = &d.forwards[1];
+        assert_eq!(
+            (u.proto, u.address, u.mappings()),
+            (Proto::Udp, None, vec![(53, 53)])
+        );
+    }
+
+    #[test]
+    fn port_forward_errors_name_attribute_and_value() {
+        let wrap =
+            |pf: &str| format!("<interface type='network'><source network='n'/>{pf}</interface>");
+        let cases = [
+            (
+                "<portForward><range start='1'/></portForward>",
+                "/interface/portForward@proto",
+                None,
+            ),
+            (
+                "<portForward proto='sctp'><range start='1'/></portForward>",
+                "/interface/portForward@proto",
+                Some("sctp"),
+            ),
+            (
+                "<portForward proto='tcp' address='2001:db8::1'><range start='1'/></portForward>",
+                "/interface/portForward@address",
+                Some("2001:db8::1"),
+            ),
+            (
+                "<portForward proto='tcp' address='nope'><range start='1'/></portForward>",
+                "/interface/portForward@address",
+                Some("nope"),
+            ),
+            (
+                "<portForward proto='tcp' dev='a/b'><range start='1'/></portForward>",
+                "/interface/portForward@dev",
+                Some("a/b"),
+            ),
+            (
+                "<portForward proto='tcp'/>",
+                "/interface/portForward/range",
+                None,
+            ),
+            (
+                "<portForward proto='tcp'><range start='5' exclude='yes'/></portForward>",
+                "/interface/portForward/range",
+                None,
+            ),
+            (
+                "<portForward proto='tcp'><range/></portForward>",
+                "/interface/portForward/range@start",
+                None,
+            ),
+            (
+                "<portForward proto='tcp'><range start='0'/></portForward>",
+                "/interface/portForward/range@start",
+                Some("0"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='70000'/></portForward>",
+                "/interface/portForward/range@start",
+                Some("70000"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='20' end='10'/></portForward>",
+                "/interface/portForward/range@end",
+                Some("10"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='20' to='65535' end='21'/></portForward>",
+                "/interface/portForward/range@to",
+                Some("65535"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='20' exclude='maybe'/></portForward>",
+                "/interface/portForward/range@exclude",
+                Some("maybe"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='20'/><range start='20' exclude='yes' to='3'/></portForward>",
+                "/interface/portForward/range@to",
+                Some("3"),
+            ),
+            (
+                "<portForward proto='tcp'><range start='20' end='30'/><range start='25' to='1'/></portForward>",
+                "/interface/portForward/range",
+                Some("25"),
+            ),
+            (
+                "<portForward proto='tcp'><port start='20'/></portForward>",
+                "/interface/portForward/port",
+                None,
+            ),
+            (
+                "<portForward proto='tcp' bogus='1'><range start='20'/></portForward>",
+                "/interface/portForward@bogus",
+                Some("1"),
+            ),
+            (
+                "<ip address='192.168.122.5'/><ip address='192.168.122.6'/>",
+                "/interface/ip",
+                Some("192.168.122.6"),
+            ),
+            (
+                "<ip address='192.168.122.5' family='ipv6'/>",
+                "/interface/ip@family",
+                Some("ipv6"),
+            ),
+        ];
+        for (pf, element, value) in cases {
+            let e = parse_interface(&wrap(pf), "f.xml").unwrap_err();
+            assert_eq!(e.element, element, "{pf}: {e}");
+            assert_eq!(e.value.as_deref(), value, "{pf}: {e}");
+        }
     }
 
     #[test]

@@ -33,7 +33,9 @@ mod parse;
 mod write;
 
 pub use domain::{DomainPort, domain_ports};
-pub use interface::{InterfaceDef, InterfaceSource, InterfaceType, parse_interface};
+pub use interface::{
+    InterfaceDef, InterfaceSource, InterfaceType, parse_interface, parse_port_forward,
+};
 
 use crate::model::bandwidth::Bandwidth;
 

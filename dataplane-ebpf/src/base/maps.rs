@@ -9,10 +9,11 @@ use aya_ebpf::{
 };
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, FragEntry, FragKey,
-    MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig,
-    PortCounterKey, RATE_LIMIT_ENTRIES, RateLimit, SockTupleScratch, Subnet6Key, SubnetKey,
-    SubnetOwner, flow_quota, jump, timeout_class,
+    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
+    ForwardScratch, FragEntry, FragKey, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort,
+    Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES,
+    RateLimit, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
+    timeout_class,
 };
 
 #[map]
@@ -85,6 +86,16 @@ pub static VXDP_FLOW_QUOTAS: HashMap<u32, FlowQuota> = HashMap::pinned(flow_quot
 /// `RateLimit`); looked up only for ports with `endpoint_flags::RATE_LIMITED`.
 #[map]
 pub static VXDP_RATE_LIMITS: HashMap<u32, RateLimit> = HashMap::pinned(RATE_LIMIT_ENTRIES, 0);
+
+/// Port forwards into NAT networks: public address, protocol and port →
+/// the guest (see `Forward`); the uplink opens flows for them.
+#[map]
+pub static VXDP_FORWARDS: HashMap<ForwardKey, Forward> = HashMap::pinned(MAX_FORWARDS, 0);
+
+/// Per-CPU working memory of the uplink's flow opening for a forward
+/// (see `ForwardScratch`). Not pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_FWD_SCRATCH: PerCpuArray<ForwardScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory of the NAT66 program (see `Nat6Scratch`). Not
 /// pinned: it holds nothing between packets.

@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod deliver;
+pub mod forward;
 pub mod frag;
 pub mod partial_csum;
 pub mod quota;

@@ -19,6 +19,7 @@ use vxdp_common::{
 use super::{
     conntrack::{self, Peer, Reserve, Table},
     deliver::{Hook, prepare_for_guest},
+    forward::{self, Forwarded},
     frag::Fragments,
     quota,
     sockets::{Owner, host_owns},
@@ -339,11 +340,12 @@ pub enum Reply<V> {
 }
 
 /// The uplink: a reply of a tracked NAT flow is reverse-NATed and
-/// redirected to its guest.
+/// redirected to its guest; so is the first packet to a forwarded port,
+/// which opens its flow (`forward::open`).
 #[inline(always)]
 pub fn reply<C: Hook, F: Fragments>(ctx: &C, ip: &F) -> Result<Reply<C::Verdict>, Drop>
 where
-    F::Key: Table,
+    F::Key: Forwarded,
 {
     if !ip.whole_l4() {
         return Ok(Reply::Untracked);
@@ -353,8 +355,12 @@ where
     };
     let key = ip.flow_key(&l4);
     let now = conntrack::now();
-    let Some(entry) = conntrack::lookup(&key, now) else {
-        return Ok(Reply::Untracked);
+    let entry = match conntrack::lookup(&key, now) {
+        Some(e) => e,
+        None => match forward::open(&key, ctx.ingress_ifindex(), &l4.tcp, now)? {
+            Some(e) => e,
+            None => return Ok(Reply::Untracked),
+        },
     };
     if unsafe { (*entry).direction() } != DIR_REPLY {
         return Ok(Reply::Untracked);

@@ -4,14 +4,17 @@
 //! remote) and redirected out of the uplink.
 
 use aya_ebpf::{EbpfContext, programs::TcContext};
-use vxdp_common::{Action, ConntrackKey, DropReason, Nat4Scratch, NetworkConfig, PROTO_ICMP};
+use vxdp_common::{
+    Action, ConntrackKey, DIR_ORIGINAL, DropReason, ForwardKey, Nat4Scratch, NetworkConfig,
+    PROTO_ICMP, jump,
+};
 
-use super::port::{nat_exit, pass, port_network};
+use super::port::{nat_exit, pass, port_network, tail};
 use crate::{
     base::{
         fib::{self, FibParams},
         l2::set_macs,
-        maps::VXDP_NAT4_SCRATCH,
+        maps::{VXDP_CONNTRACK, VXDP_FORWARDS, VXDP_NAT4_SCRATCH},
         parse::{self, ICMP_ECHO_REQUEST, Ipv4},
         stats::{Drop, count},
     },
@@ -63,10 +66,7 @@ fn guest_nat(
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
     let mac = unsafe { (*eth).src_addr };
     let ports = (l4.src_port, l4.dst_port);
-    let Some(resolved) = route_out(ctx, net, net_id, ip, ports, scratch)? else {
-        return pass(ctx, net_id);
-    };
-
+    let routed = route_out(ctx, net, net_id, ip, ports, scratch)?;
     scratch.key = ConntrackKey {
         src_addr: ip.src,
         dst_addr: ip.dst,
@@ -75,6 +75,12 @@ fn guest_nat(
         proto: ip.proto,
         _pad: [0; 3],
     };
+    // Not out of the uplink: the host's, unless it is a port forward's
+    // public address and port (hairpin), or the target guest's answer in
+    // such a flow.
+    if routed.is_none() && !hairpin(&scratch.key) {
+        return pass(ctx, net_id);
+    }
     let nat_addr = nat_address(net, ip.src);
     let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, &l4.tcp);
     let slots = FlowSlots {
@@ -96,7 +102,39 @@ fn guest_nat(
     .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     // A first fragment: the rest of its datagram follows.
     ip.remember(false, &mapping.rewrite_addr, ifindex, net_id, &[0; 6]);
-    redirect(ctx, net_id, params(scratch), resolved)
+    match routed {
+        Some(resolved) => redirect(ctx, net_id, params(scratch), resolved),
+        // Now it looks as it would from the outside: the uplink's path
+        // opens or finds the forward's flow and delivers it.
+        None => tail(ctx, jump::HAIRPIN, net_id),
+    }
+}
+
+/// Whether a guest packet to a local address goes through a port forward
+/// (hairpin): to a forward's public address and port, or the answer of a
+/// forwarded flow's guest (its original entry rewrites the source to a
+/// forward's public address and port). A subprogram: its keys stay off the
+/// NAT program's frame.
+#[inline(never)]
+fn hairpin(key: &ConntrackKey) -> bool {
+    let mut fk = ForwardKey {
+        addr: key.dst_addr,
+        port: key.dst_port,
+        proto: key.proto,
+        _pad: 0,
+    };
+    if unsafe { VXDP_FORWARDS.get(&fk) }.is_some() {
+        return true;
+    }
+    let Some(e) = (unsafe { VXDP_CONNTRACK.get(key) }) else {
+        return false;
+    };
+    if e.direction != DIR_ORIGINAL {
+        return false;
+    }
+    fk.addr = e.rewrite_addr;
+    fk.port = e.rewrite_port;
+    unsafe { VXDP_FORWARDS.get(&fk) }.is_some()
 }
 
 /// The route lookup's parameters in the scratch slot.

@@ -25,8 +25,8 @@ use crate::{
     },
     direct,
     flow::{
-        conntrack::Table,
         deliver::{Hook, judged_by_xdp},
+        forward::Forwarded,
         frag::{self, Fragments},
         snat::{self, Reply},
     },
@@ -102,7 +102,7 @@ fn tracked<C: Hook, F: icmp_error::Quoting + Fragments>(
     ip: &F,
 ) -> Result<Option<C::Verdict>, Drop>
 where
-    F::Key: Table,
+    F::Key: Forwarded,
 {
     match snat::reply(ctx, ip)? {
         Reply::Delivered(verdict) => Ok(Some(verdict)),

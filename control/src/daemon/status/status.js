@@ -53,6 +53,8 @@ function render(s) {
   const body = document.querySelector("#flows tbody");
   body.replaceChildren(...s.flows.map((f) =>
     row([f.network, f.proto, f.guest, f.remote, f.nat, f.state, `${f.idle_s} s`], [6])));
+  document.querySelector("#forwards tbody").replaceChildren(...s.forwards.map((f) =>
+    row([f.network, f.dev, f.proto, f.address, f.ranges, f.guest || "", f.opened, f.pending || ""], [6])));
   document.body.dataset.loaded = "yes";
 }
 
