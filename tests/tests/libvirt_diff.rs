@@ -40,7 +40,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/ip",
-        "several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet",
+        "<ip localPtr> and DHCPv6 host ids are not realized yet",
     ),
     ("/network/mtu", "bridge MTU not applied yet"),
     (

@@ -21,8 +21,8 @@ use crate::{
     modes::{
         follow, nat6,
         plan::{
-            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_key,
-            subnet6_key,
+            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_keys,
+            subnet6_keys,
         },
         shared::{
             ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
@@ -297,10 +297,18 @@ async fn apply_start(
     maps.set_network(id, &cfg)?;
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
-    undo.push(Step::RemoveSubnets {
-        v4: subnet4_key(plan),
-        v6: subnet6_key(plan),
-    });
+    for v4 in subnet4_keys(plan) {
+        undo.push(Step::RemoveSubnets {
+            v4: Some(v4),
+            v6: None,
+        });
+    }
+    for v6 in subnet6_keys(plan) {
+        undo.push(Step::RemoveSubnets {
+            v4: None,
+            v6: Some(v6),
+        });
+    }
     write_subnets(&maps, id, plan)?;
     fault::point("net-start:maps");
     // ClearNetwork above also clears the NAT66 entry.
@@ -447,10 +455,10 @@ pub async fn reconcile(
             }
             rec.bridge_ifindex = index;
             let addrs: Vec<String> = plan
-                .ipv4
+                .ipv4_all
+                .iter()
                 .map(|v4| format!("{}/{}", v4.gateway, v4.prefix))
-                .into_iter()
-                .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
+                .chain(plan.ipv6_all.iter().map(|(a, p)| format!("{a}/{p}")))
                 .collect();
             let host_side = if addrs.is_empty() {
                 "no address, IPv6 disabled".to_string()
@@ -524,14 +532,14 @@ pub async fn reconcile(
         ));
     }
     let owner = subnet_owner(rec.id, plan);
-    let v4_ok = match subnet4_key(plan) {
-        Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
-        None => true,
-    };
-    let v6_ok = match subnet6_key(plan) {
-        Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
-        None => true,
-    };
+    let mut v4_ok = true;
+    for (a, p) in subnet4_keys(plan) {
+        v4_ok &= maps.subnet_owner(a, p)? == Some(owner);
+    }
+    let mut v6_ok = true;
+    for (a, p) in subnet6_keys(plan) {
+        v6_ok &= maps.subnet6_owner(a, p)? == Some(owner);
+    }
     if !(v4_ok && v6_ok) {
         write_subnets(maps, rec.id, plan)?;
         repairs.note(format!("{name}: wrote its subnet map entries"));

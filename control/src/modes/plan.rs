@@ -51,11 +51,15 @@ pub struct NetworkPlan {
     pub def: NetworkDef,
     /// One of `vxdp_common::mode`.
     pub mode: u32,
-    /// The IPv4 `<ip>`; `None` only in a very isolated network (or a
+    /// The first IPv4 `<ip>`; `None` only in a very isolated network (or a
     /// route/open network with IPv6 only).
     pub ipv4: Option<Ipv4Plan>,
     /// The IPv6 `<ip>` (address on the bridge, prefix).
     pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Every IPv4 `<ip>`, in document order (the first is `ipv4`).
+    pub ipv4_all: Vec<Ipv4Plan>,
+    /// Every IPv6 `<ip>`, in document order (the first is `ipv6`).
+    pub ipv6_all: Vec<(Ipv6Addr, u8)>,
     pub nat_addresses: Option<(Ipv4Addr, Ipv4Addr)>,
     pub nat_ports: (u16, u16),
 }
@@ -134,59 +138,44 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
         check_direct(&def, file)?;
     }
     let forward = def.forward.as_ref();
-    let v4: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv4()).collect();
-    let v6: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv6()).collect();
-    if v4.len() > 1 {
-        return Err(not_supported(
-            file,
-            "/network/ip[2]",
-            "more than one IPv4 <ip>",
-        ));
-    }
-    if v6.len() > 1 {
-        return Err(not_supported(
-            file,
-            "/network/ip",
-            "more than one IPv6 <ip>",
-        ));
-    }
-    let ipv4 = match v4.first() {
-        Some(ip) => {
-            let IpAddr::V4(gateway) = ip.address else {
-                unreachable!("filtered to IPv4")
-            };
-            if ip.prefix > 30 {
-                return Err(invalid(
-                    file,
-                    "/network/ip@prefix",
-                    format!("prefix /{} leaves no room for guests", ip.prefix),
-                ));
+    // Every <ip> is realized, as libvirt does: the bridge gets each
+    // address, dnsmasq a range per block, the dataplane each prefix (its
+    // subnet trie maps every prefix to the network); the first of each
+    // family is the network's primary one (`VXDP_NETWORKS`' subnet and
+    // gateway, the NAT66 prefix).
+    let mut ipv4_all = Vec::new();
+    let mut ipv6_all = Vec::new();
+    for (i, ip) in def.ips.iter().enumerate() {
+        let element = format!("/network/ip[{}]@prefix", i + 1);
+        match ip.address {
+            IpAddr::V4(gateway) => {
+                if ip.prefix > 30 {
+                    return Err(invalid(
+                        file,
+                        &element,
+                        format!("prefix /{} leaves no room for guests", ip.prefix),
+                    ));
+                }
+                ipv4_all.push(Ipv4Plan {
+                    gateway,
+                    prefix: ip.prefix,
+                    subnet: Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix)),
+                });
             }
-            let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
-            Some(Ipv4Plan {
-                gateway,
-                prefix: ip.prefix,
-                subnet,
-            })
-        }
-        None => None,
-    };
-    let ipv6 = match v6.first() {
-        Some(ip) => {
-            let IpAddr::V6(addr) = ip.address else {
-                unreachable!("filtered to IPv6")
-            };
-            if ip.prefix > 126 {
-                return Err(invalid(
-                    file,
-                    "/network/ip@prefix",
-                    format!("prefix /{} leaves no room for guests", ip.prefix),
-                ));
+            IpAddr::V6(addr) => {
+                if ip.prefix > 126 {
+                    return Err(invalid(
+                        file,
+                        &element,
+                        format!("prefix /{} leaves no room for guests", ip.prefix),
+                    ));
+                }
+                ipv6_all.push((addr, ip.prefix));
             }
-            Some((addr, ip.prefix))
         }
-        None => None,
-    };
+    }
+    let ipv4 = ipv4_all.first().copied();
+    let ipv6 = ipv6_all.first().copied();
     match net_mode {
         mode::NAT if ipv4.is_none() => {
             return Err(invalid(
@@ -221,6 +210,8 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
         mode: net_mode,
         ipv4,
         ipv6,
+        ipv4_all,
+        ipv6_all,
         nat_addresses: nat.and_then(|n| n.addresses),
         nat_ports: nat.and_then(|n| n.ports).unwrap_or((1024, 65535)),
         def,
@@ -339,20 +330,27 @@ pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
     }
 }
 
-/// The network's IPv4 prefix as `VXDP_SUBNETS` keys it (address, length).
-pub fn subnet4_key(plan: &NetworkPlan) -> Option<(u32, u32)> {
-    plan.ipv4
+/// The network's IPv4 prefixes as `VXDP_SUBNETS` keys them (address,
+/// length): one per IPv4 `<ip>`.
+pub fn subnet4_keys(plan: &NetworkPlan) -> Vec<(u32, u32)> {
+    plan.ipv4_all
+        .iter()
         .map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
+        .collect()
 }
 
-/// The network's IPv6 prefix as `VXDP_SUBNETS6` keys it (address, length).
-pub fn subnet6_key(plan: &NetworkPlan) -> Option<([u8; 16], u32)> {
-    plan.ipv6.map(|(a, p)| {
-        (
-            Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
-            p as u32,
-        )
-    })
+/// The network's IPv6 prefixes as `VXDP_SUBNETS6` keys them (address,
+/// length): one per IPv6 `<ip>`.
+pub fn subnet6_keys(plan: &NetworkPlan) -> Vec<([u8; 16], u32)> {
+    plan.ipv6_all
+        .iter()
+        .map(|&(a, p)| {
+            (
+                Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
+                p as u32,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -448,10 +446,10 @@ mod tests {
             )
         );
         assert_eq!(
-            subnet4_key(&p),
-            Some((u32::from_ne_bytes([192, 168, 150, 0]), 24))
+            subnet4_keys(&p),
+            vec![(u32::from_ne_bytes([192, 168, 150, 0]), 24)]
         );
-        let (a6, p6) = subnet6_key(&p).unwrap();
+        let (a6, p6) = subnet6_keys(&p)[0];
         assert_eq!(
             (Ipv6Addr::from(a6), p6),
             ("2001:db8:5::".parse().unwrap(), 64),
@@ -472,7 +470,7 @@ mod tests {
             (c.mode, c.flags, c.netmask, c.gateway),
             (mode::ISOLATED, network_flags::ACTIVE, 0, 0)
         );
-        assert!(subnet4_key(&p).is_none() && subnet6_key(&p).is_none());
+        assert!(subnet4_keys(&p).is_empty() && subnet6_keys(&p).is_empty());
 
         // NAT: the addresses resolved at start are carried as given.
         let p = plan(
@@ -493,6 +491,49 @@ mod tests {
             )
         );
         assert_eq!((c.nat_port_min, c.nat_port_max), (1024, 65535));
+    }
+
+    #[test]
+    fn every_ip_block_is_planned_and_keyed() {
+        let p = plan(
+            &net("<forward mode='nat'/>
+                <ip address='192.168.150.1' prefix='24'/>
+                <ip family='ipv6' address='2001:db8:5::1' prefix='64'/>
+                <ip address='10.20.0.1' prefix='16'/>
+                <ip family='ipv6' address='2001:db8:6::1' prefix='64'/>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.ipv4.map(|v| v.gateway),
+            Some("192.168.150.1".parse().unwrap()),
+            "the first IPv4 block is the primary one"
+        );
+        assert_eq!(
+            subnet4_keys(&p),
+            vec![
+                (u32::from_ne_bytes([192, 168, 150, 0]), 24),
+                (u32::from_ne_bytes([10, 20, 0, 0]), 16)
+            ]
+        );
+        let v6: Vec<_> = subnet6_keys(&p)
+            .into_iter()
+            .map(|(a, l)| (Ipv6Addr::from(a), l))
+            .collect();
+        assert_eq!(
+            v6,
+            vec![
+                ("2001:db8:5::".parse().unwrap(), 64),
+                ("2001:db8:6::".parse().unwrap(), 64)
+            ]
+        );
+        let e = plan(
+            &net("<ip address='192.168.150.1' prefix='24'/><ip address='10.20.0.1' prefix='31'/>"),
+            "t.xml",
+        )
+        .expect_err("no room for guests")
+        .to_string();
+        assert!(e.contains("/network/ip[2]@prefix"), "{e}");
     }
 
     #[test]

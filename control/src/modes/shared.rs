@@ -18,7 +18,7 @@ use crate::{
         undo::{self, Step, Undo},
     },
     model::mac::{Mac, MacError},
-    modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_key, subnet6_key},
+    modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_keys, subnet6_keys},
     xml::XmlError,
 };
 
@@ -166,20 +166,20 @@ pub fn ensure_forwarding(
     Ok(())
 }
 
-/// Writes the network's subnet entries, IPv4 and IPv6 (those it has).
+/// Writes the network's subnet entries, IPv4 and IPv6: one per prefix.
 pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), DataplaneError> {
     let owner = subnet_owner(id, plan);
-    if let Some((a, p)) = subnet4_key(plan) {
+    for (a, p) in subnet4_keys(plan) {
         maps.set_subnet(a, p, &owner)?;
     }
-    if let Some((a, p)) = subnet6_key(plan) {
+    for (a, p) in subnet6_keys(plan) {
         maps.set_subnet6(a, p, &owner)?;
     }
     Ok(())
 }
 
 /// Gives a bridge vxdp created (never a host bridge) its host side: the
-/// network's addresses, or — without an IPv6 `<ip>` — `disable_ipv6=1`
+/// network's addresses (every `<ip>`), or — without an IPv6 `<ip>` — `disable_ipv6=1`
 /// (a very isolated network's bridge has no address at all), then sets it
 /// up. Used by `net-start` and by reconcile when it recreates the bridge.
 pub async fn configure_bridge(
@@ -196,11 +196,11 @@ pub async fn configure_bridge(
             "1",
         )?;
     }
-    if let Some(v4) = plan.ipv4 {
+    for v4 in &plan.ipv4_all {
         nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix)
             .await?;
     }
-    if let Some((a, p)) = plan.ipv6 {
+    for &(a, p) in &plan.ipv6_all {
         nl.add_address(ifindex, IpAddr::V6(a), p).await?;
     }
     nl.set_up(ifindex).await?;

@@ -39,11 +39,13 @@ pub fn guest_destination(net: &NetworkConfig, ip: &Ipv4) -> GuestDestination {
     }
 }
 
-/// A guest may only send to the outside from an address of its subnet;
-/// anything else is spoofed and must not be forwarded.
+/// A guest may only send to the outside from an address of its network's
+/// subnets (the first `<ip>`'s, held in `net`, or any other prefix the
+/// subnet trie gives network `net_id`); anything else is spoofed and must
+/// not be forwarded.
 #[inline(always)]
-pub fn source_in_subnet(net: &NetworkConfig, ip: &Ipv4) -> bool {
-    ip.src & net.netmask == net.subnet
+pub fn source_in_subnet(net: &NetworkConfig, net_id: u32, ip: &Ipv4) -> bool {
+    own_subnet(net, net_id, ip.src)
 }
 
 #[inline(always)]
@@ -197,12 +199,19 @@ pub fn ipv6_service_refusal<C: PacketCtx>(ctx: &C, ep: &Endpoint, ip: &Ipv6) -> 
 /// receives every such frame and delivers a unicast packet in it to any of
 /// its addresses (the uplink's too), so "to the host" is decided at layer 3
 /// as well: only broadcast, multicast, and the network's own subnet when
-/// the host has an address on it.
+/// the host has an address on it (any of its `<ip>` blocks).
 #[inline(always)]
-pub fn isolated_group_frame_allowed(net: &NetworkConfig, ip: &Ipv4) -> bool {
+pub fn isolated_group_frame_allowed(net: &NetworkConfig, net_id: u32, ip: &Ipv4) -> bool {
     ip.dst == u32::MAX
         || is_multicast(ip.dst)
-        || (host_on_bridge(net) && ip.dst & net.netmask == net.subnet)
+        || (host_on_bridge(net) && own_subnet(net, net_id, ip.dst))
+}
+
+/// Whether `addr` is in one of network `net_id`'s IPv4 prefixes (the
+/// first `<ip>`'s, held in `net`, or another the subnet trie gives it).
+#[inline(always)]
+pub fn own_subnet(net: &NetworkConfig, net_id: u32, addr: u32) -> bool {
+    addr & net.netmask == net.subnet || subnet_owner(addr).is_some_and(|o| o.network_id == net_id)
 }
 
 /// Whether `src` is an IPv6 source the guest may send from: any until its

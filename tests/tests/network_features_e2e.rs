@@ -1,0 +1,340 @@
+//! End to end: the parts of a libvirt network definition that libvirt
+//! starts beyond one address per family — several IPv4 and IPv6 `<ip>`
+//! blocks with a DHCP range each, static `<route>`s via a guest, `<mtu>`,
+//! `<network ipv6='yes'>` and `<bridge zone>` — realized by vxdp in
+//! throwaway namespaces, with real clients (busybox udhcpc, ping, TCP) and
+//! what a hostile guest could do with each new path.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use vxdp_testkit::{NatTopology, Netns, OUTSIDE_HOST, UPLINK_ADDR, fetch, pattern, serve_payload};
+
+/// udhcpc's event script: records what the server sent and configures the
+/// address and default route like a real client.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    env | sort > "$VXDP_TEST_OUT"
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    ;;
+  deconfig)
+    ip addr flush dev "$interface"
+    ;;
+esac
+exit 0
+"#;
+
+/// A guest behind `vnet<n>` in the hypervisor namespace, no address yet.
+struct LabGuest {
+    ns: Netns,
+    port: String,
+    mac: String,
+}
+
+/// The NAT topology's wan and hypervisor namespaces, guests added one by
+/// one, and the network `default` started from a test's XML; everything is
+/// stopped and removed on drop (the topology destroys `default`).
+struct Lab {
+    topo: NatTopology,
+    guests: Vec<LabGuest>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Result<Self> {
+        let topo = NatTopology::new(tag, 0)?;
+        let dir = std::env::temp_dir().join(format!("{}-files", topo.prefix));
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("udhcpc.sh"), UDHCPC_SCRIPT)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.join("udhcpc.sh"), fs::Permissions::from_mode(0o755))?;
+        Ok(Self {
+            topo,
+            guests: Vec::new(),
+            dir,
+        })
+    }
+
+    /// Adds a guest with `mac` behind a veth in the kernel's default
+    /// settings; not plugged in yet.
+    fn add_guest(&mut self, mac: &str) -> Result<usize> {
+        let n = self.guests.len();
+        let ns = Netns::new(format!("{}-g{n}", self.topo.prefix))?;
+        let port = format!("vnet{n}");
+        self.topo.hyp.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ])?;
+        ns.ip(&["link", "set", "eth0", "address", mac])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        self.guests.push(LabGuest {
+            ns,
+            port,
+            mac: mac.into(),
+        });
+        Ok(n)
+    }
+
+    fn plug(&self, guest: usize) -> Result<()> {
+        let g = &self.guests[guest];
+        self.topo.vxdp(&[
+            "attach-interface",
+            "--network",
+            "default",
+            "--dev",
+            &g.port,
+            "--mac",
+            &g.mac,
+        ])?;
+        Ok(())
+    }
+
+    /// Runs udhcpc once in the guest (6 discovers, 2 s apart) and returns
+    /// the environment the server's reply produced.
+    fn dhcp(&self, guest: usize) -> Result<BTreeMap<String, String>> {
+        let out_file = self.dir.join(format!("g{guest}.env"));
+        let _ = fs::remove_file(&out_file);
+        let script = self.dir.join("udhcpc.sh");
+        let out_env = format!("VXDP_TEST_OUT={}", out_file.display());
+        let script = script.display().to_string();
+        let argv = [
+            out_env.as_str(),
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "6",
+            "-T",
+            "2",
+            "-s",
+            &script,
+        ];
+        let out = self.guests[guest].ns.exec_status("env", &argv)?;
+        ensure!(
+            out.status.success(),
+            "udhcpc in guest {guest} got no lease: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = fs::read_to_string(&out_file)
+            .with_context(|| format!("udhcpc ran no bound event ({})", out_file.display()))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    fn counter(&self, name: &str) -> Result<u64> {
+        Ok(self.topo.counter("default", name)?.0)
+    }
+
+    /// Pings `dst` from guest `guest` until one echo comes back (the
+    /// bridge port may still be learning).
+    fn wait_ping(&self, guest: usize, dst: &str, within: Duration) -> Result<()> {
+        self.topo
+            .wait_port_forwarding(&self.guests[guest].port, within)?;
+        let start = Instant::now();
+        loop {
+            let out = self.guests[guest]
+                .ns
+                .exec_status("ping", &["-c", "1", "-W", "1", dst])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if start.elapsed() > within {
+                bail!(
+                    "guest {guest} cannot ping {dst} within {within:?}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn env<'a>(e: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str> {
+    e.get(k)
+        .map(String::as_str)
+        .with_context(|| format!("the DHCP reply set no '{k}': {e:?}"))
+}
+
+fn in_range(ip: &str, first: Ipv4Addr, last: Ipv4Addr) -> Result<Ipv4Addr> {
+    let a: Ipv4Addr = ip
+        .parse()
+        .with_context(|| format!("'{ip}' is not an IPv4 address"))?;
+    ensure!(
+        a >= first && a <= last,
+        "leased {a} is outside the range {first}-{last}"
+    );
+    Ok(a)
+}
+
+/// The addresses `dev` has in namespace `ns` (`ip -o addr show`).
+fn addresses(ns: &Netns, dev: &str) -> Result<String> {
+    Ok(String::from_utf8(
+        ns.ip(&["-o", "addr", "show", "dev", dev])?.stdout,
+    )?)
+}
+
+/// Fetches 1 MB from the outside host in guest `guest`'s namespace and
+/// returns the source address the outside host saw.
+fn fetch_from_outside(lab: &Lab, guest: usize) -> Result<SocketAddr> {
+    let payload = pattern(1024 * 1024, 17);
+    let (addr, server) =
+        serve_payload(&lab.topo.wan, &format!("{OUTSIDE_HOST}:0"), payload.clone())?;
+    let got = fetch(&lab.guests[guest].ns, addr, Duration::from_secs(5))?;
+    let peer = server.join().expect("server thread")?;
+    ensure!(
+        got == payload,
+        "the 1 MB transfer arrived short or corrupted"
+    );
+    Ok(peer)
+}
+
+/// Two IPv4 blocks (and two IPv6 ones) in a NAT network, as libvirt starts
+/// them: the bridge holds every address, dnsmasq serves the block with
+/// `<dhcp>` (libvirt allows DHCP on one IPv4 `<ip>`; here the second) with
+/// that block's router, and the dataplane masquerades every block (its
+/// subnet trie maps each prefix to the network).
+#[test]
+fn nat_network_with_two_ipv4_blocks_serves_and_masquerades_both() -> Result<()> {
+    let mut lab = Lab::new("ips")?;
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+  <ip address='192.168.123.1' prefix='24'><dhcp><range start='192.168.123.100' end='192.168.123.150'/></dhcp></ip>
+  <ip family='ipv6' address='2001:db8:5::1' prefix='64'/>
+  <ip family='ipv6' address='2001:db8:6::1' prefix='64'/>
+</network>",
+    )?;
+    let bridge = addresses(&lab.topo.hyp, "virbr0")?;
+    for want in [
+        "192.168.122.1/24",
+        "192.168.123.1/24",
+        "2001:db8:5::1/64",
+        "2001:db8:6::1/64",
+    ] {
+        ensure!(bridge.contains(want), "the bridge lacks {want}:\n{bridge}");
+    }
+
+    // Guest a: a static address in the first block; guest b: DHCP.
+    let a = lab.add_guest("52:54:00:00:7a:01")?;
+    let b = lab.add_guest("52:54:00:00:7a:02")?;
+    lab.plug(a)?;
+    lab.plug(b)?;
+    let ga = &lab.guests[a].ns;
+    ga.ip(&["addr", "add", "192.168.122.10/24", "dev", "eth0"])?;
+    ga.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+    let eb = lab.dhcp(b)?;
+    let ip_b = in_range(
+        env(&eb, "ip")?,
+        Ipv4Addr::new(192, 168, 123, 100),
+        Ipv4Addr::new(192, 168, 123, 150),
+    )?;
+    ensure!(
+        env(&eb, "router")? == "192.168.123.1" && env(&eb, "dns")? == "192.168.123.1",
+        "the second block's guest must get its block's router and DNS server: {eb:?}"
+    );
+    let leases = String::from_utf8(lab.topo.vxdp(&["net-dhcp-leases", "default"])?.stdout)?;
+    ensure!(
+        leases.contains(&format!("{ip_b}/24")),
+        "net-dhcp-leases lacks {ip_b}:\n{leases}"
+    );
+
+    // The second block's guest reaches the outside, masqueraded by eBPF.
+    lab.wait_ping(b, OUTSIDE_HOST, Duration::from_secs(15))?;
+    let snat0 = lab.counter("snat_forwarded")?;
+    let peer = fetch_from_outside(&lab, b)?;
+    ensure!(
+        peer.ip().to_string() == UPLINK_ADDR,
+        "the outside host saw {peer}, expected the uplink address {UPLINK_ADDR}"
+    );
+    ensure!(
+        lab.counter("snat_forwarded")? > snat0,
+        "the second block's TCP did not take the eBPF NAT path"
+    );
+    // So does the first block's, and the two blocks reach each other
+    // through the host (it routes between its addresses on the bridge).
+    let peer = fetch_from_outside(&lab, a)?;
+    ensure!(peer.ip().to_string() == UPLINK_ADDR, "outside saw {peer}");
+    lab.wait_ping(a, &ip_b.to_string(), Duration::from_secs(5))?;
+    lab.wait_ping(b, "192.168.122.10", Duration::from_secs(5))?;
+
+    // A hostile guest: the second guest, its lease known, sends from an
+    // address of the other block and from one in neither: both spoofed.
+    let g = &lab.guests[b].ns;
+    for (src, counter) in [
+        ("192.168.122.77", "spoofed_source"),
+        ("10.99.0.5", "spoofed_source"),
+    ] {
+        let before = lab.counter(counter)?;
+        g.ip(&["addr", "add", &format!("{src}/32"), "dev", "eth0"])?;
+        let out = g.exec_status("ping", &["-c", "2", "-W", "1", "-I", src, OUTSIDE_HOST])?;
+        g.ip(&["addr", "del", &format!("{src}/32"), "dev", "eth0"])?;
+        ensure!(
+            !out.status.success(),
+            "a ping from {src} got through: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        ensure!(
+            lab.counter(counter)? >= before + 2,
+            "pings from {src} were not counted as {counter}"
+        );
+    }
+    Ok(())
+}
+
+/// Without a known address (no lease, no `--ip`), a guest may use any
+/// source inside the network; the second block counts as inside, an
+/// address outside every block does not and is dropped as
+/// `source_not_in_subnet`.
+#[test]
+fn sources_outside_every_block_are_refused() -> Result<()> {
+    let mut lab = Lab::new("ipsrc")?;
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+  <ip address='192.168.123.1' prefix='24'/>
+</network>",
+    )?;
+    let g = lab.add_guest("52:54:00:00:7b:01")?;
+    lab.plug(g)?;
+    let ns = &lab.guests[g].ns;
+    ns.ip(&["addr", "add", "192.168.123.20/24", "dev", "eth0"])?;
+    ns.ip(&["route", "add", "default", "via", "192.168.123.1"])?;
+    lab.wait_ping(g, OUTSIDE_HOST, Duration::from_secs(15))?;
+
+    ns.ip(&["addr", "add", "10.99.0.5/32", "dev", "eth0"])?;
+    let before = lab.counter("source_not_in_subnet")?;
+    let out = ns.exec_status(
+        "ping",
+        &["-c", "2", "-W", "1", "-I", "10.99.0.5", OUTSIDE_HOST],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "a ping from outside every block got through: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ensure!(
+        lab.counter("source_not_in_subnet")? >= before + 2,
+        "pings from 10.99.0.5 were not counted as source_not_in_subnet"
+    );
+    Ok(())
+}
