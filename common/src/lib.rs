@@ -47,6 +47,8 @@ pub mod names {
     pub const MAP_NAT6: &str = "VXDP_NAT6";
     /// Admission control: flows held and allowed per guest port and network.
     pub const MAP_FLOW_QUOTAS: &str = "VXDP_FLOW_QUOTAS";
+    /// Static `<route>`s: IPv4 prefix → network and gateway guest.
+    pub const MAP_ROUTES: &str = "VXDP_ROUTES";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -84,7 +86,7 @@ pub mod names {
         (PROG_GUEST_NAT6, crate::jump::NAT6),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 17] = [
+    pub const ALL_MAPS: [&str; 18] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -102,6 +104,7 @@ pub mod names {
         MAP_NAT6,
         MAP_XDP_INFLIGHT,
         MAP_FLOW_QUOTAS,
+        MAP_ROUTES,
     ];
 }
 

@@ -155,6 +155,19 @@ pub struct SubnetOwner {
 }
 const _: () = assert!(core::mem::size_of::<SubnetOwner>() == 8);
 
+/// Value of `VXDP_ROUTES` (keyed like `VXDP_SUBNETS` by an IPv4 prefix): a
+/// network's static `<route>` and the guest that is its gateway, which
+/// alone may send from the prefix (it forwards for the hosts behind it).
+/// The prefix is also a `VXDP_SUBNETS` entry of the network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RouteOwner {
+    pub network_id: u32,
+    /// The route's gateway (network byte order): a guest's address.
+    pub gateway: u32,
+}
+const _: () = assert!(core::mem::size_of::<RouteOwner>() == 8);
+
 /// Key of the `VXDP_SUBNETS6` LPM trie: an IPv6 prefix as it sits in
 /// packets. Its value is a [`SubnetOwner`].
 #[repr(C)]
@@ -228,6 +241,7 @@ user_pod!(
     Endpoint,
     SubnetKey,
     SubnetOwner,
+    RouteOwner,
     Subnet6Key,
     MacKey,
     MacPort,

@@ -55,7 +55,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/route",
-        "static routes on the network are not applied yet",
+        "a default route via a guest (prefix 0) is not realized yet",
     ),
     (
         "/network/port@isolated",

@@ -84,8 +84,14 @@ impl Lab {
     }
 
     fn plug(&self, guest: usize) -> Result<()> {
+        self.plug_with(guest, &[])
+    }
+
+    /// `attach-interface` of the guest's port with `extra` arguments (such
+    /// as `--ip`).
+    fn plug_with(&self, guest: usize, extra: &[&str]) -> Result<()> {
         let g = &self.guests[guest];
-        self.topo.vxdp(&[
+        let mut args = vec![
             "attach-interface",
             "--network",
             "default",
@@ -93,7 +99,9 @@ impl Lab {
             &g.port,
             "--mac",
             &g.mac,
-        ])?;
+        ];
+        args.extend_from_slice(extra);
+        self.topo.vxdp(&args)?;
         Ok(())
     }
 
@@ -335,6 +343,177 @@ fn sources_outside_every_block_are_refused() -> Result<()> {
     ensure!(
         lab.counter("source_not_in_subnet")? >= before + 2,
         "pings from 10.99.0.5 were not counted as source_not_in_subnet"
+    );
+    Ok(())
+}
+
+/// A network with `<route address='10.77.0.0' prefix='24'
+/// gateway='192.168.122.10'/>`: guest 0 (192.168.122.10, its address
+/// pinned with `--ip`) forwards for a host behind it (10.77.0.2, in its own
+/// namespace); guest 1 is 192.168.122.11, pinned too. Returns the lab
+/// and the hidden host's namespace.
+fn routed_lab(tag: &str, mode: &str) -> Result<(Lab, Netns)> {
+    let mut lab = Lab::new(tag)?;
+    lab.topo.create(&format!(
+        "<network><name>default</name><forward mode='{mode}'/><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+  <ip family='ipv6' address='2001:db8:7::1' prefix='64'/>
+  <route address='10.77.0.0' prefix='24' gateway='192.168.122.10'/>
+  <route family='ipv6' address='2001:db8:77::' prefix='64' gateway='2001:db8:7::10' metric='7'/>
+</network>"
+    ))?;
+    for (family, prefix, via) in [
+        ("-4", "10.77.0.0/24", "via 192.168.122.10 dev virbr0"),
+        ("-6", "2001:db8:77::/64", "via 2001:db8:7::10 dev virbr0"),
+        ("-6", "2001:db8:77::/64", " metric 7 "),
+    ] {
+        let routes =
+            String::from_utf8(lab.topo.hyp.ip(&[family, "route", "show", prefix])?.stdout)?;
+        ensure!(
+            routes.contains(via),
+            "no kernel route to {prefix} {via}: {routes:?}"
+        );
+    }
+    for (n, mac) in ["52:54:00:00:7c:0a", "52:54:00:00:7c:0b"]
+        .into_iter()
+        .enumerate()
+    {
+        let g = lab.add_guest(mac)?;
+        let addr = format!("192.168.122.{}", 10 + n);
+        lab.plug_with(g, &["--ip", &addr])?;
+        let ns = &lab.guests[g].ns;
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+    }
+    // The host behind guest 0: guest 0 routes (in its own namespace).
+    let hidden = Netns::new(format!("{}-hidden", lab.topo.prefix))?;
+    let g0 = &lab.guests[0].ns;
+    g0.ip(&[
+        "link",
+        "add",
+        "eth1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &hidden.name,
+    ])?;
+    g0.ip(&["addr", "add", "10.77.0.1/24", "dev", "eth1"])?;
+    g0.ip(&["link", "set", "eth1", "up"])?;
+    g0.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    hidden.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"])?;
+    hidden.ip(&["link", "set", "eth0", "up"])?;
+    hidden.ip(&["route", "add", "default", "via", "10.77.0.1"])?;
+    Ok((lab, hidden))
+}
+
+/// Waits until `ns` can ping `dst`.
+fn ns_wait_ping(ns: &Netns, dst: &str, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = ns.exec_status("ping", &["-c", "1", "-W", "1", dst])?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            bail!(
+                "{} cannot ping {dst} within {within:?}: {}",
+                ns.name,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
+
+/// Route mode with a static route: the host reaches the host behind the
+/// gateway guest, that host reaches the outside with its own address and
+/// the outside reaches it (the routed prefix is the network's, as its
+/// `<ip>` is); only the gateway guest may send from the prefix.
+#[test]
+fn route_network_reaches_a_host_behind_a_gateway_guest() -> Result<()> {
+    let (lab, hidden) = routed_lab("rt", "route")?;
+    lab.topo.wait_ports_forwarding(Duration::from_secs(15))?;
+    // The hypervisor itself (libvirt's reason for <route>).
+    ns_wait_ping(&lab.topo.hyp, "10.77.0.2", Duration::from_secs(10))?;
+    // The outside routes the network's prefixes to the hypervisor (route
+    // mode), and the hidden host reaches it, and back.
+    for net in ["192.168.122.0/24", "10.77.0.0/24"] {
+        lab.topo
+            .wan
+            .ip(&["route", "add", net, "via", UPLINK_ADDR])?;
+    }
+    ns_wait_ping(&hidden, OUTSIDE_HOST, Duration::from_secs(10))?;
+    let payload = pattern(1024 * 1024, 23);
+    let (addr, server) =
+        serve_payload(&lab.topo.wan, &format!("{OUTSIDE_HOST}:0"), payload.clone())?;
+    let got = fetch(&hidden, addr, Duration::from_secs(5))?;
+    let peer = server.join().expect("server thread")?;
+    ensure!(got == payload, "the transfer arrived short or corrupted");
+    ensure!(
+        peer.ip().to_string() == "10.77.0.2",
+        "route mode forwards without NAT: the outside saw {peer}"
+    );
+    ns_wait_ping(&lab.topo.wan, "10.77.0.2", Duration::from_secs(5))?;
+
+    // A hostile guest (guest 1, not the route's gateway) sending from the
+    // routed prefix is dropped as spoofed.
+    let g1 = &lab.guests[1].ns;
+    g1.ip(&["addr", "add", "10.77.0.9/32", "dev", "eth0"])?;
+    let before = lab.counter("spoofed_source")?;
+    let out = g1.exec_status(
+        "ping",
+        &["-c", "2", "-W", "1", "-I", "10.77.0.9", OUTSIDE_HOST],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "guest 1 sent from the routed prefix: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ensure!(
+        lab.counter("spoofed_source")? >= before + 2,
+        "guest 1's packets from 10.77.0.9 were not counted as spoofed_source"
+    );
+    Ok(())
+}
+
+/// NAT mode with a static route: the host behind the gateway guest reaches
+/// the outside masqueraded like the network's own guests, and the outside
+/// cannot reach it even with a route to it (`unsolicited_inbound`).
+#[test]
+fn nat_network_masquerades_a_host_behind_a_gateway_guest() -> Result<()> {
+    let (lab, hidden) = routed_lab("rtnat", "nat")?;
+    lab.topo.wait_ports_forwarding(Duration::from_secs(15))?;
+    ns_wait_ping(&hidden, OUTSIDE_HOST, Duration::from_secs(10))?;
+    let payload = pattern(1024 * 1024, 29);
+    let (addr, server) =
+        serve_payload(&lab.topo.wan, &format!("{OUTSIDE_HOST}:0"), payload.clone())?;
+    let got = fetch(&hidden, addr, Duration::from_secs(5))?;
+    let peer = server.join().expect("server thread")?;
+    ensure!(got == payload, "the transfer arrived short or corrupted");
+    ensure!(
+        peer.ip().to_string() == UPLINK_ADDR,
+        "the outside saw {peer}, expected the uplink address"
+    );
+
+    // Unsolicited inbound to the routed prefix: refused like the subnet's.
+    lab.topo
+        .wan
+        .ip(&["route", "add", "10.77.0.0/24", "via", UPLINK_ADDR])?;
+    let before = lab.counter("unsolicited_inbound")?;
+    let out = lab
+        .topo
+        .wan
+        .exec_status("ping", &["-c", "2", "-W", "1", "10.77.0.2"])?;
+    ensure!(
+        !out.status.success(),
+        "the outside reached the NAT network's routed host: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ensure!(
+        lab.counter("unsolicited_inbound")? >= before + 2,
+        "pings to 10.77.0.2 from outside were not counted as unsolicited_inbound"
     );
     Ok(())
 }

@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 7;
+pub const CURRENT: u32 = 8;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 7] = [
+pub const HISTORY: [(u32, &str); 8] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -58,6 +58,7 @@ pub const HISTORY: [(u32, &str); 7] = [
         7,
         "VXDP_CONNTRACK and VXDP_CONNTRACK6 values carry TCP sequence records (40 and 56 bytes)",
     ),
+    (8, "VXDP_ROUTES: static <route>s and their gateway guests"),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -73,15 +74,18 @@ pub enum Feature {
     Direct,
     /// `VXDP_FLOW_QUOTAS`: per-guest and per-network flow limits.
     FlowQuotas,
+    /// `VXDP_ROUTES`: static `<route>`s via a guest.
+    StaticRoutes,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 5] = [
+    pub const ALL: [Feature; 6] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
         Feature::Direct,
         Feature::FlowQuotas,
+        Feature::StaticRoutes,
     ];
 }
 
@@ -94,6 +98,7 @@ impl Feature {
             Feature::Nat66 => 4,
             Feature::Direct => 5,
             Feature::FlowQuotas => 6,
+            Feature::StaticRoutes => 8,
         }
     }
 
@@ -104,6 +109,7 @@ impl Feature {
             Feature::Nat66 => "IPv6 in NAT networks (no VXDP_NAT6 map)",
             Feature::Direct => "direct networks (VXDP_DIRECT_NICS)",
             Feature::FlowQuotas => "flow limits per guest and network (VXDP_FLOW_QUOTAS)",
+            Feature::StaticRoutes => "static routes via a guest (VXDP_ROUTES)",
         }
     }
 }

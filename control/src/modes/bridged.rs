@@ -21,9 +21,10 @@ use crate::{
     modes::{
         follow, nat6,
         plan::{
-            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_keys,
-            subnet6_keys,
+            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, route4_entries,
+            subnet_owner, subnet4_keys, subnet6_keys,
         },
+        shared,
         shared::{
             ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
             load_dataplane, port_endpoint, remember_sysctl, takes_xdp_frames, write_subnets,
@@ -309,6 +310,9 @@ async fn apply_start(
             v6: Some(v6),
         });
     }
+    for (a, p, _) in route4_entries(plan, id) {
+        undo.push(Step::RemoveRoute { v4: (a, p) });
+    }
     write_subnets(&maps, id, plan)?;
     fault::point("net-start:maps");
     // ClearNetwork above also clears the NAT66 entry.
@@ -473,6 +477,14 @@ pub async fn reconcile(
         }
     };
 
+    // Static routes via the bridge: put back when something removed them
+    // (a recreated bridge got them with its host side above).
+    if !host_bridge {
+        for route in shared::add_routes(nl, plan, rec.bridge_ifindex).await? {
+            repairs.note(format!("{name}: added the missing route {route}"));
+        }
+    }
+
     // The bridge's egress program (see `vxdp_bridge_out`): on the bridge
     // as it is now; a recreated bridge's old link goes.
     if !host_bridge {
@@ -539,6 +551,9 @@ pub async fn reconcile(
     let mut v6_ok = true;
     for (a, p) in subnet6_keys(plan) {
         v6_ok &= maps.subnet6_owner(a, p)? == Some(owner);
+    }
+    for (a, p, want) in route4_entries(plan, rec.id) {
+        v4_ok &= maps.route(a, p)? == Some(want);
     }
     if !(v4_ok && v6_ok) {
         write_subnets(maps, rec.id, plan)?;

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vxdp_common::{NetworkConfig, SubnetOwner, mode, network_flags};
+use vxdp_common::{NetworkConfig, RouteOwner, SubnetOwner, mode, network_flags};
 
 use crate::{
     host::dnsmasq,
@@ -60,6 +60,9 @@ pub struct NetworkPlan {
     pub ipv4_all: Vec<Ipv4Plan>,
     /// Every IPv6 `<ip>`, in document order (the first is `ipv6`).
     pub ipv6_all: Vec<(Ipv6Addr, u8)>,
+    /// The static `<route>`s (kernel routes via a guest on the bridge; their
+    /// prefixes are the network's, like its `<ip>` blocks').
+    pub routes: Vec<xml::RouteDef>,
     pub nat_addresses: Option<(Ipv4Addr, Ipv4Addr)>,
     pub nat_ports: (u16, u16),
 }
@@ -174,6 +177,17 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
             }
         }
     }
+    for (i, r) in def.routes.iter().enumerate() {
+        if r.prefix == 0 {
+            // Every address would be the network's: its guests' packets
+            // would never leave it, and all inbound traffic would be its.
+            return Err(not_supported(
+                file,
+                &format!("/network/route[{}]@prefix", i + 1),
+                "a default <route> (prefix 0) via a guest",
+            ));
+        }
+    }
     let ipv4 = ipv4_all.first().copied();
     let ipv6 = ipv6_all.first().copied();
     match net_mode {
@@ -212,6 +226,7 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
         ipv6,
         ipv4_all,
         ipv6_all,
+        routes: def.routes.clone(),
         nat_addresses: nat.and_then(|n| n.addresses),
         nat_ports: nat.and_then(|n| n.ports).unwrap_or((1024, 65535)),
         def,
@@ -331,24 +346,50 @@ pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
 }
 
 /// The network's IPv4 prefixes as `VXDP_SUBNETS` keys them (address,
-/// length): one per IPv4 `<ip>`.
+/// length): one per IPv4 `<ip>`, then one per IPv4 `<route>`.
 pub fn subnet4_keys(plan: &NetworkPlan) -> Vec<(u32, u32)> {
     plan.ipv4_all
         .iter()
         .map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
+        .chain(route4_entries(plan, 0).into_iter().map(|(a, p, _)| (a, p)))
         .collect()
 }
 
 /// The network's IPv6 prefixes as `VXDP_SUBNETS6` keys them (address,
-/// length): one per IPv6 `<ip>`.
+/// length): one per IPv6 `<ip>`, then one per IPv6 `<route>`.
 pub fn subnet6_keys(plan: &NetworkPlan) -> Vec<([u8; 16], u32)> {
+    let routes = plan.routes.iter().filter_map(|r| match r.address {
+        IpAddr::V6(a) => Some((a, r.prefix)),
+        IpAddr::V4(_) => None,
+    });
     plan.ipv6_all
         .iter()
-        .map(|&(a, p)| {
+        .copied()
+        .chain(routes)
+        .map(|(a, p)| {
             (
                 Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
                 p as u32,
             )
+        })
+        .collect()
+}
+
+/// The network's IPv4 `<route>`s as `VXDP_ROUTES` holds them (prefix
+/// address, length, owner) for network `id`.
+pub fn route4_entries(plan: &NetworkPlan, id: u32) -> Vec<(u32, u32, RouteOwner)> {
+    plan.routes
+        .iter()
+        .filter_map(|r| match (r.address, r.gateway) {
+            (IpAddr::V4(a), IpAddr::V4(g)) => Some((
+                u32::from_ne_bytes(a.octets()),
+                r.prefix as u32,
+                RouteOwner {
+                    network_id: id,
+                    gateway: u32::from_ne_bytes(g.octets()),
+                },
+            )),
+            _ => None,
         })
         .collect()
 }
@@ -534,6 +575,54 @@ mod tests {
         .expect_err("no room for guests")
         .to_string();
         assert!(e.contains("/network/ip[2]@prefix"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_the_networks_prefixes_and_name_their_gateway() {
+        let p = plan(
+            &net("<forward mode='route'/>
+                <ip address='192.168.150.1' prefix='24'/>
+                <ip family='ipv6' address='2001:db8:5::1' prefix='64'/>
+                <route address='10.77.0.0' prefix='16' gateway='192.168.150.10' metric='3'/>
+                <route family='ipv6' address='2001:db8:77::' prefix='48' gateway='2001:db8:5::10'/>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            subnet4_keys(&p),
+            vec![
+                (u32::from_ne_bytes([192, 168, 150, 0]), 24),
+                (u32::from_ne_bytes([10, 77, 0, 0]), 16)
+            ]
+        );
+        assert_eq!(
+            subnet6_keys(&p)[1],
+            ("2001:db8:77::".parse::<Ipv6Addr>().unwrap().octets(), 48)
+        );
+        assert_eq!(
+            route4_entries(&p, 5),
+            vec![(
+                u32::from_ne_bytes([10, 77, 0, 0]),
+                16,
+                RouteOwner {
+                    network_id: 5,
+                    gateway: u32::from_ne_bytes([192, 168, 150, 10])
+                }
+            )]
+        );
+        let e = plan(
+            &net(
+                "<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>
+                <route address='0.0.0.0' prefix='0' gateway='192.168.150.10'/>",
+            ),
+            "t.xml",
+        )
+        .expect_err("a default route via a guest")
+        .to_string();
+        assert!(
+            e.contains("/network/route[1]@prefix") && e.contains("not supported yet"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use crate::{
         undo::{self, Step, Undo},
     },
     model::mac::{Mac, MacError},
-    modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_keys, subnet6_keys},
+    modes::plan::{
+        NetworkPlan, PlanError, route4_entries, subnet_owner, subnet4_keys, subnet6_keys,
+    },
     xml::XmlError,
 };
 
@@ -166,7 +168,8 @@ pub fn ensure_forwarding(
     Ok(())
 }
 
-/// Writes the network's subnet entries, IPv4 and IPv6: one per prefix.
+/// Writes the network's subnet entries, IPv4 and IPv6: one per prefix
+/// (`<ip>` blocks and `<route>`s), and its IPv4 routes' gateways.
 pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), DataplaneError> {
     let owner = subnet_owner(id, plan);
     for (a, p) in subnet4_keys(plan) {
@@ -174,6 +177,9 @@ pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), Dat
     }
     for (a, p) in subnet6_keys(plan) {
         maps.set_subnet6(a, p, &owner)?;
+    }
+    for (a, p, route) in route4_entries(plan, id) {
+        maps.set_route(a, p, &route)?;
     }
     Ok(())
 }
@@ -204,7 +210,29 @@ pub async fn configure_bridge(
         nl.add_address(ifindex, IpAddr::V6(a), p).await?;
     }
     nl.set_up(ifindex).await?;
-    Ok(())
+    add_routes(nl, plan, ifindex).await.map(drop)
+}
+
+/// The network's static `<route>`s as kernel routes via the bridge (as
+/// libvirt adds them), those missing; the kernel removes them with the
+/// bridge. Returns the routes it added (`prefix via gateway`).
+pub async fn add_routes(
+    nl: &Netlink,
+    plan: &NetworkPlan,
+    ifindex: u32,
+) -> Result<Vec<String>, ModeError> {
+    let mut added = Vec::new();
+    for r in &plan.routes {
+        if !nl
+            .has_route(ifindex, r.address, r.prefix, r.gateway)
+            .await?
+        {
+            nl.add_route(ifindex, r.address, r.prefix, r.gateway, r.metric)
+                .await?;
+            added.push(format!("{}/{} via {}", r.address, r.prefix, r.gateway));
+        }
+    }
+    Ok(added)
 }
 
 /// `NetworkConfig::flags` a host bridge adds: what the operator's bridge

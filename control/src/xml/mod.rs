@@ -361,7 +361,7 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// for the caller to refuse with `"not supported yet: <path>"`.
 ///
 /// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq),
-/// `<route>`, DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
+/// DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
 /// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
 /// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
 /// leases, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq.
@@ -412,9 +412,6 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
                 push(format!("{p}/dhcp/host[{}]@id", j + 1));
             }
         }
-    }
-    for i in 0..def.routes.len() {
-        push(format!("/network/route[{}]", i + 1));
     }
     out
 }

@@ -10,7 +10,7 @@ use vxdp_common::{
 
 use super::{
     ctx::PacketCtx,
-    maps::{VXDP_NAT6, VXDP_NETWORKS, VXDP_SUBNETS, VXDP_SUBNETS6},
+    maps::{VXDP_NAT6, VXDP_NETWORKS, VXDP_ROUTES, VXDP_SUBNETS, VXDP_SUBNETS6},
     parse::{self, ArpSender, Ipv4, Ipv6},
 };
 
@@ -88,6 +88,18 @@ pub fn mac_allowed(ep: &Endpoint, src: &[u8; 6]) -> bool {
 #[inline(always)]
 pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
+}
+
+/// Whether the port is the gateway of a static `<route>` of its network
+/// whose prefix holds `src`: such a guest forwards for the hosts behind it
+/// and may send from their addresses (IPv4 packets only; its ARP stays
+/// pinned to its own address).
+#[inline(always)]
+pub fn routes_for(ep: &Endpoint, src: u32) -> bool {
+    ep.flags & endpoint_flags::IPV4_KNOWN != 0
+        && VXDP_ROUTES
+            .get(&Key::new(32, SubnetKey { addr: src }))
+            .is_some_and(|r| r.network_id == ep.network_id && r.gateway == ep.ipv4)
 }
 
 /// Why an ARP packet's sender (MAC and IPv4) is refused, if it is. No

@@ -138,7 +138,8 @@ fn guest_ipv4(
     to_host_l3: bool,
     to_group: bool,
 ) -> Result<i32, Drop> {
-    if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
+    if !(policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
+        || policy::routes_for(endpoint, ip.src))
         || policy::claims_gateway(net, ip.src)
     {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
