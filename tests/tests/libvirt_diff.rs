@@ -42,7 +42,6 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "/network/ip",
         "<ip localPtr> and DHCPv6 host ids are not realized yet",
     ),
-    ("/network/mtu", "bridge MTU not applied yet"),
     (
         "/network/bridge@macTableManager",
         "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet",

@@ -517,3 +517,72 @@ fn nat_network_masquerades_a_host_behind_a_gateway_guest() -> Result<()> {
     );
     Ok(())
 }
+
+/// The MTU of a link in `ns` (`ip -o link show`).
+fn link_mtu(ns: &Netns, dev: &str) -> Result<u32> {
+    let text = String::from_utf8(ns.ip(&["-o", "link", "show", "dev", dev])?.stdout)?;
+    text.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("no MTU for {dev} in {text:?}"))
+}
+
+/// `<mtu size='9000'>`: the bridge and every port vxdp plugs get it, the
+/// DHCP reply carries it, and two guests that take it exchange jumbo
+/// frames (a 9000-byte IPv4 packet, don't-fragment) through the network.
+#[test]
+fn network_mtu_reaches_bridge_ports_and_dhcp_clients() -> Result<()> {
+    let mut lab = Lab::new("mtu")?;
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <mtu size='9000'/>
+  <ip address='192.168.122.1' prefix='24'><dhcp><range start='192.168.122.100' end='192.168.122.150'/></dhcp></ip>
+</network>",
+    )?;
+    ensure!(
+        link_mtu(&lab.topo.hyp, "virbr0")? == 9000,
+        "the bridge's MTU is {}",
+        link_mtu(&lab.topo.hyp, "virbr0")?
+    );
+    let mut leased = Vec::new();
+    for mac in ["52:54:00:00:7d:01", "52:54:00:00:7d:02"] {
+        let g = lab.add_guest(mac)?;
+        lab.plug(g)?;
+        let port = lab.guests[g].port.clone();
+        ensure!(
+            link_mtu(&lab.topo.hyp, &port)? == 9000,
+            "port {port} has MTU {}",
+            link_mtu(&lab.topo.hyp, &port)?
+        );
+        let e = lab.dhcp(g)?;
+        ensure!(
+            env(&e, "mtu")? == "9000",
+            "the DHCP reply's MTU option: {e:?}"
+        );
+        // What a guest honouring the option does.
+        lab.guests[g]
+            .ns
+            .ip(&["link", "set", "eth0", "mtu", "9000"])?;
+        leased.push(env(&e, "ip")?.to_string());
+    }
+    ensure!(
+        link_mtu(&lab.topo.hyp, "virbr0")? == 9000,
+        "plugging ports changed the bridge's MTU to {}",
+        link_mtu(&lab.topo.hyp, "virbr0")?
+    );
+    lab.wait_ping(0, &leased[1], Duration::from_secs(15))?;
+    for (g, dst) in [(0, leased[1].as_str()), (1, "192.168.122.1")] {
+        let out = lab.guests[g].ns.exec_status(
+            "ping",
+            &["-c", "2", "-W", "2", "-M", "do", "-s", "8972", dst],
+        )?;
+        ensure!(
+            String::from_utf8_lossy(&out.stdout).contains("2 received"),
+            "guest {g}: 9000-byte pings to {dst} did not come back: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

@@ -623,6 +623,15 @@ pub async fn reconcile(
             nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
             repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
         }
+        if let Some(mtu) = plan.def.mtu.filter(|_| !host_bridge)
+            && link.mtu != Some(mtu)
+        {
+            nl.set_mtu(port.ifindex, mtu).await?;
+            repairs.note(format!(
+                "{name}: set the MTU of {} to the network's {mtu}",
+                port.dev
+            ));
+        }
         if !link.up {
             nl.set_up(port.ifindex).await?;
         }
@@ -655,14 +664,18 @@ pub async fn reconcile(
     Ok(())
 }
 
-/// Plugs guest port `ifindex` into a bridged network: enslaved to the
-/// network's bridge (undone on failure).
+/// Plugs guest port `ifindex` into a bridged network: given the
+/// network's `<mtu>` (as libvirt gives its taps; a host bridge's network
+/// has none) and enslaved to the network's bridge (undone on failure).
 pub async fn plug(
     nl: &Netlink,
     rec: &NetworkRecord,
     ifindex: u32,
     undo: &mut Undo,
 ) -> Result<(), ModeError> {
+    if let Some(mtu) = xml::parse_network(&rec.xml, &rec.name)?.mtu {
+        nl.set_mtu(ifindex, mtu).await?;
+    }
     undo.push(Step::NoMaster { ifindex });
     nl.set_master(ifindex, rec.bridge_ifindex).await?;
     Ok(())

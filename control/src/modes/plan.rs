@@ -214,9 +214,6 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
             "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp",
         ));
     }
-    if def.mtu.is_some() {
-        return Err(not_supported(file, "/network/mtu", "<mtu>"));
-    }
     // The guest services' configuration is checked now, before any host change.
     dnsmasq::check(&def, file)?;
     let nat = forward.and_then(|f| f.nat.as_ref());

@@ -184,7 +184,8 @@ pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), Dat
     Ok(())
 }
 
-/// Gives a bridge vxdp created (never a host bridge) its host side: the
+/// Gives a bridge vxdp created (never a host bridge) its host side: its
+/// `<mtu>` (set explicitly, so ports never change it), the
 /// network's addresses (every `<ip>`), or — without an IPv6 `<ip>` — `disable_ipv6=1`
 /// (a very isolated network's bridge has no address at all), then sets it
 /// up. Used by `net-start` and by reconcile when it recreates the bridge.
@@ -201,6 +202,9 @@ pub async fn configure_bridge(
             &format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
             "1",
         )?;
+    }
+    if let Some(mtu) = plan.def.mtu {
+        nl.set_mtu(ifindex, mtu).await?;
     }
     for v4 in &plan.ipv4_all {
         nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix)

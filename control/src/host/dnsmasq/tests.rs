@@ -577,3 +577,18 @@ fn lease_hook_passes_the_name_as_one_argument_after_double_dash() {
         ]
     );
 }
+
+#[test]
+fn the_networks_mtu_is_forced_on_dhcp_clients() {
+    let c = conf(
+        "<network><name>n</name><forward mode='nat'/><mtu size='9000'/>
+         <ip address='192.168.150.1' prefix='24'><dhcp><range start='192.168.150.10' end='192.168.150.20'/></dhcp></ip>
+         </network>",
+    );
+    assert!(
+        lines(&c).contains(&"dhcp-option-force=option:mtu,9000"),
+        "{c}"
+    );
+    let c = conf(default_network_xml());
+    assert!(!c.contains("option:mtu"), "no <mtu>, no option:\n{c}");
+}
