@@ -61,10 +61,6 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "port isolation not implemented yet",
     ),
     (
-        "/network@ipv6",
-        "guest-to-guest IPv6 without <ip> not implemented yet",
-    ),
-    (
         "/network/forward/",
         "hostdev's device pools (<pf>, <address>, <driver>) are not implemented yet",
     ),

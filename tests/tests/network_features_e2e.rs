@@ -531,11 +531,13 @@ fn link_mtu(ns: &Netns, dev: &str) -> Result<u32> {
 /// `<mtu size='9000'>`: the bridge and every port vxdp plugs get it, the
 /// DHCP reply carries it, and two guests that take it exchange jumbo
 /// frames (a 9000-byte IPv4 packet, don't-fragment) through the network.
+/// The bridge's firewalld `zone` is accepted and kept (vxdp needs no
+/// firewall).
 #[test]
 fn network_mtu_reaches_bridge_ports_and_dhcp_clients() -> Result<()> {
     let mut lab = Lab::new("mtu")?;
     lab.topo.create(
-        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off' zone='trusted'/>
   <mtu size='9000'/>
   <ip address='192.168.122.1' prefix='24'><dhcp><range start='192.168.122.100' end='192.168.122.150'/></dhcp></ip>
 </network>",
@@ -544,6 +546,11 @@ fn network_mtu_reaches_bridge_ports_and_dhcp_clients() -> Result<()> {
         link_mtu(&lab.topo.hyp, "virbr0")? == 9000,
         "the bridge's MTU is {}",
         link_mtu(&lab.topo.hyp, "virbr0")?
+    );
+    let dump = String::from_utf8(lab.topo.vxdp(&["net-dumpxml", "default"])?.stdout)?;
+    ensure!(
+        dump.contains("zone='trusted'") && dump.contains("<mtu size='9000'/>"),
+        "net-dumpxml lost the zone or the MTU:\n{dump}"
     );
     let mut leased = Vec::new();
     for mac in ["52:54:00:00:7d:01", "52:54:00:00:7d:02"] {
@@ -584,5 +591,148 @@ fn network_mtu_reaches_bridge_ports_and_dhcp_clients() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(())
+}
+
+/// The link-local IPv6 address of `dev` in `ns` once duplicate address
+/// detection is done.
+fn link_local(ns: &Netns, dev: &str, within: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8(
+            ns.ip(&["-6", "-o", "addr", "show", "dev", dev, "scope", "link"])?
+                .stdout,
+        )?;
+        if let Some(addr) = text.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+            && !text.contains("tentative")
+        {
+            return Ok(addr.split('/').next().unwrap_or(addr).to_string());
+        }
+        if start.elapsed() > within {
+            bail!("{dev} has no usable link-local address within {within:?}: {text:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends one router advertisement (default router, lifetime 1800 s) to
+/// all nodes from `ns`'s `eth0`, as a hostile guest would.
+fn send_router_advertisement(ns: &Netns) -> Result<()> {
+    ns.enter(|| -> Result<()> {
+        let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        ensure!(ifindex != 0, "no eth0");
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6) };
+        ensure!(
+            fd >= 0,
+            "raw ICMPv6 socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let hops: libc::c_int = 255;
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                (&hops as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            );
+        }
+        // Type 134, code 0, checksum (the kernel fills it), hop limit 64,
+        // no flags, router lifetime 1800 s, reachable and retrans 0.
+        let ra: [u8; 16] = [134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut dst: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        dst.sin6_family = libc::AF_INET6 as u16;
+        dst.sin6_addr.s6_addr = "ff02::1".parse::<std::net::Ipv6Addr>()?.octets();
+        dst.sin6_scope_id = ifindex;
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                ra.as_ptr().cast(),
+                ra.len(),
+                0,
+                (&dst as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as u32,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        unsafe { libc::close(fd) };
+        ensure!(n == ra.len() as isize, "sending the RA: {err}");
+        Ok(())
+    })?
+}
+
+/// `<network ipv6='yes'>` without an IPv6 `<ip>`: guests reach each other
+/// and the host by link-local IPv6 (the bridge keeps IPv6, with router
+/// advertisements ignored as libvirt sets it); a guest's RA is dropped
+/// and the host learns no route from it. Without the attribute the bridge
+/// has no IPv6 at all.
+#[test]
+fn ipv6_yes_gives_guests_link_local_ipv6() -> Result<()> {
+    let mut lab = Lab::new("v6yes")?;
+    lab.topo.create(
+        "<network ipv6='yes'><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+</network>",
+    )?;
+    for (knob, want) in [("disable_ipv6", "0"), ("accept_ra", "0"), ("autoconf", "0")] {
+        let v = String::from_utf8(
+            lab.topo
+                .hyp
+                .exec("sysctl", &["-n", &format!("net.ipv6.conf.virbr0.{knob}")])?
+                .stdout,
+        )?;
+        ensure!(
+            v.trim() == want,
+            "virbr0's {knob} is {v:?}, expected {want}"
+        );
+    }
+    let a = lab.add_guest("52:54:00:00:7e:01")?;
+    let b = lab.add_guest("52:54:00:00:7e:02")?;
+    lab.plug(a)?;
+    lab.plug(b)?;
+    lab.topo.wait_ports_forwarding(Duration::from_secs(15))?;
+    let la = link_local(&lab.guests[a].ns, "eth0", Duration::from_secs(10))?;
+    let lb = link_local(&lab.guests[b].ns, "eth0", Duration::from_secs(10))?;
+    let host = link_local(&lab.topo.hyp, "virbr0", Duration::from_secs(10))?;
+    for (ns, dst) in [
+        (&lab.guests[a].ns, format!("{lb}%eth0")),
+        (&lab.guests[b].ns, format!("{la}%eth0")),
+        (&lab.guests[a].ns, format!("{host}%eth0")),
+        (&lab.topo.hyp, format!("{la}%virbr0")),
+    ] {
+        ns_wait_ping(ns, &dst, Duration::from_secs(10))?;
+    }
+
+    // A hostile guest announces itself as the network's router.
+    let before = lab.counter("rogue_service")?;
+    send_router_advertisement(&lab.guests[a].ns)?;
+    let start = Instant::now();
+    while lab.counter("rogue_service")? < before + 1 {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "the guest's router advertisement was not dropped as rogue_service"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let routes = String::from_utf8(lab.topo.hyp.ip(&["-6", "route", "show", "default"])?.stdout)?;
+    ensure!(
+        !routes.contains("virbr0"),
+        "the host took a default route from a guest: {routes:?}"
+    );
+    lab.topo.stop()?;
+
+    // Without ipv6='yes': no IPv6 on the bridge, as libvirt.
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+</network>",
+    )?;
+    let v = String::from_utf8(
+        lab.topo
+            .hyp
+            .exec("sysctl", &["-n", "net.ipv6.conf.virbr0.disable_ipv6"])?
+            .stdout,
+    )?;
+    ensure!(v.trim() == "1", "without ipv6='yes' disable_ipv6 is {v:?}");
     Ok(())
 }

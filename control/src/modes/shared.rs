@@ -186,22 +186,30 @@ pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), Dat
 
 /// Gives a bridge vxdp created (never a host bridge) its host side: its
 /// `<mtu>` (set explicitly, so ports never change it), the
-/// network's addresses (every `<ip>`), or — without an IPv6 `<ip>` — `disable_ipv6=1`
-/// (a very isolated network's bridge has no address at all), then sets it
-/// up. Used by `net-start` and by reconcile when it recreates the bridge.
+/// network's addresses (every `<ip>`), or — without an IPv6 `<ip>` or
+/// `<network ipv6='yes'>` — `disable_ipv6=1` (a very isolated network's
+/// bridge has no address at all; with IPv6, `accept_ra=0` and
+/// `autoconf=0`), then sets it up and adds its static routes. Used by `net-start` and by reconcile when it recreates the bridge.
 pub async fn configure_bridge(
     nl: &Netlink,
     plan: &NetworkPlan,
     bridge: &str,
     ifindex: u32,
 ) -> Result<(), ModeError> {
-    if plan.ipv6.is_none() {
-        // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
-        // (not even link-local) on the bridge.
+    if plan.ipv6.is_none() && !plan.def.ipv6 {
+        // Like libvirt: without an IPv6 <ip> (or <network ipv6='yes'>) the
+        // host has no IPv6 address (not even link-local) on the bridge.
         sysctl::write(
             &format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
             "1",
         )?;
+    } else {
+        // Like libvirt: the host takes no router advertisements and
+        // configures no address from them on the bridge, or a guest could
+        // become the host's IPv6 router (vxdp drops guests' RAs too).
+        for knob in ["accept_ra", "autoconf"] {
+            sysctl::write(&format!("/proc/sys/net/ipv6/conf/{bridge}/{knob}"), "0")?;
+        }
     }
     if let Some(mtu) = plan.def.mtu {
         nl.set_mtu(ifindex, mtu).await?;

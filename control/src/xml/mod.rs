@@ -361,10 +361,12 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// for the caller to refuse with `"not supported yet: <path>"`.
 ///
 /// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq),
-/// DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
-/// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
-/// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
-/// leases, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq.
+/// DHCPv6 host ids, and attributes with a non-default meaning
+/// (`trustGuestRxFilters`, `macTableManager='libvirt'`, domain `register`, forward
+/// `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`, leases, `<domain
+/// localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq; `<network
+/// ipv6='yes'>` keeps IPv6 on the bridge; a bridge `zone` needs nothing (vxdp adds
+/// no firewall rules).
 /// `<title>`, `<description>` and `<metadata>` are informational and never listed.
 pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -373,14 +375,8 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             out.push(s);
         }
     };
-    if def.ipv6 {
-        push("/network@ipv6".into());
-    }
     if def.trust_guest_rx_filters {
         push("/network@trustGuestRxFilters".into());
-    }
-    if def.bridge.zone.is_some() {
-        push("/network/bridge@zone".into());
     }
     if def.bridge.mac_table_manager.as_deref() == Some("libvirt") {
         push("/network/bridge@macTableManager".into());

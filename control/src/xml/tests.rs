@@ -299,8 +299,6 @@ line</description>
     assert_eq!(
         unsupported_features(&def),
         [
-            "/network@ipv6",
-            "/network/bridge@zone",
             "/network/bridge@macTableManager",
             "/network/portgroup",
             "/network/port@isolated",
