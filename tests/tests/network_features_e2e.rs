@@ -736,3 +736,53 @@ fn ipv6_yes_gives_guests_link_local_ipv6() -> Result<()> {
     ensure!(v.trim() == "1", "without ipv6='yes' disable_ipv6 is {v:?}");
     Ok(())
 }
+
+/// `<forward mode='nat'><interface dev='up0'/></forward>`: the device list
+/// names the uplink (the first device is used, as libvirt does): guests
+/// leave through it masqueraded to its address; a list naming a device
+/// that does not exist is refused at start, changing nothing.
+#[test]
+fn nat_forward_interface_list_names_the_uplink() -> Result<()> {
+    let mut lab = Lab::new("fwif")?;
+    let file = lab.dir.join("missing.xml");
+    fs::write(
+        &file,
+        "<network><name>missing</name><forward mode='nat'><interface dev='nosuch0'/></forward>
+  <bridge name='virbr9' stp='off'/><ip address='192.168.124.1' prefix='24'/></network>",
+    )?;
+    let out = lab
+        .topo
+        .vxdp_status(&["net-create", file.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("/network/forward") && err.contains("nosuch0"),
+        "a missing forward device must be refused naming it: {err}"
+    );
+    let links = String::from_utf8(lab.topo.hyp.ip(&["-o", "link", "show"])?.stdout)?;
+    ensure!(
+        !links.contains("virbr9"),
+        "the refused start left its bridge:\n{links}"
+    );
+
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'><interface dev='up0'/></forward>
+  <bridge name='virbr0' stp='off'/><ip address='192.168.122.1' prefix='24'/></network>",
+    )?;
+    let dump = String::from_utf8(lab.topo.vxdp(&["net-dumpxml", "default"])?.stdout)?;
+    ensure!(
+        dump.contains("<interface dev='up0'/>"),
+        "net-dumpxml lost the device list:\n{dump}"
+    );
+    let g = lab.add_guest("52:54:00:00:7f:01")?;
+    lab.plug(g)?;
+    let ns = &lab.guests[g].ns;
+    ns.ip(&["addr", "add", "192.168.122.10/24", "dev", "eth0"])?;
+    ns.ip(&["route", "add", "default", "via", "192.168.122.1"])?;
+    lab.wait_ping(g, OUTSIDE_HOST, Duration::from_secs(15))?;
+    let peer = fetch_from_outside(&lab, g)?;
+    ensure!(
+        peer.ip().to_string() == UPLINK_ADDR,
+        "the outside saw {peer}, expected up0's address"
+    );
+    Ok(())
+}

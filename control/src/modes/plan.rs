@@ -113,13 +113,15 @@ pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), PlanError> {
 }
 
 /// [`plan`] for a parsed definition.
-pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
+pub fn plan_def(mut def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
     let net_mode = def.mode();
     let direct = net_mode.filter(|m| modes::is_direct(*m));
-    // A direct network's <interface dev> children are its device pool.
+    let uplink_list = matches!(net_mode, Some(mode::NAT | mode::ROUTE));
+    // A direct network's <interface dev> children are its device pool; a
+    // NAT or route network's name its uplink (libvirt allows one there).
     if let Some(what) = xml::unsupported_features(&def)
         .into_iter()
-        .find(|w| direct.is_none() || w != "/network/forward/interface")
+        .find(|w| (direct.is_none() && !uplink_list) || w != "/network/forward/interface")
     {
         return Err(not_supported(
             file,
@@ -139,6 +141,17 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
     };
     if direct.is_some() {
         check_direct(&def, file)?;
+    }
+    // NAT/route: the device list restricts the uplink and its first device
+    // is the one used, as libvirt does; it is `<forward dev>` from here on
+    // (libvirt writes it back that way too).
+    if uplink_list {
+        let first = devices(&def, file)?.into_iter().next().map(|(d, _)| d);
+        if let Some(fwd) = def.forward.as_mut()
+            && fwd.dev.is_none()
+        {
+            fwd.dev = first;
+        }
     }
     let forward = def.forward.as_ref();
     // Every <ip> is realized, as libvirt does: the bridge gets each
@@ -623,18 +636,37 @@ mod tests {
     }
 
     #[test]
+    fn a_nat_or_route_networks_interface_list_names_its_uplink() {
+        for m in ["nat", "route"] {
+            let p = plan(
+                &net(&format!(
+                    "<forward mode='{m}'><interface dev='up7'/></forward><ip address='192.168.150.1' prefix='24'/>"
+                )),
+                "t.xml",
+            )
+            .unwrap();
+            assert_eq!(
+                p.def.forward.as_ref().and_then(|f| f.dev.as_deref()),
+                Some("up7"),
+                "{m}"
+            );
+            let c = network_config(
+                &p,
+                1,
+                [0; 6],
+                2,
+                (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+            );
+            assert!(c.flags & network_flags::FORWARD_DEV != 0, "{m}");
+        }
+    }
+
+    #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
             (
                 net("<forward mode='hostdev'><pf dev='eth0'/></forward>"),
                 "/network/forward/pf",
-                "not supported yet",
-            ),
-            (
-                net(
-                    "<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>",
-                ),
-                "/network/forward/interface",
                 "not supported yet",
             ),
             (
