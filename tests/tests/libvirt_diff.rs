@@ -40,7 +40,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/ip",
-        "<ip localPtr> and DHCPv6 host ids are not realized yet",
+        "<ip localPtr> is not realized yet",
     ),
     (
         "/network/bridge@macTableManager",

@@ -786,3 +786,109 @@ fn nat_forward_interface_list_names_the_uplink() -> Result<()> {
     );
     Ok(())
 }
+
+/// DUID bytes from libvirt's colon-separated hex.
+fn duid_bytes(duid: &str) -> Vec<u8> {
+    duid.split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex DUID"))
+        .collect()
+}
+
+/// A DHCPv6 client's first step from `ns`'s `eth0`: a SOLICIT for one
+/// non-temporary address with client DUID `duid` (RFC 8415 §16.2) to all
+/// DHCP servers, and the address the server's ADVERTISE offers (None when
+/// it offers none).
+fn dhcpv6_solicit(ns: &Netns, duid: &str) -> Result<Option<std::net::Ipv6Addr>> {
+    let duid = duid_bytes(duid);
+    ns.enter(move || -> Result<Option<std::net::Ipv6Addr>> {
+        let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        ensure!(ifindex != 0, "no eth0");
+        let sock = std::net::UdpSocket::bind("[::]:546")?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let tid = [0x5a, 0x17, 0x42];
+        let mut msg = vec![1, tid[0], tid[1], tid[2]];
+        // OPTION_CLIENTID.
+        msg.extend_from_slice(&1u16.to_be_bytes());
+        msg.extend_from_slice(&(duid.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&duid);
+        // OPTION_IA_NA: IAID 1, T1 and T2 0.
+        msg.extend_from_slice(&3u16.to_be_bytes());
+        msg.extend_from_slice(&12u16.to_be_bytes());
+        msg.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // OPTION_ELAPSED_TIME 0.
+        msg.extend_from_slice(&[0, 8, 0, 2, 0, 0]);
+        let servers = std::net::SocketAddrV6::new("ff02::1:2".parse()?, 547, 0, ifindex);
+        let mut buf = [0u8; 1500];
+        for _ in 0..3 {
+            sock.send_to(&msg, servers)?;
+            let Ok(n) = sock.recv(&mut buf) else {
+                continue;
+            };
+            let reply = &buf[..n];
+            if n < 4 || reply[0] != 2 || reply[1..4] != tid {
+                continue;
+            }
+            return Ok(ia_na_address(&reply[4..]));
+        }
+        bail!("no DHCPv6 ADVERTISE within 3 tries")
+    })?
+}
+
+/// The first IAADDR inside the first IA_NA of a DHCPv6 message's options.
+fn ia_na_address(mut opts: &[u8]) -> Option<std::net::Ipv6Addr> {
+    while opts.len() >= 4 {
+        let code = u16::from_be_bytes([opts[0], opts[1]]);
+        let len = u16::from_be_bytes([opts[2], opts[3]]) as usize;
+        let body = opts.get(4..4 + len)?;
+        if code == 3 && len >= 12 {
+            let mut sub = &body[12..];
+            while sub.len() >= 4 {
+                let c = u16::from_be_bytes([sub[0], sub[1]]);
+                let l = u16::from_be_bytes([sub[2], sub[3]]) as usize;
+                let b = sub.get(4..4 + l)?;
+                if c == 5 && l >= 16 {
+                    let a: [u8; 16] = b[..16].try_into().ok()?;
+                    return Some(a.into());
+                }
+                sub = &sub[4 + l..];
+            }
+        }
+        opts = &opts[4 + len..];
+    }
+    None
+}
+
+/// DHCPv6 `<host id name ip>`: dnsmasq offers the listed address to the
+/// client with that DUID, and nothing to a client with another DUID (the
+/// `<ip>` has no range, as libvirt configures it).
+#[test]
+fn dhcpv6_host_gets_its_address_by_duid() -> Result<()> {
+    let mut lab = Lab::new("dhcp6")?;
+    lab.topo.create(
+        "<network><name>default</name><bridge name='virbr0' stp='off'/>
+  <ip address='192.168.122.1' prefix='24'/>
+  <ip family='ipv6' address='2001:db8:5::1' prefix='64'><dhcp>
+    <host id='00:03:00:01:52:54:00:00:70:01' name='v6host' ip='2001:db8:5::20'/>
+  </dhcp></ip>
+</network>",
+    )?;
+    let a = lab.add_guest("52:54:00:00:70:01")?;
+    let b = lab.add_guest("52:54:00:00:70:02")?;
+    lab.plug(a)?;
+    lab.plug(b)?;
+    lab.topo.wait_ports_forwarding(Duration::from_secs(15))?;
+    for g in [a, b] {
+        link_local(&lab.guests[g].ns, "eth0", Duration::from_secs(10))?;
+    }
+    let offered = dhcpv6_solicit(&lab.guests[a].ns, "00:03:00:01:52:54:00:00:70:01")?;
+    ensure!(
+        offered == Some("2001:db8:5::20".parse()?),
+        "the listed DUID was offered {offered:?}"
+    );
+    let other = dhcpv6_solicit(&lab.guests[b].ns, "00:03:00:01:52:54:00:00:70:02")?;
+    ensure!(
+        other.is_none(),
+        "a DUID that is not listed was offered {other:?}"
+    );
+    Ok(())
+}

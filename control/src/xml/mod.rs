@@ -361,9 +361,9 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// for the caller to refuse with `"not supported yet: <path>"`.
 ///
 /// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq),
-/// DHCPv6 host ids, and attributes with a non-default meaning
-/// (`trustGuestRxFilters`, `macTableManager='libvirt'`, domain `register`, forward
-/// `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`, leases, `<domain
+/// and attributes with a non-default meaning (`trustGuestRxFilters`,
+/// `macTableManager='libvirt'`, domain `register`, forward `managed`, `localPtr`,
+/// port `isolated`). `<tftp>`, `<bootp>`, leases, DHCPv6 host ids, `<domain
 /// localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq; `<network
 /// ipv6='yes'>` keeps IPv6 on the bridge; a bridge `zone` needs nothing (vxdp adds
 /// no firewall rules).
@@ -402,11 +402,6 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         let p = format!("/network/ip[{}]", i + 1);
         if ip.local_ptr {
             push(format!("{p}@localPtr"));
-        }
-        for (j, host) in ip.dhcp_hosts.iter().enumerate() {
-            if host.id.is_some() {
-                push(format!("{p}/dhcp/host[{}]@id", j + 1));
-            }
         }
     }
     out

@@ -592,3 +592,22 @@ fn the_networks_mtu_is_forced_on_dhcp_clients() {
     let c = conf(default_network_xml());
     assert!(!c.contains("option:mtu"), "no <mtu>, no option:\n{c}");
 }
+
+#[test]
+fn dhcpv6_hosts_are_served_by_duid() {
+    let c = conf(
+        "<network><name>n</name><forward mode='nat'/>
+         <ip address='192.168.150.1' prefix='24'/>
+         <ip family='ipv6' address='2001:db8:5::1' prefix='64'><dhcp>
+           <host id='00:03:00:01:52:54:00:00:70:01' name='v6host' ip='2001:db8:5::20'/>
+         </dhcp></ip></network>",
+    );
+    let l = lines(&c);
+    for want in [
+        "dhcp-range=2001:db8:5::,static,64",
+        "dhcp-host=id:00:03:00:01:52:54:00:00:70:01,[2001:db8:5::20],v6host",
+        "enable-ra",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{c}");
+    }
+}
