@@ -38,10 +38,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "/network/forward@mode",
         "hostdev mode (SR-IOV) is not implemented yet",
     ),
-    (
-        "/network/ip",
-        "<ip localPtr> is not realized yet",
-    ),
+    ("/network/ip", "<ip localPtr> is not realized yet"),
     (
         "/network/bridge@macTableManager",
         "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet",
