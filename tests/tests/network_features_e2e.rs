@@ -475,6 +475,32 @@ fn route_network_reaches_a_host_behind_a_gateway_guest() -> Result<()> {
         lab.counter("spoofed_source")? >= before + 2,
         "guest 1's packets from 10.77.0.9 were not counted as spoofed_source"
     );
+
+    // Another network routing an overlapping prefix would take its
+    // addresses from this one: refused at start, naming the route.
+    let file = lab.dir.join("other.xml");
+    fs::write(
+        &file,
+        "<network><name>other</name><forward mode='route'/><bridge name='virbr9' stp='off'/>
+  <ip address='192.168.130.1' prefix='24'/>
+  <route address='10.77.0.0' prefix='16' gateway='192.168.130.10'/></network>",
+    )?;
+    let out = lab
+        .topo
+        .vxdp_status(&["net-create", file.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("/network/route[1]@address")
+            && err.contains("overlaps network 'default'"),
+        "an overlapping route of another network must be refused: {err}"
+    );
+    let links = String::from_utf8(lab.topo.hyp.ip(&["-o", "link", "show"])?.stdout)?;
+    ensure!(
+        !links.contains("virbr9"),
+        "the refused start left its bridge"
+    );
+    ns_wait_ping(&hidden, OUTSIDE_HOST, Duration::from_secs(5))?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! if a later step fails, the undo stack runs, so a failed start leaves
 //! nothing behind.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vxdp_common::{MAX_NETWORKS, mode, mode_routes, names, network_flags};
 
@@ -21,7 +21,7 @@ use crate::{
     modes::{
         follow, nat6,
         plan::{
-            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, route4_entries,
+            self, Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, route4_entries,
             subnet_owner, subnet4_keys, subnet6_keys,
         },
         shared,
@@ -74,6 +74,31 @@ pub async fn start(
             format!("subnet {a}/{p} overlaps network '{}'", other.name),
         )
         .into());
+    }
+    // Every prefix the network would own in the subnet tries (further
+    // <ip> blocks, <route>s) against every running network's: an entry
+    // for the same prefix would be overwritten, an overlapping one would
+    // take addresses from the other network.
+    for (element, prefix) in owned_prefixes(plan) {
+        for other in &running {
+            let Ok(theirs) = plan::plan(&other.xml, &other.name) else {
+                continue;
+            };
+            if let Some((_, q)) = owned_prefixes(&theirs)
+                .into_iter()
+                .find(|(_, q)| overlaps(prefix, *q))
+            {
+                return Err(invalid(
+                    file,
+                    &element,
+                    format!(
+                        "{}/{} overlaps network '{}' ({}/{})",
+                        prefix.0, prefix.1, other.name, q.0, q.1
+                    ),
+                )
+                .into());
+            }
+        }
     }
     let bridge = match &plan.def.bridge.name {
         Some(b) if plan.mode == mode::BRIDGE => {
@@ -193,6 +218,24 @@ pub async fn start(
             Err(e)
         }
     }
+}
+
+/// The prefixes a network owns (its `<ip>` blocks and `<route>`s), each
+/// with the element that gives it.
+fn owned_prefixes(plan: &NetworkPlan) -> Vec<(String, (IpAddr, u8))> {
+    let ips = plan.def.ips.iter().enumerate().map(|(i, ip)| {
+        (
+            format!("/network/ip[{}]@address", i + 1),
+            (ip.network(), ip.prefix),
+        )
+    });
+    let routes = plan.routes.iter().enumerate().map(|(i, r)| {
+        (
+            format!("/network/route[{}]@address", i + 1),
+            (r.address, r.prefix),
+        )
+    });
+    ips.chain(routes).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
