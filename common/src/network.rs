@@ -61,6 +61,10 @@ pub mod network_flags {
     /// bridge with VLAN filtering or netfilter calls): frames between
     /// guests cross it instead of going port to port.
     pub const BRIDGE_FILTERS: u32 = 8;
+    /// The network has further IPv4 `<ip>` blocks: the host's addresses in
+    /// them are `VXDP_ROUTES` entries (/32, gateway 0) that no guest may
+    /// send from or announce.
+    pub const MORE_HOST_ADDRESSES: u32 = 16;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
@@ -157,8 +161,10 @@ const _: () = assert!(core::mem::size_of::<SubnetOwner>() == 8);
 
 /// Value of `VXDP_ROUTES` (keyed like `VXDP_SUBNETS` by an IPv4 prefix): a
 /// network's static `<route>` and the guest that is its gateway, which
-/// alone may send from the prefix (it forwards for the hosts behind it).
-/// The prefix is also a `VXDP_SUBNETS` entry of the network.
+/// alone may send from the prefix (it forwards for the hosts behind it);
+/// the prefix is also a `VXDP_SUBNETS` entry of the network. With gateway
+/// 0 the entry is a /32: the host's address in a further `<ip>` block,
+/// which no guest may claim (the first block's is `NetworkConfig::gateway`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct RouteOwner {

@@ -312,7 +312,8 @@ fn nat_network_with_two_ipv4_blocks_serves_and_masquerades_both() -> Result<()> 
 /// Without a known address (no lease, no `--ip`), a guest may use any
 /// source inside the network; the second block counts as inside, an
 /// address outside every block does not and is dropped as
-/// `source_not_in_subnet`.
+/// `source_not_in_subnet`, and the host's address in the second block is
+/// guarded like the first block's gateway (`spoofed_source`).
 #[test]
 fn sources_outside_every_block_are_refused() -> Result<()> {
     let mut lab = Lab::new("ipsrc")?;
@@ -343,6 +344,44 @@ fn sources_outside_every_block_are_refused() -> Result<()> {
     ensure!(
         lab.counter("source_not_in_subnet")? >= before + 2,
         "pings from 10.99.0.5 were not counted as source_not_in_subnet"
+    );
+
+    // The host's address in the second block is the host's, as the first
+    // block's gateway is: a guest may neither send from it nor announce it.
+    ns.ip(&["addr", "add", "192.168.123.1/32", "dev", "eth0"])?;
+    let before = lab.counter("spoofed_source")?;
+    let out = ns.exec_status(
+        "ping",
+        &["-c", "2", "-W", "1", "-I", "192.168.123.1", OUTSIDE_HOST],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "a ping from the host's second address got through: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ns.exec_status(
+        "busybox",
+        &[
+            "arping",
+            "-U",
+            "-c",
+            "2",
+            "-I",
+            "eth0",
+            "-s",
+            "192.168.123.1",
+            "192.168.123.1",
+        ],
+    )?;
+    ensure!(
+        lab.counter("spoofed_source")? >= before + 4,
+        "2 pings and 2 ARP announcements from 192.168.123.1 should be spoofed_source, counted {}",
+        lab.counter("spoofed_source")? - before
+    );
+    let neigh = String::from_utf8(lab.topo.hyp.ip(&["neigh", "show", "192.168.123.1"])?.stdout)?;
+    ensure!(
+        neigh.trim().is_empty(),
+        "the host learned a neighbour for its own address: {neigh:?}"
     );
     Ok(())
 }

@@ -321,6 +321,9 @@ pub fn network_config(
     if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
         flags |= network_flags::FORWARD_DEV;
     }
+    if plan.ipv4_all.len() > 1 {
+        flags |= network_flags::MORE_HOST_ADDRESSES;
+    }
     let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
         gateway: Ipv4Addr::UNSPECIFIED,
         prefix: 0,
@@ -361,7 +364,10 @@ pub fn subnet4_keys(plan: &NetworkPlan) -> Vec<(u32, u32)> {
     plan.ipv4_all
         .iter()
         .map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
-        .chain(route4_entries(plan, 0).into_iter().map(|(a, p, _)| (a, p)))
+        .chain(plan.routes.iter().filter_map(|r| match r.address {
+            IpAddr::V4(a) => Some((u32::from_ne_bytes(a.octets()), r.prefix as u32)),
+            IpAddr::V6(_) => None,
+        }))
         .collect()
 }
 
@@ -385,10 +391,13 @@ pub fn subnet6_keys(plan: &NetworkPlan) -> Vec<([u8; 16], u32)> {
         .collect()
 }
 
-/// The network's IPv4 `<route>`s as `VXDP_ROUTES` holds them (prefix
-/// address, length, owner) for network `id`.
+/// What `VXDP_ROUTES` holds for network `id` (prefix address, length,
+/// owner): its IPv4 `<route>`s with their gateways, and the host's address
+/// in each further IPv4 `<ip>` block as a /32 with gateway 0 (no guest may
+/// claim it).
 pub fn route4_entries(plan: &NetworkPlan, id: u32) -> Vec<(u32, u32, RouteOwner)> {
-    plan.routes
+    let routes = plan
+        .routes
         .iter()
         .filter_map(|r| match (r.address, r.gateway) {
             (IpAddr::V4(a), IpAddr::V4(g)) => Some((
@@ -400,8 +409,18 @@ pub fn route4_entries(plan: &NetworkPlan, id: u32) -> Vec<(u32, u32, RouteOwner)
                 },
             )),
             _ => None,
-        })
-        .collect()
+        });
+    let host_addresses = plan.ipv4_all.iter().skip(1).map(|v4| {
+        (
+            u32::from_ne_bytes(v4.gateway.octets()),
+            32,
+            RouteOwner {
+                network_id: id,
+                gateway: 0,
+            },
+        )
+    });
+    routes.chain(host_addresses).collect()
 }
 
 #[cfg(test)]
@@ -578,6 +597,26 @@ mod tests {
                 ("2001:db8:6::".parse().unwrap(), 64)
             ]
         );
+        assert_eq!(
+            route4_entries(&p, 4),
+            vec![(
+                u32::from_ne_bytes([10, 20, 0, 1]),
+                32,
+                RouteOwner {
+                    network_id: 4,
+                    gateway: 0
+                }
+            )],
+            "the second block's host address is guarded"
+        );
+        let c = network_config(
+            &p,
+            1,
+            [0; 6],
+            2,
+            (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+        );
+        assert!(c.flags & network_flags::MORE_HOST_ADDRESSES != 0);
         let e = plan(
             &net("<ip address='192.168.150.1' prefix='24'/><ip address='10.20.0.1' prefix='31'/>"),
             "t.xml",

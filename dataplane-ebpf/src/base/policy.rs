@@ -99,7 +99,9 @@ pub fn routes_for(ep: &Endpoint, src: u32) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN != 0
         && VXDP_ROUTES
             .get(&Key::new(32, SubnetKey { addr: src }))
-            .is_some_and(|r| r.network_id == ep.network_id && r.gateway == ep.ipv4)
+            .is_some_and(|r| {
+                r.network_id == ep.network_id && r.gateway != 0 && r.gateway == ep.ipv4
+            })
 }
 
 /// Why an ARP packet's sender (MAC and IPv4) is refused, if it is. No
@@ -114,17 +116,24 @@ pub fn arp_refusal(
     if !mac_allowed(ep, &arp.mac) {
         return Some(DropReason::SpoofedMac);
     }
-    if !ipv4_allowed(ep, arp.ipv4, true) || net.is_some_and(|n| claims_gateway(n, arp.ipv4)) {
+    if !ipv4_allowed(ep, arp.ipv4, true)
+        || net.is_some_and(|n| claims_gateway(n, ep.network_id, arp.ipv4))
+    {
         return Some(DropReason::SpoofedSource);
     }
     None
 }
 
-/// Whether `src` is the network's own (host) address, which no guest may
-/// send from.
+/// Whether `src` is one of network `net_id`'s own (host) addresses, which
+/// no guest may send from: the first block's gateway, or (only asked when
+/// the network has further blocks) a further block's host address.
 #[inline(always)]
-pub fn claims_gateway(net: &NetworkConfig, src: u32) -> bool {
-    net.gateway != 0 && src == net.gateway
+pub fn claims_gateway(net: &NetworkConfig, net_id: u32, src: u32) -> bool {
+    (net.gateway != 0 && src == net.gateway)
+        || (net.flags & network_flags::MORE_HOST_ADDRESSES != 0
+            && VXDP_ROUTES
+                .get(&Key::new(32, SubnetKey { addr: src }))
+                .is_some_and(|r| r.network_id == net_id && r.gateway == 0))
 }
 
 #[inline(always)]

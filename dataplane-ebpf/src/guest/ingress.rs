@@ -140,7 +140,7 @@ fn guest_ipv4(
 ) -> Result<i32, Drop> {
     if !(policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
         || policy::routes_for(endpoint, ip.src))
-        || policy::claims_gateway(net, ip.src)
+        || policy::claims_gateway(net, net_id, ip.src)
     {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
