@@ -54,6 +54,8 @@ pub mod names {
     /// Port forwards into NAT networks: public address, protocol, port →
     /// guest.
     pub const MAP_FORWARDS: &str = "VXDP_FORWARDS";
+    /// Static `<route>`s: IPv4 prefix → network and gateway guest.
+    pub const MAP_ROUTES: &str = "VXDP_ROUTES";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -92,7 +94,7 @@ pub mod names {
         (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 19] = [
+    pub const ALL_MAPS: [&str; 20] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -112,6 +114,7 @@ pub mod names {
         MAP_FLOW_QUOTAS,
         MAP_RATE_LIMITS,
         MAP_FORWARDS,
+        MAP_ROUTES,
     ];
 }
 

@@ -69,6 +69,10 @@ pub mod network_flags {
     /// host's side (the uplink's fast paths, the bridge's egress) is charged
     /// to `VXDP_RATE_LIMITS[rate_key::network_in]`.
     pub const RATE_LIMITED_IN: u32 = 32;
+    /// The network has further IPv4 `<ip>` blocks: the host's addresses in
+    /// them are `VXDP_ROUTES` entries (/32, gateway 0) that no guest may
+    /// send from or announce.
+    pub const MORE_HOST_ADDRESSES: u32 = 64;
 }
 
 /// Value of `VXDP_NETWORKS[id]`: what the programs need to know about one
@@ -233,6 +237,21 @@ pub struct SubnetOwner {
 }
 const _: () = assert!(core::mem::size_of::<SubnetOwner>() == 8);
 
+/// Value of `VXDP_ROUTES` (keyed like `VXDP_SUBNETS` by an IPv4 prefix): a
+/// network's static `<route>` and the guest that is its gateway, which
+/// alone may send from the prefix (it forwards for the hosts behind it);
+/// the prefix is also a `VXDP_SUBNETS` entry of the network. With gateway
+/// 0 the entry is a /32: the host's address in a further `<ip>` block,
+/// which no guest may claim (the first block's is `NetworkConfig::gateway`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RouteOwner {
+    pub network_id: u32,
+    /// The route's gateway (network byte order): a guest's address.
+    pub gateway: u32,
+}
+const _: () = assert!(core::mem::size_of::<RouteOwner>() == 8);
+
 /// Key of the `VXDP_SUBNETS6` LPM trie: an IPv6 prefix as it sits in
 /// packets. Its value is a [`SubnetOwner`].
 #[repr(C)]
@@ -306,6 +325,7 @@ user_pod!(
     Endpoint,
     SubnetKey,
     SubnetOwner,
+    RouteOwner,
     Subnet6Key,
     MacKey,
     MacPort,

@@ -44,11 +44,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "/network/forward@mode",
         "hostdev mode (SR-IOV) is not implemented yet",
     ),
-    (
-        "/network/ip",
-        "several <ip>s of one family, <ip localPtr> and DHCPv6 host ids are not realized yet",
-    ),
-    ("/network/mtu", "bridge MTU not applied yet"),
+    ("/network/ip", "<ip localPtr> is not realized yet"),
     (
         "/network/bridge@macTableManager",
         "libvirt-managed FDB of a host bridge (macTableManager='libvirt') not implemented yet",
@@ -67,15 +63,11 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/route",
-        "static routes on the network are not applied yet",
+        "a default route via a guest (prefix 0) is not realized yet",
     ),
     (
         "/network/port@isolated",
         "port isolation not implemented yet",
-    ),
-    (
-        "/network@ipv6",
-        "guest-to-guest IPv6 without <ip> not implemented yet",
     ),
     (
         "/network/forward/",

@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 9;
+pub const CURRENT: u32 = 10;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 9] = [
+pub const HISTORY: [(u32, &str); 10] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -66,6 +66,7 @@ pub const HISTORY: [(u32, &str); 9] = [
         9,
         "VXDP_FORWARDS: port forwards into NAT networks (<portForward>); VXDP_GUEST_JUMP has slot 4 (hairpin)",
     ),
+    (10, "VXDP_ROUTES: static <route>s and their gateway guests"),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -85,10 +86,12 @@ pub enum Feature {
     RateLimits,
     /// `VXDP_FORWARDS`: port forwards into NAT networks.
     PortForwards,
+    /// `VXDP_ROUTES`: static `<route>`s via a guest.
+    StaticRoutes,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
@@ -96,6 +99,7 @@ impl Feature {
         Feature::FlowQuotas,
         Feature::RateLimits,
         Feature::PortForwards,
+        Feature::StaticRoutes,
     ];
 }
 
@@ -110,6 +114,7 @@ impl Feature {
             Feature::FlowQuotas => 6,
             Feature::RateLimits => 8,
             Feature::PortForwards => 9,
+            Feature::StaticRoutes => 10,
         }
     }
 
@@ -122,6 +127,7 @@ impl Feature {
             Feature::FlowQuotas => "flow limits per guest and network (VXDP_FLOW_QUOTAS)",
             Feature::RateLimits => "guest ports' outbound rate limits (VXDP_RATE_LIMITS)",
             Feature::PortForwards => "port forwards (VXDP_FORWARDS)",
+            Feature::StaticRoutes => "static routes via a guest (VXDP_ROUTES)",
         }
     }
 }

@@ -10,8 +10,8 @@ use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey, MacKey, MacPort,
-    Nat6Config, NetworkConfig, PortCounterKey, RateLimit, Subnet6Key, SubnetKey, SubnetOwner,
-    counter_index, endpoint_flags, flow_quota, names,
+    Nat6Config, NetworkConfig, PortCounterKey, RateLimit, RouteOwner, Subnet6Key, SubnetKey,
+    SubnetOwner, counter_index, endpoint_flags, flow_quota, names,
 };
 
 use super::{
@@ -205,6 +205,52 @@ impl Maps {
             map.insert(k, v, 0).map_err(map_err(names::MAP_FORWARDS))?;
         }
         Ok(())
+    }
+
+    typed_map!(routes, names::MAP_ROUTES, LpmTrie<MapData, SubnetKey, RouteOwner>);
+
+    /// Writes a static route's entry (IPv4 prefix → network and gateway
+    /// guest). A dataplane pinned before `VXDP_ROUTES` cannot hold it:
+    /// refused with the way out.
+    pub fn set_route(
+        &self,
+        addr: u32,
+        prefix: u32,
+        owner: &RouteOwner,
+    ) -> Result<(), DataplaneError> {
+        self.layout.require(&self.pins, Feature::StaticRoutes)?;
+        self.routes()?
+            .insert(&LpmKey::new(prefix, SubnetKey { addr }), owner, 0)
+            .map_err(map_err(names::MAP_ROUTES))
+    }
+
+    pub fn remove_route(&self, addr: u32, prefix: u32) -> Result<(), DataplaneError> {
+        if !self.layout.has(Feature::StaticRoutes) {
+            return Ok(());
+        }
+        match self
+            .routes()?
+            .remove(&LpmKey::new(prefix, SubnetKey { addr }))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(map_err(names::MAP_ROUTES)(e)),
+        }
+    }
+
+    /// The entry `VXDP_ROUTES` holds for exactly `addr/prefix`, if any.
+    pub fn route(&self, addr: u32, prefix: u32) -> Result<Option<RouteOwner>, DataplaneError> {
+        if !self.layout.has(Feature::StaticRoutes) {
+            return Ok(None);
+        }
+        match self
+            .routes()?
+            .get(&LpmKey::new(prefix, SubnetKey { addr }), 0)
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(map_err(names::MAP_ROUTES)(e)),
+        }
     }
 
     /// Writes the default flow limits the programs give a guest port and a

@@ -567,6 +567,110 @@ impl Netlink {
         }
     }
 
+    /// Adds a static route to `dest/prefix` via `gateway` on link `index`
+    /// (IPv4 or IPv6, main table, `metric` when given), as libvirt adds a
+    /// network's `<route>`. The kernel removes it with the link.
+    pub async fn add_route(
+        &self,
+        index: u32,
+        dest: IpAddr,
+        prefix: u8,
+        gateway: IpAddr,
+        metric: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        let msg = match (dest, gateway) {
+            (IpAddr::V4(d), IpAddr::V4(g)) => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(d, prefix)
+                    .gateway(g)
+                    .output_interface(index);
+                if let Some(m) = metric {
+                    b = b.priority(m);
+                }
+                b.build()
+            }
+            (IpAddr::V6(d), IpAddr::V6(g)) => {
+                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(d, prefix)
+                    .gateway(g)
+                    .output_interface(index);
+                if let Some(m) = metric {
+                    b = b.priority(m);
+                }
+                b.build()
+            }
+            _ => {
+                let iface = self.describe(index).await;
+                return Err(NetlinkError::InvalidArgument {
+                    op: format!("adding route {dest}/{prefix} via {gateway}"),
+                    iface,
+                    reason: "the gateway's family differs from the destination's".into(),
+                });
+            }
+        };
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .index_err(
+                    &format!("adding route {dest}/{prefix} via {gateway} on"),
+                    index,
+                    e,
+                )
+                .await),
+        }
+    }
+
+    /// Whether the main table holds a route to exactly `dest/prefix` via
+    /// `gateway` on link `index`.
+    pub async fn has_route(
+        &self,
+        index: u32,
+        dest: IpAddr,
+        prefix: u8,
+        gateway: IpAddr,
+    ) -> Result<bool, NetlinkError> {
+        let req = match dest {
+            IpAddr::V4(_) => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::Failed {
+                op: "dumping routes".into(),
+                iface: "*".into(),
+                source: to_io(e),
+            })?;
+        let addr = |a: &RouteAddress| match a {
+            RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+            RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+            _ => None,
+        };
+        Ok(routes.iter().any(|r| {
+            r.header.destination_prefix_length == prefix
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Destination(d) if addr(d) == Some(dest)))
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Gateway(g) if addr(g) == Some(gateway)))
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index))
+        }))
+    }
+
+    /// Sets a link's MTU.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.set_link(&format!("setting MTU {mtu} on"), index, msg)
+            .await
+    }
+
     /// IPv4 addresses of a link as (address, prefix length), primary
     /// addresses first (kernel order otherwise preserved). A nonexistent
     /// ifindex yields an empty list.

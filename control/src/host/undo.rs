@@ -41,6 +41,9 @@ pub enum Step {
         v4: Option<(u32, u32)>,
         v6: Option<([u8; 16], u32)>,
     },
+    /// Remove a static route's `VXDP_ROUTES` entry (address and prefix as
+    /// the map keys them).
+    RemoveRoute { v4: (u32, u32) },
     /// Detach the uplink programs from `ifindex`.
     DetachUplink { ifindex: u32 },
     /// Detach (unpin) the links at these pin paths.
@@ -269,6 +272,11 @@ async fn revert(step: &Step, pins: &Pins, state_dir: &Path, nl: &Netlink) -> Res
                 if let Some((a, p)) = v6 {
                     let _ = m.remove_subnet6(*a, *p);
                 }
+            }
+        }
+        Step::RemoveRoute { v4: (a, p) } => {
+            if let Some(m) = maps() {
+                let _ = m.remove_route(*a, *p);
             }
         }
         Step::DetachUplink { ifindex } => {

@@ -4,7 +4,7 @@
 //! if a later step fails, the undo stack runs, so a failed start leaves
 //! nothing behind.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vxdp_common::{MAX_NETWORKS, mode, mode_routes, names, network_flags};
 
@@ -21,9 +21,10 @@ use crate::{
     modes::{
         follow, nat6,
         plan::{
-            Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, subnet_owner, subnet4_key,
-            subnet6_key,
+            self, Ipv4Plan, NetworkPlan, bridge_mac, invalid, network_config, route4_entries,
+            subnet_owner, subnet4_keys, subnet6_keys,
         },
+        shared,
         shared::{
             ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
             load_dataplane, port_endpoint, port_forward_entries, remember_sysctl, takes_xdp_frames,
@@ -74,6 +75,31 @@ pub async fn start(
             format!("subnet {a}/{p} overlaps network '{}'", other.name),
         )
         .into());
+    }
+    // Every prefix the network would own in the subnet tries (further
+    // <ip> blocks, <route>s) against every running network's: an entry
+    // for the same prefix would be overwritten, an overlapping one would
+    // take addresses from the other network.
+    for (element, prefix) in owned_prefixes(plan) {
+        for other in &running {
+            let Ok(theirs) = plan::plan(&other.xml, &other.name) else {
+                continue;
+            };
+            if let Some((_, q)) = owned_prefixes(&theirs)
+                .into_iter()
+                .find(|(_, q)| overlaps(prefix, *q))
+            {
+                return Err(invalid(
+                    file,
+                    &element,
+                    format!(
+                        "{}/{} overlaps network '{}' ({}/{})",
+                        prefix.0, prefix.1, other.name, q.0, q.1
+                    ),
+                )
+                .into());
+            }
+        }
     }
     let bridge = match &plan.def.bridge.name {
         Some(b) if plan.mode == mode::BRIDGE => {
@@ -195,6 +221,24 @@ pub async fn start(
     }
 }
 
+/// The prefixes a network owns (its `<ip>` blocks and `<route>`s), each
+/// with the element that gives it.
+fn owned_prefixes(plan: &NetworkPlan) -> Vec<(String, (IpAddr, u8))> {
+    let ips = plan.def.ips.iter().enumerate().map(|(i, ip)| {
+        (
+            format!("/network/ip[{}]@address", i + 1),
+            (ip.network(), ip.prefix),
+        )
+    });
+    let routes = plan.routes.iter().enumerate().map(|(i, r)| {
+        (
+            format!("/network/route[{}]@address", i + 1),
+            (r.address, r.prefix),
+        )
+    });
+    ips.chain(routes).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn apply_start(
     ctx: &Context,
@@ -299,10 +343,21 @@ async fn apply_start(
     maps.set_network(id, &cfg)?;
     // The undo comes first: removing an entry that was never written is
     // harmless, and a failure between the two writes still removes the first.
-    undo.push(Step::RemoveSubnets {
-        v4: subnet4_key(plan),
-        v6: subnet6_key(plan),
-    });
+    for v4 in subnet4_keys(plan) {
+        undo.push(Step::RemoveSubnets {
+            v4: Some(v4),
+            v6: None,
+        });
+    }
+    for v6 in subnet6_keys(plan) {
+        undo.push(Step::RemoveSubnets {
+            v4: None,
+            v6: Some(v6),
+        });
+    }
+    for (a, p, _) in route4_entries(plan, id) {
+        undo.push(Step::RemoveRoute { v4: (a, p) });
+    }
     write_subnets(&maps, id, plan)?;
     fault::point("net-start:maps");
     // ClearNetwork above also clears the NAT66 entry.
@@ -449,10 +504,10 @@ pub async fn reconcile(
             }
             rec.bridge_ifindex = index;
             let addrs: Vec<String> = plan
-                .ipv4
+                .ipv4_all
+                .iter()
                 .map(|v4| format!("{}/{}", v4.gateway, v4.prefix))
-                .into_iter()
-                .chain(plan.ipv6.map(|(a, p)| format!("{a}/{p}")))
+                .chain(plan.ipv6_all.iter().map(|(a, p)| format!("{a}/{p}")))
                 .collect();
             let host_side = if addrs.is_empty() {
                 "no address, IPv6 disabled".to_string()
@@ -466,6 +521,14 @@ pub async fn reconcile(
             mac
         }
     };
+
+    // Static routes via the bridge: put back when something removed them
+    // (a recreated bridge got them with its host side above).
+    if !host_bridge {
+        for route in shared::add_routes(nl, plan, rec.bridge_ifindex).await? {
+            repairs.note(format!("{name}: added the missing route {route}"));
+        }
+    }
 
     // The bridge's egress program (see `vxdp_bridge_out`): on the bridge
     // as it is now; a recreated bridge's old link goes.
@@ -529,14 +592,17 @@ pub async fn reconcile(
         ));
     }
     let owner = subnet_owner(rec.id, plan);
-    let v4_ok = match subnet4_key(plan) {
-        Some((a, p)) => maps.subnet_owner(a, p)? == Some(owner),
-        None => true,
-    };
-    let v6_ok = match subnet6_key(plan) {
-        Some((a, p)) => maps.subnet6_owner(a, p)? == Some(owner),
-        None => true,
-    };
+    let mut v4_ok = true;
+    for (a, p) in subnet4_keys(plan) {
+        v4_ok &= maps.subnet_owner(a, p)? == Some(owner);
+    }
+    let mut v6_ok = true;
+    for (a, p) in subnet6_keys(plan) {
+        v6_ok &= maps.subnet6_owner(a, p)? == Some(owner);
+    }
+    for (a, p, want) in route4_entries(plan, rec.id) {
+        v4_ok &= maps.route(a, p)? == Some(want);
+    }
     if !(v4_ok && v6_ok) {
         write_subnets(maps, rec.id, plan)?;
         repairs.note(format!("{name}: wrote its subnet map entries"));
@@ -616,6 +682,15 @@ pub async fn reconcile(
             nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
             repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
         }
+        if let Some(mtu) = plan.def.mtu.filter(|_| !host_bridge)
+            && link.mtu != Some(mtu)
+        {
+            nl.set_mtu(port.ifindex, mtu).await?;
+            repairs.note(format!(
+                "{name}: set the MTU of {} to the network's {mtu}",
+                port.dev
+            ));
+        }
         if !link.up {
             nl.set_up(port.ifindex).await?;
         }
@@ -648,14 +723,18 @@ pub async fn reconcile(
     Ok(())
 }
 
-/// Plugs guest port `ifindex` into a bridged network: enslaved to the
-/// network's bridge (undone on failure).
+/// Plugs guest port `ifindex` into a bridged network: given the
+/// network's `<mtu>` (as libvirt gives its taps; a host bridge's network
+/// has none) and enslaved to the network's bridge (undone on failure).
 pub async fn plug(
     nl: &Netlink,
     rec: &NetworkRecord,
     ifindex: u32,
     undo: &mut Undo,
 ) -> Result<(), ModeError> {
+    if let Some(mtu) = xml::parse_network(&rec.xml, &rec.name)?.mtu {
+        nl.set_mtu(ifindex, mtu).await?;
+    }
     undo.push(Step::NoMaster { ifindex });
     nl.set_master(ifindex, rec.bridge_ifindex).await?;
     Ok(())

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vxdp_common::{NetworkConfig, SubnetOwner, mode, network_flags};
+use vxdp_common::{NetworkConfig, RouteOwner, SubnetOwner, mode, network_flags};
 
 use crate::{
     host::dnsmasq,
@@ -51,11 +51,18 @@ pub struct NetworkPlan {
     pub def: NetworkDef,
     /// One of `vxdp_common::mode`.
     pub mode: u32,
-    /// The IPv4 `<ip>`; `None` only in a very isolated network (or a
+    /// The first IPv4 `<ip>`; `None` only in a very isolated network (or a
     /// route/open network with IPv6 only).
     pub ipv4: Option<Ipv4Plan>,
     /// The IPv6 `<ip>` (address on the bridge, prefix).
     pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Every IPv4 `<ip>`, in document order (the first is `ipv4`).
+    pub ipv4_all: Vec<Ipv4Plan>,
+    /// Every IPv6 `<ip>`, in document order (the first is `ipv6`).
+    pub ipv6_all: Vec<(Ipv6Addr, u8)>,
+    /// The static `<route>`s (kernel routes via a guest on the bridge; their
+    /// prefixes are the network's, like its `<ip>` blocks').
+    pub routes: Vec<xml::RouteDef>,
     pub nat_addresses: Option<(Ipv4Addr, Ipv4Addr)>,
     pub nat_ports: (u16, u16),
 }
@@ -106,13 +113,15 @@ pub fn check_supported(def: &NetworkDef, file: &str) -> Result<(), PlanError> {
 }
 
 /// [`plan`] for a parsed definition.
-pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
+pub fn plan_def(mut def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
     let net_mode = def.mode();
     let direct = net_mode.filter(|m| modes::is_direct(*m));
-    // A direct network's <interface dev> children are its device pool.
+    let uplink_list = matches!(net_mode, Some(mode::NAT | mode::ROUTE));
+    // A direct network's <interface dev> children are its device pool; a
+    // NAT or route network's name its uplink (libvirt allows one there).
     if let Some(what) = xml::unsupported_features(&def)
         .into_iter()
-        .find(|w| direct.is_none() || w != "/network/forward/interface")
+        .find(|w| (direct.is_none() && !uplink_list) || w != "/network/forward/interface")
     {
         return Err(not_supported(
             file,
@@ -133,60 +142,67 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
     if direct.is_some() {
         check_direct(&def, file)?;
     }
+    // NAT/route: the device list restricts the uplink and its first device
+    // is the one used, as libvirt does; it is `<forward dev>` from here on
+    // (libvirt writes it back that way too).
+    if uplink_list {
+        let first = devices(&def, file)?.into_iter().next().map(|(d, _)| d);
+        if let Some(fwd) = def.forward.as_mut()
+            && fwd.dev.is_none()
+        {
+            fwd.dev = first;
+        }
+    }
     let forward = def.forward.as_ref();
-    let v4: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv4()).collect();
-    let v6: Vec<_> = def.ips.iter().filter(|ip| ip.address.is_ipv6()).collect();
-    if v4.len() > 1 {
-        return Err(not_supported(
-            file,
-            "/network/ip[2]",
-            "more than one IPv4 <ip>",
-        ));
-    }
-    if v6.len() > 1 {
-        return Err(not_supported(
-            file,
-            "/network/ip",
-            "more than one IPv6 <ip>",
-        ));
-    }
-    let ipv4 = match v4.first() {
-        Some(ip) => {
-            let IpAddr::V4(gateway) = ip.address else {
-                unreachable!("filtered to IPv4")
-            };
-            if ip.prefix > 30 {
-                return Err(invalid(
-                    file,
-                    "/network/ip@prefix",
-                    format!("prefix /{} leaves no room for guests", ip.prefix),
-                ));
+    // Every <ip> is realized, as libvirt does: the bridge gets each
+    // address, dnsmasq a range per block, the dataplane each prefix (its
+    // subnet trie maps every prefix to the network); the first of each
+    // family is the network's primary one (`VXDP_NETWORKS`' subnet and
+    // gateway, the NAT66 prefix).
+    let mut ipv4_all = Vec::new();
+    let mut ipv6_all = Vec::new();
+    for (i, ip) in def.ips.iter().enumerate() {
+        let element = format!("/network/ip[{}]@prefix", i + 1);
+        match ip.address {
+            IpAddr::V4(gateway) => {
+                if ip.prefix > 30 {
+                    return Err(invalid(
+                        file,
+                        &element,
+                        format!("prefix /{} leaves no room for guests", ip.prefix),
+                    ));
+                }
+                ipv4_all.push(Ipv4Plan {
+                    gateway,
+                    prefix: ip.prefix,
+                    subnet: Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix)),
+                });
             }
-            let subnet = Ipv4Addr::from(u32::from(gateway) & prefix_mask(ip.prefix));
-            Some(Ipv4Plan {
-                gateway,
-                prefix: ip.prefix,
-                subnet,
-            })
-        }
-        None => None,
-    };
-    let ipv6 = match v6.first() {
-        Some(ip) => {
-            let IpAddr::V6(addr) = ip.address else {
-                unreachable!("filtered to IPv6")
-            };
-            if ip.prefix > 126 {
-                return Err(invalid(
-                    file,
-                    "/network/ip@prefix",
-                    format!("prefix /{} leaves no room for guests", ip.prefix),
-                ));
+            IpAddr::V6(addr) => {
+                if ip.prefix > 126 {
+                    return Err(invalid(
+                        file,
+                        &element,
+                        format!("prefix /{} leaves no room for guests", ip.prefix),
+                    ));
+                }
+                ipv6_all.push((addr, ip.prefix));
             }
-            Some((addr, ip.prefix))
         }
-        None => None,
-    };
+    }
+    for (i, r) in def.routes.iter().enumerate() {
+        if r.prefix == 0 {
+            // Every address would be the network's: its guests' packets
+            // would never leave it, and all inbound traffic would be its.
+            return Err(not_supported(
+                file,
+                &format!("/network/route[{}]@prefix", i + 1),
+                "a default <route> (prefix 0) via a guest",
+            ));
+        }
+    }
+    let ipv4 = ipv4_all.first().copied();
+    let ipv6 = ipv6_all.first().copied();
     match net_mode {
         mode::NAT if ipv4.is_none() => {
             return Err(invalid(
@@ -211,9 +227,6 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
             "a host bridge network has no <ip>: the host's bridge is configured outside libvirt/vxdp",
         ));
     }
-    if def.mtu.is_some() {
-        return Err(not_supported(file, "/network/mtu", "<mtu>"));
-    }
     // A host bridge carries the host's LAN traffic too: libvirt's shaping
     // of that bridge device has no counterpart in vxdp's programs.
     if net_mode == mode::BRIDGE && xml::network_bandwidth(&def).is_some() {
@@ -230,6 +243,9 @@ pub fn plan_def(def: NetworkDef, file: &str) -> Result<NetworkPlan, PlanError> {
         mode: net_mode,
         ipv4,
         ipv6,
+        ipv4_all,
+        ipv6_all,
+        routes: def.routes.clone(),
         nat_addresses: nat.and_then(|n| n.addresses),
         nat_ports: nat.and_then(|n| n.ports).unwrap_or((1024, 65535)),
         def,
@@ -322,6 +338,9 @@ pub fn network_config(
             flags |= network_flags::RATE_LIMITED_IN;
         }
     }
+    if plan.ipv4_all.len() > 1 {
+        flags |= network_flags::MORE_HOST_ADDRESSES;
+    }
     let v4 = plan.ipv4.unwrap_or(Ipv4Plan {
         gateway: Ipv4Addr::UNSPECIFIED,
         prefix: 0,
@@ -356,20 +375,69 @@ pub fn subnet_owner(id: u32, plan: &NetworkPlan) -> SubnetOwner {
     }
 }
 
-/// The network's IPv4 prefix as `VXDP_SUBNETS` keys it (address, length).
-pub fn subnet4_key(plan: &NetworkPlan) -> Option<(u32, u32)> {
-    plan.ipv4
+/// The network's IPv4 prefixes as `VXDP_SUBNETS` keys them (address,
+/// length): one per IPv4 `<ip>`, then one per IPv4 `<route>`.
+pub fn subnet4_keys(plan: &NetworkPlan) -> Vec<(u32, u32)> {
+    plan.ipv4_all
+        .iter()
         .map(|v4| (u32::from_ne_bytes(v4.subnet.octets()), v4.prefix as u32))
+        .chain(plan.routes.iter().filter_map(|r| match r.address {
+            IpAddr::V4(a) => Some((u32::from_ne_bytes(a.octets()), r.prefix as u32)),
+            IpAddr::V6(_) => None,
+        }))
+        .collect()
 }
 
-/// The network's IPv6 prefix as `VXDP_SUBNETS6` keys it (address, length).
-pub fn subnet6_key(plan: &NetworkPlan) -> Option<([u8; 16], u32)> {
-    plan.ipv6.map(|(a, p)| {
+/// The network's IPv6 prefixes as `VXDP_SUBNETS6` keys them (address,
+/// length): one per IPv6 `<ip>`, then one per IPv6 `<route>`.
+pub fn subnet6_keys(plan: &NetworkPlan) -> Vec<([u8; 16], u32)> {
+    let routes = plan.routes.iter().filter_map(|r| match r.address {
+        IpAddr::V6(a) => Some((a, r.prefix)),
+        IpAddr::V4(_) => None,
+    });
+    plan.ipv6_all
+        .iter()
+        .copied()
+        .chain(routes)
+        .map(|(a, p)| {
+            (
+                Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
+                p as u32,
+            )
+        })
+        .collect()
+}
+
+/// What `VXDP_ROUTES` holds for network `id` (prefix address, length,
+/// owner): its IPv4 `<route>`s with their gateways, and the host's address
+/// in each further IPv4 `<ip>` block as a /32 with gateway 0 (no guest may
+/// claim it).
+pub fn route4_entries(plan: &NetworkPlan, id: u32) -> Vec<(u32, u32, RouteOwner)> {
+    let routes = plan
+        .routes
+        .iter()
+        .filter_map(|r| match (r.address, r.gateway) {
+            (IpAddr::V4(a), IpAddr::V4(g)) => Some((
+                u32::from_ne_bytes(a.octets()),
+                r.prefix as u32,
+                RouteOwner {
+                    network_id: id,
+                    gateway: u32::from_ne_bytes(g.octets()),
+                },
+            )),
+            _ => None,
+        });
+    let host_addresses = plan.ipv4_all.iter().skip(1).map(|v4| {
         (
-            Ipv6Addr::from(u128::from(a) & prefix_mask6(p)).octets(),
-            p as u32,
+            u32::from_ne_bytes(v4.gateway.octets()),
+            32,
+            RouteOwner {
+                network_id: id,
+                gateway: 0,
+            },
         )
-    })
+    });
+    routes.chain(host_addresses).collect()
 }
 
 #[cfg(test)]
@@ -465,10 +533,10 @@ mod tests {
             )
         );
         assert_eq!(
-            subnet4_key(&p),
-            Some((u32::from_ne_bytes([192, 168, 150, 0]), 24))
+            subnet4_keys(&p),
+            vec![(u32::from_ne_bytes([192, 168, 150, 0]), 24)]
         );
-        let (a6, p6) = subnet6_key(&p).unwrap();
+        let (a6, p6) = subnet6_keys(&p)[0];
         assert_eq!(
             (Ipv6Addr::from(a6), p6),
             ("2001:db8:5::".parse().unwrap(), 64),
@@ -489,7 +557,7 @@ mod tests {
             (c.mode, c.flags, c.netmask, c.gateway),
             (mode::ISOLATED, network_flags::ACTIVE, 0, 0)
         );
-        assert!(subnet4_key(&p).is_none() && subnet6_key(&p).is_none());
+        assert!(subnet4_keys(&p).is_empty() && subnet6_keys(&p).is_empty());
 
         // NAT: the addresses resolved at start are carried as given.
         let p = plan(
@@ -550,18 +618,148 @@ mod tests {
     }
 
     #[test]
+    fn every_ip_block_is_planned_and_keyed() {
+        let p = plan(
+            &net("<forward mode='nat'/>
+                <ip address='192.168.150.1' prefix='24'/>
+                <ip family='ipv6' address='2001:db8:5::1' prefix='64'/>
+                <ip address='10.20.0.1' prefix='16'/>
+                <ip family='ipv6' address='2001:db8:6::1' prefix='64'/>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.ipv4.map(|v| v.gateway),
+            Some("192.168.150.1".parse().unwrap()),
+            "the first IPv4 block is the primary one"
+        );
+        assert_eq!(
+            subnet4_keys(&p),
+            vec![
+                (u32::from_ne_bytes([192, 168, 150, 0]), 24),
+                (u32::from_ne_bytes([10, 20, 0, 0]), 16)
+            ]
+        );
+        let v6: Vec<_> = subnet6_keys(&p)
+            .into_iter()
+            .map(|(a, l)| (Ipv6Addr::from(a), l))
+            .collect();
+        assert_eq!(
+            v6,
+            vec![
+                ("2001:db8:5::".parse().unwrap(), 64),
+                ("2001:db8:6::".parse().unwrap(), 64)
+            ]
+        );
+        assert_eq!(
+            route4_entries(&p, 4),
+            vec![(
+                u32::from_ne_bytes([10, 20, 0, 1]),
+                32,
+                RouteOwner {
+                    network_id: 4,
+                    gateway: 0
+                }
+            )],
+            "the second block's host address is guarded"
+        );
+        let c = network_config(
+            &p,
+            1,
+            [0; 6],
+            2,
+            (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+        );
+        assert!(c.flags & network_flags::MORE_HOST_ADDRESSES != 0);
+        let e = plan(
+            &net("<ip address='192.168.150.1' prefix='24'/><ip address='10.20.0.1' prefix='31'/>"),
+            "t.xml",
+        )
+        .expect_err("no room for guests")
+        .to_string();
+        assert!(e.contains("/network/ip[2]@prefix"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_the_networks_prefixes_and_name_their_gateway() {
+        let p = plan(
+            &net("<forward mode='route'/>
+                <ip address='192.168.150.1' prefix='24'/>
+                <ip family='ipv6' address='2001:db8:5::1' prefix='64'/>
+                <route address='10.77.0.0' prefix='16' gateway='192.168.150.10' metric='3'/>
+                <route family='ipv6' address='2001:db8:77::' prefix='48' gateway='2001:db8:5::10'/>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            subnet4_keys(&p),
+            vec![
+                (u32::from_ne_bytes([192, 168, 150, 0]), 24),
+                (u32::from_ne_bytes([10, 77, 0, 0]), 16)
+            ]
+        );
+        assert_eq!(
+            subnet6_keys(&p)[1],
+            ("2001:db8:77::".parse::<Ipv6Addr>().unwrap().octets(), 48)
+        );
+        assert_eq!(
+            route4_entries(&p, 5),
+            vec![(
+                u32::from_ne_bytes([10, 77, 0, 0]),
+                16,
+                RouteOwner {
+                    network_id: 5,
+                    gateway: u32::from_ne_bytes([192, 168, 150, 10])
+                }
+            )]
+        );
+        let e = plan(
+            &net(
+                "<forward mode='nat'/><ip address='192.168.150.1' prefix='24'/>
+                <route address='0.0.0.0' prefix='0' gateway='192.168.150.10'/>",
+            ),
+            "t.xml",
+        )
+        .expect_err("a default route via a guest")
+        .to_string();
+        assert!(
+            e.contains("/network/route[1]@prefix") && e.contains("not supported yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_nat_or_route_networks_interface_list_names_its_uplink() {
+        for m in ["nat", "route"] {
+            let p = plan(
+                &net(&format!(
+                    "<forward mode='{m}'><interface dev='up7'/></forward><ip address='192.168.150.1' prefix='24'/>"
+                )),
+                "t.xml",
+            )
+            .unwrap();
+            assert_eq!(
+                p.def.forward.as_ref().and_then(|f| f.dev.as_deref()),
+                Some("up7"),
+                "{m}"
+            );
+            let c = network_config(
+                &p,
+                1,
+                [0; 6],
+                2,
+                (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+            );
+            assert!(c.flags & network_flags::FORWARD_DEV != 0, "{m}");
+        }
+    }
+
+    #[test]
     fn plan_refuses_unrealized_modes_by_name() {
         let cases = [
             (
                 net("<forward mode='hostdev'><pf dev='eth0'/></forward>"),
                 "/network/forward/pf",
-                "not supported yet",
-            ),
-            (
-                net(
-                    "<forward mode='nat'><interface dev='eth0'/></forward><ip address='192.168.150.1' prefix='24'/>",
-                ),
-                "/network/forward/interface",
                 "not supported yet",
             ),
             (

@@ -20,7 +20,9 @@ use crate::{
         undo::{self, Step, Undo},
     },
     model::mac::{Mac, MacError},
-    modes::plan::{NetworkPlan, PlanError, subnet_owner, subnet4_key, subnet6_key},
+    modes::plan::{
+        NetworkPlan, PlanError, route4_entries, subnet_owner, subnet4_keys, subnet6_keys,
+    },
     xml::XmlError,
 };
 
@@ -168,45 +170,83 @@ pub fn ensure_forwarding(
     Ok(())
 }
 
-/// Writes the network's subnet entries, IPv4 and IPv6 (those it has).
+/// Writes the network's subnet entries, IPv4 and IPv6: one per prefix
+/// (`<ip>` blocks and `<route>`s), and its IPv4 routes' gateways.
 pub fn write_subnets(maps: &Maps, id: u32, plan: &NetworkPlan) -> Result<(), DataplaneError> {
     let owner = subnet_owner(id, plan);
-    if let Some((a, p)) = subnet4_key(plan) {
+    for (a, p) in subnet4_keys(plan) {
         maps.set_subnet(a, p, &owner)?;
     }
-    if let Some((a, p)) = subnet6_key(plan) {
+    for (a, p) in subnet6_keys(plan) {
         maps.set_subnet6(a, p, &owner)?;
+    }
+    for (a, p, route) in route4_entries(plan, id) {
+        maps.set_route(a, p, &route)?;
     }
     Ok(())
 }
 
-/// Gives a bridge vxdp created (never a host bridge) its host side: the
-/// network's addresses, or — without an IPv6 `<ip>` — `disable_ipv6=1`
-/// (a very isolated network's bridge has no address at all), then sets it
-/// up. Used by `net-start` and by reconcile when it recreates the bridge.
+/// Gives a bridge vxdp created (never a host bridge) its host side: its
+/// `<mtu>` (set explicitly, so ports never change it), the
+/// network's addresses (every `<ip>`), or — without an IPv6 `<ip>` or
+/// `<network ipv6='yes'>` — `disable_ipv6=1` (a very isolated network's
+/// bridge has no address at all; with IPv6, `accept_ra=0` and
+/// `autoconf=0`), then sets it up and adds its static routes. Used by `net-start` and by reconcile when it recreates the bridge.
 pub async fn configure_bridge(
     nl: &Netlink,
     plan: &NetworkPlan,
     bridge: &str,
     ifindex: u32,
 ) -> Result<(), ModeError> {
-    if plan.ipv6.is_none() {
-        // Like libvirt: without an IPv6 <ip> the host has no IPv6 address
-        // (not even link-local) on the bridge.
+    if plan.ipv6.is_none() && !plan.def.ipv6 {
+        // Like libvirt: without an IPv6 <ip> (or <network ipv6='yes'>) the
+        // host has no IPv6 address (not even link-local) on the bridge.
         sysctl::write(
             &format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
             "1",
         )?;
+    } else {
+        // Like libvirt: the host takes no router advertisements and
+        // configures no address from them on the bridge, or a guest could
+        // become the host's IPv6 router (vxdp drops guests' RAs too).
+        for knob in ["accept_ra", "autoconf"] {
+            sysctl::write(&format!("/proc/sys/net/ipv6/conf/{bridge}/{knob}"), "0")?;
+        }
     }
-    if let Some(v4) = plan.ipv4 {
+    if let Some(mtu) = plan.def.mtu {
+        nl.set_mtu(ifindex, mtu).await?;
+    }
+    for v4 in &plan.ipv4_all {
         nl.add_address(ifindex, IpAddr::V4(v4.gateway), v4.prefix)
             .await?;
     }
-    if let Some((a, p)) = plan.ipv6 {
+    for &(a, p) in &plan.ipv6_all {
         nl.add_address(ifindex, IpAddr::V6(a), p).await?;
     }
     nl.set_up(ifindex).await?;
-    Ok(())
+    add_routes(nl, plan, ifindex).await.map(drop)
+}
+
+/// The network's static `<route>`s as kernel routes via the bridge (as
+/// libvirt adds them), those missing; the kernel removes them with the
+/// bridge. Returns the routes it added (`prefix via gateway`).
+pub async fn add_routes(
+    nl: &Netlink,
+    plan: &NetworkPlan,
+    ifindex: u32,
+) -> Result<Vec<String>, ModeError> {
+    let mut added = Vec::new();
+    for r in &plan.routes {
+        if !nl
+            .has_route(ifindex, r.address, r.prefix, r.gateway)
+            .await?
+        {
+            nl.add_route(ifindex, r.address, r.prefix, r.gateway, r.metric)
+                .await?;
+            added.push(format!("{}/{} via {}", r.address, r.prefix, r.gateway));
+        }
+    }
+    Ok(added)
 }
 
 /// `NetworkConfig::flags` a host bridge adds: what the operator's bridge

@@ -55,6 +55,19 @@ pub async fn stop(ctx: &Context, name: &str) -> Result<(), OpsError> {
             )?;
             maps.set_nat6(rec.id, &vxdp_common::Nat6Config::default())?;
         }
+        // The other prefixes (further <ip>s, <route>s) come from the definition the
+        // network runs; the record holds the first of each family.
+        if let Ok(p) = plan::plan(&rec.xml, &rec.name) {
+            for (a, len) in plan::subnet4_keys(&p) {
+                maps.remove_subnet(a, len)?;
+            }
+            for (a, len) in plan::subnet6_keys(&p) {
+                maps.remove_subnet6(a, len)?;
+            }
+            for (a, len, _) in plan::route4_entries(&p, rec.id) {
+                maps.remove_route(a, len)?;
+            }
+        }
         maps.flush_conntrack(rec.id)?;
         maps.remove_flow_quota(vxdp_common::flow_quota::network(rec.id))?;
         crate::modes::shaping::clear_network(&maps, rec.id)?;

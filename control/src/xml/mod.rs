@@ -420,11 +420,12 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// Covered: everything kept as [`RawElement`] except `<dns>` (served by dnsmasq)
 /// and portgroups themselves (their `<vlan>`, `<virtualport>` and
 /// `trustGuestRxFilters` are listed; their `<bandwidth>` is realized), the
-/// network's `<bandwidth>`,
-/// `<route>`, DHCPv6 host ids, and attributes with a non-default meaning (`ipv6`,
-/// `trustGuestRxFilters`, bridge `zone`, `macTableManager='libvirt'`, domain
-/// `register`, forward `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`,
-/// leases, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq.
+/// network's `<bandwidth>`, and attributes with a non-default meaning
+/// (`trustGuestRxFilters`, `macTableManager='libvirt'`, domain `register`, forward
+/// `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`, leases, DHCPv6 host
+/// ids, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq;
+/// `<network ipv6='yes'>` keeps IPv6 on the bridge; a bridge `zone` needs nothing
+/// (vxdp adds no firewall rules).
 /// `<title>`, `<description>` and `<metadata>` are informational and never listed.
 pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -433,14 +434,8 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
             out.push(s);
         }
     };
-    if def.ipv6 {
-        push("/network@ipv6".into());
-    }
     if def.trust_guest_rx_filters {
         push("/network@trustGuestRxFilters".into());
-    }
-    if def.bridge.zone.is_some() {
-        push("/network/bridge@zone".into());
     }
     if def.bridge.mac_table_manager.as_deref() == Some("libvirt") {
         push("/network/bridge@macTableManager".into());
@@ -485,14 +480,6 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         if ip.local_ptr {
             push(format!("{p}@localPtr"));
         }
-        for (j, host) in ip.dhcp_hosts.iter().enumerate() {
-            if host.id.is_some() {
-                push(format!("{p}/dhcp/host[{}]@id", j + 1));
-            }
-        }
-    }
-    for i in 0..def.routes.len() {
-        push(format!("/network/route[{}]", i + 1));
     }
     out
 }

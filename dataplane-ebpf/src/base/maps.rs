@@ -12,7 +12,7 @@ use vxdp_common::{
     DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
     ForwardScratch, FragEntry, FragKey, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort,
     Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES,
-    RateLimit, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
+    RateLimit, RouteOwner, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
     timeout_class,
 };
 
@@ -29,6 +29,11 @@ pub static VXDP_SUBNETS: LpmTrie<SubnetKey, SubnetOwner> = LpmTrie::pinned(MAX_N
 /// inbound policy at the uplink).
 #[map]
 pub static VXDP_SUBNETS6: LpmTrie<Subnet6Key, SubnetOwner> = LpmTrie::pinned(MAX_NETWORKS * 4, 0);
+
+/// Static `<route>`s of the networks (IPv4): which guest is the gateway
+/// of a prefix, so that it alone may send from it.
+#[map]
+pub static VXDP_ROUTES: LpmTrie<SubnetKey, RouteOwner> = LpmTrie::pinned(MAX_NETWORKS * 4, 0);
 
 /// Resized by the control plane at load time (`--conntrack-entries`).
 #[map]

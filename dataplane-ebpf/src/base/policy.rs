@@ -10,7 +10,7 @@ use vxdp_common::{
 
 use super::{
     ctx::PacketCtx,
-    maps::{VXDP_NAT6, VXDP_NETWORKS, VXDP_SUBNETS, VXDP_SUBNETS6},
+    maps::{VXDP_NAT6, VXDP_NETWORKS, VXDP_ROUTES, VXDP_SUBNETS, VXDP_SUBNETS6},
     parse::{self, ArpSender, Ipv4, Ipv6},
 };
 
@@ -39,11 +39,13 @@ pub fn guest_destination(net: &NetworkConfig, ip: &Ipv4) -> GuestDestination {
     }
 }
 
-/// A guest may only send to the outside from an address of its subnet;
-/// anything else is spoofed and must not be forwarded.
+/// A guest may only send to the outside from an address of its network's
+/// subnets (the first `<ip>`'s, held in `net`, or any other prefix the
+/// subnet trie gives network `net_id`); anything else is spoofed and must
+/// not be forwarded.
 #[inline(always)]
-pub fn source_in_subnet(net: &NetworkConfig, ip: &Ipv4) -> bool {
-    ip.src & net.netmask == net.subnet
+pub fn source_in_subnet(net: &NetworkConfig, net_id: u32, ip: &Ipv4) -> bool {
+    own_subnet(net, net_id, ip.src)
 }
 
 #[inline(always)]
@@ -88,6 +90,20 @@ pub fn ipv4_allowed(ep: &Endpoint, src: u32, udp_or_arp: bool) -> bool {
     ep.flags & endpoint_flags::IPV4_KNOWN == 0 || src == ep.ipv4 || (src == 0 && udp_or_arp)
 }
 
+/// Whether the port is the gateway of a static `<route>` of its network
+/// whose prefix holds `src`: such a guest forwards for the hosts behind it
+/// and may send from their addresses (IPv4 packets only; its ARP stays
+/// pinned to its own address).
+#[inline(always)]
+pub fn routes_for(ep: &Endpoint, src: u32) -> bool {
+    ep.flags & endpoint_flags::IPV4_KNOWN != 0
+        && VXDP_ROUTES
+            .get(&Key::new(32, SubnetKey { addr: src }))
+            .is_some_and(|r| {
+                r.network_id == ep.network_id && r.gateway != 0 && r.gateway == ep.ipv4
+            })
+}
+
 /// Why an ARP packet's sender (MAC and IPv4) is refused, if it is. No
 /// guest may claim its network's gateway address (`net`, for networks
 /// with one), known or not.
@@ -100,17 +116,24 @@ pub fn arp_refusal(
     if !mac_allowed(ep, &arp.mac) {
         return Some(DropReason::SpoofedMac);
     }
-    if !ipv4_allowed(ep, arp.ipv4, true) || net.is_some_and(|n| claims_gateway(n, arp.ipv4)) {
+    if !ipv4_allowed(ep, arp.ipv4, true)
+        || net.is_some_and(|n| claims_gateway(n, ep.network_id, arp.ipv4))
+    {
         return Some(DropReason::SpoofedSource);
     }
     None
 }
 
-/// Whether `src` is the network's own (host) address, which no guest may
-/// send from.
+/// Whether `src` is one of network `net_id`'s own (host) addresses, which
+/// no guest may send from: the first block's gateway, or (only asked when
+/// the network has further blocks) a further block's host address.
 #[inline(always)]
-pub fn claims_gateway(net: &NetworkConfig, src: u32) -> bool {
-    net.gateway != 0 && src == net.gateway
+pub fn claims_gateway(net: &NetworkConfig, net_id: u32, src: u32) -> bool {
+    (net.gateway != 0 && src == net.gateway)
+        || (net.flags & network_flags::MORE_HOST_ADDRESSES != 0
+            && VXDP_ROUTES
+                .get(&Key::new(32, SubnetKey { addr: src }))
+                .is_some_and(|r| r.network_id == net_id && r.gateway == 0))
 }
 
 #[inline(always)]
@@ -197,12 +220,19 @@ pub fn ipv6_service_refusal<C: PacketCtx>(ctx: &C, ep: &Endpoint, ip: &Ipv6) -> 
 /// receives every such frame and delivers a unicast packet in it to any of
 /// its addresses (the uplink's too), so "to the host" is decided at layer 3
 /// as well: only broadcast, multicast, and the network's own subnet when
-/// the host has an address on it.
+/// the host has an address on it (any of its `<ip>` blocks).
 #[inline(always)]
-pub fn isolated_group_frame_allowed(net: &NetworkConfig, ip: &Ipv4) -> bool {
+pub fn isolated_group_frame_allowed(net: &NetworkConfig, net_id: u32, ip: &Ipv4) -> bool {
     ip.dst == u32::MAX
         || is_multicast(ip.dst)
-        || (host_on_bridge(net) && ip.dst & net.netmask == net.subnet)
+        || (host_on_bridge(net) && own_subnet(net, net_id, ip.dst))
+}
+
+/// Whether `addr` is in one of network `net_id`'s IPv4 prefixes (the
+/// first `<ip>`'s, held in `net`, or another the subnet trie gives it).
+#[inline(always)]
+pub fn own_subnet(net: &NetworkConfig, net_id: u32, addr: u32) -> bool {
+    addr & net.netmask == net.subnet || subnet_owner(addr).is_some_and(|o| o.network_id == net_id)
 }
 
 /// Whether `src` is an IPv6 source the guest may send from: any until its

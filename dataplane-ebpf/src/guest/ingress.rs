@@ -149,8 +149,9 @@ fn guest_ipv4(
     to_host_l3: bool,
     to_group: bool,
 ) -> Result<i32, Drop> {
-    if !policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
-        || policy::claims_gateway(net, ip.src)
+    if !(policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
+        || policy::routes_for(endpoint, ip.src))
+        || policy::claims_gateway(net, net_id, ip.src)
     {
         return Err(Drop::new(DropReason::SpoofedSource, net_id));
     }
@@ -167,7 +168,7 @@ fn guest_ipv4(
         // what is addressed to the host at layer 2 is judged here, and
         // group frames at layer 3 (the host receives those too).
         if !to_host_l3 {
-            if to_group && !policy::isolated_group_frame_allowed(net, ip) {
+            if to_group && !policy::isolated_group_frame_allowed(net, net_id, ip) {
                 let reason = if policy::host_on_bridge(net) {
                     DropReason::IsolatedNetwork
                 } else {
@@ -188,16 +189,30 @@ fn guest_ipv4(
         {
             return pass(ctx, net_id);
         }
+        // A further <ip> block's host address (or broadcast): the host
+        // owns nothing else in the network's prefixes, and forwards
+        // nothing back out of an isolated network but into its own bridge.
+        if policy::subnet_owner(ip.dst).is_some_and(|o| o.network_id == net_id)
+            && ip.dst & net.netmask != net.subnet
+        {
+            return pass(ctx, net_id);
+        }
         return Err(Drop::new(DropReason::IsolatedNetwork, net_id));
     }
     if let GuestDestination::Stays = policy::guest_destination(net, ip) {
         return pass(ctx, net_id);
     }
+    let dst_owner = policy::subnet_owner(ip.dst);
+    // Another of the network's own prefixes (a further <ip> block): the
+    // host routes between its addresses on the bridge, as with libvirt.
+    if dst_owner.is_some_and(|o| o.network_id == net_id) {
+        return pass(ctx, net_id);
+    }
     // Open networks filter nothing (anti-spoofing aside).
-    if net.mode != mode::OPEN && !policy::source_in_subnet(net, ip) {
+    if net.mode != mode::OPEN && !policy::source_in_subnet(net, net_id, ip) {
         return Err(Drop::new(DropReason::SourceNotInSubnet, net_id));
     }
-    if let Some(owner) = policy::subnet_owner(ip.dst)
+    if let Some(owner) = dst_owner
         && owner.network_id != net_id
     {
         let other_gateway = VXDP_NETWORKS

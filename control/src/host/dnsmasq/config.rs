@@ -425,6 +425,11 @@ pub fn generate(
     if dhcp_v6 {
         c.fixed("enable-ra");
     }
+    // The network's <mtu>, to every DHCPv4 client whether it asks or not
+    // (as libvirt does): guests then use the bridge's MTU.
+    if let (true, Some(mtu)) = (dhcp_v4, def.mtu) {
+        c.fixed(format!("dhcp-option-force=option:mtu,{mtu}"));
+    }
     // The administrator's own option lines (libvirt's dnsmasq:options): taken
     // as written, which is their purpose, but each stays one whole line.
     for (i, opt) in def.dnsmasq_options.iter().enumerate() {

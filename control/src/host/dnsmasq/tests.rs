@@ -605,3 +605,37 @@ fn lease_hook_passes_the_name_as_one_argument_after_double_dash() {
         ]
     );
 }
+
+#[test]
+fn the_networks_mtu_is_forced_on_dhcp_clients() {
+    let c = conf(
+        "<network><name>n</name><forward mode='nat'/><mtu size='9000'/>
+         <ip address='192.168.150.1' prefix='24'><dhcp><range start='192.168.150.10' end='192.168.150.20'/></dhcp></ip>
+         </network>",
+    );
+    assert!(
+        lines(&c).contains(&"dhcp-option-force=option:mtu,9000"),
+        "{c}"
+    );
+    let c = conf(default_network_xml());
+    assert!(!c.contains("option:mtu"), "no <mtu>, no option:\n{c}");
+}
+
+#[test]
+fn dhcpv6_hosts_are_served_by_duid() {
+    let c = conf(
+        "<network><name>n</name><forward mode='nat'/>
+         <ip address='192.168.150.1' prefix='24'/>
+         <ip family='ipv6' address='2001:db8:5::1' prefix='64'><dhcp>
+           <host id='00:03:00:01:52:54:00:00:70:01' name='v6host' ip='2001:db8:5::20'/>
+         </dhcp></ip></network>",
+    );
+    let l = lines(&c);
+    for want in [
+        "dhcp-range=2001:db8:5::,static,64",
+        "dhcp-host=id:00:03:00:01:52:54:00:00:70:01,[2001:db8:5::20],v6host",
+        "enable-ra",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{c}");
+    }
+}
