@@ -66,10 +66,6 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "a default route via a guest (prefix 0) is not realized yet",
     ),
     (
-        "/network/port@isolated",
-        "port isolation not implemented yet",
-    ),
-    (
         "/network/forward/",
         "hostdev's device pools (<pf>, <address>, <driver>) are not implemented yet",
     ),

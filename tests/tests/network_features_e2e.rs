@@ -1,7 +1,7 @@
 //! End to end: the parts of a libvirt network definition that libvirt
 //! starts beyond one address per family — several IPv4 and IPv6 `<ip>`
 //! blocks with a DHCP range each, static `<route>`s via a guest, `<mtu>`,
-//! `<network ipv6='yes'>` and `<bridge zone>` — realized by vxdp in
+//! `<network ipv6='yes'>`, `<bridge zone>` and `<port isolated>` — realized by vxdp in
 //! throwaway namespaces, with real clients (busybox udhcpc, ping, TCP) and
 //! what a hostile guest could do with each new path.
 
@@ -954,6 +954,81 @@ fn dhcpv6_host_gets_its_address_by_duid() -> Result<()> {
     ensure!(
         other.is_none(),
         "a DUID that is not listed was offered {other:?}"
+    );
+    Ok(())
+}
+
+/// `<port isolated='yes'/>`, as libvirt starts it: every guest port is an
+/// isolated bridge port, and the programs leave guest-to-guest frames to
+/// the bridge (no port-to-port shortcut), so two guests cannot reach each
+/// other — not even a guest that addresses the other's MAC directly with
+/// a static neighbour entry — while both reach the gateway and the
+/// outside. A port that loses its flag gets it back from `vxdp serve`'s
+/// reconcile pass (here `vxdp load`, which reconciles the same way).
+#[test]
+fn isolated_ports_keep_guests_apart_but_not_from_the_outside() -> Result<()> {
+    let mut lab = Lab::new("piso")?;
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <port isolated='yes'/>
+  <ip address='192.168.122.1' prefix='24'><dhcp><range start='192.168.122.100' end='192.168.122.150'/></dhcp></ip>
+</network>",
+    )?;
+    let mut leased = Vec::new();
+    for mac in ["52:54:00:00:7e:01", "52:54:00:00:7e:02"] {
+        let g = lab.add_guest(mac)?;
+        lab.plug(g)?;
+        let e = lab.dhcp(g)?;
+        leased.push(env(&e, "ip")?.to_string());
+    }
+    for g in &lab.guests {
+        let out = lab
+            .topo
+            .hyp
+            .exec_status("ip", &["-d", "-j", "link", "show", "dev", &g.port])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            text.contains("\"isolated\":true"),
+            "port {} is not an isolated bridge port: {text}",
+            g.port
+        );
+    }
+    lab.wait_ping(0, "192.168.122.1", Duration::from_secs(15))?;
+    lab.wait_ping(1, "192.168.122.1", Duration::from_secs(15))?;
+    fetch_from_outside(&lab, 0)?;
+    fetch_from_outside(&lab, 1)?;
+    // Hostile guest 0: B's MAC as a static neighbour, so no ARP is needed.
+    let b_mac = lab.guests[1].mac.clone();
+    lab.guests[0].ns.ip(&[
+        "neigh", "replace", &leased[1], "lladdr", &b_mac, "dev", "eth0",
+    ])?;
+    let fwd_before = lab.counter("port_forwarded")?;
+    let out = lab.guests[0]
+        .ns
+        .exec_status("ping", &["-c", "3", "-W", "1", &leased[1]])?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("0 received"),
+        "guest 0 reached guest 1 across isolated ports: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ensure!(
+        lab.counter("port_forwarded")? == fwd_before,
+        "the guest program delivered frames port to port in an isolated network"
+    );
+    // Take the flag off one port; reconcile puts it back.
+    let port = lab.guests[1].port.clone();
+    lab.topo
+        .hyp
+        .exec_status("bridge", &["link", "set", "dev", &port, "isolated", "off"])?;
+    lab.topo.vxdp(&["load"])?;
+    let out = lab
+        .topo
+        .hyp
+        .exec_status("ip", &["-d", "-j", "link", "show", "dev", &port])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("\"isolated\":true"),
+        "reconcile did not isolate {port} again: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     Ok(())
 }

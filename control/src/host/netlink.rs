@@ -22,7 +22,7 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
 };
-use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, RouteMessageBuilder};
 
 use crate::model::bandwidth::HtbRate;
 
@@ -662,6 +662,25 @@ impl Netlink {
                     .iter()
                     .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index))
         }))
+    }
+
+    /// Sets bridge port `index`'s `isolated` flag (`bridge link set dev
+    /// ... isolated on`): isolated ports of a bridge exchange no frames
+    /// with each other, only with the bridge and non-isolated ports.
+    pub async fn set_bridge_port_isolated(&self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        if index == 0 {
+            return Err(NetlinkError::NotFound {
+                op: "isolating bridge port ifindex 0".into(),
+                iface: "ifindex 0".into(),
+            });
+        }
+        let msg = LinkBridgePort::new(index)
+            .append_info_data(InfoBridgePort::Isolated(on))
+            .build();
+        match self.handle.link().set_port(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.index_err("isolating bridge port", index, e).await),
+        }
     }
 
     /// Sets a link's MTU.

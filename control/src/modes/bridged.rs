@@ -682,6 +682,17 @@ pub async fn reconcile(
             nl.set_master(port.ifindex, rec.bridge_ifindex).await?;
             repairs.note(format!("{name}: plugged {} into {}", port.dev, rec.bridge));
         }
+        if plan.def.port_isolated
+            && (link.master != Some(rec.bridge_ifindex) || !link.bridge_port_isolated)
+        {
+            nl.set_bridge_port_isolated(port.ifindex, true).await?;
+            if link.master == Some(rec.bridge_ifindex) {
+                repairs.note(format!(
+                    "{name}: isolated {} again (<port isolated='yes'/>)",
+                    port.dev
+                ));
+            }
+        }
         if let Some(mtu) = plan.def.mtu.filter(|_| !host_bridge)
             && link.mtu != Some(mtu)
         {
@@ -732,11 +743,17 @@ pub async fn plug(
     ifindex: u32,
     undo: &mut Undo,
 ) -> Result<(), ModeError> {
-    if let Some(mtu) = xml::parse_network(&rec.xml, &rec.name)?.mtu {
+    let def = xml::parse_network(&rec.xml, &rec.name)?;
+    if let Some(mtu) = def.mtu {
         nl.set_mtu(ifindex, mtu).await?;
     }
     undo.push(Step::NoMaster { ifindex });
     nl.set_master(ifindex, rec.bridge_ifindex).await?;
+    // libvirt's <port isolated='yes'/>: the bridge keeps the guests apart
+    // (the programs then leave guest-to-guest frames to it, BRIDGE_FILTERS).
+    if def.port_isolated {
+        nl.set_bridge_port_isolated(ifindex, true).await?;
+    }
     Ok(())
 }
 

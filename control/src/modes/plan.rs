@@ -330,6 +330,11 @@ pub fn network_config(
     if plan.def.forward.as_ref().is_some_and(|f| f.dev.is_some()) {
         flags |= network_flags::FORWARD_DEV;
     }
+    // <port isolated='yes'/>: guest-to-guest frames cross the bridge, whose
+    // isolated ports refuse them, instead of going port to port.
+    if plan.def.port_isolated {
+        flags |= network_flags::BRIDGE_FILTERS;
+    }
     if let Some(bw) = xml::network_bandwidth(&plan.def) {
         if bw.outbound.is_some() {
             flags |= network_flags::RATE_LIMITED_OUT;

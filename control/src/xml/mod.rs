@@ -422,7 +422,7 @@ pub fn to_xml(def: &NetworkDef) -> String {
 /// `trustGuestRxFilters` are listed; their `<bandwidth>` is realized), the
 /// network's `<bandwidth>`, and attributes with a non-default meaning
 /// (`trustGuestRxFilters`, `macTableManager='libvirt'`, domain `register`, forward
-/// `managed`, `localPtr`, port `isolated`). `<tftp>`, `<bootp>`, leases, DHCPv6 host
+/// `managed`, `localPtr`). `<tftp>`, `<bootp>`, leases, DHCPv6 host
 /// ids, `<domain localOnly>` and `<dnsmasq:options>` go to the network's dnsmasq;
 /// `<network ipv6='yes'>` keeps IPv6 on the bridge; a bridge `zone` needs nothing
 /// (vxdp adds no firewall rules).
@@ -471,9 +471,6 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         if pg.trust_guest_rx_filters {
             push(format!("{p}@trustGuestRxFilters"));
         }
-    }
-    if def.port_isolated {
-        push("/network/port@isolated".into());
     }
     for (i, ip) in def.ips.iter().enumerate() {
         let p = format!("/network/ip[{}]", i + 1);

@@ -298,7 +298,7 @@ line</description>
     );
     assert_eq!(
         unsupported_features(&def),
-        ["/network/bridge@macTableManager", "/network/port@isolated",]
+        ["/network/bridge@macTableManager"]
     );
     let groups = super::portgroups(&def);
     assert_eq!(groups.len(), 1);
