@@ -55,11 +55,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "/network/portgroup",
-        "a portgroup's <vlan>, <virtualport> and trustGuestRxFilters are not realized yet (its <bandwidth> is)",
-    ),
-    (
-        "/network/virtualport",
-        "no 802.1Qbg/Qbh/Open vSwitch ports yet",
+        "a portgroup's trustGuestRxFilters is not realized yet (its <bandwidth> is; its <vlan> and <virtualport> refuse the ports that join it)",
     ),
     (
         "/network/route",

@@ -1032,3 +1032,52 @@ fn isolated_ports_keep_guests_apart_but_not_from_the_outside() -> Result<()> {
     );
     Ok(())
 }
+
+/// A network's `<virtualport>` is a port setting: libvirt starts the
+/// network and applies it (Open vSwitch, 802.1Qbg/Qbh) only when a
+/// domain's interface is plugged. vxdp starts it too and refuses the port
+/// as "not supported yet", naming the element, with nothing plugged.
+#[test]
+fn a_networks_virtualport_starts_it_and_refuses_its_ports() -> Result<()> {
+    let mut lab = Lab::new("vport")?;
+    lab.topo.create(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0' stp='off'/>
+  <virtualport type='openvswitch'/>
+  <ip address='192.168.122.1' prefix='24'/>
+</network>",
+    )?;
+    let g = lab.add_guest("52:54:00:00:7f:01")?;
+    let port = lab.guests[g].port.clone();
+    let out =
+        lab.topo
+            .vxdp_status(&["attach-interface", "--network", "default", "--dev", &port])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("/network/virtualport")
+            && err.contains("not supported yet"),
+        "attach-interface on a network with <virtualport>: {}{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let list = String::from_utf8(lab.topo.vxdp(&["net-list"])?.stdout)?;
+    ensure!(
+        lab.topo
+            .hyp
+            .exec_status("ip", &["-d", "link", "show", "dev", &port])?
+            .status
+            .success()
+            && !String::from_utf8_lossy(
+                &lab.topo
+                    .hyp
+                    .exec_status("ip", &["link", "show", "dev", &port])?
+                    .stdout
+            )
+            .contains("master"),
+        "the refused port was left on the bridge"
+    );
+    ensure!(
+        list.contains("default"),
+        "the network is not running: {list}"
+    );
+    Ok(())
+}

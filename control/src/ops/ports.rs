@@ -474,6 +474,16 @@ async fn plug_port(
         Some(s) => s,
         None => port_shaping(&rec, None, None, network, "/network/portgroup")?,
     };
+    if let Some((element, what)) = xml::port_needs(
+        &xml::parse_network(&rec.xml, &rec.name)?,
+        portgroup.as_deref(),
+    ) {
+        return Err(OpsError::from(PlanError::NotSupported {
+            file: network.into(),
+            element,
+            what,
+        }));
+    }
     if !forwards.is_empty() {
         let dev = match &device {
             PortDevice::Existing(d) => d,

@@ -452,22 +452,18 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         }
     }
     // The network's <bandwidth> is realized (see `modes::plan` for where).
-    for raw in def
-        .extra
-        .iter()
-        .filter(|r| r.name != "portgroup" && r.name != "bandwidth")
-    {
+    // <virtualport> and <vlan> are port settings: see `port_needs`.
+    for raw in def.extra.iter().filter(|r| {
+        !matches!(
+            r.name.as_str(),
+            "portgroup" | "bandwidth" | "virtualport" | "vlan"
+        )
+    }) {
         push(format!("/network/{}", raw.name));
     }
     // A portgroup's <bandwidth> is realized on the ports that join it.
     for (i, pg) in portgroups(def).iter().enumerate() {
         let p = format!("/network/portgroup[{}]", i + 1);
-        if pg.vlan {
-            push(format!("{p}/vlan"));
-        }
-        if pg.virtualport {
-            push(format!("{p}/virtualport"));
-        }
         if pg.trust_guest_rx_filters {
             push(format!("{p}@trustGuestRxFilters"));
         }
@@ -479,6 +475,46 @@ pub fn unsupported_features(def: &NetworkDef) -> Vec<String> {
         }
     }
     out
+}
+
+/// What a port joining portgroup `group` of `def` (`None`: the default
+/// portgroup, if any) would need that vxdp does not drive: the element's
+/// path and what it is. libvirt applies a network's or portgroup's
+/// `<virtualport>` (Open vSwitch, 802.1Qbg/Qbh through lldpad or the NIC)
+/// and `<vlan>` when a domain's interface is plugged, not when the network
+/// starts, so vxdp starts such networks as libvirt does and refuses their
+/// ports as "not supported yet".
+pub fn port_needs(def: &NetworkDef, group: Option<&str>) -> Option<(String, String)> {
+    for (name, what) in [
+        (
+            "virtualport",
+            "<virtualport> (Open vSwitch or 802.1Qbg/Qbh ports)",
+        ),
+        ("vlan", "<vlan> (tagging by Open vSwitch or the NIC)"),
+    ] {
+        if def.extra.iter().any(|r| r.name == name) {
+            return Some((format!("/network/{name}"), what.to_string()));
+        }
+    }
+    let groups = portgroups(def);
+    let (i, pg) = groups.iter().enumerate().find(|(_, g)| match group {
+        Some(n) => g.name == n,
+        None => g.default,
+    })?;
+    let p = format!("/network/portgroup[{}]", i + 1);
+    if pg.virtualport {
+        return Some((
+            format!("{p}/virtualport"),
+            format!("portgroup '{}''s <virtualport>", pg.name),
+        ));
+    }
+    if pg.vlan {
+        return Some((
+            format!("{p}/vlan"),
+            format!("portgroup '{}''s <vlan>", pg.name),
+        ));
+    }
+    None
 }
 
 /// libvirt's stock `default` network, as shipped in `networks/default.xml`.

@@ -322,14 +322,33 @@ fn portgroup_parts_vxdp_cannot_realize_are_listed() {
         "t.xml",
     )
     .unwrap();
+    // <virtualport> and <vlan> are port settings (libvirt applies them when
+    // a domain's interface is plugged): the network starts, its ports are
+    // refused.
     assert_eq!(
         unsupported_features(&def),
-        [
-            "/network/virtualport",
-            "/network/portgroup[2]/vlan",
-            "/network/portgroup[2]/virtualport",
-            "/network/portgroup[2]@trustGuestRxFilters",
-        ]
+        ["/network/portgroup[2]@trustGuestRxFilters"]
+    );
+    assert_eq!(
+        super::port_needs(&def, Some("a")).map(|(p, _)| p),
+        Some("/network/virtualport".to_string())
+    );
+    let own = parse_network(
+        &net("<forward mode='bridge'/><bridge name='br9'/>\
+              <portgroup name='a' default='yes'/>\
+              <portgroup name='b'><vlan><tag id='7'/></vlan><virtualport type='openvswitch'/></portgroup>"),
+        "t.xml",
+    )
+    .unwrap();
+    assert_eq!(
+        super::port_needs(&own, None),
+        None,
+        "the default group needs nothing"
+    );
+    assert_eq!(super::port_needs(&own, Some("a")), None);
+    assert_eq!(
+        super::port_needs(&own, Some("b")).map(|(p, _)| p),
+        Some("/network/portgroup[2]/virtualport".to_string())
     );
     let groups = super::portgroups(&def);
     assert_eq!(
