@@ -666,6 +666,14 @@ fn checks() -> Vec<Check> {
             "/network/forward/pf@dev",
             Same,
         ),
+        c(
+            "network.rng: <pf dev> is a deviceName (not empty), in any forward mode",
+            net(
+                "<forward mode='route'><pf dev=''/></forward><ip address='192.168.150.1' prefix='24'/>",
+            ),
+            "/network/forward/pf@dev",
+            Same,
+        ),
         // ---- virNetworkIPDefParseXML ------------------------------------------
         c(
             "virNetworkIPDefParseXML: address is required",

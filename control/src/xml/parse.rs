@@ -334,7 +334,8 @@ impl Parser<'_> {
             ));
         }
         if let Some(pf) = f.children().find(|c| c.has_tag_name("pf")) {
-            self.req_attr(pf, "/network/forward/pf", "dev")?;
+            let dev = self.req_attr(pf, "/network/forward/pf", "dev")?;
+            self.device_name(dev, "/network/forward/pf@dev", "<pf dev>")?;
         }
         let _ = def;
         Ok(())
@@ -1647,18 +1648,7 @@ impl Parser<'_> {
     /// Portgroup names are required and unique; at most one is the default.
     fn check_portgroup(&self, node: Node, path: &str, seen: &mut Vec<(String, bool)>) -> R<()> {
         let name = self.req_attr(node, path, "name")?;
-        // The schema's deviceName.
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-\\:/".contains(c))
-        {
-            return Err(self.err(
-                format!("{path}@name"),
-                Some(name),
-                "portgroup name may only contain letters, digits, '_', '.', '-', '\\', ':' and '/'",
-            ));
-        }
+        self.device_name(name, &format!("{path}@name"), "portgroup name")?;
         let default = self.yes_no(node, path, "default")?;
         self.yes_no(node, path, "trustGuestRxFilters")?;
         if seen.iter().any(|(n, _)| n == name) {
@@ -1800,6 +1790,25 @@ impl Parser<'_> {
             &h[16..20],
             &h[20..32]
         ))
+    }
+
+    /// The schema's deviceName (network.rng, basictypes): one or more of
+    /// letters, digits, '_', '.', '-', '\\', ':' and '/'.
+    fn device_name(&self, v: &str, at: &str, what: &str) -> R<()> {
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-\\:/".contains(c))
+        {
+            return Err(self.err(
+                at,
+                Some(v),
+                &format!(
+                    "{what} must be one or more letters, digits, '_', '.', '-', '\\', ':' or '/'"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A Linux interface name the kernel would accept (dev_valid_name, IFNAMSIZ) drawn
