@@ -1803,7 +1803,7 @@ impl Parser<'_> {
             return Err(self.err(
                 at,
                 Some(v),
-                &format!(
+                format!(
                     "{what} must be one or more letters, digits, '_', '.', '-', '\\', ':' or '/'"
                 ),
             ));
