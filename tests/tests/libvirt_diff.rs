@@ -293,6 +293,11 @@ const FUZZ_EXPLAINED: &[(&str, &str, &str)] = &[
     ),
     (
         "vxdp",
+        "@ip: address family differs from <ip>",
+        "vxdp is stricter (issue 4): libvirt 9.0 accepts a static DHCP host of the other address family (an IPv4 host under an IPv6 <ip>), dnsmasq never serves it",
+    ),
+    (
+        "vxdp",
         "network name must not",
         "vxdp is stricter: the name names files and is passed to programs (no leading '-', no control characters, not '.'/'..', at most 200 bytes)",
     ),
