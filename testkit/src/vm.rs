@@ -95,6 +95,13 @@ pub struct Vm {
 
 /// Virtio-net feature bits (virtio spec 1.2 §5.1.3) worth naming in a
 /// report of what the guest negotiated.
+/// How long a quick guest shell command (`cat`, `ip addr`, starting a
+/// background job) may take to answer. It answers in milliseconds on an idle
+/// machine; under TCG on a loaded CI machine, with the guest busy receiving,
+/// its console can be starved for many seconds, and a failure here must mean
+/// a hung guest, not a slow one. Waiting longer costs nothing when it answers.
+pub const GUEST_CMD: Duration = Duration::from_secs(45);
+
 const VIRTIO_NET_FEATURES: &[(usize, &str)] = &[
     (0, "CSUM (guest may send partial checksums)"),
     (1, "GUEST_CSUM (guest accepts partial checksums)"),
@@ -362,7 +369,7 @@ impl Vm {
     /// The guest kernel's count of TCP segments dropped for a bad checksum
     /// (`Tcp: InCsumErrors` in /proc/net/snmp).
     pub fn tcp_checksum_errors(&mut self) -> Result<u64> {
-        let snmp = self.check("grep '^Tcp:' /proc/net/snmp", Duration::from_secs(10))?;
+        let snmp = self.check("grep '^Tcp:' /proc/net/snmp", GUEST_CMD)?;
         let mut rows = snmp
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>());
@@ -382,7 +389,7 @@ impl Vm {
     pub fn negotiated_features(&mut self) -> Result<Vec<String>> {
         let out = self.check(
             "for d in /sys/bus/virtio/devices/*; do [ \"$(cat $d/device)\" = 0x0001 ] && cat $d/features; done",
-            Duration::from_secs(10),
+            GUEST_CMD,
         )?;
         let bits = out
             .lines()
@@ -545,7 +552,7 @@ impl Vm {
     pub fn start_receive(&mut self, cmd: &str, file: &str) -> Result<()> {
         self.check(
             &format!("rm -f {file} {file}.rc; ( {cmd} > {file} 2>{file}.err; echo $? > {file}.rc ) </dev/null >/dev/null 2>&1 &"),
-            Duration::from_secs(10),
+            GUEST_CMD,
         )?;
         Ok(())
     }
@@ -556,9 +563,11 @@ impl Vm {
     pub fn wait_received(&mut self, file: &str, stall: Duration) -> Result<(i32, String, usize)> {
         let mut last = (usize::MAX, Instant::now());
         loop {
+            // A poll that takes long is not a stall: only a size that stops
+            // growing is (`stall` is measured between answers).
             let out = self.check(
                 &format!("cat {file}.rc 2>/dev/null; echo size $(wc -c < {file})"),
-                Duration::from_secs(10),
+                GUEST_CMD,
             )?;
             let size: usize = out
                 .lines()
@@ -571,17 +580,14 @@ impl Vm {
                     .parse()
                     .with_context(|| format!("exit status {rc:?}"))?;
                 let sum = md5_of_output(
-                    &self.check(&format!("md5sum {file}"), Duration::from_secs(20))?,
+                    &self.check(&format!("md5sum {file}"), Duration::from_secs(60))?,
                 )?;
                 return Ok((rc, sum, size));
             }
             if size != last.0 {
                 last = (size, Instant::now());
             } else if last.1.elapsed() > stall {
-                let err = self.run(
-                    &format!("cat {file}.err; killall nc; true"),
-                    Duration::from_secs(5),
-                )?;
+                let err = self.run(&format!("cat {file}.err; killall nc; true"), GUEST_CMD)?;
                 bail!(
                     "transfer into the guest stalled at {size} bytes (nothing more for {stall:?}) {}",
                     err.output.trim()

@@ -25,7 +25,7 @@ use vxdp_control::{
 };
 use vxdp_testkit::{
     DEFAULT_XML, NatTopology, OUTSIDE_HOST, Serve, UPLINK_ADDR, run_vxdp,
-    vm::{Sink, Vm, md5_hex, md5_of_output},
+    vm::{GUEST_CMD, Sink, Vm, md5_hex, md5_of_output},
     vxdp_bin,
 };
 use vxdp_tests::libvirt::Libvirtd;
@@ -33,7 +33,9 @@ use vxdp_tests::libvirt::Libvirtd;
 /// A boot that takes longer than this under load has failed.
 const BOOT: Duration = Duration::from_secs(120);
 const TRANSFER: usize = 3 * 1024 * 1024;
-const STALL: Duration = Duration::from_secs(15);
+/// A transfer that makes no progress for this long has stalled (see
+/// real_vm.rs: TCP's backoff under load).
+const STALL: Duration = Duration::from_secs(30);
 
 /// Destroys and undefines vxdp's `default` whatever the test did (dropped
 /// after the VMs, before libvirtd and the namespaces).
@@ -267,11 +269,7 @@ fn ping(vm: &mut Vm, args: &str, n: u32) -> Result<()> {
 fn wait_ping(vm: &mut Vm, dst: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if vm
-            .run(&format!("ping -c 1 -W 1 {dst}"), Duration::from_secs(10))?
-            .status
-            == 0
-        {
+        if vm.run(&format!("ping -c 1 -W 1 {dst}"), GUEST_CMD)?.status == 0 {
             return Ok(());
         }
         ensure!(
@@ -283,7 +281,7 @@ fn wait_ping(vm: &mut Vm, dst: &str) -> Result<()> {
 
 /// The guest's IPv4 address on eth0.
 fn guest_ip(vm: &mut Vm) -> Result<String> {
-    let out = vm.check("ip -4 -o addr show dev eth0", Duration::from_secs(10))?;
+    let out = vm.check("ip -4 -o addr show dev eth0", GUEST_CMD)?;
     out.split_whitespace()
         .skip_while(|w| *w != "inet")
         .nth(1)
@@ -310,7 +308,7 @@ fn start_upload(topo: &NatTopology, vm: &mut Vm, len: usize) -> Result<(Sink, St
             sink.addr.ip(),
             sink.addr.port()
         ),
-        Duration::from_secs(10),
+        GUEST_CMD,
     )?;
     Ok((sink, want))
 }
@@ -541,7 +539,7 @@ fn libvirt_vms_on_an_adopted_network() -> Result<()> {
             sink.addr.ip(),
             sink.addr.port()
         ),
-        Duration::from_secs(10),
+        GUEST_CMD,
     )?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sink.received.load(std::sync::atomic::Ordering::Relaxed) < half {
@@ -556,7 +554,7 @@ fn libvirt_vms_on_an_adopted_network() -> Result<()> {
     // Two reconcile periods of the new daemon before the rest flows, so a
     // pass that broke the flow would show.
     std::thread::sleep(Duration::from_millis(2500));
-    vm1.check("touch /tmp/go", Duration::from_secs(10))?;
+    vm1.check("touch /tmp/go", GUEST_CMD)?;
     finish_upload(sink, TRANSFER, &want).context("the upload across vxdp serve's restart")?;
     eprintln!("[lvm] serve restarted after {half} of {TRANSFER} bytes; the transfer completed");
 
@@ -670,7 +668,7 @@ fn the_qemu_hook_plugs_the_exact_mac_and_address() -> Result<()> {
     );
     vm.check(
         &format!("ip addr add {addr}/24 dev eth0 && ip route add default via 192.168.122.1"),
-        Duration::from_secs(10),
+        GUEST_CMD,
     )?;
     let (snat0, _) = topo.counter("default", "snat_forwarded")?;
     wait_ping(&mut vm, OUTSIDE_HOST)?;
@@ -684,7 +682,7 @@ fn the_qemu_hook_plugs_the_exact_mac_and_address() -> Result<()> {
     // The guest takes another address: nothing gets out, the drops are counted.
     vm.check(
         "ip addr flush dev eth0 && ip addr add 192.168.122.51/24 dev eth0 && ip route add default via 192.168.122.1",
-        Duration::from_secs(10),
+        GUEST_CMD,
     )?;
     let (spoofed0, _) = topo.counter("default", "spoofed_source")?;
     let out = vm.run(

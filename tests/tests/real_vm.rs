@@ -14,15 +14,17 @@ use vxdp_testkit::{
     NatTopology, OUTSIDE_HOST, OutsideChecksums, UPLINK_ADDR,
     frame_probe::{SkbProbe, XdpCounter, XdpMode},
     pattern,
-    vm::{Lease, Sink, Vm, md5_hex, send_to, source},
+    vm::{GUEST_CMD, Lease, Sink, Vm, md5_hex, send_to, source},
 };
 
 const TAP: &str = "vmtap0";
 const MAC: &str = "52:54:00:76:78:01";
 /// Big enough for many full-sized and TSO segments through a TCG guest.
 const TRANSFER: usize = 3 * 1024 * 1024;
-/// A transfer that makes no progress for this long has stalled.
-const STALL: Duration = Duration::from_secs(8);
+/// A transfer that makes no progress for this long has stalled: long enough
+/// for TCP's retransmission backoff to recover a burst of losses on a
+/// loaded machine (a TCG guest with two test threads beside it).
+const STALL: Duration = Duration::from_secs(30);
 /// A name the network's dnsmasq answers (`<dns><host>`).
 const DNS_NAME: &str = "outside.vxdp.test";
 
@@ -202,7 +204,7 @@ impl VmOnNetwork {
                 sink.addr.ip(),
                 sink.addr.port()
             ),
-            Duration::from_secs(10),
+            GUEST_CMD,
         )?;
         let r = sink.wait(TRANSFER, STALL).and_then(|(data, peer)| {
             let got = md5_hex(&data)?;
@@ -226,7 +228,7 @@ impl VmOnNetwork {
                 &self.topo.wan,
                 format!("{}:5001", self.lease.ip).parse()?,
                 payload,
-                Duration::from_secs(10),
+                GUEST_CMD,
             )?;
             let (_, sum, size) = self.vm.wait_received("/tmp/in", STALL)?;
             ensure!(
