@@ -629,22 +629,7 @@ impl Netlink {
         prefix: u8,
         gateway: IpAddr,
     ) -> Result<bool, NetlinkError> {
-        let req = match dest {
-            IpAddr::V4(_) => RouteMessageBuilder::<Ipv4Addr>::new().build(),
-            IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-        };
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(req)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetlinkError::Failed {
-                op: "dumping routes".into(),
-                iface: "*".into(),
-                source: to_io(e),
-            })?;
+        let routes = self.dump_routes(dest.is_ipv6()).await?;
         let addr = |a: &RouteAddress| match a {
             RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
             RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
@@ -758,22 +743,30 @@ impl Netlink {
         Ok(out.into_iter().map(|(_, ip, p)| (ip, p)).collect())
     }
 
-    /// The interfaces (ifindex) that hold IPv6 routes learned from router
-    /// advertisements (protocol `ra`, any table).
-    pub async fn ipv6_ra_route_interfaces(&self) -> Result<Vec<u32>, NetlinkError> {
-        let req = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
-        let routes: Vec<RouteMessage> = self
-            .handle
+    /// Every route of one family, all tables.
+    async fn dump_routes(&self, ipv6: bool) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let req = if ipv6 {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<Ipv4Addr>::new().build()
+        };
+        self.handle
             .route()
             .get(req)
             .execute()
             .try_collect()
             .await
             .map_err(|e| NetlinkError::Failed {
-                op: "dumping IPv6 routes".into(),
+                op: format!("dumping IPv{} routes", if ipv6 { 6 } else { 4 }),
                 iface: "*".into(),
                 source: to_io(e),
-            })?;
+            })
+    }
+
+    /// The interfaces (ifindex) that hold IPv6 routes learned from router
+    /// advertisements (protocol `ra`, any table).
+    pub async fn ipv6_ra_route_interfaces(&self) -> Result<Vec<u32>, NetlinkError> {
+        let routes = self.dump_routes(true).await?;
         let mut out: Vec<u32> = routes
             .iter()
             .filter(|m| m.header.address_family == AddressFamily::Inet6)
@@ -802,19 +795,7 @@ impl Netlink {
     /// The IPv4 default route of the main table with the lowest metric.
     /// For a multipath route the first next hop is reported.
     pub async fn default_route_v4(&self) -> Result<Option<DefaultRoute>, NetlinkError> {
-        let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(req)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetlinkError::Failed {
-                op: "dumping IPv4 routes".into(),
-                iface: "*".into(),
-                source: to_io(e),
-            })?;
+        let routes = self.dump_routes(false).await?;
         Ok(routes
             .iter()
             .filter_map(default_route_from_message)

@@ -295,44 +295,49 @@ fn guest_ip(file: &str, node: Node, path: &str) -> R<Option<Ipv4Addr>> {
     }
 }
 
-/// Parses a `<portForward>` document on its own (`vxdp port-forward add
-/// --xml`). `file` names the source in errors.
-pub fn parse_port_forward(xml: &str, file: &str) -> R<PortForward> {
-    let opts = ParsingOptions {
-        allow_dtd: false,
-        ..ParsingOptions::default()
-    };
-    let doc = Document::parse_with_options(xml, opts)
+/// Parses `xml` (no DTD) and returns its root element when it is `<tag>`
+/// without a namespace; otherwise an error naming the root found.
+fn parse_root<'a>(
+    doc: &'a Result<Document<'a>, roxmltree::Error>,
+    file: &str,
+    tag: &str,
+    what: &str,
+) -> R<Node<'a, 'a>> {
+    let doc = doc
+        .as_ref()
         .map_err(|e| err(file, "/", None, format!("not well-formed XML: {e}")))?;
     let root = doc.root_element();
-    if root.tag_name().namespace().is_some() || root.tag_name().name() != "portForward" {
+    if root.tag_name().namespace().is_some() || root.tag_name().name() != tag {
         return Err(err(
             file,
             format!("/{}", root.tag_name().name()),
             None,
-            "root element must be a <portForward>",
+            format!("root element must be {what}"),
         ));
     }
+    Ok(root)
+}
+
+fn parse_doc(xml: &str) -> Result<Document<'_>, roxmltree::Error> {
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        ..ParsingOptions::default()
+    };
+    Document::parse_with_options(xml, opts)
+}
+
+/// Parses a `<portForward>` document on its own (`vxdp port-forward add
+/// --xml`). `file` names the source in errors.
+pub fn parse_port_forward(xml: &str, file: &str) -> R<PortForward> {
+    let doc = parse_doc(xml);
+    let root = parse_root(&doc, file, "portForward", "a <portForward>")?;
     port_forward(file, root, "/portForward")
 }
 
 /// Parses one `<interface>` document. `file` names the source in errors.
 pub fn parse_interface(xml: &str, file: &str) -> R<InterfaceDef> {
-    let opts = ParsingOptions {
-        allow_dtd: false,
-        ..ParsingOptions::default()
-    };
-    let doc = Document::parse_with_options(xml, opts)
-        .map_err(|e| err(file, "/", None, format!("not well-formed XML: {e}")))?;
-    let root = doc.root_element();
-    if root.tag_name().namespace().is_some() || root.tag_name().name() != "interface" {
-        return Err(err(
-            file,
-            format!("/{}", root.tag_name().name()),
-            None,
-            "root element must be a domain <interface>",
-        ));
-    }
+    let doc = parse_doc(xml);
+    let root = parse_root(&doc, file, "interface", "a domain <interface>")?;
     let path = "/interface";
     attrs(file, root, path, &["type", "trustGuestRxFilters"])?;
     let ty = req(file, root, path, "type")?;
