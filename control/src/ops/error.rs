@@ -4,7 +4,10 @@
 use crate::{
     dataplane::DataplaneError,
     host::{
-        dnsmasq::DnsmasqError, netlink::NetlinkError, state::StateError, sysctl::SysctlError,
+        dnsmasq::DnsmasqError,
+        netlink::NetlinkError,
+        state::{NetworkRecord, StateError},
+        sysctl::SysctlError,
         tap::TapError,
     },
     modes::{plan::PlanError, shared::ModeError},
@@ -81,3 +84,17 @@ via_mode!(
     DnsmasqError,
     SysctlError
 );
+
+impl OpsError {
+    /// Where guest port `dev` is in a started network's record; refused
+    /// naming the port and the network when it is not there.
+    pub(crate) fn port_index(rec: &NetworkRecord, dev: &str) -> Result<usize, OpsError> {
+        rec.ports
+            .iter()
+            .position(|p| p.dev == dev)
+            .ok_or_else(|| OpsError::PortNotFound {
+                dev: dev.into(),
+                network: rec.name.clone(),
+            })
+    }
+}

@@ -251,7 +251,7 @@ pub async fn add(
         .find(|r| r.name == network)
         .cloned()
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
-    let idx = super::ports::port_index(&rec, dev)?;
+    let idx = OpsError::port_index(&rec, dev)?;
     let mut fwds = rec.ports[idx].forwards.clone();
     fwds.push(fwd);
     check(&all, &rec, dev, &fwds)?;
@@ -276,7 +276,7 @@ pub async fn remove(
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
-    let idx = super::ports::port_index(&rec, dev)?;
+    let idx = OpsError::port_index(&rec, dev)?;
     let before = rec.ports[idx].forwards.len();
     rec.ports[idx].forwards.retain(|f| {
         !(proto.is_none_or(|p| p == f.proto)

@@ -593,25 +593,13 @@ async fn plug_port(
     }
 }
 
-/// Where guest port `dev` is in a started network's record; refused naming
-/// the port and the network when it is not there.
-pub(crate) fn port_index(rec: &NetworkRecord, dev: &str) -> Result<usize, OpsError> {
-    rec.ports
-        .iter()
-        .position(|p| p.dev == dev)
-        .ok_or_else(|| OpsError::PortNotFound {
-            dev: dev.into(),
-            network: rec.name.clone(),
-        })
-}
-
 /// Unplugs an interface from a network.
 pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result<(), OpsError> {
     let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
         .network(network)?
         .ok_or_else(|| OpsError::NotStarted(network.into()))?;
-    let pos = port_index(&rec, dev)?;
+    let pos = OpsError::port_index(&rec, dev)?;
     let port = rec.ports.remove(pos);
     unplug(ctx, &nl, &port).await?;
     state.save_network(&rec)?;
