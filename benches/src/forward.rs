@@ -159,7 +159,8 @@ pub fn run_one(
 ) -> Result<Rate> {
     let forward = guest_traffic(topo, flows);
     if !reply {
-        let primed = measure(topo, &forward, false, flows.max(1), cpu)?;
+        // At least 64 frames: one lost frame must not fail a 1-flow run.
+        let primed = measure(topo, &forward, false, flows.max(64), cpu)?;
         ensure!(
             primed.delivered > 0,
             "{}: no guest packet reached the outside host while priming {flows} flows",
