@@ -489,12 +489,33 @@ fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report
         .context("the flows section needs the kernel_nat path")?;
     kernel.sinks(true)?;
     for rep in 0..plan.reps {
+        // The floor of this repetition: every new flow's time contains the
+        // generator's own cost, which caps the rate ratio (a forwarder
+        // costing nothing would reach only floor rate / kernel rate).
+        let floor = forward::floor(kernel, plan.kernel_flows, cpu)?;
+        let floor_ns = (floor.delivered > 0).then(|| floor.ns_per_pkt());
+        if floor.delivered > 0 {
+            r.sample(
+                "flows.floor.per_s",
+                "floor: generator + sink drop on a bare veth pair",
+                "pkts/s",
+                floor.delivered as f64 / floor.secs,
+            );
+        }
         // Kernel conntrack: its table is capped by the host's
         // nf_conntrack_max, which the benchmark must not change.
         let t = flows::traffic(kernel, plan.kernel_flows);
         flows::start(kernel, &t)?;
         let slab0 = flows::conntrack_slab_bytes()?;
         let rate = flows::setup(kernel, plan.kernel_flows, cpu)?;
+        if let Some(f) = floor_ns.filter(|_| rate.delivered > 0) {
+            r.sample(
+                "flows.kernel.ns_over_floor",
+                "kernel conntrack: ns per new flow over the floor",
+                "ns/flow",
+                rate.ns_per_pkt() - f,
+            );
+        }
         let held = flows::kernel_entries(kernel)?;
         let slab1 = flows::conntrack_slab_bytes()?;
         let what = format!("kernel conntrack: new flows ({} flows)", plan.kernel_flows);
@@ -541,6 +562,17 @@ fn flows_section(topos: &mut [Topology], plan: &Plan, cpu: usize, r: &mut Report
         let first = flows::setup(&mut big, plan.kernel_flows, cpu)?;
         let rest = flows::setup(&mut big, plan.vxdp_flows - plan.kernel_flows, cpu)?;
         let created = big.vxdp_counter("conntrack_created")? - created0;
+        if let Some(f) = floor_ns.filter(|_| first.delivered > 0) {
+            r.sample(
+                "flows.vxdp.ns_over_floor",
+                &format!(
+                    "vxdp: ns per new flow over the floor (first {})",
+                    plan.kernel_flows
+                ),
+                "ns/flow",
+                first.ns_per_pkt() - f,
+            );
+        }
         let what = format!("vxdp: new flows (first {})", plan.kernel_flows);
         r.sample(
             "flows.vxdp.setup_per_s",
@@ -740,6 +772,24 @@ fn targets(r: &mut Report) {
             None,
         );
     }
+    // 10,000 flows close to one: the same path's rate, and its cost over
+    // the floor (one flow's over 10,000's), in the same repetitions.
+    for (what, id) in [("NAT guest->outside", "nat"), ("NAT replies", "reply")] {
+        r.compare(
+            &format!("{what}: vxdp 10kflows / 1flow"),
+            &format!("forward.{id}.10kflows.vxdp.mpps"),
+            &format!("forward.{id}.1flow.vxdp.mpps"),
+            Some(0.8),
+            None,
+        );
+        r.compare(
+            &format!("{what} cost over floor: vxdp 1flow / 10kflows"),
+            &format!("forward.{id}.1flow.vxdp.ns_over_floor"),
+            &format!("forward.{id}.10kflows.vxdp.ns_over_floor"),
+            Some(0.8),
+            None,
+        );
+    }
     r.compare(
         "test run, net: uplink XDP NAT hit / ceiling XDP",
         "program.uplink_xdp.reverse_nat_hit.net",
@@ -766,6 +816,22 @@ fn targets(r: &mut Report) {
         "flows.vxdp.setup_per_s",
         "flows.kernel.setup_per_s",
         Some(5.0),
+        None,
+    );
+    // The forwarding work alone: the rate ratio above cannot exceed the
+    // floor's rate over the kernel's, however cheap vxdp's flow setup.
+    r.compare(
+        "new-flow setup cost over floor: kernel / vxdp",
+        "flows.kernel.ns_over_floor",
+        "flows.vxdp.ns_over_floor",
+        Some(5.0),
+        None,
+    );
+    r.compare(
+        "floor rate / kernel new-flow rate (the rate ratio's ceiling)",
+        "flows.floor.per_s",
+        "flows.kernel.setup_per_s",
+        None,
         None,
     );
     r.compare(
