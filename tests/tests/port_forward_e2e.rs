@@ -56,9 +56,11 @@ fn udp_service(ns: &Netns, port: u16) -> Result<()> {
 fn tcp_ask(wan: &Netns, dst: &str) -> Result<String> {
     let dst: SocketAddr = dst.parse()?;
     wan.enter(move || -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+        // Generous: a loaded CI machine answers late; refusals (RST)
+        // come at once, only a dropped SYN waits this long.
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
             .with_context(|| format!("connecting to {dst}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
         Ok(text)
@@ -72,7 +74,9 @@ fn udp_ask(wan: &Netns, dst: &str, payload: &'static [u8]) -> Result<String> {
     wan.enter(move || -> Result<String> {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         s.connect(dst)?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        // Generous, as above: a refusal (ICMP port unreachable) ends the
+        // wait at once on a connected socket.
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
         s.send(payload)?;
         let mut buf = [0u8; 2048];
         let n = s
