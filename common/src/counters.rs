@@ -66,6 +66,11 @@ pub enum Action {
     /// A port forward (`VXDP_FORWARDS`) opened a flow into a NAT network:
     /// a conntrack event, the packet itself is counted as `dnat_forwarded`.
     ForwardOpened = 14,
+    /// A host socket of the dataplane's namespace connected (or sent an
+    /// unconnected UDP datagram) to a port forward's public address and
+    /// port: its destination was rewritten to the guest's (the cgroup
+    /// socket programs). An event: no packet was looked at.
+    HostForwarded = 15,
     // Direct (macvtap-like) networks; numbered from 20 to leave 11..19 to
     // other paths.
     /// Direct network: guest → another guest of the NIC, redirected to its
@@ -90,7 +95,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::SnatForwarded,
         Action::DnatForwarded,
         Action::GuestPassed,
@@ -106,6 +111,7 @@ impl Action {
         Action::FlowYieldedToHost,
         Action::TcpRstIgnored,
         Action::ForwardOpened,
+        Action::HostForwarded,
         Action::DirectToGuest,
         Action::DirectToWire,
         Action::DirectToHost,
@@ -132,6 +138,7 @@ impl Action {
             Action::FlowYieldedToHost => "flow_yielded_to_host",
             Action::TcpRstIgnored => "tcp_rst_ignored",
             Action::ForwardOpened => "forward_opened",
+            Action::HostForwarded => "host_forwarded",
             Action::DirectToGuest => "direct_to_guest",
             Action::DirectToWire => "direct_to_wire",
             Action::DirectToHost => "direct_to_host",
@@ -153,6 +160,7 @@ impl Action {
                 | Action::FlowYieldedToHost
                 | Action::TcpRstIgnored
                 | Action::ForwardOpened
+                | Action::HostForwarded
         )
     }
 
@@ -167,7 +175,7 @@ impl Action {
             | Action::ForwardOpened
             | Action::DirectFromWire
             | Action::IcmpErrorTranslated => "from_uplink",
-            Action::DirectFromHost => "from_host",
+            Action::DirectFromHost | Action::HostForwarded => "from_host",
             _ => "from_guest",
         }
     }

@@ -64,4 +64,58 @@ pub struct ForwardScratch {
 }
 const _: () = assert!(core::mem::size_of::<ForwardScratch>() == 112);
 
-user_pod!(ForwardKey, Forward, ForwardScratch);
+/// Value of `VXDP_HOST_CONFIG` (an array of one): what the cgroup socket
+/// programs (`vxdp_host_*`, port forwards used from the host itself) need
+/// to know about the dataplane they belong to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HostSocketConfig {
+    /// The cookie of the network namespace the dataplane serves
+    /// (`SO_NETNS_COOKIE` as the control plane saw it at load). The
+    /// programs run for every socket of the machine (they are attached to
+    /// the root cgroup) and act only on sockets of this namespace; 0 turns
+    /// them off.
+    pub netns_cookie: u64,
+}
+const _: () = assert!(core::mem::size_of::<HostSocketConfig>() == 8);
+
+/// Key of `VXDP_HOST_REVERSE`: a host socket (by its socket cookie) whose
+/// destination a forward rewrote, and the guest address and port it now
+/// talks to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct HostReverseKey {
+    pub socket_cookie: u64,
+    /// The guest's address and port (network byte order).
+    pub guest_addr: u32,
+    pub guest_port: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<HostReverseKey>() == 16);
+
+/// Value of `VXDP_HOST_REVERSE`: the forward's public address and port the
+/// socket asked for, shown again as the source of what it receives
+/// (`recvmsg`) and as its peer (`getpeername`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HostReverse {
+    pub public_addr: u32,
+    pub public_port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<HostReverse>() == 8);
+
+/// Entries of `VXDP_HOST_REVERSE` (an LRU: the oldest sockets' records go
+/// first when it is full; such a socket then sees the guest's address).
+pub const HOST_REVERSE_ENTRIES: u32 = 16_384;
+
+user_pod!(
+    ForwardKey,
+    Forward,
+    ForwardScratch,
+    HostSocketConfig,
+    HostReverseKey,
+    HostReverse
+);

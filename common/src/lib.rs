@@ -56,6 +56,8 @@ pub mod names {
     pub const MAP_FORWARDS: &str = "VXDP_FORWARDS";
     /// Static `<route>`s: IPv4 prefix → network and gateway guest.
     pub const MAP_ROUTES: &str = "VXDP_ROUTES";
+    /// The cgroup socket programs' settings (the namespace they serve).
+    pub const MAP_HOST_CONFIG: &str = "VXDP_HOST_CONFIG";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
@@ -85,6 +87,14 @@ pub mod names {
     /// Per-CPU: XDP redirects to guest ports the kernel has not reported on
     /// yet (see `DropReason::XdpRedirectRefused`).
     pub const MAP_XDP_INFLIGHT: &str = "VXDP_XDP_INFLIGHT";
+    /// Cgroup socket programs (attached to the root cgroup v2): port
+    /// forwards used by the host itself. `connect4` rewrites a TCP or UDP
+    /// socket's destination, `sendmsg4` an unconnected UDP datagram's;
+    /// `recvmsg4` and `getpeername4` show the public address again.
+    pub const PROG_HOST_CONNECT4: &str = "vxdp_host_connect4";
+    pub const PROG_HOST_SENDMSG4: &str = "vxdp_host_sendmsg4";
+    pub const PROG_HOST_RECVMSG4: &str = "vxdp_host_recvmsg4";
+    pub const PROG_HOST_GETPEERNAME4: &str = "vxdp_host_getpeername4";
     /// The tail-called programs and their `VXDP_GUEST_JUMP` slot.
     pub const GUEST_JUMPS: [(&str, u32); 5] = [
         (PROG_GUEST_NAT, crate::jump::NAT),
@@ -94,7 +104,7 @@ pub mod names {
         (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 20] = [
+    pub const ALL_MAPS: [&str; 21] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -115,6 +125,7 @@ pub mod names {
         MAP_RATE_LIMITS,
         MAP_FORWARDS,
         MAP_ROUTES,
+        MAP_HOST_CONFIG,
     ];
 }
 

@@ -1080,13 +1080,23 @@ fn print_ids(ids: &pinned::PinnedIds) {
         println!("map {id} {}", path.display());
     }
     for (path, l) in &ids.links {
-        println!(
-            "link {} {} (prog {}, ifindex {})",
-            l.id,
-            path.display(),
-            l.prog_id,
-            l.ifindex
-        );
+        // Only TC and XDP links are on an interface (the tracepoints' and
+        // the cgroup socket programs' are not).
+        let on_interface = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("tc_") || n.starts_with("xdp_"));
+        if on_interface {
+            println!(
+                "link {} {} (prog {}, ifindex {})",
+                l.id,
+                path.display(),
+                l.prog_id,
+                l.ifindex
+            );
+        } else {
+            println!("link {} {} (prog {})", l.id, path.display(), l.prog_id);
+        }
     }
 }
 

@@ -14,11 +14,12 @@ mod base;
 mod direct;
 mod flow;
 mod guest;
+mod host;
 mod uplink;
 
 use aya_ebpf::{
-    macros::{classifier, tracepoint, xdp},
-    programs::{TcContext, TracePointContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, tracepoint, xdp},
+    programs::{SockAddrContext, TcContext, TracePointContext, XdpContext},
 };
 use base::stats;
 
@@ -133,6 +134,33 @@ pub fn vxdp_xdp_xmit(ctx: TracePointContext) -> u32 {
 pub fn vxdp_xdp_redirect_err(ctx: TracePointContext) -> u32 {
     uplink::refused::redirect_err(&ctx);
     0
+}
+
+/// `cgroup/connect4` on the root cgroup: a host socket of the dataplane's
+/// namespace connecting to a port forward reaches the guest (see `host`).
+#[cgroup_sock_addr(connect4)]
+pub fn vxdp_host_connect4(ctx: SockAddrContext) -> i32 {
+    host::to_forward(&ctx)
+}
+
+/// `cgroup/sendmsg4`: the same for an unconnected UDP socket's datagram.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn vxdp_host_sendmsg4(ctx: SockAddrContext) -> i32 {
+    host::to_forward(&ctx)
+}
+
+/// `cgroup/recvmsg4`: a UDP answer from the guest reads as coming from
+/// the forward's public address and port.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn vxdp_host_recvmsg4(ctx: SockAddrContext) -> i32 {
+    host::from_forward(&ctx)
+}
+
+/// `cgroup/getpeername4`: a rewritten socket's peer reads as the public
+/// address and port it connected to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn vxdp_host_getpeername4(ctx: SockAddrContext) -> i32 {
+    host::from_forward(&ctx)
 }
 
 #[cfg(not(test))]

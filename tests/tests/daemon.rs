@@ -42,9 +42,12 @@ const METRICS: &str = "127.0.0.1:9465";
 /// Programs the dataplane pins: the guest-port entry, the uplink's XDP
 /// program, the guest port's tail calls (NAT, route, direct, NAT66, and the
 /// uplink's TC program, which hairpin tail-calls), a direct network's NIC
-/// ingress and egress programs, the bridges' egress program, and the two
-/// refused-redirect tracepoint programs.
-const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len() + 7;
+/// ingress and egress programs, the bridges' egress program, the two
+/// refused-redirect tracepoint programs, and the cgroup socket programs
+/// (port forwards from the host itself).
+const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len()
+    + 7
+    + vxdp_control::dataplane::host_sockets::PROGRAMS.len();
 
 /// `vxdp serve` in the topology's hypervisor namespace (testkit's
 /// [`Serve`]), started and ready when /metrics answers.
@@ -528,9 +531,11 @@ fn xtask_unload_removes_everything_and_the_kernel_path_works() -> Result<()> {
     let daemon = Daemon::start(&topo, &vxdp_bin()?, "unload")?;
     let ids = pinned::pinned_ids(&pins(&topo))?;
     // One guest port (TC), the uplink (XDP and TC), the bridge (TC egress),
-    // the two tracepoints.
+    // the two tracepoints, the cgroup socket programs.
     ensure!(
-        ids.progs.len() == PINNED_PROGS && ids.links.len() == 6 && !ids.maps.is_empty(),
+        ids.progs.len() == PINNED_PROGS
+            && ids.links.len() == 6 + vxdp_control::dataplane::host_sockets::PROGRAMS.len()
+            && !ids.maps.is_empty(),
         "unexpected pins: {ids:?}"
     );
     // Every map the programs use, pinned or not (e.g. .rodata), by id.

@@ -137,7 +137,8 @@ fn networks_in_use(pins: &Path) -> Result<usize> {
 
 /// The host holds nothing of vxdp's networks: no bridge virbr0, no XDP on
 /// the uplink, no dnsmasq, no guest port in a bridge, no network, endpoint
-/// or subnet map entry, no pinned link.
+/// or subnet map entry, no pinned link of a network (the dataplane's own,
+/// the tracepoints' and the cgroup socket programs', may stay with it).
 fn assert_no_network(topo: &NatTopology, when: &str) -> Result<()> {
     let l = links(topo)?;
     ensure!(!l.contains(" virbr0:"), "{when}: bridge virbr0 left:\n{l}");
@@ -164,7 +165,7 @@ fn assert_no_network(topo: &NatTopology, when: &str) -> Result<()> {
         let left: Vec<_> = std::fs::read_dir(&link_dir)?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with("tp_"))
+            .filter(|n| !n.starts_with("tp_") && !n.starts_with("cgroup_"))
             .collect();
         ensure!(left.is_empty(), "{when}: pinned links left: {left:?}");
     }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use ops_support::{http_get, wait_http};
-use vxdp_control::dataplane::{Maps, Pins};
+use vxdp_control::dataplane::{Maps, Pins, host_sockets, pinned};
 use vxdp_testkit::{
     DEFAULT_XML, NatTopology, Netns, OUTSIDE_HOST, Serve, UPLINK_ADDR, WAN_ADDR, vxdp_bin,
 };
@@ -56,9 +56,11 @@ fn udp_service(ns: &Netns, port: u16) -> Result<()> {
 fn tcp_ask(wan: &Netns, dst: &str) -> Result<String> {
     let dst: SocketAddr = dst.parse()?;
     wan.enter(move || -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+        // Generous: a loaded CI machine answers late; refusals (RST)
+        // come at once, only a dropped SYN waits this long.
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
             .with_context(|| format!("connecting to {dst}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
         Ok(text)
@@ -72,7 +74,9 @@ fn udp_ask(wan: &Netns, dst: &str, payload: &'static [u8]) -> Result<String> {
     wan.enter(move || -> Result<String> {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         s.connect(dst)?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        // Generous, as above: a refusal (ICMP port unreachable) ends the
+        // wait at once on a connected socket.
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
         s.send(payload)?;
         let mut buf = [0u8; 2048];
         let n = s
@@ -432,5 +436,254 @@ fn forwards_come_back_with_the_dataplane_and_from_interface_xml() -> Result<()> 
         "a detached port's forward still connects"
     );
     drop(g);
+    Ok(())
+}
+
+/// From the hypervisor namespace (the host itself): connects to `dst`,
+/// reads the service's answer; also what the socket says its peer is.
+fn host_tcp_ask(host: &Netns, dst: &str) -> Result<(String, SocketAddr)> {
+    let dst: SocketAddr = dst.parse()?;
+    host.enter(move || -> Result<(String, SocketAddr)> {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
+            .with_context(|| format!("connecting to {dst}"))?;
+        let peer = s.peer_addr()?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok((text, peer))
+    })?
+}
+
+/// From namespace `ns`: one datagram to `dst` on an unconnected socket;
+/// the answer and the address it came from.
+fn udp_ask_unconnected(
+    ns: &Netns,
+    dst: &str,
+    payload: &'static [u8],
+) -> Result<(String, SocketAddr)> {
+    let dst: SocketAddr = dst.parse()?;
+    ns.enter(move || -> Result<(String, SocketAddr)> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.send_to(payload, dst)?;
+        let mut buf = [0u8; 2048];
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .with_context(|| format!("no answer from {dst}"))?;
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    })?
+}
+
+/// The ids of the programs attached to the cgroup `root` (`bpftool cgroup
+/// show`).
+fn cgroup_prog_ids(root: &std::path::Path) -> Result<Vec<u64>> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(root)
+        .output()
+        .context("running bpftool (cargo xtask setup installs it)")?;
+    ensure!(
+        out.status.success(),
+        "bpftool cgroup show {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(v.as_array()
+        .context("bpftool's answer is not a list")?
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
+}
+
+/// The ids of this dataplane's pinned cgroup socket programs.
+fn host_socket_prog_ids(topo: &NatTopology) -> Result<Vec<u64>> {
+    let ids = pinned::pinned_ids(&Pins::new(&topo.bpffs))?;
+    let ours: Vec<u64> = ids
+        .progs
+        .iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vxdp_host_"))
+        })
+        .map(|(_, id)| *id as u64)
+        .collect();
+    ensure!(
+        ours.len() == host_sockets::PROGRAMS.len(),
+        "expected {} pinned cgroup socket programs, found {ours:?}",
+        host_sockets::PROGRAMS.len()
+    );
+    Ok(ours)
+}
+
+#[test]
+fn the_host_itself_reaches_forwarded_ports() -> Result<()> {
+    let mut topo = NatTopology::new("pfh", 2)?;
+    topo.start_with(DEFAULT_XML, true)?;
+    topo.wait_ping(0, OUTSIDE_HOST, Duration::from_secs(30))?;
+    let g0 = &topo.guests[0];
+    topo.vxdp(&[
+        "port-forward",
+        "add",
+        "default",
+        "vnet0",
+        "--proto",
+        "tcp",
+        "--range",
+        "2022:22",
+    ])?;
+    topo.vxdp(&[
+        "port-forward",
+        "add",
+        "default",
+        "vnet0",
+        "--proto",
+        "udp",
+        "--range",
+        "5353:53",
+    ])?;
+    tcp_service(&g0.ns, 22)?;
+    udp_service(&g0.ns, 53)?;
+    let root = host_sockets::cgroup2_root()?;
+    let ours = host_socket_prog_ids(&topo)?;
+    let attached = cgroup_prog_ids(&root)?;
+    ensure!(
+        ours.iter().all(|id| attached.contains(id)),
+        "the cgroup socket programs {ours:?} are not all attached to {}: {attached:?}",
+        root.display()
+    );
+
+    let (host0, _) = topo.counter("default", "host_forwarded")?;
+    // TCP with `to`: the guest answers on 22 and sees the host's address
+    // on the bridge; the host's socket sees the address it connected to.
+    let public = format!("{UPLINK_ADDR}:2022");
+    let (got, peer) = host_tcp_ask(&topo.hyp, &public)?;
+    ensure!(
+        got.starts_with("192.168.122.1:") && got.ends_with("|22"),
+        "from the host to {public}: expected guest port 22 answering 192.168.122.1, got {got:?}"
+    );
+    ensure!(
+        peer.to_string() == public,
+        "the host's socket says its peer is {peer}, not {public}"
+    );
+    // UDP, unconnected: the answer reads as coming from the public
+    // address and port.
+    let public_udp = format!("{UPLINK_ADDR}:5353");
+    let (got, from) = udp_ask_unconnected(&topo.hyp, &public_udp, b"host")?;
+    ensure!(
+        got.starts_with("192.168.122.1:") && got.ends_with("|53|host"),
+        "UDP from the host: {got:?}"
+    );
+    ensure!(
+        from.to_string() == public_udp,
+        "the UDP answer came from {from}, not {public_udp}"
+    );
+    // UDP, connected (connect4 rewrites it; the socket takes the guest's
+    // answers).
+    let got = udp_ask(&topo.hyp, &public_udp, b"connected")?;
+    ensure!(got.ends_with("|53|connected"), "connected UDP: {got:?}");
+    let (host1, _) = topo.counter("default", "host_forwarded")?;
+    ensure!(
+        host1 - host0 == 3,
+        "three host sockets went through forwards, host_forwarded moved by {}",
+        host1 - host0
+    );
+    let maps = Maps::open(&Pins::new(&topo.bpffs))?;
+    let opened: u64 = maps.forward_entries()?.iter().map(|(_, f)| f.opened).sum();
+    ensure!(opened >= 3, "the forwards counted {opened} opened, not 3");
+
+    // Other namespaces' sockets are not rewritten: the outside host (no
+    // dataplane in its namespace) goes through the uplink and the guest
+    // sees its own address; a guest (hostile or not) goes through the
+    // hairpin path and the target sees the network's NAT address, not
+    // its own (which a rewritten socket would show).
+    let got = tcp_ask(&topo.wan, &public)?;
+    ensure!(
+        got.starts_with(&format!("{WAN_ADDR}:")) && got.ends_with("|22"),
+        "the outside host's connection: {got:?}"
+    );
+    let got = tcp_ask(&topo.guests[1].ns, &public)?;
+    ensure!(
+        got.starts_with(&format!("{UPLINK_ADDR}:")) && got.ends_with("|22"),
+        "a guest's connection to the public port was not the hairpin's: {got:?}"
+    );
+    let (host2, _) = topo.counter("default", "host_forwarded")?;
+    ensure!(
+        host2 == host1,
+        "sockets of other namespaces were counted as the host's ({host1} -> {host2})"
+    );
+
+    // Removal: new connections are not rewritten (the host's own stack
+    // has nothing on 2022).
+    topo.vxdp(&[
+        "port-forward",
+        "remove",
+        "default",
+        "vnet0",
+        "--proto",
+        "tcp",
+        "--port",
+        "2022",
+    ])?;
+    ensure!(
+        host_tcp_ask(&topo.hyp, &public).is_err(),
+        "the host still reaches a removed forward"
+    );
+
+    // Unload leaves none of this dataplane's programs on the cgroup.
+    topo.vxdp(&["unload"])?;
+    let attached = cgroup_prog_ids(&root)?;
+    ensure!(
+        ours.iter().all(|id| !attached.contains(id)),
+        "after unload, programs {ours:?} are still attached to {}: {attached:?}",
+        root.display()
+    );
+    // The UDP forward was still in the map: its socket goes to the host's
+    // own (closed) port now, which refuses it at once.
+    if let Ok(got) = udp_ask(&topo.hyp, &public_udp, b"gone") {
+        bail!("without a dataplane the host's datagram still reached a guest: {got:?}");
+    }
+    Ok(())
+}
+
+/// Two dataplanes (two namespaces, as parallel tests have) forward the
+/// same public address and port to different guest ports: each host
+/// reaches its own, so neither program touches the other's sockets.
+#[test]
+fn each_dataplane_rewrites_only_its_own_namespace() -> Result<()> {
+    let mut a = NatTopology::new("pfa", 1)?;
+    let mut b = NatTopology::new("pfb", 1)?;
+    a.start_with(DEFAULT_XML, true)?;
+    b.start_with(DEFAULT_XML, true)?;
+    a.wait_ports_forwarding(Duration::from_secs(30))?;
+    b.wait_ports_forwarding(Duration::from_secs(30))?;
+    for (topo, to) in [(&a, "2022:22"), (&b, "2022:23")] {
+        topo.vxdp(&[
+            "port-forward",
+            "add",
+            "default",
+            "vnet0",
+            "--proto",
+            "tcp",
+            "--range",
+            to,
+        ])?;
+    }
+    tcp_service(&a.guests[0].ns, 22)?;
+    tcp_service(&b.guests[0].ns, 23)?;
+    let public = format!("{UPLINK_ADDR}:2022");
+    for (topo, port) in [(&a, 22), (&b, 23), (&a, 22)] {
+        let (got, _) = host_tcp_ask(&topo.hyp, &public)?;
+        ensure!(
+            got.ends_with(&format!("|{port}")),
+            "{}: the host reached {got:?}, not its own guest's port {port}",
+            topo.prefix
+        );
+    }
     Ok(())
 }

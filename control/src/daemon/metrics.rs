@@ -111,13 +111,14 @@ struct UpLabels {
 }
 
 /// Events counted per network without a packet behind them.
-const CONNTRACK_EVENTS: [(Action, &str); 6] = [
+const CONNTRACK_EVENTS: [(Action, &str); 7] = [
     (Action::ConntrackCreated, "created"),
     (Action::ConntrackExpiredReused, "expired_reused"),
     (Action::ConntrackRepaired, "repaired"),
     (Action::FlowYieldedToHost, "yielded_to_host"),
     (Action::TcpRstIgnored, "tcp_rst_ignored"),
     (Action::ForwardOpened, "forward_opened"),
+    (Action::HostForwarded, "host_forwarded"),
 ];
 
 /// Adds one counter slot to the packet or the drop families. Conntrack

@@ -9,9 +9,10 @@ use aya::maps::{
 use vxdp_common::flow::FlowEntry;
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey, MacKey, MacPort,
-    Nat6Config, NetworkConfig, PortCounterKey, RateLimit, RouteOwner, Subnet6Key, SubnetKey,
-    SubnetOwner, counter_index, endpoint_flags, flow_quota, names,
+    DIR_ORIGINAL, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
+    HostSocketConfig, MacKey, MacPort, Nat6Config, NetworkConfig, PortCounterKey, RateLimit,
+    RouteOwner, Subnet6Key, SubnetKey, SubnetOwner, counter_index, endpoint_flags, flow_quota,
+    names,
 };
 
 use super::{
@@ -106,6 +107,29 @@ impl Maps {
     typed_map!(nat6, names::MAP_NAT6, Array<MapData, Nat6Config>);
     typed_map!(flow_quotas, names::MAP_FLOW_QUOTAS, HashMap<MapData, u32, FlowQuota>);
     typed_map!(rate_limits, names::MAP_RATE_LIMITS, HashMap<MapData, u32, RateLimit>);
+    typed_map!(host_config, names::MAP_HOST_CONFIG, Array<MapData, HostSocketConfig>);
+
+    /// Tells the cgroup socket programs which network namespace they serve
+    /// (0: none).
+    pub fn set_host_netns_cookie(&self, netns_cookie: u64) -> Result<(), DataplaneError> {
+        self.layout.require(&self.pins, Feature::HostForwards)?;
+        self.host_config()?
+            .set(0, &HostSocketConfig { netns_cookie }, 0)
+            .map_err(map_err(names::MAP_HOST_CONFIG))
+    }
+
+    /// The network namespace the cgroup socket programs serve (None on a
+    /// layout without them, 0 when off).
+    pub fn host_netns_cookie(&self) -> Result<Option<u64>, DataplaneError> {
+        if !self.layout.has(Feature::HostForwards) {
+            return Ok(None);
+        }
+        let cfg = self
+            .host_config()?
+            .get(&0, 0)
+            .map_err(map_err(names::MAP_HOST_CONFIG))?;
+        Ok(Some(cfg.netns_cookie))
+    }
 
     /// Sets (or replaces, starting full) guest port `ifindex`'s outbound
     /// token bucket. Refused on an older layout: the port would go

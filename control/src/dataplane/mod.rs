@@ -14,9 +14,12 @@
 //! direct network's NIC `links/tc_nic_in_<ifindex>`,
 //! `links/tc_nic_out_<ifindex>`, on a bridge vxdp created
 //! `links/tc_bridge_out_<ifindex>`, and the tracepoint programs' links
-//! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`.
+//! `links/tp_xdp_devmap_xmit`, `links/tp_xdp_redirect_err`, and the cgroup
+//! socket programs' links on the root cgroup v2,
+//! `links/cgroup_vxdp_host_<hook>` ([`host_sockets`]).
 
 pub mod conntrack_gc;
+pub mod host_sockets;
 pub mod layout;
 pub mod maps;
 pub mod pinned;
@@ -31,7 +34,8 @@ use aya::{
     EbpfLoader,
     maps::{Array, MapError, ProgramArray},
     programs::{
-        Link, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
+        CgroupSockAddr, Link, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp,
+        XdpMode,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
@@ -79,6 +83,10 @@ pub enum DataplaneError {
     NotLoaded(PathBuf),
     #[error(transparent)]
     Layout(#[from] layout::LayoutError),
+    #[error(
+        "no cgroup v2 hierarchy is mounted (not at /sys/fs/cgroup, /sys/fs/cgroup/unified or anywhere in /proc/self/mountinfo): port forwards used from the host itself attach to its root; mount it (`mount -t cgroup2 none /sys/fs/cgroup/unified`, or boot with the unified hierarchy) and try again"
+    )]
+    NoCgroup2,
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
@@ -141,7 +149,12 @@ impl Default for LoadOptions {
 pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneError> {
     ensure_bpffs(&pins.root)?;
     if pins.is_loaded() {
-        layout::adopt(pins)?;
+        let layout = layout::adopt(pins)?;
+        // Put back what lost its pin (idempotent); an older layout has no
+        // cgroup socket programs.
+        if layout.has(layout::Feature::HostForwards) {
+            host_sockets::attach(pins)?;
+        }
         return Ok(false);
     }
     let maps_dir = pins.maps_dir();
@@ -167,6 +180,10 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_BRIDGE_EGRESS,
         names::PROG_TP_DEVMAP_XMIT,
         names::PROG_TP_REDIRECT_ERR,
+        names::PROG_HOST_CONNECT4,
+        names::PROG_HOST_SENDMSG4,
+        names::PROG_HOST_RECVMSG4,
+        names::PROG_HOST_GETPEERNAME4,
     ] {
         let program = ebpf
             .program_mut(name)
@@ -181,6 +198,10 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         };
         if name == names::PROG_UPLINK_INGRESS {
             let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            p.pin(&path).map_err(pin_err)?;
+        } else if host_sockets::PROGRAMS.iter().any(|(n, _)| *n == name) {
+            let p: &mut CgroupSockAddr = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
         } else if name == names::PROG_TP_DEVMAP_XMIT || name == names::PROG_TP_REDIRECT_ERR {
@@ -212,6 +233,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
     }
     let (per_guest, per_network) = opts.flow_limits();
     Maps::open(pins)?.set_flow_limits(per_guest, per_network)?;
+    host_sockets::attach(pins)?;
     Ok(true)
 }
 

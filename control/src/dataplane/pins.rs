@@ -63,6 +63,10 @@ impl Pins {
     pub fn tracepoint_link(&self, event: &str) -> PathBuf {
         self.root.join("links").join(format!("tp_{event}"))
     }
+    /// A cgroup socket program's link on the root cgroup v2.
+    pub fn cgroup_link(&self, prog: &str) -> PathBuf {
+        self.root.join("links").join(format!("cgroup_{prog}"))
+    }
     /// The symlink naming the pinned map layout (see [`super::layout`]).
     pub fn layout_marker(&self) -> PathBuf {
         self.root.join("layout")

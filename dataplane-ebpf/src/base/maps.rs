@@ -10,9 +10,10 @@ use aya_ebpf::{
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
     DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
-    ForwardScratch, FragEntry, FragKey, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort,
-    Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES,
-    RateLimit, RouteOwner, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
+    ForwardScratch, FragEntry, FragKey, HOST_REVERSE_ENTRIES, HostReverse, HostReverseKey,
+    HostSocketConfig, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch,
+    Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES, RateLimit,
+    RouteOwner, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
     timeout_class,
 };
 
@@ -96,6 +97,18 @@ pub static VXDP_RATE_LIMITS: HashMap<u32, RateLimit> = HashMap::pinned(RATE_LIMI
 /// the guest (see `Forward`); the uplink opens flows for them.
 #[map]
 pub static VXDP_FORWARDS: HashMap<ForwardKey, Forward> = HashMap::pinned(MAX_FORWARDS, 0);
+
+/// The cgroup socket programs' settings: the namespace whose sockets they
+/// serve (see `HostSocketConfig`), written by the control plane at load.
+#[map]
+pub static VXDP_HOST_CONFIG: Array<HostSocketConfig> = Array::pinned(1, 0);
+
+/// Host sockets a forward rewrote: (socket, guest address and port) → the
+/// public address and port the socket asked for. Not pinned: the programs
+/// hold it, and a record matters only while its socket lives.
+#[map]
+pub static VXDP_HOST_REVERSE: LruHashMap<HostReverseKey, HostReverse> =
+    LruHashMap::with_max_entries(HOST_REVERSE_ENTRIES, 0);
 
 /// Per-CPU working memory of the uplink's flow opening for a forward
 /// (see `ForwardScratch`). Not pinned: it holds nothing between packets.
