@@ -57,6 +57,18 @@ pub mod names {
     /// Static `<route>`s: IPv4 prefix → network and gateway guest.
     pub const MAP_ROUTES: &str = "VXDP_ROUTES";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
+    /// XDP on tap guest ports (`--guest-xdp`): `vxdp_guest_in`'s code on
+    /// the frames it can finish, the rest left to `vxdp_guest_in`.
+    pub const PROG_GUEST_XDP: &str = "vxdp_guest_xdp";
+    /// Program array `vxdp_guest_xdp` tail-calls into (`jump` slots).
+    pub const MAP_GUEST_XDP_JUMP: &str = "VXDP_GUEST_XDP_JUMP";
+    /// The XDP path programs and their `VXDP_GUEST_XDP_JUMP` slot (direct
+    /// and hairpin stay empty: those frames go to the TC program).
+    pub const GUEST_XDP_JUMPS: [(&str, u32); 3] = [
+        ("vxdp_guest_xdp_nat", crate::jump::NAT),
+        ("vxdp_guest_xdp_route", crate::jump::ROUTE),
+        ("vxdp_guest_xdp_nat6", crate::jump::NAT6),
+    ];
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
     pub const PROG_GUEST_NAT: &str = "vxdp_guest_nat";
@@ -94,7 +106,7 @@ pub mod names {
         (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 20] = [
+    pub const ALL_MAPS: [&str; 21] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -115,12 +127,13 @@ pub mod names {
         MAP_RATE_LIMITS,
         MAP_FORWARDS,
         MAP_ROUTES,
+        MAP_GUEST_XDP_JUMP,
     ];
 }
 
-/// XDP metadata (`bpf_xdp_adjust_meta`) the uplink's XDP program puts in
-/// front of a frame it passes to the kernel after judging it, so the
-/// uplink's TC program leaves it alone. A frame without it was left to the
+/// XDP metadata (`bpf_xdp_adjust_meta`) the uplink's XDP program (and a
+/// tap guest port's) puts in front of a frame it passes to the kernel after
+/// judging it, so the interface's TC program leaves it alone. A frame without it was left to the
 /// TC program (or its driver keeps no metadata): TC runs the uplink logic.
 pub const XDP_META_JUDGED: u32 = 0x7678_6a21;
 

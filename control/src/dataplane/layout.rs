@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 10;
+pub const CURRENT: u32 = 11;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 10] = [
+pub const HISTORY: [(u32, &str); 11] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -67,6 +67,10 @@ pub const HISTORY: [(u32, &str); 10] = [
         "VXDP_FORWARDS: port forwards into NAT networks (<portForward>); VXDP_GUEST_JUMP has slot 4 (hairpin)",
     ),
     (10, "VXDP_ROUTES: static <route>s and their gateway guests"),
+    (
+        11,
+        "VXDP_GUEST_XDP_JUMP and vxdp_guest_xdp: the guest port programs as XDP on taps (--guest-xdp)",
+    ),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -88,10 +92,12 @@ pub enum Feature {
     PortForwards,
     /// `VXDP_ROUTES`: static `<route>`s via a guest.
     StaticRoutes,
+    /// `VXDP_GUEST_XDP_JUMP`, `vxdp_guest_xdp`: XDP on tap guest ports.
+    GuestXdp,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
@@ -100,6 +106,7 @@ impl Feature {
         Feature::RateLimits,
         Feature::PortForwards,
         Feature::StaticRoutes,
+        Feature::GuestXdp,
     ];
 }
 
@@ -115,6 +122,7 @@ impl Feature {
             Feature::RateLimits => 8,
             Feature::PortForwards => 9,
             Feature::StaticRoutes => 10,
+            Feature::GuestXdp => 11,
         }
     }
 
@@ -128,6 +136,7 @@ impl Feature {
             Feature::RateLimits => "guest ports' outbound rate limits (VXDP_RATE_LIMITS)",
             Feature::PortForwards => "port forwards (VXDP_FORWARDS)",
             Feature::StaticRoutes => "static routes via a guest (VXDP_ROUTES)",
+            Feature::GuestXdp => "XDP on tap guest ports (VXDP_GUEST_XDP_JUMP)",
         }
     }
 }

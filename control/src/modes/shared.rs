@@ -278,6 +278,22 @@ pub fn takes_xdp_frames(link: &crate::host::netlink::LinkInfo) -> bool {
     link.kind.as_deref() == Some("tun")
 }
 
+/// Whether a guest port gets the guest XDP program: a tap (native XDP in
+/// the writer's context; a veth would drop GSO frames larger than a page
+/// for a program without multi-buffer support) of a bridged network whose
+/// port has no outbound rate limit (that path is the TC program's), when
+/// the port's choice, else the global `--guest-xdp`, says so.
+pub fn guest_xdp_wanted(
+    ctx: &crate::host::Context,
+    rec: &NetworkRecord,
+    port: &PortRecord,
+    tap: bool,
+) -> bool {
+    tap && !rec.is_direct()
+        && port.bandwidth.is_none_or(|b| b.outbound.is_none())
+        && port.guest_xdp.unwrap_or(ctx.load.guest_xdp)
+}
+
 /// The endpoint entry of a guest port: its MAC when known, its IPv4
 /// address when known (`--ip`, else a static `<host>` or a current lease),
 /// and whether the device takes XDP frames ([`takes_xdp_frames`]).
@@ -471,6 +487,7 @@ mod tests {
             from_bridge: false,
             bandwidth,
             portgroup: None,
+            guest_xdp: None,
             forwards: Vec::new(),
         };
         let dir = std::path::Path::new("/nonexistent-vxdp-state");

@@ -432,6 +432,7 @@ mod tests {
             from_bridge: false,
             bandwidth: None,
             portgroup: None,
+            guest_xdp: None,
             forwards,
         }
     }
