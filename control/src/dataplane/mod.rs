@@ -493,23 +493,6 @@ pub fn attach_uplink(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), Data
     )
 }
 
-/// Records whether the uplink `ifindex` takes XDP frames (the kernel's
-/// word: `host::xdp_features`), so tap guest ports' XDP programs send
-/// their NAT and routed frames out of it directly, or leave them to the TC
-/// program. Asked again at every reconcile: a veth's answer follows its
-/// peer.
-pub fn offer_uplink_to_guest_xdp(
-    pins: &Pins,
-    ifindex: u32,
-    ifname: &str,
-) -> Result<(), DataplaneError> {
-    let takes = crate::host::xdp_features::takes_xdp_frames(ifindex).unwrap_or_else(|e| {
-        log::debug!("XDP features of {ifname}: {e}; guest XDP programs leave it to TC");
-        false
-    });
-    Maps::open(pins)?.set_xdp_target(ifindex, takes)
-}
-
 /// Attaches the bridge egress program (TC egress, TCX link) to the bridge
 /// `ifindex` vxdp created and pins the link: what the host forwards into
 /// the network from any interface meets the uplink's refusals. Idempotent.

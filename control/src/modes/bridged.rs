@@ -27,8 +27,8 @@ use crate::{
         shared,
         shared::{
             ModeError, Repairs, configure_bridge, device_used, forwarding, guest_xdp_wanted,
-            host_bridge_flags, load_dataplane, port_endpoint, port_forward_entries,
-            remember_sysctl, takes_xdp_frames, write_subnets,
+            host_bridge_flags, load_dataplane, offer_uplink_to_guest_xdp, port_endpoint,
+            port_forward_entries, remember_sysctl, takes_xdp_frames, write_subnets,
         },
     },
     xml,
@@ -382,7 +382,7 @@ async fn apply_start(
             });
         }
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
-        dataplane::offer_uplink_to_guest_xdp(&ctx.pins, uplink.index, &uplink.name)?;
+        offer_uplink_to_guest_xdp(&ctx.pins, uplink.index, &uplink.name)?;
         fault::point("net-start:uplink");
     }
 
@@ -632,7 +632,7 @@ pub async fn reconcile(
                 rec.uplink
             ));
         }
-        dataplane::offer_uplink_to_guest_xdp(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
+        offer_uplink_to_guest_xdp(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
     }
 
     // Ports the hypervisor put on (or took off) vxdp's bridge.
