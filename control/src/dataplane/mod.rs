@@ -9,7 +9,8 @@
 //! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
 //! `layout` (a symlink naming the map layout), `maps/VXDP_*`,
 //! `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
-//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>` with
+//! `links/tc_in_<ifindex>` (with `links/xdp_guest_<ifindex>` on a tap
+//! with `--guest-xdp`), `links/xdp_<ifindex>` with
 //! `links/tc_uplink_<ifindex>` (the uplink's XDP and TC programs), on a
 //! direct network's NIC `links/tc_nic_in_<ifindex>`,
 //! `links/tc_nic_out_<ifindex>`, on a bridge vxdp created
