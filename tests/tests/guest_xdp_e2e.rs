@@ -20,7 +20,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -29,56 +28,12 @@ use vxdp_testkit::{
     DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR,
     frame_probe::SkbProbe,
     packet::{Mac, Packet, sock},
+    tap_writer::{TapWriter, with_vnet_hdr},
 };
 
 const TAP: &str = "gxtap0";
 const GUEST_MAC: &str = "52:54:00:78:64:01";
 const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 50);
-/// Size of `struct virtio_net_hdr` (no mergeable buffers): tun's default.
-const VNET_HDR: usize = 10;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-
-/// `struct ifreq` for TUNSETIFF: a name and the flags.
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-/// Creates tap `TAP` in the hypervisor namespace and returns its fd,
-/// non-blocking, with virtio-net headers: what QEMU's tap backend opens.
-fn open_tap(topo: &NatTopology) -> Result<OwnedFd> {
-    let fd = topo.hyp.enter(|| -> Result<OwnedFd> {
-        let path = c"/dev/net/tun";
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        ensure!(
-            fd >= 0,
-            "opening /dev/net/tun: {}",
-            std::io::Error::last_os_error()
-        );
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
-            _pad: [0; 22],
-        };
-        req.name[..TAP.len()].copy_from_slice(TAP.as_bytes());
-        ensure!(
-            unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } >= 0,
-            "TUNSETIFF {TAP}: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(fd)
-    })??;
-    topo.hyp.ip(&["link", "set", TAP, "up"])?;
-    Ok(fd)
-}
 
 fn mac_of(topo: &NatTopology, dev: &str) -> Result<Mac> {
     let out = String::from_utf8(topo.hyp.ip(&["-o", "link", "show", dev])?.stdout)?;
@@ -102,50 +57,6 @@ fn guest_mac() -> Mac {
     mac
 }
 
-/// One's complement sum of `data` as big-endian words, folded.
-fn fold(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// `frame` (IPv4 UDP, 20-byte header) with the virtio-net header a guest
-/// with checksum offload writes: NEEDS_CSUM, the checksum field holding
-/// the pseudo-header sum; or, unless `partial`, an empty header.
-fn with_vnet_hdr(frame: &[u8], partial: bool) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    let mut hdr = [0u8; VNET_HDR];
-    if partial {
-        let udp_len = u16::from_be_bytes([f[38], f[39]]);
-        let mut pseudo = f[26..34].to_vec();
-        pseudo.extend_from_slice(&[0, 17]);
-        pseudo.extend_from_slice(&udp_len.to_be_bytes());
-        f[40..42].copy_from_slice(&fold(&pseudo).to_be_bytes());
-        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        hdr[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start
-        hdr[8..10].copy_from_slice(&6u16.to_le_bytes()); // csum_offset
-    }
-    let mut out = hdr.to_vec();
-    out.extend_from_slice(&f);
-    out
-}
-
-fn write_frame(tap: &OwnedFd, data: &[u8]) -> Result<()> {
-    let n = unsafe { libc::write(tap.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    ensure!(
-        n == data.len() as isize,
-        "writing {} bytes to {TAP}: {}",
-        data.len(),
-        std::io::Error::last_os_error()
-    );
-    Ok(())
-}
-
 /// A UDP socket of the outside host on `port`.
 fn outside_socket(topo: &NatTopology, port: u16) -> Result<UdpSocket> {
     let s = topo
@@ -158,7 +69,7 @@ fn outside_socket(topo: &NatTopology, port: u16) -> Result<UdpSocket> {
 /// Waits (up to 30 s, sending again every half second) until `socket`
 /// receives `payload`; returns the sender.
 fn received(
-    tap: &OwnedFd,
+    tap: &TapWriter,
     frame: &[u8],
     socket: &UdpSocket,
     payload: &[u8],
@@ -166,7 +77,7 @@ fn received(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut buf = [0u8; 2048];
     loop {
-        write_frame(tap, frame)?;
+        tap.write_all(frame)?;
         match socket.recv_from(&mut buf) {
             Ok((n, std::net::SocketAddr::V4(from))) if &buf[..n] == payload => return Ok(from),
             Ok(_) | Err(_) if Instant::now() < deadline => continue,
@@ -178,13 +89,13 @@ fn received(
 
 /// The topology with the tap plugged with `--port-xdp on`; `outside_gro`:
 /// GRO on the outside host's veth end, so the uplink takes XDP frames.
-fn setup(tag: &str, outside_gro: bool) -> Result<(NatTopology, OwnedFd)> {
+fn setup(tag: &str, outside_gro: bool) -> Result<(NatTopology, TapWriter)> {
     let mut topo = NatTopology::new(tag, 0)?;
     if outside_gro {
         topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
     }
     topo.create(DEFAULT_XML)?;
-    let tap = open_tap(&topo)?;
+    let tap = TapWriter::open(&topo.hyp, TAP)?;
     let addr = GUEST_ADDR.to_string();
     topo.vxdp(&[
         "attach-interface",
@@ -209,7 +120,7 @@ fn setup(tag: &str, outside_gro: bool) -> Result<(NatTopology, OwnedFd)> {
 
 /// Sends a finished and a NEEDS_CSUM datagram to the outside and returns
 /// how many frames the packet socket on the tap saw for each.
-fn both_reach_the_outside(topo: &NatTopology, tap: &OwnedFd) -> Result<(u64, u64)> {
+fn both_reach_the_outside(topo: &NatTopology, tap: &TapWriter) -> Result<(u64, u64)> {
     let bridge = mac_of(topo, "virbr0")?;
     // The next hop's MAC resolved first: XDP leaves a frame whose next hop
     // is unresolved to TC (bpf_redirect_neigh).
@@ -260,7 +171,7 @@ fn xdp_on_a_tap_drops_spoofing_and_leaves_what_it_cannot_send_to_tc() -> Result<
     .build();
     let (drops0, _) = topo.counter("default", "spoofed_source").unwrap_or((0, 0));
     let probe = SkbProbe::start(&topo.hyp, TAP)?;
-    write_frame(&tap, &with_vnet_hdr(&spoofed, false))?;
+    tap.write_all(&with_vnet_hdr(&spoofed, false))?;
     let skb = probe.finish()?;
     let (drops1, _) = topo.counter("default", "spoofed_source")?;
     ensure!(
