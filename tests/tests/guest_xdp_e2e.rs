@@ -206,3 +206,41 @@ fn xdp_on_a_tap_sends_finished_frames_out_of_an_uplink_that_takes_xdp_frames() -
     );
     Ok(())
 }
+
+/// Counters say what the kernel did: a frame the XDP program NATed and
+/// redirected out of the uplink, which the kernel then refused (the
+/// outside's veth lost GRO after vxdp found the uplink taking XDP frames,
+/// so the veth has no NAPI to take it), is a counted drop
+/// (`xdp_redirect_refused`), not a forwarded frame.
+#[test]
+fn xdp_on_a_tap_counts_a_redirect_the_kernel_refused_as_a_drop() -> Result<()> {
+    let (topo, tap) = setup("gxr", true)?;
+    // Learn the path first (next hop resolved, flow created), while the
+    // uplink takes XDP frames.
+    let (finished, _) = both_reach_the_outside(&topo, &tap)?;
+    ensure!(
+        finished == 0,
+        "the finished datagram did not take XDP's path"
+    );
+    topo.wan.exec("ethtool", &["-K", "wan0", "gro", "off"])?;
+    let bridge = mac_of(&topo, "virbr0")?;
+    let frame = Packet::udp(sock(GUEST_ADDR, 5000), sock(OUTSIDE_HOST.parse()?, 7000))
+        .payload(b"refused")
+        .macs(guest_mac(), bridge)
+        .build();
+    let (snat0, _) = topo.counter("default", "snat_forwarded")?;
+    let (refused0, _) = topo
+        .counter("default", "xdp_redirect_refused")
+        .unwrap_or((0, 0));
+    tap.write_all(&with_vnet_hdr(&frame, false))?;
+    // The tracepoint programs settle it in the writer's context, before
+    // the write returns; the daemon-less counters are read right after.
+    let (snat1, _) = topo.counter("default", "snat_forwarded")?;
+    let (refused1, _) = topo.counter("default", "xdp_redirect_refused")?;
+    ensure!(
+        refused1 == refused0 + 1 && snat1 == snat0,
+        "a refused XDP redirect out of the uplink: xdp_redirect_refused {refused0} -> {refused1}, \
+         snat_forwarded {snat0} -> {snat1}; expected one more drop and no more forwarded"
+    );
+    Ok(())
+}
