@@ -1,8 +1,9 @@
 //! `--only tap` (not part of the default sections yet): a guest writing
 //! into a tap as QEMU's tap backend does (non-blocking fd, virtio-net
 //! header, one frame per write; testkit's `TapWriter`), 64-byte UDP to the
-//! outside through a vxdp NAT network, with the guest port's TC program
-//! only and with the guest XDP program too (`--port-xdp on`), each with
+//! outside through the kernel path libvirt builds (bridge, its iptables
+//! rules, conntrack) and through a vxdp NAT network, with the guest port's
+//! TC program only and with the guest XDP program too (`--port-xdp on`), each with
 //! finished checksums and with NEEDS_CSUM (what a Linux virtio guest with
 //! checksum offload writes). Interleaved, one topology per variant
 //! (testkit's `NatTopology`, GRO on the outside's veth end so the uplink
@@ -10,8 +11,7 @@
 //! is what reached the outside host's interface (its rx counter) over the
 //! writer's wall time, which includes the kernel's work for each write.
 //!
-//! Not measured here yet: the kernel path libvirt builds on a tap, GSO
-//! bulk streams, outside → guest into the tap.
+//! Not measured here yet: GSO bulk streams, outside → guest into the tap.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,10 @@ use vxdp_testkit::{
     tap_writer::{TapWriter, with_vnet_hdr},
 };
 
-use crate::report::Report;
+use crate::{
+    report::Report,
+    topo::{iptables_restore, libvirt_rules},
+};
 
 const TAP: &str = "btap0";
 const GUEST_MAC: &str = "52:54:00:62:74:01";
@@ -31,19 +34,26 @@ const GUEST_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 122, 50
 struct Variant {
     id: &'static str,
     label: &'static str,
-    xdp: bool,
+    /// `None`: the kernel path libvirt builds (bridge, its iptables rules,
+    /// conntrack); `Some(xdp)`: vxdp, with the guest XDP program or not.
+    vxdp: Option<bool>,
 }
 
-const VARIANTS: [Variant; 2] = [
+const VARIANTS: [Variant; 3] = [
+    Variant {
+        id: "kernel",
+        label: "kernel NAT (libvirt's bridge and rules)",
+        vxdp: None,
+    },
     Variant {
         id: "tc",
         label: "vxdp NAT, TC on the tap",
-        xdp: false,
+        vxdp: Some(false),
     },
     Variant {
         id: "xdp",
         label: "vxdp NAT, XDP on the tap (+TC)",
-        xdp: true,
+        vxdp: Some(true),
     },
 ];
 
@@ -77,6 +87,18 @@ fn setup(v: &Variant) -> Result<(NatTopology, TapWriter)> {
     let mut topo = NatTopology::new(&format!("bt{}", v.id), 0)?;
     // The uplink takes XDP frames only while its peer has GRO (or XDP).
     topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
+    let Some(xdp) = v.vxdp else {
+        let hyp = &topo.hyp;
+        hyp.ip(&["link", "add", "virbr0", "type", "bridge"])?;
+        hyp.ip(&["addr", "add", "192.168.122.1/24", "dev", "virbr0"])?;
+        let tap = TapWriter::open(hyp, TAP)?;
+        hyp.ip(&["link", "set", TAP, "master", "virbr0"])?;
+        hyp.ip(&["link", "set", "virbr0", "up"])?;
+        hyp.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        iptables_restore(hyp, &libvirt_rules(true))?;
+        topo.hyp.exec("ping", &["-c", "1", "-W", "10", WAN_ADDR])?;
+        return Ok((topo, tap));
+    };
     topo.create(DEFAULT_XML)?;
     let tap = TapWriter::open(&topo.hyp, TAP)?;
     let addr = GUEST_ADDR.to_string();
@@ -91,7 +113,7 @@ fn setup(v: &Variant) -> Result<(NatTopology, TapWriter)> {
         "--ip",
         &addr,
         "--port-xdp",
-        if v.xdp { "on" } else { "off" },
+        if xdp { "on" } else { "off" },
     ])?;
     topo.hyp.exec("ping", &["-c", "1", "-W", "10", WAN_ADDR])?;
     Ok((topo, tap))
