@@ -9,6 +9,7 @@ mod generator;
 mod progcost;
 mod progs;
 mod report;
+mod tap;
 mod tcp;
 mod topo;
 #[allow(dead_code)]
@@ -56,7 +57,8 @@ struct Cli {
     /// The CPU all forwarding work is pinned to (default: the last one)
     #[arg(long)]
     cpu: Option<usize>,
-    /// Only these sections (comma-separated: program,forward,flows,tcp)
+    /// Only these sections (comma-separated: program,forward,flows,tcp;
+    /// tap, the tap-writer section, runs only when named here)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these forwarding paths (comma-separated: kernel_nat, vxdp_nat,
@@ -203,6 +205,15 @@ fn run(cli: Cli) -> Result<bool> {
             plan.prog_calls, plan.reps
         ));
         progcost::run(plan.prog_calls, plan.prog_repeat, plan.reps, cpu, &mut r)?;
+    }
+
+    // Opt-in until it measures the kernel path too: only with --only tap.
+    if cli.only.iter().any(|s| s == "tap") {
+        progress(&format!(
+            "tap writer: {} frames x {} reps on CPU {cpu}",
+            plan.packets, plan.reps
+        ));
+        tap::run(plan.reps, plan.packets, cpu, &mut r)?;
     }
 
     let needs_topologies = ["forward", "flows", "tcp"].iter().any(|s| wants(&cli, s));

@@ -88,7 +88,7 @@ impl Path {
 
 /// libvirt 9.0's rules for a NAT network on virbr0 (192.168.122.0/24), as it
 /// writes them with iptables(-nft).
-fn libvirt_rules(nat: bool) -> String {
+pub(crate) fn libvirt_rules(nat: bool) -> String {
     let fwi = if nat {
         "-A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
     } else {
@@ -373,32 +373,9 @@ impl Topology {
             .status()
             .context("bridge fdb")?;
         match self.path {
-            Path::KernelNat => self.iptables_restore(&libvirt_rules(true))?,
-            Path::KernelRoute => self.iptables_restore(&libvirt_rules(false))?,
+            Path::KernelNat => iptables_restore(&self.hyp, &libvirt_rules(true))?,
+            Path::KernelRoute => iptables_restore(&self.hyp, &libvirt_rules(false))?,
             _ => {}
-        }
-        Ok(())
-    }
-
-    fn iptables_restore(&self, rules: &str) -> Result<()> {
-        use std::io::Write as _;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.hyp.name, "iptables-restore"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("running iptables-restore (cargo xtask setup installs iptables)")?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(rules.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "iptables-restore of libvirt's rules failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
         }
         Ok(())
     }
@@ -576,4 +553,28 @@ pub fn bridge_nf_call_iptables(ns: &Netns) -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "absent (br_netfilter not loaded)".into())
+}
+
+/// `iptables-restore` of `rules` in namespace `ns`.
+pub(crate) fn iptables_restore(ns: &Netns, rules: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "iptables-restore"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running iptables-restore (cargo xtask setup installs iptables)")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore of libvirt's rules failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

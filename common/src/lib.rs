@@ -59,6 +59,18 @@ pub mod names {
     /// The cgroup socket programs' settings (the namespace they serve).
     pub const MAP_HOST_CONFIG: &str = "VXDP_HOST_CONFIG";
     pub const PROG_GUEST_INGRESS: &str = "vxdp_guest_in";
+    /// XDP on tap guest ports (`--guest-xdp`): `vxdp_guest_in`'s code on
+    /// the frames it can finish, the rest left to `vxdp_guest_in`.
+    pub const PROG_GUEST_XDP: &str = "vxdp_guest_xdp";
+    /// Program array `vxdp_guest_xdp` tail-calls into (`jump` slots).
+    pub const MAP_GUEST_XDP_JUMP: &str = "VXDP_GUEST_XDP_JUMP";
+    /// The XDP path programs and their `VXDP_GUEST_XDP_JUMP` slot (direct
+    /// and hairpin stay empty: those frames go to the TC program).
+    pub const GUEST_XDP_JUMPS: [(&str, u32); 3] = [
+        ("vxdp_guest_xdp_nat", crate::jump::NAT),
+        ("vxdp_guest_xdp_route", crate::jump::ROUTE),
+        ("vxdp_guest_xdp_nat6", crate::jump::NAT6),
+    ];
     pub const PROG_UPLINK_INGRESS: &str = "vxdp_uplink_in";
     /// Tail-called by `vxdp_guest_in`: NAT networks' guest → outside path.
     pub const PROG_GUEST_NAT: &str = "vxdp_guest_nat";
@@ -104,7 +116,7 @@ pub mod names {
         (PROG_UPLINK_TC, crate::jump::HAIRPIN),
     ];
     /// Every map, for pinning and unpinning.
-    pub const ALL_MAPS: [&str; 21] = [
+    pub const ALL_MAPS: [&str; 22] = [
         MAP_NETWORKS,
         MAP_ENDPOINTS,
         MAP_SUBNETS,
@@ -126,12 +138,13 @@ pub mod names {
         MAP_FORWARDS,
         MAP_ROUTES,
         MAP_HOST_CONFIG,
+        MAP_GUEST_XDP_JUMP,
     ];
 }
 
-/// XDP metadata (`bpf_xdp_adjust_meta`) the uplink's XDP program puts in
-/// front of a frame it passes to the kernel after judging it, so the
-/// uplink's TC program leaves it alone. A frame without it was left to the
+/// XDP metadata (`bpf_xdp_adjust_meta`) the uplink's XDP program (and a
+/// tap guest port's) puts in front of a frame it passes to the kernel after
+/// judging it, so the interface's TC program leaves it alone. A frame without it was left to the
 /// TC program (or its driver keeps no metadata): TC runs the uplink logic.
 pub const XDP_META_JUDGED: u32 = 0x7678_6a21;
 

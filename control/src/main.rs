@@ -67,6 +67,15 @@ struct Cli {
     /// first loaded; enforced while `vxdp serve` runs.
     #[arg(long, global = true, value_name = "FLOWS")]
     max_flows_per_network: Option<u32>,
+    /// Run the guest port programs as XDP on tap guest ports too (native
+    /// XDP in the writer's context, before a socket buffer exists), with
+    /// the TC program taking what XDP leaves to it: GSO frames, frames
+    /// whose checksum the guest left to the host, rate-limited ports, and
+    /// paths XDP cannot send on. Off by default (see docs/performance.md);
+    /// a port's `attach-interface --port-xdp` overrides it. Applies when
+    /// ports are plugged or their network is reconciled.
+    #[arg(long, global = true, env = "VXDP_GUEST_XDP")]
+    guest_xdp: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -263,6 +272,11 @@ enum Command {
         /// clean-traffic filters do.
         #[arg(long, conflicts_with = "xml")]
         allow_services: bool,
+        /// This port's choice of the guest XDP program (on or off), whatever
+        /// the global --guest-xdp says; it has effect on taps only.
+        #[arg(long, value_name = "on|off",
+              value_parser = clap::builder::BoolishValueParser::new())]
+        port_xdp: Option<bool>,
         /// A domain <interface> XML file.
         #[arg(long)]
         xml: Option<PathBuf>,
@@ -662,6 +676,7 @@ fn real_main() -> Result<()> {
             conntrack_entries: cli.conntrack_entries,
             flows_per_guest: cli.max_flows_per_guest,
             flows_per_network: cli.max_flows_per_network,
+            guest_xdp: cli.guest_xdp,
             ..LoadOptions::default()
         },
     };
@@ -848,6 +863,7 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
             mac,
             ip,
             allow_services,
+            port_xdp,
             xml,
             tap_owner,
         } => match (xml, network, dev) {
@@ -858,18 +874,27 @@ async fn run(command: Command, ctx: &Context) -> Result<()> {
                     &text,
                     &file.display().to_string(),
                     tap_owner.unwrap_or_default(),
+                    port_xdp,
                 )
                 .await?;
                 println!("{}", port.dev);
             }
             (None, Some(network), Some(dev)) => {
-                ports::attach_interface_with(ctx, &network, &dev, mac, &ip, allow_services)
-                    .await
-                    .map_err(|e| match e {
-                        // The library names the address; the option is ours.
-                        OpsError::GuestAddress { .. } => anyhow::anyhow!("--ip {e}"),
-                        e => e.into(),
-                    })?;
+                ports::attach_interface_with(
+                    ctx,
+                    &network,
+                    &dev,
+                    mac,
+                    &ip,
+                    allow_services,
+                    port_xdp,
+                )
+                .await
+                .map_err(|e| match e {
+                    // The library names the address; the option is ours.
+                    OpsError::GuestAddress { .. } => anyhow::anyhow!("--ip {e}"),
+                    e => e.into(),
+                })?;
             }
             _ => bail!("give --xml FILE, or --network and --dev"),
         },

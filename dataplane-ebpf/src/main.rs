@@ -18,6 +18,7 @@ mod host;
 mod uplink;
 
 use aya_ebpf::{
+    bindings::TC_ACT_OK,
     macros::{cgroup_sock_addr, classifier, tracepoint, xdp},
     programs::{SockAddrContext, TcContext, TracePointContext, XdpContext},
 };
@@ -27,6 +28,10 @@ use base::stats;
 /// (NAT, route/open forwarding, isolation).
 #[classifier]
 pub fn vxdp_guest_in(ctx: TcContext) -> i32 {
+    // Judged (and counted) by the port's XDP program already.
+    if flow::deliver::judged_by_xdp(&ctx) {
+        return TC_ACT_OK;
+    }
     match guest::ingress::guest_ingress(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_tc(&ctx, drop),
@@ -96,6 +101,43 @@ pub fn vxdp_guest_nat6(ctx: TcContext) -> i32 {
     match guest::nat6::entry(&ctx) {
         Ok(verdict) => verdict,
         Err(drop) => stats::count_and_drop_tc(&ctx, drop),
+    }
+}
+
+/// XDP on a tap guest port (`--guest-xdp`): `vxdp_guest_in`'s code on the
+/// frames it can finish, the rest left to it (see `guest::xdp`).
+#[xdp]
+pub fn vxdp_guest_xdp(ctx: XdpContext) -> u32 {
+    match guest::xdp::entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_xdp`: NAT (SNAT, route, redirect).
+#[xdp]
+pub fn vxdp_guest_xdp_nat(ctx: XdpContext) -> u32 {
+    match guest::nat4::entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_xdp`: routing without NAT.
+#[xdp]
+pub fn vxdp_guest_xdp_route(ctx: XdpContext) -> u32 {
+    match guest::route::entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
+    }
+}
+
+/// Tail-called by `vxdp_guest_xdp`: NAT66.
+#[xdp]
+pub fn vxdp_guest_xdp_nat6(ctx: XdpContext) -> u32 {
+    match guest::nat6::entry(&ctx) {
+        Ok(verdict) => verdict,
+        Err(drop) => stats::count_and_drop_xdp(&ctx, drop),
     }
 }
 

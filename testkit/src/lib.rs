@@ -23,6 +23,7 @@ pub mod netns;
 pub mod packet;
 pub mod packet6;
 pub mod serve;
+pub mod tap_writer;
 pub mod topology;
 pub mod traffic;
 pub mod vm;

@@ -325,6 +325,17 @@ impl World {
                 .with_context(|| format!("loading {name} (verifier)"))?;
         }
         vxdp_control::dataplane::fill_guest_jumps(&mut ebpf).context("filling VXDP_GUEST_JUMP")?;
+        let guest_xdp = names::GUEST_XDP_JUMPS.map(|(n, _)| n);
+        for name in std::iter::once(names::PROG_GUEST_XDP).chain(guest_xdp) {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} program in the object"))?
+                .try_into()?;
+            p.load()
+                .with_context(|| format!("loading {name} (verifier)"))?;
+        }
+        vxdp_control::dataplane::fill_guest_xdp_jumps(&mut ebpf)
+            .context("filling VXDP_GUEST_XDP_JUMP")?;
 
         let bridge_ifindex = ifindex(BRIDGE)?;
         let uplink_ifindex = ifindex(UPLINK)?;
@@ -493,12 +504,23 @@ impl World {
     /// Runs `vxdp_uplink_in` on `frame` as if it arrived on `ifindex`
     /// (0: the namespace's loopback).
     pub fn run_uplink_from(&self, ifindex: u32, frame: &[u8]) -> Run {
+        self.run_xdp(names::PROG_UPLINK_INGRESS, ifindex, frame)
+    }
+
+    /// Runs `vxdp_guest_xdp` (the guest port's XDP program, `--guest-xdp`)
+    /// on `frame` as if guest port `port_ifindex` received it.
+    pub fn run_guest_xdp(&self, port_ifindex: u32, frame: &[u8]) -> Run {
+        self.run_xdp(names::PROG_GUEST_XDP, port_ifindex, frame)
+    }
+
+    /// Runs the XDP program `name` on `frame` arriving on `ifindex`.
+    fn run_xdp(&self, name: &str, ifindex: u32, frame: &[u8]) -> Run {
         let p: &Xdp = self
             .ebpf
-            .program(names::PROG_UPLINK_INGRESS)
-            .expect("uplink program")
+            .program(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
             .try_into()
-            .expect("uplink program is XDP");
+            .unwrap_or_else(|_| panic!("{name} is not XDP"));
         // struct xdp_md: data, data_end (must be the frame's length),
         // data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
         let mut ctx = [0u8; 24];
@@ -514,7 +536,7 @@ impl World {
                 ctx_out: Some(&mut ctx_out),
                 ..TestRunOptions::new()
             })
-            .expect("BPF_PROG_TEST_RUN of vxdp_uplink_in failed");
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name} failed: {e}"));
         out.truncate(r.data_size_out as usize);
         // The output starts at the metadata: `data` is its length.
         let meta_len =

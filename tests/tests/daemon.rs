@@ -43,11 +43,14 @@ const METRICS: &str = "127.0.0.1:9465";
 /// program, the guest port's tail calls (NAT, route, direct, NAT66, and the
 /// uplink's TC program, which hairpin tail-calls), a direct network's NIC
 /// ingress and egress programs, the bridges' egress program, the two
-/// refused-redirect tracepoint programs, and the cgroup socket programs
-/// (port forwards from the host itself).
+/// refused-redirect tracepoint programs, the cgroup socket programs (port
+/// forwards from the host itself), and the guest port's XDP program
+/// (`--guest-xdp`) with its tail calls.
 const PINNED_PROGS: usize = vxdp_common::names::GUEST_JUMPS.len()
     + 7
-    + vxdp_control::dataplane::host_sockets::PROGRAMS.len();
+    + vxdp_control::dataplane::host_sockets::PROGRAMS.len()
+    + 1
+    + vxdp_common::names::GUEST_XDP_JUMPS.len();
 
 /// `vxdp serve` in the topology's hypervisor namespace (testkit's
 /// [`Serve`]), started and ready when /metrics answers.

@@ -47,7 +47,9 @@ struct VmOnNetwork {
 }
 
 impl VmOnNetwork {
-    fn start(tag: &str, mode: &str, outside: OutsideChecksums) -> Result<Self> {
+    /// `xdp`: the tap gets the guest XDP program (`--port-xdp on`) next to
+    /// the TC one.
+    fn start(tag: &str, mode: &str, outside: OutsideChecksums, xdp: bool) -> Result<Self> {
         let mut topo = NatTopology::with_outside(tag, 0, outside)?;
         topo.create(&network_xml(mode))?;
         // The domain's <interface>, as libvirt would hand it over: vxdp
@@ -60,11 +62,20 @@ impl VmOnNetwork {
                  <model type='virtio'/><target dev='{TAP}'/></interface>"
             ),
         )?;
-        let out = topo.vxdp(&["attach-interface", "--xml", iface.to_str().context("path")?])?;
+        let iface = iface.to_str().context("path")?;
+        let xdp_arg = if xdp { "on" } else { "off" };
+        let out = topo.vxdp(&["attach-interface", "--xml", iface, "--port-xdp", xdp_arg])?;
         let dev = String::from_utf8(out.stdout)?.trim().to_string();
         ensure!(
             dev == TAP,
             "attach-interface created {dev:?}, expected {TAP}"
+        );
+        let link = topo.hyp.ip(&["-d", "link", "show", "dev", TAP])?;
+        let link = String::from_utf8_lossy(&link.stdout).to_string();
+        ensure!(
+            link.contains("xdp") == xdp,
+            "{TAP} should {}have an XDP program after attach-interface --port-xdp {xdp_arg}:\n{link}",
+            if xdp { "" } else { "not " }
         );
         let mut vm = Vm::boot(
             &topo.hyp,
@@ -276,8 +287,8 @@ fn report_offloads(vm: &mut Vm, topo: &NatTopology) -> Result<()> {
     Ok(())
 }
 
-fn nat_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
-    let mut net = VmOnNetwork::start(tag, "nat", outside)?;
+fn nat_case(tag: &str, outside: OutsideChecksums, xdp: bool) -> Result<()> {
+    let mut net = VmOnNetwork::start(tag, "nat", outside, xdp)?;
     net.dns_and_ping()?;
     let (snat0, _) = net.topo.counter("default", "snat_forwarded")?;
     let down = net.download();
@@ -290,8 +301,8 @@ fn nat_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
     all_passed([("download", down), ("upload", up)])
 }
 
-fn route_case(tag: &str, outside: OutsideChecksums) -> Result<()> {
-    let mut net = VmOnNetwork::start(tag, "route", outside)?;
+fn route_case(tag: &str, outside: OutsideChecksums, xdp: bool) -> Result<()> {
+    let mut net = VmOnNetwork::start(tag, "route", outside, xdp)?;
     // Routed: the outside reaches the guest subnet through the hypervisor.
     net.topo
         .wan
@@ -331,22 +342,35 @@ fn all_passed<const N: usize>(results: [(&str, Result<()>); N]) -> Result<()> {
 
 #[test]
 fn nat_vm_with_outside_sending_finished_checksums() -> Result<()> {
-    nat_case("vmnf", OutsideChecksums::Finished)
+    nat_case("vmnf", OutsideChecksums::Finished, false)
 }
 
 #[test]
 fn nat_vm_with_outside_on_default_veth() -> Result<()> {
-    nat_case("vmnd", OutsideChecksums::VethDefault)
+    nat_case("vmnd", OutsideChecksums::VethDefault, false)
 }
 
 #[test]
 fn route_vm_with_outside_sending_finished_checksums() -> Result<()> {
-    route_case("vmrf", OutsideChecksums::Finished)
+    route_case("vmrf", OutsideChecksums::Finished, false)
 }
 
 #[test]
 fn route_vm_with_outside_on_default_veth() -> Result<()> {
-    route_case("vmrd", OutsideChecksums::VethDefault)
+    route_case("vmrd", OutsideChecksums::VethDefault, false)
+}
+
+/// The guest XDP program on the VM's tap (`--port-xdp on`): the guest's
+/// offloaded frames (NEEDS_CSUM, GSO) must reach the outside intact, the
+/// XDP program leaving what it cannot finish to the TC program.
+#[test]
+fn nat_vm_with_xdp_on_its_tap() -> Result<()> {
+    nat_case("vmnx", OutsideChecksums::Finished, true)
+}
+
+#[test]
+fn route_vm_with_xdp_on_its_tap() -> Result<()> {
+    route_case("vmrx", OutsideChecksums::Finished, true)
 }
 
 /// Measures what a program on the guest's tap sees of a real virtio guest's
@@ -357,7 +381,7 @@ fn route_vm_with_outside_on_default_veth() -> Result<()> {
 /// XDP_PASS keeps the frames' offload state in both modes.
 #[test]
 fn tap_programs_see_the_guests_offloaded_frames() -> Result<()> {
-    let mut net = VmOnNetwork::start("vmx", "nat", OutsideChecksums::Finished)?;
+    let mut net = VmOnNetwork::start("vmx", "nat", OutsideChecksums::Finished, false)?;
     let counter = XdpCounter::load()?;
     for (mode, xdp) in [
         ("no XDP", None),

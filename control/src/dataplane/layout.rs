@@ -31,11 +31,11 @@ use super::Pins;
 pub const MAGIC: u32 = 0x5658_4450;
 
 /// The layout this vxdp loads. Bump it with every layout change.
-pub const CURRENT: u32 = 11;
+pub const CURRENT: u32 = 12;
 
 /// What each layout version added, oldest first. Versions before the
 /// marker (5) are told by the maps they have.
-pub const HISTORY: [(u32, &str); 11] = [
+pub const HISTORY: [(u32, &str); 12] = [
     (1, "the first pinned layout"),
     (2, "VXDP_PORT_COUNTERS: counters per guest port"),
     (
@@ -71,6 +71,10 @@ pub const HISTORY: [(u32, &str); 11] = [
         11,
         "VXDP_HOST_CONFIG and the cgroup socket programs: port forwards used from the host itself",
     ),
+    (
+        12,
+        "VXDP_GUEST_XDP_JUMP and vxdp_guest_xdp: the guest port programs as XDP on taps (--guest-xdp)",
+    ),
 ];
 
 /// A feature that depends on the pinned layout.
@@ -95,10 +99,12 @@ pub enum Feature {
     /// `VXDP_HOST_CONFIG` and the cgroup socket programs: port forwards
     /// used from the host itself.
     HostForwards,
+    /// `VXDP_GUEST_XDP_JUMP`, `vxdp_guest_xdp`: XDP on tap guest ports.
+    GuestXdp,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::PortCounters,
         Feature::MacTable,
         Feature::Nat66,
@@ -108,6 +114,7 @@ impl Feature {
         Feature::PortForwards,
         Feature::StaticRoutes,
         Feature::HostForwards,
+        Feature::GuestXdp,
     ];
 }
 
@@ -124,6 +131,7 @@ impl Feature {
             Feature::PortForwards => 9,
             Feature::StaticRoutes => 10,
             Feature::HostForwards => 11,
+            Feature::GuestXdp => 12,
         }
     }
 
@@ -138,6 +146,7 @@ impl Feature {
             Feature::PortForwards => "port forwards (VXDP_FORWARDS)",
             Feature::StaticRoutes => "static routes via a guest (VXDP_ROUTES)",
             Feature::HostForwards => "port forwards used from the host itself (VXDP_HOST_CONFIG)",
+            Feature::GuestXdp => "XDP on tap guest ports (VXDP_GUEST_XDP_JUMP)",
         }
     }
 }

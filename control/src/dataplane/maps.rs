@@ -507,6 +507,25 @@ impl Maps {
             .map_err(DataplaneError::Ports)
     }
 
+    /// Lets the tap guest ports' XDP programs redirect out of the uplink
+    /// `ifindex` (`on`: the kernel says it takes XDP frames) or not. Guest
+    /// ports' own entries are left alone.
+    pub fn set_xdp_target(&self, ifindex: u32, on: bool) -> Result<(), DataplaneError> {
+        if self.endpoint(ifindex)?.is_some() {
+            return Ok(());
+        }
+        let mut ports = self.ports()?;
+        if on {
+            return ports
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(DataplaneError::Ports);
+        }
+        match ports.remove(ifindex) {
+            Err(e) if !absent(&e) => Err(map_err(names::MAP_PORTS)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes `ep`'s MAC entry if it still points at `ifindex`.
     fn remove_mac(&self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
         if !self.layout.has(Feature::MacTable) {

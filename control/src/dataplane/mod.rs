@@ -9,7 +9,8 @@
 //! Pin layout under `<bpffs>` (default `/sys/fs/bpf/vxdp/v1`):
 //! `layout` (a symlink naming the map layout), `maps/VXDP_*`,
 //! `progs/vxdp_guest_in`, `progs/vxdp_uplink_in`,
-//! `links/tc_in_<ifindex>`, `links/xdp_<ifindex>` with
+//! `links/tc_in_<ifindex>` (with `links/xdp_guest_<ifindex>` on a tap
+//! with `--guest-xdp`), `links/xdp_<ifindex>` with
 //! `links/tc_uplink_<ifindex>` (the uplink's XDP and TC programs), on a
 //! direct network's NIC `links/tc_nic_in_<ifindex>`,
 //! `links/tc_nic_out_<ifindex>`, on a bridge vxdp created
@@ -119,6 +120,10 @@ pub struct LoadOptions {
     /// defaults for the table size (`flow_quota::defaults`).
     pub flows_per_guest: Option<u32>,
     pub flows_per_network: Option<u32>,
+    /// `--guest-xdp`: tap guest ports get the XDP program next to the TC
+    /// one, unless the port says otherwise (`PortRecord::guest_xdp`).
+    /// Applies when ports are plugged or reconciled.
+    pub guest_xdp: bool,
 }
 
 impl LoadOptions {
@@ -139,6 +144,7 @@ impl Default for LoadOptions {
             timeouts_s: DEFAULT_TIMEOUTS_S,
             flows_per_guest: None,
             flows_per_network: None,
+            guest_xdp: false,
         }
     }
 }
@@ -184,6 +190,10 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         names::PROG_HOST_SENDMSG4,
         names::PROG_HOST_RECVMSG4,
         names::PROG_HOST_GETPEERNAME4,
+        names::PROG_GUEST_XDP,
+        names::GUEST_XDP_JUMPS[0].0,
+        names::GUEST_XDP_JUMPS[1].0,
+        names::GUEST_XDP_JUMPS[2].0,
     ] {
         let program = ebpf
             .program_mut(name)
@@ -196,7 +206,10 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
             path: path.clone(),
             source,
         };
-        if name == names::PROG_UPLINK_INGRESS {
+        if name == names::PROG_UPLINK_INGRESS
+            || name == names::PROG_GUEST_XDP
+            || names::GUEST_XDP_JUMPS.iter().any(|(n, _)| *n == name)
+        {
             let p: &mut Xdp = program.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
             p.pin(&path).map_err(pin_err)?;
@@ -215,6 +228,7 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
         }
     }
     fill_guest_jumps(&mut ebpf)?;
+    fill_guest_xdp_jumps(&mut ebpf)?;
     layout::write(pins)?;
     attach_tracepoints(pins)?;
     let mut timeouts: Array<_, u64> = Array::try_from(ebpf.map_mut(names::MAP_TIMEOUTS).ok_or(
@@ -280,6 +294,45 @@ pub fn fill_guest_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Puts the guest port XDP program's path programs into
+/// `VXDP_GUEST_XDP_JUMP` (direct and hairpin stay empty: the XDP program
+/// leaves those frames to the TC program).
+pub fn fill_guest_xdp_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
+    for (name, slot) in names::GUEST_XDP_JUMPS {
+        let prog_err = |source| DataplaneError::Program {
+            name: name.into(),
+            source,
+        };
+        let fd = {
+            let p: &Xdp = ebpf
+                .program(name)
+                .ok_or_else(|| prog_err(ProgramError::NotLoaded))?
+                .try_into()
+                .map_err(prog_err)?;
+            p.fd()
+                .map_err(prog_err)?
+                .try_clone()
+                .map_err(|source| DataplaneError::Io {
+                    path: name.into(),
+                    source,
+                })?
+        };
+        let map = ebpf
+            .map_mut(names::MAP_GUEST_XDP_JUMP)
+            .ok_or(DataplaneError::Map {
+                name: names::MAP_GUEST_XDP_JUMP,
+                source: MapError::InvalidName {
+                    name: names::MAP_GUEST_XDP_JUMP.into(),
+                },
+            })?;
+        let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_XDP_JUMP))?;
+        jumps
+            .set(slot, &fd, 0)
+            .map_err(map_err(names::MAP_GUEST_XDP_JUMP))?;
+    }
+    Ok(())
+}
+
 /// Removes every pinned vxdp object (programs, maps, links) under `root`.
 /// Attached links are detached as their pins go.
 pub fn unload(pins: &Pins) -> Result<(), DataplaneError> {
@@ -305,6 +358,49 @@ pub fn attach_guest_port(pins: &Pins, ifindex: u32, ifname: &str) -> Result<(), 
         link_path,
         "the guest-port TC program",
     )
+}
+
+/// Attaches (`on`) or detaches the guest port XDP program on the tap
+/// `ifindex` (`--guest-xdp`), pinning its link; idempotent, and a link that
+/// was detached behind vxdp's back is attached again. The TC program stays
+/// attached either way: it takes what XDP leaves to it. A dataplane pinned
+/// before the program existed goes without it.
+pub fn set_guest_xdp(
+    pins: &Pins,
+    ifindex: u32,
+    ifname: &str,
+    on: bool,
+) -> Result<(), DataplaneError> {
+    let link_path = pins.guest_xdp_link(ifindex);
+    let prog_path = pins.prog(names::PROG_GUEST_XDP);
+    if !on || !prog_path.exists() {
+        return detach(&link_path);
+    }
+    if pinned::link_attached(&link_path, ifindex) {
+        return Ok(());
+    }
+    detach(&link_path)?;
+    let mut prog = Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(|source| {
+        DataplaneError::Program {
+            name: names::PROG_GUEST_XDP.into(),
+            source,
+        }
+    })?;
+    let attach_err = |source| DataplaneError::Attach {
+        what: "the guest-port XDP program",
+        interface: ifname.to_string(),
+        source,
+    };
+    // A tap runs it natively, in the writer's context.
+    let id = prog.attach(ifindex, XdpMode::Default).map_err(attach_err)?;
+    let link = prog.take_link(id).map_err(attach_err)?;
+    pin_link(link, link_path)
+}
+
+/// Detaches the guest port's programs (TC and, if attached, XDP).
+pub fn detach_guest_port(pins: &Pins, ifindex: u32) -> Result<(), DataplaneError> {
+    detach(&pins.guest_xdp_link(ifindex))?;
+    detach(&pins.tc_link(ifindex))
 }
 
 /// Attaches the pinned TC program `prog_name` at `attach` of `ifindex` (a

@@ -46,6 +46,10 @@ impl Pins {
                 .join(format!("tc_nic_out_{ifindex}")),
         ]
     }
+    /// The XDP link on a tap guest port (`--guest-xdp`).
+    pub fn guest_xdp_link(&self, ifindex: u32) -> PathBuf {
+        self.root.join("links").join(format!("xdp_guest_{ifindex}"))
+    }
     pub fn xdp_link(&self, ifindex: u32) -> PathBuf {
         self.root.join("links").join(format!("xdp_{ifindex}"))
     }

@@ -13,6 +13,7 @@ pub mod sysctl;
 pub mod tap;
 pub mod undo;
 pub mod users;
+pub mod xdp_features;
 
 use std::path::PathBuf;
 

@@ -73,6 +73,10 @@ pub struct PortRecord {
     /// port is plugged or reconciled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<crate::model::forward::PortForward>,
+    /// The port's choice of the guest XDP program (`attach-interface
+    /// --guest-xdp on|off`); `None`: the global `--guest-xdp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_xdp: Option<bool>,
 }
 
 /// What vxdp did to the host for one started network: enough to undo it.

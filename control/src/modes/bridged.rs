@@ -26,9 +26,9 @@ use crate::{
         },
         shared,
         shared::{
-            ModeError, Repairs, configure_bridge, device_used, forwarding, host_bridge_flags,
-            load_dataplane, port_endpoint, port_forward_entries, remember_sysctl, takes_xdp_frames,
-            write_subnets,
+            ModeError, Repairs, configure_bridge, device_used, forwarding, guest_xdp_wanted,
+            host_bridge_flags, load_dataplane, offer_uplink_to_guest_xdp, port_endpoint,
+            port_forward_entries, remember_sysctl, takes_xdp_frames, write_subnets,
         },
     },
     xml,
@@ -382,6 +382,7 @@ async fn apply_start(
             });
         }
         dataplane::attach_uplink(&ctx.pins, uplink.index, &uplink.name)?;
+        offer_uplink_to_guest_xdp(&ctx.pins, uplink.index, &uplink.name)?;
         fault::point("net-start:uplink");
     }
 
@@ -631,6 +632,7 @@ pub async fn reconcile(
                 rec.uplink
             ));
         }
+        offer_uplink_to_guest_xdp(&ctx.pins, rec.uplink_ifindex, &rec.uplink)?;
     }
 
     // Ports the hypervisor put on (or took off) vxdp's bridge.
@@ -652,7 +654,7 @@ pub async fn reconcile(
         };
         let moved = link.index != port.ifindex;
         if moved {
-            dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+            dataplane::detach_guest_port(&ctx.pins, port.ifindex)?;
             maps.remove_endpoint(port.ifindex)?;
             repairs.note(format!(
                 "{name}: guest port {} came back as ifindex {} (was {})",
@@ -719,6 +721,9 @@ pub async fn reconcile(
                 port.dev
             ));
         }
+        // The guest XDP program as the port and `--guest-xdp` say now.
+        let xdp = guest_xdp_wanted(ctx, &snapshot, port, takes_xdp_frames(&link));
+        dataplane::set_guest_xdp(&ctx.pins, port.ifindex, &port.dev, xdp)?;
     }
 
     // Guest services: the dnsmasq supervisor restarts dnsmasq itself; a
@@ -787,7 +792,7 @@ async fn follow_bridge_ports(
             kept.push(port);
             continue;
         }
-        dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+        dataplane::detach_guest_port(&ctx.pins, port.ifindex)?;
         maps.remove_endpoint(port.ifindex)?;
         // Still there (taken off the bridge, or moved elsewhere): vxdp's
         // program and entries are gone; where it is now is not vxdp's.
@@ -850,6 +855,7 @@ async fn follow_bridge_ports(
             from_bridge: true,
             bandwidth: None,
             portgroup: None,
+            guest_xdp: None,
             forwards: Vec::new(),
         });
     }

@@ -278,6 +278,39 @@ pub fn takes_xdp_frames(link: &crate::host::netlink::LinkInfo) -> bool {
     link.kind.as_deref() == Some("tun")
 }
 
+/// Records whether the uplink `ifindex` takes XDP frames (the kernel's
+/// word: `host::xdp_features`), so tap guest ports' XDP programs send
+/// their NAT and routed frames out of it directly, or leave them to the TC
+/// program. Asked again at every reconcile: a veth's answer follows its
+/// peer.
+pub fn offer_uplink_to_guest_xdp(
+    pins: &crate::dataplane::Pins,
+    ifindex: u32,
+    ifname: &str,
+) -> Result<(), crate::dataplane::DataplaneError> {
+    let takes = crate::host::xdp_features::takes_xdp_frames(ifindex).unwrap_or_else(|e| {
+        log::debug!("XDP features of {ifname}: {e}; guest XDP programs leave it to TC");
+        false
+    });
+    crate::dataplane::Maps::open(pins)?.set_xdp_target(ifindex, takes)
+}
+
+/// Whether a guest port gets the guest XDP program: a tap (native XDP in
+/// the writer's context; a veth would drop GSO frames larger than a page
+/// for a program without multi-buffer support) of a bridged network whose
+/// port has no outbound rate limit (that path is the TC program's), when
+/// the port's choice, else the global `--guest-xdp`, says so.
+pub fn guest_xdp_wanted(
+    ctx: &crate::host::Context,
+    rec: &NetworkRecord,
+    port: &PortRecord,
+    tap: bool,
+) -> bool {
+    tap && !rec.is_direct()
+        && port.bandwidth.is_none_or(|b| b.outbound.is_none())
+        && port.guest_xdp.unwrap_or(ctx.load.guest_xdp)
+}
+
 /// The endpoint entry of a guest port: its MAC when known, its IPv4
 /// address when known (`--ip`, else a static `<host>` or a current lease),
 /// and whether the device takes XDP frames ([`takes_xdp_frames`]).
@@ -471,6 +504,7 @@ mod tests {
             from_bridge: false,
             bandwidth,
             portgroup: None,
+            guest_xdp: None,
             forwards: Vec::new(),
         };
         let dir = std::path::Path::new("/nonexistent-vxdp-state");

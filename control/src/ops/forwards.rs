@@ -418,6 +418,7 @@ mod tests {
             from_bridge: false,
             bandwidth: None,
             portgroup: None,
+            guest_xdp: None,
             forwards,
         }
     }

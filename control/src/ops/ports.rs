@@ -28,7 +28,7 @@ use crate::{
         Realization, direct,
         plan::PlanError,
         shaping,
-        shared::{ModeError, port_endpoint, takes_xdp_frames},
+        shared::{ModeError, guest_xdp_wanted, port_endpoint, takes_xdp_frames},
     },
     ops::{
         error::OpsError,
@@ -150,6 +150,7 @@ pub async fn attach_xml(
     xml_text: &str,
     file: &str,
     tap_owner: tap::TapOwner,
+    guest_xdp: Option<bool>,
 ) -> Result<PortRecord, OpsError> {
     let def = xml::parse_interface(xml_text, file)?;
     let network = network_of(ctx, &def, file)?;
@@ -183,6 +184,7 @@ pub async fn attach_xml(
         false,
         Some(shaping),
         &def.forwards,
+        guest_xdp,
     )
     .await
 }
@@ -230,7 +232,7 @@ pub async fn attach_interface(
     dev: &str,
     mac: Option<Mac>,
 ) -> Result<PortRecord, OpsError> {
-    attach_port(ctx, network, dev, mac, &[], false).await
+    attach_port(ctx, network, dev, mac, &[], false, None).await
 }
 
 /// [`attach_interface`] with the guest's static addresses (`--ip`, at most
@@ -243,8 +245,9 @@ pub async fn attach_interface_with(
     mac: Option<Mac>,
     ips: &[String],
     services_allowed: bool,
+    guest_xdp: Option<bool>,
 ) -> Result<PortRecord, OpsError> {
-    attach_port(ctx, network, dev, mac, ips, services_allowed).await
+    attach_port(ctx, network, dev, mac, ips, services_allowed, guest_xdp).await
 }
 
 /// The guest's static addresses from `--ip` values: at most one IPv4 in
@@ -320,7 +323,8 @@ enum PortDevice<'a> {
 }
 
 /// [`attach_interface_with`]; `services_allowed` lets the guest serve its
-/// network (RA, DHCP server).
+/// network (RA, DHCP server); `guest_xdp` is the port's choice of the
+/// guest XDP program (`None`: the global `--guest-xdp`).
 pub async fn attach_port(
     ctx: &Context,
     network: &str,
@@ -328,6 +332,7 @@ pub async fn attach_port(
     mac: Option<Mac>,
     ips: &[String],
     services_allowed: bool,
+    guest_xdp: Option<bool>,
 ) -> Result<PortRecord, OpsError> {
     plug_port(
         ctx,
@@ -339,6 +344,7 @@ pub async fn attach_port(
         false,
         None,
         &[],
+        guest_xdp,
     )
     .await
 }
@@ -362,6 +368,7 @@ pub async fn plug_libvirt_port(
         true,
         Some((None, None)),
         &[],
+        None,
     )
     .await
 }
@@ -433,6 +440,7 @@ pub async fn set_libvirt_port(
             // Unshaped, as the ports `vxdp serve` plugs from the bridge.
             Some((None, None)),
             &[],
+            None,
         )
         .await
         {
@@ -464,6 +472,7 @@ async fn plug_port(
     from_bridge: bool,
     shaping: Option<(Option<String>, Option<Bandwidth>)>,
     forwards: &[PortForward],
+    guest_xdp: Option<bool>,
 ) -> Result<PortRecord, OpsError> {
     let (state, nl, _) = crate::modes::shared::lock_for_change(ctx).await?;
     let mut rec = state
@@ -543,6 +552,7 @@ async fn plug_port(
             bandwidth,
             portgroup,
             forwards: forwards.to_vec(),
+            guest_xdp,
         };
         // The static address (--ip) or else a static <host> or a current
         // DHCP lease gives the guest's address.
@@ -564,9 +574,14 @@ async fn plug_port(
             log::info!("{network}: {dev} on {joined}");
         }
         undo.push(Step::DetachLinks {
-            paths: vec![ctx.pins.tc_link(link.index)],
+            paths: vec![
+                ctx.pins.tc_link(link.index),
+                ctx.pins.guest_xdp_link(link.index),
+            ],
         });
         dataplane::attach_guest_port(&ctx.pins, link.index, dev).map_err(ModeError::from)?;
+        let xdp = guest_xdp_wanted(ctx, &rec, &port, takes_xdp_frames(&link));
+        dataplane::set_guest_xdp(&ctx.pins, link.index, dev, xdp).map_err(ModeError::from)?;
         // (Undone with the endpoint: `Step::RemoveEndpoint`.)
         if !port.forwards.is_empty()
             && let Some(why) = forwards::write(&maps, &rec, &port)?
@@ -610,7 +625,7 @@ pub async fn detach_interface(ctx: &Context, network: &str, dev: &str) -> Result
 /// Takes a port out of its network: program, map entries, bridge (and the
 /// tap, when vxdp created it).
 pub(crate) async fn unplug(ctx: &Context, nl: &Netlink, port: &PortRecord) -> Result<(), OpsError> {
-    dataplane::detach(&ctx.pins.tc_link(port.ifindex))?;
+    dataplane::detach_guest_port(&ctx.pins, port.ifindex)?;
     if let Ok(maps) = Maps::open(&ctx.pins) {
         maps.remove_endpoint(port.ifindex)?;
         direct::unplug(&maps, port.ifindex)?;

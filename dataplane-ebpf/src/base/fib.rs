@@ -185,19 +185,10 @@ fn classify(rc: i64, p: FibParams) -> Route {
     }
 }
 
-/// TC: sends the packet out of `ifindex`. Without a resolved neighbour the
-/// kernel resolves it and queues the packet (`bpf_redirect_neigh`), so no
-/// packet has to take the slow path un-translated.
-#[inline(always)]
-pub fn tc_redirect(route: &Route) -> Result<i32, ()> {
-    match route {
-        Route::Forward(p) => tc_redirect_fib(p, true),
-        Route::NoNeighbour(p) => tc_redirect_fib(p, false),
-        _ => Err(()),
-    }
-}
-
-/// [`tc_redirect`] for a lookup's answer `p`: `resolved` when the next
+/// TC: sends the packet out along a lookup's answer `p`. Without a
+/// resolved neighbour the kernel resolves it and queues the packet
+/// (`bpf_redirect_neigh`), so no packet has to take the slow path
+/// un-translated. `resolved` when the next
 /// hop's MAC was found (FIB_SUCCESS), else the kernel resolves it.
 #[inline(always)]
 pub fn tc_redirect_fib(p: &FibParams, resolved: bool) -> Result<i32, ()> {

@@ -72,6 +72,12 @@ pub static VXDP_TIMEOUTS: Array<u64> = Array::pinned(timeout_class::COUNT, 0);
 #[map]
 pub static VXDP_GUEST_JUMP: ProgramArray = ProgramArray::pinned(jump::COUNT, 0);
 
+/// The same slots for the guest port's XDP program (a program array holds
+/// programs of one type): NAT, route and NAT66; the others stay empty and
+/// their frames go to the TC program.
+#[map]
+pub static VXDP_GUEST_XDP_JUMP: ProgramArray = ProgramArray::pinned(jump::COUNT, 0);
+
 /// NAT66 flows (IPv6 keys are 40 bytes: their own table, so IPv4 lookups
 /// stay on 16-byte keys). Resized with `VXDP_CONNTRACK` at load time.
 #[map]

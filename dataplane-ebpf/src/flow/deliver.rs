@@ -96,7 +96,7 @@ impl Hook for XdpContext {
 
 /// [`Hook::deliverable`] for XDP.
 #[inline(always)]
-fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
+pub fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
     let takes_xdp = unsafe { VXDP_ENDPOINTS.get(&port) }
         .is_some_and(|ep| ep.flags & endpoint_flags::XDP_FRAMES != 0);
     if !takes_xdp {

@@ -5,19 +5,16 @@
 //! (`route`), direct (`crate::direct`), or be dropped with a reason
 //! (isolated networks, other networks).
 
-use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect, programs::TcContext};
 use vxdp_common::{
     Action, DropReason, Endpoint, MacKey, NetworkConfig, PROTO_UDP, endpoint_flags, jump, mode,
     mode_routes, network_flags, rate_key,
 };
 
-use super::port::{pass, port_network, tail};
+use super::port::{GuestHook, pass, policed_elsewhere, port_network, tail};
 use crate::base::{
-    ctx::{tc_ifindex, tc_vlan_present},
     maps::{VXDP_MACS, VXDP_NETWORKS},
     parse::{
-        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX, Ipv4, Ipv6,
-        ParseError,
+        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, ParseError,
     },
     police,
     policy::{self, GuestDestination},
@@ -29,7 +26,11 @@ use crate::base::{
 /// host, broadcast, unknown MACs) returns `None` and takes the usual path.
 /// Only called once the frame's sources passed anti-spoofing.
 #[inline(always)]
-fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<Result<i32, Drop>> {
+fn to_sibling_port<C: GuestHook>(
+    ctx: &C,
+    net: &NetworkConfig,
+    net_id: u32,
+) -> Option<Result<C::Verdict, Drop>> {
     if net.flags & network_flags::BRIDGE_FILTERS != 0 {
         return None;
     }
@@ -44,46 +45,40 @@ fn to_sibling_port(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> Option<
         return None;
     }
     let port = unsafe { VXDP_MACS.get(&key) }?.ifindex;
-    if port == tc_ifindex(ctx) {
+    if port == ctx.ingress_ifindex() {
         return None;
     }
-    if unsafe { bpf_redirect(port, 0) } as i32 != TC_ACT_REDIRECT {
-        return Some(Err(Drop::new(DropReason::RedirectFailed, net_id)));
+    let verdict = ctx.to_port(port, net_id)?;
+    if verdict.is_ok() {
+        count(ctx, net_id, Action::PortForwarded);
     }
-    count(ctx, net_id, Action::PortForwarded);
-    Some(Ok(TC_ACT_REDIRECT))
+    Some(verdict)
 }
 
 /// `vxdp_guest_in`: anti-spoofing and the mode's policy, then the NAT or
 /// routing program when the packet leaves the network.
 #[inline(always)]
-pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
+pub fn guest_ingress<C: GuestHook>(ctx: &C) -> Result<C::Verdict, Drop> {
     let (ifindex, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
+    if policed_elsewhere::<C>(endpoint, net) {
+        return Ok(ctx.defer());
+    }
     // The guest's outbound rate, before anything else: every path counts.
-    if endpoint.flags & endpoint_flags::RATE_LIMITED != 0 && !police::conforms(ifindex, ctx.len()) {
+    if endpoint.flags & endpoint_flags::RATE_LIMITED != 0
+        && !police::conforms(ifindex, ctx.packet_len())
+    {
         return Err(Drop::new(DropReason::RateLimited, net_id));
     }
     let malformed = Drop::new(DropReason::Malformed, net_id);
-
-    // Offloaded or GRO'd socket buffers may keep headers out of the linear
-    // area that direct packet access sees.
-    let linear = (ctx.data_end() - ctx.data()) as u32;
-    let want = if ctx.len() < HEADERS_MAX {
-        ctx.len()
-    } else {
-        HEADERS_MAX
-    };
-    if linear < want {
-        let _ = ctx.pull_data(want);
-    }
+    ctx.pull_headers();
 
     // Only frames whose contents the programs check go anywhere, in every
     // mode: a tag (which the kernel has already moved into the socket
     // buffer when it is the outer one) would pick the VLAN the frame
     // leaves on, and other EtherTypes carry addresses nothing vouches for.
     let ether_type = parse::ether_type(ctx).map_err(|_| malformed)?;
-    if tc_vlan_present(ctx) || ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+    if ctx.vlan_present() || ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
         return Err(Drop::new(DropReason::VlanTagged, net_id));
     }
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 && ether_type != ETH_P_ARP {
@@ -140,15 +135,15 @@ pub fn guest_ingress(ctx: &TcContext) -> Result<i32, Drop> {
 }
 
 #[inline(always)]
-fn guest_ipv4(
-    ctx: &TcContext,
+fn guest_ipv4<C: GuestHook>(
+    ctx: &C,
     endpoint: &Endpoint,
     net: &NetworkConfig,
     net_id: u32,
     ip: &Ipv4,
     to_host_l3: bool,
     to_group: bool,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     if !(policy::ipv4_allowed(endpoint, ip.src, ip.proto == PROTO_UDP)
         || policy::routes_for(endpoint, ip.src))
         || policy::claims_gateway(net, net_id, ip.src)
@@ -242,20 +237,20 @@ fn guest_ipv4(
 /// Whether the frame conforms to the network's outbound bucket (charged
 /// when it does), if the network has one.
 #[inline(always)]
-fn network_out_conforms(ctx: &TcContext, net: &NetworkConfig, net_id: u32) -> bool {
+fn network_out_conforms<C: GuestHook>(ctx: &C, net: &NetworkConfig, net_id: u32) -> bool {
     net.flags & network_flags::RATE_LIMITED_OUT == 0
-        || police::conforms(rate_key::network_out(net_id), ctx.len())
+        || police::conforms(rate_key::network_out(net_id), ctx.packet_len())
 }
 
 #[inline(always)]
-fn guest_ipv6(
-    ctx: &TcContext,
+fn guest_ipv6<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ip: &Ipv6,
     to_host_l3: bool,
     to_group: bool,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     // Neighbour discovery, router solicitations, link-local and multicast
     // traffic, and frames to other guests stay on the bridge.
     if !to_host_l3 && let Some(verdict) = to_sibling_port(ctx, net, net_id) {

@@ -3,13 +3,13 @@
 //! `flow::snat` (the NAT port must not be one a host socket uses for that
 //! remote) and redirected out of the uplink.
 
-use aya_ebpf::{EbpfContext, programs::TcContext};
+use aya_ebpf::EbpfContext;
 use vxdp_common::{
     Action, ConntrackKey, DIR_ORIGINAL, DropReason, ForwardKey, Nat4Scratch, NetworkConfig,
     PROTO_ICMP, jump,
 };
 
-use super::port::{nat_exit, pass, port_network, tail};
+use super::port::{GuestHook, nat_exit, pass, port_network, tail};
 use crate::{
     base::{
         fib::{self, FibParams},
@@ -26,7 +26,7 @@ use crate::{
 
 /// `vxdp_guest_nat`.
 #[inline(always)]
-pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
+pub fn entry<C: GuestHook>(ctx: &C) -> Result<C::Verdict, Drop> {
     let (ifindex, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
     let ip = parse::ipv4(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
@@ -36,13 +36,13 @@ pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
 /// Guest → outside in a NAT network (after anti-spoofing and the mode's
 /// policy in `ingress`): SNAT, route, redirect.
 #[inline(always)]
-fn guest_nat(
-    ctx: &TcContext,
+fn guest_nat<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ifindex: u32,
     ip: &Ipv4,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     // The flow's key, entries, mapping and route live in a per-CPU slot
     // (see `Nat4Scratch`): the stack is shared with the port search.
     let scratch = VXDP_NAT4_SCRATCH
@@ -81,6 +81,15 @@ fn guest_nat(
     if routed.is_none() && !hairpin(&scratch.key) {
         return pass(ctx, net_id);
     }
+    // XDP: the hairpin path and routes it cannot send on are the TC
+    // program's, decided before anything is written or recorded.
+    let sendable = match routed {
+        Some(resolved) => ctx.can_forward(params(scratch), resolved),
+        None => !C::DEFERS,
+    };
+    if !sendable {
+        return Ok(ctx.defer());
+    }
     let nat_addr = nat_address(net, ip.src);
     let flow = NewFlow::new(&nat_addr, net, net_id, ifindex, mac, &l4.tcp);
     let slots = FlowSlots {
@@ -90,6 +99,7 @@ fn guest_nat(
         mapping: &mut scratch.mapping,
     };
     snat::flow_mapping(slots, &flow, ctx.as_ptr()).map_err(|r| Drop::new(r, net_id))?;
+    set_route_macs(ctx, net_id, scratch, routed == Some(true))?;
     let mapping = &scratch.mapping;
     snat::rewrite(
         ctx,
@@ -143,12 +153,12 @@ fn params(scratch: &mut Nat4Scratch) -> &mut FibParams {
     unsafe { &mut *(scratch.fib.as_mut_ptr() as *mut FibParams) }
 }
 
-/// Routes a guest packet from the bridge into the scratch slot and sets the
-/// next hop's MACs when known: `port::nat_exit`'s answer, a packet with DF
-/// being the kernel's to answer when too big.
+/// Routes a guest packet from the bridge into the scratch slot:
+/// `port::nat_exit`'s answer, a packet with DF being the kernel's to answer
+/// when too big.
 #[inline(always)]
-fn route_out(
-    ctx: &TcContext,
+fn route_out<C: EbpfContext>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ip: &Ipv4,
@@ -166,19 +176,34 @@ fn route_out(
         ports,
         0,
     );
-    let Some(resolved) = nat_exit(rc, p, net, net_id, ip.dont_fragment)? else {
-        return Ok(None);
-    };
-    if resolved {
-        set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
+    nat_exit(rc, p, net, net_id, ip.dont_fragment)
+}
+
+/// The next hop's MACs, when the route resolved them.
+#[inline(always)]
+fn set_route_macs<C: GuestHook>(
+    ctx: &C,
+    net_id: u32,
+    scratch: &mut Nat4Scratch,
+    resolved: bool,
+) -> Result<(), Drop> {
+    if !resolved {
+        return Ok(());
     }
-    Ok(Some(resolved))
+    let p = params(scratch);
+    set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }
 
 /// Sends a translated packet out of the uplink, by the route in `p`.
 #[inline(always)]
-fn redirect(ctx: &TcContext, net_id: u32, p: &FibParams, resolved: bool) -> Result<i32, Drop> {
-    let verdict = fib::tc_redirect_fib(p, resolved)
+fn redirect<C: GuestHook>(
+    ctx: &C,
+    net_id: u32,
+    p: &FibParams,
+    resolved: bool,
+) -> Result<C::Verdict, Drop> {
+    let verdict = ctx
+        .forward(p, resolved, net_id, Action::SnatForwarded)
         .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::SnatForwarded);
@@ -189,14 +214,14 @@ fn redirect(ctx: &TcContext, net_id: u32, p: &FibParams, resolved: bool) -> Resu
 /// source its first fragment got, if that one was translated from this
 /// port; otherwise it is dropped (`fragment`).
 #[inline(always)]
-fn guest_nat_rest(
-    ctx: &TcContext,
+fn guest_nat_rest<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ifindex: u32,
     ip: &Ipv4,
     scratch: &mut Nat4Scratch,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     let Some(e) = frag::follow(ip, false) else {
         return Err(Drop::new(DropReason::Fragment, net_id));
     };
@@ -209,6 +234,10 @@ fn guest_nat_rest(
     let Some(resolved) = route_out(ctx, net, net_id, ip, (0, 0), scratch)? else {
         return pass(ctx, net_id);
     };
+    if !ctx.can_forward(params(scratch), resolved) {
+        return Ok(ctx.defer());
+    }
+    set_route_macs(ctx, net_id, scratch, resolved)?;
     frag::rewrite(ctx, ip, false, e.addr)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
     redirect(ctx, net_id, params(scratch), resolved)

@@ -7,10 +7,9 @@
 //! for the stack next to each other: they live in a per-CPU map slot
 //! (`VXDP_NAT6_SCRATCH`).
 
-use aya_ebpf::{EbpfContext, programs::TcContext};
 use vxdp_common::{Action, DropReason, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
-use super::port::{nat_exit, pass, port_network};
+use super::port::{GuestHook, nat_exit, pass, port_network};
 use crate::{
     base::{
         family::Family,
@@ -26,7 +25,7 @@ use crate::{
 
 /// `vxdp_guest_nat6`.
 #[inline(always)]
-pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
+pub fn entry<C: GuestHook>(ctx: &C) -> Result<C::Verdict, Drop> {
     let (ifindex, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
     let ip = parse::ipv6(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
@@ -37,13 +36,13 @@ pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
 /// guest-port program once the frame is IPv6 addressed to the host's MAC
 /// and beyond the link): SNAT to the NAT66 address, route, redirect.
 #[inline(always)]
-fn guest_nat6(
-    ctx: &TcContext,
+fn guest_nat6<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ifindex: u32,
     ip: &Ipv6,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     let cfg =
         policy::masquerading6(net_id).ok_or(Drop::new(DropReason::Ipv6NotForwarded, net_id))?;
     let src_owner = policy::subnet6_owner(&ip.src);
@@ -98,6 +97,11 @@ fn guest_nat6(
     let Some(resolved) = nat_exit(rc, params, net, net_id, true)? else {
         return pass(ctx, net_id);
     };
+    // XDP: a route it cannot send on is the TC program's (nothing written
+    // or recorded yet).
+    if !ctx.can_forward(params, resolved) {
+        return Ok(ctx.defer());
+    }
 
     // Replies go to the MAC the guest actually sends from.
     let eth = parse::eth(ctx).map_err(|_| Drop::new(DropReason::Malformed, net_id))?;
@@ -118,7 +122,8 @@ fn guest_nat6(
     }
     snat::rewrite(ctx, ip, &l4, Side::Source, nat_addr, nat_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = fib::tc_redirect_fib(params, resolved)
+    let verdict = ctx
+        .forward(params, resolved, net_id, Action::SnatForwarded)
         .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     count(ctx, net_id, Action::SnatForwarded);
     Ok(verdict)

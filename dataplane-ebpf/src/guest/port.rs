@@ -1,16 +1,209 @@
-//! The guest port a tail-called program runs for: its endpoint and
-//! network, the verdicts every guest path shares, and the tail call.
+//! The guest port a program runs for: its endpoint and network, the
+//! verdicts every guest path shares, the tail call, and [`GuestHook`], what
+//! differs between the guest port's TC program (every port) and its XDP
+//! program (taps with `--guest-xdp`), which run the same code.
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig};
-
-use crate::base::{
-    ctx::tc_ifindex,
-    fib::{self, FibParams},
-    maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_NETWORKS},
-    policy,
-    stats::{Drop, count},
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, xdp_action},
+    helpers::{bpf_redirect, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
 };
+use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig, XDP_META_JUDGED, endpoint_flags};
+
+use crate::{
+    base::{
+        ctx::{PacketCtx, tc_vlan_present},
+        fib::{self, FibParams},
+        maps::{VXDP_ENDPOINTS, VXDP_GUEST_JUMP, VXDP_GUEST_XDP_JUMP, VXDP_NETWORKS, VXDP_PORTS},
+        parse::HEADERS_MAX,
+        policy,
+        stats::{self, Drop, count},
+    },
+    flow::deliver::xdp_deliverable,
+};
+
+/// What differs between the guest port's TC and XDP programs.
+///
+/// The XDP program runs in the tap's writer (native XDP, for frames that
+/// are not GSO and fit a page) or on a socket buffer (generic XDP, after a
+/// copy). It judges only frames it can finish: a frame larger than the
+/// port's MTU (a GSO frame), one whose L4 checksum is not proven finished
+/// (a virtio-net header with NEEDS_CSUM: the field holds the pseudo-header
+/// sum, and XDP cannot see that state), one of a rate-limited port or
+/// network (the bucket is charged once, by TC), and any path XDP cannot
+/// take (direct networks, hairpin, an unresolved next hop, an egress device
+/// that takes no XDP frames) are left to the TC program untouched
+/// ([`GuestHook::defer`]): nothing is counted, charged or written before.
+pub trait GuestHook: PacketCtx + EbpfContext {
+    type Verdict: Copy;
+    /// XDP: paths it cannot take are deferred ([`GuestHook::defer`]).
+    const DEFERS: bool;
+    /// On to the kernel (the bridge), judged here.
+    fn to_kernel(&self) -> Self::Verdict;
+    /// XDP: the frame goes to the TC program as it came, unjudged.
+    fn defer(&self) -> Self::Verdict;
+    /// Whether the kernel moved a VLAN tag out of the frame (TC only).
+    fn vlan_present(&self) -> bool;
+    /// Makes the first [`HEADERS_MAX`] bytes directly readable.
+    fn pull_headers(&self);
+    /// Straight to another guest's `port`; `None`: the usual path.
+    fn to_port(&self, port: u32, net_id: u32) -> Option<Result<Self::Verdict, Drop>>;
+    /// Continues in the path program of `slot`.
+    fn tail(&self, slot: u32, net_id: u32) -> Result<Self::Verdict, Drop>;
+    /// Whether this hook can send a frame along the route `p` (`resolved`:
+    /// the next hop's MAC is known). Asked before the frame is rewritten.
+    fn can_forward(&self, p: &FibParams, resolved: bool) -> bool;
+    /// Sends the frame out along the route `p`, to be counted as `action`
+    /// of `net_id` (XDP: in flight until the kernel reports on it).
+    fn forward(
+        &self,
+        p: &FibParams,
+        resolved: bool,
+        net_id: u32,
+        action: Action,
+    ) -> Result<Self::Verdict, ()>;
+}
+
+impl GuestHook for TcContext {
+    type Verdict = i32;
+    const DEFERS: bool = false;
+
+    #[inline(always)]
+    fn to_kernel(&self) -> i32 {
+        TC_ACT_OK
+    }
+
+    #[inline(always)]
+    fn defer(&self) -> i32 {
+        TC_ACT_OK
+    }
+
+    #[inline(always)]
+    fn vlan_present(&self) -> bool {
+        tc_vlan_present(self)
+    }
+
+    #[inline(always)]
+    fn pull_headers(&self) {
+        // Offloaded or GRO'd socket buffers may keep headers out of the
+        // linear area that direct packet access sees.
+        let linear = (self.data_end() - self.data()) as u32;
+        let want = if self.len() < HEADERS_MAX {
+            self.len()
+        } else {
+            HEADERS_MAX
+        };
+        if linear < want {
+            let _ = self.pull_data(want);
+        }
+    }
+
+    #[inline(always)]
+    fn to_port(&self, port: u32, net_id: u32) -> Option<Result<i32, Drop>> {
+        if unsafe { bpf_redirect(port, 0) } as i32 != TC_ACT_REDIRECT {
+            return Some(Err(Drop::new(DropReason::RedirectFailed, net_id)));
+        }
+        Some(Ok(TC_ACT_REDIRECT))
+    }
+
+    #[inline(always)]
+    fn tail(&self, slot: u32, net_id: u32) -> Result<i32, Drop> {
+        unsafe { VXDP_GUEST_JUMP.tail_call(self, slot) };
+        Err(Drop::new(DropReason::TailCallFailed, net_id))
+    }
+
+    #[inline(always)]
+    fn can_forward(&self, _p: &FibParams, _resolved: bool) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn forward(&self, p: &FibParams, resolved: bool, _: u32, _: Action) -> Result<i32, ()> {
+        fib::tc_redirect_fib(p, resolved)
+    }
+}
+
+impl GuestHook for XdpContext {
+    type Verdict = u32;
+    const DEFERS: bool = true;
+
+    #[inline(always)]
+    fn to_kernel(&self) -> u32 {
+        // The TC program sees the mark and lets the frame through without
+        // judging (or counting) it again; without metadata support it
+        // judges it again, which is correct.
+        if unsafe { bpf_xdp_adjust_meta(self.ctx, -4) } == 0 {
+            let meta = self.metadata();
+            if meta + 4 <= self.data() {
+                unsafe { *(meta as *mut u32) = XDP_META_JUDGED };
+            }
+        }
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn defer(&self) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
+    #[inline(always)]
+    fn vlan_present(&self) -> bool {
+        // XDP sees tags in the frame.
+        false
+    }
+
+    #[inline(always)]
+    fn pull_headers(&self) {}
+
+    #[inline(always)]
+    fn to_port(&self, port: u32, net_id: u32) -> Option<Result<u32, Drop>> {
+        // A port that takes no XDP frames gets it from the bridge.
+        if !xdp_deliverable(self, port) {
+            return None;
+        }
+        let verdict = match VXDP_PORTS.redirect(port, 0) {
+            Ok(v) => v,
+            Err(_) => return Some(Err(Drop::new(DropReason::RedirectFailed, net_id))),
+        };
+        // The kernel may still refuse it after the program returns: the
+        // tracepoint programs settle it (`uplink::refused`).
+        stats::inflight_add(port, net_id, Action::PortForwarded, self.packet_len());
+        Some(Ok(verdict))
+    }
+
+    #[inline(always)]
+    fn tail(&self, slot: u32, net_id: u32) -> Result<u32, Drop> {
+        unsafe { VXDP_GUEST_XDP_JUMP.tail_call(self, slot) };
+        // An empty slot (direct, hairpin): the TC program's path.
+        let _ = net_id;
+        Ok(self.defer())
+    }
+
+    #[inline(always)]
+    fn can_forward(&self, p: &FibParams, resolved: bool) -> bool {
+        // The next hop's MAC is resolved by the TC program's
+        // bpf_redirect_neigh; the egress device must take XDP frames (an
+        // uplink with vxdp's native XDP program: `UPLINK_XDP_FRAMES`).
+        resolved && egress_takes_xdp(p.ifindex)
+    }
+
+    #[inline(always)]
+    fn forward(&self, p: &FibParams, _: bool, net_id: u32, action: Action) -> Result<u32, ()> {
+        let verdict = VXDP_PORTS.redirect(p.ifindex, 0).map_err(|_| ())?;
+        // The kernel may still refuse it (`uplink::refused` settles it by
+        // the sending port's network).
+        stats::inflight_add(p.ifindex, net_id, action, self.packet_len());
+        Ok(verdict)
+    }
+}
+
+/// Whether XDP may redirect to `ifindex`: it is in `VXDP_PORTS` (guest
+/// ports, and an uplink control found to take XDP frames).
+#[inline(always)]
+fn egress_takes_xdp(ifindex: u32) -> bool {
+    VXDP_PORTS.get_ifindex(ifindex).is_some()
+}
 
 /// Where a NAT network's guest packet goes by its route lookup's answer
 /// (`rc`, `p` filled, `FIB_*`): `Some(resolved)` out of the uplink
@@ -45,17 +238,17 @@ pub fn nat_exit(
 
 /// Left to the bridge (other guests, the host, ARP, DHCP, broadcast).
 #[inline(always)]
-pub fn pass(ctx: &TcContext, net_id: u32) -> Result<i32, Drop> {
+pub fn pass<C: GuestHook>(ctx: &C, net_id: u32) -> Result<C::Verdict, Drop> {
     count(ctx, net_id, Action::GuestPassed);
-    Ok(TC_ACT_OK)
+    Ok(ctx.to_kernel())
 }
 
 /// The port's endpoint and its (active) network.
 #[inline(always)]
-pub fn port_network(
-    ctx: &TcContext,
+pub fn port_network<C: PacketCtx>(
+    ctx: &C,
 ) -> Result<(u32, &'static Endpoint, &'static NetworkConfig), Drop> {
-    let ifindex = tc_ifindex(ctx);
+    let ifindex = ctx.ingress_ifindex();
     let endpoint =
         unsafe { VXDP_ENDPOINTS.get(&ifindex) }.ok_or(Drop::new(DropReason::UnknownPort, 0))?;
     let net = VXDP_NETWORKS
@@ -65,9 +258,18 @@ pub fn port_network(
     Ok((ifindex, endpoint, net))
 }
 
-/// Continues in the program of `slot`; returns only if that fails.
+/// Continues in the program of `slot`; returns only if that fails (XDP:
+/// an empty slot defers to the TC program).
 #[inline(always)]
-pub fn tail(ctx: &TcContext, slot: u32, net_id: u32) -> Result<i32, Drop> {
-    unsafe { VXDP_GUEST_JUMP.tail_call(ctx, slot) };
-    Err(Drop::new(DropReason::TailCallFailed, net_id))
+pub fn tail<C: GuestHook>(ctx: &C, slot: u32, net_id: u32) -> Result<C::Verdict, Drop> {
+    ctx.tail(slot, net_id)
+}
+
+/// Whether a guest port's rate limits are charged on this frame's path: the
+/// XDP program leaves rate-limited ports and networks to TC.
+#[inline(always)]
+pub fn policed_elsewhere<C: GuestHook>(endpoint: &Endpoint, net: &NetworkConfig) -> bool {
+    C::DEFERS
+        && (endpoint.flags & endpoint_flags::RATE_LIMITED != 0
+            || net.flags & vxdp_common::network_flags::RATE_LIMITED_OUT != 0)
 }

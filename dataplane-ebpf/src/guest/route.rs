@@ -4,13 +4,12 @@
 //! of the egress interface. Inbound traffic to these networks is accepted
 //! at the uplink (`uplink::route_in`) or routed by the kernel.
 
-use aya_ebpf::programs::TcContext;
 use vxdp_common::{Action, DropReason, NetworkConfig, mode, mode_routes, network_flags};
 
-use super::port::{pass, port_network};
+use super::port::{GuestHook, pass, port_network};
 use crate::base::{
     family::Family,
-    fib::{self, Route},
+    fib::{self, FibParams, Route},
     l2::set_macs,
     parse::{self, ETH_P_IP, Ipv4, Ipv6},
     policy,
@@ -19,7 +18,7 @@ use crate::base::{
 
 /// `vxdp_guest_route`.
 #[inline(always)]
-pub fn entry(ctx: &TcContext) -> Result<i32, Drop> {
+pub fn entry<C: GuestHook>(ctx: &C) -> Result<C::Verdict, Drop> {
     let (_, endpoint, net) = port_network(ctx)?;
     let net_id = endpoint.network_id;
     let malformed = Drop::new(DropReason::Malformed, net_id);
@@ -65,9 +64,15 @@ fn judge(net: &NetworkConfig, net_id: u32, route: &Route) -> Result<Verdict, Dro
 }
 
 #[inline(always)]
-fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
-    let verdict =
-        fib::tc_redirect(route).map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+fn redirect<C: GuestHook>(
+    ctx: &C,
+    net_id: u32,
+    p: &FibParams,
+    resolved: bool,
+) -> Result<C::Verdict, Drop> {
+    let verdict = ctx
+        .forward(p, resolved, net_id, Action::RouteForwarded)
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
     // Counted once the redirect is accepted: a failed one is a drop only.
     count(ctx, net_id, Action::RouteForwarded);
     Ok(verdict)
@@ -75,12 +80,12 @@ fn redirect(ctx: &TcContext, net_id: u32, route: &Route) -> Result<i32, Drop> {
 
 /// IPv4 from a guest of a route/open network to outside its subnet.
 #[inline(always)]
-fn guest_route_v4(
-    ctx: &TcContext,
+fn guest_route_v4<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ip: &Ipv4,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     if ip.fragment || ip.ttl <= 1 {
         // The kernel forwards fragments and answers expiring TTLs; the
         // policy (source, destination) was checked already.
@@ -91,19 +96,19 @@ fn guest_route_v4(
 }
 
 #[inline(always)]
-fn lookup_v6(ctx: &TcContext, net: &NetworkConfig, ip: &Ipv6) -> Route {
+fn lookup_v6<C: GuestHook>(ctx: &C, net: &NetworkConfig, ip: &Ipv6) -> Route {
     fib::route_v6(ctx, net.bridge_ifindex, &ip.src, &ip.dst, ip.next_header, 0)
 }
 
 /// IPv6 from a guest of a route/open network (or a NAT network without
 /// NAT66, whose IPv6 libvirt routes), addressed beyond the link.
 #[inline(always)]
-fn guest_route_v6(
-    ctx: &TcContext,
+fn guest_route_v6<C: GuestHook>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ip: &Ipv6,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     if net.mode != mode::OPEN {
         let own = policy::subnet6_owner(&ip.src).is_some_and(|o| o.network_id == net_id);
         if !own {
@@ -126,22 +131,31 @@ fn guest_route_v6(
 /// Forwards one hop along `route` (MACs, TTL or hop limit and IPv4's
 /// header checksum), or leaves the packet to the kernel.
 #[inline(always)]
-fn forward<F: Family>(
-    ctx: &TcContext,
+fn forward<C: GuestHook, F: Family>(
+    ctx: &C,
     net: &NetworkConfig,
     net_id: u32,
     ip: &F,
     route: &Route,
-) -> Result<i32, Drop> {
+) -> Result<C::Verdict, Drop> {
     if let Verdict::Kernel = judge(net, net_id, route)? {
         return pass(ctx, net_id);
     }
+    let (p, resolved) = match route {
+        Route::Forward(p) => (p, true),
+        Route::NoNeighbour(p) => (p, false),
+        _ => return pass(ctx, net_id),
+    };
+    // XDP: what it cannot send goes to the TC program, still untouched.
+    if !ctx.can_forward(p, resolved) {
+        return Ok(ctx.defer());
+    }
     let malformed = Drop::new(DropReason::Malformed, net_id);
-    if let Route::Forward(p) = route {
+    if resolved {
         set_macs(ctx, &p.dmac, &p.smac).map_err(|_| malformed)?;
     }
     let ttl_word = ip.write_ttl(ctx).map_err(|_| malformed)?;
     F::header_csum_ttl(ctx, ttl_word)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, route)
+    redirect(ctx, net_id, p, resolved)
 }

@@ -54,18 +54,27 @@ pub fn redirect_err(ctx: &TracePointContext) {
 }
 
 /// The actions an XDP redirect to a guest port is counted under.
-const XDP_ACTIONS: [Action; 4] = [
+const XDP_ACTIONS: [Action; 7] = [
     Action::DnatForwarded,
+    // A tap guest port's XDP program: to a sibling guest's port, out of
+    // the uplink.
+    Action::PortForwarded,
+    Action::SnatForwarded,
+    Action::RouteForwarded,
     Action::RouteInboundForwarded,
     Action::DirectFromWire,
     Action::IcmpErrorTranslated,
 ];
 
 /// The kernel reported `sent` frames delivered to and `dropped` frames
-/// dropped on their way to `port`, redirected by XDP on `ingress`.
+/// dropped on their way to `port`, redirected by XDP on `ingress`. The
+/// network is the guest port's: the destination's (from the uplink, or to
+/// a sibling), else the sender's (a tap guest port's XDP program out of
+/// the uplink).
 #[inline(always)]
 fn settle(ingress: u32, port: u32, sent: u32, dropped: u32) {
-    let Some(ep) = (unsafe { VXDP_ENDPOINTS.get(&port) }) else {
+    let ep = unsafe { VXDP_ENDPOINTS.get(&port) }.or(unsafe { VXDP_ENDPOINTS.get(&ingress) });
+    let Some(ep) = ep else {
         return;
     };
     let net_id = ep.network_id;

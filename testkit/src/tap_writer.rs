@@ -1,0 +1,121 @@
+//! A guest as QEMU's tap backend is one: a tap opened non-blocking with
+//! virtio-net headers (`IFF_VNET_HDR`, 10 bytes), written one frame per
+//! `write`. tun runs a native XDP program in the writer's context for
+//! such writes (non-GSO frames that fit a page).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{Result, ensure};
+
+use crate::netns::Netns;
+
+/// Size of `struct virtio_net_hdr` (no mergeable buffers): tun's default.
+pub const VNET_HDR: usize = 10;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+
+/// `struct ifreq` for TUNSETIFF: a name and the flags.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// The open tap; it goes away with the fd.
+pub struct TapWriter {
+    fd: OwnedFd,
+    pub name: String,
+}
+
+impl TapWriter {
+    /// Creates tap `name` in `ns`, sets it up, and opens it as QEMU does.
+    pub fn open(ns: &Netns, name: &str) -> Result<Self> {
+        let dev = name.to_string();
+        let fd = ns.enter(move || -> Result<OwnedFd> {
+            let path = c"/dev/net/tun";
+            let fd = unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                )
+            };
+            ensure!(
+                fd >= 0,
+                "opening /dev/net/tun: {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut req = IfReq {
+                name: [0; libc::IFNAMSIZ],
+                flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+                _pad: [0; 22],
+            };
+            ensure!(dev.len() < libc::IFNAMSIZ, "tap name {dev} too long");
+            req.name[..dev.len()].copy_from_slice(dev.as_bytes());
+            ensure!(
+                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } >= 0,
+                "TUNSETIFF {dev}: {}",
+                std::io::Error::last_os_error()
+            );
+            Ok(fd)
+        })??;
+        ns.ip(&["link", "set", name, "up"])?;
+        Ok(Self {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
+    /// Writes one frame (virtio-net header first); false when the kernel
+    /// refused it.
+    pub fn write(&self, data: &[u8]) -> bool {
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        n == data.len() as isize
+    }
+
+    /// [`TapWriter::write`], an error naming why the kernel refused it.
+    pub fn write_all(&self, data: &[u8]) -> Result<()> {
+        ensure!(
+            self.write(data),
+            "writing {} bytes to {}: {}",
+            data.len(),
+            self.name,
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+}
+
+/// One's complement sum of `data` as big-endian words, folded.
+fn fold(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// An IPv4 UDP `frame` (20-byte IP header) with the virtio-net header a
+/// guest writes: with `partial`, checksum offload (NEEDS_CSUM, the field
+/// holding the pseudo-header sum, as Linux's virtio-net driver leaves it);
+/// else an empty header and the frame as it is.
+pub fn with_vnet_hdr(frame: &[u8], partial: bool) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let mut hdr = [0u8; VNET_HDR];
+    if partial {
+        let udp_len = u16::from_be_bytes([f[38], f[39]]);
+        let mut pseudo = f[26..34].to_vec();
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&udp_len.to_be_bytes());
+        f[40..42].copy_from_slice(&fold(&pseudo).to_be_bytes());
+        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        hdr[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start
+        hdr[8..10].copy_from_slice(&6u16.to_le_bytes()); // csum_offset
+    }
+    let mut out = hdr.to_vec();
+    out.extend_from_slice(&f);
+    out
+}
