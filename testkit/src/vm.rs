@@ -87,6 +87,11 @@ pub struct Vm {
     lines: Receiver<String>,
     console: PathBuf,
     qemu_stderr: PathBuf,
+    /// Every line sent on and read from the command channel, timed (next
+    /// to the console log), for the diagnostics of a command that got no
+    /// answer.
+    transcript: PathBuf,
+    started: Instant,
     next_id: u32,
     /// The tap the NIC sits on (in the namespace QEMU runs in).
     pub tap: String,
@@ -209,7 +214,12 @@ impl Vm {
         within: Duration,
     ) -> Result<Self> {
         let (tx, lines) = channel();
+        let transcript = console.with_file_name(format!("{tap}-channel.log"));
+        let started = Instant::now();
+        let log = std::fs::File::create(&transcript)
+            .with_context(|| format!("creating {}", transcript.display()))?;
         std::thread::spawn(move || {
+            let mut log = log;
             let mut reader = BufReader::new(stdout);
             let mut buf = Vec::new();
             loop {
@@ -220,6 +230,7 @@ impl Vm {
                         let line = String::from_utf8_lossy(&buf)
                             .trim_end_matches(['\r', '\n'])
                             .to_string();
+                        let _ = writeln!(log, "{:9.3} < {line}", started.elapsed().as_secs_f64());
                         if tx.send(line).is_err() {
                             return;
                         }
@@ -233,6 +244,8 @@ impl Vm {
             lines,
             console,
             qemu_stderr,
+            transcript,
+            started,
             next_id: 0,
             tap: tap.into(),
             mac: mac.into(),
@@ -279,10 +292,12 @@ impl Vm {
             lines[lines.len().saturating_sub(25)..].join("\n")
         };
         format!(
-            "--- guest console ({}), last lines:\n{}\n--- QEMU log:\n{}",
+            "--- guest console ({}), last lines:\n{}\n--- QEMU log:\n{}\n--- command channel ({}, seconds since boot), last lines:\n{}",
             self.console.display(),
             tail(&self.console),
-            tail(&self.qemu_stderr)
+            tail(&self.qemu_stderr),
+            self.transcript.display(),
+            tail(&self.transcript)
         )
     }
 
@@ -292,6 +307,16 @@ impl Vm {
         ensure!(!cmd.contains('\n'), "guest commands are one line: {cmd:?}");
         self.next_id += 1;
         let id = self.next_id;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.transcript)
+        {
+            let _ = writeln!(
+                log,
+                "{:9.3} > {id} {cmd}",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
         writeln!(self.stdin, "{id} {cmd}").context("writing to the guest's command channel")?;
         self.stdin.flush()?;
         let deadline = Instant::now() + within;
@@ -561,14 +586,34 @@ impl Vm {
     /// ends; fails when the size stops growing for `stall` (and kills it).
     /// Returns (exit status, md5, size).
     pub fn wait_received(&mut self, file: &str, stall: Duration) -> Result<(i32, String, usize)> {
+        const POLL: Duration = Duration::from_secs(20);
         let mut last = (usize::MAX, Instant::now());
+        let mut unanswered = 0;
         loop {
             // A poll that takes long is not a stall: only a size that stops
-            // growing is (`stall` is measured between answers).
-            let out = self.check(
-                &format!("cat {file}.rc 2>/dev/null; echo size $(wc -c < {file})"),
-                GUEST_CMD,
-            )?;
+            // growing is (`stall` is measured between answers). A poll that
+            // gets no answer at all is asked again: CI twice saw a TCG
+            // guest receiving a download leave a poll unanswered (10 s, then
+            // 45 s) and answer the next command; six unanswered polls in a
+            // row (two minutes) fail the wait, with the channel's transcript.
+            let poll = format!("cat {file}.rc 2>/dev/null; echo size $(wc -c < {file})");
+            let out = match self.check(&poll, POLL) {
+                Ok(out) => {
+                    unanswered = 0;
+                    out
+                }
+                Err(e) if unanswered < 5 => {
+                    unanswered += 1;
+                    eprintln!(
+                        "[vm {}] poll {unanswered} of {file} unanswered, asking again: {e:#}",
+                        self.tap
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e.context(format!("six polls of {file} in a row got no answer")));
+                }
+            };
             let size: usize = out
                 .lines()
                 .find_map(|l| l.strip_prefix("size "))
