@@ -254,62 +254,39 @@ pub fn ensure_loaded(pins: &Pins, opts: &LoadOptions) -> Result<bool, DataplaneE
 /// Puts the guest port's path programs into `VXDP_GUEST_JUMP`. The pinned
 /// map keeps them after this process exits.
 pub fn fill_guest_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
-    for (name, slot) in names::GUEST_JUMPS {
-        let fd = {
-            let p: &SchedClassifier = ebpf
-                .program(name)
-                .ok_or_else(|| DataplaneError::Program {
-                    name: name.into(),
-                    source: ProgramError::NotLoaded,
-                })?
-                .try_into()
-                .map_err(|source| DataplaneError::Program {
-                    name: name.into(),
-                    source,
-                })?;
-            p.fd()
-                .map_err(|source| DataplaneError::Program {
-                    name: name.into(),
-                    source,
-                })?
-                .try_clone()
-                .map_err(|source| DataplaneError::Io {
-                    path: name.into(),
-                    source,
-                })?
-        };
-        let map = ebpf
-            .map_mut(names::MAP_GUEST_JUMP)
-            .ok_or(DataplaneError::Map {
-                name: names::MAP_GUEST_JUMP,
-                source: MapError::InvalidName {
-                    name: names::MAP_GUEST_JUMP.into(),
-                },
-            })?;
-        let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_JUMP))?;
-        jumps
-            .set(slot, &fd, 0)
-            .map_err(map_err(names::MAP_GUEST_JUMP))?;
-    }
-    Ok(())
+    fill_jumps::<SchedClassifier>(ebpf, names::MAP_GUEST_JUMP, &names::GUEST_JUMPS)
 }
 
 /// Puts the guest port XDP program's path programs into
 /// `VXDP_GUEST_XDP_JUMP` (direct and hairpin stay empty: the XDP program
 /// leaves those frames to the TC program).
 pub fn fill_guest_xdp_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> {
-    for (name, slot) in names::GUEST_XDP_JUMPS {
+    fill_jumps::<Xdp>(ebpf, names::MAP_GUEST_XDP_JUMP, &names::GUEST_XDP_JUMPS)
+}
+
+/// Puts each loaded program `P` named in `slots` into program array `map`
+/// at its slot.
+fn fill_jumps<P>(
+    ebpf: &mut aya::Ebpf,
+    map: &'static str,
+    slots: &[(&'static str, u32)],
+) -> Result<(), DataplaneError>
+where
+    for<'a> &'a P: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
+    P: ProgramFd,
+{
+    for &(name, slot) in slots {
         let prog_err = |source| DataplaneError::Program {
             name: name.into(),
             source,
         };
         let fd = {
-            let p: &Xdp = ebpf
+            let p: &P = ebpf
                 .program(name)
                 .ok_or_else(|| prog_err(ProgramError::NotLoaded))?
                 .try_into()
                 .map_err(prog_err)?;
-            p.fd()
+            p.prog_fd()
                 .map_err(prog_err)?
                 .try_clone()
                 .map_err(|source| DataplaneError::Io {
@@ -317,20 +294,31 @@ pub fn fill_guest_xdp_jumps(ebpf: &mut aya::Ebpf) -> Result<(), DataplaneError> 
                     source,
                 })?
         };
-        let map = ebpf
-            .map_mut(names::MAP_GUEST_XDP_JUMP)
-            .ok_or(DataplaneError::Map {
-                name: names::MAP_GUEST_XDP_JUMP,
-                source: MapError::InvalidName {
-                    name: names::MAP_GUEST_XDP_JUMP.into(),
-                },
-            })?;
-        let mut jumps = ProgramArray::try_from(map).map_err(map_err(names::MAP_GUEST_XDP_JUMP))?;
-        jumps
-            .set(slot, &fd, 0)
-            .map_err(map_err(names::MAP_GUEST_XDP_JUMP))?;
+        let array = ebpf.map_mut(map).ok_or(DataplaneError::Map {
+            name: map,
+            source: MapError::InvalidName { name: map.into() },
+        })?;
+        let mut jumps = ProgramArray::try_from(array).map_err(map_err(map))?;
+        jumps.set(slot, &fd, 0).map_err(map_err(map))?;
     }
     Ok(())
+}
+
+/// A program kind whose file descriptor goes into a program array.
+trait ProgramFd {
+    fn prog_fd(&self) -> Result<&aya::programs::ProgramFd, ProgramError>;
+}
+
+impl ProgramFd for SchedClassifier {
+    fn prog_fd(&self) -> Result<&aya::programs::ProgramFd, ProgramError> {
+        self.fd()
+    }
+}
+
+impl ProgramFd for Xdp {
+    fn prog_fd(&self) -> Result<&aya::programs::ProgramFd, ProgramError> {
+        self.fd()
+    }
 }
 
 /// Removes every pinned vxdp object (programs, maps, links) under `root`.

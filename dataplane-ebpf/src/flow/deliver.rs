@@ -77,15 +77,7 @@ impl Hook for XdpContext {
 
     #[inline(always)]
     fn pass(&self) -> u32 {
-        // Tell the TC program the frame was judged (a driver without
-        // metadata support: TC judges it again, which is correct).
-        if unsafe { bpf_xdp_adjust_meta(self.ctx, -4) } == 0 {
-            let meta = self.metadata();
-            if meta + 4 <= self.data() {
-                unsafe { *(meta as *mut u32) = XDP_META_JUDGED };
-            }
-        }
-        xdp_action::XDP_PASS
+        pass_judged(self)
     }
 
     #[inline(always)]
@@ -137,6 +129,21 @@ impl Hook for TcContext {
     fn defer(&self) -> i32 {
         TC_ACT_UNSPEC
     }
+}
+
+/// `XDP_PASS` with [`XDP_META_JUDGED`] in front of the frame, so the
+/// interface's TC program lets it through without judging (or counting) it
+/// again; a driver without metadata support gets the frame unmarked and TC
+/// judges it again, which is correct.
+#[inline(always)]
+pub fn pass_judged(ctx: &XdpContext) -> u32 {
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } == 0 {
+        let meta = ctx.metadata();
+        if meta + 4 <= ctx.data() {
+            unsafe { *(meta as *mut u32) = XDP_META_JUDGED };
+        }
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Whether the uplink's XDP program judged this frame already (it passed

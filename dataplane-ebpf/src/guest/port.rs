@@ -20,7 +20,7 @@ use crate::{
         policy,
         stats::{self, Drop, count},
     },
-    flow::deliver::xdp_deliverable,
+    flow::deliver::{pass_judged, xdp_deliverable},
 };
 
 /// What differs between the guest port's TC and XDP programs.
@@ -130,16 +130,7 @@ impl GuestHook for XdpContext {
 
     #[inline(always)]
     fn to_kernel(&self) -> u32 {
-        // The TC program sees the mark and lets the frame through without
-        // judging (or counting) it again; without metadata support it
-        // judges it again, which is correct.
-        if unsafe { bpf_xdp_adjust_meta(self.ctx, -4) } == 0 {
-            let meta = self.metadata();
-            if meta + 4 <= self.data() {
-                unsafe { *(meta as *mut u32) = XDP_META_JUDGED };
-            }
-        }
-        xdp_action::XDP_PASS
+        pass_judged(self)
     }
 
     #[inline(always)]
