@@ -6,10 +6,10 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, xdp_action},
-    helpers::{bpf_redirect, bpf_xdp_adjust_meta},
+    helpers::bpf_redirect,
     programs::{TcContext, XdpContext},
 };
-use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig, XDP_META_JUDGED, endpoint_flags};
+use vxdp_common::{Action, DropReason, Endpoint, NetworkConfig, endpoint_flags};
 
 use crate::{
     base::{
