@@ -20,37 +20,14 @@ use aya::maps::DevMapHash;
 use vxdp_common::{
     Action, DropReason, Endpoint, XDP_META_JUDGED, endpoint_flags, mode, names, network_flags,
 };
-use vxdp_testkit::packet::{Frame, Packet, be, sock};
+use vxdp_testkit::{
+    packet::{Frame, Packet, be, sock},
+    tap_writer::unfinished,
+};
 use vxdp_tests::progtest::{
     BRIDGE_MAC, GATEWAY, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, Run, UPLINK_ADDR, UPLINK_MAC, World,
     XDP_DROP, XDP_PASS, XDP_REDIRECT, assert_counters_moved, dropped, once, with_nat_world,
 };
-
-/// One's complement sum of `data` as big-endian words, folded.
-fn fold(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// An IPv4 TCP/UDP `frame` as a virtio guest with checksum offload writes
-/// it (NEEDS_CSUM): the checksum field holds the folded pseudo-header sum.
-fn unfinished(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    let ihl = (f[14] & 0x0f) as usize * 4;
-    let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
-    let mut pseudo = f[26..34].to_vec();
-    pseudo.extend_from_slice(&[0, f[23]]);
-    pseudo.extend_from_slice(&((tot - ihl) as u16).to_be_bytes());
-    let off = 14 + ihl + if f[23] == 6 { 16 } else { 6 };
-    f[off..off + 2].copy_from_slice(&fold(&pseudo).to_be_bytes());
-    f
-}
 
 fn tcp_out(g: &Guest, sport: u16) -> Packet {
     Packet::tcp(sock(g.addr, sport), sock(OUTSIDE, 80), 0x02).macs(g.mac, BRIDGE_MAC)

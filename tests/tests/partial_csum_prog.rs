@@ -23,49 +23,12 @@ use vxdp_common::{Action, Endpoint, XDP_META_JUDGED, endpoint_flags, mode, netwo
 use vxdp_testkit::{
     packet::{Frame, Packet, be, fmt_mac},
     packet6::Packet6,
+    tap_writer::{fold, unfinished},
 };
 use vxdp_tests::progtest::{
     BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Slot, UPLINK_MAC, World,
     XDP_PASS, XDP_REDIRECT, assert_counters_moved, guest6, with_nat_world,
 };
-
-/// One's complement sum of `data` as big-endian words, folded.
-fn fold(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// `frame` as a sender with checksum offload hands it over: the TCP/UDP
-/// checksum field replaced by the folded pseudo-header sum (what Linux
-/// writes for CHECKSUM_PARTIAL, and virtio's NEEDS_CSUM frames carry).
-fn unfinished(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    let (pseudo, l4_off, proto) = match u16::from_be_bytes([f[12], f[13]]) {
-        0x0800 => {
-            let ihl = (f[14] & 0x0f) as usize * 4;
-            let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
-            let mut p = f[26..34].to_vec();
-            p.extend_from_slice(&[0, f[23]]);
-            p.extend_from_slice(&((tot - ihl) as u16).to_be_bytes());
-            (p, 14 + ihl, f[23])
-        }
-        0x86dd => {
-            let mut p = f[22..54].to_vec();
-            p.extend_from_slice(&[0, 0, f[18], f[19], 0, 0, 0, f[20]]);
-            (p, 54, f[20])
-        }
-        t => panic!("not IP: ethertype {t:#x}"),
-    };
-    let off = l4_off + if proto == 6 { 16 } else { 6 };
-    f[off..off + 2].copy_from_slice(&fold(&pseudo).to_be_bytes());
-    f
-}
 
 /// The frames of the test: what, the frame with a finished checksum.
 fn frames(g: &Guest) -> Vec<(&'static str, Vec<u8>)> {
