@@ -742,45 +742,43 @@ impl Parser<'_> {
                 "address" => {
                     let cpath = format!("{path}/address");
                     self.once(&mut seen, "address", &cpath)?;
-                    self.attrs(child, &cpath, &["start", "end"])?;
-                    self.empty(child, &cpath)?;
-                    let (s_at, e_at) = (format!("{cpath}@start"), format!("{cpath}@end"));
-                    let s_txt = self.req_attr(child, &cpath, "start")?;
-                    let e_txt = self.req_attr(child, &cpath, "end")?;
-                    let start = self.ipv4(s_txt, &s_at)?;
-                    let end = self.ipv4(e_txt, &e_at)?;
-                    if start > end {
-                        return Err(self.err(
-                            e_at,
-                            Some(e_txt),
-                            format!("NAT address range ends before its start {start}"),
-                        ));
-                    }
-                    nat.addresses = Some((start, end));
+                    nat.addresses = Some(self.nat_range(child, &cpath, "address", Self::ipv4)?);
                 }
                 "port" => {
                     let cpath = format!("{path}/port");
                     self.once(&mut seen, "port", &cpath)?;
-                    self.attrs(child, &cpath, &["start", "end"])?;
-                    self.empty(child, &cpath)?;
-                    let (s_at, e_at) = (format!("{cpath}@start"), format!("{cpath}@end"));
-                    let s_txt = self.req_attr(child, &cpath, "start")?;
-                    let e_txt = self.req_attr(child, &cpath, "end")?;
-                    let start = self.port(s_txt, &s_at)?;
-                    let end = self.port(e_txt, &e_at)?;
-                    if start > end {
-                        return Err(self.err(
-                            e_at,
-                            Some(e_txt),
-                            format!("NAT port range ends before its start {start}"),
-                        ));
-                    }
-                    nat.ports = Some((start, end));
+                    nat.ports = Some(self.nat_range(child, &cpath, "port", Self::port)?);
                 }
                 _ => return Err(self.unknown(child, path)),
             }
         }
         Ok(nat)
+    }
+
+    /// `<address start end/>` or `<port start end/>` inside `<nat>`: both
+    /// bounds required, parsed by `parse`, the end not before the start.
+    fn nat_range<T: PartialOrd + std::fmt::Display>(
+        &self,
+        node: Node,
+        path: &str,
+        what: &str,
+        parse: impl Fn(&Self, &str, &str) -> R<T>,
+    ) -> R<(T, T)> {
+        self.attrs(node, path, &["start", "end"])?;
+        self.empty(node, path)?;
+        let (s_at, e_at) = (format!("{path}@start"), format!("{path}@end"));
+        let s_txt = self.req_attr(node, path, "start")?;
+        let e_txt = self.req_attr(node, path, "end")?;
+        let start = parse(self, s_txt, &s_at)?;
+        let end = parse(self, e_txt, &e_at)?;
+        if start > end {
+            return Err(self.err(
+                e_at,
+                Some(e_txt),
+                format!("NAT {what} range ends before its start {start}"),
+            ));
+        }
+        Ok((start, end))
     }
 
     fn port(&self, v: &str, at: &str) -> R<u16> {
