@@ -3,6 +3,7 @@
 //! namespaces, measured in one run, interleaved, medians of repetitions.
 //! Prints a table and writes every figure to a JSON file.
 
+mod baseline;
 mod flows;
 mod forward;
 mod generator;
@@ -275,6 +276,7 @@ fn run(cli: Cli) -> Result<bool> {
     }
 
     targets(&mut r);
+    baseline::judge(&mut r)?;
     r.meta("elapsed_s", started.elapsed().as_secs());
     println!();
     println!(

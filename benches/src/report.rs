@@ -38,6 +38,45 @@ pub struct Report {
     pub meta: BTreeMap<String, serde_json::Value>,
     pub figures: BTreeMap<String, Figure>,
     pub comparisons: Vec<Comparison>,
+    /// Every comparison against the same ratio of the reference run
+    /// (`baseline`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<BaselineRow>,
+}
+
+/// A ratio of this run next to the reference run's.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselineRow {
+    pub name: String,
+    pub now: Option<f64>,
+    pub reference: Option<f64>,
+    /// `Some(false)`: worse than the reference by more than the tolerance
+    /// (lower when the target is a minimum, higher when it is a maximum);
+    /// `null` without both ratios or without a target (no "better").
+    pub met: Option<bool>,
+}
+
+impl BaselineRow {
+    pub fn judge(
+        name: &str,
+        now: Option<f64>,
+        reference: Option<f64>,
+        higher_is_better: bool,
+        lower_is_better: bool,
+        tolerance: f64,
+    ) -> Self {
+        let met = match (now, reference) {
+            (Some(n), Some(r)) if higher_is_better => Some(n >= r * (1.0 - tolerance)),
+            (Some(n), Some(r)) if lower_is_better => Some(n * (1.0 - tolerance) <= r),
+            _ => None,
+        };
+        Self {
+            name: name.into(),
+            now,
+            reference,
+            met,
+        }
+    }
 }
 
 pub fn median(samples: &[f64]) -> Option<f64> {
@@ -70,6 +109,20 @@ impl Report {
         });
         f.samples.push(v);
         f.value = median(&f.samples);
+    }
+
+    /// A figure of the reference run: its median and samples as printed.
+    pub fn reference_figure(&mut self, id: &str, value: f64, samples: Vec<f64>) {
+        self.figures.insert(
+            id.into(),
+            Figure {
+                label: id.into(),
+                unit: "",
+                value: Some(value),
+                samples,
+                not_available: None,
+            },
+        );
     }
 
     pub fn not_available(&mut self, id: &str, label: &str, unit: &'static str, why: &str) {
@@ -243,6 +296,34 @@ impl Report {
                 c.name, ratio, target, met
             ));
         }
+        if !self.baseline.is_empty() {
+            let run = self
+                .meta
+                .get("baseline_run")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            out.push_str(&format!(
+                "-- no ratio worse than the reference run's ({run}; worse = by more than {:.0} %)\n",
+                crate::baseline::TOLERANCE * 100.0
+            ));
+            for b in &self.baseline {
+                let fmt = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{r:.2}x"));
+                let met = match (b.met, b.now, b.reference) {
+                    (Some(true), ..) => "met",
+                    (Some(false), ..) => "MISSED",
+                    (None, None, _) => "n/a",
+                    (None, _, None) => "(no reference)",
+                    (None, ..) => "(no target)",
+                };
+                out.push_str(&format!(
+                    "{:<64} {:>7}  then {:>7}  {}\n",
+                    b.name,
+                    fmt(b.now),
+                    fmt(b.reference),
+                    met
+                ));
+            }
+        }
         out
     }
 }
@@ -292,5 +373,30 @@ mod tests {
         r.sample("v.kernel", "kernel", "Mpps", 0.0);
         assert_eq!(r.missing().len(), 1, "a zero figure is missing");
         assert!(r.table().contains("not available: no route mode"));
+    }
+
+    #[test]
+    fn baseline_rows_allow_the_tolerance_and_follow_the_target_direction() {
+        let j = |now, then, min, max| BaselineRow::judge("x", now, then, min, max, 0.15).met;
+        // A minimum target: lower is worse.
+        assert_eq!(j(Some(1.8), Some(2.0), true, false), Some(true));
+        assert_eq!(j(Some(1.6), Some(2.0), true, false), Some(false));
+        assert_eq!(j(Some(3.0), Some(2.0), true, false), Some(true));
+        // A maximum target: higher is worse.
+        assert_eq!(j(Some(1.1), Some(1.0), false, true), Some(true));
+        assert_eq!(j(Some(1.2), Some(1.0), false, true), Some(false));
+        // Nothing to judge.
+        assert_eq!(j(Some(1.0), None, true, false), None);
+        assert_eq!(j(Some(1.0), Some(1.0), false, false), None);
+        let mut r = Report::default();
+        r.baseline.push(BaselineRow::judge(
+            "a / b",
+            Some(1.0),
+            Some(2.0),
+            true,
+            false,
+            0.15,
+        ));
+        assert!(r.table().contains("MISSED"), "{}", r.table());
     }
 }

@@ -201,8 +201,10 @@ enum Task {
         long_about = "Run setup and build, then the benchmark: vxdp side by side with the \
         kernel path libvirt builds (bridge + iptables-nft masquerade + conntrack), in throwaway \
         network namespaces, all forwarding work pinned to one CPU, interleaved repetitions, \
-        medians. Prints a table with the targets (met or missed) and writes every figure, the \
-        kernel version and the CPU model to target/vxdp-bench/latest.json.\n\n\
+        medians. Prints a table with the targets (met or missed), every target ratio against \
+        the reference run's (benches/baseline/; MISSED when worse by more than 15 %), and \
+        writes every figure, the kernel version and the CPU model to \
+        target/vxdp-bench/latest.json.\n\n\
         The full run takes 5-20 minutes (1,000,000 flows, iperf3, 5 repetitions); --quick \
         takes under 3 minutes. Arguments after `--` go to the benchmark binary, e.g. \
         `cargo xtask bench -- --only program,forward --cpu 0` (see `-- --help`)."
