@@ -71,11 +71,17 @@ struct Cli {
     /// XDP in the writer's context, before a socket buffer exists), with
     /// the TC program taking what XDP leaves to it: GSO frames, frames
     /// whose checksum the guest left to the host, rate-limited ports, and
-    /// paths XDP cannot send on. Off by default (see docs/performance.md);
-    /// a port's `attach-interface --port-xdp` overrides it. Applies when
-    /// ports are plugged or their network is reconciled.
-    #[arg(long, global = true, env = "VXDP_GUEST_XDP")]
-    guest_xdp: bool,
+    /// paths XDP cannot send on. `--guest-xdp` alone means on. The value
+    /// given is kept in the state directory and holds for every later
+    /// command and the daemon until another is given; never given: off
+    /// (see docs/performance.md). A port's `attach-interface --port-xdp`
+    /// overrides it. Applies when ports are plugged or their network is
+    /// reconciled (`vxdp load`, the daemon's passes).
+    #[arg(long, global = true, env = "VXDP_GUEST_XDP", value_name = "on|off",
+          num_args = 0..=1, require_equals = true, default_missing_value = "on",
+          hide_possible_values = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    guest_xdp: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -594,6 +600,22 @@ enum ConntrackCmd {
     },
 }
 
+/// The global guest XDP setting in effect: `given` (then kept in the state
+/// directory for later commands), else the kept one, else off.
+fn guest_xdp_setting(state_dir: &std::path::Path, given: Option<bool>) -> Result<bool> {
+    use vxdp_control::host::state::{read_settings, save_settings};
+    let mut settings = read_settings(state_dir)?;
+    match given {
+        Some(on) if settings.guest_xdp != Some(on) => {
+            settings.guest_xdp = Some(on);
+            save_settings(state_dir, &settings)?;
+            Ok(on)
+        }
+        Some(on) => Ok(on),
+        None => Ok(settings.guest_xdp.unwrap_or(false)),
+    }
+}
+
 fn enter_netns(name: &str) -> Result<()> {
     let path = PathBuf::from("/run/netns").join(name);
     let f = std::fs::File::open(&path).with_context(|| {
@@ -669,6 +691,7 @@ fn real_main() -> Result<()> {
             bpffs.display()
         ),
     }
+    let guest_xdp = guest_xdp_setting(&state_dir, cli.guest_xdp)?;
     let ctx = Context {
         state_dir,
         pins: Pins::new(&bpffs),
@@ -676,7 +699,7 @@ fn real_main() -> Result<()> {
             conntrack_entries: cli.conntrack_entries,
             flows_per_guest: cli.max_flows_per_guest,
             flows_per_network: cli.max_flows_per_network,
-            guest_xdp: cli.guest_xdp,
+            guest_xdp,
             ..LoadOptions::default()
         },
     };

@@ -125,6 +125,33 @@ pub struct HostRecord {
     pub ipv6_forward_before: Option<String>,
 }
 
+/// Settings a command was given that later commands keep
+/// (`<state-dir>/settings.json`): a reconcile by a command or a daemon
+/// started without the option must not undo them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `--guest-xdp`: the guest XDP program on tap ports without a choice
+    /// of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_xdp: Option<bool>,
+}
+
+/// The kept settings under `root` (none kept: the defaults). Read without
+/// the lock: the file is replaced atomically.
+pub fn read_settings(root: &Path) -> Result<Settings, StateError> {
+    let path = root.join("settings.json");
+    if !path.exists() {
+        return Ok(Settings::default());
+    }
+    read_json(&path)
+}
+
+/// Keeps `settings` under `root` (created if missing).
+pub fn save_settings(root: &Path, settings: &Settings) -> Result<(), StateError> {
+    fs::create_dir_all(root).map_err(io_err(root))?;
+    write_json_atomic(&root.join("settings.json"), settings)
+}
+
 /// How long a command waits for another one holding the state directory.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 

@@ -299,7 +299,8 @@ pub fn offer_uplink_to_guest_xdp(
 /// the writer's context; a veth would drop GSO frames larger than a page
 /// for a program without multi-buffer support) of a bridged network whose
 /// port has no outbound rate limit (that path is the TC program's), when
-/// the port's choice, else the global `--guest-xdp`, says so.
+/// the port's choice, else the global `--guest-xdp` (as kept in the
+/// state directory), says so.
 pub fn guest_xdp_wanted(
     ctx: &crate::host::Context,
     rec: &NetworkRecord,
@@ -308,7 +309,15 @@ pub fn guest_xdp_wanted(
 ) -> bool {
     tap && !rec.is_direct()
         && port.bandwidth.is_none_or(|b| b.outbound.is_none())
-        && port.guest_xdp.unwrap_or(ctx.load.guest_xdp)
+        && port.guest_xdp.unwrap_or_else(|| {
+            // The kept setting, which a later command may have changed
+            // while this process (the daemon) runs; this process's own
+            // when none is kept or it cannot be read.
+            crate::host::state::read_settings(&ctx.state_dir)
+                .ok()
+                .and_then(|s| s.guest_xdp)
+                .unwrap_or(ctx.load.guest_xdp)
+        })
 }
 
 /// The endpoint entry of a guest port: its MAC when known, its IPv4
