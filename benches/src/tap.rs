@@ -8,12 +8,14 @@
 //! uplink can hand it XDP frames); the guest's neighbour entry and bridge
 //! port are static on the kernel path, as vxdp's port is.
 //!
-//! - **Guest → outside** (`tap.nat.{finished,needs_csum}.{kernel,tc,xdp}`):
-//!   64-byte UDP, one flow, with finished checksums and with NEEDS_CSUM
-//!   (what a Linux virtio guest with checksum offload writes). The writer
-//!   is pinned to the benchmark CPU; the rate is what reached the outside
-//!   host's interface (its rx counter) over the writer's wall time, which
-//!   includes the kernel's work for each write.
+//! - **Guest → outside** (`tap.nat.{finished,needs_csum}.{kernel,tc,xdp}`
+//!   with one flow, `tap.nat.finished.10kflows.{kernel,tc,xdp}`): 64-byte
+//!   UDP with finished checksums and with NEEDS_CSUM (what a Linux virtio
+//!   guest with checksum offload writes), one flow; 10,000 flows (source
+//!   ports) with finished checksums. Every flow is opened before the timed
+//!   run. The writer is pinned to the benchmark CPU; the rate is what
+//!   reached the outside host's interface (its rx counter) over the
+//!   writer's wall time, which includes the kernel's work for each write.
 //! - **Outside → guest, NAT replies** (`tap.reply.{1flow,10kflows}.{kernel,
 //!   vxdp}`): the guest first opens the flows (frames written into the
 //!   tap, every one checked to have reached the outside), then the
@@ -48,7 +50,7 @@
 //! vhost-net (`/dev/vhost-net` absent, no loadable modules), so batched
 //! writes cannot be measured here.
 //!
-//! Not measured here: GSO bulk streams, guest → outside with many flows.
+//! Not measured here: GSO bulk streams.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -60,8 +62,9 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use vxdp_testkit::{
     DEFAULT_XML, NatTopology, OUTSIDE_HOST, UPLINK_ADDR, WAN_ADDR,
-    packet::{Mac, Packet, sock},
+    packet::Mac,
     tap_writer::{TapWriter, VNET_HDR, with_vnet_hdr},
+    vxdp::stats_counter,
 };
 
 use crate::{
@@ -211,12 +214,18 @@ fn setup(v: &Variant) -> Result<(NatTopology, TapWriter)> {
     Ok((topo, tap))
 }
 
-/// Writes `packets` frames; returns (delivered per second, delivered).
-fn one_run(topo: &NatTopology, tap: &TapWriter, frame: &[u8], packets: u32) -> Result<(f64, u64)> {
+/// Writes `packets` frames, cycling through `frames` (one per flow, the
+/// flows opened already); returns (delivered per second, delivered).
+fn one_run(
+    topo: &NatTopology,
+    tap: &TapWriter,
+    frames: &[Vec<u8>],
+    packets: u32,
+) -> Result<(f64, u64)> {
     let rx0 = wan_rx(topo)?;
     let start = Instant::now();
     let mut refused = 0u64;
-    for _ in 0..packets {
+    for frame in frames.iter().cycle().take(packets as usize) {
         if !tap.write(frame) {
             refused += 1;
         }
@@ -230,13 +239,17 @@ fn one_run(topo: &NatTopology, tap: &TapWriter, frame: &[u8], packets: u32) -> R
     Ok((delivered as f64 / elapsed, delivered))
 }
 
-/// The guest's side of `flows` reply flows: 192.168.122.50, source ports
-/// from [`FIRST_PORT`], to the outside host's [`DST_PORT`].
-fn guest_flows(topo: &NatTopology, flows: u32) -> Result<Traffic> {
+/// First source port of the guest -> outside runs' flows (apart from the
+/// reply flows').
+const NAT_PORT: u16 = 20000;
+
+/// `flows` flows of the guest: 192.168.122.50, source ports from
+/// `first_port`, to the outside host's [`DST_PORT`].
+fn guest_flows(topo: &NatTopology, first_port: u16, flows: u32) -> Result<Traffic> {
     Ok(Traffic {
         eth_src: mac(GUEST_MAC)?,
         eth_dst: bridge_mac(topo)?,
-        src: SocketAddrV4::new(GUEST_ADDR, FIRST_PORT),
+        src: SocketAddrV4::new(GUEST_ADDR, first_port),
         dst: SocketAddrV4::new(OUTSIDE_HOST.parse()?, DST_PORT),
         flows,
         ports_per_dst: 64512,
@@ -244,7 +257,7 @@ fn guest_flows(topo: &NatTopology, flows: u32) -> Result<Traffic> {
     })
 }
 
-/// The outside host's replies to [`guest_flows`]: to the uplink's address
+/// The outside host's replies to [`guest_flows`] from [`FIRST_PORT`]: to the uplink's address
 /// and the flows' ports (both NATs keep a free source port).
 fn reply_flows(topo: &NatTopology, flows: u32) -> Result<Traffic> {
     Ok(Traffic {
@@ -320,29 +333,48 @@ fn drain(tap: &TapWriter, guest_mac: &Mac, outside: Ipv4Addr, done: &AtomicBool)
     }
 }
 
-/// The guest opens `flows` flows (each written twice); every one must have
-/// reached the outside host, or a reply would find no flow.
-fn open_flows(topo: &NatTopology, tap: &TapWriter, flows: u32) -> Result<()> {
-    let frames = guest_flows(topo, flows)?.frames();
+/// Every flow's frame of `t`, with the virtio-net header (NEEDS_CSUM with
+/// `partial`), built before any timed run.
+fn tap_frames(t: &Traffic, partial: bool) -> Vec<Vec<u8>> {
+    let frames = t.frames();
     let mut buf = [0u8; FRAME_LEN];
+    (0..frames.flows)
+        .map(|i| {
+            frames.write(i, &mut buf);
+            with_vnet_hdr(&buf, partial)
+        })
+        .collect()
+}
+
+/// The guest opens the flows of `frames` (each written twice); every
+/// frame must reach the outside host, so that no timed run sets a flow up
+/// and every reply finds its flow.
+fn open_flows(topo: &NatTopology, tap: &TapWriter, frames: &[Vec<u8>]) -> Result<()> {
     let rx0 = wan_rx(topo)?;
-    for i in 0..flows * 2 {
-        frames.write(i % flows, &mut buf);
-        tap.write_all(&with_vnet_hdr(&buf, false))?;
+    for f in frames.iter().chain(frames) {
+        tap.write_all(f)?;
     }
     let reached = settled_wan_rx(topo)? - rx0;
+    let written = frames.len() as u64 * 2;
     ensure!(
-        reached >= u64::from(flows * 2),
-        "{}: {reached} of the guest's {} frames opening {flows} flows reached the outside host",
+        reached >= written,
+        "{}: {reached} of the guest's {written} frames opening {} flows reached the outside host",
         topo.prefix,
-        flows * 2
+        frames.len()
     );
     Ok(())
 }
 
+/// vxdp's `dnat_forwarded` counter (replies it translated and redirected).
+fn dnat_forwarded(topo: &NatTopology) -> Result<u64> {
+    let out = String::from_utf8(topo.vxdp(&["stats", "--all"])?.stdout)?;
+    Ok(stats_counter(&out, "default", "dnat_forwarded")?.0)
+}
+
 /// Replies from the outside host to `flows` flows the guest has just
 /// opened: (replies read from the tap per second of the sender's wall
-/// time, replies read, other frames read, tap drops).
+/// time, replies read, other frames read, tap drops). On vxdp every reply
+/// read must have been forwarded by vxdp (its counter), not by the kernel.
 fn reply_run(
     topo: &NatTopology,
     tap: &TapWriter,
@@ -350,8 +382,14 @@ fn reply_run(
     flows: u32,
     packets: u32,
     cpus: (usize, usize),
+    vxdp: bool,
 ) -> Result<(f64, Drained, u64)> {
-    open_flows(topo, tap, flows)?;
+    open_flows(
+        topo,
+        tap,
+        &tap_frames(&guest_flows(topo, FIRST_PORT, flows)?, false),
+    )?;
+    let dnat0 = if vxdp { dnat_forwarded(topo)? } else { 0 };
     let outside: Ipv4Addr = OUTSIDE_HOST.parse()?;
     let guest_mac = mac(GUEST_MAC)?;
     // What the opening left in the queue (the outside host's port
@@ -384,6 +422,15 @@ fn reply_run(
         Ok((wall, drained))
     })?;
     let dropped = tap_tx_dropped(topo)? - dropped0;
+    if vxdp {
+        let dnat = dnat_forwarded(topo)? - dnat0;
+        ensure!(
+            dnat >= drained.replies,
+            "{}: the guest read {} replies, vxdp forwarded {dnat}",
+            topo.prefix,
+            drained.replies
+        );
+    }
     ensure!(
         drained.replies > 0,
         "{}: no reply reached the guest ({} other frames read, {dropped} dropped by the tap)",
@@ -422,23 +469,26 @@ pub fn run(
     let reader_cpu = if ncpu > 1 && cpu == 0 { 1 } else { 0 };
     pin_to_cpu(cpu)?;
     for rep in 0..reps {
-        for (partial, csum) in [(false, "finished"), (true, "needs_csum")] {
+        // One flow with both checksum kinds (ids without a flow count);
+        // 10,000 flows with finished checksums, as the veth figures.
+        for (partial, csum, flows, fl) in [
+            (false, "finished", 1u32, ""),
+            (true, "needs_csum", 1, ""),
+            (false, "finished", 10_000, "10kflows."),
+        ] {
             for (v, (topo, tap)) in VARIANTS.iter().zip(&topos) {
-                let frame = Packet::udp(sock(GUEST_ADDR, 5000), sock(OUTSIDE_HOST.parse()?, 9))
-                    .payload(&[0u8; 18])
-                    .macs(mac(GUEST_MAC)?, bridge_mac(topo)?)
-                    .build();
-                let frame = with_vnet_hdr(&frame, partial);
-                let (rate, delivered) = one_run(topo, tap, &frame, packets)?;
+                let frames = tap_frames(&guest_flows(topo, NAT_PORT, flows)?, partial);
+                open_flows(topo, tap, &frames)?;
+                let (rate, delivered) = one_run(topo, tap, &frames, packets)?;
                 println!(
-                    "[bench] tap rep {rep}: {} {csum}: {:.3} Mpps ({delivered} of {packets} delivered)",
+                    "[bench] tap rep {rep}: {} {csum} {flows} flow(s): {:.3} Mpps ({delivered} of {packets} delivered)",
                     v.id,
                     rate / 1e6
                 );
                 r.sample(
-                    &format!("tap.nat.{csum}.{}", v.id),
+                    &format!("tap.nat.{csum}.{fl}{}", v.id),
                     &format!(
-                        "guest -> outside via a tap, 64 B UDP, {csum} checksum: {}",
+                        "guest -> outside via a tap, 64 B UDP, {csum} checksum, {flows} flow(s): {}",
                         v.label
                     ),
                     "pps",
@@ -451,8 +501,15 @@ pub fn run(
         for (flows, fl) in [(1u32, "1flow"), (10_000, "10kflows")] {
             for ((v, (topo, tap)), socket) in VARIANTS.iter().zip(&topos).zip(&mut sockets) {
                 let who = if v.vxdp.is_some() { "vxdp" } else { "kernel" };
-                let (rate, drained, dropped) =
-                    reply_run(topo, tap, socket, flows, packets, (cpu, reader_cpu))?;
+                let (rate, drained, dropped) = reply_run(
+                    topo,
+                    tap,
+                    socket,
+                    flows,
+                    packets,
+                    (cpu, reader_cpu),
+                    v.vxdp.is_some(),
+                )?;
                 println!(
                     "[bench] tap rep {rep}: reply {fl} {who}: {:.3} Mpps ({} of {packets} read by the guest, {dropped} dropped by the tap, {} other frames)",
                     rate / 1e6,
@@ -480,20 +537,24 @@ pub fn run(
 
 /// The tap section's targets (issue 19: ≥ 6× the kernel path on taps too).
 pub fn targets(r: &mut Report) {
-    for csum in ["finished", "needs_csum"] {
-        for (who, what) in [("tc", "vxdp TC"), ("xdp", "vxdp XDP+TC")] {
+    for (what, id) in [
+        ("finished 1flow", "finished."),
+        ("needs_csum 1flow", "needs_csum."),
+        ("finished 10kflows", "finished.10kflows."),
+    ] {
+        for (who, label) in [("tc", "vxdp TC"), ("xdp", "vxdp XDP+TC")] {
             r.compare(
-                &format!("tap NAT guest->outside {csum}: {what} / kernel"),
-                &format!("tap.nat.{csum}.{who}"),
-                &format!("tap.nat.{csum}.kernel"),
+                &format!("tap NAT guest->outside {what}: {label} / kernel"),
+                &format!("tap.nat.{id}{who}"),
+                &format!("tap.nat.{id}kernel"),
                 Some(6.0),
                 None,
             );
         }
         r.compare(
-            &format!("tap NAT guest->outside {csum}: vxdp XDP+TC / TC"),
-            &format!("tap.nat.{csum}.xdp"),
-            &format!("tap.nat.{csum}.tc"),
+            &format!("tap NAT guest->outside {what}: vxdp XDP+TC / TC"),
+            &format!("tap.nat.{id}xdp"),
+            &format!("tap.nat.{id}tc"),
             None,
             None,
         );
@@ -511,6 +572,8 @@ pub fn targets(r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
+    use vxdp_testkit::packet::{Packet, sock};
+
     use super::*;
 
     fn reply(dst: Ipv4Addr, sport: u16) -> Vec<u8> {
