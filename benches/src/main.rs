@@ -211,8 +211,8 @@ fn run(cli: Cli) -> Result<bool> {
 
     if wants(&cli, "tap") {
         progress(&format!(
-            "tap writer and replies into the tap: {} frames x {} reps on CPU {cpu}",
-            plan.packets, plan.reps
+            "tap writer and replies into the tap: {} reps on CPU {cpu}",
+            plan.reps
         ));
         tap::run(plan.reps, plan.packets, cpu, cli.generator, &mut r)?;
     }
