@@ -137,18 +137,20 @@ fn wan_rx(topo: &NatTopology) -> Result<u64> {
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
-/// The outside host's rx counter once it stops moving (what is queued
-/// still arrives).
-fn settled_wan_rx(topo: &NatTopology) -> Result<u64> {
-    let mut rx = wan_rx(topo)?;
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = wan_rx(topo)?;
-        if now == rx {
-            return Ok(rx);
+/// Frames the outside host received since its counter read `rx0`, once
+/// `want` have arrived or none has for `idle` (what is queued still
+/// arrives; a loaded machine defers softirqs, so the wait is
+/// progress-based).
+fn wan_rx_reaches(topo: &NatTopology, rx0: u64, want: u64, idle: Duration) -> Result<u64> {
+    let (mut reached, mut last) = (wan_rx(topo)? - rx0, Instant::now());
+    while reached < want && last.elapsed() < idle {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = wan_rx(topo)? - rx0;
+        if now > reached {
+            (reached, last) = (now, Instant::now());
         }
-        rx = now;
     }
+    Ok(reached)
 }
 
 /// Frames the tap dropped on the way to its reader (tun counts a full
@@ -231,7 +233,8 @@ fn one_run(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let delivered = settled_wan_rx(topo)? - rx0;
+    let written = u64::from(packets) - refused;
+    let delivered = wan_rx_reaches(topo, rx0, written, Duration::from_secs(2))?;
     ensure!(
         delivered > 0,
         "nothing reached the outside host ({refused} writes refused)"
@@ -354,8 +357,8 @@ fn open_flows(topo: &NatTopology, tap: &TapWriter, frames: &[Vec<u8>]) -> Result
     for f in frames.iter().chain(frames) {
         tap.write_all(f)?;
     }
-    let reached = settled_wan_rx(topo)? - rx0;
     let written = frames.len() as u64 * 2;
+    let reached = wan_rx_reaches(topo, rx0, written, Duration::from_secs(10))?;
     ensure!(
         reached >= written,
         "{}: {reached} of the guest's {written} frames opening {} flows reached the outside host",
