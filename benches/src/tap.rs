@@ -298,14 +298,21 @@ fn readable(tap: &TapWriter, ms: i32) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+    unsafe { libc::poll(&mut p, 1, ms) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 /// One frame from the tap (non-blocking): its length, or `None` when the
 /// queue is empty.
-fn read_frame(tap: &TapWriter, buf: &mut [u8]) -> Option<usize> {
+fn read_frame(tap: &TapWriter, buf: &mut [u8]) -> Result<Option<usize>> {
     let n = unsafe { libc::read(tap.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    (n > 0).then_some(n as usize)
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(e).with_context(|| format!("reading {}", tap.name)),
+    }
 }
 
 /// What a reader of the tap got: replies to the guest, anything else.
@@ -317,11 +324,16 @@ struct Drained {
 
 /// Reads the tap until `done` is set and nothing more arrives for 200 ms
 /// (whatever the kernel queued has been read by then).
-fn drain(tap: &TapWriter, guest_mac: &Mac, outside: Ipv4Addr, done: &AtomicBool) -> Drained {
+fn drain(
+    tap: &TapWriter,
+    guest_mac: &Mac,
+    outside: Ipv4Addr,
+    done: &AtomicBool,
+) -> Result<Drained> {
     let mut buf = vec![0u8; 65536];
     let mut d = Drained::default();
     loop {
-        match read_frame(tap, &mut buf) {
+        match read_frame(tap, &mut buf)? {
             Some(n) if is_reply(&buf[..n], guest_mac, outside) => d.replies += 1,
             Some(_) => d.other += 1,
             None => {
@@ -329,7 +341,7 @@ fn drain(tap: &TapWriter, guest_mac: &Mac, outside: Ipv4Addr, done: &AtomicBool)
                 // flag is set wakes the poll.
                 let finished = done.load(Ordering::Acquire);
                 if !readable(tap, 200) && finished {
-                    return d;
+                    return Ok(d);
                 }
             }
         }
@@ -398,14 +410,14 @@ fn reply_run(
     // What the opening left in the queue (the outside host's port
     // unreachable errors) is not a reply.
     let never = AtomicBool::new(true);
-    drain(tap, &guest_mac, outside, &never);
+    drain(tap, &guest_mac, outside, &never)?;
     let frames = reply_flows(topo, flows)?.frames();
     let dropped0 = tap_tx_dropped(topo)?;
     let done = AtomicBool::new(false);
     let (wall, drained) = std::thread::scope(|s| -> Result<(Duration, Drained)> {
         let reader = s.spawn(|| {
             // Off the sender's CPU, as QEMU's I/O thread would be.
-            let _ = pin_to_cpu(cpus.1);
+            pin_to_cpu(cpus.1)?;
             drain(tap, &guest_mac, outside, &done)
         });
         let sent = in_netns(&topo.wan.name, Some(cpus.0), || {
@@ -416,7 +428,7 @@ fn reply_run(
         done.store(true, Ordering::Release);
         let drained = reader
             .join()
-            .map_err(|_| anyhow::anyhow!("the tap reader panicked"))?;
+            .map_err(|_| anyhow::anyhow!("the tap reader panicked"))??;
         let (wall, sent) = sent?;
         ensure!(
             sent == u64::from(packets),
