@@ -466,10 +466,10 @@ pub fn run(
     generator: generator::Kind,
     r: &mut Report,
 ) -> Result<()> {
-    // A tap run moves about 100,000 frames a second here: 200,000 frames
-    // make a run of seconds, and keep the full section's 13 runs per
-    // repetition to a couple of minutes.
-    let packets = packets.min(200_000);
+    // A tap run moves about 100,000 frames a second here: 100,000 frames
+    // make a run of about a second, and keep the full section (13 runs per
+    // repetition) to about two minutes.
+    let packets = packets.min(100_000);
     r.meta("tap_frames_per_run", packets);
     println!("[bench] tap: {packets} frames per run");
     let mut topos = Vec::new();
