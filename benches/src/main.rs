@@ -43,6 +43,9 @@ use crate::{
         (AF_XDP copy mode by default, see --generator) and counted by an XDP sink, all on \
         one pinned CPU; each repetition also measures the floor (generator + sink on a bare \
         veth pair) and reports every path's cost over it\n  \
+        tap      64-byte UDP through a tap written as QEMU's backend writes it (guest -> \
+        outside, TC and XDP on the tap) and NAT replies redirected into the tap, read \
+        back from its fd\n  \
         flows    new-flow setup rate and memory per flow\n  \
         tcp      iperf3 throughput and 1-byte request/response latency\n\n\
         Needs root, the vxdp binary ($VXDP_BIN or target/debug/vxdp), iperf3, iptables, \
@@ -58,8 +61,7 @@ struct Cli {
     /// The CPU all forwarding work is pinned to (default: the last one)
     #[arg(long)]
     cpu: Option<usize>,
-    /// Only these sections (comma-separated: program,forward,flows,tcp;
-    /// tap, the tap-writer section, runs only when named here)
+    /// Only these sections (comma-separated: program,tap,forward,flows,tcp)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these forwarding paths (comma-separated: kernel_nat, vxdp_nat,
@@ -208,13 +210,12 @@ fn run(cli: Cli) -> Result<bool> {
         progcost::run(plan.prog_calls, plan.prog_repeat, plan.reps, cpu, &mut r)?;
     }
 
-    // Opt-in until it measures the kernel path too: only with --only tap.
-    if cli.only.iter().any(|s| s == "tap") {
+    if wants(&cli, "tap") {
         progress(&format!(
-            "tap writer: {} frames x {} reps on CPU {cpu}",
-            plan.packets, plan.reps
+            "tap writer and replies into the tap: {} reps on CPU {cpu}",
+            plan.reps
         ));
-        tap::run(plan.reps, plan.packets, cpu, &mut r)?;
+        tap::run(plan.reps, plan.packets, cpu, cli.generator, &mut r)?;
     }
 
     let needs_topologies = ["forward", "flows", "tcp"].iter().any(|s| wants(&cli, s));
@@ -803,6 +804,7 @@ fn targets(r: &mut Report) {
             None,
         );
     }
+    tap::targets(r);
     r.compare(
         "test run, net: uplink XDP NAT hit / ceiling XDP",
         "program.uplink_xdp.reverse_nat_hit.net",

@@ -86,6 +86,14 @@ impl TapWriter {
     }
 }
 
+/// The tap's fd, for a reader of what the kernel sends to the guest (the
+/// benchmark drains it as QEMU's backend does: one frame per `read`).
+impl AsRawFd for TapWriter {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// One's complement sum of `data` as big-endian words, folded.
 pub fn fold(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
