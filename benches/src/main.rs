@@ -43,7 +43,8 @@ use crate::{
         one pinned CPU; each repetition also measures the floor (generator + sink on a bare \
         veth pair) and reports every path's cost over it\n  \
         flows    new-flow setup rate and memory per flow\n  \
-        tcp      iperf3 throughput and 1-byte request/response latency\n\n\
+        tcp      iperf3 throughput guest -> outside and outside -> guest, and 1-byte \
+        request/response latency\n\n\
         Needs root, the vxdp binary ($VXDP_BIN or target/debug/vxdp), iperf3, iptables, \
         conntrack, bpftool. Exits non-zero when a figure is missing or not positive."
 )]
@@ -658,6 +659,12 @@ fn tcp_section(
             why,
         );
         r.not_available(
+            &format!("tcp.{mode}.vxdp.gbps_in"),
+            &format!("{} TCP throughput outside->guest", forward::label(*path)),
+            "Gbit/s",
+            why,
+        );
+        r.not_available(
             &format!("tcp.{mode}.vxdp.rr_us"),
             &format!("{} TCP request/response", forward::label(*path)),
             "us",
@@ -674,8 +681,9 @@ fn tcp_section(
                 if t.path.is_nat() { "nat" } else { "route" },
                 if t.path.is_vxdp() { "vxdp" } else { "kernel" },
             );
-            let gbps = tcp::iperf(t, plan.tcp_secs, cpu, port)?;
-            port += 1;
+            let gbps = tcp::iperf(t, plan.tcp_secs, cpu, port, false)?;
+            let gbps_in = tcp::iperf(t, plan.tcp_secs, cpu, port + 1, true)?;
+            port += 2;
             let rr = tcp::request_response(t, plan.rr_count, cpu)?;
             r.sample(
                 &format!("tcp.{mode}.{who}.gbps"),
@@ -684,13 +692,22 @@ fn tcp_section(
                 gbps,
             );
             r.sample(
+                &format!("tcp.{mode}.{who}.gbps_in"),
+                &format!(
+                    "{} TCP throughput outside->guest (iperf3 -R)",
+                    forward::label(t.path)
+                ),
+                "Gbit/s",
+                gbps_in,
+            );
+            r.sample(
                 &format!("tcp.{mode}.{who}.rr_us"),
                 &format!("{} TCP 1-byte request/response", forward::label(t.path)),
                 "us",
                 rr,
             );
             progress(&format!(
-                "rep {}/{} {}: {gbps:.2} Gbit/s, round trip {rr:.1} us",
+                "rep {}/{} {}: {gbps:.2} Gbit/s out, {gbps_in:.2} Gbit/s in, round trip {rr:.1} us",
                 rep + 1,
                 plan.reps,
                 t.path.name()
@@ -857,6 +874,13 @@ fn targets(r: &mut Report) {
             &format!("TCP throughput {mode}: vxdp / kernel"),
             &format!("tcp.{mode}.vxdp.gbps"),
             &format!("tcp.{mode}.kernel.gbps"),
+            Some(1.0),
+            None,
+        );
+        r.compare(
+            &format!("TCP throughput {mode} outside->guest: vxdp / kernel"),
+            &format!("tcp.{mode}.vxdp.gbps_in"),
+            &format!("tcp.{mode}.kernel.gbps_in"),
             Some(1.0),
             None,
         );
