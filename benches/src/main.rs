@@ -10,6 +10,7 @@ mod progcost;
 mod progs;
 mod report;
 mod tap;
+mod taptcp;
 mod tcp;
 mod topo;
 #[allow(dead_code)]
@@ -44,7 +45,10 @@ use crate::{
         veth pair) and reports every path's cost over it\n  \
         flows    new-flow setup rate and memory per flow\n  \
         tcp      iperf3 throughput guest -> outside and outside -> guest, and 1-byte \
-        request/response latency\n\n\
+        request/response latency\n  \
+        taptcp   iperf3 bulk TCP both ways through a tap, a Linux stack with offloads on as \
+        the guest and a relay copying its GSO frames as QEMU does, kernel vs vxdp TC vs \
+        vxdp XDP\n\n\
         Needs root, the vxdp binary ($VXDP_BIN or target/debug/vxdp), iperf3, iptables, \
         conntrack, bpftool. Exits non-zero when a figure is missing or not positive."
 )]
@@ -58,8 +62,9 @@ struct Cli {
     /// The CPU all forwarding work is pinned to (default: the last one)
     #[arg(long)]
     cpu: Option<usize>,
-    /// Only these sections (comma-separated: program,forward,flows,tcp;
-    /// tap, the tap-writer section, runs only when named here)
+    /// Only these sections (comma-separated:
+    /// program,forward,flows,tcp,taptcp; tap, the tap-writer section, runs
+    /// only when named here)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these forwarding paths (comma-separated: kernel_nat, vxdp_nat,
@@ -86,6 +91,7 @@ struct Plan {
     vxdp_flows: u32,
     tcp_secs: u32,
     rr_count: u32,
+    taptcp_secs: u32,
 }
 
 impl Plan {
@@ -100,6 +106,7 @@ impl Plan {
                 vxdp_flows: 60_000,
                 tcp_secs: 1,
                 rr_count: 1_000,
+                taptcp_secs: 2,
             }
         } else {
             Self {
@@ -111,6 +118,7 @@ impl Plan {
                 vxdp_flows: 1_000_000,
                 tcp_secs: 5,
                 rr_count: 10_000,
+                taptcp_secs: 5,
             }
         }
     }
@@ -217,6 +225,14 @@ fn run(cli: Cli) -> Result<bool> {
         tap::run(plan.reps, plan.packets, cpu, &mut r)?;
     }
 
+    if wants(&cli, "taptcp") {
+        progress(&format!(
+            "bulk TCP through a tap: {} s per iperf3 run x {} reps on CPU {cpu}",
+            plan.taptcp_secs, plan.reps
+        ));
+        taptcp::run(plan.reps, plan.taptcp_secs, cpu, &mut r)?;
+    }
+
     let needs_topologies = ["forward", "flows", "tcp"].iter().any(|s| wants(&cli, s));
     if needs_topologies {
         let mut topos: Vec<Topology> = Vec::new();
@@ -276,6 +292,7 @@ fn run(cli: Cli) -> Result<bool> {
     }
 
     targets(&mut r);
+    taptcp::targets(&mut r);
     r.meta("elapsed_s", started.elapsed().as_secs());
     println!();
     println!(

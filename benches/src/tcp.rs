@@ -83,7 +83,9 @@ pub fn iperf_ns(client_ns: &str, server_ns: &str, server_addr: &str, run: &Run) 
         .context("starting iperf3 -s (cargo xtask setup installs iperf3)")?;
     let _server = ChildGuard(server);
     let mut last = String::new();
-    for _ in 0..20 {
+    // Until the server listens: generous, for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
         let out = Command::new("ip")
             .args([
