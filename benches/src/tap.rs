@@ -11,7 +11,8 @@
 //! is what reached the outside host's interface (its rx counter) over the
 //! writer's wall time, which includes the kernel's work for each write.
 //!
-//! Not measured here yet: GSO bulk streams, outside → guest into the tap.
+//! Not measured here yet: outside → guest into the tap. Bulk GSO TCP
+//! both ways through the same topology: `taptcp`.
 
 use std::time::{Duration, Instant};
 
