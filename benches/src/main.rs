@@ -11,6 +11,7 @@ mod progcost;
 mod progs;
 mod report;
 mod tap;
+mod taptcp;
 mod tcp;
 mod topo;
 #[allow(dead_code)]
@@ -47,7 +48,11 @@ use crate::{
         outside, TC and XDP on the tap) and NAT replies redirected into the tap, read \
         back from its fd\n  \
         flows    new-flow setup rate and memory per flow\n  \
-        tcp      iperf3 throughput and 1-byte request/response latency\n\n\
+        tcp      iperf3 throughput guest -> outside and outside -> guest, and 1-byte \
+        request/response latency\n  \
+        taptcp   iperf3 bulk TCP both ways through a tap, a Linux stack with offloads on as \
+        the guest and a relay copying its GSO frames as QEMU does, kernel vs vxdp TC vs \
+        vxdp XDP\n\n\
         Needs root, the vxdp binary ($VXDP_BIN or target/debug/vxdp), iperf3, iptables, \
         conntrack, bpftool. Exits non-zero when a figure is missing or not positive."
 )]
@@ -61,7 +66,8 @@ struct Cli {
     /// The CPU all forwarding work is pinned to (default: the last one)
     #[arg(long)]
     cpu: Option<usize>,
-    /// Only these sections (comma-separated: program,tap,forward,flows,tcp)
+    /// Only these sections (comma-separated:
+    /// program,tap,taptcp,forward,flows,tcp)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these forwarding paths (comma-separated: kernel_nat, vxdp_nat,
@@ -88,6 +94,7 @@ struct Plan {
     vxdp_flows: u32,
     tcp_secs: u32,
     rr_count: u32,
+    taptcp_secs: u32,
 }
 
 impl Plan {
@@ -102,6 +109,7 @@ impl Plan {
                 vxdp_flows: 60_000,
                 tcp_secs: 1,
                 rr_count: 1_000,
+                taptcp_secs: 2,
             }
         } else {
             Self {
@@ -113,6 +121,7 @@ impl Plan {
                 vxdp_flows: 1_000_000,
                 tcp_secs: 5,
                 rr_count: 10_000,
+                taptcp_secs: 5,
             }
         }
     }
@@ -218,6 +227,14 @@ fn run(cli: Cli) -> Result<bool> {
         tap::run(plan.reps, plan.packets, cpu, cli.generator, &mut r)?;
     }
 
+    if wants(&cli, "taptcp") {
+        progress(&format!(
+            "bulk TCP through a tap: {} s per iperf3 run x {} reps on CPU {cpu}",
+            plan.taptcp_secs, plan.reps
+        ));
+        taptcp::run(plan.reps, plan.taptcp_secs, cpu, &mut r)?;
+    }
+
     let needs_topologies = ["forward", "flows", "tcp"].iter().any(|s| wants(&cli, s));
     if needs_topologies {
         let mut topos: Vec<Topology> = Vec::new();
@@ -277,6 +294,7 @@ fn run(cli: Cli) -> Result<bool> {
     }
 
     targets(&mut r);
+    taptcp::targets(&mut r);
     baseline::judge(&mut r)?;
     r.meta("elapsed_s", started.elapsed().as_secs());
     println!();
@@ -661,6 +679,12 @@ fn tcp_section(
             why,
         );
         r.not_available(
+            &format!("tcp.{mode}.vxdp.gbps_in"),
+            &format!("{} TCP throughput outside->guest", forward::label(*path)),
+            "Gbit/s",
+            why,
+        );
+        r.not_available(
             &format!("tcp.{mode}.vxdp.rr_us"),
             &format!("{} TCP request/response", forward::label(*path)),
             "us",
@@ -677,8 +701,9 @@ fn tcp_section(
                 if t.path.is_nat() { "nat" } else { "route" },
                 if t.path.is_vxdp() { "vxdp" } else { "kernel" },
             );
-            let gbps = tcp::iperf(t, plan.tcp_secs, cpu, port)?;
-            port += 1;
+            let gbps = tcp::iperf(t, plan.tcp_secs, cpu, port, false)?;
+            let gbps_in = tcp::iperf(t, plan.tcp_secs, cpu, port + 1, true)?;
+            port += 2;
             let rr = tcp::request_response(t, plan.rr_count, cpu)?;
             r.sample(
                 &format!("tcp.{mode}.{who}.gbps"),
@@ -687,13 +712,22 @@ fn tcp_section(
                 gbps,
             );
             r.sample(
+                &format!("tcp.{mode}.{who}.gbps_in"),
+                &format!(
+                    "{} TCP throughput outside->guest (iperf3 -R)",
+                    forward::label(t.path)
+                ),
+                "Gbit/s",
+                gbps_in,
+            );
+            r.sample(
                 &format!("tcp.{mode}.{who}.rr_us"),
                 &format!("{} TCP 1-byte request/response", forward::label(t.path)),
                 "us",
                 rr,
             );
             progress(&format!(
-                "rep {}/{} {}: {gbps:.2} Gbit/s, round trip {rr:.1} us",
+                "rep {}/{} {}: {gbps:.2} Gbit/s out, {gbps_in:.2} Gbit/s in, round trip {rr:.1} us",
                 rep + 1,
                 plan.reps,
                 t.path.name()
@@ -861,6 +895,13 @@ fn targets(r: &mut Report) {
             &format!("TCP throughput {mode}: vxdp / kernel"),
             &format!("tcp.{mode}.vxdp.gbps"),
             &format!("tcp.{mode}.kernel.gbps"),
+            Some(1.0),
+            None,
+        );
+        r.compare(
+            &format!("TCP throughput {mode} outside->guest: vxdp / kernel"),
+            &format!("tcp.{mode}.vxdp.gbps_in"),
+            &format!("tcp.{mode}.kernel.gbps_in"),
             Some(1.0),
             None,
         );

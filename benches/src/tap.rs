@@ -50,7 +50,7 @@
 //! vhost-net (`/dev/vhost-net` absent, no loadable modules), so batched
 //! writes cannot be measured here.
 //!
-//! Not measured here: GSO bulk streams.
+//! Bulk GSO TCP both ways through the same topology: `taptcp`.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -76,19 +76,19 @@ use crate::{
     wire::FRAME_LEN,
 };
 
-const TAP: &str = "btap0";
-const GUEST_MAC: &str = "52:54:00:62:74:01";
-const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 50);
+pub(crate) const TAP: &str = "btap0";
+pub(crate) const GUEST_MAC: &str = "52:54:00:62:74:01";
+pub(crate) const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 50);
 
-struct Variant {
-    id: &'static str,
-    label: &'static str,
+pub(crate) struct Variant {
+    pub id: &'static str,
+    pub label: &'static str,
     /// `None`: the kernel path libvirt builds (bridge, its iptables rules,
     /// conntrack); `Some(xdp)`: vxdp, with the guest XDP program or not.
-    vxdp: Option<bool>,
+    pub vxdp: Option<bool>,
 }
 
-const VARIANTS: [Variant; 3] = [
+pub(crate) const VARIANTS: [Variant; 3] = [
     Variant {
         id: "kernel",
         label: "kernel NAT (libvirt's bridge and rules)",
@@ -164,14 +164,30 @@ fn tap_tx_dropped(topo: &NatTopology) -> Result<u64> {
 }
 
 fn setup(v: &Variant) -> Result<(NatTopology, TapWriter)> {
-    let mut topo = NatTopology::new(&format!("bt{}", v.id), 0)?;
+    setup_with(&format!("bt{}", v.id), v.vxdp, |hyp| {
+        TapWriter::open(hyp, TAP)
+    })
+}
+
+/// The tap topology this section and `taptcp` measure: testkit's
+/// `NatTopology` (GRO on the outside's veth end so the uplink takes XDP
+/// frames), the tap `TAP` made by `open` in the hypervisor namespace,
+/// plugged into libvirt's bridge with its rules (`vxdp` `None`) or into a
+/// vxdp NAT network for `GUEST_MAC`/`GUEST_ADDR` with the guest XDP
+/// program or not; the hypervisor's next hop resolved.
+pub(crate) fn setup_with<T>(
+    tag: &str,
+    vxdp: Option<bool>,
+    open: impl FnOnce(&vxdp_testkit::Netns) -> Result<T>,
+) -> Result<(NatTopology, T)> {
+    let mut topo = NatTopology::new(tag, 0)?;
     // The uplink takes XDP frames only while its peer has GRO (or XDP).
     topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
-    let Some(xdp) = v.vxdp else {
+    let Some(xdp) = vxdp else {
         let hyp = &topo.hyp;
         hyp.ip(&["link", "add", "virbr0", "type", "bridge"])?;
         hyp.ip(&["addr", "add", "192.168.122.1/24", "dev", "virbr0"])?;
-        let tap = TapWriter::open(hyp, TAP)?;
+        let tap = open(hyp)?;
         hyp.ip(&["link", "set", TAP, "master", "virbr0"])?;
         hyp.ip(&["link", "set", "virbr0", "up"])?;
         hyp.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
@@ -197,7 +213,7 @@ fn setup(v: &Variant) -> Result<(NatTopology, TapWriter)> {
         return Ok((topo, tap));
     };
     topo.create(DEFAULT_XML)?;
-    let tap = TapWriter::open(&topo.hyp, TAP)?;
+    let tap = open(&topo.hyp)?;
     let addr = GUEST_ADDR.to_string();
     topo.vxdp(&[
         "attach-interface",

@@ -1,4 +1,5 @@
-//! TCP: bulk throughput guest → outside host with iperf3, and
+//! TCP: bulk throughput guest → outside host and outside host → guest
+//! (iperf3 `-R`: the guest still opens the connection) with iperf3, and
 //! request/response latency (1-byte ping-pong, like netperf's TCP_RR), with
 //! the guest's checksum offload on (the veth default).
 
@@ -27,16 +28,44 @@ impl Drop for ChildGuard {
     }
 }
 
-/// iperf3 for `secs` seconds, server and client pinned to `cpu`. Gbit/s
-/// received.
-pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
-    let cpu = cpu.to_string();
-    let port = port.to_string();
+/// iperf3 for `secs` seconds between the topology's guest (client) and
+/// outside host (server), server and client pinned to `cpu`; with
+/// `reverse` the outside host sends. Gbit/s received.
+pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16, reverse: bool) -> Result<f64> {
+    iperf_ns(
+        &topo.guest.name,
+        &topo.wan.name,
+        OUTSIDE,
+        &Run {
+            secs,
+            cpu,
+            port,
+            reverse,
+        },
+    )
+    .with_context(|| topo.path.name())
+}
+
+/// One iperf3 run's parameters.
+pub struct Run {
+    pub secs: u32,
+    /// Client and server are pinned to it.
+    pub cpu: usize,
+    pub port: u16,
+    /// The server sends (`-R`), else the client.
+    pub reverse: bool,
+}
+
+/// iperf3 server in namespace `server_ns` bound to `server_addr`, client
+/// in `client_ns`. Gbit/s received.
+pub fn iperf_ns(client_ns: &str, server_ns: &str, server_addr: &str, run: &Run) -> Result<f64> {
+    let cpu = run.cpu.to_string();
+    let port = run.port.to_string();
     let server = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &topo.wan.name,
+            server_ns,
             "taskset",
             "-c",
             &cpu,
@@ -44,7 +73,7 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
             "-s",
             "-1",
             "-B",
-            OUTSIDE,
+            server_addr,
             "-p",
             &port,
         ])
@@ -54,23 +83,26 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
         .context("starting iperf3 -s (cargo xtask setup installs iperf3)")?;
     let _server = ChildGuard(server);
     let mut last = String::new();
-    for _ in 0..20 {
+    // Until the server listens: generous, for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
         let out = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &topo.guest.name,
+                client_ns,
                 "taskset",
                 "-c",
                 &cpu,
                 "iperf3",
                 "-c",
-                OUTSIDE,
+                server_addr,
                 "-p",
                 &port,
             ])
-            .args(["-t", &secs.to_string(), "-J"])
+            .args(["-t", &run.secs.to_string(), "-J"])
+            .args(run.reverse.then_some("-R"))
             .output()
             .context("running iperf3 -c")?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -85,7 +117,7 @@ pub fn iperf(topo: &Topology, secs: u32, cpu: usize, port: u16) -> Result<f64> {
             break;
         }
     }
-    bail!("{}: iperf3 gave no result: {last}", topo.path.name())
+    bail!("iperf3 gave no result: {last}")
 }
 
 /// `count` 1-byte request/response round trips over one TCP connection,

@@ -30,6 +30,23 @@ pub struct TapWriter {
 impl TapWriter {
     /// Creates tap `name` in `ns`, sets it up, and opens it as QEMU does.
     pub fn open(ns: &Netns, name: &str) -> Result<Self> {
+        Self::open_offloaded(ns, name, 0, false)
+    }
+
+    /// [`TapWriter::open`], then `TUNSETOFFLOAD` with `offloads`
+    /// (`libc::TUN_F_*`), as QEMU does for a guest that negotiated those
+    /// virtio-net features: the kernel then hands the reader GSO frames
+    /// and unfinished checksums (flagged in the virtio-net header) up to
+    /// those offloads. 0 leaves the tap as [`TapWriter::open`] does. With
+    /// `napi` (`IFF_NAPI`) frames written go through NAPI and GRO, as a
+    /// virtio-net driver receives them: for a tap standing in for the
+    /// guest's own interface, not for QEMU's.
+    pub fn open_offloaded(
+        ns: &Netns,
+        name: &str,
+        offloads: libc::c_uint,
+        napi: bool,
+    ) -> Result<Self> {
         let dev = name.to_string();
         let fd = ns.enter(move || -> Result<OwnedFd> {
             let path = c"/dev/net/tun";
@@ -47,7 +64,11 @@ impl TapWriter {
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut req = IfReq {
                 name: [0; libc::IFNAMSIZ],
-                flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+                flags: (libc::IFF_TAP
+                    | libc::IFF_NO_PI
+                    | libc::IFF_VNET_HDR
+                    | if napi { libc::IFF_NAPI } else { 0 })
+                    as libc::c_short,
                 _pad: [0; 22],
             };
             ensure!(dev.len() < libc::IFNAMSIZ, "tap name {dev} too long");
@@ -57,6 +78,19 @@ impl TapWriter {
                 "TUNSETIFF {dev}: {}",
                 std::io::Error::last_os_error()
             );
+            if offloads != 0 {
+                ensure!(
+                    unsafe {
+                        libc::ioctl(
+                            fd.as_raw_fd(),
+                            libc::TUNSETOFFLOAD,
+                            offloads as libc::c_ulong,
+                        )
+                    } >= 0,
+                    "TUNSETOFFLOAD {dev} {offloads:#x}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
             Ok(fd)
         })??;
         ns.ip(&["link", "set", name, "up"])?;
@@ -71,6 +105,19 @@ impl TapWriter {
     pub fn write(&self, data: &[u8]) -> bool {
         let n = unsafe { libc::write(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
         n == data.len() as isize
+    }
+
+    /// Reads one frame (virtio-net header first) into `buf`: its length,
+    /// or `None` when none is queued (the fd is non-blocking) or the read
+    /// failed.
+    pub fn read(&self, buf: &mut [u8]) -> Option<usize> {
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).ok()
+    }
+
+    /// The tap's fd, to wait on with `poll`.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// [`TapWriter::write`], an error naming why the kernel refused it.
