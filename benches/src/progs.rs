@@ -195,6 +195,33 @@ fn task_time(pid: Option<u32>) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time spent on a run from now on: the calling thread's, plus that of
+/// the softirq thread of the CPU it is pinned to (the kernel defers
+/// network work there under load). On a shared machine it leaves out the
+/// time other tasks took.
+pub struct CpuClock {
+    softirqd: Option<u32>,
+    soft0: Duration,
+    cpu0: Duration,
+}
+
+impl CpuClock {
+    /// Starts on the calling thread, pinned to `cpu`.
+    pub fn start(cpu: usize) -> Self {
+        let softirqd = ksoftirqd(cpu);
+        Self {
+            softirqd,
+            soft0: task_time(softirqd),
+            cpu0: thread_cpu_time(),
+        }
+    }
+
+    /// CPU time since [`CpuClock::start`]; call it on the same thread.
+    pub fn elapsed(&self) -> Duration {
+        thread_cpu_time() - self.cpu0 + (task_time(self.softirqd) - self.soft0)
+    }
+}
+
 impl BenchProgs {
     pub fn load(generator: generator::Kind) -> Result<Self> {
         let mut ebpf = Ebpf::load(object()).context("loading the benchmark's eBPF object")?;
@@ -339,15 +366,14 @@ impl BenchProgs {
             }
         };
         let socket = &mut self.sockets[i].2;
-        let softirqd = ksoftirqd(cpu);
         let time = in_netns(ns, Some(cpu), || {
-            let (soft0, cpu0) = (task_time(softirqd), thread_cpu_time());
+            let clock = CpuClock::start(cpu);
             let started = Instant::now();
             let sent = socket
                 .send(&frames, first, u64::from(count))
                 .with_context(|| format!("{} generator on {iface} in {ns}", kind.name()))?;
             let wall = started.elapsed();
-            let cpu = thread_cpu_time() - cpu0 + (task_time(softirqd) - soft0);
+            let cpu = clock.elapsed();
             ensure!(
                 sent.frames == u64::from(count),
                 "the generator sent {} of {count} frames",

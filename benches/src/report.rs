@@ -202,11 +202,12 @@ impl Report {
     /// row per measured thing, its related figures side by side, the
     /// samples of its first figure last.
     pub fn table(&self) -> String {
-        const SUFFIXES: [&str; 7] = [
+        const SUFFIXES: [&str; 8] = [
             "mpps",
             "ns_per_pkt",
             "ns_over_floor",
             "wall_mpps",
+            "wall_pps",
             "delivered_share",
             "net",
             "repeat",
@@ -234,6 +235,7 @@ impl Report {
                     "net",
                     "repeat",
                     "wall_mpps",
+                    "wall_pps",
                     "delivered_share",
                 ]
                 .iter()
@@ -253,6 +255,7 @@ impl Report {
                     let v = fmt_value(f.value);
                     match *m {
                         "wall_mpps" => format!("wall {v} Mpps"),
+                        "wall_pps" => format!("wall {v} pps"),
                         "delivered_share" => {
                             format!("{:.0}% delivered", f.value.unwrap_or(0.0) * 100.0)
                         }
@@ -306,14 +309,23 @@ impl Report {
                 "-- no ratio worse than the reference run's ({run}; worse = by more than {:.0} %)\n",
                 crate::baseline::TOLERANCE * 100.0
             ));
-            for b in &self.baseline {
+            let unreferenced = self
+                .baseline
+                .iter()
+                .filter(|b| b.reference.is_none())
+                .count();
+            if unreferenced > 0 {
+                out.push_str(&format!(
+                    "({unreferenced} ratios have no figures in the reference run: not listed)\n"
+                ));
+            }
+            for b in self.baseline.iter().filter(|b| b.reference.is_some()) {
                 let fmt = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{r:.2}x"));
-                let met = match (b.met, b.now, b.reference) {
-                    (Some(true), ..) => "met",
-                    (Some(false), ..) => "MISSED",
-                    (None, None, _) => "n/a",
-                    (None, _, None) => "(no reference)",
-                    (None, ..) => "(no target)",
+                let met = match (b.met, b.now) {
+                    (Some(true), _) => "met",
+                    (Some(false), _) => "MISSED",
+                    (None, None) => "n/a",
+                    (None, Some(_)) => "(no target)",
                 };
                 out.push_str(&format!(
                     "{:<64} {:>7}  then {:>7}  {}\n",

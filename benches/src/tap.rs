@@ -14,8 +14,12 @@
 //!   guest with checksum offload writes), one flow; 10,000 flows (source
 //!   ports) with finished checksums. Every flow is opened before the timed
 //!   run. The writer is pinned to the benchmark CPU; the rate is what
-//!   reached the outside host's interface (its rx counter) over the
-//!   writer's wall time, which includes the kernel's work for each write.
+//!   reached the outside host's interface (its rx counter) per CPU-second
+//!   of the writer (`progs::CpuClock`: its thread, which runs the kernel's
+//!   work for each write, and its CPU's softirq thread), and per wall-clock
+//!   second (`.wall_pps`). The same frames also go through the tap ceiling
+//!   (`tap.nat.*.ceiling`, [`ceiling_setup`]): what any forwarder on the
+//!   tap could reach.
 //! - **Outside → guest, NAT replies** (`tap.reply.{1flow,10kflows}.{kernel,
 //!   vxdp}`): the guest first opens the flows (frames written into the
 //!   tap, every one checked to have reached the outside), then the
@@ -27,8 +31,9 @@
 //!   and the bridge into the tap's queue. A reader on another CPU drains
 //!   the tap one frame per `read` (as QEMU's backend does) and counts the
 //!   replies addressed to the guest; a frame the tap's queue dropped was
-//!   not delivered. The rate is the replies read over the sender's wall
-//!   time. The guest XDP program plays no part in this direction (tun runs
+//!   not delivered. The rate is the replies read per CPU-second of the
+//!   sender (its thread and its CPU's softirq thread, where the forwarding
+//!   runs) and per wall-clock second. The guest XDP program plays no part in this direction (tun runs
 //!   it on frames the guest writes), so vxdp is measured once, on the
 //!   TC-only topology.
 //!
@@ -70,10 +75,10 @@ use vxdp_testkit::{
 use crate::{
     forward::{DST_PORT, FIRST_PORT},
     generator::{self, Socket},
-    progs::{Traffic, in_netns, pin_to_cpu},
+    progs::{BenchProgs, CpuClock, PROG_CEILING_XDP, Traffic, in_netns, pin_to_cpu},
     report::Report,
     topo::{iptables_restore, libvirt_rules},
-    wire::FRAME_LEN,
+    wire::{CeilingConfig, FRAME_LEN},
 };
 
 pub(crate) const TAP: &str = "btap0";
@@ -232,15 +237,53 @@ pub(crate) fn setup_with<T>(
     Ok((topo, tap))
 }
 
-/// Writes `packets` frames, cycling through `frames` (one per flow, the
-/// flows opened already); returns (delivered per second, delivered).
+/// A run's delivery rate: per CPU-second (the sending thread's CPU time
+/// plus its CPU's softirq thread's, `progs::CpuClock`: what the forwarding
+/// cost, whatever else ran on the shared CPU) and per wall-clock second.
+#[derive(Clone, Copy, Debug)]
+struct Rates {
+    cpu: f64,
+    wall: f64,
+}
+
+impl Rates {
+    fn of(delivered: u64, cpu: Duration, wall: Duration) -> Result<Self> {
+        ensure!(
+            cpu > Duration::ZERO && wall > Duration::ZERO,
+            "no time elapsed"
+        );
+        Ok(Self {
+            cpu: delivered as f64 / cpu.as_secs_f64(),
+            wall: delivered as f64 / wall.as_secs_f64(),
+        })
+    }
+
+    /// Records figure `id` (per CPU-second) and `id.wall_pps`.
+    fn record(self, r: &mut Report, id: &str, label: &str) {
+        r.sample(id, label, "pps", self.cpu);
+        r.sample(
+            &format!("{id}.wall_pps"),
+            &format!("{label} [wall clock]"),
+            "pps",
+            self.wall,
+        );
+    }
+}
+
+/// Writes `packets` frames from this thread (pinned to `cpu`), cycling
+/// through `frames` (one per flow, the flows opened already); returns the
+/// rates at which they reached the outside host, and how many did. The
+/// CPU time is the writes' (each runs the kernel's or vxdp's forwarding in
+/// the writer's context) up to the last write.
 fn one_run(
     topo: &NatTopology,
     tap: &TapWriter,
     frames: &[Vec<u8>],
     packets: u32,
-) -> Result<(f64, u64)> {
+    cpu: usize,
+) -> Result<(Rates, u64)> {
     let rx0 = wan_rx(topo)?;
+    let clock = CpuClock::start(cpu);
     let start = Instant::now();
     let mut refused = 0u64;
     for frame in frames.iter().cycle().take(packets as usize) {
@@ -248,14 +291,14 @@ fn one_run(
             refused += 1;
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let (wall, cpu_time) = (start.elapsed(), clock.elapsed());
     let written = u64::from(packets) - refused;
     let delivered = wan_rx_reaches(topo, rx0, written, Duration::from_secs(2))?;
     ensure!(
         delivered > 0,
         "nothing reached the outside host ({refused} writes refused)"
     );
-    Ok((delivered as f64 / elapsed, delivered))
+    Ok((Rates::of(delivered, cpu_time, wall)?, delivered))
 }
 
 /// First source port of the guest -> outside runs' flows (apart from the
@@ -265,9 +308,16 @@ const NAT_PORT: u16 = 20000;
 /// `flows` flows of the guest: 192.168.122.50, source ports from
 /// `first_port`, to the outside host's [`DST_PORT`].
 fn guest_flows(topo: &NatTopology, first_port: u16, flows: u32) -> Result<Traffic> {
+    // The ceiling's topology has no bridge, and its program rewrites the
+    // MACs: any unicast destination does.
+    let gateway = if topo.prefix.starts_with(&format!("vx{CEILING_TAG}")) {
+        link_mac(&topo.hyp, TAP)?
+    } else {
+        bridge_mac(topo)?
+    };
     Ok(Traffic {
         eth_src: mac(GUEST_MAC)?,
-        eth_dst: bridge_mac(topo)?,
+        eth_dst: gateway,
         src: SocketAddrV4::new(GUEST_ADDR, first_port),
         dst: SocketAddrV4::new(OUTSIDE_HOST.parse()?, DST_PORT),
         flows,
@@ -414,7 +464,7 @@ fn reply_run(
     packets: u32,
     cpus: (usize, usize),
     vxdp: bool,
-) -> Result<(f64, Drained, u64)> {
+) -> Result<(Rates, Drained, u64)> {
     open_flows(
         topo,
         tap,
@@ -430,27 +480,28 @@ fn reply_run(
     let frames = reply_flows(topo, flows)?.frames();
     let dropped0 = tap_tx_dropped(topo)?;
     let done = AtomicBool::new(false);
-    let (wall, drained) = std::thread::scope(|s| -> Result<(Duration, Drained)> {
+    let (times, drained) = std::thread::scope(|s| -> Result<((Duration, Duration), Drained)> {
         let reader = s.spawn(|| {
             // Off the sender's CPU, as QEMU's I/O thread would be.
             pin_to_cpu(cpus.1)?;
             drain(tap, &guest_mac, outside, &done)
         });
         let sent = in_netns(&topo.wan.name, Some(cpus.0), || {
+            let clock = CpuClock::start(cpus.0);
             let started = Instant::now();
             let sent = socket.send(&frames, 0, u64::from(packets))?;
-            Ok((started.elapsed(), sent.frames))
+            Ok(((started.elapsed(), clock.elapsed()), sent.frames))
         });
         done.store(true, Ordering::Release);
         let drained = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the tap reader panicked"))??;
-        let (wall, sent) = sent?;
+        let (times, sent) = sent?;
         ensure!(
             sent == u64::from(packets),
             "the generator sent {sent} of {packets} replies"
         );
-        Ok((wall, drained))
+        Ok((times, drained))
     })?;
     let dropped = tap_tx_dropped(topo)? - dropped0;
     if vxdp {
@@ -468,11 +519,38 @@ fn reply_run(
         topo.prefix,
         drained.other
     );
-    Ok((
-        drained.replies as f64 / wall.as_secs_f64(),
-        drained,
-        dropped,
-    ))
+    let (wall, cpu) = times;
+    Ok((Rates::of(drained.replies, cpu, wall)?, drained, dropped))
+}
+
+/// The ceiling topology's tag (its namespaces' prefix starts with
+/// `vx<tag>`).
+const CEILING_TAG: &str = "btceil";
+
+/// The ceiling on a tap (id, label): the least a forwarder can do.
+const CEILING: (&str, &str) = (
+    "ceiling",
+    "ceiling (XDP on the tap: MAC rewrite + redirect to the uplink)",
+);
+
+/// The ceiling's topology: the same namespaces and tap, no bridge, no
+/// rules, no vxdp; the benchmark's ceiling program (native XDP on the tap,
+/// in the writer's context) rewrites both MACs and redirects every frame
+/// to the uplink, as the veth ceiling does. The programs are kept with it.
+fn ceiling_setup(generator: generator::Kind) -> Result<(NatTopology, TapWriter, BenchProgs)> {
+    let topo = NatTopology::new(CEILING_TAG, 0)?;
+    // The uplink takes XDP frames only while its peer has GRO (or XDP).
+    topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
+    let tap = TapWriter::open(&topo.hyp, TAP)?;
+    let mut progs = BenchProgs::load(generator)?;
+    let up = in_netns(&topo.hyp.name, None, || crate::progs::ifindex("up0"))?;
+    progs.set_ceiling(CeilingConfig {
+        dst_mac: link_mac(&topo.wan, "wan0")?,
+        src_mac: link_mac(&topo.hyp, "up0")?,
+        ifindex: up,
+    })?;
+    progs.attach(PROG_CEILING_XDP, &topo.hyp.name, TAP)?;
+    Ok((topo, tap, progs))
 }
 
 pub fn run(
@@ -502,6 +580,7 @@ pub fn run(
         .with_context(|| format!("opening the {} generator on wan0", generator.name()))?;
         sockets.push(s);
     }
+    let ceiling = ceiling_setup(generator)?;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let reader_cpu = if ncpu > 1 && cpu == 0 { 1 } else { 0 };
     pin_to_cpu(cpu)?;
@@ -513,23 +592,27 @@ pub fn run(
             (true, "needs_csum", 1, ""),
             (false, "finished", 10_000, "10kflows."),
         ] {
-            for (v, (topo, tap)) in VARIANTS.iter().zip(&topos) {
+            let ceiling_topo = (&ceiling.0, &ceiling.1);
+            for (id, label, (topo, tap)) in VARIANTS
+                .iter()
+                .zip(&topos)
+                .map(|(v, (t, w))| (v.id, v.label, (t, w)))
+                .chain([(CEILING.0, CEILING.1, ceiling_topo)])
+            {
                 let frames = tap_frames(&guest_flows(topo, NAT_PORT, flows)?, partial);
                 open_flows(topo, tap, &frames)?;
-                let (rate, delivered) = one_run(topo, tap, &frames, packets)?;
+                let (rates, delivered) = one_run(topo, tap, &frames, packets, cpu)?;
                 println!(
-                    "[bench] tap rep {rep}: {} {csum} {flows} flow(s): {:.3} Mpps ({delivered} of {packets} delivered)",
-                    v.id,
-                    rate / 1e6
+                    "[bench] tap rep {rep}: {id} {csum} {flows} flow(s): {:.3} Mpps per CPU-second, {:.3} wall ({delivered} of {packets} delivered)",
+                    rates.cpu / 1e6,
+                    rates.wall / 1e6
                 );
-                r.sample(
-                    &format!("tap.nat.{csum}.{fl}{}", v.id),
+                rates.record(
+                    r,
+                    &format!("tap.nat.{csum}.{fl}{id}"),
                     &format!(
-                        "guest -> outside via a tap, 64 B UDP, {csum} checksum, {flows} flow(s): {}",
-                        v.label
+                        "guest -> outside via a tap, 64 B UDP, {csum} checksum, {flows} flow(s): {label}"
                     ),
-                    "pps",
-                    rate,
                 );
             }
         }
@@ -538,7 +621,7 @@ pub fn run(
         for (flows, fl) in [(1u32, "1flow"), (10_000, "10kflows")] {
             for ((v, (topo, tap)), socket) in VARIANTS.iter().zip(&topos).zip(&mut sockets) {
                 let who = if v.vxdp.is_some() { "vxdp" } else { "kernel" };
-                let (rate, drained, dropped) = reply_run(
+                let (rates, drained, dropped) = reply_run(
                     topo,
                     tap,
                     socket,
@@ -548,8 +631,9 @@ pub fn run(
                     v.vxdp.is_some(),
                 )?;
                 println!(
-                    "[bench] tap rep {rep}: reply {fl} {who}: {:.3} Mpps ({} of {packets} read by the guest, {dropped} dropped by the tap, {} other frames)",
-                    rate / 1e6,
+                    "[bench] tap rep {rep}: reply {fl} {who}: {:.3} Mpps per CPU-second, {:.3} wall ({} of {packets} read by the guest, {dropped} dropped by the tap, {} other frames)",
+                    rates.cpu / 1e6,
+                    rates.wall / 1e6,
                     drained.replies,
                     drained.other
                 );
@@ -558,13 +642,12 @@ pub fn run(
                 } else {
                     VARIANTS[0].label
                 };
-                r.sample(
+                rates.record(
+                    r,
                     &format!("tap.reply.{fl}.{who}"),
                     &format!(
                         "outside -> guest NAT replies into a tap, 64 B UDP, {flows} flow(s): {label}"
                     ),
-                    "pps",
-                    rate,
                 );
             }
         }
@@ -595,6 +678,24 @@ pub fn targets(r: &mut Report) {
             None,
             None,
         );
+        // What any forwarder on the tap could reach over the kernel: the
+        // 6x targets above cannot be met when this ratio is below 6.
+        r.compare(
+            &format!("tap guest->outside {what}: ceiling / kernel (the ratio's ceiling)"),
+            &format!("tap.nat.{id}ceiling"),
+            &format!("tap.nat.{id}kernel"),
+            None,
+            None,
+        );
+        for (who, label) in [("tc", "vxdp TC"), ("xdp", "vxdp XDP+TC")] {
+            r.compare(
+                &format!("tap NAT guest->outside {what}: {label} / ceiling"),
+                &format!("tap.nat.{id}{who}"),
+                &format!("tap.nat.{id}ceiling"),
+                Some(0.7),
+                None,
+            );
+        }
     }
     for fl in ["1flow", "10kflows"] {
         r.compare(
