@@ -44,6 +44,10 @@ const UDP_HEADER: usize = 8;
 /// with 4 KiB pages); a longer one gets generic XDP on a socket buffer that
 /// still says CHECKSUM_PARTIAL, and whatever sends it later would finish
 /// the checksum a second time over the finished field. Those stay with TC.
+/// Smaller frames get generic XDP too when tun cannot build them in place
+/// (a blocking writer, a limited send buffer, zerocopy, a GSO type), which
+/// the program cannot tell: see docs/architecture.md, "Unfinished
+/// checksums".
 pub const FINISH_MAX: u32 = 3456;
 /// Chunks of [`CSUM_CHUNK`] bytes that cover [`FINISH_MAX`].
 const FINISH_CHUNKS: u32 = FINISH_MAX.div_ceil(CSUM_CHUNK as u32);
