@@ -180,6 +180,26 @@ pub struct SockTupleScratch {
 const _: () = assert!(core::mem::size_of::<SockTupleScratch>() == 36);
 user_pod!(SockTupleScratch);
 
+/// Bytes [`CsumScratch`] takes per chunk: `bpf_csum_diff` sums at most 512
+/// bytes per call.
+pub const CSUM_CHUNK: usize = 512;
+
+/// Per-CPU working memory of the XDP guest port's checksum finishing
+/// (`VXDP_CSUM_SCRATCH`): one chunk of the L4 segment, copied out of the
+/// frame by `bpf_xdp_load_bytes` and summed by `bpf_csum_diff`. A chunk is
+/// at most [`CSUM_CHUNK`] bytes. Holds nothing between packets.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct CsumScratch {
+    pub words: [u32; CSUM_CHUNK / 4],
+    /// Never written: lets the verifier see that a chunk's length rounded
+    /// up to whole words (at most `CSUM_CHUNK` + 3 as far as it can tell,
+    /// `CSUM_CHUNK` in fact) stays inside the value.
+    pub slack: u32,
+}
+const _: () = assert!(core::mem::size_of::<CsumScratch>() == CSUM_CHUNK + 4);
+user_pod!(CsumScratch);
+
 /// `FragKey::direction`: a guest's datagram leaving, a reply entering.
 pub const FRAG_OUTBOUND: u8 = 0;
 pub const FRAG_INBOUND: u8 = 1;

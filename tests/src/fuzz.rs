@@ -20,14 +20,21 @@
 //!   before the program runs);
 //! - the verdict is one the program may return (`TC_ACT_OK`, `SHOT`,
 //!   `REDIRECT`, `UNSPEC`; `XDP_DROP`, `PASS`, `REDIRECT`);
-//! - `vxdp_guest_in` forwards (OK or REDIRECT) only frames whose sources
+//! - `vxdp_guest_in` forwards (OK or REDIRECT; `vxdp_guest_xdp`: REDIRECT)
+//!   only frames whose sources
 //!   the port may use (its MAC; its IPv4 address, or 0.0.0.0 for UDP and
 //!   ARP; its IPv6 address, a link-local one or ::), and what it forwards
 //!   carries either the guest's source or the NAT address;
 //! - a frame a program rewrote has a valid IPv4 header checksum and valid
 //!   L4 checksum whenever the frame it came from had (a checksum that was
 //!   wrong may stay wrong: the programs update checksums incrementally, as
-//!   routers do), and a new frame (an ICMP error) always has.
+//!   routers do), and a new frame (an ICMP error) always has;
+//! - the guest port's XDP program (`vxdp_guest_xdp`, run with the uplink
+//!   taking XDP frames) passes frames (to TC or, judged, to the kernel)
+//!   exactly as they came, and a TCP/UDP frame it redirects whose checksum
+//!   was unfinished (the field holding the pseudo-header sum, NEEDS_CSUM;
+//!   the corpus holds such versions of its TCP and UDP frames) leaves with
+//!   a valid checksum.
 //!
 //! The PRNG is seeded (splitmix64); the seed is printed, and the same seed
 //! and frame count replay the same frames.
@@ -39,7 +46,7 @@ use std::{
 };
 
 use aya::{
-    maps::HashMap,
+    maps::{DevMapHash, HashMap},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use vxdp_common::{
@@ -52,6 +59,7 @@ use vxdp_testkit::{
     packet::{Frame, Packet, TCP_ACK, TCP_RST, TCP_SYN, be, bootp, checksum},
     packet6::ETH_P_IPV6,
     packet6::Packet6,
+    tap_writer::{fold, unfinished},
 };
 
 use crate::progtest::{
@@ -104,6 +112,7 @@ pub enum Prog {
     GuestNat6,
     GuestRoute,
     GuestDirect,
+    GuestXdp,
     UplinkXdp,
     UplinkTc,
     NicIn,
@@ -112,12 +121,13 @@ pub enum Prog {
 }
 
 impl Prog {
-    pub const ALL: [Prog; 10] = [
+    pub const ALL: [Prog; 11] = [
         Prog::GuestIn,
         Prog::GuestNat,
         Prog::GuestNat6,
         Prog::GuestRoute,
         Prog::GuestDirect,
+        Prog::GuestXdp,
         Prog::UplinkXdp,
         Prog::UplinkTc,
         Prog::NicIn,
@@ -131,6 +141,7 @@ impl Prog {
             Prog::GuestNat6 => names::PROG_GUEST_NAT6,
             Prog::GuestRoute => names::PROG_GUEST_ROUTE,
             Prog::GuestDirect => names::PROG_GUEST_DIRECT,
+            Prog::GuestXdp => names::PROG_GUEST_XDP,
             Prog::UplinkXdp => names::PROG_UPLINK_INGRESS,
             Prog::UplinkTc => names::PROG_UPLINK_TC,
             Prog::NicIn => names::PROG_NIC_INGRESS,
@@ -139,14 +150,19 @@ impl Prog {
         }
     }
     fn xdp(self) -> bool {
-        self == Prog::UplinkXdp
+        matches!(self, Prog::UplinkXdp | Prog::GuestXdp)
     }
     /// Fed guests' frames on a guest port (otherwise the outside's on the
     /// uplink).
     fn guest_side(self) -> bool {
         matches!(
             self,
-            Prog::GuestIn | Prog::GuestNat | Prog::GuestNat6 | Prog::GuestRoute | Prog::GuestDirect
+            Prog::GuestIn
+                | Prog::GuestNat
+                | Prog::GuestNat6
+                | Prog::GuestRoute
+                | Prog::GuestDirect
+                | Prog::GuestXdp
         )
     }
 }
@@ -174,6 +190,7 @@ impl Phase {
         match self {
             Phase::Nat => &[
                 Prog::GuestIn,
+                Prog::GuestXdp,
                 Prog::GuestNat,
                 Prog::GuestNat6,
                 Prog::GuestRoute,
@@ -183,6 +200,7 @@ impl Phase {
             ],
             Phase::Route | Phase::Open => &[
                 Prog::GuestIn,
+                Prog::GuestXdp,
                 Prog::GuestRoute,
                 Prog::UplinkXdp,
                 Prog::UplinkTc,
@@ -190,12 +208,14 @@ impl Phase {
             ],
             Phase::Isolated => &[
                 Prog::GuestIn,
+                Prog::GuestXdp,
                 Prog::UplinkXdp,
                 Prog::UplinkTc,
                 Prog::BridgeOut,
             ],
             Phase::Direct => &[
                 Prog::GuestIn,
+                Prog::GuestXdp,
                 Prog::GuestDirect,
                 Prog::UplinkXdp,
                 Prog::NicIn,
@@ -464,6 +484,16 @@ fn guest_corpus(w: &World, g: usize) -> Vec<Vec<u8>> {
     v.push(as_fragment(&udp_big, false, 8));
     v.push(tagged(&syn, 0x8100, 42));
     v.push(tagged(&tagged(&syn, 0x8100, 7), 0x88a8, 42));
+    // What a guest with checksum offload writes (NEEDS_CSUM): the TCP and
+    // UDP frames with the field holding the pseudo-header sum.
+    let partial: Vec<Vec<u8>> = v
+        .iter()
+        .filter(|f| {
+            l4_of(f).is_some_and(|l4| matches!(l4.proto, 6 | 17) && (!l4.v6 || l4.off == 54))
+        })
+        .map(|f| unfinished(f))
+        .collect();
+    v.extend(partial);
     v
 }
 
@@ -704,6 +734,35 @@ fn l4_checksum_valid(f: &[u8], l4: &L4) -> Option<Option<bool>> {
     }
     buf.extend_from_slice(seg);
     Some(Some(csum_ok(checksum(&buf))))
+}
+
+/// Whether `f` is TCP/UDP whose checksum field holds the folded
+/// pseudo-header sum (what NEEDS_CSUM frames carry).
+fn unfinished_l4(f: &[u8]) -> bool {
+    let Some(l4) = l4_of(f) else {
+        return false;
+    };
+    let co = l4_csum_off(l4.proto);
+    if !matches!(l4.proto, 6 | 17) || l4.end < l4.off + co + 2 {
+        return false;
+    }
+    let field = u16::from_be_bytes([f[l4.off + co], f[l4.off + co + 1]]);
+    let len = l4.end - l4.off;
+    let mut pseudo = Vec::with_capacity(40);
+    if l4.v6 {
+        pseudo.extend_from_slice(&f[l4.ip + 8..l4.ip + 40]);
+        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, l4.proto]);
+    } else {
+        if l4.proto == 17 && field == 0 {
+            return false;
+        }
+        pseudo.extend_from_slice(&f[l4.ip + 12..l4.ip + 20]);
+        pseudo.extend_from_slice(&[0, l4.proto]);
+        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    let p = fold(&pseudo);
+    field == p || (p == 0xffff && field == 0) || (p == 0 && field == 0xffff)
 }
 
 fn ipv4_header_valid(f: &[u8]) -> Option<bool> {
@@ -1281,6 +1340,13 @@ fn seed_flows(w: &World) -> Vec<(u8, u16)> {
 pub fn fuzz(w: &mut World, seed: u64, frames_per_prog: u64) -> Report {
     load_remaining(w);
     set_endpoints(w);
+    // The uplink takes XDP frames, so the guest port's XDP program NATs
+    // and routes (and finishes checksums) instead of leaving it to TC.
+    let up = w.uplink_ifindex;
+    let mut ports: DevMapHash<_> =
+        DevMapHash::try_from(w.ebpf.map_mut(names::MAP_PORTS).expect("VXDP_PORTS"))
+            .expect("VXDP_PORTS is a device hash map");
+    ports.insert(up, up, None, 0).expect("uplink in VXDP_PORTS");
     let original = w.network();
     let mut rng = Rng::new(seed);
     let mut report = Report {
@@ -1423,10 +1489,36 @@ fn check_one(
     } else {
         matches!(out.verdict, TC_ACT_OK | TC_ACT_REDIRECT)
     };
-    if prog == Prog::GuestIn
-        && forwarded
-        && let Some(why) = forbidden_source(w, g, frame, &out.data)
+    if prog == Prog::GuestXdp && out.verdict == XDP_PASS && out.data != frame {
+        let msg = format!(
+            "{}: passed on changed (to TC or the kernel a frame must go as it came: a NEEDS_CSUM socket buffer needs its pseudo-header sum); output {}",
+            what(),
+            hex(&out.data)
+        );
+        fail(report, msg);
+    }
+    if prog == Prog::GuestXdp
+        && out.verdict == XDP_REDIRECT
+        && unfinished_l4(frame)
+        && let Some(l4) = l4_of(&out.data)
+        && l4_checksum_valid(&out.data, &l4) == Some(Some(false))
     {
+        report.per_prog.entry(prog).or_default().checksums_checked += 1;
+        let msg = format!(
+            "{}: redirected an unfinished (NEEDS_CSUM) checksum without finishing it; output {}",
+            what(),
+            hex(&out.data)
+        );
+        fail(report, msg);
+    }
+    // The XDP program's XDP_PASS may be a frame left to TC unjudged: only
+    // its redirects are its own forwarding.
+    let guest_forwarded = match prog {
+        Prog::GuestIn => forwarded,
+        Prog::GuestXdp => out.verdict == XDP_REDIRECT,
+        _ => false,
+    };
+    if guest_forwarded && let Some(why) = forbidden_source(w, g, frame, &out.data) {
         let msg = format!(
             "{}: forwarded (verdict {}) although {why}; output {}",
             what(),

@@ -13,8 +13,9 @@
 //!   became a socket buffer there (what XDP left to TC). With the outside
 //!   veth at its defaults (GRO off) the uplink takes no XDP frames and both
 //!   go through TC; with GRO on the outside's end (this test is about that
-//!   setting) the finished one leaves through XDP's redirect and only the
-//!   NEEDS_CSUM one through TC.
+//!   setting) both leave through XDP's redirect, the NEEDS_CSUM one with
+//!   its checksum finished by XDP (payloads of 1, odd, even and near-MTU
+//!   lengths).
 //!
 //! Needs root (network namespaces, BPF, /dev/net/tun).
 
@@ -121,6 +122,17 @@ fn setup(tag: &str, outside_gro: bool) -> Result<(NatTopology, TapWriter)> {
 /// Sends a finished and a NEEDS_CSUM datagram to the outside and returns
 /// how many frames the packet socket on the tap saw for each.
 fn both_reach_the_outside(topo: &NatTopology, tap: &TapWriter) -> Result<(u64, u64)> {
+    both_reach_the_outside_with(topo, tap, b"", 7000)
+}
+
+/// [`both_reach_the_outside`] with `extra` after the payload, to outside
+/// ports `port` and `port + 1`.
+fn both_reach_the_outside_with(
+    topo: &NatTopology,
+    tap: &TapWriter,
+    extra: &[u8],
+    port: u16,
+) -> Result<(u64, u64)> {
     let bridge = mac_of(topo, "virbr0")?;
     // The next hop's MAC resolved first: XDP leaves a frame whose next hop
     // is unresolved to TC (bpf_redirect_neigh).
@@ -128,9 +140,10 @@ fn both_reach_the_outside(topo: &NatTopology, tap: &TapWriter) -> Result<(u64, u
         .exec("ping", &["-c", "1", "-W", "10", vxdp_testkit::WAN_ADDR])?;
     let mut seen = Vec::new();
     for (i, partial) in [false, true].into_iter().enumerate() {
-        let port = 7000 + i as u16;
+        let port = port + i as u16;
         let socket = outside_socket(topo, port)?;
-        let payload = format!("vxdp guest xdp {partial}").into_bytes();
+        let mut payload = format!("vxdp guest xdp {partial}").into_bytes();
+        payload.extend_from_slice(extra);
         let frame = Packet::udp(
             sock(GUEST_ADDR, 5000 + i as u16),
             sock(OUTSIDE_HOST.parse()?, port),
@@ -140,8 +153,14 @@ fn both_reach_the_outside(topo: &NatTopology, tap: &TapWriter) -> Result<(u64, u
         .build();
         let (snat0, _) = topo.counter("default", "snat_forwarded")?;
         let probe = SkbProbe::start(&topo.hyp, TAP)?;
-        let from = received(tap, &with_vnet_hdr(&frame, partial), &socket, &payload)
-            .with_context(|| format!("UDP to the outside, NEEDS_CSUM {partial}"))?;
+        let from = received(tap, &with_vnet_hdr(&frame, partial), &socket, &payload).with_context(
+            || {
+                format!(
+                    "UDP with {} payload bytes to the outside, NEEDS_CSUM {partial}",
+                    payload.len()
+                )
+            },
+        )?;
         let skb = probe.finish()?;
         ensure!(
             from.ip().to_string() == UPLINK_ADDR,
@@ -193,17 +212,26 @@ fn xdp_on_a_tap_drops_spoofing_and_leaves_what_it_cannot_send_to_tc() -> Result<
 }
 
 #[test]
-fn xdp_on_a_tap_sends_finished_frames_out_of_an_uplink_that_takes_xdp_frames() -> Result<()> {
+fn xdp_on_a_tap_sends_finished_and_needs_csum_frames_out_of_an_uplink_that_takes_xdp_frames()
+-> Result<()> {
     let (topo, tap) = setup("gxg", true)?;
-    let (finished, partial) = both_reach_the_outside(&topo, &tap)?;
-    ensure!(
-        finished == 0,
-        "the finished datagram became a socket buffer on {TAP} ({finished} frames): XDP did not NAT it, though the uplink takes XDP frames"
-    );
-    ensure!(
-        partial > 0,
-        "the NEEDS_CSUM datagram never became a socket buffer on {TAP}: XDP must leave it to TC"
-    );
+    // Payload lengths (with the 20-byte text): 21 (odd), 1 byte more than
+    // a 512-byte chunk and the largest that fits a 1500-byte MTU.
+    for (i, extra) in [1usize, 493, 1452].into_iter().enumerate() {
+        let extra: Vec<u8> = (0..extra).map(|b| (b * 31 + 7) as u8).collect();
+        let (finished, partial) =
+            both_reach_the_outside_with(&topo, &tap, &extra, 7000 + 2 * i as u16)?;
+        ensure!(
+            finished == 0,
+            "the finished datagram ({} extra bytes) became a socket buffer on {TAP} ({finished} frames): XDP did not NAT it, though the uplink takes XDP frames",
+            extra.len()
+        );
+        ensure!(
+            partial == 0,
+            "the NEEDS_CSUM datagram ({} extra bytes) became a socket buffer on {TAP} ({partial} frames): XDP did not finish its checksum and NAT it",
+            extra.len()
+        );
+    }
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! tap vxdp creates from a domain `<interface>`, in a NAT and a route
 //! network: DHCP from vxdp's dnsmasq, DNS, ping, and 3 MiB of TCP each way
 //! compared by checksum, with the outside host sending finished checksums
-//! and as a default-settings veth (unfinished checksums).
+//! and as a default-settings veth (unfinished checksums); and with the
+//! guest XDP program on the tap, also with an uplink that takes XDP frames
+//! (XDP then finishes the guest's NEEDS_CSUM checksums itself).
 //!
 //! The guest image comes from `cargo xtask setup` (testkit/src/vm.rs).
 
@@ -50,7 +52,23 @@ impl VmOnNetwork {
     /// `xdp`: the tap gets the guest XDP program (`--port-xdp on`) next to
     /// the TC one.
     fn start(tag: &str, mode: &str, outside: OutsideChecksums, xdp: bool) -> Result<Self> {
+        Self::start_with(tag, mode, outside, xdp, false)
+    }
+
+    /// [`VmOnNetwork::start`]; `outside_gro`: GRO on the outside host's
+    /// veth end, so the uplink takes XDP frames (vxdp checks when the
+    /// network starts).
+    fn start_with(
+        tag: &str,
+        mode: &str,
+        outside: OutsideChecksums,
+        xdp: bool,
+        outside_gro: bool,
+    ) -> Result<Self> {
         let mut topo = NatTopology::with_outside(tag, 0, outside)?;
+        if outside_gro {
+            topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
+        }
         topo.create(&network_xml(mode))?;
         // The domain's <interface>, as libvirt would hand it over: vxdp
         // creates the tap, QEMU opens it by name.
@@ -371,6 +389,56 @@ fn nat_vm_with_xdp_on_its_tap() -> Result<()> {
 #[test]
 fn route_vm_with_xdp_on_its_tap() -> Result<()> {
     route_case("vmrx", OutsideChecksums::Finished, true)
+}
+
+/// The tap's count of frames the guest wrote (tun counts those its XDP
+/// program redirected too).
+fn tap_rx_packets(topo: &NatTopology) -> Result<u64> {
+    let out = topo.hyp.exec(
+        "cat",
+        &[&format!("/sys/class/net/{TAP}/statistics/rx_packets")],
+    )?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+/// The guest XDP program on the VM's tap with an uplink that takes XDP
+/// frames (GRO on the outside's veth end; this test is about that
+/// setting): the guest's non-GSO TCP segments and ACKs, NEEDS_CSUM, are
+/// finished and NATed by XDP, the GSO ones by TC, and both directions'
+/// transfers arrive intact (a wrong checksum would stall them). XDP's share
+/// shows as frames the tap received that never became a socket buffer on
+/// it (a packet socket sees only those).
+#[test]
+fn nat_vm_with_xdp_on_its_tap_and_an_uplink_that_takes_xdp_frames() -> Result<()> {
+    let mut net = VmOnNetwork::start_with("vmxg", "nat", OutsideChecksums::Finished, true, true)?;
+    net.dns_and_ping()?;
+    let rx0 = tap_rx_packets(&net.topo)?;
+    let probe = SkbProbe::start(&net.topo.hyp, TAP)?;
+    let down = net.download();
+    let up = net.upload().and_then(|peer| {
+        ensure!(
+            peer == UPLINK_ADDR,
+            "the outside host saw the guest as {peer}, expected the uplink address {UPLINK_ADDR} (NAT)"
+        );
+        Ok(())
+    });
+    let skb = probe.finish()?;
+    let rx1 = tap_rx_packets(&net.topo)?;
+    all_passed([("download", down), ("upload", up)])?;
+    let written = rx1 - rx0;
+    eprintln!(
+        "[vm vmxg] the guest wrote {written} frames; {} became socket buffers on {TAP} ({} partial, {} GSO)",
+        skb.frames, skb.partial_csum, skb.gso
+    );
+    ensure!(
+        skb.socket_drops == 0,
+        "the packet socket dropped frames ({skb:?}): its count proves nothing"
+    );
+    ensure!(
+        written > skb.frames,
+        "every one of the guest's {written} frames became a socket buffer on {TAP} ({skb:?}): XDP finished and redirected none of its NEEDS_CSUM segments"
+    );
+    Ok(())
 }
 
 /// Measures what a program on the guest's tap sees of a real virtio guest's

@@ -9,11 +9,11 @@ use aya_ebpf::{
 };
 use vxdp_common::{
     COUNTER_SLOTS, Conntrack6Entry, Conntrack6Key, ConntrackEntry, ConntrackKey, Counter,
-    DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward, ForwardKey,
-    ForwardScratch, FragEntry, FragKey, HOST_REVERSE_ENTRIES, HostReverse, HostReverseKey,
-    HostSocketConfig, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort, Nat4Scratch,
-    Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES, RateLimit,
-    RouteOwner, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
+    CsumScratch, DEFAULT_CONNTRACK_ENTRIES, DirectNic, DirectPort, Endpoint, FlowQuota, Forward,
+    ForwardKey, ForwardScratch, FragEntry, FragKey, HOST_REVERSE_ENTRIES, HostReverse,
+    HostReverseKey, HostSocketConfig, MAX_FORWARDS, MAX_NETWORKS, MAX_PORTS, MacKey, MacPort,
+    Nat4Scratch, Nat6Config, Nat6Scratch, NetworkConfig, PortCounterKey, RATE_LIMIT_ENTRIES,
+    RateLimit, RouteOwner, SockTupleScratch, Subnet6Key, SubnetKey, SubnetOwner, flow_quota, jump,
     timeout_class,
 };
 
@@ -141,6 +141,11 @@ pub static VXDP_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_ent
 /// `SockTupleScratch`). Not pinned: it holds nothing between packets.
 #[map]
 pub static VXDP_SOCK_SCRATCH: PerCpuArray<SockTupleScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory of the XDP guest port's checksum finishing (see
+/// `CsumScratch`). Not pinned: it holds nothing between packets.
+#[map]
+pub static VXDP_CSUM_SCRATCH: PerCpuArray<CsumScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// XDP redirects to guest ports whose fate the kernel has not reported yet:
 /// per CPU, by (target port, network, action slot). The uplink's XDP

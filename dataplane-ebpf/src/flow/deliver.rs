@@ -89,6 +89,13 @@ impl Hook for XdpContext {
 /// [`Hook::deliverable`] for XDP.
 #[inline(always)]
 pub fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
+    xdp_port_takes(ctx, port) && partial_csum::finished(ctx)
+}
+
+/// Whether guest port `port` takes this frame from XDP, its L4 checksum
+/// aside: the port takes XDP frames and the frame fits its MTU.
+#[inline(always)]
+pub fn xdp_port_takes(ctx: &XdpContext, port: u32) -> bool {
     let takes_xdp = unsafe { VXDP_ENDPOINTS.get(&port) }
         .is_some_and(|ep| ep.flags & endpoint_flags::XDP_FRAMES != 0);
     if !takes_xdp {
@@ -96,8 +103,7 @@ pub fn xdp_deliverable(ctx: &XdpContext, port: u32) -> bool {
     }
     let mut mtu_len: u32 = 0;
     // 0: the frame fits the port's MTU (plus its link-layer header).
-    let fits = unsafe { bpf_check_mtu(ctx.as_ptr(), port, &mut mtu_len, 0, 0) } == 0;
-    fits && partial_csum::finished(ctx)
+    unsafe { bpf_check_mtu(ctx.as_ptr(), port, &mut mtu_len, 0, 0) == 0 }
 }
 
 impl Hook for TcContext {

@@ -9,14 +9,14 @@ use vxdp_common::{
     PROTO_ICMP, jump,
 };
 
-use super::port::{GuestHook, nat_exit, pass, port_network, tail};
+use super::port::{GuestHook, nat_exit, pass, port_network, redirect, tail};
 use crate::{
     base::{
         fib::{self, FibParams},
         l2::set_macs,
         maps::{VXDP_CONNTRACK, VXDP_FORWARDS, VXDP_NAT4_SCRATCH},
         parse::{self, ICMP_ECHO_REQUEST, Ipv4},
-        stats::{Drop, count},
+        stats::Drop,
     },
     flow::{
         frag::{self, Fragments},
@@ -81,13 +81,14 @@ fn guest_nat<C: GuestHook>(
     if routed.is_none() && !hairpin(&scratch.key) {
         return pass(ctx, net_id);
     }
-    // XDP: the hairpin path and routes it cannot send on are the TC
-    // program's, decided before anything is written or recorded.
+    // XDP: the hairpin path, routes it cannot send on and checksums it
+    // cannot finish are the TC program's, decided before anything is
+    // written or recorded.
     let sendable = match routed {
         Some(resolved) => ctx.can_forward(params(scratch), resolved),
         None => !C::DEFERS,
     };
-    if !sendable {
+    if !sendable || !ctx.finish_csum() {
         return Ok(ctx.defer());
     }
     let nat_addr = nat_address(net, ip.src);
@@ -113,7 +114,13 @@ fn guest_nat<C: GuestHook>(
     // A first fragment: the rest of its datagram follows.
     ip.remember(false, &mapping.rewrite_addr, ifindex, net_id, &[0; 6]);
     match routed {
-        Some(resolved) => redirect(ctx, net_id, params(scratch), resolved),
+        Some(resolved) => redirect(
+            ctx,
+            net_id,
+            params(scratch),
+            resolved,
+            Action::SnatForwarded,
+        ),
         // Now it looks as it would from the outside: the uplink's path
         // opens or finds the forward's flow and delivers it.
         None => tail(ctx, jump::HAIRPIN, net_id),
@@ -194,22 +201,6 @@ fn set_route_macs<C: GuestHook>(
     set_macs(ctx, &p.dmac, &p.smac).map_err(|_| Drop::new(DropReason::Malformed, net_id))
 }
 
-/// Sends a translated packet out of the uplink, by the route in `p`.
-#[inline(always)]
-fn redirect<C: GuestHook>(
-    ctx: &C,
-    net_id: u32,
-    p: &FibParams,
-    resolved: bool,
-) -> Result<C::Verdict, Drop> {
-    let verdict = ctx
-        .forward(p, resolved, net_id, Action::SnatForwarded)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    // Counted once the redirect is accepted: a failed one is a drop only.
-    count(ctx, net_id, Action::SnatForwarded);
-    Ok(verdict)
-}
-
 /// A later fragment of a guest's datagram (non-zero offset): it gets the
 /// source its first fragment got, if that one was translated from this
 /// port; otherwise it is dropped (`fragment`).
@@ -240,7 +231,13 @@ fn guest_nat_rest<C: GuestHook>(
     set_route_macs(ctx, net_id, scratch, resolved)?;
     frag::rewrite(ctx, ip, false, e.addr)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, params(scratch), resolved)
+    redirect(
+        ctx,
+        net_id,
+        params(scratch),
+        resolved,
+        Action::SnatForwarded,
+    )
 }
 
 /// Picks the NAT address for a guest: one of the configured range, stable

@@ -9,7 +9,7 @@
 
 use vxdp_common::{Action, DropReason, NetworkConfig, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
-use super::port::{GuestHook, nat_exit, pass, port_network};
+use super::port::{GuestHook, nat_exit, pass, port_network, redirect};
 use crate::{
     base::{
         family::Family,
@@ -18,7 +18,7 @@ use crate::{
         maps::VXDP_NAT6_SCRATCH,
         parse::{self, ICMPV6_ECHO_REQUEST, Ipv6},
         policy,
-        stats::{Drop, count},
+        stats::Drop,
     },
     flow::snat::{self, FlowSlots, NewFlow, Side},
 };
@@ -97,9 +97,9 @@ fn guest_nat6<C: GuestHook>(
     let Some(resolved) = nat_exit(rc, params, net, net_id, true)? else {
         return pass(ctx, net_id);
     };
-    // XDP: a route it cannot send on is the TC program's (nothing written
-    // or recorded yet).
-    if !ctx.can_forward(params, resolved) {
+    // XDP: a route it cannot send on, or a checksum it cannot finish, is
+    // the TC program's (nothing written or recorded yet).
+    if !ctx.can_forward(params, resolved) || !ctx.finish_csum() {
         return Ok(ctx.defer());
     }
 
@@ -122,9 +122,5 @@ fn guest_nat6<C: GuestHook>(
     }
     snat::rewrite(ctx, ip, &l4, Side::Source, nat_addr, nat_port)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    let verdict = ctx
-        .forward(params, resolved, net_id, Action::SnatForwarded)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    count(ctx, net_id, Action::SnatForwarded);
-    Ok(verdict)
+    redirect(ctx, net_id, params, resolved, Action::SnatForwarded)
 }

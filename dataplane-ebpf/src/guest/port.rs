@@ -20,7 +20,10 @@ use crate::{
         policy,
         stats::{self, Drop, count},
     },
-    flow::deliver::{pass_judged, xdp_deliverable},
+    flow::{
+        deliver::{pass_judged, xdp_port_takes},
+        partial_csum,
+    },
 };
 
 /// What differs between the guest port's TC and XDP programs.
@@ -28,13 +31,13 @@ use crate::{
 /// The XDP program runs in the tap's writer (native XDP, for frames that
 /// are not GSO and fit a page) or on a socket buffer (generic XDP, after a
 /// copy). It judges only frames it can finish: a frame larger than the
-/// port's MTU (a GSO frame), one whose L4 checksum is not proven finished
-/// (a virtio-net header with NEEDS_CSUM: the field holds the pseudo-header
-/// sum, and XDP cannot see that state), one of a rate-limited port or
-/// network (the bucket is charged once, by TC), and any path XDP cannot
-/// take (direct networks, hairpin, an unresolved next hop, an egress device
-/// that takes no XDP frames) are left to the TC program untouched
-/// ([`GuestHook::defer`]): nothing is counted, charged or written before.
+/// port's MTU (a GSO frame), one whose L4 checksum it can neither prove
+/// finished nor finish itself (see [`GuestHook::finish_csum`]), one of a
+/// rate-limited port or network (the bucket is charged once, by TC), and
+/// any path XDP cannot take (direct networks, hairpin, an unresolved next
+/// hop, an egress device that takes no XDP frames) are left to the TC
+/// program untouched ([`GuestHook::defer`]): nothing is counted, charged or
+/// written before.
 pub trait GuestHook: PacketCtx + EbpfContext {
     type Verdict: Copy;
     /// XDP: paths it cannot take are deferred ([`GuestHook::defer`]).
@@ -54,6 +57,16 @@ pub trait GuestHook: PacketCtx + EbpfContext {
     /// Whether this hook can send a frame along the route `p` (`resolved`:
     /// the next hop's MAC is known). Asked before the frame is rewritten.
     fn can_forward(&self, p: &FibParams, resolved: bool) -> bool;
+    /// Readies the frame's L4 checksum for a redirect, right before the
+    /// first write of a path that ends in one. XDP: a TCP or UDP checksum
+    /// a guest left unfinished (virtio-net NEEDS_CSUM: the field holds the
+    /// pseudo-header sum; redirected, no socket buffer says so) is finished
+    /// here (`flow::partial_csum::finish`), so the rewrites' incremental
+    /// updates start from a real checksum; `false`: it could not be, the
+    /// frame is untouched and goes to TC. Not earlier: a frame passed to
+    /// the kernel keeps CHECKSUM_PARTIAL and needs the pseudo-header sum.
+    /// TC: the socket buffer keeps that state itself.
+    fn finish_csum(&self) -> bool;
     /// Sends the frame out along the route `p`, to be counted as `action`
     /// of `net_id` (XDP: in flight until the kernel reports on it).
     fn forward(
@@ -119,6 +132,11 @@ impl GuestHook for TcContext {
     }
 
     #[inline(always)]
+    fn finish_csum(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
     fn forward(&self, p: &FibParams, resolved: bool, _: u32, _: Action) -> Result<i32, ()> {
         fib::tc_redirect_fib(p, resolved)
     }
@@ -149,8 +167,10 @@ impl GuestHook for XdpContext {
 
     #[inline(always)]
     fn to_port(&self, port: u32, net_id: u32) -> Option<Result<u32, Drop>> {
-        // A port that takes no XDP frames gets it from the bridge.
-        if !xdp_deliverable(self, port) {
+        // A port that takes no XDP frames gets it from the bridge, and so
+        // does a frame whose checksum cannot be finished here (the
+        // bridge's path keeps its CHECKSUM_PARTIAL).
+        if !xdp_port_takes(self, port) || !self.finish_csum() {
             return None;
         }
         let verdict = match VXDP_PORTS.redirect(port, 0) {
@@ -177,6 +197,11 @@ impl GuestHook for XdpContext {
         // bpf_redirect_neigh; the egress device must take XDP frames (an
         // uplink with vxdp's native XDP program: `UPLINK_XDP_FRAMES`).
         resolved && egress_takes_xdp(p.ifindex)
+    }
+
+    #[inline(always)]
+    fn finish_csum(&self) -> bool {
+        partial_csum::finish(self)
     }
 
     #[inline(always)]
@@ -225,6 +250,23 @@ pub fn nat_exit(
         fib::FIB_FRAG_NEEDED => Err(Drop::new(DropReason::FragmentationNeeded, net_id)),
         _ => Err(Drop::new(DropReason::RouteNotViaUplink, net_id)),
     }
+}
+
+/// Sends a frame out along the route `p` (rewritten already), counted as
+/// `action` once the redirect is accepted: a failed one is a drop only.
+#[inline(always)]
+pub fn redirect<C: GuestHook>(
+    ctx: &C,
+    net_id: u32,
+    p: &FibParams,
+    resolved: bool,
+    action: Action,
+) -> Result<C::Verdict, Drop> {
+    let verdict = ctx
+        .forward(p, resolved, net_id, action)
+        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
+    count(ctx, net_id, action);
+    Ok(verdict)
 }
 
 /// Left to the bridge (other guests, the host, ARP, DHCP, broadcast).

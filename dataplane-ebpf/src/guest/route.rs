@@ -6,14 +6,14 @@
 
 use vxdp_common::{Action, DropReason, NetworkConfig, mode, mode_routes, network_flags};
 
-use super::port::{GuestHook, pass, port_network};
+use super::port::{GuestHook, pass, port_network, redirect};
 use crate::base::{
     family::Family,
-    fib::{self, FibParams, Route},
+    fib::{self, Route},
     l2::set_macs,
     parse::{self, ETH_P_IP, Ipv4, Ipv6},
     policy,
-    stats::{Drop, count},
+    stats::Drop,
 };
 
 /// `vxdp_guest_route`.
@@ -61,21 +61,6 @@ fn judge(net: &NetworkConfig, net_id: u32, route: &Route) -> Result<Verdict, Dro
         Route::ForwardingDisabled => Err(Drop::new(DropReason::ForwardingDisabled, net_id)),
         _ => Ok(Verdict::Kernel),
     }
-}
-
-#[inline(always)]
-fn redirect<C: GuestHook>(
-    ctx: &C,
-    net_id: u32,
-    p: &FibParams,
-    resolved: bool,
-) -> Result<C::Verdict, Drop> {
-    let verdict = ctx
-        .forward(p, resolved, net_id, Action::RouteForwarded)
-        .map_err(|_| Drop::new(DropReason::RedirectFailed, net_id))?;
-    // Counted once the redirect is accepted: a failed one is a drop only.
-    count(ctx, net_id, Action::RouteForwarded);
-    Ok(verdict)
 }
 
 /// IPv4 from a guest of a route/open network to outside its subnet.
@@ -146,8 +131,9 @@ fn forward<C: GuestHook, F: Family>(
         Route::NoNeighbour(p) => (p, false),
         _ => return pass(ctx, net_id),
     };
-    // XDP: what it cannot send goes to the TC program, still untouched.
-    if !ctx.can_forward(p, resolved) {
+    // XDP: what it cannot send, or whose checksum it cannot finish, goes
+    // to the TC program, still untouched.
+    if !ctx.can_forward(p, resolved) || !ctx.finish_csum() {
         return Ok(ctx.defer());
     }
     let malformed = Drop::new(DropReason::Malformed, net_id);
@@ -157,5 +143,5 @@ fn forward<C: GuestHook, F: Family>(
     let ttl_word = ip.write_ttl(ctx).map_err(|_| malformed)?;
     F::header_csum_ttl(ctx, ttl_word)
         .map_err(|_| Drop::new(DropReason::ChecksumUpdateFailed, net_id))?;
-    redirect(ctx, net_id, p, resolved)
+    redirect(ctx, net_id, p, resolved, Action::RouteForwarded)
 }

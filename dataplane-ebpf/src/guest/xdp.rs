@@ -11,11 +11,14 @@
 //! TCP or UDP checksum field holds the folded pseudo-header sum, and no
 //! socket buffer says so. A GSO frame, a larger one or a blocking write
 //! runs it in generic mode, on a socket buffer built after a copy
-//! (`do_xdp_generic`). Two checks come first, so neither case is rewritten
-//! here: a frame longer than the port's MTU (a GSO super-frame) and a
-//! frame whose checksum is not proven finished
-//! ([`crate::flow::partial_csum::finished`]) go to TC, which keeps the
-//! socket buffer's checksum and GSO state.
+//! (`do_xdp_generic`). A frame longer than the port's MTU (a GSO
+//! super-frame) goes to TC first thing, and so does one whose checksum is
+//! neither finished nor finishable ([`partial_csum::L4Csum::Unknown`]); TC
+//! keeps the socket buffer's checksum and GSO state. An unfinished TCP or
+//! UDP checksum (NEEDS_CSUM) is finished where the frame is about to be
+//! redirected ([`super::port::GuestHook::finish_csum`]), if the frame is
+//! one tun runs native XDP on ([`partial_csum::FINISH_MAX`]); frames passed
+//! to the kernel keep the pseudo-header sum their socket buffer needs.
 
 use aya_ebpf::{EbpfContext, bindings::xdp_action, helpers::bpf_check_mtu, programs::XdpContext};
 
@@ -28,7 +31,7 @@ pub fn entry(ctx: &XdpContext) -> Result<u32, Drop> {
     let mut mtu_len: u32 = 0;
     // 0: fits the receiving port's MTU (plus its link-layer header).
     let fits = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu_len, 0, 0) } == 0;
-    if !fits || !partial_csum::finished(ctx) {
+    if !fits || matches!(partial_csum::state(ctx), partial_csum::L4Csum::Unknown) {
         return Ok(xdp_action::XDP_PASS);
     }
     ingress::guest_ingress(ctx)
