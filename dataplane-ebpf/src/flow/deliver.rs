@@ -15,7 +15,16 @@
 //!   generic XDP linearised, which only a socket buffer can carry);
 //! * its L4 checksum is finished ([`super::partial_csum::finished`]): XDP cannot
 //!   see CHECKSUM_PARTIAL, and a redirect would deliver the unfinished
-//!   field to the guest.
+//!   field to the guest;
+//! * it is not a TCP segment with a bulk payload ([`bulk_tcp`], uplink
+//!   only): XDP redirects frame by frame, past GRO, so a bulk stream
+//!   would reach the guest's tap one MTU frame per read. Passed, the
+//!   interface's GRO (on by default on a NIC; off on a veth unless asked
+//!   for: since Linux 6.9 an XDP program no longer turns it on) coalesces
+//!   the stream's segments into one socket buffer of up to 64 KB before
+//!   the TC program reverse-NATs and redirects it, as the kernel path
+//!   delivers it. Acknowledgements and small request/response segments
+//!   keep XDP's fast path.
 
 use aya_ebpf::{
     EbpfContext,
@@ -23,13 +32,14 @@ use aya_ebpf::{
     helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use vxdp_common::{Action, DropReason, XDP_META_JUDGED, endpoint_flags};
+use vxdp_common::{Action, DropReason, PROTO_TCP, XDP_META_JUDGED, endpoint_flags};
 
 use super::partial_csum;
 use crate::base::{
-    ctx::PacketCtx,
+    ctx::{PacketCtx, ptr_at},
     l2::set_macs,
     maps::{VXDP_ENDPOINTS, VXDP_NETWORKS, VXDP_PORTS},
+    parse::{self, ETH_P_IP, ETH_P_IPV6, IP_OFF, IP6_L4_OFF},
     police, policy,
     stats::{self, Drop, count},
 };
@@ -60,7 +70,10 @@ impl Hook for XdpContext {
 
     #[inline(always)]
     fn deliverable(&self, port: u32) -> bool {
-        xdp_deliverable(self, port)
+        // In this order: after the endpoint lookup, `bulk_tcp`'s registers
+        // pushed `vxdp_uplink_in`'s stack (with the calls below it) past
+        // the kernel's 512 bytes.
+        !bulk_tcp(self) && xdp_deliverable(self, port)
     }
 
     #[inline(always)]
@@ -104,6 +117,66 @@ pub fn xdp_port_takes(ctx: &XdpContext, port: u32) -> bool {
     let mut mtu_len: u32 = 0;
     // 0: the frame fits the port's MTU (plus its link-layer header).
     unsafe { bpf_check_mtu(ctx.as_ptr(), port, &mut mtu_len, 0, 0) == 0 }
+}
+
+/// TCP payload from which the uplink's XDP leaves a segment to GRO and the
+/// TC program: below the 536-byte MSS every TCP host must accept (RFC 9293
+/// 3.7.1), so every full-sized segment of a bulk stream reaches it whatever
+/// the path's MSS, and GRO only coalesces full-sized segments anyway; pure
+/// ACKs, keystrokes and small requests and responses stay below it.
+pub const BULK_TCP_PAYLOAD: usize = 512;
+
+const TCP_DOFF: usize = 12;
+const IP6_PAYLOAD_LEN: usize = 4;
+const IP6_NEXT_HEADER: usize = 6;
+
+/// Whether the frame is a TCP segment carrying at least
+/// [`BULK_TCP_PAYLOAD`] bytes, by its IP and TCP headers' lengths (a
+/// frame that lies about them is merely delivered by the TC program, which
+/// checks everything XDP does). IPv4 fragments are not: a first fragment's
+/// lengths are not its segment's, and the rest follow it by their own
+/// rule. TCP behind IPv6 extension headers is left to TC anyway
+/// ([`partial_csum::finished`]).
+#[inline(always)]
+pub fn bulk_tcp(ctx: &XdpContext) -> bool {
+    let (l4_off, l4_len) = match parse::ether_type(ctx) {
+        Ok(ETH_P_IP) => {
+            let Ok(h) = ptr_at::<XdpContext, [u8; 20]>(ctx, IP_OFF) else {
+                return false;
+            };
+            let h = unsafe { &*h };
+            // Version 4, TCP, neither More Fragments nor an offset.
+            if h[0] >> 4 != 4 || h[9] != PROTO_TCP || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0
+            {
+                return false;
+            }
+            let hdr_len = ((h[0] & 0x0f) as usize) * 4;
+            let tot_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+            let Some(l4_len) = tot_len.checked_sub(hdr_len) else {
+                return false;
+            };
+            (IP_OFF + hdr_len, l4_len)
+        }
+        Ok(ETH_P_IPV6) => {
+            let Ok(h) = ptr_at::<XdpContext, [u8; 8]>(ctx, IP_OFF) else {
+                return false;
+            };
+            let h = unsafe { &*h };
+            if h[0] >> 4 != 6 || h[IP6_NEXT_HEADER] != PROTO_TCP {
+                return false;
+            }
+            let payload_len = u16::from_be_bytes([h[IP6_PAYLOAD_LEN], h[IP6_PAYLOAD_LEN + 1]]);
+            (IP6_L4_OFF, payload_len as usize)
+        }
+        _ => return false,
+    };
+    // The data offset and the flags: a one-byte read at a variable offset
+    // compiles to a bounds check the verifier does not follow.
+    let Ok(doff) = ptr_at::<XdpContext, [u8; 2]>(ctx, l4_off + TCP_DOFF) else {
+        return false;
+    };
+    let tcp_hdr_len = ((unsafe { (*doff)[0] } >> 4) as usize) * 4;
+    l4_len >= tcp_hdr_len + BULK_TCP_PAYLOAD
 }
 
 impl Hook for TcContext {
