@@ -37,12 +37,13 @@
 //! on a veth (vxdp's uplink program on `up0`) clears software GSO from its
 //! peer (`veth_xdp_set`, drivers/net/veth.c), so the outside host sends
 //! MTU-sized segments, and with GRO off on `up0` (the veth default)
-//! nothing coalesces them on their way into the tap. (Measured once with
-//! a wire-like uplink instead, TSO off on `wan0` and GRO on `up0` as a
-//! NIC has it: vxdp's frames reached the tap as GSO frames too, and the
-//! outside → guest ratio went from 0.09× to 0.65×; that topology is not
-//! the default one.) The guest takes frames one write (one NAPI run, no
-//! GRO batch) at a time:
+//! nothing coalesces them on their way into the tap. So outside → guest is
+//! also measured with a NIC-like uplink (`in.nic`, the kernel path and
+//! vxdp TC; [`setup`]'s `nic`): TSO and TX checksum offload off on `wan0`
+//! (segments off a wire) and GRO on on `up0`, as a NIC has it; there vxdp's
+//! uplink XDP program leaves bulk TCP segments to GRO and its TC program
+//! (`flow::deliver`), and they reach the tap as GSO frames. The guest takes
+//! frames one write (one NAPI run, no GRO batch) at a time:
 //! tun gives a `write` no way to say more is coming (only vhost-net's
 //! `sendmsg` does), where a virtio guest's NAPI poll could coalesce what
 //! queued up. The progress line shows both directions' GSO count and bytes
@@ -204,10 +205,20 @@ struct Bench {
     topo: NatTopology,
 }
 
-fn setup(v: &Variant, cpu: usize) -> Result<Bench> {
-    let (topo, hyp_tap) = tap::setup_with(&format!("tt{}", v.id), v.vxdp, |hyp| {
+/// `nic`: the uplink as a NIC has it instead of the veth defaults: the
+/// outside host's segments arrive MTU-sized with finished checksums (TSO
+/// and TX checksum offload off on `wan0`, as frames off a wire) and GRO is
+/// on on `up0` (a NIC's default; a veth's is off).
+fn setup(v: &Variant, cpu: usize, nic: bool) -> Result<Bench> {
+    let tag = format!("tt{}{}", v.id, if nic { "n" } else { "" });
+    let (topo, hyp_tap) = tap::setup_with(&tag, v.vxdp, |hyp| {
         TapWriter::open_offloaded(hyp, tap::TAP, OFFLOADS, false)
     })?;
+    if nic {
+        topo.wan
+            .exec("ethtool", &["-K", "wan0", "tx", "off", "tso", "off"])?;
+        topo.hyp.exec("ethtool", &["-K", "up0", "gro", "on"])?;
+    }
     let guest = Netns::new(format!("{}-g", topo.prefix))?;
     let guest_tap = TapWriter::open_offloaded(&guest, GUEST_TAP, OFFLOADS, true)?;
     guest.ip(&["link", "set", GUEST_TAP, "address", GUEST_MAC])?;
@@ -239,15 +250,29 @@ fn setup(v: &Variant, cpu: usize) -> Result<Bench> {
 pub fn run(reps: usize, secs: u32, cpu: usize, r: &mut Report) -> Result<()> {
     let mut benches = Vec::new();
     for v in &VARIANTS {
-        benches.push(setup(v, cpu).with_context(|| format!("taptcp {}", v.id))?);
+        benches.push(setup(v, cpu, false).with_context(|| format!("taptcp {}", v.id))?);
+    }
+    // Outside -> guest with a NIC-like uplink: the kernel path and vxdp TC.
+    let nic_variants = [&VARIANTS[0], &VARIANTS[1]];
+    let mut nic = Vec::new();
+    for v in nic_variants {
+        nic.push(
+            setup(v, cpu, true).with_context(|| format!("taptcp {} (NIC-like uplink)", v.id))?,
+        );
     }
     let mut port = 5301u16;
     for rep in 0..reps {
-        for (dir, name, what) in [
-            (OUT, "out", "guest -> outside"),
-            (IN, "in", "outside -> guest"),
+        for (dir, name, what, on_nic) in [
+            (OUT, "out", "guest -> outside", false),
+            (IN, "in", "outside -> guest", false),
+            (IN, "in.nic", "outside -> guest, NIC-like uplink", true),
         ] {
-            for (v, b) in VARIANTS.iter().zip(&benches) {
+            let runs: Vec<(&Variant, &Bench)> = if on_nic {
+                nic_variants.into_iter().zip(&nic).collect()
+            } else {
+                VARIANTS.iter().zip(&benches).collect()
+            };
+            for (v, b) in runs {
                 let before = b.relay.snapshot()[dir];
                 let gbps = tcp::iperf_ns(
                     &b.guest.name,
@@ -318,4 +343,11 @@ pub fn targets(r: &mut Report) {
             None,
         );
     }
+    r.compare(
+        "tap bulk TCP in, NIC-like uplink: vxdp tc / kernel",
+        "taptcp.nat.in.nic.tc.gbps",
+        "taptcp.nat.in.nic.kernel.gbps",
+        Some(1.0),
+        None,
+    );
 }
