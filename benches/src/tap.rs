@@ -33,7 +33,9 @@
 //!   replies addressed to the guest; a frame the tap's queue dropped was
 //!   not delivered. The rate is the replies read per CPU-second of the
 //!   sender (its thread and its CPU's softirq thread, where the forwarding
-//!   runs) and per wall-clock second. The guest XDP program plays no part in this direction (tun runs
+//!   runs) and per wall-clock second. The ceiling topology measures the
+//!   replies' ceiling too (`tap.reply.*.ceiling`): the ceiling program on
+//!   the uplink redirects every frame into the tap, untranslated. The guest XDP program plays no part in this direction (tun runs
 //!   it on frames the guest writes), so vxdp is measured once, on the
 //!   TC-only topology.
 //!
@@ -341,9 +343,11 @@ fn reply_flows(topo: &NatTopology, flows: u32) -> Result<Traffic> {
 }
 
 /// Whether `frame` (as read from the tap: virtio-net header first) is a
-/// reply of [`reply_flows`] translated back to the guest: IPv4 UDP from
-/// the outside host's [`DST_PORT`] to the guest's address and MAC.
-fn is_reply(frame: &[u8], guest_mac: &Mac, outside: Ipv4Addr) -> bool {
+/// reply of [`reply_flows`] delivered to the guest's MAC: IPv4 UDP from
+/// the outside host's [`DST_PORT`] to `to` (the guest's address once
+/// translated back; the uplink's for the ceiling, which translates
+/// nothing).
+fn is_reply(frame: &[u8], guest_mac: &Mac, outside: Ipv4Addr, to: Ipv4Addr) -> bool {
     let Some(f) = frame.get(VNET_HDR..) else {
         return false;
     };
@@ -353,7 +357,7 @@ fn is_reply(frame: &[u8], guest_mac: &Mac, outside: Ipv4Addr) -> bool {
         && f[14] == 0x45
         && f[23] == 17
         && f[26..30] == outside.octets()
-        && f[30..34] == GUEST_ADDR.octets()
+        && f[30..34] == to.octets()
         && f[34..36] == DST_PORT.to_be_bytes()
 }
 
@@ -393,14 +397,14 @@ struct Drained {
 fn drain(
     tap: &TapWriter,
     guest_mac: &Mac,
-    outside: Ipv4Addr,
+    (outside, to): (Ipv4Addr, Ipv4Addr),
     done: &AtomicBool,
 ) -> Result<Drained> {
     let mut buf = vec![0u8; 65536];
     let mut d = Drained::default();
     loop {
         match read_frame(tap, &mut buf)? {
-            Some(n) if is_reply(&buf[..n], guest_mac, outside) => d.replies += 1,
+            Some(n) if is_reply(&buf[..n], guest_mac, outside, to) => d.replies += 1,
             Some(_) => d.other += 1,
             None => {
                 // Checked before waiting: a frame that arrives after the
@@ -456,6 +460,16 @@ fn dnat_forwarded(topo: &NatTopology) -> Result<u64> {
 /// opened: (replies read from the tap per second of the sender's wall
 /// time, replies read, other frames read, tap drops). On vxdp every reply
 /// read must have been forwarded by vxdp (its counter), not by the kernel.
+/// Who carries the replies into the tap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReplyPath {
+    Kernel,
+    Vxdp,
+    /// The ceiling topology's program on the uplink: MAC rewrite and
+    /// redirect into the tap, no translation.
+    Ceiling,
+}
+
 fn reply_run(
     topo: &NatTopology,
     tap: &TapWriter,
@@ -463,8 +477,14 @@ fn reply_run(
     flows: u32,
     packets: u32,
     cpus: (usize, usize),
-    vxdp: bool,
+    path: ReplyPath,
 ) -> Result<(Rates, Drained, u64)> {
+    let vxdp = path == ReplyPath::Vxdp;
+    let to = if path == ReplyPath::Ceiling {
+        UPLINK_ADDR.parse()?
+    } else {
+        GUEST_ADDR
+    };
     open_flows(
         topo,
         tap,
@@ -476,7 +496,7 @@ fn reply_run(
     // What the opening left in the queue (the outside host's port
     // unreachable errors) is not a reply.
     let never = AtomicBool::new(true);
-    drain(tap, &guest_mac, outside, &never)?;
+    drain(tap, &guest_mac, (outside, to), &never)?;
     let frames = reply_flows(topo, flows)?.frames();
     let dropped0 = tap_tx_dropped(topo)?;
     let done = AtomicBool::new(false);
@@ -484,7 +504,7 @@ fn reply_run(
         let reader = s.spawn(|| {
             // Off the sender's CPU, as QEMU's I/O thread would be.
             pin_to_cpu(cpus.1)?;
-            drain(tap, &guest_mac, outside, &done)
+            drain(tap, &guest_mac, (outside, to), &done)
         });
         let sent = in_netns(&topo.wan.name, Some(cpus.0), || {
             let clock = CpuClock::start(cpus.0);
@@ -537,7 +557,9 @@ const CEILING: (&str, &str) = (
 /// rules, no vxdp; the benchmark's ceiling program (native XDP on the tap,
 /// in the writer's context) rewrites both MACs and redirects every frame
 /// to the uplink, as the veth ceiling does. The programs are kept with it.
-fn ceiling_setup(generator: generator::Kind) -> Result<(NatTopology, TapWriter, BenchProgs)> {
+fn ceiling_setup(
+    generator: generator::Kind,
+) -> Result<(NatTopology, TapWriter, BenchProgs, BenchProgs)> {
     let topo = NatTopology::new(CEILING_TAG, 0)?;
     // The uplink takes XDP frames only while its peer has GRO (or XDP).
     topo.wan.exec("ethtool", &["-K", "wan0", "gro", "on"])?;
@@ -550,7 +572,18 @@ fn ceiling_setup(generator: generator::Kind) -> Result<(NatTopology, TapWriter, 
         ifindex: up,
     })?;
     progs.attach(PROG_CEILING_XDP, &topo.hyp.name, TAP)?;
-    Ok((topo, tap, progs))
+    // Replies: a second instance (its own configuration) on the uplink
+    // redirects whatever the outside host sends into the tap, to the
+    // guest's MAC.
+    let mut inbound = BenchProgs::load(generator)?;
+    let tap_index = in_netns(&topo.hyp.name, None, || crate::progs::ifindex(TAP))?;
+    inbound.set_ceiling(CeilingConfig {
+        dst_mac: mac(GUEST_MAC)?,
+        src_mac: link_mac(&topo.hyp, TAP)?,
+        ifindex: tap_index,
+    })?;
+    inbound.attach(PROG_CEILING_XDP, &topo.hyp.name, "up0")?;
+    Ok((topo, tap, progs, inbound))
 }
 
 pub fn run(
@@ -581,6 +614,10 @@ pub fn run(
         sockets.push(s);
     }
     let ceiling = ceiling_setup(generator)?;
+    let mut ceiling_socket = in_netns(&ceiling.0.wan.name, None, || {
+        generator::open(generator, crate::progs::ifindex("wan0")?)
+    })
+    .with_context(|| format!("opening the {} generator on wan0", generator.name()))?;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let reader_cpu = if ncpu > 1 && cpu == 0 { 1 } else { 0 };
     pin_to_cpu(cpu)?;
@@ -619,17 +656,35 @@ pub fn run(
         // Replies: the kernel path and vxdp (the TC-only topology; the
         // guest XDP program does not see this direction).
         for (flows, fl) in [(1u32, "1flow"), (10_000, "10kflows")] {
-            for ((v, (topo, tap)), socket) in VARIANTS.iter().zip(&topos).zip(&mut sockets) {
-                let who = if v.vxdp.is_some() { "vxdp" } else { "kernel" };
-                let (rates, drained, dropped) = reply_run(
-                    topo,
-                    tap,
-                    socket,
-                    flows,
-                    packets,
-                    (cpu, reader_cpu),
-                    v.vxdp.is_some(),
-                )?;
+            let runs = VARIANTS
+                .iter()
+                .zip(&topos)
+                .zip(&mut sockets)
+                .map(|((v, (t, w)), s)| {
+                    let path = if v.vxdp.is_some() {
+                        ReplyPath::Vxdp
+                    } else {
+                        ReplyPath::Kernel
+                    };
+                    (path, t, w, s)
+                })
+                .chain([(
+                    ReplyPath::Ceiling,
+                    &ceiling.0,
+                    &ceiling.1,
+                    &mut ceiling_socket,
+                )]);
+            for (path, topo, tap, socket) in runs {
+                let (who, label) = match path {
+                    ReplyPath::Kernel => ("kernel", VARIANTS[0].label),
+                    ReplyPath::Vxdp => ("vxdp", "vxdp NAT (uplink XDP redirects into the tap)"),
+                    ReplyPath::Ceiling => (
+                        "ceiling",
+                        "ceiling (XDP on the uplink: MAC rewrite + redirect into the tap)",
+                    ),
+                };
+                let (rates, drained, dropped) =
+                    reply_run(topo, tap, socket, flows, packets, (cpu, reader_cpu), path)?;
                 println!(
                     "[bench] tap rep {rep}: reply {fl} {who}: {:.3} Mpps per CPU-second, {:.3} wall ({} of {packets} read by the guest, {dropped} dropped by the tap, {} other frames)",
                     rates.cpu / 1e6,
@@ -637,11 +692,6 @@ pub fn run(
                     drained.replies,
                     drained.other
                 );
-                let label = if who == "vxdp" {
-                    "vxdp NAT (uplink XDP redirects into the tap)"
-                } else {
-                    VARIANTS[0].label
-                };
                 rates.record(
                     r,
                     &format!("tap.reply.{fl}.{who}"),
@@ -705,6 +755,20 @@ pub fn targets(r: &mut Report) {
             Some(6.0),
             None,
         );
+        r.compare(
+            &format!("tap replies {fl}: ceiling / kernel (the ratio's ceiling)"),
+            &format!("tap.reply.{fl}.ceiling"),
+            &format!("tap.reply.{fl}.kernel"),
+            None,
+            None,
+        );
+        r.compare(
+            &format!("tap NAT replies {fl}: vxdp / ceiling"),
+            &format!("tap.reply.{fl}.vxdp"),
+            &format!("tap.reply.{fl}.ceiling"),
+            Some(0.7),
+            None,
+        );
     }
 }
 
@@ -728,18 +792,34 @@ mod tests {
     #[test]
     fn only_translated_replies_to_the_guest_count() {
         let (g, outside) = (mac(GUEST_MAC).unwrap(), "203.0.113.10".parse().unwrap());
-        assert!(is_reply(&reply(GUEST_ADDR, DST_PORT), &g, outside));
+        let uplink: Ipv4Addr = UPLINK_ADDR.parse().unwrap();
+        assert!(is_reply(
+            &reply(GUEST_ADDR, DST_PORT),
+            &g,
+            outside,
+            GUEST_ADDR
+        ));
         // Not translated back (still to the uplink's address), another
         // source port, another guest MAC, cut short: not replies.
-        let untranslated = reply(UPLINK_ADDR.parse().unwrap(), DST_PORT);
-        assert!(!is_reply(&untranslated, &g, outside));
-        assert!(!is_reply(&reply(GUEST_ADDR, 53), &g, outside));
+        let untranslated = reply(uplink, DST_PORT);
+        assert!(!is_reply(&untranslated, &g, outside, GUEST_ADDR));
+        assert!(!is_reply(&reply(GUEST_ADDR, 53), &g, outside, GUEST_ADDR));
         assert!(!is_reply(
             &reply(GUEST_ADDR, DST_PORT),
             &[2, 0, 0, 0, 0, 9],
-            outside
+            outside,
+            GUEST_ADDR
         ));
-        assert!(!is_reply(&reply(GUEST_ADDR, DST_PORT)[..40], &g, outside));
-        assert!(!is_reply(&[], &g, outside));
+        assert!(!is_reply(
+            &reply(GUEST_ADDR, DST_PORT)[..40],
+            &g,
+            outside,
+            GUEST_ADDR
+        ));
+        assert!(!is_reply(&[], &g, outside, GUEST_ADDR));
+        // The ceiling translates nothing: its frames count when addressed
+        // to the uplink, and a translated one does not.
+        assert!(is_reply(&untranslated, &g, outside, uplink));
+        assert!(!is_reply(&reply(GUEST_ADDR, DST_PORT), &g, outside, uplink));
     }
 }
