@@ -57,7 +57,7 @@ use crate::{
         conntrack, bpftool. Exits non-zero when a figure is missing or not positive."
 )]
 struct Cli {
-    /// A reduced run (fewer repetitions, shorter runs; under 3 minutes)
+    /// A reduced run (fewer repetitions, shorter runs; about 3 minutes)
     #[arg(long)]
     quick: bool,
     /// Where to write the JSON (default: <workspace>/target/vxdp-bench/latest.json)

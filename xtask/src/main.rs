@@ -206,7 +206,7 @@ enum Task {
         writes every figure, the kernel version and the CPU model to \
         target/vxdp-bench/latest.json.\n\n\
         The full run takes about 16 minutes here (1,000,000 flows, iperf3, taps, 5 repetitions); --quick \
-        takes under 3 minutes. Arguments after `--` go to the benchmark binary, e.g. \
+        takes about 3 minutes. Arguments after `--` go to the benchmark binary, e.g. \
         `cargo xtask bench -- --only program,forward --cpu 0` (see `-- --help`)."
     )]
     Bench {
