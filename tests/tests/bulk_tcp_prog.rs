@@ -24,9 +24,9 @@ use vxdp_testkit::{
     packet6::{Frame6, Packet6, sock6},
 };
 use vxdp_tests::progtest::{
-    BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_REDIRECT, UPLINK_ADDR,
-    UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved, guest6, once,
-    set_nat6, with_nat_world,
+    BRIDGE_MAC, Counters, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_REDIRECT,
+    UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved,
+    guest6, once, set_nat6, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
@@ -57,6 +57,19 @@ fn left_to_tc(w: &World, frame: &[u8], what: &str) {
     assert_counters_moved(&before, &w.counters(), &[], what);
 }
 
+/// A delivery to `g` (by XDP or TC): counted once as `DnatForwarded`
+/// since `before`, with the guest's and the bridge's MACs; returns `data`.
+#[track_caller]
+fn counted_once_to(w: &World, before: &Counters, g: &Guest, data: Vec<u8>, what: &str) -> Vec<u8> {
+    assert_counters_moved(before, &w.counters(), &[once(Action::DnatForwarded)], what);
+    assert_eq!(
+        (&data[0..6], &data[6..12]),
+        (&g.mac[..], &BRIDGE_MAC[..]),
+        "{what}: MACs not the guest's / the bridge's"
+    );
+    data
+}
+
 /// XDP reverse-NATed the frame and redirected it to `g`'s port, counted
 /// once; returns the frame as delivered.
 #[track_caller]
@@ -68,13 +81,7 @@ fn redirected_by_xdp(w: &World, g: &Guest, frame: &[u8], what: &str) -> Vec<u8> 
         "{what}: XDP verdict {} instead of XDP_REDIRECT (the fast path)",
         run.verdict
     );
-    assert_counters_moved(&before, &w.counters(), &[once(Action::DnatForwarded)], what);
-    assert_eq!(
-        (&run.data[0..6], &run.data[6..12]),
-        (&g.mac[..], &BRIDGE_MAC[..]),
-        "{what}: MACs not the guest's / the bridge's"
-    );
-    run.data
+    counted_once_to(w, &before, g, run.data, what)
 }
 
 /// The uplink's TC program (the frame received on the uplink) redirected
@@ -95,13 +102,7 @@ fn delivered_by_tc(w: &World, g: &Guest, frame: &[u8], what: &str) -> Vec<u8> {
         "{what}: TC verdict {} instead of TC_ACT_REDIRECT: the guest never gets the segment",
         run.verdict
     );
-    assert_counters_moved(&before, &w.counters(), &[once(Action::DnatForwarded)], what);
-    assert_eq!(
-        (&run.data[0..6], &run.data[6..12]),
-        (&g.mac[..], &BRIDGE_MAC[..]),
-        "{what}: MACs not the guest's / the bridge's"
-    );
-    run.data
+    counted_once_to(w, &before, g, run.data, what)
 }
 
 #[test]
