@@ -501,6 +501,27 @@ impl World {
         self.run_uplink_from(0, frame)
     }
 
+    /// The uplink's XDP program left `frame` to the kernel untouched and
+    /// unmarked, nothing counted: GRO and the TC program take it from
+    /// there (a judged mark would make TC let it through untranslated).
+    #[track_caller]
+    pub fn assert_uplink_left_to_tc(&self, frame: &[u8], what: &str) {
+        let before = self.counters();
+        let run = self.run_uplink_from(self.uplink_ifindex, frame);
+        assert_eq!(
+            run.verdict, XDP_PASS,
+            "{what}: XDP verdict {} instead of XDP_PASS (left to TC)",
+            run.verdict
+        );
+        assert_eq!(run.data, frame, "{what}: XDP changed a frame it left to TC");
+        assert!(
+            run.meta.is_empty(),
+            "{what}: XDP marked the frame judged ({:02x?}), so TC would let it through untranslated",
+            run.meta
+        );
+        assert_counters_moved(&before, &self.counters(), &[], what);
+    }
+
     /// Runs `vxdp_uplink_in` on `frame` as if it arrived on `ifindex`
     /// (0: the namespace's loopback).
     pub fn run_uplink_from(&self, ifindex: u32, frame: &[u8]) -> Run {

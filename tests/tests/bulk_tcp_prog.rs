@@ -25,8 +25,8 @@ use vxdp_testkit::{
 };
 use vxdp_tests::progtest::{
     BRIDGE_MAC, Counters, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, TC_ACT_REDIRECT,
-    UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, World, XDP_PASS, XDP_REDIRECT, assert_counters_moved,
-    guest6, once, set_nat6, with_nat_world,
+    UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, World, XDP_REDIRECT, assert_counters_moved, guest6,
+    once, set_nat6, with_nat_world,
 };
 
 const GUEST_PORT: u16 = 40000;
@@ -35,26 +35,6 @@ const TCP_PSH: u8 = 0x08;
 /// The payload of a segment: `len` bytes of a pattern.
 fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 + 7) as u8).collect()
-}
-
-/// The frame went to the kernel untouched and unmarked, nothing counted:
-/// GRO and the TC program take it from there.
-#[track_caller]
-fn left_to_tc(w: &World, frame: &[u8], what: &str) {
-    let before = w.counters();
-    let run = w.run_uplink_from(w.uplink_ifindex, frame);
-    assert_eq!(
-        run.verdict, XDP_PASS,
-        "{what}: XDP verdict {} instead of XDP_PASS (left to GRO and TC)",
-        run.verdict
-    );
-    assert_eq!(run.data, frame, "{what}: XDP changed a frame it left to TC");
-    assert!(
-        run.meta.is_empty(),
-        "{what}: XDP marked the frame judged ({:02x?}), so TC would let it through untranslated",
-        run.meta
-    );
-    assert_counters_moved(&before, &w.counters(), &[], what);
 }
 
 /// A delivery to `g` (by XDP or TC): counted once as `DnatForwarded`
@@ -152,7 +132,7 @@ fn bulk_tcp_replies_are_left_to_tc_small_ones_redirected_by_xdp() {
             ("IPv4 1448-byte segment", 1448),
         ] {
             let sent = reply(TCP_ACK, len).build();
-            left_to_tc(w, &sent, what);
+            w.assert_uplink_left_to_tc(&sent, what);
             let data = delivered_by_tc(w, &g, &sent, &format!("{what}, TC"));
             let f = Frame(&data);
             assert_eq!(
@@ -174,7 +154,7 @@ fn bulk_tcp_replies_are_left_to_tc_small_ones_redirected_by_xdp() {
         liar[24..26].copy_from_slice(&[0, 0]);
         let csum = checksum(&liar[14..34]);
         liar[24..26].copy_from_slice(&csum.to_be_bytes());
-        left_to_tc(w, &liar, "IPv4 segment claiming a bulk payload it lacks");
+        w.assert_uplink_left_to_tc(&liar, "IPv4 segment claiming a bulk payload it lacks");
     });
 }
 
@@ -229,7 +209,7 @@ fn bulk_nat66_replies_are_left_to_tc_small_ones_redirected_by_xdp() {
             ("IPv6 1440-byte segment", 1440),
         ] {
             let sent = reply(TCP_ACK, len).build();
-            left_to_tc(w, &sent, what);
+            w.assert_uplink_left_to_tc(&sent, what);
             let data = delivered_by_tc(w, &g, &sent, &format!("{what}, TC"));
             let f = Frame6(&data);
             assert_eq!(
@@ -245,6 +225,6 @@ fn bulk_nat66_replies_are_left_to_tc_small_ones_redirected_by_xdp() {
 
         let mut liar = reply(TCP_ACK | TCP_PSH, 1).build();
         liar[18..20].copy_from_slice(&(20u16 + 1400).to_be_bytes());
-        left_to_tc(w, &liar, "IPv6 segment claiming a bulk payload it lacks");
+        w.assert_uplink_left_to_tc(&liar, "IPv6 segment claiming a bulk payload it lacks");
     });
 }

@@ -26,8 +26,8 @@ use vxdp_testkit::{
     tap_writer::{fold, unfinished},
 };
 use vxdp_tests::progtest::{
-    BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Slot, UPLINK_MAC, World,
-    XDP_PASS, XDP_REDIRECT, assert_counters_moved, guest6, with_nat_world,
+    BRIDGE, BRIDGE_MAC, Guest, NET_ID, NEXT_HOP_MAC, OUTSIDE, OUTSIDE6, Slot, UPLINK_MAC, XDP_PASS,
+    XDP_REDIRECT, assert_counters_moved, guest6, with_nat_world,
 };
 
 /// The frames of the test: what, the frame with a finished checksum.
@@ -67,29 +67,6 @@ fn frames(g: &Guest) -> Vec<(&'static str, Vec<u8>)> {
                 .build(),
         ),
     ]
-}
-
-/// The frame went to the kernel untouched and unmarked: the TC program
-/// takes it from there.
-#[track_caller]
-fn left_to_tc(w: &World, frame: &[u8], what: &str) {
-    let before = w.counters();
-    let run = w.run_uplink_from(w.uplink_ifindex, frame);
-    assert_eq!(
-        run.verdict, XDP_PASS,
-        "{what}: XDP verdict {} instead of XDP_PASS",
-        run.verdict
-    );
-    assert_eq!(
-        run.data, frame,
-        "{what}: XDP changed the frame it left to TC"
-    );
-    assert!(
-        run.meta.is_empty(),
-        "{what}: XDP marked the frame ({:02x?}), so TC would not handle it",
-        run.meta
-    );
-    assert_counters_moved(&before, &w.counters(), &[], what);
 }
 
 #[test]
@@ -144,7 +121,7 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
             // Unfinished: left to TC, untouched.
             let partial = unfinished(&frame);
             assert_ne!(partial, frame, "{what}: the test frame did not change");
-            left_to_tc(w, &partial, &format!("{what}, unfinished checksum"));
+            w.assert_uplink_left_to_tc(&partial, &format!("{what}, unfinished checksum"));
         }
 
         // UDP without a checksum (0) has nothing to finish: XDP delivers it.
@@ -175,7 +152,7 @@ fn unfinished_checksums_are_left_to_tc_and_finished_ones_redirected_valid() {
         };
         w.set_endpoint(g.port_ifindex, &veth);
         for (what, frame) in frames(&g) {
-            left_to_tc(w, &frame, &format!("{what} to a port without XDP_FRAMES"));
+            w.assert_uplink_left_to_tc(&frame, &format!("{what} to a port without XDP_FRAMES"));
         }
 
         // What XDP passes after judging it carries the mark, so TC leaves
